@@ -1,0 +1,52 @@
+"""Celery tasks that carry their tenant, and refuse to run without one.
+
+tenant-schemas-celery stamps the sender's schema on each message and switches to it on the worker, but a
+message without that header (or sent from the public schema) would silently run in `public`. A tenant task
+here fails closed instead: it is refused when enqueued outside a tenant, and refused on the worker when it
+arrives without one.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import connection
+from django_tenants.utils import get_public_schema_name
+from tenant_schemas_celery.task import TenantTask
+
+
+class TenantRequiredError(RuntimeError):
+    """A tenant task was enqueued or received without a tenant."""
+
+
+def _in_tenant_schema() -> bool:
+    schema = connection.schema_name
+    return schema not in {get_public_schema_name(), settings.TENANT_BASE_SCHEMA}
+
+
+class TenantScopedTask(TenantTask):
+    abstract = True
+    # Messages are acked after the task ran (settings); a task refused for lack of a tenant must not be
+    # redelivered forever, so refusals are plain failures, not retries.
+
+    def apply_async(self, args=None, kwargs=None, **options):
+        headers = options.get("headers") or {}
+        if "_schema_name" not in headers and not _in_tenant_schema():
+            raise TenantRequiredError(f"task {self.name} must be enqueued inside a tenant (schema_context)")
+        return super().apply_async(args=args, kwargs=kwargs, **options)
+
+    def __call__(self, *args, **kwargs):
+        # task_prerun (tenant-schemas-celery) has already switched to the message's schema, or left public.
+        if not _in_tenant_schema():
+            raise TenantRequiredError(f"task {self.name} received without a tenant: refused")
+        return super().__call__(*args, **kwargs)
+
+
+class PlatformTask(TenantTask):
+    """A task for the whole platform (e.g. a dispatcher that fans out per tenant): runs in `public`."""
+
+    abstract = True
+
+    def __call__(self, *args, **kwargs):
+        if connection.schema_name != get_public_schema_name():
+            connection.set_schema_to_public()
+        return super().__call__(*args, **kwargs)

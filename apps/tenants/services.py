@@ -1,0 +1,133 @@
+"""Provisioning of tenants: create, delete, and the two special schemas (public and the template).
+
+A new tenant's schema is cloned from the migrated template schema (settings.TENANT_BASE_SCHEMA) rather than
+built by replaying every migration, so creation time stays flat as tenants accumulate.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import connection, transaction
+from django_tenants.utils import get_public_schema_name, schema_context, schema_exists
+
+from apps.tenants.models import Domain, Tenant
+from apps.tenants.selectors import hostname_normalize
+
+logger = logging.getLogger(__name__)
+
+# PostgreSQL identifiers are at most 63 bytes; we keep schema names to plain lower-case ASCII so they never
+# need quoting and cannot collide with system schemas (pg_*) or ours.
+SCHEMA_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+RESERVED_SCHEMA_PREFIXES = ("pg_", "information_schema")
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+HOSTNAME_RE = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*$")
+MAX_TENANT_NAME_LENGTH = 100
+GENERATED_PASSWORD_BYTES = 18
+
+
+class TenantProvisioningError(ValueError):
+    """A tenant cannot be created as asked; the message says why and nothing was changed."""
+
+
+def schema_name_from_domain(domain: str) -> str:
+    label = hostname_normalize(domain).split(".", 1)[0]
+    return re.sub(r"[^a-z0-9_]", "_", label)[:63]
+
+
+def _validate(name: str, domain: str, schema_name: str) -> None:
+    if not name.strip() or len(name) > MAX_TENANT_NAME_LENGTH:
+        raise TenantProvisioningError(f"tenant name must be 1 to {MAX_TENANT_NAME_LENGTH} characters")
+    if not HOSTNAME_RE.match(domain):
+        raise TenantProvisioningError(f"{domain!r} is not a valid host name")
+    if domain == settings.PLATFORM_PUBLIC_DOMAIN:
+        raise TenantProvisioningError(f"{domain!r} is the platform's own host name")
+    if not SCHEMA_NAME_RE.match(schema_name) or schema_name.startswith(RESERVED_SCHEMA_PREFIXES):
+        raise TenantProvisioningError(
+            f"schema name {schema_name!r} must start with a letter and hold only a-z, 0-9 and _ (max 63)"
+        )
+    if schema_name in {get_public_schema_name(), settings.TENANT_BASE_SCHEMA}:
+        raise TenantProvisioningError(f"schema name {schema_name!r} is reserved")
+    if Domain.objects.filter(domain=domain).exists():
+        raise TenantProvisioningError(f"host name {domain!r} already belongs to a tenant")
+    if Tenant.objects.filter(schema_name=schema_name).exists() or schema_exists(schema_name):
+        raise TenantProvisioningError(f"schema {schema_name!r} already exists")
+
+
+def public_tenant_ensure() -> Tenant:
+    """The public schema's tenant row and the platform host name (Django admin for support staff)."""
+    with schema_context(get_public_schema_name()):
+        tenant, _ = Tenant.objects.get_or_create(
+            schema_name=get_public_schema_name(), defaults={"name": "Platform", "ready": True}
+        )
+        Domain.objects.get_or_create(
+            domain=settings.PLATFORM_PUBLIC_DOMAIN, defaults={"tenant": tenant, "is_primary": True}
+        )
+    return tenant
+
+
+def template_schema_ensure() -> Tenant:
+    """The migrated template every tenant is cloned from. It has no domain and is never ready.
+
+    It is a Tenant row so that `migrate_schemas` keeps it migrated with every other tenant schema.
+    """
+    with schema_context(get_public_schema_name()):
+        template = Tenant.objects.filter(schema_name=settings.TENANT_BASE_SCHEMA).first()
+        if template is None:
+            # Saving runs the tenant migrations into the new schema (there is nothing to clone yet).
+            template = Tenant(schema_name=settings.TENANT_BASE_SCHEMA, name="Template (internal)", ready=False)
+            template.save(verbosity=0)
+    return template
+
+
+def tenant_create(
+    *,
+    name: str,
+    domain: str,
+    schema_name: str | None = None,
+    admin_username: str | None = "admin",
+    admin_password: str | None = None,
+    admin_email: str = "",
+) -> tuple[Tenant, str | None]:
+    """Create a tenant with its schema, host name and first admin user, all or nothing.
+
+    Returns the tenant and the admin password (generated when not given; None without an admin).
+    """
+    domain = hostname_normalize(domain)
+    schema_name = schema_name or schema_name_from_domain(domain)
+    template_schema_ensure()
+    with schema_context(get_public_schema_name()):
+        _validate(name, domain, schema_name)
+        password = None
+        with transaction.atomic():
+            tenant = Tenant(schema_name=schema_name, name=name.strip(), ready=False)
+            tenant.save(verbosity=0)  # clones the template schema (CREATE SCHEMA is transactional)
+            Domain.objects.create(domain=domain, tenant=tenant, is_primary=True)
+            if admin_username:
+                password = admin_password or secrets.token_urlsafe(GENERATED_PASSWORD_BYTES)
+                with schema_context(schema_name):
+                    get_user_model().objects.create_superuser(
+                        username=admin_username, email=admin_email, password=password
+                    )
+            tenant.ready = True
+            tenant.save(update_fields=["ready"])
+    logger.info("tenant created", extra={"tenant": schema_name, "domain": domain})
+    return tenant, password
+
+
+def tenant_delete(*, schema_name: str) -> None:
+    """Drop a tenant and its whole schema (all of its data). Refuses the public and template schemas."""
+    if schema_name in {get_public_schema_name(), settings.TENANT_BASE_SCHEMA}:
+        raise TenantProvisioningError(f"schema {schema_name!r} cannot be deleted")
+    with schema_context(get_public_schema_name()):
+        tenant = Tenant.objects.filter(schema_name=schema_name).first()
+        if tenant is None:
+            raise TenantProvisioningError(f"no tenant with schema {schema_name!r}")
+        with transaction.atomic():
+            tenant.delete(force_drop=True)
+    connection.set_schema_to_public()
+    logger.info("tenant deleted", extra={"tenant": schema_name})

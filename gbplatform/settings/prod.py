@@ -1,0 +1,38 @@
+"""Production: everything from the environment, secure defaults, nothing embedded.
+
+Required: DJANGO_SECRET_KEY, DATABASE_URL, REDIS_URL, ALLOWED_HOSTS (parent domains of the tenants).
+"""
+
+from django.core.exceptions import ImproperlyConfigured
+
+from gbplatform.settings.base import *  # noqa: F403
+from gbplatform.settings.base import ALLOWED_HOSTS, DATABASE_URL, REDIS_URL, SECRET_KEY
+from gbplatform.settings.env import env_bool, env_int
+
+DEBUG = False
+
+_missing = [
+    name
+    for name, value in (
+        ("DJANGO_SECRET_KEY", SECRET_KEY),
+        ("DATABASE_URL", DATABASE_URL),
+        ("REDIS_URL", REDIS_URL),
+    )
+    if not value
+]
+if _missing:
+    raise ImproperlyConfigured(f"production settings need these environment variables: {', '.join(_missing)}")
+if ALLOWED_HOSTS == ["*"]:
+    raise ImproperlyConfigured("set ALLOWED_HOSTS to the tenants' parent domains, e.g. .bots.example.com")
+
+# HTTPS everywhere; the proxy in front terminates TLS and must set X-Forwarded-Proto.
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# One year, subdomains included: every tenant host is served over HTTPS.
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", True)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SESSION_COOKIE_SECURE = True
+CSRF_COOKIE_SECURE = True
+X_FRAME_OPTIONS = "DENY"

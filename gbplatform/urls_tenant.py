@@ -1,0 +1,17 @@
+"""URLs of every tenant host: the web chat, the tenant's console and the API."""
+
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from apps.bots.views import bots_api
+from apps.core.views import health
+from apps.tenants.views import console_home, tenant_home
+
+urlpatterns = [
+    path("", tenant_home, name="tenant-home"),
+    path("api/health", health, name="health"),
+    path("api/bots", bots_api, name="bots-api"),
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("console/", console_home, name="console-home"),
+]
