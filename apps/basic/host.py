@@ -1,0 +1,471 @@
+"""The host interface: every effect a script has on the world goes through one of these methods.
+
+The VM knows nothing about chat sessions, databases, LLMs or mail; it calls a `Host`. The chat
+consumer, Celery jobs and tests each provide one. `Host` is the base class: every method raises
+`HostError` ("not available on this host") until a subclass implements it, so a host can support a
+subset (a scheduled job has no user to HEAR from) and scripts fail with a clear message, not a crash.
+
+`InMemoryHost` implements everything in dicts and lists for tests and the CLI. HTTP goes through
+`apps.basic.ssrf` and is refused unless `allow_network=True` (canned responses can be registered).
+
+Values crossing this interface are plain JSON values (None, bool, int, float, str, list, dict).
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import json
+import re
+
+from apps.basic import ssrf
+from apps.basic.errors import BasicRuntimeError
+
+
+class HostError(BasicRuntimeError):
+    """The host cannot perform a keyword (unsupported here, or the outside call failed)."""
+
+
+class Host:
+    """Base host: override the methods your runtime supports."""
+
+    def _missing(self, what: str) -> HostError:
+        return HostError(f"{what} is not available on this host")
+
+    # -- context ---------------------------------------------------------------------------------
+    def context(self) -> dict:
+        """`{"user": {...}, "session": {...}, "bot": {...}}` for the USER/SESSION/BOT pseudo-variables."""
+        return {"user": {}, "session": {}, "bot": {}}
+
+    def session_value(self, path: str) -> object:
+        """`GET "session.user_email"` style paths."""
+        node: object = self.context()
+        for part in path.split("."):
+            if not isinstance(node, dict):
+                return None
+            node = node.get(part, node.get(part.replace("user_", ""), None)) if part else node
+        return node
+
+    def get_config(self, key: str) -> object:
+        raise self._missing("GET config")
+
+    # -- dialog ----------------------------------------------------------------------------------
+    def talk(self, text: str) -> None:
+        raise self._missing("TALK")
+
+    def talk_to(self, address: str, text: str) -> None:
+        raise self._missing("TALK TO")
+
+    def log(self, text: str) -> None:
+        """PRINT: server log only (spec 3.5.1 GAP)."""
+
+    def set_system_prompt(self, text: str) -> None:
+        raise self._missing("BEGIN SYSTEM PROMPT")
+
+    def set_context(self, name: str | None, value: str) -> None:
+        raise self._missing("SET CONTEXT")
+
+    def llm(self, prompt: str) -> str:
+        raise self._missing("LLM")
+
+    # -- suggestions -----------------------------------------------------------------------------
+    def add_suggestion(self, kind: str, value: str, label: str) -> None:
+        """kind: "text" (send value), "context" (select context value), "tool" (run tool value)."""
+        raise self._missing("ADD SUGGESTION")
+
+    def clear_suggestions(self) -> None:
+        raise self._missing("CLEAR SUGGESTIONS")
+
+    # -- knowledge and tools ---------------------------------------------------------------------
+    def use_kb(self, name: str) -> None:
+        raise self._missing("USE KB")
+
+    def clear_kb(self, name: str | None) -> None:
+        raise self._missing("CLEAR KB")
+
+    def think_kb(self, query: str) -> object:
+        raise self._missing("THINK KB")
+
+    def use_website(self, url: str, refresh: str | None) -> None:
+        raise self._missing("USE WEBSITE")
+
+    def clear_websites(self) -> None:
+        raise self._missing("CLEAR WEBSITES")
+
+    def use_tool(self, name: str) -> object:
+        """USE TOOL / ADD TOOL; a missing tool is a warning, not an error (spec 3.11 #1)."""
+        raise self._missing("USE TOOL")
+
+    def clear_tools(self) -> None:
+        raise self._missing("CLEAR TOOLS")
+
+    def call_script(self, name: str, args: list) -> object:
+        """CALL "other.bas": run another script of the bot in the same session; returns its RETURN."""
+        raise HostError(f"Undefined procedure/script: {name}")
+
+    # -- memory ----------------------------------------------------------------------------------
+    def set_bot_memory(self, key: str, value: object) -> None:
+        raise self._missing("SET BOT MEMORY")
+
+    def get_bot_memory(self, key: str) -> object:
+        raise self._missing("GET BOT MEMORY")
+
+    def set_user_memory(self, key: str, value: object) -> None:
+        raise self._missing("SET USER MEMORY")
+
+    def get_user_memory(self, key: str) -> object:
+        raise self._missing("GET USER MEMORY")
+
+    def remember(self, key: str, value: object, duration: str | None) -> None:
+        raise self._missing("REMEMBER")
+
+    def recall(self, key: str) -> object:
+        raise self._missing("RECALL")
+
+    # -- tables ----------------------------------------------------------------------------------
+    def find(self, table: str, filter_text: str) -> list:
+        raise self._missing("FIND")
+
+    def save(self, table: str, values: list) -> object:
+        raise self._missing("SAVE")
+
+    def insert(self, table: str, data: dict) -> object:
+        raise self._missing("INSERT")
+
+    def update(self, table: str, filter_text: str, data: dict) -> int:
+        raise self._missing("UPDATE")
+
+    def delete(self, table: str, filter_text: str) -> int:
+        raise self._missing("DELETE")
+
+    def merge(self, table: str, rows: list, key: str) -> object:
+        raise self._missing("MERGE")
+
+    # -- HTTP (the VM has already passed the URL through the SSRF guard) -------------------------
+    def http(self, method: str, url: str, data: object, headers: dict) -> object:
+        raise self._missing("HTTP requests")
+
+    # -- files -----------------------------------------------------------------------------------
+    def read_file(self, path: str) -> object:
+        raise self._missing("READ")
+
+    def write_file(self, path: str, content: object, append: bool) -> None:
+        raise self._missing("WRITE")
+
+    def list_files(self, path: str) -> list:
+        raise self._missing("LIST")
+
+    def copy_file(self, source: str, dest: str) -> None:
+        raise self._missing("COPY")
+
+    def move_file(self, source: str, dest: str) -> None:
+        raise self._missing("MOVE")
+
+    def delete_file(self, path: str) -> object:
+        raise self._missing("DELETE FILE")
+
+    # -- communication, scheduling, tasks --------------------------------------------------------
+    def send_mail(self, to: str, subject: str, body: str, attachments: list) -> object:
+        raise self._missing("SEND MAIL")
+
+    def send_file(self, to: str | None, path: str, caption: str) -> object:
+        raise self._missing("SEND FILE")
+
+    def set_schedule(self, args: list) -> object:
+        """Run-time SET SCHEDULE with a computed value (literal ones are compile-time metadata)."""
+        raise self._missing("SET SCHEDULE")
+
+    def create_task(self, args: list) -> object:
+        raise self._missing("CREATE TASK")
+
+    def book(self, args: list) -> object:
+        raise self._missing("BOOK")
+
+    def transfer_to_human(self, reason: str) -> object:
+        raise self._missing("TRANSFER TO HUMAN")
+
+    def keyword(self, name: str, args: list, opts: dict) -> object:
+        """Every other keyword (multi-agent, social, CRM, media...): implement by name or refuse."""
+        raise self._missing(name)
+
+
+_FILTER = re.compile(r"^\s*([A-Za-z0-9_]+)\s*(=|==|!=|<>|>=|<=|>|<)\s*(.*?)\s*$")
+
+
+def _match_filter(row: dict, filter_text: str) -> bool:
+    """The FIND filter language upstream accepts: `field=value`, joined by AND (case-insensitive)."""
+    if not filter_text or not filter_text.strip():
+        return True
+    for part in re.split(r"\s+AND\s+|,", filter_text, flags=re.IGNORECASE):
+        m = _FILTER.match(part)
+        if not m:
+            raise HostError(f"FIND filter must look like COLUMN=VALUE, not '{part.strip()}'")
+        field, op, want = m.group(1).lower(), m.group(2), m.group(3).strip().strip("'\"")
+        value = next((v for k, v in row.items() if k.lower() == field), None)
+        text = "" if value is None else str(value)
+        if op in ("=", "=="):
+            ok = text == want
+        elif op in ("!=", "<>"):
+            ok = text != want
+        else:
+            try:
+                a, b = float(text), float(want)
+            except ValueError:
+                a, b = text, want  # type: ignore[assignment]
+            ok = {">": a > b, "<": a < b, ">=": a >= b, "<=": a <= b}[op]
+        if not ok:
+            return False
+    return True
+
+
+class InMemoryHost(Host):
+    """Everything in memory: for tests and `manage.py basic run`."""
+
+    # FIND returns at most this many rows, like upstream's LIMIT 10.
+    FIND_LIMIT = 10
+
+    def __init__(self, *, user: dict | None = None, session: dict | None = None, bot: dict | None = None,
+                 tables: dict[str, list[dict]] | None = None, files: dict[str, object] | None = None,
+                 scripts: dict[str, object] | None = None, allow_network: bool = False,
+                 http_responses: dict[str, object] | None = None, llm_reply: str = "",
+                 config: dict[str, object] | None = None) -> None:
+        self.messages: list[str] = []
+        self.direct: list[tuple[str, str]] = []
+        self.logs: list[str] = []
+        self.suggestions: list[dict] = []
+        self.contexts: dict[str, str] = {}
+        self.system_prompt: str | None = None
+        self.kbs: list[str] = []
+        self.websites: list[str] = []
+        self.tools: list[str] = []
+        self.bot_memory: dict[str, object] = {}
+        self.user_memory: dict[str, object] = {}
+        self.session_memory: dict[str, object] = {}
+        self.tables: dict[str, list[dict]] = tables if tables is not None else {}
+        self.files: dict[str, object] = files if files is not None else {}
+        self.mails: list[dict] = []
+        self.schedules: list[list] = []
+        self.tasks: list[list] = []
+        self.keywords: list[tuple[str, list, dict]] = []
+        self.http_log: list[tuple[str, str, object, dict]] = []
+        self.scripts = scripts or {}
+        self.allow_network = allow_network
+        self.http_responses = http_responses or {}
+        self.llm_reply = llm_reply
+        self.config = config or {}
+        self._context = {"user": user or {"id": "user-1", "email": "user@example.com", "name": "Test User"},
+                         "session": session or {"id": "session-1"},
+                         "bot": bot or {"id": "bot-1", "name": "testbot"}}
+
+    def context(self) -> dict:
+        return self._context
+
+    def get_config(self, key: str) -> object:
+        return self.config.get(key, "")
+
+    def talk(self, text: str) -> None:
+        self.messages.append(text)
+
+    def talk_to(self, address: str, text: str) -> None:
+        self.direct.append((address, text))
+
+    def log(self, text: str) -> None:
+        self.logs.append(text)
+
+    def set_system_prompt(self, text: str) -> None:
+        self.system_prompt = text
+
+    def set_context(self, name: str | None, value: str) -> None:
+        key = name or ""
+        self.contexts[key] = (self.contexts.get(key, "") + "\n" + value).strip("\n") if not name else value
+
+    def llm(self, prompt: str) -> str:
+        return self.llm_reply or f"[llm] {prompt[:200]}"
+
+    def add_suggestion(self, kind: str, value: str, label: str) -> None:
+        item = {"kind": kind, "value": value, "text": label}
+        if item not in self.suggestions:  # upstream keeps suggestions in a set
+            self.suggestions.append(item)
+
+    def clear_suggestions(self) -> None:
+        self.suggestions.clear()
+
+    def use_kb(self, name: str) -> None:
+        if name not in self.kbs:
+            self.kbs.append(name)
+
+    def clear_kb(self, name: str | None) -> None:
+        self.kbs[:] = [] if name is None else [k for k in self.kbs if k != name]
+
+    def think_kb(self, query: str) -> object:
+        return {"results": [], "summary": "", "confidence": 0, "total_results": 0, "sources": []}
+
+    def use_website(self, url: str, refresh: str | None) -> None:
+        if url not in self.websites:
+            self.websites.append(url)
+
+    def clear_websites(self) -> None:
+        self.websites.clear()
+
+    def use_tool(self, name: str) -> object:
+        if name not in self.tools:
+            self.tools.append(name)
+        return f"Tool '{name}' is now available"
+
+    def clear_tools(self) -> None:
+        self.tools.clear()
+
+    def call_script(self, name: str, args: list) -> object:
+        key = name.lower().removesuffix(".bas")
+        if key not in self.scripts:
+            raise HostError(f"Undefined procedure/script: {name}")
+        result = self.scripts[key]
+        return result(args) if callable(result) else result
+
+    def set_bot_memory(self, key: str, value: object) -> None:
+        self.bot_memory[key] = "" if value is None else (value if isinstance(value, str) else json.dumps(value))
+
+    def get_bot_memory(self, key: str) -> object:
+        return self.bot_memory.get(key, "")
+
+    def set_user_memory(self, key: str, value: object) -> None:
+        self.user_memory[key] = value
+
+    def get_user_memory(self, key: str) -> object:
+        return self.user_memory.get(key, "")
+
+    def remember(self, key: str, value: object, duration: str | None) -> None:
+        self.session_memory[key] = value
+
+    def recall(self, key: str) -> object:
+        return self.session_memory.get(key, "")
+
+    def _table(self, table: str) -> list[dict]:
+        name = table.strip().lower()
+        for key in self.tables:
+            if key.lower() == name:
+                return self.tables[key]
+        return self.tables.setdefault(name, [])
+
+    def find(self, table: str, filter_text: str) -> list:
+        rows = [r for r in self._table(table) if _match_filter(r, filter_text)]
+        return copy.deepcopy(rows[: self.FIND_LIMIT])
+
+    def save(self, table: str, values: list) -> object:
+        rows = self._table(table)
+        if len(values) == 2 and isinstance(values[1], dict):
+            row = {"id": values[0], **values[1]}
+        elif len(values) == 1 and isinstance(values[0], dict):
+            row = dict(values[0])
+        else:
+            row = {f"c{i}": v for i, v in enumerate(values)}
+        for i, existing in enumerate(rows):
+            if "id" in row and existing.get("id") == row["id"]:
+                rows[i] = {**existing, **row}
+                return {"command": "save", "table": table, "id": row.get("id"), "rows_affected": 1}
+        rows.append(row)
+        return {"command": "save", "table": table, "id": row.get("id"), "rows_affected": 1}
+
+    def insert(self, table: str, data: dict) -> object:
+        rows = self._table(table)
+        row = dict(data)
+        row.setdefault("id", len(rows) + 1)
+        rows.append(row)
+        return {"command": "insert", "table": table, "id": row["id"], "success": True}
+
+    def update(self, table: str, filter_text: str, data: dict) -> int:
+        count = 0
+        for row in self._table(table):
+            if _match_filter(row, filter_text):
+                row.update(data)
+                count += 1
+        return count
+
+    def delete(self, table: str, filter_text: str) -> int:
+        rows = self._table(table)
+        keep = [r for r in rows if not _match_filter(r, filter_text)]
+        removed = len(rows) - len(keep)
+        rows[:] = keep
+        return removed
+
+    def merge(self, table: str, rows: list, key: str) -> object:
+        inserted = updated = 0
+        existing = self._table(table)
+        for item in rows or []:
+            match = next((r for r in existing if r.get(key) == item.get(key)), None)
+            if match is None:
+                existing.append(dict(item))
+                inserted += 1
+            else:
+                match.update(item)
+                updated += 1
+        return {"inserted": inserted, "updated": updated}
+
+    def http(self, method: str, url: str, data: object, headers: dict) -> object:
+        self.http_log.append((method, url, data, dict(headers)))
+        if url in self.http_responses:
+            return copy.deepcopy(self.http_responses[url])
+        if not self.allow_network:
+            raise HostError(f"network access is disabled in this host ({method} {url})")
+        try:
+            return ssrf.fetch(method, url, data, headers)
+        except ssrf.SSRFError as exc:
+            raise HostError(f"{method} {url} refused: {exc}") from None
+        except OSError as exc:
+            raise HostError(f"HTTP request failed: {exc}") from None
+
+    def read_file(self, path: str) -> object:
+        if path not in self.files:
+            raise HostError(f"File not found: {path}")
+        return copy.deepcopy(self.files[path])
+
+    def write_file(self, path: str, content: object, append: bool) -> None:
+        if append and isinstance(self.files.get(path), str):
+            self.files[path] = str(self.files[path]) + str(content)
+        else:
+            self.files[path] = content
+
+    def list_files(self, path: str) -> list:
+        prefix = path.rstrip("/") + "/" if path else ""
+        return [{"name": p.rsplit("/", 1)[-1], "path": p, "size": len(str(v)), "is_dir": False}
+                for p, v in sorted(self.files.items()) if p.startswith(prefix) or fnmatch.fnmatch(p, path)]
+
+    def copy_file(self, source: str, dest: str) -> None:
+        self.files[dest] = copy.deepcopy(self.read_file(source))
+
+    def move_file(self, source: str, dest: str) -> None:
+        self.files[dest] = self.read_file(source)
+        del self.files[source]
+
+    def delete_file(self, path: str) -> object:
+        if path not in self.files:
+            return f"File not found: {path}"
+        del self.files[path]
+        return True
+
+    def send_mail(self, to: str, subject: str, body: str, attachments: list) -> object:
+        self.mails.append({"to": to, "subject": subject, "body": body, "attachments": attachments})
+        return True
+
+    def send_file(self, to: str | None, path: str, caption: str) -> object:
+        self.keywords.append(("SEND FILE", [to, path, caption], {}))
+        return True
+
+    def set_schedule(self, args: list) -> object:
+        self.schedules.append(args)
+        return True
+
+    def create_task(self, args: list) -> object:
+        self.tasks.append(args)
+        return {"task_id": len(self.tasks), "status": "created"}
+
+    def book(self, args: list) -> object:
+        self.keywords.append(("BOOK", args, {}))
+        return {"status": "booked"}
+
+    def transfer_to_human(self, reason: str) -> object:
+        self.keywords.append(("TRANSFER TO HUMAN", [reason], {}))
+        return True
+
+    def keyword(self, name: str, args: list, opts: dict) -> object:
+        raise HostError(f"{name} is not available on this host")

@@ -1,0 +1,52 @@
+"""Sandbox limits of one BASIC run, each with the reason it exists.
+
+A script is code written by tenant admins (or copied from templates) and runs inside the web and
+worker processes, so every resource it can consume is bounded here and nowhere else.
+"""
+
+from __future__ import annotations
+
+# Instructions per run (between two suspensions). Upstream caps loops at 100 000 iterations; a
+# budget on instructions also catches recursion and GOTO loops. 5M is a few seconds of CPU at worst.
+MAX_INSTRUCTIONS = 5_000_000
+
+# Wall time of one run slice in seconds; upstream kills scripts after 300 s, but a run slice holds a
+# chat turn (and a worker), so ours is shorter. Host calls (LLM, HTTP) have their own timeouts.
+MAX_WALL_SECONDS = 60.0
+
+# How often (in instructions) the VM looks at the clock: checking every instruction would halve speed.
+CLOCK_CHECK_INTERVAL = 4096
+
+# Longest string a script may build (upstream: 10 MB strings); protects memory of the worker.
+MAX_STRING_CHARS = 10_000_000
+
+# Most elements a script may put in one array (upstream: 1 000 000).
+MAX_ARRAY_ITEMS = 1_000_000
+
+# Total characters of TALK output in one run; a runaway loop must not flood the chat.
+MAX_OUTPUT_CHARS = 1_000_000
+
+# Number of TALK messages in one run, for the same reason.
+MAX_MESSAGES = 2_000
+
+# Size of a serialised suspended state; it is stored with the chat session on every HEAR.
+MAX_STATE_BYTES = 5_000_000
+
+# Depth of SUB/FUNCTION calls (upstream recursion depth 100).
+MAX_CALL_DEPTH = 100
+
+# Longest WAIT in seconds (upstream caps WAIT at 300 s).
+MAX_WAIT_SECONDS = 300.0
+
+# Invalid answers to a typed HEAR before the script continues with an empty value (spec 3.5.1).
+MAX_HEAR_TRIES = 3
+
+# Largest source file the compiler accepts; a .bas beyond this is not a dialog.
+MAX_SOURCE_CHARS = 2_000_000
+
+# HTTP keywords: response bytes read and seconds waited (upstream GET 30 s, POST 60 s).
+MAX_HTTP_RESPONSE_BYTES = 10_000_000
+HTTP_TIMEOUT_SECONDS = 30.0
+
+# Redirects an HTTP keyword follows; each hop goes through the SSRF guard again.
+MAX_HTTP_REDIRECTS = 5

@@ -1,0 +1,90 @@
+"""SET SCHEDULE expressions -> 5-field cron (spec 3.8), rule-based, no LLM.
+
+A 5- or 6-field cron is kept (6 fields: the leading seconds field is dropped; 4 fields get `*`
+appended); otherwise the natural-language forms of the spec table are recognised. Anything else is a
+compile error, so a typo never silently becomes "never runs".
+"""
+
+from __future__ import annotations
+
+import re
+
+
+class ScheduleError(ValueError):
+    """The expression is neither a cron nor a recognised natural-language schedule."""
+
+
+_CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,\-?LW#]+$")
+_DAYS = {"sunday": 0, "sun": 0, "monday": 1, "mon": 1, "tuesday": 2, "tue": 2, "tues": 2, "wednesday": 3,
+         "wed": 3, "thursday": 4, "thu": 4, "thurs": 4, "friday": 5, "fri": 5, "saturday": 6, "sat": 6}
+_AT = re.compile(r"\bat\s+(noon|midnight|(\d{1,2})(?::(\d{2}))?\s*(am|pm)?)\b")
+
+
+def _at_time(text: str) -> tuple[int, int] | None:
+    m = _AT.search(text)
+    if not m:
+        return None
+    if m.group(1) == "noon":
+        return 12, 0
+    if m.group(1) == "midnight":
+        return 0, 0
+    hour, minute, ampm = int(m.group(2)), int(m.group(3) or 0), m.group(4)
+    if ampm == "pm" and hour < 12:
+        hour += 12
+    if ampm == "am" and hour == 12:
+        hour = 0
+    if hour > 23 or minute > 59:
+        raise ScheduleError(f"Could not parse schedule '{text}': {hour}:{minute:02d} is not a time of day")
+    return hour, minute
+
+
+def to_cron(expression: str) -> str:
+    """Translate a schedule expression into a 5-field cron string."""
+    text = " ".join(expression.strip().lower().split())
+    fields = text.split(" ")
+    if 4 <= len(fields) <= 6 and all(_CRON_FIELD.match(f) for f in fields) and any(
+            c.isdigit() or c == "*" for c in text):
+        if len(fields) == 6:
+            fields = fields[1:]
+        elif len(fields) == 4:
+            fields.append("*")
+        return " ".join(fields)
+    at = _at_time(text)
+    hour, minute = at if at else (0, 0)
+    m = re.fullmatch(r"every (\d+) minutes?( during business hours)?", text)
+    if m:
+        n = int(m.group(1))
+        if not 1 <= n <= 59:
+            raise ScheduleError(f"Could not parse schedule '{expression}': minutes must be 1-59")
+        return f"*/{n} 9-17 * * 1-5" if m.group(2) else f"*/{n} * * * *"
+    m = re.fullmatch(r"every (\d+) hours?", text)
+    if m:
+        n = int(m.group(1))
+        if not 1 <= n <= 23:
+            raise ScheduleError(f"Could not parse schedule '{expression}': hours must be 1-23")
+        return f"0 */{n} * * *"
+    m = re.fullmatch(r"every hour from (\d{1,2}) to (\d{1,2})", text)
+    if m:
+        return f"0 {int(m.group(1))}-{int(m.group(2))} * * *"
+    simple = {"every minute": "* * * * *", "every hour": "0 * * * *", "hourly": "0 * * * *",
+              "business hours": "0 9-17 * * 1-5", "every hour during business hours": "0 9-17 * * 1-5"}
+    if text in simple:
+        return simple[text]
+    base = _AT.sub("", text).strip()
+    if base in ("", "every day", "daily"):
+        if base or at:
+            return f"{minute} {hour} * * *"
+    if base in ("every week", "weekly"):
+        return f"{minute} {hour} * * 0"
+    if base in ("every month", "monthly"):
+        return f"{minute} {hour} 1 * *"
+    if base in ("every year", "yearly", "annually"):
+        return f"{minute} {hour} 1 1 *"
+    if base in ("weekdays", "every weekday"):
+        return f"{minute} {hour} * * 1-5"
+    if base in ("weekends", "every weekend"):
+        return f"{minute} {hour} * * 0,6"
+    m = re.fullmatch(r"(?:every )?(\w+)", base)
+    if m and m.group(1) in _DAYS:
+        return f"{minute} {hour} * * {_DAYS[m.group(1)]}"
+    raise ScheduleError(f"Could not parse schedule '{expression}'")

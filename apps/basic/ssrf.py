@@ -1,0 +1,117 @@
+"""The one SSRF guard every HTTP keyword goes through (GET/POST/PUT/PATCH/DELETE HTTP/GRAPHQL/SOAP).
+
+Scripts are written by tenant admins and run inside our network, so a URL must never reach loopback,
+private, link-local (cloud metadata lives at 169.254.169.254), multicast, reserved or unspecified
+addresses, nor a metadata host name. Every address a host name resolves to is checked, and redirects
+are followed by hand so each hop is checked again (urllib's automatic redirects would bypass it).
+
+Known limit: between the check and the connection the name is resolved again (DNS rebinding window);
+production hosts should pin the checked address (see `fetch`, which connects to the checked name
+immediately and refuses redirects it has not checked).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import socket
+import urllib.error
+import urllib.parse
+import urllib.request
+
+from apps.basic.limits import HTTP_TIMEOUT_SECONDS, MAX_HTTP_REDIRECTS, MAX_HTTP_RESPONSE_BYTES
+
+# Host names that resolve to instance metadata on the common clouds.
+_BLOCKED_NAMES = frozenset({"localhost", "metadata", "metadata.google.internal", "metadata.goog",
+                            "instance-data", "instance-data.ec2.internal"})
+_ALLOWED_SCHEMES = frozenset({"http", "https"})
+
+
+class SSRFError(ValueError):
+    """The URL points somewhere a script must not reach."""
+
+
+def _check_ip(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, host: str) -> None:
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if (ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_multicast or ip.is_reserved
+            or ip.is_unspecified or not ip.is_global):
+        raise SSRFError(f"address {ip} of '{host}' is not a public address")
+
+
+def check_url(url: str, resolve: bool = True) -> str:
+    """Raise SSRFError unless `url` is an http(s) URL whose host is public; returns the host."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError as exc:
+        raise SSRFError(f"invalid URL: {exc}") from None
+    if parts.scheme.lower() not in _ALLOWED_SCHEMES:
+        raise SSRFError(f"only http and https URLs are allowed, not '{parts.scheme or url}'")
+    host = (parts.hostname or "").rstrip(".").lower()
+    if not host:
+        raise SSRFError("the URL has no host")
+    if host in _BLOCKED_NAMES or host.endswith(".localhost") or host.endswith(".internal"):
+        raise SSRFError(f"host '{host}' is not allowed")
+    try:
+        _check_ip(ipaddress.ip_address(host), host)
+        return host
+    except ValueError:
+        pass
+    # Forms like "2130706433" or "0x7f.1" are IPv4 to the resolver; inet_aton catches them.
+    try:
+        packed = socket.inet_aton(host)
+    except OSError:
+        packed = None
+    if packed is not None:
+        _check_ip(ipaddress.IPv4Address(packed), host)
+        return host
+    if resolve:
+        try:
+            infos = socket.getaddrinfo(host, parts.port or 443, proto=socket.IPPROTO_TCP)
+        except (socket.gaierror, UnicodeError) as exc:
+            raise SSRFError(f"cannot resolve host '{host}': {exc}") from None
+        for info in infos:
+            _check_ip(ipaddress.ip_address(info[4][0]), host)
+    return host
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        return None  # handled by fetch() so every hop is checked
+
+
+def fetch(method: str, url: str, data: object = None, headers: dict | None = None,
+          timeout: float = HTTP_TIMEOUT_SECONDS) -> dict:
+    """Perform an HTTP request through the guard; returns {status, headers, data} (data parsed if JSON)."""
+    opener = urllib.request.build_opener(_NoRedirect)
+    body: bytes | None = None
+    hdrs = {str(k): str(v) for k, v in (headers or {}).items()}
+    if data is not None and method not in ("GET", "DELETE"):
+        if isinstance(data, dict | list):
+            body = json.dumps(data).encode()
+            hdrs.setdefault("Content-Type", "application/json")
+        else:
+            body = str(data).encode()
+    for _ in range(MAX_HTTP_REDIRECTS + 1):
+        check_url(url)
+        req = urllib.request.Request(url, data=body, method=method, headers=hdrs)  # noqa: S310 - guarded
+        try:
+            resp = opener.open(req, timeout=timeout)
+        except urllib.error.HTTPError as exc:
+            if exc.code in (301, 302, 303, 307, 308) and exc.headers.get("Location"):
+                url = urllib.parse.urljoin(url, exc.headers["Location"])
+                if exc.code == 303:
+                    method, body = "GET", None
+                continue
+            raise
+        with resp:
+            raw = resp.read(MAX_HTTP_RESPONSE_BYTES + 1)
+            if len(raw) > MAX_HTTP_RESPONSE_BYTES:
+                raise SSRFError(f"response larger than {MAX_HTTP_RESPONSE_BYTES} bytes")
+            text = raw.decode(resp.headers.get_content_charset() or "utf-8", "replace")
+            try:
+                parsed: object = json.loads(text)
+            except ValueError:
+                parsed = text
+            return {"status": resp.status, "headers": dict(resp.headers.items()), "data": parsed}
+    raise SSRFError(f"more than {MAX_HTTP_REDIRECTS} redirects")

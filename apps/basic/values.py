@@ -1,0 +1,279 @@
+"""Operators on BASIC values (plain JSON values: None, bool, int, float, str, list, dict).
+
+Semantics chosen from spec 3.2 and what the templates rely on:
+* `+` concatenates as soon as one side is a string (`"Total: " + 10`), adds numbers, joins arrays;
+  null counts as "" next to a string and 0 next to a number.
+* `=` compares a number with numeric text by value (`IF choice = 1` after a HEAR), null equals
+  null and "", everything else by type and value (text comparison is case-sensitive, as VB's default).
+* Member access is case-insensitive on map keys (identifiers are case-insensitive) and on an array
+  reads the first element's field, because FIND returns a list used as a record (spec 3.11 #4).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from apps.basic.builtins import is_truthy, value_to_text
+from apps.basic.errors import BasicRuntimeError, LimitExceeded
+from apps.basic.limits import MAX_ARRAY_ITEMS, MAX_STRING_CHARS
+
+__all__ = ["is_truthy", "value_to_text"]
+
+_NUMERIC = re.compile(r"\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*")
+
+
+def describe(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return repr(value if len(value) <= 30 else value[:27] + "...")
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "a map"
+    return value_to_text(value)
+
+
+def as_number(value: object, what: str = "value") -> int | float:
+    """Numeric view of a value for arithmetic; numeric text is accepted, anything else is an error."""
+    if type(value) is int or type(value) is float:
+        return value  # type: ignore[return-value]
+    if value is None:
+        return 0
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, str) and _NUMERIC.fullmatch(value):
+        text = value.strip()
+        return float(text) if any(c in text for c in ".eE") else int(text)
+    raise BasicRuntimeError(f"cannot use {describe(value)} as a number in {what}")
+
+
+def _numeric_text(value: object) -> int | float | None:
+    if isinstance(value, str) and _NUMERIC.fullmatch(value):
+        text = value.strip()
+        return float(text) if any(c in text for c in ".eE") else int(text)
+    return None
+
+
+def check_text(text: str) -> str:
+    if len(text) > MAX_STRING_CHARS:
+        raise LimitExceeded(f"string longer than {MAX_STRING_CHARS} characters")
+    return text
+
+
+def add(a: object, b: object) -> object:
+    ta, tb = type(a), type(b)
+    if (ta is int or ta is float) and (tb is int or tb is float):
+        return a + b  # type: ignore[operator]
+    if ta is str or tb is str:
+        return check_text(value_to_text(a) + value_to_text(b))
+    if ta is list and tb is list:
+        if len(a) + len(b) > MAX_ARRAY_ITEMS:  # type: ignore[arg-type]
+            raise LimitExceeded(f"array longer than {MAX_ARRAY_ITEMS} items")
+        return a + b  # type: ignore[operator]
+    if ta is list:
+        return [*a, b]  # type: ignore[misc]
+    if ta is dict and tb is dict:
+        return {**a, **b}  # type: ignore[dict-item]
+    if a is None and b is None:
+        return None
+    return as_number(a, "'+'") + as_number(b, "'+'")
+
+
+def concat(a: object, b: object) -> str:
+    return check_text(value_to_text(a) + value_to_text(b))
+
+
+def sub(a: object, b: object) -> object:
+    return as_number(a, "'-'") - as_number(b, "'-'")
+
+
+def mul(a: object, b: object) -> object:
+    if isinstance(a, str) and type(b) is int and _numeric_text(a) is None:
+        raise BasicRuntimeError(f"cannot multiply text {describe(a)}")
+    return as_number(a, "'*'") * as_number(b, "'*'")
+
+
+def div(a: object, b: object) -> object:
+    x, y = as_number(a, "'/'"), as_number(b, "'/'")
+    if y == 0:
+        raise BasicRuntimeError("division by zero")
+    if type(x) is int and type(y) is int and x % y == 0:
+        return x // y
+    return x / y
+
+
+def intdiv(a: object, b: object) -> object:
+    x, y = as_number(a, "'\\'"), as_number(b, "'\\'")
+    if y == 0:
+        raise BasicRuntimeError("division by zero")
+    return int(x / y)
+
+
+def mod(a: object, b: object) -> object:
+    x, y = as_number(a, "MOD"), as_number(b, "MOD")
+    if y == 0:
+        raise BasicRuntimeError("division by zero in MOD")
+    return math.fmod(x, y) if (type(x) is float or type(y) is float) else int(math.fmod(x, y))
+
+
+def power(a: object, b: object) -> object:
+    x, y = as_number(a, "'^'"), as_number(b, "'^'")
+    try:
+        result = x ** y
+    except (OverflowError, ZeroDivisionError) as exc:
+        raise BasicRuntimeError(f"'^' cannot compute {x} ^ {y}") from exc
+    if isinstance(result, complex):
+        raise BasicRuntimeError(f"'^' cannot compute {x} ^ {y}")
+    if type(result) is int and result.bit_length() > 1024:
+        raise BasicRuntimeError("'^' result is too large")
+    return result
+
+
+def neg(a: object) -> object:
+    return -as_number(a, "'-'")
+
+
+def equals(a: object, b: object) -> bool:
+    if a is None or b is None:
+        return (a is None or a == "") and (b is None or b == "")
+    ta, tb = type(a), type(b)
+    if ta is bool or tb is bool:
+        if ta is tb:
+            return a == b
+        other = b if ta is bool else a
+        flag = a if ta is bool else b
+        if isinstance(other, str):
+            return other.strip().lower() == ("true" if flag else "false")
+        return False
+    if (ta is int or ta is float) and tb is str:
+        n = _numeric_text(b)
+        return n is not None and n == a
+    if ta is str and (tb is int or tb is float):
+        n = _numeric_text(a)
+        return n is not None and n == b
+    return a == b
+
+
+def _ordered(a: object, b: object, op: str) -> tuple[object, object]:
+    ta, tb = type(a), type(b)
+    if (ta is int or ta is float) and (tb is int or tb is float):
+        return a, b
+    if a is None:
+        a = 0 if (tb is int or tb is float) else ""
+    if b is None:
+        b = 0 if (ta is int or ta is float) else ""
+    ta, tb = type(a), type(b)
+    if (ta is int or ta is float) and tb is str:
+        n = _numeric_text(b)
+        if n is not None:
+            return a, n
+    if ta is str and (tb is int or tb is float):
+        n = _numeric_text(a)
+        if n is not None:
+            return n, b
+    if ta is str and tb is str:
+        return a, b
+    if ta is bool and tb is bool:
+        return int(a), int(b)  # type: ignore[arg-type]
+    if (ta is int or ta is float or ta is bool) and (tb is int or tb is float or tb is bool):
+        return a, b
+    raise BasicRuntimeError(f"cannot compare {describe(a)} {op} {describe(b)}")
+
+
+def less(a: object, b: object) -> bool:
+    x, y = _ordered(a, b, "<")
+    return x < y  # type: ignore[operator]
+
+
+def less_eq(a: object, b: object) -> bool:
+    x, y = _ordered(a, b, "<=")
+    return x <= y  # type: ignore[operator]
+
+
+def contains(container: object, item: object) -> bool:
+    """`item IN container` / `container CONTAINS item`."""
+    if container is None:
+        return False
+    if isinstance(container, str):
+        return value_to_text(item) in container
+    if isinstance(container, list):
+        return any(equals(x, item) for x in container)
+    if isinstance(container, dict):
+        key = value_to_text(item)
+        return key in container or any(k.lower() == key.lower() for k in container)
+    raise BasicRuntimeError(f"IN needs a text, an array or a map, not {describe(container)}")
+
+
+def like(text: object, pattern: object) -> bool:
+    """SQL-style LIKE: `%` any run, `_` one character; case-insensitive."""
+    regex = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in value_to_text(pattern))
+    return re.fullmatch(regex, value_to_text(text), re.IGNORECASE | re.DOTALL) is not None
+
+
+def get_member(obj: object, name: str) -> object:
+    if type(obj) is dict:
+        if name in obj:
+            return obj[name]
+        for key, value in obj.items():  # identifiers are case-insensitive
+            if key.lower() == name:
+                return value
+        return None
+    if obj is None:
+        return None
+    if type(obj) is list:
+        if name in ("length", "count", "size"):
+            return len(obj)
+        return get_member(obj[0], name) if obj else None
+    if isinstance(obj, str) and name in ("length", "len"):
+        return len(obj)
+    raise BasicRuntimeError(f"cannot read field '{name}' of {describe(obj)}")
+
+
+def set_member(obj: object, name: str, value: object) -> None:
+    if type(obj) is list and obj and type(obj[0]) is dict:
+        obj = obj[0]
+    if type(obj) is not dict:
+        raise BasicRuntimeError(f"cannot set field '{name}' on {describe(obj)}")
+    if name not in obj:
+        for key in obj:
+            if key.lower() == name:
+                obj[key] = value
+                return
+    obj[name] = value
+
+
+def get_index(obj: object, index: object) -> object:
+    if type(obj) is list:
+        i = index if type(index) is int else int(as_number(index, "an index"))
+        if -len(obj) <= i < len(obj):
+            return obj[i]
+        return None
+    if type(obj) is dict:
+        return get_member(obj, value_to_text(index)) if not isinstance(index, str) or index not in obj \
+            else obj[index]
+    if isinstance(obj, str):
+        i = int(as_number(index, "an index"))
+        return obj[i] if -len(obj) <= i < len(obj) else ""
+    if obj is None:
+        return None
+    raise BasicRuntimeError(f"cannot index {describe(obj)}")
+
+
+def set_index(obj: object, index: object, value: object) -> None:
+    if type(obj) is list:
+        i = int(as_number(index, "an index"))
+        if i == len(obj):  # `arr[UBOUND(arr) + 1] = x` appends, as templates expect
+            if len(obj) >= MAX_ARRAY_ITEMS:
+                raise LimitExceeded(f"array longer than {MAX_ARRAY_ITEMS} items")
+            obj.append(value)
+            return
+        if not -len(obj) <= i < len(obj):
+            raise BasicRuntimeError(f"index {i} is outside the array (size {len(obj)})")
+        obj[i] = value
+        return
+    if type(obj) is dict:
+        obj[value_to_text(index)] = value
+        return
+    raise BasicRuntimeError(f"cannot set an element of {describe(obj)}")

@@ -1,0 +1,740 @@
+"""The VM: runs a compiled `Program` as a resumable machine whose whole state is plain JSON.
+
+State = call frames (unit name, pc, variables, error-handling mode, TRY stack), the pending wait
+(HEAR or WAIT), headers set by SET HEADER and output counters. `HEAR`/`WAIT` end the run slice with
+status "waiting" and the state; `VM.resume(state, text)` in any process (after any restart)
+recompiles the same source, checks the hash and continues exactly after the HEAR.
+
+A run slice is bounded by the instruction budget and wall time of `apps.basic.limits`; exceeding
+either ends the run with an error that ON ERROR cannot trap.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass, field
+
+from apps.basic import limits, ssrf
+from apps.basic import values as V
+from apps.basic.builtins import BUILTINS, BuiltinContext, BuiltinError, SystemContext
+from apps.basic.compiler import HALT, RELOAD, RETURN, SUSPEND, Program, tool_name
+from apps.basic.errors import BasicRuntimeError, LimitExceeded, StateError
+from apps.basic.hear_types import HEAR_KINDS, SECRET_HEAR_KINDS, hear_validate
+from apps.basic.host import Host, HostError
+from apps.basic.keywords import KEYWORDS
+
+STATE_VERSION = 1
+_PSEUDO = ("user", "session", "bot")
+
+
+@dataclass
+class RunResult:
+    """Outcome of one run slice."""
+
+    status: str  # "done", "waiting" or "error"
+    value: object = None  # RETURN value when done
+    error: dict | None = None  # {"line", "message"} when status is "error"
+    state: dict | None = None  # JSON state when waiting
+    waiting_for: str | None = None  # "hear" or "wait"
+    wait_seconds: float = 0.0
+    instructions: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+class _Halt(Exception):
+    """END (or a HALT) reached inside a nested function call."""
+
+
+class VM:
+    """Executes one program against one host. Create a VM per run slice (cheap)."""
+
+    def __init__(self, program: Program, host: Host, *, ctx: BuiltinContext | None = None,
+                 max_instructions: int = limits.MAX_INSTRUCTIONS,
+                 max_seconds: float = limits.MAX_WALL_SECONDS) -> None:
+        self.program = program
+        self.units = program.units
+        self.host = host
+        self.ctx = ctx or SystemContext()
+        self.max_instructions = max_instructions
+        self.max_seconds = max_seconds
+        self.frames: list[dict] = []
+        self.waiting: dict | None = None
+        self.headers: dict[str, str] = {}
+        self.output_chars = 0
+        self.message_count = 0
+        self.return_value: object = None
+        self.steps = 0
+        self.last_error: BasicRuntimeError | None = None
+
+    # -- public API ----------------------------------------------------------------------------
+    def start(self, args: dict | None = None, entry: str = "main") -> RunResult:
+        """Run from the first line; `args` pre-assigns tool parameters (case-insensitive names)."""
+        if entry not in self.units:
+            raise StateError(f"no code unit named {entry!r}")
+        variables = {str(k).lower(): v for k, v in (args or {}).items()}
+        self.frames = [{"unit": entry, "pc": 0, "vars": variables}]
+        self._enter(self.frames[0])
+        self.pc = 0
+        return self._slice()
+
+    def resume(self, state: dict, text: str | None = None) -> RunResult:
+        """Continue a suspended run; `text` answers a pending HEAR (ignored for WAIT)."""
+        self._load(state)
+        waiting = self.waiting
+        if waiting is None:
+            raise StateError("this run is not waiting")
+        self.waiting = None
+        frame = self.frames[-1]
+        self._enter(frame)
+        if waiting["type"] == "wait":
+            self.pc = frame["pc"]
+            return self._slice()
+        pc = waiting["pc"]
+        spec = self.unit.hears.get(pc)
+        if spec is None:
+            raise StateError("saved state does not match the program (no HEAR at the saved position)")
+        answer = "" if text is None else str(text)
+        try:
+            value, retry = self._validate(waiting, answer)
+        except BasicRuntimeError as exc:
+            return self._error_result(exc, pc)
+        if retry is not None:
+            waiting["tries"] = waiting.get("tries", 0) + 1
+            if waiting["tries"] < limits.MAX_HEAR_TRIES:
+                self.host.talk(retry)
+                self.waiting = waiting
+                return self._suspended()
+            value = ""  # spec 3.5.1: after 3 failures continue with an empty value
+        try:
+            spec["store"](self, value)
+        except BasicRuntimeError as exc:
+            return self._error_result(exc, pc)
+        self.pc = pc + 1
+        return self._slice()
+
+    # -- state ---------------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {"version": STATE_VERSION, "program": self.program.source_hash, "frames": self.frames,
+                "waiting": self.waiting, "headers": self.headers, "output_chars": self.output_chars,
+                "message_count": self.message_count}
+
+    def _load(self, state: dict) -> None:
+        if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+            raise StateError("unknown state format")
+        if state.get("program") != self.program.source_hash:
+            raise StateError("the script changed since this run was suspended")
+        frames = state.get("frames")
+        if not isinstance(frames, list) or not frames or any(
+                not isinstance(f, dict) or f.get("unit") not in self.units for f in frames):
+            raise StateError("saved frames do not match the program")
+        self.frames = frames
+        self.waiting = state.get("waiting")
+        self.headers = dict(state.get("headers") or {})
+        self.output_chars = int(state.get("output_chars", 0))
+        self.message_count = int(state.get("message_count", 0))
+
+    def _suspended(self) -> RunResult:
+        state = self.state()
+        size = len(json.dumps(state))
+        if size > limits.MAX_STATE_BYTES:
+            return RunResult("error", error={"line": self._line(self.frames[-1]["pc"]),
+                                             "message": f"suspended state too large ({size} bytes)"},
+                             instructions=self.steps)
+        kind = self.waiting["type"] if self.waiting else None
+        return RunResult("waiting", state=state, waiting_for=kind,
+                         wait_seconds=float(self.waiting.get("seconds", 0)) if self.waiting else 0.0,
+                         instructions=self.steps)
+
+    # -- frames --------------------------------------------------------------------------------
+    def _enter(self, frame: dict) -> None:
+        self.frame = frame
+        self.vars = frame["vars"]
+        self.globals = self.frames[0]["vars"]
+        self.unit = self.units[frame["unit"]]
+        self.code = self.unit.ops
+
+    def push_frame(self, name: str, params: list[str], args: list, return_pc: int, want: bool = True) -> None:
+        if len(self.frames) >= limits.MAX_CALL_DEPTH:
+            raise BasicRuntimeError(f"too many nested calls (limit {limits.MAX_CALL_DEPTH})")
+        self.frame["pc"] = return_pc
+        variables = dict(zip(params, args, strict=False))
+        for p in params[len(args):]:
+            variables[p] = None
+        frame = {"unit": name, "pc": 0, "vars": variables}
+        self.frames.append(frame)
+        self._enter(frame)
+
+    def call_nested(self, name: str, params: list[str], args: list, line: int) -> object:
+        """A FUNCTION called inside an expression: run it to completion right here."""
+        depth = len(self.frames)
+        saved_pc = self.frame.get("pc", 0)
+        self.push_frame(name, params, args, saved_pc)
+        self.frames[-1]["nested"] = True
+        outcome, value = self._loop(0, depth)
+        if outcome == "suspend":
+            raise BasicRuntimeError(
+                f"{name.upper()} waits for input (HEAR/WAIT) but was called inside an expression; "
+                f"call it as a statement: x = {name}(...)", line)
+        return value
+
+    # -- the loop ------------------------------------------------------------------------------
+    def _slice(self) -> RunResult:
+        self.deadline = time.monotonic() + self.max_seconds
+        try:
+            outcome, value = self._loop(self.pc, 0)
+        except _Halt:
+            return RunResult("done", value=None, instructions=self.steps)
+        except BasicRuntimeError as exc:
+            return self._error_result(exc, None)
+        if outcome == "suspend":
+            return self._suspended()
+        return RunResult("done", value=value, instructions=self.steps)
+
+    def _error_result(self, exc: BasicRuntimeError, pc: int | None) -> RunResult:
+        line = exc.line or (self._line(pc) if pc is not None else 0)
+        return RunResult("error", error={"line": line, "message": exc.message}, instructions=self.steps)
+
+    def _line(self, pc: int) -> int:
+        lines = self.unit.lines
+        return lines[pc] if 0 <= pc < len(lines) else (lines[-1] if lines else 0)
+
+    def _loop(self, pc: int, stop_depth: int) -> tuple[str, object]:
+        code = self.code
+        n = limits.CLOCK_CHECK_INTERVAL
+        while True:
+            try:
+                while pc >= 0:
+                    pc = code[pc](self)
+                    n -= 1
+                    if n <= 0:
+                        n = self._tick()
+            except LimitExceeded as exc:
+                if not exc.line:
+                    exc.line = self._line(pc)
+                raise
+            except _Halt:
+                raise
+            except Exception as exc:  # noqa: BLE001 - every failure becomes a BASIC error
+                pc = self._handle_error(exc, pc, stop_depth)
+                code = self.code
+                continue
+            finally:
+                self.steps += limits.CLOCK_CHECK_INTERVAL - n
+                n = limits.CLOCK_CHECK_INTERVAL
+            if pc == RELOAD:
+                code = self.code
+                pc = 0
+                continue
+            if pc == RETURN:
+                value = self.return_value
+                frame = self.frames.pop()
+                if len(self.frames) == stop_depth or not self.frames:
+                    if self.frames:
+                        self._enter(self.frames[-1])
+                    return "return", value
+                caller = self.frames[-1]
+                self._enter(caller)
+                if not frame.get("nested"):
+                    caller["vars"]["#ret"] = value
+                code = self.code
+                pc = caller["pc"]
+                continue
+            if pc == HALT:
+                if stop_depth:
+                    raise _Halt()
+                return "halt", None
+            if pc == SUSPEND:
+                return "suspend", None
+            raise BasicRuntimeError(f"internal error: bad jump {pc}")
+
+    def _tick(self) -> int:
+        self.steps += limits.CLOCK_CHECK_INTERVAL
+        if self.steps > self.max_instructions:
+            raise LimitExceeded(f"instruction budget of {self.max_instructions} exceeded (endless loop?)")
+        if time.monotonic() > self.deadline:
+            raise LimitExceeded(f"run took longer than {self.max_seconds:g} seconds")
+        self.steps -= limits.CLOCK_CHECK_INTERVAL  # counted again when the inner loop exits
+        return limits.CLOCK_CHECK_INTERVAL
+
+    # -- errors --------------------------------------------------------------------------------
+    def _handle_error(self, exc: Exception, pc: int, stop_depth: int) -> int:
+        if isinstance(exc, BasicRuntimeError):
+            err = exc
+        elif isinstance(exc, BuiltinError):
+            err = BasicRuntimeError(str(exc))
+        elif isinstance(exc, RecursionError):
+            err = BasicRuntimeError("expression nested too deeply")
+        elif isinstance(exc, ssrf.SSRFError):
+            err = BasicRuntimeError(f"request refused: {exc}")
+        else:
+            err = BasicRuntimeError(f"internal error: {type(exc).__name__}: {exc}")
+        if not err.line:
+            err.line = self._line(pc)
+        self.last_error = err
+        self.globals["err"] = {"number": 1, "description": err.message, "line": err.line}
+        self.globals["err_number"] = 1
+        self.globals["err_description"] = err.message
+        first = True
+        while len(self.frames) > stop_depth:
+            f = self.frames[-1]
+            self._enter(f)
+            tries = f.get("try")
+            if tries:
+                catch_pc, var = tries.pop()
+                if var:
+                    f["vars"][var] = err.message
+                return catch_pc
+            mode = f.get("onerr")
+            if mode == "NEXT":
+                return pc + 1 if first else f["pc"]
+            if isinstance(mode, int):
+                f["onerr"] = None  # the handler itself must not loop on its own error
+                f["errpc"] = pc + 1 if first else f["pc"]
+                return mode
+            if len(self.frames) == 1:
+                break
+            self.frames.pop()
+            first = False
+        if self.frames:
+            self._enter(self.frames[-1])
+        raise err
+
+    def set_error_mode(self, mode: str, target: int | None) -> None:
+        if mode == "CLEAR":
+            self.clear_error()
+        elif mode == "NEXT":
+            self.frame["onerr"] = "NEXT"
+        elif mode == "OFF":
+            self.frame["onerr"] = None
+        else:
+            self.frame["onerr"] = target
+
+    def resume_after_error(self, nxt: int) -> int:
+        return self.frame.pop("errpc", nxt)
+
+    def clear_error(self) -> None:
+        for key in ("err", "err_number", "err_description"):
+            self.globals.pop(key, None)
+        return None
+
+    def is_error(self, value: object = None) -> bool:
+        return "err" in self.globals
+
+    # -- variables -----------------------------------------------------------------------------
+    def read_missing(self, name: str) -> object:
+        if self.vars is not self.globals and name in self.globals:
+            return self.globals[name]
+        if name in _PSEUDO:
+            return self.host.context().get(name)
+        if name == "error_message":
+            return self.globals.get("err_description", "")
+        b = BUILTINS.get(name.upper())
+        if b is not None and b.min_args == 0:
+            return b.fn(self.ctx)  # NOW, TODAY, PI... used without parentheses
+        return None
+
+    # -- suspension ----------------------------------------------------------------------------
+    def start_hear(self, pc: int, spec: dict) -> int:
+        if spec["prompt"] is not None:
+            self._talk(V.value_to_text(spec["prompt"](self)))
+        kind = spec["kind"].upper()
+        options = None
+        if spec["options"] is not None:
+            raw = spec["options"](self)
+            if not isinstance(raw, list):
+                raise BasicRuntimeError("HEAR ... AS needs a list of options")
+            options = [V.value_to_text(o) for o in raw]
+            for o in options:
+                self.host.add_suggestion("text", o, o)
+        default = spec["default"](self) if spec["default"] is not None else None
+        self.waiting = {"type": "hear", "pc": pc, "kind": kind, "options": options, "default": default,
+                        "tries": 0, "secret": kind in SECRET_HEAR_KINDS}
+        self.frame["pc"] = pc
+        return SUSPEND
+
+    def _validate(self, waiting: dict, answer: str) -> tuple[object, str | None]:
+        if not answer.strip() and waiting.get("default") is not None:
+            return waiting["default"], None
+        kind = waiting["kind"]
+        if kind not in HEAR_KINDS:
+            kind = "STRING"  # spec 3.5.1: an unknown type accepts any text
+        if kind == "MENU" and not waiting.get("options"):
+            return answer.strip(), None
+        result = hear_validate(kind, answer, ctx=self.ctx, options=waiting.get("options"))
+        if result.ok:
+            return result.value, None
+        return None, result.error
+
+    def start_wait(self, seconds: object, nxt: int) -> int:
+        s = V.as_number(seconds, "WAIT")
+        if s <= 0:
+            return nxt
+        s = min(float(s), limits.MAX_WAIT_SECONDS)
+        self.waiting = {"type": "wait", "seconds": s}
+        self.frame["pc"] = nxt
+        return SUSPEND
+
+    # -- keywords ------------------------------------------------------------------------------
+    def call_script(self, name: str, args: list, line: int) -> object:
+        return self.host.call_script(name, args)
+
+    def keyword(self, name: str, args: list, opts: dict) -> object:
+        method = _SPECIAL.get(name) or KEYWORDS.get(name, "keyword")
+        adapter = getattr(self, "kw_" + method, None)
+        try:
+            if adapter is not None:
+                return adapter(name, args, opts)
+            if method != "keyword" and hasattr(self.host, method) and method not in _GENERIC_ONLY:
+                return getattr(self.host, method)(args)
+            return self.host.keyword(name, args, opts)
+        except (HostError, BasicRuntimeError):
+            raise
+        except ssrf.SSRFError as exc:
+            raise BasicRuntimeError(f"{name} refused: {exc}") from None
+        except BuiltinError as exc:
+            raise BasicRuntimeError(str(exc)) from None
+
+    def _talk(self, text: str) -> None:
+        self.output_chars += len(text)
+        self.message_count += 1
+        if self.output_chars > limits.MAX_OUTPUT_CHARS or self.message_count > limits.MAX_MESSAGES:
+            raise LimitExceeded("too much output from this script")
+        self.host.talk(text)
+
+    def kw_talk(self, name: str, args: list, opts: dict) -> object:
+        self._talk("".join(V.value_to_text(a) for a in args))
+        return None
+
+    def kw_talk_to(self, name: str, args: list, opts: dict) -> object:
+        if len(args) < 2:
+            raise BasicRuntimeError(f"{name} needs a recipient and a message")
+        self.host.talk_to(V.value_to_text(args[0]), V.value_to_text(args[1]))
+        return None
+
+    def kw_log(self, name: str, args: list, opts: dict) -> object:
+        self.host.log(" ".join(V.value_to_text(a) for a in args))
+        return None
+
+    def kw_set_system_prompt(self, name: str, args: list, opts: dict) -> object:
+        self.host.set_system_prompt(V.value_to_text(args[0]))
+        return None
+
+    def kw_llm(self, name: str, args: list, opts: dict) -> object:
+        return self.host.llm(" ".join(V.value_to_text(a) for a in args))
+
+    def kw_set_context(self, name: str, args: list, opts: dict) -> object:
+        if "AS" in opts:
+            self.host.set_context(V.value_to_text(args[0]) if args else None, V.value_to_text(opts["AS"]))
+        elif len(args) >= 2:
+            self.host.set_context(V.value_to_text(args[0]), V.value_to_text(args[1]))
+        elif args:
+            self.host.set_context(None, V.value_to_text(args[0]))  # one-argument form (spec 3.5.2 GAP)
+        return None
+
+    def kw_add_suggestion(self, name: str, args: list, opts: dict) -> object:
+        if not args:
+            raise BasicRuntimeError(f"{name} needs a text")
+        value = V.value_to_text(args[0])
+        label = V.value_to_text(opts["AS"]) if "AS" in opts else (V.value_to_text(args[1]) if len(args) > 1 else value)
+        if name.endswith("TOOL"):
+            kind = "tool"
+        elif name.endswith("TEXT") or "AS" not in opts:
+            kind = "text"
+        else:
+            kind = "context"
+        self.host.add_suggestion(kind, value, label)
+        return None
+
+    def kw_clear_suggestions(self, name: str, args: list, opts: dict) -> object:
+        self.host.clear_suggestions()
+        return None
+
+    def kw_use_kb(self, name: str, args: list, opts: dict) -> object:
+        for a in args:
+            self.host.use_kb(V.value_to_text(a))
+        return None
+
+    def kw_clear_kb(self, name: str, args: list, opts: dict) -> object:
+        target = V.value_to_text(args[0]) if args else None
+        self.host.clear_kb(None if target in (None, "", "ALL", "all") else target)
+        return True
+
+    def kw_think_kb(self, name: str, args: list, opts: dict) -> object:
+        return self.host.think_kb(V.value_to_text(args[0]) if args else "")
+
+    def kw_use_website(self, name: str, args: list, opts: dict) -> object:
+        refresh = opts.get("REFRESH", args[1] if len(args) > 1 else None)
+        self.host.use_website(V.value_to_text(args[0]), None if refresh is None else V.value_to_text(refresh))
+        return None
+
+    def kw_clear_websites(self, name: str, args: list, opts: dict) -> object:
+        self.host.clear_websites()
+        return None
+
+    def kw_use_tool(self, name: str, args: list, opts: dict) -> object:
+        result = None
+        for a in args:
+            result = self.host.use_tool(tool_name(V.value_to_text(a)))
+        return result
+
+    def kw_clear_tools(self, name: str, args: list, opts: dict) -> object:
+        self.host.clear_tools()
+        return None
+
+    def _key_value(self, name: str, args: list, opts: dict) -> tuple[str, object]:
+        if len(args) >= 2:
+            return V.value_to_text(args[0]), args[1]
+        if args and "AS" in opts:
+            return V.value_to_text(args[0]), opts["AS"]
+        raise BasicRuntimeError(f"{name} needs a key and a value")
+
+    def kw_set_bot_memory(self, name: str, args: list, opts: dict) -> object:
+        self.host.set_bot_memory(*self._key_value(name, args, opts))
+        return None
+
+    def kw_get_bot_memory(self, name: str, args: list, opts: dict) -> object:
+        return self.host.get_bot_memory(V.value_to_text(args[0]) if args else "")
+
+    def kw_set_user_memory(self, name: str, args: list, opts: dict) -> object:
+        self.host.set_user_memory(*self._key_value(name, args, opts))
+        return None
+
+    def kw_get_user_memory(self, name: str, args: list, opts: dict) -> object:
+        return self.host.get_user_memory(V.value_to_text(args[0]) if args else "")
+
+    def kw_remember(self, name: str, args: list, opts: dict) -> object:
+        key, value = self._key_value(name, args, opts)
+        self.host.remember(key, value, V.value_to_text(args[2]) if len(args) > 2 else None)
+        return None
+
+    def kw_recall(self, name: str, args: list, opts: dict) -> object:
+        return self.host.recall(V.value_to_text(args[0]) if args else "")
+
+    def _table_arg(self, name: str, args: list, opts: dict, connector: str) -> tuple[str, list]:
+        if connector in opts:
+            return V.value_to_text(opts[connector]), list(args)
+        if not args:
+            raise BasicRuntimeError(f"{name} needs a table name")
+        return V.value_to_text(args[0]), list(args[1:])
+
+    def kw_find(self, name: str, args: list, opts: dict) -> object:
+        table, rest = self._table_arg(name, args, opts, "FROM")
+        filter_value = opts.get("WHERE", rest[0] if rest else "")
+        return self.host.find(table, V.value_to_text(filter_value) if filter_value is not True else "")
+
+    def kw_save(self, name: str, args: list, opts: dict) -> object:
+        table, rest = self._table_arg(name, args, opts, "INTO")
+        if "WITH" in opts:
+            rest.append(opts["WITH"])
+        return self.host.save(table, rest)
+
+    def kw_insert(self, name: str, args: list, opts: dict) -> object:
+        table, rest = self._table_arg(name, args, opts, "INTO")
+        data = opts.get("VALUES", opts.get("WITH", rest[0] if rest else None))
+        if not isinstance(data, dict):
+            raise BasicRuntimeError(f"{name} needs a map of column values")
+        return self.host.insert(table, data)
+
+    def kw_update(self, name: str, args: list, opts: dict) -> object:
+        table, rest = self._table_arg(name, args, opts, "INTO")
+        filter_value = opts.get("WHERE", rest[0] if rest else "")
+        data = opts.get("SET", opts.get("WITH", rest[1] if len(rest) > 1 else None))
+        if isinstance(data, str):
+            data = _parse_assignments(data)
+        if not isinstance(data, dict):
+            raise BasicRuntimeError(f"{name} needs a map of column values")
+        return self.host.update(table, V.value_to_text(filter_value), data)
+
+    def kw_set_table(self, name: str, args: list, opts: dict) -> object:
+        if len(args) < 3:
+            raise BasicRuntimeError('SET "table", "filter", "field=value,..." needs three arguments')
+        return self.host.update(V.value_to_text(args[0]), V.value_to_text(args[1]),
+                                _parse_assignments(V.value_to_text(args[2])))
+
+    def kw_delete(self, name: str, args: list, opts: dict) -> object:
+        if "FROM" in opts:
+            return self.host.delete(V.value_to_text(opts["FROM"]), V.value_to_text(opts.get("WHERE", "")))
+        if not args:
+            raise BasicRuntimeError("DELETE needs a table, a URL or a file path")
+        first = V.value_to_text(args[0])
+        if first.lower().startswith(("http://", "https://")):
+            return self._http("DELETE", first, None)
+        if len(args) >= 2 or "WHERE" in opts:
+            return self.host.delete(first, V.value_to_text(opts.get("WHERE", args[1] if len(args) > 1 else "")))
+        return self.host.delete_file(first)
+
+    def kw_merge(self, name: str, args: list, opts: dict) -> object:
+        table = V.value_to_text(args[0]) if args else ""
+        rows = opts.get("WITH", args[1] if len(args) > 1 else [])
+        key = opts.get("BY", args[2] if len(args) > 2 else "id")
+        if isinstance(rows, dict):
+            rows = [rows]
+        if not isinstance(rows, list):
+            raise BasicRuntimeError("MERGE needs an array of rows")
+        return self.host.merge(table, rows, V.value_to_text(key))
+
+    def kw_filter(self, name: str, args: list, opts: dict) -> object:
+        """FILTER data, "field op value [AND ...]": in-memory filtering of an array of maps."""
+        if len(args) < 2:
+            raise BasicRuntimeError("FILTER needs an array and a condition")
+        from apps.basic.host import _match_filter
+
+        data = args[0] if isinstance(args[0], list) else []
+        return [row for row in data if isinstance(row, dict) and _match_filter(row, V.value_to_text(args[1]))]
+
+    def _http(self, method: str, url: str, data: object) -> object:
+        ssrf.check_url(url)
+        return self.host.http(method, url, data, dict(self.headers))
+
+    def kw_get(self, name: str, args: list, opts: dict) -> object:
+        if not args:
+            raise BasicRuntimeError("GET needs a URL, a path or a session field")
+        target = V.value_to_text(args[0])
+        if len(args) == 2 and target.lower() == "config":
+            return self.host.get_config(V.value_to_text(args[1]))
+        if target.lower().startswith(("http://", "https://")):
+            result = self._http("GET", target, None)
+            if isinstance(result, dict) and "data" in result and "status" in result:
+                return result["data"]  # GET returns the body (parsed when JSON, spec 3.5.8 GAP)
+            return result
+        if target.lower().startswith("session.") or target.lower() in ("user", "session", "bot"):
+            return self.host.session_value(target)
+        if "://" in target:
+            raise BasicRuntimeError(f"GET supports only http and https URLs, not '{target}'")
+        return self.host.read_file(target)
+
+    def kw_get_session(self, name: str, args: list, opts: dict) -> object:
+        return self.host.session_value("session." + V.value_to_text(args[0]) if args else "session")
+
+    def _http_body(self, name: str, method: str, args: list, opts: dict) -> object:
+        if not args:
+            raise BasicRuntimeError(f"{name} needs a URL")
+        data = opts.get("WITH", args[1] if len(args) > 1 else None)
+        result = self._http(method, V.value_to_text(args[0]), data)
+        if isinstance(result, dict) and isinstance(result.get("data"), dict):
+            # templates read body fields straight from the result (spec 3.5.8 GAP)
+            return {**result["data"], **{k: v for k, v in result.items() if k not in result["data"]}}
+        return result
+
+    def kw_http_post(self, name: str, args: list, opts: dict) -> object:
+        return self._http_body(name, "POST", args, opts)
+
+    def kw_http_put(self, name: str, args: list, opts: dict) -> object:
+        return self._http_body(name, "PUT", args, opts)
+
+    def kw_http_patch(self, name: str, args: list, opts: dict) -> object:
+        return self._http_body(name, "PATCH", args, opts)
+
+    def kw_http_delete(self, name: str, args: list, opts: dict) -> object:
+        return self._http("DELETE", V.value_to_text(args[0]) if args else "", None)
+
+    def kw_graphql(self, name: str, args: list, opts: dict) -> object:
+        if len(args) < 2:
+            raise BasicRuntimeError("GRAPHQL needs a URL and a query")
+        body = {"query": V.value_to_text(args[1]), "variables": args[2] if len(args) > 2 else {}}
+        return self._http("POST", V.value_to_text(args[0]), body)
+
+    def kw_set_header(self, name: str, args: list, opts: dict) -> object:
+        key, value = self._key_value(name, args, opts)
+        self.headers[key] = V.value_to_text(value)
+        return None
+
+    def kw_clear_headers(self, name: str, args: list, opts: dict) -> object:
+        self.headers.clear()
+        return None
+
+    def kw_read_file(self, name: str, args: list, opts: dict) -> object:
+        return self.host.read_file(V.value_to_text(args[0]) if args else "")
+
+    def kw_write_file(self, name: str, args: list, opts: dict) -> object:
+        if "TO" in opts and args:
+            path, content = opts["TO"], args[0]
+        elif len(args) >= 2:
+            path, content = args[0], args[1]
+        else:
+            raise BasicRuntimeError("WRITE needs a path and content")
+        self.host.write_file(V.value_to_text(path), content, bool(opts.get("APPEND")))
+        return None
+
+    def kw_list_files(self, name: str, args: list, opts: dict) -> object:
+        return self.host.list_files(V.value_to_text(args[0]) if args else "")
+
+    def kw_copy_file(self, name: str, args: list, opts: dict) -> object:
+        dest = opts.get("TO", args[1] if len(args) > 1 else None)
+        if not args or dest is None:
+            raise BasicRuntimeError(f"{name} needs a source and a destination")
+        self.host.copy_file(V.value_to_text(args[0]), V.value_to_text(dest))
+        return True
+
+    def kw_move_file(self, name: str, args: list, opts: dict) -> object:
+        dest = opts.get("TO", args[1] if len(args) > 1 else None)
+        if not args or dest is None:
+            raise BasicRuntimeError(f"{name} needs a source and a destination")
+        self.host.move_file(V.value_to_text(args[0]), V.value_to_text(dest))
+        return True
+
+    def kw_delete_file(self, name: str, args: list, opts: dict) -> object:
+        return self.host.delete_file(V.value_to_text(args[0]) if args else "")
+
+    def kw_send_mail(self, name: str, args: list, opts: dict) -> object:
+        if len(args) < 3:
+            raise BasicRuntimeError(f"{name} needs a recipient, a subject and a body")
+        attachments = args[3] if len(args) > 3 else opts.get("ATTACHMENT", [])
+        if isinstance(attachments, str):
+            attachments = [attachments] if attachments else []
+        return self.host.send_mail(V.value_to_text(args[0]), V.value_to_text(args[1]), V.value_to_text(args[2]),
+                                   attachments or [])
+
+    def kw_send_file(self, name: str, args: list, opts: dict) -> object:
+        to = V.value_to_text(opts["TO"]) if "TO" in opts else None
+        path = V.value_to_text(args[0]) if args else ""
+        caption = V.value_to_text(args[1]) if len(args) > 1 else ""
+        return self.host.send_file(to, path, caption)
+
+    def kw_set_schedule(self, name: str, args: list, opts: dict) -> object:
+        return self.host.set_schedule(list(args))
+
+    def kw_create_task(self, name: str, args: list, opts: dict) -> object:
+        return self.host.create_task(list(args))
+
+    def kw_book(self, name: str, args: list, opts: dict) -> object:
+        return self.host.book(list(args))
+
+    def kw_transfer_to_human(self, name: str, args: list, opts: dict) -> object:
+        return self.host.transfer_to_human(V.value_to_text(args[0]) if args else "")
+
+    def kw_pure(self, name: str, args: list, opts: dict) -> object:
+        if name in ("NEW OBJECT", "CREATE OBJECT"):
+            return {}
+        if name == "NEW ARRAY":
+            return list(args)
+        try:
+            return json.loads(V.value_to_text(args[0])) if args else None
+        except ValueError as exc:
+            raise BasicRuntimeError(f"JSON PARSE: invalid JSON ({exc})") from None
+
+
+def _parse_assignments(text: str) -> dict:
+    out: dict = {}
+    for part in re.split(r",", text):
+        if "=" not in part:
+            raise BasicRuntimeError(f"expected field=value, got '{part.strip()}'")
+        k, v = part.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+_SPECIAL = {"SYSTEM PROMPT": "set_system_prompt", "SET": "set_table", "NEW OBJECT": "pure",
+            "CREATE OBJECT": "pure", "NEW ARRAY": "pure", "JSON PARSE": "pure", "GET SESSION": "get_session"}
+# Methods that exist on Host under the same name but need the generic (name, args, opts) form.
+_GENERIC_ONLY = frozenset({"keyword"})
+
+
+def run_source(source: str, host: Host, *, args: dict | None = None, name: str = "script",
+               ctx: BuiltinContext | None = None) -> RunResult:
+    """Compile and start a script in one call (tests, CLI)."""
+    from apps.basic.compiler import compile_source
+
+    return VM(compile_source(source, name), host, ctx=ctx).start(args)
