@@ -88,6 +88,12 @@ MAX_EXACT_POW_BITS = 63
 # Decimal precision for rounding/formatting: a float has at most 309 integer digits and we
 # keep at most MAX_DECIMALS decimals, so 400 digits never lose precision.
 _DECIMAL_CONTEXT = Context(prec=400)
+# Python refuses str() of integers above 4300 digits; such values are printed in scientific
+# notation instead (well below the limit, 10_000 bits is about 3000 digits).
+MAX_EXACT_INT_TEXT_BITS = 10_000
+# Number text longer than this is not a number anyone typed; reading it as a float (and
+# rejecting infinity) avoids Python's integer-conversion limit and slow big-int parsing.
+MAX_NUMBER_TEXT_CHARS = 400
 # Log lines written by LOG_* are cut here so one script cannot flood the server log.
 MAX_LOG_MESSAGE_CHARS = 2_000
 # Years outside Python's datetime range cannot be represented.
@@ -177,7 +183,7 @@ def _guarded(name: str, func: Callable[..., Value]) -> Callable[..., Value]:
         except RecursionError:
             raise BuiltinError(f"{name}: value is nested too deeply") from None
         except (OverflowError, MemoryError):
-            raise BuiltinError(f"{name}: result is too large") from None
+            raise BuiltinError(f"{name}: number is too large") from None
         except Exception as exc:  # contract: only BuiltinError leaves a builtin
             raise BuiltinError(f"{name}: invalid arguments ({exc})") from exc
         _check_size(name, result)
@@ -231,7 +237,7 @@ def value_to_text(value: Value) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
-        return str(value)
+        return _int_text(value)
     if isinstance(value, float):
         if math.isfinite(value) and value == int(value) and abs(value) < 1e16:
             return str(int(value))
@@ -239,6 +245,17 @@ def value_to_text(value: Value) -> str:
     if isinstance(value, str):
         return value
     return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _int_text(value: int) -> str:
+    """Decimal text of an integer; beyond Python's 4300-digit str() limit, scientific notation."""
+    if value.bit_length() < MAX_EXACT_INT_TEXT_BITS:
+        return str(value)
+    magnitude = abs(value)
+    exponent = int(magnitude.bit_length() * math.log10(2)) - 17
+    lead = magnitude // 10**exponent  # about 17 significant digits
+    mantissa = lead / 10 ** (len(str(lead)) - 1)
+    return f"{'-' if value < 0 else ''}{mantissa:.15g}e+{exponent + len(str(lead)) - 1}"
 
 
 def is_truthy(value: Value) -> bool:
@@ -268,7 +285,7 @@ _NUMBER_RE = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]
 def _parse_number_text(text: str) -> int | float | None:
     """Whole-text number parse; integer text gives an int."""
     stripped = text.strip()
-    if not _NUMBER_RE.fullmatch(stripped):
+    if len(stripped) > MAX_NUMBER_TEXT_CHARS or not _NUMBER_RE.fullmatch(stripped):
         return None
     if re.fullmatch(r"[+-]?[0-9]+", stripped):
         return int(stripped)
