@@ -87,7 +87,7 @@ class Compiler:
     # -- entry --------------------------------------------------------------------------------
     def compile(self) -> Program:
         main_body: list[n.Stmt] = []
-        handlers: list[n.Handler] = []
+        handlers = self.handlers = []
         for s in self.stmts:
             if isinstance(s, n.Proc):
                 if s.name in self.procs:
@@ -100,8 +100,11 @@ class Compiler:
         self.compile_unit("main", [], main_body, False)
         for p in self.procs.values():
             self.compile_unit(p.name, p.params, p.body, p.is_function)
-        for k, h in enumerate(handlers):
+        k = 0
+        while k < len(handlers):  # handlers may register more handlers while compiling
+            h = handlers[k]
             name = f"on:{k}"
+            k += 1
             self.meta["handlers"].append({"unit": name, "trigger": h.trigger, "line": h.line,
                                           "args": [_const_or_none(a) for a in h.args]})
             self.compile_unit(name, [], h.body, False)
@@ -166,6 +169,12 @@ class Compiler:
 
     def s_Nop(self, s: n.Nop) -> None:
         pass
+
+    def s_Handler(self, s: n.Handler) -> None:
+        self.handlers.append(s)  # compiled as its own unit; registering it has no runtime effect
+
+    def s_Proc(self, s: n.Proc) -> None:
+        raise CompileError(f"{s.name} must be defined at the top level, not inside a block", s.line, s.col)
 
     def s_Assign(self, s: n.Assign) -> None:
         value = s.value
@@ -552,10 +561,10 @@ class Compiler:
             return lambda vm: V.equals(vm.vars[slot], ev(vm))
         if test[0] == "range":
             lo, hi = self.expr(test[1]), self.expr(test[2])
-            return lambda vm: V.less_eq(lo(vm), vm.vars[slot]) and V.less_eq(vm.vars[slot], hi(vm))
+            return _lenient(lambda vm: V.less_eq(lo(vm), vm.vars[slot]) and V.less_eq(vm.vars[slot], hi(vm)))
         op, ev = test[1], self.expr(test[2])
         fn = _COMPARE[op]
-        return lambda vm: fn(vm.vars[slot], ev(vm))
+        return _lenient(lambda vm: fn(vm.vars[slot], ev(vm)))
 
     def s_Exit(self, s: n.Exit) -> None:
         if s.what in ("SUB", "FUNCTION", "SCRIPT"):
@@ -734,8 +743,10 @@ class Compiler:
         d = s.data
         if s.kind == "PARAM":
             if any(p["name"] == d["name"] for p in self.meta["params"]):
-                raise CompileError(f"PARAM {d['name']} is declared twice", s.line, s.col)
-            self.meta["params"].append(d)
+                # several upstream files declare the same PARAM for different tools; first one wins
+                self.meta["warnings"].append({"line": s.line, "message": f"PARAM {d['name']} is declared twice"})
+            else:
+                self.meta["params"].append(d)
         elif s.kind == "DESCRIPTION":
             self.meta["description"] = d["text"]
         elif s.kind == "TABLE":
@@ -870,6 +881,12 @@ class Compiler:
         up = name.upper()
         line = e.line
         args = [self.expr(a) for a in e.args]
+        if up == "IF" and len(args) == 3 and "if" not in self.procs:
+            name = "$iif"  # `IF(cond, a, b)` written inline in templates
+        if up in ("FIRST", "LAST") and len(args) == 2 and name not in self.procs:
+            up = "TAKE" if up == "FIRST" else "TAIL"  # FIRST(list, n) / LAST(list, n)
+        if up == "JSON" and "json" not in self.procs:
+            up = "TOJSON"
         if name == "$iif":
             c, a, b = args
             truthy = V.is_truthy
@@ -885,7 +902,14 @@ class Compiler:
             if len(args) < b.min_args or (b.max_args is not None and len(args) > b.max_args):
                 want = str(b.min_args) if b.max_args == b.min_args else (
                     f"{b.min_args} or more" if b.max_args is None else f"{b.min_args} to {b.max_args}")
-                raise CompileError(f"{up} takes {want} arguments, got {len(args)}", e.line, e.col)
+                message = f"{up} takes {want} arguments, got {len(args)}"
+                if not e.loose:
+                    raise CompileError(message, e.line, e.col)
+                self.meta["warnings"].append({"line": e.line, "message": message})
+
+                def arity_error(vm: object) -> object:
+                    raise BasicRuntimeError(message, line)
+                return arity_error
             fn = b.fn
             if len(args) == 1:
                 a0 = args[0]
@@ -973,6 +997,16 @@ _BINARY: dict[str, Callable[[object, object], object]] = {
 }
 # Functions the VM itself provides (they need run state, not just the builtin context).
 _VM_FUNCTIONS = {"CLEAR_ERROR": "clear_error", "ISERROR": "is_error"}
+
+
+def _lenient(test: Callable[[object], bool]) -> Callable[[object], bool]:
+    """A CASE test on values of another type (text vs a number range) is a non-match, not an error."""
+    def run(vm: object) -> bool:
+        try:
+            return bool(test(vm))
+        except BasicRuntimeError:
+            return False
+    return run
 
 
 def _halt(vm: object) -> int:

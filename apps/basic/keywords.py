@@ -83,7 +83,8 @@ KEYWORDS: dict[str, str] = {
     "QUERY METRICS": "keyword", "QUERY": "keyword", "PRODUCT": "keyword", "SCAN BARCODE": "keyword",
     "SEE": "keyword", "SCRAPE": "keyword", "SCRAPE_ALL": "keyword", "GENERATE CODE": "keyword",
     "SET MAX LINES": "keyword", "GENERATE_PDF": "keyword", "GROUP_BY": "keyword", "MERGE_PDF": "keyword", "GENERATE SECURE LINK": "keyword",
-    "IMAGE": "keyword", "LOG ACTIVITY": "keyword", "SET PAGE MODE": "keyword", "FILTER": "filter", "MAP": "keyword",
+    "IMAGE": "keyword", "LOG ACTIVITY": "keyword", "LOG": "log", "ALLOW ROLE": "keyword",
+    "NOTIFY ATTENDANT": "keyword", "NOTIFY": "keyword", "SAVE_FROM_UNSTRUCTURED": "save_from_unstructured", "SET PAGE MODE": "keyword", "FILTER": "filter", "MAP": "keyword",
 }
 
 # Keywords that evaluate without the host (object construction, JSON helpers of the templates).

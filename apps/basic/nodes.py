@@ -52,6 +52,7 @@ class Call(Expr):
 
     name: str
     args: list[Expr]
+    loose: bool = False  # space-separated form (`FIRST links, 10`): arity is checked at run time
 
 
 @dataclass(slots=True)

@@ -271,7 +271,7 @@ class Parser:
             # space-separated call of a built-in: `FIRST results`, `FORMAT NOW() AS "MM-DD"`
             t = self.advance()
             args, opts = self.keyword_args()
-            return n.Call(t.line, t.col, w.lower(), args + list(opts.values()))
+            return n.Call(t.line, t.col, w.lower(), args + list(opts.values()), loose=True)
         return self.parse_expr()
 
     # -- keywords ------------------------------------------------------------------------------
@@ -314,6 +314,9 @@ class Parser:
             args, opts = self.keyword_args()
         elif self.starts_argument(self.tok):
             args = [self.parse_postfix()]
+            if self.word() == "WHERE":  # `FIND "t" WHERE user_id = x` inside a larger expression
+                self.advance()
+                opts["WHERE"] = self.parse_compare()
         if name in _SPLIT_EQUALS and len(args) == 1 and isinstance(args[0], n.Binary) and args[0].op == "==":
             args = [args[0].left, args[0].right]
         return n.KwCall(t.line, t.col, name, args, opts)

@@ -1,0 +1,159 @@
+"""Control flow of spec 3.4: every construct, with observable TALK output."""
+
+from __future__ import annotations
+
+from tests.basic.conftest import run
+
+
+def talks(src: str, *inputs: str) -> list[str]:
+    r = run(src, *inputs)
+    assert r.result is not None and r.result.status in ("done", "waiting"), r.result
+    return r.host.messages
+
+
+def test_if_elseif_else_and_single_equals_comparison() -> None:
+    src = 'FOR EACH v IN [1, 2, 3]\nIF v = 1 THEN\nTALK "one"\nELSEIF v = 2 THEN\nTALK "two"\nELSE IF v > 2 THEN\nTALK "big"\nEND IF\nNEXT'
+    assert talks(src) == ["one", "two", "big"]
+
+
+def test_single_line_if_with_else() -> None:
+    assert talks('x = 5\nIF x > 3 THEN TALK "big" ELSE TALK "small"\nIF x < 3 THEN TALK "never"') == ["big"]
+
+
+def test_for_to_step_counts_down_and_next_with_variable() -> None:
+    assert talks('FOR i = 10 TO 1 STEP -4\nTALK i\nNEXT i') == ["10", "6", "2"]
+
+
+def test_for_to_with_empty_range_skips_body() -> None:
+    assert talks('FOR i = 5 TO 1\nTALK i\nNEXT\nTALK "after"') == ["after"]
+
+
+def test_for_each_and_exit_for_and_end_for() -> None:
+    assert talks('FOR EACH x IN ["a", "b", "c"]\nIF x = "c" THEN\nEXIT FOR\nEND IF\nTALK x\nEND FOR') == ["a", "b"]
+
+
+def test_while_wend_and_end_while() -> None:
+    assert talks('i = 0\nWHILE i < 3\ni = i + 1\nWEND\nTALK i\nDO WHILE i > 0\ni = i - 1\nLOOP\nTALK i') == ["3", "0"]
+
+
+def test_do_loop_until_runs_body_at_least_once_and_exit_do() -> None:
+    src = 'i = 10\nDO\ni = i + 1\nLOOP UNTIL i > 5\nTALK i\nDO\nIF i > 12 THEN\nEXIT DO\nEND IF\ni = i + 1\nLOOP\nTALK i'
+    assert talks(src) == ["11", "13"]
+
+
+def test_select_case_typed_values_lists_ranges_and_is() -> None:
+    src = '''FOR EACH v IN [1, "2", 7, 50, "x"]
+SELECT CASE v
+  CASE 1
+    TALK "one"
+  CASE 2, 3
+    TALK "two or three"
+  CASE 5 TO 9
+    TALK "five to nine"
+  CASE IS > 20
+    TALK "big"
+  CASE ELSE
+    TALK "other"
+END SELECT
+NEXT'''
+    assert talks(src) == ["one", "two or three", "five to nine", "big", "other"]
+
+
+def test_switch_with_default() -> None:
+    src = 'SWITCH "b"\nCASE "a"\nTALK "A"\nCASE "b", "c"\nTALK "B or C"\nDEFAULT\nTALK "D"\nEND SWITCH'
+    assert talks(src) == ["B or C"]
+
+
+def test_sub_function_call_and_return_values() -> None:
+    src = '''SUB Greet(name)
+  TALK "Hi " + name
+END SUB
+FUNCTION Twice(x)
+  RETURN x * 2
+END FUNCTION
+CALL Greet("Ann")
+Greet "Bob"
+y = Twice(21)
+TALK y + Twice(1)'''
+    assert talks(src) == ["Hi Ann", "Hi Bob", "44"]
+
+
+def test_recursive_function() -> None:
+    src = 'FUNCTION Fact(n)\nIF n <= 1 THEN\nRETURN 1\nEND IF\nRETURN n * Fact(n - 1)\nEND FUNCTION\nTALK Fact(10)'
+    assert talks(src) == ["3628800"]
+
+
+def test_exit_sub_returns_early() -> None:
+    assert talks('SUB S()\nTALK "a"\nEXIT SUB\nTALK "b"\nEND SUB\nCALL S()\nTALK "c"') == ["a", "c"]
+
+
+def test_goto_and_labels() -> None:
+    assert talks('i = 0\nagain:\ni = i + 1\nIF i < 3 THEN GOTO again\nTALK i') == ["3"]
+
+
+def test_end_stops_the_script() -> None:
+    r = run('TALK "a"\nEND\nTALK "b"')
+    assert r.host.messages == ["a"] and r.result.status == "done"
+
+
+def test_return_at_top_level_is_the_tool_result() -> None:
+    assert run('RETURN #{ ok: true, n: 2 }').result.value == {"ok": True, "n": 2}
+
+
+def test_on_error_resume_next_continues_and_sets_err() -> None:
+    src = 'ON ERROR RESUME NEXT\nx = 1 / 0\nTALK "after"\nIF ERR THEN\nTALK err_description\nEND IF'
+    assert talks(src) == ["after", "division by zero"]
+
+
+def test_on_error_goto_label_jumps_to_handler() -> None:
+    src = 'ON ERROR GOTO handler\nx = 1 / 0\nTALK "skipped"\nEND\nhandler:\nTALK "handled: " + ERR.description'
+    assert talks(src) == ["handled: division by zero"]
+
+
+def test_unhandled_error_ends_run_with_line_and_message() -> None:
+    r = run('TALK "a"\n\nx = 1 / 0\nTALK "b"')
+    assert r.result.status == "error"
+    assert r.result.error == {"line": 3, "message": "division by zero"}
+    assert r.host.messages == ["a"]
+
+
+def test_error_inside_sub_is_caught_by_callers_handler() -> None:
+    src = 'SUB Bad()\nx = 1 / 0\nTALK "no"\nEND SUB\nON ERROR RESUME NEXT\nCALL Bad()\nTALK "resumed"'
+    assert talks(src) == ["resumed"]
+
+
+def test_try_catch() -> None:
+    assert talks('TRY\nTHROW "boom"\nTALK "no"\nCATCH e\nTALK "caught " + e\nEND TRY\nTALK "end"') == [
+        "caught boom", "end"]
+
+
+def test_unassigned_variable_reads_as_null_and_is_falsy() -> None:
+    assert talks('IF NOT missing THEN\nTALK "empty"\nEND IF\nIF missing = "" THEN\nTALK "equal"\nEND IF') == [
+        "empty", "equal"]
+
+
+def test_operators_and_concatenation() -> None:
+    src = 'TALK "Total: " + 10\nTALK 7 MOD 3\nTALK 2 ^ 10\nTALK 7 \\ 2\nTALK 7 / 2\nTALK "a" & 1\nTALK 3 IN [1, 3]\nTALK "b" NOT IN "abc"'
+    assert talks(src) == ["Total: 10", "1", "1024", "3", "3.5", "a1", "true", "false"]
+
+
+def test_number_compared_with_numeric_text() -> None:
+    assert talks('choice = "1"\nIF choice = 1 THEN\nTALK "yes"\nEND IF') == ["yes"]
+
+
+def test_member_access_on_find_result_reads_first_row() -> None:
+    from apps.basic.host import InMemoryHost
+
+    host = InMemoryHost(tables={"products": [{"id": 1, "name": "Pen", "price": 2}]})
+    r = run('p = FIND "products", "id=1"\nIF p THEN\nTALK p.name + " " + p.price\nEND IF\nFOR EACH row IN p\nTALK row.id\nNEXT',
+            host=host)
+    assert r.host.messages == ["Pen 2", "1"]
+
+
+def test_builtins_are_called_from_expressions() -> None:
+    assert talks('TALK UCASE("ab") + LEN("abc")\nTALK FORMAT(1234.5, "#,##0.00")\nx = [3, 1]\nAPPEND x, 5\nTALK COUNT(x)') == [
+        "AB3", "1,234.50", "3"]
+
+
+def test_now_and_today_without_parentheses_use_the_clock() -> None:
+    assert talks('TALK TODAY') == ["2024-05-17"]
