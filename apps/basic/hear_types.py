@@ -52,6 +52,7 @@ import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
 from urllib.parse import urlsplit
 
 from apps.basic.builtins import BuiltinContext, value_to_text
@@ -374,7 +375,9 @@ def _money(answer: str, ctx: BuiltinContext) -> HearResult:
     number = _decimal_text(_CURRENCY_RE.sub("", answer))
     if number is None or number < 0 or number == float("inf"):
         return _fail(_ERRORS["MONEY"])
-    return _ok(round(number, 2) + 0.0)  # + 0.0 turns "-0" into 0.0
+    # Half-up on the decimal text (2.675 -> 2.68); float round() would give 2.67.
+    cents = Decimal(repr(number)).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    return _ok(float(cents) + 0.0)  # + 0.0 turns "-0" into 0.0
 
 
 _TRUE_WORDS = frozenset(
