@@ -14,7 +14,8 @@ class ScheduleError(ValueError):
     """The expression is neither a cron nor a recognised natural-language schedule."""
 
 
-_CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,\-?LW#]+$")
+_NAME = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec|sun|mon|tue|wed|thu|fri|sat)"
+_CRON_FIELD = re.compile(rf"^(?:[0-9*/,\-?LW#]|{_NAME})+$")
 _DAYS = {"sunday": 0, "sun": 0, "monday": 1, "mon": 1, "tuesday": 2, "tue": 2, "tues": 2, "wednesday": 3,
          "wed": 3, "thursday": 4, "thu": 4, "thurs": 4, "friday": 5, "fri": 5, "saturday": 6, "sat": 6}
 _AT = re.compile(r"\bat\s+(noon|midnight|(\d{1,2})(?::(\d{2}))?\s*(am|pm)?)\b")

@@ -255,7 +255,6 @@ class VM:
             raise LimitExceeded(f"instruction budget of {self.max_instructions} exceeded (endless loop?)")
         if time.monotonic() > self.deadline:
             raise LimitExceeded(f"run took longer than {self.max_seconds:g} seconds")
-        self.steps -= limits.CLOCK_CHECK_INTERVAL  # counted again when the inner loop exits
         return limits.CLOCK_CHECK_INTERVAL
 
     # -- errors --------------------------------------------------------------------------------

@@ -1,0 +1,147 @@
+"""World-touching keywords go to the host; tool metadata; sandbox limits; SSRF guard."""
+
+from __future__ import annotations
+
+import pytest
+
+from apps.basic import ssrf
+from apps.basic.compiler import compile_source
+from apps.basic.host import InMemoryHost
+from apps.basic.vm import VM
+from tests.basic.conftest import run
+
+
+def test_suggestions_context_kb_tools_and_memory_reach_the_host() -> None:
+    src = '''ADD SUGGESTION "sales" AS "Talk to sales"
+ADD SUGGESTION TEXT "hi" AS "Say hi"
+ADD SUGGESTION TOOL "checkout" AS "Pay"
+SET CONTEXT "sales" AS "You sell pens"
+SET CONTEXT "always on"
+USE KB "manuals"
+ADD TOOL "bot.gbdialog/order.bas"
+SET BOT MEMORY "k", 5
+SET USER MEMORY "lang", "pt"
+TALK GET BOT MEMORY "k"
+TALK GET BOT MEMORY("missing") + "|"
+TALK GET USER MEMORY("lang")
+CLEAR KB'''
+    r = run(src)
+    h = r.host
+    assert [(s["kind"], s["value"], s["text"]) for s in h.suggestions] == [
+        ("context", "sales", "Talk to sales"), ("text", "hi", "Say hi"), ("tool", "checkout", "Pay")]
+    assert h.contexts == {"sales": "You sell pens", "": "always on"}
+    assert h.tools == ["order"] and h.kbs == []
+    assert h.messages == ["5", "|", "pt"]
+
+
+def test_tables_find_save_insert_update_delete() -> None:
+    src = '''INSERT "leads", #{ name: "Ann", score: 10 }
+SAVE "leads", 7, #{ name: "Bob", score: 3 }
+n = UPDATE "leads", "name=Ann", #{ score: 20 }
+rows = FIND "leads", "score=20"
+TALK n + " " + rows[0].name
+DELETE "leads", "name=Bob"
+TALK COUNT(FIND "leads")'''
+    assert run(src).host.messages == ["1 Ann", "1"]
+
+
+def test_update_set_where_form() -> None:
+    host = InMemoryHost(tables={"accounts": [{"id": 1, "name": "x"}]})
+    run('acc = 1\nUPDATE "accounts" SET\n  name = "y",\n  status = "ok"\nWHERE id = acc', host=host)
+    assert host.tables["accounts"] == [{"id": 1, "name": "y", "status": "ok"}]
+
+
+def test_http_goes_through_the_ssrf_guard_before_the_host() -> None:
+    host = InMemoryHost(http_responses={"https://93.184.216.34/api": {"status": 200, "data": {"v": 1}}})
+    r = run('SET HEADER "X-Key" = "abc"\nr = GET "https://93.184.216.34/api"\nTALK r.v', host=host)
+    assert r.host.messages == ["1"]
+    assert host.http_log == [("GET", "https://93.184.216.34/api", None, {"X-Key": "abc"})]
+    blocked = run('x = GET "http://127.0.0.1:8000/admin"', host=host)
+    assert blocked.result.status == "error" and "not a public address" in blocked.result.error["message"]
+
+
+@pytest.mark.parametrize("url", [
+    "http://localhost/", "http://127.0.0.1/", "http://10.0.0.5/", "http://192.168.1.1/", "http://172.16.0.1/",
+    "http://169.254.169.254/latest/meta-data", "http://[::1]/", "http://0x7f000001/", "http://2130706433/",
+    "http://metadata.google.internal/", "file:///etc/passwd", "gopher://x/", "http://[::ffff:127.0.0.1]/",
+])
+def test_ssrf_guard_refuses_internal_addresses(url: str) -> None:
+    with pytest.raises(ssrf.SSRFError):
+        ssrf.check_url(url)
+
+
+def test_ssrf_guard_accepts_public_literal_address() -> None:
+    assert ssrf.check_url("https://93.184.216.34/x", resolve=False) == "93.184.216.34"
+
+
+def test_mail_file_schedule_task_and_script_call() -> None:
+    host = InMemoryHost(scripts={"helper": "from helper"}, files={"a.txt": "hello"})
+    src = '''SEND MAIL "a@b.c", "Subj", "Body"
+SEND EMAIL "d@e.f", "S2", "B2"
+TALK READ "a.txt"
+WRITE "x" TO "b.txt"
+v = CALL "helper.bas"
+TALK v
+CREATE TASK "Call back", "ann", "tomorrow"
+SET SCHEDULE DATEADD(TODAY(), 1, "day"), "follow.bas"'''
+    r = run(src, host=host)
+    assert [m["to"] for m in host.mails] == ["a@b.c", "d@e.f"]
+    assert r.host.messages == ["hello", "from helper"]
+    assert host.files["b.txt"] == "x" and host.tasks == [["Call back", "ann", "tomorrow"]]
+    assert host.schedules == [["2024-05-18", "follow.bas"]]
+
+
+def test_unknown_script_call_is_a_runtime_error() -> None:
+    r = run('CALL "nothing.bas"')
+    assert r.result.error["message"] == "Undefined procedure/script: nothing.bas"
+
+
+def test_generic_keyword_not_implemented_by_host_is_a_clean_runtime_error() -> None:
+    r = run('PUBLISH EVENT "x"')
+    assert r.result.status == "error" and "PUBLISH EVENT is not available" in r.result.error["message"]
+
+
+def test_tool_metadata_schema_schedules_and_references() -> None:
+    src = '''PARAM name AS STRING LIKE "Ann" DESCRIPTION "Customer name"
+PARAM age AS INTEGER DESCRIPTION "Age" OPTIONAL
+PARAM when AS DATE DESCRIPTION "Day"
+PARAM size AS STRING DESCRIPTION "Size" ENUM ["S", "M"]
+DESCRIPTION "Registers a customer"
+SET SCHEDULE "every day at 9am"
+SET SCHEDULE "0 0 */4 * * *"
+USE KB "faq"
+USE TOOL "x.gbdialog/lookup.bas"
+TALK name'''
+    meta = compile_source(src, "register").metadata
+    fn = meta["tool"]["function"]
+    assert fn["name"] == "register" and fn["description"] == "Registers a customer"
+    props = fn["parameters"]["properties"]
+    assert props["name"] == {"type": "string", "description": "Customer name", "example": "Ann"}
+    assert props["age"]["type"] == "integer" and props["when"]["format"] == "date"
+    assert props["size"]["enum"] == ["S", "M"]
+    assert fn["parameters"]["required"] == ["name", "when", "size"]
+    assert [s["cron"] for s in meta["schedules"]] == ["0 9 * * *", "0 */4 * * *"]
+    assert meta["kbs"] == ["faq"] and meta["tools"] == ["lookup"]
+
+
+def test_tool_args_are_preassigned_case_insensitively() -> None:
+    assert run('PARAM Name AS STRING\nTALK "hi " + name', args={"NAME": "Zed"}).host.messages == ["hi Zed"]
+
+
+def test_instruction_budget_stops_an_endless_loop_quickly() -> None:
+    program = compile_source('DO\nx = x + 1\nLOOP')
+    result = VM(program, InMemoryHost(), max_instructions=100_000).start()
+    assert result.status == "error" and "instruction budget" in result.error["message"]
+    assert result.error["line"] == 2
+
+
+def test_budget_is_not_trappable_by_on_error() -> None:
+    program = compile_source('ON ERROR RESUME NEXT\nWHILE 1\nWEND\nTALK "escaped"')
+    host = InMemoryHost()
+    result = VM(program, host, max_instructions=50_000).start()
+    assert result.status == "error" and host.messages == []
+
+
+def test_output_limit_stops_talk_floods() -> None:
+    r = run('DO\nTALK "spam"\nLOOP')
+    assert r.result.status == "error" and "too much output" in r.result.error["message"]
