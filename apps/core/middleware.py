@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import re
+import time
 import uuid
 
 from django.http import JsonResponse
@@ -12,6 +14,8 @@ from apps.core.logging import request_context_clear, request_context_set
 # Accept a caller's request id only if it looks like one: it is echoed in logs and headers.
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 LIVENESS_PATH = "/health"
+
+access_logger = logging.getLogger("gbplatform.access")
 
 
 class LivenessMiddleware:
@@ -36,8 +40,18 @@ class RequestContextMiddleware:
         request.request_id = request_id
         request_context_clear()
         request_context_set(request_id=request_id)
+        started = time.perf_counter()
         try:
             response = self.get_response(request)
+            access_logger.info(
+                "request",
+                extra={
+                    "method": request.method,
+                    "path": request.path[:200],
+                    "status": response.status_code,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                },
+            )
         finally:
             request_context_clear()
         response["X-Request-ID"] = request_id

@@ -32,7 +32,8 @@ def hostname_normalize(host: str) -> str:
         host = host.split("]", 1)[0] + "]"
     else:
         host = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-    return host.rstrip(".").lower()
+    # Exactly one root dot is the fully qualified form; anything more is malformed and matches nothing.
+    return (host[:-1] if host.endswith(".") else host).lower()
 
 
 def tenant_for_host(host: str) -> Tenant | None:

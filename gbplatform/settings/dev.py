@@ -15,3 +15,7 @@ if not DATABASE_URL:
     from gbplatform.localservices import postgres_start
 
     DATABASES = {"default": database_from_url(postgres_start(VAR_DIR / "pg").url)}
+
+# Serve app static files (admin CSS) straight from the apps, no collectstatic needed in development.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = True

@@ -1,10 +1,38 @@
-"""Tests: real PostgreSQL and Redis, started by the harness (tests/conftest.py) unless given by URL.
+"""Tests: real PostgreSQL and Redis on loopback, never mocks.
 
-The harness exports DATABASE_URL and REDIS_URL before Django loads these settings, so everything here
-is the ordinary base configuration plus speed-ups that do not change behaviour.
+With DATABASE_URL / REDIS_URL set (CI with its own servers) they are used as given. Otherwise importing
+these settings starts the embedded PostgreSQL in var/test-pg and a private redis-server, and exports their
+URLs so subprocesses of the test run (CLI tests) reach the same servers. pytest-django loads settings before
+any conftest runs, which is why the start happens here; tests/conftest.py stops them when the run ends.
 """
 
+import os
+
+from gbplatform import localservices
 from gbplatform.settings.base import *  # noqa: F403
+from gbplatform.settings.base import (
+    DATABASE_URL,
+    REDIS_URL,
+    VAR_DIR,
+    caches_for,
+    channel_layers_for,
+    database_from_url,
+    redis_url_for_db,
+)
+
+if not DATABASE_URL:
+    DATABASE_URL = localservices.postgres_start(VAR_DIR / "test-pg").url
+    os.environ["DATABASE_URL"] = DATABASE_URL
+if not REDIS_URL:
+    REDIS_URL = localservices.redis_start(VAR_DIR / "test-redis", persist=False).url
+    os.environ["REDIS_URL"] = REDIS_URL
+
+DATABASES = {"default": database_from_url(DATABASE_URL)}
+CACHES = caches_for(REDIS_URL)
+CHANNEL_LAYERS = channel_layers_for(REDIS_URL)
+CELERY_BROKER_URL = redis_url_for_db(REDIS_URL, 0)
+# Tests read task results back; production ignores them.
+CELERY_RESULT_BACKEND = redis_url_for_db(REDIS_URL, 3)
 
 DEBUG = False
 SECRET_KEY = "test-only-key-0123456789-abcdefghijklmnopqrstuvwxyz-ABCDEFGHIJ"

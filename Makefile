@@ -1,0 +1,45 @@
+# The two commands of the README: `make run` and `make test`. Both create the virtualenv when needed.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.requirements-installed
+
+.PHONY: run test bench lint clean system-deps
+
+# Debian packages the test suite uses when present (docker-compose validates docker/compose.yaml).
+# Installed only as root with apt-get; otherwise the tests that need them say so and skip.
+SYSTEM_PACKAGES := docker-compose
+
+$(STAMP): requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	touch $(STAMP)
+
+## run: every process on embedded defaults (PostgreSQL, Redis, local files); Ctrl-C stops them all
+run: $(STAMP)
+	$(BIN)/python -m gbplatform.devrun
+
+## test: the whole suite against real PostgreSQL and Redis started by the harness
+test: $(STAMP) system-deps
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+system-deps:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get install -y -q $$missing >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q $$missing >/dev/null; } \
+	      || echo "warning: could not install$$missing; the tests needing them will skip"; \
+	  else echo "not root: skipping Debian packages$$missing"; fi; \
+	fi
+
+## bench: speed figures (tenant creation, BASIC VM, ...), printed; not part of the test suite
+bench: $(STAMP)
+	$(BIN)/python -m tests.bench
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf var/test-pg var/test-redis var/bench-pg

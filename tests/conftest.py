@@ -1,0 +1,79 @@
+"""Test harness: real PostgreSQL and Redis (started by gbplatform.settings.test), two canary tenants.
+
+Tenants A and B are created once per run by cloning the template schema, each with a bot whose primary
+key is the same in both schemas and whose name carries a canary string: code that reads the wrong schema
+returns the other tenant's canary instead of failing, and the isolation tests look for exactly that.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from gbplatform import localservices
+
+HOST_A = "tenant-a.test.localhost"
+HOST_B = "tenant-b.test.localhost"
+CANARY_A = "canary-alpha-7f3a"
+CANARY_B = "canary-bravo-91c2"
+
+
+@dataclass(frozen=True)
+class CanaryTenant:
+    schema_name: str
+    host: str
+    canary: str
+    bot_pk: int
+    admin_password: str
+
+
+@dataclass(frozen=True)
+class CanaryTenants:
+    a: CanaryTenant
+    b: CanaryTenant
+
+
+def pytest_unconfigure(config):
+    localservices.stop_started()
+
+
+def _canary_tenant(name: str, host: str, canary: str) -> CanaryTenant:
+    from django_tenants.utils import schema_context
+
+    from apps.bots.models import Bot
+    from apps.tenants.services import tenant_create
+
+    tenant, password = tenant_create(name=name, domain=host)
+    with schema_context(tenant.schema_name):
+        bot = Bot.objects.create(name=canary, display_name=f"{name} {canary}")
+    return CanaryTenant(tenant.schema_name, host, canary, bot.pk, password)
+
+
+def _close_other_connections() -> None:
+    """Threads of the run (the Channels database thread, the in-thread Celery worker) keep connections
+    open; end them so the test database can be dropped at the end of the run."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+
+
+@pytest.fixture(scope="session")
+def canary_tenants(django_db_setup, django_db_blocker):
+    from apps.tenants.services import public_tenant_ensure, template_schema_ensure
+
+    with django_db_blocker.unblock():
+        public_tenant_ensure()
+        template_schema_ensure()
+        tenants = CanaryTenants(
+            a=_canary_tenant("Tenant A", HOST_A, CANARY_A),
+            b=_canary_tenant("Tenant B", HOST_B, CANARY_B),
+        )
+    assert tenants.a.bot_pk == tenants.b.bot_pk, "the canary bots must share a primary key"
+    yield tenants
+    with django_db_blocker.unblock():
+        _close_other_connections()

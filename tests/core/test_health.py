@@ -1,0 +1,86 @@
+"""/api/health returns the seed's JSON; required failures answer 503, optional ones degrade; /health lives."""
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+from django.test import Client
+
+from gbplatform.localservices import free_port
+
+pytestmark = pytest.mark.django_db
+
+
+def _health(host: str):
+    return Client(HTTP_HOST=host).get("/api/health")
+
+
+def test_health_on_a_tenant_host_is_healthy_with_every_check(canary_tenants):
+    response = _health(canary_tenants.a.host)
+    body = response.json()
+    assert response.status_code == 200
+    assert body["status"] == "healthy"
+    assert body["version"]
+    assert set(body["checks"]) == {"database", "cache", "vectordb", "llm"}
+    for name in ("database", "cache", "vectordb"):
+        assert body["checks"][name]["status"] == "healthy", body
+        assert body["checks"][name]["latency_ms"] >= 0
+    assert body["checks"]["llm"]["status"] == "disabled"  # no LLM configured: not a failure
+
+
+def test_required_check_failing_answers_503_unhealthy(canary_tenants, settings):
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{free_port()}/1",  # nothing listens there
+            "KEY_FUNCTION": "django_tenants.cache.make_key",
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 0.5},
+        }
+    }
+    response = _health(canary_tenants.a.host)
+    assert response.status_code == 503
+    assert response.json()["status"] == "unhealthy"
+    assert response.json()["checks"]["cache"]["status"] == "unhealthy"
+
+
+class _ModelsHandler(BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802 - http.server's naming
+        body = json.dumps({"object": "list", "data": [{"id": "local-model", "object": "model"}]}).encode()
+        self.send_response(200 if self.path == "/v1/models" else 404)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def llm_server():
+    server = HTTPServer(("127.0.0.1", 0), _ModelsHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+
+
+def test_configured_llm_is_probed(canary_tenants, settings, llm_server):
+    settings.LLM_URL = llm_server
+    body = _health(canary_tenants.a.host).json()
+    assert body["checks"]["llm"]["status"] == "healthy"
+    assert body["status"] == "healthy"
+
+
+def test_optional_check_failing_degrades_but_answers_200(canary_tenants, settings):
+    settings.LLM_URL = f"http://127.0.0.1:{free_port()}/v1"
+    settings.HEALTH_CHECK_TIMEOUT_S = 0.5
+    response = _health(canary_tenants.a.host)
+    assert response.status_code == 200
+    assert response.json()["status"] == "degraded"
+    assert response.json()["checks"]["llm"]["status"] == "unhealthy"
+
+
+def test_liveness_answers_on_any_host_without_touching_tenants():
+    response = Client(HTTP_HOST="whatever.invalid").get("/health")
+    assert response.status_code == 200 and response.json() == {"status": "ok"}

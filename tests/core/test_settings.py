@@ -1,0 +1,114 @@
+"""Settings: production passes `check --deploy`, refuses a missing environment, and every variable the
+code or the compose file reads is documented in .env.example."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gbplatform.settings.env import ImproperEnvironment, env_bool, redis_url_for_db
+
+ROOT = Path(__file__).resolve().parents[2]
+PROD_ENV = {
+    "DJANGO_SECRET_KEY": "prod-check-Kq8v2-ZpX4n-Wm7Rt-Lb3Yc-Hd6Fs-Jg9Ue-Ta1Io-Pk5Qw-Zx8",
+    "DATABASE_URL": "postgresql://gb:pw@db.example.com:5432/gbplatform",
+    "REDIS_URL": "redis://cache.example.com:6379/0",
+    "ALLOWED_HOSTS": ".bots.example.com",
+}
+
+
+def _manage(*args: str, env: dict) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE"}}
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env={**clean, **env}, capture_output=True, text=True,
+        timeout=120,
+    )
+
+
+def test_production_settings_pass_check_deploy_without_warnings():
+    result = _manage(
+        "check", "--deploy", "--fail-level", "WARNING", "--settings=gbplatform.settings.prod", env=PROD_ENV
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+@pytest.mark.parametrize("missing", ["DJANGO_SECRET_KEY", "DATABASE_URL", "REDIS_URL"])
+def test_production_settings_name_a_missing_variable(missing):
+    env = {k: v for k, v in PROD_ENV.items() if k != missing}
+    result = _manage("check", "--settings=gbplatform.settings.prod", env=env)
+    assert result.returncode != 0
+    assert missing in result.stderr
+
+
+def test_production_refuses_wildcard_allowed_hosts():
+    result = _manage("check", "--settings=gbplatform.settings.prod", env={**PROD_ENV, "ALLOWED_HOSTS": "*"})
+    assert result.returncode != 0 and "ALLOWED_HOSTS" in result.stderr
+
+
+def test_malformed_boolean_names_the_variable(monkeypatch):
+    monkeypatch.setenv("VAULT_REQUIRED", "maybe")
+    with pytest.raises(ImproperEnvironment, match="VAULT_REQUIRED"):
+        env_bool("VAULT_REQUIRED")
+
+
+def test_redis_databases_are_separated():
+    assert redis_url_for_db("redis://h:6379/0", 1) == "redis://h:6379/1"
+    assert redis_url_for_db("redis://:pw@h:6379", 2) == "redis://:pw@h:6379/2"
+    assert redis_url_for_db("rediss://h:6380/5?ssl_cert_reqs=none", 3) == "rediss://h:6380/3?ssl_cert_reqs=none"
+
+
+def _documented_variables() -> set[str]:
+    text = (ROOT / ".env.example").read_text()
+    return set(re.findall(r"^([A-Z][A-Z0-9_]*)=", text, flags=re.M))
+
+
+def test_every_variable_read_by_settings_is_in_env_example():
+    used: set[str] = set()
+    for path in [*(ROOT / "gbplatform").rglob("*.py")]:
+        used |= set(re.findall(r"env_(?:str|bool|int|list)\(\s*\"([A-Z0-9_]+)\"", path.read_text()))
+        used |= set(re.findall(r"os\.environ(?:\.get)?\(\s*\"([A-Z0-9_]+)\"", path.read_text()))
+    used -= {"XDG_RUNTIME_DIR"}  # a property of the machine, not of the platform
+    assert used, "the pattern found no variables: the test would prove nothing"
+    assert used <= _documented_variables(), used - _documented_variables()
+
+
+def _compose() -> dict:
+    return yaml.safe_load((ROOT / "docker" / "compose.yaml").read_text())
+
+
+def test_compose_has_the_production_topology_wired_to_the_same_variables():
+    compose = _compose()
+    expected = {"postgres", "redis", "qdrant", "minio", "vault", "zitadel", "livekit", "web", "worker", "beat"}
+    assert set(compose["services"]) == expected
+    referenced = set(re.findall(r"\$\{([A-Z0-9_]+)", (ROOT / "docker" / "compose.yaml").read_text()))
+    assert referenced <= _documented_variables(), referenced - _documented_variables()
+    platform_env = compose["x-platform"]["environment"]
+    for name in ("DATABASE_URL", "REDIS_URL", "QDRANT_URL", "S3_ENDPOINT_URL", "VAULT_ADDR", "OIDC_ISSUER",
+                 "LLM_URL", "SMTP_HOST", "LIVEKIT_URL"):
+        assert name in platform_env
+
+
+def _compose_command() -> list[str] | None:
+    if shutil.which("docker"):
+        probe = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True)
+        if probe.returncode == 0:
+            return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    return None
+
+
+@pytest.mark.skipif(_compose_command() is None, reason="no docker compose client on this machine")
+def test_docker_compose_config_validates():
+    env = {**os.environ, **PROD_ENV, "PLATFORM_PUBLIC_DOMAIN": "bots.example.com", "POSTGRES_PASSWORD": "pw",
+           "S3_ACCESS_KEY": "key", "S3_SECRET_KEY": "secret-secret", "ZITADEL_IMAGE": "example/zitadel:1",
+           "ZITADEL_MASTERKEY": "x" * 32, "ZITADEL_EXTERNALDOMAIN": "id.example.com", "ZITADEL_DB_PASSWORD": "pw"}
+    result = subprocess.run([*_compose_command(), "-f", "docker/compose.yaml", "config", "--quiet"], cwd=ROOT,
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr

@@ -1,0 +1,77 @@
+"""Provisioning: tenant_create clones the template, validates its input and changes nothing on error."""
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.test import Client
+from django_tenants.utils import schema_context, schema_exists
+
+from apps.bots.models import Bot
+from apps.tenants.models import Domain, Tenant
+from apps.tenants.services import TenantProvisioningError, tenant_create, tenant_delete
+
+pytestmark = pytest.mark.django_db
+
+
+def test_created_tenant_is_ready_reachable_and_empty(canary_tenants):
+    tenant, password = tenant_create(name="Fresh", domain="Fresh.Test.Localhost.")
+    assert tenant.ready and tenant.schema_name == "fresh"
+    assert Domain.objects.get(tenant=tenant).domain == "fresh.test.localhost"
+    with schema_context("fresh"):
+        assert Bot.objects.count() == 0  # cloned structure, not the template's (or anyone's) rows
+    client = Client(HTTP_HOST="fresh.test.localhost")
+    assert client.post("/accounts/login/", {"username": "admin", "password": password}).status_code == 302
+    assert client.get("/api/bots").json() == {"tenant": "Fresh", "bots": []}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"name": "X", "domain": "tenant-a.test.localhost", "schema_name": "other"}, "already belongs"),
+        ({"name": "X", "domain": "new1.test.localhost", "schema_name": "tenant_a"}, "already exists"),
+        ({"name": "X", "domain": "new2.test.localhost", "schema_name": "public"}, "reserved"),
+        ({"name": "X", "domain": "new3.test.localhost", "schema_name": "tenant_template"}, "reserved"),
+        ({"name": "X", "domain": "new4.test.localhost", "schema_name": "pg_evil"}, "must start"),
+        ({"name": "X", "domain": "new5.test.localhost", "schema_name": "a; DROP SCHEMA public"}, "must start"),
+        ({"name": "X", "domain": "bad_host!.localhost"}, "not a valid host name"),
+        ({"name": "X", "domain": "localhost"}, "platform's own host name"),
+        ({"name": "", "domain": "new6.test.localhost"}, "tenant name"),
+    ],
+)
+def test_invalid_requests_are_refused_with_a_reason_and_change_nothing(canary_tenants, kwargs, message):
+    tenants_before = set(Tenant.objects.values_list("schema_name", flat=True))
+    domains_before = set(Domain.objects.values_list("domain", flat=True))
+    with pytest.raises(TenantProvisioningError, match=message):
+        tenant_create(**kwargs)
+    assert set(Tenant.objects.values_list("schema_name", flat=True)) == tenants_before
+    assert set(Domain.objects.values_list("domain", flat=True)) == domains_before
+
+
+def test_failure_after_the_schema_was_cloned_rolls_everything_back(canary_tenants, monkeypatch):
+    from django.contrib.auth.models import UserManager
+
+    def explode(*args, **kwargs):
+        raise RuntimeError("simulated failure while creating the admin")
+
+    monkeypatch.setattr(UserManager, "create_superuser", explode)
+    with pytest.raises(RuntimeError):
+        tenant_create(name="Broken", domain="broken.test.localhost")
+    assert not Tenant.objects.filter(schema_name="broken").exists()
+    assert not Domain.objects.filter(domain="broken.test.localhost").exists()
+    assert not schema_exists("broken")
+
+
+def test_delete_drops_the_schema_and_refuses_special_schemas(canary_tenants):
+    tenant_create(name="Doomed", domain="doomed.test.localhost")
+    tenant_delete(schema_name="doomed")
+    assert not schema_exists("doomed")
+    assert Client(HTTP_HOST="doomed.test.localhost").get("/api/bots").status_code == 404
+    for special in ("public", "tenant_template"):
+        with pytest.raises(TenantProvisioningError):
+            tenant_delete(schema_name=special)
+
+
+def test_management_command_creates_and_reports_errors(canary_tenants, capsys):
+    call_command("tenant_create", "Cmd Corp", "cmd.test.localhost", "--admin-password", "s3cret-pass")
+    assert "created tenant Cmd Corp" in capsys.readouterr().out
+    with pytest.raises(CommandError, match="already belongs"):
+        call_command("tenant_create", "Again", "cmd.test.localhost", "--schema", "cmd2")
