@@ -52,7 +52,7 @@ import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Context, Decimal
 from urllib.parse import urlsplit
 
 from apps.basic.builtins import BuiltinContext, value_to_text
@@ -76,6 +76,8 @@ MAX_INTEGER = 2**63 - 1
 MIN_PHONE_DIGITS, MAX_PHONE_DIGITS = 10, 15
 # Payment card numbers (ISO/IEC 7812) are 13 to 19 digits long.
 MIN_CARD_DIGITS, MAX_CARD_DIGITS = 13, 19
+# A float has at most 309 integer digits; with 2 decimals 400 digits of precision never fail.
+_CENTS_CONTEXT = Context(prec=400)
 # Upstream minimum password length.
 MIN_PASSWORD_CHARS = 8
 
@@ -376,7 +378,7 @@ def _money(answer: str, ctx: BuiltinContext) -> HearResult:
     if number is None or number < 0 or number == float("inf"):
         return _fail(_ERRORS["MONEY"])
     # Half-up on the decimal text (2.675 -> 2.68); float round() would give 2.67.
-    cents = Decimal(repr(number)).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    cents = Decimal(repr(number)).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP, context=_CENTS_CONTEXT)
     return _ok(float(cents) + 0.0)  # + 0.0 turns "-0" into 0.0
 
 

@@ -84,6 +84,7 @@ ACCEPTED: list[tuple[str, str, object]] = [
     ("MONEY", "0", 0.0),
     ("MONEY", "12.345", 12.35),
     ("MONEY", "2.675", 2.68),
+    ("MONEY", "1" * 40, float("1" * 40)),
     ("MOBILE", "+55 (11) 98765-4321", "5511987654321"),
     ("PHONE", "(11) 98765-4321", "11987654321"),
     ("TELEPHONE", "+44 20 7946 0958", "442079460958"),
@@ -295,7 +296,8 @@ def test_menu_without_options_is_a_programming_error() -> None:
 
 _interesting = st.sampled_from(
     ["", " ", "0", "1", "-1", "yes", "não", "25/12/2024", "2:30 PM", "R$ 1.234,56", "1,2,3", "..", "@", "a@b",
-     "https://", "https://x.y/z.png", "{", '{"id": 1}', "rgb(1,2,3)", "#fff", "[[[[", "1e999", "nan", "١٢٣"]
+     "https://", "https://x.y/z.png", "{", '{"id": 1}', "rgb(1,2,3)", "#fff", "[[[[", "1e999", "nan", "١٢٣",
+     "9" * 40, "9" * 400]
 )
 _texts = st.text(max_size=60) | _interesting | st.builds(lambda a, b: a + b, _interesting, st.text(max_size=10))
 
