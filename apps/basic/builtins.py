@@ -50,6 +50,14 @@ Choices made where the spec has a [GAP] or is silent
 * ``NVL``/``IFNULL`` replace null and the empty string (upstream code); ``COALESCE``
   returns the first non-null argument.
 * ``TYPEOF`` names: null, boolean, integer, float, string, array, object (upstream code).
+* ``CONTAINS`` is case-sensitive; on arrays it compares scalars as text too
+  (``CONTAINS(SPLIT("1,2", ","), 1)`` is true). ``FIRST``/``LAST`` of an object return the
+  object (a FIND that returned one record), ``COUNT`` of an object counts its keys.
+  ``HEAD(arr)`` is the first element and ``TAIL(arr)`` the rest (upstream); with a count
+  they return the first/last n elements.
+* ``value_to_text`` (also used for ``STR``/``JOIN``/``CONCAT``) writes null as ``""``,
+  booleans as ``true``/``false``, integral floats without ``.0`` and containers as JSON; the
+  VM can reuse it for ``+`` concatenation so both agree.
 * Template-only helpers implemented: ``UUID``/``GUID``, ``TOJSON``, ``TOYAML``,
   ``JSON_PARSE``, ``DATEVALUE``, ``DAYS_BETWEEN``/``HOURS_BETWEEN``/``SECONDS_BETWEEN``,
   ``ADD_DAYS``, ``CURDATE``, ``CAPITALIZE``, ``LENGTH``, ``LOWERCASE``, ``TO_NUMBER``.
