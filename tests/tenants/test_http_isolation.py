@@ -94,3 +94,25 @@ def test_console_session_of_one_tenant_is_not_valid_on_another(canary_tenants):
     stolen.cookies = client.cookies
     response = stolen.get("/console/")
     assert response.status_code == 302 and "/accounts/login/" in response["Location"]
+
+
+def test_support_staff_manage_tenants_in_the_public_admin(canary_tenants, settings):
+    from django.contrib.auth import get_user_model
+    from django_tenants.utils import schema_context
+
+    with schema_context("public"):
+        get_user_model().objects.create_superuser(username="support", email="", password="support-pass-1")
+    client = Client(HTTP_HOST=settings.PLATFORM_PUBLIC_DOMAIN)
+    assert (
+        client.post("/admin/login/?next=/admin/", {"username": "support", "password": "support-pass-1"}).status_code
+        == 302
+    )
+    listing = client.get("/admin/tenants/tenant/").content.decode()
+    assert canary_tenants.a.schema_name in listing and canary_tenants.b.schema_name in listing
+    assert client.get("/admin/auth/user/").status_code == 200
+    # A tenant's own admin user is a row of that tenant, unknown to the platform admin.
+    denied = Client(HTTP_HOST=settings.PLATFORM_PUBLIC_DOMAIN)
+    assert (
+        denied.post("/admin/login/", {"username": "admin", "password": canary_tenants.a.admin_password}).status_code
+        == 200
+    )
