@@ -82,9 +82,11 @@ KEYWORDS: dict[str, str] = {
     # implemented only by hosts that choose to (the in-memory host refuses them at run time)
     "QUERY METRICS": "keyword", "QUERY": "keyword", "PRODUCT": "keyword", "SCAN BARCODE": "keyword",
     "SEE": "keyword", "SCRAPE": "keyword", "SCRAPE_ALL": "keyword", "GENERATE CODE": "keyword",
-    "SET MAX LINES": "keyword", "GENERATE_PDF": "keyword", "GROUP_BY": "keyword", "MERGE_PDF": "keyword", "GENERATE SECURE LINK": "keyword",
+    "SET MAX LINES": "keyword", "GENERATE_PDF": "keyword", "GROUP_BY": "keyword", "MERGE_PDF": "keyword",
+    "GENERATE SECURE LINK": "keyword",
     "IMAGE": "keyword", "LOG ACTIVITY": "keyword", "LOG": "log", "ALLOW ROLE": "keyword",
-    "NOTIFY ATTENDANT": "keyword", "NOTIFY": "keyword", "SAVE_FROM_UNSTRUCTURED": "save_from_unstructured", "SET PAGE MODE": "keyword", "FILTER": "filter", "MAP": "keyword",
+    "NOTIFY ATTENDANT": "keyword", "NOTIFY": "keyword", "SAVE_FROM_UNSTRUCTURED": "save_from_unstructured",
+    "SET PAGE MODE": "keyword", "FILTER": "filter", "MAP": "keyword",
 }
 
 # Keywords that evaluate without the host (object construction, JSON helpers of the templates).

@@ -70,6 +70,7 @@ _QUOTE_AFTER_WORDS = frozenset(
 )
 _QUOTE_AFTER_OPS = frozenset({"=", "(", ",", "+", "[", "{", "#{", ":", "&", "<>", "<", ">", "<=", ">=", "==", "!="})
 
+_DIGITS = frozenset("0123456789")  # str.isdigit() also accepts '²', which no number regex reads
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"', "'": "'", "$": "\\$"}
 
 
@@ -148,7 +149,7 @@ class Lexer:
             if ch == "/" and src.startswith("//", self.pos):
                 self._skip_to_eol()
                 continue
-            if ch.isdigit() or (ch == "." and self.pos + 1 < n and src[self.pos + 1].isdigit()
+            if ch in _DIGITS or (ch == "." and self.pos + 1 < n and src[self.pos + 1] in _DIGITS
                                 and not self._value_before()):
                 m = _NUMBER.match(src, self.pos)
                 assert m is not None

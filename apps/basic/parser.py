@@ -360,7 +360,8 @@ class Parser:
                 if self.at_end():
                     opts[w] = n.Lit(ctok.line, ctok.col, True)
                     pending = None
-                elif w == "AS" and self.word() in MODE_WORDS and (self.peek().kind in (NL, EOF) or self.peek().is_op(",")):
+                elif w == "AS" and self.word() in MODE_WORDS and (
+                        self.peek().kind in (NL, EOF) or self.peek().is_op(",")):
                     mt = self.advance()
                     opts["AS"] = n.Lit(mt.line, mt.col, str(mt.value).upper())
                     pending = None
@@ -421,7 +422,7 @@ class Parser:
             while not self.at_end() and not self.tok.is_op(":"):
                 if self.accept_op(","):
                     continue
-                if self.tok.kind == ID and not self.starts_argument(self.tok) and not self.word() in ("NOT",):
+                if self.tok.kind == ID and not self.starts_argument(self.tok) and self.word() not in ("NOT",):
                     raise self.error(f"unknown keyword or procedure '{t.value}'", t)
                 args.append(self.parse_expr())
         self.end_statement()
@@ -1001,7 +1002,7 @@ class Parser:
                     raise self.error("ENUM needs a list of values like [\"a\", \"b\"]")
                 data["enum"] = value
             else:
-                raise self.error(f"unexpected {self.describe() if not w else w} in PARAM")
+                raise self.error(f"unexpected {w or self.describe()} in PARAM")
         self.end_statement()
         return n.Meta(t.line, t.col, "PARAM", data)
 

@@ -72,9 +72,8 @@ def to_cron(expression: str) -> str:
     if text in simple:
         return simple[text]
     base = _AT.sub("", text).strip()
-    if base in ("", "every day", "daily"):
-        if base or at:
-            return f"{minute} {hour} * * *"
+    if base in ("", "every day", "daily") and (base or at):
+        return f"{minute} {hour} * * *"
     if base in ("every week", "weekly"):
         return f"{minute} {hour} * * 0"
     if base in ("every month", "monthly"):

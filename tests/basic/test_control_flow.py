@@ -12,7 +12,8 @@ def talks(src: str, *inputs: str) -> list[str]:
 
 
 def test_if_elseif_else_and_single_equals_comparison() -> None:
-    src = 'FOR EACH v IN [1, 2, 3]\nIF v = 1 THEN\nTALK "one"\nELSEIF v = 2 THEN\nTALK "two"\nELSE IF v > 2 THEN\nTALK "big"\nEND IF\nNEXT'
+    src = ('FOR EACH v IN [1, 2, 3]\nIF v = 1 THEN\nTALK "one"\nELSEIF v = 2 THEN\nTALK "two"\n'
+           'ELSE IF v > 2 THEN\nTALK "big"\nEND IF\nNEXT')
     assert talks(src) == ["one", "two", "big"]
 
 
@@ -37,7 +38,8 @@ def test_while_wend_and_end_while() -> None:
 
 
 def test_do_loop_until_runs_body_at_least_once_and_exit_do() -> None:
-    src = 'i = 10\nDO\ni = i + 1\nLOOP UNTIL i > 5\nTALK i\nDO\nIF i > 12 THEN\nEXIT DO\nEND IF\ni = i + 1\nLOOP\nTALK i'
+    src = ('i = 10\nDO\ni = i + 1\nLOOP UNTIL i > 5\nTALK i\n'
+           'DO\nIF i > 12 THEN\nEXIT DO\nEND IF\ni = i + 1\nLOOP\nTALK i')
     assert talks(src) == ["11", "13"]
 
 
@@ -133,7 +135,8 @@ def test_unassigned_variable_reads_as_null_and_is_falsy() -> None:
 
 
 def test_operators_and_concatenation() -> None:
-    src = 'TALK "Total: " + 10\nTALK 7 MOD 3\nTALK 2 ^ 10\nTALK 7 \\ 2\nTALK 7 / 2\nTALK "a" & 1\nTALK 3 IN [1, 3]\nTALK "b" NOT IN "abc"'
+    src = ('TALK "Total: " + 10\nTALK 7 MOD 3\nTALK 2 ^ 10\nTALK 7 \\ 2\nTALK 7 / 2\n'
+           'TALK "a" & 1\nTALK 3 IN [1, 3]\nTALK "b" NOT IN "abc"')
     assert talks(src) == ["Total: 10", "1", "1024", "3", "3.5", "a1", "true", "false"]
 
 
@@ -145,14 +148,14 @@ def test_member_access_on_find_result_reads_first_row() -> None:
     from apps.basic.host import InMemoryHost
 
     host = InMemoryHost(tables={"products": [{"id": 1, "name": "Pen", "price": 2}]})
-    r = run('p = FIND "products", "id=1"\nIF p THEN\nTALK p.name + " " + p.price\nEND IF\nFOR EACH row IN p\nTALK row.id\nNEXT',
-            host=host)
+    r = run('p = FIND "products", "id=1"\nIF p THEN\nTALK p.name + " " + p.price\nEND IF\n'
+            'FOR EACH row IN p\nTALK row.id\nNEXT', host=host)
     assert r.host.messages == ["Pen 2", "1"]
 
 
 def test_builtins_are_called_from_expressions() -> None:
-    assert talks('TALK UCASE("ab") + LEN("abc")\nTALK FORMAT(1234.5, "#,##0.00")\nx = [3, 1]\nAPPEND x, 5\nTALK COUNT(x)') == [
-        "AB3", "1,234.50", "3"]
+    src = 'TALK UCASE("ab") + LEN("abc")\nTALK FORMAT(1234.5, "#,##0.00")\nx = [3, 1]\nAPPEND x, 5\nTALK COUNT(x)'
+    assert talks(src) == ["AB3", "1,234.50", "3"]
 
 
 def test_now_and_today_without_parentheses_use_the_clock() -> None:
