@@ -15,6 +15,7 @@ replayed with the new schema alone on search_path.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from django.db import connection, transaction
 from psycopg import sql
@@ -114,14 +115,50 @@ def _quote(name: str) -> str:
     return name if re.fullmatch(r"[a-z_][a-z0-9_]*", name) else '"' + name.replace('"', '""') + '"'
 
 
-def schema_clone(template: str, target: str) -> None:
-    """Create schema `target` with the structure (no rows) of `template`, in one transaction."""
-    with transaction.atomic(), connection.cursor() as cursor:
+@dataclass(frozen=True)
+class TemplatePlan:
+    tables: list[str]
+    constraints: list[tuple[str, str, str]]
+    indexes: list[str]
+
+
+# Reading the definitions scans catalogs that grow with every tenant (pg_class, pg_constraint and pg_type
+# have no index on the namespace alone), so they are read once per template state and reused. The state is
+# the template's migration records: the template only changes when a migration is applied to it.
+_plan_cache: dict[tuple, TemplatePlan] = {}
+
+
+def _template_state(cursor, template: str) -> tuple:
+    cursor.execute(
+        sql.SQL("SELECT count(*), max(id), max(applied) FROM {}.django_migrations").format(sql.Identifier(template))
+    )
+    return (connection.settings_dict["NAME"], template, *cursor.fetchone())
+
+
+def _template_plan(cursor, template: str) -> TemplatePlan:
+    state = _template_state(cursor, template)
+    plan = _plan_cache.get(state)
+    if plan is None:
         unsupported = _unsupported_objects(cursor, template)
         if unsupported:
             raise TemplateNotCloneable(", ".join(unsupported[:5]))
         cursor.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(template)))
-        tables, constraints, indexes = _definitions(cursor, template)
+        plan = TemplatePlan(*_definitions(cursor, template))
+        _plan_cache.clear()
+        _plan_cache[state] = plan
+    return plan
+
+
+def template_plan_forget() -> None:
+    """Drop the cached definitions (after changing the template other than by a migration)."""
+    _plan_cache.clear()
+
+
+def schema_clone(template: str, target: str) -> None:
+    """Create schema `target` with the structure (no rows) of `template`, in one transaction."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        plan = _template_plan(cursor, template)
+        tables, constraints, indexes = plan.tables, plan.constraints, plan.indexes
         cursor.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(target)))
         cursor.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(target)))
         for table in tables:
