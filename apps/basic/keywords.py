@@ -109,7 +109,7 @@ REFUSED: dict[str, str] = {
 CONNECTORS: frozenset[str] = frozenset({
     "TO", "AS", "WITH", "FROM", "USING", "INTO", "BY", "AT", "ON", "OF", "SUBJECT", "WHERE", "VALUES",
     "TIMEOUT", "REFRESH", "DEFAULT", "FOR", "TRIGGER", "TOOLS", "SCHEDULE", "OPTIONS", "ATTACHMENT",
-    "FILTER", "RECURSIVE", "APPEND", "SET", "IN", "TONE", "EXPIRES",
+    "FILTER", "RECURSIVE", "APPEND", "SET", "IN", "TONE", "EXPIRES", "BODY",
 })
 
 # After `AS`, these bare words are modes, not variables (`READ "f.csv" AS TABLE`).

@@ -340,7 +340,7 @@ class Parser:
         args: list[n.Expr] = []
         opts: dict[str, n.Expr] = {}
         pending: str | None = None
-        while not self.at_end() and not self.tok.is_op(":"):
+        while not self.at_end() and not self.tok.is_op(":", ")", "]", "}"):
             if self.accept_op(","):
                 continue
             w = self.word()
@@ -1205,7 +1205,9 @@ class Parser:
         if t.kind == OP:
             if t.value == "(":
                 self.advance()
-                e = self.parse_expr()
+                kw = self.match_keyword(expression=True)
+                # `(FIND "t", "a=1").name`: inside parentheses a keyword takes all its arguments
+                e = self.keyword_call(kw, full=True) if kw is not None else self.parse_expr()
                 self.expect_op(")")
                 return e
             if t.value == "[":

@@ -678,12 +678,18 @@ class VM:
         return self.host.delete_file(V.value_to_text(args[0]) if args else "")
 
     def kw_send_mail(self, name: str, args: list, opts: dict) -> object:
-        if len(args) < 3:
+        rest = list(args)
+        to = opts["TO"] if "TO" in opts else (rest.pop(0) if rest else None)
+        subject = opts["SUBJECT"] if "SUBJECT" in opts else (rest.pop(0) if rest else None)
+        body = opts["BODY"] if "BODY" in opts else (rest.pop(0) if rest else None)
+        if to is None or subject is None:
             raise BasicRuntimeError(f"{name} needs a recipient, a subject and a body")
-        attachments = args[3] if len(args) > 3 else opts.get("ATTACHMENT", [])
+        if body is None:  # `SEND EMAIL admin, "text"` (templates): the text is subject and body
+            body = subject
+        attachments = rest[0] if rest else opts.get("ATTACHMENT", [])
         if isinstance(attachments, str):
             attachments = [attachments] if attachments else []
-        return self.host.send_mail(V.value_to_text(args[0]), V.value_to_text(args[1]), V.value_to_text(args[2]),
+        return self.host.send_mail(V.value_to_text(to), V.value_to_text(subject), V.value_to_text(body),
                                    attachments or [])
 
     def kw_send_file(self, name: str, args: list, opts: dict) -> object:
