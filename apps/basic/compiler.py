@@ -323,10 +323,11 @@ class Compiler:
             raise CompileError(f"{name} takes {len(proc.params)} arguments, got {len(arg_exprs)}", s.line, s.col)
         args = [self.expr(a) for a in arg_exprs]
         params = proc.params
+        want = target is not None
 
         def factory(nxt: int) -> Op:
             def op(vm: object) -> int:
-                vm.push_frame(name, params, [a(vm) for a in args], nxt)  # type: ignore[attr-defined]
+                vm.push_frame(name, params, [a(vm) for a in args], nxt, want)  # type: ignore[attr-defined]
                 return RELOAD
             return op
         self.emit(s.line, factory)

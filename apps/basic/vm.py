@@ -163,6 +163,8 @@ class VM:
         for p in params[len(args):]:
             variables[p] = None
         frame = {"unit": name, "pc": 0, "vars": variables}
+        if want:
+            frame["ret"] = True  # the caller assigns the RETURN value (x = F(...))
         self.frames.append(frame)
         self._enter(frame)
 
@@ -170,8 +172,7 @@ class VM:
         """A FUNCTION called inside an expression: run it to completion right here."""
         depth = len(self.frames)
         saved_pc = self.frame.get("pc", 0)
-        self.push_frame(name, params, args, saved_pc)
-        self.frames[-1]["nested"] = True
+        self.push_frame(name, params, args, saved_pc, want=False)
         outcome, value = self._loop(0, depth)
         if outcome == "suspend":
             raise BasicRuntimeError(
@@ -236,7 +237,7 @@ class VM:
                     return "return", value
                 caller = self.frames[-1]
                 self._enter(caller)
-                if not frame.get("nested"):
+                if frame.get("ret"):
                     caller["vars"]["#ret"] = value
                 code = self.code
                 pc = caller["pc"]

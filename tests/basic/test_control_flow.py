@@ -160,3 +160,18 @@ def test_builtins_are_called_from_expressions() -> None:
 
 def test_now_and_today_without_parentheses_use_the_clock() -> None:
     assert talks('TALK TODAY') == ["2024-05-17"]
+
+
+def test_on_error_goto_handler_with_resume_next() -> None:
+    src = 'ON ERROR GOTO fix\nx = 1 / 0\nTALK "back"\nEND\nfix:\nTALK "fixing"\nRESUME NEXT'
+    assert talks(src) == ["fixing", "back"]
+
+
+def test_call_statement_leaves_no_hidden_return_variable() -> None:
+    r = run('FUNCTION F()\nRETURN 1\nEND FUNCTION\nCALL F()\nHEAR x')
+    assert "#ret" not in r.result.state["frames"][0]["vars"]
+
+
+def test_function_locals_do_not_leak_and_globals_are_shared() -> None:
+    src = 'total = 1\nSUB Add(n)\n  tmp = n\n  total = total + n\nEND SUB\nCALL Add(5)\nTALK total\nTALK "[" + tmp + "]"'
+    assert talks(src) == ["6", "[]"]

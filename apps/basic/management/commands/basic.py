@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand
 
 from apps.basic import cli
 
@@ -19,4 +19,5 @@ class Command(BaseCommand):
     def handle(self, *args: str, **options: object) -> None:
         code = cli.main(list(options.get("args") or args), out=self.stdout)
         if code:
-            raise CommandError(f"basic exited with status {code}", returncode=code)
+            # exit status only: the findings are already on stdout in the documented format
+            raise SystemExit(code)
