@@ -173,5 +173,6 @@ def test_call_statement_leaves_no_hidden_return_variable() -> None:
 
 
 def test_function_locals_do_not_leak_and_globals_are_shared() -> None:
-    src = 'total = 1\nSUB Add(n)\n  tmp = n\n  total = total + n\nEND SUB\nCALL Add(5)\nTALK total\nTALK "[" + tmp + "]"'
+    src = ('total = 1\nSUB Add(n)\n  tmp = n\n  total = total + n\nEND SUB\n'
+           'CALL Add(5)\nTALK total\nTALK "[" + tmp + "]"')
     assert talks(src) == ["6", "[]"]
