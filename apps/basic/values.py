@@ -14,11 +14,56 @@ from __future__ import annotations
 import math
 import re
 
-from apps.basic.builtins import is_truthy, value_to_text
+import json
+
+from apps.basic.builtins import is_truthy
+from apps.basic.builtins import value_to_text as _scalar_text
 from apps.basic.errors import BasicRuntimeError, LimitExceeded
 from apps.basic.limits import MAX_ARRAY_ITEMS, MAX_STRING_CHARS
 
-__all__ = ["is_truthy", "value_to_text"]
+__all__ = ["is_truthy", "value_to_text", "bounded_json"]
+
+# Integers beyond this many bits become floats, as in VB (Double); Python ints would grow without bound.
+MAX_INT_BITS = 63
+
+
+def bounded_json(value: object, limit: int = MAX_STRING_CHARS) -> str:
+    """json.dumps that stops as soon as the text passes `limit` characters.
+
+    Arrays can share elements (`a = [a, a]` twenty times), so a small value in memory can be huge as
+    text; encoding lazily and stopping early keeps TALK, interpolation and state saving bounded.
+    """
+    if _text_size(value, limit, {}) > limit:
+        raise LimitExceeded(f"value larger than {limit} characters as text")
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _text_size(value: object, limit: int, seen: dict[int, int]) -> int:
+    """Approximate JSON length, memoised per container so shared sub-arrays cost one visit."""
+    t = type(value)
+    if t is str:
+        return len(value) + 2  # type: ignore[arg-type]
+    if t is list or t is dict:
+        key = id(value)
+        if key in seen:
+            return seen[key]
+        seen[key] = limit + 1  # a container inside itself can never be encoded
+        total = 2
+        items = value.items() if t is dict else ((None, v) for v in value)  # type: ignore[union-attr]
+        for k, v in items:
+            total += (len(k) + 4 if k is not None else 1) + _text_size(v, limit, seen)
+            if total > limit:
+                break
+        seen[key] = total
+        return total
+    return 8
+
+
+def value_to_text(value: object) -> str:
+    """BASIC text of a value (builtins' rules); arrays and maps as bounded JSON."""
+    if type(value) is list or type(value) is dict:
+        return bounded_json(value)
+    return _scalar_text(value)
 
 _NUMERIC = re.compile(r"\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*")
 
@@ -89,10 +134,18 @@ def sub(a: object, b: object) -> object:
     return as_number(a, "'-'") - as_number(b, "'-'")
 
 
+def _bounded(n: int | float) -> int | float:
+    if type(n) is int and n.bit_length() > MAX_INT_BITS:
+        return float(n)
+    if type(n) is float and not math.isfinite(n):
+        raise BasicRuntimeError("number too large")
+    return n
+
+
 def mul(a: object, b: object) -> object:
     if isinstance(a, str) and type(b) is int and _numeric_text(a) is None:
         raise BasicRuntimeError(f"cannot multiply text {describe(a)}")
-    return as_number(a, "'*'") * as_number(b, "'*'")
+    return _bounded(as_number(a, "'*'") * as_number(b, "'*'"))
 
 
 def div(a: object, b: object) -> object:
@@ -128,7 +181,7 @@ def power(a: object, b: object) -> object:
         raise BasicRuntimeError(f"'^' cannot compute {x} ^ {y}")
     if type(result) is int and result.bit_length() > 1024:
         raise BasicRuntimeError("'^' result is too large")
-    return result
+    return _bounded(result)
 
 
 def neg(a: object) -> object:

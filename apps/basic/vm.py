@@ -137,7 +137,10 @@ class VM:
 
     def _suspended(self) -> RunResult:
         state = self.state()
-        size = len(json.dumps(state))
+        try:
+            size = len(V.bounded_json(state, limits.MAX_STATE_BYTES))
+        except LimitExceeded:
+            size = limits.MAX_STATE_BYTES + 1
         if size > limits.MAX_STATE_BYTES:
             return RunResult("error", error={"line": self._line(self.frames[-1]["pc"]),
                                              "message": f"suspended state too large ({size} bytes)"},

@@ -145,3 +145,16 @@ def test_budget_is_not_trappable_by_on_error() -> None:
 def test_output_limit_stops_talk_floods() -> None:
     r = run('DO\nTALK "spam"\nLOOP')
     assert r.result.status == "error" and "too much output" in r.result.error["message"]
+
+
+def test_self_doubling_array_cannot_blow_up_talk_or_state() -> None:
+    r = run('a = [1]\nFOR i = 1 TO 60\na = [a, a]\nNEXT\nTALK a')
+    assert r.result.status == "error" and "larger than" in r.result.error["message"]
+    r2 = run('a = [1]\nFOR i = 1 TO 60\na = [a, a]\nNEXT\nHEAR x')
+    assert r2.result.status == "error" and "state too large" in r2.result.error["message"]
+
+
+def test_integer_overflow_turns_into_float_instead_of_growing() -> None:
+    r = run('x = 3\nFOR i = 1 TO 12\nx = x * x\nNEXT')
+    assert r.result.status == "error" and "too large" in r.result.error["message"]
+    assert run('RETURN 2 ^ 62 * 4').result.value == float(2 ** 64)
