@@ -11,10 +11,9 @@ Semantics chosen from spec 3.2 and what the templates rely on:
 
 from __future__ import annotations
 
+import json
 import math
 import re
-
-import json
 
 from apps.basic.builtins import is_truthy
 from apps.basic.builtins import value_to_text as _scalar_text
