@@ -88,6 +88,9 @@ class Compiler:
     def compile(self) -> Program:
         main_body: list[n.Stmt] = []
         handlers = self.handlers = []
+        # spec 3.6: ENUM values become suggestion buttons right after the DESCRIPTION line
+        self.enum_values = [v for s in self.stmts if isinstance(s, n.Meta) and s.kind == "PARAM"
+                            for v in (s.data.get("enum") or [])]
         for s in self.stmts:
             if isinstance(s, n.Proc):
                 if s.name in self.procs:
@@ -750,6 +753,11 @@ class Compiler:
                 self.meta["params"].append(d)
         elif s.kind == "DESCRIPTION":
             self.meta["description"] = d["text"]
+            for value in self.enum_values:
+                text = V.value_to_text(value)
+                self.emit(s.line, lambda nxt, t=text: _effect(
+                    lambda vm: vm.host.add_suggestion("text", t, t), nxt))
+            self.enum_values = []
         elif s.kind == "TABLE":
             self.meta["tables"].append({"definition": d["header"], "columns": d["columns"], "line": s.line})
         elif s.kind == "WEBHOOK":

@@ -65,7 +65,7 @@ _REM = re.compile(r"REM(\s|$)", re.IGNORECASE)
 # Words after which a `'` opens a string rather than a comment.
 _QUOTE_AFTER_WORDS = frozenset(
     {"TALK", "PRINT", "SAVE", "TEMPLATE", "RETURN", "SEND_MAIL", "MAIL", "EMAIL", "FIND", "GET", "POST",
-     "CALL", "THEN", "ELSE", "CASE", "IN", "AS", "TO", "WITH", "AND", "OR", "NOT", "LLM", "INSERT", "UPDATE",
+     "CALL", "CASE", "IN", "AS", "TO", "WITH", "AND", "OR", "NOT", "LLM", "INSERT", "UPDATE",
      "DELETE", "USE", "KB", "TOOL", "SUGGESTION", "CONTEXT", "MEMORY", "HEADER", "WRITE", "READ"}
 )
 _QUOTE_AFTER_OPS = frozenset({"=", "(", ",", "+", "[", "{", "#{", ":", "&", "<>", "<", ">", "<=", ">=", "==", "!="})

@@ -5,8 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-import pytest
-
 from apps.basic.builtins import FixedContext
 from apps.basic.compiler import compile_source
 from apps.basic.host import InMemoryHost
@@ -47,7 +45,3 @@ def run(source: str, *inputs: str, args: dict | None = None, host: InMemoryHost 
         r.answer(text)
     return r
 
-
-@pytest.fixture
-def runner() -> type[Runner]:
-    return Runner

@@ -158,3 +158,13 @@ def test_integer_overflow_turns_into_float_instead_of_growing() -> None:
     r = run('x = 3\nFOR i = 1 TO 12\nx = x * x\nNEXT')
     assert r.result.status == "error" and "too large" in r.result.error["message"]
     assert run('RETURN 2 ^ 62 * 4').result.value == float(2 ** 64)
+
+
+def test_enum_params_become_suggestions_when_the_tool_runs() -> None:
+    r = run('PARAM size AS STRING ENUM ["S", "M"]\nDESCRIPTION "Pick a size"\nTALK "ok"')
+    assert [(s["kind"], s["value"]) for s in r.host.suggestions] == [("text", "S"), ("text", "M")]
+    assert r.host.messages == ["ok"]
+
+
+def test_trailing_comment_after_then_with_apostrophe() -> None:
+    assert run("x = 1\nIF x THEN ' it's set\nTALK \"yes\"\nEND IF").host.messages == ["yes"]
