@@ -83,6 +83,7 @@ class Compiler:
         self.procs: dict[str, n.Proc] = {}
         self.units: dict[str, Unit] = {}
         self.slot_counter = 0
+        self.label_lines: dict[str, int] = {}
 
     # -- entry --------------------------------------------------------------------------------
     def compile(self) -> Program:
@@ -133,8 +134,6 @@ class Compiler:
         self.link(unit)
 
     # -- emission -----------------------------------------------------------------------------
-    label_lines: dict[str, int] = {}
-
     def here(self) -> int:
         return len(self.code)
 
@@ -161,7 +160,7 @@ class Compiler:
     def label(self, name: str, line: int) -> _Label:
         if name not in self.labels:
             self.labels[name] = _Label()
-            self.label_lines = {**self.label_lines, name: line}
+            self.label_lines[name] = line
         return self.labels[name]
 
     # -- statements ---------------------------------------------------------------------------
@@ -384,9 +383,6 @@ class Compiler:
                 return nxt if truthy(v) else target
             return op
         self.emit(cond.line, factory)
-
-    def loop_scope(self, kind: str, end: _Label, cont: _Label | None = None) -> None:
-        self.loops.append((kind, end))
 
     def s_ForEach(self, s: n.ForEach) -> None:
         slot = self.new_slot()

@@ -15,10 +15,8 @@ from apps.basic.builtins import BUILTINS
 from apps.basic.errors import CompileError
 from apps.basic.keywords import (
     CONNECTORS,
-    KEYWORDS,
     MODE_WORDS,
     OPERATOR_WORDS,
-    PURE_KEYWORDS,
     REFUSED,
     phrases_starting_with,
 )
@@ -188,8 +186,6 @@ class Parser:
             result = handler(t)
             if result is not NotImplemented:
                 return result
-        if w.startswith("END") and w != "END":
-            pass
         return self.keyword_or_call(t)
 
     def looks_like_assignment(self) -> bool:
@@ -1383,5 +1379,3 @@ def parse(source: str) -> list[n.Stmt]:
     """Parse a whole script into statements."""
     return Parser(Lexer(source).tokenize(), source).parse_program()
 
-
-KEYWORD_NAMES = frozenset(KEYWORDS) | PURE_KEYWORDS

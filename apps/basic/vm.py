@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from apps.basic import limits, ssrf
 from apps.basic import values as V
@@ -40,7 +40,6 @@ class RunResult:
     waiting_for: str | None = None  # "hear" or "wait"
     wait_seconds: float = 0.0
     instructions: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 class _Halt(Exception):
