@@ -682,12 +682,15 @@ class VM:
 
     def kw_send_mail(self, name: str, args: list, opts: dict) -> object:
         rest = list(args)
-        to = opts["TO"] if "TO" in opts else (rest.pop(0) if rest else None)
-        subject = opts["SUBJECT"] if "SUBJECT" in opts else (rest.pop(0) if rest else None)
-        body = opts["BODY"] if "BODY" in opts else (rest.pop(0) if rest else None)
-        if to is None or subject is None:
+        missing = object()
+        to = opts["TO"] if "TO" in opts else (rest.pop(0) if rest else missing)
+        subject = opts["SUBJECT"] if "SUBJECT" in opts else (rest.pop(0) if rest else missing)
+        body = opts["BODY"] if "BODY" in opts else (rest.pop(0) if rest else missing)
+        if to is missing or subject is missing:
             raise BasicRuntimeError(f"{name} needs a recipient, a subject and a body")
-        if body is None:  # `SEND EMAIL admin, "text"` (templates): the text is subject and body
+        if not V.value_to_text(to).strip():
+            raise BasicRuntimeError(f"{name}: the recipient is empty")
+        if body is missing:  # `SEND EMAIL admin, "text"` (templates): the text is subject and body
             body = subject
         attachments = rest[0] if rest else opts.get("ATTACHMENT", [])
         if isinstance(attachments, str):
