@@ -593,7 +593,9 @@ class VM:
     def kw_get(self, name: str, args: list, opts: dict) -> object:
         if not args:
             raise BasicRuntimeError("GET needs a URL, a path or a session field")
-        target = V.value_to_text(args[0])
+        target = V.value_to_text(args[0]).strip()
+        if not target:
+            raise BasicRuntimeError("GET needs a URL, a path or a session field, got an empty value")
         if len(args) == 2 and target.lower() == "config":
             return self.host.get_config(V.value_to_text(args[1]))
         if target.lower().startswith(("http://", "https://")):
@@ -601,7 +603,7 @@ class VM:
             if isinstance(result, dict) and "data" in result and "status" in result:
                 return result["data"]  # GET returns the body (parsed when JSON, spec 3.5.8 GAP)
             return result
-        if target.lower().startswith("session.") or target.lower() in ("user", "session", "bot"):
+        if target.lower().startswith(("session.", "user.", "bot.")) or target.lower() in ("user", "session", "bot"):
             return self.host.session_value(target)
         if "://" in target:
             raise BasicRuntimeError(f"GET supports only http and https URLs, not '{target}'")

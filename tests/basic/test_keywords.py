@@ -168,3 +168,12 @@ def test_enum_params_become_suggestions_when_the_tool_runs() -> None:
 
 def test_trailing_comment_after_then_with_apostrophe() -> None:
     assert run("x = 1\nIF x THEN ' it's set\nTALK \"yes\"\nEND IF").host.messages == ["yes"]
+
+
+def test_get_of_an_empty_value_names_the_problem() -> None:
+    r = run('x = GET missing')
+    assert r.result.error["message"] == "GET needs a URL, a path or a session field, got an empty value"
+
+
+def test_get_user_path_reads_the_context() -> None:
+    assert run('RETURN GET "user.email"').result.value == "user@example.com"
