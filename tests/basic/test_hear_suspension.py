@@ -116,3 +116,38 @@ def test_resume_refuses_a_run_that_is_not_waiting() -> None:
 def test_for_each_loop_state_survives_suspension() -> None:
     r = run('FOR EACH item IN ["x", "y"]\nHEAR a\nTALK item + a\nNEXT', "1", "2")
     assert r.host.messages == ["x1", "y2"] and r.result.status == "done"
+
+
+RICH = '''ON ERROR RESUME NEXT
+m = #{ a: [1, 2.5, "x", TRUE, NULL], b: #{ c: NOW() } }
+SUB Inner(k)
+  TRY
+    HEAR v
+    m.b.c = v + k
+  CATCH e
+    TALK e
+  END TRY
+END SUB
+FOR i = 1 TO 2
+  FOR EACH w IN SPLIT("p,q", ",")
+    SELECT CASE w
+      CASE "p"
+        CALL Inner(i)
+      CASE ELSE
+        WAIT 1
+    END SELECT
+  NEXT
+NEXT
+TALK m.b.c'''
+
+
+def test_every_suspended_state_is_pure_json() -> None:
+    r = Runner(RICH)
+    result = r.start()
+    suspensions = 0
+    while result.status == "waiting":
+        suspensions += 1
+        assert json.loads(json.dumps(result.state)) == result.state
+        result = r.answer("in" + str(suspensions))
+    assert result.status == "done" and suspensions == 4
+    assert r.host.messages == ["in32"]
