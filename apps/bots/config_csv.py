@@ -1,0 +1,269 @@
+"""`config.csv` of a bot package: parsing, key normalisation, lookup and `param-*` injection.
+
+This module owns the reading of a `<bot>.gbot/config.csv` file (spec §2) and nothing else: services
+store the parsed rows and call `config_lookup` / `config_params` at run time. Pure functions, no Django.
+
+Failure modes it prevents:
+
+* A malformed line silently becoming a setting (or silently vanishing): every rejected line produces a
+  `ConfigIssue` whose message names the line and what is wrong (`line 7: expected key,value (no comma
+  found)`), so the deploy can show it to the bot author instead of a stack trace.
+* An oversized or binary upload exhausting memory or the database: the file size is checked before
+  anything is decoded, and keys/values have their own caps; NUL bytes and invalid UTF-8 are reported with
+  their position instead of being stored.
+* Two spellings of one setting diverging: the legacy v3 Title Case dialect (`Theme Color`, `Bot Name`)
+  and today's kebab-case (`theme-color1`, `bot-name`) resolve through one canonical form.
+* Placeholders and developer-machine paths (`none`, `../models/x.gguf`) overriding a working default:
+  lookup treats them as absent, as upstream does (§2.2).
+* Secrets leaking into config storage: `vault:` values are kept verbatim as references; resolving them is
+  somebody else's job, never this module's.
+
+Choices at the spec's [GAP]s (§2.1): both `name,value` and `key,value` header lines are skipped (upstream
+stores `name` as a key); a duplicate key is reported as an issue, and the last occurrence still wins in
+`as_dict`, like upstream's upsert-per-line.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+# --- limits ----------------------------------------------------------------------------------------------
+
+# A config file is settings, not content; 1 MiB is the spec's `script-max-size` and leaves room for long
+# system prompts while refusing a mis-uploaded dataset before it is decoded (§1.3).
+CONFIG_MAX_BYTES = 1024 * 1024
+# The longest catalogue key is under 40 characters (§2.4); 128 allows generous custom `param-*` names.
+CONFIG_MAX_KEY_CHARS = 128
+# Values include whole system prompts (`system-prompt`, `Error Message,...`); 64 KiB of text is far beyond
+# a sensible prompt and still bounded per row.
+CONFIG_MAX_VALUE_CHARS = 64 * 1024
+
+# --- vocabulary ------------------------------------------------------------------------------------------
+
+UTF8_BOM = b"\xef\xbb\xbf"
+# Spreadsheet exports put a header row first; both spellings appear in templates (§2.1 [GAP]).
+HEADER_KEYS = frozenset({"name", "key"})
+# Values the upstream reader treats as "not set" (§2.1, case-insensitive).
+UNSET_VALUES = frozenset({"", "none", "null", "n/a"})
+# A value that points at a file on the author's machine is meaningless on the server (§2.2): upstream's
+# reader ignores values with these prefixes or suffixes (e.g. `llm-model,../models/x.gguf`).
+LOCAL_PATH_PREFIXES = ("../", "./", "/", "~")
+LOCAL_PATH_SUFFIXES = (".gguf", ".bin", ".safetensors")
+# Values that name a secret in the vault instead of holding it (`meet-api-key,vault:gbo/meet/api_key`).
+VAULT_REFERENCE_PREFIX = "vault:"
+# `param-<name>` rows become script variables (§2.3); the prefix is case-sensitive upstream.
+PARAM_PREFIX = "param-"
+
+# Legacy or alternative spellings -> the canonical key, applied AFTER lower-casing and turning spaces and
+# underscores into hyphens. Only pairs the spec lists as the same setting (§2.4):
+#   theme-color          -> theme-color1            (`Theme Color`; the web UI reads both)
+#   max-tokens           -> llm-max-tokens          (both documented as the output cap)
+#   bot-system-prompt    -> system-prompt           (both documented as the bot persona)
+#   smtp-username        -> smtp-user               (`smtp-user`/`smtp-username`)
+#   whatsapp-access-token -> whatsapp-api-key       (`whatsapp-api-key`/`whatsapp-access-token`)
+#   twilio-from-number   -> twilio-phone-number     (`twilio-phone-number`/`twilio-from-number`)
+#   messagebird-api-key  -> messagebird-access-key  (`messagebird-access-key`/`-api-key`)
+# Title Case keys such as `Bot Name`, `Answer Mode`, `Welcome Message` need no entry: the general rule
+# already maps them to `bot-name`, `answer-mode`, `welcome-message`.
+KEY_ALIASES: dict[str, str] = {
+    "theme-color": "theme-color1",
+    "max-tokens": "llm-max-tokens",
+    "bot-system-prompt": "system-prompt",
+    "smtp-username": "smtp-user",
+    "whatsapp-access-token": "whatsapp-api-key",
+    "twilio-from-number": "twilio-phone-number",
+    "messagebird-api-key": "messagebird-access-key",
+}
+
+_SEPARATORS = re.compile(r"[\s_]+")
+_HYPHENS = re.compile(r"-{2,}")
+# Upstream parses with Rust's `i64` / `f64` parsers, which accept no spaces or digit separators; Python's
+# `int()`/`float()` accept both, so the accepted shapes are spelled out.
+_INT_RE = re.compile(r"[+-]?\d+")
+_FLOAT_RE = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
+
+
+@dataclass(frozen=True)
+class ConfigRow:
+    """One accepted `key,value` line; `line` is 1-based in the original file."""
+
+    line: int
+    key: str
+    value: str
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    """A problem found while parsing; `line` is 0 for whole-file problems. `message` is user-facing."""
+
+    line: int
+    message: str
+
+
+@dataclass(frozen=True)
+class ParsedConfig:
+    rows: list[ConfigRow]
+    issues: list[ConfigIssue]
+
+    @property
+    def ok(self) -> bool:
+        return not self.issues
+
+    def as_dict(self) -> dict[str, str]:
+        """Key -> value with the last occurrence winning (upstream upserts line by line)."""
+        return {row.key: row.value for row in self.rows}
+
+
+def config_parse(data: bytes | str) -> ParsedConfig:
+    """Parse the bytes (or text) of a config.csv into rows plus line-level issues (§2.1).
+
+    Lines with an issue are left out of `rows`; every other line still parses, so one typo does not hide
+    the rest of the file. Duplicate keys are the exception: both rows are kept (last wins) and flagged.
+    """
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
+    if len(raw) > CONFIG_MAX_BYTES:
+        # Checked first: nothing of an oversized file is decoded or split.
+        return ParsedConfig(rows=[], issues=[ConfigIssue(0, f"config.csv is {len(raw)} bytes; "
+                                                            f"the limit is {CONFIG_MAX_BYTES}")])
+    offset = 0
+    if raw.startswith(UTF8_BOM):
+        offset = len(UTF8_BOM)
+        raw = raw[offset:]
+
+    rows: list[ConfigRow] = []
+    issues: list[ConfigIssue] = []
+    first_line_of: dict[str, int] = {}
+    # bytes.splitlines() breaks only on \n, \r\n and \r, so a CRLF file and a LF file parse the same and no
+    # Unicode line separator inside a value splits it (str.splitlines would).
+    for number, chunk in enumerate(raw.splitlines(keepends=True), start=1):
+        line_start = offset
+        offset += len(chunk)
+        line_bytes = chunk.rstrip(b"\r\n")
+        if b"\x00" in line_bytes:
+            issues.append(ConfigIssue(number, f"line {number}: contains a NUL byte "
+                                              f"(byte {line_start + line_bytes.index(0) + 1} of the file)"))
+            continue
+        try:
+            text = line_bytes.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            issues.append(ConfigIssue(number, f"line {number}: invalid UTF-8 at byte {exc.start + 1} of the line "
+                                              f"(byte {line_start + exc.start + 1} of the file)"))
+            continue
+        text = text.strip()
+        if not text or text.startswith("#"):
+            continue
+        if "," not in text:
+            issues.append(ConfigIssue(number, f"line {number}: expected key,value (no comma found)"))
+            continue
+        key, value = (part.strip() for part in text.split(",", 1))
+        if not key:
+            # Separator lines (`,`) and blank spreadsheet rows (`,,,`) carry nothing.
+            continue
+        if key.lower() in HEADER_KEYS and value.lower() == "value":
+            continue
+        if len(key) > CONFIG_MAX_KEY_CHARS:
+            issues.append(ConfigIssue(number, f"line {number}: key is {len(key)} characters; "
+                                              f"the limit is {CONFIG_MAX_KEY_CHARS}"))
+            continue
+        if len(value) > CONFIG_MAX_VALUE_CHARS:
+            issues.append(ConfigIssue(number, f"line {number}: value of '{key}' is {len(value)} characters; "
+                                              f"the limit is {CONFIG_MAX_VALUE_CHARS}"))
+            continue
+        if key in first_line_of:
+            issues.append(ConfigIssue(number, f"line {number}: duplicate key '{key}' (first set on line "
+                                              f"{first_line_of[key]}); the value on line {number} wins"))
+        else:
+            first_line_of[key] = number
+        rows.append(ConfigRow(line=number, key=key, value=value))
+    return ParsedConfig(rows=rows, issues=issues)
+
+
+def config_value_is_unset(value: str | None) -> bool:
+    """True for values the reader treats as absent: None, empty, `none`, `null`, `n/a` (any case)."""
+    return value is None or value.strip().lower() in UNSET_VALUES
+
+
+def config_is_secret_reference(value: str | None) -> bool:
+    """True when the value names a vault secret (`vault:gbo/meet/api_key`) instead of holding one."""
+    return value is not None and value.strip().lower().startswith(VAULT_REFERENCE_PREFIX)
+
+
+def config_value_is_local_path(value: str) -> bool:
+    """True for values that point at a file on the author's machine (§2.2), which lookups ignore."""
+    text = value.strip()
+    return text.startswith(LOCAL_PATH_PREFIXES) or text.lower().endswith(LOCAL_PATH_SUFFIXES)
+
+
+def config_key_normalize(key: str) -> str:
+    """Canonical form of a key for lookups across dialects: `Theme Color` -> `theme-color1`,
+    `Bot Name` -> `bot-name`, `LLM_Model` -> `llm-model`. Stored keys keep their original spelling."""
+    canonical = _SEPARATORS.sub("-", key.strip().lower())
+    canonical = _HYPHENS.sub("-", canonical).strip("-")
+    return KEY_ALIASES.get(canonical, canonical)
+
+
+def _usable(value: str | None, allow_local_paths: bool) -> bool:
+    if config_value_is_unset(value):
+        return False
+    return allow_local_paths or not config_value_is_local_path(value)  # type: ignore[arg-type]
+
+
+def config_lookup(values: Mapping[str, str], key: str, default: str | None = None, *,
+                  allow_local_paths: bool = False) -> str | None:
+    """The value of `key` for one bot's configuration (§2.2), or `default`.
+
+    The exact key wins; otherwise any key with the same canonical form (so `theme-color1` finds a legacy
+    `Theme Color` row), the last such row winning as in the file. Placeholders (`none`, empty, ...) and
+    local file paths count as absent, so a template's `llm-model,../models/x.gguf` falls back to the
+    default. `allow_local_paths=True` is for the few keys whose value is meant to be a server path
+    (`sites-root`). Global defaults and environment fallbacks are the caller's next step.
+    """
+    exact = values.get(key)
+    if _usable(exact, allow_local_paths):
+        return exact
+    wanted = config_key_normalize(key)
+    found: str | None = None
+    for candidate, value in values.items():
+        if candidate != key and config_key_normalize(candidate) == wanted and _usable(value, allow_local_paths):
+            found = value
+    return found if found is not None else default
+
+
+def _typed(value: str) -> object:
+    # Order matters and mirrors upstream: integer, then float, then boolean, else the text itself.
+    text = value.strip()
+    if _INT_RE.fullmatch(text):
+        number = int(text)
+        if _I64_MIN <= number <= _I64_MAX:
+            return number
+        # Too large for a 64-bit integer: upstream's float parse takes it.
+        return float(number)
+    if _FLOAT_RE.fullmatch(text):
+        number = float(text)
+        if math.isfinite(number):
+            return number
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    return value
+
+
+def config_params(values: Mapping[str, str]) -> dict[str, object]:
+    """Script variables from `param-*` keys (§2.3): `param-blingClientID,42` -> {"blingclientid": 42}.
+
+    Only keys starting with the case-sensitive `param-` prefix are injected, as upstream's query does; the
+    rest of the key is lower-cased; an empty name is skipped. Values are typed int -> float -> bool -> str
+    (`inf`/`nan` stay text: a script comparing against them would misbehave silently).
+    """
+    params: dict[str, object] = {}
+    for key, value in values.items():
+        if not key.startswith(PARAM_PREFIX):
+            continue
+        name = key[len(PARAM_PREFIX):].strip().lower()
+        if name:
+            params[name] = _typed(value)
+    return params
