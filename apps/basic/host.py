@@ -38,12 +38,19 @@ class Host:
         return {"user": {}, "session": {}, "bot": {}}
 
     def session_value(self, path: str) -> object:
-        """`GET "session.user_email"` style paths."""
-        node: object = self.context()
-        for part in path.split("."):
+        """`GET "session.user_email"` / `"session.id"` / `"user.name"` paths into `context()`."""
+        parts = [p for p in path.strip().lower().split(".") if p]
+        ctx = self.context()
+        if len(parts) == 2 and parts[0] == "session" and parts[1].startswith("user_"):
+            user = ctx.get("user") or {}
+            if parts[1] in (ctx.get("session") or {}):
+                return ctx["session"][parts[1]]
+            return user.get(parts[1][len("user_"):])  # session.user_email -> user.email
+        node: object = ctx
+        for part in parts:
             if not isinstance(node, dict):
                 return None
-            node = node.get(part, node.get(part.replace("user_", ""), None)) if part else node
+            node = node.get(part)
         return node
 
     def get_config(self, key: str) -> object:

@@ -177,3 +177,8 @@ def test_get_of_an_empty_value_names_the_problem() -> None:
 
 def test_get_user_path_reads_the_context() -> None:
     assert run('RETURN GET "user.email"').result.value == "user@example.com"
+
+
+def test_session_user_paths_read_the_user() -> None:
+    r = run('RETURN GET "session.user_email" + "|" + GET "session.user_id" + "|" + GET "session.id"')
+    assert r.result.value == "user@example.com|user-1|session-1"
