@@ -180,5 +180,7 @@ def test_get_user_path_reads_the_context() -> None:
 
 
 def test_session_user_paths_read_the_user() -> None:
-    r = run('RETURN GET "session.user_email" + "|" + GET "session.user_id" + "|" + GET "session.id"')
+    # a keyword at the start of an expression takes the whole expression as its argument,
+    # so the parts are parenthesised
+    r = run('RETURN (GET "session.user_email") + "|" + (GET "session.user_id") + "|" + (GET "session.id")')
     assert r.result.value == "user@example.com|user-1|session-1"
