@@ -184,3 +184,23 @@ def test_session_user_paths_read_the_user() -> None:
     # so the parts are parenthesised
     r = run('RETURN (GET "session.user_email") + "|" + (GET "session.user_id") + "|" + (GET "session.id")')
     assert r.result.value == "user@example.com|user-1|session-1"
+
+
+def test_ssrf_fetch_rechecks_every_redirect(monkeypatch: pytest.MonkeyPatch) -> None:
+    import email.message
+    import urllib.error
+    import urllib.request
+
+    opened: list[str] = []
+
+    class RedirectingOpener:
+        def open(self, req: urllib.request.Request, timeout: float = 0) -> object:
+            opened.append(req.full_url)
+            headers = email.message.Message()
+            headers["Location"] = "http://169.254.169.254/latest/meta-data"
+            raise urllib.error.HTTPError(req.full_url, 302, "Found", headers, None)
+
+    monkeypatch.setattr(urllib.request, "build_opener", lambda *a: RedirectingOpener())
+    with pytest.raises(ssrf.SSRFError, match="not a public address"):
+        ssrf.fetch("GET", "http://93.184.216.34/start")
+    assert opened == ["http://93.184.216.34/start"]  # the metadata address was never requested
