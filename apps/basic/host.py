@@ -199,7 +199,7 @@ class Host:
 _FILTER = re.compile(r"^\s*([A-Za-z0-9_]+)\s*(=|==|!=|<>|>=|<=|>|<)\s*(.*?)\s*$")
 
 
-def _match_filter(row: dict, filter_text: str) -> bool:
+def row_matches_filter(row: dict, filter_text: str) -> bool:
     """The FIND filter language upstream accepts: `field=value`, joined by AND (case-insensitive)."""
     if not filter_text or not filter_text.strip():
         return True
@@ -355,7 +355,7 @@ class InMemoryHost(Host):
         return self.tables.setdefault(name, [])
 
     def find(self, table: str, filter_text: str) -> list:
-        rows = [r for r in self._table(table) if _match_filter(r, filter_text)]
+        rows = [r for r in self._table(table) if row_matches_filter(r, filter_text)]
         return copy.deepcopy(rows[: self.FIND_LIMIT])
 
     def save(self, table: str, values: list) -> object:
@@ -383,14 +383,14 @@ class InMemoryHost(Host):
     def update(self, table: str, filter_text: str, data: dict) -> int:
         count = 0
         for row in self._table(table):
-            if _match_filter(row, filter_text):
+            if row_matches_filter(row, filter_text):
                 row.update(data)
                 count += 1
         return count
 
     def delete(self, table: str, filter_text: str) -> int:
         rows = self._table(table)
-        keep = [r for r in rows if not _match_filter(r, filter_text)]
+        keep = [r for r in rows if not row_matches_filter(r, filter_text)]
         removed = len(rows) - len(keep)
         rows[:] = keep
         return removed
