@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from apps.bots.config_csv import (
@@ -228,3 +230,13 @@ def test_params_types_are_exact():
     assert type(params["a"]) is int
     assert type(params["b"]) is float
     assert params["c"] == 1000.0
+
+
+def test_sample_config_parses_cleanly():
+    sample = Path(__file__).resolve().parents[2] / "samples" / "demo.gbai" / "demo.gbot" / "config.csv"
+    parsed = config_parse(sample.read_bytes())
+    assert parsed.ok, parsed.issues
+    values = parsed.as_dict()
+    assert config_lookup(values, "bot-name") == "Riverside Garden"
+    assert config_lookup(values, "llm-model", "server-default") == "server-default"
+    assert config_params(values) == {"maxgroup": 12}

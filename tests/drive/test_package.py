@@ -381,3 +381,30 @@ def test_kb_name_is_the_first_folder_below_gbkb():
     assert kb_name_of("demo.gbai/demo.gbkb/Policies/sub/x.pdf") == "Policies"
     assert kb_name_of("demo.gbkb/loose.md") is None
     assert kb_name_of("demo.gbot/config.csv") is None
+
+
+# --- the sample package ------------------------------------------------------------------------------
+
+SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "demo.gbai"
+
+
+def test_sample_package_reads_and_classifies():
+    package = package_read_dir(SAMPLE)
+    assert package.bot_name == "demo"
+    kinds = {f.path: package_classify(f.path) for f in package.files}
+    assert kinds == {
+        "demo.gbdialog/book-visit.bas": "bas",
+        "demo.gbdialog/start.bas": "bas",
+        "demo.gbkb/faq/opening-hours.md": "kb",
+        "demo.gbkb/faq/visits.txt": "kb",
+        "demo.gbot/config.csv": "config",
+    }
+
+
+def test_sample_package_zipped_reads_the_same(tmp_path):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
+        for file in sorted(SAMPLE.rglob("*")):
+            archive.write(file, file.relative_to(SAMPLE.parent).as_posix())
+    buf.seek(0)
+    assert package_read_zip(buf) == package_read_dir(SAMPLE)
