@@ -321,8 +321,8 @@ def _read_zip_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
             # its header ends in a checksum error; the +1 byte makes any overrun visible regardless.
             data = stream.read(info.file_size + 1)
     except (zipfile.BadZipFile, EOFError, zlib.error, OSError, RuntimeError, NotImplementedError) as exc:
-        raise PackageError(f"entry '{name}' does not match its declared size or checksum "
-                           f"(damaged or tampered archive)") from exc
+        raise PackageError(f"entry '{name}' does not match its declared size or checksum, "
+                           f"or is damaged") from exc
     except Exception as exc:  # lzma/bz2 decoder errors have no common base class
         raise PackageError(f"entry '{name}' could not be decompressed") from exc
     if len(data) != info.file_size:
@@ -337,11 +337,13 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0)  # a FIFO must not block the open
 
 
-def _open_dir(name: str, dir_fd: int | None, shown: str) -> int:
+def _open_root(folder: Path) -> int:
     try:
-        return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+        return os.open(folder, _DIR_FLAGS)
     except OSError as exc:
-        raise PackageError(f"entry '{shown}' could not be opened as a folder (is it a symbolic link?)") from exc
+        # O_NOFOLLOW makes a root swapped for a link after the is_symlink() check fail here (ELOOP).
+        raise PackageError(f"package folder '{_show(folder.name)}' could not be opened "
+                           f"({exc.strerror or 'error'})") from exc
 
 
 def package_read_dir(path: Path, *, limits: PackageLimits = DEFAULT_LIMITS) -> Package:
@@ -356,7 +358,7 @@ def package_read_dir(path: Path, *, limits: PackageLimits = DEFAULT_LIMITS) -> P
     name = _bot_name(folder.name[: -len(PACKAGE_SUFFIX)])
     if folder.is_symlink():
         raise PackageError(f"package folder '{_show(folder.name)}' is a symbolic link")
-    root_fd = _open_dir(str(folder), None, folder.name)
+    root_fd = _open_root(folder)
     try:
         listed = _list_dir(root_fd, limits)
         total = 0

@@ -408,3 +408,8 @@ def test_sample_package_zipped_reads_the_same(tmp_path):
             archive.write(file, file.relative_to(SAMPLE.parent).as_posix())
     buf.seek(0)
     assert package_read_zip(buf) == package_read_dir(SAMPLE)
+
+
+def test_missing_directory_is_a_package_error(tmp_path):
+    with pytest.raises(PackageError, match=r"^package folder 'gone.gbai' could not be opened"):
+        package_read_dir(tmp_path / "gone.gbai")
