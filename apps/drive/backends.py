@@ -265,9 +265,10 @@ class LocalDrive:
             if exc.errno == errno.ELOOP:
                 raise DriveKeyError(f"drive key {key!r} is a symbolic link; links are never followed") from None
             raise
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise FileNotFoundError(f"drive key {key!r} is a folder, not an object")
         with os.fdopen(fd, "rb") as file:
-            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
-                raise FileNotFoundError(f"drive key {key!r} is a folder, not an object")
             return file.read()
 
     def write(self, key: str, data: bytes) -> str:
@@ -341,7 +342,8 @@ def _s3_client_config() -> Config:
     return Config(
         connect_timeout=S3_CONNECT_TIMEOUT_S,
         read_timeout=S3_READ_TIMEOUT_S,
-        retries={"max_attempts": S3_MAX_ATTEMPTS, "mode": "standard"},
+        # total_max_attempts counts the first try ("max_attempts" would count retries only).
+        retries={"total_max_attempts": S3_MAX_ATTEMPTS, "mode": "standard"},
         # Path-style URLs (endpoint/bucket/key): SeaweedFS and MinIO serve them without wildcard DNS.
         s3={"addressing_style": "path"},
         signature_version="s3v4",

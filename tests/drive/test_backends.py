@@ -1,0 +1,443 @@
+"""Conformance suite of the drive backends: each test in the first part runs against LocalDrive and S3Drive
+(a real SeaweedFS), then each backend's own guarantees (hints and symlinks locally, prefixes in S3)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from apps.drive import backends
+from apps.drive.backends import (
+    DRIVE_KEY_MAX_BYTES,
+    DRIVE_SEGMENT_MAX_BYTES,
+    HINT_RACY_WINDOW_NS,
+    LOCAL_TEMP_PREFIX,
+    S3_CONNECT_TIMEOUT_S,
+    S3_MAX_ATTEMPTS,
+    S3_READ_TIMEOUT_S,
+    DriveBackend,
+    DriveEntry,
+    DriveKeyError,
+    LocalDrive,
+    S3Drive,
+    drive_key_validate,
+)
+from tests.drive.conftest import s3_drive_new
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+def listing(drive: DriveBackend, prefix: str = "") -> dict[str, tuple[str, int]]:
+    return {entry.key: (entry.etag, entry.size) for entry in drive.list(prefix)}
+
+
+# --- both backends ---------------------------------------------------------------------------------------
+
+
+def test_write_returns_md5_etag_and_read_returns_the_bytes(drive_backend):
+    data = b"TALK 'hello'\n"
+    etag = drive_backend.write("demo.gbai/demo.gbdialog/start.bas", data)
+    assert etag == md5(data)
+    assert drive_backend.read("demo.gbai/demo.gbdialog/start.bas") == data
+    assert drive_backend.exists("demo.gbai/demo.gbdialog/start.bas")
+
+
+def test_list_returns_every_object_recursively_with_md5_etags_and_sizes(drive_backend):
+    files = {
+        "demo.gbai/demo.gbot/config.csv": b"name,value\n",
+        "demo.gbai/demo.gbdialog/start.bas": b"TALK 'hi'\n",
+        "demo.gbai/demo.gbkb/docs/deep/manual.txt": b"x" * 70_000,
+        "demo.gbai/demo.gbkb/empty.txt": b"",
+        "other.gbai/other.gbot/config.csv": "nome,valor\nsaudação,olá\n".encode(),
+    }
+    for key, data in files.items():
+        drive_backend.write(key, data)
+    entries = list(drive_backend.list())
+    assert all(isinstance(entry, DriveEntry) for entry in entries)
+    assert {entry.key: (entry.etag, entry.size) for entry in entries} == {
+        key: (md5(data), len(data)) for key, data in files.items()
+    }
+    assert all(entry.mtime_ns is None or entry.mtime_ns > 0 for entry in entries)
+
+
+def test_list_of_a_sub_prefix_returns_only_objects_in_that_folder(drive_backend):
+    drive_backend.write("demo.gbai/demo.gbkb/a.txt", b"a")
+    drive_backend.write("demo.gbai/demo.gbkb/sub/b.txt", b"b")
+    drive_backend.write("demo.gbai/demo.gbdialog/start.bas", b"s")
+    # A sibling whose name starts with the prefix is a different folder.
+    drive_backend.write("demo.gbai/demo.gbkb2/c.txt", b"c")
+    expected = {"demo.gbai/demo.gbkb/a.txt", "demo.gbai/demo.gbkb/sub/b.txt"}
+    assert set(listing(drive_backend, "demo.gbai/demo.gbkb")) == expected
+    assert set(listing(drive_backend, "demo.gbai/demo.gbkb/")) == expected
+    assert set(listing(drive_backend, "demo.gbai/demo.gbkb/sub")) == {"demo.gbai/demo.gbkb/sub/b.txt"}
+
+
+def test_list_of_an_empty_drive_or_missing_folder_is_empty(drive_backend):
+    assert list(drive_backend.list()) == []
+    drive_backend.write("demo.gbai/x.txt", b"x")
+    assert list(drive_backend.list("nothing.gbai")) == []
+    # A prefix naming an object, not a folder, has nothing under it.
+    assert list(drive_backend.list("demo.gbai/x.txt")) == []
+
+
+def test_write_replaces_the_object_and_its_etag(drive_backend):
+    first = drive_backend.write("demo.gbai/demo.gbot/config.csv", b"name,value\na,1\n")
+    second = drive_backend.write("demo.gbai/demo.gbot/config.csv", b"name,value\na,2\n")
+    assert first != second == md5(b"name,value\na,2\n")
+    assert drive_backend.read("demo.gbai/demo.gbot/config.csv") == b"name,value\na,2\n"
+    assert listing(drive_backend) == {"demo.gbai/demo.gbot/config.csv": (second, 15)}
+
+
+def test_read_of_a_missing_key_raises_file_not_found(drive_backend):
+    with pytest.raises(FileNotFoundError):
+        drive_backend.read("demo.gbai/missing.txt")
+    drive_backend.write("demo.gbai/folder/x.txt", b"x")
+    # A folder is not an object either.
+    with pytest.raises(FileNotFoundError):
+        drive_backend.read("demo.gbai/folder")
+    assert not drive_backend.exists("demo.gbai/missing.txt")
+    assert not drive_backend.exists("demo.gbai/folder")
+
+
+def test_delete_removes_the_object_and_deleting_a_missing_one_is_fine(drive_backend):
+    drive_backend.write("demo.gbai/a.txt", b"a")
+    drive_backend.write("demo.gbai/b.txt", b"b")
+    drive_backend.delete("demo.gbai/a.txt")
+    drive_backend.delete("demo.gbai/a.txt")
+    drive_backend.delete("never/was.txt")
+    assert not drive_backend.exists("demo.gbai/a.txt")
+    assert set(listing(drive_backend)) == {"demo.gbai/b.txt"}
+
+
+def test_delete_prefix_removes_only_that_folder_and_counts_objects(drive_backend):
+    for key in ("demo.gbai/kb/a.txt", "demo.gbai/kb/deep/b.txt", "demo.gbai/kb/deep/er/c.txt"):
+        drive_backend.write(key, b"data")
+    drive_backend.write("demo.gbai/kb2/keep.txt", b"keep")
+    drive_backend.write("demo.gbai/keep.txt", b"keep")
+    assert drive_backend.delete_prefix("demo.gbai/kb") == 3
+    assert set(listing(drive_backend)) == {"demo.gbai/kb2/keep.txt", "demo.gbai/keep.txt"}
+    assert drive_backend.delete_prefix("demo.gbai/kb/") == 0
+    assert drive_backend.delete_prefix("missing.gbai") == 0
+
+
+def test_delete_prefix_refuses_an_empty_prefix(drive_backend):
+    drive_backend.write("demo.gbai/a.txt", b"a")
+    with pytest.raises(DriveKeyError):
+        drive_backend.delete_prefix("")
+    assert set(listing(drive_backend)) == {"demo.gbai/a.txt"}
+
+
+BAD_KEYS = {
+    "empty": "",
+    "absolute": "/etc/passwd",
+    "parent": "../other-tenant/x.txt",
+    "parent-inside": "demo.gbai/../../x.txt",
+    "parent-last": "demo.gbai/..",
+    "parent-only": "..",
+    "dot": "demo.gbai/./x.txt",
+    "backslash": "demo.gbai\\x.txt",
+    "backslash-parent": "..\\x.txt",
+    "nul": "demo.gbai/x\x00.txt",
+    "newline": "demo.gbai/x\n.txt",
+    "del": "demo.gbai/x\x7f.txt",
+    "c1-control": "demo.gbai/x\x85.txt",
+    "double-slash": "demo.gbai//x.txt",
+    "trailing-slash": "demo.gbai/",
+    "lone-surrogate": "demo.gbai/x\udcff.txt",
+    "too-long": "k/" * (DRIVE_KEY_MAX_BYTES // 2) + "x",
+    "segment-too-long": "demo.gbai/" + "s" * (DRIVE_SEGMENT_MAX_BYTES + 1),
+}
+# A trailing '/' is how a folder prefix is written, and "" lists everything: both fine for prefixes.
+PREFIX_ALLOWED = {"empty", "trailing-slash"}
+
+
+@pytest.mark.parametrize("name", BAD_KEYS)
+def test_every_method_refuses_a_bad_key(drive_backend, name):
+    key = BAD_KEYS[name]
+    with pytest.raises(DriveKeyError):
+        drive_key_validate(key)
+    with pytest.raises(DriveKeyError):
+        drive_backend.read(key)
+    with pytest.raises(DriveKeyError):
+        drive_backend.write(key, b"escaped")
+    with pytest.raises(DriveKeyError):
+        drive_backend.delete(key)
+    with pytest.raises(DriveKeyError):
+        drive_backend.exists(key)
+    if name not in PREFIX_ALLOWED:
+        with pytest.raises(DriveKeyError):
+            drive_backend.list(key)
+        with pytest.raises(DriveKeyError):
+            drive_backend.delete_prefix(key)
+    assert list(drive_backend.list()) == []
+
+
+def test_drive_key_error_is_a_value_error():
+    assert issubclass(DriveKeyError, ValueError)
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["a", "demo.gbai/demo.gbot/config.csv", "...", ".hidden", "a b/ç ã.txt", "k/" * 200 + "x", "s" * 255],
+)
+def test_drive_key_validate_returns_ordinary_keys_unchanged(key):
+    assert drive_key_validate(key) == key
+
+
+def test_two_drives_never_see_each_others_objects(drive_backend, drive_neighbour):
+    # Same key in both, with a canary in each: reading the wrong tenant returns the other canary.
+    drive_backend.write("demo.gbai/demo.gbot/config.csv", b"canary-alpha")
+    drive_neighbour.write("demo.gbai/demo.gbot/config.csv", b"canary-bravo")
+    drive_neighbour.write("demo.gbai/only-neighbour.txt", b"canary-bravo")
+    assert drive_backend.read("demo.gbai/demo.gbot/config.csv") == b"canary-alpha"
+    assert drive_neighbour.read("demo.gbai/demo.gbot/config.csv") == b"canary-bravo"
+    assert set(listing(drive_backend)) == {"demo.gbai/demo.gbot/config.csv"}
+    assert not drive_backend.exists("demo.gbai/only-neighbour.txt")
+    with pytest.raises(FileNotFoundError):
+        drive_backend.read("demo.gbai/only-neighbour.txt")
+    assert drive_backend.delete_prefix("demo.gbai") == 1
+    drive_backend.delete("demo.gbai/only-neighbour.txt")
+    assert set(listing(drive_neighbour)) == {"demo.gbai/demo.gbot/config.csv", "demo.gbai/only-neighbour.txt"}
+
+
+# --- LocalDrive ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def local_drive(tmp_path: Path) -> LocalDrive:
+    return LocalDrive(tmp_path / "tenant")
+
+
+@pytest.fixture
+def hash_calls(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Every file LocalDrive hashes, in order (the module's hashing function, wrapped)."""
+    calls: list[Path] = []
+    real = backends._file_md5
+
+    def counting(path: Path) -> str:
+        calls.append(Path(path))
+        return real(path)
+
+    monkeypatch.setattr(backends, "_file_md5", counting)
+    return calls
+
+
+def _age(path: Path, seconds: int = 60) -> int:
+    """Set a file's mtime `seconds` in the past (outside the racy window); returns the new mtime_ns."""
+    mtime_ns = time.time_ns() - seconds * 1_000_000_000
+    os.utime(path, ns=(mtime_ns, mtime_ns))
+    return mtime_ns
+
+
+def test_local_root_is_created_on_first_write(tmp_path):
+    drive = LocalDrive(tmp_path / "not" / "yet")
+    assert list(drive.list()) == []
+    drive.write("a.txt", b"a")
+    assert (tmp_path / "not" / "yet" / "a.txt").read_bytes() == b"a"
+
+
+def test_local_unchanged_file_listed_with_a_hint_is_not_read(local_drive, hash_calls):
+    local_drive.write("demo.gbai/kb/doc.txt", b"document")
+    mtime_ns = _age(local_drive.root / "demo.gbai/kb/doc.txt")
+    [entry] = local_drive.list()
+    assert entry == DriveEntry("demo.gbai/kb/doc.txt", md5(b"document"), 8, mtime_ns)
+    assert len(hash_calls) == 1
+
+    hash_calls.clear()
+    # The hinted etag is deliberately not the real MD5: getting it back proves the file was not hashed.
+    hints = {"demo.gbai/kb/doc.txt": (8, mtime_ns, "etag-from-last-scan")}
+    [entry] = local_drive.list(etag_hints=hints)
+    assert entry.etag == "etag-from-last-scan"
+    assert hash_calls == []
+
+
+def test_local_file_changed_with_same_size_and_new_mtime_is_hashed_again(local_drive, hash_calls):
+    path = local_drive.root / "demo.gbai/kb/doc.txt"
+    local_drive.write("demo.gbai/kb/doc.txt", b"version-1")
+    old_mtime = _age(path, seconds=120)
+    hints = {"demo.gbai/kb/doc.txt": (9, old_mtime, md5(b"version-1"))}
+    path.write_bytes(b"version-2")  # same size
+    new_mtime = _age(path, seconds=60)
+    hash_calls.clear()
+    [entry] = local_drive.list(etag_hints=hints)
+    assert (entry.etag, entry.size, entry.mtime_ns) == (md5(b"version-2"), 9, new_mtime)
+    assert hash_calls == [path]
+
+
+def test_local_hint_is_not_trusted_for_a_file_modified_within_the_racy_window(local_drive, hash_calls):
+    local_drive.write("demo.gbai/kb/doc.txt", b"fresh")
+    st = (local_drive.root / "demo.gbai/kb/doc.txt").stat()
+    assert time.time_ns() - st.st_mtime_ns < HINT_RACY_WINDOW_NS
+    hash_calls.clear()
+    [entry] = local_drive.list(etag_hints={"demo.gbai/kb/doc.txt": (5, st.st_mtime_ns, "stale")})
+    assert entry.etag == md5(b"fresh")
+    assert len(hash_calls) == 1
+
+
+def test_local_hints_keep_a_scan_of_many_unchanged_files_free_of_reads(local_drive, hash_calls):
+    for i in range(300):
+        local_drive.write(f"demo.gbai/kb/{i % 7}/doc-{i}.txt", f"document {i}".encode())
+    for path in (local_drive.root / "demo.gbai").rglob("*.txt"):
+        _age(path)
+    first = list(local_drive.list())
+    hints = {entry.key: (entry.size, entry.mtime_ns, entry.etag) for entry in first}
+    hash_calls.clear()
+    second = list(local_drive.list(etag_hints=hints))
+    assert hash_calls == []
+    assert sorted(second, key=lambda e: e.key) == sorted(first, key=lambda e: e.key)
+
+
+def test_local_symlinks_inside_the_root_are_not_listed_and_not_followed(local_drive, tmp_path):
+    outside = tmp_path / "other-tenant"
+    outside.mkdir()
+    (outside / "secret.txt").write_bytes(b"canary-bravo")
+    local_drive.write("demo.gbai/own.txt", b"own")
+    (local_drive.root / "demo.gbai/link.txt").symlink_to(outside / "secret.txt")
+    (local_drive.root / "demo.gbai/linkdir").symlink_to(outside, target_is_directory=True)
+
+    assert set(listing(local_drive)) == {"demo.gbai/own.txt"}
+    for key in ("demo.gbai/link.txt", "demo.gbai/linkdir/secret.txt"):
+        with pytest.raises(DriveKeyError):
+            local_drive.read(key)
+        with pytest.raises(DriveKeyError):
+            local_drive.write(key, b"overwritten")
+        with pytest.raises(DriveKeyError):
+            local_drive.delete(key)
+    with pytest.raises(DriveKeyError):
+        local_drive.list("demo.gbai/linkdir")
+    with pytest.raises(DriveKeyError):
+        local_drive.delete_prefix("demo.gbai/linkdir")
+    with pytest.raises(DriveKeyError):
+        local_drive.write("demo.gbai/linkdir/new.txt", b"planted")
+    assert (outside / "secret.txt").read_bytes() == b"canary-bravo"
+    assert sorted(p.name for p in outside.iterdir()) == ["secret.txt"]
+
+
+def test_local_delete_prefix_removes_links_but_never_their_targets(local_drive, tmp_path):
+    outside = tmp_path / "other-tenant"
+    outside.mkdir()
+    (outside / "secret.txt").write_bytes(b"canary-bravo")
+    local_drive.write("demo.gbai/kb/doc.txt", b"doc")
+    (local_drive.root / "demo.gbai/kb/linkdir").symlink_to(outside, target_is_directory=True)
+    assert local_drive.delete_prefix("demo.gbai") == 1
+    assert (outside / "secret.txt").read_bytes() == b"canary-bravo"
+    assert not (local_drive.root / "demo.gbai").exists()
+
+
+def test_local_write_is_atomic_and_leaves_no_temporary_file(local_drive, monkeypatch):
+    local_drive.write("demo.gbai/doc.txt", b"old")
+
+    def failing_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(backends.os, "replace", failing_replace)
+    with pytest.raises(OSError, match="disk full"):
+        local_drive.write("demo.gbai/doc.txt", b"new content")
+    monkeypatch.undo()
+    assert local_drive.read("demo.gbai/doc.txt") == b"old"
+    assert sorted(p.name for p in (local_drive.root / "demo.gbai").iterdir()) == ["doc.txt"]
+
+
+def test_local_listing_skips_temporary_files_of_writes_in_flight(local_drive):
+    local_drive.write("demo.gbai/doc.txt", b"doc")
+    (local_drive.root / "demo.gbai" / f"{LOCAL_TEMP_PREFIX}abc").write_bytes(b"half")
+    assert set(listing(local_drive)) == {"demo.gbai/doc.txt"}
+
+
+def test_local_listing_skips_names_that_are_not_valid_keys(local_drive):
+    local_drive.write("demo.gbai/doc.txt", b"doc")
+    (local_drive.root / "demo.gbai" / "back\\slash.txt").write_bytes(b"x")
+    assert set(listing(local_drive)) == {"demo.gbai/doc.txt"}
+
+
+# --- S3Drive ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def s3_drive(s3_server) -> S3Drive:
+    return s3_drive_new(s3_server, prefix=f"tenants/t-{uuid.uuid4().hex[:12]}")
+
+
+def test_s3_objects_outside_the_prefix_and_folder_markers_are_not_listed(s3_drive, s3_client):
+    s3_drive.write("demo.gbai/own.txt", b"own")
+    bucket, prefix = s3_drive.bucket_name, s3_drive.prefix
+    s3_client.put_object(Bucket=bucket, Key=f"{prefix}0/demo.gbai/neighbour.txt", Body=b"canary-bravo")
+    s3_client.put_object(Bucket=bucket, Key="demo.gbai/bucket-root.txt", Body=b"canary-bravo")
+    s3_client.put_object(Bucket=bucket, Key="tenants/other/demo.gbai/x.txt", Body=b"canary-bravo")
+    s3_client.put_object(Bucket=bucket, Key=f"{prefix}/demo.gbai/folder/", Body=b"")
+    assert listing(s3_drive) == {"demo.gbai/own.txt": (md5(b"own"), 3)}
+    assert not s3_drive.exists("demo.gbai/neighbour.txt")
+
+
+def test_s3_listing_reports_the_stored_etag_and_modification_time(s3_drive, s3_client):
+    etag = s3_drive.write("demo.gbai/doc.txt", b"doc")
+    head = s3_client.head_object(Bucket=s3_drive.bucket_name, Key=f"{s3_drive.prefix}/demo.gbai/doc.txt")
+    assert etag == head["ETag"].strip('"') == md5(b"doc")
+    [entry] = s3_drive.list()
+    assert entry.etag == etag
+    assert entry.mtime_ns == int(head["LastModified"].timestamp()) * 1_000_000_000
+
+
+def test_s3_delete_prefix_works_in_batches(s3_drive, monkeypatch):
+    monkeypatch.setattr(backends, "S3_DELETE_BATCH", 3)
+    for i in range(8):
+        s3_drive.write(f"demo.gbai/kb/{i}.txt", b"x")
+    s3_drive.write("demo.gbai/keep.txt", b"k")
+    assert s3_drive.delete_prefix("demo.gbai/kb") == 8
+    assert set(listing(s3_drive)) == {"demo.gbai/keep.txt"}
+
+
+def test_s3_drive_creates_a_missing_bucket_on_first_use(s3_server, s3_client):
+    bucket = f"new-{uuid.uuid4().hex[:12]}"
+    drive = s3_drive_new(s3_server, prefix="tenants/t1", bucket=bucket)
+    assert list(drive.list()) == []
+    drive.write("a.txt", b"a")
+    assert s3_client.get_object(Bucket=bucket, Key="tenants/t1/a.txt")["Body"].read() == b"a"
+
+
+def test_s3_client_has_short_timeouts_and_bounded_retries(s3_drive):
+    config = s3_drive.storage.connection.meta.client.meta.config
+    assert config.connect_timeout == S3_CONNECT_TIMEOUT_S
+    assert config.read_timeout == S3_READ_TIMEOUT_S
+    assert config.retries["total_max_attempts"] == S3_MAX_ATTEMPTS
+    assert config.s3["addressing_style"] == "path"
+
+
+def test_s3_unreachable_endpoint_fails_fast_instead_of_hanging(s3_server):
+    from botocore.exceptions import EndpointConnectionError
+
+    from tests.support.seaweedfs import _free_ports
+
+    [port] = _free_ports(1)  # nothing listens there
+    drive = S3Drive(
+        bucket="unreachable",
+        prefix="tenants/t1",
+        endpoint_url=f"http://127.0.0.1:{port}",
+        access_key=s3_server.access_key,
+        secret_key=s3_server.secret_key,
+    )
+    started = time.monotonic()
+    with pytest.raises(EndpointConnectionError):
+        drive.read("a.txt")
+    assert time.monotonic() - started < S3_CONNECT_TIMEOUT_S * S3_MAX_ATTEMPTS + 5
+
+
+def test_s3_wrong_secret_is_refused(s3_server):
+    from botocore.exceptions import ClientError
+
+    drive = S3Drive(
+        bucket="drive-tests",
+        prefix="tenants/t1",
+        endpoint_url=s3_server.endpoint_url,
+        access_key=s3_server.access_key,
+        secret_key="not-the-secret",
+    )
+    with pytest.raises(ClientError):
+        list(drive.list())
