@@ -3,7 +3,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from apps.bots.views import bots_api
+from apps.bots.views import bot_deploy_api, bots_api
 from apps.core.views import health
 from apps.tenants.views import console_home, tenant_home
 
@@ -11,6 +11,7 @@ urlpatterns = [
     path("", tenant_home, name="tenant-home"),
     path("api/health", health, name="health"),
     path("api/bots", bots_api, name="bots-api"),
+    path("api/bots/deploy", bot_deploy_api, name="bot-deploy-api"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("console/", console_home, name="console-home"),

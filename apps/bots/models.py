@@ -1,15 +1,22 @@
-"""Bots of a tenant (tenant schema). One Bot per `<name>.gbai` package; packages arrive with issue 4."""
+"""Bots of a tenant and what their `.gbai` package defines (tenant schema).
+
+A Bot is one `<name>.gbai` package in the tenant's drive. Its scripts, configuration and system prompt are
+derived from the drive by the DriveMonitor (apps.drive); bot memory and bot tables are written by scripts.
+"""
 
 from django.core.validators import RegexValidator
 from django.db import models
 
 # Upstream bot names are path segments (`<bot>.gbai`) and URL segments (`/<bot>/`): keep them plain.
-BOT_NAME_VALIDATOR = RegexValidator(r"^[a-z0-9][a-z0-9_-]{0,62}$", "lower-case letters, digits, - and _ only")
+BOT_NAME_RE = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+BOT_NAME_VALIDATOR = RegexValidator(BOT_NAME_RE, "lower-case letters, digits, - and _ only")
 
 
 class Bot(models.Model):
     name = models.CharField(max_length=63, unique=True, validators=[BOT_NAME_VALIDATOR])
     display_name = models.CharField(max_length=200, blank=True)
+    # From `<bot>.gbot/PROMPT.md` (or prompt.txt): the bot's base system prompt.
+    system_prompt = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -17,3 +24,86 @@ class Bot(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class BotScript(models.Model):
+    """A `.bas` file of the bot, compiled when its source hash changes."""
+
+    bot = models.ForeignKey(Bot, on_delete=models.CASCADE, related_name="scripts")
+    # Script name = file stem (`book-visit`): the tool's name and the key for CALL / `start`.
+    name = models.CharField(max_length=200)
+    path = models.CharField(max_length=1024)
+    source = models.TextField()
+    source_hash = models.CharField(max_length=64)
+    # Compiler metadata (PARAMs, DESCRIPTION, schedules, KBs and tools referenced) when it compiled.
+    metadata = models.JSONField(default=dict, blank=True)
+    tool_schema = models.JSONField(null=True, blank=True)
+    # [{"line", "column", "message"}]: empty when the script compiled.
+    errors = models.JSONField(default=list, blank=True)
+    compiled_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["bot", "name"]
+        constraints = [models.UniqueConstraint(fields=["bot", "name"], name="bot_script_name_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.bot.name}/{self.name}"
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+class BotConfig(models.Model):
+    """One `key,value` row of the bot's `config.csv` (replaced as a whole on each sync).
+
+    Values that reference a secret (`vault:path#key`) are stored as the reference, never resolved here.
+    """
+
+    bot = models.ForeignKey(Bot, on_delete=models.CASCADE, related_name="config")
+    key = models.CharField(max_length=200)
+    value = models.TextField(blank=True)
+    line = models.PositiveIntegerField()
+
+    class Meta:
+        ordering = ["bot", "line"]
+        constraints = [models.UniqueConstraint(fields=["bot", "key"], name="bot_config_key_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.key}={self.value[:40]}"
+
+
+class BotMemory(models.Model):
+    """SET BOT MEMORY / GET BOT MEMORY: one value per key, shared by every session of the bot."""
+
+    bot = models.ForeignKey(Bot, on_delete=models.CASCADE, related_name="memory")
+    key = models.CharField(max_length=200)
+    value = models.JSONField(null=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["bot", "key"], name="bot_memory_key_unique")]
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class BotTableRow(models.Model):
+    """A row of a bot table (FIND/SAVE/INSERT/UPDATE/DELETE), schemaless: columns live in `data`.
+
+    Tables are named by scripts (`"customers"`, `"products.csv"`); names are stored lower-case. Rows of a
+    `.gbdata/<name>.csv` file are imported into the table `<name>.csv`.
+    """
+
+    bot = models.ForeignKey(Bot, on_delete=models.CASCADE, related_name="table_rows")
+    table = models.CharField(max_length=200)
+    data = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["bot", "table"], name="bot_table_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.table}#{self.pk}"

@@ -1,10 +1,44 @@
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
 from django.http import JsonResponse
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_POST
 
 from apps.bots.selectors import bot_list
+from apps.bots.services import bot_deploy, package_limits
+from apps.drive.package import PackageError, package_read_zip
 
 
 @require_GET
 def bots_api(request):
     """The tenant's bot directory (what its web chat landing page lists)."""
     return JsonResponse({"tenant": request.tenant.name, "bots": bot_list()})
+
+
+@login_required
+@require_POST
+def bot_deploy_api(request):
+    """Upload a package (.zip, field `package`): validated whole, then written and processed."""
+    if not request.user.is_staff:
+        return JsonResponse({"error": "deploying bots needs an admin of this tenant"}, status=403)
+    upload = request.FILES.get("package")
+    if upload is None:
+        return JsonResponse({"error": "send the package as a .zip file in the form field 'package'"}, status=400)
+    if upload.size > settings.PACKAGE_MAX_TOTAL_BYTES:
+        return JsonResponse(
+            {"error": f"the upload is {upload.size} bytes; the limit is {settings.PACKAGE_MAX_TOTAL_BYTES}"},
+            status=413,
+        )
+    try:
+        package = package_read_zip(upload, bot_name=request.POST.get("bot") or None, limits=package_limits())
+    except PackageError as exc:
+        return JsonResponse({"error": f"package refused: {exc}"}, status=400)
+    report = bot_deploy(package=package)
+    return JsonResponse(
+        {
+            "bot": report.bot.name,
+            "files_written": report.files_written,
+            "files_removed": report.files_removed,
+            "errors": report.errors,
+        },
+        status=200,
+    )

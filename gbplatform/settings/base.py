@@ -55,6 +55,8 @@ TENANT_APPS = [
     "django.contrib.auth",
     "django.contrib.sessions",
     "apps.bots",
+    "apps.drive",
+    "apps.kb",
 ]
 INSTALLED_APPS = list(dict.fromkeys(SHARED_APPS + TENANT_APPS))
 
@@ -180,6 +182,11 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE = {
     "platform-heartbeat": {"task": "core.beat_heartbeat", "schedule": 30.0, "options": {"queue": "jobs"}},
+    "drive-monitor": {
+        "task": "drive.dispatch_scans",
+        "schedule": float(env_int("DRIVE_SCAN_INTERVAL_S", 10)),
+        "options": {"queue": "drive"},
+    },
 }
 
 # --- Optional outside services (each switched on by its URL) -----------------------------------------
@@ -226,6 +233,19 @@ if S3_ACCESS_KEY:
             "file_overwrite": True,
         },
     }
+
+# --- Drive and packages -------------------------------------------------------------------------------
+# How often beat asks for a DriveMonitor scan of every tenant (upstream polls every 5 s; 10 s halves load).
+DRIVE_SCAN_INTERVAL_S = env_int("DRIVE_SCAN_INTERVAL_S", 10)
+# A file that fails this many times in a row is parked until its content (ETag) changes.
+DRIVE_MAX_FAILURES = env_int("DRIVE_MAX_FAILURES", 5)
+# Uploaded packages (zip): refused before anything is written when over any of these.
+PACKAGE_MAX_ENTRIES = env_int("PACKAGE_MAX_ENTRIES", 1000)
+PACKAGE_MAX_TOTAL_BYTES = env_int("PACKAGE_MAX_TOTAL_BYTES", 100 * 1024 * 1024)
+PACKAGE_MAX_FILE_BYTES = env_int("PACKAGE_MAX_FILE_BYTES", 10 * 1024 * 1024)
+PACKAGE_MAX_RATIO = env_int("PACKAGE_MAX_RATIO", 100)
+# Tenants' drives in S3: one bucket, one prefix per tenant (the prefix is built in apps.drive.storage only).
+S3_TENANT_PREFIX = "tenants"
 
 # Health: which checks make /api/health answer 503 when they fail. The others only degrade it.
 HEALTH_REQUIRED_CHECKS = tuple(env_list("HEALTH_REQUIRED_CHECKS", ["database", "cache"]))

@@ -42,3 +42,20 @@ class Command(BaseCommand):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(credentials, indent=2))
         path.chmod(0o600)
+        self._deploy_sample(options["demo_domain"])
+
+    def _deploy_sample(self, domain: str) -> None:
+        """The sample bot of samples/ goes into the demo tenant once; later edits there are the user's."""
+        from apps.bots.models import Bot
+        from apps.bots.services import bot_deploy, package_limits
+        from apps.drive.package import package_read_dir
+
+        sample = Path(settings.BASE_DIR) / "samples" / "demo.gbai"
+        tenant = Domain.objects.select_related("tenant").get(domain=domain).tenant
+        with schema_context(tenant.schema_name):
+            if not sample.is_dir() or Bot.objects.filter(name="demo").exists():
+                return
+            report = bot_deploy(package=package_read_dir(sample, limits=package_limits()))
+            self.stdout.write(f"deployed the sample bot '{report.bot.name}' to the demo tenant")
+            for key, error in report.errors.items():
+                self.stderr.write(f"  {key}: {error}")

@@ -1,0 +1,171 @@
+"""The BASIC host backed by a bot's data: configuration, bot memory, bot tables and the bot's drive.
+
+Chat sessions, scheduled jobs and tool calls build on this host (subclassing it) and add what belongs to
+their channel (TALK to a user, HEAR, LLM). Everything here runs in the current tenant's schema, and every
+query is scoped to the one bot the host was made for.
+"""
+
+from __future__ import annotations
+
+import json
+
+from django.db import transaction
+
+from apps.basic.host import Host, HostError, row_matches_filter
+from apps.bots import services as bot_services
+from apps.bots.config_csv import config_lookup
+from apps.bots.models import Bot, BotConfig, BotTableRow
+from apps.drive.backends import DriveKeyError
+from apps.drive.storage import package_root, tenant_drive
+
+# FIND returns at most this many rows, as upstream's LIMIT 10 does.
+FIND_LIMIT = 10
+# Rows a FIND/UPDATE/DELETE examines in one table: bot tables are lightweight by design, and a script
+# must not turn one keyword into a scan of millions of rows.
+TABLE_SCAN_LIMIT = 10_000
+# A file a script reads from the bot's drive is loaded into a variable: keep it a reasonable size.
+FILE_READ_MAX_BYTES = 5 * 1024 * 1024
+
+
+class BotHost(Host):
+    def __init__(self, bot: Bot, *, user: dict | None = None, session: dict | None = None) -> None:
+        self.bot = bot
+        self._user = user or {}
+        self._session = session or {}
+        self._config: dict[str, str] | None = None
+
+    # -- context and configuration ---------------------------------------------------------------
+    def context(self) -> dict:
+        return {"user": self._user, "session": self._session, "bot": {"id": self.bot.pk, "name": self.bot.name}}
+
+    def config_values(self) -> dict[str, str]:
+        if self._config is None:
+            self._config = dict(BotConfig.objects.filter(bot=self.bot).values_list("key", "value"))
+        return self._config
+
+    def get_config(self, key: str) -> object:
+        return config_lookup(self.config_values(), key, "")
+
+    # -- memory ----------------------------------------------------------------------------------
+    def set_bot_memory(self, key: str, value: object) -> None:
+        try:
+            bot_services.bot_memory_set(bot=self.bot, key=str(key), value=value)
+        except bot_services.BotFileError as exc:
+            raise HostError(str(exc)) from None
+
+    def get_bot_memory(self, key: str) -> object:
+        return bot_services.bot_memory_get(bot=self.bot, key=str(key))
+
+    # -- tables ----------------------------------------------------------------------------------
+    def _rows(self, table: str, filter_text: str | None = None):
+        if filter_text is not None:
+            row_matches_filter({}, filter_text)  # a malformed filter is an error even on an empty table
+        return BotTableRow.objects.filter(bot=self.bot, table=_table_name(table)).order_by("id")[:TABLE_SCAN_LIMIT]
+
+    def find(self, table: str, filter_text: str) -> list:
+        found = []
+        for row in self._rows(table, filter_text):
+            if row_matches_filter(row.data, filter_text):
+                found.append(row.data)
+                if len(found) >= FIND_LIMIT:
+                    break
+        return found
+
+    @transaction.atomic
+    def save(self, table: str, values: list) -> object:
+        if len(values) == 2 and isinstance(values[1], dict):
+            data = {"id": values[0], **values[1]}
+        elif len(values) == 1 and isinstance(values[0], dict):
+            data = dict(values[0])
+        else:
+            data = {f"c{i}": v for i, v in enumerate(values)}
+        _json_only(data)
+        if "id" in data:
+            for row in self._rows(table).select_for_update():
+                if str(row.data.get("id")) == str(data["id"]):
+                    row.data = {**row.data, **data}
+                    row.save(update_fields=["data", "updated_at"])
+                    return {"command": "save", "table": table, "id": data["id"], "rows_affected": 1}
+        BotTableRow.objects.create(bot=self.bot, table=_table_name(table), data=data)
+        return {"command": "save", "table": table, "id": data.get("id"), "rows_affected": 1}
+
+    @transaction.atomic
+    def insert(self, table: str, data: dict) -> object:
+        row_data = dict(data)
+        _json_only(row_data)
+        row = BotTableRow.objects.create(bot=self.bot, table=_table_name(table), data=row_data)
+        if "id" not in row_data:
+            row.data["id"] = row.pk
+            row.save(update_fields=["data"])
+        return {"command": "insert", "table": table, "id": row.data["id"], "success": True}
+
+    @transaction.atomic
+    def update(self, table: str, filter_text: str, data: dict) -> int:
+        _json_only(data)
+        count = 0
+        for row in self._rows(table, filter_text).select_for_update():
+            if row_matches_filter(row.data, filter_text):
+                row.data = {**row.data, **data}
+                row.save(update_fields=["data", "updated_at"])
+                count += 1
+        return count
+
+    @transaction.atomic
+    def delete(self, table: str, filter_text: str) -> int:
+        doomed = [row.pk for row in self._rows(table, filter_text) if row_matches_filter(row.data, filter_text)]
+        BotTableRow.objects.filter(pk__in=doomed).delete()
+        return len(doomed)
+
+    # -- files: the bot's own drive area (`<bot>.gbai/<bot>.gbdrive/...`) -----------------------------
+    def _drive_root(self) -> str:
+        return f"{package_root(self.bot.name)}{self.bot.name}.gbdrive/"
+
+    def _file_key(self, path: str) -> str:
+        relative = str(path).strip().strip("/")
+        if not relative or ".." in relative.split("/"):
+            raise HostError(f"file path {path!r} must be relative to the bot's drive, without '..'")
+        return self._drive_root() + relative
+
+    def read_file(self, path: str) -> object:
+        try:
+            data = tenant_drive().read(self._file_key(path))
+        except FileNotFoundError:
+            raise HostError(f"file not found: {path}") from None
+        except DriveKeyError as exc:
+            raise HostError(str(exc)) from None
+        if len(data) > FILE_READ_MAX_BYTES:
+            raise HostError(f"file {path} is larger than {FILE_READ_MAX_BYTES} bytes")
+        return data.decode("utf-8", errors="replace")
+
+    def write_file(self, path: str, content: object, append: bool) -> None:
+        drive, key = tenant_drive(), self._file_key(path)
+        text = content if isinstance(content, str) else json.dumps(content, default=str)
+        if append and drive.exists(key):
+            text = drive.read(key).decode("utf-8", errors="replace") + text
+        drive.write(key, text.encode("utf-8"))
+
+    def list_files(self, path: str) -> list:
+        root = self._drive_root()
+        prefix = self._file_key(path) + "/" if str(path or "").strip("/") else root
+        return [
+            {"name": entry.key.rsplit("/", 1)[-1], "path": entry.key[len(root):], "size": entry.size, "is_dir": False}
+            for entry in tenant_drive().list(prefix)
+        ]
+
+    def delete_file(self, path: str) -> object:
+        drive, key = tenant_drive(), self._file_key(path)
+        if not drive.exists(key):
+            return f"File not found: {path}"
+        drive.delete(key)
+        return True
+
+
+def _table_name(table: str) -> str:
+    return str(table).strip().lower()
+
+
+def _json_only(data: dict) -> None:
+    try:
+        json.dumps(data)
+    except (TypeError, ValueError) as exc:
+        raise HostError(f"table rows hold JSON values only: {exc}") from None

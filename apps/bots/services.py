@@ -1,0 +1,198 @@
+"""Writes for bots: scripts, configuration, prompt, memory, tables, and deploying a whole package.
+
+Every function works in the tenant active on the connection (the callers run inside a tenant: an HTTP
+request, a tenant task, or `schema_context`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db import transaction
+
+from apps.basic.compiler import compile_source
+from apps.basic.errors import CompileError
+from apps.bots.config_csv import config_parse
+from apps.bots.models import Bot, BotConfig, BotMemory, BotScript, BotTableRow
+from apps.drive.package import Package, PackageLimits
+from apps.drive.storage import package_root, tenant_drive
+
+# Upstream's script-max-size: a dialog script bigger than this is a mistake or an attack on the compiler.
+SCRIPT_MAX_BYTES = 1024 * 1024
+# Rows imported from one `.gbdata/*.csv` file; more belongs in a real database, not a bot table.
+DATA_CSV_MAX_ROWS = 50_000
+# A memory value is a setting or a counter, not a document.
+MEMORY_VALUE_MAX_CHARS = 64 * 1024
+
+
+class BotFileError(ValueError):
+    """A file of the package cannot be used; the message says why (shown in the console)."""
+
+
+def package_limits() -> PackageLimits:
+    """The upload limits from settings (PACKAGE_MAX_*), each refusing an archive before anything is written."""
+    return PackageLimits(
+        max_entries=settings.PACKAGE_MAX_ENTRIES,
+        max_total_bytes=settings.PACKAGE_MAX_TOTAL_BYTES,
+        max_file_bytes=settings.PACKAGE_MAX_FILE_BYTES,
+        max_ratio=settings.PACKAGE_MAX_RATIO,
+    )
+
+
+def bot_ensure(*, name: str) -> Bot:
+    bot, _ = Bot.objects.get_or_create(name=name, defaults={"display_name": name})
+    return bot
+
+
+def _text(data: bytes, what: str) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise BotFileError(f"{what} is not UTF-8 text (byte {exc.start})") from None
+
+
+def script_name_of(path: str) -> str:
+    """Tool/script name: the file stem, lower-cased (`Tools/Book-Visit.bas` -> `book-visit`)."""
+    stem = path.rsplit("/", 1)[-1]
+    return stem[: -len(".bas")].lower() if stem.lower().endswith(".bas") else stem.lower()
+
+
+@transaction.atomic
+def script_sync(*, bot: Bot, path: str, data: bytes) -> BotScript:
+    """Store and compile one `.bas` file. A script that does not compile is stored with its error (so the
+    console shows it, and nothing runs it); `script_failure` turns that into the message to report."""
+    if len(data) > SCRIPT_MAX_BYTES:
+        raise BotFileError(f"{path}: script is {len(data)} bytes; the limit is {SCRIPT_MAX_BYTES}")
+    source = _text(data, path)
+    name = script_name_of(path)
+    other = BotScript.objects.filter(bot=bot, name=name).exclude(path=path).first()
+    if other is not None:
+        raise BotFileError(f"{path}: a script named '{name}' already exists at {other.path}")
+    script = BotScript.objects.filter(bot=bot, path=path).first() or BotScript(bot=bot, path=path)
+    script.name, script.source = name, source
+    try:
+        program = compile_source(source, name)
+    except CompileError as exc:
+        script.source_hash, script.metadata, script.tool_schema = "", {}, None
+        script.errors = [{"line": exc.line, "column": exc.col, "message": exc.message}]
+        script.save()
+        return script
+    metadata = json.loads(json.dumps(program.metadata, default=str))
+    script.source_hash, script.metadata, script.errors = program.source_hash, metadata, []
+    script.tool_schema = metadata.get("tool") if _is_tool(metadata) else None
+    script.save()
+    return script
+
+
+def script_failure(script: BotScript) -> str | None:
+    """`path:line:col: message` of the script's first compile error, or None when it compiled."""
+    if script.ok:
+        return None
+    error = script.errors[0]
+    return f"{script.path}:{error['line']}:{error['column']}: {error['message']}"
+
+
+def _is_tool(metadata: dict) -> bool:
+    return bool(metadata.get("params") or metadata.get("description"))
+
+
+def script_remove(*, bot: Bot, path: str) -> None:
+    BotScript.objects.filter(bot=bot, path=path).delete()
+
+
+@transaction.atomic
+def config_sync(*, bot: Bot, data: bytes) -> int:
+    """Replace the bot's configuration with `config.csv`. A file with any error changes nothing."""
+    parsed = config_parse(data)
+    if not parsed.ok:
+        details = "; ".join(f"line {i.line}: {i.message}" if not i.message.startswith("line") else i.message
+                            for i in parsed.issues[:10])
+        raise BotFileError(f"config.csv: {details}")
+    BotConfig.objects.filter(bot=bot).delete()
+    last_by_key = {row.key: row for row in parsed.rows}
+    BotConfig.objects.bulk_create(
+        BotConfig(bot=bot, key=row.key, value=row.value, line=row.line) for row in last_by_key.values()
+    )
+    return len(last_by_key)
+
+
+def config_clear(*, bot: Bot) -> None:
+    BotConfig.objects.filter(bot=bot).delete()
+
+
+def prompt_sync(*, bot: Bot, data: bytes | None) -> None:
+    bot.system_prompt = _text(data, "prompt file") if data is not None else ""
+    bot.save(update_fields=["system_prompt"])
+
+
+def table_name_of_data_file(path: str) -> str:
+    return path.rsplit("/", 1)[-1].lower()
+
+
+@transaction.atomic
+def data_csv_sync(*, bot: Bot, path: str, data: bytes | None) -> int:
+    """Replace the bot table `<file>.csv` with the rows of a `.gbdata` CSV file (None: the file is gone)."""
+    table = table_name_of_data_file(path)
+    BotTableRow.objects.filter(bot=bot, table=table).delete()
+    if data is None:
+        return 0
+    reader = csv.DictReader(io.StringIO(_text(data, path)))
+    rows = []
+    for number, row in enumerate(reader, start=2):
+        if len(rows) >= DATA_CSV_MAX_ROWS:
+            raise BotFileError(f"{path}: more than {DATA_CSV_MAX_ROWS} rows")
+        if None in row:
+            raise BotFileError(f"{path} line {number}: more values than header columns")
+        rows.append(BotTableRow(bot=bot, table=table, data={k.strip(): v for k, v in row.items() if k}))
+    BotTableRow.objects.bulk_create(rows)
+    return len(rows)
+
+
+def bot_memory_set(*, bot: Bot, key: str, value: object) -> None:
+    if len(json.dumps(value, default=str)) > MEMORY_VALUE_MAX_CHARS:
+        raise BotFileError(f"bot memory '{key}': value longer than {MEMORY_VALUE_MAX_CHARS} characters")
+    BotMemory.objects.update_or_create(bot=bot, key=key, defaults={"value": value})
+
+
+def bot_memory_get(*, bot: Bot, key: str) -> object:
+    """The value, or "" when absent (upstream)."""
+    row = BotMemory.objects.filter(bot=bot, key=key).first()
+    return "" if row is None else row.value
+
+
+@dataclass
+class DeployReport:
+    bot: Bot
+    files_written: int
+    files_removed: int
+    scan: object = None
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+def bot_deploy(*, package: Package) -> DeployReport:
+    """Put a validated package into the tenant's drive (replacing the previous one) and process it now.
+
+    The package was fully validated when it was read (apps.drive.package), so nothing is written for a
+    rejected archive. The same scan the DriveMonitor runs then compiles scripts, syncs config and
+    registers KB documents; its failures are returned for the caller to show.
+    """
+    from apps.drive.services import drive_scan
+
+    drive = tenant_drive()
+    root = package_root(package.bot_name)
+    new_keys = {root + f.path for f in package.files}
+    old_keys = {entry.key for entry in drive.list(root)}
+    for item in package.files:
+        drive.write(root + item.path, item.data)
+    stale = old_keys - new_keys
+    for key in stale:
+        drive.delete(key)
+    bot = bot_ensure(name=package.bot_name)
+    report = drive_scan(bot_name=package.bot_name)
+    return DeployReport(
+        bot=bot, files_written=len(new_keys), files_removed=len(stale), scan=report, errors=dict(report.failed)
+    )

@@ -1,0 +1,190 @@
+"""The DriveMonitor: bring the database in line with what is in the tenant's drive.
+
+One scan lists every object with its ETag once, compares it with the stored DriveObject rows (one query),
+and processes only what changed: compile a `.bas`, sync `config.csv`, register or remove KB documents,
+import `.gbdata` CSVs. Unchanged objects cost no query and no read. A file that keeps failing is parked
+after settings.DRIVE_MAX_FAILURES attempts and retried only when its content (ETag) changes, so nothing
+is re-processed in a loop. One scan at a time per tenant (a PostgreSQL advisory lock).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from apps.bots import services as bot_services
+from apps.bots.models import BOT_NAME_RE, Bot
+from apps.drive.models import DriveObject
+from apps.drive.package import kb_name_of, package_classify
+from apps.drive.storage import package_root, tenant_drive
+from apps.kb import services as kb_services
+
+logger = logging.getLogger(__name__)
+
+# Error text kept per object for the console: enough for a compiler message, not a whole traceback.
+MAX_ERROR_CHARS = 2000
+# Processing order within a scan: configuration and prompt first, so scripts compiled in the same scan
+# and documents registered in it see the bot's current settings.
+KIND_ORDER = {"config": 0, "prompt": 1, "data": 2, "bas": 3, "kb": 4, "other": 5}
+
+_BOT_NAME = re.compile(BOT_NAME_RE)
+
+
+@dataclass
+class ScanReport:
+    skipped: bool = False  # another scan of this tenant was running
+    listed: int = 0
+    processed: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    parked: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+
+
+def _split(key: str) -> tuple[str, str] | None:
+    """`Demo.gbai/demo.gbdialog/start.bas` -> ("demo", "demo.gbdialog/start.bas"); None outside packages."""
+    head, sep, rest = key.partition("/")
+    if not sep or not rest or not head.lower().endswith(".gbai"):
+        return None
+    name = head[: -len(".gbai")].lower()
+    return (name, rest) if _BOT_NAME.match(name) else None
+
+
+def _scan_lock_acquire() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(hashtext(%s))", [f"drive-scan:{connection.schema_name}"])
+        return bool(cursor.fetchone()[0])
+
+
+def _scan_lock_release() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_unlock(hashtext(%s))", [f"drive-scan:{connection.schema_name}"])
+
+
+def drive_scan(*, bot_name: str | None = None) -> ScanReport:
+    """Scan the current tenant's drive (or one bot's package) and process what changed."""
+    if not _scan_lock_acquire():
+        return ScanReport(skipped=True)
+    try:
+        return _scan(bot_name)
+    finally:
+        _scan_lock_release()
+
+
+def _scan(bot_name: str | None) -> ScanReport:
+    report = ScanReport()
+    drive = tenant_drive()
+    stored = DriveObject.objects.all() if bot_name is None else DriveObject.objects.filter(bot_name=bot_name)
+    known = {obj.key: obj for obj in stored}
+    hints = {k: (o.size, o.mtime_ns, o.etag) for k, o in known.items() if o.mtime_ns is not None}
+
+    seen: set[str] = set()
+    created: list[DriveObject] = []
+    touched: list[DriveObject] = []
+    pending: list[DriveObject] = []
+    for entry in drive.list(package_root(bot_name) if bot_name else "", etag_hints=hints):
+        split = _split(entry.key)
+        if split is None:
+            continue  # not inside a `<bot>.gbai/` package: not ours to process
+        report.listed += 1
+        seen.add(entry.key)
+        obj = known.get(entry.key)
+        if obj is None:
+            obj = DriveObject(key=entry.key, bot_name=split[0], kind=package_classify(split[1]), etag=entry.etag,
+                              size=entry.size, mtime_ns=entry.mtime_ns)
+            created.append(obj)
+        elif (obj.etag, obj.size, obj.mtime_ns) != (entry.etag, entry.size, entry.mtime_ns):
+            if obj.etag != entry.etag:
+                obj.fail_count = 0  # new content: a parked file gets its chances again
+            obj.etag, obj.size, obj.mtime_ns = entry.etag, entry.size, entry.mtime_ns
+            touched.append(obj)
+        if obj.processed_etag == obj.etag:
+            continue
+        if obj.fail_count >= settings.DRIVE_MAX_FAILURES:
+            report.parked.append(obj.key)
+            continue
+        pending.append(obj)
+
+    DriveObject.objects.bulk_create(created)
+    if touched:
+        DriveObject.objects.bulk_update(touched, ["etag", "size", "mtime_ns", "fail_count"])
+    bots = _bots_ensure({o.bot_name for o in created} | {o.bot_name for o in pending})
+
+    for obj in sorted(pending, key=lambda o: (KIND_ORDER.get(o.kind, 9), o.key)):
+        _process(drive, bots[obj.bot_name], obj, report)
+
+    gone = [obj for key, obj in known.items() if key not in seen]
+    for obj in gone:
+        _remove(obj, report)
+    return report
+
+
+def _bots_ensure(names: set[str]) -> dict[str, Bot]:
+    bots = {bot.name: bot for bot in Bot.objects.filter(name__in=names)}
+    for name in names - bots.keys():
+        bots[name] = bot_services.bot_ensure(name=name)
+    return bots
+
+
+def _process(drive, bot: Bot, obj: DriveObject, report: ScanReport) -> None:
+    path = obj.key.partition("/")[2]
+    failure = None
+    try:
+        with transaction.atomic():
+            if obj.kind == "bas":
+                script = bot_services.script_sync(bot=bot, path=obj.key, data=drive.read(obj.key))
+                failure = bot_services.script_failure(script)  # stored with its error, reported below
+            elif obj.kind == "config":
+                bot_services.config_sync(bot=bot, data=drive.read(obj.key))
+            elif obj.kind == "prompt":
+                bot_services.prompt_sync(bot=bot, data=drive.read(obj.key))
+            elif obj.kind == "data":
+                bot_services.data_csv_sync(bot=bot, path=obj.key, data=drive.read(obj.key))
+            elif obj.kind == "kb":
+                kb_services.document_register(
+                    bot=bot, kb_name=kb_name_of(path) or "default", path=obj.key, etag=obj.etag, size=obj.size
+                )
+    except (bot_services.BotFileError, FileNotFoundError) as exc:
+        _failed(obj, str(exc), report)
+    except Exception as exc:  # noqa: BLE001 - one bad file must not stop the scan of the others
+        logger.exception("drive object processing failed", extra={"key": obj.key})
+        _failed(obj, f"internal error: {type(exc).__name__}", report)
+    else:
+        if failure is not None:
+            _failed(obj, failure, report)
+            return
+        obj.processed_etag, obj.fail_count, obj.last_error, obj.last_failed_at = obj.etag, 0, "", None
+        obj.save(update_fields=["processed_etag", "fail_count", "last_error", "last_failed_at", "updated_at"])
+        report.processed.append(obj.key)
+
+
+def _failed(obj: DriveObject, message: str, report: ScanReport) -> None:
+    obj.fail_count += 1
+    obj.last_error = message[:MAX_ERROR_CHARS]
+    obj.last_failed_at = timezone.now()
+    obj.save(update_fields=["fail_count", "last_error", "last_failed_at", "updated_at"])
+    report.failed[obj.key] = obj.last_error
+    if obj.fail_count >= settings.DRIVE_MAX_FAILURES:
+        logger.warning("drive object parked after repeated failures", extra={"key": obj.key})
+
+
+def _remove(obj: DriveObject, report: ScanReport) -> None:
+    bot = Bot.objects.filter(name=obj.bot_name).first()
+    with transaction.atomic():
+        if bot is not None:
+            if obj.kind == "bas":
+                bot_services.script_remove(bot=bot, path=obj.key)
+            elif obj.kind == "config":
+                bot_services.config_clear(bot=bot)
+            elif obj.kind == "prompt":
+                bot_services.prompt_sync(bot=bot, data=None)
+            elif obj.kind == "data":
+                bot_services.data_csv_sync(bot=bot, path=obj.key, data=None)
+        if obj.kind == "kb":
+            kb_services.document_remove(path=obj.key)
+        obj.delete()
+    report.removed.append(obj.key)

@@ -1,0 +1,37 @@
+"""DriveMonitor tasks: beat asks every interval, each ready tenant gets at most one queued scan."""
+
+from django.conf import settings
+from django.core.cache import cache
+from django_tenants.utils import schema_context
+
+from apps.drive.services import drive_scan
+from apps.tenants.celery import PlatformTask
+from apps.tenants.selectors import tenant_list_ready
+from gbplatform.celery import app
+
+# Set (in the tenant's cache namespace) while a scan is queued; a dispatch skips such a tenant, so a slow
+# tenant never accumulates a backlog of identical scans. Expires by itself if a worker died mid-scan.
+SCAN_QUEUED_KEY = "drive:scan-queued"
+SCAN_QUEUED_TTL_INTERVALS = 30
+
+
+@app.task(name="drive.scan", queue="drive")
+def drive_scan_task() -> dict:
+    """Scan the tenant's drive (runs in the tenant's schema; idempotent: an unchanged drive does nothing)."""
+    cache.delete(SCAN_QUEUED_KEY)
+    report = drive_scan()
+    return {"skipped": report.skipped, "listed": report.listed, "processed": len(report.processed),
+            "failed": len(report.failed), "removed": len(report.removed)}
+
+
+@app.task(name="drive.dispatch_scans", base=PlatformTask, queue="drive")
+def drive_dispatch_scans() -> int:
+    """Queue one scan per ready tenant that has none queued; scans spread over the drive workers."""
+    queued = 0
+    ttl = settings.DRIVE_SCAN_INTERVAL_S * SCAN_QUEUED_TTL_INTERVALS
+    for tenant in tenant_list_ready():
+        with schema_context(tenant.schema_name):
+            if cache.add(SCAN_QUEUED_KEY, "1", timeout=ttl):
+                drive_scan_task.apply_async(queue="drive")
+                queued += 1
+    return queued

@@ -1,0 +1,87 @@
+"""Scripts run against a bot's own data: config, bot memory and bot tables, per tenant and per bot."""
+
+import pytest
+from django_tenants.utils import schema_context
+
+from apps.basic.vm import run_source
+from apps.bots.host import FIND_LIMIT, BotHost
+from apps.bots.models import Bot, BotConfig, BotTableRow
+
+pytestmark = pytest.mark.django_db
+
+
+def _run(bot: Bot, source: str):
+    host = BotHost(bot)
+    result = run_source(source, host)
+    return result, host
+
+
+def test_bot_memory_is_shared_by_runs_of_one_bot_and_separate_per_bot_and_tenant(canary_tenants):
+    with schema_context(canary_tenants.a.schema_name):
+        shop, other = Bot.objects.create(name="shop"), Bot.objects.create(name="other")
+        _run(shop, 'SET BOT MEMORY "greeting", "' + canary_tenants.a.canary + '"')
+        result, _ = _run(shop, 'x = GET BOT MEMORY("greeting")\nRETURN x')
+        assert result.value == canary_tenants.a.canary
+        result, _ = _run(other, 'x = GET BOT MEMORY("greeting")\nRETURN x')
+        assert result.value == ""
+    with schema_context(canary_tenants.b.schema_name):
+        shop_b = Bot.objects.create(name="shop")
+        result, _ = _run(shop_b, 'x = GET BOT MEMORY("greeting")\nRETURN x')
+        assert result.value == ""
+
+
+def test_tables_insert_find_update_delete(canary_tenants):
+    with schema_context(canary_tenants.a.schema_name):
+        bot = Bot.objects.create(name="shop")
+        source = """
+INSERT "customers", #{name: "Ana", city: "Rio"}
+INSERT "customers", #{name: "Bo", city: "Oslo"}
+SAVE "customers", 7, #{name: "Cy", city: "Rio"}
+rio = FIND "customers", "city=Rio"
+n = UPDATE "customers", "name=Bo", #{city: "Rio"}
+gone = DELETE "customers", "name=Ana"
+RETURN #{rio: UBOUND(rio) + 1, updated: n, deleted: gone}
+"""
+        result, _ = _run(bot, source)
+        assert result.status == "done", result.error
+        assert result.value == {"rio": 2, "updated": 1, "deleted": 1}
+        stored = BotTableRow.objects.filter(bot=bot, table="customers").values_list("data", flat=True)
+        rows = sorted(r["name"] for r in stored)
+        assert rows == ["Bo", "Cy"]
+
+
+def test_find_returns_at_most_the_upstream_limit(canary_tenants):
+    with schema_context(canary_tenants.a.schema_name):
+        bot = Bot.objects.create(name="shop")
+        BotTableRow.objects.bulk_create(BotTableRow(bot=bot, table="t", data={"k": "v", "i": i}) for i in range(25))
+        assert len(BotHost(bot).find("t", "k=v")) == FIND_LIMIT
+
+
+def test_bad_filter_is_a_script_error_with_its_line(canary_tenants):
+    with schema_context(canary_tenants.a.schema_name):
+        bot = Bot.objects.create(name="shop")
+        result, _ = _run(bot, 'x = 1\nrows = FIND "t", "this is not a filter"\n')
+        assert result.status == "error"
+        assert result.error["line"] == 2 and "COLUMN=VALUE" in result.error["message"]
+
+
+def test_config_reaches_scripts_in_both_key_dialects(canary_tenants):
+    with schema_context(canary_tenants.a.schema_name):
+        bot = Bot.objects.create(name="shop")
+        BotConfig.objects.create(bot=bot, key="Bot Name", value="Shop Bot", line=2)
+        host = BotHost(bot)
+        assert host.get_config("bot-name") == "Shop Bot"
+        assert host.get_config("Bot Name") == "Shop Bot"
+        assert host.get_config("llm-model") == ""
+
+
+def test_files_live_in_the_bot_drive_and_cannot_escape_it(canary_tenants, settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path
+    settings.S3_ACCESS_KEY = ""
+    with schema_context(canary_tenants.a.schema_name):
+        bot = Bot.objects.create(name="shop")
+        result, _ = _run(bot, 'WRITE "hello" TO "notes/a.txt"\nx = READ "notes/a.txt"\nRETURN x')
+        assert result.value == "hello", result.error
+        assert (tmp_path / "tenants" / canary_tenants.a.schema_name / "shop.gbai/shop.gbdrive/notes/a.txt").exists()
+        result, _ = _run(bot, 'x = READ "../../other.gbai/secret.txt"\nRETURN x')
+        assert result.status == "error"

@@ -1,0 +1,189 @@
+"""DriveMonitor against real storage (local files and SeaweedFS S3): only what changed is processed,
+failures park, deletions un-register, tenants never meet."""
+
+import io
+import os
+import uuid
+import zipfile
+
+import pytest
+from django_tenants.utils import schema_context
+
+from apps.bots.models import Bot, BotConfig, BotScript
+from apps.bots.services import bot_deploy, package_limits
+from apps.drive.models import DriveObject
+from apps.drive.package import package_read_zip
+from apps.drive.services import drive_scan
+from apps.drive.storage import tenant_drive
+from apps.kb.models import Document
+
+pytestmark = pytest.mark.django_db
+
+START = b'TALK "Hello from ${BOT.name}"\nADD SUGGESTION "visit" AS "Book a visit"\n'
+TOOL = (
+    b'PARAM name AS STRING LIKE "Ana" DESCRIPTION "Who is visiting"\n'
+    b'DESCRIPTION "Book a visit"\nTALK "Booked for " + name\n'
+)
+CONFIG = b"name,value\nbot-name,Shop\ntheme-color1,#0d2111\nparam-max-guests,4\n"
+BROKEN = b'IF x THEN\nTALK "never closed"\n'
+
+
+def _zip(bot: str, files: dict[str, bytes]) -> io.BytesIO:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path, data in files.items():
+            archive.writestr(f"{bot}.gbai/{path}", data)
+    buffer.seek(0)
+    return buffer
+
+
+def _shop_files(bot: str = "shop") -> dict[str, bytes]:
+    return {
+        f"{bot}.gbdialog/start.bas": START,
+        f"{bot}.gbdialog/book-visit.bas": TOOL,
+        f"{bot}.gbot/config.csv": CONFIG,
+        f"{bot}.gbkb/faq/hours.md": b"# Hours\nOpen 9 to 5.\n",
+        f"{bot}.gbkb/faq/visits.txt": b"Visits are free.\n",
+        f"{bot}.gbtheme/style.css": b"body{}",
+    }
+
+
+def _deploy(files: dict[str, bytes], bot: str = "shop"):
+    return bot_deploy(package=package_read_zip(_zip(bot, files), limits=package_limits()))
+
+
+@pytest.fixture(params=["local", "s3"])
+def storage(request, settings, tmp_path):
+    """Each test gets an empty drive: a fresh folder, or a fresh bucket on the real S3 server."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+    if request.param == "s3":
+        server = request.getfixturevalue("s3_server")
+        settings.S3_ENDPOINT_URL = server.endpoint_url
+        settings.S3_ACCESS_KEY = server.access_key
+        settings.S3_SECRET_KEY = server.secret_key
+        settings.S3_REGION = server.region
+        settings.S3_BUCKET = f"t-{uuid.uuid4().hex[:12]}"
+    else:
+        settings.S3_ACCESS_KEY = ""
+    return request.param
+
+
+def test_deploy_compiles_scripts_syncs_config_and_registers_documents(canary_tenants, storage):
+    with schema_context(canary_tenants.a.schema_name):
+        report = _deploy(_shop_files())
+        assert report.errors == {}
+        bot = Bot.objects.get(name="shop")
+        scripts = {s.name: s for s in BotScript.objects.filter(bot=bot)}
+        assert set(scripts) == {"start", "book-visit"}
+        assert all(s.ok for s in scripts.values())
+        tool = scripts["book-visit"].tool_schema["function"]
+        assert tool["name"] == "book-visit" and "name" in tool["parameters"]["properties"]
+        assert scripts["start"].tool_schema is None
+        assert dict(BotConfig.objects.filter(bot=bot).values_list("key", "value")) == {
+            "bot-name": "Shop", "theme-color1": "#0d2111", "param-max-guests": "4"}
+        documents = Document.objects.filter(kb__bot=bot, kb__name="faq")
+        assert sorted(d.path.rsplit("/", 1)[-1] for d in documents) == ["hours.md", "visits.txt"]
+        assert DriveObject.objects.filter(bot_name="shop").count() == 6
+
+
+def test_changing_one_script_recompiles_only_it(canary_tenants, storage):
+    with schema_context(canary_tenants.a.schema_name):
+        _deploy(_shop_files())
+        before = {s.name: s.compiled_at for s in BotScript.objects.all()}
+        key = "shop.gbai/shop.gbdialog/book-visit.bas"
+        tenant_drive().write(key, TOOL + b'TALK "see you"\n')
+        report = drive_scan()
+        assert report.processed == [key]
+        after = {s.name: s.compiled_at for s in BotScript.objects.all()}
+        assert after["start"] == before["start"] and after["book-visit"] > before["book-visit"]
+        assert "see you" in BotScript.objects.get(name="book-visit").source
+
+
+def test_unchanged_and_touched_files_are_not_processed_again(canary_tenants, storage):
+    with schema_context(canary_tenants.a.schema_name):
+        _deploy(_shop_files())
+        assert drive_scan().processed == []
+        drive = tenant_drive()
+        key = "shop.gbai/shop.gbdialog/start.bas"
+        if storage == "local":
+            path = drive.root / key
+            stat = path.stat()
+            os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))
+        else:
+            drive.write(key, START)  # the same bytes again: same ETag
+        report = drive_scan()
+        assert report.processed == [] and report.failed == {}
+
+
+def test_deleted_kb_document_is_unregistered_and_deleted_script_dropped(canary_tenants, storage):
+    with schema_context(canary_tenants.a.schema_name):
+        _deploy(_shop_files())
+        drive = tenant_drive()
+        drive.delete("shop.gbai/shop.gbkb/faq/visits.txt")
+        drive.delete("shop.gbai/shop.gbdialog/book-visit.bas")
+        report = drive_scan()
+        assert sorted(report.removed) == [
+            "shop.gbai/shop.gbdialog/book-visit.bas", "shop.gbai/shop.gbkb/faq/visits.txt"]
+        assert list(Document.objects.values_list("path", flat=True)) == ["shop.gbai/shop.gbkb/faq/hours.md"]
+        assert list(BotScript.objects.values_list("name", flat=True)) == ["start"]
+
+
+def test_broken_script_shows_its_error_and_is_parked_after_the_threshold(canary_tenants, storage, settings):
+    settings.DRIVE_MAX_FAILURES = 3
+    with schema_context(canary_tenants.a.schema_name):
+        files = _shop_files()
+        files["shop.gbdialog/broken.bas"] = BROKEN
+        report = _deploy(files)
+        key = "shop.gbai/shop.gbdialog/broken.bas"
+        assert key in report.errors and "broken.bas:" in report.errors[key]
+        script = BotScript.objects.get(name="broken")
+        assert script.errors and script.errors[0]["line"] >= 1 and script.errors[0]["message"]
+        for expected in (2, 3):
+            assert key in drive_scan().failed
+            assert DriveObject.objects.get(key=key).fail_count == expected
+        parked = drive_scan()
+        assert parked.parked == [key] and key not in parked.failed
+        assert DriveObject.objects.get(key=key).fail_count == 3  # no more attempts
+        tenant_drive().write(key, b'TALK "fixed"\n')
+        fixed = drive_scan()
+        assert fixed.processed == [key]
+        assert BotScript.objects.get(name="broken").ok
+
+
+def test_broken_config_keeps_the_previous_configuration(canary_tenants, storage):
+    with schema_context(canary_tenants.a.schema_name):
+        _deploy(_shop_files())
+        tenant_drive().write("shop.gbai/shop.gbot/config.csv", b"bot-name,New\nthis line has no comma\n")
+        report = drive_scan()
+        assert "line 2" in report.failed["shop.gbai/shop.gbot/config.csv"]
+        assert BotConfig.objects.get(key="bot-name").value == "Shop"
+
+
+def test_two_tenants_with_a_bot_of_the_same_name_never_meet(canary_tenants, storage):
+    a, b = canary_tenants.a, canary_tenants.b
+    files_a = _shop_files()
+    files_a["shop.gbot/config.csv"] = b"bot-name," + a.canary.encode() + b"\n"
+    files_b = {"shop.gbdialog/start.bas": b'TALK "' + b.canary.encode() + b'"\n',
+               "shop.gbot/config.csv": b"bot-name," + b.canary.encode() + b"\n"}
+    with schema_context(a.schema_name):
+        _deploy(files_a)
+    with schema_context(b.schema_name):
+        _deploy(files_b)
+        assert set(BotScript.objects.values_list("name", flat=True)) == {"start"}
+        assert BotConfig.objects.get(key="bot-name").value == b.canary
+        keys = {entry.key for entry in tenant_drive().list()}
+        assert keys == {"shop.gbai/shop.gbdialog/start.bas", "shop.gbai/shop.gbot/config.csv"}
+        assert not Document.objects.exists()
+    with schema_context(a.schema_name):
+        assert BotConfig.objects.get(key="bot-name").value == a.canary
+        assert b.canary not in BotScript.objects.get(name="start").source
+        assert len(list(tenant_drive().list())) == 6
+
+
+def test_redeploy_replaces_the_package(canary_tenants, storage):
+    with schema_context(canary_tenants.a.schema_name):
+        _deploy(_shop_files())
+        report = _deploy({"shop.gbdialog/start.bas": START})
+        assert report.files_removed == 5
+        assert list(BotScript.objects.values_list("name", flat=True)) == ["start"]
+        assert not Document.objects.exists() and not BotConfig.objects.exists()
