@@ -33,6 +33,7 @@ import time
 import unicodedata
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -161,7 +162,9 @@ class DriveBackend(Protocol):
         """Remove every object under the folder `prefix` (which must not be empty); returns how many."""
         ...
 
-    def exists(self, key: str) -> bool: ...
+    def exists(self, key: str) -> bool:
+        """Whether `key` is an object (a folder is not)."""
+        ...
 
 
 # --- local files -----------------------------------------------------------------------------------------
@@ -392,6 +395,11 @@ def _s3_storage(
     )
 
 
+def _datetime_ns(moment: datetime) -> int:
+    """Nanoseconds since the epoch, in integers (a float timestamp times 1e9 can land a nanosecond off)."""
+    return (int(moment.timestamp()) * 1_000_000 + moment.microsecond) * 1000
+
+
 # (endpoint, bucket) pairs known to exist in this process, so ensure_bucket costs one HEAD per process.
 _buckets_ready: set[tuple[str | None, str]] = set()
 
@@ -497,7 +505,7 @@ class S3Drive:
                     key=key,
                     etag=item["ETag"].strip('"'),
                     size=int(item["Size"]),
-                    mtime_ns=int(modified.timestamp() * 1_000_000_000) if modified else None,
+                    mtime_ns=_datetime_ns(modified) if modified else None,
                 )
 
     def read(self, key: str) -> bytes:

@@ -9,6 +9,8 @@ Authentication is real: only the generated access key / secret key pair is accep
 
 from __future__ import annotations
 
+import atexit
+import ctypes
 import json
 import os
 import secrets
@@ -34,9 +36,14 @@ STARTUP_POLL_S = 0.1
 STOP_TIMEOUT_S = 1.0
 # Volumes are sparse files; a small size limit keeps each one small and lets many buckets get volumes.
 VOLUME_SIZE_LIMIT_MB = 64
-# Each bucket is its own collection and grows 7 volumes on first write: room for a dozen buckets.
-VOLUME_MAX = 100
+# Each bucket is its own collection with its own volumes, and test suites make a bucket per test.
+VOLUME_MAX = 1000
+# Volumes a collection grows at once (SeaweedFS default 7, for write parallelism in production): one
+# is plenty for tests and keeps a bucket per test from exhausting VOLUME_MAX.
+VOLUME_GROWTH_COUNT = 1
 REGION = "us-east-1"
+# prctl option (linux/prctl.h): signal delivered to this process when its parent dies.
+PR_SET_PDEATHSIG = 1
 # Named ports of `weed server`, each given a free loopback port (defaults are fixed and would clash).
 PORT_OPTIONS = (
     "master.port",
@@ -85,6 +92,16 @@ def weed_binary() -> Path | None:
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return candidate
     return None
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL weed when the test process dies, even by SIGKILL or a crash,
+    so an aborted run never leaves a server holding ports and a data folder."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass  # not Linux: atexit still stops it on a normal exit
 
 
 def _free_ports(count: int) -> list[int]:
@@ -178,6 +195,8 @@ def seaweedfs_start(data_dir: Path, *, weed: Path | None = None) -> S3Server:
             }
         )
     )
+    # weed reads master.toml from its working folder (data_dir, below) before ~/.seaweedfs and /etc.
+    (data_dir / "master.toml").write_text(f"[master.volume_growth]\ncopy_1 = {VOLUME_GROWTH_COUNT}\n")
     ports = dict(zip(PORT_OPTIONS, _free_ports(len(PORT_OPTIONS)), strict=True))
     args = [
         str(weed),
@@ -203,7 +222,15 @@ def seaweedfs_start(data_dir: Path, *, weed: Path | None = None) -> S3Server:
     log_path = data_dir / "weed.log"
     with log_path.open("wb") as log:
         # cwd=data_dir: weed reads master.toml/filer.toml from the working folder; none must leak in.
-        process = subprocess.Popen(args, cwd=data_dir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            args,
+            cwd=data_dir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            # Own session: a Ctrl-C in the terminal reaches pytest, which then stops weed in teardown.
+            start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        )
     server = S3Server(
         endpoint_url=f"http://127.0.0.1:{ports['s3.port']}",
         access_key=access_key,
@@ -213,6 +240,7 @@ def seaweedfs_start(data_dir: Path, *, weed: Path | None = None) -> S3Server:
         log_path=log_path,
         ports=ports,
     )
+    atexit.register(server.stop)
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     try:
         while not (_s3_answers(server.endpoint_url) and _writable(server)):
