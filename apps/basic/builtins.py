@@ -1315,6 +1315,21 @@ def _slice(c: _Call, value: Value, start: Value, end: Value = None) -> Value:
     return _list(c, value)[begin:stop]
 
 
+@_register("SPLICE", 2, None)
+def _splice(c: _Call, arr: Value, start: Value, count: Value = None, *insert: Value) -> list:
+    """SPLICE(arr, start[, count[, item...]]): the array without `count` elements from `start`
+    (all of them when count is omitted), with the items inserted there; negative start counts from
+    the end. As a statement (`list.splice(k, 1)`) it updates the variable, like PUSH."""
+    items = _list(c, arr)
+    begin = _int(c, start, "start")
+    if begin < 0:
+        begin = max(len(items) + begin, 0)
+    begin = min(begin, len(items))
+    removed = len(items) - begin if count is None else max(_int(c, count, "count"), 0)
+    _ensure_items(c, len(items) + len(insert))
+    return [*items[:begin], *insert, *items[begin + removed:]]
+
+
 @_register("HEAD", 1, 2)
 def _head(c: _Call, arr: Value, n: Value = None) -> Value:
     """HEAD(arr) = first element (upstream); HEAD(arr, n) = first n elements."""

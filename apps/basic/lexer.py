@@ -22,6 +22,9 @@ from apps.basic.errors import CompileError
 from apps.basic.limits import MAX_SOURCE_CHARS
 
 ID, NUM, STR, OP, NL, EOF, RAW = "ID", "NUM", "STR", "OP", "NL", "EOF", "RAW"
+# `{` ending an `IF cond {` / `} ELSE {` line and the `}` that closes it (Rhai/JavaScript braces, which
+# upstream passes through to Rhai unchanged); value "{" or "}".
+BLOCK = "BLOCK"
 
 
 @dataclass(slots=True)
@@ -56,6 +59,7 @@ _OPERATORS = (
 _OPEN = {"(": ")", "[": "]", "{": "}", "#{": "}"}
 _CLOSE = {")", "]", "}"}
 
+_LLM_HINT_LINE = re.compile(r"[ \t]*WITH[ \t]+(OPTIMIZE[ \t]+FOR|MAX_COST|MAX_LATENCY)\b", re.IGNORECASE)
 _BLOCK_START = re.compile(r"BEGIN\s+(TALK|SYSTEM\s+PROMPT|MAIL)\b(.*)$", re.IGNORECASE)
 _TABLE_START = re.compile(r"TABLE\s+([A-Za-z_][\w.]*)(\s+ON\s+.*)?\s*$", re.IGNORECASE)
 _NUMBER = re.compile(r"(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?")
@@ -86,6 +90,7 @@ class Lexer:
         self.line_start = 0
         self.tokens: list[Token] = []
         self.depth: list[tuple[str, int, int]] = []
+        self.brace_blocks = 0  # open `IF cond {` blocks
 
     # -- helpers -------------------------------------------------------------------------------
     def _col(self) -> int:
@@ -117,6 +122,8 @@ class Lexer:
         if last.kind == ID and last.value == "_":
             self.tokens.pop()  # `_` line continuation
             return
+        if _LLM_HINT_LINE.match(self.src, self.pos):
+            return  # `x = LLM "..."` followed by `WITH OPTIMIZE FOR "cost"` / `WITH MAX_COST 0.05` lines
         self.tokens.append(Token(NL, None, last.line, last.col))
 
     def _at_statement_start(self) -> bool:
@@ -182,7 +189,32 @@ class Lexer:
         last = self.tokens[-1] if self.tokens else None
         return last is not None and (last.kind in (ID, NUM, STR) or (last.kind == OP and last.value in _CLOSE))
 
+    def _brace_block(self, op: str, col: int) -> bool:
+        """`{` closing an `IF cond` / `} ELSE` line, or the `}` that ends such a block."""
+        if self.depth:
+            return False
+        if op == "}":
+            if not self.brace_blocks:
+                return False
+            self.brace_blocks -= 1
+        else:
+            rest = self._rest_of_line()[1:].strip()
+            if rest and not rest.startswith(("'", "//")):
+                return False
+            k = len(self.tokens) - 1
+            while k >= 0 and self.tokens[k].kind != NL:
+                k -= 1
+            first = self.tokens[k + 1] if k + 1 < len(self.tokens) else None
+            if first is None or not (first.is_word("IF", "ELSE", "ELSEIF") or first.kind == BLOCK):
+                return False
+            self.brace_blocks += 1
+        self.tokens.append(Token(BLOCK, op, self.line, col))
+        self.pos += 1
+        return True
+
     def _operator(self, op: str, col: int) -> None:
+        if op in ("{", "}") and self._brace_block(op, col):
+            return
         if op in _OPEN:
             self.depth.append((op, self.line, col))
         elif op in _CLOSE:

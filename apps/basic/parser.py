@@ -7,6 +7,7 @@ the compiler resolves (user SUB, built-in, or an error naming the unknown word).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 
@@ -20,7 +21,7 @@ from apps.basic.keywords import (
     REFUSED,
     phrases_starting_with,
 )
-from apps.basic.lexer import EOF, ID, NL, NUM, OP, RAW, STR, Lexer, RawBlock, Token
+from apps.basic.lexer import BLOCK, EOF, ID, NL, NUM, OP, RAW, STR, Lexer, RawBlock, Token
 
 _LITERAL_WORDS = {"TRUE": True, "FALSE": False, "NULL": None, "NOTHING": None, "EMPTY": None}
 _COMPARE_OPS = {"=": "==", "==": "==", "<>": "!=", "!=": "!=", "<": "<", ">": ">", "<=": "<=", ">=": ">="}
@@ -29,7 +30,13 @@ _SPLIT_EQUALS = frozenset({"SET HEADER", "SET BOT MEMORY", "SET USER MEMORY", "R
                            "SET SESSION"})
 # Flags that may end a keyword argument list with nothing after them.
 _TRAILING_FLAGS = frozenset({"RECURSIVE", "APPEND"})
-_END_BLOCKS = ("IF", "FOR", "WHILE", "SELECT", "SWITCH", "SUB", "FUNCTION", "WITH", "TRY", "ON", "SCHEDULE")
+_END_BLOCKS = ("IF", "FOR", "WHILE", "SELECT", "SWITCH", "SUB", "FUNCTION", "WITH", "TRY", "ON", "SCHEDULE",
+               "PARALLEL")
+# Model-routing hints after LLM "..." (`WITH MAX_COST 0.05`), read and ignored like WITH OPTIMIZE FOR.
+_LLM_HINTS = frozenset({"MAX_COST", "MAX_LATENCY"})
+# Words that start a line continuing an inline SQL query (`x = SELECT ... FROM t` + `JOIN ...` lines).
+_SQL_CONTINUATION = frozenset({"FROM", "JOIN", "INNER", "LEFT", "RIGHT", "FULL", "CROSS", "WHERE", "GROUP",
+                               "ORDER", "HAVING", "LIMIT", "OFFSET", "UNION"})
 
 
 class Parser:
@@ -154,6 +161,8 @@ class Parser:
             self.advance()
             self.end_statement()
             return self.raw_block(t)
+        if t.kind == BLOCK:
+            raise self.error("'}' without a matching 'IF ... {'" if t.value == "}" else "unexpected '{'")
         if t.is_op("."):
             if not self.with_stack:
                 raise self.error("'.name = value' is only allowed inside WITH ... END WITH")
@@ -259,7 +268,7 @@ class Parser:
             stmt = self.stmt_CALL_rest(t)
             return n.Call(t.line, t.col, "$call", [n.Lit(t.line, t.col, stmt)])
         if w == "SELECT" and self.word(1) != "CASE":
-            raise self.error("inline SQL (SELECT ... FROM ...) is not supported: use FIND")
+            return self.inline_sql()
         kw = self.match_keyword(expression=True)
         if kw is not None:
             return self.keyword_call(kw, full=True)
@@ -269,6 +278,33 @@ class Parser:
             args, opts = self.keyword_args()
             return n.Call(t.line, t.col, w.lower(), args + list(opts.values()), loose=True)
         return self.parse_expr()
+
+    def inline_sql(self) -> n.Expr:
+        """`x = SELECT ... FROM t [JOIN u ...]` (legacy in-memory queries): never run as SQL here.
+
+        The query text (lines starting with FROM/JOIN/WHERE/GROUP... continue it) goes to
+        `Host.keyword("SELECT", [text], {"FROM": {name: value}})` with the script variables named
+        after FROM/JOIN, so a host can evaluate it over those values or refuse it.
+        """
+        t = self.tok
+        j = self.line_end()
+        while self.toks[j].kind == NL and self.toks[j + 1].kind == ID and \
+                str(self.toks[j + 1].value).upper() in _SQL_CONTINUATION:
+            j += 1
+            while self.toks[j].kind not in (NL, EOF):
+                j += 1
+        last_line = self.toks[j - 1].line
+        text = "\n".join([self.lines[t.line - 1][t.col - 1:], *self.lines[t.line:last_line]])
+        tables: list[tuple[str, n.Expr]] = []
+        for k in range(self.i, j - 1):
+            tk, nxt = self.toks[k], self.toks[k + 1]
+            if tk.is_word("FROM", "JOIN") and nxt.kind == ID:
+                name = str(nxt.value).lower()
+                if all(name != key for key, _ in tables):
+                    tables.append((name, n.Var(nxt.line, nxt.col, name)))
+        self.i = j
+        query = n.Lit(t.line, t.col, " ".join(text.split()))
+        return n.KwCall(t.line, t.col, "SELECT", [query], {"FROM": n.MapLit(t.line, t.col, tables)})
 
     # -- keywords ------------------------------------------------------------------------------
     def match_keyword(self, expression: bool) -> tuple[str, Token] | None:
@@ -342,9 +378,10 @@ class Parser:
             w = self.word()
             if w in CONNECTORS and self.connector_here():
                 ctok = self.advance()
-                if w == "WITH" and self.at_words("OPTIMIZE", "FOR"):
-                    # upstream's model-routing hint after LLM "..."; it has no meaning here
-                    self.i += 2
+                if w == "WITH" and (self.at_words("OPTIMIZE", "FOR") or self.word() in _LLM_HINTS):
+                    # upstream's model-routing hints after LLM "..." (WITH OPTIMIZE FOR "cost",
+                    # WITH MAX_COST 0.05, WITH MAX_LATENCY 5000); they have no meaning here
+                    self.i += 2 if self.word() == "OPTIMIZE" else 1
                     self.parse_expr()
                     continue
                 if pending is not None:
@@ -428,6 +465,8 @@ class Parser:
     def stmt_IF(self, t: Token) -> n.Stmt:
         self.advance()
         cond = self.parse_expr()
+        if self.tok.kind == BLOCK:
+            return self.brace_if(t, cond)
         if not self.accept_word("THEN") and not self.at_end():
             raise self.error(f"expected THEN, found {self.describe()}")
         if not self.at_end():
@@ -451,6 +490,28 @@ class Parser:
                 return n.If(t.line, t.col, branches, orelse)
             else:
                 raise self.error("expected END IF")
+
+    def brace_if(self, t: Token, cond: n.Expr | None) -> n.Stmt:
+        """`IF cond {` ... `} ELSE IF cond {` ... `} ELSE {` ... `}` (Rhai/JavaScript braces)."""
+        branches: list[tuple[n.Expr, list[n.Stmt]]] = []
+        while True:
+            if not (self.tok.kind == BLOCK and self.tok.value == "{"):
+                raise self.error(f"expected '{{', found {self.describe()}")
+            self.advance()
+            self.end_statement()
+            body = self.parse_body(lambda: self.tok.kind == BLOCK and self.tok.value == "}", "IF {", t)
+            self.advance()
+            if cond is None:
+                self.end_statement()
+                return n.If(t.line, t.col, branches, body)
+            branches.append((cond, body))
+            if self.accept_word("ELSE", "IF") or self.accept_word("ELSEIF"):
+                cond = self.parse_expr()
+            elif self.accept_word("ELSE"):
+                cond = None
+            else:
+                self.end_statement()
+                return n.If(t.line, t.col, branches, None)
 
     def at_if_part(self) -> bool:
         return self.word() in ("ELSEIF", "ELSE", "ENDIF") or self.at_words("END", "IF")
@@ -739,7 +800,7 @@ class Parser:
             self.end_statement()
             return n.OnError(t.line, t.col, "GOTO", label)
         if self.word(1) == "TIMEOUT":
-            raise self.error("ON TIMEOUT is not supported: it belongs to ORCHESTRATE WORKFLOW")
+            raise self.error("ON TIMEOUT is only allowed after STEP n: HUMAN APPROVAL FROM ...")
         # Triggers: ON INSERT OF "t", ON EMAIL "a", ON CHANGE "p", ON FORM SUBMIT "f", ON EVENT "e" DO
         self.advance()
         words: list[str] = []
@@ -758,6 +819,75 @@ class Parser:
         self.i += 2
         self.end_statement()
         return n.Handler(t.line, t.col, trigger, args, body)
+
+    def stmt_STEP(self, t: Token) -> n.Stmt | object:
+        """A workflow step: `STEP n: BOT "bot" "action"` (upstream), `STEP n: PARALLEL` with
+        `BRANCH X: BOT "bot" "action"` lines up to END PARALLEL, and `STEP n: HUMAN APPROVAL FROM who`
+        with optional `TIMEOUT secs` and `ON TIMEOUT: action words` (same or following lines).
+        Becomes `Host.keyword("STEP", [n], opts)` with opts BOT/ACTION, PARALLEL (a list of
+        {branch, bot, action}) or APPROVAL FROM/TIMEOUT/ON TIMEOUT."""
+        self.advance()
+        number = self.parse_expr()
+        self.expect_op(":")
+        opts: dict[str, n.Expr] = {}
+        if self.accept_word("BOT"):
+            opts["BOT"], opts["ACTION"] = self.bot_action()
+            self.end_statement()
+        elif self.accept_word("PARALLEL"):
+            self.end_statement()
+            branches: list[n.Expr] = []
+            while True:
+                while self.tok.kind == NL:
+                    self.advance()
+                if self.accept_word("END", "PARALLEL"):
+                    self.end_statement()
+                    break
+                if self.tok.kind == EOF:
+                    raise self.error("STEP ... PARALLEL is never closed (END PARALLEL)", t)
+                bt = self.expect_word("BRANCH")
+                if self.tok.kind not in (ID, NUM, STR):
+                    raise self.error(f"expected a branch name, found {self.describe()}")
+                branch = str(self.advance().value)
+                self.expect_op(":")
+                self.expect_word("BOT")
+                bot, action = self.bot_action()
+                self.end_statement()
+                branches.append(n.MapLit(bt.line, bt.col, [
+                    ("branch", n.Lit(bt.line, bt.col, branch)), ("bot", bot), ("action", action)]))
+            opts["PARALLEL"] = n.ArrayLit(t.line, t.col, branches)
+        elif self.accept_word("HUMAN", "APPROVAL"):
+            self.expect_word("FROM")
+            opts["APPROVAL FROM"] = self.parse_expr()
+            while True:
+                if self.tok.kind == NL and (self.peek().is_word("TIMEOUT") or (
+                        self.peek().is_word("ON") and self.peek(2).is_word("TIMEOUT"))):
+                    self.advance()
+                if self.accept_word("TIMEOUT"):
+                    opts["TIMEOUT"] = self.parse_expr()
+                elif self.accept_word("ON", "TIMEOUT"):
+                    self.accept_op(":")
+                    words = []
+                    while not self.at_end():
+                        tk = self.advance()
+                        words.append(json.dumps(tk.value) if tk.kind == STR else str(tk.value))
+                    if not words:
+                        raise self.error("expected an action after ON TIMEOUT:")
+                    opts["ON TIMEOUT"] = n.Lit(t.line, t.col, " ".join(words))
+                else:
+                    break
+            self.end_statement()
+        else:
+            raise self.error(f"expected BOT, PARALLEL or HUMAN APPROVAL after STEP n:, found {self.describe()}")
+        return n.ExprStmt(t.line, t.col, n.KwCall(t.line, t.col, "STEP", [number], opts))
+
+    def bot_action(self) -> tuple[n.Expr, n.Expr]:
+        bot = self.parse_expr()
+        self.accept_op(",")
+        action = n.Lit(self.tok.line, self.tok.col, "") if self.at_end() else self.parse_expr()
+        return bot, action
+
+    def stmt_BRANCH(self, t: Token) -> n.Stmt:
+        raise self.error("BRANCH is only allowed inside STEP n: PARALLEL ... END PARALLEL")
 
     def stmt_SCHEDULE(self, t: Token) -> n.Stmt | object:
         if self.word(1) not in ("IN", "AT", "EVERY"):
@@ -917,6 +1047,16 @@ class Parser:
         return n.Hear(t.line, t.col, target, kind, options, prompt, default)
 
     def stmt_WAIT(self, t: Token) -> n.Stmt | object:
+        if self.at_words("WAIT", "FOR", "RESPONSE"):
+            # `WAIT FOR RESPONSE AS x [TIMEOUT secs]` (templates): a HEAR of x. The VM never times out
+            # a HEAR; the caller decides when (and whether) to resume the conversation.
+            self.i += 3
+            self.expect_word("AS")
+            target = self.parse_lvalue()
+            if self.accept_word("TIMEOUT"):
+                self.parse_expr()
+            self.end_statement()
+            return n.Hear(t.line, t.col, target, "STRING", None, None, None)
         if self.word(1) == "FOR":
             return NotImplemented
         self.advance()
@@ -1042,7 +1182,8 @@ class Parser:
         if block.kind == "TABLE":
             return n.Meta(t.line, t.col, "TABLE", {"header": block.header, "columns": [
                 line.strip() for line in block.lines if line.strip() and not line.strip().startswith("'")]})
-        lines = [interpolate(text, t.line + k + 1, 1) for k, text in enumerate(block.lines)]
+        lenient = block.kind == "TALK"
+        lines = [interpolate(text, t.line + k + 1, 1, lenient) for k, text in enumerate(block.lines)]
         header = None
         if block.kind == "MAIL":
             if not block.header:
@@ -1286,8 +1427,18 @@ def _constant(e: n.Expr) -> object:
 _INTERP = re.compile(r"\\?\$\{")
 
 
-def interpolate(text: str, line: int, col: int) -> n.Expr:
-    """A string literal: plain Lit, or Interp when it holds `${expr}` (spec 3.1 GAP: every string)."""
+# In a BEGIN TALK block, what upstream reads of a `${...}` that is not an expression: a variable name
+# (letters, digits, `_`, `.`, `[`, `]`) ended by a space, ':' or '='; the rest of the text stays literal.
+_LENIENT_NAME = re.compile(r"[\w.\[\]]+(?=[ :=])")
+
+
+def interpolate(text: str, line: int, col: int, lenient: bool = False) -> n.Expr:
+    """A string literal: plain Lit, or Interp when it holds `${expr}` (spec 3.1 GAP: every string).
+
+    `lenient` (BEGIN TALK lines, prose written by hand): a `${...}` that does not parse is read the
+    way upstream's TALK-block conversion reads it, `${name rest}` = the value of name + " rest}",
+    and when not even a name starts it, the text is kept literally.
+    """
     if "$" not in text:
         return n.Lit(line, col, text)
     parts: list[object] = []
@@ -1303,16 +1454,31 @@ def interpolate(text: str, line: int, col: int) -> n.Expr:
             i += 3
             continue
         if text.startswith("${", i):
-            end = _closing_brace(text, i + 2)
-            if end < 0:
-                raise CompileError("'${' without a closing '}' in string", line, col)
-            inner = text[i + 2:end]
-            if not inner.strip():
-                raise CompileError("empty '${}' in string", line, col)
+            try:
+                end = _closing_brace(text, i + 2)
+                if end < 0:
+                    raise CompileError("'${' without a closing '}' in string", line, col)
+                inner = text[i + 2:end]
+                if not inner.strip():
+                    raise CompileError("empty '${}' in string", line, col)
+                expr = parse_expression(inner, line, col)
+            except CompileError:
+                if not lenient:
+                    raise
+                m = _LENIENT_NAME.match(text, i + 2)
+                try:
+                    expr = parse_expression(m.group(0), line, col) if m else None
+                except CompileError:
+                    expr = None
+                end = m.end() - 1 if m else i + 1
+                if expr is None:
+                    buf.append("${")
+                    i += 2
+                    continue
             if buf:
                 parts.append("".join(buf))
                 buf = []
-            parts.append(parse_expression(inner, line, col))
+            parts.append(expr)
             i = end + 1
             continue
         buf.append(text[i])
