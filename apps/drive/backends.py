@@ -26,11 +26,11 @@ import errno
 import hashlib
 import logging
 import os
+import re
 import stat
 import tempfile
 import threading
 import time
-import unicodedata
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -77,6 +77,11 @@ S3_MULTIPART_THRESHOLD_BYTES = 64 * 1024 * 1024
 S3_DELETE_BATCH = 1000
 
 
+# Unicode category Cc exactly (C0, DEL, C1): NUL truncates C paths, newlines forge log lines and
+# listings. A compiled class is ~10x faster than unicodedata per character, and listings validate every key.
+_CONTROL_CHARS = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
 @dataclass(frozen=True)
 class DriveEntry:
     """One object of a drive: its key relative to the drive's root, its ETag, size and modification time."""
@@ -112,7 +117,7 @@ def drive_key_validate(key: str) -> str:
         raise DriveKeyError(f"drive key {key!r} is absolute; keys are relative to the drive root")
     if "\\" in key:
         raise DriveKeyError(f"drive key {key!r} contains a backslash; use '/' between folders")
-    if any(unicodedata.category(ch) == "Cc" for ch in key):
+    if _CONTROL_CHARS.search(key):
         raise DriveKeyError(f"drive key {key!r} contains a control character")
     for segment in key.split("/"):
         if not segment:
