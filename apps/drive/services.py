@@ -84,7 +84,7 @@ def _scan(bot_name: str | None) -> ScanReport:
 
     seen: set[str] = set()
     created: list[DriveObject] = []
-    touched: list[DriveObject] = []
+    touched: dict[str, DriveObject] = {}
     pending: list[DriveObject] = []
     for entry in drive.list(package_root(bot_name) if bot_name else "", etag_hints=hints):
         split = _split(entry.key)
@@ -101,8 +101,15 @@ def _scan(bot_name: str | None) -> ScanReport:
             if obj.etag != entry.etag:
                 obj.fail_count = 0  # new content: a parked file gets its chances again
             obj.etag, obj.size, obj.mtime_ns = entry.etag, entry.size, entry.mtime_ns
-            touched.append(obj)
+            touched[obj.key] = obj
         if obj.processed_etag == obj.etag:
+            continue
+        if obj.kind == "other":
+            # Themes, drive files, READMEs: nothing to do but remember the ETag, in the bulk write below.
+            obj.processed_etag = obj.etag
+            if obj.pk is not None:
+                touched[obj.key] = obj
+            report.processed.append(obj.key)
             continue
         if obj.fail_count >= settings.DRIVE_MAX_FAILURES:
             report.parked.append(obj.key)
@@ -111,7 +118,9 @@ def _scan(bot_name: str | None) -> ScanReport:
 
     DriveObject.objects.bulk_create(created)
     if touched:
-        DriveObject.objects.bulk_update(touched, ["etag", "size", "mtime_ns", "fail_count"])
+        DriveObject.objects.bulk_update(
+            touched.values(), ["etag", "size", "mtime_ns", "fail_count", "processed_etag"], batch_size=1000
+        )
     bots = _bots_ensure({o.bot_name for o in created} | {o.bot_name for o in pending})
 
     for obj in sorted(pending, key=lambda o: (KIND_ORDER.get(o.kind, 9), o.key)):
