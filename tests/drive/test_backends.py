@@ -243,6 +243,17 @@ def test_local_root_is_created_on_first_write(tmp_path):
     assert (tmp_path / "not" / "yet" / "a.txt").read_bytes() == b"a"
 
 
+def test_local_root_reached_through_a_link_works(tmp_path):
+    # MEDIA_ROOT is often a link to a data disk: only links *inside* the root are refused.
+    (tmp_path / "disk").mkdir()
+    (tmp_path / "media").symlink_to(tmp_path / "disk", target_is_directory=True)
+    drive = LocalDrive(tmp_path / "media")
+    drive.write("demo.gbai/a.txt", b"a")
+    assert drive.read("demo.gbai/a.txt") == b"a"
+    assert set(listing(drive)) == {"demo.gbai/a.txt"}
+    assert (tmp_path / "disk" / "demo.gbai" / "a.txt").exists()
+
+
 def test_local_unchanged_file_listed_with_a_hint_is_not_read(local_drive, hash_calls):
     local_drive.write("demo.gbai/kb/doc.txt", b"document")
     mtime_ns = _age(local_drive.root / "demo.gbai/kb/doc.txt")
@@ -400,6 +411,15 @@ def test_s3_drive_creates_a_missing_bucket_on_first_use(s3_server, s3_client):
     assert list(drive.list()) == []
     drive.write("a.txt", b"a")
     assert s3_client.get_object(Bucket=bucket, Key="tenants/t1/a.txt")["Body"].read() == b"a"
+
+
+def test_s3_drive_with_an_empty_prefix_is_the_whole_bucket(s3_server, s3_client):
+    bucket = f"own-{uuid.uuid4().hex[:12]}"
+    drive = s3_drive_new(s3_server, prefix="", bucket=bucket)
+    drive.write("demo.gbai/a.txt", b"a")
+    assert s3_client.get_object(Bucket=bucket, Key="demo.gbai/a.txt")["Body"].read() == b"a"
+    assert set(listing(drive)) == {"demo.gbai/a.txt"}
+    assert drive.delete_prefix("demo.gbai") == 1
 
 
 def test_s3_client_has_short_timeouts_and_bounded_retries(s3_drive):
