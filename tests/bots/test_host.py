@@ -85,3 +85,21 @@ def test_files_live_in_the_bot_drive_and_cannot_escape_it(canary_tenants, settin
         assert (tmp_path / "tenants" / canary_tenants.a.schema_name / "shop.gbai/shop.gbdrive/notes/a.txt").exists()
         result, _ = _run(bot, 'x = READ "../../other.gbai/secret.txt"\nRETURN x')
         assert result.status == "error"
+
+
+def test_param_config_values_reach_scripts_and_tool_arguments_override_them(canary_tenants):
+    from apps.bots.runtime import ScriptUnavailable, script_start
+    from apps.bots.services import config_sync, script_sync
+
+    with schema_context(canary_tenants.a.schema_name):
+        bot = Bot.objects.create(name="shop")
+        config_sync(bot=bot, data=b"param-maxGuests,4\nparam-city,Rio\nbot-name,Shop\n")
+        script_sync(bot=bot, path="shop.gbai/shop.gbdialog/limits.bas", data=b"RETURN #{m: maxguests, c: city}\n")
+        assert script_start(bot=bot, name="limits", host=BotHost(bot)).value == {"m": 4, "c": "Rio"}
+        result = script_start(bot=bot, name="limits", host=BotHost(bot), args={"city": "Oslo"})
+        assert result.value == {"m": 4, "c": "Oslo"}
+        script_sync(bot=bot, path="shop.gbai/shop.gbdialog/broken.bas", data=b"IF x THEN\n")
+        with pytest.raises(ScriptUnavailable, match="compile error at line"):
+            script_start(bot=bot, name="broken", host=BotHost(bot))
+        with pytest.raises(ScriptUnavailable, match="no script named"):
+            script_start(bot=bot, name="missing", host=BotHost(bot))
