@@ -21,6 +21,9 @@ Contract with the VM
   (Upstream Rhai passes arrays by value, so its in-place forms had no visible effect either.)
 * Results are bounded (:data:`MAX_BUILTIN_RESULT_CHARS`, :data:`MAX_BUILTIN_ITEMS`) so a
   script cannot exhaust the worker's memory with ``SPACE(10^12)`` or ``RANGE(1, 10^12)``.
+  The text of an array or map (``TOJSON``, ``JOIN``, ``STR``, ``TOYAML``, sort/unique keys) is
+  sized before it is built, each shared sub-array once, so ``a = [a, a]`` repeated or a value that
+  contains itself is refused at once instead of being encoded.
 
 Choices made where the spec has a [GAP] or is silent
 ----------------------------------------------------
@@ -114,6 +117,11 @@ class BuiltinError(Exception):
     """A script called a builtin with arguments it cannot handle; message names the function."""
 
 
+class _UnnamedError(BuiltinError):
+    """Raised by shared helpers that do not know which builtin called them; the registration
+    wrapper puts the builtin's name in front."""
+
+
 class BuiltinContext(Protocol):
     """What a builtin may ask of its surroundings: the clock and a random source."""
 
@@ -186,6 +194,8 @@ def _guarded(name: str, func: Callable[..., Value]) -> Callable[..., Value]:
     def call(ctx: BuiltinContext, *args: Value) -> Value:
         try:
             result = func(_Call(name, ctx), *args)
+        except _UnnamedError as exc:
+            raise BuiltinError(f"{name}: {exc}") from None
         except BuiltinError:
             raise
         except RecursionError:
@@ -252,7 +262,48 @@ def value_to_text(value: Value) -> str:
         return repr(value)
     if isinstance(value, str):
         return value
-    return json.dumps(value, ensure_ascii=False, default=str)
+    return _bounded_json(value)
+
+
+def _bounded_json(value: Value, sort_keys: bool = False) -> str:
+    """JSON text of a value, refused before encoding when it would pass MAX_BUILTIN_RESULT_CHARS.
+
+    Arrays can share elements (`a = [a, a]` repeated) or, within a run, contain themselves, so a small
+    value in memory can be enormous or endless as text: the size is computed first, visiting each
+    shared container once.
+    """
+    if _json_size(value, MAX_BUILTIN_RESULT_CHARS, {}, set()) > MAX_BUILTIN_RESULT_CHARS:
+        raise _UnnamedError(f"value longer than {MAX_BUILTIN_RESULT_CHARS} characters as text")
+    return json.dumps(value, ensure_ascii=False, default=str, sort_keys=sort_keys)
+
+
+def _json_size(value: Value, limit: int, seen: dict[int, int], active: set[int]) -> int:
+    """Approximate JSON length of a value, stopping once past `limit`; a container inside itself is
+    an error (json.dumps would fail on it anyway, after a long walk)."""
+    if isinstance(value, str):
+        return len(value) + 2
+    if not isinstance(value, list | dict):
+        return 24
+    key = id(value)
+    if key in active:
+        raise _UnnamedError("value contains itself and cannot be written as text")
+    if key in seen:
+        return seen[key]
+    active.add(key)
+    total = 2
+    if isinstance(value, dict):
+        for k, v in value.items():
+            total += len(str(k)) + 4 + _json_size(v, limit, seen, active)
+            if total > limit:
+                break
+    else:
+        for v in value:
+            total += 2 + _json_size(v, limit, seen, active)
+            if total > limit:
+                break
+    active.discard(key)
+    seen[key] = total
+    return total
 
 
 def _int_text(value: int) -> str:
@@ -358,11 +409,11 @@ def _sort_key(value: Value) -> tuple:
         return (2, 0) if value != value else (2, value)  # NaN sorts as 0 instead of breaking order
     if isinstance(value, str):
         return (3, value)
-    return (4 if isinstance(value, list) else 5, json.dumps(value, sort_keys=True, default=str))
+    return (4 if isinstance(value, list) else 5, _bounded_json(value, sort_keys=True))
 
 
 def _hash_key(value: Value) -> str:
-    return json.dumps(value, sort_keys=True, default=str)
+    return _bounded_json(value, sort_keys=True)
 
 
 # ---------------------------------------------------------------------------------------
@@ -483,9 +534,14 @@ def _split(c: _Call, s: Value, delimiter: Value = " ") -> list[str]:
 
 @_register("JOIN", 1, 2)
 def _join(c: _Call, arr: Value, separator: Value = ",") -> str:
-    items = [_text(item) for item in _list(c, arr)]
     sep = _text(separator)
-    _ensure_chars(c, sum(len(item) for item in items) + len(sep) * max(len(items) - 1, 0))
+    items: list[str] = []
+    total = -len(sep)
+    for item in _list(c, arr):  # each item's text is bounded; stop as soon as the whole would be too long
+        text = _text(item)
+        total += len(text) + len(sep)
+        _ensure_chars(c, total)
+        items.append(text)
     return sep.join(items)
 
 
@@ -1526,16 +1582,21 @@ def _uuid(c: _Call) -> str:
 
 
 def _check_json(c: _Call, value: Value) -> None:
-    """Only JSON values can be serialised; NaN/Infinity are not valid JSON."""
+    """Only JSON values can be serialised (NaN/Infinity are not valid JSON), a value containing
+    itself cannot be, and the text must stay within MAX_BUILTIN_RESULT_CHARS."""
+    if _json_size(value, MAX_BUILTIN_RESULT_CHARS, {}, set()) > MAX_BUILTIN_RESULT_CHARS:
+        raise c.error(f"result would exceed {MAX_BUILTIN_RESULT_CHARS} characters")
+    seen: set[int] = set()
     stack = [value]
     while stack:
         item = stack.pop()
         if isinstance(item, float) and not math.isfinite(item):
             raise c.error(f"cannot encode {item!r} as JSON")
-        if isinstance(item, list):
-            stack.extend(item)
-        elif isinstance(item, dict):
-            stack.extend(item.values())
+        if isinstance(item, list | dict):
+            if id(item) in seen:
+                continue  # shared sub-arrays are checked once
+            seen.add(id(item))
+            stack.extend(item if isinstance(item, list) else item.values())
 
 
 @_register("TOJSON TO_JSON JSON_STRINGIFY", 1, 1)

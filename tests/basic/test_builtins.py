@@ -650,3 +650,41 @@ def test_error_messages_never_leak_python_type_names_for_common_mistakes() -> No
             call(name, *args)
         except BuiltinError as exc:
             assert not re.search(r"NoneType|TypeError|Traceback", str(exc))
+
+
+def _doubling(times: int) -> list:
+    """A small value in memory whose text doubles with every level (shared sub-arrays)."""
+    value: list = [1]
+    for _ in range(times):
+        value = [value, value]
+    return value
+
+
+@pytest.mark.parametrize("name", ["TOJSON", "JOIN", "TOYAML", "STR", "UNIQUE", "SORT"])
+def test_text_of_huge_shared_arrays_is_refused_quickly(name: str) -> None:
+    with pytest.raises(BuiltinError, match=rf"^{name}: .*1000000 characters"):
+        call(name, _doubling(60))
+
+
+@pytest.mark.parametrize("name", ["TOJSON", "JOIN", "TOYAML"])
+def test_self_referencing_values_are_refused(name: str) -> None:
+    loop: list = [1]
+    loop.append(loop)
+    selfish: dict = {}
+    selfish["me"] = selfish
+    for value in (loop, [selfish]):
+        with pytest.raises(BuiltinError, match=rf"^{name}: value contains itself"):
+            call(name, value)
+
+
+def test_join_stops_as_soon_as_the_result_is_too_long() -> None:
+    big = "x" * 600_000
+    assert len(call("JOIN", [big], "")) == 600_000
+    with pytest.raises(BuiltinError, match="JOIN: result would exceed"):
+        call("JOIN", [big, big, big], "")
+
+
+def test_shared_values_still_encode_normally() -> None:
+    inner = [1, 2]
+    assert call("TOJSON", {"a": inner, "b": inner}) == '{"a": [1, 2], "b": [1, 2]}'
+    assert call("JOIN", [inner, inner], ";") == "[1, 2];[1, 2]"
