@@ -207,6 +207,11 @@ class Lexer:
             first = self.tokens[k + 1] if k + 1 < len(self.tokens) else None
             if first is None or not (first.is_word("IF", "ELSE", "ELSEIF") or first.kind == BLOCK):
                 return False
+            last = self.tokens[-1]
+            if last.kind == OP and last.value not in (")", "]"):
+                return False  # `IF c THEN m = {` / `IF x = {`: a map literal
+            if any(tk.is_word("THEN") for tk in self.tokens[k + 1:]):
+                return False
             self.brace_blocks += 1
         self.tokens.append(Token(BLOCK, op, self.line, col))
         self.pos += 1

@@ -505,6 +505,8 @@ class Parser:
                 self.end_statement()
                 return n.If(t.line, t.col, branches, body)
             branches.append((cond, body))
+            if self.tok.kind == NL and self.peek().is_word("ELSE", "ELSEIF"):
+                self.advance()  # `}` and `else {` on separate lines
             if self.accept_word("ELSE", "IF") or self.accept_word("ELSEIF"):
                 cond = self.parse_expr()
             elif self.accept_word("ELSE"):

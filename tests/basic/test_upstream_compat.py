@@ -184,6 +184,13 @@ def test_brace_if_else_if_else_blocks() -> None:
 def test_braces_of_map_literals_are_still_maps() -> None:
     src = 'm = {\n  "a": 1,\n  "b": { "c": 2 }\n}\nIF m.b.c = 2 THEN TALK "ok"'
     assert run(src).host.messages == ["ok"]
+    src = 'IF TRUE THEN m = {\n  "a": 1\n}\nTALK m.a'
+    assert run(src).host.messages == ["1"]
+
+
+def test_else_on_the_line_after_the_closing_brace() -> None:
+    src = 'x = 5\nIF x < 3 {\n  TALK "small"\n}\nELSE {\n  TALK "big"\n}\nTALK "end"'
+    assert run(src).host.messages == ["big", "end"]
 
 
 @pytest.mark.parametrize(("source", "fragment"), [
