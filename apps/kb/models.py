@@ -4,7 +4,10 @@ A KB is a first-level folder under `<bot>.gbkb/`; each supported file in it is a
 registers and removes documents; the indexer (extraction, chunks, embeddings) moves them to `indexed`.
 """
 
+from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.search import SearchVector
 from django.db import models
+from pgvector.django import VectorField
 
 
 class KnowledgeBase(models.Model):
@@ -33,6 +36,11 @@ class Document(models.Model):
     size = models.BigIntegerField(default=0)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     error = models.TextField(blank=True)
+    # Progress of the current indexing run, for the console's progress bars.
+    chunks_done = models.PositiveIntegerField(default=0)
+    chunks_total = models.PositiveIntegerField(default=0)
+    # The ETag whose chunks are stored: indexing the same content twice is a no-op.
+    indexed_etag = models.CharField(max_length=128, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -40,3 +48,36 @@ class Document(models.Model):
 
     def __str__(self) -> str:
         return self.path
+
+
+class Chunk(models.Model):
+    """A passage of a document, with its embedding (pgvector backend) and its place for citations.
+
+    Rows of one document are replaced in one transaction when it is re-indexed. `embedding` is untyped
+    so bots may use models of different sizes; `dimensions` selects the partial HNSW index that serves it.
+    """
+
+    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="chunks")
+    # Denormalised from the document: every search filters on them, without joins.
+    kb = models.ForeignKey(KnowledgeBase, on_delete=models.CASCADE, related_name="chunks")
+    bot = models.ForeignKey("bots.Bot", on_delete=models.CASCADE, related_name="chunks")
+    index = models.PositiveIntegerField()
+    text = models.TextField()
+    start_char = models.PositiveIntegerField(default=0)
+    end_char = models.PositiveIntegerField(default=0)
+    page = models.PositiveIntegerField(null=True, blank=True)
+    heading = models.CharField(max_length=300, blank=True)
+    embedding = VectorField(null=True, blank=True)
+    dimensions = models.PositiveSmallIntegerField(null=True, blank=True)
+    embedding_model = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["document", "index"]
+        constraints = [models.UniqueConstraint(fields=["document", "index"], name="chunk_document_index_unique")]
+        indexes = [
+            models.Index(fields=["bot", "kb"], name="chunk_bot_kb_idx"),
+            GinIndex(SearchVector("text", config="simple"), name="chunk_text_fts_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.document.path}#{self.index}"

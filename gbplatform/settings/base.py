@@ -46,6 +46,7 @@ SHARED_APPS = [
     "django.contrib.admin",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django.contrib.postgres",
     "channels",
 ]
 # Auth and sessions live in every tenant schema too: a tenant's console users and their sessions are
