@@ -107,3 +107,26 @@ class BotTableRow(models.Model):
 
     def __str__(self) -> str:
         return f"{self.table}#{self.pk}"
+
+
+class BotSchedule(models.Model):
+    """A `SET SCHEDULE` of a compiled script: when the script runs next (the job runner claims due rows).
+
+    Rows are derived from the script's compiler metadata: replaced when the script is recompiled and
+    dropped with it, so a schedule can never outlive or diverge from its script.
+    """
+
+    bot = models.ForeignKey(Bot, on_delete=models.CASCADE, related_name="schedules")
+    script = models.ForeignKey(BotScript, on_delete=models.CASCADE, related_name="schedules")
+    expression = models.CharField(max_length=200)  # as written: "every day at 9am" or a cron
+    cron = models.CharField(max_length=100)
+    line = models.PositiveIntegerField()
+    timezone = models.CharField(max_length=64, default="UTC")
+    next_run_at = models.DateTimeField(db_index=True)
+    enabled = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["next_run_at"]
+
+    def __str__(self) -> str:
+        return f"{self.script} {self.cron}"

@@ -9,15 +9,18 @@ from __future__ import annotations
 import csv
 import io
 import json
+import zoneinfo
 from dataclasses import dataclass, field
+from datetime import datetime
 
+from croniter import croniter
 from django.conf import settings
 from django.db import transaction
 
 from apps.basic.compiler import compile_source
 from apps.basic.errors import CompileError
-from apps.bots.config_csv import config_parse
-from apps.bots.models import Bot, BotConfig, BotMemory, BotScript, BotTableRow
+from apps.bots.config_csv import config_lookup, config_parse
+from apps.bots.models import Bot, BotConfig, BotMemory, BotSchedule, BotScript, BotTableRow
 from apps.drive.package import Package, PackageLimits
 from apps.drive.storage import package_root, tenant_drive
 
@@ -80,12 +83,44 @@ def script_sync(*, bot: Bot, path: str, data: bytes) -> BotScript:
         script.source_hash, script.metadata, script.tool_schema = "", {}, None
         script.errors = [{"line": exc.line, "column": exc.col, "message": exc.message}]
         script.save()
+        schedules_sync(script=script)  # a script that does not compile runs on no schedule
         return script
     metadata = json.loads(json.dumps(program.metadata, default=str))
     script.source_hash, script.metadata, script.errors = program.source_hash, metadata, []
     script.tool_schema = metadata.get("tool") if _is_tool(metadata) else None
     script.save()
+    schedules_sync(script=script)
     return script
+
+
+def bot_timezone(bot: Bot) -> zoneinfo.ZoneInfo:
+    """The bot's `timezone` from config.csv (an IANA name), UTC when unset or unknown."""
+    name = config_lookup(dict(BotConfig.objects.filter(bot=bot).values_list("key", "value")), "timezone", "")
+    try:
+        return zoneinfo.ZoneInfo(name) if name else zoneinfo.ZoneInfo("UTC")
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return zoneinfo.ZoneInfo("UTC")
+
+
+def schedule_next_run(cron: str, tz: zoneinfo.ZoneInfo, after: datetime) -> datetime:
+    """The first time after `after` that `cron` fires, read in the bot's timezone (DST-aware)."""
+    return croniter(cron, after.astimezone(tz)).get_next(datetime)
+
+
+def schedules_sync(*, script: BotScript) -> list[BotSchedule]:
+    """Replace the script's schedule rows with the crons its compiler found (none: no rows)."""
+    from django.utils import timezone as django_tz
+
+    BotSchedule.objects.filter(script=script).delete()
+    crons = script.metadata.get("schedules") or []
+    if not crons:
+        return []
+    tz, now = bot_timezone(script.bot), django_tz.now()
+    return BotSchedule.objects.bulk_create(
+        BotSchedule(bot=script.bot, script=script, expression=item["expression"][:200], cron=item["cron"],
+                    line=item.get("line") or 1, timezone=str(tz), next_run_at=schedule_next_run(item["cron"], tz, now))
+        for item in crons
+    )
 
 
 def script_failure(script: BotScript) -> str | None:
@@ -117,6 +152,8 @@ def config_sync(*, bot: Bot, data: bytes) -> int:
     BotConfig.objects.bulk_create(
         BotConfig(bot=bot, key=row.key, value=row.value, line=row.line) for row in last_by_key.values()
     )
+    for script in BotScript.objects.filter(bot=bot, schedules__isnull=False).distinct():
+        schedules_sync(script=script)  # the bot's timezone may have changed
     return len(last_by_key)
 
 

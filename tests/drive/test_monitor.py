@@ -5,6 +5,7 @@ import io
 import os
 import uuid
 import zipfile
+import zoneinfo
 
 import pytest
 from django_tenants.utils import schema_context
@@ -187,3 +188,34 @@ def test_redeploy_replaces_the_package(canary_tenants, storage):
         assert report.files_removed == 5
         assert list(BotScript.objects.values_list("name", flat=True)) == ["start"]
         assert not Document.objects.exists() and not BotConfig.objects.exists()
+
+
+def test_schedules_follow_their_script(canary_tenants, storage):
+    from apps.bots.models import BotSchedule
+
+    with schema_context(canary_tenants.a.schema_name):
+        files = _shop_files()
+        files["shop.gbot/config.csv"] = b"timezone,America/Sao_Paulo\n"
+        files["shop.gbdialog/report.bas"] = b'SET SCHEDULE "every day at 9am"\nTALK "daily report"\n'
+        _deploy(files)
+        schedule = BotSchedule.objects.get()
+        assert schedule.cron == "0 9 * * *" and schedule.script.name == "report"
+        assert schedule.timezone == "America/Sao_Paulo"
+        local = schedule.next_run_at.astimezone(zoneinfo.ZoneInfo("America/Sao_Paulo"))
+        assert (local.hour, local.minute) == (9, 0)
+        drive = tenant_drive()
+        drive.write("shop.gbai/shop.gbot/config.csv", b"timezone,Asia/Tokyo\n")
+        drive_scan()
+        local = BotSchedule.objects.get().next_run_at.astimezone(zoneinfo.ZoneInfo("Asia/Tokyo"))
+        assert (local.hour, local.minute) == (9, 0)
+        drive.write("shop.gbai/shop.gbdialog/report.bas", b'SET SCHEDULE "*/15 * * * *"\nTALK "often"\n')
+        drive_scan()
+        assert list(BotSchedule.objects.values_list("cron", flat=True)) == ["*/15 * * * *"]
+        drive.write("shop.gbai/shop.gbdialog/report.bas", b'TALK "no schedule any more"\n')
+        drive_scan()
+        assert not BotSchedule.objects.exists()
+        drive.write("shop.gbai/shop.gbdialog/report.bas", b'SET SCHEDULE "0 6 * * *"\n')
+        drive_scan()
+        drive.delete("shop.gbai/shop.gbdialog/report.bas")
+        drive_scan()
+        assert not BotSchedule.objects.exists()
