@@ -1,0 +1,623 @@
+"""Text extraction from knowledge-base files (spec §5.1): bytes in, titled sections of plain text out.
+
+`extract(filename, data)` picks an extractor by extension: PDF (one section per page), DOCX and Markdown
+(one section per heading), HTML (headings h1-h6), CSV/TSV (rows as `header: value` lines), JSON/JSONL
+(string values), XML (text nodes) and plain text for the many text formats upstream accepts (`.txt`,
+`.log`, `.ini`, `.yaml`, source code ...). No Django: the indexer calls it from a worker.
+
+Failure modes it prevents:
+
+* A half-indexed document: every problem raises `ExtractionError` and nothing is returned, so a document
+  is either fully extracted or not at all; a document with no text at all is an error too.
+* A stack trace as the only explanation: each `ExtractionError` carries one specific reason a tenant admin
+  can act on (`PDF is encrypted`, `file is 12 MB; the limit for .md is 10 MB`, `file is not UTF-8 text`).
+* A worker exhausted by one upload: sizes are checked per type before parsing, a DOCX's uncompressed
+  size is checked before unzipping, CSV rows and JSON nesting are bounded, and XML that declares entities
+  is refused (entity-expansion "billion laughs" bombs); external entities are never fetched.
+* Binary garbage indexed as text: files with NUL bytes or invalid UTF-8 are refused instead of decoded
+  with replacement characters, and binary formats we do not read (`.xlsx`, `.pptx`, `.doc` ...) are
+  refused by name with a hint to convert them.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+import re
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import PurePosixPath
+from xml.parsers import expat
+
+MB = 1024 * 1024
+
+# Size limits per type, checked before any parsing. Upstream's are far larger (PDF 500 MB, CSV 1 GB); ours
+# keep one extraction within a worker's memory and a few seconds, and the chunker keeps at most 1000 chunks
+# (about 800 KB of text) per document anyway.
+# pypdf is pure Python: a larger PDF takes minutes and hundreds of MB on a worker.
+PDF_MAX_BYTES = 50 * MB
+# DOCX is zipped XML that python-docx loads whole; 20 MB of DOCX is mostly images already.
+DOCX_MAX_BYTES = 20 * MB
+# Zip-bomb guard: the sum of the uncompressed sizes of the archive's members.
+DOCX_MAX_UNCOMPRESSED_BYTES = 200 * MB
+# Hand-written text, markup and code: 10 MB is thousands of pages, far beyond what gets indexed.
+TEXT_MAX_BYTES = 10 * MB
+# Data exports are bulkier per useful word than prose.
+CSV_MAX_BYTES = 50 * MB
+JSON_MAX_BYTES = 20 * MB
+XML_MAX_BYTES = 20 * MB
+
+# A CSV beyond this many rows is a database dump, not a knowledge document; it is refused, not truncated.
+CSV_MAX_ROWS = 200_000
+# Deeper JSON is machine-generated nesting, and Python's own parser would hit its recursion limit.
+JSON_MAX_DEPTH = 64
+# Nested DOCX tables (a table in a cell in a table ...) are read this deep; deeper ones are layout tricks.
+DOCX_MAX_TABLE_DEPTH = 5
+# A file is sniffed for a CSV delimiter from this many leading characters.
+CSV_SNIFF_CHARS = 8192
+
+TEXT_EXTENSIONS = frozenset({
+    "txt", "log", "cfg", "ini", "conf", "env", "yaml", "yml", "toml", "py", "rs", "js", "ts", "sh", "sql",
+    "css", "ics", "vcf", "eml", "rst", "adoc", "properties", "graphql", "proto",
+})
+# Formats upstream accepts that we do not read (yet); refused with a hint rather than indexed as garbage.
+UNSUPPORTED_HINTS = {
+    "doc": "save it as .docx", "xls": "export it as .csv", "xlsx": "export it as .csv",
+    "ppt": "save it as .pdf", "pptx": "save it as .pdf", "odt": "save it as .docx", "ods": "export it as .csv",
+    "odp": "save it as .pdf", "epub": "convert it to .pdf", "rtf": "save it as .docx",
+}
+_HEADING_STYLE_RE = re.compile(r"^(heading \d|title)$", re.IGNORECASE)
+
+
+class ExtractionError(ValueError):
+    """The file cannot be turned into text; `str(error)` is a reason fit to show a tenant admin."""
+
+
+@dataclass(frozen=True)
+class ExtractedSection:
+    """A run of text with one provenance: its PDF page (1-based, else None) and nearest heading ("" if none)."""
+
+    text: str
+    page: int | None
+    heading: str
+
+
+@dataclass(frozen=True)
+class ExtractedDocument:
+    title: str
+    sections: list[ExtractedSection]
+
+
+# --- helpers ---------------------------------------------------------------------------------------------
+
+
+def _format_mb(size: int) -> str:
+    return f"{size / MB:.1f}".removesuffix(".0")
+
+
+def _check_size(data: bytes, extension: str, limit: int) -> None:
+    if len(data) > limit:
+        raise ExtractionError(f"file is {_format_mb(len(data))} MB; the limit for .{extension} is "
+                              f"{_format_mb(limit)} MB")
+
+
+def _decode_text(data: bytes) -> str:
+    """UTF-8 (a BOM is fine; UTF-16 with a BOM too); anything else is refused with the offending offset."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        try:
+            return data.decode("utf-16")
+        except UnicodeDecodeError as error:
+            raise ExtractionError(f"file is not valid UTF-16 text (bad data at byte {error.start})") from None
+    if b"\x00" in data:
+        raise ExtractionError("file looks binary (it contains NUL bytes), not text")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ExtractionError(f"file is not UTF-8 text (invalid byte at offset {error.start}); "
+                              "save it as UTF-8") from None
+
+
+def _non_empty(title: str, sections: list[ExtractedSection], reason: str = "no text found") -> ExtractedDocument:
+    kept = [section for section in sections if section.text.strip()]
+    if not kept:
+        raise ExtractionError(reason)
+    return ExtractedDocument(title=title.strip(), sections=kept)
+
+
+class _SectionBuilder:
+    """Collects lines, starting a new section at each heading; the heading line is part of the text."""
+
+    def __init__(self) -> None:
+        self.sections: list[ExtractedSection] = []
+        self._heading = ""
+        self._lines: list[str] = []
+
+    def heading(self, text: str) -> None:
+        self._flush()
+        self._heading = " ".join(text.split())
+        self._lines = [self._heading]
+
+    def line(self, text: str) -> None:
+        self._lines.append(text)
+
+    def _flush(self) -> None:
+        text = "\n".join(self._lines).strip()
+        if text:
+            self.sections.append(ExtractedSection(text=text, page=None, heading=self._heading))
+        self._lines = []
+
+    def finish(self) -> list[ExtractedSection]:
+        self._flush()
+        return self.sections
+
+
+# --- PDF -------------------------------------------------------------------------------------------------
+
+
+def _extract_pdf(stem: str, data: bytes) -> ExtractedDocument:
+    from pypdf import PdfReader  # imported here: only PDF indexing pays for it
+
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        if reader.is_encrypted:
+            # An empty user password only restricts printing/copying; such PDFs open in any viewer.
+            try:
+                opened = reader.decrypt("")
+            except Exception:  # unsupported cipher or missing crypto backend: still unreadable to us
+                opened = 0
+            if not opened:
+                raise ExtractionError("PDF is encrypted (it needs a password to open)")
+        sections = []
+        for number, page in enumerate(reader.pages, start=1):
+            text = page.extract_text() or ""
+            if text.strip():
+                sections.append(ExtractedSection(text=text, page=number, heading=""))
+        title = _pdf_title(reader) or stem
+    except ExtractionError:
+        raise
+    except Exception as error:  # pypdf raises many types on damaged files; all mean the same to a user
+        raise ExtractionError(f"not a valid PDF ({type(error).__name__}: {error})"[:300]) from None
+    return _non_empty(title, sections, "no text found (a scanned PDF? text inside images is not read)")
+
+
+def _pdf_title(reader: object) -> str:
+    try:
+        metadata = reader.metadata  # type: ignore[attr-defined]
+        title = metadata.title if metadata is not None else None
+    except Exception:  # damaged info dictionary: the title is optional
+        return ""
+    return title.strip() if isinstance(title, str) else ""
+
+
+# --- DOCX ------------------------------------------------------------------------------------------------
+
+
+def _check_docx_archive(data: bytes) -> None:
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile:
+        raise ExtractionError("not a valid DOCX file (not a zip archive)") from None
+    with archive:
+        names = set(archive.namelist())
+        if "word/document.xml" not in names:
+            raise ExtractionError("not a valid DOCX file (zip missing word/document.xml)")
+        uncompressed = sum(info.file_size for info in archive.infolist())
+    if uncompressed > DOCX_MAX_UNCOMPRESSED_BYTES:
+        raise ExtractionError(f"DOCX expands to {_format_mb(uncompressed)} MB when unzipped; the limit is "
+                              f"{_format_mb(DOCX_MAX_UNCOMPRESSED_BYTES)} MB")
+
+
+def _docx_table_lines(table: object, depth: int) -> Iterator[str]:
+    if depth > DOCX_MAX_TABLE_DEPTH:
+        return
+    for row in table.rows:  # type: ignore[attr-defined]
+        cells: list[str] = []
+        seen: set[int] = set()
+        for cell in row.cells:
+            # A merged cell is returned once per grid column it spans; keep it once.
+            if id(cell._tc) in seen:
+                continue
+            seen.add(id(cell._tc))
+            text = " ".join(paragraph.text for paragraph in cell.paragraphs).strip()
+            if text:
+                cells.append(text)
+            for inner in cell.tables:
+                yield from _docx_table_lines(inner, depth + 1)
+        if cells:
+            yield " | ".join(cells)
+
+
+def _extract_docx(stem: str, data: bytes) -> ExtractedDocument:
+    _check_docx_archive(data)
+    import docx  # imported here: only DOCX indexing pays for it
+    from docx.table import Table
+
+    try:
+        document = docx.Document(io.BytesIO(data))
+        builder = _SectionBuilder()
+        first_title = ""
+        for block in document.iter_inner_content():
+            if isinstance(block, Table):
+                for line in _docx_table_lines(block, 1):
+                    builder.line(line)
+                continue
+            text = block.text.strip()
+            if not text:
+                continue
+            style_name = block.style.name if block.style is not None else ""
+            if _HEADING_STYLE_RE.match(style_name or ""):
+                first_title = first_title or text
+                builder.heading(text)
+            else:
+                builder.line(text)
+        sections = builder.finish()
+        title = (document.core_properties.title or "").strip() or first_title or stem
+    except ExtractionError:
+        raise
+    except Exception as error:  # python-docx/lxml raise many types on damaged parts
+        raise ExtractionError(f"not a valid DOCX file ({type(error).__name__}: {error})"[:300]) from None
+    return _non_empty(title, sections)
+
+
+# --- Markdown --------------------------------------------------------------------------------------------
+
+_MD_ATX_HEADING = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.*?)[ \t]*#*[ \t]*$")
+_MD_SETEXT_UNDERLINE = re.compile(r"^ {0,3}(=+|-+)[ \t]*$")
+_MD_FENCE = re.compile(r"^ {0,3}(```|~~~)")
+_MD_LINK_DEFINITION = re.compile(r"^ {0,3}\[[^\]]+\]:\s+\S+")
+_MD_TABLE_SEPARATOR = re.compile(r"^\s*\|?\s*:?-{2,}:?\s*(\|\s*:?-{2,}:?\s*)*\|?\s*$")
+_MD_IMAGE = re.compile(r"!\[([^\]]*)\]\([^)]*\)")
+_MD_LINK = re.compile(r"\[([^\]]+)\](\([^)]*\)|\[[^\]]*\])")
+_MD_EMPHASIS = re.compile(r"(\*\*|__|\*|(?<!\w)_)(?=\S)(.+?)(?<=\S)\1(?!\w)")
+_MD_CODE_SPAN = re.compile(r"`+([^`]+)`+")
+_MD_HTML_TAG = re.compile(r"</?[A-Za-z][^>]*>")
+_MD_LINE_PREFIX = re.compile(r"^\s*(>\s*)*([-*+]\s+(\[[ xX]\]\s+)?|\d{1,9}[.)]\s+)?")
+_FRONT_MATTER_TITLE = re.compile(r"^title:\s*[\"']?(.*?)[\"']?\s*$", re.IGNORECASE)
+
+
+def _strip_markdown_inline(line: str) -> str:
+    line = _MD_IMAGE.sub(r"\1", line)
+    line = _MD_LINK.sub(r"\1", line)
+    line = _MD_CODE_SPAN.sub(r"\1", line)
+    line = _MD_HTML_TAG.sub(" ", line)
+    line = _MD_EMPHASIS.sub(r"\2", line)
+    return line.strip()
+
+
+def _extract_markdown(stem: str, data: bytes) -> ExtractedDocument:
+    lines = _decode_text(data).splitlines()
+    title = ""
+    if lines and lines[0].strip() == "---":  # YAML front matter: metadata, not content (but keep a title)
+        for end, line in enumerate(lines[1:], start=1):
+            if line.strip() in ("---", "..."):
+                for meta in lines[1:end]:
+                    match = _FRONT_MATTER_TITLE.match(meta.strip())
+                    if match:
+                        title = match.group(1)
+                lines = lines[end + 1:]
+                break
+    builder = _SectionBuilder()
+    in_fence = False
+    for number, raw in enumerate(lines):
+        if _MD_FENCE.match(raw):
+            in_fence = not in_fence
+            continue
+        if in_fence:
+            builder.line(raw)  # code is content, but its markup is not ours to strip
+            continue
+        heading = _MD_ATX_HEADING.match(raw)
+        if heading:
+            text = _strip_markdown_inline(heading.group(2))
+            if heading.group(1) == "#" and not title:
+                title = text
+            builder.heading(text)
+            continue
+        next_line = lines[number + 1] if number + 1 < len(lines) else ""
+        if raw.strip() and _MD_SETEXT_UNDERLINE.match(next_line) and not _MD_TABLE_SEPARATOR.match(raw):
+            text = _strip_markdown_inline(raw)
+            if next_line.strip().startswith("=") and not title:
+                title = text
+            builder.heading(text)
+            continue
+        if _MD_SETEXT_UNDERLINE.match(raw) or _MD_LINK_DEFINITION.match(raw) or _MD_TABLE_SEPARATOR.match(raw):
+            continue  # underlines, horizontal rules, link targets and table rulers carry no words
+        text = _MD_LINE_PREFIX.sub("", raw, count=1)
+        if "|" in text:
+            text = " ".join(cell.strip() for cell in text.strip().strip("|").split("|"))
+        builder.line(_strip_markdown_inline(text))
+    return _non_empty(title or stem, builder.finish())
+
+
+# --- plain text ------------------------------------------------------------------------------------------
+
+
+def _extract_text(stem: str, data: bytes) -> ExtractedDocument:
+    return _non_empty(stem, [ExtractedSection(text=_decode_text(data), page=None, heading="")])
+
+
+# --- HTML ------------------------------------------------------------------------------------------------
+
+_HTML_SKIPPED = frozenset({"script", "style", "nav", "noscript", "template", "svg", "head"})
+_HTML_HEADINGS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
+_HTML_BLOCKS = frozenset({
+    "p", "div", "br", "li", "tr", "td", "th", "section", "article", "header", "footer", "main", "aside",
+    "blockquote", "pre", "dd", "dt", "table", "ul", "ol", "hr", "figcaption", "address",
+})
+_HTML_META_CHARSET = re.compile(rb"<meta[^>]+charset=[\"']?([A-Za-z0-9_-]+)", re.IGNORECASE)
+
+
+class _HTMLTextParser(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.builder = _SectionBuilder()
+        self.title = ""
+        self.first_heading = ""
+        self._skip_depth = 0
+        self._in_title = False
+        self._heading_tag = ""
+        self._heading_parts: list[str] = []
+        self._line: list[str] = []
+
+    def _end_line(self) -> None:
+        text = " ".join("".join(self._line).split())
+        if text:
+            self.builder.line(text)
+        self._line = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "title":
+            self._in_title = True
+        elif tag in _HTML_SKIPPED:
+            self._skip_depth += 1
+        elif self._skip_depth:
+            return
+        elif tag in _HTML_HEADINGS:
+            self._end_line()
+            self._heading_tag, self._heading_parts = tag, []
+        elif tag in _HTML_BLOCKS:
+            self._end_line()
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "title":
+            self._in_title = False
+        elif tag in _HTML_SKIPPED:
+            self._skip_depth = max(0, self._skip_depth - 1)
+        elif self._skip_depth:
+            return
+        elif tag == self._heading_tag:
+            text = " ".join("".join(self._heading_parts).split())
+            self._heading_tag = ""
+            if text:
+                self.first_heading = self.first_heading or text
+                self.builder.heading(text)
+        elif tag in _HTML_BLOCKS:
+            self._end_line()
+
+    def handle_data(self, data: str) -> None:
+        if self._in_title:
+            self.title += data
+        elif self._skip_depth:
+            return
+        elif self._heading_tag:
+            self._heading_parts.append(data)
+        else:
+            self._line.append(data)
+
+    def finish(self) -> list[ExtractedSection]:
+        self.close()
+        if self._heading_tag:  # an unclosed heading still counts as text
+            self.builder.line(" ".join(self._heading_parts))
+        self._end_line()
+        return self.builder.finish()
+
+
+def _decode_html(data: bytes) -> str:
+    try:
+        return _decode_text(data)
+    except ExtractionError:
+        declared = _HTML_META_CHARSET.search(data[:4096])
+        if declared is None or b"\x00" in data:
+            raise
+        try:
+            return data.decode(declared.group(1).decode("ascii"))
+        except (LookupError, UnicodeDecodeError):
+            raise ExtractionError(f"file is neither UTF-8 nor valid {declared.group(1).decode('ascii')} "
+                                  "as its <meta charset> declares") from None
+
+
+def _extract_html(stem: str, data: bytes) -> ExtractedDocument:
+    parser = _HTMLTextParser()
+    parser.feed(_decode_html(data))
+    sections = parser.finish()
+    title = " ".join(parser.title.split()) or parser.first_heading or stem
+    return _non_empty(title, sections)
+
+
+# --- CSV / TSV -------------------------------------------------------------------------------------------
+
+
+def _csv_delimiter(text: str, extension: str) -> str:
+    if extension == "tsv":
+        return "\t"
+    try:
+        return csv.Sniffer().sniff(text[:CSV_SNIFF_CHARS], delimiters=",;\t|").delimiter
+    except csv.Error:
+        return ","
+
+
+def _extract_csv(stem: str, data: bytes, extension: str) -> ExtractedDocument:
+    text = _decode_text(data)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=_csv_delimiter(text, extension))
+    lines: list[str] = []
+    header: list[str] = []
+    try:
+        for number, row in enumerate(reader, start=1):
+            if number > CSV_MAX_ROWS + 1:
+                raise ExtractionError(f"CSV has more than {CSV_MAX_ROWS} rows; split it into smaller files")
+            cells = [cell.strip() for cell in row]
+            if not any(cells):
+                continue
+            if not header:
+                header = [cell or f"column {index}" for index, cell in enumerate(cells, start=1)]
+                continue
+            pairs = []
+            for index, value in enumerate(cells):
+                if value:
+                    name = header[index] if index < len(header) else f"column {index + 1}"
+                    pairs.append(f"{name}: {value}")
+            lines.append("; ".join(pairs))
+    except csv.Error as error:
+        raise ExtractionError(f"CSV line {reader.line_num}: {error}") from None
+    if not lines and header:  # a single row: index it as it is
+        lines = ["; ".join(header)]
+    return _non_empty(stem, [ExtractedSection(text="\n".join(lines), page=None, heading="")])
+
+
+# --- JSON / JSONL ----------------------------------------------------------------------------------------
+
+
+def _json_lines(value: object, key: str, depth: int, out: list[str]) -> None:
+    if depth > JSON_MAX_DEPTH:
+        raise ExtractionError(f"JSON is nested deeper than {JSON_MAX_DEPTH} levels")
+    if isinstance(value, dict):
+        for child_key, child in value.items():
+            _json_lines(child, str(child_key), depth + 1, out)
+    elif isinstance(value, list):
+        for child in value:
+            _json_lines(child, key, depth + 1, out)
+    elif isinstance(value, str):
+        if value.strip():
+            out.append(f"{key}: {value}" if key else value)
+    elif isinstance(value, bool | int | float) and key:
+        # Numbers and flags only mean something next to their key (`price: 129`), so only keyed ones are kept.
+        out.append(f"{key}: {json.dumps(value)}")
+
+
+def _parse_json(text: str, where: str) -> object:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ExtractionError(f"{where}is not valid JSON ({error.msg} at line {error.lineno} column "
+                              f"{error.colno})") from None
+    except RecursionError:
+        raise ExtractionError(f"JSON is nested deeper than {JSON_MAX_DEPTH} levels") from None
+
+
+def _extract_json(stem: str, data: bytes, extension: str) -> ExtractedDocument:
+    text = _decode_text(data)
+    out: list[str] = []
+    if extension == "jsonl":
+        for number, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                _json_lines(_parse_json(line, f"line {number} "), "", 0, out)
+    else:
+        _json_lines(_parse_json(text, ""), "", 0, out)
+    return _non_empty(stem, [ExtractedSection(text="\n".join(out), page=None, heading="")])
+
+
+# --- XML -------------------------------------------------------------------------------------------------
+
+
+def _extract_xml(stem: str, data: bytes) -> ExtractedDocument:
+    parts: list[str] = []
+    parser = expat.ParserCreate()
+    # Never read an external DTD or parameter entity: that is a network or file fetch on a worker.
+    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+
+    def refuse_doctype(name: str, system_id: str | None, public_id: str | None, has_internal_subset: int) -> None:
+        # A DOCTYPE that only names an external DTD (old SVG files) is harmless since it is never loaded;
+        # an internal subset is where entity-expansion bombs live.
+        if has_internal_subset:
+            raise ExtractionError("XML has a DOCTYPE with declarations; refused (entity-expansion risk)")
+
+    def refuse_entity(*_args: object) -> None:
+        raise ExtractionError("XML declares entities; refused (entity-expansion risk)")
+
+    def text_node(content: str) -> None:
+        parts.append(content)
+
+    def element_boundary(*_args: object) -> None:
+        parts.append("\n")  # text of adjacent elements must not run together
+
+    parser.StartDoctypeDeclHandler = refuse_doctype
+    parser.EntityDeclHandler = refuse_entity
+    parser.UnparsedEntityDeclHandler = refuse_entity
+    parser.ExternalEntityRefHandler = refuse_entity
+    parser.CharacterDataHandler = text_node
+    parser.StartElementHandler = element_boundary
+    parser.EndElementHandler = element_boundary
+    try:
+        parser.Parse(data, True)
+    except expat.ExpatError as error:
+        raise ExtractionError(f"not well-formed XML ({expat.ErrorString(error.code)} at line {error.lineno} "
+                              f"column {error.offset})") from None
+    lines = [" ".join(line.split()) for line in "".join(parts).split("\n")]
+    return _non_empty(stem, [ExtractedSection(text="\n".join(line for line in lines if line), page=None,
+                                              heading="")])
+
+
+# --- dispatch --------------------------------------------------------------------------------------------
+
+_Extractor = Callable[[str, bytes, str], ExtractedDocument]
+
+_EXTRACTORS: dict[str, tuple[_Extractor, int]] = {
+    "pdf": (lambda stem, data, _ext: _extract_pdf(stem, data), PDF_MAX_BYTES),
+    "docx": (lambda stem, data, _ext: _extract_docx(stem, data), DOCX_MAX_BYTES),
+    "md": (lambda stem, data, _ext: _extract_markdown(stem, data), TEXT_MAX_BYTES),
+    "markdown": (lambda stem, data, _ext: _extract_markdown(stem, data), TEXT_MAX_BYTES),
+    "html": (lambda stem, data, _ext: _extract_html(stem, data), TEXT_MAX_BYTES),
+    "htm": (lambda stem, data, _ext: _extract_html(stem, data), TEXT_MAX_BYTES),
+    "csv": (_extract_csv, CSV_MAX_BYTES),
+    "tsv": (_extract_csv, CSV_MAX_BYTES),
+    "json": (_extract_json, JSON_MAX_BYTES),
+    "jsonl": (_extract_json, JSON_MAX_BYTES),
+    "xml": (lambda stem, data, _ext: _extract_xml(stem, data), XML_MAX_BYTES),
+    "svg": (lambda stem, data, _ext: _extract_xml(stem, data), XML_MAX_BYTES),
+    **{extension: (lambda stem, data, _ext: _extract_text(stem, data), TEXT_MAX_BYTES)
+       for extension in TEXT_EXTENSIONS},
+}
+
+# Size limit for files whose extension we do not know but whose content turns out to be text.
+UNKNOWN_TEXT_MAX_BYTES = TEXT_MAX_BYTES
+
+
+def supported_extensions() -> frozenset[str]:
+    """Extensions (lower case, no dot) `extract` reads with a dedicated or plain-text extractor."""
+    return frozenset(_EXTRACTORS)
+
+
+def extract(filename: str, data: bytes) -> ExtractedDocument:
+    """The text of `data`, read according to the extension of `filename` (a name or a drive path).
+
+    Raises ExtractionError with a user-facing reason when the file is too large, damaged, encrypted, of an
+    unsupported kind or without any text. Never returns a partial result.
+    """
+    name = PurePosixPath(filename.replace("\\", "/")).name
+    stem, dot, extension = name.rpartition(".")
+    if not dot:
+        stem, extension = name, ""
+    extension = extension.lower()
+    stem = stem or name
+    if not data:
+        raise ExtractionError("file is empty")
+    if extension in UNSUPPORTED_HINTS:
+        raise ExtractionError(f".{extension} files are not supported; {UNSUPPORTED_HINTS[extension]}")
+    entry = _EXTRACTORS.get(extension)
+    if entry is not None:
+        extractor, limit = entry
+        _check_size(data, extension, limit)
+        return extractor(stem, data, extension)
+    # Unknown extension: index it only if it is plainly text.
+    label = f".{extension}" if extension else "without an extension"
+    if len(data) > UNKNOWN_TEXT_MAX_BYTES:
+        raise ExtractionError(f"file is {_format_mb(len(data))} MB; the limit for files {label} is "
+                              f"{_format_mb(UNKNOWN_TEXT_MAX_BYTES)} MB")
+    try:
+        text = _decode_text(data)
+    except ExtractionError:
+        raise ExtractionError(f"unsupported file type ({label}) with binary content") from None
+    return _non_empty(stem, [ExtractedSection(text=text, page=None, heading="")])
