@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -15,7 +18,7 @@ from apps.kb.chunking import (
     clean_text,
     document_text,
 )
-from apps.kb.extract import ExtractedDocument, ExtractedSection
+from apps.kb.extract import ExtractedDocument, ExtractedSection, extract
 
 
 def single(text: str, page: int | None = None, heading: str = "") -> ExtractedDocument:
@@ -212,3 +215,32 @@ def test_chunking_never_raises_and_covers_the_text(sections, size, overlap_fract
             missing = [i for i in range(offset, offset + len(cleaned)) if not covered[i] and full[i] != " "]
             assert not missing, (cleaned, missing)
         offset += len(cleaned) + 1
+
+
+# --- the retrieval evaluation set ------------------------------------------------------------------------
+
+EVALSET = Path(__file__).parent / "evalset"
+
+
+def test_evalset_is_well_formed():
+    documents = sorted(path for path in (EVALSET / "docs").iterdir() if path.suffix in (".md", ".txt"))
+    questions = json.loads((EVALSET / "questions.json").read_text(encoding="utf-8"))
+    assert len(documents) >= 10
+    assert len(questions) >= 40
+    assert len({item["question"] for item in questions}) == len(questions)
+    texts: dict[str, str] = {}
+    chunks: dict[str, list[str]] = {}
+    for path in documents:
+        assert 300 <= len(path.read_text(encoding="utf-8").split()) <= 1500, path.name
+        extracted = extract(path.name, path.read_bytes())
+        texts[path.name] = document_text(extracted)
+        chunks[path.name] = [chunk.text for chunk in chunk_document(extracted)]
+    for item in questions:
+        assert set(item) == {"question", "document", "answer_contains"}, item
+        assert item["document"] in texts, item
+        answer = item["answer_contains"]
+        assert answer in texts[item["document"]], item
+        assert any(answer in chunk for chunk in chunks[item["document"]]), item
+        others = [name for name, text in texts.items() if name != item["document"] and answer.lower() in text.lower()]
+        assert not others, (item, others)
+    assert {item["document"] for item in questions} == set(texts)  # every document is asked about
