@@ -348,18 +348,20 @@ class QdrantStore:
                 # Another worker created it first: fine, as long as it exists now.
                 if not self.client.collection_exists(name):
                     raise
-            # The tenant index is marked `is_tenant` so Qdrant stores each tenant's points together.
-            self.client.create_payload_index(
-                name,
-                "tenant",
-                field_schema=models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=True),
-            )
-            for field, schema in (
-                ("bot", models.PayloadSchemaType.KEYWORD),
-                ("kb", models.PayloadSchemaType.KEYWORD),
-                ("document_id", models.PayloadSchemaType.INTEGER),
-            ):
-                self.client.create_payload_index(name, field, field_schema=schema)
+        # Idempotent, so run once per process and collection: a creator that died before this line (or a
+        # collection made by hand) still gets its indexes. `is_tenant` makes Qdrant store each tenant's
+        # points together and plan tenant-filtered searches per tenant.
+        self.client.create_payload_index(
+            name,
+            "tenant",
+            field_schema=models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=True),
+        )
+        for field, schema in (
+            ("bot", models.PayloadSchemaType.KEYWORD),
+            ("kb", models.PayloadSchemaType.KEYWORD),
+            ("document_id", models.PayloadSchemaType.INTEGER),
+        ):
+            self.client.create_payload_index(name, field, field_schema=schema)
         self._ready.add(name)
         return name
 
