@@ -5,6 +5,7 @@ from django.urls import path
 
 from apps.bots.views import bot_deploy_api, bots_api
 from apps.core.views import health
+from apps.kb.views import kb_search_api
 from apps.tenants.views import console_home, tenant_home
 
 urlpatterns = [
@@ -12,6 +13,7 @@ urlpatterns = [
     path("api/health", health, name="health"),
     path("api/bots", bots_api, name="bots-api"),
     path("api/bots/deploy", bot_deploy_api, name="bot-deploy-api"),
+    path("api/kb/search", kb_search_api, name="kb-search-api"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("console/", console_home, name="console-home"),

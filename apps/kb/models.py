@@ -9,6 +9,10 @@ from django.contrib.postgres.search import SearchVector
 from django.db import models
 from pgvector.django import VectorField
 
+# PostgreSQL text-search configuration of the lexical index; searches must use the same one to hit it.
+# English stemming ("returns" ~ "returned"); a multilingual deployment would pick "simple".
+TEXT_SEARCH_CONFIG = "english"
+
 
 class KnowledgeBase(models.Model):
     bot = models.ForeignKey("bots.Bot", on_delete=models.CASCADE, related_name="knowledge_bases")
@@ -76,7 +80,7 @@ class Chunk(models.Model):
         constraints = [models.UniqueConstraint(fields=["document", "index"], name="chunk_document_index_unique")]
         indexes = [
             models.Index(fields=["bot", "kb"], name="chunk_bot_kb_idx"),
-            GinIndex(SearchVector("text", config="simple"), name="chunk_text_fts_idx"),
+            GinIndex(SearchVector("text", config=TEXT_SEARCH_CONFIG), name="chunk_text_fts_idx"),
         ]
 
     def __str__(self) -> str:

@@ -1,15 +1,22 @@
 """Registering and removing KB documents as the drive changes; called by the DriveMonitor.
 
-A registered document is `pending` until the indexer has extracted, chunked and embedded it; removing a
-document removes the row (and, with the indexer, its chunks and vectors) in the same transaction.
+A registered document is `pending` until the indexer (apps.kb.indexing, queue `index`) has extracted,
+chunked and embedded it; the task is queued only after the registering transaction commits. Removing a
+document removes its chunks with it (and its vectors from an outside store).
 """
 
 from __future__ import annotations
 
-from django.db import transaction
+from django.db import connection, transaction
 
 from apps.bots.models import Bot
 from apps.kb.models import Document, KnowledgeBase
+
+
+def _enqueue_index(document_id: int, etag: str) -> None:
+    from apps.kb.tasks import document_index_task
+
+    transaction.on_commit(lambda: document_index_task.apply_async(args=[document_id, etag], queue="index"))
 
 
 @transaction.atomic
@@ -23,12 +30,29 @@ def document_register(*, bot: Bot, kb_name: str, path: str, etag: str, size: int
         document = Document(kb=kb, path=path)
     document.kb, document.etag, document.size = kb, etag, size
     document.status, document.error = Document.Status.PENDING, ""
+    document.chunks_done = document.chunks_total = 0
     document.save()
+    _enqueue_index(document.pk, etag)
     return document
 
 
 @transaction.atomic
+def document_retry(*, document: Document) -> None:
+    """A failed document, queued again as it is (after fixing the cause, e.g. the embedding service)."""
+    Document.objects.filter(pk=document.pk).update(status=Document.Status.PENDING, error="")
+    _enqueue_index(document.pk, document.etag)
+
+
+@transaction.atomic
 def document_remove(*, path: str) -> bool:
-    """The file is gone from the drive: forget the document. Returns whether there was one."""
-    deleted, _ = Document.objects.filter(path=path).delete()
-    return bool(deleted)
+    """The file is gone from the drive: forget the document, its chunks and its vectors."""
+    from apps.kb.vectorstores import PgVectorStore, vector_store_for_settings
+
+    document = Document.objects.select_related("kb__bot").filter(path=path).first()
+    if document is None:
+        return False
+    store = vector_store_for_settings()
+    if not isinstance(store, PgVectorStore):  # pgvector rows go with the document (cascade)
+        store.delete_document(tenant=connection.schema_name, bot=document.kb.bot.name, document_id=document.pk)
+    document.delete()
+    return True

@@ -49,7 +49,7 @@ class Migration(migrations.Migration):
             ],
             options={
                 'ordering': ['document', 'index'],
-                'indexes': [models.Index(fields=['bot', 'kb'], name='chunk_bot_kb_idx'), django.contrib.postgres.indexes.GinIndex(django.contrib.postgres.search.SearchVector('text', config='simple'), name='chunk_text_fts_idx')],
+                'indexes': [models.Index(fields=['bot', 'kb'], name='chunk_bot_kb_idx'), django.contrib.postgres.indexes.GinIndex(django.contrib.postgres.search.SearchVector('text', config='english'), name='chunk_text_fts_idx')],
                 'constraints': [models.UniqueConstraint(fields=('document', 'index'), name='chunk_document_index_unique')],
             },
         ),

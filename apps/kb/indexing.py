@@ -1,0 +1,140 @@
+"""Indexing one KB document: read it from the drive, extract, chunk, embed, store, all or nothing.
+
+Idempotent per (document, ETag): a redelivered or duplicated task finds `indexed_etag == etag` and does
+nothing, and a task for an ETag that is no longer current steps aside for the newer one. The chunks of a
+document are replaced in one transaction, so a search never sees half of a re-index, and a worker killed
+mid-way leaves the previous chunks in place (its PostgreSQL advisory lock dies with its connection, and
+the redelivered task starts over). Progress (chunks embedded / total) is saved as it goes, for the console.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from django.db import connection, transaction
+
+from apps.bots.models import BotConfig
+from apps.drive.storage import tenant_drive
+from apps.kb.chunking import chunk_document, chunk_settings_from_config
+from apps.kb.embeddings import EmbeddingError, embedding_provider_for
+from apps.kb.extract import ExtractionError, extract
+from apps.kb.models import Chunk, Document
+from apps.kb.vectorstores import ChunkRecord, PgVectorStore, vector_store_for_settings
+
+logger = logging.getLogger(__name__)
+
+# Chunks embedded per model call: large enough to keep the model busy, small enough that progress moves
+# and one batch's vectors stay small in memory.
+EMBED_BATCH_SIZE = 32
+# Error text kept on a failed document (shown in the console with a retry button).
+MAX_ERROR_CHARS = 1000
+
+
+@dataclass(frozen=True)
+class IndexOutcome:
+    status: str  # indexed | unchanged | superseded | locked | missing | failed
+    chunks: int = 0
+    error: str = ""
+
+
+def _lock_name(document_id: int) -> str:
+    return f"kb-index:{connection.schema_name}:{document_id}"
+
+
+def _lock(document_id: int) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(hashtext(%s))", [_lock_name(document_id)])
+        return bool(cursor.fetchone()[0])
+
+
+def _unlock(document_id: int) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_unlock(hashtext(%s))", [_lock_name(document_id)])
+
+
+def document_index(*, document_id: int, etag: str | None = None) -> IndexOutcome:
+    """Index the document if its current content is not indexed yet (the Celery task calls this)."""
+    if not _lock(document_id):
+        return IndexOutcome("locked")  # another worker is on it; its outcome will be recorded
+    try:
+        return _index(document_id, etag)
+    finally:
+        _unlock(document_id)
+
+
+def _config(document: Document) -> dict[str, str]:
+    return dict(BotConfig.objects.filter(bot=document.kb.bot).values_list("key", "value"))
+
+
+def _fail(document: Document, message: str) -> IndexOutcome:
+    Document.objects.filter(pk=document.pk, etag=document.etag).update(
+        status=Document.Status.FAILED, error=message[:MAX_ERROR_CHARS]
+    )
+    return IndexOutcome("failed", error=message)
+
+
+def _index(document_id: int, etag: str | None) -> IndexOutcome:
+    document = Document.objects.select_related("kb__bot").filter(pk=document_id).first()
+    if document is None:
+        return IndexOutcome("missing")
+    if etag is not None and document.etag != etag:
+        return IndexOutcome("superseded")
+    if document.indexed_etag == document.etag and document.status == Document.Status.INDEXED:
+        return IndexOutcome("unchanged")
+    bot, config = document.kb.bot, _config(document)
+    try:
+        data = tenant_drive().read(document.path)
+    except FileNotFoundError:
+        return _fail(document, "the file is no longer in the drive")
+    try:
+        extracted = extract(document.path.rsplit("/", 1)[-1], data)
+        size, overlap = chunk_settings_from_config(config)
+        chunks = chunk_document(extracted, size=size, overlap=overlap)
+    except (ExtractionError, ValueError) as exc:
+        return _fail(document, str(exc))
+    if not chunks:
+        return _fail(document, "no text to index")
+
+    Document.objects.filter(pk=document.pk).update(chunks_total=len(chunks), chunks_done=0, error="")
+    try:
+        provider = embedding_provider_for(config)
+        vectors: list[list[float]] = []
+        for start in range(0, len(chunks), EMBED_BATCH_SIZE):
+            batch = chunks[start : start + EMBED_BATCH_SIZE]
+            vectors.extend(provider.embed([chunk.text for chunk in batch]))
+            Document.objects.filter(pk=document.pk).update(chunks_done=len(vectors))
+    except EmbeddingError as exc:
+        # Transient by nature (an outside service): raise so the task retries with back-off.
+        Document.objects.filter(pk=document.pk).update(error=f"embedding failed: {exc}"[:MAX_ERROR_CHARS])
+        raise
+
+    records = [
+        ChunkRecord(document_id=document.pk, document_path=document.path, kb=document.kb.name, index=c.index,
+                    text=c.text, start_char=c.start_char, end_char=c.end_char, page=c.page, heading=c.heading,
+                    vector=vector)
+        for c, vector in zip(chunks, vectors, strict=True)
+    ]
+    store = vector_store_for_settings()
+    with transaction.atomic():
+        current = Document.objects.select_for_update().filter(pk=document.pk).first()
+        if current is None or current.etag != document.etag:
+            return IndexOutcome("superseded")  # changed or removed while we embedded
+        store.replace_document(tenant=connection.schema_name, bot=bot.name, bot_id=bot.pk, kb_id=document.kb_id,
+                               document_id=document.pk, records=records, model=provider.model)
+        if not isinstance(store, PgVectorStore):
+            _replace_text_rows(document, records)
+        current.status, current.indexed_etag, current.error = Document.Status.INDEXED, document.etag, ""
+        current.chunks_done = current.chunks_total = len(records)
+        current.save(update_fields=["status", "indexed_etag", "error", "chunks_done", "chunks_total", "updated_at"])
+    return IndexOutcome("indexed", chunks=len(records))
+
+
+def _replace_text_rows(document: Document, records: list[ChunkRecord]) -> None:
+    """With an outside vector store, PostgreSQL still keeps the text: lexical search and citations."""
+    Chunk.objects.filter(document=document).delete()
+    Chunk.objects.bulk_create(
+        Chunk(document=document, kb_id=document.kb_id, bot_id=document.kb.bot_id, index=r.index, text=r.text,
+              start_char=r.start_char, end_char=r.end_char, page=r.page, heading=r.heading[:300])
+        for r in records
+    )

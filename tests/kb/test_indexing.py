@@ -1,0 +1,81 @@
+"""Indexing a document: idempotent per ETag, atomic replacement, specific failures, removal."""
+
+import pytest
+from django_tenants.utils import schema_context
+
+from apps.bots.models import Bot
+from apps.drive.storage import tenant_drive
+from apps.kb.indexing import document_index
+from apps.kb.models import Chunk, Document
+from apps.kb.services import document_register, document_remove
+
+pytestmark = pytest.mark.django_db
+
+TEXT = ("Harbor tents are waterproof. " * 60).encode()
+
+
+@pytest.fixture
+def bot(canary_tenants, settings, tmp_path):
+    settings.MEDIA_ROOT, settings.S3_ACCESS_KEY, settings.QDRANT_URL = tmp_path, "", ""
+    with schema_context(canary_tenants.a.schema_name):
+        yield Bot.objects.create(name="shop")
+
+
+def _document(bot: Bot, name: str, data: bytes) -> Document:
+    path = f"shop.gbai/shop.gbkb/faq/{name}"
+    etag = tenant_drive().write(path, data)
+    return document_register(bot=bot, kb_name="faq", path=path, etag=etag, size=len(data))
+
+
+def test_indexing_stores_chunks_with_vectors_and_progress(bot):
+    document = _document(bot, "tents.txt", TEXT)
+    outcome = document_index(document_id=document.pk)
+    assert outcome.status == "indexed" and outcome.chunks > 1
+    document.refresh_from_db()
+    assert document.status == "indexed" and document.chunks_done == document.chunks_total == outcome.chunks
+    chunks = list(Chunk.objects.filter(document=document))
+    assert len(chunks) == outcome.chunks
+    assert all(c.dimensions == 384 and len(c.embedding) == 384 for c in chunks)
+
+
+def test_indexing_the_same_content_twice_changes_nothing(bot):
+    document = _document(bot, "tents.txt", TEXT)
+    document_index(document_id=document.pk)
+    ids = list(Chunk.objects.filter(document=document).values_list("id", flat=True))
+    assert document_index(document_id=document.pk).status == "unchanged"
+    assert list(Chunk.objects.filter(document=document).values_list("id", flat=True)) == ids
+
+
+def test_new_content_replaces_every_chunk_and_an_old_task_steps_aside(bot):
+    document = _document(bot, "tents.txt", TEXT)
+    old_etag = document.etag
+    document_index(document_id=document.pk)
+    document = _document(bot, "tents.txt", b"Boots need wax twice a year. " * 5)
+    assert document_index(document_id=document.pk, etag=old_etag).status == "superseded"
+    assert document_index(document_id=document.pk, etag=document.etag).status == "indexed"
+    texts = list(Chunk.objects.filter(document=document).values_list("text", flat=True))
+    assert texts and all("Boots" in t for t in texts)
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "reason"),
+    [
+        ("broken.pdf", b"%PDF-1.4 this is not really a pdf", "PDF"),
+        ("broken.docx", b"PK\x03\x04 not a docx", "DOCX"),
+        ("latin1.txt", "Ação".encode("latin-1") * 10, "UTF-8"),
+    ],
+)
+def test_unreadable_documents_fail_with_a_reason_and_leave_no_chunks(bot, name, data, reason):
+    document = _document(bot, name, data)
+    outcome = document_index(document_id=document.pk)
+    assert outcome.status == "failed"
+    document.refresh_from_db()
+    assert document.status == "failed" and reason.lower() in document.error.lower()
+    assert not Chunk.objects.filter(document=document).exists()
+
+
+def test_removing_a_document_removes_its_chunks(bot):
+    document = _document(bot, "tents.txt", TEXT)
+    document_index(document_id=document.pk)
+    assert document_remove(path=document.path)
+    assert not Chunk.objects.filter(bot=bot).exists()
