@@ -10,10 +10,11 @@ STAMP := $(VENV)/.requirements-installed
 # Installed only as root with apt-get; otherwise the tests that need them say so and skip.
 SYSTEM_PACKAGES := docker-compose
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt requirements-nodeps.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements-nodeps.txt
 	touch $(STAMP)
 
 ## run: every process on embedded defaults (PostgreSQL, Redis, local files); Ctrl-C stops them all
