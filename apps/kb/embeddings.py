@@ -203,8 +203,14 @@ class LocalMiniLM:
         if not texts:
             return []
         runtime = minilm_runtime()
-        parts = [runtime.embed_batch(batch) for batch in _batches(texts, self.batch_size)]
-        return np.concatenate(parts).astype(float).tolist()
+        # Batch texts of similar length together (as sentence-transformers does): padding to each batch's
+        # longest text then wastes little work. Results go back to the callers' order.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        ordered = [texts[i] for i in order]
+        parts = [runtime.embed_batch(batch) for batch in _batches(ordered, self.batch_size)]
+        vectors = np.empty((len(texts), self.dimensions), dtype=np.float64)
+        vectors[order] = np.concatenate(parts)
+        return vectors.tolist()
 
     def __repr__(self) -> str:
         return f"LocalMiniLM(model={self.model!r}, dimensions={self.dimensions})"
