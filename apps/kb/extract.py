@@ -265,16 +265,21 @@ def _extract_docx(stem: str, data: bytes) -> ExtractedDocument:
 
 # --- Markdown --------------------------------------------------------------------------------------------
 
-_MD_ATX_HEADING = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.*?)[ \t]*#*[ \t]*$")
+_MD_ATX_HEADING = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*))?$")
 _MD_SETEXT_UNDERLINE = re.compile(r"^ {0,3}(=+|-+)[ \t]*$")
 _MD_FENCE = re.compile(r"^ {0,3}(```|~~~)")
 _MD_LINK_DEFINITION = re.compile(r"^ {0,3}\[[^\]]+\]:\s+\S+")
 _MD_TABLE_SEPARATOR = re.compile(r"^\s*\|?\s*:?-{2,}:?\s*(\|\s*:?-{2,}:?\s*)*\|?\s*$")
-_MD_IMAGE = re.compile(r"!\[([^\]]*)\]\([^)]*\)")
-_MD_LINK = re.compile(r"\[([^\]]+)\](\([^)]*\)|\[[^\]]*\])")
-_MD_EMPHASIS = re.compile(r"(\*\*|__|\*|(?<!\w)_)(?=\S)(.+?)(?<=\S)\1(?!\w)")
-_MD_CODE_SPAN = re.compile(r"`+([^`]+)`+")
-_MD_HTML_TAG = re.compile(r"</?[A-Za-z][^>]*>")
+# Inline patterns bound every span ({0,N}): unbounded ones rescan the rest of the line from every unmatched
+# `*`, `[` or `<`, which is quadratic on a hostile multi-megabyte line.
+_MD_SPAN = 300
+# Emphasis is a few words; a longer "span" is more likely two unrelated asterisks, left as they are.
+_MD_EMPHASIS_SPAN = 100
+_MD_IMAGE = re.compile(rf"!\[([^\]\n]{{0,{_MD_SPAN}}})\]\([^)\n]{{0,{_MD_SPAN}}}\)")
+_MD_LINK = re.compile(rf"\[([^\]\n]{{1,{_MD_SPAN}}})\](\([^)\n]{{0,{_MD_SPAN}}}\)|\[[^\]\n]{{0,{_MD_SPAN}}}\])")
+_MD_EMPHASIS = re.compile(rf"(\*\*|__|\*|(?<!\w)_)(?=\S)(.{{1,{_MD_EMPHASIS_SPAN}}}?)(?<=\S)\1(?!\w)")
+_MD_CODE_SPAN = re.compile(rf"`+([^`\n]{{1,{_MD_SPAN}}})`+")
+_MD_HTML_TAG = re.compile(rf"</?[A-Za-z][^<>\n]{{0,{_MD_SPAN}}}>")
 _MD_LINE_PREFIX = re.compile(r"^\s*(>\s*)*([-*+]\s+(\[[ xX]\]\s+)?|\d{1,9}[.)]\s+)?")
 _FRONT_MATTER_TITLE = re.compile(r"^title:\s*[\"']?(.*?)[\"']?\s*$", re.IGNORECASE)
 
@@ -286,6 +291,16 @@ def _strip_markdown_inline(line: str) -> str:
     line = _MD_HTML_TAG.sub(" ", line)
     line = _MD_EMPHASIS.sub(r"\2", line)
     return line.strip()
+
+
+def _without_closing_hashes(text: str) -> str:
+    """`Title ##` -> `Title` (an optional closing sequence), but `C#` stays; done without a regex that could
+    backtrack over a long run of spaces."""
+    text = text.strip()
+    bare = text.rstrip("#")
+    if bare != text and (not bare or bare[-1] in " \t"):
+        return bare.rstrip()
+    return text
 
 
 def _extract_markdown(stem: str, data: bytes) -> ExtractedDocument:
@@ -311,7 +326,9 @@ def _extract_markdown(stem: str, data: bytes) -> ExtractedDocument:
             continue
         heading = _MD_ATX_HEADING.match(raw)
         if heading:
-            text = _strip_markdown_inline(heading.group(2))
+            text = _strip_markdown_inline(_without_closing_hashes(heading.group(2) or ""))
+            if not text:
+                continue
             if heading.group(1) == "#" and not title:
                 title = text
             builder.heading(text)

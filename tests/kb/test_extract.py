@@ -458,3 +458,12 @@ def test_extension_matching_ignores_case_and_directories():
 
 def test_supported_extensions_cover_the_minimum_types():
     assert {"md", "txt", "pdf", "docx", "csv", "html", "json", "xml", "tsv", "jsonl", "htm"} <= supported_extensions()
+
+
+def test_markdown_heading_closing_hashes_and_hostile_lines():
+    doc = extract("h.md", b"## Care guide ##\nbody text here\n# C#\nmore body text\n#\n#hashtag is not a heading\n")
+    assert [section.heading for section in doc.sections] == ["Care guide", "C#"]
+    assert "#hashtag is not a heading" in doc.sections[1].text
+    # unmatched markup on a long line must not make the inline patterns rescan the line quadratically
+    long_line = b"*a [b <c _d " * 50_000
+    assert extract("long.md", long_line).sections[0].text.startswith("*a [b <c _d")
