@@ -85,6 +85,13 @@ def test_minilm_vector_does_not_depend_on_the_batch_it_was_in(minilm):
     assert np.allclose(small_batches, minilm.embed(["a", "b", "c"]), atol=1e-4)
 
 
+def test_minilm_returns_vectors_in_the_callers_order_whatever_the_lengths(minilm):
+    texts = ["a long text about invoices and payment terms " * 5, "hi", "a medium text about holidays", "x"]
+    together = minilm.embed(texts)
+    for text, vector in zip(texts, together, strict=True):
+        assert np.allclose(vector, minilm.embed([text])[0], atol=1e-4)
+
+
 def test_minilm_truncates_texts_longer_than_the_model_reads(minilm):
     long_text = "invoice " * 2000
     (vector,) = minilm.embed([long_text])
