@@ -467,3 +467,14 @@ def test_markdown_heading_closing_hashes_and_hostile_lines():
     # unmatched markup on a long line must not make the inline patterns rescan the line quadratically
     long_line = b"*a [b <c _d " * 50_000
     assert extract("long.md", long_line).sections[0].text.startswith("*a [b <c _d")
+
+
+def test_remaining_refusal_reasons_are_specific():
+    with pytest.raises(ExtractionError, match=r"file is 10.5 MB; the limit for files \.xyz is 10 MB"):
+        extract("huge.xyz", b"x" * int(10.5 * 1024 * 1024))
+    with pytest.raises(ExtractionError, match=r"file is not valid UTF-16 text \(bad data at byte \d+\)"):
+        extract("odd.txt", b"\xff\xfeA\x00\x00\xd8")  # a lone high surrogate
+    with pytest.raises(ExtractionError, match=r"neither UTF-8 nor valid no-such-codec"):
+        extract("x.html", b'<meta charset="no-such-codec"><p>caf\xe9</p>')
+    with pytest.raises(ExtractionError, match="XML has a DOCTYPE with declarations"):
+        extract("d.xml", b'<!DOCTYPE r [<!ELEMENT r (#PCDATA)>]><r>text</r>')
