@@ -104,9 +104,11 @@ class World:
                 records=self.records(side, doc, vectors, label), model=model,
             )
 
-    def search(self, side: Side, vector: list[float], kbs: tuple[str, ...] = ("faq", "policies"), limit: int = 10):
+    def search(self, side: Side, vector: list[float], kbs: tuple[str, ...] = ("faq", "policies"), limit: int = 10,
+               model: str | None = None):
         with self.on(side):
-            return self.store.search(tenant=side.tenant, bot=BOT, kbs=list(kbs), vector=vector, limit=limit)
+            return self.store.search(tenant=side.tenant, bot=BOT, kbs=list(kbs), vector=vector, limit=limit,
+                                     model=model)
 
     def count(self, side: Side) -> int:
         with self.on(side):
@@ -208,6 +210,14 @@ def test_search_only_compares_vectors_of_the_query_size(world):
     world.replace(world.a, "faq/b.md", [unit(2, 768)])
     assert {h.document_id for h in world.search(world.a, unit(1))} == {DOC_IDS["faq/a.md"]}
     assert {h.document_id for h in world.search(world.a, unit(2, 768))} == {DOC_IDS["faq/b.md"]}
+
+
+def test_search_for_a_model_only_meets_that_models_vectors(world):
+    world.replace(world.a, "faq/a.md", [unit(1)], model="model-one")
+    world.replace(world.a, "faq/b.md", [unit(1)], model="model-two")
+    assert {h.document_id for h in world.search(world.a, unit(1), model="model-two")} == {DOC_IDS["faq/b.md"]}
+    assert len(world.search(world.a, unit(1))) == 2
+    assert world.search(world.a, unit(1), model="model-three") == []
 
 
 def test_search_respects_the_limit(world):
