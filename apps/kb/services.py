@@ -7,16 +7,17 @@ document removes its chunks with it (and its vectors from an outside store).
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.db import connection, transaction
+from django.utils import timezone
 
 from apps.bots.models import Bot
 from apps.kb.models import Document, KnowledgeBase
 
 
 def _enqueue_index(document_id: int, etag: str) -> None:
-    from apps.kb.tasks import document_index_task
-
-    transaction.on_commit(lambda: document_index_task.apply_async(args=[document_id, etag], queue="index"))
+    transaction.on_commit(lambda: _enqueue_now(document_id, etag))
 
 
 @transaction.atomic
@@ -41,6 +42,24 @@ def document_retry(*, document: Document) -> None:
     """A failed document, queued again as it is (after fixing the cause, e.g. the embedding service)."""
     Document.objects.filter(pk=document.pk).update(status=Document.Status.PENDING, error="")
     _enqueue_index(document.pk, document.etag)
+
+
+def documents_requeue_stale(*, older_than: timedelta) -> int:
+    """Queue again documents left `pending` longer than `older_than` (their task was lost, e.g. with a
+    killed worker: Redis returns its message only after the visibility timeout). Safe to repeat: indexing
+    is idempotent per ETag, so a document queued twice is indexed once."""
+    stale = Document.objects.filter(status=Document.Status.PENDING, updated_at__lt=timezone.now() - older_than)
+    count = 0
+    for document_id, etag in stale.values_list("pk", "etag"):
+        _enqueue_now(document_id, etag)
+        count += 1
+    return count
+
+
+def _enqueue_now(document_id: int, etag: str) -> None:
+    from apps.kb.tasks import document_index_task
+
+    document_index_task.apply_async(args=[document_id, etag], queue="index")
 
 
 @transaction.atomic

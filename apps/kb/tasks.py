@@ -1,7 +1,15 @@
 """Indexing tasks on queue `index`: thin wrappers over apps.kb.indexing (idempotent per document ETag)."""
 
+from datetime import timedelta
+
+from django.conf import settings
+from django_tenants.utils import schema_context
+
 from apps.kb.embeddings import EmbeddingError
 from apps.kb.indexing import document_index
+from apps.kb.services import documents_requeue_stale
+from apps.tenants.celery import PlatformTask
+from apps.tenants.selectors import tenant_list_ready
 from gbplatform.celery import app
 
 # An embedding service that is down gets this many tries, spaced out, before the document shows the error.
@@ -18,3 +26,14 @@ EMBEDDING_RETRIES = 5
 )
 def document_index_task(document_id: int, etag: str) -> str:
     return document_index(document_id=document_id, etag=etag).status
+
+
+@app.task(name="kb.requeue_stale", base=PlatformTask, queue="index")
+def documents_requeue_stale_task() -> int:
+    """Beat: in every ready tenant, queue again the documents whose indexing task was lost."""
+    older_than = timedelta(seconds=settings.KB_INDEX_STALE_S)
+    total = 0
+    for tenant in tenant_list_ready():
+        with schema_context(tenant.schema_name):
+            total += documents_requeue_stale(older_than=older_than)
+    return total

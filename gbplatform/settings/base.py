@@ -183,6 +183,7 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE = {
     "platform-heartbeat": {"task": "core.beat_heartbeat", "schedule": 30.0, "options": {"queue": "jobs"}},
+    "kb-requeue-stale": {"task": "kb.requeue_stale", "schedule": 300.0, "options": {"queue": "index"}},
     "drive-monitor": {
         "task": "drive.dispatch_scans",
         "schedule": float(env_int("DRIVE_SCAN_INTERVAL_S", 10)),
@@ -245,6 +246,8 @@ PACKAGE_MAX_ENTRIES = env_int("PACKAGE_MAX_ENTRIES", 1000)
 PACKAGE_MAX_TOTAL_BYTES = env_int("PACKAGE_MAX_TOTAL_BYTES", 100 * 1024 * 1024)
 PACKAGE_MAX_FILE_BYTES = env_int("PACKAGE_MAX_FILE_BYTES", 10 * 1024 * 1024)
 PACKAGE_MAX_RATIO = env_int("PACKAGE_MAX_RATIO", 100)
+# A document still `pending` this long lost its indexing task (a killed worker): the sweep queues it again.
+KB_INDEX_STALE_S = env_int("KB_INDEX_STALE_S", 600)
 # Tenants' drives in S3: one bucket, one prefix per tenant (the prefix is built in apps.drive.storage only).
 S3_TENANT_PREFIX = "tenants"
 
