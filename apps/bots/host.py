@@ -28,11 +28,14 @@ FILE_READ_MAX_BYTES = 5 * 1024 * 1024
 
 
 class BotHost(Host):
-    def __init__(self, bot: Bot, *, user: dict | None = None, session: dict | None = None) -> None:
+    def __init__(self, bot: Bot, *, user: dict | None = None, session: dict | None = None,
+                 kbs: list[str] | None = None) -> None:
         self.bot = bot
         self._user = user or {}
         self._session = session or {}
         self._config: dict[str, str] | None = None
+        # KBs attached with USE KB: session state, which the chat host saves with the session (spec 5.8).
+        self.kbs: list[str] = list(kbs or [])
 
     # -- context and configuration ---------------------------------------------------------------
     def context(self) -> dict:
@@ -45,6 +48,26 @@ class BotHost(Host):
 
     def get_config(self, key: str) -> object:
         return config_lookup(self.config_values(), key, "")
+
+    # -- knowledge bases -------------------------------------------------------------------------
+    def use_kb(self, name: str) -> None:
+        # A KB not indexed yet is still attached: it answers once its documents are indexed (spec 5.8).
+        name = str(name).strip()
+        if name and name not in self.kbs:
+            self.kbs.append(name)
+
+    def clear_kb(self, name: str | None) -> None:
+        self.kbs = [] if name is None or str(name).strip().upper() in {"", "ALL"} else [
+            kb for kb in self.kbs if kb != str(name).strip()]
+
+    def think_kb(self, query: str) -> object:
+        from apps.kb.search import kb_search
+
+        if not self.kbs:
+            return []
+        result = kb_search(bot=self.bot, kbs=self.kbs, query=str(query))
+        return [{"text": h.text, "source": h.document_path, "kb": h.kb, "score": round(h.score, 6)}
+                for h in result.hits]
 
     # -- memory ----------------------------------------------------------------------------------
     def set_bot_memory(self, key: str, value: object) -> None:

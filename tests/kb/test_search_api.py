@@ -1,0 +1,115 @@
+"""POST /api/kb/search: signed-in tenant users get chunks with scores and sources, from their tenant only;
+the same pipeline works with Qdrant as the vector store."""
+
+import json
+
+import pytest
+from django.test import Client
+from django_tenants.utils import schema_context
+
+from apps.bots.models import Bot
+from apps.drive.storage import tenant_drive
+from apps.kb.indexing import document_index
+from apps.kb.search import kb_search
+from apps.kb.services import document_register
+
+pytestmark = pytest.mark.django_db
+
+
+def _index(bot: Bot, name: str, text: str) -> None:
+    key = f"{bot.name}.gbai/{bot.name}.gbkb/faq/{name}"
+    etag = tenant_drive().write(key, text.encode())
+    document = document_register(bot=bot, kb_name="faq", path=key, etag=etag, size=len(text))
+    assert document_index(document_id=document.pk).status == "indexed"
+
+
+@pytest.fixture
+def two_tenants(canary_tenants, settings, tmp_path):
+    settings.MEDIA_ROOT, settings.S3_ACCESS_KEY, settings.QDRANT_URL = tmp_path, "", ""
+    a, b = canary_tenants.a, canary_tenants.b
+    with schema_context(a.schema_name):
+        _index(Bot.objects.create(name="shop"), "hours.md", f"# Hours\nThe shop opens at nine. Code {a.canary}.")
+    with schema_context(b.schema_name):
+        _index(Bot.objects.create(name="shop"), "hours.md", f"# Hours\nThe shop opens at ten. Code {b.canary}.")
+    return canary_tenants
+
+
+def _client(tenant) -> Client:
+    client = Client(HTTP_HOST=tenant.host)
+    assert client.post("/accounts/login/", {"username": "admin", "password": tenant.admin_password}).status_code == 302
+    return client
+
+
+def _search(client: Client, body: object):
+    return client.post("/api/kb/search", json.dumps(body), content_type="application/json")
+
+
+def test_search_returns_scored_chunks_with_sources_from_the_callers_tenant_only(two_tenants):
+    a, b = two_tenants.a, two_tenants.b
+    response = _search(_client(a), {"bot": "shop", "query": "when does the shop open?"})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["mode"] == "hybrid" and body["hits"]
+    top = body["hits"][0]
+    assert top["source"] == "shop.gbai/shop.gbkb/faq/hours.md" and top["kb"] == "faq" and top["score"] > 0
+    assert a.canary in top["text"]
+    assert all(b.canary not in hit["text"] for hit in body["hits"])
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        ({"bot": "shop"}, 400, "query"),
+        ({"bot": "nope", "query": "x"}, 404, "bot"),
+        ({"bot": "shop", "query": "x", "limit": 0}, 400, "limit"),
+        ({"bot": "shop", "query": "x", "mode": "magic"}, 400, "mode"),
+        ({"bot": "shop", "query": "x", "kbs": "faq"}, 400, "kbs"),
+        (["not", "an", "object"], 400, "object"),
+    ],
+)
+def test_bad_requests_get_specific_errors(two_tenants, body, status, message):
+    response = _search(_client(two_tenants.a), body)
+    assert response.status_code == status and message in response.json()["error"]
+
+
+def test_anonymous_callers_are_sent_to_sign_in(two_tenants):
+    response = _search(Client(HTTP_HOST=two_tenants.a.host), {"bot": "shop", "query": "open"})
+    assert response.status_code == 302
+
+
+def test_the_pipeline_works_with_qdrant_as_the_vector_store(canary_tenants, settings, tmp_path, monkeypatch):
+    from qdrant_client import QdrantClient
+
+    from apps.kb import indexing, search, services
+    from apps.kb.models import Chunk
+    from apps.kb.vectorstores import QdrantStore
+
+    store = QdrantStore(QdrantClient(":memory:"))
+    for module in (indexing, search):
+        monkeypatch.setattr(module, "vector_store_for_settings", lambda: store)
+    monkeypatch.setattr("apps.kb.vectorstores.vector_store_for_settings", lambda: store)
+    settings.MEDIA_ROOT, settings.S3_ACCESS_KEY = tmp_path, ""
+    with schema_context(canary_tenants.a.schema_name):
+        bot = Bot.objects.create(name="shop")
+        _index(bot, "boots.md", "# Boots\nWax leather boots twice a year to keep them waterproof.")
+        assert Chunk.objects.filter(bot=bot, embedding__isnull=True).exists()  # text for lexical search
+        result = kb_search(bot=bot, kbs=["faq"], query="how often should boots be waxed", mode="dense")
+        assert result.hits and "Wax leather boots" in result.hits[0].text
+        assert store.count(tenant=canary_tenants.a.schema_name, bot="shop") == 1
+        assert services.document_remove(path="shop.gbai/shop.gbkb/faq/boots.md")
+        assert store.count(tenant=canary_tenants.a.schema_name, bot="shop") == 0
+
+
+def test_use_kb_and_think_kb_in_a_script(two_tenants):
+    from apps.basic.vm import run_source
+    from apps.bots.host import BotHost
+
+    with schema_context(two_tenants.a.schema_name):
+        bot = Bot.objects.get(name="shop")
+        host = BotHost(bot)
+        result = run_source('USE KB "faq"\nfound = THINK KB "when does the shop open"\nRETURN found', host)
+        assert result.status == "done", result.error
+        assert host.kbs == ["faq"]
+        assert result.value and two_tenants.a.canary in result.value[0]["text"]
+        run_source('CLEAR KB "faq"', host)
+        assert host.kbs == []
