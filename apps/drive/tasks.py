@@ -15,7 +15,7 @@ SCAN_QUEUED_KEY = "drive:scan-queued"
 SCAN_QUEUED_TTL_INTERVALS = 30
 
 
-@app.task(name="drive.scan", queue="drive")
+@app.task(name="drive.scan")
 def drive_scan_task() -> dict:
     """Scan the tenant's drive (runs in the tenant's schema; idempotent: an unchanged drive does nothing)."""
     cache.delete(SCAN_QUEUED_KEY)
@@ -24,7 +24,7 @@ def drive_scan_task() -> dict:
             "failed": len(report.failed), "removed": len(report.removed)}
 
 
-@app.task(name="drive.dispatch_scans", base=PlatformTask, queue="drive")
+@app.task(name="drive.dispatch_scans", base=PlatformTask)
 def drive_dispatch_scans() -> int:
     """Queue one scan per ready tenant that has none queued; scans spread over the drive workers."""
     queued = 0

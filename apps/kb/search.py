@@ -35,8 +35,8 @@ DEFAULT_MIN_DENSE_SCORE = 0.20
 DEFAULT_LIMIT = 5
 # Candidates taken from each side before fusion: fusion needs more than the final count to re-rank.
 CANDIDATES_PER_SIDE = 30
-# One long document must not crowd out every other source in a prompt.
-MAX_CHUNKS_PER_DOCUMENT = 2
+# One long document must not crowd out every other source in a prompt (bots: rag-max-chunks-per-document).
+DEFAULT_MAX_CHUNKS_PER_DOCUMENT = 2
 # Query terms used lexically; a pasted essay as a query would otherwise build a huge tsquery.
 MAX_QUERY_TERMS = 32
 MAX_LIMIT = 50
@@ -160,8 +160,9 @@ def kb_search(
                 merged.lexical_score, merged.lexical_rank = hit.lexical_score, hit.lexical_rank
             merged.score += weight / (k + rank + 1)
     per_document: dict[str, int] = {}
+    cap = max(1, int(_float(config, "rag-max-chunks-per-document", DEFAULT_MAX_CHUNKS_PER_DOCUMENT)))
     for hit in sorted(fused.values(), key=lambda h: -h.score):
-        if per_document.get(hit.document_path, 0) >= MAX_CHUNKS_PER_DOCUMENT:
+        if per_document.get(hit.document_path, 0) >= cap:
             continue
         per_document[hit.document_path] = per_document.get(hit.document_path, 0) + 1
         result.hits.append(hit)

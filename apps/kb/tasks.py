@@ -18,7 +18,6 @@ EMBEDDING_RETRIES = 5
 
 @app.task(
     name="kb.document_index",
-    queue="index",
     autoretry_for=(EmbeddingError,),
     retry_backoff=True,
     retry_backoff_max=300,
@@ -28,7 +27,7 @@ def document_index_task(document_id: int, etag: str) -> str:
     return document_index(document_id=document_id, etag=etag).status
 
 
-@app.task(name="kb.requeue_stale", base=PlatformTask, queue="index")
+@app.task(name="kb.requeue_stale", base=PlatformTask)
 def documents_requeue_stale_task() -> int:
     """Beat: in every ready tenant, queue again the documents whose indexing task was lost."""
     older_than = timedelta(seconds=settings.KB_INDEX_STALE_S)

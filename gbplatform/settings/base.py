@@ -169,6 +169,12 @@ CELERY_BROKER_URL = redis_url_for_db(REDIS_URL, REDIS_DB_BROKER) if REDIS_URL el
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_DEFAULT_QUEUE = "jobs"
+# Each app's tasks go to its queue, so a backlog of indexing never delays a drive scan or an email.
+CELERY_TASK_ROUTES = {
+    "drive.*": {"queue": "drive"},
+    "kb.*": {"queue": "index"},
+    "mail.*": {"queue": "mail"},
+}
 # At-least-once delivery: ack after the task ran, requeue if the worker process dies, and take one
 # message at a time so a crash loses nothing and a slow task does not hold others hostage. Every task
 # must therefore be idempotent.

@@ -113,3 +113,19 @@ def test_use_kb_and_think_kb_in_a_script(two_tenants):
         assert result.value and two_tenants.a.canary in result.value[0]["text"]
         run_source('CLEAR KB "faq"', host)
         assert host.kbs == []
+
+
+def test_minimum_score_and_per_document_cap_come_from_the_bot_config(canary_tenants, settings, tmp_path):
+    from apps.bots.models import BotConfig
+
+    settings.MEDIA_ROOT, settings.S3_ACCESS_KEY, settings.QDRANT_URL = tmp_path, "", ""
+    with schema_context(canary_tenants.a.schema_name):
+        bot = Bot.objects.create(name="shop")
+        long_text = " ".join(f"Paragraph {i} is about tents and how to pitch tents in wind." * 8 for i in range(12))
+        _index(bot, "tents.md", long_text)
+        assert len(kb_search(bot=bot, kbs=["faq"], query="pitch tents in wind", limit=10).hits) == 2
+        BotConfig.objects.create(bot=bot, key="rag-max-chunks-per-document", value="4", line=1)
+        assert len(kb_search(bot=bot, kbs=["faq"], query="pitch tents in wind", limit=10).hits) == 4
+        BotConfig.objects.create(bot=bot, key="rag-min-score", value="0.99", line=2)
+        dense = kb_search(bot=bot, kbs=["faq"], query="pitch tents in wind", limit=10, mode="dense")
+        assert dense.hits == []
