@@ -225,6 +225,16 @@ def row_matches_filter(row: dict, filter_text: str) -> bool:
     return True
 
 
+def save_row(values: list) -> dict:
+    """The row a SAVE writes: `SAVE t, id, map` (upsert by id), `SAVE t, map`, or positional values
+    (`c0`, `c1`, ... when no table schema names the columns). Shared by every host's SAVE."""
+    if len(values) == 2 and isinstance(values[1], dict):
+        return {"id": values[0], **values[1]}
+    if len(values) == 1 and isinstance(values[0], dict):
+        return dict(values[0])
+    return {f"c{i}": v for i, v in enumerate(values)}
+
+
 class InMemoryHost(Host):
     """Everything in memory: for tests and `manage.py basic run`."""
 
@@ -360,12 +370,7 @@ class InMemoryHost(Host):
 
     def save(self, table: str, values: list) -> object:
         rows = self._table(table)
-        if len(values) == 2 and isinstance(values[1], dict):
-            row = {"id": values[0], **values[1]}
-        elif len(values) == 1 and isinstance(values[0], dict):
-            row = dict(values[0])
-        else:
-            row = {f"c{i}": v for i, v in enumerate(values)}
+        row = save_row(values)
         for i, existing in enumerate(rows):
             if "id" in row and existing.get("id") == row["id"]:
                 rows[i] = {**existing, **row}

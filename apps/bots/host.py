@@ -11,7 +11,7 @@ import json
 
 from django.db import transaction
 
-from apps.basic.host import Host, HostError, row_matches_filter
+from apps.basic.host import Host, HostError, row_matches_filter, save_row
 from apps.bots import services as bot_services
 from apps.bots.config_csv import config_lookup
 from apps.bots.models import Bot, BotConfig, BotTableRow
@@ -96,12 +96,7 @@ class BotHost(Host):
 
     @transaction.atomic
     def save(self, table: str, values: list) -> object:
-        if len(values) == 2 and isinstance(values[1], dict):
-            data = {"id": values[0], **values[1]}
-        elif len(values) == 1 and isinstance(values[0], dict):
-            data = dict(values[0])
-        else:
-            data = {f"c{i}": v for i, v in enumerate(values)}
+        data = save_row(values)
         _json_only(data)
         if "id" in data:
             for row in self._rows(table).select_for_update():
