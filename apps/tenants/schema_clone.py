@@ -3,9 +3,10 @@
 django-tenants' general clone function inspects the catalog in ways that grow with the number of schemas
 (2 s per tenant at 100 tenants, measured). Our template holds only what Django migrations make: tables
 with identity columns, constraints and indexes. Those are copied here with a handful of catalog queries
-filtered by namespace, so creation stays flat as tenants accumulate. Anything else in the template (views,
-functions, triggers, free-standing sequences) raises TemplateNotCloneable and the caller falls back to the
-general clone, trading speed for completeness.
+filtered by namespace, so creation stays flat as tenants accumulate. Triggers on those tables are
+copied too (their functions must live outside the template, e.g. in public). Anything else in the
+template (views, functions in the template schema, free-standing sequences) raises TemplateNotCloneable
+and the caller falls back to the general clone, trading speed for completeness.
 
 Names are kept exactly (constraints, indexes, identity sequences): later migrations address them by name.
 Definitions are read with the template alone on search_path, so they come back unqualified and are
@@ -47,9 +48,6 @@ def _unsupported_objects(cursor, template: str) -> list[str]:
         UNION ALL
         SELECT 'function ' || p.proname FROM pg_proc p WHERE p.pronamespace = %(ns)s::regnamespace
         UNION ALL
-        SELECT 'trigger ' || t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
-        WHERE c.relnamespace = %(ns)s::regnamespace AND NOT t.tgisinternal
-        UNION ALL
         SELECT 'type ' || t.typname FROM pg_type t
         WHERE t.typnamespace = %(ns)s::regnamespace AND t.typtype IN ('e', 'd', 'r', 'm')
         """,
@@ -58,7 +56,7 @@ def _unsupported_objects(cursor, template: str) -> list[str]:
     return [row[0] for row in cursor.fetchall()]
 
 
-def _definitions(cursor, template: str) -> tuple[list[str], list[tuple[str, str, str]], list[str]]:
+def _definitions(cursor, template: str) -> tuple[list[str], list[tuple[str, str, str]], list[str], list[str]]:
     cursor.execute(
         "SELECT relname FROM pg_class WHERE relnamespace = %s::regnamespace AND relkind = 'r' ORDER BY relname",
         [template],
@@ -84,16 +82,24 @@ def _definitions(cursor, template: str) -> tuple[list[str], list[tuple[str, str,
         [template],
     )
     indexes = [row[0] for row in cursor.fetchall()]
-    return tables, constraints, indexes
+    cursor.execute(
+        """
+        SELECT pg_get_triggerdef(t.oid) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+        WHERE c.relnamespace = %s::regnamespace AND NOT t.tgisinternal ORDER BY t.tgname
+        """,
+        [template],
+    )
+    triggers = [row[0] for row in cursor.fetchall()]
+    return tables, constraints, indexes, triggers
 
 
-def _retarget_index(definition: str, template: str, target: str) -> str:
-    """pg_get_indexdef always schema-qualifies the table ("... ON tenant_template.t USING ..."): point the
-    definition at the new schema. The index itself is created in the schema of its table."""
+def _retarget(definition: str, template: str, target: str) -> str:
+    """pg_get_indexdef and pg_get_triggerdef always schema-qualify the table ("... ON tenant_template.t
+    ..."): point the definition at the new schema. The index or trigger lives in the schema of its table."""
     pattern = re.compile(rf" ON (ONLY )?{re.escape(_quote(template))}\.")
     retargeted, count = pattern.subn(lambda m: f" ON {m.group(1) or ''}{_quote(target)}.", definition, count=1)
     if count != 1:
-        raise TemplateNotCloneable(f"unexpected index definition: {definition[:120]}")
+        raise TemplateNotCloneable(f"unexpected definition: {definition[:120]}")
     return retargeted
 
 
@@ -120,6 +126,8 @@ class TemplatePlan:
     tables: list[str]
     constraints: list[tuple[str, str, str]]
     indexes: list[str]
+    # Triggers on the template's tables (their functions live outside the template, e.g. in public).
+    triggers: list[str]
 
 
 # Reading the definitions scans catalogs that grow with every tenant (pg_class, pg_constraint and pg_type
@@ -175,9 +183,12 @@ def schema_clone(template: str, target: str) -> None:
                 + sql.SQL(definition)  # noqa: S608
             )
         for definition in indexes:
-            cursor.execute(sql.SQL(_retarget_index(definition, template, target)))
+            cursor.execute(sql.SQL(_retarget(definition, template, target)))
         for table in (t for t in REFERENCE_TABLES if t in tables):
             _copy_rows(cursor, template, table)
+        # Triggers last: the reference rows above are copies, not events a trigger should see.
+        for definition in plan.triggers:
+            cursor.execute(sql.SQL(_retarget(definition, template, target)))
         # Check the copied rows' deferred foreign keys now, not at commit: no trigger events stay pending
         # (they would block a DROP in the same transaction, and a bad copy should fail here, loudly).
         cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")

@@ -87,3 +87,32 @@ def test_migrate_on_a_cloned_tenant_finds_nothing_to_apply(canary_tenants, capsy
     call_command("migrate_schemas", tenant=True, schema_name=canary_tenants.a.schema_name, verbosity=1)
     out = capsys.readouterr().out
     assert "No migrations to apply" in out and "Applying" not in out
+
+
+def test_triggers_on_template_tables_are_cloned_and_fire_in_the_new_schema(canary_tenants):
+    from django.db import DatabaseError, transaction
+
+    from apps.tenants.schema_clone import template_plan_forget
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE FUNCTION public.test_refuse_change() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'rows of % are read-only', TG_TABLE_NAME; END $$"
+        )
+        cursor.execute(
+            "CREATE TRIGGER bot_read_only BEFORE UPDATE OR DELETE ON tenant_template.bots_bot "
+            "FOR EACH ROW EXECUTE FUNCTION public.test_refuse_change()"
+        )
+    template_plan_forget()
+    from apps.tenants.schema_clone import _template_plan
+
+    with connection.cursor() as cursor:
+        assert _template_plan(cursor, TEMPLATE).triggers  # the fast path took it, no fallback needed
+    tenant, _ = tenant_create(name="Triggered", domain="triggered.test.localhost", admin_username=None)
+    from apps.bots.models import Bot
+
+    with schema_context(tenant.schema_name):
+        bot = Bot.objects.create(name="x")
+        with pytest.raises(DatabaseError, match="read-only"), transaction.atomic():
+            Bot.objects.filter(pk=bot.pk).update(name="y")
+    template_plan_forget()  # the trigger goes away with this test's transaction
