@@ -5,6 +5,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from apps.bots.selectors import bot_list
 from apps.bots.services import bot_deploy, package_limits
+from apps.compliance.services import audit_record
 from apps.drive.package import PackageError, package_read_zip
 
 
@@ -33,6 +34,17 @@ def bot_deploy_api(request):
     except PackageError as exc:
         return JsonResponse({"error": f"package refused: {exc}"}, status=400)
     report = bot_deploy(package=package)
+    audit_record(
+        action="bot.deploy",
+        object_type="bot",
+        object_id=report.bot.name,
+        summary={
+            "files_written": report.files_written,
+            "files_removed": report.files_removed,
+            "errors": len(report.errors),
+        },
+        request=request,
+    )
     return JsonResponse(
         {
             "bot": report.bot.name,

@@ -58,6 +58,7 @@ TENANT_APPS = [
     "apps.bots",
     "apps.drive",
     "apps.kb",
+    "apps.compliance",
 ]
 INSTALLED_APPS = list(dict.fromkeys(SHARED_APPS + TENANT_APPS))
 
@@ -77,6 +78,7 @@ MIDDLEWARE = [
     "apps.core.middleware.RequestContextMiddleware",
     "apps.tenants.middleware.TenantHostMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "apps.compliance.middleware.SecurityHeadersMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -283,6 +285,19 @@ SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE_S", 8 * 3600)
 SESSION_COOKIE_SAMESITE = "Lax"
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024  # request bodies other than file uploads
+
+# --- Security headers and client addresses (apps.compliance) -----------------------------------------
+# Extra CSP sources per directive, e.g. CSP_EXTRA_IMG_SRC=https://cdn.example.com; checked at start-up
+# ('unsafe-inline', 'unsafe-eval' and wildcards are refused).
+SECURITY_CSP_EXTRA_SOURCES = {
+    directive: env_list("CSP_EXTRA_" + directive.replace("-", "_").upper())
+    for directive in ("script-src", "style-src", "img-src", "font-src", "connect-src", "media-src")
+}
+# Empty means the default in apps.compliance.middleware (camera, microphone, geolocation... all off).
+SECURITY_PERMISSIONS_POLICY = env_str("SECURITY_PERMISSIONS_POLICY")
+# Proxies whose X-Forwarded-For is believed when they are the direct peer (REMOTE_ADDR); with none, the
+# client IP recorded in the audit log is REMOTE_ADDR, which a client cannot forge.
+TRUSTED_PROXY_IPS = env_list("TRUSTED_PROXY_IPS", [])
 
 # --- Logging: one JSON object per line, with request id and tenant -----------------------------------
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
