@@ -161,22 +161,30 @@ def _require_schema(tenant: str) -> None:
 
 
 def pg_search_queryset(*, bot: str, kbs: Sequence[str], vector: Sequence[float], model: str | None = None):
-    """The search query: the index's exact expression `embedding::vector(d)`, filtered on `dimensions = d`
-    (the partial index's predicate), ordered by cosine distance. Exposed for EXPLAIN in tests."""
+    """The nearest-neighbour query: the index's exact expression `embedding::vector(d)`, filtered on
+    `dimensions = d` (the partial index's predicate), ordered by cosine distance, on kb_chunk ALONE.
+
+    The bot and KBs are resolved to ids first: filtering through joins (bot name, KB name) made the planner
+    scan and sort every chunk (measured: 190 ms p50 at 100k chunks) instead of walking the HNSW index.
+    Returns `id` and `score` only; the caller fetches the few rows it keeps. Exposed for EXPLAIN in tests.
+    """
     from pgvector.django import CosineDistance, VectorField
 
-    from apps.kb.models import Chunk
+    from apps.bots.models import Bot
+    from apps.kb.models import Chunk, KnowledgeBase
 
     dimensions = _query_dimensions(vector)
+    bot_id = Bot.objects.filter(name=bot).values_list("pk", flat=True).first()
+    kb_ids = list(KnowledgeBase.objects.filter(bot_id=bot_id, name__in=list(kbs)).values_list("pk", flat=True))
     typed_embedding = Cast("embedding", VectorField(dimensions=dimensions))
-    queryset = Chunk.objects.filter(bot__name=bot, kb__name__in=list(kbs), dimensions=dimensions)
+    queryset = Chunk.objects.filter(bot_id=bot_id, kb_id__in=kb_ids, dimensions=dimensions)
     if model is not None:
         queryset = queryset.filter(embedding_model=model)
     return (
         queryset.annotate(distance=CosineDistance(typed_embedding, [float(x) for x in vector]))
         .annotate(score=Value(1.0, output_field=FloatField()) - F("distance"))
         .order_by("distance")
-        .values("document_id", "document__path", "kb__name", "index", "text", "page", "heading", "score")
+        .values("id", "score")
     )
 
 
@@ -230,6 +238,8 @@ class PgVectorStore:
     def search(
         self, *, tenant: str, bot: str, kbs: list[str], vector: list[float], limit: int, model: str | None = None
     ) -> list[VectorHit]:
+        from apps.kb.models import Chunk
+
         _require_schema(tenant)
         limit = _bounded_limit(limit)
         if not kbs or limit == 0:
@@ -245,7 +255,14 @@ class PgVectorStore:
                     "SELECT set_config('hnsw.ef_search', %s, true), set_config('hnsw.iterative_scan', %s, true)",
                     [str(HNSW_EF_SEARCH), HNSW_ITERATIVE_SCAN],
                 )
-            rows = list(queryset[:limit])
+            ranked = list(queryset[:limit])
+        details = {
+            row["id"]: row
+            for row in Chunk.objects.filter(pk__in=[r["id"] for r in ranked]).values(
+                "id", "document_id", "document__path", "kb__name", "index", "text", "page", "heading"
+            )
+        }
+        rows = [{**details[r["id"]], "score": r["score"]} for r in ranked if r["id"] in details]
         return [
             VectorHit(
                 document_id=row["document_id"],
