@@ -320,7 +320,12 @@ def test_pgvector_stores_chunks_without_vectors_for_keyword_search(canary_tenant
 
 @pytest.mark.parametrize("dimensions", INDEXED_DIMENSIONS)
 def test_pgvector_search_is_served_by_the_partial_hnsw_index_of_its_size(canary_tenants, dimensions):
+    from apps.bots.models import Bot
+    from apps.kb.models import KnowledgeBase
+
     with schema_context(canary_tenants.a.schema_name):
+        bot, _ = Bot.objects.get_or_create(name=BOT)
+        KnowledgeBase.objects.get_or_create(bot=bot, name="faq")
         queryset = pg_search_queryset(bot=BOT, kbs=["faq"], vector=unit(1, dimensions))[:10]
         with connection.cursor() as cursor:
             # With few rows a scan and an exact sort are cheaper (and the planner rightly picks them): forbid
