@@ -65,8 +65,19 @@ FALLBACK_HEADERS = {
 }
 
 
+def csp_extra_sources_parse(entries: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """settings.SECURITY_CSP_EXTRA_SOURCES ("directive source" strings) by directive, checked."""
+    extra: dict[str, list[str]] = {}
+    for entry in entries:
+        directive, _, sources = entry.strip().partition(" ")
+        if not sources.split():
+            raise ImproperlyConfigured(f"SECURITY_CSP_EXTRA_SOURCES: {entry!r} must be 'directive source'")
+        extra.setdefault(directive.lower(), []).extend(sources.split())
+    return csp_extra_sources_validate(extra)
+
+
 def csp_extra_sources_validate(extra: Mapping[str, Sequence[str]]) -> dict[str, tuple[str, ...]]:
-    """The configured extra sources, checked; raises ImproperlyConfigured naming the bad entry."""
+    """Extra sources by directive, checked; raises ImproperlyConfigured naming the bad entry."""
     checked: dict[str, tuple[str, ...]] = {}
     for directive, sources in extra.items():
         if directive not in CSP_EXTENDABLE_DIRECTIVES:
@@ -97,7 +108,7 @@ def content_security_policy(
 class SecurityHeadersMiddleware:
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
-        self.csp_extra = csp_extra_sources_validate(getattr(settings, "SECURITY_CSP_EXTRA_SOURCES", {}))
+        self.csp_extra = csp_extra_sources_parse(getattr(settings, "SECURITY_CSP_EXTRA_SOURCES", ()))
         self.permissions_policy = getattr(settings, "SECURITY_PERMISSIONS_POLICY", "") or PERMISSIONS_POLICY_DEFAULT
 
     def __call__(self, request: HttpRequest) -> HttpResponse:

@@ -287,14 +287,12 @@ SESSION_COOKIE_SAMESITE = "Lax"
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024  # request bodies other than file uploads
 
 # --- Security headers and client addresses (apps.compliance) -----------------------------------------
-# Extra CSP sources per directive, e.g. CSP_EXTRA_IMG_SRC=https://cdn.example.com; checked at start-up
-# ('unsafe-inline', 'unsafe-eval' and wildcards are refused).
-SECURITY_CSP_EXTRA_SOURCES = {
-    directive: env_list("CSP_EXTRA_" + directive.replace("-", "_").upper())
-    for directive in ("script-src", "style-src", "img-src", "font-src", "connect-src", "media-src")
-}
-# Empty means the default in apps.compliance.middleware (camera, microphone, geolocation... all off).
-SECURITY_PERMISSIONS_POLICY = env_str("SECURITY_PERMISSIONS_POLICY")
+# Extra CSP sources as "directive source" entries, comma-separated, e.g.
+# CSP_EXTRA_SOURCES="img-src https://cdn.example.com, connect-src https://api.example.com"; checked at
+# start-up ('unsafe-inline', 'unsafe-eval' and wildcards are refused).
+SECURITY_CSP_EXTRA_SOURCES = env_list("CSP_EXTRA_SOURCES", [])
+# Permissions-Policy: apps.compliance.middleware's default (camera, microphone, geolocation... off) unless
+# a settings file sets SECURITY_PERMISSIONS_POLICY.
 # Proxies whose X-Forwarded-For is believed when they are the direct peer (REMOTE_ADDR); with none, the
 # client IP recorded in the audit log is REMOTE_ADDR, which a client cannot forge.
 TRUSTED_PROXY_IPS = env_list("TRUSTED_PROXY_IPS", [])

@@ -6,7 +6,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.test import Client
 
-from apps.compliance.middleware import csp_extra_sources_validate
+from apps.compliance.middleware import content_security_policy, csp_extra_sources_parse
 
 pytestmark = pytest.mark.django_db
 
@@ -54,16 +54,24 @@ def test_public_admin_login_renders_under_the_policy(canary_tenants):
     assert "<script>" not in html and "<style" not in html and " style=" not in html
 
 
-def test_extra_sources_are_validated():
-    assert csp_extra_sources_validate({"img-src": ["https://cdn.example.com"]}) == {
-        "img-src": ("https://cdn.example.com",)
-    }
+def test_extra_sources_are_added_and_validated():
+    extra = csp_extra_sources_parse(["img-src https://cdn.example.com", "connect-src https://api.example.com"])
+    assert extra == {"img-src": ("https://cdn.example.com",), "connect-src": ("https://api.example.com",)}
+    policy = content_security_policy(extra=extra, websocket_host="a.example", secure=True)
+    assert "img-src 'self' data: https://cdn.example.com;" in policy
+    assert "connect-src 'self' https://api.example.com wss://a.example;" in policy
     for bad in (
-        {"script-src": ["'unsafe-eval'"]},
-        {"script-src": ["'unsafe-inline'"]},
-        {"connect-src": ["*"]},
-        {"img-src": ["https://a.example; script-src *"]},
-        {"frame-ancestors": ["https://a.example"]},
+        ["script-src 'unsafe-eval'"],
+        ["script-src 'unsafe-inline'"],
+        ["connect-src *"],
+        ["img-src https://a.example;script-src"],
+        ["frame-ancestors https://a.example"],
+        ["img-src"],
     ):
         with pytest.raises(ImproperlyConfigured):
-            csp_extra_sources_validate(bad)
+            csp_extra_sources_parse(bad)
+
+
+def test_a_forged_host_never_reaches_the_policy():
+    policy = content_security_policy(extra={}, websocket_host="evil.example; script-src *", secure=False)
+    assert "evil" not in policy and "script-src 'self';" in policy
