@@ -166,3 +166,53 @@ def test_client_ip_ignores_forwarded_for_unless_the_peer_is_a_trusted_proxy(sett
 def test_an_action_that_is_not_a_dotted_name_is_refused(canary_tenants):
     with schema_context(canary_tenants.a.schema_name), pytest.raises(ValueError, match="dotted"):
         audit_record(action="Deploy Bot")
+
+
+class _RollBack(Exception):
+    pass
+
+
+def _trigger_names(schema: str) -> set[str]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+            "WHERE c.relname = 'compliance_auditevent' AND c.relnamespace = %s::regnamespace AND NOT t.tgisinternal",
+            [schema],
+        )
+        return {row[0] for row in cursor.fetchall()}
+
+
+def _function_exists() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT to_regprocedure('public.audit_event_immutable()') IS NOT NULL")
+        return cursor.fetchone()[0]
+
+
+def test_the_migration_reverses_and_keeps_the_function_other_tenants_use(canary_tenants):
+    from django.db.migrations.executor import MigrationExecutor
+
+    schema = canary_tenants.a.schema_name
+    with schema_context(schema):
+        assert _trigger_names(schema) == {"audit_event_no_update_delete", "audit_event_no_truncate"}
+        with pytest.raises(_RollBack), transaction.atomic():
+            MigrationExecutor(connection).migrate([("compliance", None)])
+            assert "compliance_auditevent" not in connection.introspection.table_names()
+            # Tenant B's (and the template's) triggers still use it.
+            assert _function_exists()
+            MigrationExecutor(connection).migrate([("compliance", "0001_initial")])
+            assert _trigger_names(schema) == {"audit_event_no_update_delete", "audit_event_no_truncate"}
+            raise _RollBack
+        assert _trigger_names(schema) == {"audit_event_no_update_delete", "audit_event_no_truncate"}
+
+
+def test_public_admin_sign_in_works_without_an_audit_table(canary_tenants):
+    from django.conf import settings
+    from django.contrib.auth import get_user_model
+
+    with schema_context("public"):
+        get_user_model().objects.create_superuser(username="support", email="", password="support-pass-1")
+    client = Client(HTTP_HOST=settings.PLATFORM_PUBLIC_DOMAIN)
+    failed = client.post("/admin/login/", {"username": "support", "password": "wrong"})
+    assert failed.status_code == 200
+    signed_in = client.post("/admin/login/?next=/admin/", {"username": "support", "password": "support-pass-1"})
+    assert signed_in.status_code == 302 and signed_in["Location"] == "/admin/"
