@@ -211,7 +211,7 @@ class VaultSecrets:
 
     def _login(self) -> None:
         """AppRole login; caller holds the token lock."""
-        logger.info("vault: AppRole login (role_id %s...)", (self._role_id or "")[:8])
+        logger.info("vault: AppRole login")
         auth = self._client(None).auth.approle.login(
             role_id=self._role_id, secret_id=self._secret_id, use_token=False, mount_point=APPROLE_MOUNT
         )["auth"]
@@ -238,15 +238,15 @@ class VaultSecrets:
                 logger.warning("vault: token renewal refused (%s)", type(exc).__name__)
             else:
                 lease = float(auth.get("lease_duration") or 0)
-                renewable = bool(auth.get("renewable"))
-                at_max_ttl = 0 < lease < lease_before * TOKEN_RENEW_REMAINING_FRACTION
                 if lease > 0:  # keep the original lease as the yardstick for the next renewal
-                    self._renewable = renewable
+                    self._renewable = bool(auth.get("renewable"))
                     self._expires_at = time.monotonic() + lease
                 logger.debug("vault: token renewed, lease %.0f s", lease)
-                if not at_max_ttl:
+                if lease > lease_before * TOKEN_RENEW_REMAINING_FRACTION:
                     return
-                self._renewable = False  # renewing again cannot extend it; do not renew on every call
+                # Still under the renewal threshold after renewing: the token is at its max TTL. Renewing
+                # again cannot extend it, so stop trying (or it would be renewed on every call).
+                self._renewable = False
                 if not self.uses_approle:
                     logger.warning("vault: token is at its max TTL and there is no AppRole to log in with")
                     return

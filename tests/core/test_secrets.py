@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import hvac
 import hvac.exceptions
@@ -228,8 +229,8 @@ def test_approle_logs_in_again_when_renewal_hits_the_max_ttl(vault):
     while time.monotonic() - started < 6:
         assert client.get("gbo/llm", "api_key") == GLOBAL_SECRET
         time.sleep(0.2)
-    assert vault.count(APPROLE_LOGIN) >= 2
-    assert vault.count(RENEW_SELF) >= 1
+    assert 2 <= vault.count(APPROLE_LOGIN) <= 4
+    assert 1 <= vault.count(RENEW_SELF) <= 3  # not renewed on every call once at the max TTL
 
 
 def test_a_403_causes_exactly_one_relogin_and_the_call_succeeds(vault):
@@ -241,6 +242,18 @@ def test_a_403_causes_exactly_one_relogin_and_the_call_succeeds(vault):
     assert client.get("gbo/llm", "api_key") == GLOBAL_SECRET
     assert vault.count(APPROLE_LOGIN) == 1
     assert vault.count(vault.kv_path("gbo/llm")) == 3  # ok, 403, ok after the re-login
+
+
+def test_threads_hitting_a_403_together_share_one_relogin(vault):
+    vault.put_secret("gbo/llm", {"api_key": GLOBAL_SECRET})
+    client = VaultSecrets(addr=vault.url, token=vault.create_token(0), role_id=ROLE_ID, secret_id=SECRET_ID,
+                          cache_ttl_s=0)
+    assert client.get("gbo/llm", "api_key") == GLOBAL_SECRET
+    vault.revoke_all_tokens()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(lambda _: client.get("gbo/llm", "api_key"), range(32)))
+    assert results == [GLOBAL_SECRET] * 32
+    assert vault.count(APPROLE_LOGIN) == 1
 
 
 def test_a_persistent_403_logs_in_once_then_fails_without_a_loop(vault):
@@ -385,8 +398,9 @@ def test_no_secret_value_reaches_the_logs_or_the_error_messages(vault, vault_set
     assert caplog.records, "the scenario should have logged something"
     assert "gbo/orgs/sales/bots/helper" in caplog.text or "gbo/meet" in caplog.text
     everything = caplog.text + "\n".join(errors) + "".join(str(r.args) for r in caplog.records)
+    assert vault.count(APPROLE_LOGIN) >= 1 and len(vault.issued_tokens) >= 2
     for value in (BOT_SECRET, TENANT_SECRET, GLOBAL_SECRET, "meet-secret-71aa", "env-secret-0d9e", SECRET_ID,
-                  vault_settings.VAULT_TOKEN):
+                  *vault.issued_tokens):
         assert value not in everything
 
 

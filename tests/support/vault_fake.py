@@ -62,6 +62,7 @@ class FakeVault:
     hang_s: float = 0.0
     deny_paths: set[str] = field(default_factory=set)
     requests: list[tuple[str, str]] = field(default_factory=list)
+    issued_tokens: list[str] = field(default_factory=list)  # every token ever issued, for leak checks
     tokens: dict[str, FakeToken] = field(default_factory=dict)
     approles: dict[str, str] = field(default_factory=dict)  # role_id -> secret_id
     secrets_data: dict[str, dict[str, Any]] = field(default_factory=dict)  # path -> data
@@ -91,6 +92,7 @@ class FakeVault:
         max_expires = None if max_ttl_s is None else now + max_ttl_s
         with self._lock:
             self.tokens[token] = FakeToken(ttl_s, renewable, expires, max_expires, now)
+            self.issued_tokens.append(token)
         return token
 
     def add_approle(self, role_id: str, secret_id: str) -> None:
@@ -207,6 +209,7 @@ class FakeVault:
                 return 400, {"errors": ["invalid role or secret ID"]}
             new = "hvs." + secrets.token_urlsafe(18)
             max_at = None if self.approle_max_ttl_s is None else now + self.approle_max_ttl_s
+            self.issued_tokens.append(new)
             self.tokens[new] = FakeToken(self.approle_ttl_s, self.approle_renewable, now + self.approle_ttl_s,
                                          max_at, now)
             return 200, {"auth": {"client_token": new, "lease_duration": int(self.approle_ttl_s),
