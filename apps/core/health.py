@@ -113,20 +113,27 @@ def check_llm() -> CheckResult:
     return _timed(probe)
 
 
+def check_vault() -> CheckResult:
+    from apps.core.secrets import vault_health
+
+    status, latency_ms, detail = vault_health()
+    return CheckResult(status, latency_ms, detail[:MAX_ERROR_CHARS])
+
+
 CHECKS: dict[str, Callable[[], CheckResult]] = {
     "database": check_database,
     "cache": check_cache,
     "vectordb": check_vectordb,
     "llm": check_llm,
+    "vault": check_vault,
 }
 
 
 def health_report() -> tuple[dict, int]:
     """The health JSON and the HTTP status to answer it with."""
     results = {name: check() for name, check in CHECKS.items()}
-    required_failed = any(
-        r.status == UNHEALTHY for name, r in results.items() if name in settings.HEALTH_REQUIRED_CHECKS
-    )
+    required = set(settings.HEALTH_REQUIRED_CHECKS) | ({"vault"} if settings.VAULT_REQUIRED else set())
+    required_failed = any(r.status == UNHEALTHY for name, r in results.items() if name in required)
     any_failed = any(r.status == UNHEALTHY for r in results.values())
     status = "unhealthy" if required_failed else "degraded" if any_failed else "healthy"
     body = {

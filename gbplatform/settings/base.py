@@ -210,6 +210,13 @@ S3_REGION = env_str("S3_REGION", "us-east-1")
 VAULT_ADDR = env_str("VAULT_ADDR")
 VAULT_TOKEN = env_str("VAULT_TOKEN")
 VAULT_REQUIRED = env_bool("VAULT_REQUIRED", False)
+# AppRole login (preferred in production): a new token is fetched on expiry or a 403.
+VAULT_ROLE_ID = env_str("VAULT_ROLE_ID")
+VAULT_SECRET_ID = env_str("VAULT_SECRET_ID")
+VAULT_KV_MOUNT = env_str("VAULT_KV_MOUNT", "secret")  # the seed keeps KV v2 under secret/
+VAULT_CACERT = env_str("VAULT_CACERT")  # CA bundle for TLS to Vault
+VAULT_TIMEOUT_S = env_int("VAULT_TIMEOUT_S", 3)  # per Vault call: a hung Vault must not hang a request
+VAULT_CACHE_TTL_S = env_int("VAULT_CACHE_TTL_S", 30)  # per-process cache: rotation shows within this
 OIDC_ISSUER = env_str("OIDC_ISSUER")
 OIDC_CLIENT_ID = env_str("OIDC_CLIENT_ID")
 OIDC_CLIENT_SECRET = env_str("OIDC_CLIENT_SECRET")

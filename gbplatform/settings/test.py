@@ -28,6 +28,9 @@ if not REDIS_URL:
     os.environ["REDIS_URL"] = REDIS_URL
 
 DATABASES = {"default": database_from_url(DATABASE_URL)}
+# One test database per run: two runs at once (two terminals, an editor's runner) would otherwise drop
+# each other's database. pytest-django drops it at the end; `make clean` clears what a killed run left.
+DATABASES["default"]["TEST"] = {"NAME": f"test_gbplatform_{os.getpid()}"}
 CACHES = caches_for(REDIS_URL)
 CHANNEL_LAYERS = channel_layers_for(REDIS_URL)
 CELERY_BROKER_URL = redis_url_for_db(REDIS_URL, 0)

@@ -22,11 +22,25 @@ def test_health_on_a_tenant_host_is_healthy_with_every_check(canary_tenants):
     assert response.status_code == 200
     assert body["status"] == "healthy"
     assert body["version"]
-    assert set(body["checks"]) == {"database", "cache", "vectordb", "llm"}
+    assert set(body["checks"]) == {"database", "cache", "vectordb", "llm", "vault"}
     for name in ("database", "cache", "vectordb"):
         assert body["checks"][name]["status"] == "healthy", body
         assert body["checks"][name]["latency_ms"] >= 0
     assert body["checks"]["llm"]["status"] == "disabled"  # no LLM configured: not a failure
+    assert body["checks"]["vault"]["status"] == "disabled"
+
+
+def test_required_vault_that_is_down_makes_health_unhealthy(canary_tenants, settings):
+    from apps.core.secrets import secrets_reset
+
+    settings.VAULT_ADDR, settings.VAULT_TOKEN, settings.VAULT_REQUIRED = f"http://127.0.0.1:{free_port()}", "t", True
+    secrets_reset()
+    try:
+        response = _health(canary_tenants.a.host)
+        assert response.status_code == 503
+        assert response.json()["checks"]["vault"]["status"] == "unhealthy"
+    finally:
+        secrets_reset()
 
 
 def test_required_check_failing_answers_503_unhealthy(canary_tenants, settings):
