@@ -93,9 +93,10 @@ def _actor(actor: Any) -> tuple[str, int | None]:
 
 def _summary(summary: str | dict | list) -> str:
     if isinstance(summary, dict | list):
-        # JSON escapes control characters itself; keys sorted so equal summaries read the same.
+        # Keys sorted so equal summaries read the same. JSON escapes C0 controls itself; the cleaning
+        # catches the C1 range it leaves as is.
         text = json.dumps(summary, sort_keys=True, default=str, ensure_ascii=False)
-        return text[:SUMMARY_MAX_LENGTH]
+        return audit_text_clean(text, max_length=SUMMARY_MAX_LENGTH)
     return audit_text_clean(summary, max_length=SUMMARY_MAX_LENGTH)
 
 
@@ -111,15 +112,15 @@ def audit_record(
     """Append one event to the current tenant's audit log and return it.
 
     `actor` is a user (its username and id are stored), a name, or None for the platform itself
-    ("system"); without an actor, the request's authenticated user is used. IP and request id come from
-    `request` (or the current request context for the id).
+    ("system"); without an actor, the request's user is used ("anonymous" when not signed in). IP and
+    request id come from `request` (or the current request context for the id).
     """
     if not ACTION_RE.match(action) or len(action) > ACTION_MAX_LENGTH:
         raise ValueError(f"audit action {action!r} must be dotted lower-case words, e.g. 'bot.deploy'")
     if not audit_log_available():
         raise AuditLogUnavailable(f"no audit log in schema {getattr(connection, 'schema_name', '')!r}")
     if actor is None and request is not None and getattr(request, "user", None) is not None:
-        actor = request.user if request.user.is_authenticated else None
+        actor = request.user  # an anonymous visitor is recorded as "anonymous", not as the platform
     actor_name, actor_pk = _actor(actor)
     request_id = (getattr(request, "request_id", "") if request is not None else "") or request_id_current()
     return AuditEvent.objects.create(

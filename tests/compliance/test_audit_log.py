@@ -216,3 +216,15 @@ def test_public_admin_sign_in_works_without_an_audit_table(canary_tenants):
     assert failed.status_code == 200
     signed_in = client.post("/admin/login/?next=/admin/", {"username": "support", "password": "support-pass-1"})
     assert signed_in.status_code == 302 and signed_in["Location"] == "/admin/"
+
+
+def test_an_anonymous_request_is_recorded_as_anonymous_and_no_request_as_system(canary_tenants):
+    from django.contrib.auth.models import AnonymousUser
+
+    request = RequestFactory().post("/", REMOTE_ADDR="192.0.2.7")
+    request.user = AnonymousUser()
+    with schema_context(canary_tenants.a.schema_name):
+        anonymous = audit_record(action="dsr.request", request=request)
+        platform = audit_record(action="dsr.export")
+    assert (anonymous.actor, anonymous.actor_id, anonymous.ip) == ("anonymous", None, "192.0.2.7")
+    assert (platform.actor, platform.ip) == ("system", None)
