@@ -284,6 +284,8 @@ USE_TZ = True
 # --- Auth and sessions -------------------------------------------------------------------------------
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/console/"
+# Redirect after sign-out: Django's default "logged out" page lives in the admin, which tenant hosts lack.
+LOGOUT_REDIRECT_URL = "/"
 # Host-only cookies: never share a session or CSRF cookie across tenant subdomains.
 SESSION_COOKIE_DOMAIN = None
 CSRF_COOKIE_DOMAIN = None

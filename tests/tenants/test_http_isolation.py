@@ -116,3 +116,12 @@ def test_support_staff_manage_tenants_in_the_public_admin(canary_tenants, settin
         denied.post("/admin/login/", {"username": "admin", "password": canary_tenants.a.admin_password}).status_code
         == 200
     )
+
+
+def test_signing_out_of_the_console_ends_the_session(canary_tenants):
+    a = canary_tenants.a
+    client = Client(HTTP_HOST=a.host)
+    client.post("/accounts/login/", {"username": "admin", "password": a.admin_password})
+    response = client.post("/accounts/logout/")
+    assert response.status_code == 302 and response["Location"] == "/"
+    assert client.get("/console/").status_code == 302
