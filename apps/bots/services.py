@@ -225,7 +225,10 @@ def bot_deploy(*, package: Package) -> DeployReport:
     old_keys = {entry.key for entry in drive.list(root)}
     for item in package.files:
         drive.write(root + item.path, item.data)
-    stale = old_keys - new_keys
+    # The bot's file area (`<bot>.gbdrive/`) holds what scripts wrote at run time: a deploy replaces the
+    # package, not the bot's data.
+    runtime_area = f"{root}{package.bot_name}.gbdrive/"
+    stale = {key for key in old_keys - new_keys if not key.startswith(runtime_area)}
     for key in stale:
         drive.delete(key)
     bot = bot_ensure(name=package.bot_name)

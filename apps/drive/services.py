@@ -45,6 +45,15 @@ class ScanReport:
     removed: list[str] = field(default_factory=list)
 
 
+def drive_object_kind(path: str) -> str:
+    """Kind of a file by its place in the package. Everything under `<bot>.gbdrive/` is the bot's own file
+    area, written by scripts at run time: it is data, never a script, config or KB document to process,
+    whatever its name (a script must not be able to plant `evil.bas` or `x.gbot/config.csv` there)."""
+    if path.split("/", 1)[0].lower().endswith(".gbdrive"):
+        return "other"
+    return package_classify(path)
+
+
 def _split(key: str) -> tuple[str, str] | None:
     """`Demo.gbai/demo.gbdialog/start.bas` -> ("demo", "demo.gbdialog/start.bas"); None outside packages."""
     head, sep, rest = key.partition("/")
@@ -94,7 +103,7 @@ def _scan(bot_name: str | None) -> ScanReport:
         seen.add(entry.key)
         obj = known.get(entry.key)
         if obj is None:
-            obj = DriveObject(key=entry.key, bot_name=split[0], kind=package_classify(split[1]), etag=entry.etag,
+            obj = DriveObject(key=entry.key, bot_name=split[0], kind=drive_object_kind(split[1]), etag=entry.etag,
                               size=entry.size, mtime_ns=entry.mtime_ns)
             created.append(obj)
         elif (obj.etag, obj.size, obj.mtime_ns) != (entry.etag, entry.size, entry.mtime_ns):
@@ -126,7 +135,10 @@ def _scan(bot_name: str | None) -> ScanReport:
     for obj in sorted(pending, key=lambda o: (KIND_ORDER.get(o.kind, 9), o.key)):
         _process(drive, bots[obj.bot_name], obj, report)
 
-    gone = [obj for key, obj in known.items() if key not in seen]
+    # A bot-scoped scan listed only `<bot>.gbai/` exactly; objects of a differently cased folder of the same
+    # bot (`Demo.gbai/`) were not listed, which does not mean they are gone.
+    listed_prefix = package_root(bot_name) if bot_name else ""
+    gone = [obj for key, obj in known.items() if key not in seen and key.startswith(listed_prefix)]
     for obj in gone:
         _remove(obj, report)
     return report

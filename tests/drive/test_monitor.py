@@ -219,3 +219,35 @@ def test_schedules_follow_their_script(canary_tenants, storage):
         drive.delete("shop.gbai/shop.gbdialog/report.bas")
         drive_scan()
         assert not BotSchedule.objects.exists()
+
+
+def test_files_a_script_writes_are_never_processed_as_package_files(canary_tenants, storage):
+    from apps.basic.vm import run_source
+    from apps.bots.host import BotHost
+
+    with schema_context(canary_tenants.a.schema_name):
+        _deploy(_shop_files())
+        bot = Bot.objects.get(name="shop")
+        source = (
+            'WRITE "TALK 1" TO "evil.bas"\nWRITE "bot-name,Pwned" TO "x.gbot/config.csv"\n'
+            'WRITE "secret" TO "a.gbkb/k/doc.txt"\n'
+        )
+        assert run_source(source, BotHost(bot)).status == "done"
+        report = drive_scan()
+        assert report.failed == {}
+        assert set(BotScript.objects.values_list("name", flat=True)) == {"start", "book-visit"}
+        assert BotConfig.objects.get(key="bot-name").value == "Shop"
+        assert Document.objects.count() == 2
+        # A redeploy replaces the package but keeps what scripts wrote.
+        _deploy(_shop_files())
+        assert tenant_drive().exists("shop.gbai/shop.gbdrive/evil.bas")
+
+
+def test_a_bot_scoped_scan_keeps_a_differently_cased_package_folder(canary_tenants, storage):
+    with schema_context(canary_tenants.a.schema_name):
+        drive = tenant_drive()
+        drive.write("Shop.gbai/shop.gbdialog/start.bas", START)
+        drive_scan()
+        assert BotScript.objects.filter(name="start").exists()
+        drive_scan(bot_name="shop")  # lists `shop.gbai/` only
+        assert BotScript.objects.filter(name="start").exists()
