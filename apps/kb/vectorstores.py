@@ -124,6 +124,9 @@ class VectorStore(Protocol):
     ) -> list[VectorHit]:
         """The `limit` chunks of the bot's `kbs` nearest to `vector` (same size; same model when given)."""
 
+    def delete_bot(self, *, tenant: str, bot: str) -> None:
+        """Remove every chunk of the bot (tenant deletion)."""
+
     def count(self, *, tenant: str, bot: str) -> int:
         """Chunks stored for the bot (with or without a vector on pgvector; with one on Qdrant)."""
 
@@ -276,6 +279,12 @@ class PgVectorStore:
             )
             for row in rows
         ]
+
+    def delete_bot(self, *, tenant: str, bot: str) -> None:
+        from apps.kb.models import Chunk
+
+        _require_schema(tenant)
+        Chunk.objects.filter(bot__name=bot).delete()
 
     def count(self, *, tenant: str, bot: str) -> int:
         from apps.kb.models import Chunk
@@ -482,6 +491,11 @@ class QdrantStore:
             hits.extend(_hit_from_point(point) for point in response.points)
         hits.sort(key=lambda hit: hit.score, reverse=True)
         return hits[:limit]
+
+    def delete_bot(self, *, tenant: str, bot: str) -> None:
+        """Every point of the bot in this tenant, in every collection (tenant deletion, bot removal)."""
+        for collection in self._kb_collections():
+            self._delete_where(collection, _scope_filter(tenant=tenant, bot=bot))
 
     def count(self, *, tenant: str, bot: str) -> int:
         scope = _scope_filter(tenant=tenant, bot=bot)

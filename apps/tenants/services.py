@@ -119,6 +119,25 @@ def tenant_create(
     return tenant, password
 
 
+def _tenant_data_outside_postgres_purge(schema_name: str) -> None:
+    """The drive files and the outside store's vectors of a tenant. Dropping the schema does not reach them,
+    and a later tenant may get the same schema name (it comes from the host name): left behind, they would
+    become that tenant's bots, scripts and search results."""
+    from apps.bots.models import Bot
+    from apps.drive.storage import tenant_drive
+    from apps.kb.vectorstores import PgVectorStore, vector_store_for_settings
+
+    drive = tenant_drive(schema_name)
+    packages = {entry.key.split("/", 1)[0] for entry in drive.list() if "/" in entry.key}
+    for package in packages:
+        drive.delete_prefix(package + "/")
+    store = vector_store_for_settings()
+    if not isinstance(store, PgVectorStore):  # pgvector rows go with the schema
+        with schema_context(schema_name):
+            for bot in Bot.objects.values_list("name", flat=True):
+                store.delete_bot(tenant=schema_name, bot=bot)
+
+
 def tenant_delete(*, schema_name: str) -> None:
     """Drop a tenant and its whole schema (all of its data). Refuses the public and template schemas."""
     if schema_name in {get_public_schema_name(), settings.TENANT_BASE_SCHEMA}:
@@ -127,6 +146,7 @@ def tenant_delete(*, schema_name: str) -> None:
         tenant = Tenant.objects.filter(schema_name=schema_name).first()
         if tenant is None:
             raise TenantProvisioningError(f"no tenant with schema {schema_name!r}")
+        _tenant_data_outside_postgres_purge(schema_name)
         with transaction.atomic():
             tenant.delete(force_drop=True)
     connection.set_schema_to_public()

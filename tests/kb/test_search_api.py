@@ -98,6 +98,9 @@ def test_the_pipeline_works_with_qdrant_as_the_vector_store(canary_tenants, sett
         assert store.count(tenant=canary_tenants.a.schema_name, bot="shop") == 1
         assert services.document_remove(path="shop.gbai/shop.gbkb/faq/boots.md")
         assert store.count(tenant=canary_tenants.a.schema_name, bot="shop") == 0
+        _index(bot, "boots.md", "# Boots\nWax leather boots twice a year.")
+        store.delete_bot(tenant=canary_tenants.a.schema_name, bot="shop")  # what tenant deletion calls
+        assert store.count(tenant=canary_tenants.a.schema_name, bot="shop") == 0
 
 
 def test_use_kb_and_think_kb_in_a_script(two_tenants):
