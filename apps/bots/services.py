@@ -217,7 +217,7 @@ def bot_deploy(*, package: Package) -> DeployReport:
     rejected archive. The same scan the DriveMonitor runs then compiles scripts, syncs config and
     registers KB documents; its failures are returned for the caller to show.
     """
-    from apps.drive.services import drive_scan
+    from apps.drive.services import DEPLOY_SCAN_WAIT_S, drive_scan
 
     drive = tenant_drive()
     root = package_root(package.bot_name)
@@ -232,7 +232,8 @@ def bot_deploy(*, package: Package) -> DeployReport:
     for key in stale:
         drive.delete(key)
     bot = bot_ensure(name=package.bot_name)
-    report = drive_scan(bot_name=package.bot_name)
-    return DeployReport(
-        bot=bot, files_written=len(new_keys), files_removed=len(stale), scan=report, errors=dict(report.failed)
-    )
+    report = drive_scan(bot_name=package.bot_name, wait_s=DEPLOY_SCAN_WAIT_S)
+    errors = dict(report.failed)
+    if report.skipped:
+        errors[root] = "files written; another scan kept running, so they will be processed by the next scan"
+    return DeployReport(bot=bot, files_written=len(new_keys), files_removed=len(stale), scan=report, errors=errors)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -74,10 +75,20 @@ def _scan_lock_release() -> None:
         cursor.execute("SELECT pg_advisory_unlock(hashtext(%s))", [f"drive-scan:{connection.schema_name}"])
 
 
-def drive_scan(*, bot_name: str | None = None) -> ScanReport:
-    """Scan the current tenant's drive (or one bot's package) and process what changed."""
-    if not _scan_lock_acquire():
-        return ScanReport(skipped=True)
+# A deploy waits this long for a running scan of the tenant to finish, then scans itself: the admin who
+# deployed must see the compile errors of what they deployed, not an empty "skipped".
+DEPLOY_SCAN_WAIT_S = 30.0
+SCAN_LOCK_POLL_S = 0.2
+
+
+def drive_scan(*, bot_name: str | None = None, wait_s: float = 0.0) -> ScanReport:
+    """Scan the current tenant's drive (or one bot's package) and process what changed. With `wait_s`,
+    wait that long for another scan of the tenant to finish instead of skipping."""
+    deadline = time.monotonic() + wait_s
+    while not _scan_lock_acquire():
+        if time.monotonic() >= deadline:
+            return ScanReport(skipped=True)
+        time.sleep(SCAN_LOCK_POLL_S)
     try:
         return _scan(bot_name)
     finally:

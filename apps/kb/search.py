@@ -8,6 +8,7 @@ says so (`degraded`), instead of failing the chat turn.
 from __future__ import annotations
 
 import logging
+import math
 import re
 from dataclasses import dataclass, field
 from functools import reduce
@@ -77,11 +78,14 @@ class SearchResult:
     degraded: str = ""  # why the dense side was skipped, when it was
 
 
-def _float(values: dict, key: str, default: float) -> float:
+def _float(values: dict, key: str, default: float, low: float, high: float) -> float:
+    """A bot's numeric setting, finite and clamped to [low, high]; anything unusable means the default.
+    Written by tenant admins in config.csv: `-1`, `inf` or `nan` must not break (or divide by zero in) search."""
     try:
-        return float(config_lookup(values, key, "") or default)
-    except ValueError:
+        value = float(config_lookup(values, key, "") or default)
+    except (TypeError, ValueError):
         return default
+    return min(max(value, low), high) if math.isfinite(value) else default
 
 
 def _terms(query: str) -> list[str]:
@@ -138,7 +142,7 @@ def kb_search(
     if mode in ("hybrid", "dense"):
         try:
             dense = dense_search(bot=bot, kbs=kbs, query=query, limit=CANDIDATES_PER_SIDE, config=config,
-                                 min_score=_float(config, "rag-min-score", DEFAULT_MIN_DENSE_SCORE))
+                                 min_score=_float(config, "rag-min-score", DEFAULT_MIN_DENSE_SCORE, -1.0, 1.0))
         except Exception as exc:  # noqa: BLE001 - any outage of the dense side degrades to lexical
             if not isinstance(exc, EmbeddingError):
                 logger.warning("vector search failed; answering lexically", exc_info=True)
@@ -146,10 +150,10 @@ def kb_search(
             result.mode = "lexical"
     if mode in ("hybrid", "lexical") or result.degraded:
         lexical = lexical_search(bot=bot, kbs=kbs, query=query, limit=CANDIDATES_PER_SIDE)
-    dense_weight = _float(config, "rag-dense-weight", DEFAULT_DENSE_WEIGHT)
-    sparse_weight = _float(config, "rag-sparse-weight", DEFAULT_SPARSE_WEIGHT)
+    dense_weight = _float(config, "rag-dense-weight", DEFAULT_DENSE_WEIGHT, 0.0, 1.0)
+    sparse_weight = _float(config, "rag-sparse-weight", DEFAULT_SPARSE_WEIGHT, 0.0, 1.0)
     total = (dense_weight + sparse_weight) or 1.0
-    k = _float(config, "rag-rrf-k", DEFAULT_RRF_K)
+    k = _float(config, "rag-rrf-k", DEFAULT_RRF_K, 1.0, 1000.0)
     fused: dict[tuple[str, int], SearchHit] = {}
     for hits, weight in ((dense, dense_weight / total), (lexical, sparse_weight / total)):
         if result.mode != "hybrid":
@@ -160,7 +164,7 @@ def kb_search(
                 merged.lexical_score, merged.lexical_rank = hit.lexical_score, hit.lexical_rank
             merged.score += weight / (k + rank + 1)
     per_document: dict[str, int] = {}
-    cap = max(1, int(_float(config, "rag-max-chunks-per-document", DEFAULT_MAX_CHUNKS_PER_DOCUMENT)))
+    cap = int(_float(config, "rag-max-chunks-per-document", DEFAULT_MAX_CHUNKS_PER_DOCUMENT, 1, MAX_LIMIT))
     for hit in sorted(fused.values(), key=lambda h: -h.score):
         if per_document.get(hit.document_path, 0) >= cap:
             continue

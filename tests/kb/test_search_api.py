@@ -132,3 +132,16 @@ def test_minimum_score_and_per_document_cap_come_from_the_bot_config(canary_tena
         BotConfig.objects.create(bot=bot, key="rag-min-score", value="0.99", line=2)
         dense = kb_search(bot=bot, kbs=["faq"], query="pitch tents in wind", limit=10, mode="dense")
         assert dense.hits == []
+
+
+@pytest.mark.parametrize("value", ["-1", "0", "inf", "nan", "-inf", "1e400", "x"])
+def test_unusable_search_settings_fall_back_or_clamp_instead_of_failing(two_tenants, value):
+    from apps.bots.models import BotConfig
+
+    with schema_context(two_tenants.a.schema_name):
+        bot = Bot.objects.get(name="shop")
+        for line, key in enumerate(("rag-rrf-k", "rag-max-chunks-per-document", "rag-dense-weight",
+                                    "rag-sparse-weight", "rag-min-score"), start=1):
+            BotConfig.objects.create(bot=bot, key=key, value=value, line=line)
+        result = kb_search(bot=bot, kbs=["faq"], query="when does the shop open")
+        assert all(h.score == h.score for h in result.hits)  # no NaN scores
