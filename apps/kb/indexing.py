@@ -29,6 +29,9 @@ logger = logging.getLogger(__name__)
 EMBED_BATCH_SIZE = 32
 # Error text kept on a failed document (shown in the console with a retry button).
 MAX_ERROR_CHARS = 1000
+# The largest file any extractor accepts (apps.kb.extract's per-type limits go up to this): a bigger one is
+# refused from its listed size before it is read, so a huge upload never lands in a worker's memory.
+INDEX_READ_MAX_BYTES = 50 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,14 @@ def _config(document: Document) -> dict[str, str]:
     return dict(BotConfig.objects.filter(bot=document.kb.bot).values_list("key", "value"))
 
 
+def document_index_give_up(*, document_id: int, etag: str, message: str) -> None:
+    """The task will not try again (retries exhausted, time limit): show the document as failed, with why,
+    instead of leaving it pending for the stale sweep to queue again and again."""
+    Document.objects.filter(pk=document_id, etag=etag).exclude(status=Document.Status.INDEXED).update(
+        status=Document.Status.FAILED, error=message[:MAX_ERROR_CHARS]
+    )
+
+
 def _fail(document: Document, message: str) -> IndexOutcome:
     Document.objects.filter(pk=document.pk, etag=document.etag).update(
         status=Document.Status.FAILED, error=message[:MAX_ERROR_CHARS]
@@ -83,10 +94,14 @@ def _index(document_id: int, etag: str | None) -> IndexOutcome:
     if document.indexed_etag == document.etag and document.status == Document.Status.INDEXED:
         return IndexOutcome("unchanged")
     bot, config = document.kb.bot, _config(document)
+    if document.size > INDEX_READ_MAX_BYTES:
+        return _fail(document, f"file is {document.size} bytes; documents over {INDEX_READ_MAX_BYTES} are not indexed")
     try:
         data = tenant_drive().read(document.path)
     except FileNotFoundError:
         return _fail(document, "the file is no longer in the drive")
+    if len(data) > INDEX_READ_MAX_BYTES:
+        return _fail(document, f"file is {len(data)} bytes; documents over {INDEX_READ_MAX_BYTES} are not indexed")
     try:
         extracted = extract(document.path.rsplit("/", 1)[-1], data)
         size, overlap = chunk_settings_from_config(config)

@@ -2,11 +2,12 @@
 
 from datetime import timedelta
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django_tenants.utils import schema_context
 
 from apps.kb.embeddings import EmbeddingError
-from apps.kb.indexing import document_index
+from apps.kb.indexing import document_index, document_index_give_up
 from apps.kb.services import documents_requeue_stale
 from apps.tenants.celery import PlatformTask
 from apps.tenants.selectors import tenant_list_ready
@@ -14,17 +15,21 @@ from gbplatform.celery import app
 
 # An embedding service that is down gets this many tries, spaced out, before the document shows the error.
 EMBEDDING_RETRIES = 5
+RETRY_BACKOFF_MAX_S = 300
 
 
-@app.task(
-    name="kb.document_index",
-    autoretry_for=(EmbeddingError,),
-    retry_backoff=True,
-    retry_backoff_max=300,
-    max_retries=EMBEDDING_RETRIES,
-)
-def document_index_task(document_id: int, etag: str) -> str:
-    return document_index(document_id=document_id, etag=etag).status
+@app.task(bind=True, name="kb.document_index", max_retries=EMBEDDING_RETRIES)
+def document_index_task(self, document_id: int, etag: str) -> str:
+    try:
+        return document_index(document_id=document_id, etag=etag).status
+    except EmbeddingError as exc:
+        if self.request.retries >= self.max_retries:
+            document_index_give_up(document_id=document_id, etag=etag, message=f"embedding failed: {exc}")
+            raise
+        raise self.retry(exc=exc, countdown=min(RETRY_BACKOFF_MAX_S, 2 ** (self.request.retries + 2))) from exc
+    except SoftTimeLimitExceeded:
+        document_index_give_up(document_id=document_id, etag=etag, message="indexing took too long")
+        raise
 
 
 @app.task(name="kb.requeue_stale", base=PlatformTask)

@@ -79,3 +79,30 @@ def test_removing_a_document_removes_its_chunks(bot):
     document_index(document_id=document.pk)
     assert document_remove(path=document.path)
     assert not Chunk.objects.filter(bot=bot).exists()
+
+
+def test_a_file_over_the_size_limit_fails_before_it_is_read(bot, monkeypatch):
+    from apps.kb import indexing
+
+    monkeypatch.setattr(indexing, "INDEX_READ_MAX_BYTES", 100)
+    document = _document(bot, "big.txt", TEXT)
+    assert document_index(document_id=document.pk).status == "failed"
+    document.refresh_from_db()
+    assert "not indexed" in document.error and not Chunk.objects.exists()
+
+
+def test_embedding_outage_retries_then_shows_the_document_failed(bot):
+    from apps.bots.models import BotConfig
+    from apps.kb.tasks import EMBEDDING_RETRIES, document_index_task
+    from gbplatform.localservices import free_port
+
+    BotConfig.objects.create(bot=bot, key="embedding-url", value=f"http://127.0.0.1:{free_port()}/v1", line=1)
+    BotConfig.objects.create(bot=bot, key="embedding-model", value="m", line=2)
+    BotConfig.objects.create(bot=bot, key="embedding-dimensions", value="384", line=3)
+    document = _document(bot, "tents.txt", TEXT)
+    # Run eagerly, Celery performs the retries inline: the result is the state after the last one.
+    retried = document_index_task.apply(args=[document.pk, document.etag], retries=EMBEDDING_RETRIES - 1)
+    assert retried.state == "FAILURE"
+    document.refresh_from_db()
+    assert document.status == "failed" and "embedding failed" in document.error
+    assert not Chunk.objects.filter(document=document).exists()
