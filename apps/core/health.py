@@ -8,6 +8,7 @@ Every probe has a timeout, so a hung dependency makes the report slow by at most
 from __future__ import annotations
 
 import json
+import logging
 import time
 import urllib.request
 import uuid
@@ -17,6 +18,8 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
+
+logger = logging.getLogger(__name__)
 
 HEALTHY, UNHEALTHY, DISABLED = "healthy", "unhealthy", "disabled"
 # The error text in a failing check is for operators; keep it short so a dependency cannot flood it.
@@ -42,7 +45,10 @@ def _timed(probe: Callable[[], str]) -> CheckResult:
         detail = probe()
     except Exception as exc:  # noqa: BLE001 - any failure of a dependency is a failed check
         elapsed = round((time.perf_counter() - started) * 1000, 2)
-        return CheckResult(UNHEALTHY, elapsed, f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS])
+        # The report is public on every host: error messages name internal hosts, ports and users, so they
+        # go to the log and the report says only what kind of failure it was.
+        logger.warning("health check failed: %s", f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS])
+        return CheckResult(UNHEALTHY, elapsed, type(exc).__name__)
     return CheckResult(HEALTHY, round((time.perf_counter() - started) * 1000, 2), detail)
 
 
@@ -118,6 +124,9 @@ def check_vault() -> CheckResult:
     from apps.core.secrets import vault_health
 
     status, latency_ms, detail = vault_health()
+    if status == UNHEALTHY:
+        logger.warning("health check failed: vault: %s", detail[:MAX_ERROR_CHARS])
+        detail = "unavailable"
     return CheckResult(status, latency_ms, detail[:MAX_ERROR_CHARS])
 
 

@@ -56,6 +56,8 @@ def test_required_check_failing_answers_503_unhealthy(canary_tenants, settings):
     assert response.status_code == 503
     assert response.json()["status"] == "unhealthy"
     assert response.json()["checks"]["cache"]["status"] == "unhealthy"
+    # The public report names the kind of failure, not internal addresses.
+    assert "127.0.0.1" not in response.content.decode()
 
 
 class _ModelsHandler(BaseHTTPRequestHandler):
