@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass
 
 from django.db import connection, transaction
+from django.db.models import F
 
 from apps.bots.models import BotConfig
 from apps.drive.storage import tenant_drive
@@ -32,6 +33,9 @@ MAX_ERROR_CHARS = 1000
 # The largest file any extractor accepts (apps.kb.extract's per-type limits go up to this): a bigger one is
 # refused from its listed size before it is read, so a huge upload never lands in a worker's memory.
 INDEX_READ_MAX_BYTES = 50 * 1024 * 1024
+# Runs that may start for one ETag: the embedding retries of the task plus a few worker crashes. Beyond
+# this the file itself is the likely cause (it keeps killing workers), so it fails instead of looping.
+MAX_INDEX_ATTEMPTS = 10
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,11 @@ def _index(document_id: int, etag: str | None) -> IndexOutcome:
         return IndexOutcome("superseded")
     if document.indexed_etag == document.etag and document.status == Document.Status.INDEXED:
         return IndexOutcome("unchanged")
+    if document.index_attempts >= MAX_INDEX_ATTEMPTS:
+        return _fail(document, f"indexing was started {document.index_attempts} times without finishing "
+                               "(the file may crash the indexer); replace the file to try again")
+    # Counted before the work, committed at once: a run that kills the worker still counts.
+    Document.objects.filter(pk=document.pk).update(index_attempts=F("index_attempts") + 1)
     bot, config = document.kb.bot, _config(document)
     if document.size > INDEX_READ_MAX_BYTES:
         return _fail(document, f"file is {document.size} bytes; documents over {INDEX_READ_MAX_BYTES} are not indexed")

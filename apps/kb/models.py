@@ -45,6 +45,9 @@ class Document(models.Model):
     chunks_total = models.PositiveIntegerField(default=0)
     # The ETag whose chunks are stored: indexing the same content twice is a no-op.
     indexed_etag = models.CharField(max_length=128, blank=True)
+    # Indexing runs started for the current ETag: a file that kills its worker (out of memory) is redelivered
+    # by the broker forever otherwise; past a limit it is shown as failed instead.
+    index_attempts = models.PositiveSmallIntegerField(default=0)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -31,7 +31,7 @@ def document_register(*, bot: Bot, kb_name: str, path: str, etag: str, size: int
         document = Document(kb=kb, path=path)
     document.kb, document.etag, document.size = kb, etag, size
     document.status, document.error = Document.Status.PENDING, ""
-    document.chunks_done = document.chunks_total = 0
+    document.chunks_done = document.chunks_total = document.index_attempts = 0
     document.save()
     _enqueue_index(document.pk, etag)
     return document
@@ -40,7 +40,7 @@ def document_register(*, bot: Bot, kb_name: str, path: str, etag: str, size: int
 @transaction.atomic
 def document_retry(*, document: Document) -> None:
     """A failed document, queued again as it is (after fixing the cause, e.g. the embedding service)."""
-    Document.objects.filter(pk=document.pk).update(status=Document.Status.PENDING, error="")
+    Document.objects.filter(pk=document.pk).update(status=Document.Status.PENDING, error="", index_attempts=0)
     _enqueue_index(document.pk, document.etag)
 
 

@@ -106,3 +106,18 @@ def test_embedding_outage_retries_then_shows_the_document_failed(bot):
     document.refresh_from_db()
     assert document.status == "failed" and "embedding failed" in document.error
     assert not Chunk.objects.filter(document=document).exists()
+
+
+def test_a_document_that_keeps_crashing_the_indexer_fails_instead_of_looping(bot):
+    from apps.kb.indexing import MAX_INDEX_ATTEMPTS
+
+    document = _document(bot, "tents.txt", TEXT)
+    # Each started run counts, even one whose worker died before it could record anything else.
+    Document.objects.filter(pk=document.pk).update(index_attempts=MAX_INDEX_ATTEMPTS)
+    assert document_index(document_id=document.pk).status == "failed"
+    document.refresh_from_db()
+    assert document.status == "failed" and "replace the file" in document.error
+    # New content starts the count again.
+    document = _document(bot, "tents.txt", TEXT + b" More.")
+    assert document.index_attempts == 0
+    assert document_index(document_id=document.pk).status == "indexed"
