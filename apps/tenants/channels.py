@@ -12,25 +12,43 @@ from __future__ import annotations
 import functools
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
+from urllib.parse import urlsplit
 
 from channels.db import database_sync_to_async
 from django_tenants.utils import schema_context
 
-from apps.tenants.selectors import TenantRef, tenant_for_host, tenant_ref
+from apps.tenants.selectors import TenantRef, hostname_normalize, tenant_for_host, tenant_ref
 
 # Application close codes (4000-4999 are ours per RFC 6455): the client can tell these apart from drops.
 CLOSE_UNKNOWN_TENANT = 4404
 CLOSE_TENANT_NOT_READY = 4503
+CLOSE_FOREIGN_ORIGIN = 4403
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def _scope_host(scope: dict) -> str:
+def _scope_header(scope: dict, header: bytes) -> str:
     for name, value in scope.get("headers", []):
-        if name == b"host":
+        if name == header:
             return value.decode("latin-1")
     return ""
+
+
+def _scope_host(scope: dict) -> str:
+    return _scope_header(scope, b"host")
+
+
+def _origin_is_foreign(scope: dict) -> bool:
+    """A browser always sends Origin on a WebSocket handshake; one naming another host than the one that
+    selected the tenant is another site using the visitor's cookies (cross-site WebSocket hijacking).
+    Clients that send no Origin (servers, CLI tools) carry no ambient cookies of a victim and pass. Host
+    names are compared (case-insensitively); scheme and port are not, as a TLS proxy in front changes them."""
+    origin = _scope_header(scope, b"origin")
+    if not origin:
+        return False
+    origin_host = urlsplit(origin).netloc
+    return not origin_host or hostname_normalize(origin_host) != hostname_normalize(_scope_host(scope))
 
 
 async def _reject(receive, send, code: int) -> None:
@@ -47,6 +65,8 @@ class TenantWebSocketMiddleware:
         self.inner = inner
 
     async def __call__(self, scope, receive, send):
+        if _origin_is_foreign(scope):
+            return await _reject(receive, send, CLOSE_FOREIGN_ORIGIN)
         tenant = await database_sync_to_async(tenant_for_host)(_scope_host(scope))
         if tenant is None:
             return await _reject(receive, send, CLOSE_UNKNOWN_TENANT)

@@ -13,6 +13,7 @@ from django.db import connection
 from django.urls import path
 
 from apps.tenants.channels import (
+    CLOSE_FOREIGN_ORIGIN,
     CLOSE_UNKNOWN_TENANT,
     tenant_database_sync_to_async,
     tenant_group_name,
@@ -86,3 +87,28 @@ def test_group_names_differ_per_tenant_for_the_same_room():
     b = TenantRef(id=2, schema_name="b", name="B")
     assert tenant_group_name(a, "session.42") != tenant_group_name(b, "session.42")
     assert tenant_group_name(a, "x" * 300).__len__() < 100
+
+
+@pytest.mark.parametrize(
+    ("origin", "accepted"),
+    [
+        (None, True),  # not a browser: no ambient cookies to abuse
+        ("http://tenant-a.test.localhost", True),
+        # Host names are compared, case-insensitively; scheme and port are not (a proxy in front changes them).
+        ("https://TENANT-A.test.localhost:443", True),
+        ("http://tenant-b.test.localhost", False),
+        ("https://evil.example", False),
+        ("null", False),
+    ],
+)
+async def test_browser_handshake_from_another_origin_is_refused(canary_tenants, origin, accepted):
+    headers = [(b"host", canary_tenants.a.host.encode())]
+    if origin is not None:
+        headers.append((b"origin", origin.encode()))
+    comm = WebsocketCommunicator(_application(), "/ws/probe", headers=headers)
+    connected, code = await comm.connect()
+    assert connected is accepted
+    if accepted:
+        await comm.disconnect()
+    else:
+        assert code == CLOSE_FOREIGN_ORIGIN
