@@ -14,7 +14,8 @@ from django.db import transaction
 from apps.basic.host import Host, HostError, row_matches_filter, save_row
 from apps.bots import services as bot_services
 from apps.bots.config_csv import config_lookup
-from apps.bots.models import Bot, BotConfig, BotTableRow
+from apps.bots.models import Bot, BotTableRow
+from apps.bots.selectors import bot_config_values
 from apps.drive.backends import DriveKeyError
 from apps.drive.storage import package_root, tenant_drive
 
@@ -43,7 +44,7 @@ class BotHost(Host):
 
     def config_values(self) -> dict[str, str]:
         if self._config is None:
-            self._config = dict(BotConfig.objects.filter(bot=self.bot).values_list("key", "value"))
+            self._config = bot_config_values(self.bot)
         return self._config
 
     def get_config(self, key: str) -> object:

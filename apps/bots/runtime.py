@@ -13,7 +13,8 @@ from apps.basic.compiler import Program, compile_source
 from apps.basic.host import Host
 from apps.basic.vm import VM, RunResult
 from apps.bots.config_csv import config_params
-from apps.bots.models import Bot, BotConfig, BotScript
+from apps.bots.models import Bot, BotScript
+from apps.bots.selectors import bot_config_values
 
 # Compiled programs kept per process; a busy worker serves a few hundred scripts at most, and the oldest
 # unused one is compiled again in milliseconds if it comes back.
@@ -49,7 +50,7 @@ def program_for(script: BotScript) -> Program:
 
 def script_params(bot: Bot) -> dict[str, object]:
     """The bot's `param-*` configuration as script variables (spec 2.3)."""
-    return config_params(dict(BotConfig.objects.filter(bot=bot).values_list("key", "value")))
+    return config_params(bot_config_values(bot))
 
 
 def script_start(*, bot: Bot, name: str, host: Host, args: dict | None = None) -> RunResult:

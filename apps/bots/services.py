@@ -21,6 +21,7 @@ from apps.basic.compiler import compile_source
 from apps.basic.errors import CompileError
 from apps.bots.config_csv import config_lookup, config_parse
 from apps.bots.models import Bot, BotConfig, BotMemory, BotSchedule, BotScript, BotTableRow
+from apps.bots.selectors import bot_config_values
 from apps.drive.package import Package, PackageLimits
 from apps.drive.storage import package_root, tenant_drive
 
@@ -95,7 +96,7 @@ def script_sync(*, bot: Bot, path: str, data: bytes) -> BotScript:
 
 def bot_timezone(bot: Bot) -> zoneinfo.ZoneInfo:
     """The bot's `timezone` from config.csv (an IANA name), UTC when unset or unknown."""
-    name = config_lookup(dict(BotConfig.objects.filter(bot=bot).values_list("key", "value")), "timezone", "")
+    name = config_lookup(bot_config_values(bot), "timezone", "")
     try:
         return zoneinfo.ZoneInfo(name) if name else zoneinfo.ZoneInfo("UTC")
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):

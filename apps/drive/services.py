@@ -15,11 +15,12 @@ import time
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from apps.bots import services as bot_services
 from apps.bots.models import BOT_NAME_RE, Bot
+from apps.core.locks import tenant_lock_try
 from apps.drive.models import DriveObject
 from apps.drive.package import kb_name_of, package_classify
 from apps.drive.storage import package_root, tenant_drive
@@ -64,35 +65,24 @@ def _split(key: str) -> tuple[str, str] | None:
     return (name, rest) if _BOT_NAME.match(name) else None
 
 
-def _scan_lock_acquire() -> bool:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(hashtext(%s))", [f"drive-scan:{connection.schema_name}"])
-        return bool(cursor.fetchone()[0])
-
-
-def _scan_lock_release() -> None:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_unlock(hashtext(%s))", [f"drive-scan:{connection.schema_name}"])
-
-
 # A deploy waits this long for a running scan of the tenant to finish, then scans itself: the admin who
 # deployed must see the compile errors of what they deployed, not an empty "skipped".
 DEPLOY_SCAN_WAIT_S = 30.0
 SCAN_LOCK_POLL_S = 0.2
+SCAN_LOCK_NAME = "drive-scan"
 
 
 def drive_scan(*, bot_name: str | None = None, wait_s: float = 0.0) -> ScanReport:
     """Scan the current tenant's drive (or one bot's package) and process what changed. With `wait_s`,
     wait that long for another scan of the tenant to finish instead of skipping."""
     deadline = time.monotonic() + wait_s
-    while not _scan_lock_acquire():
+    while True:
+        with tenant_lock_try(SCAN_LOCK_NAME) as acquired:
+            if acquired:
+                return _scan(bot_name)
         if time.monotonic() >= deadline:
             return ScanReport(skipped=True)
         time.sleep(SCAN_LOCK_POLL_S)
-    try:
-        return _scan(bot_name)
-    finally:
-        _scan_lock_release()
 
 
 def _scan(bot_name: str | None) -> ScanReport:

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from django.db import connection, transaction
 from django.db.models import F
 
-from apps.bots.models import BotConfig
+from apps.bots.selectors import bot_config_values
+from apps.core.locks import tenant_lock_try
 from apps.drive.storage import tenant_drive
 from apps.kb.chunking import chunk_document, chunk_settings_from_config
 from apps.kb.embeddings import EmbeddingError, embedding_provider_for
@@ -45,33 +46,12 @@ class IndexOutcome:
     error: str = ""
 
 
-def _lock_name(document_id: int) -> str:
-    return f"kb-index:{connection.schema_name}:{document_id}"
-
-
-def _lock(document_id: int) -> bool:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(hashtext(%s))", [_lock_name(document_id)])
-        return bool(cursor.fetchone()[0])
-
-
-def _unlock(document_id: int) -> None:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_unlock(hashtext(%s))", [_lock_name(document_id)])
-
-
 def document_index(*, document_id: int, etag: str | None = None) -> IndexOutcome:
     """Index the document if its current content is not indexed yet (the Celery task calls this)."""
-    if not _lock(document_id):
-        return IndexOutcome("locked")  # another worker is on it; its outcome will be recorded
-    try:
+    with tenant_lock_try(f"kb-index:{document_id}") as acquired:
+        if not acquired:
+            return IndexOutcome("locked")  # another worker is on it; its outcome will be recorded
         return _index(document_id, etag)
-    finally:
-        _unlock(document_id)
-
-
-def _config(document: Document) -> dict[str, str]:
-    return dict(BotConfig.objects.filter(bot=document.kb.bot).values_list("key", "value"))
 
 
 def document_index_give_up(*, document_id: int, etag: str, message: str) -> None:
@@ -102,7 +82,8 @@ def _index(document_id: int, etag: str | None) -> IndexOutcome:
                                "(the file may crash the indexer); replace the file to try again")
     # Counted before the work, committed at once: a run that kills the worker still counts.
     Document.objects.filter(pk=document.pk).update(index_attempts=F("index_attempts") + 1)
-    bot, config = document.kb.bot, _config(document)
+    bot = document.kb.bot
+    config = bot_config_values(bot)
     if document.size > INDEX_READ_MAX_BYTES:
         return _fail(document, f"file is {document.size} bytes; documents over {INDEX_READ_MAX_BYTES} are not indexed")
     try:

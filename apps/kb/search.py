@@ -18,7 +18,8 @@ from django.contrib.postgres.search import SearchQuery, SearchRank, SearchVector
 from django.db import connection
 
 from apps.bots.config_csv import config_lookup
-from apps.bots.models import Bot, BotConfig
+from apps.bots.models import Bot
+from apps.bots.selectors import bot_config_values
 from apps.kb.embeddings import EmbeddingError, embedding_provider_for
 from apps.kb.models import TEXT_SEARCH_CONFIG, Chunk
 from apps.kb.vectorstores import vector_store_for_settings
@@ -135,7 +136,7 @@ def kb_search(
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}")
     limit = max(1, min(limit, MAX_LIMIT))
-    config = dict(BotConfig.objects.filter(bot=bot).values_list("key", "value"))
+    config = bot_config_values(bot)
     result = SearchResult(mode=mode)
     dense: list[SearchHit] = []
     lexical: list[SearchHit] = []
