@@ -34,6 +34,13 @@ class CanaryTenants:
     b: CanaryTenant
 
 
+@pytest.fixture
+def local_storage(settings, tmp_path):
+    """An empty drive of local files for the test, and no outside S3 or Qdrant."""
+    settings.MEDIA_ROOT, settings.S3_ACCESS_KEY, settings.QDRANT_URL = tmp_path / "media", "", ""
+    return settings.MEDIA_ROOT
+
+
 def pytest_unconfigure(config):
     localservices.stop_started()
 

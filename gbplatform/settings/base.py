@@ -192,11 +192,6 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE = {
     "platform-heartbeat": {"task": "core.beat_heartbeat", "schedule": 30.0, "options": {"queue": "jobs"}},
     "kb-requeue-stale": {"task": "kb.requeue_stale", "schedule": 300.0, "options": {"queue": "index"}},
-    "drive-monitor": {
-        "task": "drive.dispatch_scans",
-        "schedule": float(env_int("DRIVE_SCAN_INTERVAL_S", 10)),
-        "options": {"queue": "drive"},
-    },
 }
 
 # --- Optional outside services (each switched on by its URL) -----------------------------------------
@@ -254,6 +249,11 @@ if S3_ACCESS_KEY:
 # --- Drive and packages -------------------------------------------------------------------------------
 # How often beat asks for a DriveMonitor scan of every tenant (upstream polls every 5 s; 10 s halves load).
 DRIVE_SCAN_INTERVAL_S = env_int("DRIVE_SCAN_INTERVAL_S", 10)
+CELERY_BEAT_SCHEDULE["drive-monitor"] = {
+    "task": "drive.dispatch_scans",
+    "schedule": float(DRIVE_SCAN_INTERVAL_S),
+    "options": {"queue": "drive"},
+}
 # A file that fails this many times in a row is parked until its content (ETag) changes.
 DRIVE_MAX_FAILURES = env_int("DRIVE_MAX_FAILURES", 5)
 # Uploaded packages (zip): refused before anything is written when over any of these.

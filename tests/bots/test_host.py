@@ -75,14 +75,13 @@ def test_config_reaches_scripts_in_both_key_dialects(canary_tenants):
         assert host.get_config("llm-model") == ""
 
 
-def test_files_live_in_the_bot_drive_and_cannot_escape_it(canary_tenants, settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path
-    settings.S3_ACCESS_KEY = ""
+def test_files_live_in_the_bot_drive_and_cannot_escape_it(canary_tenants, local_storage):
     with schema_context(canary_tenants.a.schema_name):
         bot = Bot.objects.create(name="shop")
         result, _ = _run(bot, 'WRITE "hello" TO "notes/a.txt"\nx = READ "notes/a.txt"\nRETURN x')
         assert result.value == "hello", result.error
-        assert (tmp_path / "tenants" / canary_tenants.a.schema_name / "shop.gbai/shop.gbdrive/notes/a.txt").exists()
+        tenant_root = local_storage / "tenants" / canary_tenants.a.schema_name
+        assert (tenant_root / "shop.gbai/shop.gbdrive/notes/a.txt").exists()
         result, _ = _run(bot, 'x = READ "../../other.gbai/secret.txt"\nRETURN x')
         assert result.status == "error"
 

@@ -20,9 +20,8 @@ START = b'TALK "hello"\n'
 
 
 @pytest.fixture(autouse=True)
-def local_media(settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path / "media"
-    settings.S3_ACCESS_KEY = ""
+def _local_storage(local_storage):
+    return local_storage
 
 
 def _events(schema: str, action: str) -> list[AuditEvent]:

@@ -15,8 +15,7 @@ TEXT = ("Harbor tents are waterproof. " * 60).encode()
 
 
 @pytest.fixture
-def bot(canary_tenants, settings, tmp_path):
-    settings.MEDIA_ROOT, settings.S3_ACCESS_KEY, settings.QDRANT_URL = tmp_path, "", ""
+def bot(canary_tenants, local_storage):
     with schema_context(canary_tenants.a.schema_name):
         yield Bot.objects.create(name="shop")
 

@@ -27,8 +27,7 @@ def _normal(text: str) -> str:
 
 
 @pytest.fixture
-def indexed_bot(canary_tenants, settings, tmp_path):
-    settings.MEDIA_ROOT, settings.S3_ACCESS_KEY, settings.QDRANT_URL = tmp_path, "", ""
+def indexed_bot(canary_tenants, local_storage):
     with schema_context(canary_tenants.a.schema_name):
         bot = Bot.objects.create(name="outfitters")
         for path in sorted((EVALSET / "docs").iterdir()):

@@ -24,8 +24,7 @@ def _index(bot: Bot, name: str, text: str) -> None:
 
 
 @pytest.fixture
-def two_tenants(canary_tenants, settings, tmp_path):
-    settings.MEDIA_ROOT, settings.S3_ACCESS_KEY, settings.QDRANT_URL = tmp_path, "", ""
+def two_tenants(canary_tenants, local_storage):
     a, b = canary_tenants.a, canary_tenants.b
     with schema_context(a.schema_name):
         _index(Bot.objects.create(name="shop"), "hours.md", f"# Hours\nThe shop opens at nine. Code {a.canary}.")
@@ -77,7 +76,7 @@ def test_anonymous_callers_are_sent_to_sign_in(two_tenants):
     assert response.status_code == 302
 
 
-def test_the_pipeline_works_with_qdrant_as_the_vector_store(canary_tenants, settings, tmp_path, monkeypatch):
+def test_the_pipeline_works_with_qdrant_as_the_vector_store(canary_tenants, local_storage, monkeypatch):
     from qdrant_client import QdrantClient
 
     from apps.kb import indexing, search, services
@@ -88,7 +87,6 @@ def test_the_pipeline_works_with_qdrant_as_the_vector_store(canary_tenants, sett
     for module in (indexing, search):
         monkeypatch.setattr(module, "vector_store_for_settings", lambda: store)
     monkeypatch.setattr("apps.kb.vectorstores.vector_store_for_settings", lambda: store)
-    settings.MEDIA_ROOT, settings.S3_ACCESS_KEY = tmp_path, ""
     with schema_context(canary_tenants.a.schema_name):
         bot = Bot.objects.create(name="shop")
         _index(bot, "boots.md", "# Boots\nWax leather boots twice a year to keep them waterproof.")
@@ -118,10 +116,9 @@ def test_use_kb_and_think_kb_in_a_script(two_tenants):
         assert host.kbs == []
 
 
-def test_minimum_score_and_per_document_cap_come_from_the_bot_config(canary_tenants, settings, tmp_path):
+def test_minimum_score_and_per_document_cap_come_from_the_bot_config(canary_tenants, local_storage):
     from apps.bots.models import BotConfig
 
-    settings.MEDIA_ROOT, settings.S3_ACCESS_KEY, settings.QDRANT_URL = tmp_path, "", ""
     with schema_context(canary_tenants.a.schema_name):
         bot = Bot.objects.create(name="shop")
         long_text = " ".join(f"Paragraph {i} is about tents and how to pitch tents in wind." * 8 for i in range(12))

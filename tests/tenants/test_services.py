@@ -60,10 +60,9 @@ def test_failure_after_the_schema_was_cloned_rolls_everything_back(canary_tenant
     assert not schema_exists("broken")
 
 
-def test_delete_drops_the_schema_and_refuses_special_schemas(canary_tenants, settings, tmp_path):
+def test_delete_drops_the_schema_and_refuses_special_schemas(canary_tenants, local_storage):
     from apps.drive.storage import tenant_drive
 
-    settings.MEDIA_ROOT, settings.S3_ACCESS_KEY = tmp_path, ""
     tenant_create(name="Doomed", domain="doomed.test.localhost")
     tenant_drive("doomed").write("shop.gbai/shop.gbdialog/start.bas", b'TALK "old tenant"\n')
     tenant_delete(schema_name="doomed")
