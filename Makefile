@@ -3,12 +3,17 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.requirements-installed
+NODE_STAMP := node_modules/.installed
+# Browser assets copied from node_modules into static/vendor (served by whitenoise, never committed).
+VENDOR_FILES := htmx.org/dist/htmx.min.js htmx-ext-ws/dist/ws.min.js chart.js/dist/chart.umd.min.js \
+  livekit-client/dist/livekit-client.umd.js
 
 .PHONY: run test bench lint clean system-deps
 
-# Debian packages the test suite uses when present (docker-compose validates docker/compose.yaml).
+# Debian packages the test suite uses when present (docker-compose validates docker/compose.yaml,
+# chromium runs the browser tests, dovecot is the IMAP server of the email tests).
 # Installed only as root with apt-get; otherwise the tests that need them say so and skip.
-SYSTEM_PACKAGES := docker-compose
+SYSTEM_PACKAGES := docker-compose chromium dovecot-imapd
 
 $(STAMP): requirements.txt requirements-nodeps.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,12 +22,19 @@ $(STAMP): requirements.txt requirements-nodeps.txt
 	$(BIN)/python -m pip install --quiet --no-deps -r requirements-nodeps.txt
 	touch $(STAMP)
 
+# JS/CSS from npm at build time (package-lock.json pins them); oidc-provider is the tests' OIDC server.
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	mkdir -p static/vendor
+	for f in $(VENDOR_FILES); do cp node_modules/$$f static/vendor/; done
+	touch $(NODE_STAMP)
+
 ## run: every process on embedded defaults (PostgreSQL, Redis, local files); Ctrl-C stops them all
-run: $(STAMP)
+run: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python -m gbplatform.devrun
 
 ## test: the whole suite against real PostgreSQL and Redis started by the harness
-test: $(STAMP) system-deps
+test: $(STAMP) $(NODE_STAMP) system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 system-deps:
@@ -36,7 +48,7 @@ system-deps:
 	fi
 
 ## bench: speed figures (tenant creation, BASIC VM, ...), printed; not part of the test suite
-bench: $(STAMP)
+bench: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python -m tests.bench
 
 lint: $(STAMP)

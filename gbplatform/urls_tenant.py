@@ -1,7 +1,7 @@
 """URLs of every tenant host: the web chat, the tenant's console and the API."""
 
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import include, path
 
 from apps.bots.views import bot_deploy_api, bots_api
 from apps.core.views import health
@@ -17,4 +17,11 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("console/", console_home, name="console-home"),
+    # Each app owns its routes; the chat's `/<bot>/` pages come last (a bot name is any free segment).
+    path("", include("apps.accounts.urls")),
+    path("", include("apps.llm.urls")),
+    path("", include("apps.automation.urls")),
+    path("", include("apps.mail.urls")),
+    path("", include("apps.meet.urls")),
+    path("", include("apps.sessions.urls")),
 ]

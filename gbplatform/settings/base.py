@@ -59,6 +59,12 @@ TENANT_APPS = [
     "apps.drive",
     "apps.kb",
     "apps.compliance",
+    "apps.accounts",
+    "apps.sessions",
+    "apps.llm",
+    "apps.automation",
+    "apps.mail",
+    "apps.meet",
 ]
 INSTALLED_APPS = list(dict.fromkeys(SHARED_APPS + TENANT_APPS))
 

@@ -1,0 +1,3 @@
+"""URLs of Accounts and access on tenant hosts (included by gbplatform.urls_tenant)."""
+
+urlpatterns: list = []

@@ -1,0 +1,3 @@
+"""URLs of Email on tenant hosts (included by gbplatform.urls_tenant)."""
+
+urlpatterns: list = []

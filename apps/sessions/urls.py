@@ -1,0 +1,3 @@
+"""URLs of Chat sessions on tenant hosts (included by gbplatform.urls_tenant)."""
+
+urlpatterns: list = []
