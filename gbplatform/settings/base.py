@@ -232,6 +232,11 @@ SMTP_USE_TLS = env_bool("SMTP_USE_TLS", True)
 LIVEKIT_URL = env_str("LIVEKIT_URL")
 LIVEKIT_API_KEY = env_str("LIVEKIT_API_KEY")
 LIVEKIT_API_SECRET = env_str("LIVEKIT_API_SECRET")
+# Meetings (apps.meet): the LiveKit URL browsers connect to (wss://...) when it differs from LIVEKIT_URL
+# (e.g. LIVEKIT_URL reaches LiveKit inside the cluster); the meeting page's CSP connect-src allows it.
+LIVEKIT_PUBLIC_URL = env_str("LIVEKIT_PUBLIC_URL")
+# Scheme of the absolute join links BOOK / START MEET return (no request to take it from): http for make run.
+MEET_LINK_SCHEME = env_str("MEET_LINK_SCHEME", "https")
 
 # Storage: S3 when S3_ENDPOINT_URL (or S3_BUCKET on AWS with S3_ACCESS_KEY) is set, local files otherwise.
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT") or VAR_DIR / "media")
