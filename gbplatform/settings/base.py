@@ -229,6 +229,18 @@ SMTP_PORT = env_int("SMTP_PORT", 587)
 SMTP_USER = env_str("SMTP_USER")
 SMTP_PASSWORD = env_str("SMTP_PASSWORD")
 SMTP_USE_TLS = env_bool("SMTP_USE_TLS", True)
+# Bot mail (apps.mail): sender when a bot sets no email-from; IMAP poll interval (beat); first retry delay
+# of a temporarily failed send (doubles per retry); whether bots may name private or loopback mail hosts
+# (off: a tenant could otherwise make the workers connect to internal services).
+MAIL_DEFAULT_FROM = env_str("MAIL_DEFAULT_FROM")
+MAIL_POLL_INTERVAL_S = env_int("MAIL_POLL_INTERVAL_S", 60)
+MAIL_RETRY_BASE_S = env_int("MAIL_RETRY_BASE_S", 30)
+MAIL_ALLOW_PRIVATE_HOSTS = env_bool("MAIL_ALLOW_PRIVATE_HOSTS", False)
+CELERY_BEAT_SCHEDULE["mail-poll"] = {
+    "task": "mail.dispatch_polls",
+    "schedule": float(MAIL_POLL_INTERVAL_S),
+    "options": {"queue": "mail"},
+}
 LIVEKIT_URL = env_str("LIVEKIT_URL")
 LIVEKIT_API_KEY = env_str("LIVEKIT_API_KEY")
 LIVEKIT_API_SECRET = env_str("LIVEKIT_API_SECRET")
