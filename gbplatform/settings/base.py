@@ -329,6 +329,37 @@ SECURITY_CSP_EXTRA_SOURCES = env_list("CSP_EXTRA_SOURCES", [])
 # client IP recorded in the audit log is REMOTE_ADDR, which a client cannot forge.
 TRUSTED_PROXY_IPS = env_list("TRUSTED_PROXY_IPS", [])
 
+# --- Rate limits (apps.core.ratelimit) ---------------------------------------------------------------
+# Platform defaults (the seed's documented values). A bot's config.csv may change them with the seed's
+# keys (rate-limit-requests, -window, -burst, -by, rate-limit-api-chat/-files/-auth/-llm) within the
+# ceilings below. Counters live in the cache's Redis, per tenant.
+RATE_LIMIT_ENABLED = env_bool("RATE_LIMIT_ENABLED", True)
+RATE_LIMIT_REQUESTS = env_int("RATE_LIMIT_REQUESTS", 100)  # any API request, per window
+RATE_LIMIT_WINDOW_S = env_int("RATE_LIMIT_WINDOW_S", 60)
+RATE_LIMIT_BURST = env_int("RATE_LIMIT_BURST", 20)  # extra requests allowed back to back after a pause
+RATE_LIMIT_BY = env_str("RATE_LIMIT_BY", "ip")  # ip | user | session | api-key
+RATE_LIMIT_API_CHAT = env_int("RATE_LIMIT_API_CHAT", 30)
+RATE_LIMIT_API_FILES = env_int("RATE_LIMIT_API_FILES", 50)
+RATE_LIMIT_API_AUTH = env_int("RATE_LIMIT_API_AUTH", 10)  # sign-in attempts: slows password guessing
+RATE_LIMIT_API_LLM = env_int("RATE_LIMIT_API_LLM", 20)
+# Ceilings for values from config.csv: a typo or a tenant cannot make a limit meaningless.
+RATE_LIMIT_MAX_REQUESTS = 100_000
+RATE_LIMIT_MAX_WINDOW_S = 86_400
+# Redis unreachable: refuse with 503 (false, fail closed) or let requests through unlimited (true).
+RATE_LIMIT_FAIL_OPEN = env_bool("RATE_LIMIT_FAIL_OPEN", False)
+
+# --- Encryption at rest (apps.core.crypto, apps.core.fields) -----------------------------------------
+# Keys come from Vault when VAULT_ADDR is set (KV secret at this path: fields active_key_id and keys),
+# otherwise from the key file (same fields, mode 0600). See apps/core/README.md for rotation.
+ENCRYPTION_VAULT_PATH = env_str("ENCRYPTION_VAULT_PATH", "gbo/encryption")
+ENCRYPTION_KEY_FILE = Path(env_str("ENCRYPTION_KEY_FILE") or VAR_DIR / "keys" / "encryption.json")
+# Only the development and test settings may generate a missing key file on first use; anything else
+# refuses to encrypt without keys (ImproperlyConfigured) rather than invent a key other processes lack.
+ENCRYPTION_KEY_FILE_CREATE = env_str("DJANGO_SETTINGS_MODULE") in (
+    "gbplatform.settings.dev",
+    "gbplatform.settings.test",
+)
+
 # --- Logging: one JSON object per line, with request id and tenant -----------------------------------
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
 LOGGING = {
