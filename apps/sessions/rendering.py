@@ -270,9 +270,22 @@ def _suggestion_action(suggestion: Mapping[str, Any]) -> dict[str, Any]:
     return action if isinstance(action, dict) else {}
 
 
+def suggestion_label(suggestion: Mapping[str, Any]) -> str:
+    return str(suggestion.get("text") or suggestion.get("label") or "")
+
+
 def suggestion_payload(suggestion: Mapping[str, Any]) -> dict[str, Any] | None:
-    """What a chip sends (spec 6.5 "Suggestion click"), or None for a chip with nothing to send."""
-    label = str(suggestion.get("text") or "")
+    """What a chip sends (spec 6.5 "Suggestion click"), or None for a chip with nothing to send.
+
+    Accepts the upstream frame shape (spec 6.4: `text`, `action` as a JSON string or dict, `context`,
+    `tool`) and the BASIC host's shape (`kind` "text" | "context" | "tool", `value`, `label`).
+    """
+    label = suggestion_label(suggestion)
+    if suggestion.get("kind") in ("text", "context", "tool") and "action" not in suggestion:
+        value = str(suggestion.get("value") or label)
+        if suggestion["kind"] == "tool":
+            return {"content": value, "message_type": MESSAGE_TYPE_TOOL_EXEC} if value.strip() else None
+        return {"content": value, "message_type": MESSAGE_TYPE_USER} if value.strip() else None
     action = _suggestion_action(suggestion)
     kind = action.get("type") or suggestion.get("type")
     if kind == "invoke_tool":
@@ -298,7 +311,7 @@ def suggestions_html(suggestions: Iterable[Mapping[str, Any]], *, oob: bool = Fa
         payload = suggestion_payload(suggestion)
         if payload is None:
             continue
-        label = str(suggestion.get("text") or payload["content"])
+        label = suggestion_label(suggestion) or payload["content"]
         kind = "tool" if payload["message_type"] == MESSAGE_TYPE_TOOL_EXEC else "text"
         chips.append(
             f'<button type="button" class="chip chip-{kind}" ws-send hx-vals="{_attr(json.dumps(payload))}">'

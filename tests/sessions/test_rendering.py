@@ -263,6 +263,19 @@ def test_suggestion_chips_send_text_context_message_or_tool():
     assert markup.count("ws-send") == 4
 
 
+def test_suggestion_chips_accept_the_basic_host_shape():
+    markup = suggestions_fragment([
+        {"kind": "context", "value": "pricing", "label": "Show prices"},
+        {"kind": "tool", "value": "hello-tool", "label": "Run tool"},
+        {"kind": "text", "value": "yes", "label": "yes"},
+    ])
+    assert _chips(markup) == [
+        ("Show prices", {"content": "pricing", "message_type": 1}),
+        ("Run tool", {"content": "hello-tool", "message_type": 6}),
+        ("yes", {"content": "yes", "message_type": 1}),
+    ]
+
+
 def test_suggestions_are_capped_and_an_empty_list_clears_them():
     many = suggestions_fragment([{"text": f"s{i}"} for i in range(SUGGESTIONS_MAX + 5)])
     assert many.count("<button") == SUGGESTIONS_MAX
