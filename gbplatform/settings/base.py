@@ -221,9 +221,17 @@ VAULT_CACHE_TTL_S = env_int("VAULT_CACHE_TTL_S", 30)  # per-process cache: rotat
 OIDC_ISSUER = env_str("OIDC_ISSUER")
 OIDC_CLIENT_ID = env_str("OIDC_CLIENT_ID")
 OIDC_CLIENT_SECRET = env_str("OIDC_CLIENT_SECRET")
+# --- LLM (apps.llm): the platform default provider, last in every bot's chain -------------------------
+# LLM_API_KEY may be a `vault:<path>#<key>` reference. LLM_PROVIDER: `openai` (any OpenAI-compatible API:
+# OpenAI, Groq, Ollama, llama.cpp, vLLM) or `anthropic`; empty: detected from LLM_URL.
 LLM_URL = env_str("LLM_URL")
 LLM_API_KEY = env_str("LLM_API_KEY")
 LLM_MODEL = env_str("LLM_MODEL")
+LLM_PROVIDER = env_str("LLM_PROVIDER")
+# Read timeout between bytes of a provider's answer (spec §7.2: 180 s; slow local models stream slowly).
+LLM_TIMEOUT_S = env_int("LLM_TIMEOUT_S", 180)
+# Tokens (prompt + completion) each tenant may use per UTC day, all bots together; 0 = unlimited.
+LLM_TENANT_DAILY_TOKENS = env_int("LLM_TENANT_DAILY_TOKENS", 0)
 SMTP_HOST = env_str("SMTP_HOST")
 SMTP_PORT = env_int("SMTP_PORT", 587)
 SMTP_USER = env_str("SMTP_USER")

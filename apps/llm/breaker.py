@@ -1,0 +1,171 @@
+"""A circuit breaker per provider, its state in Redis so every web and worker process agrees.
+
+States: closed (calls go through; consecutive failures are counted) -> open after `threshold` consecutive
+failed calls (calls are refused, the chain moves to the next provider at once instead of waiting on a dead
+one) -> half-open once `timeout_s` has passed since it opened (exactly one process wins the probe; the
+others still see it open) -> closed on the probe's success, open again (a fresh timeout) on its failure.
+
+A provider is identified by `ProviderConfig.breaker_id` (endpoint, model, credential hash), so every
+tenant using the platform endpoint shares its breaker, and one tenant's own key cannot open another's.
+
+Failure modes this module prevents:
+
+* Each process rediscovering an outage on its own (N processes x threshold slow failures): the counter and
+  the open time are shared in Redis.
+* A thundering herd when a provider comes back: the half-open probe is claimed with SET NX, one caller.
+* A probe that never reports (its process died) keeping a breaker half-open forever: the probe claim
+  expires after the breaker timeout, and another caller probes.
+* State that outlives its meaning: every key expires (`STATE_TTL_S`), so a breaker nobody uses resets.
+* Redis down taking the chat with it: breaker reads and writes that fail are logged and treated as closed
+  (the provider's own timeouts still bound each call).
+
+Without Redis (a development setup with the local-memory cache) the state lives in this process only.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from apps.llm.config import LLMSettings, ProviderConfig
+from apps.llm.store import redis_client
+
+logger = logging.getLogger(__name__)
+
+KEY_PREFIX = "llm:breaker"
+# How long breaker state is kept after the last write: long after any sane circuit-breaker-timeout, short
+# enough that a provider unused for a day starts closed.
+STATE_TTL_S = 24 * 3600
+
+CLOSED, OPEN, HALF_OPEN = "closed", "open", "half-open"
+
+
+@dataclass(frozen=True)
+class BreakerState:
+    state: str
+    failures: int
+    opened_at: float | None
+
+
+def _key(provider: ProviderConfig) -> str:
+    return f"{KEY_PREFIX}:{provider.breaker_id}"
+
+
+def _probe_key(provider: ProviderConfig) -> str:
+    return f"{KEY_PREFIX}:{provider.breaker_id}:probe"
+
+
+# --- in-process fallback (no Redis) ------------------------------------------------------------------------
+
+_local_lock = threading.Lock()
+_local: dict[str, dict[str, float]] = {}
+_local_probes: dict[str, float] = {}
+
+
+def _read(provider: ProviderConfig) -> tuple[int, float | None]:
+    client = redis_client()
+    if client is None:
+        with _local_lock:
+            data = _local.get(_key(provider), {})
+        return int(data.get("failures", 0)), data.get("opened_at")
+    raw = client.hgetall(_key(provider))
+    failures = int(raw.get(b"failures", 0) or 0)
+    opened = raw.get(b"opened_at")
+    return failures, float(opened) if opened else None
+
+
+def breaker_state(provider: ProviderConfig, settings: LLMSettings) -> BreakerState:
+    """The breaker's state now (for health pages and tests); does not claim a probe."""
+    failures, opened_at = _read(provider)
+    if opened_at is None:
+        return BreakerState(CLOSED, failures, None)
+    if time.time() - opened_at < settings.breaker_timeout_s:
+        return BreakerState(OPEN, failures, opened_at)
+    return BreakerState(HALF_OPEN, failures, opened_at)
+
+
+def breaker_allow(provider: ProviderConfig, settings: LLMSettings) -> bool:
+    """May a call go to this provider now? Closed: yes. Open: no. Half-open: yes for one caller (the probe)."""
+    try:
+        state = breaker_state(provider, settings)
+        if state.state == CLOSED:
+            return True
+        if state.state == OPEN:
+            return False
+        probe_ttl = max(1, int(settings.breaker_timeout_s + 0.999))
+        client = redis_client()
+        if client is None:
+            with _local_lock:
+                now = time.time()
+                if _local_probes.get(_probe_key(provider), 0) > now:
+                    return False
+                _local_probes[_probe_key(provider)] = now + probe_ttl
+                return True
+        won = bool(client.set(_probe_key(provider), "1", nx=True, ex=probe_ttl))
+        if won:
+            logger.info("llm: breaker of %s half-open: probing", provider.describe())
+        return won
+    except Exception as exc:  # noqa: BLE001 - a Redis failure must not stop the chat
+        logger.warning("llm: breaker state unavailable (%s); treating %s as closed", exc, provider.label)
+        return True
+
+
+def breaker_record_success(provider: ProviderConfig) -> None:
+    """A call succeeded (or the server answered at all): close the breaker, forget the failures."""
+    try:
+        client = redis_client()
+        if client is None:
+            with _local_lock:
+                _local.pop(_key(provider), None)
+                _local_probes.pop(_probe_key(provider), None)
+            return
+        if client.exists(_key(provider)):
+            if client.hget(_key(provider), "opened_at"):
+                logger.info("llm: breaker of %s closed again", provider.describe())
+            client.delete(_key(provider), _probe_key(provider))
+    except Exception as exc:  # noqa: BLE001
+        logger.warning("llm: could not record a success in the breaker: %s", exc)
+
+
+def breaker_record_failure(provider: ProviderConfig, settings: LLMSettings) -> None:
+    """A call failed with an outage-type error: count it; open at the threshold; a failed probe re-opens."""
+    try:
+        now = time.time()
+        client = redis_client()
+        if client is None:
+            with _local_lock:
+                data = _local.setdefault(_key(provider), {})
+                data["failures"] = data.get("failures", 0) + 1
+                half_open = data.get("opened_at") is not None
+                if data["failures"] >= settings.breaker_threshold or half_open:
+                    data["opened_at"] = now
+                _local_probes.pop(_probe_key(provider), None)
+            return
+        key = _key(provider)
+        pipe = client.pipeline()
+        pipe.hincrby(key, "failures", 1)
+        pipe.hget(key, "opened_at")
+        pipe.expire(key, STATE_TTL_S)
+        failures, opened_at, _ = pipe.execute()
+        if opened_at is not None or failures >= settings.breaker_threshold:
+            # Opening, or a half-open probe that failed: (re)start the open period.
+            client.hset(key, "opened_at", repr(now))
+            client.delete(_probe_key(provider))
+            if opened_at is None:
+                logger.warning("llm: breaker of %s opened after %d consecutive failures",
+                               provider.describe(), failures)
+    except Exception as exc:  # noqa: BLE001
+        logger.warning("llm: could not record a failure in the breaker: %s", exc)
+
+
+def breaker_reset(provider: ProviderConfig) -> None:
+    """Forget the provider's breaker state (operators, tests)."""
+    client = redis_client()
+    if client is None:
+        with _local_lock:
+            _local.pop(_key(provider), None)
+            _local_probes.pop(_probe_key(provider), None)
+        return
+    client.delete(_key(provider), _probe_key(provider))
