@@ -1,0 +1,133 @@
+"""The per-provider circuit breaker and the fallback chain, against two fake providers on loopback."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+
+from apps.llm.breaker import CLOSED, HALF_OPEN, OPEN, breaker_allow, breaker_record_failure, breaker_state
+from apps.llm.services import LLMUnavailable, chat
+from tests.llm.conftest import make_settings, openai_provider
+from tests.support.llm_fake import Reply
+
+QUESTION = [{"role": "user", "content": "are you there?"}]
+BREAKER_TIMEOUT_S = 0.4
+
+
+def _down(request):
+    return Reply(status=503, error_message="upstream is down")
+
+
+@pytest.fixture
+def chain(llm_fake, llm_fake_b):
+    """Provider A (primary, failing) and B (fallback, healthy); threshold 2, a short open period."""
+    llm_fake.default = _down
+    llm_fake_b.default = lambda request: Reply(text=f"B answers: {request.last_user_text}")
+    a = openai_provider(llm_fake, label="primary")
+    b = openai_provider(llm_fake_b, model="fallback-model", label="fallback", source="fallback")
+    settings = make_settings(a, b, breaker_threshold=2, breaker_timeout_s=BREAKER_TIMEOUT_S, max_retries=0)
+    return settings, a, b
+
+
+def test_breaker_opens_after_the_threshold_and_the_fallback_answers_meanwhile(chain, llm_fake, llm_fake_b):
+    settings, a, _ = chain
+    for _ in range(2):
+        result = chat(settings, QUESTION)
+        assert (result.text, result.provider, result.model) == ("B answers: are you there?", "fallback",
+                                                                "fallback-model")
+    assert len(llm_fake.chat_requests()) == 2
+    assert breaker_state(a, settings).state == OPEN
+    # Open: A is not asked at all; B answers at once.
+    result = chat(settings, QUESTION)
+    assert result.provider == "fallback"
+    assert len(llm_fake.chat_requests()) == 2
+    assert len(llm_fake_b.chat_requests()) == 3
+
+
+def test_breaker_half_opens_after_the_timeout_and_closes_on_a_successful_probe(chain, llm_fake):
+    settings, a, _ = chain
+    chat(settings, QUESTION)
+    chat(settings, QUESTION)
+    assert breaker_state(a, settings).state == OPEN
+    time.sleep(BREAKER_TIMEOUT_S + 0.1)
+    assert breaker_state(a, settings).state == HALF_OPEN
+    llm_fake.default = lambda request: Reply(text="A is back")
+    result = chat(settings, QUESTION)
+    assert (result.text, result.provider) == ("A is back", "primary")
+    assert breaker_state(a, settings).state == CLOSED
+    assert breaker_state(a, settings).failures == 0
+
+
+def test_a_failed_probe_opens_the_breaker_again(chain, llm_fake):
+    settings, a, _ = chain
+    chat(settings, QUESTION)
+    chat(settings, QUESTION)
+    first_open = breaker_state(a, settings).opened_at
+    time.sleep(BREAKER_TIMEOUT_S + 0.1)
+    assert chat(settings, QUESTION).provider == "fallback"  # the probe went to A, failed, B answered
+    assert len(llm_fake.chat_requests()) == 3
+    state = breaker_state(a, settings)
+    assert state.state == OPEN and state.opened_at > first_open
+
+
+def test_only_one_caller_gets_the_half_open_probe(chain):
+    settings, a, _ = chain
+    for _ in range(2):
+        breaker_record_failure(a, settings)
+    assert breaker_allow(a, settings) is False
+    time.sleep(BREAKER_TIMEOUT_S + 0.1)
+    assert [breaker_allow(a, settings) for _ in range(3)] == [True, False, False]
+
+
+def test_every_breaker_open_is_unavailable_with_the_reasons(llm_fake, llm_fake_b):
+    llm_fake.default = llm_fake_b.default = _down
+    settings = make_settings(openai_provider(llm_fake), openai_provider(llm_fake_b, label="second"),
+                             breaker_threshold=1, max_retries=0)
+    with pytest.raises(LLMUnavailable, match="HTTP 503"):
+        chat(settings, QUESTION)
+    with pytest.raises(LLMUnavailable, match="circuit open") as caught:
+        chat(settings, QUESTION)
+    assert len(caught.value.reasons) == 2
+    assert len(llm_fake.chat_requests()) == len(llm_fake_b.chat_requests()) == 1
+
+
+def test_client_errors_do_not_open_the_breaker(llm_fake):
+    llm_fake.default = lambda request: Reply(status=404, error_message="no such model")
+    provider = openai_provider(llm_fake)
+    settings = make_settings(provider, breaker_threshold=1, max_retries=0)
+    for _ in range(3):
+        with pytest.raises(LLMUnavailable, match="no such model"):
+            chat(settings, QUESTION)
+    assert len(llm_fake.chat_requests()) == 3
+    assert breaker_state(provider, settings).state == CLOSED
+
+
+def test_another_process_sees_the_open_breaker(chain):
+    """Two web processes agree: the state lives in Redis, not in this process."""
+    settings, a, _ = chain
+    settings = dataclasses.replace(settings, breaker_timeout_s=30.0)  # stays open while Python starts
+    chat(settings, QUESTION)
+    chat(settings, QUESTION)
+    script = (
+        "import django, json, os; django.setup()\n"
+        "from apps.llm.breaker import breaker_allow, breaker_state\n"
+        "from apps.llm.config import ProviderConfig\n"
+        "from tests.llm.conftest import make_settings\n"
+        "p = ProviderConfig(**json.loads(os.environ['PROVIDER']))\n"
+        "s = make_settings(p, breaker_timeout_s=float(os.environ['TIMEOUT']))\n"
+        "print(breaker_state(p, s).state, breaker_allow(p, s))\n"
+    )
+    env = {**os.environ, "PROVIDER": json.dumps(asdict(a)), "TIMEOUT": "30",
+           "DJANGO_SETTINGS_MODULE": "gbplatform.settings.test"}
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", script], env=env, cwd=root, capture_output=True, text=True,
+                         timeout=60, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "open False"
