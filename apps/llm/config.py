@@ -110,7 +110,11 @@ class ProviderConfig:
         return digest.hexdigest()[:24]
 
     def describe(self) -> str:
-        return f"{self.label} model {self.model} at {self.base_url}"
+        """For logs and error reasons: no key, and no credentials a URL might carry (`user:pass@host`)."""
+        parts = urlsplit(self.base_url)
+        host = parts.hostname or ""
+        where = f"{parts.scheme}://{host}{f':{parts.port}' if parts.port else ''}{parts.path}"
+        return f"{self.label} model {self.model} at {where}"
 
     def same_target(self, other: ProviderConfig) -> bool:
         return (self.kind, self.base_url, self.model, self.api_key) == (

@@ -26,6 +26,7 @@ import logging
 import random
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -223,7 +224,8 @@ def _openai_round(provider: ProviderConfig, settings: LLMSettings, messages: Seq
     if not finish:
         raise _StreamCutOff("the stream ended without a finish reason")
     tool_calls = [
-        ToolCallRequest(id=slot["id"] or f"call_{provider.breaker_id[:8]}_{index}", name=slot["name"],
+        # Some compatible servers send no call id; the tool message must still name its call, uniquely.
+        ToolCallRequest(id=slot["id"] or f"call_{uuid.uuid4().hex[:16]}", name=slot["name"],
                         arguments="".join(slot["arguments"]))
         for index, slot in sorted(calls.items())
     ]

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,7 +37,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "ChatResult", "LLMError", "LLMQuotaExceeded", "LLMSettings", "LLMStreamInterrupted", "LLMTimeout",
-    "LLMUnavailable", "ToolCallRecord", "chat", "complete", "llm_is_configured", "llm_settings_for",
+    "LLMUnavailable", "ToolCallRecord", "bot_llm_configured", "chat", "complete", "llm_is_configured",
+    "llm_settings_for",
 ]
 
 # Spec §7.5 recommends an iteration cap of 5: enough for a lookup, a follow-up and a booking; a model
@@ -87,6 +88,11 @@ class ChatResult:
         return self.prompt_tokens + self.completion_tokens
 
 
+def bot_llm_configured(bot: Any, config_values: Mapping[str, str] | None = None) -> bool:
+    """Whether any provider (the bot's, a fallback or the platform default) is configured for `bot`."""
+    return llm_is_configured(llm_settings_for(bot, config_values))
+
+
 # --- the provider chain ----------------------------------------------------------------------------------
 
 
@@ -106,12 +112,14 @@ def _call_chain(settings: LLMSettings, messages: Sequence[dict[str, Any]], tools
         try:
             result = provider_round(provider, settings, messages, tools, on_delta, deadline=deadline)
         except ProviderFailure as failure:
+            if failure.deadline_passed:
+                # The caller's budget, not necessarily the provider's fault (a long answer from a slow local
+                # model): the breaker is left alone, so `LLM` calls in scripts cannot open it for chats.
+                raise LLMTimeout("the LLM did not finish in time", (*reasons, str(failure))) from None
             if failure.counts_for_breaker:
                 breaker.breaker_record_failure(provider, settings)
             else:
                 breaker.breaker_record_success(provider)  # it answered: up, but refused this request
-            if failure.deadline_passed:
-                raise LLMTimeout("the LLM did not finish in time", (*reasons, str(failure))) from None
             if failure.streamed_text:
                 raise LLMStreamInterrupted(str(failure), failure.streamed_text) from None
             reasons.append(str(failure))
