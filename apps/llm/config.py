@@ -303,6 +303,9 @@ def _chain(values: Mapping[str, str], resolve: _KeyResolver, problems: list[str]
 
     # 1. The bot's own provider.
     name, url, model = look("llm-provider"), look("llm-url"), look("llm-model")
+    server = look("llm-server")
+    if not url and server and server.lower().startswith(("http://", "https://")):
+        url = server  # AGENTS.md's base-URL form of llm-server (the docs' boolean form is ignored)
     key = resolve("llm-key", look("llm-key"))
     primary: ProviderConfig | None = None
     if name and provider_kind(name, url or "") is None:

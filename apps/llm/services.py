@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "ChatResult", "LLMError", "LLMQuotaExceeded", "LLMSettings", "LLMStreamInterrupted", "LLMTimeout",
     "LLMUnavailable", "ToolCallRecord", "bot_llm_configured", "chat", "complete", "llm_is_configured",
-    "llm_settings_for",
+    "llm_settings_for", "token_estimate",
 ]
 
 # Spec §7.5 recommends an iteration cap of 5: enough for a lookup, a follow-up and a booking; a model
@@ -55,6 +55,8 @@ COMPLETE_TIMEOUT_S = 45.0
 # per-request read timeout (180 s) bounds each wait; this bounds the sum.
 CHAT_DEADLINE_S = 600.0
 CACHE_PROVIDER = "cache"
+# Role markers and separators every chat format adds per message, in tokens (OpenAI's own rule of thumb).
+TOKENS_PER_MESSAGE = 4
 
 RunTool = Callable[[str, dict[str, Any]], str]
 OnDelta = Callable[[str], None]
@@ -86,6 +88,14 @@ class ChatResult:
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+
+def token_estimate(messages: Sequence[dict[str, Any]] | str) -> int:
+    """Spec §7.2's estimate (about four characters per token) of a prompt's size, for history budgets."""
+    if isinstance(messages, str):
+        return len(messages) // 4
+    return sum(len(json.dumps(m.get("content") or "", ensure_ascii=False)) // 4 + TOKENS_PER_MESSAGE
+               for m in messages)
 
 
 def bot_llm_configured(bot: Any, config_values: Mapping[str, str] | None = None) -> bool:

@@ -9,7 +9,7 @@ import pytest
 
 from apps.llm.config import KIND_ANTHROPIC, KIND_OPENAI, LLMSettings, ProviderConfig
 from apps.llm.store import redis_client
-from tests.support.llm_fake import FakeLLMServer
+from tests.support.llm_fake import FakeLLMServer, llm_platform, llm_server  # noqa: F401 - shared fixtures
 
 
 @pytest.fixture

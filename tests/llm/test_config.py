@@ -79,6 +79,12 @@ def test_the_chain_is_bot_fallback_model_order_then_platform(platform):
     assert "sk-bot" not in repr(settings)  # keys never show in repr (and so in logs)
 
 
+def test_llm_server_as_a_base_url_stands_in_for_llm_url(no_platform):
+    settings = llm_settings_for(BOT, {"llm-server": "http://127.0.0.1:8081", "llm-model": "local"}, tenant=TENANT)
+    assert [(p.base_url, p.model) for p in settings.providers] == [("http://127.0.0.1:8081/v1", "local")]
+    assert llm_settings_for(BOT, {"llm-server": "true", "llm-model": "local"}, tenant=TENANT).providers == ()
+
+
 def test_a_bot_with_its_own_url_never_gets_the_platform_key(platform):
     settings = llm_settings_for(BOT, {"llm-url": "http://bot-chosen.invalid/v1", "llm-model": "m"}, tenant=TENANT)
     assert settings.providers[0].source == "bot" and settings.providers[0].api_key == ""

@@ -239,3 +239,17 @@ def test_anthropic_streams_text_and_runs_a_tool_use_block(llm_fake):
 def test_anthropic_overloaded_is_retried(llm_fake):
     llm_fake.script(Reply(status=529), Reply(text="ok now"))
     assert chat(make_settings(anthropic_provider(llm_fake)), _question("x")).text == "ok now"
+
+
+# --- the shared fixtures other apps' tests use -----------------------------------------------------------
+
+
+def test_the_llm_platform_fixture_makes_the_fake_every_bots_default(llm_platform):
+    from types import SimpleNamespace
+
+    from apps.llm.config import llm_settings_for
+
+    llm_platform.script(Reply(text="platform says hi"))
+    settings = llm_settings_for(SimpleNamespace(name="any", pk=1), {}, tenant="t_fixture")
+    assert chat(settings, _question("hi")).text == "platform says hi"
+    assert llm_platform.chat_requests()[0].headers["authorization"] == "Bearer sk-fake-platform"

@@ -45,6 +45,16 @@ finishing the stream); `usage` (`(prompt_tokens, completion_tokens)`; default: c
 Every request is recorded in `requests` (method, path, headers, JSON body); `chat_requests()` keeps the
 chat and messages calls only. `api_key`, when set, makes other keys get 401. `served` counts the replies
 given. All of it is thread-safe; the server is a `ThreadingHTTPServer` on a free port of 127.0.0.1.
+
+Pytest fixtures (import them into a conftest: `from tests.support.llm_fake import llm_server, llm_platform`):
+
+* `llm_server` -- a started `FakeLLMServer`, stopped after the test.
+* `llm_platform` -- the same, made the platform default provider (`LLM_URL` = its base URL, `LLM_MODEL` =
+  `fake-model`, `LLM_API_KEY` = `sk-fake-platform`, `LLM_PROVIDER` = `openai`), so every bot without its own
+  `llm-url` talks to it; it also empties the LLM layer's Redis state (`llm:*` keys: cached answers,
+  breakers, quota counters), because the answer cache is on by default and a question asked in an earlier
+  test would otherwise be answered from the cache. Bots can instead point at the fake through config.csv:
+  `llm-url,<llm_server.base_url>` and `llm-model,fake-model` (`llm-cache,false` to keep the cache out).
 """
 
 from __future__ import annotations
@@ -59,6 +69,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+import pytest
 
 from tests.support.openai_fake import fake_vector
 
@@ -452,3 +464,32 @@ def _drop(handler: BaseHTTPRequestHandler) -> None:
         handler.connection.shutdown(socket.SHUT_RDWR)
     except OSError:
         pass
+
+
+# --- pytest fixtures -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def llm_server():
+    with FakeLLMServer() as fake:
+        yield fake
+
+
+def llm_state_clear() -> int:
+    """Delete the LLM layer's Redis keys (`llm:*`) of the test Redis; returns how many went."""
+    from apps.llm.store import redis_client
+
+    client = redis_client()
+    if client is None:
+        return 0
+    keys = list(client.scan_iter(match="llm:*", count=1000))
+    return client.delete(*keys) if keys else 0
+
+
+@pytest.fixture
+def llm_platform(settings, llm_server):
+    settings.LLM_URL, settings.LLM_MODEL = llm_server.base_url, "fake-model"
+    settings.LLM_API_KEY, settings.LLM_PROVIDER = "sk-fake-platform", "openai"
+    llm_state_clear()
+    yield llm_server
+    llm_state_clear()
