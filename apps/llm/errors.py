@@ -10,14 +10,19 @@ class LLMError(RuntimeError):
 class LLMUnavailable(LLMError):
     """No provider can answer now: none configured, every breaker open, or every provider failed.
 
-    The chat core gives its offline answer (KB passages with sources). `reasons` holds one line per
-    provider tried or skipped (never a key or a prompt).
+    The chat core gives its offline answer (KB passages with sources). The message is fit for users and
+    bot authors; `reasons` holds one line per provider tried or skipped, for logs and operators: it names
+    endpoints (which may be internal addresses), never a key or a prompt.
     """
 
     def __init__(self, message: str, reasons: tuple[str, ...] = ()) -> None:
         self.reasons = reasons
-        detail = "; ".join(reasons)
-        super().__init__(f"{message}: {detail}" if detail else message)
+        super().__init__(message)
+
+    @property
+    def detail(self) -> str:
+        """The message with every reason: for logs, not for users."""
+        return "; ".join((str(self), *self.reasons))
 
 
 class LLMTimeout(LLMUnavailable):

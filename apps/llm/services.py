@@ -125,20 +125,26 @@ def _call_chain(settings: LLMSettings, messages: Sequence[dict[str, Any]], tools
             if failure.deadline_passed:
                 # The caller's budget, not necessarily the provider's fault (a long answer from a slow local
                 # model): the breaker is left alone, so `LLM` calls in scripts cannot open it for chats.
+                logger.warning("llm: bot %s (tenant %s): out of time at %s", settings.bot_name, settings.tenant,
+                               provider.describe())
                 raise LLMTimeout("the LLM did not finish in time", (*reasons, str(failure))) from None
             if failure.counts_for_breaker:
                 breaker.breaker_record_failure(provider, settings)
             else:
                 breaker.breaker_record_success(provider)  # it answered: up, but refused this request
             if failure.streamed_text:
-                raise LLMStreamInterrupted(str(failure), failure.streamed_text) from None
+                logger.warning("llm: bot %s (tenant %s): stream broke off: %s", settings.bot_name, settings.tenant,
+                               failure)
+                raise LLMStreamInterrupted("the answer broke off; please ask again", failure.streamed_text) from None
             reasons.append(str(failure))
             continue
         breaker.breaker_record_success(provider)
         return result, provider
+    logger.warning("llm: bot %s (tenant %s): no provider answered: %s", settings.bot_name, settings.tenant,
+                   "; ".join(reasons))
     if time.monotonic() >= deadline:
         raise LLMTimeout("the LLM did not answer in time", tuple(reasons))
-    raise LLMUnavailable("no LLM provider could answer", tuple(reasons))
+    raise LLMUnavailable(f"no LLM provider could answer ({len(reasons)} tried)", tuple(reasons))
 
 
 # --- tools -----------------------------------------------------------------------------------------------
