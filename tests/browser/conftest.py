@@ -21,6 +21,7 @@ import pytest_asyncio
 
 from tests.browser.harness import (
     CHROMIUM_PATH,
+    FramingSite,
     LiveServer,
     chromium_launch_args,
     chromium_missing_reason,
@@ -95,6 +96,14 @@ def fake_llm():
     server = FakeLLMServer().start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def framing_site():
+    """Another site (its own origin) whose page frames a chat URL, for the embed tests."""
+    site = FramingSite()
+    yield site
+    site.stop()
 
 
 @pytest.fixture(scope="session")
@@ -197,7 +206,8 @@ async def watched_page(chromium, request):
     page = await context.new_page()
     await page.add_init_script(CSP_WATCH_SCRIPT)
     watched = WatchedPage(page)
-    page.on("console", lambda message: message.type == "error" and watched.console_errors.append(message.text))
+    page.on("console", lambda message: message.type == "error" and watched.console_errors.append(
+        f"{message.text} ({message.location.get('url', '')})"))
     page.on("pageerror", lambda error: watched.page_errors.append(str(error)))
 
     async def on_dialog(dialog) -> None:

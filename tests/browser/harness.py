@@ -14,10 +14,13 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
+from html import escape
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 CHROMIUM_PATH = Path("/usr/bin/chromium")
 # Flags for a headless Chromium in a container: no sandbox when root (the sandbox needs user
@@ -104,6 +107,40 @@ class LiveServer:
 
     def url(self, host: str, path: str = "/") -> str:
         return f"http://{host}:{self.port}{path}"
+
+
+class FramingSite:
+    """Another web site on loopback whose page frames a URL: `/host.html?src=<url>` answers
+    `<iframe id="f" src="<url>">`. Reached under any `*.localhost` name, each name being its own origin."""
+
+    def __init__(self) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:  # keep test output clean
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+                src = parse_qs(urlsplit(self.path).query).get("src", [""])[0]
+                body = f'<!doctype html><title>outer</title><iframe id="f" src="{escape(src)}"></iframe>'.encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def origin(self, host: str) -> str:
+        return f"http://{host}:{self.port}"
+
+    def page_url(self, host: str, framed_url: str) -> str:
+        return f"{self.origin(host)}/host.html?{urlencode({'src': framed_url})}"
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
 
 
 def write_package(root: Path, bot_name: str, files: dict[str, str]) -> Path:
