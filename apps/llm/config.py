@@ -12,6 +12,10 @@ Failure modes this module prevents:
   its own `llm-key`, never `LLM_API_KEY`.
 * Keys in logs: `ProviderConfig.api_key` is left out of `repr`, and problems name the config key, never
   the value.
+* A bot author aiming the platform's HTTP client at its own network (SSRF: cloud metadata, internal
+  services): URLs from config.csv (`llm-url`, `llm-server`, `llm-fallback-url`) must be public hosts,
+  checked with the HTTP keywords' guard (apps.basic.ssrf), unless the operator sets
+  LLM_ALLOW_PRIVATE_HOSTS (local models on a private network). The platform's own LLM_URL is trusted.
 * One bad value (a typo in `circuit-breaker-threshold`, an unreadable fallback key) stopping every chat:
   it falls back to the default or drops that one provider, and says so in `LLMSettings.problems`.
 
@@ -264,6 +268,21 @@ class _KeyResolver:
         return None
 
 
+def _public_url(key_name: str, url: str, problems: list[str]) -> bool:
+    """Whether a bot-configured URL may be used (see the module docstring); records why not."""
+    from apps.basic.ssrf import SSRFError, check_url
+
+    if getattr(django_settings, "LLM_ALLOW_PRIVATE_HOSTS", False):
+        return True
+    try:
+        check_url(url)
+    except SSRFError as exc:
+        problems.append(f"{key_name}: {exc} (LLM endpoints of bots must be public hosts; the operator can "
+                        "allow private ones with LLM_ALLOW_PRIVATE_HOSTS)")
+        return False
+    return True
+
+
 def _platform_key() -> str:
     """LLM_API_KEY; operators may write a `vault:` reference there too (resolved without a scope)."""
     from apps.core.secrets import SecretUnavailable, config_secret_value
@@ -312,6 +331,8 @@ def _chain(values: Mapping[str, str], resolve: _KeyResolver, problems: list[str]
         problems.append(f"llm-provider {name!r} is not supported (use an OpenAI-compatible gateway and 'openai')")
     elif key is None:
         pass  # unusable key (problem recorded): the chain starts at the fallbacks
+    elif url and not _public_url("llm-url", url, problems):
+        pass
     elif url:
         kind = provider_kind(name, url)
         if not model and platform is None:
@@ -338,7 +359,10 @@ def _chain(values: Mapping[str, str], resolve: _KeyResolver, problems: list[str]
         fb_url = look("llm-fallback-url")
         fb_key = resolve("llm-fallback-key", look("llm-fallback-key"))
         if (fb_name or fb_model or fb_url) and fb_key is not None:
-            if fb_url:
+            if fb_url and not _public_url("llm-fallback-url", fb_url, problems):
+                kind, candidate_key = None, ""
+                fb_url = None
+            elif fb_url:
                 kind = provider_kind(fb_name, fb_url)
                 # Only its own key: never another endpoint's key sent to this URL.
                 candidate_key = fb_key
@@ -351,7 +375,7 @@ def _chain(values: Mapping[str, str], resolve: _KeyResolver, problems: list[str]
                 candidate_key = ""
             fb_model = fb_model or (anchor.model if anchor else None)
             if kind is None or not fb_url or not fb_model:
-                problems.append("llm-fallback-*: cannot tell which endpoint and model to use; fallback skipped")
+                problems.append("llm-fallback-*: no usable endpoint and model; fallback skipped")
             else:
                 chain.append(_provider(kind, fb_name or "fallback", fb_url, fb_model, candidate_key, "fallback"))
 

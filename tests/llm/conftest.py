@@ -12,6 +12,12 @@ from apps.llm.store import redis_client
 from tests.support.llm_fake import FakeLLMServer, llm_platform, llm_server  # noqa: F401 - shared fixtures
 
 
+@pytest.fixture(autouse=True)
+def _private_llm_hosts(settings):
+    """The fake listens on 127.0.0.1: allow private LLM endpoints (test_config checks the guard itself)."""
+    settings.LLM_ALLOW_PRIVATE_HOSTS = True
+
+
 @pytest.fixture
 def llm_fake():
     with FakeLLMServer() as fake:

@@ -85,6 +85,29 @@ def test_llm_server_as_a_base_url_stands_in_for_llm_url(no_platform):
     assert llm_settings_for(BOT, {"llm-server": "true", "llm-model": "local"}, tenant=TENANT).providers == ()
 
 
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1:6379", "http://169.254.169.254/latest", "http://10.0.0.5:8000/v1", "http://localhost:11434",
+    "http://[::1]:8080", "file:///etc/passwd",
+])
+def test_a_bots_llm_url_must_be_a_public_host(settings, platform, url):
+    settings.LLM_ALLOW_PRIVATE_HOSTS = False
+    values = {"llm-url": url, "llm-model": "m", "llm-key": "sk-bot",
+              "llm-fallback-url": url, "llm-fallback-model": "m2"}
+    result = llm_settings_for(BOT, values, tenant=TENANT)
+    assert [p.source for p in result.providers] == ["platform"]  # the operator's own URL is trusted
+    assert any(p.startswith("llm-url:") and "LLM_ALLOW_PRIVATE_HOSTS" in p for p in result.problems)
+    assert any(p.startswith("llm-fallback-url:") for p in result.problems)
+
+
+def test_a_public_address_passes_the_guard_and_the_operator_can_allow_private_ones(settings, no_platform):
+    settings.LLM_ALLOW_PRIVATE_HOSTS = False
+    public = llm_settings_for(BOT, {"llm-url": "https://93.184.216.34/v1", "llm-model": "m"}, tenant=TENANT)
+    assert [p.base_url for p in public.providers] == ["https://93.184.216.34/v1"]
+    settings.LLM_ALLOW_PRIVATE_HOSTS = True
+    local = llm_settings_for(BOT, {"llm-url": "http://127.0.0.1:11434", "llm-model": "m"}, tenant=TENANT)
+    assert [p.base_url for p in local.providers] == ["http://127.0.0.1:11434/v1"]
+
+
 def test_a_bot_with_its_own_url_never_gets_the_platform_key(platform):
     settings = llm_settings_for(BOT, {"llm-url": "http://bot-chosen.invalid/v1", "llm-model": "m"}, tenant=TENANT)
     assert settings.providers[0].source == "bot" and settings.providers[0].api_key == ""

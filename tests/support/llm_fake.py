@@ -50,11 +50,12 @@ Pytest fixtures (import them into a conftest: `from tests.support.llm_fake impor
 
 * `llm_server` -- a started `FakeLLMServer`, stopped after the test.
 * `llm_platform` -- the same, made the platform default provider (`LLM_URL` = its base URL, `LLM_MODEL` =
-  `fake-model`, `LLM_API_KEY` = `sk-fake-platform`, `LLM_PROVIDER` = `openai`), so every bot without its own
-  `llm-url` talks to it; it also empties the LLM layer's Redis state (`llm:*` keys: cached answers,
-  breakers, quota counters), because the answer cache is on by default and a question asked in an earlier
-  test would otherwise be answered from the cache. Bots can instead point at the fake through config.csv:
-  `llm-url,<llm_server.base_url>` and `llm-model,fake-model` (`llm-cache,false` to keep the cache out).
+  `fake-model`, `LLM_API_KEY` = `sk-fake-platform`, `LLM_PROVIDER` = `openai`; `LLM_ALLOW_PRIVATE_HOSTS` on),
+  so every bot without its own `llm-url` talks to it; it also empties the LLM layer's Redis state (`llm:*`
+  keys: cached answers, breakers, quota counters), because the answer cache is on by default and a question
+  asked in an earlier test would otherwise be answered from the cache. Bots can instead point at the fake
+  through config.csv: `llm-url,<llm_server.base_url>` and `llm-model,fake-model` (`llm-cache,false` keeps the
+  cache out; without `llm_platform`, set `settings.LLM_ALLOW_PRIVATE_HOSTS = True` for the 127.0.0.1 URL).
 """
 
 from __future__ import annotations
@@ -490,6 +491,7 @@ def llm_state_clear() -> int:
 def llm_platform(settings, llm_server):
     settings.LLM_URL, settings.LLM_MODEL = llm_server.base_url, "fake-model"
     settings.LLM_API_KEY, settings.LLM_PROVIDER = "sk-fake-platform", "openai"
+    settings.LLM_ALLOW_PRIVATE_HOSTS = True  # bots may point at the fake (127.0.0.1) with llm-url
     llm_state_clear()
     yield llm_server
     llm_state_clear()
