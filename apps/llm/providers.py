@@ -118,10 +118,14 @@ def _client(provider: ProviderConfig) -> Any:
                 _clients.pop(next(iter(_clients)))
             # Local servers take no key, but both clients refuse to start without one.
             key = provider.api_key or "no-key"
+            # Redirects are not followed (the SDKs would): a public endpoint that redirects to an internal
+            # address would get around the SSRF check of the configured URL (apps.llm.config).
             if provider.kind == KIND_ANTHROPIC:
-                client = anthropic.Anthropic(base_url=provider.base_url, api_key=key, max_retries=0)
+                client = anthropic.Anthropic(base_url=provider.base_url, api_key=key, max_retries=0,
+                                             http_client=anthropic.DefaultHttpxClient(follow_redirects=False))
             else:
-                client = openai.OpenAI(base_url=provider.base_url, api_key=key, max_retries=0)
+                client = openai.OpenAI(base_url=provider.base_url, api_key=key, max_retries=0,
+                                       http_client=openai.DefaultHttpxClient(follow_redirects=False))
             _clients[cache_key] = client
         return client
 

@@ -63,6 +63,17 @@ def test_tool_call_fragments_are_reassembled_and_reasoning_is_not_streamed(llm_f
     assert result.finish_reason == "tool_calls"
 
 
+def test_redirects_are_not_followed(llm_fake, llm_fake_b):
+    """A redirect could lead past the SSRF check of the configured URL to an internal address."""
+    llm_fake.script(Reply(status=307, headers={"Location": llm_fake_b.chat_url}))
+    settings = make_settings(openai_provider(llm_fake))
+    with pytest.raises(ProviderFailure) as caught:
+        provider_round(settings.providers[0], settings, [{"role": "user", "content": "x"}], None, None,
+                       deadline=float("inf"))
+    assert "HTTP 307" in caught.value.reason and not caught.value.retryable
+    assert llm_fake_b.requests == []
+
+
 def test_an_unreachable_provider_is_a_breaker_failure():
     from apps.llm.config import KIND_OPENAI, ProviderConfig
 
