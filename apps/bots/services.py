@@ -108,19 +108,40 @@ def schedule_next_run(cron: str, tz: zoneinfo.ZoneInfo, after: datetime) -> date
     return croniter(cron, after.astimezone(tz)).get_next(datetime)
 
 
+@transaction.atomic
 def schedules_sync(*, script: BotScript) -> list[BotSchedule]:
-    """Replace the script's schedule rows with the crons its compiler found (none: no rows)."""
+    """Replace the script's schedule rows with the crons its compiler found (none: no rows), and their rows
+    in the public schedule index (same transaction: the beat tick never sees a half-replaced schedule)."""
     from django.utils import timezone as django_tz
 
-    BotSchedule.objects.filter(script=script).delete()
+    removed = list(BotSchedule.objects.filter(script=script).values_list("pk", flat=True))
+    BotSchedule.objects.filter(pk__in=removed).delete()
     crons = script.metadata.get("schedules") or []
-    if not crons:
-        return []
     tz, now = bot_timezone(script.bot), django_tz.now()
-    return BotSchedule.objects.bulk_create(
+    created = BotSchedule.objects.bulk_create(
         BotSchedule(bot=script.bot, script=script, expression=item["expression"][:200], cron=item["cron"],
                     line=item.get("line") or 1, timezone=str(tz), next_run_at=schedule_next_run(item["cron"], tz, now))
         for item in crons
+    )
+    _schedule_index_replace(removed=removed, added=created)
+    return created
+
+
+def _schedule_index_replace(*, removed: list[int], added: list[BotSchedule]) -> None:
+    """Mirror the tenant's schedule rows in the public index the automation tick reads (apps.automation)."""
+    from django.db import connection
+
+    from apps.tenants.models import ScheduleIndex, Tenant
+
+    tenant_id = Tenant.objects.filter(schema_name=connection.schema_name).values_list("pk", flat=True).first()
+    if tenant_id is None:  # a schema with no tenant row: nothing there ever runs
+        return
+    if removed:
+        ScheduleIndex.objects.filter(tenant_id=tenant_id, schedule_id__in=removed).delete()
+    ScheduleIndex.objects.bulk_create(
+        ScheduleIndex(tenant_id=tenant_id, schedule_id=s.pk, cron=s.cron, timezone=s.timezone,
+                      next_run_at=s.next_run_at, enabled=s.enabled)
+        for s in added
     )
 
 
@@ -136,8 +157,11 @@ def _is_tool(metadata: dict) -> bool:
     return bool(metadata.get("params") or metadata.get("description"))
 
 
+@transaction.atomic
 def script_remove(*, bot: Bot, path: str) -> None:
-    BotScript.objects.filter(bot=bot, path=path).delete()
+    schedules = list(BotSchedule.objects.filter(script__bot=bot, script__path=path).values_list("pk", flat=True))
+    _schedule_index_replace(removed=schedules, added=[])
+    BotScript.objects.filter(bot=bot, path=path).delete()  # its schedules go with it (cascade)
 
 
 @transaction.atomic

@@ -182,6 +182,7 @@ CELERY_TASK_ROUTES = {
     "drive.*": {"queue": "drive"},
     "kb.*": {"queue": "index"},
     "mail.*": {"queue": "mail"},
+    "automation.*": {"queue": "jobs"},
 }
 # At-least-once delivery: ack after the task ran, requeue if the worker process dies, and take one
 # message at a time so a crash loses nothing and a slow task does not hold others hostage. Every task
@@ -298,6 +299,19 @@ PACKAGE_MAX_RATIO = env_int("PACKAGE_MAX_RATIO", 100)
 KB_INDEX_STALE_S = env_int("KB_INDEX_STALE_S", 600)
 # Tenants' drives in S3: one bucket, one prefix per tenant (the prefix is built in apps.drive.storage only).
 S3_TENANT_PREFIX = "tenants"
+
+# --- Automation: SET SCHEDULE jobs (apps.automation) ----------------------------------------------------
+# How often beat looks for due schedules: crons have minute resolution, so a job starts at most this late.
+AUTOMATION_TICK_INTERVAL_S = env_int("AUTOMATION_TICK_INTERVAL_S", 10)
+# A run due longer ago than this (workers or beat were down) is skipped and recorded as stale instead of
+# fired late: a 9:00 report is not sent at 14:00, and an outage does not end in a burst of catch-up runs.
+AUTOMATION_LATE_CUTOFF_S = env_int("AUTOMATION_LATE_CUTOFF_S", 300)
+CELERY_BEAT_SCHEDULE["automation-tick"] = {
+    "task": "automation.tick",
+    "schedule": float(AUTOMATION_TICK_INTERVAL_S),
+    # A tick nobody picked up within its interval is dropped: the next one does the same work.
+    "options": {"queue": "jobs", "expires": float(AUTOMATION_TICK_INTERVAL_S)},
+}
 
 # Health: which checks make /api/health answer 503 when they fail. The others only degrade it.
 HEALTH_REQUIRED_CHECKS = tuple(env_list("HEALTH_REQUIRED_CHECKS", ["database", "cache"]))
