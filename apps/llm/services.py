@@ -159,6 +159,33 @@ def _tool_index(tools: Sequence[dict[str, Any]] | None) -> dict[str, dict[str, A
     return index
 
 
+# JSON Schema types the BASIC compiler emits for PARAMs (spec §3.6) and the Python values that satisfy them.
+_SCHEMA_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,), "integer": (int,), "number": (int, float), "boolean": (bool,), "array": (list,),
+    "object": (dict,),
+}
+
+
+def _argument_problems(schema: dict[str, Any], arguments: dict[str, Any]) -> list[str]:
+    """What is wrong with model-made arguments against the tool's parameters (spec §7.5): missing required
+    ones, wrong JSON types, values outside an enum. Extra arguments are tolerated (the script ignores them)."""
+    problems = []
+    missing = [p for p in schema.get("required") or [] if p not in arguments]
+    if missing:
+        problems.append(f"missing required argument(s) {', '.join(missing)}")
+    for param, spec in (schema.get("properties") or {}).items():
+        if param not in arguments or not isinstance(spec, dict):
+            continue
+        value = arguments[param]
+        expected = _SCHEMA_TYPES.get(str(spec.get("type")))
+        # bool is an int in Python; JSON keeps them apart.
+        if expected and (not isinstance(value, expected) or (isinstance(value, bool) and bool not in expected)):
+            problems.append(f"{param} must be a JSON {spec['type']}, got {json.dumps(value)[:60]}")
+        elif spec.get("enum") and value not in spec["enum"]:
+            problems.append(f"{param} must be one of {', '.join(json.dumps(v) for v in spec['enum'])}")
+    return problems
+
+
 def _run_one_tool(call_id: str, name: str, raw_arguments: str, offered: dict[str, dict[str, Any]],
                   run_tool: RunTool | None) -> ToolCallRecord:
     def error(message: str, arguments: dict[str, Any] | None = None) -> ToolCallRecord:
@@ -173,9 +200,9 @@ def _run_one_tool(call_id: str, name: str, raw_arguments: str, offered: dict[str
                      "send a JSON object")
     if not isinstance(arguments, dict):
         return error(f"the arguments of {name} must be a JSON object, got {type(arguments).__name__}")
-    missing = [p for p in offered[name].get("required") or [] if p not in arguments]
-    if missing:
-        return error(f"{name} needs the argument(s) {', '.join(missing)}", arguments)
+    problems = _argument_problems(offered[name], arguments)
+    if problems:
+        return error(f"{name}: {'; '.join(problems)}", arguments)
     try:
         result = run_tool(name, arguments)
     except Exception as exc:  # noqa: BLE001 - the model is told, the turn goes on

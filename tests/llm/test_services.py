@@ -129,9 +129,31 @@ def test_missing_required_argument_and_a_failing_tool_become_error_results(llm_f
         raise RuntimeError("weather service down")
 
     result = chat(make_settings(openai_provider(llm_fake)), _question("w"), tools=[WEATHER_TOOL], run_tool=run_tool)
-    assert result.tool_calls[0].result == "error: get_weather needs the argument(s) city"
+    assert result.tool_calls[0].result == "error: get_weather: missing required argument(s) city"
     assert result.tool_calls[1].result == "error: get_weather failed: weather service down"
     assert result.text == "done"
+
+
+def test_arguments_are_checked_against_the_parameter_types_and_enums(llm_fake):
+    tool = {"type": "function", "function": {"name": "order", "parameters": {
+        "type": "object", "required": ["qty"],
+        "properties": {"qty": {"type": "integer"}, "size": {"type": "string", "enum": ["S", "M", "L"]},
+                       "gift": {"type": "boolean"}, "price": {"type": "number"}}}}}
+    llm_fake.script(
+        Reply(tool_calls=[ToolCall("order", {"qty": "two", "size": "XL", "gift": 1})]),
+        Reply(tool_calls=[ToolCall("order", {"qty": True})]),
+        Reply(tool_calls=[ToolCall("order", {"qty": 2, "size": "M", "gift": False, "price": 9.5, "note": "x"})]),
+        Reply(text="Ordered."),
+    )
+    ran = []
+    result = chat(make_settings(openai_provider(llm_fake)), _question("order"), tools=[tool],
+                  run_tool=lambda name, args: ran.append(args) or "ok")
+    assert ran == [{"qty": 2, "size": "M", "gift": False, "price": 9.5, "note": "x"}]
+    first = result.tool_calls[0].result
+    assert 'qty must be a JSON integer, got "two"' in first
+    assert 'size must be one of "S", "M", "L"' in first and "gift must be a JSON boolean" in first
+    assert "qty must be a JSON integer, got true" in result.tool_calls[1].result
+    assert result.text == "Ordered."
 
 
 @pytest.mark.parametrize("status", [500, 429])
@@ -237,6 +259,15 @@ def test_anthropic_streams_text_and_runs_a_tool_use_block(llm_fake):
                                                    "input": {"city": "Faro"}}
     assert second["messages"][2] == {"role": "user", "content": [
         {"type": "tool_result", "tool_use_id": "toolu_1", "content": "Faro: 28C"}]}
+
+
+def test_anthropic_stream_dropped_before_text_is_retried_and_mid_text_is_interrupted(llm_fake):
+    llm_fake.script(Reply(text="never", drop_after_chunks=0), Reply(text="complete answer", chunk_chars=4))
+    assert chat(make_settings(anthropic_provider(llm_fake)), _question("x")).text == "complete answer"
+    llm_fake.script(Reply(text="half an answer", chunk_chars=4, drop_after_chunks=1))
+    with pytest.raises(LLMStreamInterrupted) as caught:
+        chat(make_settings(anthropic_provider(llm_fake)), _question("x"))
+    assert caught.value.partial_text == "half"
 
 
 def test_anthropic_overloaded_is_retried(llm_fake):
