@@ -1,0 +1,91 @@
+"""The BASIC host of a scheduled job: a bot's host (config, memory, tables, drive) with no user session.
+
+TALK has nobody to talk to, so it goes to the job's output (shown with the run in the console); HEAR has
+nobody to answer it, so the run ends with an error at the HEAR (apps.automation.services); TALK TO an email
+address and SEND MAIL deliver through the mail service (apps.mail), queued when the job's writes commit.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from apps.basic.host import HostError
+from apps.bots.host import BotHost
+from apps.bots.models import Bot
+
+logger = logging.getLogger(__name__)
+
+# A job's output is a log for a person reading the console, not storage: beyond this many characters the
+# rest of the run's TALK lines are dropped (the run itself goes on) and the output says it was cut.
+JOB_OUTPUT_MAX_CHARS = 64 * 1024
+OUTPUT_TRUNCATED = "[output truncated: a job keeps at most {limit} characters of TALK output]"
+# The user a job runs as (upstream runs schedules as a user whose id is the bot's id, titled "Automation").
+JOB_USER_NAME = "Automation"
+NO_USER_TO_HEAR = "no user to hear from in a scheduled job"
+# TALK TO from a job only reaches people by email here; other channels have no sender in a job.
+TALK_TO_EMAIL_PREFIX = "email:"
+
+
+class JobHost(BotHost):
+    def __init__(self, bot: Bot, *, run_id: int, output: str = "") -> None:
+        super().__init__(
+            bot,
+            user={"id": f"bot-{bot.pk}", "name": JOB_USER_NAME},
+            session={"id": f"job-{run_id}", "channel": "automation"},
+        )
+        self.output = output
+        self.truncated = OUTPUT_TRUNCATED.format(limit=JOB_OUTPUT_MAX_CHARS) in output
+
+    # -- output ------------------------------------------------------------------------------------
+    def _append(self, line: str) -> None:
+        if self.truncated:
+            return
+        text = (self.output + "\n" if self.output else "") + line
+        if len(text) > JOB_OUTPUT_MAX_CHARS:
+            marker = OUTPUT_TRUNCATED.format(limit=JOB_OUTPUT_MAX_CHARS)
+            text = text[: JOB_OUTPUT_MAX_CHARS - len(marker) - 1] + "\n" + marker
+            self.truncated = True
+        self.output = text
+
+    def talk(self, text: str) -> None:
+        self._append(str(text))
+
+    def log(self, text: str) -> None:
+        """PRINT: the server log, and the job's output (it is the job's log)."""
+        logger.info("job PRINT: %s", text, extra={"bot": self.bot.name})
+        self._append(f"PRINT: {text}")
+
+    # A HEAR menu pushes its options as suggestions before suspending: with no user they go nowhere, and
+    # the HEAR itself then ends the run with NO_USER_TO_HEAR.
+    def add_suggestion(self, kind: str, value: str, label: str) -> None:
+        return None
+
+    def clear_suggestions(self) -> None:
+        return None
+
+    # -- delivery ------------------------------------------------------------------------------------
+    def talk_to(self, address: str, text: str) -> None:
+        target = str(address).strip()
+        if target.lower().startswith(TALK_TO_EMAIL_PREFIX):
+            target = target[len(TALK_TO_EMAIL_PREFIX):].strip()
+        elif ":" in target or "@" not in target:
+            channel = target.split(":", 1)[0] if ":" in target else target
+            raise HostError(f"TALK TO {channel!r}: a scheduled job can only send to an email address "
+                            f"(TALK TO \"email:name@example.com\", message)")
+        subject = f"Message from {self.bot.display_name or self.bot.name}"
+        self._mail("TALK TO", to=target, subject=subject, body=str(text), attachments=[])
+
+    def send_mail(self, to: str, subject: str, body: str, attachments: list) -> object:
+        paths = attachments if isinstance(attachments, list) else [attachments] if attachments else []
+        return self._mail("SEND MAIL", to=str(to), subject=str(subject), body=str(body),
+                          attachments=[str(p) for p in paths])
+
+    def _mail(self, keyword: str, *, to: str, subject: str, body: str, attachments: list[str]) -> object:
+        try:
+            from apps.mail.services import script_mail_send
+        except ImportError:
+            raise HostError(f"{keyword}: the mail service is not available on this platform yet") from None
+        try:
+            return script_mail_send(bot=self.bot, to=to, subject=subject, body=body, attachments=attachments)
+        except ValueError as exc:  # MailError / MailConfigError: a bad address, a missing attachment...
+            raise HostError(f"{keyword}: {exc}") from None

@@ -1,0 +1,325 @@
+"""The SET SCHEDULE runner (spec 3.8): the beat tick that finds due schedules, and the job that runs one.
+
+Failure modes this module prevents:
+
+* Double runs. The tick claims due rows of the public index (tenants.ScheduleIndex) with
+  `SELECT ... FOR UPDATE SKIP LOCKED` and moves their `next_run_at` past `now` in the same transaction,
+  before anything is queued: a second tick (or a second beat) either skips the locked rows or, once the
+  first commits, no longer sees them as due. The job then creates its JobRun row, unique per (schedule,
+  due time), before the script starts: a redelivered task finds the row and does nothing.
+* A burst after downtime. A run due longer ago than the late cut-off (AUTOMATION_LATE_CUTOFF_S) is skipped
+  and recorded as one `skipped_stale` run (with how many due times it covers); only the latest due time,
+  when it is within the cut-off, runs. So after 10 minutes of downtime an every-minute schedule runs once
+  (for the current minute), not ten times, and a daily 9:00 report is not sent at 14:00.
+* Runs in the wrong tenant. The index row names its tenant; the job is a tenant task queued in that
+  tenant's schema, and it reads the schedule, bot and script in that schema only.
+* Jobs queued for a rolled-back tick: tasks are queued on commit only.
+
+WAIT in a job suspends the run (status `waiting`, VM state saved) and a task delayed by the WAIT's seconds
+resumes it, so a waiting job holds no worker. HEAR ends the run with an error: nobody can answer it.
+"""
+
+from __future__ import annotations
+
+import logging
+import zoneinfo
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import partial
+
+from celery.exceptions import SoftTimeLimitExceeded
+from croniter import croniter
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+from django_tenants.utils import get_public_schema_name, schema_context
+
+from apps.automation.host import NO_USER_TO_HEAR, JobHost
+from apps.automation.models import JobRun
+from apps.basic.compiler import Program
+from apps.basic.errors import BasicError
+from apps.basic.vm import VM, RunResult
+from apps.bots.models import BotSchedule, BotScript
+from apps.bots.runtime import ScriptUnavailable, program_for, script_start
+from apps.tenants.models import ScheduleIndex
+
+logger = logging.getLogger(__name__)
+
+# Index rows one tick transaction claims; the row locks are held only while next times are computed.
+TICK_BATCH_SIZE = 500
+# Batches one tick works through; anything beyond waits for the next tick (seconds later), so one tick
+# never holds a worker for long even with a huge backlog after an outage.
+TICK_MAX_BATCHES = 20
+# Due times counted in a stale-skip record; after a long outage the exact count of an every-minute
+# schedule's missed runs is not worth iterating over (the record says "at least").
+STALE_COUNT_LIMIT = 10_000
+# Suspensions (WAITs) of one job: a job that WAITs in a loop forever is stopped with an error.
+JOB_MAX_SLICES = 100
+# A redelivered job whose run is still `running` after this long lost its worker (killed mid-run): it is
+# recorded as an error instead of being run a second time (a job may have sent mail already).
+JOB_LOST_AFTER = timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT)
+ERROR_MESSAGE_MAX_CHARS = 2000
+
+
+# --- the tick (public schema) --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FirePlan:
+    """What a tick does with one due schedule."""
+
+    run_at: datetime | None  # the due time that runs now; None when even the latest one is stale
+    skipped_from: datetime | None  # the first due time skipped as stale (None: nothing skipped)
+    skipped_count: int
+    next_run_at: datetime
+
+
+def fire_plan(*, cron: str, tz: zoneinfo.ZoneInfo, due: datetime, now: datetime, late_cutoff: timedelta) -> FirePlan:
+    """Which due time of `cron` runs at `now` (at most one), which are skipped as stale, and the next one.
+
+    `due` is the index row's next_run_at (<= now). The latest due time <= now runs if it is at most
+    `late_cutoff` old; every earlier due time since `due` is skipped. Times are read in the schedule's
+    time zone (DST-aware) and returned in UTC.
+    """
+    # croniter's get_prev is strictly before its start: start a microsecond after now to include now.
+    latest = croniter(cron, (now + timedelta(microseconds=1)).astimezone(tz)).get_prev(datetime)
+    latest = max(latest.astimezone(UTC), due)
+    run_at = latest if now - latest <= late_cutoff else None
+    skip_end = run_at  # skipped: due times in [due, run_at), or [due, latest] when nothing runs
+    skipped_count = 0
+    if run_at is None or due < run_at:
+        skipped_count = 1
+        it = croniter(cron, due.astimezone(tz))
+        while skipped_count < STALE_COUNT_LIMIT:
+            t = it.get_next(datetime).astimezone(UTC)
+            if (skip_end is not None and t >= skip_end) or (skip_end is None and t > latest):
+                break
+            skipped_count += 1
+    next_run_at = croniter(cron, now.astimezone(tz)).get_next(datetime).astimezone(UTC)
+    return FirePlan(run_at=run_at, skipped_from=due if skipped_count else None, skipped_count=skipped_count,
+                    next_run_at=next_run_at)
+
+
+@dataclass
+class TickReport:
+    claimed: int = 0
+    queued_runs: int = 0
+    stale: int = 0
+    broken: list[str] = field(default_factory=list)
+
+
+def schedules_tick(*, now: datetime | None = None, late_cutoff: timedelta | None = None,
+                   batch_size: int = TICK_BATCH_SIZE) -> TickReport:
+    """Claim every due schedule of every ready tenant, move it to its next time and queue its job.
+
+    Runs in the public schema, each batch in its own transaction; jobs are queued when it commits.
+    `now` and `late_cutoff` default to the clock and AUTOMATION_LATE_CUTOFF_S (tests pass their own).
+    """
+    now = now or timezone.now()
+    cutoff = late_cutoff if late_cutoff is not None else timedelta(seconds=settings.AUTOMATION_LATE_CUTOFF_S)
+    report = TickReport()
+    with schema_context(get_public_schema_name()):
+        for _ in range(TICK_MAX_BATCHES):
+            if _tick_batch(now=now, cutoff=cutoff, batch_size=batch_size, report=report) < batch_size:
+                break
+    return report
+
+
+def _tick_batch(*, now: datetime, cutoff: timedelta, batch_size: int, report: TickReport) -> int:
+    with transaction.atomic(durable=True):
+        rows = list(
+            ScheduleIndex.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("tenant")
+            .filter(enabled=True, next_run_at__lte=now, tenant__ready=True)
+            .order_by("next_run_at")[:batch_size]
+        )
+        for row in rows:
+            try:
+                plan = fire_plan(cron=row.cron, tz=zoneinfo.ZoneInfo(row.timezone), due=row.next_run_at, now=now,
+                                 late_cutoff=cutoff)
+            except (ValueError, KeyError, zoneinfo.ZoneInfoNotFoundError) as exc:
+                # The compiler validated the cron; a row that still cannot be read must not block the tick.
+                row.enabled = False
+                report.broken.append(f"{row.tenant.schema_name}:{row.schedule_id}")
+                logger.error("automation: schedule disabled, its cron cannot be read",
+                             extra={"tenant": row.tenant.schema_name, "schedule": row.schedule_id, "error": str(exc)})
+                continue
+            row.next_run_at = plan.next_run_at
+            if plan.skipped_count:
+                report.stale += 1
+                logger.warning(
+                    "automation: stale run skipped", extra={
+                        "tenant": row.tenant.schema_name, "schedule": row.schedule_id,
+                        "due": plan.skipped_from.isoformat(), "skipped": plan.skipped_count,
+                    })
+            if plan.run_at is not None:
+                report.queued_runs += 1
+            transaction.on_commit(partial(_enqueue_run, row.tenant.schema_name, row.schedule_id, plan), robust=True)
+        ScheduleIndex.objects.bulk_update(rows, ["next_run_at", "enabled"])
+        report.claimed += len(rows)
+    return len(rows)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _enqueue_run(schema_name: str, schedule_id: int, plan: FirePlan) -> None:
+    from apps.automation.tasks import schedule_run_task
+
+    with schema_context(schema_name):
+        schedule_run_task.apply_async(kwargs={
+            "schedule_id": schedule_id, "scheduled_for": _iso(plan.run_at), "next_run_at": _iso(plan.next_run_at),
+            "skipped_from": _iso(plan.skipped_from), "skipped_count": plan.skipped_count,
+        }, queue="jobs")
+
+
+# --- the job (tenant schema) ----------------------------------------------------------------------------
+
+
+def schedule_run(*, schedule_id: int, scheduled_for: datetime | None, next_run_at: datetime | None = None,
+                 skipped_from: datetime | None = None, skipped_count: int = 0) -> JobRun | None:
+    """Run one due time of a schedule in the current tenant (and record the stale skip the tick decided).
+
+    Returns the run (or the skip record when nothing runs); None when the schedule is gone or this due
+    time already has a run (a redelivered task).
+    """
+    schedule = BotSchedule.objects.select_related("bot", "script").filter(pk=schedule_id).first()
+    if schedule is None:
+        _index_row_drop(schedule_id)
+        return None
+    if next_run_at is not None:  # the console shows the tenant's row; the tick moved the index row
+        BotSchedule.objects.filter(pk=schedule_id, next_run_at__lt=next_run_at).update(next_run_at=next_run_at)
+    record = None
+    if skipped_from is not None:
+        record = _stale_record(schedule, skipped_from, skipped_count, run_at=scheduled_for)
+    if scheduled_for is None:
+        return record
+    run = _run_claim(schedule, scheduled_for)
+    if run is None:
+        return None
+    return _run_slice(run, script=schedule.script, state=None)
+
+
+def _index_row_drop(schedule_id: int) -> None:
+    """The schedule no longer exists in this tenant (its bot was deleted): stop the tick from finding it."""
+    deleted, _ = ScheduleIndex.objects.filter(tenant__schema_name=connection.schema_name,
+                                              schedule_id=schedule_id).delete()
+    logger.info("automation: schedule gone, index row dropped", extra={"schedule": schedule_id, "rows": deleted})
+
+
+def _stale_record(schedule: BotSchedule, skipped_from: datetime, count: int, *, run_at: datetime | None) -> JobRun:
+    note = (f"skipped {'at least ' if count >= STALE_COUNT_LIMIT else ''}{count} run(s) due from "
+            f"{skipped_from:%Y-%m-%d %H:%M} UTC: more than {settings.AUTOMATION_LATE_CUTOFF_S} s late")
+    note += f"; the run due {run_at:%Y-%m-%d %H:%M} UTC runs instead" if run_at is not None else ""
+    record, _ = JobRun.objects.get_or_create(
+        schedule=schedule, scheduled_for=skipped_from,
+        defaults={"bot": schedule.bot, "script_name": schedule.script.name, "cron": schedule.cron,
+                  "status": JobRun.Status.SKIPPED_STALE, "skipped_count": count, "output": note,
+                  "finished_at": timezone.now()},
+    )
+    return record
+
+
+def _run_claim(schedule: BotSchedule, scheduled_for: datetime) -> JobRun | None:
+    """The run row, created (and committed) before the script starts; None if this due time has one."""
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            return JobRun.objects.create(
+                bot=schedule.bot, schedule=schedule, script_name=schedule.script.name, cron=schedule.cron,
+                scheduled_for=scheduled_for, started_at=now, status=JobRun.Status.RUNNING,
+            )
+    except IntegrityError:
+        pass
+    lost = JobRun.objects.filter(schedule=schedule, scheduled_for=scheduled_for, status=JobRun.Status.RUNNING,
+                                 started_at__lt=now - JOB_LOST_AFTER)
+    if lost.update(status=JobRun.Status.ERROR, finished_at=now,
+                   error_message="the worker running this job stopped before it finished; not run again"):
+        logger.warning("automation: run lost with its worker", extra={"schedule": schedule.pk})
+    return None
+
+
+def job_run_resume(*, run_id: int) -> JobRun | None:
+    """Continue a run suspended at a WAIT; None when it is not waiting (a redelivered or late task)."""
+    if not JobRun.objects.filter(pk=run_id, status=JobRun.Status.WAITING).update(status=JobRun.Status.RUNNING):
+        return None
+    run = JobRun.objects.select_related("bot").get(pk=run_id)
+    script = BotScript.objects.filter(bot=run.bot, name=run.script_name).first()
+    if script is None:
+        return _finish(run, JobHost(run.bot, run_id=run.pk, output=run.output), None,
+                       f"script '{run.script_name}' was removed while the job waited")
+    return _run_slice(run, script=script, state=run.state)
+
+
+def _run_slice(run: JobRun, *, script: BotScript, state: dict | None) -> JobRun:
+    host = JobHost(run.bot, run_id=run.pk, output=run.output)
+    program = None
+    try:
+        program = program_for(script)
+        if state is None:
+            result = script_start(bot=run.bot, name=script.name, host=host)
+        else:
+            result = VM(program, host).resume(state)
+    except ScriptUnavailable as exc:
+        return _finish(run, host, None, str(exc))
+    except BasicError as exc:  # a saved state the (changed) script can no longer resume
+        return _finish(run, host, None, f"cannot resume after WAIT: {exc}")
+    except SoftTimeLimitExceeded:
+        return _finish(run, host, None, "the job ran longer than the worker's time limit")
+    except Exception as exc:  # noqa: BLE001 - the run must end recorded, whatever broke
+        logger.exception("automation: job crashed", extra={"run": run.pk})
+        return _finish(run, host, None, f"internal error: {type(exc).__name__}")
+    return _finish(run, host, result, None, program=program)
+
+
+def _finish(run: JobRun, host: JobHost, result: RunResult | None, failure: str | None, *,
+            program: Program | None = None) -> JobRun:
+    now = timezone.now()
+    run.output, run.slices = host.output, run.slices + 1
+    run.state, run.resume_at = None, None
+    if result is None:
+        run.status, run.error_line, run.error_message = JobRun.Status.ERROR, None, failure or ""
+    elif result.status == "done":
+        run.status = JobRun.Status.OK
+    elif result.status == "error":
+        error = result.error or {}
+        run.status, run.error_line = JobRun.Status.ERROR, error.get("line") or None
+        run.error_message = str(error.get("message") or "error")
+    elif result.waiting_for == "hear":
+        run.status, run.error_message = JobRun.Status.ERROR, f"HEAR: {NO_USER_TO_HEAR}"
+        run.error_line = _waiting_line(program, result.state)
+    elif run.slices >= JOB_MAX_SLICES:
+        run.status, run.error_line = JobRun.Status.ERROR, _waiting_line(program, result.state)
+        run.error_message = f"WAIT: a job may suspend at most {JOB_MAX_SLICES} times"
+    else:
+        run.status, run.state = JobRun.Status.WAITING, result.state
+        run.resume_at = now + timedelta(seconds=result.wait_seconds)
+    run.error_message = run.error_message[:ERROR_MESSAGE_MAX_CHARS]
+    if run.status != JobRun.Status.WAITING:
+        run.finished_at = now
+    with transaction.atomic():
+        run.save()
+        if run.status == JobRun.Status.WAITING:
+            transaction.on_commit(partial(_enqueue_resume, run.pk, result.wait_seconds))
+    if run.status == JobRun.Status.ERROR:
+        logger.info("automation: job failed", extra={"run": run.pk, "line": run.error_line})
+    return run
+
+
+def _waiting_line(program: Program | None, state: dict | None) -> int | None:
+    """The source line of the HEAR/WAIT a suspended state stopped at."""
+    try:
+        frame, waiting = state["frames"][-1], state["waiting"]
+        lines = program.units[frame["unit"]].lines
+        # A HEAR keeps its own position; a WAIT's frame already points past it.
+        pc = waiting["pc"] if waiting.get("type") == "hear" else frame["pc"] - 1
+        return lines[pc] if 0 <= pc < len(lines) else None
+    except (AttributeError, KeyError, IndexError, TypeError):
+        return None
+
+
+def _enqueue_resume(run_id: int, seconds: float) -> None:
+    from apps.automation.tasks import job_run_resume_task
+
+    job_run_resume_task.apply_async(args=[run_id], countdown=max(0.0, seconds), queue="jobs")

@@ -1,0 +1,35 @@
+"""Automation tasks on queue `jobs`: beat's tick (platform-wide) and the tenant jobs it queues."""
+
+from datetime import datetime
+
+from apps.automation.services import job_run_resume, schedule_run, schedules_tick
+from apps.tenants.celery import PlatformTask
+from gbplatform.celery import app
+
+
+def _when(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+@app.task(name="automation.tick", base=PlatformTask)
+def schedules_tick_task() -> dict:
+    """Beat, every AUTOMATION_TICK_INTERVAL_S: claim due schedules of every tenant and queue their jobs."""
+    report = schedules_tick()
+    return {"claimed": report.claimed, "queued_runs": report.queued_runs, "stale": report.stale,
+            "broken": report.broken}
+
+
+@app.task(name="automation.run_schedule")
+def schedule_run_task(schedule_id: int, scheduled_for: str | None = None, next_run_at: str | None = None,
+                      skipped_from: str | None = None, skipped_count: int = 0) -> str:
+    """One due time of a schedule, in its tenant (idempotent: a due time runs once)."""
+    run = schedule_run(schedule_id=schedule_id, scheduled_for=_when(scheduled_for), next_run_at=_when(next_run_at),
+                       skipped_from=_when(skipped_from), skipped_count=skipped_count)
+    return run.status if run is not None else "none"
+
+
+@app.task(name="automation.resume_run")
+def job_run_resume_task(run_id: int) -> str:
+    """A job that WAITed, resumed when its WAIT is over (idempotent: only a waiting run resumes)."""
+    run = job_run_resume(run_id=run_id)
+    return run.status if run is not None else "none"
