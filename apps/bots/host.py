@@ -178,6 +178,32 @@ class BotHost(Host):
         drive.delete(key)
         return True
 
+    # -- meetings (apps.meet): BOOK (spec 3.5.11) and START MEET (spec 8.1) ---------------------------
+    def book(self, args: list) -> object:
+        """BOOK title, description, start, duration_min, location: a meeting room of this bot and its link."""
+        from apps.meet.services import MeetError, meeting_book
+
+        if not args or len(args) > 5:
+            raise HostError("BOOK takes title, description, start, duration_min, location")
+        title, description, start, minutes, location = (list(args) + [None] * 5)[:5]
+        try:
+            return meeting_book(bot=self.bot, title=title, description=description, start=start,
+                                duration_min=minutes, location=location)
+        except MeetError as exc:
+            raise HostError(f"BOOK: {exc}") from None
+
+    def keyword(self, name: str, args: list, opts: dict) -> object:
+        if name == "START MEET":
+            from apps.meet.services import MeetError, meeting_start
+
+            if len(args) != 1:
+                raise HostError('START MEET takes one room name: START MEET "room"')
+            try:
+                return meeting_start(bot=self.bot, name=args[0])
+            except MeetError as exc:
+                raise HostError(f"START MEET: {exc}") from None
+        return super().keyword(name, args, opts)
+
 
 def _table_name(table: str) -> str:
     return str(table).strip().lower()

@@ -1,0 +1,45 @@
+"""Meetings tests: LiveKit's server API is our fake on loopback (tests/support/livekit_fake.py), reached by
+the real livekit-api client; drives are local files."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.test import Client
+from django_tenants.utils import schema_context
+
+from tests.support.livekit_fake import FakeLiveKit
+
+
+@pytest.fixture
+def livekit(settings):
+    fake = FakeLiveKit().start()
+    settings.LIVEKIT_URL, settings.LIVEKIT_PUBLIC_URL = fake.url, ""
+    settings.LIVEKIT_API_KEY, settings.LIVEKIT_API_SECRET = fake.api_key, fake.api_secret
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def no_livekit(settings):
+    settings.LIVEKIT_URL = settings.LIVEKIT_API_KEY = settings.LIVEKIT_API_SECRET = ""
+
+
+@pytest.fixture(autouse=True)
+def _local_storage(local_storage):
+    return local_storage
+
+
+def admin_client(tenant) -> Client:
+    client = Client(HTTP_HOST=tenant.host)
+    assert client.post("/accounts/login/", {"username": "admin", "password": tenant.admin_password}).status_code == 302
+    return client
+
+
+def viewer_client(tenant, username: str = "watcher") -> Client:
+    """A signed-in user of the tenant who is not staff (a viewer)."""
+    with schema_context(tenant.schema_name):
+        get_user_model().objects.create_user(username=username, password="viewer-pass-123", first_name="Wanda")
+    client = Client(HTTP_HOST=tenant.host)
+    assert client.post("/accounts/login/", {"username": username, "password": "viewer-pass-123"}).status_code == 302
+    return client
