@@ -16,6 +16,8 @@ Failure modes this module prevents:
   services): URLs from config.csv (`llm-url`, `llm-server`, `llm-fallback-url`) must be public hosts,
   checked with the HTTP keywords' guard (apps.basic.ssrf), unless the operator sets
   LLM_ALLOW_PRIVATE_HOSTS (local models on a private network). The platform's own LLM_URL is trusted.
+* Vault being down quietly moving a bot onto the platform's provider: when a `vault:` key cannot be read
+  (as opposed to "not there"), the platform default is left out of that bot's chain.
 * One bad value (a typo in `circuit-breaker-threshold`, an unreadable fallback key) stopping every chat:
   it falls back to the default or drops that one provider, and says so in `LLMSettings.problems`.
 
@@ -246,10 +248,16 @@ class _KeyResolver:
     tenant: str
     bot_name: str
     problems: list[str]
+    vault_down: bool = False  # a reference could not be read (Vault down, denied), as opposed to "not there"
 
     def __call__(self, key_name: str, value: str | None) -> str | None:
         """The key, or None (problem recorded) when the reference cannot be used."""
-        from apps.core.secrets import SecretUnavailable, config_secret_value, secret_scope_prefixes
+        from apps.core.secrets import (
+            SecretNotFound,
+            SecretUnavailable,
+            config_secret_value,
+            secret_scope_prefixes,
+        )
 
         if not value:
             return ""
@@ -261,8 +269,11 @@ class _KeyResolver:
             return config_secret_value(value, allowed_prefixes=scope)
         except ValueError as exc:
             reason = str(exc)
+        except SecretNotFound as exc:
+            reason = str(exc)
         except SecretUnavailable as exc:
             reason = str(exc)
+            self.vault_down = True
         logger.warning("llm: %s of bot %s (tenant %s) not usable: %s", key_name, self.bot_name, self.tenant, reason)
         self.problems.append(f"{key_name}: {reason}")
         return None
@@ -389,8 +400,11 @@ def _chain(values: Mapping[str, str], resolve: _KeyResolver, problems: list[str]
                                             base_url=anchor.base_url, model=alias_model,
                                             source="model-fallback-order", api_key=anchor.api_key))
 
-    # 4. The platform default, last.
-    if platform is not None:
+    # 4. The platform default, last -- but not when the bot's own key could not be read because Vault is down
+    # or refusing: like apps.core.secrets, an outage must not silently swap a bot's own provider for the
+    # platform's (its bill, its model, its data processing terms). A key that is not there, or a reference
+    # outside the bot's scope, is a configuration error and the chain goes on.
+    if platform is not None and not resolve.vault_down:
         chain.append(platform)
 
     unique: list[ProviderConfig] = []

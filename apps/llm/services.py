@@ -110,7 +110,9 @@ def _call_chain(settings: LLMSettings, messages: Sequence[dict[str, Any]], tools
                 on_delta: OnDelta | None, deadline: float) -> tuple[RoundResult, ProviderConfig]:
     """One model call: the first provider of the chain whose breaker allows it and that answers."""
     if not settings.providers:
-        raise LLMUnavailable("no LLM provider is configured for this bot", settings.problems)
+        message = ("no usable LLM provider for this bot (see its configuration problems)" if settings.problems
+                   else "no LLM provider is configured for this bot")
+        raise LLMUnavailable(message, settings.problems)
     reasons: list[str] = []
     for provider in settings.providers:
         if time.monotonic() >= deadline:

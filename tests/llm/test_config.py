@@ -16,7 +16,7 @@ from apps.llm.config import (
     openai_base_url,
     provider_kind,
 )
-from apps.llm.services import chat, llm_is_configured
+from apps.llm.services import LLMUnavailable, chat, llm_is_configured
 from tests.support.llm_fake import FakeLLMServer
 from tests.support.vault_fake import FakeVault
 
@@ -213,3 +213,19 @@ def test_settings_for_the_canary_bots_carry_their_own_tenant(canary_tenants, no_
             found.append((settings.tenant, settings.bot_id, settings.bot_name))
     assert found == [(canary_tenants.a.schema_name, str(canary_tenants.a.bot_pk), canary_tenants.a.canary),
                      (canary_tenants.b.schema_name, str(canary_tenants.b.bot_pk), canary_tenants.b.canary)]
+
+
+def test_vault_down_never_moves_the_bot_onto_the_platform_provider(vault, platform):
+    vault.outage_status = 503
+    values = {"llm-url": "http://127.0.0.1:9/v1", "llm-model": "m",
+              "llm-key": f"vault:gbo/tenants/{TENANT}/llm#api_key"}
+    settings = llm_settings_for(BOT, values, tenant=TENANT)
+    assert settings.providers == ()
+    assert any("unavailable" in p for p in settings.problems)
+    with pytest.raises(LLMUnavailable, match="configuration problems"):
+        chat(settings, [{"role": "user", "content": "hi"}])
+    # A reference that is simply not there is a configuration error: the chain goes on to the platform.
+    vault.outage_status = None
+    secrets_module.secrets_reset()
+    missing = llm_settings_for(BOT, {**values, "llm-key": f"vault:gbo/tenants/{TENANT}/llm#nope"}, tenant=TENANT)
+    assert [p.source for p in missing.providers] == ["platform"]
