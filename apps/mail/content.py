@@ -1,0 +1,246 @@
+"""Mail content, both ways: composing a MIME message to send, and reading a received one (pure functions).
+
+Failure modes this module prevents:
+
+* Header injection: a subject or address from a script cannot add headers (CR/LF are folded to spaces,
+  addresses are checked one by one).
+* A mail that only HTML readers can read: every message has a text part; when only HTML is given the
+  text is derived from it, and both go out as multipart/alternative.
+* Memory and drive exhaustion by received mail: attachments are counted and size-limited by the caller's
+  limits; the text handed to the bot is capped.
+* Mail loops between auto-responders: `reply_refusal` names messages that must not be answered
+  (auto-submitted, bulk/list, bounces, the bot's own address), per RFC 3834.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import email.utils
+import hashlib
+import mimetypes
+import re
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from html.parser import HTMLParser
+
+# The text a bot receives from one mail: a chat turn, not a document. Longer bodies are cut with a note.
+BODY_TEXT_MAX_CHARS = 20_000
+# RFC 5322 caps a header line at 998 characters.
+SUBJECT_MAX_CHARS = 998
+REPLY_PREFIX = "Re: "
+
+_HTML_SKIPPED = frozenset({"script", "style", "head", "title", "noscript", "template"})
+_HTML_BLOCKS = frozenset({"p", "div", "section", "article", "header", "footer", "blockquote", "pre", "table",
+                          "tr", "ul", "ol", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "form", "dl", "dt", "dd"})
+_REPLY_PREFIX_RE = re.compile(r"^\s*(re|aw|sv|res)\s*:\s*", re.IGNORECASE)
+_FILENAME_UNSAFE_RE = re.compile(r"[^A-Za-z0-9._ -]+")
+# Senders that are mail systems, not people (bounces): never answered.
+_SYSTEM_SENDERS = ("mailer-daemon@", "postmaster@")
+
+
+class _HtmlText(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.lines: list[str] = []
+        self.line: list[str] = []
+        self.skip = 0
+        self.href: str | None = None
+
+    def _break(self) -> None:
+        text = " ".join("".join(self.line).split())
+        if text or (self.lines and self.lines[-1]):
+            self.lines.append(text)
+        self.line = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _HTML_SKIPPED:
+            self.skip += 1
+        elif self.skip:
+            return
+        elif tag == "br":
+            self._break()
+        elif tag == "li":
+            self._break()
+            self.line.append("- ")
+        elif tag == "a":
+            self.href = dict(attrs).get("href")
+        elif tag in _HTML_BLOCKS:
+            self._break()
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _HTML_SKIPPED:
+            self.skip = max(0, self.skip - 1)
+        elif self.skip:
+            return
+        elif tag == "a":
+            if self.href and self.href.startswith(("http://", "https://", "mailto:")):
+                self.line.append(f" ({self.href})")
+            self.href = None
+        elif tag in _HTML_BLOCKS or tag in {"li", "td", "th"}:
+            if tag in {"td", "th"}:
+                self.line.append(" ")
+            else:
+                self._break()
+
+    def handle_data(self, data: str) -> None:
+        if not self.skip:
+            self.line.append(data)
+
+    def text(self) -> str:
+        self.close()
+        self._break()
+        return "\n".join(self.lines).strip()
+
+
+def html_to_text(html: str) -> str:
+    """Readable plain text of an HTML body: paragraphs and line breaks kept, links shown after their text."""
+    parser = _HtmlText()
+    parser.feed(html)
+    return parser.text()
+
+
+def header_clean(value: str, limit: int = SUBJECT_MAX_CHARS) -> str:
+    """One header line: CR, LF and other control characters become spaces, runs of spaces one."""
+    return " ".join(re.sub(r"[\x00-\x1f\x7f]", " ", str(value)).split())[:limit]
+
+
+def reply_subject(subject: str) -> str:
+    """`Re: <subject>`, without stacking prefixes (`Re: Re: x` stays `Re: x`)."""
+    base = header_clean(subject)
+    while _REPLY_PREFIX_RE.match(base):
+        base = _REPLY_PREFIX_RE.sub("", base, count=1)
+    return header_clean(REPLY_PREFIX + (base or "(no subject)"))
+
+
+@dataclass(frozen=True)
+class Attachment:
+    filename: str
+    content: bytes
+    content_type: str = "application/octet-stream"
+
+
+def message_compose(*, sender: str, sender_name: str, to: list[str], subject: str, body_text: str,
+                    body_html: str, message_id: str, in_reply_to: str = "", references: str = "",
+                    attachments: list[Attachment] | tuple[Attachment, ...] = (),
+                    auto_submitted: str = "") -> EmailMessage:
+    message = EmailMessage(policy=email.policy.SMTP)
+    message["From"] = email.utils.formataddr((header_clean(sender_name), sender)) if sender_name else sender
+    message["To"] = ", ".join(to)
+    message["Subject"] = header_clean(subject)
+    message["Date"] = email.utils.formatdate(localtime=False, usegmt=True)
+    message["Message-ID"] = message_id
+    if in_reply_to:
+        message["In-Reply-To"] = in_reply_to
+    if references:
+        message["References"] = references
+    if auto_submitted:
+        message["Auto-Submitted"] = auto_submitted  # RFC 3834: other responders must not answer it
+    text = body_text if body_text.strip() or not body_html else html_to_text(body_html)
+    message.set_content(text)
+    if body_html:
+        message.add_alternative(body_html, subtype="html")
+    for item in attachments:
+        maintype, _, subtype = item.content_type.partition("/")
+        message.add_attachment(item.content, maintype=maintype or "application",
+                               subtype=subtype or "octet-stream", filename=item.filename)
+    return message
+
+
+def attachment_content_type(filename: str) -> str:
+    return mimetypes.guess_type(filename)[0] or "application/octet-stream"
+
+
+def message_id_list(value: str | None) -> list[str]:
+    """The `<...>` ids of a References / In-Reply-To header, in order."""
+    return re.findall(r"<[^<>\s]+>", value or "")
+
+
+# --- received mail ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class ReceivedAttachment:
+    filename: str
+    content: bytes
+
+
+@dataclass
+class ReceivedMail:
+    message_id: str
+    from_address: str
+    subject: str
+    text: str
+    in_reply_to: str
+    references: list[str]
+    thread_key: str
+    headers: dict[str, str]
+    attachments: list[ReceivedAttachment] = field(default_factory=list)
+
+
+def filename_safe(name: str, fallback: str) -> str:
+    """A file name for the drive: no folders, no control or shell characters, bounded length."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    base = _FILENAME_UNSAFE_RE.sub("_", base).strip(" .")
+    return (base or fallback)[:120]
+
+
+def message_parse(raw: bytes) -> ReceivedMail:
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    message_id = (message_id_list(str(message.get("Message-ID", ""))) or [""])[0]
+    if not message_id:
+        # No Message-ID (allowed, if rare): the content identifies it, so polling it twice is still one.
+        message_id = f"<sha256-{hashlib.sha256(raw).hexdigest()[:40]}@no-message-id>"
+    from_address = email.utils.parseaddr(str(message.get("From", "")))[1].strip().lower()
+    in_reply_to = (message_id_list(str(message.get("In-Reply-To", ""))) or [""])[0]
+    references = message_id_list(str(message.get("References", "")))
+    thread_key = references[0] if references else (in_reply_to or message_id)
+    text_part = message.get_body(preferencelist=("plain",))
+    html_part = message.get_body(preferencelist=("html",)) if text_part is None else None
+    text = ""
+    if text_part is not None:
+        text = _part_text(text_part)
+    elif html_part is not None:
+        text = html_to_text(_part_text(html_part))
+    text = text.strip()
+    if len(text) > BODY_TEXT_MAX_CHARS:
+        text = text[:BODY_TEXT_MAX_CHARS] + "\n[message truncated]"
+    attachments = []
+    for index, part in enumerate(message.iter_attachments(), start=1):
+        payload = part.get_payload(decode=True) or b""
+        attachments.append(ReceivedAttachment(filename_safe(part.get_filename() or "", f"attachment-{index}"),
+                                              payload))
+    headers = {key.lower(): str(value) for key, value in message.items()
+               if key.lower() in {"auto-submitted", "precedence", "list-id", "x-autoreply", "return-path"}}
+    return ReceivedMail(message_id=message_id[:255], from_address=from_address[:320],
+                        subject=header_clean(str(message.get("Subject", ""))), text=text,
+                        in_reply_to=in_reply_to, references=references, thread_key=thread_key[:255],
+                        headers=headers, attachments=attachments)
+
+
+def _part_text(part: EmailMessage) -> str:
+    try:
+        return str(part.get_content())
+    except (LookupError, UnicodeDecodeError):  # unknown or lying charset: keep what decodes
+        payload = part.get_payload(decode=True) or b""
+        return payload.decode("utf-8", errors="replace")
+
+
+def reply_refusal(mail: ReceivedMail, *, own_addresses: set[str]) -> str:
+    """Why this mail must not be answered automatically, or "" when it may be (RFC 3834 section 2)."""
+    if not mail.from_address:
+        return "no sender address"
+    if mail.from_address in own_addresses:
+        return "sent by the bot itself"
+    if mail.from_address.startswith(_SYSTEM_SENDERS):
+        return "a delivery report from a mail system"
+    auto = mail.headers.get("auto-submitted", "no").strip().lower()
+    if auto and auto != "no":
+        return f"auto-submitted ({auto})"
+    if mail.headers.get("precedence", "").strip().lower() in {"bulk", "junk", "list"}:
+        return "bulk or list mail"
+    if "list-id" in mail.headers or "x-autoreply" in mail.headers:
+        return "mailing list or auto-reply"
+    if mail.headers.get("return-path", "").strip() == "<>":
+        return "a delivery report (empty return path)"
+    return ""

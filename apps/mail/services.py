@@ -1,0 +1,513 @@
+"""Email out and email in for a tenant's bots (spec 8.2, 3.5.10): typed services the tasks and hosts call.
+
+Out: `mail_send` records an OutgoingMail row in the caller's transaction and queues `mail.send` after
+commit; `mail_deliver` (the task's body) sends it once by SMTP. In: `mailbox_poll` reads a bot's IMAP
+folder and hands each new message to `incoming_process`, which runs a chat turn on channel `email` and
+answers in the same thread.
+
+Failure modes this module prevents:
+
+* A mail sent for a transaction that rolled back: the task is queued on commit only.
+* Sending twice: a redelivered task for a row already sent does nothing, and a per-row advisory lock keeps
+  two workers from sending the same row at once. (A worker killed after the server accepted the message
+  and before the row was marked sent sends it again on redelivery: delivery is at-least-once, with the
+  same Message-ID both times.)
+* Retrying forever, or not at all: temporary failures (4xx replies, connection errors, Vault down) are
+  retried with a bounded exponential backoff; permanent ones (5xx, bad configuration) fail at once with
+  the reason on the row.
+* Answering one mail twice: IncomingMail is unique per (bot, Message-ID) and claimed before the bot runs;
+  the same mail polled twice, or by two pollers, is answered once. Two pollers never read one mailbox at
+  once (advisory lock per bot).
+* Mail loops: automated mail (RFC 3834 Auto-Submitted, bulk, bounces, the bot's own address) is recorded
+  and not answered, and every mail a bot sends says it is automated.
+* Bodies in logs: log lines name the Message-ID, recipients and status, never the body.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import logging
+import re
+import smtplib
+import ssl
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from apps.bots.models import Bot
+from apps.bots.selectors import bot_config_values
+from apps.core.locks import tenant_lock_try
+from apps.core.secrets import SecretUnavailable
+from apps.drive.backends import DriveKeyError
+from apps.drive.storage import package_root, tenant_drive
+from apps.mail import content
+from apps.mail.accounts import (
+    FROM_KEYS,
+    PLAIN,
+    SSL,
+    STARTTLS,
+    ImapAccount,
+    MailConfigError,
+    SmtpAccount,
+    address_valid,
+    imap_account,
+    imap_configured,
+    smtp_account,
+)
+from apps.mail.models import IncomingMail, MailboxState, OutgoingMail
+
+logger = logging.getLogger(__name__)
+
+# --- limits ----------------------------------------------------------------------------------------------
+
+# Recipients of one SEND MAIL: a report to a team, not a mailing list (BROADCAST is for that).
+MAIL_MAX_RECIPIENTS = 50
+# Attachments of one outgoing mail: most providers refuse messages over 25 MB, and base64 adds a third.
+OUTGOING_ATTACHMENTS_MAX = 10
+OUTGOING_ATTACHMENTS_MAX_BYTES = 15 * 1024 * 1024
+# A body a script builds is text for a person; 1 MiB is far beyond that and bounded per row.
+BODY_MAX_CHARS = 1024 * 1024
+# Waiting on a mail server: long enough for a slow relay's banner and DATA reply, short enough that a
+# dead one costs a worker at most this per attempt.
+SMTP_TIMEOUT_S = 30
+IMAP_TIMEOUT_S = 30
+# Attempts of `mail.send` after the first (backoff base MAIL_RETRY_BASE_S doubles each time, capped):
+# with the default 30 s base that is ~15 minutes, enough for greylisting and a relay restart.
+MAIL_SEND_RETRIES = 5
+MAIL_RETRY_MAX_S = 1800  # must stay below the broker's visibility timeout
+# Received mail: bigger messages are recorded and skipped unread (the common provider limit is 25 MB).
+INCOMING_MAX_BYTES = 25 * 1024 * 1024
+INCOMING_ATTACHMENT_MAX_BYTES = 10 * 1024 * 1024
+INCOMING_ATTACHMENTS_MAX = 20
+# Messages one poll processes; the rest wait for the next poll, so one flooded mailbox cannot hold a
+# worker (and every other mailbox of the tenant) for long.
+POLL_BATCH = 25
+# A message whose processing crashed is tried again on the next polls, this many times in all.
+INCOMING_MAX_ATTEMPTS = 3
+# Where received attachments go, inside the bot's drive area (`<bot>.gbai/<bot>.gbdrive/`).
+INBOX_FOLDER = "mail/inbox"
+# RFC 3834: every mail a bot sends is automated; replies say so more precisely.
+AUTO_GENERATED, AUTO_REPLIED = "auto-generated", "auto-replied"
+_HTML_BODY_RE = re.compile(r"^\s*<(!doctype|html|body|p|div|table|br|h[1-6]|ul|ol|span|b|i|strong|em|a)\b",
+                           re.IGNORECASE)
+
+
+class MailError(ValueError):
+    """A mail cannot be queued as asked (bad recipient, missing attachment...): nothing was recorded."""
+
+
+class MailTemporaryError(RuntimeError):
+    """Sending failed in a way that may pass (4xx reply, connection error, Vault down): retry later."""
+
+
+class MailPermanentError(RuntimeError):
+    """Sending failed in a way a retry cannot fix (5xx reply, bad configuration)."""
+
+
+def bot_drive_root(bot: Bot) -> str:
+    """The bot's own area of the drive (as BotHost's file keywords see it): `<bot>.gbai/<bot>.gbdrive/`."""
+    return f"{package_root(bot.name)}{bot.name}.gbdrive/"
+
+
+# --- email out -------------------------------------------------------------------------------------------
+
+
+def recipients_parse(to: str | Sequence[str]) -> list[str]:
+    """Addresses from `a@x, B <b@y>; c@z` (or a list); MailError naming the first bad one."""
+    text = to if isinstance(to, str) else ",".join(str(item) for item in to)
+    found: list[str] = []
+    for name, address in email.utils.getaddresses([text.replace(";", ",")]):
+        address = address.strip()
+        if not address and not name.strip():
+            continue
+        if not address_valid(address):
+            raise MailError(f"{(address or name).strip()!r} is not an e-mail address")
+        if address.lower() not in {a.lower() for a in found}:
+            found.append(address)
+    if not found:
+        raise MailError("the mail has no recipient")
+    if len(found) > MAIL_MAX_RECIPIENTS:
+        raise MailError(f"{len(found)} recipients; one mail goes to at most {MAIL_MAX_RECIPIENTS}")
+    return found
+
+
+def _attachment_key(bot: Bot, path: str) -> str:
+    relative = str(path).strip().strip("/")
+    if not relative or ".." in relative.split("/"):
+        raise MailError(f"attachment {path!r} must be a path in the bot's drive, without '..'")
+    return bot_drive_root(bot) + relative
+
+
+def _attachments_read(bot: Bot, paths: Sequence[str]) -> list[content.Attachment]:
+    if len(paths) > OUTGOING_ATTACHMENTS_MAX:
+        raise MailError(f"{len(paths)} attachments; a mail carries at most {OUTGOING_ATTACHMENTS_MAX}")
+    drive, total, found = tenant_drive(), 0, []
+    for path in paths:
+        try:
+            data = drive.read(_attachment_key(bot, path))
+        except (FileNotFoundError, DriveKeyError):
+            raise MailError(f"attachment not found in the bot's drive: {path}") from None
+        total += len(data)
+        if total > OUTGOING_ATTACHMENTS_MAX_BYTES:
+            raise MailError(f"attachments exceed {OUTGOING_ATTACHMENTS_MAX_BYTES // (1024 * 1024)} MB in all")
+        name = content.filename_safe(str(path), "attachment")
+        found.append(content.Attachment(name, data, content.attachment_content_type(name)))
+    return found
+
+
+def _message_id_domain(bot: Bot) -> str:
+    values = bot_config_values(bot)
+    sender = next((values[k] for k in FROM_KEYS if values.get(k)), "") or getattr(settings, "MAIL_DEFAULT_FROM", "")
+    domain = sender.rpartition("@")[2].strip().lower()
+    return domain if re.fullmatch(r"[a-z0-9.-]{1,200}", domain) else "localhost"
+
+
+def mail_send(*, bot: Bot, to: str | Sequence[str], subject: str, body_text: str, body_html: str | None = None,
+              attachments: Sequence[str] = (), in_reply_to: str | None = None,
+              references: str | Sequence[str] | None = None) -> OutgoingMail:
+    """Record a mail from `bot` and send it by SMTP after the current transaction commits.
+
+    `attachments` are paths in the bot's drive area (as READ/WRITE see them); they must exist now and are
+    read again when the mail is sent. Raises MailError (nothing recorded) on a bad recipient, a missing
+    or oversized attachment, or an oversized body.
+    """
+    recipients = recipients_parse(to)
+    paths = [str(p).strip().strip("/") for p in attachments if str(p).strip()]
+    _attachments_read(bot, paths)  # fail now, in the script, rather than later in the worker
+    body_html = body_html or ""
+    if len(body_text) > BODY_MAX_CHARS or len(body_html) > BODY_MAX_CHARS:
+        raise MailError(f"the body is longer than {BODY_MAX_CHARS} characters")
+    if references is not None and not isinstance(references, str):
+        references = " ".join(references)
+    with transaction.atomic():
+        row = OutgoingMail.objects.create(
+            bot=bot, to=", ".join(recipients), subject=content.header_clean(subject),
+            message_id=email.utils.make_msgid(domain=_message_id_domain(bot)),
+            in_reply_to=content.header_clean(in_reply_to or "", 255),
+            references=content.header_clean(references or "", 8000),
+            body_text=body_text, body_html=body_html, attachments=paths,
+        )
+        transaction.on_commit(lambda: _enqueue_send(row.pk))
+    logger.info("mail: queued %s from bot %s to %s", row.message_id, bot.name, row.to)
+    return row
+
+
+def _enqueue_send(mail_id: int) -> None:
+    from apps.mail.tasks import mail_send_task
+
+    mail_send_task.apply_async(args=[mail_id], queue="mail")
+
+
+def script_mail_send(*, bot: Bot, to: str, subject: str, body: str, attachments: Sequence[str] = ()) -> dict:
+    """SEND MAIL / BEGIN MAIL from a script: a body that starts with HTML is sent as HTML with a text part."""
+    is_html = bool(_HTML_BODY_RE.match(body or ""))
+    row = mail_send(bot=bot, to=to, subject=subject, body_text="" if is_html else body,
+                    body_html=body if is_html else None, attachments=attachments)
+    return {"success": True, "message_id": row.message_id, "status": row.status}
+
+
+@contextlib.contextmanager
+def _smtp_connect(account: SmtpAccount) -> Iterator[smtplib.SMTP]:
+    context = ssl.create_default_context()
+    if account.security == SSL:
+        client: smtplib.SMTP = smtplib.SMTP_SSL(account.host, account.port, timeout=SMTP_TIMEOUT_S, context=context)
+    else:
+        client = smtplib.SMTP(account.host, account.port, timeout=SMTP_TIMEOUT_S)
+    try:
+        client.ehlo()
+        if account.security == STARTTLS:
+            client.starttls(context=context)
+            client.ehlo()
+        if account.user:
+            client.login(account.user, account.password)
+        yield client
+    finally:
+        with contextlib.suppress(smtplib.SMTPException, OSError):
+            client.quit()
+
+
+def _classify(exc: Exception) -> Exception:
+    """MailTemporaryError or MailPermanentError for an SMTP failure (the reply code decides)."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        codes = [code for code, _ in exc.recipients.values()]
+        detail = "; ".join(f"{rcpt}: {code} {msg.decode(errors='replace')}"
+                           for rcpt, (code, msg) in exc.recipients.items())
+        kind = MailTemporaryError if any(400 <= c < 500 for c in codes) else MailPermanentError
+        return kind(f"recipients refused: {detail}"[:1000])
+    if isinstance(exc, smtplib.SMTPResponseException):
+        message = exc.smtp_error.decode(errors="replace") if isinstance(exc.smtp_error, bytes) else str(exc.smtp_error)
+        kind = MailTemporaryError if 400 <= exc.smtp_code < 500 else MailPermanentError
+        return kind(f"SMTP {exc.smtp_code} {message}"[:1000])
+    if isinstance(exc, smtplib.SMTPNotSupportedError):
+        return MailPermanentError(f"the SMTP server does not support it: {exc} (check email-security)")
+    if isinstance(exc, ssl.SSLError):
+        return MailPermanentError(f"TLS failed: {exc.reason or exc} (check email-security and email-port)")
+    return MailTemporaryError(f"{type(exc).__name__}: {exc}"[:1000])
+
+
+def _smtp_deliver(account: SmtpAccount, message: email.message.EmailMessage, recipients: list[str]) -> dict:
+    try:
+        with _smtp_connect(account) as client:
+            return client.send_message(message, from_addr=account.sender, to_addrs=recipients)
+    except (smtplib.SMTPException, OSError) as exc:
+        raise _classify(exc) from exc
+
+
+def mail_deliver(*, mail_id: int) -> str:
+    """Send OutgoingMail `mail_id` once; returns its status. Raises MailTemporaryError to be retried."""
+    with tenant_lock_try(f"mail:out:{mail_id}") as held:
+        if not held:
+            return "busy"  # another worker is sending this very row
+        row = OutgoingMail.objects.select_related("bot").filter(pk=mail_id).first()
+        if row is None or row.status != OutgoingMail.Status.QUEUED:
+            return row.status if row else "missing"
+        row.attempts += 1
+        row.save(update_fields=["attempts"])
+        try:
+            account = smtp_account(row.bot)
+            message = content.message_compose(
+                sender=account.sender, sender_name=account.sender_name, to=row.to.split(", "),
+                subject=row.subject, body_text=row.body_text, body_html=row.body_html,
+                message_id=row.message_id, in_reply_to=row.in_reply_to, references=row.references,
+                attachments=_attachments_read(row.bot, row.attachments),
+                auto_submitted=AUTO_REPLIED if row.in_reply_to else AUTO_GENERATED,
+            )
+            refused = _smtp_deliver(account, message, row.to.split(", "))
+        except (MailConfigError, MailError, MailPermanentError) as exc:
+            return _mail_failed(row, str(exc))
+        except SecretUnavailable as exc:
+            _mail_error(row, str(exc))
+            raise MailTemporaryError(str(exc)) from exc
+        except MailTemporaryError as exc:
+            _mail_error(row, str(exc))
+            raise
+        row.status, row.sent_at = OutgoingMail.Status.SENT, timezone.now()
+        row.last_error = "; ".join(f"{rcpt}: {code}" for rcpt, (code, _) in refused.items())[:1000]
+        row.save(update_fields=["status", "sent_at", "last_error"])
+        logger.info("mail: sent %s to %s via %s:%s (attempt %d)", row.message_id, row.to, account.host,
+                    account.port, row.attempts)
+        return row.status
+
+
+def _mail_error(row: OutgoingMail, error: str) -> None:
+    row.last_error = error[:1000]
+    row.save(update_fields=["last_error"])
+    logger.warning("mail: %s to %s failed for now (attempt %d): %s", row.message_id, row.to, row.attempts, error)
+
+
+def _mail_failed(row: OutgoingMail, error: str) -> str:
+    row.status, row.last_error = OutgoingMail.Status.FAILED, error[:1000]
+    row.save(update_fields=["status", "last_error"])
+    logger.error("mail: %s to %s failed: %s", row.message_id, row.to, error)
+    return row.status
+
+
+def mail_give_up(*, mail_id: int, error: str) -> None:
+    """Retries exhausted: the row shows failed with the last reason."""
+    row = OutgoingMail.objects.filter(pk=mail_id, status=OutgoingMail.Status.QUEUED).first()
+    if row is not None:
+        _mail_failed(row, f"gave up after {row.attempts} attempts: {error}")
+
+
+def mail_retry_delay(retries: int) -> float:
+    """Seconds before retry number `retries + 1`: exponential from MAIL_RETRY_BASE_S, capped."""
+    return min(float(MAIL_RETRY_MAX_S), float(settings.MAIL_RETRY_BASE_S) * 2 ** retries)
+
+
+# --- email in --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PollReport:
+    bot: str
+    fetched: int = 0
+    answered: int = 0
+    skipped: int = 0
+    failed: int = 0
+    busy: bool = False
+    error: str = ""
+
+
+@contextlib.contextmanager
+def _imap_connect(account: ImapAccount) -> Iterator[object]:
+    from imapclient import IMAPClient
+
+    context = ssl.create_default_context()
+    client = IMAPClient(account.host, port=account.port, ssl=account.security == SSL, ssl_context=context,
+                        timeout=IMAP_TIMEOUT_S)
+    try:
+        if account.security == STARTTLS:
+            client.starttls(context)
+        elif account.security == PLAIN:
+            logger.debug("mail: IMAP to %s without TLS", account.host)
+        client.login(account.user, account.password)
+        yield client
+    finally:
+        with contextlib.suppress(Exception):
+            client.logout()
+
+
+def mailbox_poll(*, bot: Bot) -> PollReport:
+    """Process new mail of the bot's IMAP folder (at most POLL_BATCH messages); one poller per mailbox."""
+    report = PollReport(bot=bot.name)
+    with tenant_lock_try(f"mail:poll:{bot.pk}") as held:
+        if not held:
+            report.busy = True
+            return report
+        try:
+            account = imap_account(bot)
+            if account is None:
+                return report
+            _mailbox_read(bot, account, report)
+        except MailConfigError as exc:
+            report.error = str(exc)
+        except SecretUnavailable as exc:
+            report.error = str(exc)
+        except Exception as exc:  # noqa: BLE001 - IMAP and socket errors of many kinds: record and go on
+            report.error = f"{type(exc).__name__}: {exc}"[:1000]
+        if report.error:
+            logger.warning("mail: polling the mailbox of bot %s failed: %s", bot.name, report.error)
+        MailboxState.objects.filter(bot=bot).update(last_polled_at=timezone.now(), last_error=report.error)
+    return report
+
+
+def _mailbox_read(bot: Bot, account: ImapAccount, report: PollReport) -> None:
+    with _imap_connect(account) as client:
+        selected = client.select_folder(account.folder)
+        uidvalidity, uidnext = int(selected[b"UIDVALIDITY"]), int(selected.get(b"UIDNEXT") or 0)
+        state, _ = MailboxState.objects.get_or_create(bot=bot, defaults={"mailbox": account.mailbox})
+        fresh = state.mailbox != account.mailbox or state.uidvalidity != uidvalidity or not state.last_uid
+        if fresh:
+            # A new mailbox (or one whose UIDs were renumbered): answer what is unread, then follow UIDs.
+            state.mailbox, state.uidvalidity, state.last_uid = account.mailbox, uidvalidity, 0
+            uids = sorted(client.search("UNSEEN"))
+        else:
+            uids = sorted(u for u in client.search(["UID", f"{state.last_uid + 1}:*"]) if u > state.last_uid)
+        batch = uids[:POLL_BATCH]
+        sizes = client.fetch(batch, ["RFC822.SIZE"]) if batch else {}
+        for uid in batch:
+            report.fetched += 1
+            size = int(sizes.get(uid, {}).get(b"RFC822.SIZE", 0))
+            if size > INCOMING_MAX_BYTES:
+                header = client.fetch([uid], ["BODY.PEEK[HEADER]"])[uid][b"BODY[HEADER]"]
+                reason = f"larger than {INCOMING_MAX_BYTES // (1024 * 1024)} MB ({size} bytes)"
+                row = incoming_record_skipped(bot=bot, raw=header, uid=uid, reason=reason)
+            else:
+                raw = client.fetch([uid], ["BODY.PEEK[]"])[uid][b"BODY[]"]
+                row = incoming_process(bot=bot, raw=raw, uid=uid, own_addresses={account.user.lower()})
+            flags = [b"\\Seen"] + ([b"\\Answered"] if row.status == IncomingMail.Status.ANSWERED else [])
+            client.add_flags([uid], flags)
+            report.answered += row.status == IncomingMail.Status.ANSWERED
+            report.skipped += row.status in (IncomingMail.Status.SKIPPED, IncomingMail.Status.NO_REPLY)
+            report.failed += row.status == IncomingMail.Status.FAILED
+            state.last_uid = uid
+            state.save()
+        if fresh and len(uids) <= POLL_BATCH and uidnext:
+            state.last_uid = max(state.last_uid, uidnext - 1)  # read mail that was already there stays read
+        state.save()
+
+
+def incoming_record_skipped(*, bot: Bot, raw: bytes, uid: int | None, reason: str) -> IncomingMail:
+    mail = content.message_parse(raw)
+    row, _ = IncomingMail.objects.get_or_create(
+        bot=bot, message_id=mail.message_id,
+        defaults={"thread_key": mail.thread_key, "from_address": mail.from_address, "subject": mail.subject,
+                  "mailbox_uid": uid, "status": IncomingMail.Status.SKIPPED, "reason": reason,
+                  "processed_at": timezone.now()},
+    )
+    return row
+
+
+def incoming_process(*, bot: Bot, raw: bytes, uid: int | None = None,
+                     own_addresses: set[str] | None = None) -> IncomingMail:
+    """Answer one received mail through a chat turn on channel `email`, in its thread; once per Message-ID.
+
+    Returns the IncomingMail row. A crash in the bot's turn propagates (the poller stops and the mail is
+    tried again on the next poll) until INCOMING_MAX_ATTEMPTS, then the row shows failed.
+    """
+    mail = content.message_parse(raw)
+    with transaction.atomic():
+        row, created = IncomingMail.objects.select_for_update().get_or_create(
+            bot=bot, message_id=mail.message_id,
+            defaults={"thread_key": mail.thread_key, "from_address": mail.from_address, "subject": mail.subject,
+                      "mailbox_uid": uid},
+        )
+        if not created and row.status != IncomingMail.Status.RECEIVED:
+            logger.info("mail: %s for bot %s already %s", mail.message_id, bot.name, row.status)
+            return row
+        row.attempts += 1
+        row.save(update_fields=["attempts"])
+    own = set(own_addresses or ()) | _bot_addresses(bot)
+    refusal = content.reply_refusal(mail, own_addresses=own)
+    if refusal:
+        return _incoming_done(row, IncomingMail.Status.SKIPPED, refusal)
+    row.attachments = _attachments_store(bot, row, mail.attachments)
+    row.save(update_fields=["attachments"])
+    try:
+        from apps.sessions.services import channel_turn
+
+        _session, messages = channel_turn(bot=bot, channel="email", user_key=mail.from_address,
+                                          text=mail.text or mail.subject, thread_key=mail.thread_key)
+    except Exception as exc:
+        if row.attempts >= INCOMING_MAX_ATTEMPTS:
+            logger.exception("mail: bot %s could not answer %s", bot.name, mail.message_id)
+            return _incoming_done(row, IncomingMail.Status.FAILED, f"{type(exc).__name__}: {exc}"[:1000])
+        raise
+    reply = "\n\n".join(m.content.strip() for m in messages if (m.content or "").strip())
+    if not reply:
+        return _incoming_done(row, IncomingMail.Status.NO_REPLY, "the bot produced no answer")
+    with transaction.atomic():
+        row.reply = mail_send(bot=bot, to=mail.from_address, subject=content.reply_subject(mail.subject),
+                              body_text=reply, in_reply_to=mail.message_id,
+                              references=[*mail.references, mail.message_id])
+        return _incoming_done(row, IncomingMail.Status.ANSWERED, "")
+
+
+def _incoming_done(row: IncomingMail, status: str, reason: str) -> IncomingMail:
+    row.status, row.reason, row.processed_at = status, reason, timezone.now()
+    row.save(update_fields=["status", "reason", "processed_at", "reply"])
+    logger.info("mail: %s from %s -> %s%s", row.message_id, row.from_address, status, f" ({reason})" if reason else "")
+    return row
+
+
+def _bot_addresses(bot: Bot) -> set[str]:
+    values = bot_config_values(bot)
+    found = {values[k].strip().lower() for k in FROM_KEYS if values.get(k)}
+    default = getattr(settings, "MAIL_DEFAULT_FROM", "")
+    return found | ({default.lower()} if default else set())
+
+
+def _attachments_store(bot: Bot, row: IncomingMail, attachments: list[content.ReceivedAttachment]) -> list[dict]:
+    """Save a received mail's attachments under `mail/inbox/<id>/` of the bot's drive, within the limits."""
+    drive, stored, names = tenant_drive(), [], set()
+    for index, item in enumerate(attachments):
+        entry: dict = {"name": item.filename, "size": len(item.content)}
+        if index >= INCOMING_ATTACHMENTS_MAX:
+            entry["skipped"] = f"more than {INCOMING_ATTACHMENTS_MAX} attachments"
+        elif len(item.content) > INCOMING_ATTACHMENT_MAX_BYTES:
+            entry["skipped"] = f"larger than {INCOMING_ATTACHMENT_MAX_BYTES // (1024 * 1024)} MB"
+        else:
+            name, stem, dot, ext = item.filename, *item.filename.rpartition(".")
+            counter = 1
+            while name.lower() in names:
+                counter += 1
+                name = f"{stem}-{counter}{dot}{ext}" if stem else f"{ext}-{counter}"
+            names.add(name.lower())
+            path = f"{INBOX_FOLDER}/{row.pk}/{name}"
+            drive.write(bot_drive_root(bot) + path, item.content)
+            entry["path"] = path
+        stored.append(entry)
+    return stored
+
+
+def mailboxes_poll() -> list[PollReport]:
+    """Poll every bot of the current tenant that has an IMAP mailbox configured."""
+    reports = []
+    for bot in Bot.objects.order_by("name"):
+        if imap_configured(bot):
+            reports.append(mailbox_poll(bot=bot))
+    return reports

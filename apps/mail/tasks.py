@@ -1,0 +1,65 @@
+"""Mail tasks on queue `mail`: thin wrappers over apps.mail.services.
+
+* `mail.send` (tenant): deliver one OutgoingMail; temporary failures retried with backoff, then failed.
+* `mail.poll` (tenant): poll every configured mailbox of the tenant's bots.
+* `mail.dispatch_polls` (platform, beat every MAIL_POLL_INTERVAL_S): one `mail.poll` per ready tenant that
+  has a bot with `imap-server`, and none while one is still queued.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.cache import cache
+from django_tenants.utils import schema_context
+
+from apps.bots.models import BotConfig
+from apps.mail.services import (
+    MAIL_SEND_RETRIES,
+    MailTemporaryError,
+    mail_deliver,
+    mail_give_up,
+    mail_retry_delay,
+    mailboxes_poll,
+)
+from apps.tenants.celery import PlatformTask
+from apps.tenants.selectors import tenant_list_ready
+from gbplatform.celery import app
+
+# Set (in the tenant's cache namespace) while a poll is queued: a slow tenant never piles up polls.
+# Expires by itself after this many intervals if a worker died holding it.
+POLL_QUEUED_KEY = "mail:poll-queued"
+POLL_QUEUED_TTL_INTERVALS = 10
+# config.csv spellings of the IMAP server key (kebab-case and the Title Case dialect), for a cheap
+# "does any bot of this tenant read mail" query; apps.mail.accounts decides per bot.
+IMAP_KEY_REGEX = r"^imap[-_ ](server|host)$"
+
+
+@app.task(bind=True, name="mail.send", max_retries=MAIL_SEND_RETRIES)
+def mail_send_task(self, mail_id: int) -> str:
+    try:
+        return mail_deliver(mail_id=mail_id)
+    except MailTemporaryError as exc:
+        if self.request.retries >= self.max_retries:
+            mail_give_up(mail_id=mail_id, error=str(exc))
+            return "failed"
+        raise self.retry(exc=exc, countdown=mail_retry_delay(self.request.retries)) from exc
+
+
+@app.task(name="mail.poll")
+def mail_poll_task() -> list[dict]:
+    cache.delete(POLL_QUEUED_KEY)
+    return [vars(report) for report in mailboxes_poll()]
+
+
+@app.task(name="mail.dispatch_polls", base=PlatformTask)
+def mail_dispatch_polls() -> int:
+    queued = 0
+    ttl = settings.MAIL_POLL_INTERVAL_S * POLL_QUEUED_TTL_INTERVALS
+    for tenant in tenant_list_ready():
+        with schema_context(tenant.schema_name):
+            if not BotConfig.objects.filter(key__iregex=IMAP_KEY_REGEX).exclude(value="").exists():
+                continue
+            if cache.add(POLL_QUEUED_KEY, "1", timeout=ttl):
+                mail_poll_task.apply_async(queue="mail")
+                queued += 1
+    return queued
