@@ -178,6 +178,35 @@ class BotHost(Host):
         drive.delete(key)
         return True
 
+    # -- mail (apps.mail): SEND MAIL / BEGIN MAIL and TALK TO an e-mail address (spec 3.5.10) -----------
+    def send_mail(self, to: str, subject: str, body: str, attachments: list) -> object:
+        """Queued in the script's transaction; delivered by SMTP after commit (apps.mail)."""
+        paths = attachments if isinstance(attachments, list) else [attachments] if attachments else []
+        return self._mail("SEND MAIL", to=str(to), subject=str(subject), body=str(body),
+                          attachments=[str(p) for p in paths])
+
+    def talk_to(self, address: str, text: str) -> None:
+        """TALK TO "name@example.com" (or "email:..." / "mailto:...") sends the text by mail; channel hosts
+        override this for their own addresses (whatsapp:, ...)."""
+        target = str(address).strip()
+        for prefix in ("email:", "mailto:"):
+            if target.lower().startswith(prefix):
+                target = target[len(prefix):].strip()
+        if "@" not in target or ":" in target:
+            channel = target.split(":", 1)[0] if ":" in target else target
+            raise HostError(f"TALK TO {channel!r}: only an e-mail address can be reached from here "
+                            f"(TALK TO \"email:name@example.com\", message)")
+        subject = f"Message from {self.bot.display_name or self.bot.name}"
+        self._mail("TALK TO", to=target, subject=subject, body=str(text), attachments=[])
+
+    def _mail(self, keyword: str, *, to: str, subject: str, body: str, attachments: list[str]) -> object:
+        from apps.mail.services import script_mail_send
+
+        try:
+            return script_mail_send(bot=self.bot, to=to, subject=subject, body=body, attachments=attachments)
+        except ValueError as exc:  # MailError / MailConfigError: a bad address, a missing attachment...
+            raise HostError(f"{keyword}: {exc}") from None
+
     # -- meetings (apps.meet): BOOK (spec 3.5.11) and START MEET (spec 8.1) ---------------------------
     def book(self, args: list) -> object:
         """BOOK title, description, start, duration_min, location: a meeting room of this bot and its link."""
