@@ -37,8 +37,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "ChatResult", "LLMError", "LLMQuotaExceeded", "LLMSettings", "LLMStreamInterrupted", "LLMTimeout",
-    "LLMUnavailable", "ToolCallRecord", "bot_llm_configured", "chat", "complete", "llm_is_configured",
-    "llm_settings_for", "token_estimate",
+    "LLMUnavailable", "ToolCallRecord", "bot_llm_configured", "chat", "complete", "context_budget_tokens",
+    "llm_is_configured", "llm_settings_for", "token_estimate",
 ]
 
 # Spec §7.5 recommends an iteration cap of 5: enough for a lookup, a follow-up and a booking; a model
@@ -88,6 +88,22 @@ class ChatResult:
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+
+# Spec §7.2: context windows by model name (first match wins), and the share of it a prompt may fill (the
+# rest is for the answer).
+_CONTEXT_WINDOWS: tuple[tuple[str, int], ...] = (
+    ("glm-4", 202_750), ("gemini", 1_000_000), ("gpt-oss", 128_000), ("gpt-4", 128_000), ("gpt-3.5", 16_385),
+)
+DEFAULT_CONTEXT_WINDOW = 32_768
+PROMPT_SHARE_OF_CONTEXT = 0.9
+
+
+def context_budget_tokens(model: str) -> int:
+    """How many prompt tokens (by `token_estimate`) a request to `model` may carry (spec §7.2)."""
+    name = model.lower()
+    window = next((size for fragment, size in _CONTEXT_WINDOWS if fragment in name), DEFAULT_CONTEXT_WINDOW)
+    return int(window * PROMPT_SHARE_OF_CONTEXT)
 
 
 def token_estimate(messages: Sequence[dict[str, Any]] | str) -> int:

@@ -13,6 +13,8 @@ from apps.llm.services import (
     LLMUnavailable,
     chat,
     complete,
+    context_budget_tokens,
+    token_estimate,
 )
 from tests.llm.conftest import anthropic_provider, make_settings, openai_provider
 from tests.support.llm_fake import Reply, ToolCall
@@ -287,3 +289,10 @@ def test_the_llm_platform_fixture_makes_the_fake_every_bots_default(llm_platform
     settings = llm_settings_for(SimpleNamespace(name="any", pk=1), {}, tenant="t_fixture")
     assert chat(settings, _question("hi")).text == "platform says hi"
     assert llm_platform.chat_requests()[0].headers["authorization"] == "Bearer sk-fake-platform"
+
+
+def test_token_estimate_and_context_budget():
+    assert token_estimate("x" * 400) == 100
+    assert token_estimate([{"role": "user", "content": "x" * 398}]) == 100 + 4  # content + per-message overhead
+    assert context_budget_tokens("gpt-4o-mini") == 115_200
+    assert context_budget_tokens("llama3:8b") == int(32_768 * 0.9)
