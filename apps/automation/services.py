@@ -105,6 +105,7 @@ class TickReport:
     claimed: int = 0
     queued_runs: int = 0
     stale: int = 0
+    fired: list[tuple[str, int]] = field(default_factory=list)  # (schema, schedule id) of the queued runs
     broken: list[str] = field(default_factory=list)
 
 
@@ -154,6 +155,7 @@ def _tick_batch(*, now: datetime, cutoff: timedelta, batch_size: int, report: Ti
                     })
             if plan.run_at is not None:
                 report.queued_runs += 1
+                report.fired.append((row.tenant.schema_name, row.schedule_id))
             transaction.on_commit(partial(_enqueue_run, row.tenant.schema_name, row.schedule_id, plan), robust=True)
         ScheduleIndex.objects.bulk_update(rows, ["next_run_at", "enabled"])
         report.claimed += len(rows)

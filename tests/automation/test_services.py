@@ -1,0 +1,225 @@
+"""The runner's decisions: which due time runs, what is skipped as stale, what a job records."""
+
+from __future__ import annotations
+
+import threading
+import zoneinfo
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.db import connection
+from django_tenants.utils import get_public_schema_name, schema_context
+
+from apps.automation.host import JOB_OUTPUT_MAX_CHARS, NO_USER_TO_HEAR, OUTPUT_TRUNCATED
+from apps.automation.models import JobRun
+from apps.automation.services import fire_plan, schedule_run, schedules_tick
+from apps.tenants.models import ScheduleIndex
+from tests.automation.conftest import deploy, outside_test_transaction, schedule_of
+
+pytestmark = pytest.mark.django_db
+UTC_TZ = zoneinfo.ZoneInfo("UTC")
+CUTOFF = timedelta(minutes=5)
+
+
+def at(hh: int, mm: int, ss: int = 0) -> datetime:
+    return datetime(2026, 3, 10, hh, mm, ss, tzinfo=UTC)
+
+
+# --- fire_plan: pure decisions --------------------------------------------------------------------
+
+
+def test_an_every_minute_schedule_on_time_runs_its_due_minute_and_moves_to_the_next():
+    plan = fire_plan(cron="* * * * *", tz=UTC_TZ, due=at(9, 0), now=at(9, 0, 5), late_cutoff=CUTOFF)
+    assert plan.run_at == at(9, 0)
+    assert plan.skipped_count == 0 and plan.skipped_from is None
+    assert plan.next_run_at == at(9, 1)
+
+
+def test_after_ten_minutes_of_downtime_one_run_fires_and_the_ten_missed_minutes_are_skipped():
+    # Last run 9:00; workers down until 9:10:05. The 9:01 ... 9:10 due times were missed.
+    plan = fire_plan(cron="* * * * *", tz=UTC_TZ, due=at(9, 1), now=at(9, 11, 5), late_cutoff=CUTOFF)
+    assert plan.run_at == at(9, 11)  # the current minute runs, once
+    assert plan.skipped_from == at(9, 1) and plan.skipped_count == 10
+    assert plan.next_run_at == at(9, 12)
+
+
+def test_a_daily_report_found_hours_late_is_skipped_not_sent():
+    plan = fire_plan(cron="0 9 * * *", tz=UTC_TZ, due=at(9, 0), now=at(14, 0), late_cutoff=CUTOFF)
+    assert plan.run_at is None
+    assert plan.skipped_from == at(9, 0) and plan.skipped_count == 1
+    assert plan.next_run_at == at(9, 0) + timedelta(days=1)
+
+
+def test_a_run_late_but_within_the_cut_off_still_runs():
+    plan = fire_plan(cron="0 9 * * *", tz=UTC_TZ, due=at(9, 0), now=at(9, 4, 59), late_cutoff=CUTOFF)
+    assert plan.run_at == at(9, 0) and plan.skipped_count == 0
+
+
+def test_next_runs_are_read_in_the_schedule_time_zone():
+    sao_paulo = zoneinfo.ZoneInfo("America/Sao_Paulo")  # UTC-3
+    plan = fire_plan(cron="0 9 * * *", tz=sao_paulo, due=at(12, 0), now=at(12, 0, 30), late_cutoff=CUTOFF)
+    assert plan.run_at == at(12, 0)
+    assert plan.next_run_at == at(12, 0) + timedelta(days=1)
+
+
+# --- the tick against the public index ------------------------------------------------------------
+
+
+def _index_row(schema: str, schedule_id: int) -> ScheduleIndex | None:
+    with schema_context(get_public_schema_name()):
+        return ScheduleIndex.objects.filter(tenant__schema_name=schema, schedule_id=schedule_id).first()
+
+
+@outside_test_transaction
+def test_a_second_tick_in_the_same_minute_finds_the_schedule_already_moved(canary_tenants):
+    schema = canary_tenants.a.schema_name
+    schedule = schedule_of(schema, deploy(schema, "at-tick", 'SET SCHEDULE "every minute"\nTALK "x"\n'))
+    due = schedule.next_run_at
+    first = schedules_tick(now=due + timedelta(seconds=3))
+    assert (schema, schedule.pk) in first.fired
+    assert _index_row(schema, schedule.pk).next_run_at == due + timedelta(minutes=1)
+    second = schedules_tick(now=due + timedelta(seconds=40))
+    assert (schema, schedule.pk) not in second.fired
+    assert _index_row(schema, schedule.pk).next_run_at == due + timedelta(minutes=1)
+    third = schedules_tick(now=due + timedelta(minutes=1, seconds=1))
+    assert (schema, schedule.pk) in third.fired
+
+
+@outside_test_transaction
+def test_two_ticks_at_once_claim_a_due_schedule_once(canary_tenants):
+    schema = canary_tenants.a.schema_name
+    schedule = schedule_of(schema, deploy(schema, "at-race", 'SET SCHEDULE "every minute"\nTALK "x"\n'))
+    now = schedule.next_run_at + timedelta(seconds=2)
+    start, reports = threading.Barrier(2), []
+
+    def tick() -> None:
+        start.wait()
+        try:
+            reports.append(schedules_tick(now=now))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=tick) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(reports) == 2
+    assert [r.fired.count((schema, schedule.pk)) for r in reports] in ([1, 0], [0, 1])
+    assert _index_row(schema, schedule.pk).next_run_at == schedule.next_run_at + timedelta(minutes=1)
+
+
+@outside_test_transaction
+def test_a_provisioning_tenant_runs_no_jobs(canary_tenants):
+    from apps.tenants.models import Tenant
+
+    schema = canary_tenants.b.schema_name
+    schedule = schedule_of(schema, deploy(schema, "at-notready", 'SET SCHEDULE "every minute"\nTALK "x"\n'))
+    with schema_context(get_public_schema_name()):
+        Tenant.objects.filter(schema_name=schema).update(ready=False)
+    try:
+        assert (schema, schedule.pk) not in schedules_tick(now=schedule.next_run_at + timedelta(seconds=1)).fired
+        assert _index_row(schema, schedule.pk).next_run_at == schedule.next_run_at
+    finally:
+        with schema_context(get_public_schema_name()):
+            Tenant.objects.filter(schema_name=schema).update(ready=True)
+
+
+# --- the job, run in-process (the tasks are thin wrappers over schedule_run) ------------------------
+
+
+def _run(schema: str, name: str, source: str) -> JobRun:
+    schedule = schedule_of(schema, deploy(schema, name, 'SET SCHEDULE "every minute"\n' + source))
+    with schema_context(schema):
+        run = schedule_run(schedule_id=schedule.pk, scheduled_for=schedule.next_run_at)
+        assert run is not None
+        run.refresh_from_db()
+        return run
+
+
+@outside_test_transaction
+def test_a_job_records_its_talk_output_and_ends_ok(canary_tenants):
+    run = _run(canary_tenants.a.schema_name, "at-ok", 'TALK "report for " + BOT.name\nPRINT "done"\n')
+    assert run.status == JobRun.Status.OK
+    assert run.output == f"report for {canary_tenants.a.canary}\nPRINT: done"
+    assert run.started_at is not None and run.finished_at >= run.started_at
+
+
+@outside_test_transaction
+def test_a_failing_job_records_the_line_and_the_message(canary_tenants):
+    run = _run(canary_tenants.a.schema_name, "at-fail", 'TALK "start"\nx = 1\ny = NOSUCH(x)\nTALK "never"\n')
+    assert run.status == JobRun.Status.ERROR
+    assert run.error_line == 4  # line 1 is the SET SCHEDULE
+    assert "NOSUCH" in run.error_message
+    assert run.output == "start"
+
+
+@outside_test_transaction
+def test_hear_in_a_job_is_an_error_at_its_line(canary_tenants):
+    run = _run(canary_tenants.a.schema_name, "at-hear", 'TALK "name?"\nHEAR name AS "a", "b"\nTALK name\n')
+    assert run.status == JobRun.Status.ERROR
+    assert run.error_line == 3
+    assert NO_USER_TO_HEAR in run.error_message
+
+
+@outside_test_transaction
+def test_job_output_is_bounded_and_says_it_was_cut(canary_tenants):
+    line = "x" * 100
+    run = _run(canary_tenants.a.schema_name, "at-loud", f'FOR i = 1 TO 1000\n  TALK "{line}"\nNEXT\nTALK "end"\n')
+    assert run.status == JobRun.Status.OK
+    assert len(run.output) <= JOB_OUTPUT_MAX_CHARS
+    assert run.output.endswith(OUTPUT_TRUNCATED.format(limit=JOB_OUTPUT_MAX_CHARS))
+    assert run.output.startswith(line + "\n" + line)
+
+
+@outside_test_transaction
+def test_talk_to_a_chat_channel_from_a_job_is_a_clear_error(canary_tenants):
+    run = _run(canary_tenants.a.schema_name, "at-talkto", 'TALK TO "whatsapp:+5511999999999", "hi"\n')
+    assert run.status == JobRun.Status.ERROR and run.error_line == 2
+    assert "only send to an email address" in run.error_message
+
+
+@outside_test_transaction
+def test_the_same_due_time_delivered_twice_runs_once(canary_tenants):
+    schema = canary_tenants.a.schema_name
+    schedule = schedule_of(schema, deploy(schema, "at-twice", 'SET SCHEDULE "every minute"\nSAVE "at_runs", "ran"\n'))
+    with schema_context(schema):
+        from apps.bots.models import BotTableRow
+
+        BotTableRow.objects.filter(table="at_runs").delete()
+        first = schedule_run(schedule_id=schedule.pk, scheduled_for=schedule.next_run_at)
+        again = schedule_run(schedule_id=schedule.pk, scheduled_for=schedule.next_run_at)
+        assert first is not None and first.status == JobRun.Status.OK
+        assert again is None
+        assert BotTableRow.objects.filter(table="at_runs").count() == 1
+        BotTableRow.objects.filter(table="at_runs").delete()
+
+
+@outside_test_transaction
+def test_a_stale_skip_is_recorded_with_what_it_covers(canary_tenants):
+    schema = canary_tenants.a.schema_name
+    schedule = schedule_of(schema, deploy(schema, "at-stale", 'SET SCHEDULE "every minute"\nTALK "x"\n'))
+    due = schedule.next_run_at
+    with schema_context(schema):
+        run = schedule_run(schedule_id=schedule.pk, scheduled_for=due + timedelta(minutes=10),
+                           next_run_at=due + timedelta(minutes=11), skipped_from=due, skipped_count=10)
+        skipped = JobRun.objects.get(schedule_id=schedule.pk, status=JobRun.Status.SKIPPED_STALE)
+        assert run.status == JobRun.Status.OK and run.scheduled_for == due + timedelta(minutes=10)
+        assert skipped.scheduled_for == due and skipped.skipped_count == 10
+        assert "skipped 10 run(s)" in skipped.output
+        schedule.refresh_from_db()
+        assert schedule.next_run_at == due + timedelta(minutes=11)  # the console sees the index's next time
+
+
+@outside_test_transaction
+def test_a_job_for_a_schedule_that_is_gone_drops_its_index_row(canary_tenants):
+    from apps.bots.models import BotSchedule
+
+    schema = canary_tenants.a.schema_name
+    schedule = schedule_of(schema, deploy(schema, "at-gone", 'SET SCHEDULE "every minute"\nTALK "x"\n'))
+    with schema_context(schema):
+        BotSchedule.objects.filter(pk=schedule.pk).delete()  # as a bot deletion does, bypassing the services
+    assert _index_row(schema, schedule.pk) is not None
+    with schema_context(schema):
+        assert schedule_run(schedule_id=schedule.pk, scheduled_for=schedule.next_run_at) is None
+    assert _index_row(schema, schedule.pk) is None
