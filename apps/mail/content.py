@@ -49,7 +49,7 @@ class _HtmlText(HTMLParser):
 
     def _break(self) -> None:
         text = " ".join("".join(self.line).split())
-        if text or (self.lines and self.lines[-1]):
+        if text:
             self.lines.append(text)
         self.line = []
 

@@ -1,0 +1,138 @@
+"""Composing and reading mail: MIME structure, headers, HTML to text, threads, loop protection."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from email.message import EmailMessage
+
+from apps.mail.content import (
+    BODY_TEXT_MAX_CHARS,
+    Attachment,
+    html_to_text,
+    message_compose,
+    message_parse,
+    reply_refusal,
+    reply_subject,
+)
+
+
+def _compose(**overrides) -> EmailMessage:
+    args = {"sender": "bot@example.test", "sender_name": "Shop Bot", "to": ["ana@example.test"],
+            "subject": "Report", "body_text": "", "body_html": "", "message_id": "<m1@example.test>"}
+    args.update(overrides)
+    message = message_compose(**args)
+    return email.message_from_bytes(message.as_bytes(), policy=email.policy.default)
+
+
+def test_html_only_body_goes_out_as_alternative_with_a_derived_text_part():
+    parsed = _compose(body_html="<html><head><style>p{}</style></head><body><h1>Sales</h1><p>Total: <b>42</b>"
+                                "</p><ul><li>one</li><li>two</li></ul><p>See <a href='https://x.test/r'>report"
+                                "</a></p></body></html>")
+    assert parsed.get_content_type() == "multipart/alternative"
+    text = parsed.get_body(preferencelist=("plain",)).get_content()
+    html = parsed.get_body(preferencelist=("html",)).get_content()
+    assert "<b>42</b>" in html
+    assert "Sales" in text and "Total: 42" in text and "- one" in text and "- two" in text
+    assert "report (https://x.test/r)" in text
+    assert "<" not in text and "p{}" not in text
+
+
+def test_text_and_html_are_both_kept_and_attachments_follow():
+    parsed = _compose(body_text="plain words", body_html="<p>rich words</p>",
+                      attachments=[Attachment("report.csv", b"a,b\n1,2\n", "text/csv")])
+    assert parsed.get_content_type() == "multipart/mixed"
+    assert parsed.get_body(preferencelist=("plain",)).get_content().strip() == "plain words"
+    assert "rich words" in parsed.get_body(preferencelist=("html",)).get_content()
+    (attachment,) = list(parsed.iter_attachments())
+    assert attachment.get_filename() == "report.csv" and attachment.get_content() == "a,b\n1,2\n"
+
+
+def test_a_subject_cannot_inject_headers():
+    parsed = _compose(body_text="x", subject="Hello\r\nBcc: victim@example.test")
+    assert parsed["Bcc"] is None
+    assert parsed["Subject"] == "Hello Bcc: victim@example.test"
+
+
+def test_thread_headers_and_automation_marker_are_set():
+    parsed = _compose(body_text="x", in_reply_to="<a@x>", references="<root@x> <a@x>", auto_submitted="auto-replied")
+    assert parsed["In-Reply-To"] == "<a@x>"
+    assert parsed["References"] == "<root@x> <a@x>"
+    assert parsed["Auto-Submitted"] == "auto-replied"
+    assert parsed["Message-ID"] == "<m1@example.test>"
+    assert "Shop Bot" in parsed["From"] and "bot@example.test" in parsed["From"]
+
+
+def test_reply_subject_does_not_stack_prefixes():
+    assert reply_subject("Order 7") == "Re: Order 7"
+    assert reply_subject("RE: Re: Order 7") == "Re: Order 7"
+    assert reply_subject("") == "Re: (no subject)"
+
+
+def _raw(headers: dict[str, str], body: str = "hello", html: str | None = None) -> bytes:
+    message = EmailMessage()
+    for key, value in headers.items():
+        message[key] = value
+    message.set_content(body)
+    if html is not None:
+        message.add_alternative(html, subtype="html")
+    return message.as_bytes()
+
+
+def test_parse_takes_the_thread_root_from_references():
+    raw = _raw({"From": "Ana <Ana@Example.test>", "Subject": "Re: Order", "Message-ID": "<c@x>",
+                "In-Reply-To": "<b@x>", "References": "<a@x> <b@x>"})
+    mail = message_parse(raw)
+    assert mail.from_address == "ana@example.test"
+    assert mail.message_id == "<c@x>"
+    assert mail.thread_key == "<a@x>"
+    assert mail.references == ["<a@x>", "<b@x>"]
+    assert mail.text == "hello"
+
+
+def test_parse_of_html_only_mail_gives_text():
+    message = EmailMessage()
+    message["From"], message["Message-ID"] = "a@x.test", "<h@x>"
+    message.set_content("<p>Hi <i>there</i></p><p>second</p>", subtype="html")
+    mail = message_parse(message.as_bytes())
+    assert mail.text == "Hi there\nsecond"
+    assert mail.thread_key == "<h@x>"
+
+
+def test_a_mail_without_message_id_gets_a_stable_one_from_its_content():
+    raw = _raw({"From": "a@x.test", "Subject": "no id"})
+    assert message_parse(raw).message_id == message_parse(raw).message_id
+    assert message_parse(raw).message_id != message_parse(_raw({"From": "a@x.test", "Subject": "other"})).message_id
+
+
+def test_long_bodies_are_cut_for_the_bot():
+    mail = message_parse(_raw({"From": "a@x.test", "Message-ID": "<l@x>"}, body="x" * (BODY_TEXT_MAX_CHARS + 50)))
+    assert len(mail.text) < BODY_TEXT_MAX_CHARS + 50 and mail.text.endswith("[message truncated]")
+
+
+def test_attachment_names_cannot_leave_their_folder():
+    message = EmailMessage()
+    message["From"], message["Message-ID"] = "a@x.test", "<att@x>"
+    message.set_content("see attached")
+    message.add_attachment(b"data", maintype="application", subtype="octet-stream", filename="../../etc/passwd")
+    message.add_attachment(b"more", maintype="application", subtype="octet-stream", filename="..")
+    mail = message_parse(message.as_bytes())
+    assert [a.filename for a in mail.attachments] == ["passwd", "attachment-2"]
+    assert mail.attachments[0].content == b"data"
+
+
+def test_automated_mail_is_not_answered():
+    def refusal(headers: dict[str, str]) -> str:
+        return reply_refusal(message_parse(_raw({"Message-ID": "<r@x>", **headers})), own_addresses={"bot@x.test"})
+
+    assert refusal({"From": "ana@x.test"}) == ""
+    assert "auto-submitted" in refusal({"From": "ana@x.test", "Auto-Submitted": "auto-replied"})
+    assert refusal({"From": "ana@x.test", "Auto-Submitted": "no"}) == ""
+    assert "bulk" in refusal({"From": "ana@x.test", "Precedence": "bulk"})
+    assert "list" in refusal({"From": "ana@x.test", "List-Id": "<news.x.test>"})
+    assert "itself" in refusal({"From": "Bot <BOT@x.test>"})
+    assert "delivery report" in refusal({"From": "MAILER-DAEMON@x.test"})
+
+
+def test_html_to_text_drops_scripts_and_keeps_line_breaks():
+    assert html_to_text("<script>alert(1)</script>a<br>b<div>c</div>") == "a\nb\nc"
