@@ -101,8 +101,21 @@
     box.setAttribute('data-follow', nearBottom(box) ? 'yes' : 'no');
   });
 
+  // Message times arrive as UTC ISO timestamps; show them in the visitor's own clock.
+  function localizeTimes(root) {
+    var times = root.querySelectorAll('time[datetime]:not([data-local])');
+    for (var i = 0; i < times.length; i++) {
+      var when = new Date(times[i].getAttribute('datetime'));
+      if (!isNaN(when.getTime())) {
+        times[i].textContent = when.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+        times[i].setAttribute('data-local', '');
+      }
+    }
+  }
+
   document.addEventListener('htmx:wsAfterMessage', function () {
     var box = messagesBox();
+    localizeTimes(box);
     if (box.getAttribute('data-follow') === 'yes') { scrollToBottom(); }
     else { document.getElementById('scrollBottom').hidden = false; }
   });
@@ -157,6 +170,7 @@
     var root = chatRoot();
     if (!root) { return; }
     applyTheme(root);
+    localizeTimes(messagesBox());
     scrollToBottom();
     var input = document.getElementById('messageInput');
     var form = document.getElementById('chatForm');
