@@ -32,7 +32,9 @@ LIVEKIT_TIMEOUT_S = 5
 # 5 minutes; a scheduled meeting whose host arrives late should still find it).
 LIVEKIT_EMPTY_TIMEOUT_S = 15 * 60
 
-_LIVEKIT_NAME_RE = re.compile(r"^([a-z][a-z0-9_]{0,62})--([a-z0-9][a-z0-9_-]{0,62})$")
+# host[:port] as it may appear in a CSP source (no credentials, paths or separators).
+_CSP_HOST_RE = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
+_LIVEKIT_NAME_RE = re.compile(r"^([a-z][a-z0-9_]{0,62})--((?!.*--)[a-z0-9][a-z0-9_-]{0,62})$")
 
 T = TypeVar("T")
 
@@ -76,8 +78,8 @@ def livekit_csp_sources() -> tuple[str, ...]:
     """connect-src sources the meeting page needs: the LiveKit origin over WebSocket and HTTP(S) (the
     client validates the connection and fetches regions over HTTP before the WebSocket)."""
     parts = urlsplit(livekit_browser_url())
-    if parts.scheme not in {"ws", "wss"} or not parts.netloc:
-        return ()
+    if parts.scheme not in {"ws", "wss"} or not _CSP_HOST_RE.match(parts.netloc):
+        return ()  # not a URL a browser could use; nothing an operator typo could inject into the policy
     http = "https" if parts.scheme == "wss" else "http"
     return (f"{parts.scheme}://{parts.netloc}", f"{http}://{parts.netloc}")
 

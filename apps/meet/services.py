@@ -42,6 +42,7 @@ from livekit import api as lk
 
 from apps.drive.backends import DriveKeyError, drive_key_validate
 from apps.meet.livekit import (
+    LIVEKIT_EMPTY_TIMEOUT_S,
     LiveKitError,
     livekit_browser_url,
     livekit_configured,
@@ -322,6 +323,11 @@ def join_token_mint(*, room: Room, role: MeetRole, user=None, guest_name: str = 
         .with_grants(grants)
         .with_attributes({"role": str(role)})
         .with_ttl(JOIN_TOKEN_TTL)
+        # LiveKit creates a room on first join when it has none (after its empty timeout, or when it was
+        # down when the room was made): these settings apply then, so the room's limits hold.
+        .with_room_config(lk.RoomConfiguration(
+            name=grants.room, max_participants=room.max_participants, empty_timeout=LIVEKIT_EMPTY_TIMEOUT_S,
+        ))
         .to_jwt()
     )
     return JoinToken(

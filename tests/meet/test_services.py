@@ -135,6 +135,8 @@ def test_join_token_grants_follow_the_role(canary_tenants, livekit, role, admin,
     assert claims["sub"] == f"user-{user.pk}" and claims["name"] == "Ana Lima"
     assert claims["attributes"] == {"role": str(role)}
     assert claims["exp"] - claims["nbf"] == int(JOIN_TOKEN_TTL.total_seconds())
+    # a room LiveKit re-creates on join keeps its limits
+    assert claims["roomConfig"]["name"] == video["room"] and claims["roomConfig"]["maxParticipants"] == 50
     # LiveKit's own verifier reads the same grants
     grants = lk.TokenVerifier(livekit.api_key, livekit.api_secret).verify(joined.token).video
     assert grants.can_publish is publish and grants.room_admin is admin
