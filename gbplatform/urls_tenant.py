@@ -1,8 +1,8 @@
 """URLs of every tenant host: the web chat, the tenant's console and the API."""
 
-from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from apps.accounts.views import ConsoleLoginView, ConsoleLogoutView
 from apps.bots.views import bot_deploy_api, bots_api
 from apps.core.views import health
 from apps.kb.views import kb_search_api
@@ -14,8 +14,8 @@ urlpatterns = [
     path("api/bots", bots_api, name="bots-api"),
     path("api/bots/deploy", bot_deploy_api, name="bot-deploy-api"),
     path("api/kb/search", kb_search_api, name="kb-search-api"),
-    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
-    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/login/", ConsoleLoginView.as_view(), name="login"),
+    path("accounts/logout/", ConsoleLogoutView.as_view(), name="logout"),
     path("console/", console_home, name="console-home"),
     # Each app owns its routes; the chat's `/<bot>/` pages come last (a bot name is any free segment).
     path("", include("apps.accounts.urls")),

@@ -90,6 +90,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Re-checks OIDC console sessions with the tenant's provider (apps.accounts.middleware).
+    "apps.accounts.middleware.OidcSessionRefreshMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -219,9 +221,13 @@ VAULT_KV_MOUNT = env_str("VAULT_KV_MOUNT", "secret")  # the seed keeps KV v2 und
 VAULT_CACERT = env_str("VAULT_CACERT")  # CA bundle for TLS to Vault
 VAULT_TIMEOUT_S = env_int("VAULT_TIMEOUT_S", 3)  # per Vault call: a hung Vault must not hang a request
 VAULT_CACHE_TTL_S = env_int("VAULT_CACHE_TTL_S", 30)  # per-process cache: rotation shows within this
+# Console sign-in: the platform's default OIDC provider for tenants without their own (apps.accounts);
+# OIDC_CLIENT_SECRET may be a `vault:<path>#<key>` reference. Empty OIDC_ISSUER: local passwords.
 OIDC_ISSUER = env_str("OIDC_ISSUER")
 OIDC_CLIENT_ID = env_str("OIDC_CLIENT_ID")
 OIDC_CLIENT_SECRET = env_str("OIDC_CLIENT_SECRET")
+# Seconds per call to a provider (mozilla-django-oidc's default is no timeout: a hung provider hangs us).
+OIDC_TIMEOUT = env_int("OIDC_TIMEOUT_S", 5)
 # --- LLM (apps.llm): the platform default provider, last in every bot's chain -------------------------
 # LLM_API_KEY may be a `vault:<path>#<key>` reference. LLM_PROVIDER: `openai` (any OpenAI-compatible API:
 # OpenAI, Groq, Ollama, llama.cpp, vLLM) or `anthropic`; empty: detected from LLM_URL.
@@ -329,6 +335,11 @@ USE_I18N = True
 USE_TZ = True
 
 # --- Auth and sessions -------------------------------------------------------------------------------
+# The tenant's OIDC provider first; passwords only where a tenant has none (and on the public host's admin).
+AUTHENTICATION_BACKENDS = [
+    "apps.accounts.backends.TenantOIDCBackend",
+    "apps.accounts.backends.LocalPasswordBackend",
+]
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/console/"
 # Redirect after sign-out: Django's default "logged out" page lives in the admin, which tenant hosts lack.

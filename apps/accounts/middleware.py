@@ -1,0 +1,55 @@
+"""Re-checking OIDC console sessions with the provider (after AuthenticationMiddleware).
+
+mozilla-django-oidc's SessionRefresh reads one provider from settings and re-checks GET requests only
+(#504: a POST after expiry still goes through) and answers HTMX with a redirect into the provider's
+pages. This middleware, for sessions signed in through the tenant's provider, once the last check is
+older than OIDC_SESSION_RECHECK_S:
+- a page GET is sent through a silent sign-in (`prompt=none`) and comes back where it was; the callback
+  re-reads the roles, so a user removed or stripped of roles at the provider loses access;
+- anything else (POST, an API call, an HTMX request) gets 401 JSON with `refresh_url` (HTMX also gets
+  `HX-Redirect`), and is not executed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect
+from django.urls import reverse
+from django.utils.http import urlencode
+
+from apps.accounts.views import SESSION_EXPIRATION
+
+# Paths that must work with an expired check: the flow itself, sign-out, and static files.
+EXEMPT_PREFIXES = ("/accounts/", "/static/", "/api/health")
+
+
+class OidcSessionRefreshMiddleware:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        refusal = self._check(request)
+        return refusal if refusal is not None else self.get_response(request)
+
+    @staticmethod
+    def _check(request: HttpRequest) -> HttpResponse | None:
+        session = getattr(request, "session", None)
+        if session is None or SESSION_EXPIRATION not in session or request.path.startswith(EXEMPT_PREFIXES):
+            return None
+        if "HTTP_AUTHORIZATION" in request.META:  # an API key request: the session plays no part
+            return None
+        if not request.user.is_authenticated or session.get(SESSION_EXPIRATION, 0) > time.time():
+            return None
+        refresh = reverse("oidc_authentication_init") + "?" + urlencode(
+            {"prompt": "none", "next": request.get_full_path()})
+        is_htmx = "HTTP_HX_REQUEST" in request.META
+        if request.method == "GET" and not is_htmx and not request.path.startswith("/api/"):
+            return redirect(refresh)
+        response = JsonResponse({"error": "your sign-in needs to be re-checked; reload the page",
+                                 "refresh_url": refresh}, status=401)
+        if is_htmx:
+            response["HX-Redirect"] = refresh
+        return response

@@ -1,0 +1,315 @@
+"""Talking to a tenant's OIDC provider: discovery, JWKS, the code exchange, ID-token checks, userinfo.
+
+mozilla-django-oidc reads one provider from settings; here every tenant has its own, so the request-time
+parts (apps.accounts.views, .backends) call these functions with the tenant's `ProviderSettings`.
+
+Failure modes prevented (OIDC Core §3.1.3.7, test plan §1.9):
+- Tokens for another client or from another issuer: `aud` must contain our client id (and `azp`, when
+  present or when there are several audiences, must be it), `iss` must equal the configured issuer. The
+  library checks neither (mozilla-django-oidc#340).
+- Forged or downgraded signatures: only RS256 is accepted, with a key from the issuer's own JWKS (found
+  through its discovery document, whose `issuer` must match); `alg: none` and HS* (signed with the client
+  secret, which the client knows) are refused before any key is looked at.
+- Replayed or stale tokens: `nonce` must be the one this browser's sign-in started with (compared in
+  constant time); `exp` and `iat` are required and checked with `CLOCK_LEEWAY_S`; a token issued more
+  than `ID_TOKEN_MAX_AGE_S` ago is not from the flow that just finished.
+- Taking over an account through an email address: users are keyed by (issuer, sub); an email that the
+  provider has not verified refuses the sign-in, since the console shows it as the user's identity.
+- A hung provider hanging a request: every HTTP call has `OIDC_TIMEOUT` (the library's default is none)
+  and follows no redirects.
+- Error pages leaking secrets or provider internals: errors carry a short reason for the user and the
+  audit log; token values are never logged.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import jwt
+import requests
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+# --- policy ----------------------------------------------------------------------------------------------
+
+# Connect and read timeout of every call to a provider (settings.OIDC_TIMEOUT overrides it). Zitadel answers
+# in well under a second; 5 s rides out a slow moment while a dead provider costs a sign-in at most this.
+OIDC_HTTP_TIMEOUT_S = 5.0
+# Discovery documents and key sets change rarely; five minutes picks up a key rotation soon enough, and an
+# unknown `kid` forces one early refetch anyway.
+METADATA_CACHE_TTL_S = 300.0
+# An unknown `kid` refetches the JWKS at most this often per issuer, so junk tokens cannot make us hammer it.
+JWKS_REFETCH_MIN_INTERVAL_S = 10.0
+# Clock skew tolerated on `exp` and `iat` between us and the provider.
+CLOCK_LEEWAY_S = 60
+# The ID token of a code flow is minted at the token request; one older than this was not.
+ID_TOKEN_MAX_AGE_S = 600
+# The only signature algorithm accepted for ID tokens (Zitadel signs with RS256).
+ID_TOKEN_ALGORITHMS = ("RS256",)
+# Provider answers bigger than this are not discovery documents, key sets or tokens.
+MAX_PROVIDER_RESPONSE_BYTES = 512 * 1024
+
+
+class OidcError(Exception):
+    """A sign-in that cannot go on. `reason` is short and safe to show and to audit."""
+
+    status = 403
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class OidcProviderUnavailable(OidcError):
+    """The provider could not be reached or answered nonsense."""
+
+    status = 502
+
+
+class OidcTokenRejected(OidcError):
+    """A token or claim failed a check."""
+
+
+@dataclass(frozen=True)
+class ProviderSettings:
+    """One provider as the tenant (or the platform default) configures it; the secret already resolved."""
+
+    issuer: str
+    client_id: str
+    client_secret: str  # "" for a public client
+    scopes: str
+    roles_claim: str
+    role_map: dict[str, str]
+
+
+@dataclass(frozen=True)
+class ProviderMetadata:
+    issuer: str
+    authorization_endpoint: str
+    token_endpoint: str
+    jwks_uri: str
+    userinfo_endpoint: str = ""
+    end_session_endpoint: str = ""
+
+
+@dataclass
+class _Cached:
+    fetched_at: float
+    value: Any
+
+
+@dataclass
+class _Cache:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    metadata: dict[str, _Cached] = field(default_factory=dict)
+    jwks: dict[str, _Cached] = field(default_factory=dict)
+
+
+_cache = _Cache()
+
+
+def oidc_cache_clear() -> None:
+    """Forget every provider's discovery document and keys (tests; after a provider rotated everything)."""
+    with _cache.lock:
+        _cache.metadata.clear()
+        _cache.jwks.clear()
+
+
+def oidc_timeout() -> float:
+    return float(getattr(settings, "OIDC_TIMEOUT", None) or OIDC_HTTP_TIMEOUT_S)
+
+
+def _json_from(response: requests.Response, what: str) -> dict:
+    if len(response.content) > MAX_PROVIDER_RESPONSE_BYTES:
+        raise OidcProviderUnavailable(f"the provider's {what} is over {MAX_PROVIDER_RESPONSE_BYTES} bytes")
+    try:
+        body = response.json()
+    except ValueError:
+        raise OidcProviderUnavailable(f"the provider's {what} is not JSON") from None
+    if not isinstance(body, dict):
+        raise OidcProviderUnavailable(f"the provider's {what} is not a JSON object")
+    return body
+
+
+def _get(url: str, what: str, **kwargs: Any) -> requests.Response:
+    try:
+        response = requests.get(url, timeout=oidc_timeout(), allow_redirects=False, **kwargs)
+    except requests.RequestException as exc:
+        logger.warning("oidc provider unreachable", extra={"url": url, "error": type(exc).__name__})
+        raise OidcProviderUnavailable(f"the sign-in provider did not answer ({what})") from None
+    if response.status_code != 200:
+        raise OidcProviderUnavailable(f"the sign-in provider answered {response.status_code} ({what})")
+    return response
+
+
+def provider_metadata(issuer: str, *, refresh: bool = False) -> ProviderMetadata:
+    """The issuer's discovery document (cached), checked to name this very issuer."""
+    now = time.monotonic()
+    with _cache.lock:
+        cached = _cache.metadata.get(issuer)
+    if cached and not refresh and now - cached.fetched_at < METADATA_CACHE_TTL_S:
+        return cached.value
+    url = issuer.rstrip("/") + "/.well-known/openid-configuration"
+    body = _json_from(_get(url, "discovery document"), "discovery document")
+    if body.get("issuer") != issuer:
+        # OIDC Discovery §4.3: a document naming another issuer is not this provider's.
+        raise OidcProviderUnavailable("the provider's discovery document names a different issuer")
+    try:
+        metadata = ProviderMetadata(
+            issuer=issuer,
+            authorization_endpoint=str(body["authorization_endpoint"]),
+            token_endpoint=str(body["token_endpoint"]),
+            jwks_uri=str(body["jwks_uri"]),
+            userinfo_endpoint=str(body.get("userinfo_endpoint") or ""),
+            end_session_endpoint=str(body.get("end_session_endpoint") or ""),
+        )
+    except KeyError as exc:
+        raise OidcProviderUnavailable(f"the provider's discovery document lacks {exc.args[0]}") from None
+    with _cache.lock:
+        _cache.metadata[issuer] = _Cached(now, metadata)
+    return metadata
+
+
+def _jwks(metadata: ProviderMetadata, *, refresh: bool) -> list[dict]:
+    now = time.monotonic()
+    with _cache.lock:
+        cached = _cache.jwks.get(metadata.issuer)
+    if cached and (now - cached.fetched_at < METADATA_CACHE_TTL_S) and (
+        not refresh or now - cached.fetched_at < JWKS_REFETCH_MIN_INTERVAL_S
+    ):
+        return cached.value
+    body = _json_from(_get(metadata.jwks_uri, "key set"), "key set")
+    keys = [key for key in body.get("keys", []) if isinstance(key, dict)]
+    with _cache.lock:
+        _cache.jwks[metadata.issuer] = _Cached(now, keys)
+    return keys
+
+
+def _signing_key(metadata: ProviderMetadata, kid: str | None, alg: str) -> Any:
+    for refresh in (False, True):
+        candidates = [
+            key for key in _jwks(metadata, refresh=refresh)
+            if key.get("kty") == "RSA" and key.get("use", "sig") == "sig" and key.get("alg", alg) == alg
+            and (kid is None or key.get("kid") == kid)
+        ]
+        if kid is None and len(candidates) > 1:
+            raise OidcTokenRejected("the ID token names no key (kid) and the issuer has several")
+        if candidates:
+            try:
+                return jwt.PyJWK(candidates[0], algorithm=alg).key
+            except jwt.PyJWKError:
+                raise OidcProviderUnavailable("the issuer's signing key is malformed") from None
+    raise OidcTokenRejected("the ID token is signed with a key that is not in the issuer's key set")
+
+
+def id_token_verify(token: str, *, metadata: ProviderMetadata, client_id: str, nonce: str) -> dict[str, Any]:
+    """The ID token's claims once signature, algorithm, issuer, audience, times and nonce are all right."""
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.InvalidTokenError:
+        raise OidcTokenRejected("the ID token is not a signed JWT") from None
+    alg = header.get("alg")
+    if alg not in ID_TOKEN_ALGORITHMS:
+        raise OidcTokenRejected(f"ID token algorithm {alg!r} refused: only {', '.join(ID_TOKEN_ALGORITHMS)}")
+    key = _signing_key(metadata, header.get("kid"), alg)
+    try:
+        claims = jwt.decode(
+            token, key=key, algorithms=list(ID_TOKEN_ALGORITHMS), audience=client_id, issuer=metadata.issuer,
+            leeway=CLOCK_LEEWAY_S, options={"require": ["iss", "sub", "aud", "exp", "iat"]},
+        )
+    except jwt.ExpiredSignatureError:
+        raise OidcTokenRejected("the ID token has expired") from None
+    except jwt.InvalidAudienceError:
+        raise OidcTokenRejected("the ID token was issued for another client (aud)") from None
+    except jwt.InvalidIssuerError:
+        raise OidcTokenRejected("the ID token comes from another issuer (iss)") from None
+    except jwt.ImmatureSignatureError:
+        raise OidcTokenRejected("the ID token is issued in the future (iat)") from None
+    except jwt.MissingRequiredClaimError as exc:
+        raise OidcTokenRejected(f"the ID token lacks the {exc.claim!r} claim") from None
+    except jwt.InvalidSignatureError:
+        raise OidcTokenRejected("the ID token's signature is wrong") from None
+    except jwt.InvalidTokenError as exc:
+        raise OidcTokenRejected(f"the ID token is invalid ({type(exc).__name__})") from None
+    audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
+    azp = claims.get("azp")
+    if (len(audiences) > 1 or azp is not None) and azp != client_id:
+        raise OidcTokenRejected("the ID token was issued for another client (azp)")
+    if not isinstance(claims["iat"], int | float) or claims["iat"] < time.time() - ID_TOKEN_MAX_AGE_S:
+        raise OidcTokenRejected("the ID token is too old to come from this sign-in (iat)")
+    if not isinstance(claims["sub"], str) or not claims["sub"] or len(claims["sub"]) > 255:
+        raise OidcTokenRejected("the ID token's subject (sub) is malformed")
+    token_nonce = claims.get("nonce")
+    if not isinstance(token_nonce, str) or not hmac.compare_digest(token_nonce.encode(), nonce.encode()):
+        raise OidcTokenRejected("the ID token's nonce does not match this sign-in")
+    return claims
+
+
+def code_exchange(*, provider: ProviderSettings, metadata: ProviderMetadata, code: str, redirect_uri: str,
+                  code_verifier: str) -> dict[str, Any]:
+    """The token endpoint's answer to an authorization code (with the PKCE verifier)."""
+    data = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri,
+            "code_verifier": code_verifier}
+    auth = None
+    if provider.client_secret:
+        # client_secret_basic; RFC 6749 §2.3.1 form-encodes both parts before Basic encoding.
+        auth = (quote(provider.client_id, safe=""), quote(provider.client_secret, safe=""))
+    else:
+        data["client_id"] = provider.client_id
+    try:
+        response = requests.post(metadata.token_endpoint, data=data, auth=auth, timeout=oidc_timeout(),
+                                 allow_redirects=False)
+    except requests.RequestException as exc:
+        logger.warning("oidc token endpoint unreachable", extra={"error": type(exc).__name__})
+        raise OidcProviderUnavailable("the sign-in provider did not answer (token)") from None
+    body = _json_from(response, "token response")
+    if response.status_code != 200:
+        error = str(body.get("error", "error"))[:60]
+        raise OidcTokenRejected(f"the provider refused the sign-in code ({error})")
+    if not isinstance(body.get("id_token"), str):
+        raise OidcTokenRejected("the provider's token response has no ID token")
+    return body
+
+
+def userinfo_fetch(*, metadata: ProviderMetadata, access_token: str, subject: str) -> dict[str, Any]:
+    """Userinfo claims (where Zitadel puts email and, unless asserted in the ID token, roles); {} when the
+    provider has no userinfo endpoint. Its `sub` must be the ID token's (OIDC Core §5.3.2)."""
+    if not metadata.userinfo_endpoint or not access_token:
+        return {}
+    response = _get(metadata.userinfo_endpoint, "userinfo", headers={"Authorization": f"Bearer {access_token}"})
+    body = _json_from(response, "userinfo")
+    if body.get("sub") != subject:
+        raise OidcTokenRejected("the provider's userinfo is about another user (sub)")
+    return body
+
+
+def claims_merge(id_claims: dict[str, Any], userinfo: dict[str, Any]) -> dict[str, Any]:
+    """Userinfo completes the ID token; the signed ID token's own claims win where both have one."""
+    return {**userinfo, **id_claims}
+
+
+def email_verified_or_refuse(claims: dict[str, Any]) -> str:
+    """The email to display, "" when there is none; an unverified email refuses the sign-in."""
+    email = claims.get("email")
+    if not email:
+        return ""
+    if claims.get("email_verified") is not True:
+        raise OidcTokenRejected("the provider has not verified this account's email address")
+    return str(email)[:254]
+
+
+def end_session_url(*, metadata: ProviderMetadata, client_id: str, id_token: str, post_logout_redirect_uri: str) -> str:
+    """RP-initiated logout at the provider, or "" when it offers none."""
+    if not metadata.end_session_endpoint:
+        return ""
+    query = urlencode({"id_token_hint": id_token, "post_logout_redirect_uri": post_logout_redirect_uri,
+                       "client_id": client_id})
+    separator = "&" if "?" in metadata.end_session_endpoint else "?"
+    return f"{metadata.end_session_endpoint}{separator}{query}"
