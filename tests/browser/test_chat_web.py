@@ -286,3 +286,38 @@ async def test_socket_closed_mid_stream_reconnects_and_shows_everything_once(
     resumes = await page.evaluate("window.__resumes")
     assert len(resumes) >= 1 and resumes[-1]["last_index"] >= 0  # the reconnect announced what it had
     await watched_page.assert_clean()
+
+
+PROBE_SOCKET_JS = """
+async (url) => new Promise((resolve) => {
+  const received = [];
+  const socket = new WebSocket(url);
+  socket.onopen = () => socket.send(JSON.stringify({type: 'resume', last_index: -1}));
+  socket.onmessage = (event) => received.push(String(event.data));
+  socket.onclose = (event) => resolve({closed: true, code: event.code, received});
+  setTimeout(() => resolve({closed: false, code: null, received}), 3000);
+})
+"""
+
+
+async def test_socket_gives_a_session_only_to_the_page_that_was_handed_it(
+        watched_page, chat_server, browser_tenant, bots):
+    page = watched_page.page
+    await open_chat(watched_page, chat_server, browser_tenant.host, bots["plain"])
+    await send(page, "my secret question")
+    await wait_for_text(page, "my secret question")
+    ws_path = await page.get_attribute("#chat", "ws-connect")
+    base = chat_server.url(browser_tenant.host, "").replace("http://", "ws://").rstrip("/")
+
+    own = await page.evaluate(PROBE_SOCKET_JS, base + ws_path)
+    assert any("my secret question" in frame for frame in own["received"])  # the probe itself works
+
+    forged = re.sub(r"token=[^&]+", "token=forged", ws_path)
+    other_session = re.sub(r"session_id=[0-9a-f-]+", "session_id=00000000-0000-4000-8000-000000000000", ws_path)
+    for path in (forged, other_session, re.sub(r"&token=[^&]+", "", ws_path)):
+        result = await page.evaluate(PROBE_SOCKET_JS, base + path)
+        assert result["closed"], f"{path}: socket left open"
+        assert not any("secret" in frame for frame in result["received"]), f"{path}: {result['received']}"
+    # A refused handshake is logged by Chromium; that is the behaviour under test.
+    watched_page.console_errors[:] = [e for e in watched_page.console_errors if "WebSocket connection" not in e]
+    await watched_page.assert_clean()
