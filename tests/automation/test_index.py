@@ -1,0 +1,103 @@
+"""The public schedule index follows the tenants' schedule rows: what the DriveMonitor compiles, changes,
+breaks or removes is what the tick sees, and a deleted tenant leaves nothing behind."""
+
+from __future__ import annotations
+
+import zoneinfo
+
+import pytest
+from django_tenants.utils import get_public_schema_name, schema_context
+
+from apps.bots.models import Bot, BotSchedule
+from apps.drive.services import drive_scan
+from apps.drive.storage import tenant_drive
+from apps.tenants.models import ScheduleIndex
+from apps.tenants.services import tenant_create, tenant_delete
+from tests.automation.conftest import deploy, outside_test_transaction
+
+pytestmark = pytest.mark.django_db
+
+
+def _index(schema: str) -> list[ScheduleIndex]:
+    with schema_context(get_public_schema_name()):
+        return list(ScheduleIndex.objects.filter(tenant__schema_name=schema).order_by("schedule_id"))
+
+
+def _schedules(schema: str) -> list[BotSchedule]:
+    with schema_context(schema):
+        return list(BotSchedule.objects.order_by("pk"))
+
+
+@outside_test_transaction
+def test_the_drivemonitor_registers_changes_and_drops_a_schedule_in_the_index(canary_tenants, local_storage):
+    schema = canary_tenants.a.schema_name
+    with schema_context(schema):
+        bot = Bot.objects.get()
+        key = f"{bot.name}.gbai/{bot.name}.gbdialog/automation-test/at-report.bas"
+        drive = tenant_drive()
+        drive.write(key, b'SET SCHEDULE "every minute"\nTALK "x"\n')
+        drive_scan(bot_name=bot.name)
+    [schedule], [row] = _schedules(schema), _index(schema)
+    assert (row.schedule_id, row.cron, row.next_run_at, row.enabled) == (schedule.pk, "* * * * *",
+                                                                         schedule.next_run_at, True)
+
+    with schema_context(schema):  # the script changes: its schedule is recomputed
+        drive.write(key, b'SET SCHEDULE "every day at 9am"\nTALK "x"\n')
+        drive_scan(bot_name=bot.name)
+    [changed], [row] = _schedules(schema), _index(schema)
+    assert changed.pk != schedule.pk and changed.cron == "0 9 * * *"
+    assert (row.schedule_id, row.cron, row.next_run_at) == (changed.pk, "0 9 * * *", changed.next_run_at)
+
+    with schema_context(schema):  # a compile error: the script runs on no schedule
+        drive.write(key, b'SET SCHEDULE "every day at 9am"\nIF x THEN\n')
+        drive_scan(bot_name=bot.name)
+    assert _schedules(schema) == [] and _index(schema) == []
+
+    with schema_context(schema):
+        drive.write(key, b'SET SCHEDULE "every 5 minutes"\nTALK "x"\n')
+        drive_scan(bot_name=bot.name)
+    assert [r.cron for r in _index(schema)] == ["*/5 * * * *"]
+    with schema_context(schema):  # the file is deleted: the schedule goes with the script
+        drive.delete(key)
+        drive_scan(bot_name=bot.name)
+    assert _schedules(schema) == [] and _index(schema) == []
+
+
+@outside_test_transaction
+def test_a_schedule_line_removed_from_a_script_leaves_the_index(canary_tenants):
+    schema = canary_tenants.b.schema_name
+    deploy(schema, "at-two", 'SET SCHEDULE "every minute"\nSET SCHEDULE "every hour"\nTALK "x"\n')
+    assert sorted(r.cron for r in _index(schema)) == ["* * * * *", "0 * * * *"]
+    deploy(schema, "at-two", 'SET SCHEDULE "every hour"\nTALK "x"\n')
+    assert [r.cron for r in _index(schema)] == ["0 * * * *"]
+    assert [r.schedule_id for r in _index(schema)] == [s.pk for s in _schedules(schema)]
+
+
+@outside_test_transaction
+def test_the_bot_timezone_is_copied_to_the_index(canary_tenants):
+    from apps.bots import services as bot_services
+
+    schema = canary_tenants.a.schema_name
+    with schema_context(schema):
+        bot = Bot.objects.get()
+        bot_services.config_sync(bot=bot, data=b"name,value\ntimezone,America/Sao_Paulo\n")
+    try:
+        deploy(schema, "at-tz", 'SET SCHEDULE "every day at 9am"\nTALK "x"\n')
+        [row] = _index(schema)
+        assert row.timezone == "America/Sao_Paulo"
+        assert row.next_run_at.astimezone(zoneinfo.ZoneInfo("America/Sao_Paulo")).hour == 9
+    finally:
+        with schema_context(schema):
+            bot_services.config_clear(bot=bot)
+
+
+@outside_test_transaction
+def test_a_deleted_tenant_leaves_no_index_rows(canary_tenants, local_storage):
+    tenant, _ = tenant_create(name="Automation Gone", domain="automation-gone.test.localhost", admin_username=None)
+    with schema_context(tenant.schema_name):
+        Bot.objects.create(name="gone")
+    deploy(tenant.schema_name, "at-gone", 'SET SCHEDULE "every minute"\nTALK "x"\n')
+    assert len(_index(tenant.schema_name)) == 1
+    tenant_delete(schema_name=tenant.schema_name)
+    with schema_context(get_public_schema_name()):
+        assert not ScheduleIndex.objects.filter(tenant_id=tenant.pk).exists()

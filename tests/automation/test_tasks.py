@@ -1,0 +1,125 @@
+"""SET SCHEDULE end to end: the tick (driven with a chosen `now`, as beat would call it minutes apart), the
+real Redis broker, two real worker processes on queue `jobs`, and runs recorded in each tenant's schema."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import pytest
+from django_tenants.utils import schema_context
+
+from apps.automation.models import JobRun
+from apps.automation.services import schedules_tick
+from apps.automation.tasks import schedule_run_task
+from tests.automation.conftest import (
+    deploy,
+    outside_test_transaction,
+    runs,
+    schedule_of,
+    schedules_align_ids,
+    wait_for,
+)
+
+pytestmark = pytest.mark.django_db
+# After the expected runs are there, how long to keep watching for a duplicate that should never come.
+SETTLE_S = 1.5
+EVERY_MINUTE = 'SET SCHEDULE "every minute"\n'
+
+
+@outside_test_transaction
+def test_every_minute_runs_exactly_once_per_minute_across_two_ticks_and_two_workers(canary_tenants, job_workers):
+    schema = canary_tenants.a.schema_name
+    schedule = schedule_of(schema, deploy(schema, "at-minutely", EVERY_MINUTE + 'SAVE "at_minutely", NOW()\n'))
+    due = schedule.next_run_at
+    for minute in range(3):
+        at = due + timedelta(minutes=minute)
+        schedules_tick(now=at + timedelta(seconds=1))
+        schedules_tick(now=at + timedelta(seconds=31))  # a second tick (or a second beat) in the same minute
+    with schema_context(schema):  # and the first minute's job delivered twice, to both workers at once
+        for _ in range(2):
+            schedule_run_task.apply_async(kwargs={"schedule_id": schedule.pk, "scheduled_for": due.isoformat()},
+                                          queue="jobs")
+    done = wait_for(lambda: len(runs(schema, schedule_id=schedule.pk, status=JobRun.Status.OK)) >= 3)
+    assert done, runs(schema, schedule_id=schedule.pk)
+    time.sleep(SETTLE_S)
+    recorded = runs(schema, schedule_id=schedule.pk)
+    assert [(r.scheduled_for, r.status) for r in recorded] == [
+        (due + timedelta(minutes=m), JobRun.Status.OK) for m in range(3)
+    ]
+    with schema_context(schema):
+        from apps.bots.models import BotTableRow
+
+        assert BotTableRow.objects.filter(table="at_minutely").count() == 3  # the script itself ran 3 times
+        BotTableRow.objects.filter(table="at_minutely").delete()
+
+
+@outside_test_transaction
+def test_a_schedule_runs_in_its_own_tenant_only(canary_tenants, job_workers):
+    a, b = canary_tenants.a, canary_tenants.b
+    schedules_align_ids(a.schema_name, b.schema_name)
+    source = EVERY_MINUTE + 'TALK "I am " + BOT.name\n'
+    in_a = schedule_of(a.schema_name, deploy(a.schema_name, "at-whoami", source))
+    in_b = schedule_of(b.schema_name, deploy(b.schema_name, "at-whoami", source))
+    assert in_a.pk == in_b.pk  # the same schedule id in both schemas: only the tenant tells them apart
+    schedules_tick(now=max(in_a.next_run_at, in_b.next_run_at) + timedelta(seconds=1))
+    assert wait_for(lambda: runs(a.schema_name, script_name="at-whoami", status=JobRun.Status.OK)
+                    and runs(b.schema_name, script_name="at-whoami", status=JobRun.Status.OK))
+    time.sleep(SETTLE_S)
+    [run_a], [run_b] = runs(a.schema_name, script_name="at-whoami"), runs(b.schema_name, script_name="at-whoami")
+    assert run_a.output == f"I am {a.canary}" and b.canary not in run_a.output
+    assert run_b.output == f"I am {b.canary}" and a.canary not in run_b.output
+
+
+@outside_test_transaction
+def test_after_ten_minutes_of_downtime_a_schedule_runs_once_not_ten_times(canary_tenants, job_workers):
+    schema = canary_tenants.a.schema_name
+    schedule = schedule_of(schema, deploy(schema, "at-downtime", EVERY_MINUTE + 'TALK "ran"\n'))
+    due = schedule.next_run_at
+    schedules_tick(now=due + timedelta(seconds=2))  # minute 0 runs; then beat and workers are down
+    assert wait_for(lambda: runs(schema, schedule_id=schedule.pk, status=JobRun.Status.OK))
+    back = due + timedelta(minutes=11, seconds=5)  # minutes 1..10 were missed; minute 11 is now
+    schedules_tick(now=back)
+    schedules_tick(now=back + timedelta(seconds=20))
+    assert wait_for(lambda: len(runs(schema, schedule_id=schedule.pk)) >= 3)
+    time.sleep(SETTLE_S)
+    recorded = [(r.scheduled_for, r.status, r.skipped_count) for r in runs(schema, schedule_id=schedule.pk)]
+    assert recorded == [
+        (due, JobRun.Status.OK, 0),
+        (due + timedelta(minutes=1), JobRun.Status.SKIPPED_STALE, 10),
+        (due + timedelta(minutes=11), JobRun.Status.OK, 0),
+    ]
+    with schema_context(schema):
+        schedule.refresh_from_db()
+    assert schedule.next_run_at == due + timedelta(minutes=12)
+
+
+@outside_test_transaction
+def test_a_job_that_waits_is_resumed_by_a_worker_after_the_wait(canary_tenants, job_workers):
+    schema = canary_tenants.b.schema_name
+    schedule = schedule_of(schema, deploy(schema, "at-wait", EVERY_MINUTE + 'TALK "before"\nWAIT 1\nTALK "after"\n'))
+    schedules_tick(now=schedule.next_run_at + timedelta(seconds=1))
+    assert wait_for(lambda: runs(schema, schedule_id=schedule.pk, status=JobRun.Status.OK))
+    [run] = runs(schema, schedule_id=schedule.pk)
+    assert run.output == "before\nafter" and run.slices == 2 and run.state is None
+    assert run.finished_at - run.started_at >= timedelta(seconds=1)
+
+
+@outside_test_transaction
+def test_the_beat_task_on_a_worker_fires_what_is_due_now(canary_tenants, job_workers):
+    from django.utils import timezone
+    from django_tenants.utils import get_public_schema_name
+
+    from apps.automation.tasks import schedules_tick_task
+    from apps.tenants.models import ScheduleIndex
+
+    schema = canary_tenants.a.schema_name
+    schedule = schedule_of(schema, deploy(schema, "at-beat", EVERY_MINUTE + 'TALK "from beat"\n'))
+    due = timezone.now().replace(second=0, microsecond=0)  # this minute: due, and within the cut-off
+    with schema_context(get_public_schema_name()):
+        ScheduleIndex.objects.filter(tenant__schema_name=schema, schedule_id=schedule.pk).update(next_run_at=due)
+        schedules_tick_task.apply_async()  # what beat sends: a platform task, routed to `jobs`
+    assert wait_for(lambda: runs(schema, schedule_id=schedule.pk, status=JobRun.Status.OK))
+    [run] = runs(schema, schedule_id=schedule.pk, status=JobRun.Status.OK)
+    # The minute may have turned between setting `due` and the worker's tick: then that minute runs.
+    assert run.scheduled_for in (due, due + timedelta(minutes=1)) and run.output == "from beat"
