@@ -107,7 +107,8 @@ def _chat_context(request: HttpRequest, bot_name: str) -> tuple[dict, str, dict[
     from apps.sessions.models import Message
     from apps.sessions.services import session_bootstrap
 
-    bot = Bot.objects.filter(name=bot_name).first()
+    # Bot names are lower-case (apps.bots.models.BOT_NAME_RE): /Demo/ is the demo bot's page too.
+    bot = Bot.objects.filter(name=bot_name.lower()).first()
     if bot is None:
         raise Http404("no such bot")
     tenant_schema = request.tenant.schema_name
