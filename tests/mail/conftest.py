@@ -1,14 +1,17 @@
 """Mail fixtures: a real SMTP server (aiosmtpd), a real IMAP server (dovecot), a Celery worker on `mail`.
 
-End-to-end tests run with committed data (the worker thread sees only committed rows, and mail is queued
-on commit): they use `committed_db` instead of the `django_db` mark, in a tenant of their own that is
-dropped when the module ends. Each test makes its own bot, so tests never see each other's rows.
+End-to-end tests need committed data (the worker thread sees only committed rows, and mail is queued on
+commit), while the `django_db` mark wraps a test in a transaction on the main thread's connection. A test
+that asks for `committed_db` therefore runs its body in a thread of its own, with its own connection in
+autocommit, in a tenant of the module's own (dropped when the module ends). Each test makes its own bot,
+so tests never see each other's rows.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from celery.contrib.testing.worker import start_worker
@@ -31,8 +34,14 @@ def smtp_server() -> Iterator[SmtpServer]:
 def smtp(smtp_server: SmtpServer) -> SmtpServer:
     """The shared SMTP server, emptied for this test."""
     smtp_server.reset()
-    smtp_server.users = None
     return smtp_server
+
+
+@pytest.fixture
+def smtp_auth() -> Iterator[SmtpServer]:
+    """An SMTP server of this test's own that requires AUTH (user `shop`, password `s3cret-from-vault`)."""
+    with SmtpServer(users={"shop": "s3cret-from-vault"}) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
@@ -69,9 +78,29 @@ def mail_tenant(canary_tenants, django_db_blocker):
 
 @pytest.fixture
 def committed_db(django_db_blocker) -> Iterator[None]:
-    """Database access in autocommit: writes commit, on_commit callbacks run, the worker sees the rows."""
+    """Marks a test whose body runs in its own thread and connection (see pytest_pyfunc_call below):
+    writes commit, on_commit callbacks run, the worker sees the rows."""
     with django_db_blocker.unblock():
         yield
+
+
+def _run_closing_connections(function, kwargs):
+    from django.db import connections
+
+    try:
+        return function(**kwargs)
+    finally:
+        connections.close_all()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem):
+    if "committed_db" not in pyfuncitem.fixturenames:
+        return None
+    kwargs = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        executor.submit(_run_closing_connections, pyfuncitem.obj, kwargs).result()
+    return True
 
 
 @pytest.fixture(scope="module")

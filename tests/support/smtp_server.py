@@ -46,7 +46,8 @@ class _Handler:
             if self.server.fail_next:
                 return self.server.fail_next.pop(0)
             raw = envelope.original_content or envelope.content
-            message = email.message_from_bytes(raw, policy=email.policy.default)
+            # Parsed with local line ends, so tests compare bodies with "\n"; `raw` keeps the wire form.
+            message = email.message_from_bytes(raw.replace(b"\r\n", b"\n"), policy=email.policy.default)
             self.server.messages.append(
                 CapturedMail(envelope.mail_from, list(envelope.rcpt_tos), message, raw))  # type: ignore[arg-type]
             self.server.data_commands += 1

@@ -1,0 +1,185 @@
+"""Email out end to end: scripts queue mail in their transaction, a real worker delivers it after commit to
+a real SMTP server (aiosmtpd on loopback), with retries on temporary failures and never twice.
+
+These tests commit (see `committed_db` in conftest), in a tenant of their own.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from django.db import transaction
+from django_tenants.utils import schema_context
+
+from apps.bots.host import BotHost
+from apps.bots.models import Bot, BotConfig
+from apps.bots.runtime import script_start
+from apps.bots.services import script_sync
+from apps.drive.storage import tenant_drive
+from apps.mail.models import OutgoingMail
+from apps.mail.services import MailError, bot_drive_root, mail_send
+from apps.mail.tasks import mail_send_task
+from tests.mail.conftest import bot_name_new
+from tests.support.smtp_server import SmtpServer
+
+pytestmark = pytest.mark.django_db
+WAIT_S = 20
+
+
+def mail_bot(smtp: SmtpServer, **config: str) -> Bot:
+    """A bot of the current tenant sending through the test SMTP server."""
+    bot = Bot.objects.create(name=bot_name_new(), display_name="Shop Bot")
+    values = {"email-from": f"{bot.name}@shop.test", "email-server": smtp.host, "email-port": str(smtp.port),
+              "email-security": "plain", **config}
+    for line, (key, value) in enumerate(values.items(), start=2):
+        BotConfig.objects.create(bot=bot, key=key, value=value, line=line)
+    return bot
+
+
+def row_wait(pk: int, status: str) -> OutgoingMail:
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        row = OutgoingMail.objects.get(pk=pk)
+        if row.status == status:
+            return row
+        time.sleep(0.05)
+    raise AssertionError(f"mail {pk} is {row.status} ({row.last_error}), expected {status}")
+
+
+def run(bot: Bot, source: str):
+    script_sync(bot=bot, path=f"{bot.name}.gbai/{bot.name}.gbdialog/report.bas", data=source.encode())
+    return script_start(bot=bot, name="report", host=BotHost(bot))
+
+
+def test_send_mail_from_a_script_is_delivered_after_commit_with_text_and_html(
+        mail_tenant, committed_db, mail_worker, smtp):
+    with schema_context(mail_tenant.schema_name):
+        bot = mail_bot(smtp)
+        with transaction.atomic():
+            result = run(bot, 'total = 42\nSEND MAIL "ana@example.test", "Daily report", '
+                              '"<p>Total: <b>" + total + "</b></p>"\n')
+            assert result.status == "done", result.error
+            row = OutgoingMail.objects.get(bot=bot)
+            assert row.status == "queued"
+            time.sleep(0.3)
+            assert smtp.messages == []  # nothing leaves before the transaction commits
+        (captured,) = smtp.wait_for(1)
+        row = row_wait(row.pk, "sent")
+    message = captured.message
+    assert captured.rcpt_tos == ["ana@example.test"] and captured.mail_from == f"{bot.name}@shop.test"
+    assert message["Subject"] == "Daily report" and message["To"] == "ana@example.test"
+    assert message["Message-ID"] == row.message_id and row.message_id.endswith("@shop.test>")
+    assert "Shop Bot" in message["From"] and message["Auto-Submitted"] == "auto-generated"
+    assert message.get_content_type() == "multipart/alternative"
+    assert message.get_body(preferencelist=("plain",)).get_content().strip() == "Total: 42"
+    assert "<b>42</b>" in message.get_body(preferencelist=("html",)).get_content()
+    assert row.attempts == 1 and row.sent_at is not None and row.last_error == ""
+
+
+def test_begin_mail_block_sends_subject_and_body_lines(mail_tenant, committed_db, mail_worker, smtp):
+    with schema_context(mail_tenant.schema_name):
+        bot = mail_bot(smtp)
+        result = run(bot, 'who = "Ana"\nBEGIN MAIL "ana@example.test"\nSubject: Hello ${who}\n\n'
+                          'Dear ${who},\nyour order shipped.\nEND MAIL\n')
+        assert result.status == "done", result.error
+        (captured,) = smtp.wait_for(1)
+    assert captured.message["Subject"] == "Hello Ana"
+    assert captured.message.get_content_type() == "text/plain"
+    assert captured.message.get_content().strip() == "Dear Ana,\nyour order shipped."
+
+
+def test_a_rolled_back_script_sends_nothing(mail_tenant, committed_db, mail_worker, smtp):
+    with schema_context(mail_tenant.schema_name):
+        bot = mail_bot(smtp)
+        with pytest.raises(RuntimeError), transaction.atomic():
+            run(bot, 'SEND MAIL "ana@example.test", "never", "rolled back"\n')
+            raise RuntimeError("the caller fails after the script")
+        mail_send(bot=bot, to="bo@example.test", subject="after", body_text="marker")
+        (captured,) = smtp.wait_for(1)  # the worker is FIFO: the rolled-back mail would have come first
+        assert captured.message["Subject"] == "after"
+        assert not OutgoingMail.objects.filter(bot=bot, subject="never").exists()
+
+
+def test_a_temporary_failure_is_retried_then_delivered(mail_tenant, committed_db, mail_worker, smtp):
+    smtp.fail_next = ["451 4.3.0 Greylisted, try again later", "421 4.7.0 Busy"]
+    with schema_context(mail_tenant.schema_name):
+        bot = mail_bot(smtp)
+        row = mail_send(bot=bot, to="ana@example.test", subject="retry me", body_text="hello")
+        (captured,) = smtp.wait_for(1)
+        row = row_wait(row.pk, "sent")
+    assert captured.message["Message-ID"] == row.message_id
+    assert row.attempts == 3 and row.last_error == ""  # two temporary failures, then sent (error cleared)
+    assert len(smtp.messages) == 1
+
+
+def test_a_permanent_failure_fails_at_once_with_the_reason(mail_tenant, committed_db, mail_worker, smtp):
+    smtp.fail_next = ["550 5.1.1 No such user"]
+    with schema_context(mail_tenant.schema_name):
+        bot = mail_bot(smtp)
+        row = row_wait(mail_send(bot=bot, to="ghost@example.test", subject="x", body_text="y").pk, "failed")
+    assert row.attempts == 1 and "550" in row.last_error and "No such user" in row.last_error
+    assert smtp.messages == []
+
+
+def test_a_redelivered_task_for_a_sent_mail_sends_nothing(mail_tenant, committed_db, mail_worker, smtp):
+    with schema_context(mail_tenant.schema_name):
+        bot = mail_bot(smtp)
+        first = mail_send(bot=bot, to="ana@example.test", subject="once", body_text="only once")
+        smtp.wait_for(1)
+        row_wait(first.pk, "sent")
+        mail_send_task.apply_async(args=[first.pk], queue="mail")  # as the broker would redeliver it
+        mail_send(bot=bot, to="ana@example.test", subject="marker", body_text="after the redelivery")
+        captured = smtp.wait_for(2)
+        time.sleep(0.2)
+        assert [m.message["Subject"] for m in smtp.messages] == ["once", "marker"]
+        assert OutgoingMail.objects.get(pk=first.pk).attempts == 1
+    assert len(captured) == 2
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+def test_smtp_login_uses_the_vault_password_of_the_bots_tenant(mail_tenant, committed_db, mail_worker, smtp_auth,
+                                                                vault):
+    schema, smtp = mail_tenant.schema_name, smtp_auth
+    vault.put_secret(f"gbo/tenants/{schema}/mail", {"password": "s3cret-from-vault"})
+    with schema_context(schema):
+        bot = mail_bot(smtp, **{"email-user": "shop", "email-pass": f"vault:gbo/tenants/{schema}/mail#password"})
+        row = mail_send(bot=bot, to="ana@example.test", subject="authenticated", body_text="hi")
+        smtp.wait_for(1)
+        row_wait(row.pk, "sent")
+        thief = mail_bot(smtp, **{"email-user": "shop", "email-pass": "vault:gbo/tenants/other/mail#password"})
+        stolen = row_wait(mail_send(bot=thief, to="ana@example.test", subject="x", body_text="y").pk, "failed")
+    assert smtp.auth_attempts == [("shop", "s3cret-from-vault")]
+    assert "outside this bot's secrets" in stolen.last_error
+    assert vault.count(vault.kv_path("gbo/tenants/other/mail")) == 0
+
+
+def test_attachments_come_from_the_bots_drive(mail_tenant, committed_db, mail_worker, smtp):
+    with schema_context(mail_tenant.schema_name):
+        bot = mail_bot(smtp)
+        tenant_drive().write(bot_drive_root(bot) + "reports/sales.csv", b"day,total\nmon,42\n")
+        result = run(bot, 'SEND MAIL "ana@example.test", "Sales", "attached", "reports/sales.csv"\n')
+        assert result.status == "done", result.error
+        (captured,) = smtp.wait_for(1)
+        (attachment,) = list(captured.message.iter_attachments())
+        assert attachment.get_filename() == "sales.csv"
+        assert attachment.get_content() == "day,total\nmon,42\n"
+        missing = run(bot, 'SEND MAIL "ana@example.test", "Sales", "attached", "../other.gbai/secret.txt"\n')
+        assert missing.status == "error" and "without '..'" in missing.error["message"]
+
+
+def test_talk_to_an_address_mails_it_and_bad_recipients_are_script_errors(
+        mail_tenant, committed_db, mail_worker, smtp):
+    with schema_context(mail_tenant.schema_name):
+        bot = mail_bot(smtp)
+        result = run(bot, 'TALK TO "email:bo@example.test", "Your table is ready"\n')
+        assert result.status == "done", result.error
+        (captured,) = smtp.wait_for(1)
+        assert captured.rcpt_tos == ["bo@example.test"]
+        assert captured.message["Subject"] == "Message from Shop Bot"
+        bad = run(bot, 'SEND MAIL "not an address", "x", "y"\n')
+        assert bad.status == "error" and "not an e-mail address" in bad.error["message"]
+        with pytest.raises(MailError, match="at most"):
+            mail_send(bot=bot, to=",".join(f"u{i}@example.test" for i in range(51)), subject="x", body_text="y")
+        whatsapp = run(bot, 'TALK TO "whatsapp:+5511999", "hi"\n')
+        assert whatsapp.status == "error" and "whatsapp" in whatsapp.error["message"]
