@@ -42,11 +42,11 @@ ACCOUNTS = {
 }
 
 
-def _client(client_id: str, secret: str, host: str = HOST_A) -> dict:
+def _client(client_id: str, secret: str, hosts: tuple[str, ...] = (HOST_A,)) -> dict:
     return {
         "client_id": client_id, "client_secret": secret,
-        "redirect_uris": [f"http://{host}/accounts/oidc/callback/"],
-        "post_logout_redirect_uris": [f"http://{host}/"],
+        "redirect_uris": [f"http://{host}/accounts/oidc/callback/" for host in hosts],
+        "post_logout_redirect_uris": [f"http://{host}/" for host in hosts],
         "grant_types": ["authorization_code"], "response_types": ["code"],
         "token_endpoint_auth_method": "client_secret_basic", "id_token_signed_response_alg": "RS256",
     }
@@ -58,7 +58,7 @@ def provider_key():
 
 
 @pytest.fixture(scope="session")
-def provider(provider_key):
+def provider_process(provider_key):
     if node_binary() is None:
         pytest.skip("Node.js is not installed: the OIDC tests run npm oidc-provider (make installs it)")
     started = OidcProvider.start(
@@ -69,12 +69,20 @@ def provider(provider_key):
     started.stop()
 
 
+@pytest.fixture
+def provider(provider_process):
+    """The provider, with no queued token override and its original accounts for each test."""
+    provider_process.reset()
+    yield provider_process
+    provider_process.reset()
+
+
 @pytest.fixture(scope="session")
 def other_provider():
     """Tenant B's issuer: the same client id registered (so `aud` matches), its own issuer and key."""
     if node_binary() is None:
         pytest.skip("Node.js is not installed")
-    started = OidcProvider.start(clients=[_client(CLIENT_ID, CLIENT_SECRET), _client(CLIENT_ID, CLIENT_SECRET, HOST_B)],
+    started = OidcProvider.start(clients=[_client(CLIENT_ID, CLIENT_SECRET, (HOST_A, HOST_B))],
                                  accounts=ACCOUNTS, key=rsa_signing_key("key-provider-2"))
     yield started
     started.stop()

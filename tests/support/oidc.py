@@ -12,17 +12,19 @@ and drives its side of the flow over HTTP the way a browser would.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import re
+import secrets
 import select
 import shutil
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 
 import jwt
 import requests
@@ -116,6 +118,10 @@ class OidcProvider:
                                  timeout=HTTP_TIMEOUT_S)
         response.raise_for_status()
 
+    def reset(self) -> None:
+        """Drop queued overrides and restore the accounts given at start (between tests)."""
+        requests.post(f"{self.issuer}/__test/reset", timeout=HTTP_TIMEOUT_S).raise_for_status()
+
     def account_set(self, sub: str, claims: dict[str, Any]) -> None:
         response = requests.post(f"{self.issuer}/__test/account", json={"sub": sub, "claims": claims},
                                  timeout=HTTP_TIMEOUT_S)
@@ -151,6 +157,22 @@ class ProviderBrowser:
             raise AssertionError(f"the provider answered {response.status_code} at {url}: {response.text[:500]}")
         raise AssertionError("too many redirects at the provider")
 
+    def id_token_for(self, *, client_id: str, client_secret: str, redirect_uri: str, nonce: str, sub: str) -> str:
+        """A real ID token from this provider for `client_id`: a whole code flow (with PKCE) run directly."""
+        verifier = secrets.token_urlsafe(48)
+        challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+        query = urlencode({"response_type": "code", "client_id": client_id, "redirect_uri": redirect_uri,
+                           "scope": "openid email profile", "state": secrets.token_urlsafe(16), "nonce": nonce,
+                           "code_challenge": challenge, "code_challenge_method": "S256"})
+        back = self.authorize(f"{self.provider.issuer}/auth?{query}", sub=sub)
+        code = parse_qs(urlsplit(back).query)["code"][0]
+        token_request = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri,
+                         "code_verifier": verifier}
+        response = requests.post(f"{self.provider.issuer}/token", auth=(client_id, client_secret),
+                                 timeout=HTTP_TIMEOUT_S, data=token_request)
+        assert response.status_code == 200, response.text[:500]
+        return response.json()["id_token"]
+
     def end_session(self, url: str) -> str:
         """Confirm RP-initiated logout on the provider's page; returns where it redirects afterwards."""
         page = self.session.get(url, allow_redirects=False, timeout=HTTP_TIMEOUT_S)
@@ -169,12 +191,3 @@ class ProviderBrowser:
                 return target
             done = self.session.get(target, allow_redirects=False, timeout=HTTP_TIMEOUT_S)
         raise AssertionError("too many redirects at the provider's logout")
-
-
-def wait_until(predicate, timeout_s: float = 5.0, interval_s: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval_s)
-    return predicate()

@@ -11,12 +11,13 @@
 // Test controls (loopback only, this script only):
 //   POST /__test/id_token_override  (JSON {id_token}) the next token response carries this id_token
 //   POST /__test/account            (JSON {sub, claims}) set or replace an account's claims
+//   POST /__test/reset              forget queued overrides, restore the accounts of the config file
 import http from 'node:http';
 import { readFileSync } from 'node:fs';
 import Provider from 'oidc-provider';
 
 const config = JSON.parse(readFileSync(process.argv[2], 'utf8'));
-const accounts = config.accounts || {};
+let accounts = structuredClone(config.accounts || {});
 const idTokenOverrides = [];
 const rolesClaim = config.rolesClaim || 'urn:zitadel:iam:org:project:roles';
 
@@ -111,6 +112,11 @@ server.listen(config.port || 0, '127.0.0.1', () => {
       if (url.pathname === '/__test/id_token_override' && req.method === 'POST') {
         idTokenOverrides.push(JSON.parse(await readBody(req)).id_token);
         return sendJson(res, 200, { queued: idTokenOverrides.length });
+      }
+      if (url.pathname === '/__test/reset' && req.method === 'POST') {
+        idTokenOverrides.length = 0;
+        accounts = structuredClone(config.accounts || {});
+        return sendJson(res, 200, { ok: true });
       }
       if (url.pathname === '/__test/account' && req.method === 'POST') {
         const body = JSON.parse(await readBody(req));
