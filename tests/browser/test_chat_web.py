@@ -295,7 +295,7 @@ async (url) => new Promise((resolve) => {
   socket.onopen = () => socket.send(JSON.stringify({type: 'resume', last_index: -1}));
   socket.onmessage = (event) => received.push(String(event.data));
   socket.onclose = (event) => resolve({closed: true, code: event.code, received});
-  setTimeout(() => resolve({closed: false, code: null, received}), 3000);
+  setTimeout(() => resolve({closed: false, code: null, received}), 1500);
 })
 """
 
