@@ -7,6 +7,8 @@ derived from the drive by the DriveMonitor (apps.drive); bot memory and bot tabl
 from django.core.validators import RegexValidator
 from django.db import models
 
+from apps.core.fields import EncryptedJSONField
+
 # Upstream bot names are path segments (`<bot>.gbai`) and URL segments (`/<bot>/`): keep them plain.
 BOT_NAME_RE = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 BOT_NAME_VALIDATOR = RegexValidator(BOT_NAME_RE, "lower-case letters, digits, - and _ only")
@@ -74,11 +76,15 @@ class BotConfig(models.Model):
 
 
 class BotMemory(models.Model):
-    """SET BOT MEMORY / GET BOT MEMORY: one value per key, shared by every session of the bot."""
+    """SET BOT MEMORY / GET BOT MEMORY: one value per key, shared by every session of the bot.
+
+    The value (any JSON value) is encrypted at rest, bound to the tenant (apps.core.fields): scripts keep
+    customer data there. It cannot be filtered on; look rows up by bot and key.
+    """
 
     bot = models.ForeignKey(Bot, on_delete=models.CASCADE, related_name="memory")
     key = models.CharField(max_length=200)
-    value = models.JSONField(null=True)
+    value = EncryptedJSONField(null=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
