@@ -111,7 +111,7 @@ def schedule_of(schema: str, script: BotScript) -> BotSchedule:
 def _worker(env: dict, name: str, log: Path) -> subprocess.Popen:
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "gbplatform", "worker", "-Q", "jobs", "-c", "1", "-n",
+            [sys.executable, "-m", "celery", "-A", "gbplatform", "worker", "-Q", "jobs,mail", "-c", "1", "-n",
              f"{name}@%h", "--loglevel", "WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat"],
             cwd=ROOT, env=env, start_new_session=True, stdout=out, stderr=subprocess.STDOUT,
         )
@@ -119,7 +119,8 @@ def _worker(env: dict, name: str, log: Path) -> subprocess.Popen:
 
 @pytest.fixture(scope="module")
 def job_workers(canary_tenants, tmp_path_factory):
-    """Two real worker processes on queue `jobs`, on the test database and the run's Redis."""
+    """Two real worker processes on queue `jobs` (and `mail`, for what scheduled scripts send), on the test
+    database and the run's Redis. Bots may name a loopback mail server (the tests' aiosmtpd)."""
     db = settings.DATABASES["default"]
     env = {
         **os.environ,
@@ -128,6 +129,7 @@ def job_workers(canary_tenants, tmp_path_factory):
         "S3_ACCESS_KEY": "",
         "QDRANT_URL": "",
         "MEDIA_ROOT": str(tmp_path_factory.mktemp("media")),
+        "MAIL_ALLOW_PRIVATE_HOSTS": "true",
     }
     log = tmp_path_factory.mktemp("workers") / "workers.log"
     workers = [_worker(env, f"jobs{i}", log) for i in (1, 2)]
