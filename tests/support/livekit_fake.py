@@ -14,6 +14,8 @@ What it checks, as LiveKit does:
 Rooms live in memory; CreateRoom of an existing name returns that room (LiveKit is idempotent there),
 DeleteRoom of an unknown room answers 404 `not_found`. `add_participant` puts someone in a room.
 Every request is recorded (`requests`: method, decoded request as a dict, content type, claims).
+GET requests (a browser's LiveKit client opening its signalling connection) are recorded in
+`browser_requests` and refused with 401: there is no media server here.
 `webhook_authorization` signs a webhook body the way LiveKit does (a JWT carrying the body's sha256).
 """
 
@@ -54,6 +56,7 @@ class FakeLiveKit:
     rooms: dict[str, lk_models.Room] = field(default_factory=dict)
     participants: dict[str, list[lk_models.ParticipantInfo]] = field(default_factory=dict)
     requests: list[RecordedRequest] = field(default_factory=list)
+    browser_requests: list[str] = field(default_factory=list)  # GET paths (with query) from browsers
     _server: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -78,6 +81,18 @@ class FakeLiveKit:
 
             def log_message(self, *args: object) -> None:  # quiet test output
                 pass
+
+            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+                # A browser's LiveKit client: the signalling WebSocket (`/rtc...`) and, when that fails,
+                # `/rtc/validate`. No media server here: recorded, then refused as LiveKit refuses a client.
+                fake.browser_requests.append(self.path)
+                payload = b"fake LiveKit: no signalling server here"
+                self.send_response(401)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(payload)))
+                self.send_header("Access-Control-Allow-Origin", "*")
+                self.end_headers()
+                self.wfile.write(payload)
 
             def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
                 length = int(self.headers.get("Content-Length") or 0)
