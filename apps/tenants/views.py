@@ -1,6 +1,7 @@
-from django.contrib.auth.decorators import login_required
 from django.shortcuts import render
 
+from apps.accounts.permissions import console_role_required
+from apps.accounts.roles import Role
 from apps.bots.selectors import bot_list
 
 
@@ -8,6 +9,6 @@ def tenant_home(request):
     return render(request, "tenants/home.html", {"tenant": request.tenant, "bots": bot_list()})
 
 
-@login_required
+@console_role_required(Role.VIEWER)
 def console_home(request):
     return render(request, "tenants/console.html", {"tenant": request.tenant, "bots": bot_list()})
