@@ -2,7 +2,8 @@
 
 TALK has nobody to talk to, so it goes to the job's output (shown with the run in the console); HEAR has
 nobody to answer it, so the run ends with an error at the HEAR (apps.automation.services); TALK TO an email
-address and SEND MAIL deliver through the mail service (apps.mail), queued when the job's writes commit.
+address and SEND MAIL deliver through the mail service (apps.mail), queued when the job's writes commit;
+LLM asks the bot's model (apps.llm).
 """
 
 from __future__ import annotations
@@ -62,6 +63,15 @@ class JobHost(BotHost):
 
     def clear_suggestions(self) -> None:
         return None
+
+    # -- LLM: a report a job writes (the bot's llm-* settings, then the platform's provider) ---------
+    def llm(self, prompt: str) -> str:
+        from apps.llm.services import LLMError, complete, llm_settings_for
+
+        try:
+            return complete(llm_settings_for(self.bot, self.config_values()), str(prompt))
+        except LLMError as exc:
+            raise HostError(f"LLM: {exc}") from None
 
     # -- delivery ------------------------------------------------------------------------------------
     def talk_to(self, address: str, text: str) -> None:

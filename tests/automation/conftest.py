@@ -20,6 +20,7 @@ from django_tenants.utils import schema_context
 from apps.automation.models import JobRun
 from apps.bots import services as bot_services
 from apps.bots.models import Bot, BotSchedule, BotScript
+from tests.support.llm_fake import llm_platform, llm_server  # noqa: F401 - shared fixtures
 
 ROOT = Path(__file__).resolve().parents[2]
 # Worker processes start in a few seconds; a run they pick up finishes in well under a second.

@@ -68,3 +68,17 @@ def test_send_mail_to_a_bad_address_fails_the_job_at_its_line(canary_tenants):
         run = schedule_run(schedule_id=schedule.pk, scheduled_for=schedule.next_run_at)
     assert run.status == JobRun.Status.ERROR and run.error_line == 3
     assert run.error_message == "SEND MAIL: 'nobody-at-example' is not an e-mail address"
+
+
+@outside_test_transaction
+def test_a_job_asks_the_bots_llm_and_keeps_the_answer_in_its_output(canary_tenants, llm_platform):
+    from apps.automation.services import schedule_run
+
+    schema = canary_tenants.a.schema_name
+    source = 'SET SCHEDULE "every minute"\nsummary = LLM "Summarise: 3 open tickets"\nTALK summary\n'
+    schedule = schedule_of(schema, deploy(schema, "at-llm", source))
+    with schema_context(schema):
+        run = schedule_run(schedule_id=schedule.pk, scheduled_for=schedule.next_run_at)
+    assert run.status == JobRun.Status.OK, run.error_message
+    assert run.output == "echo: Summarise: 3 open tickets"
+    assert llm_platform.requests[-1].body["messages"][-1]["content"] == "Summarise: 3 open tickets"
