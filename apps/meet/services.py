@@ -4,7 +4,8 @@ Failure modes this module prevents:
 - A local room without its LiveKit room, or the reverse: LiveKit is called first (CreateRoom is
   idempotent by name, DeleteRoom of a missing room is "already gone"), and the row changes only after
   LiveKit agreed; a failed call changes nothing and says why.
-- A participant getting more than their role allows: grants come from one table (`ROLE_GRANTS`); a viewer
+- A participant getting more than their role allows: the role is the console role (apps.accounts), and
+  grants come from one table (`ROLE_GRANTS`); a viewer
   cannot publish, only admins and editors get room_admin (mute/remove others), a guest with an invite
   publishes but administers nothing.
 - A long-lived leaked join token: tokens live `JOIN_TOKEN_TTL` (LiveKit refreshes a connected
@@ -144,14 +145,14 @@ class WebhookOutcome:
 
 
 def user_meet_role(user) -> MeetRole | None:
-    """The meeting role of a signed-in user of this tenant; None for anonymous visitors.
+    """The meeting role of a signed-in user: their console role (apps.accounts: OIDC-mapped, or staff =
+    admin for local users); None for anonymous visitors and users without a console role."""
+    from apps.accounts.selectors import user_console_role
 
-    apps.accounts has no role model yet: staff (tenant admins) are admins, every other signed-in user a
-    viewer (least privilege). Replace this mapping with the accounts role when it exists.
-    """
-    if user is None or not getattr(user, "is_authenticated", False) or not getattr(user, "is_active", False):
-        return None
-    return MeetRole.ADMIN if user.is_staff else MeetRole.VIEWER
+    if user is None or not getattr(user, "is_authenticated", False) or getattr(user, "pk", None) is None:
+        return None  # anonymous, or an API-key principal (no person to put in a meeting)
+    role = user_console_role(user)
+    return MeetRole(role.value) if role else None
 
 
 def effective_role(*, user, room: Room, invite: str = "") -> MeetRole | None:

@@ -58,25 +58,26 @@ def _room_or_none(name: str) -> Room | None:
     return Room.objects.filter(name=name).first()
 
 
-def _manager_check(request: HttpRequest) -> JsonResponse | None:
-    """None when the request may create and close rooms; else the error response."""
+def _role_refusal(request: HttpRequest, *, manage: bool) -> JsonResponse | None:
+    """None when the request may see rooms (any console role) or, with `manage`, create and close them
+    (editor or admin); else the error response."""
+    if not request.user.is_authenticated:
+        return _error("sign in to use meetings", 401)
     role = user_meet_role(request.user)
     if role is None:
-        return _error("sign in to manage meetings", 401)
-    if role not in ROOM_MANAGER_ROLES:
-        return _error("managing meetings needs an editor or admin of this tenant", 403)
+        return _error("meetings need a console role (viewer, editor or admin) in this tenant", 403)
+    if manage and role not in ROOM_MANAGER_ROLES:
+        return _error(f"managing meetings needs the editor or admin role; you have {role}", 403)
     return None
 
 
 @require_http_methods(["GET", "POST"])
 def rooms_api(request: HttpRequest) -> JsonResponse:
     """GET: the tenant's rooms (signed-in users). POST {name, title?, bot?, max_participants?}: a new room."""
-    if request.method == "GET":
-        if user_meet_role(request.user) is None:
-            return _error("sign in to see meetings", 401)
-        return JsonResponse({"video": livekit_configured(), "rooms": selectors.room_list()})
-    if (refused := _manager_check(request)) is not None:
+    if (refused := _role_refusal(request, manage=request.method != "GET")) is not None:
         return refused
+    if request.method == "GET":
+        return JsonResponse({"video": livekit_configured(), "rooms": selectors.room_list()})
     try:
         data = _payload(request)
         bot = None
@@ -109,17 +110,13 @@ def rooms_api(request: HttpRequest) -> JsonResponse:
 @require_http_methods(["GET", "DELETE"])
 def room_api(request: HttpRequest, name: str) -> JsonResponse:
     """GET: one room with who is in it now (LiveKit). DELETE: close the room (everyone is disconnected)."""
-    room = _room_or_none(name)
-    if request.method == "GET":
-        if user_meet_role(request.user) is None:
-            return _error("sign in to see meetings", 401)
-        if room is None:
-            return _error(f"no room named {name!r}", 404)
-        return JsonResponse({**selectors.room_detail(room), "participants": selectors.room_participants(room)})
-    if (refused := _manager_check(request)) is not None:
+    if (refused := _role_refusal(request, manage=request.method != "GET")) is not None:
         return refused
+    room = _room_or_none(name)
     if room is None:
         return _error(f"no room named {name!r}", 404)
+    if request.method == "GET":
+        return JsonResponse({**selectors.room_detail(room), "participants": selectors.room_participants(room)})
     try:
         room = room_close(room=room)
     except MeetError as exc:
@@ -139,6 +136,8 @@ def room_token_api(request: HttpRequest, name: str) -> JsonResponse:
         data = _payload(request)
         role = effective_role(user=request.user, room=room, invite=str(data.get("invite") or ""))
         if role is None:
+            if request.user.is_authenticated:
+                return _error("you have no console role here: open the meeting from its invite link", 403)
             return _error("sign in, or open the meeting from its invite link", 401)
         joined = join_token_mint(room=room, role=role, user=request.user, guest_name=str(data.get("name") or ""))
     except MeetError as exc:
@@ -196,7 +195,7 @@ def room_page(request: HttpRequest, name: str) -> HttpResponse:
     if role is None:
         if not request.user.is_authenticated:
             return redirect_to_login(request.get_full_path())
-        return render(request, "meet/missing.html", {"name": name}, status=403)
+        return render(request, "meet/missing.html", {"name": name}, status=403)  # signed in, no console role
     response = render(request, "meet/room.html", {
         "room": room,
         "role": str(role),

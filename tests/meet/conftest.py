@@ -36,10 +36,17 @@ def admin_client(tenant) -> Client:
     return client
 
 
-def viewer_client(tenant, username: str = "watcher") -> Client:
-    """A signed-in user of the tenant who is not staff (a viewer)."""
+def role_client(tenant, username: str, role: str) -> Client:
+    """A signed-in local user of the tenant (not staff) holding console `role` ("" for none)."""
+    from apps.accounts.models import ConsoleProfile
+
     with schema_context(tenant.schema_name):
-        get_user_model().objects.create_user(username=username, password="viewer-pass-123", first_name="Wanda")
+        user = get_user_model().objects.create_user(username=username, password="member-pass-123", first_name="Wanda")
+        ConsoleProfile.objects.create(user=user, role=role)
     client = Client(HTTP_HOST=tenant.host)
-    assert client.post("/accounts/login/", {"username": username, "password": "viewer-pass-123"}).status_code == 302
+    assert client.post("/accounts/login/", {"username": username, "password": "member-pass-123"}).status_code == 302
     return client
+
+
+def viewer_client(tenant, username: str = "watcher") -> Client:
+    return role_client(tenant, username, "viewer")

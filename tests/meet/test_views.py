@@ -14,7 +14,7 @@ from livekit import api as lk
 
 from apps.meet.models import ParticipantEvent, Recording, Room, WebhookEvent
 from apps.meet.services import WebhookRefused, invite_create, room_create, webhook_receive
-from tests.meet.conftest import admin_client, viewer_client
+from tests.meet.conftest import admin_client, role_client, viewer_client
 
 pytestmark = pytest.mark.django_db
 
@@ -71,12 +71,23 @@ def test_anonymous_and_viewers_cannot_manage_rooms(canary_tenants, livekit):
     assert _post_json(anonymous, "/api/meet/rooms", {"name": "x"}).status_code == 401
     assert anonymous.get("/api/meet/rooms").status_code == 401
     viewer = viewer_client(tenant)
-    assert _post_json(viewer, "/api/meet/rooms", {"name": "x"}).status_code == 403
+    refused = _post_json(viewer, "/api/meet/rooms", {"name": "x"})
+    assert refused.status_code == 403 and "you have viewer" in refused.json()["error"]
     with schema_context(tenant.schema_name):
         room_create(name="kept")
     assert viewer.delete("/api/meet/rooms/kept").status_code == 403
     assert [r["name"] for r in viewer.get("/api/meet/rooms").json()["rooms"]] == ["kept"]
+    no_role = role_client(tenant, "outsider", "")
+    assert no_role.get("/api/meet/rooms").status_code == 403
+    assert _post_json(no_role, "/api/meet/rooms/kept/token", {}).status_code == 403
+    assert no_role.get("/meet/kept/").status_code == 403
     assert livekit.calls("DeleteRoom") == []
+
+
+def test_an_editor_manages_rooms(canary_tenants, livekit):
+    editor = role_client(canary_tenants.a, "ed", "editor")
+    assert _post_json(editor, "/api/meet/rooms", {"name": "edited"}).status_code == 201
+    assert editor.delete("/api/meet/rooms/edited").json()["status"] == "closed"
 
 
 def test_tokens_from_the_api_carry_the_callers_grants(canary_tenants, livekit):
@@ -87,7 +98,9 @@ def test_tokens_from_the_api_carry_the_callers_grants(canary_tenants, livekit):
     grants = {}
     for who, client, data in [
         ("admin", admin_client(tenant), {}),
+        ("editor", role_client(tenant, "ed", "editor"), {}),
         ("viewer", viewer_client(tenant), {}),
+        ("viewer+invite", role_client(tenant, "vi", "viewer"), {"invite": invite}),
         ("guest", Client(HTTP_HOST=tenant.host), {"invite": invite, "name": "Visitor"}),
     ]:
         response = _post_json(client, "/api/meet/rooms/town-hall/token", data)
@@ -98,7 +111,9 @@ def test_tokens_from_the_api_carry_the_callers_grants(canary_tenants, livekit):
         grants[who] = (body["role"], video["roomAdmin"], video["canPublish"], video["canSubscribe"])
     assert grants == {
         "admin": ("admin", True, True, True),
+        "editor": ("editor", True, True, True),
         "viewer": ("viewer", False, False, True),
+        "viewer+invite": ("guest", False, True, True),
         "guest": ("guest", False, True, True),
     }
 
