@@ -328,8 +328,15 @@ class PollReport:
     answered: int = 0
     skipped: int = 0
     failed: int = 0
+    duplicates: int = 0  # already handled (same Message-ID seen before): left alone
     busy: bool = False
     error: str = ""
+
+
+@dataclass(frozen=True)
+class IncomingResult:
+    mail: IncomingMail
+    duplicate: bool  # handled before this call; nothing was done now
 
 
 @contextlib.contextmanager
@@ -395,15 +402,19 @@ def _mailbox_read(bot: Bot, account: ImapAccount, report: PollReport) -> None:
             if size > INCOMING_MAX_BYTES:
                 header = client.fetch([uid], ["BODY.PEEK[HEADER]"])[uid][b"BODY[HEADER]"]
                 reason = f"larger than {INCOMING_MAX_BYTES // (1024 * 1024)} MB ({size} bytes)"
-                row = incoming_record_skipped(bot=bot, raw=header, uid=uid, reason=reason)
+                result = incoming_record_skipped(bot=bot, raw=header, uid=uid, reason=reason)
             else:
                 raw = client.fetch([uid], ["BODY.PEEK[]"])[uid][b"BODY[]"]
-                row = incoming_process(bot=bot, raw=raw, uid=uid, own_addresses={account.user.lower()})
+                result = incoming_process(bot=bot, raw=raw, uid=uid, own_addresses={account.user.lower()})
+            row = result.mail
             flags = [b"\\Seen"] + ([b"\\Answered"] if row.status == IncomingMail.Status.ANSWERED else [])
             client.add_flags([uid], flags)
-            report.answered += row.status == IncomingMail.Status.ANSWERED
-            report.skipped += row.status in (IncomingMail.Status.SKIPPED, IncomingMail.Status.NO_REPLY)
-            report.failed += row.status == IncomingMail.Status.FAILED
+            if result.duplicate:
+                report.duplicates += 1
+            else:
+                report.answered += row.status == IncomingMail.Status.ANSWERED
+                report.skipped += row.status in (IncomingMail.Status.SKIPPED, IncomingMail.Status.NO_REPLY)
+                report.failed += row.status == IncomingMail.Status.FAILED
             state.last_uid = uid
             state.save()
         if fresh and len(uids) <= POLL_BATCH and uidnext:
@@ -411,23 +422,25 @@ def _mailbox_read(bot: Bot, account: ImapAccount, report: PollReport) -> None:
         state.save()
 
 
-def incoming_record_skipped(*, bot: Bot, raw: bytes, uid: int | None, reason: str) -> IncomingMail:
+def incoming_record_skipped(*, bot: Bot, raw: bytes, uid: int | None, reason: str) -> IncomingResult:
+    """Record a mail that is not processed (e.g. too large) from its header, so it shows with the reason."""
     mail = content.message_parse(raw)
-    row, _ = IncomingMail.objects.get_or_create(
+    row, created = IncomingMail.objects.get_or_create(
         bot=bot, message_id=mail.message_id,
         defaults={"thread_key": mail.thread_key, "from_address": mail.from_address, "subject": mail.subject,
                   "mailbox_uid": uid, "status": IncomingMail.Status.SKIPPED, "reason": reason,
                   "processed_at": timezone.now()},
     )
-    return row
+    return IncomingResult(row, duplicate=not created)
 
 
 def incoming_process(*, bot: Bot, raw: bytes, uid: int | None = None,
-                     own_addresses: set[str] | None = None) -> IncomingMail:
+                     own_addresses: set[str] | None = None) -> IncomingResult:
     """Answer one received mail through a chat turn on channel `email`, in its thread; once per Message-ID.
 
-    Returns the IncomingMail row. A crash in the bot's turn propagates (the poller stops and the mail is
-    tried again on the next poll) until INCOMING_MAX_ATTEMPTS, then the row shows failed.
+    Returns the IncomingMail row, and whether it had been handled before (then nothing is done). A crash
+    in the bot's turn propagates (the poller stops and the mail is tried again on the next poll) until
+    INCOMING_MAX_ATTEMPTS, then the row shows failed.
     """
     mail = content.message_parse(raw)
     with transaction.atomic():
@@ -438,13 +451,13 @@ def incoming_process(*, bot: Bot, raw: bytes, uid: int | None = None,
         )
         if not created and row.status != IncomingMail.Status.RECEIVED:
             logger.info("mail: %s for bot %s already %s", mail.message_id, bot.name, row.status)
-            return row
+            return IncomingResult(row, duplicate=True)
         row.attempts += 1
         row.save(update_fields=["attempts"])
     own = set(own_addresses or ()) | _bot_addresses(bot)
     refusal = content.reply_refusal(mail, own_addresses=own)
     if refusal:
-        return _incoming_done(row, IncomingMail.Status.SKIPPED, refusal)
+        return IncomingResult(_incoming_done(row, IncomingMail.Status.SKIPPED, refusal), duplicate=False)
     row.attachments = _attachments_store(bot, row, mail.attachments)
     row.save(update_fields=["attachments"])
     try:
@@ -455,16 +468,17 @@ def incoming_process(*, bot: Bot, raw: bytes, uid: int | None = None,
     except Exception as exc:
         if row.attempts >= INCOMING_MAX_ATTEMPTS:
             logger.exception("mail: bot %s could not answer %s", bot.name, mail.message_id)
-            return _incoming_done(row, IncomingMail.Status.FAILED, f"{type(exc).__name__}: {exc}"[:1000])
+            failed = _incoming_done(row, IncomingMail.Status.FAILED, f"{type(exc).__name__}: {exc}"[:1000])
+            return IncomingResult(failed, duplicate=False)
         raise
     reply = "\n\n".join(m.content.strip() for m in messages if (m.content or "").strip())
     if not reply:
-        return _incoming_done(row, IncomingMail.Status.NO_REPLY, "the bot produced no answer")
+        return IncomingResult(_incoming_done(row, IncomingMail.Status.NO_REPLY, "the bot produced no answer"), False)
     with transaction.atomic():
         row.reply = mail_send(bot=bot, to=mail.from_address, subject=content.reply_subject(mail.subject),
                               body_text=reply, in_reply_to=mail.message_id,
                               references=[*mail.references, mail.message_id])
-        return _incoming_done(row, IncomingMail.Status.ANSWERED, "")
+        return IncomingResult(_incoming_done(row, IncomingMail.Status.ANSWERED, ""), duplicate=False)
 
 
 def _incoming_done(row: IncomingMail, status: str, reason: str) -> IncomingMail:

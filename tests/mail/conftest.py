@@ -76,6 +76,27 @@ def mail_tenant(canary_tenants, django_db_blocker):
         tenant_delete(schema_name=tenant.schema_name)
 
 
+@pytest.fixture(scope="module")
+def other_mail_tenant(mail_tenant, django_db_blocker):
+    """A second committed tenant, for isolation between tenants that both read mail."""
+    from apps.tenants.services import tenant_create, tenant_delete
+
+    with django_db_blocker.unblock():
+        tenant, _ = tenant_create(name="Mail Tests B", domain="mail-tests-b.test.localhost", admin_username=None)
+    yield tenant
+    with django_db_blocker.unblock():
+        tenant_delete(schema_name=tenant.schema_name)
+
+
+@pytest.fixture
+def chat_turns():
+    """The chat core's channel_turn (apps.sessions), which answers incoming mail."""
+    try:
+        from apps.sessions.services import channel_turn  # noqa: F401
+    except ImportError:
+        pytest.skip("apps.sessions.services.channel_turn (the chat core) is not available yet")
+
+
 @pytest.fixture
 def committed_db(django_db_blocker) -> Iterator[None]:
     """Marks a test whose body runs in its own thread and connection (see pytest_pyfunc_call below):

@@ -1,11 +1,11 @@
 """A real IMAP server for tests: Debian's dovecot (`dovecot-imapd`) on a free loopback port.
 
 Each server gets a private configuration in a temporary folder (nothing under /etc is read or written):
-IMAP only, plain-text logins allowed on loopback without TLS, users and passwords from a passwd-file,
+IMAP only, plain-text logins allowed on loopback without TLS, users and passwords from passwd-files (one per user),
 maildir storage under the same folder. Every dovecot process runs as the user running the tests, so the
 harness works as an ordinary user; as root (dovecot refuses to run its login and mail processes as
 root), they run as the package's own `dovecot` and `dovenull` users instead. `add_user` may be called
-while the server runs (the passwd-file is read on each login).
+while the server runs (each login reads that user's passwd-file).
 
 `dovecot_binary()` is None when dovecot is not installed: tests skip with the reason then.
 """
@@ -54,7 +54,7 @@ mail_uid = {uid}
 mail_gid = {gid}
 passdb {{
   driver = passwd-file
-  args = scheme=PLAIN username_format=%u {root}/passwd
+  args = scheme=PLAIN username_format=%u {root}/users/%u
 }}
 userdb {{
   driver = static
@@ -115,12 +115,12 @@ class DovecotServer:
     def add_user(self, username: str, password: str) -> None:
         if ":" in username or ":" in password or "\n" in username + password:
             raise ValueError("passwd-file fields cannot hold ':' or newlines")
+        if "/" in username or username.startswith("."):
+            raise ValueError("a user name is a file name here: no '/' and no leading '.'")
         self.users[username] = password
-        lines = [f"{name}:{{PLAIN}}{secret}::::::" for name, secret in self.users.items()]
-        passwd = self.root / "passwd"
-        tmp = passwd.with_suffix(".tmp")
-        tmp.write_text("\n".join(lines) + "\n")
-        tmp.replace(passwd)
+        # One passwd-file per user: dovecot re-reads a changed file by its mtime and size, which two quick
+        # writes of one shared file can leave unchanged; a new file per user is always seen.
+        (self.root / "users" / username).write_text(f"{username}:{{PLAIN}}{password}::::::\n")
 
     def log_text(self) -> str:
         path = self.root / "dovecot.log"
@@ -150,7 +150,7 @@ def dovecot_start(*, binary: str | None = None) -> DovecotServer:
         uid, gid, user, group = account.pw_uid, account.pw_gid, account.pw_name, grp.getgrgid(account.pw_gid).gr_name
         login_user = ROOT_LOGIN_USER
     root.chmod(0o755)  # the unprivileged dovecot processes read the passwd-file and write the maildirs
-    for sub in ("run", "state", "mail", "home"):
+    for sub in ("run", "state", "mail", "home", "users"):
         (root / sub).mkdir()
     for sub in ("mail", "home"):
         os.chown(root / sub, uid, gid)
@@ -158,7 +158,6 @@ def dovecot_start(*, binary: str | None = None) -> DovecotServer:
     config = root / "dovecot.conf"
     config.write_text(CONFIG_TEMPLATE.format(root=root, user=user, group=group, uid=uid, gid=gid, port=port,
                                              login_user=login_user))
-    (root / "passwd").write_text("")
     process = subprocess.Popen(  # noqa: S603 - a fixed binary with our own config
         [binary, "-F", "-c", str(config)],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=(root / "stderr.log").open("wb"),

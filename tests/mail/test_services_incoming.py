@@ -1,0 +1,215 @@
+"""Email in end to end: mail put in a real IMAP mailbox (dovecot on loopback) is read by the poller, runs a
+chat turn on channel `email`, and is answered by SMTP (aiosmtpd) in the same thread, once.
+
+These tests commit (see `committed_db` in conftest): the replies are queued on commit and sent by a real
+worker. Each test has its own bot and its own mailbox user.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from email.message import EmailMessage
+
+import pytest
+from django_tenants.utils import schema_context
+from imapclient import IMAPClient
+
+from apps.bots.models import Bot, BotConfig
+from apps.core.locks import tenant_lock_try
+from apps.drive.storage import tenant_drive
+from apps.mail import services
+from apps.mail.models import IncomingMail, MailboxState, OutgoingMail
+from apps.mail.services import bot_drive_root, mailbox_poll, mailboxes_poll
+from tests.mail.conftest import bot_name_new
+from tests.mail.test_services import row_wait
+from tests.support.dovecot import DovecotServer
+from tests.support.smtp_server import SmtpServer
+
+pytestmark = pytest.mark.django_db
+_users = itertools.count(1)
+
+
+def mailbox_bot(smtp: SmtpServer, dovecot: DovecotServer, *, greeting: str = "Thanks for writing") -> Bot:
+    """A bot of the current tenant that reads its own dovecot mailbox and answers through `smtp`."""
+    user = f"bot{next(_users)}-{threading.get_ident() % 10000}@shop.test"
+    dovecot.add_user(user, f"pw-{user}")
+    bot = Bot.objects.create(name=bot_name_new("inbox"), display_name="Inbox Bot")
+    config = {
+        "email-from": user, "email-server": smtp.host, "email-port": str(smtp.port), "email-security": "plain",
+        "imap-server": dovecot.host, "imap-port": str(dovecot.port), "imap-security": "plain",
+        "imap-user": user, "imap-pass": f"pw-{user}",
+    }
+    for line, (key, value) in enumerate(config.items(), start=2):
+        BotConfig.objects.create(bot=bot, key=key, value=value, line=line)
+    return bot
+
+
+def imap(dovecot: DovecotServer, bot: Bot) -> IMAPClient:
+    user = BotConfig.objects.get(bot=bot, key="imap-user").value
+    client = IMAPClient(dovecot.host, port=dovecot.port, ssl=False, timeout=10)
+    client.login(user, dovecot.users[user])
+    client.select_folder("INBOX")
+    return client
+
+
+def deliver(dovecot: DovecotServer, bot: Bot, *, sender: str = "ana@example.test", subject: str = "Opening hours",
+            body: str = "When do you open on Sunday?", message_id: str | None = None,
+            references: list[str] | None = None, headers: dict[str, str] | None = None,
+            attachments: list[tuple[str, bytes]] = ()) -> str:
+    """Put a mail into the bot's mailbox (IMAP APPEND, as a delivery agent would). Returns its Message-ID."""
+    message = EmailMessage()
+    message["From"], message["To"], message["Subject"] = f"Ana <{sender}>", "bot@shop.test", subject
+    message["Message-ID"] = message_id or f"<m{next(_users)}.{threading.get_ident()}@example.test>"
+    if references:
+        message["In-Reply-To"], message["References"] = references[-1], " ".join(references)
+    for key, value in (headers or {}).items():
+        message[key] = value
+    message.set_content(body)
+    for name, data in attachments:
+        message.add_attachment(data, maintype="application", subtype="octet-stream", filename=name)
+    client = imap(dovecot, bot)
+    client.append("INBOX", message.as_bytes())
+    client.logout()
+    return message["Message-ID"]
+
+
+def test_a_mail_to_the_bot_is_answered_in_the_same_thread(
+        mail_tenant, committed_db, mail_worker, smtp, dovecot, chat_turns):
+    from apps.sessions.models import ChatSession
+
+    with schema_context(mail_tenant.schema_name):
+        bot = mailbox_bot(smtp, dovecot)
+        first = deliver(dovecot, bot, references=["<root@example.test>"])
+        report = mailbox_poll(bot=bot)
+        assert (report.fetched, report.answered, report.error) == (1, 1, "")
+        (captured,) = smtp.wait_for(1)
+        reply = captured.message
+        assert captured.rcpt_tos == ["ana@example.test"]
+        assert reply["Subject"] == "Re: Opening hours"
+        assert reply["In-Reply-To"] == first
+        assert reply["References"].split() == ["<root@example.test>", first]
+        assert reply["Auto-Submitted"] == "auto-replied"
+        assert reply.get_content().strip()
+        row = IncomingMail.objects.get(bot=bot)
+        assert row.status == "answered" and row.thread_key == "<root@example.test>"
+        assert row_wait(row.reply_id, "sent").message_id == reply["Message-ID"]
+        session = ChatSession.objects.get(bot=bot)
+        assert (session.channel, session.thread_key) == ("email", "<root@example.test>")
+        client = imap(dovecot, bot)
+        flags = client.get_flags(client.search("ALL"))
+        client.logout()
+        assert all(b"\\Seen" in f and b"\\Answered" in f for f in flags.values())
+        # Ana answers the bot's reply: same thread, same chat session.
+        deliver(dovecot, bot, subject="Re: Opening hours", body="And on Monday?",
+                references=["<root@example.test>", first, reply["Message-ID"]])
+        report = mailbox_poll(bot=bot)
+        assert report.answered == 1
+        second = smtp.wait_for(2)[1].message
+        assert second["References"].split()[0] == "<root@example.test>"
+        assert ChatSession.objects.filter(bot=bot).count() == 1
+
+
+def test_the_same_mail_polled_twice_is_answered_once(mail_tenant, committed_db, mail_worker, smtp, dovecot, chat_turns):
+    with schema_context(mail_tenant.schema_name):
+        bot = mailbox_bot(smtp, dovecot)
+        deliver(dovecot, bot)
+        assert mailbox_poll(bot=bot).answered == 1
+        # The poller loses its place (a new UIDVALIDITY would do the same) and the mail is unread again.
+        MailboxState.objects.filter(bot=bot).update(last_uid=0)
+        client = imap(dovecot, bot)
+        client.remove_flags(client.search("ALL"), [b"\\Seen"])
+        client.logout()
+        again = mailbox_poll(bot=bot)
+        assert (again.fetched, again.answered) == (1, 0)
+        # And the same message delivered a second time (a second copy in the mailbox) is not answered either.
+        original = IncomingMail.objects.get(bot=bot).message_id
+        deliver(dovecot, bot, message_id=original)
+        assert mailbox_poll(bot=bot).answered == 0
+        deliver(dovecot, bot, subject="marker", body="a different mail")
+        assert mailbox_poll(bot=bot).answered == 1
+        replies = smtp.wait_for(2)
+        assert [m.message["Subject"] for m in replies] == ["Re: Opening hours", "Re: marker"]
+        assert IncomingMail.objects.filter(bot=bot).count() == 2
+        assert OutgoingMail.objects.filter(bot=bot).count() == 2
+
+
+def test_two_pollers_never_read_one_mailbox_at_once(mail_tenant, committed_db, mail_worker, smtp, dovecot, chat_turns):
+    with schema_context(mail_tenant.schema_name):
+        bot = mailbox_bot(smtp, dovecot)
+        deliver(dovecot, bot)
+        with tenant_lock_try(f"mail:poll:{bot.pk}") as held:  # the other poller, mid-way
+            assert held
+            report = _in_other_thread(mail_tenant.schema_name, lambda: mailbox_poll(bot=bot))
+        assert report.busy and report.fetched == 0
+        assert not IncomingMail.objects.filter(bot=bot).exists()
+        assert mailbox_poll(bot=bot).answered == 1
+
+
+def test_attachments_are_stored_in_the_bots_drive_within_limits(
+        mail_tenant, committed_db, mail_worker, smtp, dovecot, chat_turns, monkeypatch):
+    monkeypatch.setattr(services, "INCOMING_ATTACHMENT_MAX_BYTES", 1000)
+    with schema_context(mail_tenant.schema_name):
+        bot = mailbox_bot(smtp, dovecot)
+        deliver(dovecot, bot, body="my documents", attachments=[
+            ("invoice.pdf", b"%PDF-1.4 tiny"), ("../../escape.txt", b"inside"), ("big.bin", b"x" * 1001),
+            ("invoice.pdf", b"second copy")])
+        assert mailbox_poll(bot=bot).answered == 1
+        row = IncomingMail.objects.get(bot=bot)
+        drive, root = tenant_drive(), bot_drive_root(bot)
+        stored = {a["name"]: a for a in row.attachments}
+        assert drive.read(root + f"mail/inbox/{row.pk}/invoice.pdf") == b"%PDF-1.4 tiny"
+        assert drive.read(root + f"mail/inbox/{row.pk}/invoice-2.pdf") == b"second copy"
+        assert drive.read(root + f"mail/inbox/{row.pk}/escape.txt") == b"inside"
+        assert stored["big.bin"]["skipped"].startswith("larger than") and "path" not in stored["big.bin"]
+        assert not drive.exists(root + f"mail/inbox/{row.pk}/big.bin")
+
+
+def test_automated_mail_is_recorded_and_not_answered(mail_tenant, committed_db, mail_worker, smtp, dovecot, chat_turns):
+    with schema_context(mail_tenant.schema_name):
+        bot = mailbox_bot(smtp, dovecot)
+        deliver(dovecot, bot, subject="Out of office", headers={"Auto-Submitted": "auto-replied"})
+        report = mailbox_poll(bot=bot)
+        assert (report.fetched, report.answered, report.skipped) == (1, 0, 1)
+        row = IncomingMail.objects.get(bot=bot)
+        assert row.status == "skipped" and "auto-submitted" in row.reason
+        assert not OutgoingMail.objects.filter(bot=bot).exists()
+
+
+def test_a_tenants_poll_never_uses_another_tenants_mailbox(
+        mail_tenant, other_mail_tenant, committed_db, mail_worker, smtp, dovecot, chat_turns):
+    with schema_context(other_mail_tenant.schema_name):
+        other = mailbox_bot(smtp, dovecot)
+        deliver(dovecot, other, sender="bo@example.test", subject="for tenant B")
+    with schema_context(mail_tenant.schema_name):
+        mine = mailbox_bot(smtp, dovecot)
+        deliver(dovecot, mine, subject="for tenant A")
+        reports = mailboxes_poll()  # every bot of tenant A with a mailbox (earlier tests' bots too)
+        assert [(r.bot, r.answered) for r in reports if r.answered or r.fetched] == [(mine.name, 1)]
+        (captured,) = smtp.wait_for(1)
+        assert captured.rcpt_tos == ["ana@example.test"] and captured.message["Subject"] == "Re: for tenant A"
+    with schema_context(other_mail_tenant.schema_name):
+        assert not IncomingMail.objects.exists()
+        client = imap(dovecot, other)
+        assert client.search("UNSEEN")  # tenant B's mail is still unread
+        client.logout()
+        assert [r.answered for r in mailboxes_poll()] == [1]
+    assert sorted(m.message["Subject"] for m in smtp.wait_for(2)) == ["Re: for tenant A", "Re: for tenant B"]
+
+
+def _in_other_thread(schema: str, function):
+    from django.db import connections
+
+    result: dict = {}
+
+    def target() -> None:
+        try:
+            with schema_context(schema):
+                result["value"] = function()
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join(timeout=30)
+    return result["value"]
