@@ -378,7 +378,8 @@ def mailbox_poll(*, bot: Bot) -> PollReport:
             report.error = f"{type(exc).__name__}: {exc}"[:1000]
         if report.error:
             logger.warning("mail: polling the mailbox of bot %s failed: %s", bot.name, report.error)
-        MailboxState.objects.filter(bot=bot).update(last_polled_at=timezone.now(), last_error=report.error)
+        MailboxState.objects.update_or_create(bot=bot, defaults={"last_polled_at": timezone.now(),
+                                                                  "last_error": report.error})
     return report
 
 
