@@ -11,6 +11,11 @@ Failure modes this module prevents:
 * Filtering that silently never matches (each write has a fresh nonce, so equal plaintexts never have equal
   ciphertexts) or that would need the plaintext in SQL: every lookup other than `isnull` raises
   EncryptedLookupError, and the fields refuse `unique`, `db_index` and `primary_key`.
+* One unreadable value (a retired key, a row copied from another tenant, tampering) breaking every page,
+  and deletes, that load its row (Django's delete collector loads rows, django-tenants listens to every
+  delete): it reads as an empty `UndecryptableValue` (a `str`; check with isinstance, `.reason` says why),
+  logged at ERROR by table and key id, never content; saving it writes the stored ciphertext back unchanged,
+  so nothing is lost and the plaintext is never revealed.
 * A rotation leaving values under a retired key: `schema_reencrypt` walks every encrypted column of the
   schema in primary-key order, in batches, each batch one transaction with its rows locked, rewriting only
   values whose key id is not the active one (read from the envelope header in SQL, no decryption), so it is
@@ -45,6 +50,22 @@ REENCRYPT_BATCH_ROWS = 500
 
 class EncryptedLookupError(FieldError):
     """A query tried to filter on the content of an encrypted field."""
+
+
+class UndecryptableValue(str):
+    """Read in place of a stored value that could not be decrypted: empty, with the reason and the original
+    ciphertext (written back unchanged if the row is saved)."""
+
+    token: str
+    reason: str
+
+    def __new__(cls, token: str, reason: str) -> UndecryptableValue:
+        value = super().__new__(cls, "")
+        value.token, value.reason = token, reason
+        return value
+
+    def __repr__(self) -> str:
+        return f"<UndecryptableValue: {self.reason}>"
 
 
 class EncryptedFieldMixin:
@@ -103,6 +124,8 @@ class EncryptedFieldMixin:
     def get_db_prep_value(self, value, connection, prepared=False):
         if value is None or hasattr(value, "as_sql"):
             return value
+        if isinstance(value, UndecryptableValue):
+            return value.token  # keep what is stored; never replace it with an empty value
         return crypto.encrypt(self._serialize(value), context=self.encryption_context(connection))
 
     def get_db_prep_save(self, value, connection):
@@ -113,7 +136,13 @@ class EncryptedFieldMixin:
     def from_db_value(self, value, expression, connection):
         if value is None:
             return None
-        plaintext = crypto.decrypt(value, context=self.encryption_context(connection))
+        context = self.encryption_context(connection)
+        try:
+            plaintext = crypto.decrypt(value, context=context)
+        except crypto.DecryptionError as exc:
+            logger.error("encryption: %s.%s has a value that cannot be decrypted in %s: %s",
+                         self.model._meta.db_table, self.column, context, exc)
+            return UndecryptableValue(value, str(exc))
         return self._deserialize(plaintext.decode("utf-8"))
 
 

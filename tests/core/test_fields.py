@@ -14,7 +14,7 @@ from django_tenants.utils import schema_context
 
 from apps.bots.models import Bot, BotMemory
 from apps.core import crypto
-from apps.core.fields import EncryptedJSONField, EncryptedLookupError, EncryptedTextField
+from apps.core.fields import EncryptedJSONField, EncryptedLookupError, EncryptedTextField, UndecryptableValue
 from tests.core.test_crypto import key_file  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.django_db
@@ -87,7 +87,7 @@ def test_updates_and_bulk_updates_are_encrypted_too(canary_tenants, key_file):  
             {"secret": "canary-update-77"}, "canary-bulk-88", "canary-bulk-88"]
 
 
-def test_a_value_copied_into_another_tenants_row_does_not_decrypt(canary_tenants, key_file):  # noqa: F811
+def test_a_value_copied_into_another_tenants_row_does_not_decrypt(canary_tenants, key_file, caplog):  # noqa: F811
     a, b = canary_tenants.a, canary_tenants.b
     with schema_context(a.schema_name):
         stolen = _raw("bots_botmemory", "value",
@@ -96,9 +96,16 @@ def test_a_value_copied_into_another_tenants_row_does_not_decrypt(canary_tenants
         row = BotMemory.objects.create(bot_id=b.bot_pk, key="pin", value="bravo's own")
         with connection.cursor() as cursor:
             cursor.execute("UPDATE bots_botmemory SET value = %s WHERE id = %s", [stolen, row.pk])
-        with pytest.raises(crypto.DecryptionError, match="authentication failed") as caught:
-            BotMemory.objects.get(pk=row.pk)
-        assert a.canary not in str(caught.value)
+        read = BotMemory.objects.get(pk=row.pk)
+        assert isinstance(read.value, UndecryptableValue) and read.value == ""
+        assert "authentication failed" in read.value.reason and a.canary not in repr(read.value)
+        read.key = "pin-renamed"
+        read.save()  # saving the row keeps the stored ciphertext as it was: nothing is lost
+        assert _raw("bots_botmemory", "value", row.pk) == stolen
+        Bot.objects.filter(pk=b.bot_pk).delete()  # deletes load the rows (a listener on every delete)
+        assert not BotMemory.objects.filter(pk=row.pk).exists()
+    assert a.canary not in caplog.text
+    assert any("cannot be decrypted in " + b.schema_name in r.getMessage() for r in caplog.records)
 
 
 @pytest.mark.parametrize(
