@@ -1,0 +1,75 @@
+"""OIDC sessions are re-checked with the provider: silently for page views, by a 401 for anything else; a user
+who lost their roles or their provider session loses the console."""
+
+from __future__ import annotations
+
+import pytest
+from django_tenants.utils import schema_context
+
+from apps.accounts.views import SESSION_EXPIRATION
+from tests.accounts.conftest import ACCOUNTS, sign_in
+
+pytestmark = pytest.mark.django_db
+
+
+def _expire(client, tenant) -> None:
+    with schema_context(tenant.schema_name):
+        session = client.session
+        session[SESSION_EXPIRATION] = 0
+        session.save()
+
+
+def _follow_silent_recheck(client, browser, response):
+    """Our redirect to the authenticate view, its redirect to the provider (prompt=none), and back."""
+    assert response.status_code == 302 and response["Location"].startswith("/accounts/oidc/authenticate/?prompt=none")
+    to_provider = client.get(response["Location"])
+    assert to_provider.status_code == 302 and "prompt=none" in to_provider["Location"]
+    return client.get(browser.authorize(to_provider["Location"], sub=None))
+
+
+def test_an_expired_check_is_renewed_silently_on_a_page_view(oidc_tenant, browser):
+    client = oidc_tenant.client()
+    assert sign_in(client, browser, "alice-admin").status_code == 302
+    _expire(client, oidc_tenant)
+    logins = browser.logins
+    back = _follow_silent_recheck(client, browser, client.get("/console/"))
+    assert back.status_code == 302 and back["Location"] == "/console/"
+    assert browser.logins == logins, "the re-check asked the user to sign in again"
+    assert client.get("/console/").status_code == 200
+
+
+def test_a_post_after_expiry_gets_401_and_is_not_executed(oidc_tenant, browser):
+    client = oidc_tenant.client()
+    assert sign_in(client, browser, "alice-admin").status_code == 302
+    _expire(client, oidc_tenant)
+    response = client.post("/api/bots/deploy", {})
+    assert response.status_code == 401
+    assert response.json()["refresh_url"].startswith("/accounts/oidc/authenticate/?prompt=none")
+
+
+def test_an_htmx_request_after_expiry_gets_hx_redirect_not_the_providers_page(oidc_tenant, browser):
+    client = oidc_tenant.client()
+    assert sign_in(client, browser, "alice-admin").status_code == 302
+    _expire(client, oidc_tenant)
+    response = client.get("/console/", HTTP_HX_REQUEST="true")
+    assert response.status_code == 401 and response["HX-Redirect"].startswith("/accounts/oidc/authenticate/")
+
+
+def test_a_user_stripped_of_roles_at_the_provider_loses_access_at_the_recheck(oidc_tenant, browser, provider):
+    client = oidc_tenant.client()
+    assert sign_in(client, browser, "alice-admin").status_code == 302
+    provider.account_set("alice-admin", {**ACCOUNTS["alice-admin"], "urn:zitadel:iam:org:project:roles": {}})
+    _expire(client, oidc_tenant)
+    back = _follow_silent_recheck(client, browser, client.get("/console/"))
+    assert back.status_code == 403 and "no console role" in back.content.decode()
+    assert client.get("/console/").status_code == 302
+
+
+def test_an_ended_provider_session_ends_the_console_session_at_the_recheck(oidc_tenant, browser, provider):
+    client = oidc_tenant.client()
+    assert sign_in(client, browser, "alice-admin").status_code == 302
+    browser.session.cookies.clear()  # the provider no longer knows this browser
+    _expire(client, oidc_tenant)
+    back = _follow_silent_recheck(client, browser, client.get("/console/"))
+    assert back.status_code == 302 and back["Location"].startswith("/accounts/login/")
+    assert client.get("/console/").status_code == 302
