@@ -157,6 +157,9 @@ class TenantOIDCAuthenticationCallbackView(OIDCAuthenticationCallbackView):
             return _failure(request, "this sign-in took too long; start again", 400)
         if (pending.get("issuer"), pending.get("client_id")) != (config.issuer, config.client_id):
             return _failure(request, "the tenant's sign-in provider changed during this sign-in; start again", 400)
+        if "iss" in request.GET and request.GET["iss"] != config.issuer:
+            # RFC 9207: the provider names itself in the response; another name is a mix-up attack.
+            return _failure(request, "the answer comes from another provider than this sign-in's (iss)", 400)
         if request.GET.get("error"):
             return self._provider_error(request, pending)
         code = request.GET.get("code", "")

@@ -146,6 +146,15 @@ def test_unverified_email_is_refused(oidc_tenant, browser):
     _assert_refused(response, oidc_tenant, "not verified this account's email address")
 
 
+def test_an_authorization_response_naming_another_issuer_is_refused(oidc_tenant, browser, other_provider):
+    client = oidc_tenant.client()
+    back = browser.authorize(sign_in_start(client), sub="alice-admin")
+    parts = urlsplit(back)
+    query = {**authorization_params(back), "iss": other_provider.issuer}
+    response = client.get(parts._replace(query=urlencode(query)).geturl())
+    _assert_refused(response, oidc_tenant, "another provider than this sign-in's (iss)", status=400)
+
+
 def test_a_replayed_callback_is_refused(oidc_tenant, browser):
     client = oidc_tenant.client()
     back = browser.authorize(sign_in_start(client), sub="alice-admin")

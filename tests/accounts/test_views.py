@@ -134,3 +134,14 @@ def test_next_parameter_cannot_redirect_off_the_host(oidc_tenant, browser):
     client = oidc_tenant.client()
     response = sign_in(client, browser, "alice-admin", next_path="https://evil.test/steal")
     assert response.status_code == 302 and response["Location"] == "/console/"
+
+
+def test_the_session_cookie_is_host_only_and_useless_on_another_tenant(oidc_tenant, browser, canary_tenants):
+    client = oidc_tenant.client()
+    assert sign_in(client, browser, "alice-admin").status_code == 302
+    cookie = client.cookies["sessionid"]
+    assert cookie["domain"] == "" and cookie["httponly"]
+    stolen = Client(HTTP_HOST=canary_tenants.b.host)
+    stolen.cookies["sessionid"] = cookie.value
+    response = stolen.get("/console/")
+    assert response.status_code == 302 and canary_tenants.a.canary not in response.content.decode()
