@@ -12,7 +12,7 @@ from django_tenants.utils import get_public_schema_name, schema_context
 
 from apps.automation.host import JOB_OUTPUT_MAX_CHARS, NO_USER_TO_HEAR, OUTPUT_TRUNCATED
 from apps.automation.models import JobRun
-from apps.automation.services import fire_plan, schedule_run, schedules_tick
+from apps.automation.services import CronCache, fire_plan, schedule_run, schedules_tick
 from apps.tenants.models import ScheduleIndex
 from tests.automation.conftest import deploy, outside_test_transaction, schedule_of
 
@@ -60,6 +60,17 @@ def test_next_runs_are_read_in_the_schedule_time_zone():
     plan = fire_plan(cron="0 9 * * *", tz=sao_paulo, due=at(12, 0), now=at(12, 0, 30), late_cutoff=CUTOFF)
     assert plan.run_at == at(12, 0)
     assert plan.next_run_at == at(12, 0) + timedelta(days=1)
+
+
+def test_one_parsed_cron_serves_schedules_in_different_time_zones():
+    crons = CronCache()  # the tick parses each cron once per batch
+    sao_paulo, new_york = zoneinfo.ZoneInfo("America/Sao_Paulo"), zoneinfo.ZoneInfo("America/New_York")
+    first = fire_plan(cron="0 9 * * *", tz=sao_paulo, due=at(12, 0), now=at(12, 0, 1), late_cutoff=CUTOFF,
+                      crons=crons)
+    second = fire_plan(cron="0 9 * * *", tz=new_york, due=at(13, 0), now=at(13, 0, 1), late_cutoff=CUTOFF,
+                       crons=crons)
+    assert first.next_run_at == at(12, 0) + timedelta(days=1)  # 9:00 in Sao Paulo (UTC-3)
+    assert second.next_run_at == at(13, 0) + timedelta(days=1)  # 9:00 in New York (UTC-4 in March)
 
 
 # --- the tick against the public index ------------------------------------------------------------
