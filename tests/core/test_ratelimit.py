@@ -1,0 +1,285 @@
+"""Rate limits against the run's real Redis: exact counts under concurrency, burst and refill, one bucket per
+tenant, limits from config.csv keys, 429 with Retry-After from the decorator, client IPs that cannot be
+forged, identities that cannot be invented, and 503 (not 500) when Redis is gone."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from django.contrib.auth.models import AnonymousUser
+from django.http import HttpResponse
+from django.test import Client, RequestFactory
+from django_redis import get_redis_connection
+from django_tenants.utils import schema_context
+
+from apps.core.ratelimit import (
+    RateLimitUnavailable,
+    rate_check,
+    rate_limits_for,
+    ratelimited,
+    request_rate_key,
+)
+from gbplatform.localservices import free_port
+
+
+def _scope() -> str:
+    """A fresh scope per test: counters of earlier tests (same Redis) never interfere."""
+    return f"test.{uuid.uuid4().hex[:12]}"
+
+
+def _allowed(scope: str, key: str, n: int, **limit) -> int:
+    return sum(rate_check(scope, key, **limit) is None for _ in range(n))
+
+
+# --- rate_check -------------------------------------------------------------------------------------------------
+
+
+def test_the_limit_passes_then_the_wait_until_the_next_slot_is_returned():
+    scope = _scope()
+    assert _allowed(scope, "client", 5, limit=5, window_s=60) == 5
+    wait = rate_check(scope, "client", limit=5, window_s=60)
+    assert wait is not None and 11.0 < wait <= 12.0  # one slot every 60/5 s
+    assert rate_check(scope, "another-client", limit=5, window_s=60) is None
+
+
+def test_burst_adds_back_to_back_requests_on_top_of_the_limit():
+    scope = _scope()
+    assert _allowed(scope, "client", 20, limit=5, window_s=60, burst=3) == 8
+
+
+def test_a_slot_frees_up_after_the_returned_wait():
+    scope = _scope()
+    assert _allowed(scope, "client", 10, limit=10, window_s=1) == 10
+    wait = rate_check(scope, "client", limit=10, window_s=1)
+    assert wait is not None and wait <= 0.1
+    time.sleep(wait + 0.02)
+    assert rate_check(scope, "client", limit=10, window_s=1) is None
+    assert rate_check(scope, "client", limit=10, window_s=1) is not None
+
+
+def test_fifty_parallel_requests_against_a_limit_of_ten_let_exactly_ten_through():
+    scope = _scope()
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(lambda _: rate_check(scope, "one-ip", limit=10, window_s=3600), range(50)))
+    assert sum(r is None for r in results) == 10
+    assert all(r > 0 for r in results if r is not None)
+
+
+@pytest.mark.parametrize(("limit", "window_s", "burst"), [(0, 60, 0), (5, 0, 0), (5, 60, -1)])
+def test_nonsensical_limits_are_refused(limit, window_s, burst):
+    with pytest.raises(ValueError, match="invalid rate limit"):
+        rate_check(_scope(), "k", limit=limit, window_s=window_s, burst=burst)
+
+
+def test_malformed_scopes_are_refused():
+    with pytest.raises(ValueError, match="invalid rate-limit scope"):
+        rate_check("has space", "k", limit=1, window_s=1)
+
+
+@pytest.mark.django_db
+def test_each_tenant_has_its_own_counters_unless_the_limit_is_platform_wide(canary_tenants):
+    scope = _scope()
+    with schema_context(canary_tenants.a.schema_name):
+        assert _allowed(scope, "203.0.113.5", 5, limit=3, window_s=600) == 3
+        assert _allowed(scope + ".global", "203.0.113.5", 2, limit=3, window_s=600, per_tenant=False) == 2
+    with schema_context(canary_tenants.b.schema_name):
+        assert _allowed(scope, "203.0.113.5", 5, limit=3, window_s=600) == 3
+        assert _allowed(scope + ".global", "203.0.113.5", 2, limit=3, window_s=600, per_tenant=False) == 1
+    keys = [k.decode() for k in get_redis_connection("default").keys(f"rl:*:{scope}:*")]
+    assert {k.split(":")[1] for k in keys} == {canary_tenants.a.schema_name, canary_tenants.b.schema_name}
+    assert not any(b"203.0.113.5" in k for k in get_redis_connection("default").keys("rl:*")), "keys are hashed"
+
+
+@pytest.fixture
+def redis_down(settings):
+    """The cache pointed at a loopback port where nothing listens: Redis is down."""
+    settings.CACHES = {**settings.CACHES, "default": {**settings.CACHES["default"],
+                                                       "LOCATION": f"redis://127.0.0.1:{free_port()}/1"}}
+
+
+def test_redis_down_is_reported_not_guessed(redis_down):
+    with pytest.raises(RateLimitUnavailable, match="unavailable"):
+        rate_check(_scope(), "k", limit=1, window_s=1)
+
+
+# --- limits from config.csv ----------------------------------------------------------------------------------------
+
+
+def test_defaults_are_the_platform_settings(settings):
+    settings.RATE_LIMIT_REQUESTS, settings.RATE_LIMIT_API_CHAT, settings.RATE_LIMIT_BURST = 100, 30, 20
+    api, chat = rate_limits_for({}, "api"), rate_limits_for({}, "chat")
+    assert (api.limit, api.window_s, api.burst, api.by, api.enabled) == (100, 60, 20, "ip", True)
+    assert (chat.limit, chat.window_s) == (30, 60) and chat.issues == ()
+
+
+def test_the_seed_keys_override_the_defaults_per_endpoint():
+    config = {"rate-limit-requests": "200", "rate-limit-window": "30", "rate-limit-burst": "5",
+              "rate-limit-by": "session", "rate-limit-api-chat": "12", "rate-limit-api-files": "7",
+              "rate-limit-api-auth": "4", "rate-limit-api-llm": "3"}
+    limits = {endpoint: rate_limits_for(config, endpoint) for endpoint in ("api", "chat", "files", "auth", "llm")}
+    assert {e: lim.limit for e, lim in limits.items()} == {"api": 200, "chat": 12, "files": 7, "auth": 4, "llm": 3}
+    assert {(lim.window_s, lim.burst, lim.by) for lim in limits.values()} == {(30, 5, "session")}
+
+
+def test_legacy_title_case_keys_and_placeholders_follow_config_lookup():
+    limit = rate_limits_for({"Rate Limit Requests": "50", "rate-limit-window": "none"}, "api")
+    assert (limit.limit, limit.window_s) == (50, 60)
+
+
+@pytest.mark.parametrize(
+    ("config", "field", "expected", "issue"),
+    [({"rate-limit-requests": "lots"}, "limit", 100, "not a whole number"),
+     ({"rate-limit-requests": "0"}, "limit", 1, "outside 1..100000"),
+     ({"rate-limit-requests": "999999999"}, "limit", 100_000, "outside"),
+     ({"rate-limit-window": "-5"}, "window_s", 1, "outside 1..86400"),
+     ({"rate-limit-burst": "2.5"}, "burst", 20, "not a whole number"),
+     ({"rate-limit-by": "cookie"}, "by", "ip", "not one of ip, user, session, api-key")],
+)
+def test_bad_config_values_fall_back_and_say_why(settings, config, field, expected, issue):
+    settings.RATE_LIMIT_REQUESTS, settings.RATE_LIMIT_BURST = 100, 20
+    limit = rate_limits_for(config, "api")
+    assert getattr(limit, field) == expected
+    assert any(issue in text for text in limit.issues), limit.issues
+
+
+def test_a_tenant_can_switch_limits_off_except_on_sign_in():
+    assert rate_limits_for({"rate-limit-enabled": "false"}, "chat").enabled is False
+    auth = rate_limits_for({"rate-limit-enabled": "false"}, "auth")
+    assert auth.enabled is True and "does not apply to the auth endpoint" in auth.issues[0]
+
+
+def test_unknown_endpoints_are_refused():
+    with pytest.raises(ValueError, match="unknown rate-limit endpoint 'upload'"):
+        rate_limits_for({}, "upload")
+    with pytest.raises(ValueError, match="unknown rate-limit-by"):
+        ratelimited("api", by="cookie")
+
+
+# --- the decorator ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tight_auth(settings):
+    settings.RATE_LIMIT_API_AUTH, settings.RATE_LIMIT_BURST, settings.RATE_LIMIT_WINDOW_S = 3, 0, 60
+    settings.TRUSTED_PROXY_IPS = ["10.0.0.2"]
+
+
+def _sign_in_view():
+    @ratelimited("auth")
+    def sign_in(request):
+        return HttpResponse("ok")
+
+    return sign_in
+
+
+def _request(remote: str, forwarded: str | None = None, user=None):
+    extra = {"REMOTE_ADDR": remote}
+    if forwarded is not None:
+        extra["HTTP_X_FORWARDED_FOR"] = forwarded
+    request = RequestFactory().post("/accounts/login/", **extra)
+    request.user = user or AnonymousUser()
+    return request
+
+
+@pytest.mark.django_db
+def test_over_the_limit_answers_429_json_with_retry_after(canary_tenants, tight_auth):
+    view = _sign_in_view()
+    with schema_context(canary_tenants.a.schema_name):
+        ip = f"198.51.100.{uuid.uuid4().int % 250 + 1}"
+        statuses = [view(_request(ip)).status_code for _ in range(3)]
+        refused = view(_request(ip))
+    assert statuses == [200, 200, 200]
+    assert refused.status_code == 429
+    body = json.loads(refused.content)
+    assert body["error"] == "rate_limit_exceeded" and body["message"]
+    # The next slot frees up one interval (60 s / 3) after the first request, in whole seconds.
+    assert refused["Retry-After"] == str(body["retry_after_secs"])
+    assert int(refused["Retry-After"]) in (math.ceil(60 / 3) - 1, math.ceil(60 / 3))
+
+
+@pytest.mark.django_db
+def test_a_forged_x_forwarded_for_is_ignored_unless_the_peer_is_a_trusted_proxy(canary_tenants, tight_auth):
+    view = _sign_in_view()
+    with schema_context(canary_tenants.a.schema_name):
+        attacker = "198.51.100.77"
+        forged = [view(_request(attacker, forwarded=f"192.0.2.{i}")).status_code for i in range(5)]
+        assert forged == [200, 200, 200, 429, 429], "rotating X-Forwarded-For does not reset the attacker's bucket"
+        # Behind the trusted proxy: the right-most untrusted hop is the client; left-most entries are forgeable.
+        first = [view(_request("10.0.0.2", forwarded=f"6.6.6.{i}, 203.0.113.10")).status_code for i in range(4)]
+        second = view(_request("10.0.0.2", forwarded="203.0.113.11")).status_code
+    assert first == [200, 200, 200, 429] and second == 200
+
+
+@pytest.mark.django_db
+def test_unverified_identities_count_against_the_ip(canary_tenants, settings):
+    settings.RATE_LIMIT_REQUESTS, settings.RATE_LIMIT_BURST = 2, 0
+
+    @ratelimited("api", by="api-key")
+    def api(request):
+        return HttpResponse("ok")
+
+    with schema_context(canary_tenants.a.schema_name):
+        invented = []
+        for i in range(3):
+            request = _request("198.51.100.90")
+            request.META["HTTP_AUTHORIZATION"] = f"Bearer made-up-{i}"
+            invented.append(api(request).status_code)
+        verified = _request("198.51.100.90")
+        verified.api_key_id = 41  # what API-key authentication sets once it checked the key
+        assert request_rate_key(verified, "api-key") == "api-key:41"
+        assert api(verified).status_code == 200
+    assert invented == [200, 200, 429]
+
+
+@pytest.mark.django_db
+def test_signed_in_users_have_their_own_buckets_and_ipv6_counts_per_64(canary_tenants, django_user_model):
+    with schema_context(canary_tenants.a.schema_name):
+        alice = django_user_model.objects.create_user(username="alice-rl")
+        assert request_rate_key(_request("203.0.113.3", user=alice), "user") == f"user:{alice.pk}"
+        assert request_rate_key(_request("203.0.113.3"), "user") == "ip:203.0.113.3"
+        assert request_rate_key(_request("2001:db8:1:2::1"), "ip") == request_rate_key(
+            _request("2001:db8:1:2:ffff::9"), "ip") == "ip:2001:db8:1:2::/64"
+        assert request_rate_key(_request("203.0.113.3"), "session") == "ip:203.0.113.3"
+
+
+@pytest.mark.django_db
+async def test_async_views_are_limited_too(canary_tenants, settings):
+    settings.RATE_LIMIT_API_LLM, settings.RATE_LIMIT_BURST = 1, 0
+
+    @ratelimited("llm")
+    async def complete(request):
+        return HttpResponse("ok")
+
+    ip = f"198.51.100.{uuid.uuid4().int % 250 + 1}"
+    with schema_context(canary_tenants.b.schema_name):
+        assert (await complete(_request(ip))).status_code == 200
+        assert (await complete(_request(ip))).status_code == 429
+
+
+@pytest.mark.django_db
+def test_redis_down_answers_503_with_retry_after_or_passes_when_configured_to(canary_tenants, redis_down, settings):
+    view = _sign_in_view()
+    with schema_context(canary_tenants.a.schema_name):
+        response = view(_request("198.51.100.1"))
+        assert response.status_code == 503 and response["Retry-After"] == "5"
+        assert json.loads(response.content)["error"] == "rate_limit_unavailable"
+        settings.RATE_LIMIT_FAIL_OPEN = True
+        assert view(_request("198.51.100.1")).status_code == 200
+
+
+@pytest.mark.django_db
+def test_kb_search_is_limited_per_tenant_before_anything_else(canary_tenants, settings):
+    settings.RATE_LIMIT_REQUESTS, settings.RATE_LIMIT_BURST = 2, 0
+    ip = f"198.51.100.{uuid.uuid4().int % 250 + 1}"
+    client_a = Client(HTTP_HOST=canary_tenants.a.host, REMOTE_ADDR=ip)
+    client_b = Client(HTTP_HOST=canary_tenants.b.host, REMOTE_ADDR=ip)
+    statuses_a = [client_a.post("/api/kb/search", "{}", content_type="application/json").status_code
+                  for _ in range(3)]
+    status_b = client_b.post("/api/kb/search", "{}", content_type="application/json").status_code
+    assert statuses_a[:2] != [429, 429] and statuses_a[2] == 429
+    assert status_b != 429, "tenant B's counter is its own"
