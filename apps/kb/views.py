@@ -5,6 +5,7 @@ from django.http import JsonResponse
 from django.views.decorators.http import require_POST
 
 from apps.bots.models import Bot
+from apps.core.ratelimit import ratelimited
 from apps.kb.models import KnowledgeBase
 from apps.kb.search import MAX_LIMIT, MODES, kb_search
 
@@ -17,6 +18,7 @@ def _bad(message: str, status: int = 400) -> JsonResponse:
     return JsonResponse({"error": message}, status=status)
 
 
+@ratelimited("api")
 @login_required
 @require_POST
 def kb_search_api(request):
