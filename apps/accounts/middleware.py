@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect
@@ -43,9 +44,13 @@ class OidcSessionRefreshMiddleware:
             return None
         if not request.user.is_authenticated or session.get(SESSION_EXPIRATION, 0) > time.time():
             return None
-        refresh = reverse("oidc_authentication_init") + "?" + urlencode(
-            {"prompt": "none", "next": request.get_full_path()})
         is_htmx = "HTTP_HX_REQUEST" in request.META
+        # After an HTMX call, come back to the page it was made from, not to the fragment's URL (the
+        # authenticate view accepts only paths on this host as `next`).
+        current = urlsplit(request.META.get("HTTP_HX_CURRENT_URL", ""))
+        back = (current.path + (f"?{current.query}" if current.query else "")) if is_htmx and current.path \
+            else request.get_full_path()
+        refresh = reverse("oidc_authentication_init") + "?" + urlencode({"prompt": "none", "next": back})
         if request.method == "GET" and not is_htmx and not request.path.startswith("/api/"):
             return redirect(refresh)
         response = JsonResponse({"error": "your sign-in needs to be re-checked; reload the page",

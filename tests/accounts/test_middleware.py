@@ -51,8 +51,10 @@ def test_an_htmx_request_after_expiry_gets_hx_redirect_not_the_providers_page(oi
     client = oidc_tenant.client()
     assert sign_in(client, browser, "alice-admin").status_code == 302
     _expire(client, oidc_tenant)
-    response = client.get("/console/", HTTP_HX_REQUEST="true")
-    assert response.status_code == 401 and response["HX-Redirect"].startswith("/accounts/oidc/authenticate/")
+    response = client.get("/console/", HTTP_HX_REQUEST="true",
+                          HTTP_HX_CURRENT_URL=f"http://{oidc_tenant.host}/console/?tab=bots")
+    assert response.status_code == 401
+    assert response["HX-Redirect"] == "/accounts/oidc/authenticate/?prompt=none&next=%2Fconsole%2F%3Ftab%3Dbots"
 
 
 def test_a_user_stripped_of_roles_at_the_provider_loses_access_at_the_recheck(oidc_tenant, browser, provider):
