@@ -234,3 +234,34 @@ def test_a_job_for_a_schedule_that_is_gone_drops_its_index_row(canary_tenants):
     with schema_context(schema):
         assert schedule_run(schedule_id=schedule.pk, scheduled_for=schedule.next_run_at) is None
     assert _index_row(schema, schedule.pk) is None
+
+
+@outside_test_transaction
+def test_a_waiting_job_whose_script_changed_ends_with_a_clear_error(canary_tenants):
+    from apps.automation.services import job_run_resume
+
+    schema = canary_tenants.b.schema_name
+    run = _run(schema, "at-changed", 'TALK "before"\nWAIT 60\nTALK "after"\n')
+    assert run.status == JobRun.Status.WAITING and run.state is not None and run.resume_at > run.started_at
+    deploy(schema, "at-changed", 'SET SCHEDULE "every minute"\nTALK "before"\nWAIT 60\nTALK "changed"\n')
+    with schema_context(schema):
+        resumed = job_run_resume(run_id=run.pk)
+        assert job_run_resume(run_id=run.pk) is None  # only a waiting run resumes (a redelivered task)
+    assert resumed.status == JobRun.Status.ERROR
+    assert resumed.error_message.startswith("cannot resume after WAIT") and resumed.output == "before"
+
+
+@outside_test_transaction
+def test_a_redelivered_job_whose_worker_died_is_marked_lost_not_run_again(canary_tenants):
+    from apps.automation.services import JOB_LOST_AFTER
+
+    schema = canary_tenants.a.schema_name
+    schedule = schedule_of(schema, deploy(schema, "at-lost", 'SET SCHEDULE "every minute"\nTALK "x"\n'))
+    with schema_context(schema):
+        JobRun.objects.create(bot_id=schedule.bot_id, schedule=schedule, script_name="at-lost", cron=schedule.cron,
+                              scheduled_for=schedule.next_run_at, status=JobRun.Status.RUNNING,
+                              started_at=schedule.next_run_at - JOB_LOST_AFTER - timedelta(minutes=1))
+        assert schedule_run(schedule_id=schedule.pk, scheduled_for=schedule.next_run_at) is None
+        [run] = JobRun.objects.filter(schedule=schedule)
+    assert run.status == JobRun.Status.ERROR and "stopped before it finished" in run.error_message
+    assert run.output == ""  # the script did not run a second time
