@@ -24,6 +24,7 @@ Failure modes prevented (OIDC Core §3.1.3.7, test plan §1.9):
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import threading
 import time
@@ -127,10 +128,17 @@ def oidc_timeout() -> float:
 
 
 def _json_from(response: requests.Response, what: str) -> dict:
-    if len(response.content) > MAX_PROVIDER_RESPONSE_BYTES:
+    """The JSON object of a streamed response, read up to MAX_PROVIDER_RESPONSE_BYTES and no further."""
+    try:
+        raw = response.raw.read(MAX_PROVIDER_RESPONSE_BYTES + 1, decode_content=True)
+    except Exception:  # urllib3 read errors: the connection broke mid-answer
+        raise OidcProviderUnavailable(f"the provider's {what} could not be read") from None
+    finally:
+        response.close()
+    if len(raw) > MAX_PROVIDER_RESPONSE_BYTES:
         raise OidcProviderUnavailable(f"the provider's {what} is over {MAX_PROVIDER_RESPONSE_BYTES} bytes")
     try:
-        body = response.json()
+        body = json.loads(raw)
     except ValueError:
         raise OidcProviderUnavailable(f"the provider's {what} is not JSON") from None
     if not isinstance(body, dict):
@@ -140,11 +148,12 @@ def _json_from(response: requests.Response, what: str) -> dict:
 
 def _get(url: str, what: str, **kwargs: Any) -> requests.Response:
     try:
-        response = requests.get(url, timeout=oidc_timeout(), allow_redirects=False, **kwargs)
+        response = requests.get(url, timeout=oidc_timeout(), allow_redirects=False, stream=True, **kwargs)
     except requests.RequestException as exc:
         logger.warning("oidc provider unreachable", extra={"url": url, "error": type(exc).__name__})
         raise OidcProviderUnavailable(f"the sign-in provider did not answer ({what})") from None
     if response.status_code != 200:
+        response.close()
         raise OidcProviderUnavailable(f"the sign-in provider answered {response.status_code} ({what})")
     return response
 
@@ -265,7 +274,7 @@ def code_exchange(*, provider: ProviderSettings, metadata: ProviderMetadata, cod
         data["client_id"] = provider.client_id
     try:
         response = requests.post(metadata.token_endpoint, data=data, auth=auth, timeout=oidc_timeout(),
-                                 allow_redirects=False)
+                                 allow_redirects=False, stream=True)
     except requests.RequestException as exc:
         logger.warning("oidc token endpoint unreachable", extra={"error": type(exc).__name__})
         raise OidcProviderUnavailable("the sign-in provider did not answer (token)") from None

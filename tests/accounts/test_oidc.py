@@ -251,3 +251,50 @@ def test_an_unreachable_provider_gives_a_clear_error_and_pages_keep_working(db, 
     assert response.status_code == 502 and "did not answer" in response.content.decode()
     assert client.get("/").status_code == 200
     assert client.get("/accounts/login/").status_code == 200
+
+
+class _DiscoveryServer:
+    """Serves one discovery document (our own bad provider): too big, or naming another issuer."""
+
+    def __init__(self, body_for) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                body = body_for(f"http://127.0.0.1:{self.server.server_address[1]}")
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("body_for", "reason"),
+    [
+        (lambda url: b'{"issuer": "' + url.encode() + b'", "pad": "' + b"x" * 600_000 + b'"}', "is over"),
+        (lambda url: b'{"issuer": "https://evil-issuer.test", "authorization_endpoint": "https://evil-issuer.test/a",'
+                     b' "token_endpoint": "x", "jwks_uri": "x"}', "names a different issuer"),
+        (lambda url: b"<html>not json</html>", "is not JSON"),
+    ],
+    ids=["oversized", "other-issuer", "not-json"],
+)
+def test_a_bad_discovery_document_stops_the_sign_in(db, canary_tenants, body_for, reason):
+    server = _DiscoveryServer(body_for)
+    try:
+        _configure_issuer(canary_tenants.a, server.url)
+        response = Client(HTTP_HOST=canary_tenants.a.host).get("/accounts/oidc/authenticate/")
+    finally:
+        server.close()
+    assert response.status_code == 502 and reason in html.unescape(response.content.decode())
