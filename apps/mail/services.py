@@ -285,6 +285,11 @@ def mail_deliver(*, mail_id: int) -> str:
         except MailTemporaryError as exc:
             _mail_error(row, str(exc))
             raise
+        except Exception as exc:  # noqa: BLE001 - e.g. the drive down while reading attachments: retried,
+            # then failed with the reason, instead of a row left queued forever.
+            logger.exception("mail: unexpected error sending %s", row.message_id)
+            _mail_error(row, f"{type(exc).__name__}: {exc}")
+            raise MailTemporaryError(f"{type(exc).__name__}: {exc}"[:1000]) from exc
         row.status, row.sent_at = OutgoingMail.Status.SENT, timezone.now()
         row.last_error = "; ".join(f"{rcpt}: {code}" for rcpt, (code, _) in refused.items())[:1000]
         row.save(update_fields=["status", "sent_at", "last_error"])
@@ -455,31 +460,38 @@ def incoming_process(*, bot: Bot, raw: bytes, uid: int | None = None,
             return IncomingResult(row, duplicate=True)
         row.attempts += 1
         row.save(update_fields=["attempts"])
+    try:
+        return IncomingResult(_incoming_answer(bot, row, mail, own_addresses), duplicate=False)
+    except Exception as exc:
+        if row.attempts < INCOMING_MAX_ATTEMPTS:
+            raise  # the poller stops here; the next poll tries this mail again
+        logger.exception("mail: bot %s could not answer %s", bot.name, mail.message_id)
+        failed = _incoming_done(row, IncomingMail.Status.FAILED, f"{type(exc).__name__}: {exc}"[:1000])
+        return IncomingResult(failed, duplicate=False)
+
+
+def _incoming_answer(bot: Bot, row: IncomingMail, mail: content.ReceivedMail,
+                     own_addresses: set[str] | None) -> IncomingMail:
     own = set(own_addresses or ()) | _bot_addresses(bot)
     refusal = content.reply_refusal(mail, own_addresses=own)
+    if not refusal and not address_valid(mail.from_address):
+        refusal = f"the sender {mail.from_address!r} is not an address we can answer"
     if refusal:
-        return IncomingResult(_incoming_done(row, IncomingMail.Status.SKIPPED, refusal), duplicate=False)
+        return _incoming_done(row, IncomingMail.Status.SKIPPED, refusal)
     row.attachments = _attachments_store(bot, row, mail.attachments)
     row.save(update_fields=["attachments"])
-    try:
-        from apps.sessions.services import channel_turn
+    from apps.sessions.services import channel_turn
 
-        _session, messages = channel_turn(bot=bot, channel="email", user_key=mail.from_address,
-                                          text=mail.text or mail.subject, thread_key=mail.thread_key)
-    except Exception as exc:
-        if row.attempts >= INCOMING_MAX_ATTEMPTS:
-            logger.exception("mail: bot %s could not answer %s", bot.name, mail.message_id)
-            failed = _incoming_done(row, IncomingMail.Status.FAILED, f"{type(exc).__name__}: {exc}"[:1000])
-            return IncomingResult(failed, duplicate=False)
-        raise
+    _session, messages = channel_turn(bot=bot, channel="email", user_key=mail.from_address,
+                                      text=mail.text or mail.subject, thread_key=mail.thread_key)
     reply = "\n\n".join(m.content.strip() for m in messages if (m.content or "").strip())
     if not reply:
-        return IncomingResult(_incoming_done(row, IncomingMail.Status.NO_REPLY, "the bot produced no answer"), False)
+        return _incoming_done(row, IncomingMail.Status.NO_REPLY, "the bot produced no answer")
     with transaction.atomic():
         row.reply = mail_send(bot=bot, to=mail.from_address, subject=content.reply_subject(mail.subject),
                               body_text=reply, in_reply_to=mail.message_id,
                               references=[*mail.references, mail.message_id])
-        return IncomingResult(_incoming_done(row, IncomingMail.Status.ANSWERED, ""), duplicate=False)
+        return _incoming_done(row, IncomingMail.Status.ANSWERED, "")
 
 
 def _incoming_done(row: IncomingMail, status: str, reason: str) -> IncomingMail:

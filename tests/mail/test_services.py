@@ -20,8 +20,9 @@ from apps.drive.storage import tenant_drive
 from apps.mail.models import OutgoingMail
 from apps.mail.services import MailError, bot_drive_root, mail_send
 from apps.mail.tasks import mail_send_task
+from gbplatform.localservices import free_port
 from tests.mail.conftest import bot_name_new
-from tests.support.smtp_server import SmtpServer
+from tests.support.smtp_server import SmtpServer, bot_mail_config
 
 pytestmark = pytest.mark.django_db
 WAIT_S = 20
@@ -30,8 +31,7 @@ WAIT_S = 20
 def mail_bot(smtp: SmtpServer, **config: str) -> Bot:
     """A bot of the current tenant sending through the test SMTP server."""
     bot = Bot.objects.create(name=bot_name_new(), display_name="Shop Bot")
-    values = {"email-from": f"{bot.name}@shop.test", "email-server": smtp.host, "email-port": str(smtp.port),
-              "email-security": "plain", **config}
+    values = {**bot_mail_config(smtp, sender=f"{bot.name}@shop.test"), **config}
     for line, (key, value) in enumerate(values.items(), start=2):
         BotConfig.objects.create(bot=bot, key=key, value=value, line=line)
     return bot
@@ -183,3 +183,17 @@ def test_talk_to_an_address_mails_it_and_bad_recipients_are_script_errors(
             mail_send(bot=bot, to=",".join(f"u{i}@example.test" for i in range(51)), subject="x", body_text="y")
         whatsapp = run(bot, 'TALK TO "whatsapp:+5511999", "hi"\n')
         assert whatsapp.status == "error" and "whatsapp" in whatsapp.error["message"]
+
+
+def test_retries_are_bounded_then_the_mail_fails_with_the_last_reason(
+        mail_tenant, committed_db, mail_worker, smtp, monkeypatch):
+    monkeypatch.setattr(mail_send_task, "max_retries", 2)
+    smtp.fail_next = ["451 4.3.0 Try later"] * 5
+    with schema_context(mail_tenant.schema_name):
+        bot = mail_bot(smtp)
+        row = row_wait(mail_send(bot=bot, to="ana@example.test", subject="doomed", body_text="x").pk, "failed")
+        assert row.attempts == 3 and "gave up after 3 attempts" in row.last_error and "451" in row.last_error
+        unreachable = mail_bot(smtp, **{"email-port": str(free_port())})  # nothing listens there
+        row = row_wait(mail_send(bot=unreachable, to="ana@example.test", subject="x", body_text="y").pk, "failed")
+        assert row.attempts == 3 and "ConnectionRefusedError" in row.last_error
+    assert smtp.messages == []

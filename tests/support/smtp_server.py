@@ -10,6 +10,8 @@ raw bytes). Switches simulate a server's answers:
   is passed, which is for loopback tests only.
 
 `wait_for(count)` blocks until that many messages were accepted (the delivery runs on a Celery worker).
+`bot_mail_config(server, sender=...)` gives the config.csv rows that make a bot send through the server
+(tests must also set `settings.MAIL_ALLOW_PRIVATE_HOSTS = True`: it is a loopback host).
 """
 
 from __future__ import annotations
@@ -27,6 +29,12 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from gbplatform.localservices import free_port
 
 WAIT_TIMEOUT_S = 20.0
+
+
+def bot_mail_config(server: SmtpServer, *, sender: str) -> dict[str, str]:
+    """config.csv keys and values for a bot that sends through `server` (no TLS, no AUTH)."""
+    return {"email-from": sender, "email-server": server.host, "email-port": str(server.port),
+            "email-security": "plain"}
 
 
 @dataclass
