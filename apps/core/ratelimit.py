@@ -41,7 +41,7 @@ import ipaddress
 import logging
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -82,6 +82,7 @@ IPV6_PREFIX = 64
 # When Redis cannot be asked, tell the client to come back after this long (503 Retry-After).
 UNAVAILABLE_RETRY_AFTER_S = 5
 SCOPE_RE = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
+TENANT_RE = re.compile(r"[A-Za-z0-9_-]{1,63}")  # a schema name: never a ':' that could shift the key
 KEY_PREFIX = "rl"
 
 # KEYS[1] holds the bucket's "theoretical arrival time" (TAT) in microseconds of Redis time.
@@ -140,28 +141,33 @@ def _redis():
         raise RateLimitUnavailable("rate limits need the Redis cache (set REDIS_URL)") from None
 
 
-def _bucket_key(scope: str, key: str, *, per_tenant: bool) -> str:
+def _bucket_key(scope: str, key: str, *, per_tenant: bool, tenant: str | None) -> str:
     if not SCOPE_RE.fullmatch(scope):
         raise ValueError(f"invalid rate-limit scope {scope!r}: letters, digits, '_', '.', ':', '-' only")
-    tenant = (getattr(connection, "schema_name", "") or "public") if per_tenant else "platform"
+    if not per_tenant:
+        tenant = "platform"
+    elif not TENANT_RE.fullmatch(tenant := tenant or getattr(connection, "schema_name", "") or "public"):
+        raise ValueError(f"invalid tenant {tenant!r} for a rate limit")
     # Hashed: IPs, session ids and API keys never sit in Redis as they are.
     digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:40]
     return f"{KEY_PREFIX}:{tenant}:{scope}:{digest}"
 
 
 def rate_check(scope: str, key: str, *, limit: int, window_s: int, burst: int = 0,
-               per_tenant: bool = True) -> float | None:
+               per_tenant: bool = True, tenant: str | None = None) -> float | None:
     """Count one event for `key` in `scope`; None when it may proceed, else the seconds to wait (> 0).
 
     `limit` events per `window_s` seconds are allowed sustained, `limit + burst` back to back. Counters are
-    per tenant (the current schema) unless `per_tenant=False`. Synchronous (one Redis round trip): call
-    it from async code through `sync_to_async`. Raises ValueError for a malformed scope or limit, and
+    per tenant unless `per_tenant=False`: `tenant` (a schema name) when given, else the current schema of
+    this thread's connection -- pass it explicitly from async code, whose sync_to_async thread may have
+    another schema active. Synchronous (one Redis round trip): call it through `sync_to_async`.
+    Raises ValueError for a malformed scope, tenant or limit, and
     RateLimitUnavailable when Redis cannot be reached.
     """
     global _script
     if limit < 1 or window_s < 1 or burst < 0:
         raise ValueError(f"invalid rate limit {limit}/{window_s}s burst {burst}: limit and window >= 1, burst >= 0")
-    bucket = _bucket_key(scope, key, per_tenant=per_tenant)
+    bucket = _bucket_key(scope, key, per_tenant=per_tenant, tenant=tenant)
     interval_us = window_s * 1_000_000 / limit
     capacity_span_us = interval_us * (limit + burst)
     client = _redis()
@@ -314,9 +320,10 @@ def request_rate_check(request: HttpRequest, endpoint: str, *, by: str | None = 
     if not limit.enabled:
         return None
     by = by or limit.by
+    tenant = getattr(getattr(request, "tenant", None), "schema_name", None)  # set by the tenant middleware
     try:
         wait = rate_check(f"http.{endpoint}.{by}", request_rate_key(request, by), limit=limit.limit,
-                          window_s=limit.window_s, burst=limit.burst)
+                          window_s=limit.window_s, burst=limit.burst, tenant=tenant)
     except RateLimitUnavailable:
         if _setting("RATE_LIMIT_FAIL_OPEN", False):
             return None
@@ -328,16 +335,21 @@ def request_rate_check(request: HttpRequest, endpoint: str, *, by: str | None = 
 
 
 def ratelimited(endpoint: str, *, by: str | None = None,
-                config: Callable[[HttpRequest], Mapping[str, str] | None] | None = None):
+                config: Callable[[HttpRequest], Mapping[str, str] | None] | None = None,
+                methods: Iterable[str] | None = None):
     """View decorator: count the request against `endpoint`'s limit; 429 JSON with Retry-After when over.
 
     `by` overrides `rate-limit-by`; `config(request)` returns the config.csv values to read limits from
-    (e.g. the bot the request addresses), else the platform defaults apply. Works on sync and async views.
+    (e.g. the bot the request addresses), else the platform defaults apply; `methods` (e.g. ("POST",))
+    counts only those methods (a sign-in form's GET should not use up its attempts). Works on sync and
+    async views.
     """
     if endpoint not in ENDPOINTS:
         raise ValueError(f"unknown rate-limit endpoint {endpoint!r}; one of {', '.join(ENDPOINTS)}")
     if by is not None and by not in BY_CHOICES:
         raise ValueError(f"unknown rate-limit-by {by!r}; one of {', '.join(BY_CHOICES)}")
+
+    counted = {m.upper() for m in methods} if methods is not None else None
 
     def decorator(view):
         if asyncio.iscoroutinefunction(view):
@@ -345,6 +357,9 @@ def ratelimited(endpoint: str, *, by: str | None = None,
 
             @functools.wraps(view)
             async def async_wrapped(request, *args, **kwargs):
+                if counted is not None and request.method not in counted:
+                    return await view(request, *args, **kwargs)
+
                 def check():
                     return request_rate_check(request, endpoint, by=by,
                                               config_values=config(request) if config else None)
@@ -358,6 +373,8 @@ def ratelimited(endpoint: str, *, by: str | None = None,
 
         @functools.wraps(view)
         def wrapped(request, *args, **kwargs):
+            if counted is not None and request.method not in counted:
+                return view(request, *args, **kwargs)
             refused = request_rate_check(request, endpoint, by=by, config_values=config(request) if config else None)
             if refused is not None:
                 return refused

@@ -90,8 +90,11 @@ def test_each_tenant_has_its_own_counters_unless_the_limit_is_platform_wide(cana
     with schema_context(canary_tenants.b.schema_name):
         assert _allowed(scope, "203.0.113.5", 5, limit=3, window_s=600) == 3
         assert _allowed(scope + ".global", "203.0.113.5", 2, limit=3, window_s=600, per_tenant=False) == 1
+    # An explicit tenant (what async callers pass) counts in that tenant, whatever schema is active here.
+    assert rate_check(scope, "203.0.113.5", limit=3, window_s=600, tenant=canary_tenants.a.schema_name) is not None
+    assert _allowed(scope, "203.0.113.5", 1, limit=3, window_s=600, tenant="tenant_c") == 1
     keys = [k.decode() for k in get_redis_connection("default").keys(f"rl:*:{scope}:*")]
-    assert {k.split(":")[1] for k in keys} == {canary_tenants.a.schema_name, canary_tenants.b.schema_name}
+    assert {k.split(":")[1] for k in keys} == {canary_tenants.a.schema_name, canary_tenants.b.schema_name, "tenant_c"}
     assert not any(b"203.0.113.5" in k for k in get_redis_connection("default").keys("rl:*")), "keys are hashed"
 
 
@@ -170,7 +173,7 @@ def tight_auth(settings):
 
 
 def _sign_in_view():
-    @ratelimited("auth")
+    @ratelimited("auth", methods=("POST",))
     def sign_in(request):
         return HttpResponse("ok")
 
@@ -195,6 +198,9 @@ def test_over_the_limit_answers_429_json_with_retry_after(canary_tenants, tight_
         refused = view(_request(ip))
     assert statuses == [200, 200, 200]
     assert refused.status_code == 429
+    page = RequestFactory().get("/accounts/login/", REMOTE_ADDR=ip)
+    with schema_context(canary_tenants.a.schema_name):
+        assert view(page).status_code == 200, "only POSTs count"
     body = json.loads(refused.content)
     assert body["error"] == "rate_limit_exceeded" and body["message"]
     # The next slot frees up one interval (60 s / 3) after the first request, in whole seconds.
