@@ -173,8 +173,11 @@ def _password(bot: Bot, values: dict[str, str], keys: tuple[str, ...]) -> str:
     # SecretUnavailable (Vault down) propagates: a temporary failure, worth a retry.
 
 
-def smtp_account(bot: Bot, values: dict[str, str] | None = None) -> SmtpAccount:
-    """The account `bot` sends with: its own `email-*` settings, else the platform's SMTP_*."""
+def smtp_account(bot: Bot, values: dict[str, str] | None = None, *, with_password: bool = True) -> SmtpAccount:
+    """The account `bot` sends with: its own `email-*` settings, else the platform's SMTP_*.
+
+    `with_password=False` checks everything but leaves the password empty (no Vault call): for telling a
+    script at once that its bot cannot send mail."""
     values = bot_config_values(bot) if values is None else values
     sender = _value(values, FROM_KEYS) or getattr(settings, "MAIL_DEFAULT_FROM", "")
     sender_name = _value(values, FROM_NAME_KEYS, bot.display_name or "")
@@ -187,7 +190,8 @@ def smtp_account(bot: Bot, values: dict[str, str] | None = None) -> SmtpAccount:
     if host is not None:
         return SmtpAccount(
             host=host, port=port, security=_security(values, SMTP_SECURITY_KEYS, port),
-            user=_value(values, SMTP_USER_KEYS), password=_password(bot, values, SMTP_PASSWORD_KEYS),
+            user=_value(values, SMTP_USER_KEYS),
+            password=_password(bot, values, SMTP_PASSWORD_KEYS) if with_password else "",
             sender=sender, sender_name=sender_name, platform=False,
         )
     if not settings.SMTP_HOST:

@@ -173,9 +173,11 @@ def mail_send(*, bot: Bot, to: str | Sequence[str], subject: str, body_text: str
 
     `attachments` are paths in the bot's drive area (as READ/WRITE see them); they must exist now and are
     read again when the mail is sent. Raises MailError (nothing recorded) on a bad recipient, a missing
-    or oversized attachment, or an oversized body.
+    or oversized attachment, or an oversized body, and MailConfigError when the bot has no usable sender
+    or server (the password is checked when sending).
     """
     recipients = recipients_parse(to)
+    smtp_account(bot, with_password=False)  # a bot that cannot send at all is told now, not in the worker
     paths = [str(p).strip().strip("/") for p in attachments if str(p).strip()]
     _attachments_read(bot, paths)  # fail now, in the script, rather than later in the worker
     body_html = body_html or ""

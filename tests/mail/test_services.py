@@ -197,3 +197,12 @@ def test_retries_are_bounded_then_the_mail_fails_with_the_last_reason(
         row = row_wait(mail_send(bot=unreachable, to="ana@example.test", subject="x", body_text="y").pk, "failed")
         assert row.attempts == 3 and "ConnectionRefusedError" in row.last_error
     assert smtp.messages == []
+
+
+def test_a_bot_without_mail_settings_is_told_at_once_and_nothing_is_queued(mail_tenant, committed_db, smtp):
+    with schema_context(mail_tenant.schema_name):
+        bot = Bot.objects.create(name=bot_name_new("nomail"))
+        result = run(bot, 'SEND MAIL "ana@example.test", "x", "y"\n')
+        assert result.status == "error"
+        assert "SEND MAIL" in result.error["message"] and "email-from" in result.error["message"]
+        assert not OutgoingMail.objects.filter(bot=bot).exists()
