@@ -16,6 +16,7 @@ from django_tenants.utils import schema_context
 from imapclient import IMAPClient
 
 from apps.bots.models import Bot, BotConfig
+from apps.bots.services import script_sync
 from apps.core.locks import tenant_lock_try
 from apps.drive.storage import tenant_drive
 from apps.mail import services
@@ -80,6 +81,8 @@ def test_a_mail_to_the_bot_is_answered_in_the_same_thread(
 
     with schema_context(mail_tenant.schema_name):
         bot = mailbox_bot(smtp, dovecot)
+        script_sync(bot=bot, path=f"{bot.name}.gbai/{bot.name}.gbdialog/start.bas",
+                    data=b'TALK "Hello from the shop."\nHEAR question\nTALK "You asked: " + question\n')
         first = deliver(dovecot, bot, references=["<root@example.test>"])
         report = mailbox_poll(bot=bot)
         assert (report.fetched, report.answered, report.error) == (1, 1, "")
@@ -90,7 +93,7 @@ def test_a_mail_to_the_bot_is_answered_in_the_same_thread(
         assert reply["In-Reply-To"] == first
         assert reply["References"].split() == ["<root@example.test>", first]
         assert reply["Auto-Submitted"] == "auto-replied"
-        assert reply.get_content().strip()
+        assert reply.get_content().strip() == "Hello from the shop."  # start.bas greets, then HEARs
         row = IncomingMail.objects.get(bot=bot)
         assert row.status == "answered" and row.thread_key == "<root@example.test>"
         assert row_wait(row.reply_id, "sent").message_id == reply["Message-ID"]
@@ -100,13 +103,14 @@ def test_a_mail_to_the_bot_is_answered_in_the_same_thread(
         flags = client.get_flags(client.search("ALL"))
         client.logout()
         assert all(b"\\Seen" in f and b"\\Answered" in f for f in flags.values())
-        # Ana answers the bot's reply: same thread, same chat session.
+        # Ana answers the bot's reply: same thread, same chat session, whose start.bas was waiting at HEAR.
         deliver(dovecot, bot, subject="Re: Opening hours", body="And on Monday?",
                 references=["<root@example.test>", first, reply["Message-ID"]])
         report = mailbox_poll(bot=bot)
         assert report.answered == 1
         second = smtp.wait_for(2)[1].message
         assert second["References"].split()[0] == "<root@example.test>"
+        assert second.get_content().strip() == "You asked: And on Monday?"  # the HEAR of the same session
         assert ChatSession.objects.filter(bot=bot).count() == 1
 
 
