@@ -109,6 +109,10 @@ class RateLimitUnavailable(RuntimeError):
     """The shared cache (Redis) could not be asked; the caller decides: refuse (default) or let through."""
 
 
+class RateLimitNotConfigured(RateLimitUnavailable):
+    """The cache is not Redis (no REDIS_URL): there is no shared store to count in."""
+
+
 @dataclass(frozen=True)
 class RateLimit:
     """The limit that applies to one endpoint class, as resolved from config and settings."""
@@ -138,7 +142,7 @@ def _redis():
 
         return get_redis_connection("default")
     except (ImportError, NotImplementedError):
-        raise RateLimitUnavailable("rate limits need the Redis cache (set REDIS_URL)") from None
+        raise RateLimitNotConfigured("rate limits need the Redis cache (set REDIS_URL)") from None
 
 
 def _bucket_key(scope: str, key: str, *, per_tenant: bool, tenant: str | None) -> str:
@@ -324,8 +328,12 @@ def request_rate_check(request: HttpRequest, endpoint: str, *, by: str | None = 
     try:
         wait = rate_check(f"http.{endpoint}.{by}", request_rate_key(request, by), limit=limit.limit,
                           window_s=limit.window_s, burst=limit.burst, tenant=tenant)
-    except RateLimitUnavailable:
-        if _setting("RATE_LIMIT_FAIL_OPEN", False):
+    except RateLimitUnavailable as exc:
+        # A development server without Redis (bare `manage.py runserver`) serves unlimited; production
+        # requires REDIS_URL, so there this is an outage and fails closed unless told otherwise.
+        if _setting("RATE_LIMIT_FAIL_OPEN", False) or (
+            isinstance(exc, RateLimitNotConfigured) and _setting("DEBUG", False)
+        ):
             return None
         return rate_limit_unavailable_response()
     if wait is None:

@@ -18,6 +18,7 @@ from django_redis import get_redis_connection
 from django_tenants.utils import schema_context
 
 from apps.core.ratelimit import (
+    RateLimitNotConfigured,
     RateLimitUnavailable,
     rate_check,
     rate_limits_for,
@@ -108,6 +109,18 @@ def redis_down(settings):
 def test_redis_down_is_reported_not_guessed(redis_down):
     with pytest.raises(RateLimitUnavailable, match="unavailable"):
         rate_check(_scope(), "k", limit=1, window_s=1)
+
+
+@pytest.mark.django_db
+def test_without_redis_only_a_debug_server_goes_unlimited(canary_tenants, settings):
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"}}
+    view = _sign_in_view()
+    with schema_context(canary_tenants.a.schema_name):
+        with pytest.raises(RateLimitNotConfigured, match="REDIS_URL"):
+            rate_check(_scope(), "k", limit=1, window_s=1)
+        assert view(_request("198.51.100.2")).status_code == 503
+        settings.DEBUG = True
+        assert view(_request("198.51.100.2")).status_code == 200
 
 
 # --- limits from config.csv ----------------------------------------------------------------------------------------
