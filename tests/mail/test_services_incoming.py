@@ -217,3 +217,40 @@ def _in_other_thread(schema: str, function):
     thread.start()
     thread.join(timeout=30)
     return result["value"]
+
+
+def test_a_mail_that_keeps_failing_is_given_up_after_its_attempts_and_does_not_block_the_mailbox(
+        mail_tenant, committed_db, mail_worker, smtp, dovecot, chat_turns):
+    with schema_context(mail_tenant.schema_name):
+        bot = mailbox_bot(smtp, dovecot)
+        BotConfig.objects.filter(bot=bot, key="email-server").delete()  # the answer cannot be sent
+        deliver(dovecot, bot, subject="first")
+        deliver(dovecot, bot, subject="second")
+        for _ in range(services.INCOMING_MAX_ATTEMPTS - 1):
+            report = mailbox_poll(bot=bot)
+            assert (report.fetched, report.answered, report.failed) == (1, 0, 0)  # stopped at the first mail
+            assert "SMTP server" in report.error
+        report = mailbox_poll(bot=bot)  # the first mail's last attempt: given up, the next mail is tried
+        assert (report.fetched, report.failed) == (2, 1) and "SMTP server" in report.error
+        first = IncomingMail.objects.get(bot=bot, subject="first")
+        assert first.status == "failed" and first.attempts == services.INCOMING_MAX_ATTEMPTS
+        assert "SMTP server" in first.reason
+        assert IncomingMail.objects.get(bot=bot, subject="second").status == "received"
+        assert MailboxState.objects.get(bot=bot).last_error == report.error
+
+
+def test_the_mailbox_password_comes_from_vault_in_the_tenants_scope_only(
+        mail_tenant, committed_db, smtp, dovecot, vault):
+    schema = mail_tenant.schema_name
+    with schema_context(schema):
+        bot = mailbox_bot(smtp, dovecot)
+        user = BotConfig.objects.get(bot=bot, key="imap-user").value
+        vault.put_secret(f"gbo/tenants/{schema}/imap", {"password": dovecot.users[user]})
+        BotConfig.objects.filter(bot=bot, key="imap-pass").update(value=f"vault:gbo/tenants/{schema}/imap#password")
+        deliver(dovecot, bot, headers={"Auto-Submitted": "auto-generated"})  # recorded, needs no chat turn
+        report = mailbox_poll(bot=bot)
+        assert (report.fetched, report.skipped, report.error) == (1, 1, "")
+        BotConfig.objects.filter(bot=bot, key="imap-pass").update(value="vault:gbo/tenants/other/imap#password")
+        refused = mailbox_poll(bot=bot)
+        assert "outside this bot's secrets" in refused.error and refused.fetched == 0
+    assert vault.count(vault.kv_path("gbo/tenants/other/imap")) == 0
