@@ -92,7 +92,9 @@ INCOMING_MAX_ATTEMPTS = 3
 INBOX_FOLDER = "mail/inbox"
 # RFC 3834: every mail a bot sends is automated; replies say so more precisely.
 AUTO_GENERATED, AUTO_REPLIED = "auto-generated", "auto-replied"
-_HTML_BODY_RE = re.compile(r"^\s*<(!doctype|html|body|p|div|table|br|h[1-6]|ul|ol|span|b|i|strong|em|a)\b",
+# A script's body is sent as HTML when it starts with one of these tags (`<b>`, `<p class=...>`, `<br/>`);
+# "<ana@example.test> wrote:" is text.
+_HTML_BODY_RE = re.compile(r"^\s*<(!doctype|html|body|p|div|table|br|h[1-6]|ul|ol|span|b|i|strong|em|a)[\s>/]",
                            re.IGNORECASE)
 
 

@@ -18,7 +18,7 @@ from apps.bots.runtime import script_start
 from apps.bots.services import script_sync
 from apps.drive.storage import tenant_drive
 from apps.mail.models import OutgoingMail
-from apps.mail.services import MailError, bot_drive_root, mail_send
+from apps.mail.services import MailError, bot_drive_root, mail_send, script_mail_send
 from apps.mail.tasks import mail_send_task
 from gbplatform.localservices import free_port
 from tests.mail.conftest import bot_name_new
@@ -206,3 +206,15 @@ def test_a_bot_without_mail_settings_is_told_at_once_and_nothing_is_queued(mail_
         assert result.status == "error"
         assert "SEND MAIL" in result.error["message"] and "email-from" in result.error["message"]
         assert not OutgoingMail.objects.filter(bot=bot).exists()
+
+
+def test_a_body_is_html_only_when_it_starts_with_an_html_tag(mail_tenant, committed_db, mail_worker, smtp):
+    with schema_context(mail_tenant.schema_name):
+        bot = mail_bot(smtp)
+        script_mail_send(bot=bot, to="ana@example.test", subject="quoted", body="<ana@example.test> wrote: hi")
+        script_mail_send(bot=bot, to="ana@example.test", subject="rich", body='<p class="x">Hi <b>Ana</b></p>')
+        quoted, rich = (m.message for m in smtp.wait_for(2))
+    assert quoted.get_content_type() == "text/plain"
+    assert quoted.get_content().strip() == "<ana@example.test> wrote: hi"
+    assert rich.get_content_type() == "multipart/alternative"
+    assert rich.get_body(preferencelist=("plain",)).get_content().strip() == "Hi Ana"
