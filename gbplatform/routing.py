@@ -1,3 +1,11 @@
-"""WebSocket routes. The chat consumers (`/ws`, `/ws/<bot>`) join here with the sessions app."""
+"""WebSocket routes: the chat (upstream protocol at /ws and /ws/<bot>, the HTMX chat at /ws/<bot>/ui)."""
 
-websocket_urlpatterns: list = []
+from django.urls import path
+
+from apps.sessions.consumers import HtmxChatConsumer, UpstreamChatConsumer
+
+websocket_urlpatterns: list = [
+    path("ws", UpstreamChatConsumer.as_asgi()),
+    path("ws/<slug:bot>/ui", HtmxChatConsumer.as_asgi()),
+    path("ws/<slug:bot>", UpstreamChatConsumer.as_asgi()),
+]

@@ -1,0 +1,180 @@
+"""The LLM side of a turn: prompt assembly (spec 6.3 step 10, 7.3), KB passages with citations, the
+function-calling loop through apps.llm, streaming, and the honest offline answer when no model can answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+from apps.bots.models import BotScript
+from apps.sessions import events
+from apps.sessions.turns import (
+    DEFAULT_SYSTEM_PROMPT,
+    KB_CONTEXT_HITS,
+    KB_CONTEXT_MAX_CHARS,
+    OFFLINE_DOWN,
+    OFFLINE_NO_MODEL,
+    OFFLINE_NOTHING,
+    OFFLINE_PASSAGE_CHARS,
+    OFFLINE_PASSAGES,
+    QUOTA_REACHED,
+    Turn,
+    _Suspend,
+    bot_config,
+    history_limit,
+    history_messages,
+)
+
+logger = logging.getLogger(__name__)
+
+# The streamed-so-far buffer (for clients reconnecting mid-answer) is rewritten at most this often.
+STREAM_BUFFER_EVERY_S = 0.05
+
+
+def kb_passages(turn: Turn, query: str) -> list:
+    kbs = list(turn.state.get("kbs") or [])
+    if not kbs:
+        return []
+    from apps.kb.search import kb_search
+
+    try:
+        return list(kb_search(bot=turn.session.bot, kbs=kbs, query=query).hits[:KB_CONTEXT_HITS])
+    except Exception:  # search degrades to nothing rather than failing the turn
+        logger.exception("chat: KB search failed for bot %s", turn.session.bot.name)
+        return []
+
+
+def _citations(hits: list) -> list[dict]:
+    return [{"n": n, "source": h.document_path, "kb": h.kb, "page": h.page, "score": round(float(h.score), 4)}
+            for n, h in enumerate(hits, 1)]
+
+
+def _kb_block(hits: list) -> str:
+    parts = ["Knowledge base passages (cite them by number):"]
+    used = len(parts[0])
+    for n, hit in enumerate(hits, 1):
+        block = f"[{n}] (source: {hit.document_path})\n{hit.text.strip()}"
+        if used + len(block) > KB_CONTEXT_MAX_CHARS:
+            break
+        parts.append(block)
+        used += len(block)
+    return "\n\n".join(parts)
+
+
+def system_prompt(turn: Turn, hits: list) -> str:
+    bot = turn.session.bot
+    parts = [bot.system_prompt.strip() or DEFAULT_SYSTEM_PROMPT]
+    if turn.state.get("system_prompt"):
+        parts.append(str(turn.state["system_prompt"]))
+    context = turn.state.get("context") or {}
+    active = turn.state.get("active_context")
+    if active and context.get(active):
+        parts.append("Conversation context:\n" + str(context[active]))
+    if hits:
+        parts.append(_kb_block(hits))
+    return "\n\n".join(parts)
+
+
+def tool_definitions(turn: Turn) -> list[dict]:
+    names = list(turn.state.get("tools") or [])
+    if not names:
+        return []
+    schemas = dict(BotScript.objects.filter(bot=turn.session.bot, name__in=names, tool_schema__isnull=False)
+                   .values_list("name", "tool_schema"))
+    return [schemas[n] for n in names if n in schemas]
+
+
+def offline_text(hits: list, reason: str) -> str:
+    if not hits:
+        return f"{reason} {OFFLINE_NOTHING}"
+    quotes = []
+    for n, hit in enumerate(hits[:OFFLINE_PASSAGES], 1):
+        text = " ".join(hit.text.split())
+        if len(text) > OFFLINE_PASSAGE_CHARS:
+            text = text[:OFFLINE_PASSAGE_CHARS].rsplit(" ", 1)[0] + "…"
+        quotes.append(f"{n}. {text}\n   Source: {hit.document_path}")
+    return f"{reason} The closest passages:\n\n" + "\n\n".join(quotes)
+
+
+def llm_answer(turn: Turn, text: str) -> None:
+    from apps.llm.errors import LLMQuotaExceeded, LLMStreamInterrupted, LLMUnavailable
+    from apps.llm.services import bot_llm_configured, chat, llm_settings_for
+
+    session = turn.session
+    config = bot_config(session)
+    hits = kb_passages(turn, text)
+    citations = _citations(hits)
+    if not bot_llm_configured(session.bot, config):
+        turn.bot_message(offline_text(hits, OFFLINE_NO_MODEL), meta={"offline": True, "citations": citations})
+        return
+    settings = llm_settings_for(session.bot, config)
+    messages = [{"role": "system", "content": system_prompt(turn, hits)}]
+    messages += history_messages(session, before_index=turn.next_index - 1, exchanges=history_limit(config))
+    messages.append({"role": "user", "content": text})
+    tools = tool_definitions(turn)
+
+    stream_id = uuid.uuid4().hex[:16]
+    streamed: list[str] = []
+    offset = 0
+    last_buffer = 0.0
+    sid = str(session.id)
+
+    def on_delta(chunk: str) -> None:
+        nonlocal offset, last_buffer
+        if not chunk:
+            return
+        if not streamed:
+            turn.sink.emit({"kind": "stream_start", "stream": stream_id})
+        streamed.append(chunk)
+        turn.sink.emit({"kind": "delta", "stream": stream_id, "offset": offset, "text": chunk})
+        offset += len(chunk)
+        now = time.monotonic()
+        if now - last_buffer >= STREAM_BUFFER_EVERY_S:
+            events.stream_buffer_set(sid, stream_id, "".join(streamed))
+            last_buffer = now
+
+    def run_tool(name: str, arguments: dict) -> str:
+        # Tool TALKs are messages of their own: the answer streamed so far is closed first, so the
+        # transcript reads in order (answer part, tool output, rest of the answer).
+        return turn.run_tool(name, arguments)
+
+    started = time.monotonic()
+    meta: dict = {"citations": citations}
+    try:
+        result = chat(settings, messages, tools=tools or None, run_tool=run_tool, on_delta=on_delta)
+    except _Suspend as exc:
+        # A tool the model called asks the user a question (HEAR): the dialog now leads the conversation.
+        meta["suspended_tool"] = exc.args[0]
+        if streamed:
+            turn.bot_message("".join(streamed), meta=meta, stream=stream_id)
+        events.stream_buffer_clear(sid)
+        return
+    except LLMQuotaExceeded:
+        events.stream_buffer_clear(sid)
+        turn.bot_message(QUOTA_REACHED, meta={"quota": True})
+        return
+    except LLMStreamInterrupted as exc:
+        events.stream_buffer_clear(sid)
+        partial = exc.partial_text or "".join(streamed)
+        note = "\n\n(The answer was interrupted. Please ask again.)"
+        turn.bot_message(partial + note, meta={**meta, "interrupted": True}, stream=stream_id if streamed else None,
+                         latency_ms=int((time.monotonic() - started) * 1000))
+        return
+    except LLMUnavailable as exc:
+        events.stream_buffer_clear(sid)
+        logger.warning("chat: no LLM answered for bot %s: %s", session.bot.name, getattr(exc, "detail", exc))
+        turn.bot_message(offline_text(hits, OFFLINE_DOWN), meta={**meta, "offline": True},
+                         stream=stream_id if streamed else None)
+        return
+    events.stream_buffer_clear(sid)
+    tokens = result.prompt_tokens + result.completion_tokens
+    turn.tokens += tokens
+    meta.update({"cached": result.cached, "provider": result.provider,
+                 "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens})
+    if result.tool_calls:
+        meta["tool_calls"] = [{"name": c.name, "arguments": c.arguments, "result": c.result, "error": c.error}
+                              for c in result.tool_calls]
+    turn.bot_message(result.text, meta=meta, stream=stream_id if streamed else None, tokens=tokens,
+                     model=result.model[:200], latency_ms=result.latency_ms)

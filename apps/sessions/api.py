@@ -1,0 +1,227 @@
+"""Chat over HTTP: upstream's anonymous bootstrap and bot config (spec 6.2, 6.6), and a REST API for clients
+that do not speak WebSocket: create a session, post a message and get the replies as JSON or as a stream
+of server-sent events, read the history. The schema is served at /api/openapi.json.
+
+A session id is the capability, as in upstream (random UUIDs, unguessable); the endpoints carry no cookies'
+authority, so they are CSRF-exempt. Every message endpoint is rate limited per session and per IP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+from asgiref.sync import sync_to_async
+from django.db import connection
+from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from apps.bots.selectors import bot_config_values
+from apps.compliance.services import request_client_ip
+from apps.core.ratelimit import ratelimited
+from apps.sessions import events, services
+from apps.sessions.models import MessageType
+from apps.sessions.openapi import openapi_schema
+from apps.sessions.turns import TurnError, message_event
+
+logger = logging.getLogger(__name__)
+
+# Request bodies of the message endpoints: a message plus a little JSON around it.
+BODY_MAX_BYTES = 64 * 1024
+# Config keys never served by /api/bot/config (upstream serves the whole map; ours hides credentials).
+_SECRET_MARKERS = ("key", "pass", "secret", "token", "credential")
+
+
+def _error(status: int, message: str) -> JsonResponse:
+    return JsonResponse({"error": message}, status=status)
+
+
+def _body(request: HttpRequest) -> dict:
+    if len(request.body) > BODY_MAX_BYTES:
+        raise TurnError(f"request body too large (limit {BODY_MAX_BYTES} bytes)")
+    if not request.body:
+        return {}
+    try:
+        data = json.loads(request.body)
+    except ValueError:
+        raise TurnError("malformed JSON body") from None
+    if not isinstance(data, dict):
+        raise TurnError("the body must be a JSON object")
+    return data
+
+
+def _session_json(session) -> dict:
+    return {"session_id": str(session.id), "user_id": str(session.user_id), "bot_id": str(session.bot_id),
+            "bot_name": session.bot.name, "channel": session.channel, "title": session.title,
+            "created_at": session.created_at.isoformat()}
+
+
+@require_GET
+def auth_bootstrap(request: HttpRequest) -> JsonResponse:
+    """GET /api/auth?bot_name=&user_id=&session_id= (spec 6.2)."""
+    try:
+        session = services.session_bootstrap(bot_name=request.GET.get("bot_name") or "default",
+                                             user_id=request.GET.get("user_id"),
+                                             session_id=request.GET.get("session_id"))
+    except services.UnknownBot as exc:
+        return _error(404, str(exc))
+    return JsonResponse({"user_id": str(session.user_id), "session_id": str(session.id),
+                         "bot_id": str(session.bot_id), "bot_name": session.bot.name, "status": "anonymous"})
+
+
+def public_config(values: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in values.items()
+            if not any(m in k.lower() for m in _SECRET_MARKERS) and not str(v).strip().lower().startswith("vault:")}
+
+
+@require_GET
+def bot_config(request: HttpRequest) -> JsonResponse:
+    """GET /api/bot/config?bot_name=: the bot's config map (theme, title...) without credentials."""
+    try:
+        bot = services.bot_by_name(request.GET.get("bot_name") or "default")
+    except services.UnknownBot as exc:
+        return _error(404, str(exc))
+    return JsonResponse(public_config(bot_config_values(bot)))
+
+
+def _bot_config_of_request(request: HttpRequest):
+    return None  # platform defaults for the IP bucket; per-bot limits apply per session in apps.sessions.limits
+
+
+def _message_rate(request: HttpRequest, session) -> JsonResponse | None:
+    from apps.sessions.limits import message_rate_check
+
+    wait = message_rate_check(session_id=str(session.id), ip=request_client_ip(request) or "",
+                              bot_name=session.bot.name)
+    if wait:
+        response = _error(429, f"too many messages; retry in {int(wait) + 1} s")
+        response["Retry-After"] = str(int(wait) + 1)
+        return response
+    return None
+
+
+@csrf_exempt
+@require_POST
+@ratelimited("chat", by="ip", config=_bot_config_of_request)
+def sessions_create(request: HttpRequest) -> JsonResponse:
+    """POST /api/sessions {"bot_name", "user_id"?}: a new session; start.bas runs, its messages returned."""
+    try:
+        data = _body(request)
+        session = services.session_bootstrap(bot_name=str(data.get("bot_name") or ""),
+                                             user_id=data.get("user_id"), channel="api")
+        produced = services.session_start(session, sink=events.GroupSink(connection.schema_name, str(session.id)))
+    except services.UnknownBot as exc:
+        return _error(404, str(exc))
+    except TurnError as exc:
+        return _error(400, str(exc))
+    session.refresh_from_db()
+    return JsonResponse({**_session_json(session), "messages": [message_event(m) for m in produced],
+                         "suggestions": (session.state or {}).get("suggestions") or []}, status=201)
+
+
+def _session_or_404(session_id) -> object:
+    try:
+        return services.session_get(str(session_id))
+    except services.UnknownSession:
+        return None
+
+
+@csrf_exempt
+@require_http_methods(["GET", "POST"])
+def session_messages(request: HttpRequest, session_id) -> JsonResponse:
+    """POST: run a turn, answer with the bot's messages. GET: the history (`?after=<index>&limit=`)."""
+    session = _session_or_404(session_id)
+    if session is None:
+        return _error(404, "no such session")
+    if request.method == "GET":
+        return _history(request, session)
+    limited = _message_rate(request, session)
+    if limited is not None:
+        return limited
+    try:
+        data = _body(request)
+        sink = events.GroupSink(connection.schema_name, str(session.id))
+        produced = services.turn_run(session, text=data.get("content", data.get("text", "")),
+                                     message_type=data.get("message_type", MessageType.USER), sink=sink)
+    except TurnError as exc:
+        return _error(400, str(exc))
+    session.refresh_from_db()
+    return JsonResponse({"session_id": str(session.id), "messages": [message_event(m) for m in produced],
+                         "suggestions": (session.state or {}).get("suggestions") or []})
+
+
+def _history(request: HttpRequest, session) -> JsonResponse:
+    try:
+        after = int(request.GET.get("after", -1))
+        limit = int(request.GET.get("limit", services.HISTORY_PAGE_MAX))
+    except ValueError:
+        return _error(400, "after and limit must be whole numbers")
+    messages = services.history(session, after=after, limit=limit)
+    return JsonResponse({"session_id": str(session.id), "messages": messages,
+                         "next_after": messages[-1]["index"] if messages else after})
+
+
+@require_GET
+def session_history(request: HttpRequest, session_id) -> JsonResponse:
+    session = _session_or_404(session_id)
+    if session is None:
+        return _error(404, "no such session")
+    return _history(request, session)
+
+
+def _sse(event: dict) -> bytes:
+    return f"event: {event.get('kind', 'message')}\ndata: {json.dumps(event, ensure_ascii=False)}\n\n".encode()
+
+
+@csrf_exempt
+@require_POST
+async def session_stream(request: HttpRequest, session_id):
+    """POST /api/sessions/<id>/stream {"content"}: the turn as server-sent events (`message`, `delta`,
+    `thinking`, `suggestions`, `status`), ending with `event: done`."""
+    from apps.sessions.consumers import turn_dispatch
+
+    schema = connection.schema_name
+    session = await sync_to_async(_session_or_404)(session_id)
+    if session is None:
+        return _error(404, "no such session")
+    limited = await sync_to_async(_message_rate)(request, session)
+    if limited is not None:
+        return limited
+    try:
+        data = _body(request)
+        text = services.message_check(data.get("content", data.get("text", "")))
+        message_type = int(data.get("message_type", MessageType.USER))
+    except (TurnError, TypeError, ValueError) as exc:
+        return _error(400, str(exc))
+    queue: asyncio.Queue = asyncio.Queue()
+    task = await turn_dispatch(schema, str(session.id), _stream_turn, str(session.id), text, message_type,
+                               extra=queue)
+
+    async def body():
+        while True:
+            getter = asyncio.ensure_future(queue.get())
+            done, _ = await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+            if getter in done:
+                yield _sse(getter.result())
+                continue
+            getter.cancel()
+            while not queue.empty():
+                yield _sse(queue.get_nowait())
+            yield b"event: done\ndata: {}\n\n"
+            return
+
+    response = StreamingHttpResponse(body(), content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # proxies must not buffer the stream
+    return response
+
+
+def _stream_turn(session_id: str, text: str, message_type: int, sink) -> None:
+    services.turn_run(services.session_get(session_id), text=text, message_type=message_type, sink=sink)
+
+
+@require_GET
+def openapi(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(openapi_schema(request.build_absolute_uri("/")))

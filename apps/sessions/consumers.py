@@ -1,0 +1,429 @@
+"""Chat WebSockets: the upstream JSON protocol (`/ws`, `/ws/<bot>`, spec 6.2-6.4) and the HTMX chat's HTML
+frames (`/ws/<bot>/ui`, protocol in apps.sessions.rendering).
+
+A consumer never runs a turn itself. It queues the turn (in arrival order per session) on the chat's thread
+pool; the turn publishes its events to the session's channel-layer group and every connection of the
+session renders them. So a turn finishes and its answer is saved even when its socket closed, and a client
+that reconnects with the last index it saw (`last_index` in the URL, or the HTMX page's `resume` frame) gets
+what it missed exactly once: it joins the group first, then replays from the database, and drops live
+events it already replayed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
+from urllib.parse import parse_qs
+
+from asgiref.sync import sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from django.db import connections
+from django_tenants.utils import schema_context
+
+from apps.sessions import events, rendering, services
+from apps.sessions.models import MessageType, Role
+from apps.sessions.turns import TurnError
+
+logger = logging.getLogger(__name__)
+
+# Threads running turns in one web process: a turn streaming an LLM answer holds one for seconds, so this
+# is the number of answers a process streams at once (each thread keeps its own database connection).
+CHAT_TURN_THREADS = int(getattr(settings, "CHAT_TURN_THREADS", 32))
+# A frame larger than this is refused before parsing (the message limit applies to its content after).
+FRAME_MAX_BYTES = 64 * 1024
+# Turns queued for one connection before it is told to slow down (a client flooding frames).
+CONNECTION_QUEUE_MAX = 20
+# Close codes (4000-4999 are the application's): the upstream client does not retry on 4xxx.
+CLOSE_UNKNOWN_BOT = 4404
+CLOSE_FORBIDDEN = 4403
+
+_executor = ThreadPoolExecutor(max_workers=CHAT_TURN_THREADS, thread_name_prefix="chat-turn")
+# The last queued turn of each session in this process: the next one waits for it (order within a
+# process); the advisory lock in apps.sessions.turns orders turns across processes.
+_session_tails: dict[str, asyncio.Future] = {}
+# Turns running detached from their socket are kept referenced until they end.
+_running: set[asyncio.Task] = set()
+
+
+def _prepare_connection() -> None:
+    conn = connections["default"]
+    if conn.connection is not None and conn.errors_occurred and not conn.is_usable():
+        conn.close()
+
+
+async def chat_run(schema: str, fn, *args, **kwargs):
+    """Run `fn` on the chat pool in `schema` (connections persist per pool thread: no connect per turn)."""
+
+    def call():
+        _prepare_connection()
+        with schema_context(schema):
+            return fn(*args, **kwargs)
+
+    return await sync_to_async(call, thread_sensitive=False, executor=_executor)()
+
+
+class _LoopSink:
+    """Hands events from the turn's thread to the event loop, which publishes them in order."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, *queues: asyncio.Queue) -> None:
+        self.loop, self.queues = loop, queues
+
+    def emit(self, event: dict) -> None:
+        for queue in self.queues:
+            self.loop.call_soon_threadsafe(queue.put_nowait, event)
+
+
+async def _publish(group: str, queue: asyncio.Queue) -> None:
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    while True:
+        event = await queue.get()
+        if event is None:
+            return
+        await layer.group_send(group, {"type": "chat.event", "event": event})
+
+
+async def turn_dispatch(schema: str, session_id: str, fn, *args, extra: asyncio.Queue | None = None,
+                        **kwargs) -> asyncio.Future:
+    """Queue a turn of the session behind the previous one of this process, detached from any socket.
+    Its events go to the session's group (and to `extra`, for a caller streaming them itself)."""
+    previous = _session_tails.get(session_id)
+    loop = asyncio.get_running_loop()
+
+    async def run() -> None:
+        if previous is not None:
+            with _suppress_all():
+                await previous
+        queue: asyncio.Queue = asyncio.Queue()
+        publisher = asyncio.create_task(_publish(events.session_group(schema, session_id), queue))
+        sink = _LoopSink(loop, queue, *([extra] if extra is not None else []))
+        try:
+            await chat_run(schema, fn, *args, sink=sink, **kwargs)
+        except TurnError as exc:
+            sink.emit({"kind": "status", "text": str(exc)})
+        except Exception:
+            logger.exception("chat: turn failed in session %s", session_id)
+            sink.emit({"kind": "status", "text": "Something went wrong; please try again."})
+        finally:
+            queue.put_nowait(None)
+            await publisher
+
+    task = asyncio.ensure_future(run())
+    _session_tails[session_id] = task
+    _running.add(task)
+
+    def done(t: asyncio.Task) -> None:
+        _running.discard(t)
+        if _session_tails.get(session_id) is t:
+            del _session_tails[session_id]
+
+    task.add_done_callback(done)
+    return task
+
+
+class _suppress_all:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return True
+
+
+def _open_session(bot_name: str, user_id: str | None, session_id: str | None) -> dict:
+    session = services.session_bootstrap(bot_name=bot_name, user_id=user_id, session_id=session_id)
+    return {"session_id": str(session.id), "user_id": str(session.user_id), "bot_id": str(session.bot_id),
+            "bot_name": session.bot.name, "started": bool((session.state or {}).get("started"))}
+
+
+def _replay(session_id: str, after: int) -> dict:
+    session = services.session_get(session_id)
+    return {"messages": services.history(session, after=after, limit=services.HISTORY_PAGE_MAX * 50),
+            "stream": services.stream_in_progress(session),
+            "suggestions": list((session.state or {}).get("suggestions") or [])}
+
+
+class ChatConsumerBase(AsyncWebsocketConsumer):
+    """Connection handling shared by both wire formats; subclasses render events."""
+
+    bot_name = ""
+    info: dict
+    group = ""
+
+    async def connect(self) -> None:
+        self.tenant = self.scope["tenant"]
+        self.schema = self.tenant.schema_name
+        self.query = {k: v[0] for k, v in parse_qs(self.scope.get("query_string", b"").decode("latin-1")).items()}
+        self.sent_upto = -1
+        self.stream_sent: dict[str, int] = {}
+        self.pending = 0
+        route = self.scope.get("url_route", {}).get("kwargs", {})
+        self.bot_name = (route.get("bot") or self.query.get("bot_name") or "default").lower()
+        if not await self.authorize():
+            await self.close(code=CLOSE_FORBIDDEN)
+            return
+        try:
+            self.info = await chat_run(self.schema, _open_session, self.bot_name, self.query.get("user_id"),
+                                       self.query.get("session_id"))
+        except services.UnknownBot:
+            await self.close(code=CLOSE_UNKNOWN_BOT)
+            return
+        self.session_id = self.info["session_id"]
+        self.group = events.session_group(self.schema, self.session_id)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+        await self.on_open()
+        if not self.info["started"]:
+            await turn_dispatch(self.schema, self.session_id, services.turn_execute_start, self.session_id)
+
+    async def authorize(self) -> bool:
+        return True
+
+    async def on_open(self) -> None:
+        pass
+
+    async def disconnect(self, code: int) -> None:
+        if self.group:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def replay(self, after: int) -> None:
+        data = await chat_run(self.schema, _replay, self.session_id, after)
+        for message in data["messages"]:
+            await self.render_message(message, replayed=True)
+            self.sent_upto = max(self.sent_upto, message["index"])
+        stream = data["stream"]
+        if stream and stream.get("text"):
+            self.stream_sent[stream["stream"]] = len(stream["text"])
+            await self.render_stream_resume(stream["stream"], stream["text"])
+        await self.render_suggestions(data["suggestions"])
+
+    # -- input -----------------------------------------------------------------------------------
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        raw = text_data if text_data is not None else (bytes_data or b"").decode("utf-8", "replace")
+        if len(raw.encode("utf-8")) > FRAME_MAX_BYTES:
+            await self.render_status(f"message too large (limit {FRAME_MAX_BYTES} bytes)")
+            return
+        try:
+            frame = json.loads(raw)
+        except ValueError:
+            await self.render_status("malformed frame: expected JSON")
+            return
+        if not isinstance(frame, dict):
+            await self.render_status("malformed frame: expected a JSON object")
+            return
+        await self.handle_frame(frame)
+
+    async def handle_frame(self, frame: dict) -> None:
+        text = frame.get("content")
+        if text is None:
+            text = frame.get("text", "")
+        try:
+            message_type = int(frame.get("message_type", MessageType.USER))
+        except (TypeError, ValueError):
+            await self.render_status("message_type must be a number")
+            return
+        if not isinstance(text, str):
+            await self.render_status("content must be text")
+            return
+        await self.submit(text, message_type)
+
+    async def submit(self, text: str, message_type: int) -> None:
+        retry_after = await chat_run(self.schema, _rate_check, self.session_id, self.client_ip(), self.bot_name)
+        if retry_after:
+            await self.render_status(f"Too many messages; try again in {int(retry_after) + 1} s.")
+            return
+        if self.pending >= CONNECTION_QUEUE_MAX:
+            await self.render_status("Too many messages waiting; please wait for the answers.")
+            return
+        self.pending += 1
+        task = await turn_dispatch(self.schema, self.session_id, _turn, self.session_id, text, message_type)
+        task.add_done_callback(self._turn_done)
+
+    def _turn_done(self, task: asyncio.Future) -> None:
+        self.pending -= 1
+
+    def client_ip(self) -> str:
+        client = self.scope.get("client") or ("", 0)
+        return str(client[0] or "")
+
+    # -- output ----------------------------------------------------------------------------------
+    async def chat_event(self, message: dict) -> None:
+        event = message["event"]
+        kind = event.get("kind")
+        if kind == "message":
+            msg = event["message"]
+            if msg["index"] <= self.sent_upto:
+                return
+            self.sent_upto = msg["index"]
+            await self.render_message(msg, replayed=False)
+        elif kind == "delta":
+            sid, offset, text = event["stream"], int(event["offset"]), event["text"]
+            have = self.stream_sent.get(sid)
+            if have is None:
+                await self.render_stream_start(sid)
+                have = 0
+            if offset + len(text) <= have:
+                return
+            if offset < have:
+                text = text[have - offset:]
+            self.stream_sent[sid] = offset + len(event["text"])
+            await self.render_delta(sid, text)
+        elif kind == "thinking":
+            await self.render_thinking(bool(event.get("on")))
+        elif kind == "suggestions":
+            await self.render_suggestions(event.get("suggestions") or [])
+        elif kind == "status":
+            await self.render_status(str(event.get("text") or ""))
+
+    async def render_message(self, msg: dict, *, replayed: bool) -> None: ...
+    async def render_stream_start(self, stream: str) -> None: ...
+    async def render_stream_resume(self, stream: str, text: str) -> None: ...
+    async def render_delta(self, stream: str, text: str) -> None: ...
+    async def render_thinking(self, on: bool) -> None: ...
+    async def render_suggestions(self, suggestions: list) -> None: ...
+    async def render_status(self, text: str) -> None: ...
+
+
+def _turn(session_id: str, text: str, message_type: int, sink) -> None:
+    services.turn_run(services.session_get(session_id), text=text, message_type=message_type, sink=sink)
+
+
+def _rate_check(session_id: str, ip: str, bot_name: str) -> float | None:
+    from apps.sessions.limits import message_rate_check
+
+    return message_rate_check(session_id=session_id, ip=ip, bot_name=bot_name)
+
+
+def upstream_suggestion(chip: dict) -> dict:
+    """The BASIC host's chip as upstream's suggestion object (spec 6.4: `action` is a JSON string)."""
+    kind, value, label = chip.get("kind"), str(chip.get("value") or ""), str(chip.get("label") or "")
+    if kind == "tool":
+        action = {"type": "invoke_tool", "tool": value, "params": {}, "prompt_for_params": True}
+    elif kind == "context":
+        action = {"type": "select_context", "context": value}
+        return {"text": label or value, "context": value, "action": json.dumps(action)}
+    else:
+        action = {"type": "send_message", "message": value}
+    return {"text": label or value, "action": json.dumps(action)}
+
+
+class UpstreamChatConsumer(ChatConsumerBase):
+    """General Bots' web-client protocol: JSON frames, `message_type` 2 for everything the bot sends."""
+
+    async def on_open(self) -> None:
+        await self.send_json({"type": "connected", "session_id": self.session_id, "user_id": self.info["user_id"],
+                              "bot_id": self.info["bot_id"], "message": "Connected to bot server", "tools": []})
+        last = self.query.get("last_index")
+        if last is not None:
+            try:
+                after = int(last)
+            except ValueError:
+                after = -1
+            await self.replay(after)
+
+    async def send_json(self, data: dict) -> None:
+        await self.send(text_data=json.dumps(data, ensure_ascii=False))
+
+    def frame(self, content: str, *, complete: bool, **extra) -> dict:
+        data = {"bot_id": self.info["bot_id"], "user_id": self.info["user_id"], "session_id": self.session_id,
+                "channel": "web", "content": content, "message_type": MessageType.BOT_RESPONSE,
+                "is_complete": complete, "suggestions": [], "switchers": [], "context_length": 0,
+                "context_max_length": 0}
+        data.update(extra)
+        return data
+
+    async def render_message(self, msg: dict, *, replayed: bool) -> None:
+        if msg["role"] == Role.USER:
+            # Not part of upstream's protocol (its client draws the user's bubble itself, and ignores
+            # message_type 1): lets our clients see messages sent from another tab, and replays.
+            await self.send_json({"session_id": self.session_id, "content": msg["content"],
+                                  "message_type": msg["message_type"], "role": "user",
+                                  "message_index": msg["index"], "is_complete": True})
+            return
+        stream = msg.get("stream")
+        content = msg["content"]
+        if stream and stream in self.stream_sent:
+            # This connection streamed the answer chunk by chunk: upstream ends a stream with an empty final
+            # frame (the client keeps what it assembled). The full text rides in `full_content` for others.
+            self.stream_sent.pop(stream, None)
+            await self.send_json(self.frame("", complete=True, stream_token=stream, message_index=msg["index"],
+                                            full_content=content))
+            return
+        await self.send_json(self.frame(content, complete=True, message_index=msg["index"]))
+
+    async def render_stream_start(self, stream: str) -> None:
+        pass  # upstream starts a bubble on the first chunk
+
+    async def render_stream_resume(self, stream: str, text: str) -> None:
+        await self.render_delta(stream, text)
+
+    async def render_delta(self, stream: str, text: str) -> None:
+        await self.send_json(self.frame(text, complete=False, stream_token=stream))
+
+    async def render_thinking(self, on: bool) -> None:
+        if on:
+            await self.send_json(self.frame("", complete=False, thinking=True))
+
+    async def render_suggestions(self, suggestions: list) -> None:
+        if suggestions:
+            await self.send_json(self.frame("", complete=True,
+                                            suggestions=[upstream_suggestion(s) for s in suggestions]))
+
+    async def render_status(self, text: str) -> None:
+        if text:
+            await self.send_json({"type": "error", "message": text, "session_id": getattr(self, "session_id", "")})
+
+
+class HtmxChatConsumer(ChatConsumerBase):
+    """The HTMX web chat (`/ws/<bot>/ui`): HTML fragments swapped out of band by htmx-ext-ws."""
+
+    async def authorize(self) -> bool:
+        from apps.sessions.views_web import chat_ws_token_check
+
+        return chat_ws_token_check(tenant_schema=self.schema, bot_name=self.bot_name,
+                                   session_id=self.query.get("session_id", ""), token=self.query.get("token", ""))
+
+    async def handle_frame(self, frame: dict) -> None:
+        if frame.get("type") == "resume":
+            try:
+                after = int(frame.get("last_index", -1))
+            except (TypeError, ValueError):
+                after = -1
+            self.stream_sent.clear()  # the page drops its streaming bubbles on reconnect
+            await self.replay(after)
+            return
+        await super().handle_frame(frame)
+
+    async def render_message(self, msg: dict, *, replayed: bool) -> None:
+        row = SimpleNamespace(index=msg["index"], role=msg["role"], content=msg["content"], meta=msg.get("meta"),
+                              created_at=None)
+        data = rendering.message_dict(row)
+        if data is None:
+            return
+        data["created_at"] = msg.get("created_at") or ""
+        if msg.get("stream"):
+            data["stream_id"] = msg["stream"]
+            self.stream_sent.pop(msg["stream"], None)
+        await self.send(text_data=rendering.message_fragment(data))
+
+    async def render_stream_start(self, stream: str) -> None:
+        await self.send(text_data=rendering.stream_start_fragment(stream))
+
+    async def render_stream_resume(self, stream: str, text: str) -> None:
+        await self.send(text_data=rendering.stream_start_fragment(stream, text=text))
+
+    async def render_delta(self, stream: str, text: str) -> None:
+        await self.send(text_data=rendering.stream_delta_fragment(stream, text))
+
+    async def render_thinking(self, on: bool) -> None:
+        await self.send(text_data=rendering.typing_fragment(on))
+
+    async def render_suggestions(self, suggestions: list) -> None:
+        await self.send(text_data=rendering.suggestions_fragment(suggestions))
+
+    async def render_status(self, text: str) -> None:
+        await self.send(text_data=rendering.status_fragment(text))

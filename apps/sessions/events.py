@@ -1,0 +1,103 @@
+"""What a turn tells the clients watching a session, and how it reaches them.
+
+A turn never writes to a socket. It persists messages and emits events to a `Sink`; the WebSocket side
+publishes them to the session's channel-layer group, so every connection of the session (another tab, a
+client that reconnected, a socket on another web process) gets them, and a turn that outlives its socket
+still delivers. Events are plain dicts:
+
+* `{"kind": "message", "message": {...}}`: a persisted message (user echo, TALK, final answer); carries
+  its `index`, so a connection that replayed history drops what it already sent.
+* `{"kind": "thinking", "on": bool}`: a turn started / ended (typing indicator).
+* `{"kind": "stream_start", "stream": id}`, `{"kind": "delta", "stream": id, "offset": n, "text": t}`:
+  an answer being streamed; `offset` is where `text` starts in the answer, so a client that resumed from the
+  buffer drops the overlap. The final text comes as a `message` event carrying `stream` (it replaces the
+  bubble).
+* `{"kind": "suggestions", "suggestions": [...]}`: the session's suggestion chips after a turn.
+* `{"kind": "status", "text": str}`: a notice (rate limited, script error...).
+
+The text streamed so far is also kept in the cache (`stream_buffer_*`), so a client reconnecting mid-answer
+gets it at once instead of waiting for the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Protocol
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.core.cache import cache
+from django.db import connection
+
+# A streamed answer's buffer outlives its turn by this much: a client reconnecting right after the end
+# finds the final message in the database instead; the buffer only bridges the streaming window.
+STREAM_BUFFER_TTL_S = 300
+
+
+class Sink(Protocol):
+    def emit(self, event: dict) -> None: ...
+
+
+class NullSink:
+    def emit(self, event: dict) -> None:
+        pass
+
+
+class ListSink:
+    """Collects events (REST calls answer with them; tests read them)."""
+
+    def __init__(self) -> None:
+        self.events: list[dict] = []
+
+    def emit(self, event: dict) -> None:
+        self.events.append(event)
+
+
+class GroupSink:
+    """Publishes to the session's group from synchronous code outside the web process (Celery jobs)."""
+
+    def __init__(self, schema: str, session_id: str) -> None:
+        self.group = session_group(schema, session_id)
+        self.layer = get_channel_layer()
+
+    def emit(self, event: dict) -> None:
+        if self.layer is not None:
+            async_to_sync(self.layer.group_send)(self.group, {"type": "chat.event", "event": event})
+
+
+class TeeSink:
+    def __init__(self, *sinks: Sink) -> None:
+        self.sinks = sinks
+
+    def emit(self, event: dict) -> None:
+        for sink in self.sinks:
+            sink.emit(event)
+
+
+def session_group(schema: str, session_id: str) -> str:
+    """The channel-layer group of one session of one tenant (names are capped at 100 characters)."""
+    tenant_tag = hashlib.sha256(schema.encode()).hexdigest()[:16]
+    return f"chat.{tenant_tag}.{str(session_id).replace('-', '')}"
+
+
+def _buffer_key(session_id: str) -> str:
+    # The cache's key function prefixes the tenant schema: another tenant can never read this buffer.
+    return f"chat:stream:{session_id}"
+
+
+def stream_buffer_set(session_id: str, stream_id: str, text: str) -> None:
+    cache.set(_buffer_key(session_id), {"stream": stream_id, "text": text}, STREAM_BUFFER_TTL_S)
+
+
+def stream_buffer_clear(session_id: str) -> None:
+    cache.delete(_buffer_key(session_id))
+
+
+def stream_buffer_get(session_id: str) -> dict | None:
+    """`{"stream", "text"}` of the answer streaming in this session right now, if any."""
+    value = cache.get(_buffer_key(session_id))
+    return value if isinstance(value, dict) else None
+
+
+def current_schema() -> str:
+    return connection.schema_name

@@ -1,0 +1,177 @@
+"""The BASIC host of a chat session: TALK becomes a message, suggestions/KBs/tools/context live in the session.
+
+Everything a script changes about the session is written to `ChatSession.state` (saved by the turn at its
+end, under the session lock), so the next turn (on any web process, after a restart) sees it.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from apps.basic.errors import LimitExceeded
+from apps.basic.host import HostError
+from apps.basic.values import bounded_json
+from apps.bots.host import BotHost
+from apps.bots.models import BotScript
+from apps.sessions.models import ChatSession
+
+if TYPE_CHECKING:
+    from apps.sessions.turns import Turn
+
+logger = logging.getLogger(__name__)
+
+# Chips a session keeps (spec 3.5.5: the client shows 10); more is a script bug, not a menu.
+SUGGESTIONS_MAX = 20
+# Tools one session may offer the LLM: each costs 50-200 prompt tokens (spec 7.5).
+SESSION_TOOLS_MAX = 32
+# SET USER MEMORY / REMEMBER keys per user, and the size of one value: settings, not documents.
+USER_MEMORY_MAX_KEYS = 200
+USER_MEMORY_VALUE_MAX_CHARS = 16 * 1024
+# A system prompt or context value set by a script (BEGIN SYSTEM PROMPT, SET CONTEXT).
+PROMPT_MAX_CHARS = 32 * 1024
+# REMEMBER durations: "30 days", "2 hours"... (unit -> seconds).
+_DURATION_UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 7 * 86400,
+                   "month": 30 * 86400, "year": 365 * 86400}
+
+
+def _duration_seconds(text: str | None) -> float | None:
+    if not text:
+        return None
+    parts = str(text).strip().lower().split()
+    if len(parts) == 2:
+        try:
+            amount = float(parts[0])
+        except ValueError:
+            return None
+        unit = parts[1].rstrip("s")
+        if unit in _DURATION_UNITS:
+            return amount * _DURATION_UNITS[unit]
+    return None
+
+
+class SessionHost(BotHost):
+    def __init__(self, session: ChatSession, turn: Turn) -> None:
+        user = session.user
+        state = session.state
+        super().__init__(
+            session.bot,
+            user={"id": str(user.id), "name": user.username, "username": user.username, "email": user.email,
+                  "address": user.external_id},
+            session={"id": str(session.id), "channel": session.channel, "title": session.title},
+            kbs=list(state.get("kbs") or []),
+        )
+        self.chat = session
+        self.turn = turn
+        self.script_name = ""
+
+    @property
+    def state(self) -> dict:
+        return self.chat.state
+
+    # -- dialog ----------------------------------------------------------------------------------
+    def talk(self, text: str) -> None:
+        self.turn.bot_message(str(text), meta={"script": self.script_name} if self.script_name else None)
+
+    def log(self, text: str) -> None:
+        logger.info("script %s of bot %s: %s", self.script_name, self.bot.name, str(text)[:500])
+
+    def set_system_prompt(self, text: str) -> None:
+        self.state["system_prompt"] = str(text)[:PROMPT_MAX_CHARS]
+
+    def set_context(self, name: str | None, value: str) -> None:
+        contexts = self.state.setdefault("context", {})
+        key = (name or "default").strip().lower() or "default"
+        contexts[key] = str(value)[:PROMPT_MAX_CHARS]
+        self.state["active_context"] = key
+
+    def llm(self, prompt: str) -> str:
+        from apps.llm.errors import LLMError
+        from apps.llm.services import complete, llm_settings_for
+
+        try:
+            return complete(llm_settings_for(self.bot, self.config_values()), str(prompt))
+        except LLMError as exc:
+            raise HostError(str(exc)) from None
+
+    # -- suggestions -----------------------------------------------------------------------------
+    def add_suggestion(self, kind: str, value: str, label: str) -> None:
+        chips = self.state.setdefault("suggestions", [])
+        chip = {"kind": kind, "value": str(value), "label": str(label or value)}
+        if chip not in chips and len(chips) < SUGGESTIONS_MAX:
+            chips.append(chip)
+
+    def clear_suggestions(self) -> None:
+        self.state["suggestions"] = []
+
+    # -- knowledge and tools ---------------------------------------------------------------------
+    def use_kb(self, name: str) -> None:
+        super().use_kb(name)
+        self.state["kbs"] = list(self.kbs)
+
+    def clear_kb(self, name: str | None) -> None:
+        super().clear_kb(name)
+        self.state["kbs"] = list(self.kbs)
+
+    def use_tool(self, name: str) -> object:
+        tool = str(name).strip().lower()
+        if tool.endswith(".bas"):
+            tool = tool[:-4]
+        exists = BotScript.objects.filter(bot=self.bot, name=tool, tool_schema__isnull=False).exists()
+        if not exists:
+            # Spec 3.11 #1: a missing tool is a warning, the script goes on.
+            logger.warning("bot %s: USE TOOL %r: no tool script of that name", self.bot.name, tool)
+            return False
+        tools = self.state.setdefault("tools", [])
+        if tool not in tools and len(tools) < SESSION_TOOLS_MAX:
+            tools.append(tool)
+        return True
+
+    def clear_tools(self) -> None:
+        self.state["tools"] = []
+
+    def call_script(self, name: str, args: list) -> object:
+        return self.turn.call_script(self, str(name), list(args))
+
+    # -- user memory -----------------------------------------------------------------------------
+    def _memory(self) -> dict:
+        memory = self.chat.user.memory
+        return memory if isinstance(memory, dict) else {}
+
+    def _memory_put(self, key: str, value: object, expires: datetime | None) -> None:
+        try:
+            bounded_json(value, USER_MEMORY_VALUE_MAX_CHARS)
+        except LimitExceeded:
+            raise HostError(f"a user memory value is limited to {USER_MEMORY_VALUE_MAX_CHARS} characters") from None
+        memory = self._memory()
+        key = str(key).strip().lower()
+        if key not in memory and len(memory) >= USER_MEMORY_MAX_KEYS:
+            raise HostError(f"a user keeps at most {USER_MEMORY_MAX_KEYS} memory keys")
+        memory[key] = {"value": value, "expires": expires.isoformat() if expires else None}
+        user = self.chat.user
+        user.memory = memory
+        user.save(update_fields=["memory"])
+
+    def _memory_get(self, key: str) -> object:
+        entry = self._memory().get(str(key).strip().lower())
+        if not isinstance(entry, dict):
+            return None
+        expires = entry.get("expires")
+        if expires and datetime.fromisoformat(expires) < datetime.now(UTC):
+            return None
+        return entry.get("value")
+
+    def set_user_memory(self, key: str, value: object) -> None:
+        self._memory_put(key, value, None)
+
+    def get_user_memory(self, key: str) -> object:
+        return self._memory_get(key)
+
+    def remember(self, key: str, value: object, duration: str | None) -> None:
+        seconds = _duration_seconds(duration)
+        expires = datetime.now(UTC) + timedelta(seconds=seconds) if seconds else None
+        self._memory_put(key, value, expires)
+
+    def recall(self, key: str) -> object:
+        return self._memory_get(key)

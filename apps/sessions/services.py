@@ -1,0 +1,153 @@
+"""The chat's service layer: sessions, turns and history. Consumers, REST views, e-mail and jobs call these.
+
+Every function works in the tenant active on the connection.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import transaction
+
+from apps.bots.models import Bot
+from apps.sessions import events
+from apps.sessions.models import ChatSession, ChatUser, Message, MessageType, Role
+from apps.sessions.turns import TurnError, chat_message_max_chars, message_event, turn_execute
+
+# History pages: a client reading a long conversation pages through it.
+HISTORY_PAGE_MAX = 200
+# Channels a session can be opened on (spec 6.1 titles: web chat, API, e-mail, automation).
+CHANNELS = ("web", "api", "email", "job")
+ANONYMOUS_TITLE = "Anonymous Chat"
+
+
+class UnknownBot(TurnError):
+    pass
+
+
+class UnknownSession(TurnError):
+    pass
+
+
+def _uuid(value: str | None) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(value)) if value else None
+    except ValueError:
+        return None
+
+
+def bot_by_name(name: str) -> Bot:
+    bot = Bot.objects.filter(name=str(name or "").strip().lower()).first()
+    if bot is None:
+        raise UnknownBot(f"no bot named '{name}'")
+    return bot
+
+
+def _anonymous_user(user_id: uuid.UUID | None) -> ChatUser:
+    if user_id is not None:
+        user = ChatUser.objects.filter(pk=user_id).first()
+        if user is not None:
+            return user
+    new_id = user_id or uuid.uuid4()
+    short = new_id.hex[:8]
+    user, _ = ChatUser.objects.get_or_create(
+        pk=new_id, defaults={"username": f"guest_{short}", "email": f"guest_{short}@anonymous.local"})
+    return user
+
+
+@transaction.atomic
+def session_bootstrap(*, bot_name: str, user_id: str | None = None, session_id: str | None = None,
+                      channel: str = "web") -> ChatSession:
+    """Upstream's anonymous bootstrap (spec 6.2): reuse the session when it exists for this bot, else create
+    it (with the given id when it is a free UUID). A session id of another bot is never reused."""
+    if channel not in CHANNELS:
+        raise TurnError(f"unknown channel '{channel}'")
+    bot = bot_by_name(bot_name)
+    sid = _uuid(session_id)
+    if sid is not None:
+        session = ChatSession.objects.select_related("user", "bot").filter(pk=sid).first()
+        if session is not None and session.bot_id == bot.pk:
+            return session
+        if session is not None:
+            sid = None  # another bot's session: start a fresh one instead of crossing over
+    user = _anonymous_user(_uuid(user_id))
+    return ChatSession.objects.create(id=sid or uuid.uuid4(), user=user, bot=bot, channel=channel,
+                                      title=ANONYMOUS_TITLE if user.is_anonymous else "New Conversation")
+
+
+def session_get(session_id: str, *, bot: Bot | None = None) -> ChatSession:
+    sid = _uuid(session_id)
+    qs = ChatSession.objects.select_related("bot", "user")
+    session = qs.filter(pk=sid).first() if sid else None
+    if session is None or (bot is not None and session.bot_id != bot.pk):
+        raise UnknownSession("no such session")
+    return session
+
+
+def message_check(text: str) -> str:
+    text = "" if text is None else str(text)
+    limit = chat_message_max_chars()
+    if len(text) > limit:
+        raise TurnError(f"message too long: {len(text)} characters, the limit is {limit}")
+    return text
+
+
+def session_start(session: ChatSession, *, sink: events.Sink | None = None) -> list[Message]:
+    """Run start.bas once for the session (nothing when it already ran)."""
+    if (session.state or {}).get("started"):
+        return []
+    return turn_execute(session.pk, text="", sink=sink, start_only=True)
+
+
+def turn_execute_start(session_id: str, *, sink: events.Sink | None = None) -> list[Message]:
+    return turn_execute(session_id, text="", sink=sink, start_only=True)
+
+
+def turn_run(session: ChatSession, *, text: str, message_type: int = MessageType.USER,
+             sink: events.Sink | None = None) -> list[Message]:
+    """One turn; returns the messages the bot produced (persisted). Raises TurnError on bad input."""
+    try:
+        message_type = int(message_type)
+    except (TypeError, ValueError):
+        raise TurnError("message_type must be a number") from None
+    if message_type not in MessageType.values:
+        raise TurnError(f"unknown message_type {message_type}")
+    text = message_check(text)
+    if message_type not in (MessageType.SYSTEM, MessageType.SWITCHER_TOGGLE) and not text.strip():
+        raise TurnError("empty message")
+    return turn_execute(session.pk, text=text, message_type=message_type, sink=sink)
+
+
+def channel_turn(*, bot: Bot, channel: str, user_key: str, text: str, thread_key: str | None = None,
+                 sink: events.Sink | None = None) -> tuple[ChatSession, list[Message]]:
+    """A message from another channel (e-mail...): the session of (bot, channel, user, thread), created
+    and started on first contact, then one turn. start.bas runs first; when it stops at a HEAR, this
+    message is kept and answers the next question, as on the web."""
+    if channel not in CHANNELS:
+        raise TurnError(f"unknown channel '{channel}'")
+    user_key = str(user_key).strip().lower()[:255]
+    with transaction.atomic():
+        user = ChatUser.objects.filter(external_id=user_key).order_by("created_at").first()
+        if user is None:
+            user = ChatUser.objects.create(username=user_key[:150], external_id=user_key, is_anonymous=False,
+                                           email=user_key if "@" in user_key else "")
+        session = (ChatSession.objects.filter(bot=bot, channel=channel, user=user, thread_key=thread_key or "")
+                   .order_by("-last_activity").first())
+        if session is None:
+            session = ChatSession.objects.create(user=user, bot=bot, channel=channel, thread_key=thread_key or "",
+                                                 title="New Conversation")
+    produced = turn_run(session, text=text, sink=sink)
+    session.refresh_from_db()
+    return session, produced
+
+
+def history(session: ChatSession, *, after: int = -1, limit: int = HISTORY_PAGE_MAX) -> list[dict]:
+    """Shown messages (user and bot) after index `after`, oldest first."""
+    limit = max(1, min(int(limit), HISTORY_PAGE_MAX))
+    rows = (Message.objects.filter(session=session, index__gt=after, role__in=[Role.USER, Role.ASSISTANT])
+            .order_by("index")[:limit])
+    return [message_event(m) for m in rows]
+
+
+def stream_in_progress(session: ChatSession) -> dict | None:
+    return events.stream_buffer_get(str(session.pk))

@@ -1,0 +1,386 @@
+"""One chat turn: the user's input goes to a waiting dialog, a tool, or the LLM, and the answers are saved.
+
+The architecture's chat turn (design/architecture.md "A chat turn"):
+1. the user message is persisted with the next index, under the session's lock;
+2. a dialog suspended at HEAR gets the input (typed HEAR validates and re-asks);
+3. a tool button (message_type 6) runs that tool script;
+4. otherwise an LLM turn: system prompt + context + KB passages + history + the session's tools, a
+   function-calling loop running tool scripts in the VM, tokens streamed, the answer saved;
+5. start.bas runs when the session starts.
+
+Scripts never block a thread waiting for input: HEAR suspends the VM, its JSON state is saved with the
+session and the turn ends. The next message (on any process, after any restart) resumes it. This is what
+lets a HEAR inside start.bas or inside a tool work (upstream deadlocks there, spec 6.3).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Max
+
+from apps.basic.errors import BasicError, StateError
+from apps.basic.vm import VM, RunResult
+from apps.bots.models import BotScript
+from apps.bots.runtime import ScriptUnavailable, program_for, script_params
+from apps.bots.selectors import bot_config_values
+from apps.sessions import events
+from apps.sessions.host import SessionHost
+from apps.sessions.models import ChatSession, Message, MessageType, Role
+
+logger = logging.getLogger(__name__)
+
+# Upstream's history-limit default: the last 10 exchanges (20 rows) go to the LLM (spec 6.3 step 10).
+HISTORY_DEFAULT_EXCHANGES = 10
+# History is cut to this many estimated tokens (chars/4) whatever history-limit says: long pastes must not
+# push the KB passages and the question out of the model's window.
+HISTORY_MAX_TOKENS = 6000
+# KB passages put into the system prompt (spec 5.7: 4000 tokens of context).
+KB_CONTEXT_MAX_CHARS = 16_000
+KB_CONTEXT_HITS = 5
+# Passages quoted by the offline answer (no LLM): enough to be useful, short enough to read.
+OFFLINE_PASSAGES = 3
+OFFLINE_PASSAGE_CHARS = 600
+# Nested CALLs from a chat script: recursion is a bug, not a feature.
+CALL_DEPTH_MAX = 8
+# Text a tool's TALKs contribute to its result for the LLM when it RETURNs nothing.
+TOOL_RESULT_MAX_CHARS = 8000
+# How long a turn waits for the previous turn of the same session before giving up (a turn streaming a
+# long LLM answer holds the lock; the database's statement_timeout would otherwise cut the wait at 30 s).
+TURN_LOCK_WAIT_MS = 180_000
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a helpful assistant of this organisation. Answer briefly and accurately. When passages from "
+    "the knowledge base are given, answer from them and cite their numbers like [1]; if they do not "
+    "contain the answer, say so instead of guessing."
+)
+OFFLINE_NO_MODEL = "No language model is configured for this bot, so I can only quote its knowledge base."
+OFFLINE_DOWN = "The language model is unavailable right now, so I can only quote the knowledge base."
+OFFLINE_NOTHING = "I found nothing about that in my knowledge base."
+QUOTA_REACHED = "This service has used its language-model allowance for today. Please try again tomorrow."
+SCRIPT_FAILED = "Sorry, something went wrong on my side. Please try again."
+
+
+class TurnError(Exception):
+    """The input cannot be taken (too large, unknown session...); the message says why."""
+
+
+def message_event(message: Message, stream: str | None = None) -> dict:
+    event = {"index": message.index, "role": message.role, "message_type": message.message_type,
+             "content": message.content, "meta": message.meta,
+             "created_at": message.created_at.isoformat() if message.created_at else ""}
+    if stream:
+        event["stream"] = stream
+    return event
+
+
+@contextlib.contextmanager
+def session_lock(session_id: object) -> Iterator[None]:
+    """One turn at a time per session, across every web process and worker: a PostgreSQL advisory lock
+    (session level: it dies with the connection if the process does). Waiters queue in arrival order."""
+    key = f"chat:{connection.schema_name}:{session_id}"
+    with connection.cursor() as cursor:
+        cursor.execute("SET statement_timeout = %s", [TURN_LOCK_WAIT_MS])
+        try:
+            cursor.execute("SELECT pg_advisory_lock(hashtext(%s))", [key])
+        finally:
+            cursor.execute("RESET statement_timeout")
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(hashtext(%s))", [key])
+
+
+class _Suspend(Exception):
+    """A tool run by the LLM is waiting for the user (HEAR): the dialog takes over the conversation."""
+
+
+class Turn:
+    """The work of one turn on one locked session. Create one per turn; call `save()` at the end."""
+
+    def __init__(self, session: ChatSession, sink: events.Sink | None = None) -> None:
+        self.session = session
+        self.sink = sink or events.NullSink()
+        self.produced: list[Message] = []
+        last = Message.objects.filter(session=session).aggregate(m=Max("index"))["m"]
+        self.next_index = 0 if last is None else last + 1
+        self.tokens = 0
+        self.call_depth = 0
+        state = session.state if isinstance(session.state, dict) else {}
+        session.state = state
+        self.host = SessionHost(session, self)
+
+    @property
+    def state(self) -> dict:
+        return self.session.state
+
+    # -- messages --------------------------------------------------------------------------------
+    def add(self, role: int, content: str, message_type: int, *, stream: str | None = None,
+            **fields: object) -> Message:
+        message = Message.objects.create(session=self.session, index=self.next_index, role=role,
+                                         message_type=message_type, content=content, **fields)
+        self.next_index += 1
+        if role != Role.USER:
+            self.produced.append(message)
+        if role in (Role.USER, Role.ASSISTANT):
+            self.sink.emit({"kind": "message", "message": message_event(message, stream)})
+        return message
+
+    def bot_message(self, text: str, *, meta: dict | None = None, stream: str | None = None,
+                    **fields: object) -> Message:
+        return self.add(Role.ASSISTANT, text, MessageType.BOT_RESPONSE, stream=stream, meta=meta or {}, **fields)
+
+    def status(self, text: str) -> None:
+        self.sink.emit({"kind": "status", "text": text})
+
+    # -- the turn --------------------------------------------------------------------------------
+    def start(self) -> None:
+        """start.bas, once per session (spec 1.5, 6.3 step 7)."""
+        if self.state.get("started"):
+            return
+        self.state["started"] = True
+        if BotScript.objects.filter(bot=self.session.bot, name="start").exists():
+            self.run_script("start")
+
+    def process(self, text: str, message_type: int) -> None:
+        if message_type == MessageType.SYSTEM:
+            return  # spec 6.3 step 2: ignored
+        replay = False
+        if message_type == MessageType.SWITCHER_TOGGLE:
+            last = (Message.objects.filter(session=self.session, role=Role.USER, message_type=MessageType.USER)
+                    .order_by("-index").first())
+            if last is None:
+                return
+            text, replay, message_type = last.content, True, MessageType.USER
+        if not self.state.get("started"):
+            self.start()
+            if self.dialog_waiting() and message_type != MessageType.TOOL_EXEC:
+                # start.bas asked a question the user has not seen yet: keep the message, let them answer.
+                self.add(Role.USER, text, MessageType.USER)
+                return
+        if message_type == MessageType.TOOL_EXEC:
+            name = text.strip().lower()
+            self.add(Role.USER, name, MessageType.TOOL_EXEC, meta={"tool": name})
+            self.state["dialog"] = None  # a tool button starts over, whatever dialog was waiting
+            self.run_script(name)
+            return
+        if not replay:
+            self.add(Role.USER, text, MessageType.USER)
+        if self.dialog_waiting() and self.resume_dialog(text):
+            return
+        self.answer(text)
+
+    # -- scripts ---------------------------------------------------------------------------------
+    def dialog_waiting(self) -> bool:
+        dialog = self.state.get("dialog")
+        return isinstance(dialog, dict) and dialog.get("kind") == "hear"
+
+    def _program(self, name: str):
+        script = BotScript.objects.filter(bot=self.session.bot, name=name.lower()).first()
+        if script is None:
+            raise ScriptUnavailable(f"bot '{self.session.bot.name}' has no script named '{name}'")
+        return program_for(script)
+
+    def run_script(self, name: str, args: dict | None = None) -> RunResult | None:
+        try:
+            program = self._program(name)
+        except ScriptUnavailable as exc:
+            logger.warning("chat: %s", exc)
+            self.bot_message(f"Sorry, '{name}' is not available.", meta={"error": str(exc)})
+            return None
+        self.host.script_name = name
+        params = script_params(self.session.bot)
+        result = VM(program, self.host).start({**params, **(args or {})})
+        self._after_run(name, result)
+        return result
+
+    def resume_dialog(self, text: str) -> bool:
+        """Give `text` to the dialog waiting at HEAR; False when it cannot continue (script changed)."""
+        dialog = self.state["dialog"]
+        name = dialog.get("script", "")
+        try:
+            program = self._program(name)
+            self.host.script_name = name
+            result = VM(program, self.host).resume(dialog.get("vm"), text)
+        except (ScriptUnavailable, StateError) as exc:
+            logger.info("chat: dropping the suspended dialog of %s: %s", name, exc)
+            self.state["dialog"] = None
+            return False
+        self._after_run(name, result)
+        return True
+
+    def resume_wait(self, token: str) -> bool:
+        """Continue a dialog suspended at WAIT (the `chat.resume_wait` task calls this when it is due)."""
+        dialog = self.state.get("dialog")
+        if not isinstance(dialog, dict) or dialog.get("kind") != "wait" or dialog.get("token") != token:
+            return False  # answered, restarted or replaced since: nothing to do
+        name = dialog.get("script", "")
+        try:
+            program = self._program(name)
+            self.host.script_name = name
+            result = VM(program, self.host).resume(dialog.get("vm"))
+        except (ScriptUnavailable, StateError) as exc:
+            logger.info("chat: dropping the waiting dialog of %s: %s", name, exc)
+            self.state["dialog"] = None
+            return False
+        self._after_run(name, result)
+        return True
+
+    def _after_run(self, name: str, result: RunResult) -> None:
+        if result.status == "waiting":
+            dialog = {"script": name, "vm": result.state, "kind": result.waiting_for}
+            if result.waiting_for == "wait":
+                dialog["token"] = uuid.uuid4().hex
+                self._schedule_wait(dialog["token"], result.wait_seconds)
+            self.state["dialog"] = dialog
+            return
+        self.state["dialog"] = None
+        if result.status == "error":
+            error = result.error or {}
+            logger.warning("chat: script %s of bot %s failed at line %s: %s", name, self.session.bot.name,
+                           error.get("line"), error.get("message"))
+            # The transcript keeps the reason (for the console); the user gets an apology, not internals.
+            self.add(Role.SYSTEM, f"{name} line {error.get('line')}: {error.get('message')}",
+                     MessageType.SYSTEM, meta={"script": name, "error": error})
+            self.bot_message(SCRIPT_FAILED, meta={"script": name, "failed": True})
+
+    def _schedule_wait(self, token: str, seconds: float) -> None:
+        from apps.sessions.tasks import resume_wait
+
+        session_id = str(self.session.id)
+        transaction.on_commit(lambda: resume_wait.apply_async(args=[session_id, token], countdown=seconds))
+
+    def call_script(self, host: SessionHost, name: str, args: list) -> object:
+        """CALL "other": run another script of the bot in this session; its RETURN is the value."""
+        if self.call_depth >= CALL_DEPTH_MAX:
+            from apps.basic.host import HostError
+
+            raise HostError(f"CALL nested deeper than {CALL_DEPTH_MAX} scripts")
+        name = name.strip().lower().removesuffix(".bas")
+        program = self._program(name)
+        params = [p.get("name") for p in (program.metadata.get("params") or []) if isinstance(p, dict)]
+        call_args = {str(p).lower(): v for p, v in zip(params, args, strict=False) if p}
+        previous = host.script_name
+        self.call_depth += 1
+        try:
+            host.script_name = name
+            result = VM(program, host).start({**script_params(self.session.bot), **call_args})
+        finally:
+            self.call_depth -= 1
+            host.script_name = previous
+        if result.status == "error":
+            from apps.basic.host import HostError
+
+            raise HostError(f"{name}: {(result.error or {}).get('message')}")
+        if result.status == "waiting":
+            from apps.basic.host import HostError
+
+            raise HostError(f"{name} waits for input; a script run with CALL cannot (use it as a tool instead)")
+        return result.value
+
+    # -- the LLM turn ----------------------------------------------------------------------------
+    def answer(self, text: str) -> None:
+        from apps.sessions import answer
+
+        answer.llm_answer(self, text)
+
+    def run_tool(self, name: str, arguments: dict) -> str:
+        """A tool the LLM called: its script runs in this session with the arguments as PARAMs."""
+        first_new = len(self.produced)
+        result = self.run_script(name, arguments)
+        if result is None:
+            return f"error: tool '{name}' is not available"
+        if result.status == "waiting":
+            raise _Suspend(name)
+        if result.status == "error":
+            return f"error: the tool failed: {(result.error or {}).get('message')}"
+        if result.value is not None:
+            from apps.basic.values import value_to_text
+
+            return value_to_text(result.value)[:TOOL_RESULT_MAX_CHARS]
+        talked = "\n".join(m.content for m in self.produced[first_new:] if m.role == Role.ASSISTANT)
+        return (talked or "done")[:TOOL_RESULT_MAX_CHARS]
+
+    # -- end of turn -----------------------------------------------------------------------------
+    def save(self) -> None:
+        session = self.session
+        session.message_count = self.next_index
+        session.total_tokens = (session.total_tokens or 0) + self.tokens
+        session.save(update_fields=["state", "message_count", "total_tokens", "last_activity"])
+
+    def suggestions(self) -> list[dict]:
+        return list(self.state.get("suggestions") or [])
+
+
+def turn_execute(session_id: object, *, text: str, message_type: int = MessageType.USER,
+                 sink: events.Sink | None = None, start_only: bool = False,
+                 wait_token: str | None = None) -> list[Message]:
+    """Run one turn on the session (in the current tenant) under its lock; returns the messages produced."""
+    sink = sink or events.NullSink()
+    started = time.monotonic()
+    sink.emit({"kind": "thinking", "on": True})
+    try:
+        with session_lock(session_id):
+            session = ChatSession.objects.select_related("bot", "user").get(pk=session_id)
+            turn = Turn(session, sink)
+            try:
+                if wait_token is not None:
+                    turn.resume_wait(wait_token)
+                elif start_only:
+                    turn.start()
+                else:
+                    turn.process(text, message_type)
+            except BasicError as exc:  # a host error escaping a script run: the session stays usable
+                logger.warning("chat: turn of session %s failed: %s", session_id, exc)
+                turn.bot_message(SCRIPT_FAILED, meta={"failed": True, "error": str(exc)[:500]})
+            finally:
+                turn.save()
+            sink.emit({"kind": "suggestions", "suggestions": turn.suggestions()})
+            return turn.produced
+    finally:
+        sink.emit({"kind": "thinking", "on": False})
+        logger.debug("chat: turn of session %s took %.1f ms", session_id, (time.monotonic() - started) * 1000)
+
+
+def history_messages(session: ChatSession, *, before_index: int, exchanges: int) -> list[dict]:
+    """The last `exchanges` user/assistant pairs before `before_index`, oldest first, within the budget."""
+    rows = list(Message.objects.filter(session=session, index__lt=before_index,
+                                       role__in=[Role.USER, Role.ASSISTANT, Role.EPISODIC])
+                .exclude(message_type=MessageType.TOOL_EXEC)
+                .order_by("-index").values_list("role", "content")[: exchanges * 2])
+    out: list[dict] = []
+    budget = HISTORY_MAX_TOKENS * 4
+    for role, content in rows:
+        if budget - len(content) < 0:
+            break
+        budget -= len(content)
+        out.append({"role": {Role.USER: "user", Role.ASSISTANT: "assistant"}.get(role, "system"),
+                    "content": content})
+    out.reverse()
+    return out
+
+
+def history_limit(config: dict[str, str]) -> int:
+    from apps.bots.config_csv import config_lookup
+
+    raw = config_lookup(config, "history-limit", "")
+    try:
+        value = int(str(raw).strip())
+    except ValueError:
+        return HISTORY_DEFAULT_EXCHANGES
+    return max(0, min(value, 100))
+
+
+def chat_message_max_chars() -> int:
+    return int(getattr(settings, "CHAT_MESSAGE_MAX_CHARS", 8000))
+
+
+def bot_config(session: ChatSession) -> dict[str, str]:
+    return bot_config_values(session.bot)
