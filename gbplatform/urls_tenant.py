@@ -23,5 +23,7 @@ urlpatterns = [
     path("", include("apps.automation.urls")),
     path("", include("apps.mail.urls")),
     path("", include("apps.meet.urls")),
+    path("", include("apps.console.urls")),
+    path("", include("apps.analytics.urls")),
     path("", include("apps.sessions.urls")),
 ]

@@ -65,6 +65,8 @@ TENANT_APPS = [
     "apps.automation",
     "apps.mail",
     "apps.meet",
+    "apps.console",
+    "apps.analytics",
 ]
 INSTALLED_APPS = list(dict.fromkeys(SHARED_APPS + TENANT_APPS))
 
