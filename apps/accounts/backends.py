@@ -22,7 +22,7 @@ from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 
 from apps.accounts import oidc
 from apps.accounts.models import ConsoleProfile, OidcConfig
-from apps.accounts.roles import Role, console_role_from_claims
+from apps.accounts.roles import ZITADEL_RESOURCE_OWNER_CLAIM, Role, console_role_from_claims
 from apps.accounts.selectors import oidc_config_effective, oidc_provider_settings
 from apps.accounts.services import oidc_user_sign_in
 
@@ -87,6 +87,7 @@ class TenantOIDCBackend(OIDCAuthenticationBackend):
         userinfo = oidc.userinfo_fetch(metadata=metadata, access_token=str(tokens.get("access_token") or ""),
                                        subject=id_claims["sub"])
         claims = oidc.claims_merge(id_claims, userinfo)
+        oidc.organization_check(claims, organization_id=provider.organization_id, claim=ZITADEL_RESOURCE_OWNER_CLAIM)
         email = oidc.email_verified_or_refuse(claims)
         role = console_role_from_claims(claims, roles_claim=provider.roles_claim, role_map=provider.role_map)
         user = oidc_user_sign_in(issuer=provider.issuer, claims=claims, email=email, role=role)

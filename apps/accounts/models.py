@@ -56,6 +56,9 @@ class OidcConfig(models.Model):
     scopes = models.CharField(max_length=200, default=DEFAULT_SCOPES)
     roles_claim = models.CharField(max_length=200, default=ZITADEL_ROLES_CLAIM)
     role_map = models.JSONField(default=default_role_map)
+    # Zitadel with one organisation per tenant: only users of this organisation (the claim
+    # ZITADEL_RESOURCE_OWNER_CLAIM) may sign in; blank: no such check.
+    organization_id = models.CharField(max_length=200, blank=True)
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -88,6 +88,7 @@ class ProviderSettings:
     scopes: str
     roles_claim: str
     role_map: dict[str, str]
+    organization_id: str = ""  # Zitadel: the one organisation whose users may sign in ("" = any)
 
 
 @dataclass(frozen=True)
@@ -312,6 +313,13 @@ def email_verified_or_refuse(claims: dict[str, Any]) -> str:
     if claims.get("email_verified") is not True:
         raise OidcTokenRejected("the provider has not verified this account's email address")
     return str(email)[:254]
+
+
+def organization_check(claims: dict[str, Any], *, organization_id: str, claim: str) -> None:
+    """With an organisation configured, the user must belong to it (Zitadel: one organisation per tenant on a
+    shared instance, where the issuer alone does not tell tenants apart)."""
+    if organization_id and claims.get(claim) != organization_id:
+        raise OidcTokenRejected("this account belongs to another organisation than this tenant's")
 
 
 def end_session_url(*, metadata: ProviderMetadata, client_id: str, id_token: str, post_logout_redirect_uri: str) -> str:

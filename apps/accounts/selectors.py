@@ -49,7 +49,7 @@ def oidc_provider_settings(config: OidcConfig) -> ProviderSettings:
     secret = config_secret_value(config.client_secret, allowed_prefixes=allowed) if config.client_secret else ""
     return ProviderSettings(
         issuer=config.issuer, client_id=config.client_id, client_secret=secret, scopes=config.scopes,
-        roles_claim=config.roles_claim, role_map=dict(config.role_map),
+        roles_claim=config.roles_claim, role_map=dict(config.role_map), organization_id=config.organization_id,
     )
 
 

@@ -36,11 +36,12 @@ from apps.compliance.services import audit_log_available, audit_record
 
 def oidc_config_save(*, issuer: str, client_id: str, client_secret: str = "", scopes: str | None = None,
                      roles_claim: str | None = None, role_map: dict[str, str] | None = None,
-                     request: HttpRequest | None = None) -> OidcConfig:
+                     organization_id: str = "", request: HttpRequest | None = None) -> OidcConfig:
     """Enable this provider for the tenant (replacing any enabled one). ValidationError says what is wrong."""
     with transaction.atomic():
         OidcConfig.objects.filter(enabled=True).update(enabled=False)
-        config = OidcConfig(issuer=issuer, client_id=client_id, client_secret=client_secret, enabled=True)
+        config = OidcConfig(issuer=issuer, client_id=client_id, client_secret=client_secret,
+                            organization_id=organization_id, enabled=True)
         if scopes is not None:
             config.scopes = scopes
         if roles_claim is not None:

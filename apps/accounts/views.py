@@ -38,6 +38,7 @@ from mozilla_django_oidc.views import OIDCAuthenticationCallbackView, OIDCAuthen
 from apps.accounts import oidc
 from apps.accounts.backends import TenantOIDCBackend
 from apps.accounts.models import OidcConfig
+from apps.accounts.roles import ZITADEL_RESOURCE_OWNER_SCOPE
 from apps.accounts.selectors import oidc_config_effective
 from apps.accounts.services import access_audit
 
@@ -65,6 +66,14 @@ def _safe_next(request: HttpRequest, candidate: str | None) -> str:
                                                      require_https=request.is_secure()):
         return candidate
     return resolve_url(settings.LOGIN_REDIRECT_URL)
+
+
+def _scopes(config: OidcConfig) -> str:
+    """The configured scopes, plus Zitadel's resource-owner scope when the organisation is checked."""
+    scopes = config.scopes.split()
+    if config.organization_id and ZITADEL_RESOURCE_OWNER_SCOPE not in scopes:
+        scopes.append(ZITADEL_RESOURCE_OWNER_SCOPE)
+    return " ".join(scopes)
 
 
 def _failure(request: HttpRequest, reason: str, status: int, *, summary: dict[str, Any] | None = None) -> HttpResponse:
@@ -118,7 +127,7 @@ class TenantOIDCAuthenticationRequestView(OIDCAuthenticationRequestView):
             "response_type": "code",
             "client_id": config.client_id,
             "redirect_uri": request.build_absolute_uri(reverse("oidc_authentication_callback")),
-            "scope": config.scopes,
+            "scope": _scopes(config),
             "state": state,
             "nonce": nonce,
             "code_challenge": generate_code_challenge(verifier, "S256"),

@@ -30,9 +30,12 @@ def _roles(*names: str) -> dict:
     return {name: {"248125": "acme.zitadel.test"} for name in names}
 
 
+ORG_CLAIM = "urn:zitadel:iam:user:resourceowner:id"
 ACCOUNTS = {
     "alice-admin": {"email": "alice@acme.test", "email_verified": True, "name": "Alice",
-                    ZITADEL_ROLES_CLAIM: _roles("admin")},
+                    ZITADEL_ROLES_CLAIM: _roles("admin"), ORG_CLAIM: "org-acme"},
+    "otto-otherorg": {"email": "otto@other.test", "email_verified": True, ZITADEL_ROLES_CLAIM: _roles("admin"),
+                      ORG_CLAIM: "org-other"},
     "eddie-editor": {"email": "eddie@acme.test", "email_verified": True, ZITADEL_ROLES_CLAIM: _roles("editor")},
     "vera-viewer": {"email": "vera@acme.test", "email_verified": True, ZITADEL_ROLES_CLAIM: _roles("viewer")},
     "multi-role": {"email": "multi@acme.test", "email_verified": True,
@@ -125,14 +128,14 @@ class OidcTenant:
 
 
 def oidc_configure(tenant, *, issuer: str, vault_server: FakeVault, client_id: str = CLIENT_ID,
-                   secret: str = CLIENT_SECRET, role_map: dict | None = None) -> None:
+                   secret: str = CLIENT_SECRET, role_map: dict | None = None, organization_id: str = "") -> None:
     from apps.accounts.services import oidc_config_save
 
     path = f"gbo/tenants/{tenant.schema_name}/oidc"
     vault_server.put_secret(path, {SECRET_KEY_NAME: secret})
     with schema_context(tenant.schema_name):
         oidc_config_save(issuer=issuer, client_id=client_id, client_secret=f"vault:{path}#{SECRET_KEY_NAME}",
-                         role_map=role_map)
+                         role_map=role_map, organization_id=organization_id)
 
 
 @pytest.fixture

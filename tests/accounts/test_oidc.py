@@ -26,6 +26,7 @@ from tests.accounts.conftest import (
     CLIENT_SECRET,
     OTHER_CLIENT_ID,
     OTHER_CLIENT_SECRET,
+    OidcTenant,
     authorization_params,
     sign_in_start,
 )
@@ -153,6 +154,23 @@ def test_an_authorization_response_naming_another_issuer_is_refused(oidc_tenant,
     query = {**authorization_params(back), "iss": other_provider.issuer}
     response = client.get(parts._replace(query=urlencode(query)).geturl())
     _assert_refused(response, oidc_tenant, "another provider than this sign-in's (iss)", status=400)
+
+
+def test_with_an_organisation_set_only_its_users_sign_in(db, canary_tenants, provider, vault_server, vault_settings,
+                                                       browser):
+    from tests.accounts.conftest import oidc_configure
+
+    oidc_configure(canary_tenants.a, issuer=provider.issuer, vault_server=vault_server, organization_id="org-acme")
+    tenant = OidcTenant(canary_tenants.a.schema_name, canary_tenants.a.host, canary_tenants.a.canary,
+                        canary_tenants.a.admin_password, provider.issuer)
+    outsider = tenant.client()
+    start = sign_in_start(outsider)
+    assert "urn:zitadel:iam:user:resourceowner" in authorization_params(start)["scope"].split()
+    response = outsider.get(browser.authorize(start, sub="otto-otherorg"))
+    _assert_refused(response, tenant, "belongs to another organisation")
+    member, member_browser = tenant.client(), ProviderBrowser(provider)
+    assert member.get(member_browser.authorize(sign_in_start(member), sub="alice-admin")).status_code == 302
+    assert member.get("/console/").status_code == 200
 
 
 def test_a_replayed_callback_is_refused(oidc_tenant, browser):

@@ -48,6 +48,7 @@ server.listen(config.port || 0, '127.0.0.1', () => {
       openid: ['sub', rolesClaim],
       email: ['email', 'email_verified'],
       profile: ['name', 'preferred_username'],
+      'urn:zitadel:iam:user:resourceowner': ['urn:zitadel:iam:user:resourceowner:id'],
     },
     features: {
       devInteractions: { enabled: false },
