@@ -344,10 +344,12 @@ def _book_start(value: object) -> datetime | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     text = str(value).strip()
-    moment = parse_datetime(text.replace(" ", "T", 1)) if " " in text and "T" not in text else parse_datetime(text)
-    if moment is None:
-        day = parse_date(text)
-        moment = datetime(day.year, day.month, day.day) if day else None
+    try:
+        moment = parse_datetime(text)
+        if moment is None and (day := parse_date(text)) is not None:
+            moment = datetime(day.year, day.month, day.day)
+    except ValueError:  # well formed but not a real date (2026-02-30)
+        moment = None
     if moment is None:
         raise MeetError(f"start {text!r} must be a date and time like 2026-11-22 10:00 (ISO 8601)")
     return timezone.make_aware(moment) if timezone.is_naive(moment) else moment

@@ -212,6 +212,7 @@ def test_book_in_basic_creates_a_bot_room_and_returns_its_join_link(canary_tenan
     [
         ('m = BOOK ""', "needs a title"),
         ('m = BOOK "x", "", "next tuesday-ish"', "must be a date and time"),
+        ('m = BOOK "x", "", "2026-02-30 10:00"', "must be a date and time"),
         ('m = BOOK "x", "", "2026-12-01", 0', "between 1 and"),
         ('m = BOOK "x", "", "2026-12-01", "long"', "number of minutes"),
         ('START MEET "Not A Name"', "room name"),
