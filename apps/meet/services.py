@@ -374,6 +374,20 @@ def _room_summary(room: Room) -> dict:
     }
 
 
+def bot_max_participants(bot) -> int:
+    """The bot's `meet-max-participants` (config.csv, spec 2.4.5) within our limits; the default otherwise."""
+    from apps.bots.config_csv import config_lookup
+    from apps.bots.selectors import bot_config_values
+
+    raw = config_lookup(bot_config_values(bot), "meet-max-participants", None) if bot is not None else None
+    try:
+        value = int(str(raw).strip()) if raw is not None else ROOM_DEFAULT_MAX_PARTICIPANTS
+    except ValueError:
+        logger.warning("meet-max-participants %r of bot %s is not a number; using the default", raw, bot.name)
+        return ROOM_DEFAULT_MAX_PARTICIPANTS
+    return min(max(value, 1), ROOM_MAX_PARTICIPANTS_LIMIT)
+
+
 def meeting_book(
     *, bot, title: object, description: object = "", start: object = None, duration_min: object = None,
     location: object = "",
@@ -389,13 +403,15 @@ def meeting_book(
         "description": str(description or ""), "start": moment.isoformat() if moment else None,
         "duration_min": minutes, "location": str(location or ""),
     }
-    room = room_create(name=name, title=title_text[:ROOM_TITLE_MAX], bot=bot, metadata={"booking": booking})
+    room = room_create(name=name, title=title_text[:ROOM_TITLE_MAX], bot=bot, metadata={"booking": booking},
+                       max_participants=bot_max_participants(bot))
     return {**_room_summary(room), **booking, "result": "booked"}
 
 
 def meeting_start(*, bot, name: object, title: object = "") -> dict:
     """START MEET "room": the bot's room of that name (created or reopened) and its join link."""
-    room = room_create(name=str(name or "").strip().lower(), title=str(title or ""), bot=bot, exist_ok=True)
+    room = room_create(name=str(name or "").strip().lower(), title=str(title or ""), bot=bot, exist_ok=True,
+                       max_participants=bot_max_participants(bot))
     return _room_summary(room)
 
 

@@ -11,7 +11,7 @@ from livekit import api as lk
 from apps.basic.compiler import compile_source
 from apps.basic.vm import VM
 from apps.bots.host import BotHost
-from apps.bots.models import Bot
+from apps.bots.models import Bot, BotConfig
 from apps.meet.livekit import livekit_room_parse
 from apps.meet.models import Room
 from apps.meet.services import (
@@ -204,7 +204,20 @@ def test_book_in_basic_creates_a_bot_room_and_returns_its_join_link(canary_tenan
     link, start = host.said
     assert link.startswith(f"https://{tenant.host}/meet/{room.name}/?invite=")
     assert start == "2026-12-01T15:30:00+00:00"
-    assert [c.body["name"] for c in livekit.calls("CreateRoom")] == [f"{tenant.schema_name}--{room.name}"]
+    [create] = livekit.calls("CreateRoom")
+    assert create.body["name"] == f"{tenant.schema_name}--{room.name}" and create.body["max_participants"] == 50
+
+
+def test_rooms_from_basic_take_the_bots_meet_max_participants(canary_tenants, livekit):
+    with schema_context(canary_tenants.a.schema_name):
+        bot = Bot.objects.get(pk=canary_tenants.a.bot_pk)
+        BotConfig.objects.create(bot=bot, key="meet-max-participants", value="8", line=1)
+        assert VM(compile_source('m = START MEET "small"', "meet"), _TalkHost(bot)).start({}).status == "done"
+        assert Room.objects.get(name="small").max_participants == 8
+        BotConfig.objects.filter(bot=bot).update(value="lots")
+        assert VM(compile_source('m = START MEET "fallback"', "meet"), _TalkHost(bot)).start({}).status == "done"
+        assert Room.objects.get(name="fallback").max_participants == 50
+    assert [c.body["max_participants"] for c in livekit.calls("CreateRoom")] == [8, 50]
 
 
 @pytest.mark.parametrize(
