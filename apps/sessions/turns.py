@@ -127,7 +127,7 @@ class Turn:
         message = Message.objects.create(session=self.session, index=self.next_index, role=role,
                                          message_type=message_type, content=content, **fields)
         self.next_index += 1
-        if role != Role.USER:
+        if role == Role.ASSISTANT:
             self.produced.append(message)
         if role in (Role.USER, Role.ASSISTANT):
             self.sink.emit({"kind": "message", "message": message_event(message, stream)})

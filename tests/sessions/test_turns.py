@@ -1,0 +1,289 @@
+"""Chat turns at the service level: start.bas, HEAR and its typed re-ask, tool buttons, the LLM turn with a
+tool call through the real openai client and our fake provider, the offline answer, WAIT, CALL, memory,
+channels, and the per-session lock."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.db import connections
+from django_tenants.utils import schema_context
+
+from apps.bots import runtime
+from apps.bots.models import Bot, BotConfig, BotTableRow
+from apps.bots.services import script_sync
+from apps.sessions import events, services
+from apps.sessions.models import ChatSession, Message, MessageType, Role
+from apps.sessions.turns import OFFLINE_NO_MODEL, SCRIPT_FAILED, TurnError, turn_execute
+from tests.support import llm_fake
+from tests.support.llm_fake import Reply, ToolCall
+
+pytestmark = pytest.mark.django_db
+llm_server, llm_platform = llm_fake.llm_server, llm_fake.llm_platform  # the fake LLM's fixtures
+
+START = """
+ADD TOOL "book"
+CLEAR SUGGESTIONS
+ADD SUGGESTION "Prices"
+ADD SUGGESTION TOOL "book" AS "Book"
+TALK "Hello!"
+HEAR choice AS "Yes", "No"
+IF choice = "Yes" THEN
+    TALK "Great"
+ELSE
+    TALK "Pity"
+END IF
+"""
+BOOK = """
+PARAM name AS STRING LIKE "Ana" DESCRIPTION "Who books"
+PARAM people AS INTEGER LIKE "2" DESCRIPTION "How many" OPTIONAL
+DESCRIPTION "Book a visit"
+IF name = "" THEN
+    TALK "Your name?"
+    HEAR name
+END IF
+SAVE "visits", name, people
+TALK "Booked for " + name
+RETURN "booking-ok-" + name
+"""
+
+
+def _bot(name: str, scripts: dict[str, str], config: dict[str, str] | None = None) -> Bot:
+    bot = Bot.objects.create(name=name)
+    for script, source in scripts.items():
+        saved = script_sync(bot=bot, path=f"{name}.gbai/{name}.gbdialog/{script}.bas", data=source.encode())
+        assert saved.ok, saved.errors
+    for line, (key, value) in enumerate((config or {}).items(), 1):
+        BotConfig.objects.create(bot=bot, key=key, value=value, line=line)
+    return bot
+
+
+def _texts(messages) -> list[str]:
+    return [m.content for m in messages]
+
+
+def test_start_runs_once_and_a_menu_hear_takes_the_next_message(canary_tenants):
+    with schema_context(canary_tenants.a.schema_name):
+        _bot("shop", {"start": START, "book": BOOK})
+        session = services.session_bootstrap(bot_name="shop")
+        sink = events.ListSink()
+        assert _texts(services.session_start(session, sink=sink)) == ["Hello!"]
+        assert services.session_start(ChatSession.objects.get(pk=session.pk)) == []  # once per session
+        session.refresh_from_db()
+        assert session.state["dialog"]["kind"] == "hear"
+        labels = [s["label"] for s in session.state["suggestions"]]
+        assert labels[:2] == ["Prices", "Book"] and "Yes" in labels  # menu options become chips
+        assert [e["kind"] for e in sink.events][0] == "thinking"
+        assert sink.events[-2] == {"kind": "suggestions", "suggestions": session.state["suggestions"]}
+
+        produced = services.turn_run(session, text="yes")
+        assert _texts(produced) == ["Great"]
+        rows = list(Message.objects.filter(session=session).order_by("index").values_list("index", "role", "content"))
+        assert rows == [(0, Role.ASSISTANT, "Hello!"), (1, Role.USER, "yes"), (2, Role.ASSISTANT, "Great")]
+        session.refresh_from_db()
+        assert session.state["dialog"] is None and session.message_count == 3
+
+
+def test_a_wrong_menu_answer_is_asked_again(canary_tenants):
+    with schema_context(canary_tenants.a.schema_name):
+        _bot("menu", {"start": 'HEAR c AS "Red", "Blue"\nTALK "got " + c'})
+        session = services.session_bootstrap(bot_name="menu")
+        services.session_start(session)
+        again = services.turn_run(session, text="green")
+        assert len(again) == 1 and again[0].content != "got green"  # the type's re-ask message
+        assert _texts(services.turn_run(session, text="blue")) == ["got Blue"]
+
+
+def test_a_dialog_waiting_at_hear_survives_a_restart(canary_tenants):
+    with schema_context(canary_tenants.a.schema_name):
+        _bot("restart", {"start": 'TALK "name?"\nHEAR n\nTALK "hi " + n'})
+        session = services.session_bootstrap(bot_name="restart")
+        services.session_start(session)
+    # A new process: no compiled program cached, the session read back from the database.
+    runtime._programs.clear()
+    with schema_context(canary_tenants.a.schema_name):
+        fresh = ChatSession.objects.get(pk=session.pk)
+        assert _texts(services.turn_run(fresh, text="Ana")) == ["hi Ana"]
+
+
+def test_tool_button_runs_the_tool_and_a_hear_inside_it_gets_the_next_message(canary_tenants):
+    with schema_context(canary_tenants.a.schema_name):
+        bot = _bot("tools", {"book": BOOK})
+        session = services.session_bootstrap(bot_name="tools")
+        assert _texts(services.turn_run(session, text="book", message_type=MessageType.TOOL_EXEC)) == ["Your name?"]
+        assert _texts(services.turn_run(session, text="Bea")) == ["Booked for Bea"]
+        rows = BotTableRow.objects.filter(bot=bot, table="visits").values_list("data", flat=True)
+        assert [r["c0"] for r in rows] == ["Bea"]
+        tool_row = Message.objects.get(session=session, message_type=MessageType.TOOL_EXEC)
+        assert tool_row.role == Role.USER and tool_row.meta == {"tool": "book"}
+
+
+def test_unknown_tool_button_says_so(canary_tenants):
+    with schema_context(canary_tenants.a.schema_name):
+        _bot("notool", {})
+        session = services.session_bootstrap(bot_name="notool")
+        produced = services.turn_run(session, text="nope", message_type=MessageType.TOOL_EXEC)
+        assert "not available" in produced[0].content
+
+
+def test_llm_turn_calls_a_tool_script_and_streams_the_answer(canary_tenants, llm_platform):
+    llm_platform.script(
+        Reply(tool_calls=[ToolCall("book", {"name": "Cid", "people": 3})]),
+        Reply(text="All set: booking-ok-Cid. See you!", chunk_chars=5),
+    )
+    with schema_context(canary_tenants.a.schema_name):
+        bot = _bot("agent", {"start": 'ADD TOOL "book"\nSET CONTEXT "vip customer"', "book": BOOK},
+                   {"llm-cache": "false"})
+        session = services.session_bootstrap(bot_name="agent")
+        services.session_start(session)
+        sink = events.ListSink()
+        produced = services.turn_run(session, text="Book for Cid, 3 people", sink=sink)
+        assert _texts(produced) == ["Booked for Cid", "All set: booking-ok-Cid. See you!"]
+        answer = produced[-1]
+        assert answer.meta["tool_calls"][0]["name"] == "book"
+        assert answer.meta["tool_calls"][0]["result"] == "booking-ok-Cid"
+        assert answer.tokens > 0 and answer.model
+        assert BotTableRow.objects.get(bot=bot, table="visits").data["c0"] == "Cid"
+        deltas = [e for e in sink.events if e["kind"] == "delta"]
+        assert "".join(d["text"] for d in deltas) == answer.content
+        assert [d["offset"] for d in deltas] == sorted(d["offset"] for d in deltas)
+        final = [e for e in sink.events if e["kind"] == "message"][-1]["message"]
+        assert final["stream"] == deltas[0]["stream"]
+    first, second = llm_platform.chat_requests()[:2]
+    assert first.body["tools"][0]["function"]["name"] == "book"
+    system = first.body["messages"][0]
+    assert system["role"] == "system" and "vip customer" in system["content"]
+    assert first.body["messages"][-1] == {"role": "user", "content": "Book for Cid, 3 people"}
+    assert any(m["role"] == "tool" and m["content"] == "booking-ok-Cid" for m in second.body["messages"])
+
+
+def test_history_goes_to_the_model(canary_tenants, llm_platform):
+    llm_platform.script(Reply(text="first answer"), Reply(text="second answer"))
+    with schema_context(canary_tenants.a.schema_name):
+        _bot("hist", {}, {"llm-cache": "false"})
+        session = services.session_bootstrap(bot_name="hist")
+        services.turn_run(session, text="question one")
+        services.turn_run(session, text="question two")
+    messages = llm_platform.chat_requests()[1].body["messages"]
+    assert [m["content"] for m in messages[1:]] == ["question one", "first answer", "question two"]
+
+
+def test_no_model_gives_an_honest_offline_answer(canary_tenants, settings):
+    settings.LLM_URL = ""
+    with schema_context(canary_tenants.a.schema_name):
+        _bot("offline", {})
+        session = services.session_bootstrap(bot_name="offline")
+        produced = services.turn_run(session, text="what time do you open?")
+        assert produced[0].content.startswith(OFFLINE_NO_MODEL)
+        assert produced[0].meta["offline"] is True
+
+
+def test_bad_input_is_refused_with_the_reason_and_nothing_is_saved(canary_tenants, settings):
+    settings.CHAT_MESSAGE_MAX_CHARS = 10
+    with schema_context(canary_tenants.a.schema_name):
+        _bot("limits", {})
+        session = services.session_bootstrap(bot_name="limits")
+        with pytest.raises(TurnError, match="limit is 10"):
+            services.turn_run(session, text="x" * 11)
+        with pytest.raises(TurnError, match="empty"):
+            services.turn_run(session, text="   ")
+        with pytest.raises(TurnError, match="unknown message_type"):
+            services.turn_run(session, text="hi", message_type=42)
+        assert not Message.objects.filter(session=session).exists()
+
+
+def test_a_failing_script_apologises_and_keeps_the_reason_for_the_transcript(canary_tenants):
+    with schema_context(canary_tenants.a.schema_name):
+        _bot("broken", {"start": 'TALK "a"\nx = 1 / 0'})
+        session = services.session_bootstrap(bot_name="broken")
+        produced = services.session_start(session)
+        assert _texts(produced) == ["a", SCRIPT_FAILED]
+        system = Message.objects.get(session=session, role=Role.SYSTEM)
+        assert system.meta["error"]["line"] == 2
+
+
+def test_wait_suspends_and_the_resume_task_continues(canary_tenants, django_capture_on_commit_callbacks):
+    with schema_context(canary_tenants.a.schema_name):
+        _bot("waiter", {"start": 'TALK "one"\nWAIT 5\nTALK "two"'})
+        session = services.session_bootstrap(bot_name="waiter")
+        with django_capture_on_commit_callbacks(execute=False) as callbacks:
+            assert _texts(services.session_start(session)) == ["one"]
+        assert len(callbacks) == 1  # the resume task, queued after commit
+        session.refresh_from_db()
+        token = session.state["dialog"]["token"]
+        assert turn_execute(session.pk, text="", wait_token="stale") == []
+        assert _texts(turn_execute(session.pk, text="", wait_token=token)) == ["two"]
+        assert turn_execute(session.pk, text="", wait_token=token) == []  # delivered twice: runs once
+
+
+def test_call_runs_another_script_and_user_memory_persists(canary_tenants):
+    with schema_context(canary_tenants.a.schema_name):
+        _bot("caller", {
+            "start": 'x = CALL "double", 21\nSET USER MEMORY "fav", "tea"\nTALK "got " + x',
+            "double": 'PARAM n AS INTEGER LIKE "1" DESCRIPTION "n"\nDESCRIPTION "double"\nRETURN n * 2',
+        })
+        session = services.session_bootstrap(bot_name="caller")
+        assert _texts(services.session_start(session)) == ["got 42"]
+        other = ChatSession.objects.create(user=session.user, bot=session.bot)
+        script_sync(bot=session.bot, path="caller.gbai/caller.gbdialog/start.bas",
+                    data=b'TALK GET USER MEMORY("fav")')
+        assert _texts(services.session_start(other)) == ["tea"]
+
+
+def test_channel_turn_keeps_one_session_per_thread(canary_tenants, settings):
+    settings.LLM_URL = ""
+    with schema_context(canary_tenants.a.schema_name):
+        bot = _bot("mailbot", {"start": 'TALK "welcome"'})
+        s1, produced = services.channel_turn(bot=bot, channel="email", user_key="Ana@Example.com", text="hello",
+                                             thread_key="<t1@x>")
+        assert _texts(produced)[0] == "welcome" and produced[-1].meta.get("offline")
+        s2, _ = services.channel_turn(bot=bot, channel="email", user_key="ana@example.com", text="again",
+                                      thread_key="<t1@x>")
+        s3, _ = services.channel_turn(bot=bot, channel="email", user_key="ana@example.com", text="new",
+                                      thread_key="<t2@x>")
+        assert s1.pk == s2.pk != s3.pk and s1.user_id == s3.user_id
+        assert s1.user.external_id == "ana@example.com" and not s1.user.is_anonymous
+
+
+def test_bootstrap_never_reuses_another_bots_session(canary_tenants):
+    with schema_context(canary_tenants.a.schema_name):
+        _bot("one", {})
+        _bot("two", {})
+        first = services.session_bootstrap(bot_name="one")
+        assert services.session_bootstrap(bot_name="one", session_id=str(first.pk)).pk == first.pk
+        assert services.session_bootstrap(bot_name="two", session_id=str(first.pk)).pk != first.pk
+        with pytest.raises(services.UnknownBot):
+            services.session_bootstrap(bot_name="ghost")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_turns_of_one_session_run_one_at_a_time(canary_tenants, settings):
+    settings.LLM_URL = ""
+    schema = canary_tenants.a.schema_name
+    with schema_context(schema):
+        _bot("busy", {"start": 'TALK "ready"'})
+        session = services.session_bootstrap(bot_name="busy")
+        services.session_start(session)
+    errors: list[BaseException] = []
+
+    def send(n: int) -> None:
+        try:
+            with schema_context(schema):
+                services.turn_run(ChatSession.objects.get(pk=session.pk), text=f"message {n}")
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=send, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with schema_context(schema):
+        rows = list(Message.objects.filter(session=session).order_by("index").values_list("index", "role"))
+        Bot.objects.filter(name="busy").delete()
+    assert [i for i, _ in rows] == list(range(13))  # 1 start + 6 x (question, answer), no gaps or doubles
+    assert [r for _, r in rows[1:]] == [Role.USER, Role.ASSISTANT] * 6  # each answer follows its question
