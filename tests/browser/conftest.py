@@ -107,7 +107,7 @@ def framing_site():
 
 
 @pytest.fixture(scope="session")
-def chat_server(browser_tenant, browser_drive, django_db_blocker):
+def chat_server(browser_tenant, browser_drive, fake_llm, django_db_blocker):
     from django.db import connection
 
     env = {
@@ -115,10 +115,14 @@ def chat_server(browser_tenant, browser_drive, django_db_blocker):
         "DJANGO_SETTINGS_MODULE": "gbplatform.settings.test",
         "DATABASE_URL": database_url_for(os.environ["DATABASE_URL"], connection.settings_dict["NAME"]),
         "MEDIA_ROOT": str(browser_drive),
-        # Local drive and no outside vector store or platform LLM: the bots name the fake LLM themselves.
+        # Local drive, no outside vector store; the platform's default LLM is the fake (bots may not name a
+        # loopback LLM themselves: their llm-url is held to public hosts).
         "S3_ACCESS_KEY": "",
         "QDRANT_URL": "",
-        "LLM_URL": "",
+        "LLM_PROVIDER": "openai",
+        "LLM_URL": fake_llm.base_url,
+        "LLM_MODEL": "fake-model",
+        "LLM_API_KEY": "test-key",
     }
     server = LiveServer(env=env, log_path=artifacts_dir() / "server.log").start()
     yield server

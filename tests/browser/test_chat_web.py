@@ -40,13 +40,11 @@ INJECTED_SELECTOR = (
 )
 
 
-def bot_files(name: str, *, llm_url: str, start: str, extra: dict[str, str] | None = None,
-              config: str = "") -> dict[str, str]:
+def bot_files(name: str, *, start: str, extra: dict[str, str] | None = None, config: str = "") -> dict[str, str]:
+    # The LLM is the platform default (the fake, see conftest.chat_server); no cache, so every question
+    # reaches it.
     return {
-        f"{name}.gbot/config.csv": (
-            "name,value\n"
-            f"llm-url,{llm_url}\nllm-model,fake-model\nllm-key,test-key\nllm-cache,false\n{config}"
-        ),
+        f"{name}.gbot/config.csv": f"name,value\nllm-cache,false\n{config}",
         f"{name}.gbdialog/start.bas": start,
         **(extra or {}),
     }
@@ -57,19 +55,18 @@ def basic_talk(text: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def bots(deploy_bot, fake_llm, framing_site):
-    url = fake_llm.base_url
+def bots(deploy_bot, framing_site):
     return {
-        "xss": deploy_bot("xss", bot_files("xss", llm_url=url, start="".join(map(basic_talk, TALK_PAYLOADS))
+        "xss": deploy_bot("xss", bot_files("xss", start="".join(map(basic_talk, TALK_PAYLOADS))
                                            + basic_talk("TALK-END"))),
         "chips": deploy_bot("chips", bot_files(
-            "chips", llm_url=url,
+            "chips",
             start='ADD SUGGESTION "pricing" AS "Show prices"\nADD SUGGESTION TOOL "hello-tool" AS "Run tool"\n'
                   'TALK "Welcome to chips"\n',
             extra={"chips.gbdialog/hello-tool.bas": 'TALK "The tool ran"\n'},
         )),
         "plain": deploy_bot("plain", bot_files(
-            "plain", llm_url=url, start='TALK "Plain bot ready"\n',
+            "plain", start='TALK "Plain bot ready"\n',
             config="welcome-message,Hello **visitor**\ntheme-color1,#2f6f4e\n"
                    f"web-embed-origins,{framing_site.origin(ALLOWED_FRAMER)}\n",
         )),
@@ -204,6 +201,8 @@ async def test_xss_payloads_from_talk_user_and_llm_render_as_text(
     assert await user_bubble.locator(".msg-body").inner_text() == user_text
     assert await page.locator(INJECTED_SELECTOR).count() == 0
     assert await page.evaluate("document.querySelectorAll('script:not([src])').length") == 0
+    # Tall enough for the whole conversation in one picture (the message list scrolls inside the page).
+    await page.set_viewport_size({"width": 1100, "height": 2400})
     await watched_page.screenshot("xss-payloads")
     await watched_page.assert_clean()
 
