@@ -6,7 +6,7 @@ from apps.accounts.views import ConsoleLoginView, ConsoleLogoutView
 from apps.bots.views import bot_deploy_api, bots_api
 from apps.core.views import health
 from apps.kb.views import kb_search_api
-from apps.tenants.views import console_home, tenant_home
+from apps.tenants.views import tenant_home
 
 urlpatterns = [
     path("", tenant_home, name="tenant-home"),
@@ -16,7 +16,6 @@ urlpatterns = [
     path("api/kb/search", kb_search_api, name="kb-search-api"),
     path("accounts/login/", ConsoleLoginView.as_view(), name="login"),
     path("accounts/logout/", ConsoleLogoutView.as_view(), name="logout"),
-    path("console/", console_home, name="console-home"),
     # Each app owns its routes; the chat's `/<bot>/` pages come last (a bot name is any free segment).
     path("", include("apps.accounts.urls")),
     path("", include("apps.llm.urls")),
