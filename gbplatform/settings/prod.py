@@ -6,7 +6,7 @@ Required: DJANGO_SECRET_KEY, DATABASE_URL, REDIS_URL, ALLOWED_HOSTS (parent doma
 from django.core.exceptions import ImproperlyConfigured
 
 from gbplatform.settings.base import *  # noqa: F403
-from gbplatform.settings.base import ALLOWED_HOSTS, DATABASE_URL, REDIS_URL, SECRET_KEY
+from gbplatform.settings.base import ALLOWED_HOSTS, DATABASE_URL, ENCRYPTION_KEY_FILE, REDIS_URL, SECRET_KEY, VAULT_ADDR
 from gbplatform.settings.env import env_bool, env_int
 
 DEBUG = False
@@ -22,6 +22,10 @@ _missing = [
 ]
 if _missing:
     raise ImproperlyConfigured(f"production settings need these environment variables: {', '.join(_missing)}")
+# Encrypted fields (bot memory, secrets) need keys: from Vault, or a key file the operator provisions.
+# Production never creates a key file itself (a lost generated key would lose the data it sealed).
+if not VAULT_ADDR and not ENCRYPTION_KEY_FILE.exists():
+    raise ImproperlyConfigured("set VAULT_ADDR (keys at gbo/encryption) or provide ENCRYPTION_KEY_FILE")
 if ALLOWED_HOSTS == ["*"]:
     raise ImproperlyConfigured("set ALLOWED_HOSTS to the tenants' parent domains, e.g. .bots.example.com")
 

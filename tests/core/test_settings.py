@@ -19,6 +19,7 @@ PROD_ENV = {
     "DATABASE_URL": "postgresql://gb:pw@db.example.com:5432/gbplatform",
     "REDIS_URL": "redis://cache.example.com:6379/0",
     "ALLOWED_HOSTS": ".bots.example.com",
+    "VAULT_ADDR": "https://vault.example.com",
 }
 
 
@@ -36,6 +37,14 @@ def test_production_settings_pass_check_deploy_without_warnings():
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
+
+
+def test_production_settings_refuse_to_run_without_encryption_keys():
+    env = {k: v for k, v in PROD_ENV.items() if k != "VAULT_ADDR"}
+    env["ENCRYPTION_KEY_FILE"] = "missing-dir/encryption.json"
+    result = _manage("check", "--settings=gbplatform.settings.prod", env=env)
+    assert result.returncode != 0
+    assert "ENCRYPTION_KEY_FILE" in result.stderr
 
 
 @pytest.mark.parametrize("missing", ["DJANGO_SECRET_KEY", "DATABASE_URL", "REDIS_URL"])
