@@ -39,8 +39,6 @@ CHAT_COOKIE_MAX_AGE_S = 7 * 24 * 3600
 # The page renders this many most recent messages; older ones stay in the database (a long-lived
 # session must not produce a page of megabytes). Resume works from the newest index shown.
 HISTORY_RENDER_MAX = 200
-# The input's maxlength: a hint for the visitor; the consumer enforces its own message size limit.
-CHAT_INPUT_MAX_CHARS = 4000
 # config.csv key listing the origins allowed to frame `/<bot>/embed` (space or comma separated).
 EMBED_ORIGINS_KEY = "web-embed-origins"
 # One origin for frame-ancestors: scheme, host (optionally `*.` wildcard subdomain), optional port. Nothing
@@ -106,6 +104,7 @@ def _chat_context(request: HttpRequest, bot_name: str) -> tuple[dict, str, dict[
     from apps.bots.selectors import bot_config_values
     from apps.sessions.models import Message
     from apps.sessions.services import session_bootstrap
+    from apps.sessions.turns import chat_message_max_chars
 
     # Bot names are lower-case (apps.bots.models.BOT_NAME_RE): /Demo/ is the demo bot's page too.
     bot = Bot.objects.filter(name=bot_name.lower()).first()
@@ -136,7 +135,8 @@ def _chat_context(request: HttpRequest, bot_name: str) -> tuple[dict, str, dict[
         "welcome_html": render_markdown(welcome) if welcome and not history else "",
         "theme_color1": colors.get("theme-color1", ""),
         "theme_color2": colors.get("theme-color2", ""),
-        "input_max_chars": CHAT_INPUT_MAX_CHARS,
+        # The input's maxlength: the turn's own limit, so the page never lets a visitor type what it refuses.
+        "input_max_chars": chat_message_max_chars(),
     }
     return context, session_id, config
 

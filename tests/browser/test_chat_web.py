@@ -127,6 +127,9 @@ async def test_page_loads_connected_without_csp_violations_or_script_errors(
         "getComputedStyle(document.getElementById('chat')).getPropertyValue('--chat-color1').trim()")
     assert color == "#2f6f4e"
     assert await page.evaluate("htmx.config.allowEval") is False
+    from apps.sessions.turns import chat_message_max_chars
+
+    assert int(await page.get_attribute("#messageInput", "maxlength")) == chat_message_max_chars()
     assert await page.evaluate("document.querySelectorAll('style, [style]:not(#chat)').length") == 0
     await watched_page.assert_clean()
 
