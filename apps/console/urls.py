@@ -3,10 +3,23 @@ templates can link to them; /console/conversations/ and /console/analytics/ belo
 
 from django.urls import include, path
 
-from apps.console.views import home
+from apps.console.views import bots, home, kb
 
 urlpatterns = [
     path("console/", home.console_home, name="console-home"),
     # Django's set_language view (POST with CSRF): stores the choice in the django_language cookie.
     path("console/i18n/", include("django.conf.urls.i18n")),
+    path("console/bots/", bots.bot_list_page, name="console-bots"),
+    path("console/bots/deploy/", bots.bot_deploy_page, name="console-bot-deploy"),
+    path("console/bots/<str:name>/", bots.bot_detail_page, name="console-bot"),
+    path("console/bots/<str:name>/config/", bots.bot_config_page, name="console-bot-config"),
+    path("console/bots/<str:name>/config/save/", bots.bot_config_save, name="console-bot-config-save"),
+    path("console/bots/<str:name>/config/validate/", bots.bot_config_validate, name="console-bot-config-validate"),
+    path("console/bots/<str:name>/memory/", bots.bot_memory_page, name="console-bot-memory"),
+    path("console/bots/<str:name>/memory/set/", bots.bot_memory_set, name="console-bot-memory-set"),
+    path("console/kb/", kb.kb_bot_list_page, name="console-kb"),
+    path("console/kb/<str:name>/", kb.kb_bot_page, name="console-kb-bot"),
+    path("console/kb/<str:name>/progress/", kb.kb_progress_fragment, name="console-kb-progress"),
+    path("console/kb/<str:name>/search/", kb.kb_search_page, name="console-kb-search"),
+    path("console/kb/<str:name>/documents/<int:pk>/retry/", kb.kb_document_retry, name="console-kb-retry"),
 ]
