@@ -124,7 +124,9 @@ def chat_server(browser_tenant, browser_drive, fake_llm, django_db_blocker):
         "LLM_MODEL": "fake-model",
         "LLM_API_KEY": "test-key",
     }
-    server = LiveServer(env=env, log_path=artifacts_dir() / "server.log").start()
+    log_path = artifacts_dir() / "server.log"
+    log_path.unlink(missing_ok=True)  # one log per run; restarts within the run append to it
+    server = LiveServer(env=env, log_path=log_path).start()
     yield server
     server.stop()
 

@@ -73,7 +73,7 @@ class LiveServer:
         command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
                    "tests.browser.asgi:application"]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "wb") as log:
+        with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
                 command, cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
             )
@@ -98,6 +98,11 @@ class LiveServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+    def restart(self) -> None:
+        """Stop the server (its sockets drop as in a deploy or crash) and start it again on the same port."""
+        self.stop()
+        self.start()
 
     def log_tail(self, lines: int = 40) -> str:
         try:

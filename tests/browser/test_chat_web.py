@@ -16,6 +16,10 @@ from tests.browser.conftest import UI_TIMEOUT_MS, orm_call
 
 pytestmark = [pytest.mark.django_db, pytest.mark.asyncio(loop_scope="session")]
 
+# htmx-ext-ws retries with full-jitter back-off (up to 1, 2, 4, 8 s...): a restart of a few seconds is
+# bridged within this.
+RECONNECT_TIMEOUT_MS = 40_000
+
 # The same payloads go through TALK, the user's input and the LLM's answer. TALK's copies avoid double
 # quotes (the BASIC string delimiter); the others add quote-breaking variants.
 TALK_PAYLOADS = [
@@ -322,4 +326,32 @@ async def test_socket_gives_a_session_only_to_the_page_that_was_handed_it(
         assert not any("secret" in frame for frame in result["received"]), f"{path}: {result['received']}"
     # A refused handshake is logged by Chromium; that is the behaviour under test.
     watched_page.console_errors[:] = [e for e in watched_page.console_errors if "WebSocket connection" not in e]
+    await watched_page.assert_clean()
+
+
+async def test_page_reconnects_by_itself_after_a_server_restart_and_continues(
+        watched_page, chat_server, browser_tenant, bots, fake_llm):
+    from tests.support.llm_fake import Reply
+
+    page = watched_page.page
+    await open_chat(watched_page, chat_server, browser_tenant.host, bots["plain"])
+    fake_llm.script(Reply(text="before restart"), Reply(text="after restart"))
+    await send(page, "one")
+    await wait_for_text(page, "before restart")
+
+    await asyncio.to_thread(chat_server.restart)
+    await page.wait_for_selector("#connection[data-state='online']", timeout=RECONNECT_TIMEOUT_MS)
+    await send(page, "two")
+    await wait_for_text(page, "after restart")
+    await page.wait_for_timeout(300)
+
+    shown = await message_indexes(page)
+    session_id = session_id_of(await page.get_attribute("#chat", "ws-connect"))
+    assert shown == await stored_indexes(browser_tenant.schema_name, session_id)
+    assert shown == list(range(shown[0], shown[-1] + 1))
+    # While the server was down the browser and htmx-ext-ws (its htmx:wsError event, logged as
+    # "[object Event]") reported the failed reconnects; nothing else may have failed.
+    watched_page.console_errors[:] = [
+        e for e in watched_page.console_errors
+        if "WebSocket connection" not in e and not (e.startswith("[object Event]") and "htmx.min.js" in e)]
     await watched_page.assert_clean()
