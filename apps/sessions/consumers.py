@@ -110,7 +110,9 @@ async def turn_dispatch(schema: str, session_id: str, fn, *args, extra: asyncio.
             logger.exception("chat: turn failed in session %s", session_id)
             sink.emit({"kind": "status", "text": "Something went wrong; please try again."})
         finally:
-            queue.put_nowait(None)
+            # Through the loop like every event: a status emitted just above (call_soon_threadsafe) must be
+            # queued before the end marker, or the publisher stops first and drops it.
+            loop.call_soon_threadsafe(queue.put_nowait, None)
             await publisher
 
     task = asyncio.ensure_future(run())
