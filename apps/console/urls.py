@@ -3,7 +3,7 @@ templates can link to them; /console/conversations/ and /console/analytics/ belo
 
 from django.urls import include, path
 
-from apps.console.views import bots, home, kb
+from apps.console.views import administration, bots, drive, home, kb, operations
 
 urlpatterns = [
     path("console/", home.console_home, name="console-home"),
@@ -22,4 +22,20 @@ urlpatterns = [
     path("console/kb/<str:name>/progress/", kb.kb_progress_fragment, name="console-kb-progress"),
     path("console/kb/<str:name>/search/", kb.kb_search_page, name="console-kb-search"),
     path("console/kb/<str:name>/documents/<int:pk>/retry/", kb.kb_document_retry, name="console-kb-retry"),
+    path("console/schedules/", operations.schedule_bot_list_page, name="console-schedules"),
+    path("console/schedules/<str:name>/", operations.schedule_bot_page, name="console-schedules-bot"),
+    path("console/meetings/", operations.meeting_list_page, name="console-meetings"),
+    path("console/meetings/create/", operations.meeting_create, name="console-meeting-create"),
+    path("console/meetings/<str:name>/close/", operations.meeting_close, name="console-meeting-close"),
+    path("console/email/", operations.email_bot_list_page, name="console-email"),
+    path("console/email/<str:name>/", operations.email_bot_page, name="console-email-bot"),
+    path("console/compliance/", administration.audit_log_page, name="console-compliance"),
+    path("console/compliance/export.csv", administration.audit_log_export, name="console-compliance-export"),
+    path("console/api-keys/", administration.api_key_list_page, name="console-api-keys"),
+    path("console/api-keys/create/", administration.api_key_create_page, name="console-api-key-create"),
+    path("console/api-keys/<str:prefix>/revoke/", administration.api_key_revoke_page, name="console-api-key-revoke"),
+    path("console/users/", administration.user_list_page, name="console-users"),
+    path("console/users/<int:pk>/role/", administration.user_role_set, name="console-user-role"),
+    path("console/drive/", drive.drive_browser_page, name="console-drive"),
+    path("console/drive/download/", drive.drive_download, name="console-drive-download"),
 ]
