@@ -329,6 +329,44 @@ async def test_socket_gives_a_session_only_to_the_page_that_was_handed_it(
     await watched_page.assert_clean()
 
 
+async def test_answer_finished_while_offline_is_replayed_once_on_reconnect(
+        watched_page, chat_server, browser_tenant, bots, fake_llm):
+    from tests.support.llm_fake import Reply
+
+    page = watched_page.page
+    await open_chat(watched_page, chat_server, browser_tenant.host, bots["plain"])
+    session_id = session_id_of(await page.get_attribute("#chat", "ws-connect"))
+    stored_before = await stored_indexes(browser_tenant.schema_name, session_id)
+    # Hold the page's next connection until the answer is saved: the page is offline for the whole turn.
+    gate = asyncio.Event()
+
+    async def held(route) -> None:
+        await gate.wait()
+        route.connect_to_server()
+
+    await page.route_web_socket(re.compile(r"/ws/"), held)
+    answer = " ".join(f"away{i}" for i in range(30)) + " OFFLINE-END"
+    fake_llm.script(Reply(text=answer, chunk_chars=12, chunk_delay_s=0.05))
+    await send(page, "question before the drop")
+    await page.wait_for_selector(".msg-streaming", timeout=UI_TIMEOUT_MS)
+    await page.evaluate("document.getElementById('chat')['htmx-internal-data'].webSocket.socket.close()")
+    for _ in range(100):  # the turn goes on without the socket; wait for its answer in the database
+        if len(await stored_indexes(browser_tenant.schema_name, session_id)) >= len(stored_before) + 2:
+            break
+        await asyncio.sleep(0.1)
+    assert "OFFLINE-END" not in await page.inner_text("#messages")
+    gate.set()
+    await wait_for_text(page, "OFFLINE-END")
+    await page.wait_for_timeout(300)
+
+    shown = await message_indexes(page)
+    assert shown == await stored_indexes(browser_tenant.schema_name, session_id)
+    assert shown == list(range(shown[0], shown[-1] + 1))
+    assert (await page.inner_text("#messages")).count("OFFLINE-END") == 1
+    assert await page.locator(".msg-streaming").count() == 0
+    await watched_page.assert_clean()
+
+
 async def test_page_reconnects_by_itself_after_a_server_restart_and_continues(
         watched_page, chat_server, browser_tenant, bots, fake_llm):
     from tests.support.llm_fake import Reply
