@@ -166,13 +166,13 @@ class ChatConsumerBase(AsyncWebsocketConsumer):
         route = self.scope.get("url_route", {}).get("kwargs", {})
         self.bot_name = (route.get("bot") or self.query.get("bot_name") or "default").lower()
         if not await self.authorize():
-            await self.close(code=CLOSE_FORBIDDEN)
+            await self._refuse(CLOSE_FORBIDDEN)
             return
         try:
             self.info = await chat_run(self.schema, _open_session, self.bot_name, self.query.get("user_id"),
                                        self.query.get("session_id"))
         except services.UnknownBot:
-            await self.close(code=CLOSE_UNKNOWN_BOT)
+            await self._refuse(CLOSE_UNKNOWN_BOT)
             return
         self.session_id = self.info["session_id"]
         self.group = events.session_group(self.schema, self.session_id)
@@ -181,6 +181,12 @@ class ChatConsumerBase(AsyncWebsocketConsumer):
         await self.on_open()
         if not self.info["started"]:
             await turn_dispatch(self.schema, self.session_id, services.turn_execute_start, self.session_id)
+
+    async def _refuse(self, code: int) -> None:
+        # Accepted, then closed with the code: a close before the handshake reaches the client as a bare
+        # HTTP 403 (browsers report 1006), and it could not tell "unknown bot" from a network failure.
+        await self.accept()
+        await self.close(code=code)
 
     async def authorize(self) -> bool:
         return True
