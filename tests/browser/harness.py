@@ -22,7 +22,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
-CHROMIUM_PATH = Path("/usr/bin/chromium")
+# Debian's chromium package (`make system-deps`); another build can be named with CHROMIUM_PATH.
+CHROMIUM_PATH = Path(os.environ.get("CHROMIUM_PATH") or "/usr/bin/chromium")
 # Flags for a headless Chromium in a container: no sandbox when root (the sandbox needs user
 # namespaces), no GPU, and no background traffic (the machine has no Internet).
 CHROMIUM_ARGS = ["--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -36,7 +37,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 def chromium_missing_reason() -> str | None:
     """Why the browser tests cannot run here, or None."""
     if not CHROMIUM_PATH.exists():
-        return f"{CHROMIUM_PATH} is not installed (`make system-deps` installs Debian's chromium as root)"
+        return (f"{CHROMIUM_PATH} is not installed (`make system-deps` installs Debian's chromium as root; "
+                "CHROMIUM_PATH names another build)")
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
