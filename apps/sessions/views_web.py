@@ -100,16 +100,15 @@ def _embed_csp(request: HttpRequest, frame_ancestors: list[str]) -> str:
 
 def _chat_context(request: HttpRequest, bot_name: str) -> tuple[dict, str, dict[str, str]]:
     from apps.bots.config_csv import config_lookup
-    from apps.bots.models import Bot
     from apps.bots.selectors import bot_config_values
     from apps.sessions.models import Message
-    from apps.sessions.services import session_bootstrap
+    from apps.sessions.services import UnknownBot, bot_by_name, session_bootstrap
     from apps.sessions.turns import chat_message_max_chars
 
-    # Bot names are lower-case (apps.bots.models.BOT_NAME_RE): /Demo/ is the demo bot's page too.
-    bot = Bot.objects.filter(name=bot_name.lower()).first()
-    if bot is None:
-        raise Http404("no such bot")
+    try:
+        bot = bot_by_name(bot_name)  # case-insensitive: /Demo/ is the demo bot's page too
+    except UnknownBot:
+        raise Http404("no such bot") from None
     tenant_schema = request.tenant.schema_name
     cookie_session = request.get_signed_cookie(
         chat_cookie_name(bot.name), default=None, salt=_cookie_salt(tenant_schema, bot.name),
