@@ -182,7 +182,9 @@ async def session_stream(request: HttpRequest, session_id):
     `thinking`, `suggestions`, `status`), ending with `event: done`."""
     from apps.sessions.consumers import turn_dispatch
 
-    schema = connection.schema_name
+    # Not connection.schema_name: this coroutine runs on the event loop, whose connection is not the one
+    # the tenant middleware switched (that one belongs to the sync thread); it would name `public`.
+    schema = request.tenant.schema_name
     session = await sync_to_async(_session_or_404)(session_id)
     if session is None:
         return _error(404, "no such session")
