@@ -22,6 +22,7 @@ CLIENT_ID = "console-a"
 CLIENT_SECRET = "client-secret-a-0123456789abcdef"
 OTHER_CLIENT_ID = "other-client"
 OTHER_CLIENT_SECRET = "other-secret-0123456789abcdef"
+PUBLIC_CLIENT_ID = "console-public"  # a public client: no secret, PKCE only
 SECRET_KEY_NAME = "client_secret"
 
 
@@ -47,7 +48,7 @@ ACCOUNTS = {
 
 def _client(client_id: str, secret: str, hosts: tuple[str, ...] = (HOST_A,)) -> dict:
     return {
-        "client_id": client_id, "client_secret": secret,
+        "client_id": client_id, **({"client_secret": secret} if secret else {}),
         "redirect_uris": [f"http://{host}/accounts/oidc/callback/" for host in hosts],
         "post_logout_redirect_uris": [f"http://{host}/" for host in hosts],
         "grant_types": ["authorization_code"], "response_types": ["code"],
@@ -65,7 +66,8 @@ def provider_process(provider_key):
     if node_binary() is None:
         pytest.skip("Node.js is not installed: the OIDC tests run npm oidc-provider (make installs it)")
     started = OidcProvider.start(
-        clients=[_client(CLIENT_ID, CLIENT_SECRET), _client(OTHER_CLIENT_ID, OTHER_CLIENT_SECRET)],
+        clients=[_client(CLIENT_ID, CLIENT_SECRET), _client(OTHER_CLIENT_ID, OTHER_CLIENT_SECRET),
+                 {**_client(PUBLIC_CLIENT_ID, ""), "token_endpoint_auth_method": "none"}],
         accounts=ACCOUNTS, key=provider_key,
     )
     yield started

@@ -13,7 +13,7 @@ from django_tenants.utils import schema_context
 from apps.accounts.models import ConsoleProfile
 from apps.accounts.roles import Role
 from apps.compliance.models import AuditEvent
-from tests.accounts.conftest import CLIENT_ID, authorization_params, sign_in, sign_in_start
+from tests.accounts.conftest import CLIENT_ID, PUBLIC_CLIENT_ID, authorization_params, sign_in, sign_in_start
 
 pytestmark = pytest.mark.django_db
 
@@ -145,3 +145,13 @@ def test_the_session_cookie_is_host_only_and_useless_on_another_tenant(oidc_tena
     stolen.cookies["sessionid"] = cookie.value
     response = stolen.get("/console/")
     assert response.status_code == 302 and canary_tenants.a.canary not in response.content.decode()
+
+
+def test_a_public_client_signs_in_with_pkce_alone(db, canary_tenants, provider, browser):
+    from apps.accounts.services import oidc_config_save
+
+    with schema_context(canary_tenants.a.schema_name):
+        oidc_config_save(issuer=provider.issuer, client_id=PUBLIC_CLIENT_ID, client_secret="")
+    client = Client(HTTP_HOST=canary_tenants.a.host)
+    assert sign_in(client, browser, "vera-viewer").status_code == 302
+    assert client.get("/console/").status_code == 200
