@@ -1,0 +1,252 @@
+"""The chat's REST API over HTTP against the live daphne (apps/sessions/api.py): sessions, messages with a
+HEAR flow, history pages, server-sent events, the OpenAPI document, the public bot config and the errors;
+then two behaviours of the turn seen through it: the offline answer quoting the knowledge base when no model
+is configured, and the provider breaker with its fallback (acceptance: "provider down").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import pytest
+
+from tests.sessions.conftest import bot_config
+from tests.support.llm_fake import FakeLLMServer, Reply
+
+pytestmark = [pytest.mark.django_db, pytest.mark.asyncio(loop_scope="session")]
+
+REST_START = """
+TALK "Welcome to the REST bot"
+TALK "What is your name?"
+HEAR name
+TALK "Nice to meet you, " + name
+"""
+VISITS_TEXT = """Guided visits
+
+Guided visits last about one hour and start at 10:00 and 15:00.
+Groups of up to 12 people can book a visit through the chat.
+"""
+HOURS_TEXT = """Opening hours
+
+The garden is open from Tuesday to Sunday, 9:00 to 18:00. It is closed on Mondays.
+"""
+
+
+@pytest.fixture(scope="module")
+def rest_bot(deploy_bot, chat_llm):
+    return deploy_bot("rest", {
+        "rest.gbot/config.csv": bot_config(llm_url=chat_llm.base_url, extra=(
+            "theme-title,REST garden\ntheme-color1,#2f6f4e\ncrm-endpoint,vault:gbo/tenants/chat#crm\n"
+            "webhook-secret,s3cr3t-value\n")),
+        "rest.gbdialog/start.bas": REST_START,
+    })
+
+
+@pytest.fixture
+async def http(chat_client):
+    async with chat_client.http() as client:
+        yield client
+
+
+async def create_session(http, bot: str) -> dict:
+    response = await http.post("/api/sessions", json={"bot_name": bot})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def post_message(http, session_id: str, content: str, **extra) -> dict:
+    response = await http.post(f"/api/sessions/{session_id}/messages", json={"content": content, **extra})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def contents(messages: list[dict]) -> list[str]:
+    return [m["content"] for m in messages]
+
+
+async def test_a_session_runs_start_then_messages_answer_the_hear_then_the_model(http, rest_bot, llm):
+    created = await create_session(http, rest_bot)
+    uuid.UUID(created["session_id"])
+    assert created["bot_name"] == rest_bot and created["channel"] == "api"
+    assert contents(created["messages"]) == ["Welcome to the REST bot", "What is your name?"]
+    sid = created["session_id"]
+
+    reply = await post_message(http, sid, "Ana")
+    assert contents(reply["messages"]) == ["Nice to meet you, Ana"]
+    assert reply["messages"][0]["index"] == 3  # 0, 1: start.bas; 2: the user's answer
+    reply = await post_message(http, sid, "what is new?")
+    assert contents(reply["messages"]) == ["echo: what is new?"]
+    assert len(llm.chat_requests()) == 1  # the HEAR answer never reached the model
+
+    everything = (await http.get(f"/api/sessions/{sid}/messages")).json()["messages"]
+    assert [(m["index"], m["role"]) for m in everything] == [(0, 2), (1, 2), (2, 1), (3, 2), (4, 1), (5, 2)]
+    page = (await http.get(f"/api/sessions/{sid}/messages", params={"after": 1, "limit": 2})).json()
+    assert [m["index"] for m in page["messages"]] == [2, 3] and page["next_after"] == 3
+    assert contents(page["messages"]) == ["Ana", "Nice to meet you, Ana"]
+    rest = (await http.get(f"/api/sessions/{sid}/history", params={"after": page["next_after"]})).json()
+    assert [m["index"] for m in rest["messages"]] == [4, 5]
+
+
+def parse_sse(raw: str) -> list[tuple[str, dict]]:
+    events = []
+    for block in raw.split("\n\n"):
+        if not block.strip():
+            continue
+        fields = dict(line.split(": ", 1) for line in block.splitlines())
+        events.append((fields["event"], json.loads(fields["data"])))
+    return events
+
+
+async def test_stream_sends_the_turn_as_server_sent_events_ending_with_done(http, rest_bot, llm):
+    sid = (await create_session(http, rest_bot))["session_id"]
+    await post_message(http, sid, "Bea")
+    answer = "Streaming over server-sent events, piece by piece. END"
+    llm.script(Reply(text=answer, chunk_chars=7, chunk_delay_s=0.1))
+    loop = asyncio.get_running_loop()
+    received: list[tuple[float, str]] = []
+    async with http.stream("POST", f"/api/sessions/{sid}/stream", json={"content": "stream it"}) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        async for chunk in response.aiter_text():
+            received.append((loop.time(), chunk))
+    events = parse_sse("".join(chunk for _, chunk in received))
+    # Streamed as it happens, not buffered to the end: the first piece arrived well before the last.
+    first_delta_at = next(t for t, chunk in received if "event: delta" in chunk)
+    assert received[-1][0] - first_delta_at > 0.4
+    kinds = [kind for kind, _ in events]
+    assert kinds[-1] == "done" and kinds.count("done") == 1
+    assert kinds[0] == "thinking" and events[0][1]["on"] is True
+    messages = [data["message"] for kind, data in events if kind == "message"]
+    assert [(m["role"], m["content"]) for m in messages] == [(1, "stream it"), (2, answer)]
+    last_message = len(kinds) - 1 - kinds[::-1].index("message")
+    assert kinds.index("message") < kinds.index("stream_start") < kinds.index("delta") < last_message
+    deltas = [data for kind, data in events if kind == "delta"]
+    assert len(deltas) > 2 and "".join(d["text"] for d in deltas) == answer
+    assert [d["offset"] for d in deltas] == [sum(len(x["text"]) for x in deltas[:i]) for i in range(len(deltas))]
+    assert messages[1]["stream"] == deltas[0]["stream"]
+    history = (await http.get(f"/api/sessions/{sid}/history")).json()["messages"]
+    assert contents(history)[-2:] == ["stream it", answer]
+
+
+async def test_openapi_document_describes_the_chat_api(http):
+    response = await http.get("/api/openapi.json")
+    assert response.status_code == 200
+    schema = response.json()
+    assert schema["openapi"].startswith("3.1") and schema["info"]["title"]
+    paths = schema["paths"]
+    for path, method in [("/api/auth", "get"), ("/api/bot/config", "get"), ("/api/sessions", "post"),
+                         ("/api/sessions/{session_id}/messages", "post"),
+                         ("/api/sessions/{session_id}/messages", "get"),
+                         ("/api/sessions/{session_id}/history", "get"),
+                         ("/api/sessions/{session_id}/stream", "post")]:
+        operation = paths[path][method]
+        assert operation["responses"], (path, method)
+        if "{session_id}" in path:
+            assert any(p["name"] == "session_id" and p["in"] == "path" for p in operation["parameters"])
+    refs = set()
+
+    def collect(node):
+        if isinstance(node, dict):
+            refs.update(v for k, v in node.items() if k == "$ref")
+            for value in node.values():
+                collect(value)
+        elif isinstance(node, list):
+            for value in node:
+                collect(value)
+
+    collect(schema)
+    assert refs and all(r.removeprefix("#/components/schemas/") in schema["components"]["schemas"] for r in refs)
+
+
+async def test_bot_config_serves_the_look_but_no_credentials(http, rest_bot):
+    response = await http.get("/api/bot/config", params={"bot_name": rest_bot})
+    assert response.status_code == 200
+    config = response.json()
+    assert config["theme-title"] == "REST garden" and config["theme-color1"] == "#2f6f4e"
+    assert "llm-key" not in config and "webhook-secret" not in config and "crm-endpoint" not in config
+    assert "test-key" not in response.text and "s3cr3t" not in response.text and "vault:" not in response.text
+    assert (await http.get("/api/bot/config", params={"bot_name": "no-such-bot"})).status_code == 404
+
+
+async def test_bad_requests_get_a_specific_error_and_store_nothing(http, rest_bot, llm):
+    unknown = uuid.uuid4()
+    for method, path in [("POST", f"/api/sessions/{unknown}/messages"), ("GET", f"/api/sessions/{unknown}/messages"),
+                         ("GET", f"/api/sessions/{unknown}/history"), ("POST", f"/api/sessions/{unknown}/stream")]:
+        response = await http.request(method, path, json={"content": "hi"} if method == "POST" else None)
+        assert response.status_code == 404 and response.json()["error"] == "no such session", path
+    response = await http.post("/api/sessions", json={"bot_name": "no-such-bot"})
+    assert response.status_code == 404 and "no-such-bot" in response.json()["error"]
+
+    sid = (await create_session(http, rest_bot))["session_id"]
+    url = f"/api/sessions/{sid}/messages"
+    response = await http.post(url, content=b"{not json", headers={"Content-Type": "application/json"})
+    assert response.status_code == 400 and "malformed JSON" in response.json()["error"]
+    response = await http.post(url, json={"content": "x" * 8001})
+    assert response.status_code == 400
+    assert response.json()["error"] == "message too long: 8001 characters, the limit is 8000"
+    response = await http.post(f"/api/sessions/{sid}/stream", json={"content": "x" * 8001})
+    assert response.status_code == 400 and "the limit is 8000" in response.json()["error"]
+    response = await http.post(url, json={"content": "  "})
+    assert response.status_code == 400 and response.json()["error"] == "empty message"
+    response = await http.post(url, json={"content": "hi", "message_type": 42})
+    assert response.status_code == 400 and "message_type" in response.json()["error"]
+    response = await http.get(url, params={"after": "x"})
+    assert response.status_code == 400
+    history = (await http.get(url)).json()["messages"]
+    assert [m["role"] for m in history] == [2, 2]  # only start.bas's messages: nothing refused was stored
+    assert llm.chat_requests() == []
+
+
+async def test_without_a_model_the_answer_quotes_the_best_passage_with_its_source(http, deploy_bot, llm):
+    bot = deploy_bot("library", {
+        "library.gbot/config.csv": bot_config(llm_url=None),
+        "library.gbdialog/start.bas": 'USE KB "docs"\n',
+        "library.gbkb/docs/visits.txt": VISITS_TEXT,
+        "library.gbkb/docs/hours.md": HOURS_TEXT,
+    })
+    sid = (await create_session(http, bot))["session_id"]
+    (answer,) = (await post_message(http, sid, "How long do the guided visits last?"))["messages"]
+    text = answer["content"]
+    assert text.startswith("No language model is configured for this bot")
+    first_quote = text.split("1. ", 1)[1]
+    assert "Guided visits last about one hour" in first_quote.split("Source:")[0]  # the best passage first
+    assert "Source: library.gbai/library.gbkb/docs/visits.txt" in first_quote.split("\n\n")[0]
+    assert answer["meta"]["offline"] is True
+    assert answer["meta"]["citations"][0]["source"].endswith("docs/visits.txt")
+    assert llm.chat_requests() == []
+
+
+async def test_provider_down_opens_the_breaker_the_fallback_answers_and_it_closes_again(http, deploy_bot):
+    primary = FakeLLMServer(default=lambda r: Reply(status=503, headers={"Retry-After": "0"})).start()
+    fallback = FakeLLMServer(default=lambda r: Reply(text=f"fallback: {r.last_user_text}")).start()
+    try:
+        bot = deploy_bot("breaker", {
+            "breaker.gbot/config.csv": bot_config(llm_url=primary.base_url, extra=(
+                f"llm-fallback-url,{fallback.base_url}\nllm-fallback-model,fallback-model\n"
+                "llm-fallback-key,fallback-key\ncircuit-breaker-threshold,2\ncircuit-breaker-timeout,1\n")),
+            "breaker.gbdialog/start.bas": 'TALK "ready"\n',
+        })
+        sid = (await create_session(http, bot))["session_id"]
+
+        async def ask(text: str) -> tuple[str, int]:
+            before = len(primary.chat_requests())
+            (message,) = (await post_message(http, sid, text))["messages"]
+            return message["content"], len(primary.chat_requests()) - before
+
+        # Below the threshold every call tries the primary (with its retries) before the fallback answers.
+        for question in ("q1", "q2"):
+            content, primary_calls = await ask(question)
+            assert content == f"fallback: {question}" and primary_calls >= 1
+        # Open: the primary is not even asked.
+        assert await ask("q3") == ("fallback: q3", 0)
+        # The provider recovers; after the breaker's timeout one probe goes through, and it closes again.
+        primary.default = lambda r: Reply(text=f"primary: {r.last_user_text}")
+        await asyncio.sleep(1.2)
+        assert await ask("q4") == ("primary: q4", 1)
+        assert await ask("q5") == ("primary: q5", 1)
+        assert [r.last_user_text for r in fallback.chat_requests()] == ["q1", "q2", "q3"]
+    finally:
+        primary.stop()
+        fallback.stop()
