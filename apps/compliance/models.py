@@ -69,3 +69,103 @@ class AuditEvent(models.Model):
 
     def delete(self, *args, **kwargs):
         raise AuditLogImmutable("audit events cannot be deleted")
+
+
+# --- Data-subject rights (GDPR Art. 15/17/20, LGPD Art. 18) ------------------------------------------------
+
+# A subject is a ChatUser id (36), an e-mail address (RFC 5321: 254) or a phone number.
+SUBJECT_MAX_LENGTH = 254
+# Who asked: a console user's name or "system".
+REQUESTED_BY_MAX_LENGTH = 150
+# Consent purposes are short machine names ("marketing", "analytics").
+PURPOSE_MAX_LENGTH = 64
+# Where a consent came from ("web-chat", "console", "import:crm-2026-10"): short, free text.
+CONSENT_SOURCE_MAX_LENGTH = 200
+
+
+class SubjectKind(models.TextChoices):
+    CHAT_USER = "chat_user", "chat user"
+    EMAIL = "email", "e-mail address"
+    PHONE = "phone", "phone number"
+
+
+class DataSubjectRequest(models.Model):
+    """One export or erasure of everything the tenant holds about one person, done by a job.
+
+    The id is a random UUID: it names the export archive in the drive and appears in the audit log in
+    place of the person. `subject_digest` (a keyed hash of the normalised identifier) stays after an
+    erasure, so "was this person erased, and when?" can be answered without keeping who they were;
+    `subject` itself is blanked when the erasure completes.
+    """
+
+    class Kind(models.TextChoices):
+        EXPORT = "export", "export"
+        ERASURE = "erasure", "erasure"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "pending"
+        RUNNING = "running", "running"
+        DONE = "done", "done"
+        FAILED = "failed", "failed"
+
+    id = models.UUIDField(primary_key=True, editable=False)
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    subject_kind = models.CharField(max_length=10, choices=SubjectKind.choices)
+    subject = models.CharField(max_length=SUBJECT_MAX_LENGTH, blank=True)
+    subject_digest = models.CharField(max_length=64, db_index=True)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING, db_index=True)
+    requested_by = models.CharField(max_length=REQUESTED_BY_MAX_LENGTH)
+    # Export: {"archive": key, "size": bytes, "counts": {...}}; erasure: {"counts": {...}} (no PII either way).
+    report = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    requested_at = models.DateTimeField(default=timezone.now, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-requested_at"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.id} ({self.status})"
+
+
+class ConsentRecord(models.Model):
+    """One consent decision: granted or withdrawn, for one purpose, by one subject, at a time, from a source.
+
+    Rows are only added: the latest row per (subject, purpose) is the current state and the rest is the
+    history a controller must be able to show (GDPR Art. 7(1)).
+    """
+
+    subject_kind = models.CharField(max_length=10, choices=SubjectKind.choices)
+    subject = models.CharField(max_length=SUBJECT_MAX_LENGTH, db_index=True)
+    purpose = models.CharField(max_length=PURPOSE_MAX_LENGTH)
+    granted = models.BooleanField()
+    at = models.DateTimeField(default=timezone.now)
+    source = models.CharField(max_length=CONSENT_SOURCE_MAX_LENGTH, blank=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [models.Index(fields=["subject", "purpose", "-at"], name="consent_subject_purpose_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.subject} {self.purpose} {'granted' if self.granted else 'withdrawn'}"
+
+
+class RetentionPolicy(models.Model):
+    """How long the tenant keeps one class of data; the daily purge deletes what is older."""
+
+    class DataClass(models.TextChoices):
+        MESSAGES = "messages", "chat messages"
+        SESSIONS = "sessions", "chat sessions (with their messages)"
+        LOGS = "logs", "mail logs (incoming and outgoing mail rows, with received attachments)"
+        RECORDINGS = "recordings", "meeting recordings (rows and their drive files)"
+
+    data_class = models.CharField(max_length=12, choices=DataClass.choices, unique=True)
+    days = models.PositiveIntegerField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=models.Q(days__gte=1), name="retention_days_positive")]
+
+    def __str__(self) -> str:
+        return f"{self.data_class}: {self.days} days"

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import dj_database_url
+from celery.schedules import crontab
 
 from gbplatform.settings.env import env_bool, env_int, env_list, env_str, redis_url_for_db
 
@@ -324,6 +325,15 @@ CELERY_BEAT_SCHEDULE["automation-tick"] = {
     "options": {"queue": "jobs", "expires": float(AUTOMATION_TICK_INTERVAL_S)},
 }
 
+# --- Compliance: the daily retention purge (apps.compliance.retention) ---------------------------------
+# Once a day at a quiet hour (UTC); each ready tenant gets one purge task deleting in small batches.
+CELERY_BEAT_SCHEDULE["compliance-retention"] = {
+    "task": "compliance.dispatch_retention",
+    "schedule": crontab(hour=3, minute=30),
+    # A purge nobody picked up within the day is dropped: the next day's does the same work.
+    "options": {"queue": "jobs", "expires": 23 * 3600.0},
+}
+
 # Health: which checks make /api/health answer 503 when they fail. The others only degrade it.
 HEALTH_REQUIRED_CHECKS = tuple(env_list("HEALTH_REQUIRED_CHECKS", ["database", "cache"]))
 # An outside dependency that does not answer a health probe this fast counts as failing.
@@ -407,7 +417,11 @@ LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"request_context": {"()": "apps.core.logging.RequestContextFilter"}},
+    "filters": {
+        "request_context": {"()": "apps.core.logging.RequestContextFilter"},
+        # E-mail addresses, phone and card numbers masked before any line is written (apps.compliance.pii).
+        "pii_mask": {"()": "apps.compliance.pii.PiiMaskingFilter"},
+    },
     "formatters": {
         "json": {
             "()": "apps.core.logging.JsonFormatter",
@@ -415,7 +429,7 @@ LOGGING = {
         }
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["request_context"]}
+        "console": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["pii_mask", "request_context"]}
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {

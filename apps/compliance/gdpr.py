@@ -1,0 +1,461 @@
+"""Data-subject rights: export (GDPR Art. 15/20, LGPD Art. 18 II/V) and erasure (Art. 17, LGPD Art. 18 VI).
+
+A subject is a chat user (a `ChatUser` id) or a contact known by e-mail address or phone number. What the
+tenant holds about one, found by `subject_data`:
+
+- chat users: by id; by `email` or `external_id` equal to the address (case-insensitive); by the digits of
+  `external_id` equal to the phone's digits. A chat user's own `email`/`external_id` widen the search.
+- their sessions and messages (every message of their sessions, the bot's answers included), their user
+  memory (`ChatUser.memory`);
+- bot memory entries (`BotMemory`) whose key names an identifier, or whose value (decrypted) mentions one;
+- mail received from or sent to their addresses, and the attachments stored for received mail
+  (`<bot>.gbai/<bot>.gbdrive/mail/inbox/<mail id>/`), with the knowledge-base documents (chunks, vectors)
+  indexed from those files;
+- bot table rows whose JSON mentions an identifier (a text search over each row);
+- consent records, and the archives of earlier exports of the same subject.
+
+Erasure deletes all of it; it does not anonymise. A chat user row is deleted rather than kept with its
+fields blanked: the row's only purpose is to link sessions to a person, and a kept row would still link
+the person's past to anything recorded later under the same id. Outgoing mail addressed to the subject
+and to others is deleted as a whole (the other recipients lose a log row, never a delivered message).
+
+Failure modes prevented:
+- PII in the audit log or in the request row after an erasure: audit events carry the request id, the
+  kind and the counts only; the request keeps a keyed digest of the identifier, the identifier is blanked.
+- A half-done erasure left looking done: files go first, then documents, then every row in one
+  transaction; a failure marks the request failed and a re-run (idempotent) finishes the job.
+- One tenant's request touching another tenant: everything runs in the connection's tenant schema and
+  drive (`tenant_drive()`), nothing takes a schema or a prefix as input.
+- An export that exhausts memory: attached files beyond EXPORT_FILES_MAX_BYTES are listed, not included.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import io
+import json
+import re
+import uuid
+import zipfile
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.db import connection, transaction
+from django.db.models import F, Func, Q, TextField, Value
+from django.db.models.functions import Cast
+from django.utils import timezone
+
+from apps.compliance.models import (
+    REQUESTED_BY_MAX_LENGTH,
+    SUBJECT_MAX_LENGTH,
+    ConsentRecord,
+    DataSubjectRequest,
+    SubjectKind,
+)
+from apps.compliance.services import audit_record
+
+# Where export archives go, relative to the tenant's drive root: outside every `<bot>.gbai/` package, so
+# the DriveMonitor ignores them and no bot script (confined to its package) can read them.
+EXPORTS_FOLDER = "_compliance/exports"
+# Attached files larger than this in total are listed in the manifest but left out of the archive: the
+# archive is built in memory by a worker (a mailbox's attachments are capped at 25 MB per mail upstream).
+EXPORT_FILES_MAX_BYTES = 200 * 1024 * 1024
+# Bot memory values are encrypted and cannot be searched in SQL; at most this many are decrypted per bot
+# to look for the subject (scripts keep a handful of keys per bot; a bot with more is reported as partial).
+BOT_MEMORY_SCAN_MAX = 5000
+# E.164: at most 15 digits; fewer than 6 is a short code or an extension, not a person's number.
+PHONE_DIGITS_MIN, PHONE_DIGITS_MAX = 6, 15
+PHONE_RE = re.compile(r"^\+?[\d\s().-]+$")
+# Received attachments are kept here inside the bot's drive area (apps.mail.services.INBOX_FOLDER).
+MAIL_INBOX_FOLDER = "mail/inbox"
+
+
+class SubjectError(ValueError):
+    """The subject is not a chat user id, an e-mail address or a phone number (the message says which)."""
+
+
+@dataclass(frozen=True)
+class Subject:
+    kind: str  # SubjectKind
+    value: str  # normalised: lower-case address, digits with their "+", or the UUID's canonical form
+
+
+def subject_parse(value: str) -> Subject:
+    """A subject from what an operator typed: a chat user id, an e-mail address or a phone number."""
+    text = str(value or "").strip()
+    if not text:
+        raise SubjectError("the subject is empty: give a chat user id, an e-mail address or a phone number")
+    if len(text) > SUBJECT_MAX_LENGTH:
+        raise SubjectError(f"the subject is {len(text)} characters long; the limit is {SUBJECT_MAX_LENGTH}")
+    try:
+        return Subject(SubjectKind.CHAT_USER, str(uuid.UUID(text)))
+    except ValueError:
+        pass
+    if "@" in text:
+        try:
+            validate_email(text)
+        except ValidationError:
+            raise SubjectError(f"{text!r} is not a valid e-mail address") from None
+        return Subject(SubjectKind.EMAIL, text.lower())
+    digits = re.sub(r"\D", "", text)
+    if PHONE_RE.match(text) and PHONE_DIGITS_MIN <= len(digits) <= PHONE_DIGITS_MAX:
+        return Subject(SubjectKind.PHONE, ("+" if text.startswith("+") else "") + digits)
+    raise SubjectError(f"{text!r} is neither a chat user id (UUID), an e-mail address nor a phone number")
+
+
+def subject_digest(subject: Subject) -> str:
+    """A keyed hash of the subject: finds a person's requests later without storing who they are."""
+    message = f"{subject.kind}:{subject.value.lstrip('+')}".encode()
+    return hmac.new(settings.SECRET_KEY.encode(), message, hashlib.sha256).hexdigest()
+
+
+# --- finding the subject's data ---------------------------------------------------------------------
+
+
+@dataclass
+class SubjectData:
+    """Everything found about a subject in the current tenant (querysets are evaluated lazily)."""
+
+    subject: Subject
+    users: list = field(default_factory=list)
+    identifiers: set[str] = field(default_factory=set)  # every string that names the person
+    addresses: set[str] = field(default_factory=set)  # e-mail addresses (lower-case)
+    sessions: Any = None
+    messages: Any = None
+    bot_memory: list = field(default_factory=list)
+    bot_memory_partial: bool = False
+    mail_in: Any = None
+    mail_out: list = field(default_factory=list)
+    table_rows: Any = None
+    consents: Any = None
+    earlier_exports: Any = None
+
+    def attachment_prefixes(self) -> list[str]:
+        from apps.mail.services import bot_drive_root
+
+        mails = self.mail_in.select_related("bot")
+        return [f"{bot_drive_root(mail.bot)}{MAIL_INBOX_FOLDER}/{mail.pk}/" for mail in mails]
+
+
+def _digits(expression: str):
+    return Func(F(expression), Value(r"[^0-9]"), Value(""), Value("g"), function="regexp_replace",
+                output_field=TextField())
+
+
+def _users_for(subject: Subject):
+    from apps.sessions.models import ChatUser
+
+    if subject.kind == SubjectKind.CHAT_USER:
+        return list(ChatUser.objects.filter(pk=subject.value))
+    if subject.kind == SubjectKind.EMAIL:
+        return list(ChatUser.objects.filter(Q(email__iexact=subject.value) | Q(external_id__iexact=subject.value)))
+    digits = subject.value.lstrip("+")
+    return list(ChatUser.objects.exclude(external_id="").annotate(digits_only=_digits("external_id"))
+                .filter(digits_only=digits))
+
+
+def _mentions(identifiers: set[str]) -> Q:
+    query = Q(pk__in=[])
+    for identifier in identifiers:
+        query |= Q(row_text__icontains=identifier)
+    return query
+
+
+def _bot_memory_for(identifiers: set[str]) -> tuple[list, bool]:
+    from apps.bots.models import Bot, BotMemory
+
+    found, partial = [], False
+    lowered = {i.lower() for i in identifiers}
+    for bot in Bot.objects.order_by("pk"):
+        rows = list(BotMemory.objects.filter(bot=bot).order_by("pk")[: BOT_MEMORY_SCAN_MAX + 1])
+        if len(rows) > BOT_MEMORY_SCAN_MAX:
+            partial, rows = True, rows[:BOT_MEMORY_SCAN_MAX]
+        for row in rows:
+            text = (row.key + "\n" + json.dumps(row.value, ensure_ascii=False, default=str)).lower()
+            if any(identifier in text for identifier in lowered):
+                found.append(row)
+    return found, partial
+
+
+def subject_data(subject: Subject) -> SubjectData:
+    """Find what the current tenant holds about `subject` (see the module docstring for where it looks)."""
+    from apps.bots.models import BotTableRow
+    from apps.mail.models import IncomingMail, OutgoingMail
+    from apps.sessions.models import ChatSession, Message
+
+    data = SubjectData(subject=subject)
+    data.users = _users_for(subject)
+    if subject.kind != SubjectKind.CHAT_USER:
+        data.identifiers.add(subject.value)
+    if subject.kind == SubjectKind.EMAIL:
+        data.addresses.add(subject.value)
+    for user in data.users:
+        data.identifiers.add(str(user.pk))
+        for value in (user.email, user.external_id):
+            value = (value or "").strip()
+            if value:
+                data.identifiers.add(value.lower() if "@" in value else value)
+                if "@" in value:
+                    data.addresses.add(value.lower())
+    user_ids = [user.pk for user in data.users]
+    data.sessions = ChatSession.objects.filter(user_id__in=user_ids).select_related("bot").order_by("created_at")
+    data.messages = Message.objects.filter(session__user_id__in=user_ids).order_by("session_id", "index")
+    address_query = Q(pk__in=[])
+    for address in data.addresses:
+        address_query |= Q(from_address__iexact=address)
+    data.mail_in = IncomingMail.objects.filter(address_query).order_by("pk")
+    to_query = Q(pk__in=[])
+    for address in data.addresses:
+        to_query |= Q(to__icontains=address)
+    # `to` is a comma-separated list: a substring match is confirmed against the parsed addresses.
+    data.mail_out = [mail for mail in OutgoingMail.objects.filter(to_query).order_by("pk")
+                     if data.addresses & {part.strip().lower() for part in mail.to.split(",")}]
+    data.table_rows = (BotTableRow.objects.annotate(row_text=Cast("data", TextField()))
+                       .filter(_mentions(data.identifiers)).order_by("pk"))
+    consent_query = Q(subject__in=data.identifiers | {str(pk) for pk in user_ids})
+    data.consents = ConsentRecord.objects.filter(consent_query).order_by("at", "pk")
+    data.bot_memory, data.bot_memory_partial = _bot_memory_for(data.identifiers)
+    data.earlier_exports = DataSubjectRequest.objects.filter(
+        kind=DataSubjectRequest.Kind.EXPORT, subject_digest__in=_digests(subject, data)
+    )
+    return data
+
+
+def _digests(subject: Subject, data: SubjectData) -> list[str]:
+    """Digests of every way this person may have been named in a request."""
+    names = {subject} | {Subject(SubjectKind.CHAT_USER, str(user.pk)) for user in data.users}
+    for identifier in data.identifiers:
+        try:
+            names.add(subject_parse(identifier))
+        except SubjectError:
+            continue
+    return [subject_digest(name) for name in names]
+
+
+# --- export ----------------------------------------------------------------------------------------
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _json(payload: Any) -> bytes:
+    return json.dumps(payload, ensure_ascii=False, indent=2, default=str).encode("utf-8")
+
+
+def subject_export(*, subject: str | Subject, request_id: str = "") -> tuple[bytes, dict]:
+    """A zip archive of everything about `subject` in the current tenant, and its counts per data class.
+
+    The archive holds `manifest.json` (what is included, counts, what was left out and why) and one JSON
+    file per data class; received attachments are under `files/` with their drive keys.
+    """
+    from apps.drive.storage import tenant_drive
+
+    subject = subject if isinstance(subject, Subject) else subject_parse(subject)
+    data = subject_data(subject)
+    users = [{"id": str(u.pk), "username": u.username, "email": u.email, "external_id": u.external_id,
+              "is_anonymous": u.is_anonymous, "created_at": _iso(u.created_at)} for u in data.users]
+    memory = {str(u.pk): u.memory for u in data.users if u.memory}
+    sessions = [{"id": str(s.pk), "user_id": str(s.user_id), "bot": s.bot.name, "channel": s.channel,
+                 "title": s.title, "created_at": _iso(s.created_at), "last_activity": _iso(s.last_activity),
+                 "state": s.state} for s in data.sessions]
+    messages = [{"session_id": str(m.session_id), "index": m.index, "role": m.get_role_display(),
+                 "content": m.content, "model": m.model, "meta": m.meta, "created_at": _iso(m.created_at)}
+                for m in data.messages.iterator()]
+    bot_memory = [{"bot_id": row.bot_id, "key": row.key, "value": row.value,
+                   "updated_at": _iso(row.updated_at)} for row in data.bot_memory]
+    mail_in = list(data.mail_in.select_related("bot"))
+    incoming = [{"id": m.pk, "bot": m.bot.name, "message_id": m.message_id, "from": m.from_address,
+                 "subject": m.subject, "attachments": m.attachments, "status": m.status,
+                 "received_at": _iso(m.received_at)} for m in mail_in]
+    outgoing = [{"id": m.pk, "bot_id": m.bot_id, "to": m.to, "subject": m.subject, "body_text": m.body_text,
+                 "body_html": m.body_html, "attachments": m.attachments, "status": m.status,
+                 "created_at": _iso(m.created_at), "sent_at": _iso(m.sent_at)} for m in data.mail_out]
+    rows = [{"id": r.pk, "bot_id": r.bot_id, "table": r.table, "data": r.data, "created_at": _iso(r.created_at)}
+            for r in data.table_rows]
+    consents = [{"purpose": c.purpose, "granted": c.granted, "at": _iso(c.at), "source": c.source}
+                for c in data.consents]
+
+    drive = tenant_drive()
+    files, skipped, total = [], [], 0
+    for prefix in data.attachment_prefixes():
+        for entry in drive.list(prefix):
+            if total + entry.size > EXPORT_FILES_MAX_BYTES:
+                skipped.append({"key": entry.key, "size": entry.size, "reason": "archive size limit"})
+                continue
+            total += entry.size
+            files.append((entry.key, drive.read(entry.key)))
+
+    counts = {"chat_users": len(users), "user_memory_keys": sum(len(m) for m in memory.values()),
+              "sessions": len(sessions), "messages": len(messages), "bot_memory": len(bot_memory),
+              "mail_incoming": len(incoming), "mail_outgoing": len(outgoing), "bot_table_rows": len(rows),
+              "consents": len(consents), "files": len(files)}
+    manifest = {
+        "request_id": request_id, "tenant": connection.schema_name, "generated_at": _iso(timezone.now()),
+        "subject": {"kind": subject.kind, "value": subject.value}, "counts": counts,
+        "files": {
+            "chat_users.json": "chat user rows matching the subject",
+            "user_memory.json": "SET USER MEMORY values per chat user",
+            "sessions.json": "conversations of those users (with dialog state)",
+            "messages.json": "every message of those conversations, the bot's answers included",
+            "bot_memory.json": "bot memory entries whose key or value names the subject",
+            "mail_incoming.json": "mail received from the subject's addresses",
+            "mail_outgoing.json": "mail sent to the subject's addresses",
+            "bot_table_rows.json": "bot table rows mentioning an identifier of the subject",
+            "consents.json": "consent decisions",
+            "files/": "attachments of the received mail, under their drive keys",
+        },
+        "not_included": [
+            "the audit log (records actions, not the subject's data; see the controller's records)",
+            "knowledge-base documents (built from the bots' packages, not from the subject)",
+            "meeting participation events and recordings (named by LiveKit identities, not contacts)",
+        ] + ([f"bot memory beyond the first {BOT_MEMORY_SCAN_MAX} entries of a bot was not searched"]
+             if data.bot_memory_partial else []),
+        "files_skipped": skipped,
+    }
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, payload in (("manifest.json", manifest), ("chat_users.json", users),
+                              ("user_memory.json", memory), ("sessions.json", sessions),
+                              ("messages.json", messages), ("bot_memory.json", bot_memory),
+                              ("mail_incoming.json", incoming), ("mail_outgoing.json", outgoing),
+                              ("bot_table_rows.json", rows), ("consents.json", consents)):
+            archive.writestr(name, _json(payload))
+        for key, content in files:
+            archive.writestr(f"files/{key}", content)
+    return buffer.getvalue(), counts
+
+
+def export_archive_key(request_id: uuid.UUID | str) -> str:
+    return f"{EXPORTS_FOLDER}/{request_id}.zip"
+
+
+# --- erasure ---------------------------------------------------------------------------------------
+
+
+def subject_erase(*, subject: str | Subject) -> dict[str, int]:
+    """Delete everything about `subject` in the current tenant; counts per data class. Idempotent: a second
+    run finds nothing and returns zeros."""
+    from apps.drive.storage import tenant_drive
+    from apps.kb.models import Chunk, Document
+    from apps.kb.services import document_remove
+
+    subject = subject if isinstance(subject, Subject) else subject_parse(subject)
+    data = subject_data(subject)
+    drive = tenant_drive()
+    counts = dict.fromkeys(("chat_users", "user_memory_keys", "sessions", "messages", "bot_memory",
+                            "mail_incoming", "mail_outgoing", "bot_table_rows", "consents", "files",
+                            "documents", "chunks", "exports"), 0)
+
+    # Files first (outside the transaction: a drive cannot roll back). A failure later leaves rows that a
+    # re-run finds again; their files are already gone, which is the direction to fail in.
+    prefixes = data.attachment_prefixes()
+    for prefix in prefixes:
+        documents = Document.objects.filter(path__startswith=prefix)
+        counts["chunks"] += Chunk.objects.filter(document__in=documents).count()
+        for path in list(documents.values_list("path", flat=True)):
+            counts["documents"] += int(document_remove(path=path))
+        counts["files"] += drive.delete_prefix(prefix)
+    for export in data.earlier_exports:
+        key = export_archive_key(export.pk)
+        if drive.exists(key):
+            drive.delete(key)
+            counts["exports"] += 1
+
+    with transaction.atomic():
+        user_ids = [user.pk for user in data.users]
+        counts["user_memory_keys"] = sum(len(user.memory or {}) for user in data.users)
+        counts["messages"] = data.messages.count()
+        counts["sessions"] = data.sessions.count()
+        counts["mail_incoming"] = data.mail_in.count()
+        data.mail_in.delete()
+        mail_out_ids = [mail.pk for mail in data.mail_out]
+        from apps.mail.models import OutgoingMail
+
+        counts["mail_outgoing"] = OutgoingMail.objects.filter(pk__in=mail_out_ids).delete()[1].get(
+            OutgoingMail._meta.label, 0)
+        counts["bot_table_rows"] = len(list(data.table_rows.values_list("pk", flat=True)))
+        from apps.bots.models import BotMemory, BotTableRow
+
+        BotTableRow.objects.filter(pk__in=data.table_rows.values_list("pk", flat=True)).delete()
+        counts["bot_memory"] = BotMemory.objects.filter(pk__in=[row.pk for row in data.bot_memory]).delete()[0]
+        counts["consents"] = data.consents.delete()[0]
+        from apps.sessions.models import ChatUser
+
+        # Sessions and their messages go with the user (cascade); counted above.
+        counts["chat_users"] = ChatUser.objects.filter(pk__in=user_ids).delete()[1].get(ChatUser._meta.label, 0)
+        # Requests about the person keep their digest (proof of what was done), not the identifier.
+        DataSubjectRequest.objects.filter(subject_digest__in=_digests(subject, data)).update(subject="")
+    return counts
+
+
+# --- requests: created by the console, carried out by a job -----------------------------------------
+
+
+def subject_request_create(*, kind: str, subject: str, requested_by: str, request=None) -> DataSubjectRequest:
+    """Record an export or erasure request and queue its job (after commit). SubjectError on a bad subject."""
+    from apps.compliance.tasks import subject_request_run_task
+
+    if kind not in DataSubjectRequest.Kind.values:
+        raise ValueError(f"unknown request kind {kind!r}; expected one of {DataSubjectRequest.Kind.values}")
+    parsed = subject_parse(subject)
+    with transaction.atomic():
+        row = DataSubjectRequest.objects.create(
+            id=uuid.uuid4(), kind=kind, subject_kind=parsed.kind, subject=parsed.value,
+            subject_digest=subject_digest(parsed), requested_by=str(requested_by)[:REQUESTED_BY_MAX_LENGTH],
+        )
+        audit_record(action="dsr.requested", actor=requested_by, object_type="data_subject_request",
+                     object_id=str(row.pk), summary={"kind": kind}, request=request)
+        transaction.on_commit(lambda: subject_request_run_task.delay(str(row.pk)))
+    return row
+
+
+def subject_request_execute(*, request_id: str) -> DataSubjectRequest:
+    """Carry out a request (the job). Done requests are left alone; a failed or interrupted one runs again."""
+    with transaction.atomic():
+        row = DataSubjectRequest.objects.select_for_update().get(pk=request_id)
+        if row.status == DataSubjectRequest.Status.DONE:
+            return row
+        row.status, row.started_at, row.error = DataSubjectRequest.Status.RUNNING, timezone.now(), ""
+        row.save(update_fields=["status", "started_at", "error"])
+    subject = Subject(row.subject_kind, row.subject)
+    action = "dsr.export" if row.kind == DataSubjectRequest.Kind.EXPORT else "dsr.erase"
+    try:
+        if row.kind == DataSubjectRequest.Kind.EXPORT:
+            from apps.drive.storage import tenant_drive
+
+            archive, counts = subject_export(subject=subject, request_id=str(row.pk))
+            key = export_archive_key(row.pk)
+            tenant_drive().write(key, archive)
+            report = {"archive": key, "size": len(archive), "counts": counts}
+        else:
+            report = {"counts": subject_erase(subject=subject)}
+    except Exception as exc:
+        DataSubjectRequest.objects.filter(pk=row.pk).update(
+            status=DataSubjectRequest.Status.FAILED, error=f"{type(exc).__name__}: {exc}"[:2000])
+        audit_record(action=action, actor=row.requested_by, object_type="data_subject_request",
+                     object_id=str(row.pk), summary={"status": "failed"})
+        raise
+    with transaction.atomic():
+        updates = {"status": DataSubjectRequest.Status.DONE, "report": report, "completed_at": timezone.now()}
+        if row.kind == DataSubjectRequest.Kind.ERASURE:
+            updates["subject"] = ""
+        DataSubjectRequest.objects.filter(pk=row.pk).update(**updates)
+        audit_record(action=action, actor=row.requested_by, object_type="data_subject_request",
+                     object_id=str(row.pk), summary={"status": "done", "counts": report["counts"]})
+    row.refresh_from_db()
+    return row
+
+
+def subject_export_read(*, request_id: str) -> bytes:
+    """The archive of a finished export of the current tenant (for the console's download)."""
+    from apps.drive.storage import tenant_drive
+
+    row = DataSubjectRequest.objects.get(pk=request_id, kind=DataSubjectRequest.Kind.EXPORT,
+                                         status=DataSubjectRequest.Status.DONE)
+    return tenant_drive().read(export_archive_key(row.pk))

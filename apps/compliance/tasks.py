@@ -1,0 +1,36 @@
+"""Compliance jobs: data-subject requests (tenant tasks) and the daily retention purge (beat dispatches one
+purge per ready tenant). Thin: each task calls one service."""
+
+from __future__ import annotations
+
+from django_tenants.utils import schema_context
+
+from apps.compliance.gdpr import subject_request_execute
+from apps.compliance.retention import retention_purge
+from apps.tenants.celery import PlatformTask
+from apps.tenants.selectors import tenant_list_ready
+from gbplatform.celery import app
+
+
+@app.task(name="compliance.subject_request_run")
+def subject_request_run_task(request_id: str) -> dict:
+    """Carry out one export or erasure request of the tenant (idempotent: a done request is left alone)."""
+    row = subject_request_execute(request_id=request_id)
+    return {"status": row.status, "report": row.report}
+
+
+@app.task(name="compliance.retention_purge")
+def retention_purge_task() -> dict:
+    """Delete the tenant's data past its retention policies."""
+    return retention_purge()
+
+
+@app.task(name="compliance.dispatch_retention", base=PlatformTask)
+def retention_dispatch_task() -> int:
+    """Daily (beat): queue one retention purge per ready tenant."""
+    queued = 0
+    for tenant in tenant_list_ready():
+        with schema_context(tenant.schema_name):
+            retention_purge_task.delay()
+            queued += 1
+    return queued
