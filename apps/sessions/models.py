@@ -10,6 +10,7 @@ import uuid
 from django.db import models
 
 from apps.bots.models import Bot
+from apps.sessions.fields import TenantSealedTextField
 
 
 class Role(models.IntegerChoices):
@@ -87,7 +88,7 @@ class Message(models.Model):
     index = models.PositiveIntegerField()
     role = models.PositiveSmallIntegerField(choices=Role.choices)
     message_type = models.PositiveSmallIntegerField(choices=MessageType.choices, default=MessageType.USER)
-    content = models.TextField(blank=True)
+    content = TenantSealedTextField(blank=True)
     tokens = models.PositiveIntegerField(default=0)
     model = models.CharField(max_length=200, blank=True)
     latency_ms = models.PositiveIntegerField(null=True, blank=True)

@@ -14,6 +14,8 @@ class Tenant(TenantMixin):
     name = models.CharField(max_length=100)
     # False while provisioning (or for the template schema): such a tenant serves nothing and runs no jobs.
     ready = models.BooleanField(default=False)
+    # Chat message content sealed at rest (apps.sessions.fields); transcript text search then skips it.
+    encrypt_messages = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     # New schemas are cloned from settings.TENANT_BASE_SCHEMA by django-tenants when saved.

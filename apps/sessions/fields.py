@@ -1,0 +1,65 @@
+"""Message content encrypted at rest when the tenant enables it (`Tenant.encrypt_messages`).
+
+Unlike apps.core.fields (always encrypted), a tenant chooses: text search over transcripts and analytics of
+questions work on plaintext only. Encrypted values carry a marker, so a column can hold both (rows written
+before the switch stay readable, and turning it off does not lose what was sealed). Sealed with
+apps.core.crypto (AES-256-GCM, the tenant schema bound as associated data).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from django.db import models
+
+from apps.core import crypto
+
+logger = logging.getLogger(__name__)
+
+# Marks a sealed value; starts with a control character no chat text begins with.
+SEALED_MARK = "\x1egbenc1:"
+# How long a process trusts what it read about a tenant's choice (switching takes effect within this).
+TENANT_FLAG_TTL_S = 30.0
+
+_flags: dict[str, tuple[float, bool]] = {}
+
+
+def tenant_encrypts_messages(schema: str) -> bool:
+    cached = _flags.get(schema)
+    now = time.monotonic()
+    if cached and now - cached[0] < TENANT_FLAG_TTL_S:
+        return cached[1]
+    from apps.tenants.models import Tenant
+
+    value = bool(Tenant.objects.filter(schema_name=schema).values_list("encrypt_messages", flat=True).first())
+    _flags[schema] = (now, value)
+    return value
+
+
+def tenant_flag_forget(schema: str | None = None) -> None:
+    if schema is None:
+        _flags.clear()
+    else:
+        _flags.pop(schema, None)
+
+
+class TenantSealedTextField(models.TextField):
+    description = "Text, encrypted at rest when the tenant enables it"
+
+    def get_db_prep_value(self, value, connection, prepared=False):
+        value = super().get_db_prep_value(value, connection, prepared)
+        schema = getattr(connection, "schema_name", "") or ""
+        if isinstance(value, str) and schema and schema != "public" and tenant_encrypts_messages(schema):
+            return SEALED_MARK + crypto.encrypt_text(value, context=schema)
+        return value
+
+    def from_db_value(self, value, expression, connection):
+        if not isinstance(value, str) or not value.startswith(SEALED_MARK):
+            return value
+        schema = getattr(connection, "schema_name", "") or ""
+        try:
+            return crypto.decrypt_text(value[len(SEALED_MARK):], context=schema)
+        except (crypto.DecryptionError, ValueError) as exc:
+            logger.error("chat: a sealed message cannot be decrypted in %s: %s", schema, type(exc).__name__)
+            return ""
