@@ -166,13 +166,20 @@ def caches_for(redis_url: str) -> dict:
     }
 
 
+CHANNEL_LAYER_READ_TIMEOUT_S = 30
+
+
 def channel_layers_for(redis_url: str) -> dict:
     if not redis_url:
         return {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     return {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [redis_url_for_db(redis_url, REDIS_DB_CHANNELS)]},
+            # channels-redis blocks up to 5 s reading a consumer's messages; redis-py 8 times reads out at
+            # 5 s by default, which killed every idle socket. Reads may wait this long before Redis is
+            # considered gone.
+            "CONFIG": {"hosts": [{"address": redis_url_for_db(redis_url, REDIS_DB_CHANNELS),
+                                  "socket_timeout": CHANNEL_LAYER_READ_TIMEOUT_S}]},
         }
     }
 
