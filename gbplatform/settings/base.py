@@ -331,6 +331,18 @@ CELERY_BEAT_SCHEDULE["automation-tick"] = {
     # A tick nobody picked up within its interval is dropped: the next one does the same work.
     "options": {"queue": "jobs", "expires": float(AUTOMATION_TICK_INTERVAL_S)},
 }
+# Analytics (apps.analytics): how often beat recomputes today's and yesterday's daily aggregates of every
+# tenant (the console's analytics lag the conversations by at most this much), and the price table behind
+# "cost per bot": {"model name or prefix": [prompt, completion]} in USD per million tokens (a bot's
+# config.csv llm-price-prompt / llm-price-completion win; models without a price show as unpriced).
+ANALYTICS_REFRESH_INTERVAL_S = 300
+ANALYTICS_MODEL_PRICES: dict[str, list[float]] = {}
+CELERY_BEAT_SCHEDULE["analytics-refresh"] = {
+    "task": "analytics.dispatch_refresh",
+    "schedule": float(ANALYTICS_REFRESH_INTERVAL_S),
+    # A dispatch nobody picked up within its interval is dropped: the next one does the same work.
+    "options": {"queue": "jobs", "expires": float(ANALYTICS_REFRESH_INTERVAL_S)},
+}
 
 # --- Compliance: the daily retention purge (apps.compliance.retention) ---------------------------------
 # Once a day at a quiet hour (UTC); each ready tenant gets one purge task deleting in small batches.

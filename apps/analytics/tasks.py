@@ -1,0 +1,45 @@
+"""Analytics tasks on queue `jobs`: thin wrappers over apps.analytics.services.
+
+* `analytics.refresh` (tenant): recompute today's and yesterday's aggregates (yesterday too, so messages
+  written just before midnight and late tool results are counted once the day is over).
+* `analytics.dispatch_refresh` (platform, beat every ANALYTICS_REFRESH_INTERVAL_S): one `analytics.refresh`
+  per ready tenant, and none while one is still queued for it.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.cache import cache
+from django_tenants.utils import schema_context
+
+from apps.analytics.services import daily_stats_refresh_recent
+from apps.tenants.celery import PlatformTask
+from apps.tenants.selectors import tenant_list_ready
+from gbplatform.celery import app
+
+# Days a periodic refresh recomputes: today and yesterday.
+REFRESH_DAYS = 2
+# Set (in the tenant's cache namespace) while a refresh is queued; expires by itself after this many
+# intervals if a worker died holding it.
+REFRESH_QUEUED_KEY = "analytics:refresh-queued"
+REFRESH_QUEUED_TTL_INTERVALS = 5
+
+
+@app.task(name="analytics.refresh")
+def analytics_refresh_task() -> dict:
+    cache.delete(REFRESH_QUEUED_KEY)
+    report = daily_stats_refresh_recent(days=REFRESH_DAYS)
+    return {"from": report.day_from.isoformat(), "to": report.day_to.isoformat(), "stats": report.stats,
+            "questions": report.questions}
+
+
+@app.task(name="analytics.dispatch_refresh", base=PlatformTask)
+def analytics_dispatch_refresh() -> int:
+    queued = 0
+    ttl = settings.ANALYTICS_REFRESH_INTERVAL_S * REFRESH_QUEUED_TTL_INTERVALS
+    for tenant in tenant_list_ready():
+        with schema_context(tenant.schema_name):
+            if cache.add(REFRESH_QUEUED_KEY, "1", timeout=ttl):
+                analytics_refresh_task.apply_async(queue="jobs")
+                queued += 1
+    return queued
