@@ -1,0 +1,154 @@
+"""Retention: per-tenant days per data class; the daily purge deletes older rows (and their files) in
+batches, keeps what is young or still in use, and touches no other tenant."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from django_tenants.utils import schema_context
+
+from apps.compliance import retention
+from apps.compliance.models import RetentionPolicy
+from apps.compliance.retention import retention_policy_set, retention_purge
+from apps.compliance.selectors import audit_event_search
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _local_storage(local_storage):
+    return local_storage
+
+
+def _ago(days: float):
+    return timezone.now() - timedelta(days=days)
+
+
+def _chat(schema: str, *, messages_days: list[float], session_days: float):
+    from apps.bots.models import Bot
+    from apps.sessions.models import ChatSession, ChatUser, Message, Role
+
+    with schema_context(schema):
+        user = ChatUser.objects.create(username="u")
+        session = ChatSession.objects.create(user=user, bot=Bot.objects.get(pk=1))
+        for index, days in enumerate(messages_days):
+            message = Message.objects.create(session=session, index=index, role=Role.USER, content=f"m{index}")
+            Message.objects.filter(pk=message.pk).update(created_at=_ago(days))
+        ChatSession.objects.filter(pk=session.pk).update(last_activity=_ago(session_days))
+        return session.pk
+
+
+def test_messages_older_than_the_policy_are_deleted_in_batches(canary_tenants, monkeypatch):
+    from apps.sessions.models import Message
+
+    a, b = canary_tenants.a, canary_tenants.b
+    monkeypatch.setattr(retention, "RETENTION_BATCH_SIZE", 2)  # 5 old messages: batches of 2, 2, 1
+    _chat(a.schema_name, messages_days=[40, 40, 40, 31, 31, 29, 1], session_days=1)
+    _chat(b.schema_name, messages_days=[40, 40], session_days=1)
+    with schema_context(a.schema_name):
+        retention_policy_set(data_class="messages", days=30)
+        assert retention_purge() == {"messages": 5}
+        assert sorted(Message.objects.values_list("content", flat=True)) == ["m5", "m6"]
+        [event] = audit_event_search(action="retention.purge")
+        assert '"messages": 5' in event.summary
+        assert retention_purge() == {"messages": 0}  # nothing left to do, nothing audited
+        assert len(list(audit_event_search(action="retention.purge"))) == 1
+    with schema_context(b.schema_name):  # B has no policy: its old messages stay
+        assert Message.objects.count() == 2
+
+
+def test_sessions_past_retention_go_with_their_messages(canary_tenants):
+    from apps.sessions.models import ChatSession, Message
+
+    a = canary_tenants.a
+    old = _chat(a.schema_name, messages_days=[100], session_days=100)
+    young = _chat(a.schema_name, messages_days=[100], session_days=2)
+    with schema_context(a.schema_name):
+        retention_policy_set(data_class="sessions", days=90)
+        assert retention_purge() == {"sessions": 1}
+        assert list(ChatSession.objects.values_list("pk", flat=True)) == [young]
+        assert not Message.objects.filter(session_id=old).exists()
+
+
+def test_mail_logs_are_purged_with_their_attachments_but_queued_mail_stays(canary_tenants):
+    from apps.bots.models import Bot
+    from apps.drive.storage import tenant_drive
+    from apps.mail.models import IncomingMail, OutgoingMail
+    from apps.mail.services import bot_drive_root
+
+    a = canary_tenants.a
+    with schema_context(a.schema_name):
+        bot, drive = Bot.objects.get(pk=1), tenant_drive()
+        old_in = IncomingMail.objects.create(bot=bot, message_id="<old@x>", thread_key="t", from_address="a@x.com",
+                                             attachments=[{"name": "f.txt", "size": 1, "path": "p"}])
+        new_in = IncomingMail.objects.create(bot=bot, message_id="<new@x>", thread_key="t", from_address="a@x.com")
+        IncomingMail.objects.filter(pk=old_in.pk).update(received_at=_ago(10))
+        old_key = f"{bot_drive_root(bot)}mail/inbox/{old_in.pk}/f.txt"
+        drive.write(old_key, b"x")
+        sent = OutgoingMail.objects.create(bot=bot, to="a@x.com", subject="s", message_id=f"<{uuid.uuid4()}@x>",
+                                           body_text="b", status=OutgoingMail.Status.SENT)
+        queued = OutgoingMail.objects.create(bot=bot, to="a@x.com", subject="s", message_id=f"<{uuid.uuid4()}@x>",
+                                             body_text="b")
+        OutgoingMail.objects.filter(pk__in=[sent.pk, queued.pk]).update(created_at=_ago(10))
+        retention_policy_set(data_class="logs", days=7)
+        assert retention_purge() == {"logs": 2}
+        assert list(IncomingMail.objects.values_list("pk", flat=True)) == [new_in.pk]
+        assert list(OutgoingMail.objects.values_list("pk", flat=True)) == [queued.pk]
+        assert not drive.exists(old_key)
+
+
+def test_ended_recordings_are_purged_with_their_files_and_running_ones_stay(canary_tenants):
+    from apps.drive.storage import tenant_drive
+    from apps.meet.models import Recording, Room
+
+    a = canary_tenants.a
+    with schema_context(a.schema_name):
+        room = Room.objects.create(name="weekly")
+        drive = tenant_drive()
+        drive.write("_meet/recordings/old.mp4", b"video")
+        old = Recording.objects.create(room=room, egress_id="EG_old", status=Recording.Status.COMPLETE,
+                                       drive_key="_meet/recordings/old.mp4", ended_at=_ago(400))
+        running = Recording.objects.create(room=room, egress_id="EG_live", status=Recording.Status.ACTIVE)
+        Recording.objects.filter(pk=running.pk).update(updated_at=_ago(400))
+        retention_policy_set(data_class="recordings", days=365)
+        assert retention_purge() == {"recordings": 1}
+        assert not Recording.objects.filter(pk=old.pk).exists() and Recording.objects.filter(pk=running.pk).exists()
+        assert not drive.exists("_meet/recordings/old.mp4")
+
+
+@pytest.mark.parametrize(
+    ("data_class", "days", "reason"),
+    [("messages", 0, "at least 1"), ("messages", -3, "at least 1"), ("cookies", 30, "unknown data class"),
+     ("messages", True, "at least 1")],
+)
+def test_bad_policies_are_refused_with_the_reason(canary_tenants, data_class, days, reason):
+    with schema_context(canary_tenants.a.schema_name):
+        with pytest.raises(ValueError, match=reason):
+            retention_policy_set(data_class=data_class, days=days)
+        assert not RetentionPolicy.objects.exists()
+
+
+def test_policy_changes_are_audited_and_none_removes_the_policy(canary_tenants):
+    with schema_context(canary_tenants.a.schema_name):
+        retention_policy_set(data_class="sessions", days=30, actor="dpo")
+        retention_policy_set(data_class="sessions", days=60, actor="dpo")
+        retention_policy_set(data_class="sessions", days=None, actor="dpo")
+        assert not RetentionPolicy.objects.exists()
+        summaries = [e.summary for e in audit_event_search(action="retention.policy_set")]
+    assert summaries == ['{"after": null, "before": 60}', '{"after": 60, "before": 30}',
+                         '{"after": 30, "before": null}']
+
+
+def test_daily_dispatch_queues_one_purge_per_ready_tenant(canary_tenants, monkeypatch, settings):
+    from apps.compliance import tasks
+
+    assert settings.CELERY_BEAT_SCHEDULE["compliance-retention"]["task"] == "compliance.dispatch_retention"
+    queued = []
+    monkeypatch.setattr(tasks.retention_purge_task, "delay",
+                        lambda: queued.append(__import__("django.db").db.connection.schema_name))
+    with schema_context("public"):
+        count = tasks.retention_dispatch_task.apply().get()
+    assert count == len(queued) and {canary_tenants.a.schema_name, canary_tenants.b.schema_name} <= set(queued)
