@@ -29,9 +29,6 @@ from apps.sessions.turns import (
 
 logger = logging.getLogger(__name__)
 
-# The streamed-so-far buffer (for clients reconnecting mid-answer) is rewritten at most this often.
-STREAM_BUFFER_EVERY_S = 0.05
-
 
 def kb_passages(turn: Turn, query: str) -> list:
     kbs = list(turn.state.get("kbs") or [])
@@ -118,22 +115,20 @@ def llm_answer(turn: Turn, text: str) -> None:
     stream_id = uuid.uuid4().hex[:16]
     streamed: list[str] = []
     offset = 0
-    last_buffer = 0.0
     sid = str(session.id)
 
     def on_delta(chunk: str) -> None:
-        nonlocal offset, last_buffer
+        nonlocal offset
         if not chunk:
             return
         if not streamed:
             turn.sink.emit({"kind": "stream_start", "stream": stream_id})
         streamed.append(chunk)
+        # The buffer holds every piece before it is published: a client joining between the two reads the
+        # piece from the buffer and drops the live copy by its offset; the other order would lose it.
+        events.stream_buffer_set(sid, stream_id, "".join(streamed))
         turn.sink.emit({"kind": "delta", "stream": stream_id, "offset": offset, "text": chunk})
         offset += len(chunk)
-        now = time.monotonic()
-        if now - last_buffer >= STREAM_BUFFER_EVERY_S:
-            events.stream_buffer_set(sid, stream_id, "".join(streamed))
-            last_buffer = now
 
     def run_tool(name: str, arguments: dict) -> str:
         # Tool TALKs are messages of their own: the answer streamed so far is closed first, so the

@@ -19,6 +19,7 @@ from types import SimpleNamespace
 from urllib.parse import parse_qs
 
 from asgiref.sync import sync_to_async
+from autobahn.exception import Disconnected
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.db import connections
@@ -37,6 +38,9 @@ CHAT_TURN_THREADS = int(getattr(settings, "CHAT_TURN_THREADS", 32))
 FRAME_MAX_BYTES = 64 * 1024
 # Turns queued for one connection before it is told to slow down (a client flooding frames).
 CONNECTION_QUEUE_MAX = 20
+# Messages a reconnecting client gets back at most: a client further behind reloads the page (the page
+# renders the latest history itself).
+REPLAY_MAX = 5000
 # Close codes (4000-4999 are the application's): the upstream client does not retry on 4xxx.
 CLOSE_UNKNOWN_BOT = 4404
 CLOSE_FORBIDDEN = 4403
@@ -144,7 +148,7 @@ def _open_session(bot_name: str, user_id: str | None, session_id: str | None) ->
 
 def _replay(session_id: str, after: int) -> dict:
     session = services.session_get(session_id)
-    return {"messages": services.history(session, after=after, limit=services.HISTORY_PAGE_MAX * 50),
+    return {"messages": services.history(session, after=after, limit=REPLAY_MAX, cap=REPLAY_MAX),
             "stream": services.stream_in_progress(session),
             "suggestions": list((session.state or {}).get("suggestions") or [])}
 
@@ -194,7 +198,10 @@ class ChatConsumerBase(AsyncWebsocketConsumer):
     async def on_open(self) -> None:
         pass
 
+    closed = False
+
     async def disconnect(self, code: int) -> None:
+        self.closed = True
         if self.group:
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
@@ -207,7 +214,18 @@ class ChatConsumerBase(AsyncWebsocketConsumer):
         if stream and stream.get("text"):
             self.stream_sent[stream["stream"]] = len(stream["text"])
             await self.render_stream_resume(stream["stream"], stream["text"])
+        if self.session_id in _session_tails:  # a turn of this session is running in this process
+            await self.render_thinking(True)
         await self.render_suggestions(data["suggestions"])
+
+    async def send(self, text_data=None, bytes_data=None, close=False) -> None:
+        """Sending to a client that has gone (it left during a replay or a turn) is not an error."""
+        if self.closed:
+            return
+        try:
+            await super().send(text_data=text_data, bytes_data=bytes_data, close=close)
+        except Disconnected:  # the protocol was closed under us (daphne's WebSocket layer)
+            self.closed = True
 
     # -- input -----------------------------------------------------------------------------------
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:

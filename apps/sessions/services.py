@@ -141,9 +141,10 @@ def channel_turn(*, bot: Bot, channel: str, user_key: str, text: str, thread_key
     return session, produced
 
 
-def history(session: ChatSession, *, after: int = -1, limit: int = HISTORY_PAGE_MAX) -> list[dict]:
-    """Shown messages (user and bot) after index `after`, oldest first."""
-    limit = max(1, min(int(limit), HISTORY_PAGE_MAX))
+def history(session: ChatSession, *, after: int = -1, limit: int = HISTORY_PAGE_MAX,
+            cap: int = HISTORY_PAGE_MAX) -> list[dict]:
+    """Shown messages (user and bot) after index `after`, oldest first (at most `cap`)."""
+    limit = max(1, min(int(limit), cap))
     rows = (Message.objects.filter(session=session, index__gt=after, role__in=[Role.USER, Role.ASSISTANT])
             .order_by("index")[:limit])
     return [message_event(m) for m in rows]
