@@ -376,7 +376,7 @@ def analytics_overview(filters: AnalyticsFilters) -> dict[str, Any]:
                 bot["cost"] += cost
         bot["cost"] = round(bot["cost"], 6)
         bot["models"] = {m: {"prompt_tokens": p[0], "completion_tokens": p[1],
-                             "price": vars(prices[(name, m)]) if prices.get((name, m)) else None}
+                             "price": vars(price) if (price := prices.get((name, m))) else None}
                          for m, p in sorted(bot["models"].items())}
     answers = totals["llm_answers"]
     summary = {name: totals[name] for name in counters}
