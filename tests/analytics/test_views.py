@@ -78,7 +78,8 @@ def test_keyset_pages_cover_every_session_once(canary_tenants, dataset):
     with schema_context(canary_tenants.a.schema_name):
         user = ChatUser.objects.create(username="many")
         for n in range(5):
-            session_make(dataset.bot, user, channel="web", started=at(DAY1, 12, n), turns=[{"kind": USER, "content": "x"}])
+            session_make(dataset.bot, user, channel="web", started=at(DAY1, 12, n),
+                         turns=[{"kind": USER, "content": "x"}])
         # Two sessions with the same last activity: the id breaks the tie, neither is skipped.
         ChatSession.objects.filter(user=user).update(last_activity=at(DAY1, 13))
         seen, cursor, pages = [], "", 0
@@ -97,7 +98,8 @@ def test_list_page_links_to_the_next_page(client_as, canary_tenants, dataset):
     with schema_context(canary_tenants.a.schema_name):
         user = ChatUser.objects.create(username="many")
         for n in range(50):
-            session_make(dataset.bot, user, channel="web", started=at(DAY1, 14, n), turns=[{"kind": USER, "content": "y"}])
+            session_make(dataset.bot, user, channel="web", started=at(DAY1, 14, n),
+                         turns=[{"kind": USER, "content": "y"}])
     client = client_as(Role.VIEWER)
     first = client.get("/console/conversations/", {"channel": "web"})
     cursor = first.context["page"].next_cursor
@@ -138,9 +140,11 @@ def test_transcript_exports_are_complete_and_audited(client_as, canary_tenants, 
     response = client.get(f"/console/conversations/{dataset.web.pk}/export.csv")
     rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
     assert [r["role"] for r in rows] == ["user", "assistant", "user", "assistant"]
-    assert json.loads(rows[1]["tool_calls"])[0]["result"] == "42" and rows[0]["content"] == "What is the PRICE of fax?  "
+    assert json.loads(rows[1]["tool_calls"])[0]["result"] == "42"
+    assert rows[0]["content"] == "What is the PRICE of fax?  "
     with schema_context(canary_tenants.a.schema_name):
-        events = list(AuditEvent.objects.filter(action="conversation.export").order_by("id").values_list("object_id", "summary"))
+        events = list(AuditEvent.objects.filter(action="conversation.export").order_by("id")
+                      .values_list("object_id", "summary"))
     assert [e[0] for e in events] == [str(dataset.web.pk)] * 2 and '"format": "csv"' in events[1][1]
 
 
@@ -177,14 +181,16 @@ def test_analytics_page_and_data_show_the_aggregates(client_as, canary_tenants, 
     query = {"date_from": DAY1.isoformat(), "date_to": DAY2.isoformat()}
     data = client.get("/console/analytics/data.json", query).json()
     summary = data["summary"]
-    assert (summary["messages"], summary["unanswered"], summary["llm_answers"], summary["cached_answers"]) == (11, 2, 4, 1)
+    counts = (summary["messages"], summary["unanswered"], summary["llm_answers"], summary["cached_answers"])
+    assert counts == (11, 2, 4, 1)
     assert summary["cache_hit_rate"] == 0.25 and summary["distinct_users"] == 2
     assert data["series"]["days"] == [DAY1.isoformat(), DAY2.isoformat()] and data["series"]["messages"] == [8, 3]
     bots = {b["bot"]: b for b in data["bots"]}
     # canary bot: (100+50) prompt x $2 + (20+10) completion x $10 per million; helpdesk has no price.
     assert bots[canary_tenants.a.canary]["cost"] == pytest.approx((150 * 2 + 30 * 10) / 1e6)
     assert bots["helpdesk"]["unpriced_tokens"] == 15 and summary["unpriced_tokens"] == 15
-    assert data["tools"] == [{"tool": "get-price", "calls": 2, "errors": 1}, {"tool": "lookup", "calls": 1, "errors": 0}]
+    assert data["tools"] == [{"tool": "get-price", "calls": 2, "errors": 1},
+                             {"tool": "lookup", "calls": 1, "errors": 0}]
     assert data["unanswered_questions"] == [{"text": "opening hours", "asked": 2, "unanswered": 2}]
     assert data["top_questions"][0]["asked"] == 2
     html = client.get("/console/analytics/", query).content.decode()
