@@ -1,8 +1,9 @@
 from django.conf import settings
-from django.contrib.auth.decorators import login_required
 from django.http import JsonResponse
 from django.views.decorators.http import require_GET, require_POST
 
+from apps.accounts.permissions import api_access
+from apps.accounts.roles import Role
 from apps.bots.selectors import bot_list
 from apps.bots.services import bot_deploy, package_limits
 from apps.compliance.services import audit_record
@@ -11,16 +12,16 @@ from apps.drive.package import PackageError, package_read_zip
 
 @require_GET
 def bots_api(request):
-    """The tenant's bot directory (what its web chat landing page lists)."""
+    """The tenant's bot directory (what its web chat landing page lists): public on purpose, like the
+    chat pages themselves; names only."""
     return JsonResponse({"tenant": request.tenant.name, "bots": bot_list()})
 
 
-@login_required
 @require_POST
+@api_access(role=Role.EDITOR, scope="bots:deploy")
 def bot_deploy_api(request):
-    """Upload a package (.zip, field `package`): validated whole, then written and processed."""
-    if not request.user.is_staff:
-        return JsonResponse({"error": "deploying bots needs an admin of this tenant"}, status=403)
+    """Upload a package (.zip, field `package`): validated whole, then written and processed. Console
+    editors (session) or API keys with the `bots:deploy` scope."""
     upload = request.FILES.get("package")
     if upload is None:
         return JsonResponse({"error": "send the package as a .zip file in the form field 'package'"}, status=400)

@@ -1,9 +1,10 @@
 import json
 
-from django.contrib.auth.decorators import login_required
 from django.http import JsonResponse
 from django.views.decorators.http import require_POST
 
+from apps.accounts.permissions import api_access
+from apps.accounts.roles import Role
 from apps.bots.models import Bot
 from apps.core.ratelimit import ratelimited
 from apps.kb.models import KnowledgeBase
@@ -19,7 +20,7 @@ def _bad(message: str, status: int = 400) -> JsonResponse:
 
 
 @ratelimited("api")
-@login_required
+@api_access(role=Role.VIEWER, scope="kb:search")
 @require_POST
 def kb_search_api(request):
     """`POST /api/kb/search` {"bot", "query", "kbs"?, "limit"?, "mode"?}: chunks with scores and sources."""

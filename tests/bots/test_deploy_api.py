@@ -50,8 +50,8 @@ def _admin_client(tenant) -> Client:
     return client
 
 
-def _upload(client: Client, data: bytes):
-    return client.post("/api/bots/deploy", {"package": io.BytesIO(data)}, format="multipart")
+def _upload(client: Client, data: bytes, **headers):
+    return client.post("/api/bots/deploy", {"package": io.BytesIO(data)}, format="multipart", **headers)
 
 
 def _state(schema: str) -> tuple:
@@ -102,8 +102,24 @@ def test_hostile_archives_are_refused_with_a_reason_and_change_nothing(canary_te
 def test_anonymous_and_non_admin_users_cannot_deploy(canary_tenants):
     anonymous = Client(HTTP_HOST=canary_tenants.a.host)
     response = _upload(anonymous, _zip([("shop.gbai/shop.gbdialog/start.bas", START)]))
-    assert response.status_code == 302 and "/accounts/login/" in response["Location"]
+    assert response.status_code == 401
     assert _state(canary_tenants.a.schema_name)[1] == [canary_tenants.a.canary]
+
+
+def test_an_api_key_deploys_only_with_the_deploy_scope_and_only_in_its_tenant(canary_tenants):
+    from apps.accounts.services import api_key_create
+
+    with schema_context(canary_tenants.a.schema_name):
+        reader = api_key_create(name="reader", scopes=["bots:read"]).secret
+        deployer = api_key_create(name="ci", scopes=["bots:deploy"]).secret
+    package = _zip([("keyed.gbai/keyed.gbdialog/start.bas", START)])
+    client_a = Client(HTTP_HOST=canary_tenants.a.host)
+    assert _upload(client_a, package, HTTP_AUTHORIZATION=f"Bearer {reader}").status_code == 403
+    client_b = Client(HTTP_HOST=canary_tenants.b.host)
+    assert _upload(client_b, package, HTTP_AUTHORIZATION=f"Bearer {deployer}").status_code == 401
+    assert _upload(client_a, package, HTTP_AUTHORIZATION=f"Bearer {deployer}").status_code == 200
+    with schema_context(canary_tenants.b.schema_name):
+        assert not Bot.objects.filter(name="keyed").exists()
 
 
 def test_deploy_command_reads_a_folder_and_reports_refusals(canary_tenants, tmp_path, capsys):

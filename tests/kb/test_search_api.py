@@ -71,9 +71,9 @@ def test_bad_requests_get_specific_errors(two_tenants, body, status, message):
     assert response.status_code == status and message in response.json()["error"]
 
 
-def test_anonymous_callers_are_sent_to_sign_in(two_tenants):
+def test_anonymous_callers_are_refused_with_a_pointer_to_sign_in_or_a_key(two_tenants):
     response = _search(Client(HTTP_HOST=two_tenants.a.host), {"bot": "shop", "query": "open"})
-    assert response.status_code == 302
+    assert response.status_code == 401 and "API key" in response.json()["error"]
 
 
 def test_the_pipeline_works_with_qdrant_as_the_vector_store(canary_tenants, local_storage, monkeypatch):
