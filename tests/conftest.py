@@ -41,6 +41,23 @@ def local_storage(settings, tmp_path):
     return settings.MEDIA_ROOT
 
 
+@pytest.fixture(autouse=True)
+def _rate_limit_counters_reset():
+    """Each test starts with empty rate-limit counters: every test client comes from 127.0.0.1, so sign-ins
+    and messages of earlier tests would otherwise use up the next test's allowance."""
+    yield
+    from django.conf import settings
+
+    if not settings.REDIS_URL:
+        return
+    from django_redis import get_redis_connection
+
+    client = get_redis_connection("default")
+    keys = list(client.scan_iter(match="rl:*", count=1000))
+    if keys:
+        client.delete(*keys)
+
+
 def pytest_unconfigure(config):
     localservices.stop_started()
 

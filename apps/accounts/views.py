@@ -41,6 +41,7 @@ from apps.accounts.models import OidcConfig
 from apps.accounts.roles import ZITADEL_RESOURCE_OWNER_SCOPE
 from apps.accounts.selectors import oidc_config_effective
 from apps.accounts.services import access_audit
+from apps.core.ratelimit import ratelimited
 
 # Random lengths (characters of [a-zA-Z0-9], ~5.95 bits each): 32 gives state and nonce ~190 bits, 64 gives
 # the PKCE verifier ~380 bits (RFC 7636 asks for 43 to 128 characters).
@@ -82,6 +83,7 @@ def _failure(request: HttpRequest, reason: str, status: int, *, summary: dict[st
     return render(request, "accounts/oidc_failed.html", {"reason": reason}, status=status)
 
 
+@method_decorator(ratelimited("auth", methods=("POST",)), name="dispatch")
 class ConsoleLoginView(LoginView):
     """The login page: a link to the tenant's provider, or Django's password form when it has none."""
 
@@ -149,6 +151,7 @@ class TenantOIDCAuthenticationRequestView(OIDCAuthenticationRequestView):
 
 
 @method_decorator(never_cache, name="dispatch")
+@method_decorator(ratelimited("auth", methods=("GET",)), name="dispatch")
 class TenantOIDCAuthenticationCallbackView(OIDCAuthenticationCallbackView):
     """The provider's redirect back: checks the state, then lets TenantOIDCBackend do the rest."""
 

@@ -182,8 +182,11 @@ def config_sync(*, bot: Bot, data: bytes) -> int:
     return len(last_by_key)
 
 
+@transaction.atomic
 def config_clear(*, bot: Bot) -> None:
     BotConfig.objects.filter(bot=bot).delete()
+    for script in BotScript.objects.filter(bot=bot, schedules__isnull=False).distinct():
+        schedules_sync(script=script)  # back to UTC: the timezone came from the removed config
 
 
 def prompt_sync(*, bot: Bot, data: bytes | None) -> None:

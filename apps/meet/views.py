@@ -170,7 +170,7 @@ def meet_webhook(request: HttpRequest) -> JsonResponse:
 @require_POST
 def meet_webhook_public(request: HttpRequest) -> JsonResponse:
     """LiveKit's webhook on the platform's public host (one URL for a LiveKit server shared by every
-    tenant): the room-name namespace picks the tenant. Not routed yet (gbplatform/urls_public.py)."""
+    tenant): the room-name namespace picks the tenant (routed in gbplatform/urls_public.py)."""
     return _webhook(request, None)
 
 
