@@ -39,8 +39,9 @@ CONVERSATIONS_PAGE_SIZE = 50
 # Text search scans at most this many of the newest messages in the date range (ILIKE has no index to
 # use): the page says so, and a narrower date range reaches further back.
 SEARCH_SCAN_MESSAGES = 100_000
-# A transcript longer than this is cut on the page (the export has it all, in chunks).
-TRANSCRIPT_MAX_MESSAGES = 1000
+# Messages per transcript page (a longer conversation continues on the next page; exports have it all):
+# each bot message goes through the Markdown renderer (about 0.3 ms), so 200 keep a page near 60 ms.
+TRANSCRIPT_MAX_MESSAGES = 200
 # Rows of the top-questions tables.
 TOP_QUESTIONS = 20
 # Longest range an analytics page aggregates: a year of daily rows per bot and channel.
@@ -205,6 +206,9 @@ class Transcript:
     session: ChatSession
     messages: list[TranscriptMessage]
     truncated: bool
+    # Index of the first message of the next page (when truncated), and of the first shown.
+    next_index: int | None = None
+    first_index: int = 0
 
 
 def _int_or_none(value: object) -> int | None:
@@ -268,14 +272,17 @@ def transcript_message(message: Message) -> TranscriptMessage:
     )
 
 
-def transcript_get(*, session_id: uuid.UUID, limit: int = TRANSCRIPT_MAX_MESSAGES) -> Transcript | None:
-    """The session with its first `limit` messages in order, or None when this tenant has no such session."""
+def transcript_get(*, session_id: uuid.UUID, limit: int = TRANSCRIPT_MAX_MESSAGES,
+                   from_index: int = 0) -> Transcript | None:
+    """The session with `limit` messages in order from `from_index`, or None when this tenant has no such
+    session."""
     session = ChatSession.objects.select_related("bot", "user").defer("state").filter(pk=session_id).first()
     if session is None:
         return None
-    rows = list(Message.objects.filter(session=session).order_by("index")[: limit + 1])
-    return Transcript(session=session, messages=[transcript_message(m) for m in rows[:limit]],
-                      truncated=len(rows) > limit)
+    rows = list(Message.objects.filter(session=session, index__gte=from_index).order_by("index")[: limit + 1])
+    truncated = len(rows) > limit
+    return Transcript(session=session, messages=[transcript_message(m) for m in rows[:limit]], truncated=truncated,
+                      next_index=rows[limit].index if truncated else None, first_index=from_index)
 
 
 # -- analytics -----------------------------------------------------------------------------------------

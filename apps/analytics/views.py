@@ -30,6 +30,9 @@ from apps.bots.models import Bot
 from apps.compliance.services import audit_record
 from apps.console.views.common import console_render
 
+# A message number has at most this many digits (PositiveIntegerField).
+TRANSCRIPT_INDEX_DIGITS = 10
+
 
 def _form_errors(form) -> list[str]:
     return [str(error) for errors in form.errors.values() for error in errors]
@@ -68,8 +71,12 @@ def _transcript_or_404(session_id: uuid.UUID, **kwargs):
 @require_GET
 @console_role_required(Role.VIEWER)
 def transcript_page(request: HttpRequest, session_id: uuid.UUID) -> HttpResponse:
+    raw = request.GET.get("from", "0")
+    if not raw.isdigit() or len(raw) > TRANSCRIPT_INDEX_DIGITS:
+        return HttpResponse(_("'from' must be a message number (0 or more)."), status=400,
+                            content_type="text/plain; charset=utf-8")
     return console_render(request, "console/conversations/transcript.html",
-                          {"transcript": _transcript_or_404(session_id)})
+                          {"transcript": _transcript_or_404(session_id, from_index=int(raw))})
 
 
 @require_GET

@@ -218,3 +218,17 @@ def test_analytics_of_tenant_b_do_not_see_tenant_a(client_as, canary_tenants, da
     data = client_as(Role.VIEWER, canary_tenants.b).get(
         "/console/analytics/data.json", {"date_from": DAY1.isoformat(), "date_to": DAY2.isoformat()}).json()
     assert data["summary"]["messages"] == 0 and data["bots"] == []
+
+
+def test_transcript_pages_continue_from_a_message_number(client_as, canary_tenants, dataset):
+    from apps.analytics.selectors import transcript_get
+
+    with schema_context(canary_tenants.a.schema_name):
+        first = transcript_get(session_id=dataset.web.pk, limit=3)
+        rest = transcript_get(session_id=dataset.web.pk, limit=3, from_index=first.next_index)
+    assert [m.index for m in first.messages] == [0, 1, 2] and first.truncated and first.next_index == 3
+    assert [m.index for m in rest.messages] == [3] and not rest.truncated
+    client = client_as(Role.VIEWER)
+    page = client.get(f"/console/conversations/{dataset.web.pk}/", {"from": "2"}).content.decode()
+    assert 'id="m-2"' in page and 'id="m-1"' not in page and 'rel="first"' in page
+    assert client.get(f"/console/conversations/{dataset.web.pk}/", {"from": "-1"}).status_code == 400
