@@ -353,6 +353,14 @@ CELERY_BEAT_SCHEDULE["compliance-retention"] = {
     "options": {"queue": "jobs", "expires": 23 * 3600.0},
 }
 
+# --- Chat (apps.sessions) -----------------------------------------------------------------------------
+# Longest user message taken (upstream web client caps input similarly); longer is refused with the limit.
+CHAT_MESSAGE_MAX_CHARS = env_int("CHAT_MESSAGE_MAX_CHARS", 8000)
+# Turns one web process runs at once (each holds a thread and a database connection while it streams).
+CHAT_TURN_THREADS = env_int("CHAT_TURN_THREADS", 32)
+# One IP may send this many times a session's message rate (people behind one NAT share an address).
+CHAT_RATE_IP_FACTOR = env_int("CHAT_RATE_IP_FACTOR", 10)
+
 # Health: which checks make /api/health answer 503 when they fail. The others only degrade it.
 HEALTH_REQUIRED_CHECKS = tuple(env_list("HEALTH_REQUIRED_CHECKS", ["database", "cache"]))
 # An outside dependency that does not answer a health probe this fast counts as failing.
