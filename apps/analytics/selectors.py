@@ -290,9 +290,10 @@ def transcript_get(*, session_id: uuid.UUID, limit: int = TRANSCRIPT_MAX_MESSAGE
 def latency_percentile(histogram: list[int], fraction: float) -> float | None:
     """The `fraction` quantile (0..1) of the latencies counted in `histogram`, in ms, or None when empty.
 
-    Method: find the bucket holding the rank ceil(fraction x N) and interpolate linearly between its lower
-    and upper bound by the rank's position inside it (values are assumed spread evenly in a bucket). The
-    last, open bucket reports its lower bound. The error is at most one bucket's width.
+    Method: find the bucket holding the nearest rank ceil(fraction x N); assuming its c values spread
+    evenly, the k-th of them sits at (k - 0.5) / c of the way from the bucket's lower to its upper bound
+    (a lone value reads as the bucket's middle). The last, open bucket reports its lower bound. The value
+    returned is always inside the bucket of the true nearest-rank value: off by less than its width.
     """
     total = sum(histogram)
     if total == 0:
@@ -305,7 +306,7 @@ def latency_percentile(histogram: list[int], fraction: float) -> float | None:
             if i >= len(LATENCY_BUCKETS_MS):
                 return float(lower)
             upper = LATENCY_BUCKETS_MS[i]
-            return lower + (upper - lower) * (rank - seen) / count
+            return lower + (upper - lower) * (rank - seen - 0.5) / count
         seen += count
     return None
 

@@ -88,8 +88,9 @@ def test_percentiles_come_from_the_histogram_within_one_bucket():
         lower = 0 if bucket == 0 else LATENCY_BUCKETS_MS[bucket - 1]
         upper = LATENCY_BUCKETS_MS[bucket] if bucket < len(LATENCY_BUCKETS_MS) else lower
         assert lower <= latency_percentile(histogram, fraction) <= upper, (fraction, true_value)
-    # Rank 4 of 8 is the only value in (400, 500]: interpolated to that bucket's upper bound.
-    assert latency_percentile(histogram, 0.5) == 500
+    # Rank 4 of 8 is the only value in (400, 500]: read as the bucket's middle; 2 of 2 in (100, 150] at 3/4.
+    assert latency_percentile(histogram, 0.5) == 450
+    assert latency_percentile(histogram, 3 / 8) == 137.5
     assert latency_percentile([0] * len(histogram), 0.5) is None
 
 
