@@ -1,0 +1,50 @@
+"""The drive browser: folders and files of the tenant's own drive, downloads as attachments, bad keys refused,
+another tenant's files never listed."""
+
+from __future__ import annotations
+
+import pytest
+from django_tenants.utils import schema_context
+
+from apps.accounts.roles import Role
+from apps.drive.storage import tenant_drive
+
+pytestmark = pytest.mark.django_db
+
+
+def _write(tenant, files: dict[str, bytes]) -> None:
+    with schema_context(tenant.schema_name):
+        drive = tenant_drive()
+        for key, data in files.items():
+            drive.write(key, data)
+
+
+def test_browser_lists_folders_then_files_and_downloads_one(console_client, canary_tenants, local_storage):
+    _write(canary_tenants.a, {"shop.gbai/shop.gbot/config.csv": b"name,value\n",
+                              "shop.gbai/shop.gbdialog/start.bas": b'TALK "hi"\n',
+                              "shop.gbai/README.md": b"<script>alert(1)</script>"})
+    client = console_client(Role.VIEWER)
+    root = client.get("/console/drive/").content.decode()
+    assert "shop.gbai/" in root and "3 files" in root
+    folder = client.get("/console/drive/?prefix=shop.gbai/").content.decode()
+    assert "shop.gbot/" in folder and "shop.gbdialog/" in folder and "README.md" in folder
+    assert folder.index("shop.gbot/") < folder.index("README.md")
+    download = client.get("/console/drive/download/?key=shop.gbai/README.md")
+    assert download.status_code == 200 and download.content == b"<script>alert(1)</script>"
+    assert download["Content-Type"] == "application/octet-stream"
+    assert download["Content-Disposition"].startswith("attachment;")
+
+
+def test_bad_or_missing_keys_are_refused(console_client, local_storage):
+    client = console_client(Role.VIEWER)
+    traversal = client.get("/console/drive/download/?key=../../etc/passwd")
+    assert traversal.status_code == 400 and "'..'" in traversal.content.decode()
+    assert client.get("/console/drive/download/?key=nothing/here.txt").status_code == 404
+    assert client.get("/console/drive/?prefix=../x").status_code == 404
+
+
+def test_another_tenants_files_are_not_reachable(console_client, canary_tenants, local_storage):
+    _write(canary_tenants.b, {"secret.gbai/notes.txt": b"tenant B only"})
+    client = console_client(Role.ADMIN)
+    assert "secret.gbai" not in client.get("/console/drive/").content.decode()
+    assert client.get("/console/drive/download/?key=secret.gbai/notes.txt").status_code == 404
