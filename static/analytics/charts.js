@@ -35,31 +35,33 @@
     });
   }
 
-  function draw(data) {
+  function draw(data, holder) {
     var s = data.series;
+    // Labels come translated from the page (data-label-* attributes); the English name is the fallback.
+    var t = function (key, fallback) { return holder.getAttribute("data-label-" + key) || fallback; };
     var el = function (id) { return document.getElementById(id); };
     line(el("chart-activity"), s.days, [
-      { label: "messages", data: s.messages },
-      { label: "user messages", data: s.user_messages },
-      { label: "sessions", data: s.sessions }
+      { label: t("messages", "messages"), data: s.messages },
+      { label: t("user-messages", "user messages"), data: s.user_messages },
+      { label: t("sessions", "sessions"), data: s.sessions }
     ]);
-    line(el("chart-users"), s.days, [{ label: "active users", data: s.active_users }]);
+    line(el("chart-users"), s.days, [{ label: t("active-users", "active users"), data: s.active_users }]);
     line(el("chart-cache"), s.days, [
-      { label: "LLM answers", data: s.llm_answers },
-      { label: "cache hits", data: s.cached_answers },
-      { label: "unanswered", data: s.unanswered }
+      { label: t("llm-answers", "LLM answers"), data: s.llm_answers },
+      { label: t("cache-hits", "cache hits"), data: s.cached_answers },
+      { label: t("unanswered", "unanswered"), data: s.unanswered }
     ]);
     line(el("chart-latency"), s.days, [
       { label: "p50", data: s.latency_p50 },
       { label: "p95", data: s.latency_p95 }
     ]);
     bars(el("chart-tokens"), data.bots.map(function (b) { return b.bot; }), [
-      { label: "prompt tokens", data: data.bots.map(function (b) { return b.prompt_tokens; }) },
-      { label: "completion tokens", data: data.bots.map(function (b) { return b.completion_tokens; }) }
+      { label: t("prompt-tokens", "prompt tokens"), data: data.bots.map(function (b) { return b.prompt_tokens; }) },
+      { label: t("completion-tokens", "completion tokens"), data: data.bots.map(function (b) { return b.completion_tokens; }) }
     ], true);
     bars(el("chart-tools"), data.tools.map(function (t) { return t.tool; }), [
-      { label: "calls", data: data.tools.map(function (t) { return t.calls; }) },
-      { label: "errors", data: data.tools.map(function (t) { return t.errors; }) }
+      { label: t("calls", "calls"), data: data.tools.map(function (t) { return t.calls; }) },
+      { label: t("errors", "errors"), data: data.tools.map(function (t) { return t.errors; }) }
     ], false);
   }
 
@@ -72,7 +74,7 @@
         if (!response.ok) { throw new Error("the chart data could not be loaded (HTTP " + response.status + ")"); }
         return response.json();
       })
-      .then(function (data) { draw(data); holder.setAttribute("data-drawn", "true"); })
+      .then(function (data) { draw(data, holder); holder.setAttribute("data-drawn", "true"); })
       .catch(function (error) { if (status) { status.textContent = String(error.message || error); } });
   }
 

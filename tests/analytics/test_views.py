@@ -232,3 +232,12 @@ def test_transcript_pages_continue_from_a_message_number(client_as, canary_tenan
     page = client.get(f"/console/conversations/{dataset.web.pk}/", {"from": "2"}).content.decode()
     assert 'id="m-2"' in page and 'id="m-1"' not in page and 'rel="first"' in page
     assert client.get(f"/console/conversations/{dataset.web.pk}/", {"from": "-1"}).status_code == 400
+
+
+def test_pages_speak_portuguese(client_as, canary_tenants, dataset):
+    client = client_as(Role.VIEWER)
+    client.cookies["django_language"] = "pt-br"
+    analytics = client.get("/console/analytics/").content.decode()
+    assert "Análises" in analytics and "Perguntas sem resposta" in analytics
+    transcript = client.get(f"/console/conversations/{dataset.web.pk}/").content.decode()
+    assert "Chamada de ferramenta" in transcript and "Fontes da base de conhecimento" in transcript
