@@ -35,6 +35,7 @@ def test_documents_show_status_progress_and_failure_reason(console_client, canar
     assert "the PDF is encrypted" in html and "Retry" in html
     assert 'max="10" value="3"' in html  # b.txt's chunk progress
     assert "hx-trigger=\"every 1s\"" in html  # polling while a document is pending
+    assert html.count('id="kb-overview"') == 1
     viewer = console_client(Role.VIEWER).get(f"/console/kb/{canary_tenants.a.canary}/").content.decode()
     assert "the PDF is encrypted" in viewer and "Retry" not in viewer
 
@@ -50,6 +51,7 @@ def test_progress_fragment_updates_rows_and_stops_polling_when_all_are_done(cons
         Document.objects.filter(pk=ids["b.txt"]).update(status="indexed", chunks_done=10)
     done = client.get(url).content.decode()
     assert 'data-percent="100"' in done and 'data-done="true"' in done
+    assert '<div id="kb-overview" hx-swap-oob="true">' in done  # the per-KB counts follow
     assert "every 1s" not in done and "indexing finished" in done
 
 

@@ -67,6 +67,8 @@ def kb_progress_fragment(request: HttpRequest, name: str) -> HttpResponse:
     still_pending = ",".join(str(d.pk) for d in rows if d.status == Document.Status.PENDING)
     return console_render(request, "console/kb/_progress.html", {
         "bot": bot, "progress": indexing_progress(bot=bot), "rows": rows, "pending_ids": still_pending,
+        # The per-KB counts are refreshed with the rows only while the page follows documents of its own.
+        "kbs": kb_overview(bot=bot) if rows else [],
     })
 
 
