@@ -343,39 +343,42 @@ def analytics_overview(filters: AnalyticsFilters) -> dict[str, Any]:
         rows = rows.filter(bot=filters.bot)
     if filters.channel:
         rows = rows.filter(channel=filters.channel)
-    rows = list(rows.select_related("bot").order_by("day"))
     buckets = len(LATENCY_BUCKETS_MS) + 1
     counters = ("messages", "user_messages", "bot_messages", "sessions", "new_sessions", "active_users",
                 "llm_answers", "cached_answers", "offline_answers", "unanswered", "prompt_tokens",
                 "completion_tokens", "tool_calls", "tool_errors", "latency_count", "latency_sum_ms")
-    per_day: dict[date, dict[str, Any]] = {
-        d: {**dict.fromkeys(counters, 0), "histogram": [0] * buckets} for d in filters.days}
-    totals: dict[str, Any] = {**dict.fromkeys(counters, 0), "histogram": [0] * buckets}
+    # Tuples, not model instances: a 90-day range of 5 bots on 4 channels is ~1,800 rows, and building
+    # models for them cost more than the query.
+    rows = list(rows.order_by("day").values_list("day", "bot_id", "channel", "latency_histogram", "tokens_by_model",
+                                                 "tools", *counters))
+    bot_names = dict(Bot.objects.filter(pk__in={row[1] for row in rows}).values_list("pk", "name"))
+    per_day: dict[date, list[int]] = {d: [0] * len(counters) for d in filters.days}
+    per_day_histogram: dict[date, list[int]] = {d: [0] * buckets for d in filters.days}
     bots: dict[str, dict[str, Any]] = {}
     tools: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     channels: dict[str, int] = defaultdict(int)
-    prices = model_prices_for_bots({row.bot for row in rows})
-    for row in rows:
-        day = per_day.get(row.day)
-        for name in counters:
-            value = getattr(row, name)
-            totals[name] += value
-            if day is not None:
-                day[name] += value
-        _merge(totals["histogram"], row.latency_histogram)
-        if day is not None:
-            _merge(day["histogram"], row.latency_histogram)
-        channels[row.channel] += row.messages
-        bot = bots.setdefault(row.bot.name, {"bot": row.bot.name, "messages": 0, "prompt_tokens": 0,
-                                             "completion_tokens": 0, "cost": 0.0, "unpriced_tokens": 0,
-                                             "models": defaultdict(lambda: [0, 0])})
-        bot["messages"] += row.messages
-        bot["prompt_tokens"] += row.prompt_tokens
-        bot["completion_tokens"] += row.completion_tokens
-        for model, pair in (row.tokens_by_model or {}).items():
+    prices = model_prices_for_bots(Bot.objects.filter(pk__in=bot_names))
+    messages_at = counters.index("messages")
+    prompt_at, completion_at = counters.index("prompt_tokens"), counters.index("completion_tokens")
+    for day, bot_id, channel, histogram, by_model, used_tools, *values in rows:
+        if day in per_day:
+            per_day[day] = [a + b for a, b in zip(per_day[day], values, strict=True)]
+            if histogram:
+                per_day_histogram[day] = [a + b for a, b in zip(per_day_histogram[day], histogram, strict=False)]
+        channels[channel] += values[messages_at]
+        name = bot_names[bot_id]
+        bot = bots.setdefault(name, {"bot": name, "messages": 0, "prompt_tokens": 0, "completion_tokens": 0,
+                                     "cost": 0.0, "unpriced_tokens": 0, "models": defaultdict(lambda: [0, 0])})
+        bot["messages"] += values[messages_at]
+        bot["prompt_tokens"] += values[prompt_at]
+        bot["completion_tokens"] += values[completion_at]
+        for model, pair in (by_model or {}).items():
             _merge(bot["models"][model], pair)
-        for name, pair in (row.tools or {}).items():
-            _merge(tools[name], pair)
+        for tool, pair in (used_tools or {}).items():
+            _merge(tools[tool], pair)
+    totals: dict[str, Any] = dict(zip(counters, (sum(column) for column in zip(*per_day.values(), strict=True)),
+                                      strict=True))
+    totals["histogram"] = [sum(column) for column in zip(*per_day_histogram.values(), strict=True)]
     for name, bot in bots.items():
         for model, pair in bot["models"].items():
             cost = _cost(pair, prices.get((name, model)))
@@ -401,11 +404,11 @@ def analytics_overview(filters: AnalyticsFilters) -> dict[str, Any]:
     )
     series = {
         "days": [d.isoformat() for d in filters.days],
-        **{name: [per_day[d][name] for d in filters.days]
+        **{name: [per_day[d][counters.index(name)] for d in filters.days]
            for name in ("messages", "user_messages", "sessions", "new_sessions", "active_users", "llm_answers",
                         "cached_answers", "unanswered", "prompt_tokens", "completion_tokens", "tool_calls")},
-        "latency_p50": [latency_percentile(per_day[d]["histogram"], 0.50) for d in filters.days],
-        "latency_p95": [latency_percentile(per_day[d]["histogram"], 0.95) for d in filters.days],
+        "latency_p50": [latency_percentile(per_day_histogram[d], 0.50) for d in filters.days],
+        "latency_p95": [latency_percentile(per_day_histogram[d], 0.95) for d in filters.days],
     }
     questions = top_questions(filters)
     return {
