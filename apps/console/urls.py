@@ -3,7 +3,7 @@ templates can link to them; /console/conversations/ and /console/analytics/ belo
 
 from django.urls import include, path
 
-from apps.console.views import administration, bots, drive, home, kb, operations
+from apps.console.views import administration, bots, drive, home, kb, operations, privacy
 
 urlpatterns = [
     path("console/", home.console_home, name="console-home"),
@@ -31,6 +31,9 @@ urlpatterns = [
     path("console/email/<str:name>/", operations.email_bot_page, name="console-email-bot"),
     path("console/compliance/", administration.audit_log_page, name="console-compliance"),
     path("console/compliance/export.csv", administration.audit_log_export, name="console-compliance-export"),
+    path("console/compliance/requests/", privacy.dsr_list_page, name="console-dsr"),
+    path("console/compliance/requests/create/", privacy.dsr_create, name="console-dsr-create"),
+    path("console/compliance/requests/<uuid:pk>/export.zip", privacy.dsr_export_download, name="console-dsr-export"),
     path("console/api-keys/", administration.api_key_list_page, name="console-api-keys"),
     path("console/api-keys/create/", administration.api_key_create_page, name="console-api-key-create"),
     path("console/api-keys/<str:prefix>/revoke/", administration.api_key_revoke_page, name="console-api-key-revoke"),

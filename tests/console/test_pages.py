@@ -29,6 +29,7 @@ PAGES = [
     (f"/console/email/{BOT}/", Role.VIEWER, "No mail in this log."),
     ("/console/drive/", Role.VIEWER, "Nothing here."),
     ("/console/compliance/", Role.ADMIN, "Audit log"),
+    ("/console/compliance/requests/", Role.ADMIN, "No data-subject requests."),
     ("/console/api-keys/", Role.ADMIN, "No API keys."),
     ("/console/users/", Role.ADMIN, "Users and roles"),
 ]

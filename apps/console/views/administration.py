@@ -54,20 +54,8 @@ def audit_log_page(request: HttpRequest) -> HttpResponse:
     events = audit_event_search(**kwargs) if not problems else audit_event_search().none()
     return console_render(request, "console/compliance/audit.html", {
         "filters": values, "problems": problems, "page_obj": console_page(request, events.order_by("-at", "-id")),
-        "export_query": request.GET.urlencode(), "dsr_path": _data_subject_requests_path(),
+        "export_query": request.GET.urlencode(),
     }, status=400 if problems else 200)
-
-
-def _data_subject_requests_path() -> str:
-    """The data-subject requests page of apps.compliance, when that app provides one."""
-    from django.urls import NoReverseMatch, reverse
-
-    for name in ("compliance-dsr-list", "console-dsr", "dsr-list"):
-        try:
-            return reverse(name)
-        except NoReverseMatch:
-            continue
-    return ""
 
 
 @require_GET

@@ -1,0 +1,74 @@
+"""Data-subject requests from the console: recorded after confirmation (audited by apps.compliance), bad
+identifiers refused with the reason, finished exports downloaded (each download audited), admins only,
+another tenant's requests unreachable."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from django_tenants.utils import schema_context
+
+from apps.accounts.roles import Role
+from apps.compliance.gdpr import subject_request_create, subject_request_execute
+from apps.compliance.models import AuditEvent, DataSubjectRequest
+
+pytestmark = pytest.mark.django_db
+
+
+def test_request_is_recorded_after_confirmation(console_client, canary_tenants):
+    client = console_client(Role.ADMIN, username="dpo")
+    asked = client.post("/console/compliance/requests/create/", {"kind": "erasure", "subject": "ana@example.com"})
+    assert asked.status_code == 200 and "cannot be undone" in asked.content.decode()
+    with schema_context(canary_tenants.a.schema_name):
+        assert not DataSubjectRequest.objects.exists()
+    done = client.post("/console/compliance/requests/create/", {"kind": "erasure", "subject": "Ana@Example.com",
+                                                                 "confirmed": "yes"})
+    assert done.status_code == 302
+    with schema_context(canary_tenants.a.schema_name):
+        row = DataSubjectRequest.objects.get()
+        assert (row.kind, row.subject, row.requested_by) == ("erasure", "ana@example.com", "dpo")
+        assert AuditEvent.objects.filter(action="dsr.requested", object_id=str(row.pk)).exists()
+    assert "ana@example.com" in client.get("/console/compliance/requests/").content.decode()
+
+
+def test_a_bad_identifier_is_refused_and_kept_in_the_form(console_client, canary_tenants):
+    answer = console_client(Role.ADMIN).post("/console/compliance/requests/create/",
+                                             {"kind": "export", "subject": "not a person", "confirmed": "yes"})
+    html = answer.content.decode()
+    assert answer.status_code == 400 and "neither a chat user id" in html and 'value="not a person"' in html
+    with schema_context(canary_tenants.a.schema_name):
+        assert not DataSubjectRequest.objects.exists()
+
+
+def test_a_finished_export_downloads_and_the_download_is_audited(console_client, canary_tenants, local_storage):
+    with schema_context(canary_tenants.a.schema_name):
+        row = subject_request_create(kind="export", subject="rui@example.com", requested_by="dpo")
+        subject_request_execute(request_id=str(row.pk))  # what the job does
+    client = console_client(Role.ADMIN)
+    assert "Download archive" in client.get("/console/compliance/requests/").content.decode()
+    download = client.get(f"/console/compliance/requests/{row.pk}/export.zip")
+    assert download.status_code == 200 and download.content[:2] == b"PK"
+    assert download["Cache-Control"] == "no-store"
+    with schema_context(canary_tenants.a.schema_name):
+        assert AuditEvent.objects.filter(action="dsr.download", object_id=str(row.pk)).count() == 1
+
+
+@pytest.mark.parametrize("role", [Role.VIEWER, Role.EDITOR])
+def test_only_admins_reach_data_subject_requests(console_client, canary_tenants, role):
+    client = console_client(role)
+    assert client.get("/console/compliance/requests/").status_code == 403
+    assert client.post("/console/compliance/requests/create/", {"kind": "export", "subject": "a@b.example",
+                                                                 "confirmed": "yes"}).status_code == 403
+    assert client.get(f"/console/compliance/requests/{uuid.uuid4()}/export.zip").status_code == 403
+    with schema_context(canary_tenants.a.schema_name):
+        assert not DataSubjectRequest.objects.exists()
+
+
+def test_another_tenants_export_is_not_found(console_client, canary_tenants, local_storage):
+    with schema_context(canary_tenants.b.schema_name):
+        row = subject_request_create(kind="export", subject="b@example.com", requested_by="dpo-b")
+        subject_request_execute(request_id=str(row.pk))
+    client = console_client(Role.ADMIN)
+    assert client.get(f"/console/compliance/requests/{row.pk}/export.zip").status_code == 404
+    assert "b@example.com" not in client.get("/console/compliance/requests/").content.decode()
