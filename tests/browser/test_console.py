@@ -184,3 +184,18 @@ async def test_confirmation_dialog_guards_a_change(watched_page, chat_server, br
 
     assert await asyncio.to_thread(orm_call, audited) == 1
     await watched_page.assert_clean()
+
+
+async def test_config_editor_shows_line_errors_while_typing(watched_page, chat_server, browser_tenant, console_admin,
+                                                            deploy_bot):
+    bot = deploy_bot("console-config", {"console-config.gbot/config.csv": "name,value\nllm-cache,false\n",
+                                        "console-config.gbdialog/start.bas": 'TALK "hi"\n'})
+    page = watched_page.page
+    await sign_in(watched_page, chat_server, browser_tenant.host)
+    await page.goto(chat_server.url(browser_tenant.host, f"/console/bots/{bot}/config/"))
+    assert "llm-cache,false" in await page.input_value("#config-text")
+    await page.fill("#config-text", "name,value\nllm-cache,false\nthis line has no comma\n")
+    await page.wait_for_selector("#config-issues li[data-line='3']")
+    assert "expected key,value" in await page.text_content("#config-issues")
+    await watched_page.screenshot("console-config-errors")
+    await watched_page.assert_clean()
