@@ -336,6 +336,22 @@ def _cost(tokens: list[int], price: ModelPrice | None) -> float | None:
     return (tokens[0] * price.prompt + tokens[1] * price.completion) / 1_000_000
 
 
+def _json_pair_sums(rows: QuerySet[DailyStat]) -> list[tuple[str, int, str, int, int]]:
+    """("tools" | "tokens_by_model", bot id, key, sum of first, sum of second) over the rows' {key: [a, b]}
+    columns, summed by PostgreSQL (decoding ~1,800 JSON documents in Python took longer than the query)."""
+    base = rows.values("id").query.sql_with_params()
+    table = DailyStat._meta.db_table
+    parts = []
+    for column in ("tools", "tokens_by_model"):
+        parts.append(f"""SELECT '{column}', d.bot_id, e.key, sum((e.value->>0)::bigint), sum((e.value->>1)::bigint)
+            FROM {table} d CROSS JOIN LATERAL jsonb_each(d.{column}) e
+            WHERE d.id IN ({base[0]}) AND jsonb_typeof(e.value) = 'array'
+            GROUP BY d.bot_id, e.key""")  # noqa: S608 - our table, columns and Django's own compiled query
+    with connection.cursor() as cursor:
+        cursor.execute(" UNION ALL ".join(parts), [*base[1], *base[1]])
+        return [(c, b, k, int(x or 0), int(y or 0)) for c, b, k, x, y in cursor.fetchall()]
+
+
 def analytics_overview(filters: AnalyticsFilters) -> dict[str, Any]:
     """Everything the analytics page shows for the range, as JSON-ready values (also the charts' data)."""
     rows = DailyStat.objects.filter(day__gte=filters.day_from, day__lte=filters.day_to)
@@ -349,8 +365,8 @@ def analytics_overview(filters: AnalyticsFilters) -> dict[str, Any]:
                 "completion_tokens", "tool_calls", "tool_errors", "latency_count", "latency_sum_ms")
     # Tuples, not model instances: a 90-day range of 5 bots on 4 channels is ~1,800 rows, and building
     # models for them cost more than the query.
-    rows = list(rows.order_by("day").values_list("day", "bot_id", "channel", "latency_histogram", "tokens_by_model",
-                                                 "tools", *counters))
+    json_sums = _json_pair_sums(rows)
+    rows = list(rows.order_by("day").values_list("day", "bot_id", "channel", "latency_histogram", *counters))
     bot_names = dict(Bot.objects.filter(pk__in={row[1] for row in rows}).values_list("pk", "name"))
     per_day: dict[date, list[int]] = {d: [0] * len(counters) for d in filters.days}
     per_day_histogram: dict[date, list[int]] = {d: [0] * buckets for d in filters.days}
@@ -360,7 +376,7 @@ def analytics_overview(filters: AnalyticsFilters) -> dict[str, Any]:
     prices = model_prices_for_bots(Bot.objects.filter(pk__in=bot_names))
     messages_at = counters.index("messages")
     prompt_at, completion_at = counters.index("prompt_tokens"), counters.index("completion_tokens")
-    for day, bot_id, channel, histogram, by_model, used_tools, *values in rows:
+    for day, bot_id, channel, histogram, *values in rows:
         if day in per_day:
             per_day[day] = [a + b for a, b in zip(per_day[day], values, strict=True)]
             if histogram:
@@ -372,10 +388,11 @@ def analytics_overview(filters: AnalyticsFilters) -> dict[str, Any]:
         bot["messages"] += values[messages_at]
         bot["prompt_tokens"] += values[prompt_at]
         bot["completion_tokens"] += values[completion_at]
-        for model, pair in (by_model or {}).items():
-            _merge(bot["models"][model], pair)
-        for tool, pair in (used_tools or {}).items():
-            _merge(tools[tool], pair)
+    for column, bot_id, key, first, second in json_sums:
+        if column == "tools":
+            _merge(tools[key], [first, second])
+        else:
+            _merge(bots[bot_names[bot_id]]["models"][key], [first, second])
     totals: dict[str, Any] = dict(zip(counters, (sum(column) for column in zip(*per_day.values(), strict=True)),
                                       strict=True))
     totals["histogram"] = [sum(column) for column in zip(*per_day_histogram.values(), strict=True)]
