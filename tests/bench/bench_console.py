@@ -116,6 +116,7 @@ def _pages() -> list[str]:
         "/console/schedules/", f"/console/schedules/{BIG}/", f"/console/schedules/{BIG}/?page=40",
         "/console/meetings/", "/console/email/", f"/console/email/{BIG}/", f"/console/email/{BIG}/?box=incoming",
         "/console/compliance/", "/console/compliance/?action=auth.", "/console/compliance/?page=150",
+        "/console/compliance/requests/",
         "/console/api-keys/", "/console/users/", "/console/drive/",
         f"/console/drive/?prefix={BIG}.gbai/{BIG}.gbdrive/files/",
     ]
