@@ -119,15 +119,29 @@ def _in_own_connection(fn, *args):
     return outcome.get("value")
 
 
-def _remove(world: World) -> None:
+def _chat_rows(canary_tenants) -> dict[str, tuple[set, set]]:
+    from apps.sessions.models import ChatSession, ChatUser
+
+    rows = {}
+    for tenant in (canary_tenants.a, canary_tenants.b):
+        with schema_context(tenant.schema_name):
+            rows[tenant.schema_name] = (set(ChatUser.objects.values_list("pk", flat=True)),
+                                        set(ChatSession.objects.values_list("pk", flat=True)))
+    return rows
+
+
+def _remove(world: World, before: dict[str, tuple[set, set]]) -> None:
+    """Remove what was planted, and the chat users and sessions the probes made (a socket opened with an
+    unknown session id starts a new session)."""
     from apps.kb.models import Document
     from apps.meet.models import Room
     from apps.sessions.models import ChatSession, ChatUser
 
     for side in (world.a, world.b):
+        users, sessions = before[side.schema]
         with schema_context(side.schema):
-            ChatSession.objects.filter(user_id=COLLIDING_USER).delete()
-            ChatUser.objects.filter(pk=COLLIDING_USER).delete()
+            ChatSession.objects.exclude(pk__in=sessions).delete()
+            ChatUser.objects.exclude(pk__in=users).delete()
             Room.objects.filter(name__in=[COLLIDING_ROOM, side.only_room]).delete()
             Document.objects.filter(pk=COLLIDING_DOCUMENT).delete()
             cache.delete(CACHE_KEY)
@@ -141,11 +155,12 @@ class committed_world:
         self.canary_tenants = canary_tenants
 
     def __enter__(self) -> World:
+        self.before = _in_own_connection(_chat_rows, self.canary_tenants)
         self.world = _in_own_connection(plant, self.canary_tenants)
         return self.world
 
     def __exit__(self, *exc) -> None:
-        _in_own_connection(_remove, self.world)
+        _in_own_connection(_remove, self.world, self.before)
 
 
 def leaks_in(text: str, world: World, where: str) -> list[str]:
@@ -444,3 +459,25 @@ async def ws_probe(world: World) -> WsReport:
     else:
         report.leaks.append("the listener on A's own session could not connect: the probe is broken")
     return report
+
+
+async def ws_interleaved_mismatches(world: World, rounds: int = 15) -> int:
+    """I6: chat sockets of A and B on the colliding session, opened at the same time, `rounds` times; counts
+    replies without their own tenant's canary or with the other's (0 when every turn ran in its schema)."""
+
+    async def one(side: Side) -> str:
+        communicator = _ws(side.host, f"/ws/{side.bot_name}?session_id={COLLIDING_SESSION}&last_index=-1")
+        try:
+            await communicator.connect()
+            frames = await _frames(communicator, wait=0.3)
+        except Exception as exc:  # noqa: BLE001 - the consumer crashed: a mismatch, reported as text
+            return f"<consumer error {type(exc).__name__}: {exc}>"
+        await _close(communicator)
+        return "\n".join(frames)
+
+    mismatches = 0
+    for _ in range(rounds):
+        text_a, text_b = await asyncio.gather(one(world.a), one(world.b))
+        mismatches += (world.a.canary not in text_a) + (world.b.canary in text_a)
+        mismatches += (world.b.canary not in text_b) + (world.a.canary in text_b)
+    return mismatches

@@ -24,7 +24,7 @@ from django.test import Client
 from django_tenants.utils import schema_context
 
 from tests.security import probes
-from tests.security.probes import COLLIDING_SESSION, committed_world
+from tests.security.probes import committed_world
 from tests.tenants.test_celery_isolation import RESULT_TIMEOUT_S, worker  # noqa: F401 - the shared worker
 
 pytestmark = pytest.mark.django_db
@@ -126,22 +126,7 @@ def test_i5_b_sessions_and_b_group_events_never_reach_a_websocket(world):
 
 
 def test_i6_interleaved_chat_sockets_of_both_tenants_each_replay_their_own_schema(world):
-    async def one(side):
-        communicator = probes._ws(side.host, f"/ws/{side.bot_name}?session_id={COLLIDING_SESSION}&last_index=-1")
-        await communicator.connect()
-        frames = await probes._frames(communicator, wait=0.3)
-        await probes._close(communicator)
-        return "\n".join(frames)
-
-    async def rounds():
-        mismatches = 0
-        for _ in range(15):
-            text_a, text_b = await asyncio.gather(one(world.a), one(world.b))
-            mismatches += (world.a.canary not in text_a) + (world.b.canary in text_a)
-            mismatches += (world.b.canary not in text_b) + (world.a.canary in text_b)
-        return mismatches
-
-    assert asyncio.run(rounds()) == 0
+    assert asyncio.run(probes.ws_interleaved_mismatches(world)) == 0
 
 
 # --- I7: Celery ------------------------------------------------------------------------------------
