@@ -30,6 +30,7 @@ PAGES = [
     ("/console/drive/", Role.VIEWER, "Nothing here."),
     ("/console/compliance/", Role.ADMIN, "Audit log"),
     ("/console/compliance/requests/", Role.ADMIN, "No data-subject requests."),
+    ("/console/compliance/retention/", Role.ADMIN, "forever"),
     ("/console/api-keys/", Role.ADMIN, "No API keys."),
     ("/console/users/", Role.ADMIN, "Users and roles"),
 ]

@@ -72,3 +72,25 @@ def test_another_tenants_export_is_not_found(console_client, canary_tenants, loc
     client = console_client(Role.ADMIN)
     assert client.get(f"/console/compliance/requests/{row.pk}/export.zip").status_code == 404
     assert "b@example.com" not in client.get("/console/compliance/requests/").content.decode()
+
+
+def test_retention_is_set_after_confirmation_and_cleared_with_an_empty_value(console_client, canary_tenants):
+    from apps.compliance.models import RetentionPolicy
+
+    client = console_client(Role.ADMIN)
+    asked = client.post("/console/compliance/retention/set/", {"data_class": "messages", "days": "90"})
+    assert asked.status_code == 200 and "older than 90 days" in asked.content.decode()
+    assert client.post("/console/compliance/retention/set/", {"data_class": "messages", "days": "90",
+                                                               "confirmed": "yes"}).status_code == 302
+    assert "90 days" in client.get("/console/compliance/retention/").content.decode()
+    with schema_context(canary_tenants.a.schema_name):
+        assert RetentionPolicy.objects.get(data_class="messages").days == 90
+        assert AuditEvent.objects.filter(action="retention.policy_set", object_id="messages").count() == 1
+    bad = client.post("/console/compliance/retention/set/", {"data_class": "messages", "days": "0",
+                                                              "confirmed": "yes"})
+    assert bad.status_code == 400 and "whole number from 1" in bad.content.decode()
+    client.post("/console/compliance/retention/set/", {"data_class": "messages", "days": "", "confirmed": "yes"})
+    with schema_context(canary_tenants.a.schema_name):
+        assert not RetentionPolicy.objects.exists()
+    assert console_client(Role.EDITOR).post("/console/compliance/retention/set/", {
+        "data_class": "logs", "days": "1", "confirmed": "yes"}).status_code == 403

@@ -66,3 +66,49 @@ def dsr_export_download(request: HttpRequest, pk) -> HttpResponse:
     response["Content-Disposition"] = f'attachment; filename="data-subject-export-{pk}.zip"'
     response["Cache-Control"] = "no-store"
     return response
+
+
+# A retention longer than this is a typo (27 years), not a policy.
+RETENTION_MAX_DAYS = 10_000
+
+
+@require_GET
+@console_role_required(Role.ADMIN)
+def retention_page(request: HttpRequest) -> HttpResponse:
+    return _retention_render(request)
+
+
+def _retention_render(request: HttpRequest, *, error: str = "", status: int = 200) -> HttpResponse:
+    from apps.compliance.models import RetentionPolicy
+
+    days = dict(RetentionPolicy.objects.values_list("data_class", "days"))
+    rows = [{"value": value, "label": label, "days": days.get(value)} for value, label in
+            RetentionPolicy.DataClass.choices]
+    return console_render(request, "console/compliance/retention.html", {"rows": rows, "error": error,
+                                                                          "max_days": RETENTION_MAX_DAYS},
+                          status=status)
+
+
+@require_POST
+@console_role_required(Role.ADMIN)
+def retention_set(request: HttpRequest) -> HttpResponse:
+    """Set how long one data class is kept (empty: forever); the daily purge deletes what is older."""
+    from apps.compliance.retention import retention_policy_set
+
+    data_class, raw = request.POST.get("data_class", ""), request.POST.get("days", "").strip()
+    if raw and (not raw.isdigit() or not 1 <= int(raw) <= RETENTION_MAX_DAYS):
+        return _retention_render(request, status=400, error=_(
+            "Days: give a whole number from 1 to %(max)d, or leave it empty to keep the data.") % {
+            "max": RETENTION_MAX_DAYS})
+    question = (_("Delete %(data)s older than %(days)s days, every day from now on?") % {"data": data_class,
+                                                                                      "days": raw}
+                if raw else _("Keep %(data)s forever?") % {"data": data_class})
+    confirm = confirmation_page(request, question=question, back="/console/compliance/retention/")
+    if confirm:
+        return confirm
+    try:
+        retention_policy_set(data_class=data_class, days=int(raw) if raw else None, actor=request.user)
+    except ValueError as exc:
+        return _retention_render(request, error=str(exc), status=400)
+    messages.success(request, _("Retention of %(data)s saved.") % {"data": data_class})
+    return redirect("/console/compliance/retention/")
