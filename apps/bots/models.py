@@ -7,7 +7,7 @@ derived from the drive by the DriveMonitor (apps.drive); bot memory and bot tabl
 from django.core.validators import RegexValidator
 from django.db import models
 
-from apps.core.fields import EncryptedJSONField
+from apps.core.fields import EncryptedJSONField, EncryptedTextField
 
 # Upstream bot names are path segments (`<bot>.gbai`) and URL segments (`/<bot>/`): keep them plain.
 BOT_NAME_RE = r"^[a-z0-9][a-z0-9_-]{0,62}$"
@@ -59,12 +59,14 @@ class BotScript(models.Model):
 class BotConfig(models.Model):
     """One `key,value` row of the bot's `config.csv` (replaced as a whole on each sync).
 
-    Values that reference a secret (`vault:path#key`) are stored as the reference, never resolved here.
+    Values that reference a secret (`vault:path#key`) are stored as the reference, never resolved here;
+    every value is encrypted at rest (values cannot be filtered on: look keys up, then read values).
     """
 
     bot = models.ForeignKey(Bot, on_delete=models.CASCADE, related_name="config")
     key = models.CharField(max_length=200)
-    value = models.TextField(blank=True)
+    # Encrypted at rest: config holds credentials (llm-key, email-pass...) when they are not vault: refs.
+    value = EncryptedTextField(blank=True)
     line = models.PositiveIntegerField()
 
     class Meta:

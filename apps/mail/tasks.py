@@ -57,7 +57,8 @@ def mail_dispatch_polls() -> int:
     ttl = settings.MAIL_POLL_INTERVAL_S * POLL_QUEUED_TTL_INTERVALS
     for tenant in tenant_list_ready():
         with schema_context(tenant.schema_name):
-            if not BotConfig.objects.filter(key__iregex=IMAP_KEY_REGEX).exclude(value="").exists():
+            values = BotConfig.objects.filter(key__iregex=IMAP_KEY_REGEX).values_list("value", flat=True)
+            if not any(str(v).strip() for v in values):  # values are encrypted: checked here, not in SQL
                 continue
             if cache.add(POLL_QUEUED_KEY, "1", timeout=ttl):
                 mail_poll_task.apply_async(queue="mail")
