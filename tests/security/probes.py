@@ -27,6 +27,7 @@ from django_tenants.utils import schema_context
 COLLIDING_SESSION = uuid.UUID("00000000-5ec0-4000-8000-00000000c011")
 COLLIDING_USER = uuid.UUID("00000000-5ec0-4000-8000-0000000000a1")
 COLLIDING_DOCUMENT = 4242
+COLLIDING_REQUEST = uuid.UUID("00000000-5ec0-4000-8000-0000000d5a00")  # a data-subject export
 COLLIDING_ROOM = "weekly"
 CACHE_KEY = "security:canary"
 DRIVE_KEY = "_security/canary.txt"
@@ -43,6 +44,7 @@ class Side:
     canary: str  # unique to this run and tenant
     only_session: uuid.UUID = field(default_factory=uuid.uuid4)  # a session that exists in this tenant only
     only_room: str = ""
+    only_request: uuid.UUID = field(default_factory=uuid.uuid4)
 
 
 @dataclass
@@ -58,6 +60,8 @@ def _canary(tenant) -> str:
 def plant(canary_tenants) -> World:
     """Plant one canary per store in each tenant, with colliding ids; returns what was planted."""
     from apps.bots.models import Bot
+    from apps.compliance.gdpr import export_archive_key
+    from apps.compliance.models import DataSubjectRequest
     from apps.drive.storage import tenant_drive
     from apps.kb.models import Document, KnowledgeBase
     from apps.kb.vectorstores import ChunkRecord, PgVectorStore
@@ -89,6 +93,11 @@ def plant(canary_tenants) -> World:
                                                    index=0, text=f"{side.canary} passage", start_char=0,
                                                    end_char=1, page=None, heading="", vector=VECTOR)])
             tenant_drive().write(DRIVE_KEY, side.canary.encode())
+            for request_id in (COLLIDING_REQUEST, side.only_request):
+                DataSubjectRequest.objects.create(id=request_id, kind="export", subject_kind="email",
+                                                  subject=f"{side.canary.lower()}@example.com", subject_digest="x",
+                                                  status="done", requested_by="dpo")
+                tenant_drive().write(export_archive_key(request_id), f"archive of {side.canary}".encode())
             cache.set(CACHE_KEY, side.canary, timeout=300)
         sides.append(side)
     return World(*sides)
@@ -133,6 +142,7 @@ def _chat_rows(canary_tenants) -> dict[str, tuple[set, set]]:
 def _remove(world: World, before: dict[str, tuple[set, set]]) -> None:
     """Remove what was planted, and the chat users and sessions the probes made (a socket opened with an
     unknown session id starts a new session)."""
+    from apps.compliance.models import DataSubjectRequest
     from apps.kb.models import Document
     from apps.meet.models import Room
     from apps.sessions.models import ChatSession, ChatUser
@@ -144,6 +154,7 @@ def _remove(world: World, before: dict[str, tuple[set, set]]) -> None:
             ChatUser.objects.exclude(pk__in=users).delete()
             Room.objects.filter(name__in=[COLLIDING_ROOM, side.only_room]).delete()
             Document.objects.filter(pk=COLLIDING_DOCUMENT).delete()
+            DataSubjectRequest.objects.filter(pk__in=[COLLIDING_REQUEST, side.only_request]).delete()
             cache.delete(CACHE_KEY)
 
 
@@ -204,7 +215,8 @@ def tenant_routes() -> tuple[list[Route], list[str]]:
 def _values(converter: str, name: str, world: World) -> list[str]:
     """B's object ids for a parameter: the colliding ones and those that exist in B only."""
     if converter == "uuid":
-        return [str(COLLIDING_SESSION), str(world.b.only_session), str(COLLIDING_USER)]
+        return [str(COLLIDING_SESSION), str(world.b.only_session), str(COLLIDING_USER), str(COLLIDING_REQUEST),
+                str(world.b.only_request)]
     if converter == "int":
         return [str(COLLIDING_DOCUMENT), "1"]
     if name == "bot":

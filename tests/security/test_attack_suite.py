@@ -54,6 +54,9 @@ def test_tenant_urlconf_is_enumerated_with_every_object_route(canary_tenants):
 
 def test_i1_b_objects_requested_from_a_through_every_object_url_leak_nothing(world):
     report = probes.http_probe(world)
+    routes, _ = probes.tenant_routes()
+    print(f"I1: {report.requests} attack requests over {len(routes)} object routes, {len(report.leaks)} "
+          f"foreign canaries found, {report.own_canary_seen} responses served A's own colliding objects")
     assert report.leaks == []
     # The URLs reach real objects: A's colliding session, room and bot are served from A's schema.
     assert report.own_canary_seen >= 4
