@@ -26,6 +26,9 @@ from django.utils import timezone
 from apps.compliance.models import RetentionPolicy
 from apps.compliance.services import audit_record
 
+# Days a data-subject export archive stays downloadable: it is a copy of everything about a person, made
+# for them to fetch now, and must not linger in the drive (the request row and its counts stay).
+EXPORT_ARCHIVE_KEEP_DAYS = 30
 # Rows deleted per transaction: small enough to keep locks short, large enough to purge a busy tenant's
 # day of messages (tens of thousands) in a few dozen round trips.
 RETENTION_BATCH_SIZE = 1000
@@ -118,12 +121,34 @@ PURGES: dict[str, Callable[[datetime], int]] = {
 }
 
 
+def _expire_exports(now: datetime) -> int:
+    """Delete export archives older than EXPORT_ARCHIVE_KEEP_DAYS; their requests say so in the report."""
+    from apps.compliance.gdpr import export_archive_key
+    from apps.compliance.models import DataSubjectRequest
+    from apps.drive.storage import tenant_drive
+
+    expired = 0
+    rows = (DataSubjectRequest.objects.filter(kind=DataSubjectRequest.Kind.EXPORT,
+                                              status=DataSubjectRequest.Status.DONE,
+                                              completed_at__lt=now - timedelta(days=EXPORT_ARCHIVE_KEEP_DAYS))
+            .exclude(report__has_key="archive_expired").order_by("pk"))
+    for row in rows[:RETENTION_BATCH_SIZE]:
+        tenant_drive().delete(export_archive_key(row.pk))
+        DataSubjectRequest.objects.filter(pk=row.pk).update(report={**row.report, "archive_expired": True})
+        expired += 1
+    return expired
+
+
 def retention_purge(*, now: datetime | None = None) -> dict[str, int]:
-    """Delete the current tenant's data older than its policies; rows deleted per data class."""
+    """Delete the current tenant's data older than its policies; rows deleted per data class (and, under
+    "exports", export archives past EXPORT_ARCHIVE_KEEP_DAYS, when there were any)."""
     now = now or timezone.now()
     counts: dict[str, int] = {}
     for policy in RetentionPolicy.objects.order_by("data_class"):
         counts[policy.data_class] = PURGES[policy.data_class](now - timedelta(days=policy.days))
+    expired = _expire_exports(now)
+    if expired:
+        counts["exports"] = expired
     if any(counts.values()):
         audit_record(action="retention.purge", object_type="retention", summary={"deleted": counts})
     return counts

@@ -152,3 +152,26 @@ def test_daily_dispatch_queues_one_purge_per_ready_tenant(canary_tenants, monkey
     with schema_context("public"):
         count = tasks.retention_dispatch_task.apply().get()
     assert count == len(queued) and {canary_tenants.a.schema_name, canary_tenants.b.schema_name} <= set(queued)
+
+
+def test_export_archives_expire_after_the_keep_period_whatever_the_policies(canary_tenants):
+    import uuid as uuid_module
+
+    from apps.compliance.gdpr import export_archive_key, subject_export_read
+    from apps.compliance.models import DataSubjectRequest
+    from apps.drive.storage import tenant_drive
+
+    with schema_context(canary_tenants.a.schema_name):
+        rows = {}
+        for name, age in (("old", retention.EXPORT_ARCHIVE_KEEP_DAYS + 1), ("new", 1)):
+            rows[name] = DataSubjectRequest.objects.create(
+                id=uuid_module.uuid4(), kind="export", subject_kind="email", subject="a@x.com", subject_digest="d",
+                status="done", requested_by="dpo", completed_at=_ago(age), report={"counts": {"messages": 1}})
+            tenant_drive().write(export_archive_key(rows[name].pk), b"zip")
+        assert retention_purge() == {"exports": 1}
+        with pytest.raises(FileNotFoundError):
+            subject_export_read(request_id=str(rows["old"].pk))
+        assert subject_export_read(request_id=str(rows["new"].pk)) == b"zip"
+        rows["old"].refresh_from_db()
+        assert rows["old"].report == {"counts": {"messages": 1}, "archive_expired": True}
+        assert retention_purge() == {}
