@@ -327,6 +327,7 @@ class VaultSecrets:
             logger.warning("vault: reading %s failed (%s)", path, type(exc).__name__)
             raise self._unavailable(path, "*", exc) from None
         logger.debug("vault: read %s (%s)", path, "found" if data is not None else "not found")
+        _audit_secret_read(path, found=data is not None)
         with self._cache_lock:
             self._cache[path] = _CacheEntry(time.monotonic() + self.cache_ttl_s, data)
         return data
@@ -362,6 +363,26 @@ class VaultSecrets:
             detail = str(self._unavailable("auth/token", "lookup-self", exc).reason)
             return UNHEALTHY, _elapsed_ms(started), detail[:MAX_HEALTH_DETAIL_CHARS]
         return HEALTHY, _elapsed_ms(started), "approle" if self.uses_approle else "token"
+
+
+def _audit_secret_read(path: str, *, found: bool) -> None:
+    """Record a read from Vault in the current tenant's audit log (path only, never a value). Reads are
+    cached, so this records each actual fetch, not every use. Platform-level reads (public schema) are
+    logged only. An audit failure never fails the read: it is logged."""
+    from django.db import connection, transaction
+
+    schema = getattr(connection, "schema_name", "") or ""
+    if not schema or schema == "public":
+        return
+    try:
+        from apps.compliance.services import audit_log_available, audit_record
+
+        if audit_log_available():
+            with transaction.atomic():  # a savepoint: a failed insert leaves the caller's transaction usable
+                audit_record(action="secret.read", actor="system", object_type="vault", object_id=path[:200],
+                             summary={"found": found})
+    except Exception as exc:  # noqa: BLE001 - see docstring
+        logger.warning("vault: could not audit the read of %s (%s)", path, type(exc).__name__)
 
 
 def _elapsed_ms(started: float) -> float:

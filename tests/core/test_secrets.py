@@ -420,3 +420,21 @@ def test_health_reports_up_down_and_disabled(vault, vault_settings):
     assert vault_health() == (DISABLED, None, "")
     vault_settings.VAULT_REQUIRED = True
     assert vault_health()[0] == UNHEALTHY
+
+
+@pytest.mark.django_db
+def test_a_vault_read_in_a_tenant_is_audited_with_its_path_and_never_its_value(vault, vault_settings, canary_tenants):
+    from django_tenants.utils import schema_context
+
+    from apps.compliance.models import AuditEvent
+
+    _seed_levels(vault)
+    with schema_context(canary_tenants.a.schema_name):
+        before = AuditEvent.objects.filter(action="secret.read").count()
+        assert secret_resolve("smtp-password", tenant="acme", org=None, bot=None) == TENANT_SECRET
+        secret_resolve("smtp-password", tenant="acme", org=None, bot=None)  # cached: not fetched again
+        events = list(AuditEvent.objects.filter(action="secret.read").order_by("id"))[before:]
+        assert [e.object_id for e in events] == ["gbo/tenants/acme"]
+        assert TENANT_SECRET not in str(events[0].summary)
+    with schema_context(canary_tenants.b.schema_name):
+        assert not AuditEvent.objects.filter(action="secret.read", object_id="gbo/tenants/acme").exists()
