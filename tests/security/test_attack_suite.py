@@ -24,7 +24,7 @@ from django.test import Client
 from django_tenants.utils import schema_context
 
 from tests.security import probes
-from tests.security.probes import committed_world
+from tests.security.probes import COLLIDING_SESSION, committed_world
 from tests.tenants.test_celery_isolation import RESULT_TIMEOUT_S, worker  # noqa: F401 - the shared worker
 
 pytestmark = pytest.mark.django_db
@@ -126,6 +126,28 @@ def test_i5_b_sessions_and_b_group_events_never_reach_a_websocket(world):
     report = asyncio.run(probes.ws_probe(world))
     assert report.leaks == []
     assert report.own_canary_seen >= 2  # the colliding session replays A's own messages
+
+
+def test_i5_a_chat_token_minted_by_b_opens_no_htmx_chat_socket_on_a(world):
+    """The HTMX chat's socket token is bound to tenant, bot and session: B's token for the colliding session
+    (even for a bot of the same name as A's) is refused on A's host, A's own token is accepted."""
+    from apps.sessions.views_web import chat_ws_token
+
+    def token(schema: str) -> str:
+        return chat_ws_token(tenant_schema=schema, bot_name=world.a.bot_name, session_id=str(COLLIDING_SESSION))
+
+    async def attempt(token_value: str) -> tuple[bool, str]:
+        communicator = probes._ws(world.a.host, f"/ws/{world.a.bot_name}/ui?session_id={COLLIDING_SESSION}"
+                                                f"&token={token_value}")
+        connected, _code = await communicator.connect()
+        frames = await probes._frames(communicator, wait=0.3) if connected else [f"<close {_code}>"]
+        await probes._close(communicator)
+        return frames
+
+    # Refused: closed with 4403 and nothing sent before (the test communicator may report the handshake as
+    # open when the close follows it at once; a browser sees no message either way).
+    assert asyncio.run(attempt(token(world.b.schema))) == ["<close 4403>"]
+    assert "<close 4403>" not in asyncio.run(attempt(token(world.a.schema)))
 
 
 def test_i6_interleaved_chat_sockets_of_both_tenants_each_replay_their_own_schema(world):
