@@ -73,6 +73,8 @@ class ConversationPage:
     sessions: list[ChatSession]
     next_cursor: str
     search_bounded: bool = False
+    # How many of the newest messages a text search looked through (0: no text search).
+    scan_limit: int = 0
 
 
 class CursorInvalid(ValueError):
@@ -151,7 +153,8 @@ def conversation_list(*, filters: ConversationFilters, cursor: str = "",
         sessions = sessions.filter(Q(last_activity__lt=moment) | Q(last_activity=moment, id__lt=pk))
     rows = list(sessions.select_related("bot", "user").defer("state").order_by("-last_activity", "-id")[: limit + 1])
     next_cursor = cursor_encode(rows[limit - 1]) if len(rows) > limit else ""
-    return ConversationPage(sessions=rows[:limit], next_cursor=next_cursor, search_bounded=bounded)
+    return ConversationPage(sessions=rows[:limit], next_cursor=next_cursor, search_bounded=bounded,
+                            scan_limit=SEARCH_SCAN_MESSAGES if bounded else 0)
 
 
 def conversation_rows(*, filters: ConversationFilters, chunk: int = 2000) -> Iterator[ChatSession]:

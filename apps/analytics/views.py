@@ -19,7 +19,6 @@ from apps.accounts.roles import Role
 from apps.analytics.exports import conversation_csv_lines, transcript_csv_lines, transcript_json_chunks
 from apps.analytics.forms import AnalyticsRangeForm, ConversationFilterForm
 from apps.analytics.selectors import (
-    SEARCH_SCAN_MESSAGES,
     CursorInvalid,
     analytics_overview,
     conversation_channels,
@@ -48,7 +47,7 @@ def _filters_or_errors(request: HttpRequest) -> tuple[ConversationFilterForm, li
 def conversation_list_page(request: HttpRequest) -> HttpResponse:
     form, errors = _filters_or_errors(request)
     context = {"form": form, "errors": errors, "bots": Bot.objects.order_by("name").values_list("name", flat=True),
-               "channels": conversation_channels(), "scan_limit": SEARCH_SCAN_MESSAGES, "page": None}
+               "channels": conversation_channels(), "page": None}
     if not errors:
         try:
             context["page"] = conversation_list(filters=form.filters(), cursor=form.cleaned_data.get("cursor") or "")

@@ -241,3 +241,23 @@ def test_pages_speak_portuguese(client_as, canary_tenants, dataset):
     assert "Análises" in analytics and "Perguntas sem resposta" in analytics
     transcript = client.get(f"/console/conversations/{dataset.web.pk}/").content.decode()
     assert "Chamada de ferramenta" in transcript and "Fontes da base de conhecimento" in transcript
+
+
+def test_text_search_is_bounded_to_the_newest_messages(client_as, dataset, monkeypatch):
+    from apps.analytics import selectors
+
+    client = client_as(Role.VIEWER)
+    assert _session_ids(client.get("/console/conversations/", {"q": "price of fax"})) == [str(dataset.web.pk)]
+    # The helpdesk session's 3 messages are the newest: a 3-message scan no longer reaches day 1.
+    monkeypatch.setattr(selectors, "SEARCH_SCAN_MESSAGES", 3)
+    page = client.get("/console/conversations/", {"q": "price of fax"})
+    assert _session_ids(page) == [] and "newest 3 messages" in page.content.decode()
+
+
+def test_analytics_channel_filter(client_as, canary_tenants, dataset):
+    with schema_context(canary_tenants.a.schema_name):
+        daily_stats_recompute(day_from=DAY1, day_to=DAY2)
+    data = client_as(Role.VIEWER).get("/console/analytics/data.json", {
+        "date_from": DAY1.isoformat(), "date_to": DAY2.isoformat(), "channel": "whatsapp"}).json()
+    assert (data["summary"]["messages"], data["summary"]["unanswered"], data["summary"]["distinct_users"]) == (4, 2, 1)
+    assert data["channels"] == [{"channel": "whatsapp", "messages": 4}]
