@@ -1,0 +1,75 @@
+"""The data-subject job end to end: a request recorded (committed) in a tenant is carried out by a real
+Celery worker consuming the real Redis broker, in that tenant's schema, and its archive lands in that
+tenant's drive. A tenant of its own is created for it (and dropped after), because audit events it writes
+are append-only and would otherwise stay in a shared canary tenant for the rest of the run."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import zipfile
+
+import pytest
+from django_tenants.utils import schema_context
+
+from tests.security.probes import _in_own_connection
+from tests.tenants.test_celery_isolation import worker  # noqa: F401 - the shared in-thread worker
+
+pytestmark = pytest.mark.django_db
+# The worker picks a job up within a second; the export itself takes milliseconds.
+WAIT_S = 30
+SCHEMA = "gdpr_e2e"
+
+
+@pytest.fixture(autouse=True)
+def _local_storage(local_storage):
+    return local_storage
+
+
+def _setup() -> str:
+    from apps.bots.models import Bot
+    from apps.compliance.gdpr import subject_request_create
+    from apps.sessions.models import ChatSession, ChatUser, Message, Role
+    from apps.tenants.services import tenant_create
+
+    tenant, _ = tenant_create(name="GDPR e2e", domain="gdpr-e2e.test.localhost", schema_name=SCHEMA)
+    with schema_context(tenant.schema_name):
+        bot = Bot.objects.create(name="helpdesk")
+        user = ChatUser.objects.create(username="ana", email="ana@example.com", is_anonymous=False)
+        session = ChatSession.objects.create(user=user, bot=bot)
+        Message.objects.create(session=session, index=0, role=Role.USER, content="E2E-CANARY hello")
+        return str(subject_request_create(kind="export", subject="ana@example.com", requested_by="dpo").pk)
+
+
+def _status(request_id: str) -> tuple[str, dict]:
+    from apps.compliance.models import DataSubjectRequest
+
+    with schema_context(SCHEMA):
+        row = DataSubjectRequest.objects.get(pk=request_id)
+        return row.status, row.report
+
+
+def _drop() -> None:
+    from apps.tenants.services import tenant_delete
+
+    tenant_delete(schema_name=SCHEMA)
+
+
+def test_a_recorded_request_is_carried_out_by_the_worker_in_its_tenant(canary_tenants, worker):  # noqa: F811
+    from apps.drive.storage import tenant_drive
+
+    try:
+        request_id = _in_own_connection(_setup)
+        deadline = time.monotonic() + WAIT_S
+        status, report = _in_own_connection(_status, request_id)
+        while status in ("pending", "running") and time.monotonic() < deadline:
+            time.sleep(0.2)
+            status, report = _in_own_connection(_status, request_id)
+        assert status == "done", report
+        archive = zipfile.ZipFile(io.BytesIO(tenant_drive(SCHEMA).read(report["archive"])))
+        assert json.loads(archive.read("manifest.json"))["tenant"] == SCHEMA
+        assert "E2E-CANARY hello" in archive.read("messages.json").decode()
+        assert not tenant_drive(canary_tenants.a.schema_name).exists(report["archive"])
+    finally:
+        _in_own_connection(_drop)
