@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import zoneinfo
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
@@ -270,6 +271,45 @@ def daily_stats_refresh_recent(*, days: int = 2) -> RecomputeReport:
     """Recompute the last `days` days (today included): what the beat task runs."""
     today = analytics_today()
     return daily_stats_recompute(day_from=today - timedelta(days=max(1, days) - 1), day_to=today)
+
+
+def daily_stats_forget_sessions(*, spans: Iterable[tuple[datetime, datetime]]) -> list[RecomputeReport]:
+    """Recompute every day touched by sessions that were just erased ((created_at, last_activity) each),
+    so their question texts and counts leave the aggregates too (apps.compliance's data-subject erasure
+    calls this after its transaction commits). Contiguous days are recomputed together."""
+    tz = analytics_timezone()
+    touched: set[date] = set()
+    for start, end in spans:
+        first, last = start.astimezone(tz).date(), end.astimezone(tz).date()
+        touched.update(first + timedelta(days=n) for n in range((last - first).days + 1))
+    days = sorted(touched)
+    reports, run = [], []
+    for day in days:
+        if run and day != run[-1] + timedelta(days=1):
+            reports.append(daily_stats_recompute(day_from=run[0], day_to=run[-1]))
+            run = []
+        run.append(day)
+    if run:
+        reports.append(daily_stats_recompute(day_from=run[0], day_to=run[-1]))
+    return reports
+
+
+def daily_questions_retention_apply(*, today: date | None = None) -> int:
+    """Delete stored question texts older than the tenant keeps its chat messages; returns rows deleted.
+
+    Question texts are users' words: when the retention purge (apps.compliance.retention) deletes messages
+    or sessions after N days, their texts must not live on here. Counts in DailyStat hold no personal data
+    and are kept."""
+    from apps.compliance.models import RetentionPolicy
+
+    days = RetentionPolicy.objects.filter(data_class__in=[RetentionPolicy.DataClass.MESSAGES,
+                                                          RetentionPolicy.DataClass.SESSIONS]).values_list("days",
+                                                                                                          flat=True)
+    keep = min(days, default=None)
+    if keep is None:
+        return 0
+    cutoff = (today or analytics_today()) - timedelta(days=keep)
+    return DailyQuestion.objects.filter(day__lt=cutoff).delete()[0]
 
 
 def daily_stats_backfill(*, days: int) -> RecomputeReport:

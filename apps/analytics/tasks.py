@@ -1,7 +1,8 @@
 """Analytics tasks on queue `jobs`: thin wrappers over apps.analytics.services.
 
 * `analytics.refresh` (tenant): recompute today's and yesterday's aggregates (yesterday too, so messages
-  written just before midnight and late tool results are counted once the day is over).
+  written just before midnight and late tool results are counted once the day is over), and delete stored
+  question texts older than the tenant's message retention.
 * `analytics.dispatch_refresh` (platform, beat every ANALYTICS_REFRESH_INTERVAL_S): one `analytics.refresh`
   per ready tenant, and none while one is still queued for it.
 """
@@ -12,7 +13,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django_tenants.utils import schema_context
 
-from apps.analytics.services import daily_stats_refresh_recent
+from apps.analytics.services import daily_questions_retention_apply, daily_stats_refresh_recent
 from apps.tenants.celery import PlatformTask
 from apps.tenants.selectors import tenant_list_ready
 from gbplatform.celery import app
@@ -29,8 +30,9 @@ REFRESH_QUEUED_TTL_INTERVALS = 5
 def analytics_refresh_task() -> dict:
     cache.delete(REFRESH_QUEUED_KEY)
     report = daily_stats_refresh_recent(days=REFRESH_DAYS)
+    purged = daily_questions_retention_apply()
     return {"from": report.day_from.isoformat(), "to": report.day_to.isoformat(), "stats": report.stats,
-            "questions": report.questions}
+            "questions": report.questions, "questions_purged": purged}
 
 
 @app.task(name="analytics.dispatch_refresh", base=PlatformTask)

@@ -157,3 +157,31 @@ def test_refresh_recent_covers_the_asked_days(canary_tenants, db):
     with schema_context(canary_tenants.a.schema_name):
         report = daily_stats_refresh_recent(days=3)
     assert (report.day_to - report.day_from).days == 2
+
+
+def test_question_texts_follow_the_message_retention(canary_tenants, dataset):
+    from apps.analytics.services import daily_questions_retention_apply
+    from apps.compliance.models import RetentionPolicy
+
+    with schema_context(canary_tenants.a.schema_name):
+        daily_stats_recompute(day_from=DAY1, day_to=DAY2)
+        assert daily_questions_retention_apply(today=DAY2 + timedelta(days=5)) == 0  # no policy: kept
+        RetentionPolicy.objects.create(data_class=RetentionPolicy.DataClass.MESSAGES, days=5)
+        # Day 1 is 6 days old, day 2 exactly 5: only day 1's texts go; the counts stay.
+        assert daily_questions_retention_apply(today=DAY2 + timedelta(days=5)) == 2
+        assert list(DailyQuestion.objects.values_list("day", flat=True)) == [DAY2]
+        assert DailyStat.objects.filter(day=DAY1).count() == 2
+
+
+def test_erased_sessions_leave_the_aggregates_of_their_days(canary_tenants, dataset):
+    from apps.analytics.services import daily_stats_forget_sessions
+
+    with schema_context(canary_tenants.a.schema_name):
+        daily_stats_recompute(day_from=DAY1, day_to=DAY2)
+        spans = [(dataset.whatsapp.created_at, dataset.whatsapp.last_activity)]
+        dataset.whatsapp.user.delete()  # an erasure deletes the chat user and, with it, the sessions
+        reports = daily_stats_forget_sessions(spans=spans)
+        texts = set(DailyQuestion.objects.values_list("text", flat=True))
+    assert [(r.day_from, r.day_to) for r in reports] == [(DAY1, DAY1)]
+    assert (DAY1, canary_tenants.a.canary, "whatsapp") not in _stats(canary_tenants.a.schema_name)
+    assert "opening hours" not in texts and "what is the price of fax" in texts
