@@ -52,8 +52,10 @@ def test_tenant_urlconf_is_enumerated_with_every_object_route(canary_tenants):
     assert others == [], "a regex URL pattern needs its own attack values in probes._values"
 
 
-def test_i1_b_objects_requested_from_a_through_every_object_url_leak_nothing(world):
-    report = probes.http_probe(world)
+def test_i1_b_objects_requested_from_a_through_every_object_url_leak_nothing(world, caplog):
+    with caplog.at_level("INFO"):
+        report = probes.http_probe(world)
+    assert world.b.canary not in caplog.text  # nor in any log line written while serving A
     routes, _ = probes.tenant_routes()
     print(f"I1: {report.requests} attack requests over {len(routes)} object routes, {len(report.leaks)} "
           f"foreign canaries found, {report.own_canary_seen} responses served A's own colliding objects")
