@@ -261,3 +261,10 @@ def test_analytics_channel_filter(client_as, canary_tenants, dataset):
         "date_from": DAY1.isoformat(), "date_to": DAY2.isoformat(), "channel": "whatsapp"}).json()
     assert (data["summary"]["messages"], data["summary"]["unanswered"], data["summary"]["distinct_users"]) == (4, 2, 1)
     assert data["channels"] == [{"channel": "whatsapp", "messages": 4}]
+
+
+def test_filter_form_keeps_the_chosen_values(client_as, dataset):
+    html = client_as(Role.VIEWER).get("/console/conversations/", {"bot": "helpdesk", "channel": "web",
+                                                                   "tools": "1", "q": "reset"}).content.decode()
+    assert '<option value="helpdesk" selected>' in html and '<option value="web" selected>' in html
+    assert 'name="tools" value="1" checked' in html and 'value="reset"' in html

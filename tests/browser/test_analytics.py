@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from urllib.parse import quote
 
 import pytest
 
@@ -67,7 +68,7 @@ def seeded(browser_tenant, django_db_blocker):
 
 
 async def _sign_in(page, server, host: str, next_path: str) -> None:
-    await page.goto(server.url(host, f"/accounts/login/?next={next_path}"))
+    await page.goto(server.url(host, f"/accounts/login/?next={quote(next_path)}"))
     await page.fill("input[name=username]", ADMIN)
     await page.fill("input[name=password]", PASSWORD)
     async with page.expect_navigation():
@@ -84,7 +85,13 @@ async def _assert_clean(watched) -> None:
 async def test_transcript_shows_the_tool_call_with_arguments_result_and_citation(
         watched_page, chat_server, browser_tenant, seeded):
     page = watched_page.page
-    await _sign_in(page, chat_server, browser_tenant.host, f"/console/conversations/{seeded['session']}/")
+    await _sign_in(page, chat_server, browser_tenant.host, "/console/conversations/?tools=1&bot=analytics-shop")
+    link = page.locator("table.conversations a", has_text="Price of a fax")
+    assert await link.count() == 1  # the filtered list finds the session with a tool call
+    assert await page.locator("select[name=bot]").input_value() == "analytics-shop"
+    await page.screenshot(path=str(artifacts_dir() / "analytics-conversations-list.png"), full_page=True)
+    async with page.expect_navigation():
+        await link.click()
     assert f"/console/conversations/{seeded['session']}/" in page.url
     call = page.locator(".tool-call").first
     await call.wait_for(state="visible")
