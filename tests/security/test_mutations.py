@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.drive.conftest import s3_server  # noqa: F401 - the shared SeaweedFS server
 from tests.security import probes
 from tests.security.probes import committed_world
+from tests.security.test_attack_suite import s3_settings  # noqa: F401 - drives on S3
 
 pytestmark = pytest.mark.django_db
 
@@ -40,6 +42,16 @@ def _drive_prefix_without_tenant(monkeypatch, settings):
 
     monkeypatch.setattr(storage, "tenant_drive",
                         lambda schema_name=None: LocalDrive(Path(settings.MEDIA_ROOT) / "tenants"))
+
+
+def _s3_prefix_without_tenant(monkeypatch, settings):
+    """I9 on S3: the tenant's key prefix reduced to the shared `tenants/` folder."""
+    from apps.drive import storage
+    from apps.drive.backends import S3Drive
+
+    monkeypatch.setattr(storage, "tenant_drive", lambda schema_name=None: S3Drive(
+        bucket=settings.S3_BUCKET, prefix=settings.S3_TENANT_PREFIX, endpoint_url=settings.S3_ENDPOINT_URL,
+        access_key=settings.S3_ACCESS_KEY, secret_key=settings.S3_SECRET_KEY, region=settings.S3_REGION))
 
 
 def _group_name_without_tenant(monkeypatch, settings):
@@ -84,6 +96,7 @@ def _chat_run_without_schema(monkeypatch, settings):
 MUTATIONS = {
     "cache-key-function": (_cache_key_without_tenant, probes.cache_probe),
     "drive-tenant-prefix": (_drive_prefix_without_tenant, probes.drive_probe),
+    "s3-tenant-prefix": (_s3_prefix_without_tenant, probes.drive_probe),
     "chat-group-name": (_group_name_without_tenant, lambda world: asyncio.run(probes.ws_probe(world)).leaks),
     "qdrant-tenant-filter": (_qdrant_filter_without_tenant, probes.vector_probe),
     "forwarded-host": (_forwarded_host_trusted, probes.host_probe),
@@ -91,8 +104,10 @@ MUTATIONS = {
 
 
 @pytest.mark.parametrize("name", list(MUTATIONS))
-def test_the_probe_finds_a_leak_once_the_guard_is_removed(canary_tenants, monkeypatch, settings, name):
+def test_the_probe_finds_a_leak_once_the_guard_is_removed(canary_tenants, monkeypatch, settings, name, request):
     mutate, probe = MUTATIONS[name]
+    if name.startswith("s3-"):
+        request.getfixturevalue("s3_settings")
     mutate(monkeypatch, settings)
     with committed_world(canary_tenants) as world:
         leaks = probe(world)
