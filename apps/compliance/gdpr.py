@@ -12,7 +12,8 @@ tenant holds about one, found by `subject_data`:
   (`<bot>.gbai/<bot>.gbdrive/mail/inbox/<mail id>/`), with the knowledge-base documents (chunks, vectors)
   indexed from those files;
 - bot table rows whose JSON mentions an identifier (a text search over each row);
-- consent records, and the archives of earlier exports of the same subject.
+- consent records, and the archives of earlier exports of the same subject;
+- (erasure only) analytics' daily top questions quoting an address or number of the subject.
 
 Erasure deletes all of it; it does not anonymise. A chat user row is deleted rather than kept with its
 fields blanked: the row's only purpose is to link sessions to a person, and a kept row would still link
@@ -134,6 +135,7 @@ class SubjectData:
     table_rows: Any = None
     consents: Any = None
     earlier_exports: Any = None
+    analytics_questions: Any = None
 
     def attachment_prefixes(self) -> list[str]:
         from apps.mail.services import bot_drive_root
@@ -220,6 +222,13 @@ def subject_data(subject: Subject) -> SubjectData:
     consent_query = Q(subject__in=data.identifiers | {str(pk) for pk in user_ids})
     data.consents = ConsentRecord.objects.filter(consent_query).order_by("at", "pk")
     data.bot_memory, data.bot_memory_partial = _bot_memory_for(data.identifiers)
+    from apps.analytics.models import DailyQuestion
+
+    # Top questions are kept verbatim per day: one that quotes the subject's address or number goes too.
+    question_query = Q(pk__in=[])
+    for identifier in data.identifiers - {str(user.pk) for user in data.users}:
+        question_query |= Q(text__icontains=identifier)
+    data.analytics_questions = DailyQuestion.objects.filter(question_query)
     data.earlier_exports = DataSubjectRequest.objects.filter(
         kind=DataSubjectRequest.Kind.EXPORT, subject_digest__in=_digests(subject, data)
     )
@@ -350,7 +359,7 @@ def subject_erase(*, subject: str | Subject) -> dict[str, int]:
     drive = tenant_drive()
     counts = dict.fromkeys(("chat_users", "user_memory_keys", "sessions", "messages", "bot_memory",
                             "mail_incoming", "mail_outgoing", "bot_table_rows", "consents", "files",
-                            "documents", "chunks", "exports"), 0)
+                            "documents", "chunks", "exports", "analytics_questions"), 0)
 
     # Files first (outside the transaction: a drive cannot roll back). A failure later leaves rows that a
     # re-run finds again; their files are already gone, which is the direction to fail in.
@@ -385,6 +394,7 @@ def subject_erase(*, subject: str | Subject) -> dict[str, int]:
         BotTableRow.objects.filter(pk__in=data.table_rows.values_list("pk", flat=True)).delete()
         counts["bot_memory"] = BotMemory.objects.filter(pk__in=[row.pk for row in data.bot_memory]).delete()[0]
         counts["consents"] = data.consents.delete()[0]
+        counts["analytics_questions"] = data.analytics_questions.delete()[0]
         from apps.sessions.models import ChatUser
 
         # Sessions and their messages go with the user (cascade); counted above.

@@ -9,6 +9,7 @@ of the others carries their own canary, so a scan of every table and file tells 
 
 from __future__ import annotations
 
+import datetime
 import io
 import json
 import uuid
@@ -90,6 +91,10 @@ def _plant(schema: str, *, canary: str, address: str, other_canary: str | None =
                                  text=f"invoice of {canary}", start_char=0, end_char=20, page=None, heading="",
                                  vector=VECTOR)])
         consent_record(subject=address, purpose="marketing", granted=True, source=f"web-chat {canary}")
+        from apps.analytics.models import DailyQuestion
+
+        DailyQuestion.objects.create(day=datetime.date.today(), bot=bot, text=f"is {address} registered {canary}",
+                                     asked=1)
         other_id = ""
         if other_canary:
             other = ChatUser.objects.create(username=f"{other_canary} user", email="vera@example.com",
@@ -233,7 +238,7 @@ def test_erasure_leaves_nothing_of_the_subject_and_everything_of_others(world, d
     # The scan sees every store: users, sessions, messages, encrypted bot memory, mail, rows, chunks, consents.
     assert {r.split("#")[0] for r in ana_rows_before} >= {
         "chat.ChatUser", "chat.ChatSession", "chat.Message", "bots.BotMemory", "bots.BotTableRow",
-        "mail.IncomingMail", "mail.OutgoingMail", "kb.Chunk", "compliance.ConsentRecord"}
+        "mail.IncomingMail", "mail.OutgoingMail", "kb.Chunk", "compliance.ConsentRecord", "analytics.DailyQuestion"}
     assert vera_rows_before and b_rows_before
 
     row = _run(a.schema_name, "erasure", ADDRESS, django_capture_on_commit_callbacks)
@@ -241,7 +246,8 @@ def test_erasure_leaves_nothing_of_the_subject_and_everything_of_others(world, d
     assert row.status == DataSubjectRequest.Status.DONE and row.subject == ""
     assert row.report["counts"] == {"chat_users": 1, "user_memory_keys": 1, "sessions": 2, "messages": 4,
                                     "bot_memory": 2, "mail_incoming": 1, "mail_outgoing": 1, "bot_table_rows": 1,
-                                    "consents": 1, "files": 1, "documents": 1, "chunks": 1, "exports": 1}
+                                    "consents": 1, "files": 1, "documents": 1, "chunks": 1, "exports": 1,
+                                    "analytics_questions": 1}
     # No message, memory, mail, row, vector or file of Ana remains in tenant A, nor her address.
     assert db_rows_containing(a.schema_name, ANA) == []
     assert [r for r in db_rows_containing(a.schema_name, ADDRESS) if not r.startswith("compliance.")] == []
