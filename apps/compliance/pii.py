@@ -9,8 +9,10 @@ Failure modes prevented:
 - Masking the wrong things: card numbers must pass the Luhn check (so timestamps and ids stay readable);
   phone numbers need the shape of one (8 to 15 digits in groups), so dates, times and IP addresses stay.
 
-Not covered: `extra={...}` fields and traceback text (exceptions are formatted later by the formatter);
-code must not put personal data there.
+- A traceback quoting an address (an SMTP refusal naming the recipient): the exception is formatted here
+  and, when something was masked, kept only as masked text (`exc_text`; `exc_info` cleared, which both the
+  standard and the JSON formatter then print instead).
+- `extra={...}` fields: string values are masked as well (other types are left as they are).
 """
 
 from __future__ import annotations
@@ -76,4 +78,20 @@ class PiiMaskingFilter(logging.Filter):
         masked = pii_mask(message)
         if masked != message:
             record.msg, record.args = masked, None
+        if record.exc_info and record.exc_info[0] is not None:
+            text = record.exc_text or _FORMATTER.formatException(record.exc_info)
+            masked = pii_mask(text)
+            if masked != text:
+                record.exc_info, record.exc_text = None, masked
+        elif record.exc_text:
+            record.exc_text = pii_mask(record.exc_text)
+        for name, value in list(record.__dict__.items()):
+            if name not in _RECORD_ATTRIBUTES and isinstance(value, str):
+                setattr(record, name, pii_mask(value))
         return True
+
+
+_FORMATTER = logging.Formatter()
+# Attributes every LogRecord has (plus those formatters add): anything else came from `extra=`.
+_RECORD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
+    "message", "asctime", "request_id", "tenant"}

@@ -58,3 +58,20 @@ def test_a_record_with_a_broken_format_is_passed_on_untouched():
     record = logging.LogRecord("x", logging.WARNING, __file__, 1, "%d items for %s", ("many",), None)
     assert PiiMaskingFilter().filter(record) is True
     assert record.args == ("many",)
+
+
+def test_tracebacks_and_extra_fields_are_masked_too():
+    handler = _console_handler()
+    stream = io.StringIO()
+    previous = handler.setStream(stream)
+    try:
+        try:
+            raise ValueError("550 recipient ana@example.com rejected")
+        except ValueError:
+            logging.getLogger("apps.mail").exception("send failed", extra={"to": "ana@example.com", "attempt": 2})
+    finally:
+        handler.setStream(previous)
+    line = json.loads(stream.getvalue().strip().splitlines()[-1])
+    assert "ana@example.com" not in stream.getvalue()
+    assert "550 recipient [email] rejected" in line["exc_info"] and "Traceback" in line["exc_info"]
+    assert line["to"] == "[email]" and line["attempt"] == 2
