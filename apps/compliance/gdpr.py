@@ -341,7 +341,31 @@ def subject_export(*, subject: str | Subject, request_id: str = "") -> tuple[byt
 
 
 def export_archive_key(request_id: uuid.UUID | str) -> str:
-    return f"{EXPORTS_FOLDER}/{request_id}.zip"
+    return f"{EXPORTS_FOLDER}/{request_id}.zip.sealed"
+
+
+class ExportArchiveUnreadable(FileNotFoundError):
+    """The stored archive cannot be opened (tampered with, copied from another tenant, or its key removed)."""
+
+
+def _archive_context(request_id: uuid.UUID | str) -> str:
+    # Bound to the tenant and the request: an archive copied to another tenant or request does not open.
+    return f"{connection.schema_name}:dsr-export:{request_id}"
+
+
+def export_archive_store(*, request_id: uuid.UUID | str, archive: bytes) -> str:
+    """Seal `archive` (AES-256-GCM, apps.core.crypto) and write it to the tenant's drive; returns its key.
+
+    Sealed because the drive is readable by more than the privacy officer (console drive browser, S3
+    operators, backups): only `subject_export_read` opens it. Archives expire after a month
+    (retention.EXPORT_ARCHIVE_KEEP_DAYS), well within any key-rotation cycle that keeps old keys readable.
+    """
+    from apps.core.crypto import encrypt
+    from apps.drive.storage import tenant_drive
+
+    key = export_archive_key(request_id)
+    tenant_drive().write(key, encrypt(archive, context=_archive_context(request_id)).encode("ascii"))
+    return key
 
 
 # --- erasure ---------------------------------------------------------------------------------------
@@ -437,11 +461,8 @@ def subject_request_execute(*, request_id: str) -> DataSubjectRequest:
     action = "dsr.export" if row.kind == DataSubjectRequest.Kind.EXPORT else "dsr.erase"
     try:
         if row.kind == DataSubjectRequest.Kind.EXPORT:
-            from apps.drive.storage import tenant_drive
-
             archive, counts = subject_export(subject=subject, request_id=str(row.pk))
-            key = export_archive_key(row.pk)
-            tenant_drive().write(key, archive)
+            key = export_archive_store(request_id=row.pk, archive=archive)
             report = {"archive": key, "size": len(archive), "counts": counts}
         else:
             report = {"counts": subject_erase(subject=subject)}
@@ -463,9 +484,15 @@ def subject_request_execute(*, request_id: str) -> DataSubjectRequest:
 
 
 def subject_export_read(*, request_id: str) -> bytes:
-    """The archive of a finished export of the current tenant (for the console's download)."""
+    """The archive (zip) of a finished export of the current tenant, for the console's download.
+    DoesNotExist for no such export; FileNotFoundError when its archive expired or cannot be opened."""
+    from apps.core.crypto import DecryptionError, decrypt
     from apps.drive.storage import tenant_drive
 
     row = DataSubjectRequest.objects.get(pk=request_id, kind=DataSubjectRequest.Kind.EXPORT,
                                          status=DataSubjectRequest.Status.DONE)
-    return tenant_drive().read(export_archive_key(row.pk))
+    sealed = tenant_drive().read(export_archive_key(row.pk))
+    try:
+        return decrypt(sealed.decode("ascii", "replace"), context=_archive_context(row.pk))
+    except DecryptionError as exc:
+        raise ExportArchiveUnreadable(f"export archive of request {row.pk} cannot be opened: {exc}") from None

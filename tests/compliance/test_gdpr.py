@@ -184,9 +184,13 @@ def test_export_archive_holds_everything_about_the_subject_and_nothing_of_others
     a, b, planted, _ = world
     row = _run(a.schema_name, "export", ADDRESS, django_capture_on_commit_callbacks)
     assert row.status == DataSubjectRequest.Status.DONE and row.report["archive"] == export_archive_key(row.pk)
+    from apps.compliance.gdpr import subject_export_read
     from apps.drive.storage import tenant_drive
 
-    archive = zipfile.ZipFile(io.BytesIO(tenant_drive(a.schema_name).read(row.report["archive"])))
+    sealed = tenant_drive(a.schema_name).read(row.report["archive"])
+    assert ANA.encode() not in sealed and not sealed.startswith(b"PK")  # the drive holds ciphertext only
+    with schema_context(a.schema_name):
+        archive = zipfile.ZipFile(io.BytesIO(subject_export_read(request_id=str(row.pk))))
     files = {name: archive.read(name) for name in archive.namelist()}
     manifest = json.loads(files["manifest.json"])
     assert manifest["counts"] == {"chat_users": 1, "user_memory_keys": 1, "sessions": 2, "messages": 4,
@@ -231,7 +235,10 @@ def test_export_by_phone_matches_the_external_id_digits(canary_tenants, django_c
 def test_erasure_leaves_nothing_of_the_subject_and_everything_of_others(world, django_capture_on_commit_callbacks):
     a, b, planted, _ = world
     export = _run(a.schema_name, "export", ADDRESS, django_capture_on_commit_callbacks)
-    assert drive_files_containing(a.schema_name, ANA)  # the archive and the attachment before the erasure
+    assert drive_files_containing(a.schema_name, ANA)  # the attachment before the erasure
+    from apps.drive.storage import tenant_drive
+
+    assert tenant_drive(a.schema_name).exists(export.report["archive"])
     b_rows_before = db_rows_containing(b.schema_name, BRUNO)
     vera_rows_before = db_rows_containing(a.schema_name, VERA)
     ana_rows_before = db_rows_containing(a.schema_name, ANA)
@@ -252,6 +259,7 @@ def test_erasure_leaves_nothing_of_the_subject_and_everything_of_others(world, d
     assert db_rows_containing(a.schema_name, ANA) == []
     assert [r for r in db_rows_containing(a.schema_name, ADDRESS) if not r.startswith("compliance.")] == []
     assert drive_files_containing(a.schema_name, ANA) == []
+    assert not tenant_drive(a.schema_name).exists(export.report["archive"])  # the sealed archive too
     assert all(ANA not in text for text in _vector_hits(a.schema_name))
     # The requests keep a digest of who they were about, not the address.
     with schema_context(a.schema_name):
@@ -321,3 +329,22 @@ def test_request_job_runs_as_a_tenant_task(world, django_capture_on_commit_callb
         assert subject_request_execute(request_id=str(row.pk)).completed_at == DataSubjectRequest.objects.get(
             pk=row.pk).completed_at
         assert len(list(audit_event_search(action="dsr.export"))) == 1
+
+
+def test_a_sealed_archive_copied_to_another_request_or_tenant_does_not_open(world, django_capture_on_commit_callbacks):
+    from apps.compliance.gdpr import ExportArchiveUnreadable, subject_export_read
+    from apps.drive.storage import tenant_drive
+
+    a, b, _, _ = world
+    first = _run(a.schema_name, "export", ADDRESS, django_capture_on_commit_callbacks)
+    second = _run(a.schema_name, "export", "vera@example.com", django_capture_on_commit_callbacks)
+    other = _run(b.schema_name, "export", ADDRESS, django_capture_on_commit_callbacks)
+    sealed = tenant_drive(a.schema_name).read(first.report["archive"])
+    tenant_drive(a.schema_name).write(second.report["archive"], sealed)  # swapped within the tenant
+    tenant_drive(b.schema_name).write(other.report["archive"], sealed)  # copied into tenant B
+    with schema_context(a.schema_name):
+        assert zipfile.ZipFile(io.BytesIO(subject_export_read(request_id=str(first.pk)))).testzip() is None
+        with pytest.raises(ExportArchiveUnreadable):
+            subject_export_read(request_id=str(second.pk))
+    with schema_context(b.schema_name), pytest.raises(ExportArchiveUnreadable):
+        subject_export_read(request_id=str(other.pk))

@@ -157,9 +157,8 @@ def test_daily_dispatch_queues_one_purge_per_ready_tenant(canary_tenants, monkey
 def test_export_archives_expire_after_the_keep_period_whatever_the_policies(canary_tenants):
     import uuid as uuid_module
 
-    from apps.compliance.gdpr import export_archive_key, subject_export_read
+    from apps.compliance.gdpr import export_archive_store, subject_export_read
     from apps.compliance.models import DataSubjectRequest
-    from apps.drive.storage import tenant_drive
 
     with schema_context(canary_tenants.a.schema_name):
         rows = {}
@@ -167,7 +166,7 @@ def test_export_archives_expire_after_the_keep_period_whatever_the_policies(cana
             rows[name] = DataSubjectRequest.objects.create(
                 id=uuid_module.uuid4(), kind="export", subject_kind="email", subject="a@x.com", subject_digest="d",
                 status="done", requested_by="dpo", completed_at=_ago(age), report={"counts": {"messages": 1}})
-            tenant_drive().write(export_archive_key(rows[name].pk), b"zip")
+            export_archive_store(request_id=rows[name].pk, archive=b"zip")
         assert retention_purge() == {"exports": 1}
         with pytest.raises(FileNotFoundError):
             subject_export_read(request_id=str(rows["old"].pk))

@@ -50,6 +50,13 @@ def _status(request_id: str) -> tuple[str, dict]:
         return row.status, row.report
 
 
+def _archive(request_id: str) -> bytes:
+    from apps.compliance.gdpr import subject_export_read
+
+    with schema_context(SCHEMA):
+        return subject_export_read(request_id=request_id)
+
+
 def _drop() -> None:
     from apps.tenants.services import tenant_delete
 
@@ -67,7 +74,7 @@ def test_a_recorded_request_is_carried_out_by_the_worker_in_its_tenant(canary_te
             time.sleep(0.2)
             status, report = _in_own_connection(_status, request_id)
         assert status == "done", report
-        archive = zipfile.ZipFile(io.BytesIO(tenant_drive(SCHEMA).read(report["archive"])))
+        archive = zipfile.ZipFile(io.BytesIO(_in_own_connection(_archive, request_id)))
         assert json.loads(archive.read("manifest.json"))["tenant"] == SCHEMA
         assert "E2E-CANARY hello" in archive.read("messages.json").decode()
         assert not tenant_drive(canary_tenants.a.schema_name).exists(report["archive"])

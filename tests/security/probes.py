@@ -60,7 +60,7 @@ def _canary(tenant) -> str:
 def plant(canary_tenants) -> World:
     """Plant one canary per store in each tenant, with colliding ids; returns what was planted."""
     from apps.bots.models import Bot
-    from apps.compliance.gdpr import export_archive_key
+    from apps.compliance.gdpr import export_archive_store
     from apps.compliance.models import DataSubjectRequest
     from apps.drive.storage import tenant_drive
     from apps.kb.models import Document, KnowledgeBase
@@ -97,7 +97,7 @@ def plant(canary_tenants) -> World:
                 DataSubjectRequest.objects.create(id=request_id, kind="export", subject_kind="email",
                                                   subject=f"{side.canary.lower()}@example.com", subject_digest="x",
                                                   status="done", requested_by="dpo")
-                tenant_drive().write(export_archive_key(request_id), f"archive of {side.canary}".encode())
+                export_archive_store(request_id=request_id, archive=f"archive of {side.canary}".encode())
             cache.set(CACHE_KEY, side.canary, timeout=300)
         sides.append(side)
     return World(*sides)
