@@ -23,7 +23,6 @@ from django.db import connection
 from django.test import Client
 from django_tenants.utils import schema_context
 
-from tests.drive.conftest import s3_server  # noqa: F401 - the shared SeaweedFS server
 from tests.security import probes
 from tests.security.probes import COLLIDING_SESSION, committed_world
 from tests.tenants.test_celery_isolation import RESULT_TIMEOUT_S, worker  # noqa: F401 - the shared worker
@@ -220,15 +219,6 @@ def test_i9_drive_keys_naming_b_are_refused_or_resolved_inside_a(world):
                 pass  # a valid key, looked up under A's own root
         assert drive.read(probes.DRIVE_KEY) == world.a.canary.encode()
     assert refused >= 8
-
-
-@pytest.fixture
-def s3_settings(settings, s3_server):  # noqa: F811
-    """Tenant drives in the real SeaweedFS S3 server (one bucket, a prefix per tenant), as in production."""
-    settings.S3_ENDPOINT_URL, settings.S3_BUCKET = s3_server.endpoint_url, "security-tests"
-    settings.S3_ACCESS_KEY, settings.S3_SECRET_KEY = s3_server.access_key, s3_server.secret_key
-    settings.S3_REGION = s3_server.region
-    return settings
 
 
 def test_i9_on_s3_drive_keys_naming_b_read_nothing_of_b(canary_tenants, s3_settings):

@@ -14,10 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.drive.conftest import s3_server  # noqa: F401 - the shared SeaweedFS server
 from tests.security import probes
 from tests.security.probes import committed_world
-from tests.security.test_attack_suite import s3_settings  # noqa: F401 - drives on S3
 
 pytestmark = pytest.mark.django_db
 

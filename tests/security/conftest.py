@@ -1,0 +1,14 @@
+"""Fixtures of the attack suite: tenant drives on the real SeaweedFS S3 server (started once per run)."""
+
+import pytest
+
+from tests.drive.conftest import s3_server  # noqa: F401 - the shared SeaweedFS server of the drive tests
+
+
+@pytest.fixture
+def s3_settings(settings, s3_server):  # noqa: F811
+    """Tenant drives in the real SeaweedFS S3 server (one bucket, a prefix per tenant), as in production."""
+    settings.S3_ENDPOINT_URL, settings.S3_BUCKET = s3_server.endpoint_url, "security-tests"
+    settings.S3_ACCESS_KEY, settings.S3_SECRET_KEY = s3_server.access_key, s3_server.secret_key
+    settings.S3_REGION = s3_server.region
+    return settings
