@@ -142,6 +142,7 @@ def bot_name_new(prefix: str = "mailbot") -> str:
 def vault(settings) -> Iterator[FakeVault]:
     secrets_module.secrets_reset()
     with FakeVault() as fake:
+        fake.seed_encryption_keys()  # bot config values are encrypted: their keys come from Vault now
         settings.VAULT_ADDR = fake.url
         settings.VAULT_TOKEN = fake.create_token(0)
         yield fake

@@ -84,6 +84,17 @@ class FakeVault:
         with self._lock:
             self.secrets_data[path.strip("/")] = dict(data)
 
+    def seed_encryption_keys(self) -> None:
+        """Serve the test run's encryption keys (the key file) at the keyring path: with VAULT_ADDR set,
+        encrypted fields read their keys from Vault, and rows sealed earlier in the run must still open."""
+        import json
+
+        from apps.core import crypto
+
+        path = crypto.key_file_path()
+        crypto.key_file_create(path)
+        self.put_secret(crypto.vault_key_path(), json.loads(path.read_text()))
+
     def create_token(self, ttl_s: float, *, renewable: bool = True, max_ttl_s: float | None = None) -> str:
         """A token valid for `ttl_s` seconds from now (`ttl_s=0`: never expires, like a root token)."""
         token = "hvs." + secrets.token_urlsafe(18)
