@@ -4,6 +4,15 @@ PARAM people AS INTEGER LIKE "2" DESCRIPTION "How many people are coming" OPTION
 
 DESCRIPTION "Book a guided visit to the garden for a visitor on a given day."
 
+' A button runs the tool without arguments (the LLM passes them): ask for what is missing.
+IF name = "" THEN
+    TALK "Who is the visit for?"
+    HEAR name AS NAME
+END IF
+IF date = "" THEN
+    TALK "Which day would you like to come?"
+    HEAR date AS DATE
+END IF
 IF people = "" THEN
     people = 1
 END IF
