@@ -48,3 +48,18 @@ def test_another_tenants_files_are_not_reachable(console_client, canary_tenants,
     client = console_client(Role.ADMIN)
     assert "secret.gbai" not in client.get("/console/drive/").content.decode()
     assert client.get("/console/drive/download/?key=secret.gbai/notes.txt").status_code == 404
+
+
+def test_platform_areas_are_neither_listed_nor_served_and_downloads_are_audited(console_client, canary_tenants,
+                                                                                   local_storage):
+    from apps.compliance.models import AuditEvent
+
+    _write(canary_tenants.a, {"_compliance/exports/abc.zip.sealed": b"sealed export",
+                              "shop.gbai/notes.txt": b"notes"})
+    client = console_client(Role.ADMIN)
+    assert "_compliance" not in client.get("/console/drive/").content.decode()
+    assert client.get("/console/drive/?prefix=_compliance/exports/").status_code == 404
+    assert client.get("/console/drive/download/?key=_compliance/exports/abc.zip.sealed").status_code == 404
+    assert client.get("/console/drive/download/?key=shop.gbai/notes.txt").status_code == 200
+    with schema_context(canary_tenants.a.schema_name):
+        assert AuditEvent.objects.filter(action="drive.download", object_id="shop.gbai/notes.txt").exists()

@@ -10,6 +10,7 @@ from django.views.decorators.http import require_GET
 
 from apps.accounts.permissions import console_role_required
 from apps.accounts.roles import Role
+from apps.compliance.services import audit_record
 from apps.console.pagination import console_page
 from apps.console.views.common import console_render
 from apps.drive.backends import DriveKeyError, drive_key_validate
@@ -18,6 +19,9 @@ from apps.drive.storage import tenant_drive
 # Objects read from a listing before it is cut: the drive lists recursively, so a folder holding a huge
 # tree (a bot's runtime files) must not make one page read millions of keys.
 DRIVE_LIST_MAX_OBJECTS = 10_000
+# Top-level folders starting with "_" are the platform's own areas (`_compliance/` holds data-subject exports):
+# never listed nor served here; each has its own page with its own role and audit trail.
+INTERNAL_AREA_MARK = "_"
 # Largest file the console hands out in one response (read whole by the drive backends); bigger files
 # belong to an S3 client.
 DRIVE_DOWNLOAD_MAX_BYTES = 50 * 1024 * 1024
@@ -41,6 +45,8 @@ def _listing(prefix: str) -> tuple[list[DriveItem], bool]:
         if count >= DRIVE_LIST_MAX_OBJECTS:
             cut = True
             break
+        if _internal(entry.key):
+            continue
         rest = entry.key[len(prefix):]
         head, sep, _tail = rest.partition("/")
         if sep:
@@ -49,6 +55,10 @@ def _listing(prefix: str) -> tuple[list[DriveItem], bool]:
             files.append(DriveItem(name=rest, key=entry.key, folder=False, size=entry.size))
     items = [DriveItem(name=name, key=f"{prefix}{name}/", folder=True, files=n) for name, n in sorted(folders.items())]
     return items + sorted(files, key=lambda item: item.name), cut
+
+
+def _internal(key: str) -> bool:
+    return key.startswith(INTERNAL_AREA_MARK)
 
 
 def _prefix_of(request: HttpRequest) -> str:
@@ -60,6 +70,8 @@ def _prefix_of(request: HttpRequest) -> str:
         drive_key_validate(prefix[:-1])
     except DriveKeyError as exc:
         raise Http404(str(exc)) from None
+    if _internal(prefix):
+        raise Http404(_("No such folder in the drive."))
     return prefix
 
 
@@ -86,6 +98,8 @@ def drive_download(request: HttpRequest) -> HttpResponse:
         drive_key_validate(key)
     except DriveKeyError as exc:
         return HttpResponse(str(exc), status=400, content_type="text/plain; charset=utf-8")
+    if _internal(key):
+        raise Http404(_("No such file in the drive."))
     from apps.drive.models import DriveObject
 
     # The size the DriveMonitor last saw (every object inside a bot package has a row): refuse before reading.
@@ -98,6 +112,8 @@ def drive_download(request: HttpRequest) -> HttpResponse:
         data = drive.read(key)
     except FileNotFoundError:
         raise Http404(_("No such file in the drive.")) from None
+    audit_record(action="drive.download", object_type="drive", object_id=key[:200], summary={"bytes": len(data)},
+                 request=request)
     response = HttpResponse(data, content_type="application/octet-stream")
     filename = key.rsplit("/", 1)[-1].replace('"', "")
     response["Content-Disposition"] = f"attachment; filename*=UTF-8''{_rfc5987(filename)}"
