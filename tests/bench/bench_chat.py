@@ -1,0 +1,295 @@
+"""Chat speed (issue 6): scripted TALK/HEAR turns over the upstream WebSocket protocol against a live daphne,
+beside a bare `websockets` echo server driven by the same client; memory per idle connection; the latency of a
+cached LLM answer through the chat.
+
+Goals printed beside the figures (not asserted): turn p99 <= 30 ms, >= 30% of the echo server's round trips/s,
+cached answer <= 20 ms. Everything runs on this machine: a private PostgreSQL (var/bench-chat-pg, recreated)
+and redis-server, daphne in a subprocess (tests/browser/harness.LiveServer), the echo server in another, our
+fake LLM (tests/support/llm_fake.py) in this process. Sizes: BENCH_CHAT_SESSIONS (200), BENCH_CHAT_TURNS
+(20 per session), BENCH_CHAT_IDLE (200 idle connections), BENCH_CHAT_CACHED (50 cached answers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SESSIONS = int(os.environ.get("BENCH_CHAT_SESSIONS", "200"))
+TURNS = int(os.environ.get("BENCH_CHAT_TURNS", "20"))
+IDLE = int(os.environ.get("BENCH_CHAT_IDLE", "200"))
+CACHED = int(os.environ.get("BENCH_CHAT_CACHED", "50"))
+HOST = "bench-chat.localhost"
+# Connections opened at once: a burst of 200 handshakes (each running start.bas) would measure the
+# handshake queue, not the turns.
+OPEN_BATCH = 20
+# A reply slower than this is a failure, not a figure.
+REPLY_TIMEOUT_S = 30
+# Above channels_redis's BZPOPMIN poll (5 s); see main().
+LAYER_SOCKET_TIMEOUT_S = 30
+GOAL_P99_MS, GOAL_ECHO_SHARE, GOAL_CACHED_MS = 30.0, 0.30, 20.0
+LOOP_SCRIPT = 'TALK "ready"\nDO\n    HEAR text\n    TALK "you said " + text\nLOOP\n'
+QUESTION = "What are your opening hours?"
+ANSWER = "We are open from Tuesday to Sunday, 9:00 to 18:00; the last entry is at 17:00."
+
+
+def _ms(samples: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    return statistics.median(ordered) * 1000, ordered[max(0, int(len(ordered) * 0.99) - 1)] * 1000
+
+
+# --- the echo server (run as `python -m tests.bench.bench_chat --echo-server <port>`) -----------------------
+
+
+async def _echo_serve(port: int) -> None:
+    from websockets.asyncio.server import serve
+
+    async def echo(ws) -> None:
+        async for message in ws:
+            await ws.send(message)
+
+    async with serve(echo, "127.0.0.1", port, max_size=2**20):
+        await asyncio.Future()
+
+
+def _echo_start(port: int) -> subprocess.Popen:
+    process = subprocess.Popen([sys.executable, "-m", "tests.bench.bench_chat", "--echo-server", str(port)],  # noqa: S603
+                               cwd=ROOT)
+    import socket
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return process
+        except OSError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("the echo server did not start")
+
+
+# --- clients ----------------------------------------------------------------------------------------------
+
+
+async def _open(url: str, port: int):
+    from websockets.asyncio.client import connect
+
+    return await connect(url, host="127.0.0.1", port=port, proxy=None, open_timeout=120, max_size=2**22,
+                         ping_interval=None)
+
+
+async def _open_many(count: int, open_one) -> list:
+    sockets = []
+    for start in range(0, count, OPEN_BATCH):
+        sockets += await asyncio.gather(*(open_one() for _ in range(min(OPEN_BATCH, count - start))))
+    return sockets
+
+
+async def _chat_socket(port: int, bot: str):
+    """A chat connection on a fresh session, after its start.bas greeting."""
+    ws = await _open(f"ws://{HOST}:{port}/ws?bot_name={bot}", port)
+    while True:
+        frame = json.loads(await ws.recv())
+        if frame.get("message_index") is not None and frame.get("content") == "ready":
+            return ws
+        if frame.get("type") == "error":
+            raise RuntimeError(frame)
+
+
+async def _chat_turns(ws, latencies: list[float]) -> None:
+    for i in range(TURNS):
+        expected = f"you said m{i}"
+        started = time.perf_counter()
+        await ws.send(json.dumps({"content": f"m{i}", "message_type": 1}))
+        seen = []
+        while True:
+            try:
+                raw = await asyncio.wait_for(ws.recv(), REPLY_TIMEOUT_S)
+            except TimeoutError:
+                raise RuntimeError(f"no reply to m{i} within {REPLY_TIMEOUT_S} s; got {seen}") from None
+            seen.append(raw)
+            if expected in raw and '"message_index"' in raw and '"role"' not in raw:
+                break
+            if '"type": "error"' in raw:
+                raise RuntimeError(raw)
+        latencies.append(time.perf_counter() - started)
+
+
+async def _echo_turns(ws, latencies: list[float]) -> None:
+    for i in range(TURNS):
+        payload = json.dumps({"content": f"m{i}", "message_type": 1})
+        started = time.perf_counter()
+        await ws.send(payload)
+        await ws.recv()
+        latencies.append(time.perf_counter() - started)
+
+
+async def _load(sockets: list, turns) -> tuple[list[float], float]:
+    latencies: list[float] = []
+    started = time.perf_counter()
+    await asyncio.gather(*(turns(ws, latencies) for ws in sockets))
+    return latencies, time.perf_counter() - started
+
+
+async def _close_all(sockets: list) -> None:
+    await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+
+
+async def bench(port: int, echo_port: int, pid: int, llm) -> None:
+    import psutil
+
+    daphne = psutil.Process(pid)
+    # Warm up (imports, connection pools, the first compile of the script).
+    warm = await _open_many(OPEN_BATCH, lambda: _chat_socket(port, "loop"))
+    await asyncio.gather(*(_chat_turns(ws, []) for ws in warm))
+    await _close_all(warm)
+    await asyncio.sleep(1.0)
+
+    # Memory per idle connection: a connected session that ran start.bas and waits on HEAR.
+    before = daphne.memory_info().rss
+    idle = await _open_many(IDLE, lambda: _chat_socket(port, "loop"))
+    await asyncio.sleep(1.0)
+    after = daphne.memory_info().rss
+    await _close_all(idle)
+    print(f"memory per idle connection ({IDLE} connected sessions waiting on HEAR): "
+          f"{(after - before) / IDLE / 1024:.1f} KiB (daphne RSS {before / 2**20:.0f} -> {after / 2**20:.0f} MiB)")
+    await asyncio.sleep(1.0)
+
+    # Scripted TALK/HEAR turns on SESSIONS concurrent sessions.
+    sockets = await _open_many(SESSIONS, lambda: _chat_socket(port, "loop"))
+    chat_latencies, chat_wall = await _load(sockets, _chat_turns)
+    await _close_all(sockets)
+    chat_rate = len(chat_latencies) / chat_wall
+
+    echoes = await _open_many(SESSIONS, lambda: _open(f"ws://127.0.0.1:{echo_port}/", echo_port))
+    echo_latencies, echo_wall = await _load(echoes, _echo_turns)
+    await _close_all(echoes)
+    echo_rate = len(echo_latencies) / echo_wall
+
+    p50, p99 = _ms(chat_latencies)
+    e50, e99 = _ms(echo_latencies)
+    print(f"chat turns, {SESSIONS} sessions x {TURNS} TALK/HEAR turns (send -> reply frame): "
+          f"p50 {p50:.1f} ms  p99 {p99:.1f} ms (goal p99 <= {GOAL_P99_MS:.0f} ms)  {chat_rate:.0f} turns/s")
+    print(f"bare websockets echo server, same client and load:           "
+          f"p50 {e50:.1f} ms  p99 {e99:.1f} ms  {echo_rate:.0f} round trips/s")
+    print(f"chat rate / echo rate: {chat_rate / echo_rate:.0%} (goal >= {GOAL_ECHO_SHARE:.0%})")
+
+    # A cached LLM answer through the chat: fresh sessions asking the same first question (the cache key is
+    # the whole conversation), the first one filling the cache.
+    async def ask() -> float:
+        ws = await _open(f"ws://{HOST}:{port}/ws?bot_name=cached", port)
+        try:
+            while json.loads(await ws.recv()).get("type") != "connected":
+                pass
+            started = time.perf_counter()
+            await ws.send(json.dumps({"content": QUESTION, "message_type": 1}))
+            while True:
+                frame = json.loads(await ws.recv())
+                if frame.get("message_index") is not None and frame.get("role") != "user":
+                    return time.perf_counter() - started
+        finally:
+            await ws.close()
+
+    first = await ask()
+    served = llm.served
+    cached = [await ask() for _ in range(CACHED)]
+    c50, c99 = _ms(cached)
+    print(f"cached answer through the chat ({CACHED} sessions, send -> final frame): p50 {c50:.1f} ms  "
+          f"p99 {c99:.1f} ms (goal <= {GOAL_CACHED_MS:.0f} ms); first, uncached: {first * 1000:.1f} ms; "
+          f"model calls for the cached ones: {llm.served - served}")
+
+
+# --- set-up -----------------------------------------------------------------------------------------------
+
+
+def _deploy(drive: Path, llm_url: str) -> None:
+    from django.core.management import call_command
+    from django.test import override_settings
+    from django_tenants.utils import schema_context
+
+    from apps.bots.services import bot_deploy
+    from apps.drive.package import package_read_dir
+    from apps.tenants.services import public_tenant_ensure, template_schema_ensure, tenant_create
+    from tests.browser.harness import write_package
+
+    call_command("migrate_schemas", "--shared", verbosity=0)
+    public_tenant_ensure()
+    template_schema_ensure()
+    tenant, _ = tenant_create(name="Bench chat", domain=HOST)
+    packages = drive / "packages"
+    bots = {
+        "loop": {"loop.gbot/config.csv": "name,value\nrate-limit-enabled,false\n",
+                 "loop.gbdialog/start.bas": LOOP_SCRIPT},
+        "cached": {"cached.gbot/config.csv": ("name,value\nrate-limit-enabled,false\nllm-cache,true\n"
+                                              f"llm-url,{llm_url}\nllm-model,fake-model\nllm-key,bench-key\n"),
+                   "cached.gbdialog/hello.bas": 'TALK "hello"\n'},
+    }
+    with override_settings(MEDIA_ROOT=drive / "media", S3_ACCESS_KEY="", QDRANT_URL=""), \
+            schema_context(tenant.schema_name):
+        for name, files in bots.items():
+            report = bot_deploy(package=package_read_dir(write_package(packages, name, files)))
+            assert not report.errors, report.errors
+
+
+def main() -> int:
+    if sys.argv[1:2] == ["--echo-server"]:
+        asyncio.run(_echo_serve(int(sys.argv[2])))
+        return 0
+    from gbplatform import localservices
+
+    pgdata = ROOT / "var" / "bench-chat-pg"
+    localservices.EmbeddedPostgres(pgdata=pgdata, socket_dir=str(pgdata), port=5432).stop()
+    shutil.rmtree(pgdata, ignore_errors=True)
+    postgres = localservices.postgres_start(pgdata)
+    redis = localservices.redis_start(ROOT / "var" / "bench-chat-redis", persist=False)
+    work = Path(tempfile.mkdtemp(prefix="bench-chat-"))
+    env = {"DATABASE_URL": postgres.url, "REDIS_URL": redis.url, "DJANGO_SETTINGS_MODULE": "gbplatform.settings.test",
+           "MEDIA_ROOT": str(work / "media"), "S3_ACCESS_KEY": "", "QDRANT_URL": "", "LLM_URL": "",
+           "LLM_ALLOW_PRIVATE_HOSTS": "true", "LOG_LEVEL": "WARNING"}
+    os.environ.update(env)
+    processes: list = []
+    try:
+        import django
+
+        django.setup()
+        from tests.browser.harness import LiveServer, free_port
+        from tests.support.llm_fake import FakeLLMServer, Reply
+
+        with FakeLLMServer(default=lambda request: Reply(text=ANSWER, chunk_chars=16)) as llm:
+            _deploy(work, llm.base_url)
+            from django.db import connections
+
+            connections.close_all()
+            # Until gbplatform's channel layer sets a socket timeout above channels_redis's 5 s poll, redis-py 8's
+            # default 5 s read timeout kills every consumer that hears nothing for 5 s (idle connections).
+            server_env = {**os.environ, **env, "REDIS_URL": f"{redis.url}?socket_timeout={LAYER_SOCKET_TIMEOUT_S}"}
+            server = LiveServer(env=server_env, log_path=ROOT / "var" / "bench-chat-daphne.log")
+            server.start()
+            processes.append(server)
+            echo_port = free_port()
+            echo = _echo_start(echo_port)
+            processes.append(echo)
+            asyncio.run(bench(server.port, echo_port, server.process.pid, llm))
+    finally:
+        for process in reversed(processes):
+            if isinstance(process, subprocess.Popen):
+                process.terminate()
+                process.wait(10)
+            else:
+                process.stop()
+        redis.stop()
+        postgres.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
