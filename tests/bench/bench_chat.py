@@ -106,6 +106,8 @@ async def _chat_socket(port: int, bot: str):
 
 # Turns whose reply never came (see REPLY_TIMEOUT_S): counted and printed, the session stops there.
 LOST: list[str] = []
+# When each reply arrived (rates are counted up to the last one, not to the end of a lost turn's wait).
+REPLIED_AT: list[float] = []
 
 
 async def _chat_turns(ws, latencies: list[float]) -> None:
@@ -125,7 +127,8 @@ async def _chat_turns(ws, latencies: list[float]) -> None:
                 break
             if '"type": "error"' in raw:
                 raise RuntimeError(raw)
-        latencies.append(time.perf_counter() - started)
+        REPLIED_AT.append(time.perf_counter())
+        latencies.append(REPLIED_AT[-1] - started)
 
 
 async def _echo_turns(ws, latencies: list[float]) -> None:
@@ -134,21 +137,16 @@ async def _echo_turns(ws, latencies: list[float]) -> None:
         started = time.perf_counter()
         await ws.send(payload)
         await ws.recv()
-        latencies.append(time.perf_counter() - started)
+        REPLIED_AT.append(time.perf_counter())
+        latencies.append(REPLIED_AT[-1] - started)
 
 
 async def _load(sockets: list, turns) -> tuple[list[float], float]:
     """Latencies of every answered turn, and the time until the last answer (lost turns' waits excluded)."""
     latencies: list[float] = []
-    finished: list[float] = []
-
-    async def run(ws) -> None:
-        await turns(ws, latencies)
-        finished.append(time.perf_counter())
-
     started = time.perf_counter()
-    await asyncio.gather(*(run(ws) for ws in sockets))
-    return latencies, (max(finished) if not LOST else started + sum(latencies) / max(len(sockets), 1)) - started
+    await asyncio.gather(*(turns(ws, latencies) for ws in sockets))
+    return latencies, (REPLIED_AT[-1] if REPLIED_AT else time.perf_counter()) - started
 
 
 async def _close_all(sockets: list) -> None:
@@ -162,6 +160,7 @@ async def bench(port: int, echo_port: int, pid: int, llm) -> None:
     # Warm up (imports, connection pools, the first compile of the script).
     warm = await _open_many(OPEN_BATCH, lambda: _chat_socket(port, "loop"))
     await asyncio.gather(*(_chat_turns(ws, []) for ws in warm))
+    LOST.clear()
     await _close_all(warm)
     await asyncio.sleep(1.0)
 
@@ -177,11 +176,13 @@ async def bench(port: int, echo_port: int, pid: int, llm) -> None:
 
     # Scripted TALK/HEAR turns on SESSIONS concurrent sessions.
     sockets = await _open_many(SESSIONS, lambda: _chat_socket(port, "loop"))
+    REPLIED_AT.clear()
     chat_latencies, chat_wall = await _load(sockets, _chat_turns)
     await _close_all(sockets)
     chat_rate = len(chat_latencies) / chat_wall
 
     echoes = await _open_many(SESSIONS, lambda: _open(f"ws://127.0.0.1:{echo_port}/", echo_port))
+    REPLIED_AT.clear()
     echo_latencies, echo_wall = await _load(echoes, _echo_turns)
     await _close_all(echoes)
     echo_rate = len(echo_latencies) / echo_wall
