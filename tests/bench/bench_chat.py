@@ -33,8 +33,6 @@ HOST = "bench-chat.localhost"
 OPEN_BATCH = 20
 # A reply slower than this is a failure, not a figure.
 REPLY_TIMEOUT_S = float(os.environ.get("BENCH_CHAT_REPLY_TIMEOUT", "10"))
-# Above channels_redis's BZPOPMIN poll (5 s); see main().
-LAYER_SOCKET_TIMEOUT_S = int(os.environ.get("BENCH_CHAT_LAYER_SOCKET_TIMEOUT", "30"))
 GOAL_P99_MS, GOAL_ECHO_SHARE, GOAL_CACHED_MS = 30.0, 0.30, 20.0
 LOOP_SCRIPT = 'TALK "ready"\nDO\n    HEAR text\n    TALK "you said " + text\nLOOP\n'
 QUESTION = "What are your opening hours?"
@@ -284,11 +282,7 @@ def main() -> int:
             from django.db import connections
 
             connections.close_all()
-            # Until gbplatform's channel layer sets a socket timeout above channels_redis's 5 s poll, redis-py 8's
-            # default 5 s read timeout kills every consumer that hears nothing for 5 s (idle connections).
-            layer_fix = f"?socket_timeout={LAYER_SOCKET_TIMEOUT_S}" if LAYER_SOCKET_TIMEOUT_S else ""
-            server_env = {**os.environ, **env, "REDIS_URL": f"{redis.url}{layer_fix}"}
-            server = LiveServer(env=server_env, log_path=ROOT / "var" / "bench-chat-daphne.log")
+            server = LiveServer(env={**os.environ, **env}, log_path=ROOT / "var" / "bench-chat-daphne.log")
             server.start()
             processes.append(server)
             echo_port = free_port()

@@ -365,9 +365,6 @@ async def test_rate_limited_message_gets_retry_notice_and_runs_no_turn(chat_clie
     assert len(llm.chat_requests()) == 2
 
 
-@pytest.mark.xfail(strict=True, reason="gbplatform/settings/base.py channel_layers_for: redis-py 8 reads with a 5 s "
-                   "socket timeout, channels_redis polls with a 5 s BZPOPMIN, so an idle consumer dies with 1011; "
-                   "needs socket_timeout above the poll in the channel layer's host; reported to the lead")
 async def test_a_socket_idle_longer_than_the_channel_layer_poll_stays_open(chat_client, plain, llm):
     """A client waits on a question for minutes; the server's channel-layer read must not time out the socket
     (redis-py's default 5 s socket timeout against channels_redis's 5 s BZPOPMIN closed it with 1011)."""
@@ -414,10 +411,6 @@ async def test_another_tenants_session_id_reaches_nothing_of_that_tenant(chat_se
     assert bot_name == tb.canary and contents and not any(ta.canary in c for c in contents)
 
 
-@pytest.mark.xfail(strict=True, reason="apps/sessions/answer.py on_delta publishes a delta before the resume buffer "
-                   "holds it and rewrites the buffer at most every 50 ms: a client reconnecting mid-stream misses the "
-                   "pieces published between the last buffer write and its join (seen: 2 of 6 reconnects with 8 ms "
-                   "chunks); reported to the lead")
 async def test_every_streamed_piece_is_in_the_resume_buffer_before_it_is_published(chat_tenant, plain, llm, settings):
     """What makes a mid-stream reconnect lossless whatever the pace: a connection joins the group, then reads the
     buffer; any piece published before the join must already be in that buffer."""
