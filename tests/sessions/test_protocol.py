@@ -312,9 +312,6 @@ async def test_message_type_7_is_ignored_and_8_replays_the_last_user_message(
     assert replay.last_user_text == "hello there"
 
 
-@pytest.mark.xfail(strict=True, reason="apps/sessions/answer.py llm_answer takes history before "
-                   "turn.next_index - 1, which for a switcher replay (no new user row) is the last answer, so "
-                   "the replayed question is sent twice; reported to the lead")
 async def test_a_switcher_replay_sends_the_conversation_the_question_was_first_asked_in(chat_client, plain, llm):
     ids = await chat_client.bootstrap(plain)
     async with chat_client.connect(plain, ids) as sock:
