@@ -81,6 +81,9 @@ class VM:
     def resume(self, state: dict, text: str | None = None) -> RunResult:
         """Continue a suspended run; `text` answers a pending HEAR (ignored for WAIT)."""
         self._load(state)
+        # Output limits count per run slice (apps/basic/README.md): a long menu loop of TALK + HEAR must not
+        # run out of output over a whole conversation.
+        self.output_chars = self.message_count = 0
         waiting = self.waiting
         if waiting is None:
             raise StateError("this run is not waiting")

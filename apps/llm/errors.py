@@ -7,6 +7,11 @@ class LLMError(RuntimeError):
     """Base of every error this app raises on purpose."""
 
 
+class ToolSuspended(Exception):  # noqa: N818 - a control-flow signal, not an error
+    """Raised by a caller's `run_tool` to stop the function-calling loop at once: the tool now waits for the
+    user (a BASIC HEAR), so the conversation belongs to that dialog. `chat()` lets it through."""
+
+
 class LLMUnavailable(LLMError):
     """No provider can answer now: none configured, every breaker open, or every provider failed.
 

@@ -30,7 +30,14 @@ from typing import Any
 
 from apps.llm import breaker, cache, quota
 from apps.llm.config import LLMSettings, ProviderConfig, llm_is_configured, llm_settings_for
-from apps.llm.errors import LLMError, LLMQuotaExceeded, LLMStreamInterrupted, LLMTimeout, LLMUnavailable
+from apps.llm.errors import (
+    LLMError,
+    LLMQuotaExceeded,
+    LLMStreamInterrupted,
+    LLMTimeout,
+    LLMUnavailable,
+    ToolSuspended,
+)
 from apps.llm.providers import ProviderFailure, RoundResult, provider_round
 
 logger = logging.getLogger(__name__)
@@ -223,6 +230,8 @@ def _run_one_tool(call_id: str, name: str, raw_arguments: str, offered: dict[str
         return error(f"{name}: {'; '.join(problems)}", arguments)
     try:
         result = run_tool(name, arguments)
+    except ToolSuspended:
+        raise  # the tool waits for the user: the loop stops here
     except Exception as exc:  # noqa: BLE001 - the model is told, the turn goes on
         logger.warning("llm: tool %s raised %s", name, type(exc).__name__, exc_info=True)
         return error(f"{name} failed: {str(exc)[:300] or type(exc).__name__}", arguments)

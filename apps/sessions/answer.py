@@ -21,7 +21,6 @@ from apps.sessions.turns import (
     OFFLINE_PASSAGES,
     QUOTA_REACHED,
     Turn,
-    _Suspend,
     bot_config,
     history_limit,
     history_messages,
@@ -95,20 +94,25 @@ def offline_text(hits: list, reason: str) -> str:
     return f"{reason} The closest passages:\n\n" + "\n\n".join(quotes)
 
 
-def llm_answer(turn: Turn, text: str) -> None:
-    from apps.llm.errors import LLMQuotaExceeded, LLMStreamInterrupted, LLMUnavailable
+def llm_answer(turn: Turn, text: str, *, replay: bool = False) -> None:
+    from apps.llm.errors import LLMQuotaExceeded, LLMStreamInterrupted, LLMUnavailable, ToolSuspended
     from apps.llm.services import bot_llm_configured, chat, llm_settings_for
 
     session = turn.session
     config = bot_config(session)
     hits = kb_passages(turn, text)
     citations = _citations(hits)
+    # Whether the session had knowledge bases at all: analytics tells "no KB hit" from "no KB".
+    kb_used = bool(turn.state.get("kbs"))
     if not bot_llm_configured(session.bot, config):
-        turn.bot_message(offline_text(hits, OFFLINE_NO_MODEL), meta={"offline": True, "citations": citations})
+        turn.bot_message(offline_text(hits, OFFLINE_NO_MODEL),
+                         meta={"offline": True, "citations": citations, "kb": kb_used})
         return
     settings = llm_settings_for(session.bot, config)
     messages = [{"role": "system", "content": system_prompt(turn, hits)}]
-    messages += history_messages(session, before_index=turn.next_index - 1, exchanges=history_limit(config))
+    # History before this question (a switcher replay added no row: the question is the last row itself).
+    question_index = turn.last_user_index() if replay else turn.next_index - 1
+    messages += history_messages(session, before_index=question_index, exchanges=history_limit(config))
     messages.append({"role": "user", "content": text})
     tools = tool_definitions(turn)
 
@@ -122,11 +126,12 @@ def llm_answer(turn: Turn, text: str) -> None:
         if not chunk:
             return
         if not streamed:
+            events.stream_buffer_start(sid, stream_id)
             turn.sink.emit({"kind": "stream_start", "stream": stream_id})
         streamed.append(chunk)
         # The buffer holds every piece before it is published: a client joining between the two reads the
         # piece from the buffer and drops the live copy by its offset; the other order would lose it.
-        events.stream_buffer_set(sid, stream_id, "".join(streamed))
+        events.stream_buffer_append(sid, stream_id, chunk)
         turn.sink.emit({"kind": "delta", "stream": stream_id, "offset": offset, "text": chunk})
         offset += len(chunk)
 
@@ -136,10 +141,10 @@ def llm_answer(turn: Turn, text: str) -> None:
         return turn.run_tool(name, arguments)
 
     started = time.monotonic()
-    meta: dict = {"citations": citations}
+    meta: dict = {"citations": citations, "kb": kb_used}
     try:
         result = chat(settings, messages, tools=tools or None, run_tool=run_tool, on_delta=on_delta)
-    except _Suspend as exc:
+    except ToolSuspended as exc:
         # A tool the model called asks the user a question (HEAR): the dialog now leads the conversation.
         meta["suspended_tool"] = exc.args[0]
         if streamed:

@@ -30,7 +30,10 @@ logger = logging.getLogger(__name__)
 
 # Request bodies of the message endpoints: a message plus a little JSON around it.
 BODY_MAX_BYTES = 64 * 1024
-# Config keys never served by /api/bot/config (upstream serves the whole map; ours hides credentials).
+# Config keys /api/bot/config serves (upstream serves the whole map; ours only what a chat client uses).
+PUBLIC_CONFIG_PREFIXES = ("theme-", "bot-", "welcome", "web-", "ui-", "title", "logo", "color", "language",
+                          "locale", "avatar", "chat-", "greeting")
+# Never served, even under those prefixes.
 _SECRET_MARKERS = ("key", "pass", "secret", "token", "credential")
 
 
@@ -59,6 +62,7 @@ def _session_json(session) -> dict:
 
 
 @require_GET
+@ratelimited("api", by="ip")
 def auth_bootstrap(request: HttpRequest) -> JsonResponse:
     """GET /api/auth?bot_name=&user_id=&session_id= (spec 6.2)."""
     try:
@@ -72,8 +76,11 @@ def auth_bootstrap(request: HttpRequest) -> JsonResponse:
 
 
 def public_config(values: dict[str, str]) -> dict[str, str]:
+    """Only what a chat client shows (theme, titles, welcome text...): an allow-list, so a new credential
+    or internal URL key is never served by accident."""
     return {k: v for k, v in values.items()
-            if not any(m in k.lower() for m in _SECRET_MARKERS) and not str(v).strip().lower().startswith("vault:")}
+            if k.lower().startswith(PUBLIC_CONFIG_PREFIXES)
+            and not any(m in k.lower() for m in _SECRET_MARKERS) and not str(v).strip().lower().startswith("vault:")}
 
 
 @require_GET
@@ -221,7 +228,8 @@ async def session_stream(request: HttpRequest, session_id):
 
 
 def _stream_turn(session_id: str, text: str, message_type: int, sink) -> None:
-    services.turn_run(services.session_get(session_id), text=text, message_type=message_type, sink=sink)
+    session = services.session_get(session_id, page_token_ok=True)  # checked by the view already
+    services.turn_run(session, text=text, message_type=message_type, sink=sink)
 
 
 @require_GET

@@ -6,3 +6,14 @@ class SessionsConfig(AppConfig):
     label = "chat"
     verbose_name = "Chat sessions"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from django.db.models.signals import post_save
+
+        from apps.sessions.fields import tenant_flag_forget
+        from apps.tenants.models import Tenant
+
+        def tenant_saved(sender, instance, **kwargs) -> None:
+            tenant_flag_forget(instance.schema_name)  # this process sees a changed encrypt_messages at once
+
+        post_save.connect(tenant_saved, sender=Tenant, weak=False, dispatch_uid="chat-tenant-flag")

@@ -12,8 +12,11 @@ events it already replayed.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 from urllib.parse import parse_qs
@@ -44,8 +47,23 @@ REPLAY_MAX = 5000
 # Close codes (4000-4999 are the application's): the upstream client does not retry on 4xxx.
 CLOSE_UNKNOWN_BOT = 4404
 CLOSE_FORBIDDEN = 4403
+CLOSE_TOO_MANY = 4429
+
+# Quick database work of connections (open a session, check a rate, replay) has its own small pool, so
+# turns held by slow LLMs or tools never keep a socket from connecting or being answered.
+CHAT_QUICK_THREADS = 8
+# WebSocket connections one IP may open per minute (each creates a session and runs start.bas).
+CONNECTS_PER_MINUTE = 30
+# A pooled connection idle this long is checked before use (PostgreSQL restarted, a proxy dropped it).
+CONNECTION_IDLE_CHECK_S = 30.0
+# Live message indexes a connection remembers to drop duplicates (events may arrive out of order when turns
+# of one session run in several processes).
+SEEN_INDEXES_MAX = 1000
+# How long a turn waits for its events to be published before releasing its lock anyway.
+FLUSH_TIMEOUT_S = 5.0
 
 _executor = ThreadPoolExecutor(max_workers=CHAT_TURN_THREADS, thread_name_prefix="chat-turn")
+_quick_executor = ThreadPoolExecutor(max_workers=CHAT_QUICK_THREADS, thread_name_prefix="chat-quick")
 # The last queued turn of each session in this process: the next one waits for it (order within a
 # process); the advisory lock in apps.sessions.turns orders turns across processes.
 _session_tails: dict[str, asyncio.Future] = {}
@@ -55,19 +73,25 @@ _running: set[asyncio.Task] = set()
 
 def _prepare_connection() -> None:
     conn = connections["default"]
-    if conn.connection is not None and conn.errors_occurred and not conn.is_usable():
-        conn.close()
+    now = time.monotonic()
+    if conn.connection is not None:
+        idle = now - getattr(conn, "chat_last_used", now)
+        if (conn.errors_occurred or idle > CONNECTION_IDLE_CHECK_S) and not conn.is_usable():
+            conn.close()
+        conn.errors_occurred = False
+    conn.chat_last_used = now
 
 
-async def chat_run(schema: str, fn, *args, **kwargs):
-    """Run `fn` on the chat pool in `schema` (connections persist per pool thread: no connect per turn)."""
+async def chat_run(schema: str, fn, *args, quick: bool = False, **kwargs):
+    """Run `fn` on a chat pool in `schema` (connections persist per pool thread: no connect per turn)."""
 
     def call():
         _prepare_connection()
         with schema_context(schema):
             return fn(*args, **kwargs)
 
-    return await sync_to_async(call, thread_sensitive=False, executor=_executor)()
+    pool = _quick_executor if quick else _executor
+    return await sync_to_async(call, thread_sensitive=False, executor=pool)()
 
 
 class _LoopSink:
@@ -80,6 +104,13 @@ class _LoopSink:
         for queue in self.queues:
             self.loop.call_soon_threadsafe(queue.put_nowait, event)
 
+    def flush(self, timeout: float = FLUSH_TIMEOUT_S) -> None:
+        """Wait (in the turn's thread) until everything emitted so far is published: the turn calls this
+        before releasing the session lock, so the next turn (maybe in another process) publishes after it."""
+        done = threading.Event()
+        self.loop.call_soon_threadsafe(self.queues[0].put_nowait, done)
+        done.wait(timeout)
+
 
 async def _publish(group: str, queue: asyncio.Queue) -> None:
     from channels.layers import get_channel_layer
@@ -89,6 +120,9 @@ async def _publish(group: str, queue: asyncio.Queue) -> None:
         event = await queue.get()
         if event is None:
             return
+        if isinstance(event, threading.Event):  # a flush marker: everything before it is published
+            event.set()
+            continue
         await layer.group_send(group, {"type": "chat.event", "event": event})
 
 
@@ -96,7 +130,8 @@ async def turn_dispatch(schema: str, session_id: str, fn, *args, extra: asyncio.
                         **kwargs) -> asyncio.Future:
     """Queue a turn of the session behind the previous one of this process, detached from any socket.
     Its events go to the session's group (and to `extra`, for a caller streaming them itself)."""
-    previous = _session_tails.get(session_id)
+    tail_key = f"{schema}:{session_id}"
+    previous = _session_tails.get(tail_key)
     loop = asyncio.get_running_loop()
 
     async def run() -> None:
@@ -120,13 +155,13 @@ async def turn_dispatch(schema: str, session_id: str, fn, *args, extra: asyncio.
             await publisher
 
     task = asyncio.ensure_future(run())
-    _session_tails[session_id] = task
+    _session_tails[tail_key] = task
     _running.add(task)
 
     def done(t: asyncio.Task) -> None:
         _running.discard(t)
-        if _session_tails.get(session_id) is t:
-            del _session_tails[session_id]
+        if _session_tails.get(tail_key) is t:
+            del _session_tails[tail_key]
 
     task.add_done_callback(done)
     return task
@@ -140,14 +175,15 @@ class _suppress_all:
         return True
 
 
-def _open_session(bot_name: str, user_id: str | None, session_id: str | None) -> dict:
-    session = services.session_bootstrap(bot_name=bot_name, user_id=user_id, session_id=session_id)
+def _open_session(bot_name: str, user_id: str | None, session_id: str | None, page_token_ok: bool) -> dict:
+    session = services.session_bootstrap(bot_name=bot_name, user_id=user_id, session_id=session_id,
+                                         page_token_ok=page_token_ok)
     return {"session_id": str(session.id), "user_id": str(session.user_id), "bot_id": str(session.bot_id),
             "bot_name": session.bot.name, "started": bool((session.state or {}).get("started"))}
 
 
 def _replay(session_id: str, after: int) -> dict:
-    session = services.session_get(session_id)
+    session = services.session_get(session_id, page_token_ok=True)  # the connection was authorised
     return {"messages": services.history(session, after=after, limit=REPLAY_MAX, cap=REPLAY_MAX),
             "stream": services.stream_in_progress(session),
             "suggestions": list((session.state or {}).get("suggestions") or [])}
@@ -158,23 +194,28 @@ class ChatConsumerBase(AsyncWebsocketConsumer):
 
     bot_name = ""
     info: dict
+    page_token_ok = False
     group = ""
 
     async def connect(self) -> None:
         self.tenant = self.scope["tenant"]
         self.schema = self.tenant.schema_name
         self.query = {k: v[0] for k, v in parse_qs(self.scope.get("query_string", b"").decode("latin-1")).items()}
-        self.sent_upto = -1
-        self.stream_sent: dict[str, int] = {}
+        self.sent_upto = -1  # everything up to here was replayed
+        self.seen: collections.deque[int] = collections.deque(maxlen=SEEN_INDEXES_MAX)  # live ones after it
+        self.stream_sent: dict[str, int | None] = {}  # stream -> characters sent; None: a gap, wait for the end
         self.pending = 0
         route = self.scope.get("url_route", {}).get("kwargs", {})
         self.bot_name = (route.get("bot") or self.query.get("bot_name") or "default").lower()
         if not await self.authorize():
             await self._refuse(CLOSE_FORBIDDEN)
             return
+        if await chat_run(self.schema, _connect_rate_check, self.client_ip(), quick=True):
+            await self._refuse(CLOSE_TOO_MANY)
+            return
         try:
             self.info = await chat_run(self.schema, _open_session, self.bot_name, self.query.get("user_id"),
-                                       self.query.get("session_id"))
+                                       self.query.get("session_id"), self.page_token_ok, quick=True)
         except services.UnknownBot:
             await self._refuse(CLOSE_UNKNOWN_BOT)
             return
@@ -206,15 +247,16 @@ class ChatConsumerBase(AsyncWebsocketConsumer):
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
     async def replay(self, after: int) -> None:
-        data = await chat_run(self.schema, _replay, self.session_id, after)
+        data = await chat_run(self.schema, _replay, self.session_id, after, quick=True)
         for message in data["messages"]:
             await self.render_message(message, replayed=True)
             self.sent_upto = max(self.sent_upto, message["index"])
+        self.seen = collections.deque((i for i in self.seen if i > self.sent_upto), maxlen=SEEN_INDEXES_MAX)
         stream = data["stream"]
         if stream and stream.get("text"):
             self.stream_sent[stream["stream"]] = len(stream["text"])
             await self.render_stream_resume(stream["stream"], stream["text"])
-        if self.session_id in _session_tails:  # a turn of this session is running in this process
+        if f"{self.schema}:{self.session_id}" in _session_tails:  # a turn of this session is running in this process
             await self.render_thinking(True)
         await self.render_suggestions(data["suggestions"])
 
@@ -258,7 +300,13 @@ class ChatConsumerBase(AsyncWebsocketConsumer):
         await self.submit(text, message_type)
 
     async def submit(self, text: str, message_type: int) -> None:
-        retry_after = await chat_run(self.schema, _rate_check, self.session_id, self.client_ip(), self.bot_name)
+        try:
+            retry_after = await chat_run(self.schema, _rate_check, self.session_id, self.client_ip(), self.bot_name,
+                                         quick=True)
+        except Exception:  # the message is not lost silently: the client is told to send it again
+            logger.exception("chat: rate check failed for session %s", self.session_id)
+            await self.render_status("The service is busy; please send your message again.")
+            return
         if retry_after:
             await self.render_status(f"Too many messages; try again in {int(retry_after) + 1} s.")
             return
@@ -273,8 +321,16 @@ class ChatConsumerBase(AsyncWebsocketConsumer):
         self.pending -= 1
 
     def client_ip(self) -> str:
+        """The peer, or the client a trusted proxy names (TRUSTED_PROXY_IPS), as for HTTP requests."""
+        from apps.compliance.services import request_client_ip
+
         client = self.scope.get("client") or ("", 0)
-        return str(client[0] or "")
+        forwarded = ""
+        for name, value in self.scope.get("headers", []):
+            if name == b"x-forwarded-for":
+                forwarded = value.decode("latin-1")
+        meta = {"REMOTE_ADDR": str(client[0] or ""), "HTTP_X_FORWARDED_FOR": forwarded}
+        return request_client_ip(SimpleNamespace(META=meta)) or ""
 
     # -- output ----------------------------------------------------------------------------------
     async def chat_event(self, message: dict) -> None:
@@ -282,20 +338,25 @@ class ChatConsumerBase(AsyncWebsocketConsumer):
         kind = event.get("kind")
         if kind == "message":
             msg = event["message"]
-            if msg["index"] <= self.sent_upto:
+            if msg["index"] <= self.sent_upto or msg["index"] in self.seen:
                 return
-            self.sent_upto = msg["index"]
+            self.seen.append(msg["index"])
             await self.render_message(msg, replayed=False)
         elif kind == "delta":
             sid, offset, text = event["stream"], int(event["offset"]), event["text"]
-            have = self.stream_sent.get(sid)
-            if have is None:
+            if sid not in self.stream_sent:
+                if offset > 0:  # joined mid-answer without its beginning: show it whole when it ends
+                    self.stream_sent[sid] = None
+                    return
                 await self.render_stream_start(sid)
-                have = 0
-            if offset + len(text) <= have:
+                self.stream_sent[sid] = 0
+            have = self.stream_sent[sid]
+            if have is None or offset + len(text) <= have:
                 return
-            if offset < have:
-                text = text[have - offset:]
+            if offset > have:  # a piece was lost on the way: the final message carries the whole answer
+                self.stream_sent[sid] = None
+                return
+            text = text[have - offset:]
             self.stream_sent[sid] = offset + len(event["text"])
             await self.render_delta(sid, text)
         elif kind == "thinking":
@@ -315,7 +376,19 @@ class ChatConsumerBase(AsyncWebsocketConsumer):
 
 
 def _turn(session_id: str, text: str, message_type: int, sink) -> None:
-    services.turn_run(services.session_get(session_id), text=text, message_type=message_type, sink=sink)
+    session = services.session_get(session_id, page_token_ok=True)  # the connection was authorised
+    services.turn_run(session, text=text, message_type=message_type, sink=sink)
+
+
+def _connect_rate_check(ip: str) -> float | None:
+    from apps.core.ratelimit import RateLimitUnavailable, rate_check
+
+    if not ip:
+        return None
+    try:
+        return rate_check("chat.connect", ip, limit=CONNECTS_PER_MINUTE, window_s=60)
+    except RateLimitUnavailable:
+        return None  # messages are still limited (and refused while Redis is down): let the socket open
 
 
 def _rate_check(session_id: str, ip: str, bot_name: str) -> float | None:
@@ -328,7 +401,7 @@ def upstream_suggestion(chip: dict) -> dict:
     """The BASIC host's chip as upstream's suggestion object (spec 6.4: `action` is a JSON string)."""
     kind, value, label = chip.get("kind"), str(chip.get("value") or ""), str(chip.get("label") or "")
     if kind == "tool":
-        action = {"type": "invoke_tool", "tool": value, "params": {}, "prompt_for_params": True}
+        action = {"type": "invoke_tool", "tool": value, "params": None, "prompt_for_params": False}
     elif kind == "context":
         action = {"type": "select_context", "context": value}
         return {"text": label or value, "context": value, "action": json.dumps(action)}
@@ -372,7 +445,7 @@ class UpstreamChatConsumer(ChatConsumerBase):
             return
         stream = msg.get("stream")
         content = msg["content"]
-        if stream and stream in self.stream_sent:
+        if stream and self.stream_sent.get(stream) is not None:
             # This connection streamed the answer chunk by chunk: upstream ends a stream with an empty final
             # frame (the client keeps what it assembled). The full text rides in `full_content` for others.
             self.stream_sent.pop(stream, None)
@@ -406,6 +479,8 @@ class UpstreamChatConsumer(ChatConsumerBase):
 
 class HtmxChatConsumer(ChatConsumerBase):
     """The HTMX web chat (`/ws/<bot>/ui`): HTML fragments swapped out of band by htmx-ext-ws."""
+
+    page_token_ok = True  # authorize() checked the page's token: its page-bound session may be opened
 
     async def authorize(self) -> bool:
         from apps.sessions.views_web import chat_ws_token_check

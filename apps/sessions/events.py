@@ -85,18 +85,59 @@ def _buffer_key(session_id: str) -> str:
     return f"chat:stream:{session_id}"
 
 
-def stream_buffer_set(session_id: str, stream_id: str, text: str) -> None:
-    cache.set(_buffer_key(session_id), {"stream": stream_id, "text": text}, STREAM_BUFFER_TTL_S)
+def _redis():
+    """The raw Redis client behind the cache (APPEND keeps a long answer's buffer linear), or None."""
+    try:
+        from django_redis import get_redis_connection
+
+        return get_redis_connection("default")
+    except (ImportError, NotImplementedError):
+        return None
+
+
+def _raw_keys(session_id: str) -> tuple[str, str]:
+    base = cache.make_key(_buffer_key(session_id))
+    return base + ":id", base + ":text"
+
+
+def stream_buffer_start(session_id: str, stream_id: str) -> None:
+    client = _redis()
+    if client is None:
+        cache.set(_buffer_key(session_id), {"stream": stream_id, "text": ""}, STREAM_BUFFER_TTL_S)
+        return
+    id_key, text_key = _raw_keys(session_id)
+    client.pipeline().set(id_key, stream_id, ex=STREAM_BUFFER_TTL_S).delete(text_key).execute()
+
+
+def stream_buffer_append(session_id: str, stream_id: str, chunk: str) -> None:
+    client = _redis()
+    if client is None:
+        current = cache.get(_buffer_key(session_id)) or {"stream": stream_id, "text": ""}
+        cache.set(_buffer_key(session_id), {"stream": stream_id, "text": current["text"] + chunk},
+                  STREAM_BUFFER_TTL_S)
+        return
+    id_key, text_key = _raw_keys(session_id)
+    client.pipeline().append(text_key, chunk.encode("utf-8")).expire(text_key, STREAM_BUFFER_TTL_S).execute()
 
 
 def stream_buffer_clear(session_id: str) -> None:
-    cache.delete(_buffer_key(session_id))
+    client = _redis()
+    if client is None:
+        cache.delete(_buffer_key(session_id))
+        return
+    client.delete(*_raw_keys(session_id))
 
 
 def stream_buffer_get(session_id: str) -> dict | None:
     """`{"stream", "text"}` of the answer streaming in this session right now, if any."""
-    value = cache.get(_buffer_key(session_id))
-    return value if isinstance(value, dict) else None
+    client = _redis()
+    if client is None:
+        value = cache.get(_buffer_key(session_id))
+        return value if isinstance(value, dict) else None
+    stream_id, text = client.mget(_raw_keys(session_id))
+    if not stream_id:
+        return None
+    return {"stream": stream_id.decode(), "text": (text or b"").decode("utf-8", "replace")}
 
 
 def current_schema() -> str:

@@ -10,12 +10,14 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+from django.db import transaction
+
 from apps.basic.errors import LimitExceeded
 from apps.basic.host import HostError
 from apps.basic.values import bounded_json
 from apps.bots.host import BotHost
 from apps.bots.models import BotScript
-from apps.sessions.models import ChatSession
+from apps.sessions.models import ChatSession, ChatUser
 
 if TYPE_CHECKING:
     from apps.sessions.turns import Turn
@@ -31,6 +33,10 @@ USER_MEMORY_MAX_KEYS = 200
 USER_MEMORY_VALUE_MAX_CHARS = 16 * 1024
 # A system prompt or context value set by a script (BEGIN SYSTEM PROMPT, SET CONTEXT).
 PROMPT_MAX_CHARS = 32 * 1024
+# SET CONTEXT names one session keeps (a script looping over names must not grow the state forever).
+CONTEXTS_MAX = 20
+# KBs one session may have active (USE KB names can come from user input).
+SESSION_KBS_MAX = 20
 # REMEMBER durations: "30 days", "2 hours"... (unit -> seconds).
 _DURATION_UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 7 * 86400,
                    "month": 30 * 86400, "year": 365 * 86400}
@@ -82,7 +88,9 @@ class SessionHost(BotHost):
 
     def set_context(self, name: str | None, value: str) -> None:
         contexts = self.state.setdefault("context", {})
-        key = (name or "default").strip().lower() or "default"
+        key = (name or "default").strip().lower()[:100] or "default"
+        if key not in contexts and len(contexts) >= CONTEXTS_MAX:
+            raise HostError(f"a session keeps at most {CONTEXTS_MAX} contexts")
         contexts[key] = str(value)[:PROMPT_MAX_CHARS]
         self.state["active_context"] = key
 
@@ -107,6 +115,8 @@ class SessionHost(BotHost):
 
     # -- knowledge and tools ---------------------------------------------------------------------
     def use_kb(self, name: str) -> None:
+        if str(name).strip() not in self.kbs and len(self.kbs) >= SESSION_KBS_MAX:
+            raise HostError(f"a session uses at most {SESSION_KBS_MAX} knowledge bases")
         super().use_kb(name)
         self.state["kbs"] = list(self.kbs)
 
@@ -144,14 +154,18 @@ class SessionHost(BotHost):
             bounded_json(value, USER_MEMORY_VALUE_MAX_CHARS)
         except LimitExceeded:
             raise HostError(f"a user memory value is limited to {USER_MEMORY_VALUE_MAX_CHARS} characters") from None
-        memory = self._memory()
         key = str(key).strip().lower()
-        if key not in memory and len(memory) >= USER_MEMORY_MAX_KEYS:
-            raise HostError(f"a user keeps at most {USER_MEMORY_MAX_KEYS} memory keys")
-        memory[key] = {"value": value, "expires": expires.isoformat() if expires else None}
-        user = self.chat.user
-        user.memory = memory
-        user.save(update_fields=["memory"])
+        with transaction.atomic():
+            # Re-read under a row lock: another session of the same user (another e-mail thread) may have
+            # written other keys since this turn loaded the user.
+            user = ChatUser.objects.select_for_update().get(pk=self.chat.user_id)
+            memory = user.memory if isinstance(user.memory, dict) else {}
+            if key not in memory and len(memory) >= USER_MEMORY_MAX_KEYS:
+                raise HostError(f"a user keeps at most {USER_MEMORY_MAX_KEYS} memory keys")
+            memory[key] = {"value": value, "expires": expires.isoformat() if expires else None}
+            user.memory = memory
+            user.save(update_fields=["memory"])
+        self.chat.user.memory = memory
 
     def _memory_get(self, key: str) -> object:
         entry = self._memory().get(str(key).strip().lower())

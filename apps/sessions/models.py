@@ -76,6 +76,8 @@ class ChatSession(models.Model):
             models.Index(fields=["bot", "channel", "user"], name="chat_session_owner_idx"),
             models.Index(fields=["bot", "-last_activity"], name="chat_session_recent_idx"),
             models.Index(fields=["bot", "channel", "thread_key"], name="chat_session_thread_idx"),
+            # The console's conversation list: newest first, stopping after a page (apps.analytics).
+            models.Index(fields=["-last_activity", "-id"], name="chat_session_activity_idx"),
         ]
 
     def __str__(self) -> str:

@@ -5,6 +5,7 @@ Every function works in the tenant active on the connection.
 
 from __future__ import annotations
 
+import re
 import uuid
 
 from django.db import transaction
@@ -19,6 +20,11 @@ HISTORY_PAGE_MAX = 200
 # Channels a session can be opened on (spec 6.1 titles: web chat, API, e-mail, automation).
 CHANNELS = ("web", "api", "email", "job")
 ANONYMOUS_TITLE = "Anonymous Chat"
+# State flag of sessions created by the web chat page (see _reachable).
+PAGE_BOUND = "page_bound"
+# Control characters other than tab and newlines are dropped from input (they carry no text, and one of
+# them marks sealed values in apps.sessions.fields).
+_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 class UnknownBot(TurnError):
@@ -46,8 +52,10 @@ def bot_by_name(name: str) -> Bot:
 def _anonymous_user(user_id: uuid.UUID | None) -> ChatUser:
     if user_id is not None:
         user = ChatUser.objects.filter(pk=user_id).first()
-        if user is not None:
+        if user is not None and user.is_anonymous:
             return user
+        if user is not None:
+            user_id = None  # a known person (an e-mail contact...) is never claimed by an id in a URL
     new_id = user_id or uuid.uuid4()
     short = new_id.hex[:8]
     user, _ = ChatUser.objects.get_or_create(
@@ -57,7 +65,7 @@ def _anonymous_user(user_id: uuid.UUID | None) -> ChatUser:
 
 @transaction.atomic
 def session_bootstrap(*, bot_name: str, user_id: str | None = None, session_id: str | None = None,
-                      channel: str = "web") -> ChatSession:
+                      channel: str = "web", page_bound: bool = False, page_token_ok: bool = False) -> ChatSession:
     """Upstream's anonymous bootstrap (spec 6.2): reuse the session when it exists for this bot, else create
     it (with the given id when it is a free UUID). A session id of another bot is never reused."""
     if channel not in CHANNELS:
@@ -66,26 +74,33 @@ def session_bootstrap(*, bot_name: str, user_id: str | None = None, session_id: 
     sid = _uuid(session_id)
     if sid is not None:
         session = ChatSession.objects.select_related("user", "bot").filter(pk=sid).first()
-        if session is not None and session.bot_id == bot.pk:
+        if session is not None and session.bot_id == bot.pk and _reachable(session, page_token_ok):
             return session
         if session is not None:
-            sid = None  # another bot's session: start a fresh one instead of crossing over
+            sid = None  # another bot's, or a page-bound session without its token: start a fresh one
     user = _anonymous_user(_uuid(user_id))
-    return ChatSession.objects.create(id=sid or uuid.uuid4(), user=user, bot=bot, channel=channel,
+    state = {PAGE_BOUND: True} if page_bound else {}
+    return ChatSession.objects.create(id=sid or uuid.uuid4(), user=user, bot=bot, channel=channel, state=state,
                                       title=ANONYMOUS_TITLE if user.is_anonymous else "New Conversation")
 
 
-def session_get(session_id: str, *, bot: Bot | None = None) -> ChatSession:
+def _reachable(session: ChatSession, page_token_ok: bool) -> bool:
+    """A session the web chat page created is reached with the page's token only (its id alone, seen in a
+    proxy log or a URL, is not enough); other sessions are reached by their unguessable id, as upstream."""
+    return page_token_ok or not (session.state or {}).get(PAGE_BOUND)
+
+
+def session_get(session_id: str, *, bot: Bot | None = None, page_token_ok: bool = False) -> ChatSession:
     sid = _uuid(session_id)
     qs = ChatSession.objects.select_related("bot", "user")
     session = qs.filter(pk=sid).first() if sid else None
-    if session is None or (bot is not None and session.bot_id != bot.pk):
+    if session is None or (bot is not None and session.bot_id != bot.pk) or not _reachable(session, page_token_ok):
         raise UnknownSession("no such session")
     return session
 
 
 def message_check(text: str) -> str:
-    text = "" if text is None else str(text)
+    text = _CONTROL_CHARS.sub("", "" if text is None else str(text))
     limit = chat_message_max_chars()
     if len(text) > limit:
         raise TurnError(f"message too long: {len(text)} characters, the limit is {limit}")
@@ -126,8 +141,11 @@ def channel_turn(*, bot: Bot, channel: str, user_key: str, text: str, thread_key
     if channel not in CHANNELS:
         raise TurnError(f"unknown channel '{channel}'")
     user_key = str(user_key).strip().lower()[:255]
+    if not user_key:
+        raise TurnError("a channel message needs the sender's address")
     with transaction.atomic():
-        user = ChatUser.objects.filter(external_id=user_key).order_by("created_at").first()
+        user = (ChatUser.objects.filter(external_id=user_key, is_anonymous=False).order_by("created_at")
+                .select_for_update().first())
         if user is None:
             user = ChatUser.objects.create(username=user_key[:150], external_id=user_key, is_anonymous=False,
                                            email=user_key if "@" in user_key else "")

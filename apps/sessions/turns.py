@@ -65,15 +65,22 @@ OFFLINE_DOWN = "The language model is unavailable right now, so I can only quote
 OFFLINE_NOTHING = "I found nothing about that in my knowledge base."
 QUOTA_REACHED = "This service has used its language-model allowance for today. Please try again tomorrow."
 SCRIPT_FAILED = "Sorry, something went wrong on my side. Please try again."
+# Stored and shown instead of the answer to a secret HEAR (PASSWORD, CREDITCARD...).
+SECRET_MASK = "••••••"  # noqa: S105 - a mask, not a password
 
 
 class TurnError(Exception):
     """The input cannot be taken (too large, unknown session...); the message says why."""
 
 
+# Message meta clients may see; the rest (error texts, provider names, script names) stays in the console.
+PUBLIC_META_KEYS = ("citations", "tool_calls", "tool", "cached", "offline", "secret", "interrupted", "quota")
+
+
 def message_event(message: Message, stream: str | None = None) -> dict:
+    meta = message.meta if isinstance(message.meta, dict) else {}
     event = {"index": message.index, "role": message.role, "message_type": message.message_type,
-             "content": message.content, "meta": message.meta,
+             "content": message.content, "meta": {k: meta[k] for k in PUBLIC_META_KEYS if k in meta},
              "created_at": message.created_at.isoformat() if message.created_at else ""}
     if stream:
         event["stream"] = stream
@@ -84,22 +91,30 @@ def message_event(message: Message, stream: str | None = None) -> dict:
 def session_lock(session_id: object) -> Iterator[None]:
     """One turn at a time per session, across every web process and worker: a PostgreSQL advisory lock
     (session level: it dies with the connection if the process does). Waiters queue in arrival order."""
+    if any(not getattr(block, "_from_testcase", False) for block in connection.atomic_blocks):
+        # Released before the outer transaction commits, the lock would let the next turn read stale state.
+        # (A test case's own wrapping transaction is the one exception: it never commits.)
+        raise RuntimeError("session_lock must not be taken inside a transaction")
     key = f"chat:{connection.schema_name}:{session_id}"
-    with connection.cursor() as cursor:
-        cursor.execute("SET statement_timeout = %s", [TURN_LOCK_WAIT_MS])
-        try:
-            cursor.execute("SELECT pg_advisory_lock(hashtext(%s))", [key])
-        finally:
-            cursor.execute("RESET statement_timeout")
+    locked = False
     try:
+        with connection.cursor() as cursor:
+            cursor.execute("SET statement_timeout = %s", [TURN_LOCK_WAIT_MS])
+            try:
+                cursor.execute("SELECT pg_advisory_lock(hashtext(%s))", [key])
+                locked = True
+            finally:
+                cursor.execute("RESET statement_timeout")
         yield
     finally:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_unlock(hashtext(%s))", [key])
-
-
-class _Suspend(Exception):
-    """A tool run by the LLM is waiting for the user (HEAR): the dialog takes over the conversation."""
+        if locked:
+            try:
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_advisory_unlock(hashtext(%s))", [key])
+            except Exception:
+                # A lock that cannot be released would wedge the session: dropping the connection releases it.
+                logger.exception("chat: could not release the lock of session %s; closing the connection", session_id)
+                connection.close()
 
 
 class Turn:
@@ -137,6 +152,11 @@ class Turn:
                     **fields: object) -> Message:
         return self.add(Role.ASSISTANT, text, MessageType.BOT_RESPONSE, stream=stream, meta=meta or {}, **fields)
 
+    def last_user_index(self) -> int:
+        last = (Message.objects.filter(session=self.session, role=Role.USER).order_by("-index")
+                .values_list("index", flat=True).first())
+        return self.next_index if last is None else last
+
     def status(self, text: str) -> None:
         self.sink.emit({"kind": "status", "text": text})
 
@@ -166,21 +186,38 @@ class Turn:
                 self.add(Role.USER, text, MessageType.USER)
                 return
         if message_type == MessageType.TOOL_EXEC:
-            name = text.strip().lower()
+            name = text.strip().lower().removesuffix(".bas")
             self.add(Role.USER, name, MessageType.TOOL_EXEC, meta={"tool": name})
+            if not self.tool_runnable(name):
+                self.bot_message(f"Sorry, '{name}' is not available.", meta={"tool": name})
+                return
             self.state["dialog"] = None  # a tool button starts over, whatever dialog was waiting
             self.run_script(name)
             return
-        if not replay:
+        secret = self.dialog_waiting() and bool(((self.state["dialog"].get("vm") or {}).get("waiting") or {})
+                                                .get("secret"))
+        if secret:
+            # HEAR AS PASSWORD / CREDITCARD: the answer goes to the script only; the transcript, the clients
+            # and later LLM history see a mask.
+            self.add(Role.USER, SECRET_MASK, MessageType.USER, meta={"secret": True})
+        elif not replay:
             self.add(Role.USER, text, MessageType.USER)
         if self.dialog_waiting() and self.resume_dialog(text):
             return
-        self.answer(text)
+        self.answer(text, replay=replay)
 
     # -- scripts ---------------------------------------------------------------------------------
     def dialog_waiting(self) -> bool:
         dialog = self.state.get("dialog")
         return isinstance(dialog, dict) and dialog.get("kind") == "hear"
+
+    def tool_runnable(self, name: str) -> bool:
+        """A button may run a script of the bot except start and the scheduled ones (jobs that mail or write
+        tables on the bot's behalf are not for visitors to trigger)."""
+        if name == "start":
+            return False
+        script = BotScript.objects.filter(bot=self.session.bot, name=name).only("metadata").first()
+        return script is not None and not (script.metadata or {}).get("schedules")
 
     def _program(self, name: str):
         script = BotScript.objects.filter(bot=self.session.bot, name=name.lower()).first()
@@ -241,7 +278,9 @@ class Turn:
                 self._schedule_wait(dialog["token"], result.wait_seconds)
             self.state["dialog"] = dialog
             return
-        self.state["dialog"] = None
+        dialog = self.state.get("dialog")
+        if not isinstance(dialog, dict) or dialog.get("script") == name:
+            self.state["dialog"] = None  # this script's dialog ended; another script's (a WAIT) stays
         if result.status == "error":
             error = result.error or {}
             logger.warning("chat: script %s of bot %s failed at line %s: %s", name, self.session.bot.name,
@@ -286,10 +325,10 @@ class Turn:
         return result.value
 
     # -- the LLM turn ----------------------------------------------------------------------------
-    def answer(self, text: str) -> None:
+    def answer(self, text: str, *, replay: bool = False) -> None:
         from apps.sessions import answer
 
-        answer.llm_answer(self, text)
+        answer.llm_answer(self, text, replay=replay)
 
     def run_tool(self, name: str, arguments: dict) -> str:
         """A tool the LLM called: its script runs in this session with the arguments as PARAMs."""
@@ -298,7 +337,9 @@ class Turn:
         if result is None:
             return f"error: tool '{name}' is not available"
         if result.status == "waiting":
-            raise _Suspend(name)
+            from apps.llm.errors import ToolSuspended
+
+            raise ToolSuspended(name)  # the tool asks the user: its dialog takes over
         if result.status == "error":
             return f"error: the tool failed: {(result.error or {}).get('message')}"
         if result.value is not None:
@@ -343,7 +384,13 @@ def turn_execute(session_id: object, *, text: str, message_type: int = MessageTy
             finally:
                 turn.save()
             sink.emit({"kind": "suggestions", "suggestions": turn.suggestions()})
+            flush = getattr(sink, "flush", None)
+            if flush is not None:
+                flush()  # published before the lock is released: the next turn's events come after these
             return turn.produced
+    except Exception:
+        events.stream_buffer_clear(str(session_id))  # a failed turn leaves no bubble streaming forever
+        raise
     finally:
         sink.emit({"kind": "thinking", "on": False})
         logger.debug("chat: turn of session %s took %.1f ms", session_id, (time.monotonic() - started) * 1000)

@@ -114,7 +114,8 @@ def _chat_context(request: HttpRequest, bot_name: str) -> tuple[dict, str, dict[
         chat_cookie_name(bot.name), default=None, salt=_cookie_salt(tenant_schema, bot.name),
         max_age=CHAT_COOKIE_MAX_AGE_S,
     )
-    session = session_bootstrap(bot_name=bot.name, session_id=cookie_session, channel="web")
+    session = session_bootstrap(bot_name=bot.name, session_id=cookie_session, channel="web", page_bound=True,
+                                 page_token_ok=True)
     session_id = str(session.id)
     rows = list(Message.objects.filter(session=session).order_by("-index")[:HISTORY_RENDER_MAX])
     history = [message_fragment(msg, oob=False) for msg in map(message_dict, reversed(rows)) if msg]

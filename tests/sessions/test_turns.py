@@ -15,7 +15,7 @@ from apps.bots.models import Bot, BotConfig, BotTableRow
 from apps.bots.services import script_sync
 from apps.sessions import events, services
 from apps.sessions.models import ChatSession, Message, MessageType, Role
-from apps.sessions.turns import OFFLINE_NO_MODEL, SCRIPT_FAILED, TurnError, turn_execute
+from apps.sessions.turns import OFFLINE_NO_MODEL, SCRIPT_FAILED, SECRET_MASK, TurnError, turn_execute
 from tests.support import llm_fake
 from tests.support.llm_fake import Reply, ToolCall
 
@@ -287,3 +287,50 @@ def test_concurrent_turns_of_one_session_run_one_at_a_time(canary_tenants, setti
         Bot.objects.filter(name="busy").delete()
     assert [i for i, _ in rows] == list(range(13))  # 1 start + 6 x (question, answer), no gaps or doubles
     assert [r for _, r in rows[1:]] == [Role.USER, Role.ASSISTANT] * 6  # each answer follows its question
+
+
+def test_a_tool_the_llm_calls_that_asks_the_user_hands_the_conversation_to_its_dialog(canary_tenants, llm_platform):
+    llm_platform.script(Reply(tool_calls=[ToolCall("book", {"name": "", "people": 2})]),
+                        Reply(text="this second round must not happen"))
+    with schema_context(canary_tenants.a.schema_name):
+        _bot("asker", {"start": 'ADD TOOL "book"', "book": BOOK}, {"llm-cache": "false"})
+        session = services.session_bootstrap(bot_name="asker")
+        services.session_start(session)
+        assert _texts(services.turn_run(session, text="book a visit please")) == ["Your name?"]
+        session.refresh_from_db()
+        assert session.state["dialog"]["script"] == "book"
+        assert _texts(services.turn_run(session, text="Dora")) == ["Booked for Dora"]
+    assert len(llm_platform.chat_requests()) == 1
+
+
+def test_a_secret_answer_reaches_the_script_but_is_stored_and_shown_masked(canary_tenants):
+    with schema_context(canary_tenants.a.schema_name):
+        _bot("vault", {"start": 'HEAR p AS PASSWORD\nTALK "length " + LEN(p)'})
+        session = services.session_bootstrap(bot_name="vault")
+        services.session_start(session)
+        sink = events.ListSink()
+        assert _texts(services.turn_run(session, text="hunter2hunter2", sink=sink)) == ["length 14"]
+        stored = list(Message.objects.filter(session=session).values_list("content", flat=True))
+        assert "hunter2hunter2" not in stored and SECRET_MASK in stored
+        assert "hunter2hunter2" not in str(sink.events)
+
+
+def test_a_web_page_session_is_not_reachable_by_its_id_alone(canary_tenants):
+    with schema_context(canary_tenants.a.schema_name):
+        _bot("paged", {})
+        page = services.session_bootstrap(bot_name="paged", page_bound=True, page_token_ok=True)
+        with pytest.raises(services.UnknownSession):
+            services.session_get(str(page.pk))
+        assert services.session_bootstrap(bot_name="paged", session_id=str(page.pk)).pk != page.pk
+        assert services.session_get(str(page.pk), page_token_ok=True).pk == page.pk
+
+
+def test_buttons_cannot_run_start_or_scheduled_scripts_and_channels_need_an_address(canary_tenants):
+    with schema_context(canary_tenants.a.schema_name):
+        bot = _bot("guarded", {"start": 'TALK "hi"', "report": 'SET SCHEDULE "0 8 * * *"\nTALK "sent"'})
+        session = services.session_bootstrap(bot_name="guarded")
+        for name in ("report", "start"):
+            produced = services.turn_run(session, text=name, message_type=MessageType.TOOL_EXEC)
+            assert "not available" in produced[-1].content
+        with pytest.raises(TurnError, match="address"):
+            services.channel_turn(bot=bot, channel="email", user_key="  ", text="hello")
