@@ -167,6 +167,9 @@ def caches_for(redis_url: str) -> dict:
 
 
 CHANNEL_LAYER_READ_TIMEOUT_S = 30
+# Redis connections one web process may hold for the channel layer: each open socket waits on one while
+# idle, so redis-py's default of 100 refused the 101st chat socket ("Too many connections").
+CHANNEL_LAYER_MAX_CONNECTIONS = 5000
 
 
 def channel_layers_for(redis_url: str) -> dict:
@@ -179,7 +182,8 @@ def channel_layers_for(redis_url: str) -> dict:
             # 5 s by default, which killed every idle socket. Reads may wait this long before Redis is
             # considered gone.
             "CONFIG": {"hosts": [{"address": redis_url_for_db(redis_url, REDIS_DB_CHANNELS),
-                                  "socket_timeout": CHANNEL_LAYER_READ_TIMEOUT_S}]},
+                                  "socket_timeout": CHANNEL_LAYER_READ_TIMEOUT_S,
+                                  "max_connections": CHANNEL_LAYER_MAX_CONNECTIONS}]},
         }
     }
 
@@ -360,6 +364,8 @@ CHAT_MESSAGE_MAX_CHARS = env_int("CHAT_MESSAGE_MAX_CHARS", 8000)
 CHAT_TURN_THREADS = env_int("CHAT_TURN_THREADS", 32)
 # One IP may send this many times a session's message rate (people behind one NAT share an address).
 CHAT_RATE_IP_FACTOR = env_int("CHAT_RATE_IP_FACTOR", 10)
+# WebSocket connections one client IP may open per minute (each creates a session and runs start.bas).
+CHAT_CONNECTS_PER_MINUTE = env_int("CHAT_CONNECTS_PER_MINUTE", 60)
 
 # Health: which checks make /api/health answer 503 when they fail. The others only degrade it.
 HEALTH_REQUIRED_CHECKS = tuple(env_list("HEALTH_REQUIRED_CHECKS", ["database", "cache"]))
