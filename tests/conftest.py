@@ -42,6 +42,16 @@ def local_storage(settings, tmp_path):
 
 
 @pytest.fixture(autouse=True)
+def _public_schema_first():
+    """Each test starts on the public schema, whatever schema an earlier test left the connection on."""
+    from django.db import connection
+
+    if hasattr(connection, "set_schema_to_public"):
+        connection.set_schema_to_public()
+    yield
+
+
+@pytest.fixture(autouse=True)
 def _rate_limit_counters_reset():
     """Each test starts with empty rate-limit counters: every test client comes from 127.0.0.1, so sign-ins
     and messages of earlier tests would otherwise use up the next test's allowance."""

@@ -459,12 +459,22 @@ def llm_settings_for(bot: Any, config_values: Mapping[str, str] | None = None, *
         cache_semantic=_bool(config_values, "llm-cache-semantic", DEFAULT_CACHE_SEMANTIC, problems),
         cache_threshold=_number(config_values, "llm-cache-threshold", DEFAULT_CACHE_THRESHOLD, CACHE_THRESHOLD_MIN,
                                 1.0, problems),
-        daily_token_limit=max(0, int(getattr(django_settings, "LLM_TENANT_DAILY_TOKENS", 0) or 0)),
+        daily_token_limit=_daily_token_limit(tenant),
         problems=tuple(problems),
     )
     if problems:
         logger.info("llm: bot %s (tenant %s) config problems: %s", bot_name, tenant, "; ".join(problems))
     return result
+
+
+def _daily_token_limit(tenant: str) -> int:
+    """The tenant's own allowance (set by support staff) or the platform's LLM_TENANT_DAILY_TOKENS."""
+    from apps.tenants.selectors import tenant_settings
+
+    own = tenant_settings(tenant).get("llm_daily_tokens") if tenant and tenant != "public" else None
+    if own is not None:
+        return int(own)
+    return max(0, int(getattr(django_settings, "LLM_TENANT_DAILY_TOKENS", 0) or 0))
 
 
 def llm_is_configured(settings: LLMSettings) -> bool:

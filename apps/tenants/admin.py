@@ -1,8 +1,20 @@
-"""Support staff's view of tenants on the public host's Django admin."""
+"""Support staff's view of tenants on the public host's Django admin: usage, health, quotas, suspension.
 
-from django.contrib import admin
+Usage columns are counted inside each listed tenant's schema (a page of tenants, a few indexed counts
+each). Suspending a tenant marks it not ready: its hosts answer 503 and its jobs stop; resuming undoes it.
+Both are recorded in the tenant's own audit log.
+"""
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib import admin, messages
+from django.db import transaction
+from django.utils import timezone
+from django_tenants.utils import schema_context
 
 from apps.tenants.models import Domain, Tenant
+from apps.tenants.selectors import tenant_settings_forget
 
 
 class DomainInline(admin.TabularInline):
@@ -10,15 +22,81 @@ class DomainInline(admin.TabularInline):
     extra = 0
 
 
+def _usage(tenant: Tenant) -> dict:
+    cached = getattr(tenant, "_usage", None)
+    if cached is not None:
+        return cached
+    from apps.bots.models import Bot
+    from apps.llm.quota import quota_used
+    from apps.sessions.models import ChatSession
+
+    if tenant.schema_name in ("public", settings.TENANT_BASE_SCHEMA):
+        tenant._usage = {"bots": "-", "sessions_7d": "-", "tokens_today": "-"}  # no tenant tables there
+        return tenant._usage
+    since = timezone.now() - timedelta(days=7)
+    try:
+        # A savepoint: a failing count must not abort the admin request's transaction.
+        with transaction.atomic(), schema_context(tenant.schema_name):
+            usage = {"bots": Bot.objects.count(),
+                     "sessions_7d": ChatSession.objects.filter(last_activity__gte=since).count(),
+                     "tokens_today": quota_used(tenant.schema_name)}
+    except Exception as exc:  # noqa: BLE001 - a broken tenant is shown as such, the list still renders
+        usage = {"bots": "?", "sessions_7d": "?", "tokens_today": "?", "error": type(exc).__name__}
+    tenant._usage = usage
+    return usage
+
+
+def _audit(tenant: Tenant, action: str, request) -> None:
+    from apps.compliance.services import audit_record
+
+    with schema_context(tenant.schema_name):
+        audit_record(action=action, actor=f"support:{request.user.get_username()}", object_type="tenant",
+                     object_id=tenant.schema_name)
+
+
 @admin.register(Tenant)
 class TenantAdmin(admin.ModelAdmin):
-    list_display = ("name", "schema_name", "ready", "created_at")
+    list_display = ("name", "schema_name", "ready", "bots", "sessions_7d", "tokens_today", "llm_daily_tokens",
+                    "created_at")
     list_filter = ("ready",)
+    list_per_page = 25  # each row counts inside its schema
     search_fields = ("name", "schema_name", "domains__domain")
     # Schema names are fixed at creation: renaming would orphan the data. Create tenants with the
     # `tenant_create` command or service, which clones the template and creates the first admin.
     readonly_fields = ("schema_name", "created_at")
+    fields = ("name", "schema_name", "ready", "llm_daily_tokens", "encrypt_messages", "created_at")
     inlines = [DomainInline]
+    actions = ["suspend", "resume"]
+
+    @admin.display(description="bots")
+    def bots(self, obj: Tenant):
+        return _usage(obj)["bots"]
+
+    @admin.display(description="sessions (7 days)")
+    def sessions_7d(self, obj: Tenant):
+        return _usage(obj)["sessions_7d"]
+
+    @admin.display(description="LLM tokens today")
+    def tokens_today(self, obj: Tenant):
+        return _usage(obj)["tokens_today"]
+
+    @admin.action(description="Suspend the selected tenants (their hosts answer 503, jobs stop)")
+    def suspend(self, request, queryset):
+        for tenant in queryset.filter(ready=True):
+            Tenant.objects.filter(pk=tenant.pk).update(ready=False)
+            _audit(tenant, "tenant.suspended", request)
+        messages.success(request, "Suspended.")
+
+    @admin.action(description="Resume the selected tenants")
+    def resume(self, request, queryset):
+        for tenant in queryset.filter(ready=False).exclude(schema_name__in=["public", settings.TENANT_BASE_SCHEMA]):
+            Tenant.objects.filter(pk=tenant.pk).update(ready=True)
+            _audit(tenant, "tenant.resumed", request)
+        messages.success(request, "Resumed.")
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        tenant_settings_forget(obj.schema_name)
 
     def has_add_permission(self, request):
         return False

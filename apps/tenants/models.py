@@ -16,6 +16,8 @@ class Tenant(TenantMixin):
     ready = models.BooleanField(default=False)
     # Chat message content sealed at rest (apps.sessions.fields); transcript text search then skips it.
     encrypt_messages = models.BooleanField(default=False)
+    # LLM tokens this tenant may use per UTC day; empty: the platform's LLM_TENANT_DAILY_TOKENS.
+    llm_daily_tokens = models.PositiveBigIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     # New schemas are cloned from settings.TENANT_BASE_SCHEMA by django-tenants when saved.

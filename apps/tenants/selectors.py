@@ -60,3 +60,30 @@ def tenant_list_ready() -> list[Tenant]:
             .exclude(schema_name__in=[get_public_schema_name(), settings.TENANT_BASE_SCHEMA])
             .order_by("schema_name")
         )
+
+
+# How long a process trusts what it read of a tenant's own settings (support staff's changes show within it).
+TENANT_SETTINGS_TTL_S = 30.0
+_tenant_settings: dict[str, tuple[float, dict]] = {}
+
+
+def tenant_settings(schema: str) -> dict:
+    """`{"llm_daily_tokens": int | None, "encrypt_messages": bool}` of the tenant using `schema`, cached."""
+    import time
+
+    now = time.monotonic()
+    cached = _tenant_settings.get(schema)
+    if cached and now - cached[0] < TENANT_SETTINGS_TTL_S:
+        return cached[1]
+    with schema_context(get_public_schema_name()):
+        row = (Tenant.objects.filter(schema_name=schema).values("llm_daily_tokens", "encrypt_messages").first()
+               or {"llm_daily_tokens": None, "encrypt_messages": False})
+    _tenant_settings[schema] = (now, row)
+    return row
+
+
+def tenant_settings_forget(schema: str | None = None) -> None:
+    if schema is None:
+        _tenant_settings.clear()
+    else:
+        _tenant_settings.pop(schema, None)

@@ -1,0 +1,59 @@
+"""Support staff's tenant admin on the public host: usage columns, suspend and resume, per-tenant quotas."""
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.test import Client
+from django_tenants.utils import schema_context
+
+from apps.compliance.models import AuditEvent
+from apps.tenants.models import Tenant
+from apps.tenants.selectors import tenant_settings_forget
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def staff_client(settings, canary_tenants):
+    with schema_context("public"):
+        user = get_user_model().objects.create_superuser("support-staff", password="x-9f2c-long-password")
+    client = Client(HTTP_HOST=settings.PLATFORM_PUBLIC_DOMAIN)
+    response = client.post("/admin/login/?next=/admin/",
+                           {"username": user.username, "password": "x-9f2c-long-password"})
+    assert response.status_code == 302, response.content[:500]
+    return client
+
+
+def test_the_tenant_list_shows_usage_counted_in_each_schema(staff_client, canary_tenants):
+    page = staff_client.get(f"/admin/tenants/tenant/?q={canary_tenants.a.schema_name}").content.decode()
+    assert canary_tenants.a.schema_name in page and "LLM tokens today" in page and "Sessions (7 days)" in page
+
+
+def test_suspending_a_tenant_closes_its_hosts_and_resuming_reopens_them(staff_client, canary_tenants):
+    tenant = Tenant.objects.get(schema_name=canary_tenants.a.schema_name)
+    visitor = Client(HTTP_HOST=canary_tenants.a.host)
+    assert visitor.get("/").status_code == 200
+    staff_client.post("/admin/tenants/tenant/", {"action": "suspend", "_selected_action": [tenant.pk]})
+    assert visitor.get("/").status_code == 503
+    assert Client(HTTP_HOST=canary_tenants.b.host).get("/").status_code == 200  # the other tenant serves on
+    staff_client.post("/admin/tenants/tenant/", {"action": "resume", "_selected_action": [tenant.pk]})
+    assert visitor.get("/").status_code == 200
+    with schema_context(tenant.schema_name):
+        actions = list(AuditEvent.objects.filter(action__startswith="tenant.").order_by("id")
+                       .values_list("action", "actor"))
+    assert actions == [("tenant.suspended", "support:support-staff"), ("tenant.resumed", "support:support-staff")]
+
+
+def test_a_tenants_own_token_quota_overrides_the_platform_default(canary_tenants, settings):
+    from apps.bots.models import Bot
+    from apps.llm.services import llm_settings_for
+
+    settings.LLM_TENANT_DAILY_TOKENS = 100_000
+    Tenant.objects.filter(schema_name=canary_tenants.a.schema_name).update(llm_daily_tokens=500)
+    tenant_settings_forget()
+    try:
+        with schema_context(canary_tenants.a.schema_name):
+            assert llm_settings_for(Bot.objects.get(pk=canary_tenants.a.bot_pk), {}).daily_token_limit == 500
+        with schema_context(canary_tenants.b.schema_name):
+            assert llm_settings_for(Bot.objects.get(pk=canary_tenants.b.bot_pk), {}).daily_token_limit == 100_000
+    finally:
+        tenant_settings_forget()
