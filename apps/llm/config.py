@@ -471,10 +471,15 @@ def _daily_token_limit(tenant: str) -> int:
     """The tenant's own allowance (set by support staff) or the platform's LLM_TENANT_DAILY_TOKENS."""
     from apps.tenants.selectors import tenant_settings
 
-    own = tenant_settings(tenant).get("llm_daily_tokens") if tenant and tenant != "public" else None
-    if own is not None:
-        return int(own)
-    return max(0, int(getattr(django_settings, "LLM_TENANT_DAILY_TOKENS", 0) or 0))
+    platform = max(0, int(getattr(django_settings, "LLM_TENANT_DAILY_TOKENS", 0) or 0))
+    if not tenant or tenant == "public":
+        return platform
+    try:
+        own = tenant_settings(tenant).get("llm_daily_tokens")
+    except Exception:  # noqa: BLE001 - no database at hand (a unit test, an outage): the platform's limit holds
+        logger.warning("llm: could not read tenant %s's own token quota; using the platform's", tenant)
+        return platform
+    return platform if own is None else int(own)
 
 
 def llm_is_configured(settings: LLMSettings) -> bool:
