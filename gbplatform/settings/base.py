@@ -182,7 +182,10 @@ def channel_layers_for(redis_url: str) -> dict:
         return {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     return {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            # Redis pub/sub: every consumer has its own subscription. The list-based RedisChannelLayer shares one
+            # blocking receive loop per process, and under load (hundreds of sockets opening and closing) its
+            # consumers stopped receiving their events (tests/bench/bench_chat.py lost replies).
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
             # channels-redis blocks up to 5 s reading a consumer's messages; redis-py 8 times reads out at
             # 5 s by default, which killed every idle socket. Reads may wait this long before Redis is
             # considered gone.
