@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 
-from apps.basic.host import HostError
 from apps.bots.host import BotHost
 from apps.bots.models import Bot
 
@@ -23,8 +22,6 @@ OUTPUT_TRUNCATED = "[output truncated: a job keeps at most {limit} characters of
 # The user a job runs as (upstream runs schedules as a user whose id is the bot's id, titled "Automation").
 JOB_USER_NAME = "Automation"
 NO_USER_TO_HEAR = "no user to hear from in a scheduled job"
-# TALK TO from a job only reaches people by email here; other channels have no sender in a job.
-TALK_TO_EMAIL_PREFIX = "email:"
 
 
 class JobHost(BotHost):
@@ -64,38 +61,4 @@ class JobHost(BotHost):
     def clear_suggestions(self) -> None:
         return None
 
-    # -- LLM: a report a job writes (the bot's llm-* settings, then the platform's provider) ---------
-    def llm(self, prompt: str) -> str:
-        from apps.llm.services import LLMError, complete, llm_settings_for
-
-        try:
-            return complete(llm_settings_for(self.bot, self.config_values()), str(prompt))
-        except LLMError as exc:
-            raise HostError(f"LLM: {exc}") from None
-
-    # -- delivery ------------------------------------------------------------------------------------
-    def talk_to(self, address: str, text: str) -> None:
-        target = str(address).strip()
-        if target.lower().startswith(TALK_TO_EMAIL_PREFIX):
-            target = target[len(TALK_TO_EMAIL_PREFIX):].strip()
-        elif ":" in target or "@" not in target:
-            channel = target.split(":", 1)[0] if ":" in target else target
-            raise HostError(f"TALK TO {channel!r}: a scheduled job can only send to an email address "
-                            f"(TALK TO \"email:name@example.com\", message)")
-        subject = f"Message from {self.bot.display_name or self.bot.name}"
-        self._mail("TALK TO", to=target, subject=subject, body=str(text), attachments=[])
-
-    def send_mail(self, to: str, subject: str, body: str, attachments: list) -> object:
-        paths = attachments if isinstance(attachments, list) else [attachments] if attachments else []
-        return self._mail("SEND MAIL", to=str(to), subject=str(subject), body=str(body),
-                          attachments=[str(p) for p in paths])
-
-    def _mail(self, keyword: str, *, to: str, subject: str, body: str, attachments: list[str]) -> object:
-        try:
-            from apps.mail.services import script_mail_send
-        except ImportError:
-            raise HostError(f"{keyword}: the mail service is not available on this platform yet") from None
-        try:
-            return script_mail_send(bot=self.bot, to=to, subject=subject, body=body, attachments=attachments)
-        except ValueError as exc:  # MailError / MailConfigError: a bad address, a missing attachment...
-            raise HostError(f"{keyword}: {exc}") from None
+    # LLM, SEND MAIL and TALK TO (an e-mail address) are BotHost's: a job delivers like any other run.

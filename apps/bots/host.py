@@ -178,6 +178,16 @@ class BotHost(Host):
         drive.delete(key)
         return True
 
+    # -- LLM (apps.llm): the LLM keyword, the same providers, breakers and quota as the chat -----------------
+    def llm(self, prompt: str) -> str:
+        from apps.llm.errors import LLMError
+        from apps.llm.services import complete, llm_settings_for
+
+        try:
+            return complete(llm_settings_for(self.bot, self.config_values()), str(prompt))
+        except LLMError as exc:
+            raise HostError(f"LLM: {exc}") from None
+
     # -- mail (apps.mail): SEND MAIL / BEGIN MAIL and TALK TO an e-mail address (spec 3.5.10) -----------
     def send_mail(self, to: str, subject: str, body: str, attachments: list) -> object:
         """Queued in the script's transaction; delivered by SMTP after commit (apps.mail)."""
@@ -194,7 +204,7 @@ class BotHost(Host):
                 target = target[len(prefix):].strip()
         if "@" not in target or ":" in target:
             channel = target.split(":", 1)[0] if ":" in target else target
-            raise HostError(f"TALK TO {channel!r}: only an e-mail address can be reached from here "
+            raise HostError(f"TALK TO {channel!r}: this run can only send to an email address "
                             f"(TALK TO \"email:name@example.com\", message)")
         subject = f"Message from {self.bot.display_name or self.bot.name}"
         self._mail("TALK TO", to=target, subject=subject, body=str(text), attachments=[])

@@ -99,7 +99,7 @@ def llm_answer(turn: Turn, text: str, *, replay: bool = False) -> None:
     from apps.llm.services import bot_llm_configured, chat, llm_settings_for
 
     session = turn.session
-    config = bot_config(session)
+    config = bot_config(turn)
     hits = kb_passages(turn, text)
     citations = _citations(hits)
     # Whether the session had knowledge bases at all: analytics tells "no KB hit" from "no KB".

@@ -10,10 +10,10 @@ class SessionsConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import post_save
 
-        from apps.sessions.fields import tenant_flag_forget
         from apps.tenants.models import Tenant
+        from apps.tenants.selectors import tenant_settings_forget
 
         def tenant_saved(sender, instance, **kwargs) -> None:
-            tenant_flag_forget(instance.schema_name)  # this process sees a changed encrypt_messages at once
+            tenant_settings_forget(instance.schema_name)  # this process sees a changed setting at once
 
         post_save.connect(tenant_saved, sender=Tenant, weak=False, dispatch_uid="chat-tenant-flag")

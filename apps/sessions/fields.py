@@ -9,7 +9,6 @@ apps.core.crypto (AES-256-GCM, the tenant schema bound as associated data).
 from __future__ import annotations
 
 import logging
-import time
 
 from django.db import models
 
@@ -19,29 +18,17 @@ logger = logging.getLogger(__name__)
 
 # Marks a sealed value; starts with a control character no chat text begins with.
 SEALED_MARK = "\x1egbenc1:"
-# How long a process trusts what it read about a tenant's choice (switching takes effect within this).
-TENANT_FLAG_TTL_S = 30.0
-
-_flags: dict[str, tuple[float, bool]] = {}
-
-
 def tenant_encrypts_messages(schema: str) -> bool:
-    cached = _flags.get(schema)
-    now = time.monotonic()
-    if cached and now - cached[0] < TENANT_FLAG_TTL_S:
-        return cached[1]
-    from apps.tenants.models import Tenant
+    """The tenant's switch, through the one cached read of a tenant's own settings."""
+    from apps.tenants.selectors import tenant_settings
 
-    value = bool(Tenant.objects.filter(schema_name=schema).values_list("encrypt_messages", flat=True).first())
-    _flags[schema] = (now, value)
-    return value
+    return bool(tenant_settings(schema).get("encrypt_messages"))
 
 
 def tenant_flag_forget(schema: str | None = None) -> None:
-    if schema is None:
-        _flags.clear()
-    else:
-        _flags.pop(schema, None)
+    from apps.tenants.selectors import tenant_settings_forget
+
+    tenant_settings_forget(schema)
 
 
 class TenantSealedTextField(models.TextField):

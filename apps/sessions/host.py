@@ -94,15 +94,6 @@ class SessionHost(BotHost):
         contexts[key] = str(value)[:PROMPT_MAX_CHARS]
         self.state["active_context"] = key
 
-    def llm(self, prompt: str) -> str:
-        from apps.llm.errors import LLMError
-        from apps.llm.services import complete, llm_settings_for
-
-        try:
-            return complete(llm_settings_for(self.bot, self.config_values()), str(prompt))
-        except LLMError as exc:
-            raise HostError(str(exc)) from None
-
     # -- suggestions -----------------------------------------------------------------------------
     def add_suggestion(self, kind: str, value: str, label: str) -> None:
         chips = self.state.setdefault("suggestions", [])

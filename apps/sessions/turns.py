@@ -27,9 +27,9 @@ from django.db.models import Max
 
 from apps.basic.errors import BasicError, StateError
 from apps.basic.vm import VM, RunResult
+from apps.bots.config_csv import config_params
 from apps.bots.models import BotScript
-from apps.bots.runtime import ScriptUnavailable, program_for, script_params
-from apps.bots.selectors import bot_config_values
+from apps.bots.runtime import ScriptUnavailable, program_for
 from apps.sessions import events
 from apps.sessions.host import SessionHost
 from apps.sessions.models import ChatSession, Message, MessageType, Role
@@ -233,7 +233,7 @@ class Turn:
             self.bot_message(f"Sorry, '{name}' is not available.", meta={"error": str(exc)})
             return None
         self.host.script_name = name
-        params = script_params(self.session.bot)
+        params = config_params(self.host.config_values())
         result = VM(program, self.host).start({**params, **(args or {})})
         self._after_run(name, result)
         return result
@@ -310,7 +310,7 @@ class Turn:
         self.call_depth += 1
         try:
             host.script_name = name
-            result = VM(program, host).start({**script_params(self.session.bot), **call_args})
+            result = VM(program, host).start({**config_params(self.host.config_values()), **call_args})
         finally:
             self.call_depth -= 1
             host.script_name = previous
@@ -429,5 +429,6 @@ def chat_message_max_chars() -> int:
     return int(getattr(settings, "CHAT_MESSAGE_MAX_CHARS", 8000))
 
 
-def bot_config(session: ChatSession) -> dict[str, str]:
-    return bot_config_values(session.bot)
+def bot_config(turn: Turn) -> dict[str, str]:
+    """The bot's config.csv, read once per turn (the session host keeps it)."""
+    return turn.host.config_values()

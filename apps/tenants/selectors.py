@@ -75,9 +75,10 @@ def tenant_settings(schema: str) -> dict:
     cached = _tenant_settings.get(schema)
     if cached and now - cached[0] < TENANT_SETTINGS_TTL_S:
         return cached[1]
-    with schema_context(get_public_schema_name()):
-        row = (Tenant.objects.filter(schema_name=schema).values("llm_daily_tokens", "encrypt_messages").first()
-               or {"llm_daily_tokens": None, "encrypt_messages": False})
+    # No schema switch: the tenants table is in `public`, on every tenant's search path, and this runs while
+    # a query is being prepared (the sealed message field) where switching schemas would redirect that query.
+    row = (Tenant.objects.filter(schema_name=schema).values("llm_daily_tokens", "encrypt_messages").first()
+           or {"llm_daily_tokens": None, "encrypt_messages": False})
     _tenant_settings[schema] = (now, row)
     return row
 
