@@ -1,10 +1,20 @@
 """Chat speed (issue 6): scripted TALK/HEAR turns over the upstream WebSocket protocol against a live daphne,
-beside a bare `websockets` echo server driven by the same client; memory per idle connection; the latency of a
-cached LLM answer through the chat.
+beside a bare `websockets` echo server and the framework floor driven by the same client; memory per idle
+connection; the latency of a cached LLM answer through the chat.
+
+Printed: memory per idle connection; chat turns (p50, p99, turns/s); the bare echo server (p50, p99, round
+trips/s); the floor (tests/bench/chat_floor_asgi.py in its own daphne): a Channels consumer that echoes, and one
+that echoes through a channel-layer group_send (RedisPubSubChannelLayer, as the chat's events travel), each
+with its share of the bare echo's rate; the chat's rate as a share of the bare echo and of both floors; the
+cached answer.
 
 Goals printed beside the figures (not asserted): turn p99 <= 30 ms, >= 30% of the echo server's round trips/s,
-cached answer <= 20 ms. Everything runs on this machine: a private PostgreSQL (var/bench-chat-pg, recreated)
-and redis-server, daphne in a subprocess (tests/browser/harness.LiveServer), the echo server in another, our
+cached answer <= 20 ms. The floor is what daphne + Channels achieve with nothing of ours: no chat turn served
+through them can beat it, so when the floor itself is below the goals on this machine (slower p99, a smaller
+share of the bare echo), those goals cannot be reached by any chat code, and the figures show by how much.
+
+Everything runs on this machine: a private PostgreSQL (var/bench-chat-pg, recreated) and redis-server, daphne
+in a subprocess (tests/browser/harness.LiveServer), the echo server and the floor's daphne in two more, our
 fake LLM (tests/support/llm_fake.py) in this process. Sizes: BENCH_CHAT_SESSIONS (200), BENCH_CHAT_TURNS
 (20 per session), BENCH_CHAT_IDLE (200 idle connections), BENCH_CHAT_CACHED (50 cached answers).
 """
@@ -58,20 +68,36 @@ async def _echo_serve(port: int) -> None:
         await asyncio.Future()
 
 
-def _echo_start(port: int) -> subprocess.Popen:
-    process = subprocess.Popen([sys.executable, "-m", "tests.bench.bench_chat", "--echo-server", str(port)],  # noqa: S603
-                               cwd=ROOT)
+def _serve_start(args: list[str], port: int, what: str, **popen) -> subprocess.Popen:
+    """A server subprocess (our own interpreter and module), once its port accepts connections."""
+    process = subprocess.Popen([sys.executable, *args], cwd=ROOT, **popen)  # noqa: S603
     import socket
 
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return process
         except OSError:
             time.sleep(0.1)
     process.kill()
-    raise RuntimeError("the echo server did not start")
+    raise RuntimeError(f"{what} did not start")
+
+
+def _echo_start(port: int) -> subprocess.Popen:
+    return _serve_start(["-m", "tests.bench.bench_chat", "--echo-server", str(port)], port, "the echo server")
+
+
+def _floor_start(port: int, redis_url: str, log_path: Path) -> subprocess.Popen:
+    """daphne serving tests.bench.chat_floor_asgi (the framework floor), its output in log_path."""
+    # Without DJANGO_SETTINGS_MODULE: the floor configures its own settings, none of the project's.
+    env = {key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"}
+    with open(log_path, "ab") as log:
+        return _serve_start(["-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+                             "tests.bench.chat_floor_asgi:application"], port, f"the floor's daphne (see {log_path})",
+                            env={**env, "REDIS_URL": redis_url}, stdout=log, stderr=subprocess.STDOUT)
 
 
 # --- clients ----------------------------------------------------------------------------------------------
@@ -134,7 +160,12 @@ async def _echo_turns(ws, latencies: list[float]) -> None:
         payload = json.dumps({"content": f"m{i}", "message_type": 1})
         started = time.perf_counter()
         await ws.send(payload)
-        await ws.recv()
+        try:
+            await asyncio.wait_for(ws.recv(), REPLY_TIMEOUT_S)
+        except TimeoutError:
+            # A lost echo (the floor's group_send goes through Redis) counts like a lost chat reply.
+            LOST.append(f"{ws.request.path} m{i}: no echo within {REPLY_TIMEOUT_S:g} s")
+            return
         REPLIED_AT.append(time.perf_counter())
         latencies.append(REPLIED_AT[-1] - started)
 
@@ -151,7 +182,16 @@ async def _close_all(sockets: list) -> None:
     await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
 
 
-async def bench(port: int, echo_port: int, pid: int, llm) -> None:
+async def _echo_load(url: str, port: int, count: int = SESSIONS) -> tuple[list[float], float]:
+    """Latencies and round trips/s of `count` sockets x TURNS echoes on `url`."""
+    sockets = await _open_many(count, lambda: _open(url, port))
+    REPLIED_AT.clear()
+    latencies, wall = await _load(sockets, _echo_turns)
+    await _close_all(sockets)
+    return latencies, len(latencies) / wall
+
+
+async def bench(port: int, echo_port: int, floor_port: int, pid: int, llm) -> None:
     import psutil
 
     daphne = psutil.Process(pid)
@@ -179,22 +219,46 @@ async def bench(port: int, echo_port: int, pid: int, llm) -> None:
     await _close_all(sockets)
     chat_rate = len(chat_latencies) / chat_wall
 
-    echoes = await _open_many(SESSIONS, lambda: _open(f"ws://127.0.0.1:{echo_port}/", echo_port))
-    REPLIED_AT.clear()
-    echo_latencies, echo_wall = await _load(echoes, _echo_turns)
-    await _close_all(echoes)
-    echo_rate = len(echo_latencies) / echo_wall
+    echo_latencies, echo_rate = await _echo_load(f"ws://127.0.0.1:{echo_port}/", echo_port)
 
-    p50, p99 = _ms(chat_latencies)
-    e50, e99 = _ms(echo_latencies)
-    print(f"chat turns, {SESSIONS} sessions x {TURNS} TALK/HEAR turns (send -> reply frame): "
-          f"p50 {p50:.1f} ms  p99 {p99:.1f} ms (goal p99 <= {GOAL_P99_MS:.0f} ms)  {chat_rate:.0f} turns/s")
-    print(f"bare websockets echo server, same client and load:           "
-          f"p50 {e50:.1f} ms  p99 {e99:.1f} ms  {echo_rate:.0f} round trips/s")
-    print(f"chat rate / echo rate: {chat_rate / echo_rate:.0%} (goal >= {GOAL_ECHO_SHARE:.0%})")
+    # The framework floor: the same load on daphne + Channels with nothing of ours (tests/bench/chat_floor_asgi),
+    # after a warm-up of its own (the channel layer's first Redis connections).
+    floor_echo_url, floor_group_url = f"ws://127.0.0.1:{floor_port}/echo", f"ws://127.0.0.1:{floor_port}/group"
+    await _echo_load(floor_echo_url, floor_port, OPEN_BATCH)
+    await _echo_load(floor_group_url, floor_port, OPEN_BATCH)
+    floor_latencies, floor_rate = await _echo_load(floor_echo_url, floor_port)
+    group_latencies, group_rate = await _echo_load(floor_group_url, floor_port)
+
+    labels = (f"chat turns, {SESSIONS} sessions x {TURNS} TALK/HEAR turns (send -> reply frame):",
+              "bare websockets echo server, same client and load:",
+              "daphne + Channels echo consumer, same client and load:",
+              "... + one channel-layer group_send per message:")
+    width = max(map(len, labels)) + 1
+
+    def figures(label: str, latencies: list[float]) -> str:
+        p50, p99 = _ms(latencies)
+        return f"{label:<{width}}p50 {p50:.1f} ms  p99 {p99:.1f} ms"
+
+    print(f"{figures(labels[0], chat_latencies)} (goal p99 <= {GOAL_P99_MS:.0f} ms)  {chat_rate:.0f} turns/s")
+    print(f"{figures(labels[1], echo_latencies)}  {echo_rate:.0f} round trips/s")
+    print(f"{figures(labels[2], floor_latencies)}  {floor_rate:.0f} round trips/s "
+          f"({floor_rate / echo_rate:.0%} of the bare echo)")
+    print(f"{figures(labels[3], group_latencies)}  {group_rate:.0f} round trips/s "
+          f"({group_rate / echo_rate:.0%})")
+    print(f"chat rate / echo rate: {chat_rate / echo_rate:.0%} (goal >= {GOAL_ECHO_SHARE:.0%}); "
+          f"of the Channels echo floor: {chat_rate / floor_rate:.0%}; "
+          f"of the group_send floor: {chat_rate / group_rate:.0%}")
+    # No chat served through daphne + Channels beats the plain consumer: if it misses a goal, so does the chat.
+    _, floor_p99 = _ms(floor_latencies)
+    missed = ([f"{floor_rate / echo_rate:.0%} of the bare echo < {GOAL_ECHO_SHARE:.0%}"]
+              if floor_rate / echo_rate < GOAL_ECHO_SHARE else [])
+    missed += [f"p99 {floor_p99:.1f} ms > {GOAL_P99_MS:.0f} ms"] if floor_p99 > GOAL_P99_MS else []
+    if missed:
+        print(f"the Channels echo floor itself misses a goal ({'; '.join(missed)}): no chat served through "
+              "daphne + Channels reaches it on this machine")
     if LOST:
-        print(f"LOST: {len(LOST)} of {SESSIONS} sessions got no reply to a turn (first: {LOST[0]}); "
-              "their remaining turns were not sent, so the figures above cover fewer turns")
+        print(f"LOST: {len(LOST)} sockets (of {SESSIONS} per measurement) got no reply to a turn "
+              f"(first: {LOST[0]}); their remaining turns were not sent, so the figures above cover fewer turns")
 
     # A cached LLM answer through the chat: fresh sessions asking the same first question (the cache key is
     # the whole conversation), the first one filling the cache.
@@ -293,7 +357,9 @@ def main() -> int:
             echo_port = free_port()
             echo = _echo_start(echo_port)
             processes.append(echo)
-            asyncio.run(bench(server.port, echo_port, server.process.pid, llm))
+            floor_port = free_port()
+            processes.append(_floor_start(floor_port, redis.url, ROOT / "var" / "bench-chat-floor-daphne.log"))
+            asyncio.run(bench(server.port, echo_port, floor_port, server.process.pid, llm))
     finally:
         for process in reversed(processes):
             if isinstance(process, subprocess.Popen):
