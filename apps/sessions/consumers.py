@@ -61,6 +61,12 @@ CONNECTION_IDLE_CHECK_S = 30.0
 SEEN_INDEXES_MAX = 1000
 # How long a turn waits for its events to be published before releasing its lock anyway.
 FLUSH_TIMEOUT_S = 5.0
+# The typing indicator appears only for a turn still running after this long: a scripted answer arrives
+# sooner, and showing then hiding the indicator for it would only flicker (and cost two frames per turn).
+THINKING_DELAY_S = 0.25
+# A connection re-reads its bot's message rate limit (config.csv) after this long; between reads the check
+# is Redis only. A redeployed limit therefore applies to open sockets within this time.
+RATE_LIMIT_REFRESH_S = 60.0
 
 _executor = ThreadPoolExecutor(max_workers=CHAT_TURN_THREADS, thread_name_prefix="chat-turn")
 _quick_executor = ThreadPoolExecutor(max_workers=CHAT_QUICK_THREADS, thread_name_prefix="chat-quick")
@@ -112,22 +118,64 @@ class _LoopSink:
         done.wait(timeout)
 
 
+def _is_thinking(event: object, on: bool) -> bool:
+    return isinstance(event, dict) and event.get("kind") == "thinking" and bool(event.get("on")) is on
+
+
+def _bot_output(event: dict) -> bool:
+    kind = event.get("kind")
+    return kind in ("delta", "stream_start") or (kind == "message" and event["message"].get("role") != Role.USER)
+
+
 async def _publish(group: str, queue: asyncio.Queue) -> None:
+    """Publish a turn's events to the session's group: everything queued so far goes in one message (a
+    scripted turn's user echo, answers and chips travel together), the typing indicator only when the turn
+    outlives THINKING_DELAY_S (its `off` only when the `on` went out)."""
     from channels.layers import get_channel_layer
 
     layer = get_channel_layer()
-    while True:
-        event = await queue.get()
-        if event is None:
-            return
-        if isinstance(event, threading.Event):  # a flush marker: everything before it is published
-            event.set()
-            continue
+    loop = asyncio.get_running_loop()
+    thinking_due: float | None = None  # an `on` waiting for its delay
+    thinking_shown = False
+    ended = False
+    while not ended:
         try:
-            await layer.group_send(group, {"type": "chat.event", "event": event})
-        except Exception:  # noqa: BLE001 - one lost event must not drop the rest of the turn's
-            # Saved messages are still replayed on reconnect; the live copy of this one is lost.
-            logger.exception("chat: publishing an event to %s failed", group)
+            if thinking_due is None:
+                items = [await queue.get()]
+            else:
+                items = [await asyncio.wait_for(queue.get(), max(0.0, thinking_due - loop.time()))]
+        except TimeoutError:
+            items = []
+        while not queue.empty():
+            items.append(queue.get_nowait())
+        batch: list[dict] = []
+        markers: list[threading.Event] = []
+        for item in items:
+            if item is None:
+                ended = True
+            elif isinstance(item, threading.Event):  # a flush marker: set once everything before it is out
+                markers.append(item)
+            elif _is_thinking(item, True):
+                if not thinking_shown and thinking_due is None:
+                    thinking_due = loop.time() + THINKING_DELAY_S
+            elif _is_thinking(item, False):
+                if thinking_shown:
+                    batch.append(item)
+                thinking_due, thinking_shown = None, False
+            else:
+                batch.append(item)
+                if _bot_output(item):
+                    thinking_due = None  # the answer is showing: no indicator needed any more
+        if thinking_due is not None and loop.time() >= thinking_due:
+            batch.insert(0, {"kind": "thinking", "on": True})  # still running after the delay
+            thinking_due, thinking_shown = None, True
+        if batch:
+            try:
+                await layer.group_send(group, {"type": "chat.events", "events": batch})
+            except Exception:  # noqa: BLE001 - the turn goes on; its saved messages are replayed on reconnect
+                logger.exception("chat: publishing %d event(s) to %s failed", len(batch), group)
+        for marker in markers:
+            marker.set()
 
 
 async def turn_dispatch(schema: str, session_id: str, fn, *args, extra: asyncio.Queue | None = None,
@@ -180,10 +228,13 @@ class _suppress_all:
 
 
 def _open_session(bot_name: str, user_id: str | None, session_id: str | None, page_token_ok: bool) -> dict:
+    from apps.sessions.limits import chat_rate_limit
+
     session = services.session_bootstrap(bot_name=bot_name, user_id=user_id, session_id=session_id,
                                          page_token_ok=page_token_ok)
     return {"session_id": str(session.id), "user_id": str(session.user_id), "bot_id": str(session.bot_id),
-            "bot_name": session.bot.name, "started": bool((session.state or {}).get("started"))}
+            "bot_name": session.bot.name, "started": bool((session.state or {}).get("started")),
+            "rate_limit": chat_rate_limit(session.bot.name)}
 
 
 def _replay(session_id: str, after: int) -> dict:
@@ -224,6 +275,7 @@ class ChatConsumerBase(AsyncWebsocketConsumer):
             await self._refuse(CLOSE_UNKNOWN_BOT)
             return
         self.session_id = self.info["session_id"]
+        self.rate_limit, self.rate_limit_read = self.info["rate_limit"], time.monotonic()
         self.group = events.session_group(self.schema, self.session_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
@@ -304,9 +356,11 @@ class ChatConsumerBase(AsyncWebsocketConsumer):
         await self.submit(text, message_type)
 
     async def submit(self, text: str, message_type: int) -> None:
+        if time.monotonic() - self.rate_limit_read > RATE_LIMIT_REFRESH_S:
+            self.rate_limit, self.rate_limit_read = None, time.monotonic()
         try:
-            retry_after = await chat_run(self.schema, _rate_check, self.session_id, self.client_ip(), self.bot_name,
-                                         quick=True)
+            retry_after, self.rate_limit = await chat_run(self.schema, _rate_check, self.session_id, self.client_ip(),
+                                                          self.bot_name, self.rate_limit, quick=True)
         except Exception:  # the message is not lost silently: the client is told to send it again
             logger.exception("chat: rate check failed for session %s", self.session_id)
             await self.render_status("The service is busy; please send your message again.")
@@ -337,8 +391,16 @@ class ChatConsumerBase(AsyncWebsocketConsumer):
         return request_client_ip(SimpleNamespace(META=meta)) or ""
 
     # -- output ----------------------------------------------------------------------------------
+    async def chat_events(self, message: dict) -> None:
+        """A turn's events published together (see _publish)."""
+        for event in message.get("events") or []:
+            await self.render_event(event)
+
     async def chat_event(self, message: dict) -> None:
-        event = message["event"]
+        """One event (GroupSink: turns run by workers)."""
+        await self.render_event(message["event"])
+
+    async def render_event(self, event: dict) -> None:
         kind = event.get("kind")
         if kind == "message":
             msg = event["message"]
@@ -380,8 +442,7 @@ class ChatConsumerBase(AsyncWebsocketConsumer):
 
 
 def _turn(session_id: str, text: str, message_type: int, sink) -> None:
-    session = services.session_get(session_id, page_token_ok=True)  # the connection was authorised
-    services.turn_run(session, text=text, message_type=message_type, sink=sink)
+    services.turn_run_id(session_id, text=text, message_type=message_type, sink=sink)  # the connection was authorised
 
 
 def _connect_rate_check(ip: str) -> float | None:
@@ -395,10 +456,13 @@ def _connect_rate_check(ip: str) -> float | None:
         return None  # messages are still limited (and refused while Redis is down): let the socket open
 
 
-def _rate_check(session_id: str, ip: str, bot_name: str) -> float | None:
-    from apps.sessions.limits import message_rate_check
+def _rate_check(session_id: str, ip: str, bot_name: str, limit) -> tuple[float | None, object]:
+    """(seconds to wait or None, the limit used): `limit` None re-reads it from the bot's config."""
+    from apps.sessions.limits import chat_rate_limit, message_rate_check
 
-    return message_rate_check(session_id=session_id, ip=ip, bot_name=bot_name)
+    if limit is None:
+        limit = chat_rate_limit(bot_name)
+    return message_rate_check(session_id=session_id, ip=ip, limit=limit), limit
 
 
 def upstream_suggestion(chip: dict) -> dict:

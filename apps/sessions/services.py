@@ -121,6 +121,13 @@ def turn_execute_start(session_id: str, *, sink: events.Sink | None = None) -> l
 def turn_run(session: ChatSession, *, text: str, message_type: int = MessageType.USER,
              sink: events.Sink | None = None) -> list[Message]:
     """One turn; returns the messages the bot produced (persisted). Raises TurnError on bad input."""
+    return turn_run_id(session.pk, text=text, message_type=message_type, sink=sink)
+
+
+def turn_run_id(session_id: object, *, text: str, message_type: int = MessageType.USER,
+                sink: events.Sink | None = None) -> list[Message]:
+    """`turn_run` for a session the caller already authorised by id (a connected socket): the turn reads the
+    session once, under its lock."""
     try:
         message_type = int(message_type)
     except (TypeError, ValueError):
@@ -130,7 +137,7 @@ def turn_run(session: ChatSession, *, text: str, message_type: int = MessageType
     text = message_check(text)
     if message_type not in (MessageType.SYSTEM, MessageType.SWITCHER_TOGGLE) and not text.strip():
         raise TurnError("empty message")
-    return turn_execute(session.pk, text=text, message_type=message_type, sink=sink)
+    return turn_execute(session_id, text=text, message_type=message_type, sink=sink)
 
 
 def channel_turn(*, bot: Bot, channel: str, user_key: str, text: str, thread_key: str | None = None,

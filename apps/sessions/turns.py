@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Iterator
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Max
 
 from apps.basic.errors import BasicError, StateError
@@ -99,12 +99,16 @@ def session_lock(session_id: object) -> Iterator[None]:
     locked = False
     try:
         with connection.cursor() as cursor:
-            cursor.execute("SET statement_timeout = %s", [TURN_LOCK_WAIT_MS])
-            try:
-                cursor.execute("SELECT pg_advisory_lock(hashtext(%s))", [key])
-                locked = True
-            finally:
-                cursor.execute("RESET statement_timeout")
+            # Usually free: one round trip. Held by another turn: wait for it, longer than the statement limit.
+            cursor.execute("SELECT pg_try_advisory_lock(hashtext(%s))", [key])
+            locked = bool(cursor.fetchone()[0])
+            if not locked:
+                cursor.execute("SET statement_timeout = %s", [TURN_LOCK_WAIT_MS])
+                try:
+                    cursor.execute("SELECT pg_advisory_lock(hashtext(%s))", [key])
+                    locked = True
+                finally:
+                    cursor.execute("RESET statement_timeout")
         yield
     finally:
         if locked:
@@ -124,8 +128,8 @@ class Turn:
         self.session = session
         self.sink = sink or events.NullSink()
         self.produced: list[Message] = []
-        last = Message.objects.filter(session=session).aggregate(m=Max("index"))["m"]
-        self.next_index = 0 if last is None else last + 1
+        # Every message of a session is added by a turn, which saves the count at its end (under the lock).
+        self.next_index = session.message_count or 0
         self.tokens = 0
         self.call_depth = 0
         state = session.state if isinstance(session.state, dict) else {}
@@ -139,8 +143,18 @@ class Turn:
     # -- messages --------------------------------------------------------------------------------
     def add(self, role: int, content: str, message_type: int, *, stream: str | None = None,
             **fields: object) -> Message:
-        message = Message.objects.create(session=self.session, index=self.next_index, role=role,
-                                         message_type=message_type, content=content, **fields)
+        # In autocommit a failed INSERT leaves nothing behind; inside a transaction a savepoint keeps it usable.
+        guard = transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext()
+        try:
+            with guard:
+                message = Message.objects.create(session=self.session, index=self.next_index, role=role,
+                                                 message_type=message_type, content=content, **fields)
+        except IntegrityError:
+            # The count is behind the rows: a process died between a message and the end of its turn.
+            last = Message.objects.filter(session=self.session).aggregate(m=Max("index"))["m"]
+            self.next_index = 0 if last is None else last + 1
+            message = Message.objects.create(session=self.session, index=self.next_index, role=role,
+                                             message_type=message_type, content=content, **fields)
         self.next_index += 1
         if role == Role.ASSISTANT:
             self.produced.append(message)
@@ -369,7 +383,9 @@ def turn_execute(session_id: object, *, text: str, message_type: int = MessageTy
     sink.emit({"kind": "thinking", "on": True})
     try:
         with session_lock(session_id):
-            session = ChatSession.objects.select_related("bot", "user").get(pk=session_id)
+            session = ChatSession.objects.select_related("bot", "user").filter(pk=session_id).first()
+            if session is None:  # erased (a data-subject request) while the client was connected
+                raise TurnError("no such session")
             turn = Turn(session, sink)
             try:
                 if wait_token is not None:

@@ -23,6 +23,7 @@ from tests.sessions.support import (
     is_delta,
     is_error,
     is_suggestions,
+    is_thinking,
     is_user,
 )
 from tests.support.llm_fake import Reply
@@ -433,3 +434,25 @@ async def test_every_streamed_piece_is_in_the_resume_buffer_before_it_is_publish
         return behind
 
     assert await asyncio.to_thread(in_schema, chat_tenant.schema_name, run) == []
+
+
+async def test_the_typing_indicator_shows_for_a_slow_answer_only(chat_client, asker, plain, llm):
+    """A scripted answer comes at once: no indicator to flicker before it. A model still working after the
+    delay: the indicator shows first, then the answer."""
+    ids = await chat_client.bootstrap(asker)
+    async with chat_client.connect(asker, ids) as sock:
+        await sock.bot_messages(1)
+        await sock.send("Ana")
+        frames = await sock.until(is_bot_message)
+        assert bot_text(frames[-1]) == "Your city, Ana?"
+        assert not [f for f in frames if is_thinking(f)]
+
+    llm.script(Reply(text="a considered answer", delay_s=1.0))
+    ids = await chat_client.bootstrap(plain)
+    async with chat_client.connect(plain, ids) as sock:
+        await sock.bot_messages(1)
+        await sock.send("take your time")
+        frames = await sock.until(is_bot_message)
+        thinking = [i for i, f in enumerate(frames) if is_thinking(f)]
+        assert len(thinking) == 1 and not [f for f in frames[: thinking[0]] if is_delta(f)]
+        assert bot_text(frames[-1]) == "a considered answer"

@@ -334,3 +334,19 @@ def test_buttons_cannot_run_start_or_scheduled_scripts_and_channels_need_an_addr
             assert "not available" in produced[-1].content
         with pytest.raises(TurnError, match="address"):
             services.channel_turn(bot=bot, channel="email", user_key="  ", text="hello")
+
+
+def test_a_message_count_behind_the_rows_is_repaired_by_the_next_turn(canary_tenants):
+    """The next index comes from the session's count (no MAX query per turn); a process that died between a
+    message and the end of its turn leaves the count behind, and the next turn continues after the rows."""
+    with schema_context(canary_tenants.a.schema_name):
+        _bot("counter", {"start": 'TALK "hi"\nDO\n    HEAR x\n    TALK "got " + x\nLOOP\n'})
+        session = services.session_bootstrap(bot_name="counter")
+        services.session_start(session)
+        services.turn_run(session, text="one")
+        ChatSession.objects.filter(pk=session.pk).update(message_count=1)  # two rows written after it
+        assert _texts(services.turn_run(session, text="two")) == ["got two"]
+        rows = list(Message.objects.filter(session=session).order_by("index").values_list("index", "content"))
+        assert rows == [(0, "hi"), (1, "one"), (2, "got one"), (3, "two"), (4, "got two")]
+        session.refresh_from_db()
+        assert session.message_count == 5
