@@ -232,8 +232,12 @@ def _open_session(bot_name: str, user_id: str | None, session_id: str | None, pa
 
     session = services.session_bootstrap(bot_name=bot_name, user_id=user_id, session_id=session_id,
                                          page_token_ok=page_token_ok)
+    started = bool((session.state or {}).get("started"))
     return {"session_id": str(session.id), "user_id": str(session.user_id), "bot_id": str(session.bot_id),
-            "bot_name": session.bot.name, "started": bool((session.state or {}).get("started")),
+            "bot_name": session.bot.name, "started": started,
+            # Without a start.bas there is nothing to run on connect: the first message's turn marks the
+            # session started (Turn.process), and that message does not queue behind an empty turn.
+            "start_turn": not started and services.bot_has_start_script(session.bot),
             "rate_limit": chat_rate_limit(session.bot.name)}
 
 
@@ -280,7 +284,7 @@ class ChatConsumerBase(AsyncWebsocketConsumer):
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
         await self.on_open()
-        if not self.info["started"]:
+        if self.info["start_turn"]:
             await turn_dispatch(self.schema, self.session_id, services.turn_execute_start, self.session_id)
 
     async def _refuse(self, code: int) -> None:
@@ -358,6 +362,9 @@ class ChatConsumerBase(AsyncWebsocketConsumer):
     async def submit(self, text: str, message_type: int) -> None:
         if time.monotonic() - self.rate_limit_read > RATE_LIMIT_REFRESH_S:
             self.rate_limit, self.rate_limit_read = None, time.monotonic()
+        if self.rate_limit is not None and not self.rate_limit.enabled:
+            await self._queue_turn(text, message_type)  # the bot switched its limit off: nothing to count
+            return
         try:
             retry_after, self.rate_limit = await chat_run(self.schema, _rate_check, self.session_id, self.client_ip(),
                                                           self.bot_name, self.rate_limit, quick=True)
@@ -368,6 +375,9 @@ class ChatConsumerBase(AsyncWebsocketConsumer):
         if retry_after:
             await self.render_status(f"Too many messages; try again in {int(retry_after) + 1} s.")
             return
+        await self._queue_turn(text, message_type)
+
+    async def _queue_turn(self, text: str, message_type: int) -> None:
         if self.pending >= CONNECTION_QUEUE_MAX:
             await self.render_status("Too many messages waiting; please wait for the answers.")
             return

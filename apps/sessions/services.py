@@ -13,7 +13,13 @@ from django.db import transaction
 from apps.bots.models import Bot
 from apps.sessions import events
 from apps.sessions.models import ChatSession, ChatUser, Message, MessageType, Role
-from apps.sessions.turns import TurnError, chat_message_max_chars, message_event, turn_execute
+from apps.sessions.turns import (  # noqa: F401 - bot_has_start_script: the consumers' entry point
+    TurnError,
+    bot_has_start_script,
+    chat_message_max_chars,
+    message_event,
+    turn_execute,
+)
 
 # History pages: a client reading a long conversation pages through it.
 HISTORY_PAGE_MAX = 200

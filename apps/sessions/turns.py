@@ -23,7 +23,8 @@ from collections.abc import Iterator
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Max
+from django.db.models import BooleanField, Max
+from django.db.models.expressions import RawSQL
 
 from apps.basic.errors import BasicError, StateError
 from apps.basic.vm import VM, RunResult
@@ -77,6 +78,10 @@ class TurnError(Exception):
 PUBLIC_META_KEYS = ("citations", "tool_calls", "tool", "cached", "offline", "secret", "interrupted", "quota")
 
 
+def bot_has_start_script(bot) -> bool:
+    return BotScript.objects.filter(bot=bot, name="start").exists()
+
+
 def message_event(message: Message, stream: str | None = None) -> dict:
     meta = message.meta if isinstance(message.meta, dict) else {}
     event = {"index": message.index, "role": message.role, "message_type": message.message_type,
@@ -88,28 +93,33 @@ def message_event(message: Message, stream: str | None = None) -> dict:
 
 
 @contextlib.contextmanager
-def session_lock(session_id: object) -> Iterator[None]:
-    """One turn at a time per session, across every web process and worker: a PostgreSQL advisory lock
-    (session level: it dies with the connection if the process does). Waiters queue in arrival order."""
+def session_locked(session_id: object) -> Iterator[ChatSession | None]:
+    """The session's row (None: there is none), read holding its lock: one turn at a time per session, across
+    every web process and worker. A PostgreSQL advisory lock of the connection (it dies with the connection
+    if the process does); waiters queue in arrival order."""
     if any(not getattr(block, "_from_testcase", False) for block in connection.atomic_blocks):
         # Released before the outer transaction commits, the lock would let the next turn read stale state.
         # (A test case's own wrapping transaction is the one exception: it never commits.)
-        raise RuntimeError("session_lock must not be taken inside a transaction")
+        raise RuntimeError("session_locked must not be used inside a transaction")
     key = f"chat:{connection.schema_name}:{session_id}"
+    rows = ChatSession.objects.select_related("bot", "user").filter(pk=session_id)
     locked = False
     try:
-        with connection.cursor() as cursor:
-            # Usually free: one round trip. Held by another turn: wait for it, longer than the statement limit.
-            cursor.execute("SELECT pg_try_advisory_lock(hashtext(%s))", [key])
-            locked = bool(cursor.fetchone()[0])
-            if not locked:
+        # Usually free: the lock is tried in the query that reads the row (one round trip; no row, no lock).
+        session = rows.annotate(turn_lock=RawSQL("pg_try_advisory_lock(hashtext(%s))", [key],
+                                                 output_field=BooleanField())).first()
+        locked = session is not None and bool(session.turn_lock)
+        if session is not None and not locked:
+            # Another turn holds it: wait (longer than the statement limit), then read the row it saved.
+            with connection.cursor() as cursor:
                 cursor.execute("SET statement_timeout = %s", [TURN_LOCK_WAIT_MS])
                 try:
                     cursor.execute("SELECT pg_advisory_lock(hashtext(%s))", [key])
                     locked = True
                 finally:
                     cursor.execute("RESET statement_timeout")
-        yield
+            session = rows.first()
+        yield session
     finally:
         if locked:
             try:
@@ -180,7 +190,7 @@ class Turn:
         if self.state.get("started"):
             return
         self.state["started"] = True
-        if BotScript.objects.filter(bot=self.session.bot, name="start").exists():
+        if bot_has_start_script(self.session.bot):
             self.run_script("start")
 
     def process(self, text: str, message_type: int) -> None:
@@ -382,8 +392,7 @@ def turn_execute(session_id: object, *, text: str, message_type: int = MessageTy
     started = time.monotonic()
     sink.emit({"kind": "thinking", "on": True})
     try:
-        with session_lock(session_id):
-            session = ChatSession.objects.select_related("bot", "user").filter(pk=session_id).first()
+        with session_locked(session_id) as session:
             if session is None:  # erased (a data-subject request) while the client was connected
                 raise TurnError("no such session")
             turn = Turn(session, sink)
@@ -414,6 +423,8 @@ def turn_execute(session_id: object, *, text: str, message_type: int = MessageTy
 
 def history_messages(session: ChatSession, *, before_index: int, exchanges: int) -> list[dict]:
     """The last `exchanges` user/assistant pairs before `before_index`, oldest first, within the budget."""
+    if before_index <= 0 or exchanges <= 0:
+        return []  # the session's first message: nothing before it
     rows = list(Message.objects.filter(session=session, index__lt=before_index,
                                        role__in=[Role.USER, Role.ASSISTANT, Role.EPISODIC])
                 .exclude(message_type=MessageType.TOOL_EXEC)
