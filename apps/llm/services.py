@@ -253,7 +253,7 @@ def _replay(text: str, on_delta: OnDelta | None) -> None:
 
 def chat(settings: LLMSettings, messages: Sequence[dict[str, Any]], *, tools: Sequence[dict[str, Any]] | None = None,
          run_tool: RunTool | None = None, on_delta: OnDelta | None = None, use_cache: bool = True,
-         deadline_s: float | None = None) -> ChatResult:
+         deadline_s: float | None = None, on_cached: Callable[[], None] | None = None) -> ChatResult:
     """Answer `messages` (OpenAI format: system/user/assistant/tool dicts), streaming text to `on_delta`.
 
     `tools` are OpenAI function definitions (`{"type": "function", "function": {name, description,
@@ -263,6 +263,7 @@ def chat(settings: LLMSettings, messages: Sequence[dict[str, Any]], *, tools: Se
     Raises LLMUnavailable (no provider configured or able to answer: answer offline), LLMTimeout (a
     subclass: `deadline_s` passed), LLMQuotaExceeded (the tenant's daily tokens are used up),
     LLMStreamInterrupted (a provider broke off mid-answer; what was streamed is in `partial_text`).
+    `on_cached` is called before a cached answer is replayed to `on_delta` (all at once, no model behind it).
     """
     started = time.monotonic()
     deadline = started + (deadline_s if deadline_s is not None else CHAT_DEADLINE_S)
@@ -271,6 +272,8 @@ def chat(settings: LLMSettings, messages: Sequence[dict[str, Any]], *, tools: Se
     if use_cache:
         hit = cache.cache_lookup(settings, conversation, tools)
         if hit is not None:
+            if on_cached is not None:
+                on_cached()
             _replay(hit.response, on_delta)
             return ChatResult(text=hit.response, model=hit.model, provider=CACHE_PROVIDER, cached=True,
                               latency_ms=int((time.monotonic() - started) * 1000), cache_kind=hit.kind)

@@ -120,20 +120,33 @@ def llm_answer(turn: Turn, text: str, *, replay: bool = False) -> None:
     streamed: list[str] = []
     offset = 0
     sid = str(session.id)
+    # The resume buffer bridges a model's streaming window. A cached answer is replayed at once: a client
+    # joining during it misses the first pieces and gets the whole answer in the final message instead.
+    buffered = True
+
+    def on_cached() -> None:
+        nonlocal buffered
+        buffered = False
 
     def on_delta(chunk: str) -> None:
         nonlocal offset
         if not chunk:
             return
         if not streamed:
-            events.stream_buffer_start(sid, stream_id)
+            if buffered:
+                events.stream_buffer_start(sid, stream_id)
             turn.sink.emit({"kind": "stream_start", "stream": stream_id})
         streamed.append(chunk)
         # The buffer holds every piece before it is published: a client joining between the two reads the
         # piece from the buffer and drops the live copy by its offset; the other order would lose it.
-        events.stream_buffer_append(sid, stream_id, chunk)
+        if buffered:
+            events.stream_buffer_append(sid, stream_id, chunk)
         turn.sink.emit({"kind": "delta", "stream": stream_id, "offset": offset, "text": chunk})
         offset += len(chunk)
+
+    def buffer_clear() -> None:
+        if buffered:
+            events.stream_buffer_clear(sid)
 
     def run_tool(name: str, arguments: dict) -> str:
         # Tool TALKs are messages of their own: the answer streamed so far is closed first, so the
@@ -143,32 +156,33 @@ def llm_answer(turn: Turn, text: str, *, replay: bool = False) -> None:
     started = time.monotonic()
     meta: dict = {"citations": citations, "kb": kb_used}
     try:
-        result = chat(settings, messages, tools=tools or None, run_tool=run_tool, on_delta=on_delta)
+        result = chat(settings, messages, tools=tools or None, run_tool=run_tool, on_delta=on_delta,
+                      on_cached=on_cached)
     except ToolSuspended as exc:
         # A tool the model called asks the user a question (HEAR): the dialog now leads the conversation.
         meta["suspended_tool"] = exc.args[0]
         if streamed:
             turn.bot_message("".join(streamed), meta=meta, stream=stream_id)
-        events.stream_buffer_clear(sid)
+        buffer_clear()
         return
     except LLMQuotaExceeded:
-        events.stream_buffer_clear(sid)
+        buffer_clear()
         turn.bot_message(QUOTA_REACHED, meta={"quota": True})
         return
     except LLMStreamInterrupted as exc:
-        events.stream_buffer_clear(sid)
+        buffer_clear()
         partial = exc.partial_text or "".join(streamed)
         note = "\n\n(The answer was interrupted. Please ask again.)"
         turn.bot_message(partial + note, meta={**meta, "interrupted": True}, stream=stream_id if streamed else None,
                          latency_ms=int((time.monotonic() - started) * 1000))
         return
     except LLMUnavailable as exc:
-        events.stream_buffer_clear(sid)
+        buffer_clear()
         logger.warning("chat: no LLM answered for bot %s: %s", session.bot.name, getattr(exc, "detail", exc))
         turn.bot_message(offline_text(hits, OFFLINE_DOWN), meta={**meta, "offline": True},
                          stream=stream_id if streamed else None)
         return
-    events.stream_buffer_clear(sid)
+    buffer_clear()
     tokens = result.prompt_tokens + result.completion_tokens
     turn.tokens += tokens
     meta.update({"cached": result.cached, "provider": result.provider,

@@ -350,3 +350,35 @@ def test_a_message_count_behind_the_rows_is_repaired_by_the_next_turn(canary_ten
         assert rows == [(0, "hi"), (1, "one"), (2, "got one"), (3, "two"), (4, "got two")]
         session.refresh_from_db()
         assert session.message_count == 5
+
+
+def test_a_cached_answer_streams_without_the_resume_buffer(canary_tenants, llm_platform):
+    """A model's answer fills the resume buffer while it streams (a client reconnecting mid-answer reads it);
+    a cached answer is replayed at once, in pieces like a live stream, and writes no buffer."""
+    llm_platform.script(Reply(text="We open at nine and close at six.", chunk_chars=6))
+
+    class BufferProbe(events.ListSink):
+        def __init__(self, session_id: str) -> None:
+            super().__init__()
+            self.session_id, self.buffers = session_id, []
+
+        def emit(self, event: dict) -> None:
+            super().emit(event)
+            if event["kind"] == "delta":
+                self.buffers.append(events.stream_buffer_get(self.session_id))
+
+    with schema_context(canary_tenants.a.schema_name):
+        _bot("cachedbot", {}, {"llm-cache": "true", "llm-cache-semantic": "false"})
+        answers = []
+        for _ in range(2):  # two sessions asking the same first question: the second is a cache hit
+            session = services.session_bootstrap(bot_name="cachedbot")
+            probe = BufferProbe(str(session.pk))
+            (answer,) = services.turn_run(session, text="When do you open?", sink=probe)
+            deltas = [e["text"] for e in probe.events if e["kind"] == "delta"]
+            assert "".join(deltas) == answer.content == "We open at nine and close at six."
+            answers.append((answer.meta.get("cached"), len(deltas) > 1, probe.buffers))
+        (live_cached, live_pieces, live_buffers), (hit_cached, hit_pieces, hit_buffers) = answers
+        assert live_cached is False and live_pieces and all(b and b["text"] for b in live_buffers)
+        assert hit_cached is True and hit_pieces and hit_buffers == [None] * len(hit_buffers)
+        assert events.stream_buffer_get(str(session.pk)) is None
+    assert len(llm_platform.chat_requests()) == 1
