@@ -64,6 +64,9 @@ FLUSH_TIMEOUT_S = 5.0
 # The typing indicator appears only for a turn still running after this long: a scripted answer arrives
 # sooner, and showing then hiding the indicator for it would only flicker (and cost two frames per turn).
 THINKING_DELAY_S = 0.25
+# While a turn runs, a socket that got nothing for this long gets the indicator again (upstream's keep-alive,
+# spec 6.3 step 13): proxies close WebSockets idle for a while, and a model may think for minutes.
+THINKING_KEEPALIVE_S = float(getattr(settings, "CHAT_THINKING_KEEPALIVE_S", 2.0))
 # A connection re-reads its bot's message rate limit (config.csv) after this long; between reads the check
 # is Redis only. A redeployed limit therefore applies to open sockets within this time.
 RATE_LIMIT_REFRESH_S = 60.0
@@ -129,21 +132,25 @@ def _bot_output(event: dict) -> bool:
 
 async def _publish(group: str, queue: asyncio.Queue) -> None:
     """Publish a turn's events to the session's group: everything queued so far goes in one message (a
-    scripted turn's user echo, answers and chips travel together), the typing indicator only when the turn
-    outlives THINKING_DELAY_S (its `off` only when the `on` went out)."""
+    scripted turn's user echo, answers and chips travel together). The typing indicator goes out only when
+    the turn outlives THINKING_DELAY_S without an answer showing, then again whenever the session's sockets
+    had nothing for THINKING_KEEPALIVE_S while the turn runs (spec 6.3 step 13: proxies drop idle sockets
+    during a slow model); its `off` only when an `on` went out."""
     from channels.layers import get_channel_layer
 
     layer = get_channel_layer()
     loop = asyncio.get_running_loop()
-    thinking_due: float | None = None  # an `on` waiting for its delay
-    thinking_shown = False
+    thinking_due: float | None = None  # the first `on`, waiting for its delay
+    keepalive_due: float | None = None  # the next `on` if nothing else goes out before (the turn runs)
+    thinking_sent = False
     ended = False
     while not ended:
+        wake = min((t for t in (thinking_due, keepalive_due) if t is not None), default=None)
         try:
-            if thinking_due is None:
+            if wake is None:
                 items = [await queue.get()]
             else:
-                items = [await asyncio.wait_for(queue.get(), max(0.0, thinking_due - loop.time()))]
+                items = [await asyncio.wait_for(queue.get(), max(0.0, wake - loop.time()))]
         except TimeoutError:
             items = []
         while not queue.empty():
@@ -156,20 +163,26 @@ async def _publish(group: str, queue: asyncio.Queue) -> None:
             elif isinstance(item, threading.Event):  # a flush marker: set once everything before it is out
                 markers.append(item)
             elif _is_thinking(item, True):
-                if not thinking_shown and thinking_due is None:
+                if not thinking_sent and thinking_due is None:
                     thinking_due = loop.time() + THINKING_DELAY_S
+                keepalive_due = loop.time() + THINKING_KEEPALIVE_S
             elif _is_thinking(item, False):
-                if thinking_shown:
+                if thinking_sent:
                     batch.append(item)
-                thinking_due, thinking_shown = None, False
+                thinking_due = keepalive_due = None
+                thinking_sent = False
             else:
                 batch.append(item)
                 if _bot_output(item):
-                    thinking_due = None  # the answer is showing: no indicator needed any more
-        if thinking_due is not None and loop.time() >= thinking_due:
-            batch.insert(0, {"kind": "thinking", "on": True})  # still running after the delay
-            thinking_due, thinking_shown = None, True
+                    thinking_due = None  # the answer is showing: no indicator needed for it
+        now = loop.time()
+        if (thinking_due is not None and now >= thinking_due) or (keepalive_due is not None and now >= keepalive_due
+                                                                  and not batch):
+            batch.insert(0, {"kind": "thinking", "on": True})  # still running
+            thinking_due, thinking_sent = None, True
         if batch:
+            if keepalive_due is not None:
+                keepalive_due = now + THINKING_KEEPALIVE_S
             try:
                 await layer.group_send(group, {"type": "chat.events", "events": batch})
             except Exception:  # noqa: BLE001 - the turn goes on; its saved messages are replayed on reconnect

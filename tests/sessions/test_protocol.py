@@ -436,9 +436,11 @@ async def test_every_streamed_piece_is_in_the_resume_buffer_before_it_is_publish
     assert await asyncio.to_thread(in_schema, chat_tenant.schema_name, run) == []
 
 
-async def test_the_typing_indicator_shows_for_a_slow_answer_only(chat_client, asker, plain, llm):
+async def test_the_typing_indicator_shows_for_a_slow_answer_only_and_keeps_the_socket_alive(chat_client, asker,
+                                                                                            plain, llm):
     """A scripted answer comes at once: no indicator to flicker before it. A model still working after the
-    delay: the indicator shows first, then the answer."""
+    delay: the indicator shows, and again every 2 s the socket had nothing (spec 6.3 step 13), then the
+    answer."""
     ids = await chat_client.bootstrap(asker)
     async with chat_client.connect(asker, ids) as sock:
         await sock.bot_messages(1)
@@ -447,12 +449,13 @@ async def test_the_typing_indicator_shows_for_a_slow_answer_only(chat_client, as
         assert bot_text(frames[-1]) == "Your city, Ana?"
         assert not [f for f in frames if is_thinking(f)]
 
-    llm.script(Reply(text="a considered answer", delay_s=1.0))
+    llm.script(Reply(text="a considered answer", delay_s=2.8))
     ids = await chat_client.bootstrap(plain)
     async with chat_client.connect(plain, ids) as sock:
         await sock.bot_messages(1)
         await sock.send("take your time")
         frames = await sock.until(is_bot_message)
         thinking = [i for i, f in enumerate(frames) if is_thinking(f)]
-        assert len(thinking) == 1 and not [f for f in frames[: thinking[0]] if is_delta(f)]
+        first_delta = next(i for i, f in enumerate(frames) if is_delta(f))
+        assert len(thinking) == 2 and thinking[-1] < first_delta  # at ~0.25 s and ~2.25 s, none after
         assert bot_text(frames[-1]) == "a considered answer"
