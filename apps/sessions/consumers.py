@@ -125,6 +125,20 @@ def _is_thinking(event: object, on: bool) -> bool:
     return isinstance(event, dict) and event.get("kind") == "thinking" and bool(event.get("on")) is on
 
 
+def _deltas_joined(batch: list[dict]) -> list[dict]:
+    """The batch with each run of contiguous deltas of one stream joined into one delta."""
+    out: list[dict] = []
+    for event in batch:
+        last = out[-1] if out else None
+        follows = (last is not None and last.get("kind") == "delta" and last["stream"] == event.get("stream")
+                   and int(last["offset"]) + len(last["text"]) == int(event.get("offset", -1)))
+        if event.get("kind") == "delta" and follows:
+            out[-1] = {**last, "text": last["text"] + event["text"]}
+        else:
+            out.append(event)
+    return out
+
+
 def _bot_output(event: dict) -> bool:
     kind = event.get("kind")
     return kind in ("delta", "stream_start") or (kind == "message" and event["message"].get("role") != Role.USER)
@@ -415,8 +429,9 @@ class ChatConsumerBase(AsyncWebsocketConsumer):
 
     # -- output ----------------------------------------------------------------------------------
     async def chat_events(self, message: dict) -> None:
-        """A turn's events published together (see _publish)."""
-        for event in message.get("events") or []:
+        """A turn's events published together (see _publish); pieces of one answer that arrived together go
+        out as one frame (a replayed cached answer, a model faster than this socket)."""
+        for event in _deltas_joined(message.get("events") or []):
             await self.render_event(event)
 
     async def chat_event(self, message: dict) -> None:

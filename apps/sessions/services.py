@@ -13,7 +13,7 @@ from django.db import transaction
 from apps.bots.models import Bot
 from apps.sessions import events
 from apps.sessions.models import ChatSession, ChatUser, Message, MessageType, Role
-from apps.sessions.turns import (  # noqa: F401 - bot_has_start_script: the consumers' entry point
+from apps.sessions.turns import (
     TurnError,
     bot_has_start_script,
     chat_message_max_chars,
@@ -86,6 +86,8 @@ def session_bootstrap(*, bot_name: str, user_id: str | None = None, session_id: 
             sid = None  # another bot's, or a page-bound session without its token: start a fresh one
     user = _anonymous_user(_uuid(user_id))
     state = {PAGE_BOUND: True} if page_bound else {}
+    if not bot_has_start_script(bot):
+        state["started"] = True  # nothing to run: the first message does not look for start.bas again
     return ChatSession.objects.create(id=sid or uuid.uuid4(), user=user, bot=bot, channel=channel, state=state,
                                       title=ANONYMOUS_TITLE if user.is_anonymous else "New Conversation")
 
