@@ -20,6 +20,9 @@ class Bot(models.Model):
     # From `<bot>.gbot/PROMPT.md` (or prompt.txt): the bot's base system prompt.
     system_prompt = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Bumped whenever the bot's config.csv rows change: processes key their decrypted copy by it
+    # (apps.bots.selectors.bot_config_values), so a chat turn does not read and decrypt the rows each time.
+    config_revision = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["name"]
@@ -56,6 +59,49 @@ class BotScript(models.Model):
         return not self.errors
 
 
+def _config_changed(bot_ids: set[int]) -> None:
+    """Config rows of these bots were written: bump their revision (other processes see it on their next read
+    of the bot row) and drop this process's copies, now and at commit (a reader may cache the old rows
+    before the transaction ends). See apps.bots.selectors.bot_config_values."""
+    from django.db import connection, transaction
+
+    from apps.bots.selectors import bot_config_forget
+
+    bot_ids = {i for i in bot_ids if i is not None}
+    if not bot_ids:
+        return
+    Bot.objects.filter(pk__in=bot_ids).update(config_revision=models.F("config_revision") + 1)
+    schema = connection.schema_name
+
+    def forget() -> None:
+        for bot_id in bot_ids:
+            bot_config_forget(schema, bot_id)
+
+    forget()
+    transaction.on_commit(forget)
+
+
+class BotConfigQuerySet(models.QuerySet):
+    """Every write through the ORM marks the bots' cached configuration stale (see _config_changed)."""
+
+    def update(self, **kwargs):
+        bot_ids = set(self.values_list("bot_id", flat=True))
+        count = super().update(**kwargs)
+        _config_changed(bot_ids)
+        return count
+
+    def delete(self):
+        bot_ids = set(self.values_list("bot_id", flat=True))
+        result = super().delete()
+        _config_changed(bot_ids)
+        return result
+
+    def bulk_create(self, objs, *args, **kwargs):
+        created = super().bulk_create(list(objs), *args, **kwargs)
+        _config_changed({row.bot_id for row in created})
+        return created
+
+
 class BotConfig(models.Model):
     """One `key,value` row of the bot's `config.csv` (replaced as a whole on each sync).
 
@@ -69,12 +115,23 @@ class BotConfig(models.Model):
     value = EncryptedTextField(blank=True)
     line = models.PositiveIntegerField()
 
+    objects = BotConfigQuerySet.as_manager()
+
     class Meta:
         ordering = ["bot", "line"]
         constraints = [models.UniqueConstraint(fields=["bot", "key"], name="bot_config_key_unique")]
 
     def __str__(self) -> str:
         return f"{self.key}={self.value[:40]}"
+
+    def save(self, *args, **kwargs) -> None:
+        super().save(*args, **kwargs)
+        _config_changed({self.bot_id})
+
+    def delete(self, *args, **kwargs):
+        result = super().delete(*args, **kwargs)
+        _config_changed({self.bot_id})
+        return result
 
 
 class BotMemory(models.Model):
