@@ -61,4 +61,10 @@ class JobHost(BotHost):
     def clear_suggestions(self) -> None:
         return None
 
+    def add_switcher(self, switcher_id: str, label: str) -> None:
+        return None
+
+    def clear_switchers(self) -> None:
+        return None
+
     # LLM, SEND MAIL and TALK TO (an e-mail address) are BotHost's: a job delivers like any other run.

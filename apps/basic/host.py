@@ -83,6 +83,13 @@ class Host:
     def clear_suggestions(self) -> None:
         raise self._missing("CLEAR SUGGESTIONS")
 
+    def add_switcher(self, switcher_id: str, label: str) -> None:
+        """ADD SWITCHER: a format toggle the user can switch on for the LLM's answers (spec 3.5.5)."""
+        raise self._missing("ADD SWITCHER")
+
+    def clear_switchers(self) -> None:
+        raise self._missing("CLEAR SWITCHERS")
+
     # -- knowledge and tools ---------------------------------------------------------------------
     def use_kb(self, name: str) -> None:
         raise self._missing("USE KB")
@@ -250,6 +257,7 @@ class InMemoryHost(Host):
         self.direct: list[tuple[str, str]] = []
         self.logs: list[str] = []
         self.suggestions: list[dict] = []
+        self.switchers: list[dict] = []
         self.contexts: dict[str, str] = {}
         self.system_prompt: str | None = None
         self.kbs: list[str] = []
@@ -306,6 +314,13 @@ class InMemoryHost(Host):
 
     def clear_suggestions(self) -> None:
         self.suggestions.clear()
+
+    def add_switcher(self, switcher_id: str, label: str) -> None:
+        if switcher_id not in [s["id"] for s in self.switchers]:
+            self.switchers.append({"id": switcher_id, "label": label})
+
+    def clear_switchers(self) -> None:
+        self.switchers.clear()
 
     def use_kb(self, name: str) -> None:
         if name not in self.kbs:

@@ -456,6 +456,19 @@ class VM:
         self.host.clear_suggestions()
         return None
 
+    def kw_add_switcher(self, name: str, args: list, opts: dict) -> object:
+        """ADD SWITCHER "tables" AS "Tables": a built-in format id, or any other text as its own prompt."""
+        if not args or not V.value_to_text(args[0]).strip():
+            raise BasicRuntimeError(f"{name} needs an id")
+        switcher_id = V.value_to_text(args[0]).strip()
+        label = V.value_to_text(opts["AS"]) if "AS" in opts else (V.value_to_text(args[1]) if len(args) > 1 else "")
+        self.host.add_switcher(switcher_id, label.strip() or switcher_id)
+        return None
+
+    def kw_clear_switchers(self, name: str, args: list, opts: dict) -> object:
+        self.host.clear_switchers()
+        return None
+
     def kw_use_kb(self, name: str, args: list, opts: dict) -> object:
         for a in args:
             self.host.use_kb(V.value_to_text(a))

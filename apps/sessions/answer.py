@@ -10,6 +10,7 @@ import uuid
 
 from apps.bots.models import BotScript
 from apps.sessions import events
+from apps.sessions.switchers import switcher_prompts
 from apps.sessions.turns import (
     DEFAULT_SYSTEM_PROMPT,
     KB_CONTEXT_HITS,
@@ -64,6 +65,7 @@ def system_prompt(turn: Turn, hits: list) -> str:
     parts = [bot.system_prompt.strip() or DEFAULT_SYSTEM_PROMPT]
     if turn.state.get("system_prompt"):
         parts.append(str(turn.state["system_prompt"]))
+    parts += switcher_prompts(turn.state)
     context = turn.state.get("context") or {}
     active = turn.state.get("active_context")
     if active and context.get(active):

@@ -30,6 +30,7 @@ from django_tenants.utils import schema_context
 
 from apps.sessions import events, rendering, services
 from apps.sessions.models import MessageType, Role
+from apps.sessions.switchers import active_switchers_clean
 from apps.sessions.turns import TurnError
 
 logger = logging.getLogger(__name__)
@@ -272,7 +273,10 @@ def _replay(session_id: str, after: int) -> dict:
     session = services.session_get(session_id, page_token_ok=True)  # the connection was authorised
     return {"messages": services.history(session, after=after, limit=REPLAY_MAX, cap=REPLAY_MAX),
             "stream": services.stream_in_progress(session),
-            "suggestions": list((session.state or {}).get("suggestions") or [])}
+            "suggestions": list((session.state or {}).get("suggestions") or []),
+            "switchers": list((session.state or {}).get("switchers") or []),
+            "active_switchers": active_switchers_clean((session.state or {}).get("active_switchers"),
+                                                       session.state or {})}
 
 
 class ChatConsumerBase(AsyncWebsocketConsumer):
@@ -345,7 +349,7 @@ class ChatConsumerBase(AsyncWebsocketConsumer):
             await self.render_stream_resume(stream["stream"], stream["text"])
         if f"{self.schema}:{self.session_id}" in _session_tails:  # a turn of this session is running in this process
             await self.render_thinking(True)
-        await self.render_suggestions(data["suggestions"])
+        await self.render_suggestions(data["suggestions"], data["switchers"], data["active_switchers"])
 
     async def send(self, text_data=None, bytes_data=None, close=False) -> None:
         """Sending to a client that has gone (it left during a replay or a turn) is not an error."""
@@ -384,13 +388,15 @@ class ChatConsumerBase(AsyncWebsocketConsumer):
         if not isinstance(text, str):
             await self.render_status("content must be text")
             return
-        await self.submit(text, message_type)
+        # The formats the user has switched on (spec 6.3): only those the session offers are kept.
+        active = frame.get("active_switchers")
+        await self.submit(text, message_type, active if isinstance(active, list) else None)
 
-    async def submit(self, text: str, message_type: int) -> None:
+    async def submit(self, text: str, message_type: int, active_switchers: list | None = None) -> None:
         if time.monotonic() - self.rate_limit_read > RATE_LIMIT_REFRESH_S:
             self.rate_limit, self.rate_limit_read = None, time.monotonic()
         if self.rate_limit is not None and not self.rate_limit.enabled:
-            await self._queue_turn(text, message_type)  # the bot switched its limit off: nothing to count
+            await self._queue_turn(text, message_type, active_switchers)  # the bot switched its limit off
             return
         try:
             retry_after, self.rate_limit = await chat_run(self.schema, _rate_check, self.session_id, self.client_ip(),
@@ -402,14 +408,15 @@ class ChatConsumerBase(AsyncWebsocketConsumer):
         if retry_after:
             await self.render_status(f"Too many messages; try again in {int(retry_after) + 1} s.")
             return
-        await self._queue_turn(text, message_type)
+        await self._queue_turn(text, message_type, active_switchers)
 
-    async def _queue_turn(self, text: str, message_type: int) -> None:
+    async def _queue_turn(self, text: str, message_type: int, active_switchers: list | None) -> None:
         if self.pending >= CONNECTION_QUEUE_MAX:
             await self.render_status("Too many messages waiting; please wait for the answers.")
             return
         self.pending += 1
-        task = await turn_dispatch(self.schema, self.session_id, _turn, self.session_id, text, message_type)
+        task = await turn_dispatch(self.schema, self.session_id, _turn, self.session_id, text, message_type,
+                                   active_switchers)
         task.add_done_callback(self._turn_done)
 
     def _turn_done(self, task: asyncio.Future) -> None:
@@ -466,7 +473,8 @@ class ChatConsumerBase(AsyncWebsocketConsumer):
         elif kind == "thinking":
             await self.render_thinking(bool(event.get("on")))
         elif kind == "suggestions":
-            await self.render_suggestions(event.get("suggestions") or [])
+            await self.render_suggestions(event.get("suggestions") or [], event.get("switchers") or [],
+                                          event.get("active_switchers") or [])
         elif kind == "status":
             await self.render_status(str(event.get("text") or ""))
 
@@ -475,12 +483,13 @@ class ChatConsumerBase(AsyncWebsocketConsumer):
     async def render_stream_resume(self, stream: str, text: str) -> None: ...
     async def render_delta(self, stream: str, text: str) -> None: ...
     async def render_thinking(self, on: bool) -> None: ...
-    async def render_suggestions(self, suggestions: list) -> None: ...
+    async def render_suggestions(self, suggestions: list, switchers: list = (), active: list = ()) -> None: ...
     async def render_status(self, text: str) -> None: ...
 
 
-def _turn(session_id: str, text: str, message_type: int, sink) -> None:
-    services.turn_run_id(session_id, text=text, message_type=message_type, sink=sink)  # the connection was authorised
+def _turn(session_id: str, text: str, message_type: int, active_switchers: list | None, sink) -> None:
+    services.turn_run_id(session_id, text=text, message_type=message_type, sink=sink,
+                         active_switchers=active_switchers)  # the connection was authorised
 
 
 def _connect_rate_check(ip: str) -> float | None:
@@ -573,10 +582,11 @@ class UpstreamChatConsumer(ChatConsumerBase):
         if on:
             await self.send_json(self.frame("", complete=False, thinking=True))
 
-    async def render_suggestions(self, suggestions: list) -> None:
-        if suggestions:
+    async def render_suggestions(self, suggestions: list, switchers: list = (), active: list = ()) -> None:
+        if suggestions or switchers:  # spec 6.3 step 8: one frame with both, while either exists
             await self.send_json(self.frame("", complete=True,
-                                            suggestions=[upstream_suggestion(s) for s in suggestions]))
+                                            suggestions=[upstream_suggestion(s) for s in suggestions],
+                                            switchers=[{"id": s["id"], "label": s["label"]} for s in switchers]))
 
     async def render_status(self, text: str) -> None:
         if text:
@@ -629,8 +639,9 @@ class HtmxChatConsumer(ChatConsumerBase):
     async def render_thinking(self, on: bool) -> None:
         await self.send(text_data=rendering.typing_fragment(on))
 
-    async def render_suggestions(self, suggestions: list) -> None:
-        await self.send(text_data=rendering.suggestions_fragment(suggestions))
+    async def render_suggestions(self, suggestions: list, switchers: list = (), active: list = ()) -> None:
+        await self.send(text_data=rendering.suggestions_fragment(suggestions)
+                        + rendering.switchers_fragment(switchers, active))
 
     async def render_status(self, text: str) -> None:
         await self.send(text_data=rendering.status_fragment(text))

@@ -26,6 +26,9 @@ logger = logging.getLogger(__name__)
 
 # Chips a session keeps (spec 3.5.5: the client shows 10); more is a script bug, not a menu.
 SUGGESTIONS_MAX = 20
+# Format switchers one session offers (upstream has 8 built-in ones) and the length of a custom one's prompt.
+SWITCHERS_MAX = 12
+SWITCHER_PROMPT_MAX_CHARS = 2000
 # Tools one session may offer the LLM: each costs 50-200 prompt tokens (spec 7.5).
 SESSION_TOOLS_MAX = 32
 # SET USER MEMORY / REMEMBER keys per user, and the size of one value: settings, not documents.
@@ -103,6 +106,20 @@ class SessionHost(BotHost):
 
     def clear_suggestions(self) -> None:
         self.state["suggestions"] = []
+
+    def add_switcher(self, switcher_id: str, label: str) -> None:
+        switchers = self.state.setdefault("switchers", [])
+        if len(switcher_id) > SWITCHER_PROMPT_MAX_CHARS:
+            raise HostError(f"a switcher id or prompt is at most {SWITCHER_PROMPT_MAX_CHARS} characters")
+        if switcher_id in [s["id"] for s in switchers]:
+            return
+        if len(switchers) >= SWITCHERS_MAX:
+            raise HostError(f"a session offers at most {SWITCHERS_MAX} switchers")
+        switchers.append({"id": switcher_id, "label": label[:200]})
+
+    def clear_switchers(self) -> None:
+        self.state["switchers"] = []
+        self.state["active_switchers"] = []
 
     # -- knowledge and tools ---------------------------------------------------------------------
     def use_kb(self, name: str) -> None:

@@ -328,6 +328,29 @@ def suggestions_fragment(suggestions: Iterable[Mapping[str, Any]]) -> str:
     return suggestions_html(suggestions, oob=True)
 
 
+def switchers_html(switchers: Iterable[Mapping[str, Any]], active: Iterable[str] = (), *, oob: bool = False) -> str:
+    """The #switchers toggles (spec 3.5.5): chat.js sends the checked ids with every message."""
+    active = set(active)
+    boxes = []
+    for switcher in switchers:
+        switcher_id = str(switcher.get("id") or "")
+        if not switcher_id:
+            continue
+        label = str(switcher.get("label") or switcher_id)
+        checked = " checked" if switcher_id in active else ""
+        boxes.append(f'<label class="switcher"><input type="checkbox" value="{_attr(switcher_id)}"{checked}>'
+                     f"{render_plain(label)}</label>")
+    swap = ' hx-swap-oob="true"' if oob else ""
+    hidden = "" if boxes else " hidden"
+    return (f'<div id="switchers" class="switchers" role="group" aria-label="{_attr(_("Answer format"))}"'
+            f'{swap}{hidden}>{"".join(boxes)}</div>')
+
+
+def switchers_fragment(switchers: Iterable[Mapping[str, Any]], active: Iterable[str] = ()) -> str:
+    """The toggles for the socket: replaces #switchers (an empty list hides it)."""
+    return switchers_html(switchers, active, oob=True)
+
+
 def status_fragment(text: str, *, level: str = "error") -> str:
     """A notice above the input (errors, limits); an empty text hides it."""
     level = level if level in ("error", "info") else "error"

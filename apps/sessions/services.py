@@ -133,7 +133,7 @@ def turn_run(session: ChatSession, *, text: str, message_type: int = MessageType
 
 
 def turn_run_id(session_id: object, *, text: str, message_type: int = MessageType.USER,
-                sink: events.Sink | None = None) -> list[Message]:
+                sink: events.Sink | None = None, active_switchers: list | None = None) -> list[Message]:
     """`turn_run` for a session the caller already authorised by id (a connected socket): the turn reads the
     session once, under its lock."""
     try:
@@ -145,7 +145,8 @@ def turn_run_id(session_id: object, *, text: str, message_type: int = MessageTyp
     text = message_check(text)
     if message_type not in (MessageType.SYSTEM, MessageType.SWITCHER_TOGGLE) and not text.strip():
         raise TurnError("empty message")
-    return turn_execute(session_id, text=text, message_type=message_type, sink=sink)
+    return turn_execute(session_id, text=text, message_type=message_type, sink=sink,
+                        active_switchers=active_switchers)
 
 
 def channel_turn(*, bot: Bot, channel: str, user_key: str, text: str, thread_key: str | None = None,

@@ -34,6 +34,7 @@ from apps.bots.runtime import ScriptUnavailable, program_for
 from apps.sessions import events
 from apps.sessions.host import SessionHost
 from apps.sessions.models import ChatSession, Message, MessageType, Role
+from apps.sessions.switchers import active_switchers_clean
 
 logger = logging.getLogger(__name__)
 
@@ -383,10 +384,16 @@ class Turn:
     def suggestions(self) -> list[dict]:
         return list(self.state.get("suggestions") or [])
 
+    def chips_event(self) -> dict:
+        """The session's chips after the turn: suggestions, and the format switchers with those on."""
+        return {"kind": "suggestions", "suggestions": self.suggestions(),
+                "switchers": list(self.state.get("switchers") or []),
+                "active_switchers": active_switchers_clean(self.state.get("active_switchers"), self.state)}
+
 
 def turn_execute(session_id: object, *, text: str, message_type: int = MessageType.USER,
                  sink: events.Sink | None = None, start_only: bool = False,
-                 wait_token: str | None = None) -> list[Message]:
+                 wait_token: str | None = None, active_switchers: list | None = None) -> list[Message]:
     """Run one turn on the session (in the current tenant) under its lock; returns the messages produced."""
     sink = sink or events.NullSink()
     started = time.monotonic()
@@ -396,6 +403,8 @@ def turn_execute(session_id: object, *, text: str, message_type: int = MessageTy
             if session is None:  # erased (a data-subject request) while the client was connected
                 raise TurnError("no such session")
             turn = Turn(session, sink)
+            if active_switchers is not None:  # the message says which formats are on (None: as they were)
+                turn.state["active_switchers"] = active_switchers_clean(active_switchers, turn.state)
             try:
                 if wait_token is not None:
                     turn.resume_wait(wait_token)
@@ -408,7 +417,7 @@ def turn_execute(session_id: object, *, text: str, message_type: int = MessageTy
                 turn.bot_message(SCRIPT_FAILED, meta={"failed": True, "error": str(exc)[:500]})
             finally:
                 turn.save()
-            sink.emit({"kind": "suggestions", "suggestions": turn.suggestions()})
+            sink.emit(turn.chips_event())
             flush = getattr(sink, "flush", None)
             if flush is not None:
                 flush()  # published before the lock is released: the next turn's events come after these

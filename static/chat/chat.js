@@ -150,6 +150,9 @@
   window.addEventListener('pagehide', function () { unloading = true; });
 
   document.addEventListener('htmx:wsConfigSend', function (evt) {
+    // The answer formats switched on go with every message, typed or a chip (the server keeps only offered ones).
+    var boxes = document.querySelectorAll('#switchers input[type="checkbox"]:checked');
+    evt.detail.parameters.active_switchers = Array.prototype.map.call(boxes, function (box) { return box.value; });
     var form = evt.detail.elt || evt.target;
     if (!form || form.id !== 'chatForm') { return; }
     var content = evt.detail.parameters.content;

@@ -204,3 +204,16 @@ def test_ssrf_fetch_rechecks_every_redirect(monkeypatch: pytest.MonkeyPatch) -> 
     with pytest.raises(ssrf.SSRFError, match="not a public address"):
         ssrf.fetch("GET", "http://93.184.216.34/start")
     assert opened == ["http://93.184.216.34/start"]  # the metadata address was never requested
+
+
+def test_switchers_reach_the_host_once_each_and_clear() -> None:
+    r = run('''ADD SWITCHER "tables" AS "Tables"
+ADD SWITCHER "tables" AS "Tables again"
+ADD SWITCHER "Answer in one sentence"
+TALK "offered"''')
+    assert r.host.switchers == [{"id": "tables", "label": "Tables"},
+                                {"id": "Answer in one sentence", "label": "Answer in one sentence"}]
+    cleared = run('ADD SWITCHER "list" AS "List"\nCLEAR SWITCHERS\nTALK "none"')
+    assert cleared.host.switchers == [] and cleared.host.messages == ["none"]
+    empty = run('ADD SWITCHER ""')
+    assert empty.result.status == "error" and "needs an id" in empty.result.error["message"]

@@ -69,6 +69,8 @@ def bots(deploy_bot, framing_site):
                   'TALK "Welcome to chips"\n',
             extra={"chips.gbdialog/hello-tool.bas": 'TALK "The tool ran"\n'},
         )),
+        "formats": deploy_bot("formats", bot_files(
+            "formats", start='ADD SWITCHER "list" AS "As a list"\nTALK "Formats ready"\n')),
         "plain": deploy_bot("plain", bot_files(
             "plain", start='TALK "Plain bot ready"\n',
             config="welcome-message,Hello **visitor**\ntheme-color1,#2f6f4e\n"
@@ -233,6 +235,30 @@ async def test_suggestion_chips_run_the_tool_and_send_text(
     await wait_for_text(page, "Prices start at 10")
     user_texts = await page.eval_on_selector_all(".msg-user .msg-body", "els => els.map(e => e.innerText)")
     assert "pricing" in user_texts  # the context chip sent its context name
+    await watched_page.assert_clean()
+
+
+async def test_a_switched_on_format_goes_with_the_next_messages_until_switched_off(
+        watched_page, chat_server, browser_tenant, bots, fake_llm):
+    from apps.sessions.switchers import BUILT_IN_PROMPTS
+    from tests.support.llm_fake import Reply
+
+    page = watched_page.page
+    await open_chat(watched_page, chat_server, browser_tenant.host, bots["formats"])
+    await wait_for_text(page, "Formats ready")
+    toggle = "#switchers input[value='list']"
+    await page.wait_for_selector(toggle)
+    assert (await page.inner_text("#switchers label")).strip() == "As a list"
+    await page.check(toggle)
+    fake_llm.script(Reply(text="- Tuesday to Sunday"), Reply(text="Every day but Monday"))
+    await send(page, "When are you open?")
+    await wait_for_text(page, "Tuesday to Sunday")
+    assert await page.is_checked(toggle)  # the chips re-rendered after the turn keep it on
+    await page.uncheck(toggle)
+    await send(page, "And in winter?")
+    await wait_for_text(page, "Every day but Monday")
+    on, off = (r.body["messages"][0]["content"] for r in fake_llm.chat_requests()[-2:])
+    assert BUILT_IN_PROMPTS["list"] in on and BUILT_IN_PROMPTS["list"] not in off
     await watched_page.assert_clean()
 
 

@@ -299,3 +299,14 @@ def test_message_dict_maps_roles_and_hides_system_tool_and_episodic_rows():
     assert message_dict(bot)["tool"] == "t"
     for role in (3, 4, 9):
         assert message_dict(_Row(index=2, role=role, content="x", created_at=when, meta={})) is None
+
+
+def test_switchers_render_as_escaped_toggles_with_the_active_ones_checked():
+    from apps.sessions.rendering import switchers_fragment
+
+    html = switchers_fragment([{"id": "tables", "label": "Tables <b>"}, {"id": 'x" onclick="y', "label": "X"}],
+                              ["tables"])
+    assert 'id="switchers"' in html and 'hx-swap-oob="true"' in html and " hidden" not in html
+    assert 'value="tables" checked>Tables &lt;b&gt;' in html
+    assert 'value="x&quot; onclick=&quot;y">' in html and "<b>" not in html
+    assert " hidden" in switchers_fragment([])
