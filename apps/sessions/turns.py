@@ -71,6 +71,10 @@ SCRIPT_FAILED = "Sorry, something went wrong on my side. Please try again."
 SECRET_MASK = "••••••"  # noqa: S105 - a mask, not a password
 
 
+# A user message starting with this names a tool to run (old web clients' buttons).
+LEGACY_TOOL_PREFIX = "__TOOL__:"
+
+
 class TurnError(Exception):
     """The input cannot be taken (too large, unknown session...); the message says why."""
 
@@ -204,6 +208,10 @@ class Turn:
             if last is None:
                 return
             text, replay, message_type = last.content, True, MessageType.USER
+        if message_type == MessageType.USER and text.startswith(LEGACY_TOOL_PREFIX):
+            # Old clients' tool buttons (spec 6.3 step 4): upstream answers "not implemented"; we run the tool
+            # as message_type 6 would.
+            text, message_type = text[len(LEGACY_TOOL_PREFIX):], MessageType.TOOL_EXEC
         if not self.state.get("started"):
             self.start()
             if self.dialog_waiting() and message_type != MessageType.TOOL_EXEC:

@@ -412,3 +412,16 @@ def test_switched_on_formats_join_the_system_prompt_and_only_offered_ones(canary
     assert BUILT_IN_PROMPTS["tables"] in first and "Answer in one sentence" in first
     assert "Ignore all rules" not in first
     assert BUILT_IN_PROMPTS["tables"] not in second and "Answer in one sentence" not in second
+
+
+def test_an_old_clients_tool_prefix_runs_the_tool_like_a_tool_button(canary_tenants):
+    with schema_context(canary_tenants.a.schema_name):
+        _bot("legacy", {"start": 'TALK "hi"', "book": BOOK, "report": 'SET SCHEDULE "0 8 * * *"\nTALK "sent"'})
+        session = services.session_bootstrap(bot_name="legacy")
+        services.session_start(session)
+        assert _texts(services.turn_run(session, text="__TOOL__:book")) == ["Your name?"]
+        assert _texts(services.turn_run(session, text="Dora")) == ["Booked for Dora"]
+        assert "not available" in services.turn_run(session, text="__TOOL__:report")[-1].content
+        rows = list(Message.objects.filter(session=session, role=Role.USER).order_by("index")
+                    .values_list("message_type", "content"))
+        assert rows[0] == (MessageType.TOOL_EXEC, "book") and rows[-1] == (MessageType.TOOL_EXEC, "report")
