@@ -10,6 +10,7 @@ import uuid
 
 from apps.bots.models import BotScript
 from apps.sessions import events
+from apps.sessions.memory import compaction_queue, episodic_threshold
 from apps.sessions.switchers import switcher_prompts
 from apps.sessions.turns import (
     DEFAULT_SYSTEM_PROMPT,
@@ -114,7 +115,8 @@ def llm_answer(turn: Turn, text: str, *, replay: bool = False) -> None:
     messages = [{"role": "system", "content": system_prompt(turn, hits)}]
     # History before this question (a switcher replay added no row: the question is the last row itself).
     question_index = turn.last_user_index() if replay else turn.next_index - 1
-    messages += history_messages(session, before_index=question_index, exchanges=history_limit(config))
+    messages += history_messages(session, before_index=question_index, exchanges=history_limit(config),
+                                 with_summary=episodic_threshold(config) > 0)
     messages.append({"role": "user", "content": text})
     tools = tool_definitions(turn)
 
@@ -194,3 +196,4 @@ def llm_answer(turn: Turn, text: str, *, replay: bool = False) -> None:
                               for c in result.tool_calls]
     turn.bot_message(result.text, meta=meta, stream=stream_id if streamed else None, tokens=tokens,
                      model=result.model[:200], latency_ms=result.latency_ms)
+    compaction_queue(session, config)  # a long conversation's older part is summarised by a worker

@@ -1,4 +1,5 @@
-"""Celery tasks of the chat: resuming a dialog suspended at WAIT when it is due."""
+"""Celery tasks of the chat: resuming a dialog suspended at WAIT when it is due; summarising the older part of a
+long conversation (episodic memory)."""
 
 from __future__ import annotations
 
@@ -16,3 +17,11 @@ def resume_wait(session_id: str, token: str) -> None:
     if not ChatSession.objects.filter(pk=session_id).exists():
         return  # erased since
     turn_execute(session_id, text="", wait_token=token, sink=events.GroupSink(connection.schema_name, session_id))
+
+
+@shared_task(name="chat.compact_history", ignore_result=True)
+def compact_history(session_id: str) -> None:
+    """Idempotent: it re-checks that a summary is due and that no other one was written meanwhile."""
+    from apps.sessions.memory import compact
+
+    compact(session_id)

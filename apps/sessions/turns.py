@@ -438,24 +438,36 @@ def turn_execute(session_id: object, *, text: str, message_type: int = MessageTy
         logger.debug("chat: turn of session %s took %.1f ms", session_id, (time.monotonic() - started) * 1000)
 
 
-def history_messages(session: ChatSession, *, before_index: int, exchanges: int) -> list[dict]:
-    """The last `exchanges` user/assistant pairs before `before_index`, oldest first, within the budget."""
+def history_messages(session: ChatSession, *, before_index: int, exchanges: int,
+                     with_summary: bool = False) -> list[dict]:
+    """The last `exchanges` user/assistant pairs before `before_index`, oldest first, within the budget.
+    `with_summary`: the latest episodic summary (apps.sessions.memory) leads, and only messages after the
+    ones it covers follow."""
     if before_index <= 0 or exchanges <= 0:
         return []  # the session's first message: nothing before it
-    rows = list(Message.objects.filter(session=session, index__lt=before_index,
-                                       role__in=[Role.USER, Role.ASSISTANT, Role.EPISODIC])
-                .exclude(message_type=MessageType.TOOL_EXEC)
-                .order_by("-index").values_list("role", "content")[: exchanges * 2])
-    out: list[dict] = []
+    rows = (Message.objects.filter(session=session, index__lt=before_index, role__in=[Role.USER, Role.ASSISTANT])
+            .exclude(message_type=MessageType.TOOL_EXEC))
+    summary = None
+    if with_summary:
+        from apps.sessions.memory import latest_summary, summary_upto
+
+        summary = latest_summary(session, before_index)
+        if summary is not None:
+            rows = rows.filter(index__gt=summary_upto(summary))
     budget = HISTORY_MAX_TOKENS * 4
-    for role, content in rows:
+    lead: list[dict] = []
+    if summary is not None:
+        text = f"Summary of the earlier conversation:\n{summary.content}"
+        budget -= len(text)
+        lead.append({"role": "system", "content": text})
+    out: list[dict] = []
+    for role, content in rows.order_by("-index").values_list("role", "content")[: exchanges * 2]:
         if budget - len(content) < 0:
             break
         budget -= len(content)
-        out.append({"role": {Role.USER: "user", Role.ASSISTANT: "assistant"}.get(role, "system"),
-                    "content": content})
+        out.append({"role": "user" if role == Role.USER else "assistant", "content": content})
     out.reverse()
-    return out
+    return lead + out
 
 
 def history_limit(config: dict[str, str]) -> int:
