@@ -18,19 +18,22 @@ def bot_list() -> list[dict]:
 # Decrypted configurations kept per process (a few KiB each): every chat turn of an LLM bot needs its config,
 # and reading plus decrypting the rows was a third of a cached answer's time. Bounded: least used go first.
 CONFIG_CACHE_BOTS = 1024
-_config_cache: OrderedDict[tuple[str, int, int], dict[str, str]] = OrderedDict()
+_config_cache: OrderedDict[tuple, dict[str, str]] = OrderedDict()
 _config_lock = threading.Lock()
 
 
 def bot_config_values(bot) -> dict[str, str]:
     """The bot's config.csv as stored (key -> value); look keys up with config_csv.config_lookup.
 
-    Cached per (tenant schema, bot, config_revision): a change bumps the revision (apps.bots.services) and
-    drops this process's copy (signals in apps.bots.apps), so another process sees it on its next read of
-    the bot row."""
+    Cached per (tenant schema, bot, its creation time, config_revision): every ORM write to the rows bumps the
+    revision and drops this process's copy (apps.bots.models.BotConfigQuerySet), so another process sees it on
+    its next read of the bot row. Writes that bypass the ORM (raw SQL, data migrations, loaddata, a restore
+    of an older backup) must bump `Bot.config_revision` themselves or restart the web and worker processes."""
     from apps.bots.models import BotConfig
 
-    key = (connection.schema_name, bot.pk, getattr(bot, "config_revision", 0))
+    # created_at: a schema name and bot ids come back when a tenant is deleted and another created under the
+    # same name; a process still holding the old tenant's copy must never serve it to the new one.
+    key = (connection.schema_name, bot.pk, getattr(bot, "created_at", None), getattr(bot, "config_revision", 0))
     with _config_lock:
         cached = _config_cache.get(key)
         if cached is not None:

@@ -131,6 +131,7 @@ def llm_answer(turn: Turn, text: str, *, replay: bool = False) -> None:
     def on_cached() -> None:
         nonlocal buffered
         buffered = False
+        events.stream_buffer_clear(sid)  # a buffer a dead process left behind must not outlive this answer
 
     def on_delta(chunk: str) -> None:
         nonlocal offset

@@ -150,7 +150,7 @@ async def _publish(group: str, queue: asyncio.Queue) -> None:
     scripted turn's user echo, answers and chips travel together). The typing indicator goes out only when
     the turn outlives THINKING_DELAY_S without an answer showing, then again whenever the session's sockets
     had nothing for THINKING_KEEPALIVE_S while the turn runs (spec 6.3 step 13: proxies drop idle sockets
-    during a slow model); its `off` only when an `on` went out."""
+    during a slow model); its `off` always (with the turn's chips)."""
     from channels.layers import get_channel_layer
 
     layer = get_channel_layer()
@@ -182,8 +182,9 @@ async def _publish(group: str, queue: asyncio.Queue) -> None:
                     thinking_due = loop.time() + THINKING_DELAY_S
                 keepalive_due = loop.time() + THINKING_KEEPALIVE_S
             elif _is_thinking(item, False):
-                if thinking_sent:
-                    batch.append(item)
+                # Always sent (it rides with the turn's chips): a connection that showed the indicator on
+                # its own (a replay while the turn ran) must hear that it ended. Clients ignore a stray one.
+                batch.append(item)
                 thinking_due = keepalive_due = None
                 thinking_sent = False
             else:
@@ -636,12 +637,22 @@ class HtmxChatConsumer(ChatConsumerBase):
     async def render_delta(self, stream: str, text: str) -> None:
         await self.send(text_data=rendering.stream_delta_fragment(stream, text))
 
+    typing_shown = False
+    switchers_shown: list | None = None
+
     async def render_thinking(self, on: bool) -> None:
-        await self.send(text_data=rendering.typing_fragment(on))
+        if on or self.typing_shown:  # an `off` for an indicator this page never showed costs a frame for nothing
+            self.typing_shown = on
+            await self.send(text_data=rendering.typing_fragment(on))
 
     async def render_suggestions(self, suggestions: list, switchers: list = (), active: list = ()) -> None:
-        await self.send(text_data=rendering.suggestions_fragment(suggestions)
-                        + rendering.switchers_fragment(switchers, active))
+        html = rendering.suggestions_fragment(suggestions)
+        if list(switchers) != self.switchers_shown:
+            # Only when the offered formats change: the user's ticks on this page stay as they are (they may
+            # have changed them while the turn ran, or another tab sent a message with its own).
+            self.switchers_shown = list(switchers)
+            html += rendering.switchers_fragment(switchers, active)
+        await self.send(text_data=html)
 
     async def render_status(self, text: str) -> None:
         await self.send(text_data=rendering.status_fragment(text))

@@ -111,8 +111,14 @@ def session_locked(session_id: object) -> Iterator[ChatSession | None]:
     locked = False
     try:
         # Usually free: the lock is tried in the query that reads the row (one round trip; no row, no lock).
-        session = rows.annotate(turn_lock=RawSQL("pg_try_advisory_lock(hashtext(%s))", [key],
-                                                 output_field=BooleanField())).first()
+        try:
+            session = rows.annotate(turn_lock=RawSQL("pg_try_advisory_lock(hashtext(%s))", [key],
+                                                     output_field=BooleanField())).first()
+        except BaseException:
+            # The server may have granted the lock before the row failed to load: release it (a no-op if not).
+            with contextlib.suppress(Exception), connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(hashtext(%s))", [key])
+            raise
         locked = session is not None and bool(session.turn_lock)
         if session is not None and not locked:
             # Another turn holds it: wait (longer than the statement limit), then read the row it saved.
@@ -406,6 +412,7 @@ def turn_execute(session_id: object, *, text: str, message_type: int = MessageTy
     sink = sink or events.NullSink()
     started = time.monotonic()
     sink.emit({"kind": "thinking", "on": True})
+    ended = False
     try:
         with session_locked(session_id) as session:
             if session is None:  # erased (a data-subject request) while the client was connected
@@ -426,6 +433,9 @@ def turn_execute(session_id: object, *, text: str, message_type: int = MessageTy
             finally:
                 turn.save()
             sink.emit(turn.chips_event())
+            # Inside the lock, with the chips: the next turn's indicator (maybe from another process) comes after.
+            sink.emit({"kind": "thinking", "on": False})
+            ended = True
             flush = getattr(sink, "flush", None)
             if flush is not None:
                 flush()  # published before the lock is released: the next turn's events come after these
@@ -434,7 +444,8 @@ def turn_execute(session_id: object, *, text: str, message_type: int = MessageTy
         events.stream_buffer_clear(str(session_id))  # a failed turn leaves no bubble streaming forever
         raise
     finally:
-        sink.emit({"kind": "thinking", "on": False})
+        if not ended:
+            sink.emit({"kind": "thinking", "on": False})
         logger.debug("chat: turn of session %s took %.1f ms", session_id, (time.monotonic() - started) * 1000)
 
 

@@ -69,7 +69,7 @@ def test_another_process_sees_the_new_revision(canary_tenants):
         stale = bot_config_values(old)
         BotConfig.objects.filter(bot=bot).update(value="large")
         # The other process still holds its copy (nothing told it): put it back as it would have it.
-        selectors._config_cache[(connection.schema_name, old.pk, old.config_revision)] = stale
+        selectors._config_cache[(connection.schema_name, old.pk, old.created_at, old.config_revision)] = stale
         assert bot_config_values(_fresh(bot)) == {"llm-model": "large"}
 
 
@@ -82,3 +82,18 @@ def test_tenants_whose_bots_share_a_primary_key_never_share_a_config(canary_tena
     for tenant, model in ((a, "model-of-a"), (b, "model-of-b"), (a, "model-of-a")):
         with schema_context(tenant.schema_name):
             assert bot_config_values(Bot.objects.get(pk=tenant.bot_pk))["llm-model"] == model
+
+
+def test_a_copy_of_a_deleted_tenant_under_the_same_schema_name_is_never_served(canary_tenants):
+    """A tenant deleted and another created under the same name gets the same schema, bot ids and revisions: a
+    process still holding the old tenant's copy must not hand its secrets to the new one."""
+    import datetime as dt
+
+    with schema_context(canary_tenants.a.schema_name):
+        bot = Bot.objects.create(name="cache-reused")
+        config_sync(bot=bot, data=b"name,value\nllm-key,key-of-the-new-customer\n")
+        bot = _fresh(bot)
+        earlier = bot.created_at - dt.timedelta(days=30)
+        selectors._config_cache[(connection.schema_name, bot.pk, earlier, bot.config_revision)] = {
+            "llm-key": "key-of-the-old-customer"}
+        assert bot_config_values(bot) == {"llm-key": "key-of-the-new-customer"}

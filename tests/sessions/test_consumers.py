@@ -1,8 +1,14 @@
-"""Pure parts of the chat consumers: how a published batch of a turn's events becomes frames."""
+"""Parts of the chat consumers below the socket: how a turn's events are published to the session's group
+(the real channel layer on the test run's Redis) and how a published batch becomes frames."""
 
 from __future__ import annotations
 
-from apps.sessions.consumers import _deltas_joined
+import asyncio
+
+import pytest
+
+from apps.sessions import rendering
+from apps.sessions.consumers import HtmxChatConsumer, _deltas_joined, _publish
 
 
 def _delta(stream: str, offset: int, text: str) -> dict:
@@ -22,3 +28,65 @@ def test_pieces_of_other_streams_gaps_and_other_events_are_not_joined():
              {"kind": "thinking", "on": True}, _delta("s2", 12, "gh")]  # not adjacent
     assert _deltas_joined(batch) == batch
     assert _deltas_joined([]) == []
+
+
+async def _published(events: list) -> list[dict]:
+    """What a connection in the session's group receives when a turn emits `events` (then ends)."""
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    group = "chat.test.publish"
+    channel = await layer.new_channel()
+    await layer.group_add(group, channel)
+    try:
+        queue: asyncio.Queue = asyncio.Queue()
+        for event in [*events, None]:
+            queue.put_nowait(event)
+        await _publish(group, queue)
+        received: list[dict] = []
+        while True:
+            try:
+                message = await asyncio.wait_for(layer.receive(channel), 1.0)
+            except TimeoutError:
+                return received
+            received += message["events"]
+    finally:
+        await layer.group_discard(group, channel)
+
+
+@pytest.mark.asyncio
+async def test_a_fast_turn_goes_out_in_one_message_with_the_indicators_end_but_not_its_start():
+    bot = {"kind": "message", "message": {"index": 4, "role": 2, "content": "hi"}}
+    chips = {"kind": "suggestions", "suggestions": [], "switchers": [], "active_switchers": []}
+    received = await _published([{"kind": "thinking", "on": True}, bot, chips, {"kind": "thinking", "on": False}])
+    # The `off` always goes: a page that showed the indicator itself (it reconnected while the turn ran) must
+    # hear that the turn ended.
+    assert received == [bot, chips, {"kind": "thinking", "on": False}]
+
+
+class _Page(HtmxChatConsumer):
+    """The HTMX consumer's rendering, with its frames collected instead of sent."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frames: list[str] = []
+
+    async def send(self, text_data=None, bytes_data=None, close=False) -> None:
+        self.frames.append(text_data)
+
+
+@pytest.mark.asyncio
+async def test_the_page_hides_only_an_indicator_it_showed_and_keeps_the_users_format_ticks():
+    page = _Page()
+    await page.render_thinking(False)
+    assert page.frames == []  # never shown: nothing to hide
+    await page.render_thinking(True)
+    await page.render_thinking(False)
+    assert page.frames == [rendering.typing_fragment(True), rendering.typing_fragment(False)]
+
+    offered = [{"id": "list", "label": "List"}]
+    await page.render_suggestions([], offered, [])
+    await page.render_suggestions([], offered, [])  # after the next turn: same formats offered
+    await page.render_suggestions([], [*offered, {"id": "tables", "label": "Tables"}], ["list"])
+    with_toggles = ['id="switchers"' in frame for frame in page.frames[2:]]
+    assert with_toggles == [True, False, True]  # the page's own ticks are replaced only when the offer changes
