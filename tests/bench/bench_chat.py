@@ -111,9 +111,17 @@ async def _open(url: str, port: int):
 
 
 async def _open_many(count: int, open_one) -> list:
+    """Up to `count` open sockets. A handshake the server drops (daphne closes one its application did not
+    accept within 5 s: an overloaded server) is counted in REFUSED and the run goes on with the others."""
     sockets = []
     for start in range(0, count, OPEN_BATCH):
-        sockets += await asyncio.gather(*(open_one() for _ in range(min(OPEN_BATCH, count - start))))
+        opened = await asyncio.gather(*(open_one() for _ in range(min(OPEN_BATCH, count - start))),
+                                      return_exceptions=True)
+        for result in opened:
+            if isinstance(result, BaseException):
+                REFUSED.append(f"{type(result).__name__}: {result}")
+            else:
+                sockets.append(result)
     return sockets
 
 
@@ -130,6 +138,8 @@ async def _chat_socket(port: int, bot: str):
 
 # Turns whose reply never came (see REPLY_TIMEOUT_S): counted and printed, the session stops there.
 LOST: list[str] = []
+# Connections whose handshake failed (see _open_many).
+REFUSED: list[str] = []
 # When each reply arrived (rates are counted up to the last one, not to the end of a lost turn's wait).
 REPLIED_AT: list[float] = []
 
@@ -256,6 +266,9 @@ async def bench(port: int, echo_port: int, floor_port: int, pid: int, llm) -> No
     if missed:
         print(f"the Channels echo floor itself misses a goal ({'; '.join(missed)}): no chat served through "
               "daphne + Channels reaches it on this machine")
+    if REFUSED:
+        print(f"REFUSED: {len(REFUSED)} handshakes failed (first: {REFUSED[0]}); the figures cover the sockets that "
+              "opened")
     if LOST:
         print(f"LOST: {len(LOST)} sockets (of {SESSIONS} per measurement) got no reply to a turn "
               f"(first: {LOST[0]}); their remaining turns were not sent, so the figures above cover fewer turns")
