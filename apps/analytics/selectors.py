@@ -252,6 +252,8 @@ def message_is_unanswered(message: Message) -> bool:
         return False
     if isinstance(meta.get("tool_calls"), list) and meta["tool_calls"]:
         return False
+    if meta.get("kb") is False and meta.get("offline") is not True:
+        return False  # a model's answer in a session without knowledge bases: nothing to cite
     citations = meta.get("citations")
     if meta.get("offline") is True or not isinstance(citations, list) or not citations:
         return True

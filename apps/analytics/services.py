@@ -66,11 +66,14 @@ def _tables() -> dict[str, str]:
 
 
 # An answer to a question (it went through the KB step, so meta has "citations") that made no tool call and
-# was offline, cited nothing, or cited only weak passages. Used in SQL with the message aliased `m`.
+# was offline, cited nothing, or cited only weak passages. A model's answer in a session without knowledge
+# bases (meta "kb": false) cites nothing by design: it counts as answered. Used in SQL with the message aliased
+# `m`.
 UNANSWERED_SQL = f"""(
     m.role = {int(Role.ASSISTANT)} AND m.meta ? 'citations'
     AND COALESCE(jsonb_array_length(CASE WHEN jsonb_typeof(m.meta->'tool_calls') = 'array'
                                          THEN m.meta->'tool_calls' END), 0) = 0
+    AND NOT COALESCE(m.meta->'kb' = 'false'::jsonb AND m.meta->'offline' IS DISTINCT FROM 'true'::jsonb, false)
     AND (m.meta->>'offline' = 'true'
          OR jsonb_typeof(m.meta->'citations') IS DISTINCT FROM 'array'
          OR jsonb_array_length(m.meta->'citations') = 0

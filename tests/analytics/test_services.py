@@ -185,3 +185,29 @@ def test_erased_sessions_leave_the_aggregates_of_their_days(canary_tenants, data
     assert [(r.day_from, r.day_to) for r in reports] == [(DAY1, DAY1)]
     assert (DAY1, canary_tenants.a.canary, "whatsapp") not in _stats(canary_tenants.a.schema_name)
     assert "opening hours" not in texts and "what is the price of fax" in texts
+
+
+def test_an_answer_without_knowledge_bases_is_not_unanswered_for_citing_nothing(canary_tenants, db):
+    """The chat marks whether the session had knowledge bases (meta "kb"): a model's answer without any cites
+    nothing by design; an offline one, or one that had KBs and cited nothing, still counts as unanswered."""
+    from apps.analytics.selectors import message_is_unanswered
+    from apps.bots.models import Bot
+
+    answers = {
+        "no kb, answered": ({"citations": [], "kb": False, "cached": False}, False),
+        "no kb, offline": ({"citations": [], "kb": False, "offline": True}, True),
+        "kb, nothing cited": ({"citations": [], "kb": True, "cached": False}, True),
+        "before the flag": ({"citations": [], "cached": False}, True),
+    }
+    with schema_context(canary_tenants.a.schema_name):
+        bot = Bot.objects.create(name="no-kb-bot")
+        user = ChatUser.objects.create(username="dora")
+        turns = []
+        for question, (meta, _) in answers.items():
+            turns += [{"kind": USER, "content": question}, {"kind": BOT, "content": "answer", "meta": meta}]
+        session = session_make(bot, user, channel="web", started=at(DAY2, 15), turns=turns)
+        daily_stats_recompute(day_from=DAY2, day_to=DAY2)
+        stat = DailyStat.objects.get(bot=bot)
+        assert stat.unanswered == sum(expected for _, expected in answers.values()) == 3
+        rows = Message.objects.filter(session=session, role=BOT[0]).order_by("index")
+        assert [message_is_unanswered(m) for m in rows] == [expected for _, expected in answers.values()]
