@@ -30,8 +30,7 @@ from django_tenants.utils import schema_context
 
 from apps.sessions import events, rendering, services
 from apps.sessions.models import MessageType, Role
-from apps.sessions.switchers import active_switchers_clean
-from apps.sessions.turns import TurnError
+from apps.sessions.turns import TurnError, session_chips
 
 logger = logging.getLogger(__name__)
 
@@ -157,7 +156,6 @@ async def _publish(group: str, queue: asyncio.Queue) -> None:
     loop = asyncio.get_running_loop()
     thinking_due: float | None = None  # the first `on`, waiting for its delay
     keepalive_due: float | None = None  # the next `on` if nothing else goes out before (the turn runs)
-    thinking_sent = False
     ended = False
     while not ended:
         wake = min((t for t in (thinking_due, keepalive_due) if t is not None), default=None)
@@ -177,16 +175,14 @@ async def _publish(group: str, queue: asyncio.Queue) -> None:
                 ended = True
             elif isinstance(item, threading.Event):  # a flush marker: set once everything before it is out
                 markers.append(item)
-            elif _is_thinking(item, True):
-                if not thinking_sent and thinking_due is None:
-                    thinking_due = loop.time() + THINKING_DELAY_S
+            elif _is_thinking(item, True):  # once, when the turn starts
+                thinking_due = loop.time() + THINKING_DELAY_S
                 keepalive_due = loop.time() + THINKING_KEEPALIVE_S
             elif _is_thinking(item, False):
                 # Always sent (it rides with the turn's chips): a connection that showed the indicator on
                 # its own (a replay while the turn ran) must hear that it ended. Clients ignore a stray one.
                 batch.append(item)
                 thinking_due = keepalive_due = None
-                thinking_sent = False
             else:
                 batch.append(item)
                 if _bot_output(item):
@@ -195,7 +191,7 @@ async def _publish(group: str, queue: asyncio.Queue) -> None:
         if (thinking_due is not None and now >= thinking_due) or (keepalive_due is not None and now >= keepalive_due
                                                                   and not batch):
             batch.insert(0, {"kind": "thinking", "on": True})  # still running
-            thinking_due, thinking_sent = None, True
+            thinking_due = None
         if batch:
             if keepalive_due is not None:
                 keepalive_due = now + THINKING_KEEPALIVE_S
@@ -261,23 +257,16 @@ def _open_session(bot_name: str, user_id: str | None, session_id: str | None, pa
 
     session = services.session_bootstrap(bot_name=bot_name, user_id=user_id, session_id=session_id,
                                          page_token_ok=page_token_ok)
-    started = bool((session.state or {}).get("started"))
+    # A session of a bot without start.bas is created started (services.session_bootstrap): no start turn.
     return {"session_id": str(session.id), "user_id": str(session.user_id), "bot_id": str(session.bot_id),
-            "bot_name": session.bot.name, "started": started,
-            # Without a start.bas there is nothing to run on connect: the first message's turn marks the
-            # session started (Turn.process), and that message does not queue behind an empty turn.
-            "start_turn": not started and services.bot_has_start_script(session.bot),
-            "rate_limit": chat_rate_limit(session.bot.name)}
+            "bot_name": session.bot.name, "started": bool((session.state or {}).get("started")),
+            "rate_limit": chat_rate_limit(session.bot)}
 
 
 def _replay(session_id: str, after: int) -> dict:
     session = services.session_get(session_id, page_token_ok=True)  # the connection was authorised
     return {"messages": services.history(session, after=after, limit=REPLAY_MAX, cap=REPLAY_MAX),
-            "stream": services.stream_in_progress(session),
-            "suggestions": list((session.state or {}).get("suggestions") or []),
-            "switchers": list((session.state or {}).get("switchers") or []),
-            "active_switchers": active_switchers_clean((session.state or {}).get("active_switchers"),
-                                                       session.state or {})}
+            "stream": services.stream_in_progress(session), **session_chips(session.state or {})}
 
 
 class ChatConsumerBase(AsyncWebsocketConsumer):
@@ -316,7 +305,7 @@ class ChatConsumerBase(AsyncWebsocketConsumer):
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
         await self.on_open()
-        if self.info["start_turn"]:
+        if not self.info["started"]:
             await turn_dispatch(self.schema, self.session_id, services.turn_execute_start, self.session_id)
 
     async def _refuse(self, code: int) -> None:
@@ -509,7 +498,7 @@ def _rate_check(session_id: str, ip: str, bot_name: str, limit) -> tuple[float |
     from apps.sessions.limits import chat_rate_limit, message_rate_check
 
     if limit is None:
-        limit = chat_rate_limit(bot_name)
+        limit = chat_rate_limit(services.bot_by_name(bot_name))
     return message_rate_check(session_id=session_id, ip=ip, limit=limit), limit
 
 

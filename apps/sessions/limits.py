@@ -11,26 +11,23 @@ import logging
 
 from django.conf import settings
 
+from apps.bots.models import Bot
 from apps.bots.selectors import bot_config_values
 from apps.core.ratelimit import RateLimit, RateLimitUnavailable, rate_check, rate_limits_for
-from apps.sessions.services import bot_by_name
 
 logger = logging.getLogger(__name__)
 
 CHAT_RATE_IP_FACTOR = int(getattr(settings, "CHAT_RATE_IP_FACTOR", 10))
 
 
-def chat_rate_limit(bot_name: str) -> RateLimit:
+def chat_rate_limit(bot: Bot) -> RateLimit:
     """The bot's message limit (its config.csv over the platform defaults)."""
-    return rate_limits_for(bot_config_values(bot_by_name(bot_name)), "chat")
+    return rate_limits_for(bot_config_values(bot), "chat")
 
 
-def message_rate_check(*, session_id: str, ip: str, bot_name: str = "", limit: RateLimit | None = None
-                       ) -> float | None:
-    """None when the message may go on, else the seconds to wait. A caller that read the bot's `limit`
-    already (a socket, when it connected) passes it: the check is then Redis only."""
-    if limit is None:
-        limit = chat_rate_limit(bot_name)
+def message_rate_check(*, session_id: str, ip: str, limit: RateLimit) -> float | None:
+    """None when the message may go on, else the seconds to wait. `limit` is chat_rate_limit's (a socket
+    keeps the one it read when it connected: the check is then Redis only)."""
     if not limit.enabled:
         return None
     try:

@@ -68,13 +68,16 @@ def _exchanges_after(session: ChatSession, upto: int):
             .exclude(message_type=MessageType.TOOL_EXEC))
 
 
-def compaction_due(session: ChatSession, config: dict[str, str]) -> bool:
+def compaction_due(session: ChatSession, config: dict[str, str], upto: int | None = None) -> bool:
+    """Whether the exchanges after the latest summary (or after index `upto`, when the caller read it) reach
+    the threshold beyond the kept ones."""
     from apps.sessions.turns import history_limit
 
     threshold = episodic_threshold(config)
     if not threshold:
         return False
-    upto = summary_upto(latest_summary(session))
+    if upto is None:
+        upto = summary_upto(latest_summary(session))
     return _exchanges_after(session, upto).count() >= (threshold + history_limit(config)) * 2
 
 
@@ -109,10 +112,10 @@ def compact(session_id: str) -> Message | None:
     if session is None:
         return None  # erased since
     config = bot_config_values(session.bot)
-    if not compaction_due(session, config) or not bot_llm_configured(session.bot, config):
-        return None
     previous = latest_summary(session)
     upto = summary_upto(previous)
+    if not compaction_due(session, config, upto) or not bot_llm_configured(session.bot, config):
+        return None
     rows = list(_exchanges_after(session, upto).order_by("index"))
     keep = history_limit(config) * 2
     to_summarise = rows[:-keep] if keep else rows

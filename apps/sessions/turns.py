@@ -83,6 +83,12 @@ class TurnError(Exception):
 PUBLIC_META_KEYS = ("citations", "tool_calls", "tool", "cached", "offline", "secret", "interrupted", "quota")
 
 
+def session_chips(state: dict) -> dict:
+    """The session's chips: suggestions, and the format switchers with the ones switched on."""
+    return {"suggestions": list(state.get("suggestions") or []), "switchers": list(state.get("switchers") or []),
+            "active_switchers": active_switchers_clean(state.get("active_switchers"), state)}
+
+
 def bot_has_start_script(bot) -> bool:
     return BotScript.objects.filter(bot=bot, name="start").exists()
 
@@ -165,17 +171,19 @@ class Turn:
     def add(self, role: int, content: str, message_type: int, *, stream: str | None = None,
             **fields: object) -> Message:
         # In autocommit a failed INSERT leaves nothing behind; inside a transaction a savepoint keeps it usable.
+        def create() -> Message:
+            return Message.objects.create(session=self.session, index=self.next_index, role=role,
+                                          message_type=message_type, content=content, **fields)
+
         guard = transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext()
         try:
             with guard:
-                message = Message.objects.create(session=self.session, index=self.next_index, role=role,
-                                                 message_type=message_type, content=content, **fields)
+                message = create()
         except IntegrityError:
             # The count is behind the rows: a process died between a message and the end of its turn.
             last = Message.objects.filter(session=self.session).aggregate(m=Max("index"))["m"]
             self.next_index = 0 if last is None else last + 1
-            message = Message.objects.create(session=self.session, index=self.next_index, role=role,
-                                             message_type=message_type, content=content, **fields)
+            message = create()
         self.next_index += 1
         if role == Role.ASSISTANT:
             self.produced.append(message)
@@ -395,14 +403,6 @@ class Turn:
         session.total_tokens = (session.total_tokens or 0) + self.tokens
         session.save(update_fields=["state", "message_count", "total_tokens", "last_activity"])
 
-    def suggestions(self) -> list[dict]:
-        return list(self.state.get("suggestions") or [])
-
-    def chips_event(self) -> dict:
-        """The session's chips after the turn: suggestions, and the format switchers with those on."""
-        return {"kind": "suggestions", "suggestions": self.suggestions(),
-                "switchers": list(self.state.get("switchers") or []),
-                "active_switchers": active_switchers_clean(self.state.get("active_switchers"), self.state)}
 
 
 def turn_execute(session_id: object, *, text: str, message_type: int = MessageType.USER,
@@ -432,7 +432,7 @@ def turn_execute(session_id: object, *, text: str, message_type: int = MessageTy
                 turn.bot_message(SCRIPT_FAILED, meta={"failed": True, "error": str(exc)[:500]})
             finally:
                 turn.save()
-            sink.emit(turn.chips_event())
+            sink.emit({"kind": "suggestions", **session_chips(turn.state)})
             # Inside the lock, with the chips: the next turn's indicator (maybe from another process) comes after.
             sink.emit({"kind": "thinking", "on": False})
             ended = True
