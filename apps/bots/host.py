@@ -10,22 +10,29 @@ from __future__ import annotations
 import json
 
 from django.db import transaction
+from django.db.models.fields.json import KT
 
 from apps.basic.host import Host, HostError, row_matches_filter, save_row
 from apps.bots import services as bot_services
 from apps.bots.config_csv import config_lookup
 from apps.bots.models import Bot, BotTableRow
 from apps.bots.selectors import bot_config_values
+from apps.bots.services import TABLE_ROWS_MAX, bot_table_lock
 from apps.drive.backends import DriveKeyError
 from apps.drive.storage import package_root, tenant_drive
 
 # FIND returns at most this many rows, as upstream's LIMIT 10 does.
 FIND_LIMIT = 10
-# Rows a FIND/UPDATE/DELETE examines in one table: bot tables are lightweight by design, and a script
-# must not turn one keyword into a scan of millions of rows.
-TABLE_SCAN_LIMIT = 10_000
+# Rows a FIND/UPDATE/DELETE examines in one table: every row a table can hold (INSERT, SAVE and a .gbdata
+# import stop there), so no stored row is ever out of a FIND's sight.
+TABLE_SCAN_LIMIT = TABLE_ROWS_MAX
+# Rows read from the database at a time while scanning: a FIND that matches early reads little.
+TABLE_SCAN_CHUNK = 1000
 # A file a script reads from the bot's drive is loaded into a variable: keep it a reasonable size.
 FILE_READ_MAX_BYTES = 5 * 1024 * 1024
+# A file a script writes (or appends to) stays readable by READ: a script looping on WRITE ... APPEND must
+# not fill the tenant's storage.
+FILE_WRITE_MAX_BYTES = FILE_READ_MAX_BYTES
 
 
 class BotHost(Host):
@@ -82,9 +89,18 @@ class BotHost(Host):
 
     # -- tables ----------------------------------------------------------------------------------
     def _rows(self, table: str, filter_text: str | None = None):
+        """The table's rows in insertion order, read in chunks (a FIND that matches early reads little)."""
         if filter_text is not None:
             row_matches_filter({}, filter_text)  # a malformed filter is an error even on an empty table
-        return BotTableRow.objects.filter(bot=self.bot, table=_table_name(table)).order_by("id")[:TABLE_SCAN_LIMIT]
+        rows = BotTableRow.objects.filter(bot=self.bot, table=_table_name(table)).order_by("id")
+        return rows[:TABLE_SCAN_LIMIT].iterator(chunk_size=TABLE_SCAN_CHUNK)
+
+    def _room_for_one(self, table: str) -> None:
+        """Refuse a row beyond TABLE_ROWS_MAX (call holding the table's lock: concurrent writers cannot both
+        take the last place)."""
+        if BotTableRow.objects.filter(bot=self.bot, table=_table_name(table)).count() >= TABLE_ROWS_MAX:
+            raise HostError(f"table '{table}' is full: it holds {TABLE_ROWS_MAX} rows, the most a bot table "
+                            "may hold; DELETE rows first")
 
     def find(self, table: str, filter_text: str) -> list:
         found = []
@@ -95,16 +111,22 @@ class BotHost(Host):
                     break
         return found
 
+    # Writers of a table take its lock (apps.bots.services.bot_table_lock) for their transaction: two SAVEs of
+    # one new id, in two sessions at once, would otherwise both find no row and both insert one.
     @transaction.atomic
     def save(self, table: str, values: list) -> object:
         data = save_row(values)
         _json_only(data)
+        bot_table_lock(self.bot, _table_name(table))
         if "id" in data:
-            for row in self._rows(table).select_for_update():
-                if str(row.data.get("id")) == str(data["id"]):
-                    row.data = {**row.data, **data}
-                    row.save(update_fields=["data", "updated_at"])
-                    return {"command": "save", "table": table, "id": data["id"], "rows_affected": 1}
+            # The row whose id reads the same as text (7 and "7" are one id, as upstream's string compare).
+            row = (BotTableRow.objects.filter(bot=self.bot, table=_table_name(table))
+                   .annotate(row_id=KT("data__id")).filter(row_id=_id_text(data["id"])).order_by("id").first())
+            if row is not None:
+                row.data = {**row.data, **data}
+                row.save(update_fields=["data", "updated_at"])
+                return {"command": "save", "table": table, "id": data["id"], "rows_affected": 1}
+        self._room_for_one(table)
         BotTableRow.objects.create(bot=self.bot, table=_table_name(table), data=data)
         return {"command": "save", "table": table, "id": data.get("id"), "rows_affected": 1}
 
@@ -112,6 +134,8 @@ class BotHost(Host):
     def insert(self, table: str, data: dict) -> object:
         row_data = dict(data)
         _json_only(row_data)
+        bot_table_lock(self.bot, _table_name(table))
+        self._room_for_one(table)
         row = BotTableRow.objects.create(bot=self.bot, table=_table_name(table), data=row_data)
         if "id" not in row_data:
             row.data["id"] = row.pk
@@ -121,8 +145,9 @@ class BotHost(Host):
     @transaction.atomic
     def update(self, table: str, filter_text: str, data: dict) -> int:
         _json_only(data)
+        bot_table_lock(self.bot, _table_name(table))
         count = 0
-        for row in self._rows(table, filter_text).select_for_update():
+        for row in self._rows(table, filter_text):
             if row_matches_filter(row.data, filter_text):
                 row.data = {**row.data, **data}
                 row.save(update_fields=["data", "updated_at"])
@@ -131,6 +156,7 @@ class BotHost(Host):
 
     @transaction.atomic
     def delete(self, table: str, filter_text: str) -> int:
+        bot_table_lock(self.bot, _table_name(table))
         doomed = [row.pk for row in self._rows(table, filter_text) if row_matches_filter(row.data, filter_text)]
         BotTableRow.objects.filter(pk__in=doomed).delete()
         return len(doomed)
@@ -159,9 +185,12 @@ class BotHost(Host):
     def write_file(self, path: str, content: object, append: bool) -> None:
         drive, key = tenant_drive(), self._file_key(path)
         text = content if isinstance(content, str) else json.dumps(content, default=str)
+        data = text.encode("utf-8")
         if append and drive.exists(key):
-            text = drive.read(key).decode("utf-8", errors="replace") + text
-        drive.write(key, text.encode("utf-8"))
+            data = drive.read(key) + data
+        if len(data) > FILE_WRITE_MAX_BYTES:
+            raise HostError(f"file {path} would be larger than {FILE_WRITE_MAX_BYTES} bytes; nothing was written")
+        drive.write(key, data)
 
     def list_files(self, path: str) -> list:
         root = self._drive_root()
@@ -246,6 +275,15 @@ class BotHost(Host):
 
 def _table_name(table: str) -> str:
     return str(table).strip().lower()
+
+
+def _id_text(value: object) -> str | None:
+    """A row id as PostgreSQL's `data->>'id'` reads it (None: a row without one)."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value) if isinstance(value, int | float) else json.dumps(value)
 
 
 def _json_only(data: dict) -> None:

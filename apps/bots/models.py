@@ -6,6 +6,7 @@ derived from the drive by the DriveMonitor (apps.drive); bot memory and bot tabl
 
 from django.core.validators import RegexValidator
 from django.db import models
+from django.db.models.fields.json import KT
 
 from apps.core.fields import EncryptedJSONField, EncryptedTextField
 
@@ -168,7 +169,11 @@ class BotTableRow(models.Model):
 
     class Meta:
         ordering = ["id"]
-        indexes = [models.Index(fields=["bot", "table"], name="bot_table_idx")]
+        indexes = [
+            models.Index(fields=["bot", "table"], name="bot_table_idx"),
+            # SAVE finds the row to update by its id (apps.bots.host.BotHost.save).
+            models.Index(models.F("bot"), models.F("table"), KT("data__id"), name="bot_table_row_id_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.table}#{self.pk}"

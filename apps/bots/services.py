@@ -15,7 +15,7 @@ from datetime import datetime
 
 from croniter import croniter
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 
 from apps.basic.compiler import compile_source
 from apps.basic.errors import CompileError
@@ -27,8 +27,9 @@ from apps.drive.storage import package_root, tenant_drive
 
 # Upstream's script-max-size: a dialog script bigger than this is a mistake or an attack on the compiler.
 SCRIPT_MAX_BYTES = 1024 * 1024
-# Rows imported from one `.gbdata/*.csv` file; more belongs in a real database, not a bot table.
-DATA_CSV_MAX_ROWS = 50_000
+# Rows one bot table may hold (SAVE/INSERT, or a `.gbdata/*.csv` import); more belongs in a real database.
+TABLE_ROWS_MAX = 50_000
+DATA_CSV_MAX_ROWS = TABLE_ROWS_MAX
 # A memory value is a setting or a counter, not a document.
 MEMORY_VALUE_MAX_CHARS = 64 * 1024
 
@@ -198,10 +199,21 @@ def table_name_of_data_file(path: str) -> str:
     return path.rsplit("/", 1)[-1].lower()
 
 
+def bot_table_lock(bot: Bot, table: str) -> None:
+    """Hold the lock of one bot table until the current transaction ends: its writers (scripts' SAVE, INSERT,
+    UPDATE, DELETE and the .gbdata import) go one at a time, readers are never blocked."""
+    if not connection.in_atomic_block:
+        raise RuntimeError("bot_table_lock outside a transaction would release at once")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
+                       [f"bot-table:{connection.schema_name}:{bot.pk}:{table}"])
+
+
 @transaction.atomic
 def data_csv_sync(*, bot: Bot, path: str, data: bytes | None) -> int:
     """Replace the bot table `<file>.csv` with the rows of a `.gbdata` CSV file (None: the file is gone)."""
     table = table_name_of_data_file(path)
+    bot_table_lock(bot, table)
     BotTableRow.objects.filter(bot=bot, table=table).delete()
     if data is None:
         return 0

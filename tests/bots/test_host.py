@@ -1,9 +1,13 @@
 """Scripts run against a bot's own data: config, bot memory and bot tables, per tenant and per bot."""
 
+import threading
+
 import pytest
+from django.db import connections
 from django_tenants.utils import schema_context
 
 from apps.basic.vm import run_source
+from apps.bots import host as host_module
 from apps.bots.host import FIND_LIMIT, BotHost
 from apps.bots.models import Bot, BotConfig, BotTableRow
 
@@ -104,3 +108,93 @@ def test_param_config_values_reach_scripts_and_tool_arguments_override_them(cana
             script_start(bot=bot, name="broken", host=BotHost(bot))
         with pytest.raises(ScriptUnavailable, match="no script named"):
             script_start(bot=bot, name="missing", host=BotHost(bot))
+
+
+def test_save_upserts_by_id_whether_it_reads_as_a_number_or_a_text(canary_tenants):
+    with schema_context(canary_tenants.a.schema_name):
+        bot = Bot.objects.create(name="shop")
+        result, _ = _run(bot, 'SAVE "stock", "sku-9", #{n: 1}\nSAVE "stock", "sku-9", #{n: 2}\n'
+                              'SAVE "stock", 41, #{n: 3}\nSAVE "stock", "41", #{n: 4}\nSAVE "stock", #{n: 5}')
+        assert result.status == "done", result.error
+        rows = sorted(BotTableRow.objects.filter(bot=bot, table="stock").values_list("data", flat=True),
+                      key=lambda r: r["n"])
+        assert rows == [{"id": "sku-9", "n": 2}, {"id": "41", "n": 4}, {"n": 5}]
+
+
+def test_find_sees_every_row_a_table_can_hold(canary_tenants):
+    # The scan once stopped at 10,000 rows while a .gbdata import may hold 50,000: rows past it were invisible.
+    with schema_context(canary_tenants.a.schema_name):
+        bot = Bot.objects.create(name="shop")
+        BotTableRow.objects.bulk_create(BotTableRow(bot=bot, table="big", data={"i": i}) for i in range(12_000))
+        BotTableRow.objects.create(bot=bot, table="big", data={"i": "last", "name": "needle"})
+        assert BotHost(bot).find("big", "name=needle") == [{"i": "last", "name": "needle"}]
+
+
+def test_a_full_table_refuses_a_new_row_with_a_clear_error_and_keeps_its_rows(canary_tenants, monkeypatch):
+    monkeypatch.setattr(host_module, "TABLE_ROWS_MAX", 3)
+    with schema_context(canary_tenants.a.schema_name):
+        bot = Bot.objects.create(name="shop")
+        result, _ = _run(bot, 'INSERT "t", #{n: 1}\nINSERT "t", #{n: 2}\nSAVE "t", "x", #{n: 3}\nINSERT "t", #{n: 4}')
+        assert result.status == "error"
+        assert result.error["line"] == 4
+        assert "table 't' is full: it holds 3 rows" in result.error["message"]
+        assert sorted(r["n"] for r in BotTableRow.objects.filter(bot=bot, table="t").values_list("data", flat=True)) \
+            == [1, 2, 3]
+        # A full table still takes updates of its rows, and a new row once one is deleted.
+        result, _ = _run(bot, 'SAVE "t", "x", #{n: 30}\nDELETE "t", "n=1"\nINSERT "t", #{n: 5}\nRETURN 1')
+        assert result.status == "done", result.error
+        assert sorted(r["n"] for r in BotTableRow.objects.filter(bot=bot, table="t").values_list("data", flat=True)) \
+            == [2, 5, 30]
+
+
+def test_writing_a_file_past_the_size_limit_fails_and_keeps_the_file(canary_tenants, local_storage, monkeypatch):
+    monkeypatch.setattr(host_module, "FILE_WRITE_MAX_BYTES", 10)
+    with schema_context(canary_tenants.a.schema_name):
+        bot = Bot.objects.create(name="shop")
+        result, _ = _run(bot, 'WRITE "12345" TO "log.txt"\nWRITE "67890" TO "log.txt" APPEND\nRETURN READ "log.txt"')
+        assert result.value == "1234567890", result.error
+        result, _ = _run(bot, 'WRITE "!" TO "log.txt" APPEND')
+        assert result.status == "error"
+        assert "would be larger than 10 bytes; nothing was written" in result.error["message"]
+        result, _ = _run(bot, 'WRITE "this is too long" TO "new.txt"')
+        assert result.status == "error"
+        result, _ = _run(bot, 'RETURN READ "log.txt"')
+        assert result.value == "1234567890"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_saves_of_one_new_id_make_one_row(canary_tenants):
+    # Two sessions SAVE the same new ids at once: without the table's lock both find no row and both insert.
+    schema = canary_tenants.a.schema_name
+    with schema_context(schema):
+        bot = Bot.objects.create(name="race")
+    ids = [f"id-{n}" for n in range(40)]
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def save_all(worker: int) -> None:
+        try:
+            with schema_context(schema):
+                host = BotHost(Bot.objects.get(pk=bot.pk))
+                for row_id in ids:
+                    barrier.wait(timeout=30)
+                    host.save("orders", [row_id, {"by": worker}])
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+            barrier.abort()
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=save_all, args=(n,)) for n in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert errors == []
+        with schema_context(schema):
+            stored = list(BotTableRow.objects.filter(bot=bot, table="orders").values_list("data", flat=True))
+        assert sorted(r["id"] for r in stored) == sorted(ids)  # each id once
+    finally:
+        with schema_context(schema):
+            Bot.objects.filter(pk=bot.pk).delete()
