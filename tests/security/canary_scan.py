@@ -55,3 +55,24 @@ def drive_files_containing(schema: str, needle: str) -> list[str]:
         if hit:
             found.append(entry.key)
     return found
+
+
+def db_snapshot(schema: str) -> dict[str, str]:
+    """Every row of `schema`'s tenant tables, `<app.Model>#<pk>` -> its fields as text: two snapshots
+    taken around an operation differ exactly in the rows it added, changed or deleted."""
+    rows = {}
+    with schema_context(schema):
+        for model in _tenant_models():
+            for row in model._base_manager.all().iterator():
+                rows[f"{model._meta.label}#{row.pk}"] = _row_text(row)
+    return rows
+
+
+def drive_snapshot(schema: str) -> dict[str, str]:
+    """Every file of `schema`'s drive, key -> SHA-256 of its content."""
+    import hashlib
+
+    from apps.drive.storage import tenant_drive
+
+    drive = tenant_drive(schema)
+    return {entry.key: hashlib.sha256(drive.read(entry.key)).hexdigest() for entry in drive.list("")}
