@@ -586,9 +586,10 @@ def _let_through(send, tenant) -> tuple[int, int]:
 
 
 def _limited_settings(settings) -> dict[str, int]:
-    """Small limits, no burst: the allowance of each endpoint above, per tenant and client."""
+    """Small limits per hour, no burst: the allowance of each endpoint above, per tenant and client (an hour,
+    so no request is let through again while the test runs, however slow the machine)."""
     settings.RATE_LIMIT_API_AUTH, settings.RATE_LIMIT_REQUESTS, settings.RATE_LIMIT_API_CHAT = 3, 4, 5
-    settings.RATE_LIMIT_BURST = 0
+    settings.RATE_LIMIT_BURST, settings.RATE_LIMIT_WINDOW_S = 0, 3600
     return {"auth (sign-in POST)": 3, "api (kb search)": 4, "chat (new session, per IP)": 5,
             "chat (messages of the colliding session id)": 5}
 
