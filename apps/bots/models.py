@@ -24,12 +24,36 @@ class Bot(models.Model):
     # Bumped whenever the bot's config.csv rows change: processes key their decrypted copy by it
     # (apps.bots.selectors.bot_config_values), so a chat turn does not read and decrypt the rows each time.
     config_revision = models.PositiveIntegerField(default=0)
+    # Bumped whenever the bot's scripts change: processes key their loaded, compiled scripts by it
+    # (apps.bots.runtime.bot_script_program), so a chat turn does not read the script row each time.
+    scripts_revision = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["name"]
 
     def __str__(self) -> str:
         return self.name
+
+
+class BotScriptQuerySet(models.QuerySet):
+    """Every write through the ORM marks the bots' loaded scripts stale (see _scripts_changed)."""
+
+    def update(self, **kwargs):
+        bot_ids = set(self.values_list("bot_id", flat=True))
+        count = super().update(**kwargs)
+        _scripts_changed(bot_ids)
+        return count
+
+    def delete(self):
+        bot_ids = set(self.values_list("bot_id", flat=True))
+        result = super().delete()
+        _scripts_changed(bot_ids)
+        return result
+
+    def bulk_create(self, objs, *args, **kwargs):
+        created = super().bulk_create(list(objs), *args, **kwargs)
+        _scripts_changed({row.bot_id for row in created})
+        return created
 
 
 class BotScript(models.Model):
@@ -48,6 +72,8 @@ class BotScript(models.Model):
     errors = models.JSONField(default=list, blank=True)
     compiled_at = models.DateTimeField(auto_now=True)
 
+    objects = BotScriptQuerySet.as_manager()
+
     class Meta:
         ordering = ["bot", "name"]
         constraints = [models.UniqueConstraint(fields=["bot", "name"], name="bot_script_name_unique")]
@@ -55,31 +81,52 @@ class BotScript(models.Model):
     def __str__(self) -> str:
         return f"{self.bot.name}/{self.name}"
 
+    def save(self, *args, **kwargs) -> None:
+        super().save(*args, **kwargs)
+        _scripts_changed({self.bot_id})
+
+    def delete(self, *args, **kwargs):
+        result = super().delete(*args, **kwargs)
+        _scripts_changed({self.bot_id})
+        return result
+
     @property
     def ok(self) -> bool:
         return not self.errors
 
 
-def _config_changed(bot_ids: set[int]) -> None:
-    """Config rows of these bots were written: bump their revision (other processes see it on their next read
-    of the bot row) and drop this process's copies, now and at commit (a reader may cache the old rows
-    before the transaction ends). See apps.bots.selectors.bot_config_values."""
+def _bots_changed(bot_ids: set[int], revision: str, forget_one) -> None:
+    """Rows of these bots were written: bump their `revision` field (other processes see it on their next read
+    of the bot row) and drop this process's copies with `forget_one(schema, bot_id)`, now and at commit (a
+    reader may load the old rows again before the transaction ends)."""
     from django.db import connection, transaction
-
-    from apps.bots.selectors import bot_config_forget
 
     bot_ids = {i for i in bot_ids if i is not None}
     if not bot_ids:
         return
-    Bot.objects.filter(pk__in=bot_ids).update(config_revision=models.F("config_revision") + 1)
+    Bot.objects.filter(pk__in=bot_ids).update(**{revision: models.F(revision) + 1})
     schema = connection.schema_name
 
     def forget() -> None:
         for bot_id in bot_ids:
-            bot_config_forget(schema, bot_id)
+            forget_one(schema, bot_id)
 
     forget()
     transaction.on_commit(forget)
+
+
+def _config_changed(bot_ids: set[int]) -> None:
+    """See apps.bots.selectors.bot_config_values."""
+    from apps.bots.selectors import bot_config_forget
+
+    _bots_changed(bot_ids, "config_revision", bot_config_forget)
+
+
+def _scripts_changed(bot_ids: set[int]) -> None:
+    """See apps.bots.runtime.bot_script_program."""
+    from apps.bots.runtime import bot_scripts_forget
+
+    _bots_changed(bot_ids, "scripts_revision", bot_scripts_forget)
 
 
 class BotConfigQuerySet(models.QuerySet):

@@ -9,6 +9,8 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 
+from django.db import connection
+
 from apps.basic.compiler import Program, compile_source
 from apps.basic.host import Host
 from apps.basic.vm import VM, RunResult
@@ -22,6 +24,10 @@ PROGRAM_CACHE_SIZE = 512
 
 _programs: OrderedDict[str, Program] = OrderedDict()
 _programs_lock = threading.Lock()
+# Loaded scripts (the row's facts and its program) per (schema, bot, the bot's creation time, its
+# scripts_revision, name): a chat turn resuming a dialog finds its program without reading the script row.
+LOADED_SCRIPTS_MAX = 2048
+_loaded: OrderedDict[tuple, Program] = OrderedDict()
 
 
 class ScriptUnavailable(LookupError):
@@ -48,6 +54,45 @@ def program_for(script: BotScript) -> Program:
     return program
 
 
+def bot_script_program(bot: Bot, name: str) -> Program:
+    """The compiled program of the bot's script `name` (ScriptUnavailable: none, or it does not compile).
+
+    Kept per process by the bot's `scripts_revision`, which every ORM write to its scripts bumps (see
+    apps.bots.models.BotScriptQuerySet): another process's deploy is seen on the next read of the bot row (a
+    turn reads it with its session). Writes that bypass the ORM must bump the revision themselves."""
+    name = name.lower()
+    key = _loaded_key(bot, name)
+    with _programs_lock:
+        program = _loaded.get(key)
+        if program is not None:
+            _loaded.move_to_end(key)
+            return program
+    script = BotScript.objects.filter(bot=bot, name=name).first()
+    if script is None:
+        raise ScriptUnavailable(f"bot '{bot.name}' has no script named '{name}'")
+    program = program_for(script)
+    if any(not getattr(block, "_from_testcase", False) for block in connection.atomic_blocks):
+        return program  # a row this transaction may still change or roll back is not shared
+    with _programs_lock:
+        _loaded[key] = program
+        while len(_loaded) > LOADED_SCRIPTS_MAX:
+            _loaded.popitem(last=False)
+    return program
+
+
+def _loaded_key(bot: Bot, name: str) -> tuple:
+    # created_at: schema names and bot ids come back when a tenant is deleted and another created.
+    return (connection.schema_name, bot.pk, getattr(bot, "created_at", None), getattr(bot, "scripts_revision", 0),
+            name.lower())
+
+
+def bot_scripts_forget(schema: str, bot_id: int) -> None:
+    """Drop this process's loaded scripts of a bot (its scripts changed)."""
+    with _programs_lock:
+        for key in [k for k in _loaded if k[0] == schema and k[1] == bot_id]:
+            del _loaded[key]
+
+
 def script_params(bot: Bot) -> dict[str, object]:
     """The bot's `param-*` configuration as script variables (spec 2.3)."""
     return config_params(bot_config_values(bot))
@@ -55,7 +100,4 @@ def script_params(bot: Bot) -> dict[str, object]:
 
 def script_start(*, bot: Bot, name: str, host: Host, args: dict | None = None) -> RunResult:
     """Run a bot's script from its first line; tool arguments override `param-*` values of the same name."""
-    script = BotScript.objects.filter(bot=bot, name=name.lower()).first()
-    if script is None:
-        raise ScriptUnavailable(f"bot '{bot.name}' has no script named '{name}'")
-    return VM(program_for(script), host).start({**script_params(bot), **(args or {})})
+    return VM(bot_script_program(bot, name), host).start({**script_params(bot), **(args or {})})
