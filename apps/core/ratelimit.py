@@ -1,6 +1,10 @@
-"""Rate limits on the shared Redis cache: one check for views, WebSocket frames and tasks, per tenant.
+"""Rate limits on the shared Redis cache: one check for views, WebSocket frames and tasks, per tenant, plus
+one platform-wide bucket per client IP.
 
 * `rate_check(scope, key, limit=, window_s=, burst=)` -> None (go ahead) or the seconds to wait.
+* `rate_check_buckets([Bucket, ...], client_ip=)` -> None or a Refusal: an event counted in several buckets
+  at once (all or none, one Redis round trip), and in the platform-wide bucket of `client_ip`
+  (`RATE_LIMIT_PLATFORM_IP_PER_MINUTE`, every tenant and entry point together).
 * `rate_limits_for(config_values, endpoint)` -> RateLimit from a bot's config.csv keys (the seed's
   `rate-limit-enabled`, `rate-limit-requests`, `rate-limit-window`, `rate-limit-burst`, `rate-limit-by`,
   `rate-limit-api-chat|files|auth|llm`) over the platform defaults in settings (RATE_LIMIT_*).
@@ -20,6 +24,11 @@ Failure modes this module prevents:
 
 * One tenant's traffic using up another's quota: every bucket key carries the tenant schema
   (`connection.schema_name`); only `per_tenant=False` (a platform-wide limit) leaves it out.
+* One address getting every tenant's full allowance (many tenants' hostnames, or one IP hammering them
+  all): each limited event (HTTP API and sign-in views, chat sockets' connects and messages, REST chat) is
+  also counted in the platform-wide bucket of its client IP (`rl:platform:ip:...`), checked in the same
+  Lua call as the tenant buckets. A tenant's config.csv cannot switch it off; RATE_LIMIT_ENABLED=false or
+  RATE_LIMIT_PLATFORM_IP_PER_MINUTE=0 does. An event refused by any bucket is counted in none.
 * A forged client address: the IP is REMOTE_ADDR, or X-Forwarded-For only behind a proxy listed in
   TRUSTED_PROXY_IPS (apps.compliance.services.request_client_ip).
 * Dodging the limit by inventing identities: `by=user|session|api-key` count per identity only when the
@@ -79,29 +88,48 @@ DEFAULT_MAX_REQUESTS = 100_000
 DEFAULT_MAX_WINDOW_S = 86_400
 # IPv6 clients get a /64 from their provider: counting per address would give each of them 2^64 buckets.
 IPV6_PREFIX = 64
+# The platform-wide per-IP limit: events per minute from one address, across every tenant and entry point.
+# Ten times the largest per-tenant per-IP allowance at the defaults (chat messages: 30 x CHAT_RATE_IP_FACTOR
+# 10 = 300 a minute), so a NAT whose users use several tenants is not cut off; an address spreading over
+# any number of tenants is held to 50 events a second sustained.
+DEFAULT_PLATFORM_IP_PER_MINUTE = 3000
+PLATFORM_WINDOW_S = 60
+PLATFORM_TENANT = "platform"  # the tenant part of a platform-wide key: rl:platform:<scope>:<hash>
+PLATFORM_IP_SCOPE = "ip"  # used by no per-tenant bucket
 # When Redis cannot be asked, tell the client to come back after this long (503 Retry-After).
 UNAVAILABLE_RETRY_AFTER_S = 5
 SCOPE_RE = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
 TENANT_RE = re.compile(r"[A-Za-z0-9_-]{1,63}")  # a schema name: never a ':' that could shift the key
 KEY_PREFIX = "rl"
 
-# KEYS[1] holds the bucket's "theoretical arrival time" (TAT) in microseconds of Redis time.
-# ARGV[1] = emission interval (window / limit), ARGV[2] = capacity * interval, both in microseconds.
-# Returns {1, 0} when allowed (and the TAT advanced), {0, wait_us} when refused (nothing changed).
+# One call counts one event in every bucket of KEYS, all or none. KEYS[i] holds bucket i's "theoretical arrival
+# time" (TAT) in microseconds of Redis time; ARGV[2i-1] = its emission interval (window / limit) and ARGV[2i] =
+# capacity * interval, both in microseconds. Returns {1, 0, 0} when every bucket allows it (each TAT advanced),
+# else {0, wait_us, i}: the longest wait and the bucket it comes from (nothing changed in any bucket).
 _GCRA_LUA = """
 local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) * 1000000 + tonumber(now_parts[2])
-local interval = tonumber(ARGV[1])
-local capacity_span = tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1]))
-if tat == nil or tat < now then tat = now end
-local new_tat = tat + interval
-local allow_at = new_tat - capacity_span
-if allow_at > now then
-  return {0, allow_at - now}
+local new_tats = {}
+local wait, refused_by = 0, 0
+for i = 1, #KEYS do
+  local interval = tonumber(ARGV[2 * i - 1])
+  local capacity_span = tonumber(ARGV[2 * i])
+  local tat = tonumber(redis.call('GET', KEYS[i]))
+  if tat == nil or tat < now then tat = now end
+  local new_tat = tat + interval
+  local allow_at = new_tat - capacity_span
+  if allow_at > now and allow_at - now > wait then
+    wait, refused_by = allow_at - now, i
+  end
+  new_tats[i] = new_tat
 end
-redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
-return {1, 0}
+if refused_by > 0 then
+  return {0, wait, refused_by}
+end
+for i = 1, #KEYS do
+  redis.call('SET', KEYS[i], string.format('%d', new_tats[i]), 'PX', math.ceil((new_tats[i] - now) / 1000) + 1000)
+end
+return {1, 0, 0}
 """
 
 
@@ -130,6 +158,36 @@ class RateLimit:
         return f"{self.limit}/{self.window_s}s (+{self.burst} burst) by {self.by}"
 
 
+@dataclass(frozen=True)
+class Bucket:
+    """One counter an event is counted in: `limit` per `window_s` sustained, `limit + burst` back to back."""
+
+    scope: str
+    key: str
+    limit: int
+    window_s: int
+    burst: int = 0
+    per_tenant: bool = True
+    tenant: str | None = None  # the schema; None: this thread's connection's (only for per-tenant buckets)
+
+    @property
+    def platform(self) -> bool:
+        return not self.per_tenant
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """An event refused: the seconds until it would pass, and the bucket that refused it (the longest wait)."""
+
+    wait_s: float
+    bucket: Bucket
+
+    @property
+    def platform(self) -> bool:
+        """Refused by a platform-wide limit (the address's requests to every tenant together)."""
+        return self.bucket.platform
+
+
 # --- the check -------------------------------------------------------------------------------------------------
 
 _script = None
@@ -149,7 +207,7 @@ def _bucket_key(scope: str, key: str, *, per_tenant: bool, tenant: str | None) -
     if not SCOPE_RE.fullmatch(scope):
         raise ValueError(f"invalid rate-limit scope {scope!r}: letters, digits, '_', '.', ':', '-' only")
     if not per_tenant:
-        tenant = "platform"
+        tenant = PLATFORM_TENANT
     elif not TENANT_RE.fullmatch(tenant := tenant or getattr(connection, "schema_name", "") or "public"):
         raise ValueError(f"invalid tenant {tenant!r} for a rate limit")
     # Hashed: IPs, session ids and API keys never sit in Redis as they are.
@@ -168,24 +226,70 @@ def rate_check(scope: str, key: str, *, limit: int, window_s: int, burst: int = 
     Raises ValueError for a malformed scope, tenant or limit, and
     RateLimitUnavailable when Redis cannot be reached.
     """
+    refusal = rate_check_all([Bucket(scope, key, limit=limit, window_s=window_s, burst=burst, per_tenant=per_tenant,
+                                     tenant=tenant)])
+    return None if refusal is None else refusal.wait_s
+
+
+def rate_check_all(buckets: Iterable[Bucket]) -> Refusal | None:
+    """Count one event in every bucket at once: None when all allow it (each counted), else the Refusal with
+    the longest wait (none counted: an event refused by one limit uses up no other). One Redis round trip,
+    atomic; no buckets: None without asking Redis. Raises as `rate_check`."""
     global _script
-    if limit < 1 or window_s < 1 or burst < 0:
-        raise ValueError(f"invalid rate limit {limit}/{window_s}s burst {burst}: limit and window >= 1, burst >= 0")
-    bucket = _bucket_key(scope, key, per_tenant=per_tenant, tenant=tenant)
-    interval_us = window_s * 1_000_000 / limit
-    capacity_span_us = interval_us * (limit + burst)
+    buckets = list(buckets)
+    if not buckets:
+        return None
+    keys, args = [], []
+    for bucket in buckets:
+        if bucket.limit < 1 or bucket.window_s < 1 or bucket.burst < 0:
+            raise ValueError(f"invalid rate limit {bucket.limit}/{bucket.window_s}s burst {bucket.burst}: "
+                             "limit and window >= 1, burst >= 0")
+        interval_us = bucket.window_s * 1_000_000 / bucket.limit
+        keys.append(_bucket_key(bucket.scope, bucket.key, per_tenant=bucket.per_tenant, tenant=bucket.tenant))
+        args += [f"{interval_us:.0f}", f"{interval_us * (bucket.limit + bucket.burst):.0f}"]
+    if len(set(keys)) != len(keys):
+        raise ValueError("the same rate-limit bucket twice in one check")
     client = _redis()
     if _script is None:
         _script = client.register_script(_GCRA_LUA)
     try:
-        allowed, wait_us = _script(keys=[bucket], args=[f"{interval_us:.0f}", f"{capacity_span_us:.0f}"],
-                                   client=client)
+        allowed, wait_us, refused_by = _script(keys=keys, args=args, client=client)
     except (RedisError, OSError) as exc:
-        logger.warning("rate limit: Redis unavailable for %s (%s)", scope, type(exc).__name__)
+        scopes = ",".join(bucket.scope for bucket in buckets)
+        logger.warning("rate limit: Redis unavailable for %s (%s)", scopes, type(exc).__name__)
         raise RateLimitUnavailable(f"the rate-limit store is unavailable ({type(exc).__name__})") from None
     if int(allowed) == 1:
         return None
-    return max(int(wait_us) / 1_000_000, 0.001)
+    return Refusal(wait_s=max(int(wait_us) / 1_000_000, 0.001), bucket=buckets[int(refused_by) - 1])
+
+
+def address_bucket(address: str) -> str:
+    """A client address as counted: IPv6 per /64 (what a provider hands one customer), IPv4 as it is."""
+    try:
+        ip = ipaddress.ip_address(address.strip())
+    except ValueError:
+        return address
+    if ip.version == 6:
+        return str(ipaddress.ip_network(f"{ip}/{IPV6_PREFIX}", strict=False).network_address) + f"/{IPV6_PREFIX}"
+    return str(ip)
+
+
+def platform_ip_bucket(client_ip: str | None) -> Bucket | None:
+    """The platform-wide bucket of a client address (every tenant, every limited entry point), or None when
+    the address is unknown (an unknown address is not one client) or the limit is off (RATE_LIMIT_ENABLED
+    false or RATE_LIMIT_PLATFORM_IP_PER_MINUTE 0)."""
+    per_minute = int(_setting("RATE_LIMIT_PLATFORM_IP_PER_MINUTE", DEFAULT_PLATFORM_IP_PER_MINUTE))
+    if not client_ip or per_minute <= 0 or not _setting("RATE_LIMIT_ENABLED", True):
+        return None
+    return Bucket(PLATFORM_IP_SCOPE, address_bucket(client_ip), limit=per_minute, window_s=PLATFORM_WINDOW_S,
+                  per_tenant=False)
+
+
+def rate_check_buckets(buckets: Iterable[Bucket], *, client_ip: str | None) -> Refusal | None:
+    """`rate_check_all` of `buckets` and of the platform-wide bucket of `client_ip`, in one round trip: what
+    every limited entry point calls, so one address's events to all tenants are counted together."""
+    platform = platform_ip_bucket(client_ip)
+    return rate_check_all([*buckets, platform] if platform is not None else buckets)
 
 
 # --- limits from config.csv and settings ------------------------------------------------------------------------
@@ -267,12 +371,7 @@ def client_ip_bucket(request: HttpRequest) -> str:
     from apps.compliance.services import request_client_ip
 
     address = request_client_ip(request)
-    if address is None:
-        return "unknown"
-    ip = ipaddress.ip_address(address)
-    if ip.version == 6:
-        return str(ipaddress.ip_network(f"{ip}/{IPV6_PREFIX}", strict=False).network_address) + f"/{IPV6_PREFIX}"
-    return str(ip)
+    return "unknown" if address is None else address_bucket(address)
 
 
 def request_rate_key(request: HttpRequest, by: str) -> str:
@@ -295,11 +394,16 @@ def request_rate_key(request: HttpRequest, by: str) -> str:
     return f"ip:{client_ip_bucket(request)}"
 
 
-def rate_limited_response(retry_after_s: float) -> JsonResponse:
-    """429 in the seed's shape, with Retry-After in whole seconds (at least 1)."""
+PLATFORM_REFUSED_MESSAGE = "Too many requests from your address. Please slow down."
+
+
+def rate_limited_response(retry_after_s: float, *, platform: bool = False) -> JsonResponse:
+    """429 in the seed's shape, with Retry-After in whole seconds (at least 1); `platform`: refused by the
+    platform-wide per-IP limit (the same shape, its own message)."""
     seconds = max(1, math.ceil(retry_after_s))
     response = JsonResponse(
-        {"error": "rate_limit_exceeded", "message": "Too many requests. Please slow down.",
+        {"error": "rate_limit_exceeded",
+         "message": PLATFORM_REFUSED_MESSAGE if platform else "Too many requests. Please slow down.",
          "retry_after_secs": seconds},
         status=429,
     )
@@ -319,15 +423,20 @@ def rate_limit_unavailable_response() -> JsonResponse:
 
 def request_rate_check(request: HttpRequest, endpoint: str, *, by: str | None = None,
                        config_values: Mapping[str, str] | None = None) -> JsonResponse | None:
-    """The refusal response for this request (429, or 503 when the store is down), or None to proceed."""
+    """The refusal response for this request (429, or 503 when the store is down), or None to proceed.
+    Counted in the tenant's bucket of `endpoint` (unless the config switched it off) and in the platform-wide
+    bucket of the client IP, in one round trip."""
+    from apps.compliance.services import request_client_ip
+
     limit = rate_limits_for(config_values or {}, endpoint)
-    if not limit.enabled:
-        return None
-    by = by or limit.by
-    tenant = getattr(getattr(request, "tenant", None), "schema_name", None)  # set by the tenant middleware
+    buckets = []
+    if limit.enabled:
+        by = by or limit.by
+        tenant = getattr(getattr(request, "tenant", None), "schema_name", None)  # set by the tenant middleware
+        buckets.append(Bucket(f"http.{endpoint}.{by}", request_rate_key(request, by), limit=limit.limit,
+                              window_s=limit.window_s, burst=limit.burst, tenant=tenant))
     try:
-        wait = rate_check(f"http.{endpoint}.{by}", request_rate_key(request, by), limit=limit.limit,
-                          window_s=limit.window_s, burst=limit.burst, tenant=tenant)
+        refusal = rate_check_buckets(buckets, client_ip=request_client_ip(request))
     except RateLimitUnavailable as exc:
         # A development server without Redis (bare `manage.py runserver`) serves unlimited; production
         # requires REDIS_URL, so there this is an outage and fails closed unless told otherwise.
@@ -336,10 +445,14 @@ def request_rate_check(request: HttpRequest, endpoint: str, *, by: str | None = 
         ):
             return None
         return rate_limit_unavailable_response()
-    if wait is None:
+    if refusal is None:
         return None
-    logger.info("rate limit: %s refused (%s), retry in %.1f s", endpoint, limit.rate_text, wait)
-    return rate_limited_response(wait)
+    if refusal.platform:
+        logger.warning("rate limit: %s refused by the platform-wide per-IP limit (%s/%ss), retry in %.1f s",
+                       endpoint, refusal.bucket.limit, refusal.bucket.window_s, refusal.wait_s)
+    else:
+        logger.info("rate limit: %s refused (%s), retry in %.1f s", endpoint, limit.rate_text, refusal.wait_s)
+    return rate_limited_response(refusal.wait_s, platform=refusal.platform)
 
 
 def ratelimited(endpoint: str, *, by: str | None = None,

@@ -483,14 +483,10 @@ def _turn(session_id: str, text: str, message_type: int, active_switchers: list 
 
 
 def _connect_rate_check(ip: str) -> float | None:
-    from apps.core.ratelimit import RateLimitUnavailable, rate_check
+    """The tenant's connects per address and the address's platform-wide bucket (apps.sessions.limits)."""
+    from apps.sessions.limits import connect_rate_check
 
-    if not ip:
-        return None
-    try:
-        return rate_check("chat.connect", ip, limit=CONNECTS_PER_MINUTE, window_s=60)
-    except RateLimitUnavailable:
-        return None  # messages are still limited (and refused while Redis is down): let the socket open
+    return connect_rate_check(ip, per_minute=CONNECTS_PER_MINUTE)
 
 
 def _rate_check(session_id: str, ip: str, bot_name: str, limit) -> tuple[float | None, object]:

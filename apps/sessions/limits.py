@@ -1,8 +1,10 @@
 """Message rate limits of the chat (WebSocket and REST), from the bot's `rate-limit-*` keys.
 
-Two buckets per message: the session's (one client flooding) and the client IP's (one host opening many
-sessions). The IP allows CHAT_RATE_IP_FACTOR times the session's rate: several people behind one NAT
-share an address.
+Three buckets per message, counted in one Redis round trip (all or none): the session's (one client
+flooding), the client IP's in this tenant (one host opening many sessions) and the client IP's platform-wide
+one (one host spreading over many tenants: apps.core.ratelimit.platform_ip_bucket). The tenant's IP bucket
+allows CHAT_RATE_IP_FACTOR times the session's rate: several people behind one NAT share an address. A bot
+whose config switches its limits off (`rate-limit-enabled,false`) still counts in the platform-wide bucket.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from django.conf import settings
 
 from apps.bots.models import Bot
 from apps.bots.selectors import bot_config_values
-from apps.core.ratelimit import RateLimit, RateLimitUnavailable, rate_check, rate_limits_for
+from apps.core.ratelimit import Bucket, RateLimit, RateLimitUnavailable, rate_check_buckets, rate_limits_for
 
 logger = logging.getLogger(__name__)
 
@@ -27,18 +29,36 @@ def chat_rate_limit(bot: Bot) -> RateLimit:
 
 def message_rate_check(*, session_id: str, ip: str, limit: RateLimit) -> float | None:
     """None when the message may go on, else the seconds to wait. `limit` is chat_rate_limit's (a socket
-    keeps the one it read when it connected: the check is then Redis only)."""
-    if not limit.enabled:
-        return None
+    keeps the one it read when it connected: the check is then Redis only, one round trip)."""
+    buckets = []
+    if limit.enabled:
+        buckets.append(Bucket("chat.session", str(session_id), limit=limit.limit, window_s=limit.window_s,
+                              burst=limit.burst))
+        if ip:
+            buckets.append(Bucket("chat.ip", ip, limit=limit.limit * CHAT_RATE_IP_FACTOR, window_s=limit.window_s,
+                                  burst=limit.burst * CHAT_RATE_IP_FACTOR))
     try:
-        wait = rate_check("chat.session", str(session_id), limit=limit.limit, window_s=limit.window_s,
-                          burst=limit.burst)
-        if wait is None and ip:
-            wait = rate_check("chat.ip", ip, limit=limit.limit * CHAT_RATE_IP_FACTOR, window_s=limit.window_s,
-                              burst=limit.burst * CHAT_RATE_IP_FACTOR)
+        refusal = rate_check_buckets(buckets, client_ip=ip)
     except RateLimitUnavailable:
         if getattr(settings, "RATE_LIMIT_FAIL_OPEN", False):
             return None
         logger.warning("chat: rate-limit store down, refusing the message (RATE_LIMIT_FAIL_OPEN is off)")
         return 5.0
-    return wait
+    if refusal is None:
+        return None
+    if refusal.platform:
+        logger.warning("chat: message refused by the platform-wide per-IP limit, retry in %.1f s", refusal.wait_s)
+    return refusal.wait_s
+
+
+def connect_rate_check(ip: str, *, per_minute: int) -> float | None:
+    """None when a chat socket from `ip` may open, else the seconds to wait: `per_minute` connects per
+    address in this tenant, and the address's platform-wide bucket, in one round trip. Redis down lets the
+    socket open (its messages are still checked, and refused while the store is down)."""
+    if not ip:
+        return None
+    try:
+        refusal = rate_check_buckets([Bucket("chat.connect", ip, limit=per_minute, window_s=60)], client_ip=ip)
+    except RateLimitUnavailable:
+        return None
+    return None if refusal is None else refusal.wait_s

@@ -438,6 +438,12 @@ RATE_LIMIT_API_LLM = env_int("RATE_LIMIT_API_LLM", 20)
 # Ceilings for values from config.csv: a typo or a tenant cannot make a limit meaningless.
 RATE_LIMIT_MAX_REQUESTS = 100_000
 RATE_LIMIT_MAX_WINDOW_S = 86_400
+# Platform-wide limit per client IP (IPv6 per /64): events a minute from one address across every tenant and
+# limited entry point (API and sign-in requests, chat socket connects and messages, REST chat), on top of
+# each tenant's own limits; 0 switches it off. 3000 is ten times the largest per-tenant per-IP allowance at
+# the defaults (chat messages: 30 x CHAT_RATE_IP_FACTOR 10 = 300 a minute): a NAT whose users use several
+# tenants is not cut off, while one address spreading over any number of tenants stays at 50 events/s.
+RATE_LIMIT_PLATFORM_IP_PER_MINUTE = env_int("RATE_LIMIT_PLATFORM_IP_PER_MINUTE", 3000)
 # Redis unreachable: refuse with 503 (false, fail closed) or let requests through unlimited (true).
 RATE_LIMIT_FAIL_OPEN = env_bool("RATE_LIMIT_FAIL_OPEN", False)
 

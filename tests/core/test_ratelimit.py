@@ -1,6 +1,7 @@
 """Rate limits against the run's real Redis: exact counts under concurrency, burst and refill, one bucket per
 tenant, limits from config.csv keys, 429 with Retry-After from the decorator, client IPs that cannot be
-forged, identities that cannot be invented, and 503 (not 500) when Redis is gone."""
+forged, identities that cannot be invented, 503 (not 500) when Redis is gone, and the platform-wide per-IP
+bucket that counts one address's requests to every tenant together."""
 
 from __future__ import annotations
 
@@ -302,3 +303,111 @@ def test_kb_search_is_limited_per_tenant_before_anything_else(canary_tenants, se
     status_b = client_b.post("/api/kb/search", "{}", content_type="application/json").status_code
     assert statuses_a[:2] != [429, 429] and statuses_a[2] == 429
     assert status_b != 429, "tenant B's counter is its own"
+
+
+# --- the platform-wide per-IP limit ----------------------------------------------------------------------------------
+# Each test gives the platform bucket 2 events a minute (a slot every 30 s: no slot frees up while a test runs)
+# and the tenants' own limits far more, so a refusal can only come from the platform bucket.
+
+
+def _ip() -> str:
+    return f"203.0.113.{uuid.uuid4().int % 250 + 1}"
+
+
+def _platform_keys() -> list[bytes]:
+    return list(get_redis_connection("default").scan_iter(match="rl:platform:*", count=1000))
+
+
+@pytest.fixture
+def platform_limit_of_two(settings):
+    settings.RATE_LIMIT_PLATFORM_IP_PER_MINUTE = 2
+    settings.RATE_LIMIT_REQUESTS, settings.RATE_LIMIT_BURST, settings.RATE_LIMIT_WINDOW_S = 50, 0, 3600
+
+
+def _kb_search(tenant, ip: str):
+    return Client(HTTP_HOST=tenant.host, REMOTE_ADDR=ip).post("/api/kb/search", "{}", content_type="application/json")
+
+
+@pytest.mark.django_db
+def test_an_address_spreading_requests_over_two_tenants_is_refused_by_the_platform_limit(
+        canary_tenants, platform_limit_of_two, settings):
+    a, b = canary_tenants.a, canary_tenants.b
+    ip = _ip()
+    assert _kb_search(a, ip).status_code != 429
+    assert _kb_search(b, ip).status_code != 429
+    refused_a, refused_b = _kb_search(a, ip), _kb_search(b, ip)
+    assert refused_a.status_code == refused_b.status_code == 429, "A and B each let through 1 of 50: the platform's"
+    body = json.loads(refused_a.content)
+    assert body["error"] == "rate_limit_exceeded" and "your address" in body["message"]
+    assert 25 <= int(refused_a["Retry-After"]) == body["retry_after_secs"] <= 30  # one slot every 60/2 s
+    # Another address is counted on its own, at both tenants.
+    other = "192.0.2.77"
+    assert _kb_search(a, other).status_code != 429 and _kb_search(b, other).status_code != 429
+    assert len(_platform_keys()) == 2, "one platform bucket per address, whatever the tenant"
+    # Neither tenant's own limit was reached (a refused request counts in no bucket): without the platform
+    # limit the first address goes on at both.
+    settings.RATE_LIMIT_PLATFORM_IP_PER_MINUTE = 0
+    assert _kb_search(a, ip).status_code != 429 and _kb_search(b, ip).status_code != 429
+
+
+@pytest.mark.django_db
+def test_chat_connects_and_messages_share_the_address_bucket_with_http_across_tenants(
+        canary_tenants, platform_limit_of_two):
+    from apps.core.ratelimit import RateLimit
+    from apps.sessions.limits import connect_rate_check, message_rate_check
+
+    chat = RateLimit(endpoint="chat", enabled=True, limit=50, window_s=3600, burst=0, by="ip")
+    ip, other = "2001:db8:7:1::5", "2001:db8:7:2::5"
+    assert _kb_search(canary_tenants.a, ip).status_code != 429  # HTTP at A
+    with schema_context(canary_tenants.b.schema_name):
+        assert connect_rate_check(ip, per_minute=60) is None  # a chat socket at B
+        wait = message_rate_check(session_id=str(uuid.uuid4()), ip="2001:db8:7:1::9", limit=chat)  # same /64
+        assert wait is not None and 25 < wait <= 30
+        assert connect_rate_check(ip, per_minute=60) is not None
+        # Another /64 is another client.
+        assert message_rate_check(session_id=str(uuid.uuid4()), ip=other, limit=chat) is None
+        assert connect_rate_check(other, per_minute=60) is None
+    with schema_context(canary_tenants.a.schema_name):
+        assert message_rate_check(session_id=str(uuid.uuid4()), ip=ip, limit=chat) is not None
+
+
+@pytest.mark.django_db
+def test_a_bot_that_switches_its_chat_limit_off_is_still_counted_platform_wide(canary_tenants, platform_limit_of_two):
+    from apps.core.ratelimit import RateLimit
+    from apps.sessions.limits import message_rate_check
+
+    off = RateLimit(endpoint="chat", enabled=False, limit=1, window_s=60, burst=0, by="ip")
+    ip, session = _ip(), str(uuid.uuid4())
+    with schema_context(canary_tenants.a.schema_name):
+        waits = [message_rate_check(session_id=session, ip=ip, limit=off) for _ in range(3)]
+        assert message_rate_check(session_id=session, ip="", limit=off) is None  # no address: nothing to count
+    assert waits[:2] == [None, None] and waits[2] is not None
+
+
+def test_an_event_refused_by_one_bucket_is_counted_in_none():
+    from apps.core.ratelimit import Bucket, rate_check_all
+
+    scope = _scope()
+    tight = Bucket(scope + ".tight", "k", limit=1, window_s=3600)
+    loose = Bucket(scope + ".loose", "k", limit=2, window_s=3600)
+    assert rate_check_all([tight, loose]) is None
+    refusal = rate_check_all([loose, tight])
+    assert refusal is not None and refusal.bucket == tight and 3590 < refusal.wait_s <= 3600
+    assert rate_check_all([loose]) is None, "the refused event used up nothing of the loose bucket"
+    assert rate_check_all([loose]) is not None
+    with pytest.raises(ValueError, match="twice"):
+        rate_check_all([loose, loose])
+
+
+@pytest.mark.django_db
+def test_the_platform_limit_fails_like_the_tenant_limits_when_redis_is_down(canary_tenants, redis_down, settings):
+    from apps.core.ratelimit import RateLimit
+    from apps.sessions.limits import message_rate_check
+
+    off = RateLimit(endpoint="chat", enabled=False, limit=1, window_s=60, burst=0, by="ip")
+    with schema_context(canary_tenants.a.schema_name):
+        assert message_rate_check(session_id="s", ip="203.0.113.9", limit=off) == 5.0  # refused: store down
+        settings.RATE_LIMIT_FAIL_OPEN = True
+        assert message_rate_check(session_id="s", ip="203.0.113.9", limit=off) is None
+        settings.RATE_LIMIT_FAIL_OPEN, settings.RATE_LIMIT_PLATFORM_IP_PER_MINUTE = False, 0
+        assert message_rate_check(session_id="s", ip="203.0.113.9", limit=off) is None  # nothing to count

@@ -9,8 +9,9 @@ removes one guard at a time and shows the same probe then finds a leak, so a pas
 I10 (console sign-in) runs real code flows at the real OpenID providers of tests/accounts, as B's users and
 users without a role for A; I12 exports and erases a user whose ids, address, sessions, mail, documents and
 earlier export all collide with a user of B; I13 bursts on A's rate limits and then asks B from the same
-address. Two tests are marked xfail(strict): gaps against the test plan's pass criteria, not yet closed
-(the OIDC platform default admits any organisation's admins; no platform-wide per-IP limit exists).
+address (each tenant's quota is its own, and the platform-wide per-IP bucket counts both). One test is marked
+xfail(strict): a gap against the test plan's pass criteria, not yet closed (the OIDC platform default admits
+any organisation's admins).
 
 Already covered elsewhere and not repeated: unknown, malformed and public hosts and X-Forwarded-Host on
 anonymous requests (tests/tenants/test_http_isolation.py), header-less and public-schema Celery messages
@@ -620,10 +621,6 @@ def test_i13_a_burst_on_a_uses_up_a_quota_and_leaves_b_quota_whole(canary_tenant
         assert status_a != 500 and status_b != 500, name  # requests were served, not errors counted
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "KNOWN GAP (reported): no platform-wide per-IP limit exists; every bucket of apps/core/ratelimit.py "
-    "and apps/sessions/limits.py is per tenant (no caller passes per_tenant=False), so one address gets each "
-    "tenant's full allowance and spreading a burst over N tenants multiplies it by N"))
 def test_i13_the_global_per_ip_limit_still_counts_requests_to_every_tenant(canary_tenants, settings):
     """Requests of one address to A and to B are also counted in one platform-wide bucket of that address
     (a `per_tenant=False` bucket, `rl:platform:...`), whatever the endpoint."""
