@@ -23,11 +23,13 @@ from urllib.parse import parse_qs
 
 from asgiref.sync import sync_to_async
 from autobahn.exception import Disconnected
+from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.db import connections
 from django_tenants.utils import schema_context
 
+from apps.core.ratelimit import platform_ip_bucket
 from apps.sessions import events, rendering, services
 from apps.sessions.models import MessageType, Role
 from apps.sessions.turns import TurnError, session_chips
@@ -277,6 +279,16 @@ class ChatConsumerBase(AsyncWebsocketConsumer):
     page_token_ok = False
     group = ""
 
+    async def dispatch(self, message: dict) -> None:
+        """Channels' dispatch without its `aclose_old_connections()` before every handler: that is a hop to
+        the process's one thread-sensitive thread for each frame, group event and close, so every socket of
+        the process queued on one thread twice per chat turn. This consumer never uses that thread's database
+        connection: its work runs on the chat pools (chat_run), whose threads check their own connections."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"no handler for message type {message.get('type')!r}")
+        await handler(message)
+
     async def connect(self) -> None:
         self.tenant = self.scope["tenant"]
         self.schema = self.tenant.schema_name
@@ -385,8 +397,9 @@ class ChatConsumerBase(AsyncWebsocketConsumer):
     async def submit(self, text: str, message_type: int, active_switchers: list | None = None) -> None:
         if time.monotonic() - self.rate_limit_read > RATE_LIMIT_REFRESH_S:
             self.rate_limit, self.rate_limit_read = None, time.monotonic()
-        if self.rate_limit is not None and not self.rate_limit.enabled:
-            await self._queue_turn(text, message_type, active_switchers)  # the bot switched its limit off
+        if self.rate_limit is not None and not self.rate_limit.enabled and platform_ip_bucket(self.client_ip()) is None:
+            # The bot switched its limit off and no platform-wide one counts this address: nothing to check.
+            await self._queue_turn(text, message_type, active_switchers)
             return
         try:
             retry_after, self.rate_limit = await chat_run(self.schema, _rate_check, self.session_id, self.client_ip(),

@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
 from apps.sessions import rendering
-from apps.sessions.consumers import HtmxChatConsumer, _deltas_joined, _publish
+from apps.sessions.consumers import HtmxChatConsumer, UpstreamChatConsumer, _deltas_joined, _publish
+from apps.sessions.models import MessageType
 
 
 def _delta(stream: str, offset: int, text: str) -> dict:
@@ -90,3 +92,43 @@ async def test_the_page_hides_only_an_indicator_it_showed_and_keeps_the_users_fo
     await page.render_suggestions([], [*offered, {"id": "tables", "label": "Tables"}], ["list"])
     with_toggles = ['id="switchers"' in frame for frame in page.frames[2:]]
     assert with_toggles == [True, False, True]  # the page's own ticks are replaced only when the offer changes
+
+
+@pytest.mark.asyncio
+async def test_a_bot_with_its_limits_off_still_counts_each_message_in_the_platform_wide_address_bucket(settings):
+    """A bot's `rate-limit-enabled,false` skips its own buckets, never the platform's per-address one."""
+    import uuid
+
+    from apps.core.ratelimit import RateLimit
+
+    settings.RATE_LIMIT_PLATFORM_IP_PER_MINUTE = 2
+    address = f"198.51.100.{uuid.uuid4().int % 250 + 1}"  # a fresh bucket for this run
+
+    class Probe(UpstreamChatConsumer):
+        """The consumer's input path; what it would queue or tell the client is recorded."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.scope = {"client": (address, 5000), "headers": []}
+            # No database work on this path (the limit is given): a schema name is all the turn pool needs.
+            self.schema, self.session_id, self.bot_name = "tenant_a", str(uuid.uuid4()), "open"
+            self.rate_limit = RateLimit(endpoint="chat", enabled=False, limit=30, window_s=60, burst=10, by="session")
+            self.rate_limit_read = time.monotonic()
+            self.queued: list[str] = []
+            self.notices: list[str] = []
+
+        async def _queue_turn(self, text, message_type, active_switchers) -> None:
+            self.queued.append(text)
+
+        async def render_status(self, text: str) -> None:
+            self.notices.append(text)
+
+    probe = Probe()
+    for text in ("one", "two", "three"):
+        await probe.submit(text, MessageType.USER)
+    assert probe.queued == ["one", "two"]
+    assert len(probe.notices) == 1 and probe.notices[0].startswith("Too many messages; try again in")
+    # With the platform limit off too, nothing is checked and nothing refused.
+    settings.RATE_LIMIT_PLATFORM_IP_PER_MINUTE = 0
+    await probe.submit("four", MessageType.USER)
+    assert probe.queued == ["one", "two", "four"]
