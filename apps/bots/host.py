@@ -102,6 +102,9 @@ class BotHost(Host):
             raise HostError(f"table '{table}' is full: it holds {TABLE_ROWS_MAX} rows, the most a bot table "
                             "may hold; DELETE rows first")
 
+    # In a transaction, the scan's server-side cursor streams: outside one, PostgreSQL would compute the whole
+    # table for a cursor WITH HOLD before the first chunk, even when the first rows match.
+    @transaction.atomic
     def find(self, table: str, filter_text: str) -> list:
         found = []
         for row in self._rows(table, filter_text):
