@@ -5,7 +5,8 @@ Failure modes prevented:
 - A password sign-in (or an old password session) on a tenant that signs in through OIDC: the local
   backend refuses to authenticate and to load users there, so turning OIDC on ends local sessions.
 - A session surviving a provider change: an OIDC user is loaded only while the tenant still signs in with
-  the issuer that user came from.
+  the issuer that user came from (and, on the platform's default provider, while the tenant is bound to an
+  organisation there).
 - Schema confusion on the public host: no tenant table is read there; its admin uses passwords of the
   public schema's own (staff) users.
 """
@@ -87,9 +88,11 @@ class TenantOIDCBackend(OIDCAuthenticationBackend):
         userinfo = oidc.userinfo_fetch(metadata=metadata, access_token=str(tokens.get("access_token") or ""),
                                        subject=id_claims["sub"])
         claims = oidc.claims_merge(id_claims, userinfo)
-        oidc.organization_check(claims, organization_id=provider.organization_id, claim=ZITADEL_RESOURCE_OWNER_CLAIM)
+        oidc.organization_check(claims, organization_id=provider.organization_id, claim=ZITADEL_RESOURCE_OWNER_CLAIM,
+                                required=provider.organization_required)
         email = oidc.email_verified_or_refuse(claims)
-        role = console_role_from_claims(claims, roles_claim=provider.roles_claim, role_map=provider.role_map)
+        role = console_role_from_claims(claims, roles_claim=provider.roles_claim, role_map=provider.role_map,
+                                        organization_id=provider.organization_id)
         user = oidc_user_sign_in(issuer=provider.issuer, claims=claims, email=email, role=role)
         if user is not None:
             user.backend = OIDC_BACKEND_PATH
@@ -98,8 +101,8 @@ class TenantOIDCBackend(OIDCAuthenticationBackend):
 
     def get_user(self, user_id: Any):
         config = oidc_config_effective()
-        if config is None:
-            return None
+        if config is None or config.organization_unbound:
+            return None  # unbinding a tenant from its organisation ends its sessions at once
         profile = (ConsoleProfile.objects.select_related("user")
                    .filter(user_id=user_id, oidc_issuer=config.issuer).exclude(oidc_subject="").first())
         if profile is None or not profile.user.is_active:

@@ -57,7 +57,8 @@ class OidcConfig(models.Model):
     roles_claim = models.CharField(max_length=200, default=ZITADEL_ROLES_CLAIM)
     role_map = models.JSONField(default=default_role_map)
     # Zitadel with one organisation per tenant: only users of this organisation (the claim
-    # ZITADEL_RESOURCE_OWNER_CLAIM) may sign in; blank: no such check.
+    # ZITADEL_RESOURCE_OWNER_CLAIM), with roles it granted, may sign in; blank: no such check. (The platform
+    # default provider takes it from tenants.Tenant.oidc_organization_id, and blank there admits nobody.)
     organization_id = models.CharField(max_length=200, blank=True)
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -71,6 +72,17 @@ class OidcConfig(models.Model):
 
     def __str__(self) -> str:
         return f"{self.issuer} ({self.client_id})"
+
+    @property
+    def is_platform_default(self) -> bool:
+        """The platform's provider from settings (never saved; see selectors.oidc_config_effective): shared by
+        every tenant, so it admits only the tenant's bound organisation, and nobody without one."""
+        return self.pk is None
+
+    @property
+    def organization_unbound(self) -> bool:
+        """The platform's provider on a tenant bound to no organisation there: nobody may sign in."""
+        return self.is_platform_default and not self.organization_id
 
     def clean(self) -> None:
         from apps.bots.config_csv import config_is_secret_reference

@@ -17,6 +17,9 @@ Failure modes prevented (OIDC Core §3.1.3.7, test plan §1.9):
   provider has not verified refuses the sign-in, since the console shows it as the user's identity.
 - A hung provider hanging a request: every HTTP call has `OIDC_TIMEOUT` (the library's default is none)
   and follows no redirects.
+- Another organisation's users on a shared provider (Zitadel with one organisation per tenant, where the
+  issuer alone does not tell tenants apart): with an organisation set, the user must belong to it; on the
+  platform's default provider an organisation is required, and a tenant bound to none admits nobody.
 - Error pages leaking secrets or provider internals: errors carry a short reason for the user and the
   audit log; token values are never logged.
 """
@@ -88,7 +91,9 @@ class ProviderSettings:
     scopes: str
     roles_claim: str
     role_map: dict[str, str]
-    organization_id: str = ""  # Zitadel: the one organisation whose users may sign in ("" = any)
+    organization_id: str = ""  # Zitadel: the one organisation whose users may sign in ("" = any, see below)
+    # The platform's default provider, shared by every tenant: "" above then admits nobody, not anybody.
+    organization_required: bool = False
 
 
 @dataclass(frozen=True)
@@ -315,10 +320,22 @@ def email_verified_or_refuse(claims: dict[str, Any]) -> str:
     return str(email)[:254]
 
 
-def organization_check(claims: dict[str, Any], *, organization_id: str, claim: str) -> None:
+# Shown to the user (and audited) when a tenant on the platform's default provider is bound to no organisation.
+ORGANIZATION_UNBOUND_REASON = (
+    "this tenant is not yet linked to its organisation at the platform's sign-in provider, so nobody can sign "
+    "in to its console; ask the platform's support to set the tenant's organisation"
+)
+
+
+def organization_check(claims: dict[str, Any], *, organization_id: str, claim: str, required: bool = False) -> None:
     """With an organisation configured, the user must belong to it (Zitadel: one organisation per tenant on a
-    shared instance, where the issuer alone does not tell tenants apart)."""
-    if organization_id and claims.get(claim) != organization_id:
+    shared instance, where the issuer alone does not tell tenants apart). With `required` (the platform's
+    default provider), no organisation configured refuses everyone."""
+    if not organization_id:
+        if required:
+            raise OidcTokenRejected(ORGANIZATION_UNBOUND_REASON)
+        return
+    if claims.get(claim) != organization_id:
         raise OidcTokenRejected("this account belongs to another organisation than this tenant's")
 
 

@@ -5,6 +5,9 @@ Failure modes prevented:
   role map count; anything else is ignored, and a user with no mapped role gets no console access.
 - A malformed claim (a number, a nested list) granting something by accident: only the shapes providers
   actually send are read (Zitadel: an object whose keys are role names; others: a list or a string).
+- A role granted by another organisation counting on a tenant bound to one (a shared Zitadel where a user
+  of A also holds B's admin role): with an organisation given, a role in Zitadel's object shape counts only
+  when that organisation granted it ({role: {org id: domain}}).
 """
 
 from __future__ import annotations
@@ -74,10 +77,13 @@ def claim_at_path(claims: Mapping[str, Any], path: str) -> Any:
     return value
 
 
-def provider_role_names(value: Any) -> list[str]:
-    """Role names in a claim value: keys of an object (Zitadel), strings of a list, or one string."""
+def provider_role_names(value: Any, *, organization_id: str = "") -> list[str]:
+    """Role names in a claim value: keys of an object (Zitadel), strings of a list, or one string. With
+    `organization_id`, an object's role counts only when its grants ({org id: org domain}) name that
+    organisation; lists and strings carry no organisation (the resource-owner check alone applies to them)."""
     if isinstance(value, Mapping):
-        names = list(value.keys())
+        names = [name for name, grants in list(value.items())[:MAX_ROLE_NAMES]
+                 if not organization_id or (isinstance(grants, Mapping) and organization_id in grants)]
     elif isinstance(value, list):
         names = value
     elif isinstance(value, str):
@@ -88,8 +94,9 @@ def provider_role_names(value: Any) -> list[str]:
 
 
 def console_role_from_claims(
-    claims: Mapping[str, Any], *, roles_claim: str, role_map: Mapping[str, str]
+    claims: Mapping[str, Any], *, roles_claim: str, role_map: Mapping[str, str], organization_id: str = ""
 ) -> Role | None:
-    """The highest console role the token's roles map to, or None (no console access)."""
-    names = provider_role_names(claim_at_path(claims, roles_claim))
+    """The highest console role the token's roles map to, or None (no console access). With
+    `organization_id` (the tenant's Zitadel organisation), only roles that organisation granted count."""
+    names = provider_role_names(claim_at_path(claims, roles_claim), organization_id=organization_id)
     return role_highest(Role(role_map[name]) for name in names if role_map.get(name) in Role.values)

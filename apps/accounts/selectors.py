@@ -17,10 +17,26 @@ def _in_tenant_schema() -> bool:
     return bool(schema) and schema != get_public_schema_name()
 
 
+def platform_organization_id() -> str:
+    """The current tenant's organisation at the platform's default provider (Tenant.oidc_organization_id,
+    set by support staff or provisioning), "" when it is bound to none."""
+    from apps.tenants.models import Tenant
+
+    tenant = getattr(connection, "tenant", None)
+    if isinstance(tenant, Tenant) and tenant.schema_name == connection.schema_name:
+        return tenant.oidc_organization_id  # the request's tenant, read by the host middleware
+    # A schema_context (tasks, shells, tests): the tenants table is in `public`, on every search path.
+    found = Tenant.objects.filter(schema_name=connection.schema_name).values_list("oidc_organization_id", flat=True)
+    return found.first() or ""
+
+
 def oidc_config_effective() -> OidcConfig | None:
     """The provider this tenant signs in with: its enabled OidcConfig row, else the platform default from
     settings (OIDC_ISSUER, OIDC_CLIENT_ID, OIDC_CLIENT_SECRET), else None (local passwords). Never a
-    provider on the public host, whose admin is for the platform's staff and their passwords."""
+    provider on the public host, whose admin is for the platform's staff and their passwords.
+
+    The platform default is one provider shared by every tenant (Zitadel, an organisation per tenant): it
+    carries the tenant's own organisation there, and with none (`organization_unbound`) admits nobody."""
     if not _in_tenant_schema():
         return None
     config = OidcConfig.objects.filter(enabled=True).first()
@@ -30,7 +46,8 @@ def oidc_config_effective() -> OidcConfig | None:
         return OidcConfig(
             issuer=settings.OIDC_ISSUER, client_id=settings.OIDC_CLIENT_ID,
             client_secret=getattr(settings, "OIDC_CLIENT_SECRET", ""), scopes=DEFAULT_SCOPES,
-            roles_claim=ZITADEL_ROLES_CLAIM, role_map=dict(DEFAULT_ROLE_MAP), enabled=True,
+            roles_claim=ZITADEL_ROLES_CLAIM, role_map=dict(DEFAULT_ROLE_MAP),
+            organization_id=platform_organization_id(), enabled=True,
         )
     return None
 
@@ -50,6 +67,7 @@ def oidc_provider_settings(config: OidcConfig) -> ProviderSettings:
     return ProviderSettings(
         issuer=config.issuer, client_id=config.client_id, client_secret=secret, scopes=config.scopes,
         roles_claim=config.roles_claim, role_map=dict(config.role_map), organization_id=config.organization_id,
+        organization_required=config.is_platform_default,
     )
 
 

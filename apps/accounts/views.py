@@ -18,12 +18,14 @@ Failure modes prevented:
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
 from django.conf import settings
 from django.contrib import auth
 from django.contrib.auth.views import LoginView
+from django.db import connection
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import render, resolve_url
 from django.urls import reverse
@@ -42,6 +44,8 @@ from apps.accounts.roles import ZITADEL_RESOURCE_OWNER_SCOPE
 from apps.accounts.selectors import oidc_config_effective
 from apps.accounts.services import access_audit
 from apps.core.ratelimit import ratelimited
+
+logger = logging.getLogger(__name__)
 
 # Random lengths (characters of [a-zA-Z0-9], ~5.95 bits each): 32 gives state and nonce ~190 bits, 64 gives
 # the PKCE verifier ~380 bits (RFC 7636 asks for 43 to 128 characters).
@@ -83,6 +87,20 @@ def _failure(request: HttpRequest, reason: str, status: int, *, summary: dict[st
     return render(request, "accounts/oidc_failed.html", {"reason": reason}, status=status)
 
 
+def _unbound_failure(request: HttpRequest) -> HttpResponse:
+    """The platform's default provider on a tenant bound to no organisation: refused before the provider
+    is asked, with what to do for the operator in the log."""
+    logger.error(
+        "console sign-in refused: tenant %s signs in through the platform's OIDC provider (OIDC_ISSUER) but is "
+        "bound to no organisation there; set its organisation id (Zitadel resource owner id) in the field "
+        "'organisation at the platform sign-in provider' of the tenant in the public host's admin "
+        "(Tenant.oidc_organization_id; `tenant_create --oidc-organization` for new tenants), or give the "
+        "tenant a provider of its own", connection.schema_name, extra={"tenant": connection.schema_name})
+    if request.user.is_authenticated:
+        auth.logout(request)
+    return _failure(request, oidc.ORGANIZATION_UNBOUND_REASON, 403)
+
+
 @method_decorator(ratelimited("auth", methods=("POST",)), name="dispatch")
 class ConsoleLoginView(LoginView):
     """The login page: a link to the tenant's provider, or Django's password form when it has none."""
@@ -118,6 +136,8 @@ class TenantOIDCAuthenticationRequestView(OIDCAuthenticationRequestView):
         config = oidc_config_effective()
         if config is None:
             return HttpResponseRedirect(reverse("login"))
+        if config.organization_unbound:
+            return _unbound_failure(request)
         try:
             metadata = oidc.provider_metadata(config.issuer)
         except oidc.OidcError as exc:

@@ -46,12 +46,12 @@ def _usage(tenant: Tenant) -> dict:
     return usage
 
 
-def _audit(tenant: Tenant, action: str, request) -> None:
+def _audit(tenant: Tenant, action: str, request, summary: dict | None = None) -> None:
     from apps.compliance.services import audit_record
 
     with schema_context(tenant.schema_name):
         audit_record(action=action, actor=f"support:{request.user.get_username()}", object_type="tenant",
-                     object_id=tenant.schema_name)
+                     object_id=tenant.schema_name, summary=summary or "")
 
 
 @admin.register(Tenant)
@@ -64,7 +64,8 @@ class TenantAdmin(admin.ModelAdmin):
     # Schema names are fixed at creation: renaming would orphan the data. Create tenants with the
     # `tenant_create` command or service, which clones the template and creates the first admin.
     readonly_fields = ("schema_name", "created_at")
-    fields = ("name", "schema_name", "ready", "llm_daily_tokens", "encrypt_messages", "created_at")
+    fields = ("name", "schema_name", "ready", "oidc_organization_id", "llm_daily_tokens", "encrypt_messages",
+              "created_at")
     inlines = [DomainInline]
     actions = ["suspend", "resume"]
 
@@ -95,8 +96,13 @@ class TenantAdmin(admin.ModelAdmin):
         messages.success(request, "Resumed.")
 
     def save_model(self, request, obj, form, change):
+        obj.oidc_organization_id = obj.oidc_organization_id.strip()
         super().save_model(request, obj, form, change)
         tenant_settings_forget(obj.schema_name)
+        if change and "oidc_organization_id" in form.changed_data:
+            # Who may administer the tenant through the platform's provider: on the tenant's audit log.
+            _audit(obj, "tenant.oidc_organization_set", request,
+                   summary={"oidc_organization_id": obj.oidc_organization_id})
 
     def has_add_permission(self, request):
         return False

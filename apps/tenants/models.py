@@ -18,6 +18,17 @@ class Tenant(TenantMixin):
     encrypt_messages = models.BooleanField(default=False)
     # LLM tokens this tenant may use per UTC day; empty: the platform's LLM_TENANT_DAILY_TOKENS.
     llm_daily_tokens = models.PositiveBigIntegerField(null=True, blank=True)
+    # The tenant's organisation at the platform's default OIDC provider (settings OIDC_ISSUER; Zitadel's
+    # organisation id, the `urn:zitadel:iam:user:resourceowner:id` claim). Through that shared provider only
+    # this organisation's users, with the roles it granted, sign in to the console; empty: nobody does
+    # (apps.accounts). Set by support staff or provisioning, never by the tenant. Unused when the tenant
+    # configures its own provider (accounts.OidcConfig).
+    oidc_organization_id = models.CharField(
+        "organisation at the platform sign-in provider", max_length=200, blank=True,
+        help_text="Zitadel organisation id (resource owner id) of this tenant at the platform's OIDC provider "
+                  "(OIDC_ISSUER). Only users of this organisation, with roles it granted, may sign in to the "
+                  "console through that provider; empty: nobody can. Unused when the tenant has its own provider.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     # New schemas are cloned from settings.TENANT_BASE_SCHEMA by django-tenants when saved.

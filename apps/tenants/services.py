@@ -27,6 +27,7 @@ RESERVED_SCHEMA_PREFIXES = ("pg_", "information_schema")
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 HOSTNAME_RE = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*$")
 MAX_TENANT_NAME_LENGTH = 100
+MAX_ORGANIZATION_ID_LENGTH = 200  # Tenant.oidc_organization_id
 GENERATED_PASSWORD_BYTES = 18
 
 
@@ -39,7 +40,9 @@ def schema_name_from_domain(domain: str) -> str:
     return re.sub(r"[^a-z0-9_]", "_", label)[:63]
 
 
-def _validate(name: str, domain: str, schema_name: str) -> None:
+def _validate(name: str, domain: str, schema_name: str, oidc_organization_id: str = "") -> None:
+    if len(oidc_organization_id) > MAX_ORGANIZATION_ID_LENGTH:
+        raise TenantProvisioningError(f"the organisation id must be at most {MAX_ORGANIZATION_ID_LENGTH} characters")
     if not name.strip() or len(name) > MAX_TENANT_NAME_LENGTH:
         raise TenantProvisioningError(f"tenant name must be 1 to {MAX_TENANT_NAME_LENGTH} characters")
     if not HOSTNAME_RE.match(domain):
@@ -92,8 +95,11 @@ def tenant_create(
     admin_username: str | None = "admin",
     admin_password: str | None = None,
     admin_email: str = "",
+    oidc_organization_id: str = "",
 ) -> tuple[Tenant, str | None]:
-    """Create a tenant with its schema, host name and first admin user, all or nothing.
+    """Create a tenant with its schema, host name and first admin user, all or nothing. With the platform's
+    default OIDC provider on (OIDC_ISSUER), `oidc_organization_id` is the tenant's organisation there: without
+    it, nobody signs in to the tenant's console until support staff set it (apps.accounts).
 
     Returns the tenant and the admin password (generated when not given; None without an admin).
     """
@@ -101,10 +107,11 @@ def tenant_create(
     schema_name = schema_name or schema_name_from_domain(domain)
     template_schema_ensure()
     with schema_context(get_public_schema_name()):
-        _validate(name, domain, schema_name)
+        _validate(name, domain, schema_name, oidc_organization_id.strip())
         password = None
         with transaction.atomic():
-            tenant = Tenant(schema_name=schema_name, name=name.strip(), ready=False)
+            tenant = Tenant(schema_name=schema_name, name=name.strip(), ready=False,
+                            oidc_organization_id=oidc_organization_id.strip())
             tenant.save(verbosity=0)  # clones the template schema (CREATE SCHEMA is transactional)
             Domain.objects.create(domain=domain, tenant=tenant, is_primary=True)
             if admin_username:

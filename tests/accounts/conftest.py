@@ -26,18 +26,27 @@ PUBLIC_CLIENT_ID = "console-public"  # a public client: no secret, PKCE only
 SECRET_KEY_NAME = "client_secret"
 
 
-def _roles(*names: str) -> dict:
-    """Zitadel's shape of the project roles claim: {role: {org id: org domain}}."""
-    return {name: {"248125": "acme.zitadel.test"} for name in names}
+# Zitadel organisations of the shared provider: A's ("org-acme") and another tenant's ("org-other").
+ORG_ACME = "org-acme"
+ORG_OTHER = "org-other"
+
+
+def _roles(*names: str, org: str = ORG_ACME) -> dict:
+    """Zitadel's shape of the project roles claim: {role: {id of the organisation that granted it: its domain}}."""
+    return {name: {org: f"{org}.zitadel.test"} for name in names}
 
 
 ORG_CLAIM = "urn:zitadel:iam:user:resourceowner:id"
 ACCOUNTS = {
     "alice-admin": {"email": "alice@acme.test", "email_verified": True, "name": "Alice",
-                    ZITADEL_ROLES_CLAIM: _roles("admin"), ORG_CLAIM: "org-acme"},
-    "otto-otherorg": {"email": "otto@other.test", "email_verified": True, ZITADEL_ROLES_CLAIM: _roles("admin"),
-                      ORG_CLAIM: "org-other"},
-    "eddie-editor": {"email": "eddie@acme.test", "email_verified": True, ZITADEL_ROLES_CLAIM: _roles("editor")},
+                    ZITADEL_ROLES_CLAIM: _roles("admin"), ORG_CLAIM: ORG_ACME},
+    "otto-otherorg": {"email": "otto@other.test", "email_verified": True,
+                      ZITADEL_ROLES_CLAIM: _roles("admin", org=ORG_OTHER), ORG_CLAIM: ORG_OTHER},
+    # A member of A's organisation who is a viewer there and an admin granted by the other organisation.
+    "carl-crossgrant": {"email": "carl@acme.test", "email_verified": True, ORG_CLAIM: ORG_ACME,
+                        ZITADEL_ROLES_CLAIM: {**_roles("viewer"), **_roles("admin", org=ORG_OTHER)}},
+    "eddie-editor": {"email": "eddie@acme.test", "email_verified": True, ZITADEL_ROLES_CLAIM: _roles("editor"),
+                     ORG_CLAIM: ORG_ACME},
     "vera-viewer": {"email": "vera@acme.test", "email_verified": True, ZITADEL_ROLES_CLAIM: _roles("viewer")},
     "multi-role": {"email": "multi@acme.test", "email_verified": True,
                    ZITADEL_ROLES_CLAIM: _roles("viewer", "editor", "unrelated")},
@@ -66,7 +75,9 @@ def provider_process(provider_key):
     if node_binary() is None:
         pytest.skip("Node.js is not installed: the OIDC tests run npm oidc-provider (make installs it)")
     started = OidcProvider.start(
-        clients=[_client(CLIENT_ID, CLIENT_SECRET), _client(OTHER_CLIENT_ID, OTHER_CLIENT_SECRET),
+        # CLIENT_ID knows both tenants' hosts, as the platform's default provider's client does (one client
+        # for every tenant, tests/accounts/test_platform_provider.py).
+        clients=[_client(CLIENT_ID, CLIENT_SECRET, (HOST_A, HOST_B)), _client(OTHER_CLIENT_ID, OTHER_CLIENT_SECRET),
                  {**_client(PUBLIC_CLIENT_ID, ""), "token_endpoint_auth_method": "none"}],
         accounts=ACCOUNTS, key=provider_key,
     )
@@ -138,6 +149,23 @@ def oidc_configure(tenant, *, issuer: str, vault_server: FakeVault, client_id: s
     with schema_context(tenant.schema_name):
         oidc_config_save(issuer=issuer, client_id=client_id, client_secret=f"vault:{path}#{SECRET_KEY_NAME}",
                          role_map=role_map, organization_id=organization_id)
+
+
+def tenant_organization_bind(schema_name: str, organization_id: str) -> None:
+    """Bind a tenant to its organisation at the platform's provider, as support staff do (rolled back with the
+    test's transaction)."""
+    from apps.tenants.models import Tenant
+
+    with schema_context("public"):
+        assert Tenant.objects.filter(schema_name=schema_name).update(oidc_organization_id=organization_id) == 1
+
+
+@pytest.fixture
+def platform_provider(settings, provider):
+    """`provider` as the platform's default provider (settings OIDC_*), for every tenant without its own."""
+    settings.OIDC_ISSUER, settings.OIDC_CLIENT_ID, settings.OIDC_CLIENT_SECRET = (
+        provider.issuer, CLIENT_ID, CLIENT_SECRET)
+    return provider
 
 
 @pytest.fixture

@@ -59,12 +59,11 @@ def test_changing_the_tenants_provider_ends_its_oidc_sessions(oidc_tenant, brows
     assert client.get("/console/").status_code == 302
 
 
-def test_the_platform_default_provider_applies_to_tenants_without_their_own(db, canary_tenants, provider, browser,
-                                                                          settings):
-    from tests.accounts.conftest import CLIENT_ID, CLIENT_SECRET
+def test_the_platform_default_provider_applies_to_tenants_without_their_own(db, canary_tenants, platform_provider,
+                                                                          browser):
+    from tests.accounts.conftest import ORG_ACME, tenant_organization_bind
 
-    settings.OIDC_ISSUER, settings.OIDC_CLIENT_ID, settings.OIDC_CLIENT_SECRET = (
-        provider.issuer, CLIENT_ID, CLIENT_SECRET)
+    tenant_organization_bind(canary_tenants.a.schema_name, ORG_ACME)
     client = Client(HTTP_HOST=canary_tenants.a.host)
     assert 'name="password"' not in client.get("/accounts/login/").content.decode()
     assert sign_in(client, browser, "eddie-editor").status_code == 302

@@ -33,6 +33,17 @@ def test_roles_claim_shapes(claims, expected):
     assert _role(claims) == expected
 
 
+def test_with_an_organisation_only_the_roles_it_granted_count():
+    claims = {ZITADEL_ROLES_CLAIM: {"admin": {"org-b": "b.example"}, "viewer": {"org-a": "a.example"},
+                                    "editor": {"org-b": "b.example", "org-a": "a.example"}, "owner": "org-a"}}
+    assert console_role_from_claims(claims, roles_claim=ZITADEL_ROLES_CLAIM, role_map=DEFAULT_ROLE_MAP,
+                                    organization_id="org-a") == Role.EDITOR
+    only_b = {ZITADEL_ROLES_CLAIM: {"admin": {"org-b": "b.example"}, "viewer": "org-a"}}
+    assert console_role_from_claims(only_b, roles_claim=ZITADEL_ROLES_CLAIM, role_map=DEFAULT_ROLE_MAP,
+                                    organization_id="org-a") is None
+    assert _role(only_b) == Role.ADMIN  # no organisation given: the names alone, as before
+
+
 def test_nested_claim_paths_and_custom_maps():
     claims = {"realm_access": {"roles": ["bot-admins", "staff"]}}
     assert _role(claims, "realm_access.roles", {"bot-admins": "editor"}) == Role.EDITOR

@@ -9,9 +9,8 @@ removes one guard at a time and shows the same probe then finds a leak, so a pas
 I10 (console sign-in) runs real code flows at the real OpenID providers of tests/accounts, as B's users and
 users without a role for A; I12 exports and erases a user whose ids, address, sessions, mail, documents and
 earlier export all collide with a user of B; I13 bursts on A's rate limits and then asks B from the same
-address (each tenant's quota is its own, and the platform-wide per-IP bucket counts both). One test is marked
-xfail(strict): a gap against the test plan's pass criteria, not yet closed (the OIDC platform default admits
-any organisation's admins).
+address (each tenant's quota is its own, and the platform-wide per-IP bucket counts both). On the platform
+default OIDC provider, each tenant is bound to its own organisation there (B's admin is refused on A).
 
 Already covered elsewhere and not repeated: unknown, malformed and public hosts and X-Forwarded-Host on
 anonymous requests (tests/tenants/test_http_isolation.py), header-less and public-schema Celery messages
@@ -340,24 +339,43 @@ def test_i10_b_users_and_users_without_a_role_for_a_complete_an_oidc_login_on_a_
     assert _console_accounts(a.schema_name) == (before[0] + 1, before[1] + 1)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "KNOWN GAP (reported): the platform default provider (settings OIDC_ISSUER/OIDC_CLIENT_ID, "
-    "apps/accounts/selectors.py oidc_config_effective) carries no organisation, and console_role_from_claims "
-    "reads only the role names, not the organisation that granted them: on every tenant without its own "
-    "OidcConfig, an admin of any organisation of the shared provider signs in as admin"))
 def test_i10_on_the_platform_default_provider_b_organisations_admin_is_denied_on_a(
         canary_tenants, provider, settings, oidc_fresh):
-    from tests.accounts.conftest import CLIENT_ID, CLIENT_SECRET, sign_in_start
+    """The platform default provider (settings OIDC_*) is shared by A and B, each bound to its own organisation
+    there: B's admin completes a real code flow on A's console and is refused by the organisation check,
+    creating nothing in A; a tenant bound to no organisation refuses even A's admin."""
+    from tests.accounts.conftest import (
+        CLIENT_ID,
+        CLIENT_SECRET,
+        ORG_ACME,
+        ORG_OTHER,
+        sign_in_start,
+        tenant_organization_bind,
+    )
     from tests.support.oidc import ProviderBrowser
 
-    a = canary_tenants.a
+    a, b = canary_tenants.a, canary_tenants.b
     settings.OIDC_ISSUER, settings.OIDC_CLIENT_ID, settings.OIDC_CLIENT_SECRET = provider.issuer, CLIENT_ID, \
         CLIENT_SECRET
+    tenant_organization_bind(a.schema_name, ORG_ACME)
+    tenant_organization_bind(b.schema_name, ORG_OTHER)
     before = _console_accounts(a.schema_name)
     client = Client(HTTP_HOST=a.host)
     # otto is an admin of organisation "org-other" (B's) and of nothing in A's.
     response = client.get(ProviderBrowser(provider).authorize(sign_in_start(client), sub="otto-otherorg"))
     assert response.status_code == 403
+    assert "belongs to another organisation" in response.content.decode()
+    assert client.get("/console/").status_code == 302
+    assert _console_accounts(a.schema_name) == before
+    # The same admin is B's: admitted on B (the refusal on A is the organisation, not the account).
+    client = Client(HTTP_HOST=b.host)
+    assert client.get(ProviderBrowser(provider).authorize(sign_in_start(client), sub="otto-otherorg")).status_code \
+        == 302
+    assert client.get("/console/").status_code == 200
+    # A tenant bound to no organisation admits nobody through the shared provider, its own admin included.
+    tenant_organization_bind(a.schema_name, "")
+    client = Client(HTTP_HOST=a.host)
+    assert client.get("/accounts/oidc/authenticate/").status_code == 403
     assert client.get("/console/").status_code == 302
     assert _console_accounts(a.schema_name) == before
 

@@ -13,6 +13,9 @@ class Command(BaseCommand):
         parser.add_argument("--admin-username", default="admin")
         parser.add_argument("--admin-email", default="")
         parser.add_argument("--admin-password", help="default: a generated password, printed once")
+        parser.add_argument("--oidc-organization", default="",
+                            help="the tenant's organisation id at the platform's OIDC provider (OIDC_ISSUER); "
+                                 "without it nobody can sign in through that provider")
 
     def handle(self, *args, **options):
         try:
@@ -23,6 +26,7 @@ class Command(BaseCommand):
                 admin_username=options["admin_username"],
                 admin_password=options["admin_password"],
                 admin_email=options["admin_email"],
+                oidc_organization_id=options["oidc_organization"],
             )
         except TenantProvisioningError as exc:
             raise CommandError(str(exc)) from exc
