@@ -11,6 +11,7 @@ import json
 
 from django.db import transaction
 from django.db.models.fields.json import KT
+from django.utils import timezone
 
 from apps.basic.host import Host, HostError, row_matches_filter, save_row
 from apps.bots import services as bot_services
@@ -125,9 +126,7 @@ class BotHost(Host):
             # The row whose id reads the same as text (7 and "7" are one id, as upstream's string compare).
             row = (BotTableRow.objects.filter(bot=self.bot, table=_table_name(table))
                    .annotate(row_id=KT("data__id")).filter(row_id=_id_text(data["id"])).order_by("id").first())
-            if row is not None:
-                row.data = {**row.data, **data}
-                row.save(update_fields=["data", "updated_at"])
+            if row is not None and _row_update(row, {**row.data, **data}):
                 return {"command": "save", "table": table, "id": data["id"], "rows_affected": 1}
         self._room_for_one(table)
         BotTableRow.objects.create(bot=self.bot, table=_table_name(table), data=data)
@@ -151,9 +150,7 @@ class BotHost(Host):
         bot_table_lock(self.bot, _table_name(table))
         count = 0
         for row in self._rows(table, filter_text):
-            if row_matches_filter(row.data, filter_text):
-                row.data = {**row.data, **data}
-                row.save(update_fields=["data", "updated_at"])
+            if row_matches_filter(row.data, filter_text) and _row_update(row, {**row.data, **data}):
                 count += 1
         return count
 
@@ -278,6 +275,12 @@ class BotHost(Host):
 
 def _table_name(table: str) -> str:
     return str(table).strip().lower()
+
+
+def _row_update(row: BotTableRow, data: dict) -> bool:
+    """Write a row's new data; False when it is gone (a data-subject erasure deletes rows without the table's
+    lock: the write then changes nothing instead of failing the script)."""
+    return BotTableRow.objects.filter(pk=row.pk).update(data=data, updated_at=timezone.now()) > 0
 
 
 def _id_text(value: object) -> str | None:

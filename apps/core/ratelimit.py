@@ -269,6 +269,8 @@ def address_bucket(address: str) -> str:
         ip = ipaddress.ip_address(address.strip())
     except ValueError:
         return address
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # ::ffff:a.b.c.d from a dual-stack listener is the IPv4 client, not one /64 for all
     if ip.version == 6:
         return str(ipaddress.ip_network(f"{ip}/{IPV6_PREFIX}", strict=False).network_address) + f"/{IPV6_PREFIX}"
     return str(ip)
@@ -439,8 +441,9 @@ def request_rate_check(request: HttpRequest, endpoint: str, *, by: str | None = 
         refusal = rate_check_buckets(buckets, client_ip=request_client_ip(request))
     except RateLimitUnavailable as exc:
         # A development server without Redis (bare `manage.py runserver`) serves unlimited; production
-        # requires REDIS_URL, so there this is an outage and fails closed unless told otherwise.
-        if _setting("RATE_LIMIT_FAIL_OPEN", False) or (
+        # requires REDIS_URL, so there this is an outage and fails closed unless told otherwise. A tenant that
+        # switched its own limit off is not refused for the platform-wide backstop alone.
+        if not buckets or _setting("RATE_LIMIT_FAIL_OPEN", False) or (
             isinstance(exc, RateLimitNotConfigured) and _setting("DEBUG", False)
         ):
             return None

@@ -40,7 +40,8 @@ def message_rate_check(*, session_id: str, ip: str, limit: RateLimit) -> float |
     try:
         refusal = rate_check_buckets(buckets, client_ip=ip)
     except RateLimitUnavailable:
-        if getattr(settings, "RATE_LIMIT_FAIL_OPEN", False):
+        # A bot whose limits are off is not refused for the platform-wide backstop alone.
+        if not buckets or getattr(settings, "RATE_LIMIT_FAIL_OPEN", False):
             return None
         logger.warning("chat: rate-limit store down, refusing the message (RATE_LIMIT_FAIL_OPEN is off)")
         return 5.0

@@ -198,3 +198,23 @@ def test_concurrent_saves_of_one_new_id_make_one_row(canary_tenants):
     finally:
         with schema_context(schema):
             Bot.objects.filter(pk=bot.pk).delete()
+
+
+def test_a_row_erased_while_update_scans_is_skipped_not_an_error(canary_tenants, monkeypatch):
+    """A data-subject erasure deletes table rows without the table's lock: a row UPDATE matched may be gone by
+    the time it is written. The script goes on; the row stays deleted."""
+    with schema_context(canary_tenants.a.schema_name):
+        bot = Bot.objects.create(name="shop")
+        first = BotTableRow.objects.create(bot=bot, table="t", data={"k": "v", "n": 1})
+        erased = BotTableRow.objects.create(bot=bot, table="t", data={"k": "v", "n": 2})
+        matches = host_module.row_matches_filter
+
+        def erasure_meanwhile(row, filter_text):
+            if row.get("n") == 1:
+                BotTableRow.objects.filter(pk=erased.pk).delete()
+            return matches(row, filter_text)
+
+        monkeypatch.setattr(host_module, "row_matches_filter", erasure_meanwhile)
+        assert BotHost(bot).update("t", "k=v", {"seen": True}) == 1
+        assert list(BotTableRow.objects.filter(bot=bot, table="t").values_list("pk", "data")) == [
+            (first.pk, {"k": "v", "n": 1, "seen": True})]

@@ -24,6 +24,7 @@ from apps.core.ratelimit import (
     rate_check,
     rate_limits_for,
     ratelimited,
+    request_rate_check,
     request_rate_key,
 )
 from gbplatform.localservices import free_port
@@ -400,14 +401,29 @@ def test_an_event_refused_by_one_bucket_is_counted_in_none():
 
 
 @pytest.mark.django_db
-def test_the_platform_limit_fails_like_the_tenant_limits_when_redis_is_down(canary_tenants, redis_down, settings):
+def test_redis_down_refuses_for_the_tenants_own_limits_never_for_the_platform_backstop_alone(
+        canary_tenants, redis_down, settings):
+    """A bot or tenant that switched its limits off never depended on the store: an outage of it must not start
+    refusing them because of the platform-wide bucket. Where their own limits apply, it fails as before."""
     from apps.core.ratelimit import RateLimit
     from apps.sessions.limits import message_rate_check
 
+    on = RateLimit(endpoint="chat", enabled=True, limit=1, window_s=60, burst=0, by="ip")
     off = RateLimit(endpoint="chat", enabled=False, limit=1, window_s=60, burst=0, by="ip")
+    view = _sign_in_view()
     with schema_context(canary_tenants.a.schema_name):
-        assert message_rate_check(session_id="s", ip="203.0.113.9", limit=off) == 5.0  # refused: store down
-        settings.RATE_LIMIT_FAIL_OPEN = True
+        assert message_rate_check(session_id="s", ip="203.0.113.9", limit=on) == 5.0  # refused: store down
         assert message_rate_check(session_id="s", ip="203.0.113.9", limit=off) is None
-        settings.RATE_LIMIT_FAIL_OPEN, settings.RATE_LIMIT_PLATFORM_IP_PER_MINUTE = False, 0
-        assert message_rate_check(session_id="s", ip="203.0.113.9", limit=off) is None  # nothing to count
+        assert view(_request("198.51.100.1")).status_code == 503
+        limits_off = {"rate-limit-enabled": "false"}
+        assert request_rate_check(_request("198.51.100.1"), "api", config_values=limits_off) is None
+        settings.RATE_LIMIT_FAIL_OPEN = True
+        assert message_rate_check(session_id="s", ip="203.0.113.9", limit=on) is None
+
+
+def test_ipv4_clients_of_a_dual_stack_listener_are_counted_one_by_one():
+    from apps.core.ratelimit import address_bucket
+
+    assert address_bucket("::ffff:203.0.113.7") == "203.0.113.7"
+    assert address_bucket("::ffff:203.0.113.8") != address_bucket("::ffff:203.0.113.7")
+    assert address_bucket("2001:db8:1:2::1") == "2001:db8:1:2::/64"
