@@ -113,7 +113,9 @@ class ConsoleLoginView(LoginView):
             return super().dispatch(request, *args, **kwargs)
         next_url = _safe_next(request, request.GET.get("next"))
         start = reverse("oidc_authentication_init") + "?" + urlencode({"next": next_url})
-        context = {"oidc": config, "oidc_start": start}
+        # A tenant bound to no organisation at the platform's provider: say so here, not after a click.
+        context = {"oidc": config, "oidc_start": start,
+                   "oidc_unbound": oidc.ORGANIZATION_UNBOUND_REASON if config.organization_unbound else ""}
         if request.method == "POST":
             access_audit("auth.login_failed", request=request, actor=str(request.POST.get("username", ""))[:150]
                          or "anonymous", summary="password sign-in refused: this tenant signs in through OIDC")

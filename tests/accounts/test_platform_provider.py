@@ -109,6 +109,9 @@ def test_a_tenant_bound_to_no_organisation_admits_nobody(canary_tenants, platfor
     assert any(ORGANIZATION_UNBOUND_REASON in summary for summary in _failures(a.schema_name))
     [record] = [r for r in caplog.records if r.name == "apps.accounts.views"]
     assert a.schema_name in record.getMessage() and "Tenant.oidc_organization_id" in record.getMessage()
+    # The login page says so at once, with no button that could only fail.
+    page = _body(client.get("/accounts/login/"))
+    assert ORGANIZATION_UNBOUND_REASON in page and "/accounts/oidc/authenticate/" not in page
     # Local passwords stay off: the platform's provider still applies to the tenant.
     login = client.post("/accounts/login/", {"username": "admin", "password": a.admin_password})
     assert login.status_code == 403
