@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 import urllib.request
 import uuid
@@ -137,6 +138,25 @@ CHECKS: dict[str, Callable[[], CheckResult]] = {
     "llm": check_llm,
     "vault": check_vault,
 }
+
+
+_report_lock = threading.Lock()
+_report: tuple[float, dict, int] | None = None  # (when, body, status) of this process's last report
+
+
+def health_report_recent() -> tuple[dict, int]:
+    """health_report, reused for settings.HEALTH_REPORT_TTL_S: requests arriving meanwhile (or while it runs:
+    they wait for it) share one round of probes."""
+    global _report
+    ttl = float(getattr(settings, "HEALTH_REPORT_TTL_S", 0))
+    if ttl <= 0:
+        return health_report()
+    with _report_lock:
+        if _report is not None and time.monotonic() - _report[0] < ttl:
+            return json.loads(json.dumps(_report[1])), _report[2]  # a copy: callers may not share the dict
+        body, status = health_report()
+        _report = (time.monotonic(), body, status)
+        return json.loads(json.dumps(body)), status
 
 
 def health_report() -> tuple[dict, int]:

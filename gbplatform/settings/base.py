@@ -379,6 +379,10 @@ CHAT_CONNECTS_PER_MINUTE = env_int("CHAT_CONNECTS_PER_MINUTE", 60)
 HEALTH_REQUIRED_CHECKS = tuple(env_list("HEALTH_REQUIRED_CHECKS", ["database", "cache"]))
 # An outside dependency that does not answer a health probe this fast counts as failing.
 HEALTH_CHECK_TIMEOUT_S = float(env_str("HEALTH_CHECK_TIMEOUT_S", "2"))
+# A web process answers /api/health from its last report for this long: the endpoint is public and each
+# report probes the database, Redis, the vector store, Vault and the LLM provider (a flood of requests must
+# not become a flood of probes). Load balancers poll every few seconds; 0 probes on every request.
+HEALTH_REPORT_TTL_S = float(env_str("HEALTH_REPORT_TTL_S", "5"))
 
 # --- Static files, i18n ------------------------------------------------------------------------------
 STATIC_URL = "/static/"

@@ -38,6 +38,8 @@ CELERY_BROKER_URL = redis_url_for_db(REDIS_URL, 0)
 CELERY_RESULT_BACKEND = redis_url_for_db(REDIS_URL, 3)
 
 DEBUG = False
+# Tests change a dependency and ask again at once; tests/core/test_health.py turns the report cache on.
+HEALTH_REPORT_TTL_S = 0
 SECRET_KEY = "test-only-key-0123456789-abcdefghijklmnopqrstuvwxyz-ABCDEFGHIJ"
 ALLOWED_HOSTS = ["*"]
 # Hashing cost is irrelevant to what the tests check and dominates user creation.

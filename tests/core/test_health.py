@@ -100,3 +100,34 @@ def test_optional_check_failing_degrades_but_answers_200(canary_tenants, setting
 def test_liveness_answers_on_any_host_without_touching_tenants():
     response = Client(HTTP_HOST="whatever.invalid").get("/health")
     assert response.status_code == 200 and response.json() == {"status": "ok"}
+
+
+def test_a_burst_of_health_requests_shares_one_round_of_probes(canary_tenants, settings, monkeypatch):
+    """The endpoint is public and each report probes every dependency: requests within HEALTH_REPORT_TTL_S get
+    the last report, and the probes run again after it."""
+    import time
+
+    from apps.core import health
+
+    probes: list[float] = []
+    database = health.CHECKS["database"]
+
+    def counted() -> health.CheckResult:
+        probes.append(time.monotonic())
+        return database()
+
+    monkeypatch.setitem(health.CHECKS, "database", counted)
+    monkeypatch.setattr(health, "_report", None)
+    settings.HEALTH_REPORT_TTL_S = 0.5
+    first = _health(canary_tenants.a.host)
+    for _ in range(5):
+        again = _health(canary_tenants.b.host)
+        assert again.status_code == 200 and json.loads(again.content) == json.loads(first.content)
+    assert len(probes) == 1
+    time.sleep(0.6)
+    assert _health(canary_tenants.a.host).status_code == 200
+    assert len(probes) == 2
+    settings.HEALTH_REPORT_TTL_S = 0  # off: every request probes
+    _health(canary_tenants.a.host)
+    _health(canary_tenants.a.host)
+    assert len(probes) == 4
