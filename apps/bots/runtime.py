@@ -6,9 +6,6 @@ hash and keeps it in a bounded cache. Deploys store the source, hash and compile
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-
 from django.db import connection
 
 from apps.basic.compiler import Program, compile_source
@@ -17,17 +14,17 @@ from apps.basic.vm import VM, RunResult
 from apps.bots.config_csv import config_params
 from apps.bots.models import Bot, BotScript
 from apps.bots.selectors import bot_config_values
+from apps.core.memo import ProcessLRU, in_open_transaction
 
 # Compiled programs kept per process; a busy worker serves a few hundred scripts at most, and the oldest
 # unused one is compiled again in milliseconds if it comes back.
 PROGRAM_CACHE_SIZE = 512
 
-_programs: OrderedDict[str, Program] = OrderedDict()
-_programs_lock = threading.Lock()
+_programs: ProcessLRU[str, Program] = ProcessLRU(PROGRAM_CACHE_SIZE)
 # Loaded scripts (the row's facts and its program) per (schema, bot, the bot's creation time, its
 # scripts_revision, name): a chat turn resuming a dialog finds its program without reading the script row.
 LOADED_SCRIPTS_MAX = 2048
-_loaded: OrderedDict[tuple, Program] = OrderedDict()
+_loaded: ProcessLRU[tuple, Program] = ProcessLRU(LOADED_SCRIPTS_MAX)
 
 
 class ScriptUnavailable(LookupError):
@@ -41,16 +38,9 @@ def program_for(script: BotScript) -> Program:
             f"script '{script.name}' has a compile error at line {first['line']}: {first['message']}"
         )
     key = f"{script.source_hash}:{script.name}"
-    with _programs_lock:
-        program = _programs.get(key)
-        if program is not None:
-            _programs.move_to_end(key)
-            return program
-    program = compile_source(script.source, script.name)
-    with _programs_lock:
-        _programs[key] = program
-        while len(_programs) > PROGRAM_CACHE_SIZE:
-            _programs.popitem(last=False)
+    program = _programs.get(key)
+    if program is None:
+        program = _programs[key] = compile_source(script.source, script.name)
     return program
 
 
@@ -62,21 +52,15 @@ def bot_script_program(bot: Bot, name: str) -> Program:
     turn reads it with its session). Writes that bypass the ORM must bump the revision themselves."""
     name = name.lower()
     key = _loaded_key(bot, name)
-    with _programs_lock:
-        program = _loaded.get(key)
-        if program is not None:
-            _loaded.move_to_end(key)
-            return program
+    program = _loaded.get(key)
+    if program is not None:
+        return program
     script = BotScript.objects.filter(bot=bot, name=name).first()
     if script is None:
         raise ScriptUnavailable(f"bot '{bot.name}' has no script named '{name}'")
     program = program_for(script)
-    if any(not getattr(block, "_from_testcase", False) for block in connection.atomic_blocks):
-        return program  # a row this transaction may still change or roll back is not shared
-    with _programs_lock:
+    if not in_open_transaction():  # a row this transaction may still change or roll back is not shared
         _loaded[key] = program
-        while len(_loaded) > LOADED_SCRIPTS_MAX:
-            _loaded.popitem(last=False)
     return program
 
 
@@ -88,9 +72,7 @@ def _loaded_key(bot: Bot, name: str) -> tuple:
 
 def bot_scripts_forget(schema: str, bot_id: int) -> None:
     """Drop this process's loaded scripts of a bot (its scripts changed)."""
-    with _programs_lock:
-        for key in [k for k in _loaded if k[0] == schema and k[1] == bot_id]:
-            del _loaded[key]
+    _loaded.forget(lambda key: key[0] == schema and key[1] == bot_id)
 
 
 def script_params(bot: Bot) -> dict[str, object]:

@@ -1,11 +1,9 @@
 """Read-side queries for bots, always in the current tenant's schema."""
 
-import threading
-from collections import OrderedDict
-
 from django.db import connection
 
 from apps.bots.models import Bot
+from apps.core.memo import ProcessLRU, in_open_transaction
 
 
 def bot_list() -> list[dict]:
@@ -18,8 +16,7 @@ def bot_list() -> list[dict]:
 # Decrypted configurations kept per process (a few KiB each): every chat turn of an LLM bot needs its config,
 # and reading plus decrypting the rows was a third of a cached answer's time. Bounded: least used go first.
 CONFIG_CACHE_BOTS = 1024
-_config_cache: OrderedDict[tuple, dict[str, str]] = OrderedDict()
-_config_lock = threading.Lock()
+_config_cache: ProcessLRU[tuple, dict[str, str]] = ProcessLRU(CONFIG_CACHE_BOTS)
 
 
 def bot_config_values(bot) -> dict[str, str]:
@@ -34,23 +31,16 @@ def bot_config_values(bot) -> dict[str, str]:
     # created_at: a schema name and bot ids come back when a tenant is deleted and another created under the
     # same name; a process still holding the old tenant's copy must never serve it to the new one.
     key = (connection.schema_name, bot.pk, getattr(bot, "created_at", None), getattr(bot, "config_revision", 0))
-    with _config_lock:
-        cached = _config_cache.get(key)
-        if cached is not None:
-            _config_cache.move_to_end(key)
-            return dict(cached)
+    cached = _config_cache.get(key)
+    if cached is not None:
+        return dict(cached)
     values = dict(BotConfig.objects.filter(bot=bot).values_list("key", "value"))
-    if any(not getattr(block, "_from_testcase", False) for block in connection.atomic_blocks):
+    if in_open_transaction():
         return values  # rows this transaction may still change or roll back are not shared
-    with _config_lock:
-        _config_cache[key] = values
-        while len(_config_cache) > CONFIG_CACHE_BOTS:
-            _config_cache.popitem(last=False)
+    _config_cache[key] = values
     return dict(values)
 
 
 def bot_config_forget(schema: str, bot_id: int) -> None:
     """Drop this process's copies of a bot's config (its rows changed)."""
-    with _config_lock:
-        for key in [k for k in _config_cache if k[0] == schema and k[1] == bot_id]:
-            del _config_cache[key]
+    _config_cache.forget(lambda key: key[0] == schema and key[1] == bot_id)

@@ -32,6 +32,7 @@ from apps.basic.vm import VM, RunResult
 from apps.bots.config_csv import config_params
 from apps.bots.models import BotScript
 from apps.bots.runtime import ScriptUnavailable, bot_script_program
+from apps.core.memo import in_open_transaction
 from apps.sessions import events
 from apps.sessions.host import SessionHost
 from apps.sessions.models import ChatSession, Message, MessageType, Role
@@ -109,7 +110,7 @@ def session_locked(session_id: object) -> Iterator[ChatSession | None]:
     """The session's row (None: there is none), read holding its lock: one turn at a time per session, across
     every web process and worker. A PostgreSQL advisory lock of the connection (it dies with the connection
     if the process does); waiters queue in arrival order."""
-    if any(not getattr(block, "_from_testcase", False) for block in connection.atomic_blocks):
+    if in_open_transaction():
         # Released before the outer transaction commits, the lock would let the next turn read stale state.
         # (A test case's own wrapping transaction is the one exception: it never commits.)
         raise RuntimeError("session_locked must not be used inside a transaction")
