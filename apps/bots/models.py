@@ -35,28 +35,50 @@ class Bot(models.Model):
         return self.name
 
 
-class BotScriptQuerySet(models.QuerySet):
-    """Every write through the ORM marks the bots' loaded scripts stale (see _scripts_changed)."""
+class BotRowsQuerySet(models.QuerySet):
+    """Every write through the ORM marks the bots' per-process copies stale (the model's `bots_changed`)."""
 
     def update(self, **kwargs):
         bot_ids = set(self.values_list("bot_id", flat=True))
         count = super().update(**kwargs)
-        _scripts_changed(bot_ids)
+        self.model.bots_changed(bot_ids)
         return count
 
     def delete(self):
         bot_ids = set(self.values_list("bot_id", flat=True))
         result = super().delete()
-        _scripts_changed(bot_ids)
+        self.model.bots_changed(bot_ids)
         return result
 
     def bulk_create(self, objs, *args, **kwargs):
         created = super().bulk_create(list(objs), *args, **kwargs)
-        _scripts_changed({row.bot_id for row in created})
+        self.model.bots_changed({row.bot_id for row in created})
         return created
 
 
-class BotScript(models.Model):
+class BotRevisionedRow(models.Model):
+    """Rows of a bot that processes keep copies of, keyed by a revision of the bot that every write bumps."""
+
+    objects = BotRowsQuerySet.as_manager()
+
+    class Meta:
+        abstract = True
+
+    def save(self, *args, **kwargs) -> None:
+        super().save(*args, **kwargs)
+        type(self).bots_changed({self.bot_id})
+
+    def delete(self, *args, **kwargs):
+        result = super().delete(*args, **kwargs)
+        type(self).bots_changed({self.bot_id})
+        return result
+
+    @classmethod
+    def bots_changed(cls, bot_ids: set[int]) -> None:
+        raise NotImplementedError
+
+
+class BotScript(BotRevisionedRow):
     """A `.bas` file of the bot, compiled when its source hash changes."""
 
     bot = models.ForeignKey(Bot, on_delete=models.CASCADE, related_name="scripts")
@@ -72,8 +94,6 @@ class BotScript(models.Model):
     errors = models.JSONField(default=list, blank=True)
     compiled_at = models.DateTimeField(auto_now=True)
 
-    objects = BotScriptQuerySet.as_manager()
-
     class Meta:
         ordering = ["bot", "name"]
         constraints = [models.UniqueConstraint(fields=["bot", "name"], name="bot_script_name_unique")]
@@ -81,14 +101,9 @@ class BotScript(models.Model):
     def __str__(self) -> str:
         return f"{self.bot.name}/{self.name}"
 
-    def save(self, *args, **kwargs) -> None:
-        super().save(*args, **kwargs)
-        _scripts_changed({self.bot_id})
-
-    def delete(self, *args, **kwargs):
-        result = super().delete(*args, **kwargs)
-        _scripts_changed({self.bot_id})
-        return result
+    @classmethod
+    def bots_changed(cls, bot_ids: set[int]) -> None:
+        _scripts_changed(bot_ids)
 
     @property
     def ok(self) -> bool:
@@ -129,28 +144,7 @@ def _scripts_changed(bot_ids: set[int]) -> None:
     _bots_changed(bot_ids, "scripts_revision", bot_scripts_forget)
 
 
-class BotConfigQuerySet(models.QuerySet):
-    """Every write through the ORM marks the bots' cached configuration stale (see _config_changed)."""
-
-    def update(self, **kwargs):
-        bot_ids = set(self.values_list("bot_id", flat=True))
-        count = super().update(**kwargs)
-        _config_changed(bot_ids)
-        return count
-
-    def delete(self):
-        bot_ids = set(self.values_list("bot_id", flat=True))
-        result = super().delete()
-        _config_changed(bot_ids)
-        return result
-
-    def bulk_create(self, objs, *args, **kwargs):
-        created = super().bulk_create(list(objs), *args, **kwargs)
-        _config_changed({row.bot_id for row in created})
-        return created
-
-
-class BotConfig(models.Model):
+class BotConfig(BotRevisionedRow):
     """One `key,value` row of the bot's `config.csv` (replaced as a whole on each sync).
 
     Values that reference a secret (`vault:path#key`) are stored as the reference, never resolved here;
@@ -163,8 +157,6 @@ class BotConfig(models.Model):
     value = EncryptedTextField(blank=True)
     line = models.PositiveIntegerField()
 
-    objects = BotConfigQuerySet.as_manager()
-
     class Meta:
         ordering = ["bot", "line"]
         constraints = [models.UniqueConstraint(fields=["bot", "key"], name="bot_config_key_unique")]
@@ -172,14 +164,9 @@ class BotConfig(models.Model):
     def __str__(self) -> str:
         return f"{self.key}={self.value[:40]}"
 
-    def save(self, *args, **kwargs) -> None:
-        super().save(*args, **kwargs)
-        _config_changed({self.bot_id})
-
-    def delete(self, *args, **kwargs):
-        result = super().delete(*args, **kwargs)
-        _config_changed({self.bot_id})
-        return result
+    @classmethod
+    def bots_changed(cls, bot_ids: set[int]) -> None:
+        _config_changed(bot_ids)
 
 
 class BotMemory(models.Model):

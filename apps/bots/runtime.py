@@ -48,7 +48,7 @@ def bot_script_program(bot: Bot, name: str) -> Program:
     """The compiled program of the bot's script `name` (ScriptUnavailable: none, or it does not compile).
 
     Kept per process by the bot's `scripts_revision`, which every ORM write to its scripts bumps (see
-    apps.bots.models.BotScriptQuerySet): another process's deploy is seen on the next read of the bot row (a
+    apps.bots.models.BotRevisionedRow): another process's deploy is seen on the next read of the bot row (a
     turn reads it with its session). Writes that bypass the ORM must bump the revision themselves."""
     name = name.lower()
     key = _loaded_key(bot, name)

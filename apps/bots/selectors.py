@@ -23,7 +23,7 @@ def bot_config_values(bot) -> dict[str, str]:
     """The bot's config.csv as stored (key -> value); look keys up with config_csv.config_lookup.
 
     Cached per (tenant schema, bot, its creation time, config_revision): every ORM write to the rows bumps the
-    revision and drops this process's copy (apps.bots.models.BotConfigQuerySet), so another process sees it on
+    revision and drops this process's copy (apps.bots.models.BotRevisionedRow), so another process sees it on
     its next read of the bot row. Writes that bypass the ORM (raw SQL, data migrations, loaddata, a restore
     of an older backup) must bump `Bot.config_revision` themselves or restart the web and worker processes."""
     from apps.bots.models import BotConfig
