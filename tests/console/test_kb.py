@@ -55,6 +55,46 @@ def test_progress_fragment_updates_rows_and_stops_polling_when_all_are_done(cons
     assert "every 1s" not in done and "indexing finished" in done
 
 
+def test_progress_fragment_never_stops_above_a_row_it_shows_pending(console_client, canary_tenants, monkeypatch):
+    """The indexer finishes the last document while the fragment reads: the bar at 100 % (polling ends)
+    must come with the row's final status, or the row says "waiting for the indexer" forever (a browser test
+    caught it under load)."""
+    from apps.console import selectors
+    from apps.console.views import kb as kb_views
+
+    ids = _documents(canary_tenants.a, {"a.txt": "indexed", "b.txt": "pending"})
+    real = selectors.indexing_progress
+
+    def indexer_finishes_meanwhile(*, bot):
+        Document.objects.filter(pk=ids["b.txt"]).update(status="indexed", chunks_done=10)
+        return real(bot=bot)
+
+    monkeypatch.setattr(kb_views, "indexing_progress", indexer_finishes_meanwhile)
+    html = console_client(Role.VIEWER).get(f"/console/kb/{canary_tenants.a.canary}/progress/?ids={ids['b.txt']}")
+    html = html.content.decode()
+    assert 'data-done="true"' in html
+    row = html[html.index(f'id="doc-{ids["b.txt"]}"'):]
+    assert "status-indexed" in row[:400] and "waiting for the indexer" not in row
+
+
+def test_progress_fragment_polls_while_a_followed_row_is_pending(console_client, canary_tenants, monkeypatch):
+    """A row back to pending after the bar was read (a retry, a redeploy) keeps the fragment polling."""
+    from apps.console import selectors
+    from apps.console.views import kb as kb_views
+
+    ids = _documents(canary_tenants.a, {"a.txt": "indexed", "b.txt": "indexed"})
+    real = selectors.indexing_progress
+
+    def retried_meanwhile(*, bot):
+        progress = real(bot=bot)
+        Document.objects.filter(pk=ids["b.txt"]).update(status="pending")
+        return progress
+
+    monkeypatch.setattr(kb_views, "indexing_progress", retried_meanwhile)
+    html = console_client(Role.VIEWER).get(f"/console/kb/{canary_tenants.a.canary}/progress/?ids={ids['b.txt']}")
+    assert "every 1s" in html.content.decode()
+
+
 def test_retry_requeues_a_failed_document_after_confirmation(console_client, canary_tenants):
     ids = _documents(canary_tenants.a, {"c.pdf": "failed"})
     client = console_client(Role.EDITOR)

@@ -59,14 +59,18 @@ def kb_bot_page(request: HttpRequest, name: str) -> HttpResponse:
 def kb_progress_fragment(request: HttpRequest, name: str) -> HttpResponse:
     """Polled by htmx every second while documents are pending; without pending ones it stops polling.
 
-    Rows of the table named in `ids` come back out of band with their current status and progress.
+    Rows of the table named in `ids` come back out of band with their current status and progress. The
+    aggregate is read before the rows: the indexer finishing between the two reads then shows finished rows
+    under a bar still running (the next poll catches up), never a bar at 100 % that stops polling above a row
+    still "waiting for the indexer". A followed row still pending keeps the polling on whatever the bar says.
     """
     bot = bot_or_404(name)
     ids = [int(part) for part in request.GET.get("ids", "").split(",") if part.isdigit()][:PROGRESS_MAX_IDS]
+    progress = indexing_progress(bot=bot)
     rows = list(Document.objects.filter(kb__bot=bot, pk__in=ids).select_related("kb")) if ids else []
     still_pending = ",".join(str(d.pk) for d in rows if d.status == Document.Status.PENDING)
     return console_render(request, "console/kb/_progress.html", {
-        "bot": bot, "progress": indexing_progress(bot=bot), "rows": rows, "pending_ids": still_pending,
+        "bot": bot, "progress": progress, "rows": rows, "pending_ids": still_pending,
         # The per-KB counts are refreshed with the rows only while the page follows documents of its own.
         "kbs": kb_overview(bot=bot) if rows else [],
     })
