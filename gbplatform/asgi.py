@@ -28,3 +28,30 @@ def build_application(ws_patterns: list) -> ProtocolTypeRouter:
 
 
 application = build_application(websocket_urlpatterns)
+
+
+def _preload() -> None:
+    """Import the LLM layer (the openai and anthropic SDKs) and load the offline embedding model, running it
+    once, beside serving (settings.WEB_PRELOAD)."""
+    import importlib
+    import logging
+
+    try:
+        importlib.import_module("apps.llm.services")
+        from apps.kb.embeddings import LocalMiniLM
+
+        LocalMiniLM().embed(["warm up"])
+    except Exception:  # noqa: BLE001 - the first question that needs it tries again and reports its error
+        logging.getLogger(__name__).warning("preloading the offline embedding model failed", exc_info=True)
+
+
+def preload_start() -> None:
+    import threading
+
+    from django.conf import settings
+
+    if getattr(settings, "WEB_PRELOAD", False):
+        threading.Thread(target=_preload, name="web-preload", daemon=True).start()
+
+
+preload_start()

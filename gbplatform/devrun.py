@@ -1,7 +1,8 @@
 """`make run`: every process of the platform on one machine, with embedded defaults.
 
 Starts embedded PostgreSQL (unless DATABASE_URL is set) and a local Redis (unless REDIS_URL is set),
-migrates the shared and tenant schemas, makes sure the demo tenant exists, then runs daphne, a Celery
+migrates the shared and tenant schemas, makes sure the demo tenant exists, then runs the web processes
+(gbplatform.serve: daphne, one per core up to two unless WEB_PROCESSES says), a Celery
 worker and Celery beat as children. Ctrl-C (or SIGTERM) stops the children, then the local servers.
 Data lives in var/, so later runs reuse it and start in seconds.
 """
@@ -88,8 +89,9 @@ def main() -> int:
 
         python = sys.executable
         children = [
-            ("web", _spawn(env, "daphne (web)", [python, "-m", "daphne", "-b", HOST, "-p", str(PORT),
-                                                 "gbplatform.asgi:application"])),
+            ("web", _spawn(env, "web (daphne processes behind one socket)",
+                           [python, "-m", "gbplatform.serve", "-b", HOST, "-p", str(PORT),
+                            "gbplatform.asgi:application"])),
             ("worker", _spawn(env, "celery worker", [python, "-m", "celery", "-A", "gbplatform", "worker",
                                                      "-Q", "drive,index,jobs,mail", "-c", "2",
                                                      "--loglevel", "INFO"])),

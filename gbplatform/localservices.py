@@ -29,6 +29,11 @@ REDIS_START_TIMEOUT_S = 10.0
 POSTGRES_STOP_TIMEOUT_S = 20
 
 
+# Each web process (gbplatform.serve starts one per core) keeps up to CHAT_TURN_THREADS + CHAT_QUICK_THREADS
+# (40) connections under chat load, beside the Celery worker's and a test run's: PostgreSQL's default of 100
+# refuses the second web process's turns ("too many clients"). Set once on a new data directory.
+EMBEDDED_MAX_CONNECTIONS = 300
+
 # Servers this process started (so the test harness stops only what it started, never a developer's).
 STARTED: list = []
 
@@ -83,6 +88,12 @@ def postgres_start(pgdata: Path) -> EmbeddedPostgres:
     port = int(info.port)
     _postgres_prepare(socket_dir, port)
     server_handle = EmbeddedPostgres(pgdata=pgdata, socket_dir=socket_dir, port=port)
+    if _max_connections_raise(socket_dir, port):
+        if not already_running:  # the setting needs a restart; a server someone else started is left alone
+            server_handle.stop()
+            return postgres_start(pgdata)
+        logger.warning("embedded PostgreSQL in %s allows fewer than %d connections until it restarts",
+                       pgdata, EMBEDDED_MAX_CONNECTIONS)
     if not already_running:
         STARTED.append(server_handle)
     return server_handle
@@ -101,6 +112,17 @@ def _postgres_prepare(socket_dir: str, port: int) -> None:
         conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
     with psycopg.connect(host=socket_dir, port=port, user="postgres", dbname=DATABASE_NAME, autocommit=True) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+
+
+def _max_connections_raise(socket_dir: str, port: int) -> bool:
+    """True when max_connections was below EMBEDDED_MAX_CONNECTIONS and is now set (effective on restart)."""
+    import psycopg
+
+    with psycopg.connect(host=socket_dir, port=port, user="postgres", dbname="postgres", autocommit=True) as conn:
+        if int(conn.execute("SHOW max_connections").fetchone()[0]) >= EMBEDDED_MAX_CONNECTIONS:
+            return False
+        conn.execute(f"ALTER SYSTEM SET max_connections = {int(EMBEDDED_MAX_CONNECTIONS)}")
+        return True
 
 
 def redis_server_binary() -> str:

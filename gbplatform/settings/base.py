@@ -374,6 +374,10 @@ CHAT_TURN_THREADS = env_int("CHAT_TURN_THREADS", 32)
 CHAT_RATE_IP_FACTOR = env_int("CHAT_RATE_IP_FACTOR", 10)
 # WebSocket connections one client IP may open per minute (each creates a session and runs start.bas).
 CHAT_CONNECTS_PER_MINUTE = env_int("CHAT_CONNECTS_PER_MINUTE", 60)
+# A web process imports the LLM providers' SDKs (2 s) and loads the offline embedding model when it starts,
+# in the background, instead of on the first question that needs them (an LLM turn, a knowledge-base search,
+# a semantic cache lookup): after each deploy or restart that user would wait seconds.
+WEB_PRELOAD = env_bool("WEB_PRELOAD", True)
 
 # Health: which checks make /api/health answer 503 when they fail. The others only degrade it.
 HEALTH_REQUIRED_CHECKS = tuple(env_list("HEALTH_REQUIRED_CHECKS", ["database", "cache"]))

@@ -19,6 +19,7 @@ from gbplatform.settings.base import (
     database_from_url,
     redis_url_for_db,
 )
+from gbplatform.settings.env import env_bool
 
 if not DATABASE_URL:
     DATABASE_URL = localservices.postgres_start(VAR_DIR / "test-pg").url
@@ -40,6 +41,8 @@ CELERY_RESULT_BACKEND = redis_url_for_db(REDIS_URL, 3)
 DEBUG = False
 # Tests change a dependency and ask again at once; tests/core/test_health.py turns the report cache on.
 HEALTH_REPORT_TTL_S = 0
+# The test servers start often and most never search or call a model: the first that does loads them.
+WEB_PRELOAD = env_bool("WEB_PRELOAD", False)
 SECRET_KEY = "test-only-key-0123456789-abcdefghijklmnopqrstuvwxyz-ABCDEFGHIJ"
 ALLOWED_HOSTS = ["*"]
 # Hashing cost is irrelevant to what the tests check and dominates user creation.

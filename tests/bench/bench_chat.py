@@ -39,6 +39,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from gbplatform import serve
+
 ROOT = Path(__file__).resolve().parents[2]
 SESSIONS = int(os.environ.get("BENCH_CHAT_SESSIONS", "200"))
 TURNS = int(os.environ.get("BENCH_CHAT_TURNS", "20"))
@@ -54,6 +56,8 @@ GOAL_P99_MS, GOAL_ECHO_SHARE, GOAL_CACHED_MS = 30.0, 0.30, 20.0
 # Paced loads (turns/s offered by all sessions together) and the turns each session sends at each: people
 # read an answer before they type the next message, so this is the latency they see at that load.
 PACED_RATES = [float(r) for r in os.environ.get("BENCH_CHAT_PACED_RATES", "25,50").split(",") if r.strip()]
+# daphne processes behind one socket (gbplatform.serve), as `make run` and the image start them.
+WEB_PROCESSES = int(os.environ.get("BENCH_CHAT_WEB_PROCESSES") or 0) or serve.processes_default()
 PACED_TURNS = int(os.environ.get("BENCH_CHAT_PACED_TURNS", "4"))
 LOOP_SCRIPT = 'TALK "ready"\nDO\n    HEAR text\n    TALK "you said " + text\nLOOP\n'
 QUESTION = "What are your opening hours?"
@@ -243,22 +247,26 @@ async def _echo_load(url: str, port: int, count: int = SESSIONS) -> tuple[list[f
 async def bench(port: int, echo_port: int, floor_port: int, pid: int, llm) -> None:
     import psutil
 
-    daphne = psutil.Process(pid)
+    server = psutil.Process(pid)
+
+    def rss() -> int:  # the daphne process, or all of them behind gbplatform.serve
+        return sum(p.memory_info().rss for p in [server, *server.children()] if "daphne" in " ".join(p.cmdline()))
     # Warm up (imports, connection pools, the first compile of the script).
     warm = await _open_many(OPEN_BATCH, lambda: _chat_socket(port, "loop"))
     await asyncio.gather(*(_chat_turns(ws, []) for ws in warm))
     LOST.clear()
     await _close_all(warm)
-    await asyncio.sleep(1.0)
+    await asyncio.sleep(3.0)  # the processes' preload (gbplatform.asgi) ends before memory is measured
 
     # Memory per idle connection: a connected session that ran start.bas and waits on HEAR.
-    before = daphne.memory_info().rss
+    before = rss()
     idle = await _open_many(IDLE, lambda: _chat_socket(port, "loop"))
     await asyncio.sleep(1.0)
-    after = daphne.memory_info().rss
+    after = rss()
     await _close_all(idle)
     print(f"memory per idle connection ({IDLE} connected sessions waiting on HEAR): "
-          f"{(after - before) / IDLE / 1024:.1f} KiB (daphne RSS {before / 2**20:.0f} -> {after / 2**20:.0f} MiB)")
+          f"{(after - before) / IDLE / 1024:.1f} KiB ({WEB_PROCESSES} daphne RSS {before / 2**20:.0f} -> "
+          f"{after / 2**20:.0f} MiB)")
     await asyncio.sleep(1.0)
 
     # Scripted TALK/HEAR turns on SESSIONS concurrent sessions.
@@ -405,7 +413,9 @@ def main() -> int:
            "MEDIA_ROOT": str(work / "media"), "S3_ACCESS_KEY": "", "QDRANT_URL": "", "LLM_URL": "",
            "LLM_ALLOW_PRIVATE_HOSTS": "true", "LOG_LEVEL": "WARNING",
            # Every bench socket comes from 127.0.0.1: no address limit may refuse them.
-           "CHAT_CONNECTS_PER_MINUTE": "1000000", "RATE_LIMIT_PLATFORM_IP_PER_MINUTE": "0"}
+           "CHAT_CONNECTS_PER_MINUTE": "1000000", "RATE_LIMIT_PLATFORM_IP_PER_MINUTE": "0",
+           # As deployed (the test settings turn it off): each process loads the LLM SDKs and the model at start.
+           "WEB_PRELOAD": "true"}
     os.environ.update(env)
     processes: list = []
     try:
@@ -420,7 +430,8 @@ def main() -> int:
             from django.db import connections
 
             connections.close_all()
-            server = LiveServer(env={**os.environ, **env}, log_path=ROOT / "var" / "bench-chat-daphne.log")
+            server = LiveServer(env={**os.environ, **env}, log_path=ROOT / "var" / "bench-chat-daphne.log",
+                                processes=WEB_PROCESSES)
             server.start()
             processes.append(server)
             echo_port = free_port()

@@ -64,16 +64,20 @@ def database_url_for(url: str, database_name: str) -> str:
 
 @dataclass
 class LiveServer:
-    """daphne serving tests.browser.asgi:application on 127.0.0.1:<port>."""
+    """daphne serving tests.browser.asgi:application on 127.0.0.1:<port>; with `processes` > 1, that many
+    behind one socket (gbplatform.serve, as deployed)."""
 
     env: dict[str, str]
     log_path: Path
     port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
+    processes: int = 1
 
     def start(self) -> LiveServer:
         command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
                    "tests.browser.asgi:application"]
+        if self.processes > 1:
+            command[1:3] = ["-m", "gbplatform.serve", "--processes", str(self.processes)]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(  # noqa: S603 (our own interpreter and module)

@@ -1,0 +1,153 @@
+"""The web process: several daphne processes sharing one listening socket (`python -m gbplatform.serve`).
+
+One daphne runs Python on one core at a time (the GIL), so a host with more cores serves more chat turns
+and pages with more processes. This opens the socket once and starts `WEB_PROCESSES` daphne children that
+accept on it (`daphne --fd`); the kernel hands each new connection to one of them. Everything that must be
+shared between them already is: sessions, turn order (a PostgreSQL advisory lock per session), chat events
+(the channel layer), rate limits (Redis).
+
+A child that dies is started again (its sockets are lost; clients reconnect and resume). Children that keep
+dying right after starting mean a broken deploy: the server stops with an error instead of looping.
+SIGTERM or SIGINT stops the children (they finish in-flight requests for CHILD_STOP_TIMEOUT_S), then exits.
+
+    python -m gbplatform.serve --bind 0.0.0.0 --port 8000 --processes 4 gbplatform.asgi:application
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+logger = logging.getLogger("gbplatform.serve")
+
+DEFAULT_APPLICATION = "gbplatform.asgi:application"
+# Without WEB_PROCESSES: one per core, at most this many. Each process keeps up to CHAT_TURN_THREADS +
+# CHAT_QUICK_THREADS (40) PostgreSQL connections under load, and PostgreSQL's default allows 100.
+PROCESSES_DEFAULT_MAX = 2
+# Connections waiting to be accepted by some child (a burst of reconnects after a deploy).
+LISTEN_BACKLOG = 1024
+# A child gets this long after SIGTERM to finish in-flight requests before it is killed.
+CHILD_STOP_TIMEOUT_S = 15.0
+# A child that dies sooner than this after starting counts as a failed start; this many in a row across
+# the children stop the server (an import error, a bad setting: restarting would only loop).
+QUICK_DEATH_S = 10.0
+QUICK_DEATHS_MAX = 5
+# Pause before starting a replacement, so a crashing child cannot spin the CPU.
+RESTART_DELAY_S = 1.0
+# How often the supervisor looks at its children.
+POLL_S = 0.2
+
+
+def processes_default() -> int:
+    raw = os.environ.get("WEB_PROCESSES", "").strip()
+    if raw:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise SystemExit(f"WEB_PROCESSES must be a whole number, not {raw!r}") from None
+        if value < 1:
+            raise SystemExit(f"WEB_PROCESSES must be at least 1, not {value}")
+        return value
+    return max(1, min(os.cpu_count() or 1, PROCESSES_DEFAULT_MAX))
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The shared listening socket, inheritable by the children."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG)
+    sock.set_inheritable(True)
+    return sock
+
+
+class Supervisor:
+    def __init__(self, sock: socket.socket, processes: int, application: str, daphne_args: list[str]) -> None:
+        self.sock, self.count, self.application, self.daphne_args = sock, processes, application, daphne_args
+        self.children: dict[int, tuple[subprocess.Popen, float]] = {}  # slot -> (process, started at)
+        self.stopping = False
+        self.quick_deaths = 0
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "daphne", "--fd", str(self.sock.fileno()), *self.daphne_args, self.application]
+
+    def spawn(self, slot: int) -> None:
+        process = subprocess.Popen(self.command(), pass_fds=[self.sock.fileno()])  # noqa: S603 - our interpreter
+        self.children[slot] = (process, time.monotonic())
+        logger.info("web process %d started (pid %d)", slot, process.pid)
+
+    def run(self) -> int:
+        for slot in range(self.count):
+            self.spawn(slot)
+        while not self.stopping:
+            time.sleep(POLL_S)
+            for slot, (process, started) in list(self.children.items()):
+                if self.stopping or process.poll() is None:
+                    continue
+                quick = time.monotonic() - started < QUICK_DEATH_S
+                self.quick_deaths = self.quick_deaths + 1 if quick else 0
+                logger.error("web process %d (pid %d) exited with %s%s", slot, process.pid, process.returncode,
+                             " right after starting" if quick else "")
+                if self.quick_deaths >= QUICK_DEATHS_MAX:
+                    logger.error("web processes keep dying on start (%d in a row): stopping", self.quick_deaths)
+                    self.stop()
+                    return 1
+                time.sleep(RESTART_DELAY_S)
+                if not self.stopping:
+                    self.spawn(slot)
+        self.stop()
+        return 0
+
+    def stop(self) -> None:
+        self.stopping = True
+        for process, _started in self.children.values():
+            if process.poll() is None:
+                process.terminate()
+        deadline = time.monotonic() + CHILD_STOP_TIMEOUT_S
+        for slot, (process, _started) in self.children.items():
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                logger.warning("web process %d did not stop in %.0f s: killing it", slot, CHILD_STOP_TIMEOUT_S)
+                process.kill()
+                process.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gbplatform.serve", description=__doc__.splitlines()[0])
+    parser.add_argument("-b", "--bind", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("-p", "--port", type=int, default=8000)
+    parser.add_argument("--processes", type=int, default=None,
+                        help=f"daphne processes (default: WEB_PROCESSES, else one per core up to "
+                             f"{PROCESSES_DEFAULT_MAX})")
+    parser.add_argument("application", nargs="?", default=DEFAULT_APPLICATION)
+    args, daphne_args = parser.parse_known_args(argv)
+    processes = args.processes if args.processes is not None else processes_default()
+    if processes < 1:
+        parser.error("--processes must be at least 1")
+    logging.basicConfig(level=logging.INFO, format="[serve] %(message)s")
+    try:
+        sock = listen(args.bind, args.port)
+    except OSError as exc:
+        logger.error("cannot listen on %s:%d: %s", args.bind, args.port, exc)
+        return 2
+    supervisor = Supervisor(sock, processes, args.application, daphne_args)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        supervisor.stopping = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    logger.info("listening on %s:%d with %d daphne process(es)", args.bind, args.port, processes)
+    try:
+        return supervisor.run()
+    finally:
+        sock.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
