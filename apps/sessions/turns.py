@@ -23,19 +23,19 @@ import uuid
 from collections.abc import Iterator
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
-from django.db.models import BooleanField, Max
-from django.db.models.expressions import RawSQL
+from django.db.models import Max
 
 from apps.basic.errors import BasicError, StateError
 from apps.basic.vm import VM, RunResult
 from apps.bots.config_csv import config_params
-from apps.bots.models import BotScript
+from apps.bots.models import Bot, BotScript
 from apps.bots.runtime import ScriptUnavailable, bot_script_program
 from apps.core.memo import in_open_transaction
 from apps.sessions import events
 from apps.sessions.host import SessionHost
-from apps.sessions.models import ChatSession, Message, MessageType, Role
+from apps.sessions.models import ChatSession, ChatUser, Message, MessageType, Role
 from apps.sessions.switchers import active_switchers_clean
 
 logger = logging.getLogger(__name__)
@@ -115,19 +115,16 @@ def session_locked(session_id: object) -> Iterator[ChatSession | None]:
         # (A test case's own wrapping transaction is the one exception: it never commits.)
         raise RuntimeError("session_locked must not be used inside a transaction")
     key = f"chat:{connection.schema_name}:{session_id}"
-    rows = ChatSession.objects.select_related("bot", "user").filter(pk=session_id)
     locked = False
     try:
         # Usually free: the lock is tried in the query that reads the row (one round trip; no row, no lock).
         try:
-            session = rows.annotate(turn_lock=RawSQL("pg_try_advisory_lock(hashtext(%s))", [key],
-                                                     output_field=BooleanField())).first()
+            session, locked = _session_read(session_id, lock_key=key)
         except BaseException:
             # The server may have granted the lock before the row failed to load: release it (a no-op if not).
             with contextlib.suppress(Exception), connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_unlock(hashtext(%s))", [key])
             raise
-        locked = session is not None and bool(session.turn_lock)
         if session is not None and not locked:
             # Another turn holds it: wait (longer than the statement limit), then read the row it saved.
             with connection.cursor() as cursor:
@@ -137,7 +134,7 @@ def session_locked(session_id: object) -> Iterator[ChatSession | None]:
                     locked = True
                 finally:
                     cursor.execute("RESET statement_timeout")
-            session = rows.first()
+            session, _ = _session_read(session_id)
         yield session
     finally:
         if locked:
@@ -148,6 +145,64 @@ def session_locked(session_id: object) -> Iterator[ChatSession | None]:
                 # A lock that cannot be released would wedge the session: dropping the connection releases it.
                 logger.exception("chat: could not release the lock of session %s; closing the connection", session_id)
                 connection.close()
+
+
+# A turn reads its session with its bot and user (what select_related("bot", "user") reads) and tries the
+# turn lock in one statement built once per process: compiling that query through the ORM on every turn
+# took a quarter of a scripted turn's CPU. Rows become instances as the ORM makes them (from_db, each field's
+# converters: the state JSON, sealed content), the bot and user cached on the session as select_related does.
+_SESSION_READ_PARTS = ((ChatSession, "s", None), (Bot, "b", "bot"), (ChatUser, "u", "user"))
+
+
+@functools.cache
+def _session_read_plan() -> tuple[dict[bool, str], list[tuple[type, list[str], list[tuple[int, object, list]]]]]:
+    """({locking: SQL}, per model: (model, attnames, [(position, column, converters)]))."""
+    columns, layout = [], []
+    for model, alias, _relation in _SESSION_READ_PARTS:
+        fields = list(model._meta.concrete_fields)
+        converters = []
+        for position, field in enumerate(fields):
+            col = field.get_col(alias)
+            found = connection.ops.get_db_converters(col) + col.get_db_converters(connection)
+            if found:
+                converters.append((position, col, found))
+        columns += [f"{alias}.{connection.ops.quote_name(f.column)}" for f in fields]
+        layout.append((model, [f.attname for f in fields], converters))
+    table = {model: connection.ops.quote_name(model._meta.db_table) for model, _a, _r in _SESSION_READ_PARTS}
+    joins = (f"FROM {table[ChatSession]} s JOIN {table[Bot]} b ON b.id = s.bot_id "
+             f"JOIN {table[ChatUser]} u ON u.id = s.user_id WHERE s.id = %s")
+    sql = {locking: f"SELECT {', '.join(columns)}, {lock} {joins}"  # noqa: S608 - model names; values are bound
+           for locking, lock in ((True, "pg_try_advisory_lock(hashtext(%s))"), (False, "false"))}
+    return sql, layout
+
+
+def _session_read(session_id: object, *, lock_key: str | None = None) -> tuple[ChatSession | None, bool]:
+    """(the session with its bot and user, or None; whether the turn lock `lock_key` was taken with it)."""
+    sql, layout = _session_read_plan()
+    try:
+        pk = ChatSession._meta.pk.to_python(session_id)
+    except ValidationError:
+        return None, False
+    with connection.cursor() as cursor:
+        if lock_key is None:
+            cursor.execute(sql[False], [pk])
+        else:
+            cursor.execute(sql[True], [lock_key, pk])
+        row = cursor.fetchone()
+    if row is None:
+        return None, False
+    instances, start = [], 0
+    for model, names, converters in layout:
+        values = list(row[start:start + len(names)])
+        for position, col, found in converters:
+            for converter in found:
+                values[position] = converter(values[position], col, connection)
+        instances.append(model.from_db(connection.alias, names, values))
+        start += len(names)
+    session = instances[0]
+    for (_model, _alias, relation), related in zip(_SESSION_READ_PARTS[1:], instances[1:], strict=True):
+        ChatSession._meta.get_field(relation).set_cached_value(session, related)
+    return session, bool(row[-1])
 
 
 class Turn:

@@ -425,3 +425,38 @@ def test_an_old_clients_tool_prefix_runs_the_tool_like_a_tool_button(canary_tena
         rows = list(Message.objects.filter(session=session, role=Role.USER).order_by("index")
                     .values_list("message_type", "content"))
         assert rows[0] == (MessageType.TOOL_EXEC, "book") and rows[-1] == (MessageType.TOOL_EXEC, "report")
+
+
+def test_the_turns_session_read_matches_the_orms_and_stays_in_its_tenant(canary_tenants, django_assert_num_queries):
+    """A turn reads its session, bot and user with one prepared statement (apps.sessions.turns._session_read):
+    every field as the ORM reads it (the state JSON decoded, dates aware), the bot and user there without
+    another query, the lock reported; an id of another tenant, an unknown id or a malformed one is no session."""
+    from apps.sessions.turns import _session_read
+
+    with schema_context(canary_tenants.a.schema_name):
+        bot = _bot("reader", {})
+        session = services.session_bootstrap(bot_name="reader")
+        session.state = {"dialog": {"kind": "hear", "vm": {"n": [1, 2.5, "ü"]}}, "started": True}
+        session.message_count, session.total_tokens = 7, 12345678901
+        session.save()
+        orm = ChatSession.objects.select_related("bot", "user").get(pk=session.pk)
+        with django_assert_num_queries(1):
+            read, locked = _session_read(str(session.pk), lock_key="test-lock-reader")
+            assert (read.bot.name, read.user.pk) == ("reader", orm.user.pk)
+        assert locked is True
+        for model_orm, model_read in ((orm, read), (orm.bot, read.bot), (orm.user, read.user)):
+            for field in type(model_orm)._meta.concrete_fields:
+                assert getattr(model_read, field.attname) == getattr(model_orm, field.attname), field.name
+        assert read.state["dialog"]["vm"]["n"] == [1, 2.5, "ü"] and read._state.adding is False
+        again, locked_again = _session_read(session.pk)
+        assert again.pk == session.pk and locked_again is False
+        assert _session_read("not-a-uuid") == (None, False)
+        assert _session_read("00000000-0000-0000-0000-000000000000", lock_key="x") == (None, False)
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(hashtext(%s))", ["test-lock-reader"])
+            assert cursor.fetchone()[0] is True
+        assert bot.pk == read.bot.pk
+    with schema_context(canary_tenants.b.schema_name):
+        assert _session_read(session.pk) == (None, False)  # tenant B's schema has no such session
