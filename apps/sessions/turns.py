@@ -216,6 +216,9 @@ class Turn:
         self.next_index = session.message_count or 0
         self.tokens = 0
         self.call_depth = 0
+        # The formats the message switched on (None: as they were); kept to be applied again once start.bas
+        # ran, since the switchers it offers only exist from then on.
+        self.requested_switchers: list | None = None
         state = session.state if isinstance(session.state, dict) else {}
         session.state = state
         self.host = SessionHost(session, self)
@@ -270,6 +273,8 @@ class Turn:
         self.state["started"] = True
         if bot_has_start_script(self.session.bot):
             self.run_script("start")
+            if self.requested_switchers is not None:
+                self.state["active_switchers"] = active_switchers_clean(self.requested_switchers, self.state)
 
     def process(self, text: str, message_type: int) -> None:
         if message_type == MessageType.SYSTEM:
@@ -520,6 +525,7 @@ def turn_execute(session_id: object, *, text: str, message_type: int = MessageTy
                 raise TurnError("no such session")
             turn = Turn(session, sink)
             if active_switchers is not None:  # the message says which formats are on (None: as they were)
+                turn.requested_switchers = active_switchers
                 turn.state["active_switchers"] = active_switchers_clean(active_switchers, turn.state)
             try:
                 if wait_token is not None:

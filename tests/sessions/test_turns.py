@@ -460,3 +460,20 @@ def test_the_turns_session_read_matches_the_orms_and_stays_in_its_tenant(canary_
         assert bot.pk == read.bot.pk
     with schema_context(canary_tenants.b.schema_name):
         assert _session_read(session.pk) == (None, False)  # tenant B's schema has no such session
+
+
+def test_formats_switched_on_with_the_first_message_count_when_start_offers_them_in_that_turn(
+        canary_tenants, llm_platform):
+    """A session whose start.bas runs with its first message (created over REST, never connected): the
+    switchers start.bas offers in that turn take the message's `active_switchers` for the answer."""
+    from apps.sessions.switchers import BUILT_IN_PROMPTS
+
+    llm_platform.script(Reply(text="| a | b |"))
+    with schema_context(canary_tenants.a.schema_name):
+        _bot("firstformats", {"start": 'ADD SWITCHER "tables" AS "Tables"\nTALK "hi"'}, {"llm-cache": "false"})
+        session = services.session_bootstrap(bot_name="firstformats")
+        sink = events.ListSink()
+        services.turn_run_id(session.pk, text="opening hours?", sink=sink, active_switchers=["tables", "other"])
+        assert [e for e in sink.events if e["kind"] == "suggestions"][-1]["active_switchers"] == ["tables"]
+    system = llm_platform.chat_requests()[0].body["messages"][0]["content"]
+    assert BUILT_IN_PROMPTS["tables"] in system
