@@ -19,7 +19,7 @@ from apps.bots.config_csv import config_lookup
 from apps.bots.models import Bot, BotTableRow
 from apps.bots.selectors import bot_config_values
 from apps.bots.services import TABLE_ROWS_MAX, bot_table_lock
-from apps.drive.backends import DriveKeyError
+from apps.drive.backends import DriveKeyError, DriveObjectTooLarge
 from apps.drive.storage import package_root, tenant_drive
 
 # FIND returns at most this many rows, as upstream's LIMIT 10 does.
@@ -173,23 +173,27 @@ class BotHost(Host):
 
     def read_file(self, path: str) -> object:
         try:
-            data = tenant_drive().read(self._file_key(path))
+            data = tenant_drive().read(self._file_key(path), max_bytes=FILE_READ_MAX_BYTES)
         except FileNotFoundError:
             raise HostError(f"file not found: {path}") from None
+        except DriveObjectTooLarge:
+            raise HostError(f"file {path} is larger than {FILE_READ_MAX_BYTES} bytes") from None
         except DriveKeyError as exc:
             raise HostError(str(exc)) from None
-        if len(data) > FILE_READ_MAX_BYTES:
-            raise HostError(f"file {path} is larger than {FILE_READ_MAX_BYTES} bytes")
         return data.decode("utf-8", errors="replace")
 
     def write_file(self, path: str, content: object, append: bool) -> None:
         drive, key = tenant_drive(), self._file_key(path)
         text = content if isinstance(content, str) else json.dumps(content, default=str)
         data = text.encode("utf-8")
-        if append and drive.exists(key):
-            data = drive.read(key) + data
+        too_large = f"file {path} would be larger than {FILE_WRITE_MAX_BYTES} bytes; nothing was written"
         if len(data) > FILE_WRITE_MAX_BYTES:
-            raise HostError(f"file {path} would be larger than {FILE_WRITE_MAX_BYTES} bytes; nothing was written")
+            raise HostError(too_large)
+        if append and drive.exists(key):
+            try:  # refused from the file's size: a large file is not read into memory only to be refused
+                data = drive.read(key, max_bytes=FILE_WRITE_MAX_BYTES - len(data)) + data
+            except DriveObjectTooLarge:
+                raise HostError(too_large) from None
         drive.write(key, data)
 
     def list_files(self, path: str) -> list:

@@ -92,6 +92,15 @@ class DriveEntry:
     mtime_ns: int | None
 
 
+class DriveObjectTooLarge(ValueError):
+    """`read(key, max_bytes=...)` of an object larger than that: refused from its size, before any content
+    is read into memory."""
+
+    def __init__(self, key: str, size: int, max_bytes: int) -> None:
+        super().__init__(f"drive object {key!r} holds {size} bytes, more than the {max_bytes} allowed here")
+        self.key, self.size, self.max_bytes = key, size, max_bytes
+
+
 class DriveKeyError(ValueError):
     """A key that could name something outside the drive's root, or that no backend can store as given."""
 
@@ -151,8 +160,9 @@ class DriveBackend(Protocol):
         """
         ...
 
-    def read(self, key: str) -> bytes:
-        """The content of `key`; FileNotFoundError when there is no such object."""
+    def read(self, key: str, *, max_bytes: int | None = None) -> bytes:
+        """The content of `key`; FileNotFoundError when there is no such object, DriveObjectTooLarge (from its
+        size, nothing read) when it holds more than `max_bytes`."""
         ...
 
     def write(self, key: str, data: bytes) -> str:
@@ -265,7 +275,7 @@ class LocalDrive:
                     raise
                 yield DriveEntry(key=key, etag=etag, size=st.st_size, mtime_ns=st.st_mtime_ns)
 
-    def read(self, key: str) -> bytes:
+    def read(self, key: str, *, max_bytes: int | None = None) -> bytes:
         path = self._path(key)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -273,11 +283,19 @@ class LocalDrive:
             if exc.errno == errno.ELOOP:
                 raise DriveKeyError(f"drive key {key!r} is a symbolic link; links are never followed") from None
             raise
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
             os.close(fd)
             raise FileNotFoundError(f"drive key {key!r} is a folder, not an object")
         with os.fdopen(fd, "rb") as file:
-            return file.read()
+            if max_bytes is None:
+                return file.read()
+            if st.st_size > max_bytes:
+                raise DriveObjectTooLarge(key, st.st_size, max_bytes)
+            data = file.read(max_bytes + 1)  # the file may have grown since fstat
+            if len(data) > max_bytes:
+                raise DriveObjectTooLarge(key, len(data), max_bytes)
+            return data
 
     def write(self, key: str, data: bytes) -> str:
         path = self._path(key)
@@ -513,11 +531,13 @@ class S3Drive:
                     mtime_ns=_datetime_ns(modified) if modified else None,
                 )
 
-    def read(self, key: str) -> bytes:
+    def read(self, key: str, *, max_bytes: int | None = None) -> bytes:
         drive_key_validate(key)
         self.ensure_bucket()
         # S3Storage.open raises FileNotFoundError for a missing object (it HEADs before reading).
         with self.storage.open(key, "rb") as file:
+            if max_bytes is not None and file.size > max_bytes:  # the HEAD's Content-Length
+                raise DriveObjectTooLarge(key, file.size, max_bytes)
             return file.read()
 
     def write(self, key: str, data: bytes) -> str:

@@ -162,6 +162,35 @@ def test_writing_a_file_past_the_size_limit_fails_and_keeps_the_file(canary_tena
         assert result.value == "1234567890"
 
 
+def test_read_and_append_refuse_a_file_past_the_limit_without_reading_it(canary_tenants, local_storage,
+                                                                       monkeypatch):
+    """A file put on the drive another way (an upload, a sync) larger than the limits: READ and APPEND refuse
+    it from its size; its content never comes into memory, and it stays as it was."""
+    from apps.drive.storage import tenant_drive
+
+    monkeypatch.setattr(host_module, "FILE_WRITE_MAX_BYTES", 10)
+    monkeypatch.setattr(host_module, "FILE_READ_MAX_BYTES", 10)
+    with schema_context(canary_tenants.a.schema_name):
+        bot = Bot.objects.create(name="bigfile")
+        drive = tenant_drive()
+        key = "bigfile.gbai/bigfile.gbdrive/big.txt"
+        drive.write(key, b"0123456789AB")
+        reads: list[int | None] = []
+        real_read = type(drive).read
+
+        def counted_read(self, k, *, max_bytes=None):
+            reads.append(max_bytes)
+            return real_read(self, k, max_bytes=max_bytes)
+
+        monkeypatch.setattr(type(drive), "read", counted_read)
+        result, _ = _run(bot, 'WRITE "!" TO "big.txt" APPEND')
+        assert result.status == "error" and "would be larger than 10 bytes" in result.error["message"]
+        result, _ = _run(bot, 'RETURN READ "big.txt"')
+        assert result.status == "error" and "is larger than 10 bytes" in result.error["message"]
+        assert reads == [9, 10]  # every read of the file carried its limit
+        assert real_read(drive, key) == b"0123456789AB"
+
+
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_saves_of_one_new_id_make_one_row(canary_tenants):
     # Two sessions SAVE the same new ids at once: without the table's lock both find no row and both insert.

@@ -23,6 +23,7 @@ from apps.drive.backends import (
     DriveBackend,
     DriveEntry,
     DriveKeyError,
+    DriveObjectTooLarge,
     LocalDrive,
     S3Drive,
     drive_key_validate,
@@ -470,3 +471,14 @@ def test_s3_drives_of_different_tenants_share_one_boto3_connection_per_thread(s3
     assert first.storage is not second.storage
     assert first.storage.connection is second.storage.connection
     assert first.storage.location != second.storage.location
+
+
+def test_read_with_a_limit_refuses_a_larger_object_from_its_size(drive_backend):
+    drive_backend.write("demo.gbai/big.txt", b"x" * 100)
+    assert drive_backend.read("demo.gbai/big.txt", max_bytes=100) == b"x" * 100
+    with pytest.raises(DriveObjectTooLarge) as refused:
+        drive_backend.read("demo.gbai/big.txt", max_bytes=99)
+    assert (refused.value.size, refused.value.max_bytes) == (100, 99)
+    assert "holds 100 bytes, more than the 99 allowed" in str(refused.value)
+    with pytest.raises(FileNotFoundError):
+        drive_backend.read("demo.gbai/missing.txt", max_bytes=10)
