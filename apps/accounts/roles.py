@@ -22,6 +22,9 @@ ZITADEL_ROLES_CLAIM = "urn:zitadel:iam:org:project:roles"
 # Zitadel names the user's organisation in this claim when the scope of the same name is asked for.
 ZITADEL_RESOURCE_OWNER_CLAIM = "urn:zitadel:iam:user:resourceowner:id"
 ZITADEL_RESOURCE_OWNER_SCOPE = "urn:zitadel:iam:user:resourceowner"
+# Asking for this scope with an organisation id makes Zitadel sign the user in within that organisation (its
+# login policy; users of other organisations are stopped at the provider, before our own check of the claim).
+ZITADEL_ORG_SCOPE_PREFIX = "urn:zitadel:iam:org:id:"
 # A role claim with more names than this is not a real user's roles; reading it all would only cost time.
 MAX_ROLE_NAMES = 200
 # A provider role name longer than this is refused in a role map (they are short keys in practice).

@@ -19,6 +19,7 @@ Failure modes prevented:
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Any
 
@@ -40,7 +41,7 @@ from mozilla_django_oidc.views import OIDCAuthenticationCallbackView, OIDCAuthen
 from apps.accounts import oidc
 from apps.accounts.backends import TenantOIDCBackend
 from apps.accounts.models import OidcConfig
-from apps.accounts.roles import ZITADEL_RESOURCE_OWNER_SCOPE
+from apps.accounts.roles import ZITADEL_ORG_SCOPE_PREFIX, ZITADEL_RESOURCE_OWNER_SCOPE
 from apps.accounts.selectors import oidc_config_effective
 from apps.accounts.services import access_audit
 from apps.core.ratelimit import ratelimited
@@ -64,6 +65,8 @@ SESSION_STATES = "oidc_states"
 SESSION_ID_TOKEN = "oidc_id_token"  # noqa: S105 (a session key name)
 SESSION_EXPIRATION = "oidc_id_token_expiration"
 SESSION_ISSUER = "oidc_issuer"
+# An organisation id goes into the scope list only as a plain token (Zitadel's ids are digits).
+ORGANIZATION_ID_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,100}")
 
 
 def _safe_next(request: HttpRequest, candidate: str | None) -> str:
@@ -74,10 +77,15 @@ def _safe_next(request: HttpRequest, candidate: str | None) -> str:
 
 
 def _scopes(config: OidcConfig) -> str:
-    """The configured scopes, plus Zitadel's resource-owner scope when the organisation is checked."""
+    """The configured scopes, plus, when the organisation is checked, Zitadel's resource-owner scope (the
+    claim we check) and its organisation scope (the provider itself keeps the login in that organisation).
+    An id that is not a plain token is not put into the space-separated scope list."""
     scopes = config.scopes.split()
-    if config.organization_id and ZITADEL_RESOURCE_OWNER_SCOPE not in scopes:
-        scopes.append(ZITADEL_RESOURCE_OWNER_SCOPE)
+    if config.organization_id:
+        wanted = [ZITADEL_RESOURCE_OWNER_SCOPE]
+        if ORGANIZATION_ID_TOKEN.fullmatch(config.organization_id):
+            wanted.append(ZITADEL_ORG_SCOPE_PREFIX + config.organization_id)
+        scopes += [scope for scope in wanted if scope not in scopes]
     return " ".join(scopes)
 
 

@@ -55,8 +55,10 @@ def test_a_user_of_the_bound_organisation_signs_in_with_its_roles(canary_tenants
     client = Client(HTTP_HOST=a.host)
     start = sign_in_start(client)
     assert start.startswith(platform_provider.issuer + "/auth?")
-    # The organisation claim is only released for this scope: it must be asked for.
-    assert RESOURCE_OWNER_SCOPE in authorization_params(start)["scope"].split()
+    # The organisation claim is only released for this scope: it must be asked for. The organisation scope
+    # makes Zitadel keep the login inside that organisation (the provider stops other organisations' users).
+    scopes = authorization_params(start)["scope"].split()
+    assert RESOURCE_OWNER_SCOPE in scopes and f"urn:zitadel:iam:org:id:{ORG_ACME}" in scopes
     response = client.get(ProviderBrowser(platform_provider).authorize(start, sub="alice-admin"))
     assert response.status_code == 302, _body(response)[-600:]
     assert client.get("/console/").status_code == 200
@@ -176,3 +178,11 @@ def test_the_organisation_is_set_at_provisioning(canary_tenants, platform_provid
                  stdout=io.StringIO())
     with schema_context("public"):
         assert Tenant.objects.get(schema_name="tenant_c").oidc_organization_id == "org-c"
+
+
+def test_an_organisation_id_that_is_not_a_plain_token_never_reaches_the_scope_list(canary_tenants, platform_provider):
+    a = canary_tenants.a
+    tenant_organization_bind(a.schema_name, "acme openid offline_access")
+    scopes = authorization_params(sign_in_start(Client(HTTP_HOST=a.host)))["scope"].split()
+    assert RESOURCE_OWNER_SCOPE in scopes
+    assert "offline_access" not in scopes and not any(s.startswith("urn:zitadel:iam:org:id:") for s in scopes)
