@@ -8,6 +8,7 @@ query is scoped to the one bot the host was made for.
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 
 from django.db import transaction
 from django.db.models.fields.json import KT
@@ -123,9 +124,12 @@ class BotHost(Host):
         _json_only(data)
         bot_table_lock(self.bot, _table_name(table))
         if "id" in data:
-            # The row whose id reads the same as text (7 and "7" are one id, as upstream's string compare).
-            row = (BotTableRow.objects.filter(bot=self.bot, table=_table_name(table))
-                   .annotate(row_id=KT("data__id")).filter(row_id=_id_text(data["id"])).order_by("id").first())
+            rows = BotTableRow.objects.filter(bot=self.bot, table=_table_name(table))
+            if isinstance(data["id"], dict | list):  # a structured id: the row holding an equal JSON value
+                rows = rows.filter(data__id=data["id"])
+            else:  # the row whose id reads the same as text (7 and "7" are one id, as upstream's string compare)
+                rows = rows.annotate(row_id=KT("data__id")).filter(row_id=_id_text(data["id"]))
+            row = rows.order_by("id").first()
             if row is not None and _row_update(row, {**row.data, **data}):
                 return {"command": "save", "table": table, "id": data["id"], "rows_affected": 1}
         self._room_for_one(table)
@@ -288,12 +292,17 @@ def _row_update(row: BotTableRow, data: dict) -> bool:
 
 
 def _id_text(value: object) -> str | None:
-    """A row id as PostgreSQL's `data->>'id'` reads it (None: a row without one)."""
+    """A scalar row id as PostgreSQL's `data->>'id'` prints it (None: a row without one). A float is stored
+    from its JSON text as a PostgreSQL numeric, printed without exponent and never as a negative zero:
+    1e16 reads 10000000000000000, 1e-05 reads 0.00001, -0.0 reads 0.0."""
     if value is None or isinstance(value, str):
         return value
     if isinstance(value, bool):
         return "true" if value else "false"
-    return str(value) if isinstance(value, int | float) else json.dumps(value)
+    if isinstance(value, float):
+        number = Decimal(json.dumps(value))
+        return format(abs(number) if number.is_zero() else number, "f")
+    return str(value)
 
 
 def _json_only(data: dict) -> None:

@@ -121,6 +121,23 @@ def test_save_upserts_by_id_whether_it_reads_as_a_number_or_a_text(canary_tenant
         assert rows == [{"id": "sku-9", "n": 2}, {"id": "41", "n": 4}, {"n": 5}]
 
 
+def test_save_finds_its_row_whatever_the_kind_of_id(canary_tenants):
+    """The row is found by its id as stored: floats as PostgreSQL prints its numerics (no exponent, no
+    negative zero), structured ids by JSON equality. Each pair below is one row, updated by the second SAVE."""
+    pairs = [(1e16, 10_000_000_000_000_000), (10_000_000_000_000_000, 1e16), (1e-05, 0.00001), (-0.0, 0.0),
+             (2.5, "2.5"), (True, "true"), ({"b": 1, "a": [1, 2]}, {"a": [1, 2], "b": 1}), ([1, "x"], [1, "x"])]
+    with schema_context(canary_tenants.a.schema_name):
+        bot = Bot.objects.create(name="ids")
+        host = BotHost(bot)
+        for n, (first, second) in enumerate(pairs):
+            host.save(f"t{n}", [first, {"v": 1}])
+            host.save(f"t{n}", [second, {"v": 2}])
+            rows = list(BotTableRow.objects.filter(bot=bot, table=f"t{n}").values_list("data", flat=True))
+            assert len(rows) == 1 and rows[0]["v"] == 2, (first, second, rows)
+        host.save("t0", [1e17, {"v": 3}])  # another id: another row
+        assert BotTableRow.objects.filter(bot=bot, table="t0").count() == 2
+
+
 def test_find_sees_every_row_a_table_can_hold(canary_tenants):
     # The scan once stopped at 10,000 rows while a .gbdata import may hold 50,000: rows past it were invisible.
     with schema_context(canary_tenants.a.schema_name):
