@@ -141,9 +141,12 @@ def _chat_rows(canary_tenants) -> dict[str, tuple[set, set]]:
 
 def _remove(world: World, before: dict[str, tuple[set, set]]) -> None:
     """Remove what was planted, and the chat users and sessions the probes made (a socket opened with an
-    unknown session id starts a new session)."""
+    unknown session id starts a new session). Everything goes: the planted rows are committed in the shared
+    canary tenants, so a knowledge base left behind showed in later modules' pages ("no knowledge base")."""
+    from apps.compliance.gdpr import export_archive_key
     from apps.compliance.models import DataSubjectRequest
-    from apps.kb.models import Document
+    from apps.drive.storage import tenant_drive
+    from apps.kb.models import Document, KnowledgeBase
     from apps.meet.models import Room
     from apps.sessions.models import ChatSession, ChatUser
 
@@ -153,8 +156,12 @@ def _remove(world: World, before: dict[str, tuple[set, set]]) -> None:
             ChatSession.objects.exclude(pk__in=sessions).delete()
             ChatUser.objects.exclude(pk__in=users).delete()
             Room.objects.filter(name__in=[COLLIDING_ROOM, side.only_room]).delete()
-            Document.objects.filter(pk=COLLIDING_DOCUMENT).delete()
+            Document.objects.filter(pk=COLLIDING_DOCUMENT).delete()  # its chunks go with it
+            KnowledgeBase.objects.filter(bot_id=1, name="faq", documents__isnull=True).delete()
             DataSubjectRequest.objects.filter(pk__in=[COLLIDING_REQUEST, side.only_request]).delete()
+            drive = tenant_drive()
+            for key in (DRIVE_KEY, export_archive_key(COLLIDING_REQUEST), export_archive_key(side.only_request)):
+                drive.delete(key)
             cache.delete(CACHE_KEY)
 
 
