@@ -11,6 +11,7 @@ dying right after starting mean a broken deploy: the server stops with an error 
 SIGTERM or SIGINT stops the children (they finish in-flight requests for CHILD_STOP_TIMEOUT_S), then exits.
 
     python -m gbplatform.serve --bind 0.0.0.0 --port 8000 --processes 4 gbplatform.asgi:application
+    python -m gbplatform.serve -p 8000 gbplatform.asgi:application -- --proxy-headers   # daphne options after --
 """
 
 from __future__ import annotations
@@ -125,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"daphne processes (default: WEB_PROCESSES, else one per core up to "
                              f"{PROCESSES_DEFAULT_MAX})")
     parser.add_argument("application", nargs="?", default=DEFAULT_APPLICATION)
-    args, daphne_args = parser.parse_known_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ours, daphne_args = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
+    args = parser.parse_args(ours)
     processes = args.processes if args.processes is not None else processes_default()
     if processes < 1:
         parser.error("--processes must be at least 1")

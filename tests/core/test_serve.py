@@ -112,3 +112,17 @@ def test_web_processes_setting(monkeypatch):
         monkeypatch.setenv("WEB_PROCESSES", bad)
         with pytest.raises(SystemExit, match="WEB_PROCESSES must be"):
             serve.processes_default()
+
+
+def test_daphne_options_go_after_a_double_dash_and_unknown_ones_are_refused():
+    port = free_port()
+    refused = _start(port, "--processes", "1", "--proxy-headers", "tests.support.pid_asgi:application")
+    output, _ = refused.communicate(timeout=30)
+    assert refused.returncode == 2 and "unrecognized arguments: --proxy-headers" in output
+    process = _start(port, "--processes", "1", "tests.support.pid_asgi:application", "--", "--proxy-headers")
+    try:
+        _wait(lambda: _get(port) > 0, "the server answering")
+        assert "--proxy-headers" in _children(process)[0].cmdline()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(serve.CHILD_STOP_TIMEOUT_S + 5) == 0
