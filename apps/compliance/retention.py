@@ -5,6 +5,10 @@ sessions by last activity, with their messages), `logs` (mail rows: received mai
 its stored attachments, sent mail by creation time unless still queued), `recordings` (meeting recordings
 that ended, with their drive files). A class without a policy is kept.
 
+The audit log is the platform operator's, not the tenant's: its events are kept AUDIT_LOG_KEEP_DAYS (unset:
+forever; at least AUDIT_LOG_KEEP_MIN_DAYS), then purged like the rest (report key `audit`). The table refuses
+every DELETE except the purge's, which marks its transaction (`gbplatform.audit_purge`; migration 0003).
+
 Failure modes prevented:
 - One huge DELETE holding locks and WAL for minutes: rows go in batches of RETENTION_BATCH_SIZE, one
   transaction each, so a crash loses at most one batch of progress and the next run continues.
@@ -19,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
@@ -32,6 +37,9 @@ EXPORT_ARCHIVE_KEEP_DAYS = 30
 # Rows deleted per transaction: small enough to keep locks short, large enough to purge a busy tenant's
 # day of messages (tens of thousands) in a few dozen round trips.
 RETENTION_BATCH_SIZE = 1000
+# The shortest audit-log retention honoured: who did what in the console must outlive a month's
+# investigation of an incident, whatever the setting says.
+AUDIT_LOG_KEEP_MIN_DAYS = 90
 
 
 def retention_policy_set(*, data_class: str, days: int | None, actor=None) -> RetentionPolicy | None:
@@ -139,6 +147,25 @@ def _expire_exports(now: datetime) -> int:
     return expired
 
 
+def _purge_audit(cutoff: datetime) -> int:
+    """Delete audit events older than `cutoff`, a batch per transaction (the only DELETE the table allows)."""
+    from django.db import connection
+
+    from apps.compliance.models import AuditEvent
+
+    table = connection.ops.quote_name(AuditEvent._meta.db_table)
+    deleted = 0
+    while True:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SET LOCAL gbplatform.audit_purge = 'on'")
+            cursor.execute(f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE at < %s "  # noqa: S608
+                           f"ORDER BY id LIMIT %s)", [cutoff, RETENTION_BATCH_SIZE])
+            batch = cursor.rowcount
+        deleted += batch
+        if batch < RETENTION_BATCH_SIZE:
+            return deleted
+
+
 def retention_purge(*, now: datetime | None = None) -> dict[str, int]:
     """Delete the current tenant's data older than its policies; rows deleted per data class (and, under
     "exports", export archives past EXPORT_ARCHIVE_KEEP_DAYS, when there were any)."""
@@ -149,6 +176,11 @@ def retention_purge(*, now: datetime | None = None) -> dict[str, int]:
     expired = _expire_exports(now)
     if expired:
         counts["exports"] = expired
+    keep_days = getattr(settings, "AUDIT_LOG_KEEP_DAYS", 0)
+    if keep_days:
+        purged = _purge_audit(now - timedelta(days=max(keep_days, AUDIT_LOG_KEEP_MIN_DAYS)))
+        if purged:
+            counts["audit"] = purged
     if any(counts.values()):
         audit_record(action="retention.purge", object_type="retention", summary={"deleted": counts})
     return counts

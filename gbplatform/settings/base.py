@@ -379,6 +379,10 @@ CHAT_CONNECTS_PER_MINUTE = env_int("CHAT_CONNECTS_PER_MINUTE", 60)
 # a semantic cache lookup): after each deploy or restart that user would wait seconds.
 WEB_PRELOAD = env_bool("WEB_PRELOAD", True)
 
+# Days the audit log keeps its events (each tenant's; the daily retention purge deletes older ones). Unset or
+# 0: forever. At least 90 (apps.compliance.retention.AUDIT_LOG_KEEP_MIN_DAYS) whatever is set.
+AUDIT_LOG_KEEP_DAYS = env_int("AUDIT_LOG_KEEP_DAYS", 0)
+
 # Health: which checks make /api/health answer 503 when they fail. The others only degrade it.
 HEALTH_REQUIRED_CHECKS = tuple(env_list("HEALTH_REQUIRED_CHECKS", ["database", "cache"]))
 # An outside dependency that does not answer a health probe this fast counts as failing.

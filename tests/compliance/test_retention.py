@@ -174,3 +174,59 @@ def test_export_archives_expire_after_the_keep_period_whatever_the_policies(cana
         rows["old"].refresh_from_db()
         assert rows["old"].report == {"counts": {"messages": 1}, "archive_expired": True}
         assert retention_purge() == {}
+
+
+def _audit_events(schema: str, ages: list[float]) -> None:
+    from apps.compliance.models import AuditEvent
+
+    with schema_context(schema):
+        for days in ages:
+            AuditEvent.objects.create(at=_ago(days), actor="test", action=f"test.aged.{days}")
+
+
+def _aged_left(schema: str) -> list[str]:
+    from apps.compliance.models import AuditEvent
+
+    with schema_context(schema):
+        return sorted(AuditEvent.objects.filter(action__startswith="test.aged.").values_list("action", flat=True))
+
+
+def test_audit_events_past_the_keep_period_are_purged_in_batches(canary_tenants, monkeypatch, settings):
+    a, b = canary_tenants.a, canary_tenants.b
+    monkeypatch.setattr(retention, "RETENTION_BATCH_SIZE", 2)  # 3 old events: batches of 2, 1
+    _audit_events(a.schema_name, [400, 200, 121, 119, 1])
+    _audit_events(b.schema_name, [400])
+    with schema_context(a.schema_name):
+        settings.AUDIT_LOG_KEEP_DAYS = 0  # unset: kept forever
+        assert retention_purge() == {}
+        settings.AUDIT_LOG_KEEP_DAYS = 120
+        assert retention_purge() == {"audit": 3}
+        [event] = audit_event_search(action="retention.purge")  # the purge itself is recorded, after it
+        assert '"audit": 3' in event.summary
+    assert _aged_left(a.schema_name) == ["test.aged.1", "test.aged.119"]
+    assert _aged_left(b.schema_name) == ["test.aged.400"]  # another tenant's log is its own purge's
+
+
+def test_audit_retention_below_the_minimum_keeps_the_minimum(canary_tenants, settings):
+    a = canary_tenants.a
+    _audit_events(a.schema_name, [retention.AUDIT_LOG_KEEP_MIN_DAYS + 1, retention.AUDIT_LOG_KEEP_MIN_DAYS - 1, 20])
+    settings.AUDIT_LOG_KEEP_DAYS = 7
+    with schema_context(a.schema_name):
+        assert retention_purge() == {"audit": 1}
+    assert _aged_left(a.schema_name) == sorted([f"test.aged.{retention.AUDIT_LOG_KEEP_MIN_DAYS - 1}", "test.aged.20"])
+
+
+def test_only_the_purge_may_delete_audit_events_and_nothing_may_change_them(canary_tenants):
+    from django.db import DatabaseError, connection, transaction
+
+    a = canary_tenants.a
+    _audit_events(a.schema_name, [400])
+    with schema_context(a.schema_name):
+        for statement, marked in (("DELETE FROM compliance_auditevent", False),
+                                  ("UPDATE compliance_auditevent SET actor = 'x'", True),
+                                  ("TRUNCATE compliance_auditevent", True)):
+            with pytest.raises(DatabaseError, match="append-only"), transaction.atomic(), connection.cursor() as cursor:
+                if marked:
+                    cursor.execute("SET LOCAL gbplatform.audit_purge = 'on'")
+                cursor.execute(statement)
+    assert _aged_left(a.schema_name) == ["test.aged.400"]
