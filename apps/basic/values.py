@@ -89,7 +89,12 @@ def as_number(value: object, what: str = "value") -> int | float:
         return int(value)
     if isinstance(value, str) and _NUMERIC.fullmatch(value):
         text = value.strip()
-        return float(text) if any(c in text for c in ".eE") else int(text)
+        if not any(c in text for c in ".eE"):
+            return int(text)
+        number = float(text)
+        if not math.isfinite(number):  # "11e308" (a concatenation of numbers) is past the largest float
+            raise BasicRuntimeError(f"number too large in {what}: {describe(value)}")
+        return number
     raise BasicRuntimeError(f"cannot use {describe(value)} as a number in {what}")
 
 
@@ -160,7 +165,13 @@ def intdiv(a: object, b: object) -> object:
     x, y = as_number(a, "'\\'"), as_number(b, "'\\'")
     if y == 0:
         raise BasicRuntimeError("division by zero")
-    return int(x / y)
+    if type(x) is int and type(y) is int:  # exact, however large (x / y would overflow a float)
+        quotient = abs(x) // abs(y)
+        return quotient if (x < 0) == (y < 0) else -quotient
+    result = x / y
+    if not math.isfinite(result):
+        raise BasicRuntimeError("'\\' result is too large")
+    return int(result)
 
 
 def mod(a: object, b: object) -> object:
