@@ -8,7 +8,12 @@ shared between them already is: sessions, turn order (a PostgreSQL advisory lock
 
 A child that dies is started again (its sockets are lost; clients reconnect and resume). Children that keep
 dying right after starting mean a broken deploy: the server stops with an error instead of looping.
-SIGTERM or SIGINT stops the children (they finish in-flight requests for CHILD_STOP_TIMEOUT_S), then exits.
+SIGTERM or SIGINT closes the socket and stops the children (daphne ends its connections; chat clients
+reconnect and resume; a child still running after CHILD_STOP_TIMEOUT_S is killed), then exits. The children
+also get SIGTERM if the supervisor itself dies, so none keeps serving old code on the port.
+
+IPv4 addresses only: daphne adopts an inherited socket as IPv4, and an IPv6 one would give the application
+garbage client addresses (rate limits and the audit log key on them). Put a proxy in front for IPv6.
 
     python -m gbplatform.serve --bind 0.0.0.0 --port 8000 --processes 4 gbplatform.asgi:application
     python -m gbplatform.serve -p 8000 gbplatform.asgi:application -- --proxy-headers   # daphne options after --
@@ -28,6 +33,8 @@ import time
 logger = logging.getLogger("gbplatform.serve")
 
 DEFAULT_APPLICATION = "gbplatform.asgi:application"
+# daphne options that would make each child bind its own endpoint (the second would crash on a busy port).
+ENDPOINT_OPTIONS = ("-b", "--bind", "-p", "--port", "-u", "--unix-socket", "--fd", "-e", "--endpoint")
 # Without WEB_PROCESSES: one per core, at most this many. Each process keeps up to CHAT_TURN_THREADS +
 # CHAT_QUICK_THREADS (40) PostgreSQL connections under load, and PostgreSQL's default allows 100.
 PROCESSES_DEFAULT_MAX = 2
@@ -45,6 +52,15 @@ RESTART_DELAY_S = 1.0
 POLL_S = 0.2
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the supervisor dies (Linux; elsewhere a no-op)."""
+    import contextlib
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def processes_default() -> int:
     raw = os.environ.get("WEB_PROCESSES", "").strip()
     if raw:
@@ -60,8 +76,7 @@ def processes_default() -> int:
 
 def listen(host: str, port: int) -> socket.socket:
     """The shared listening socket, inheritable by the children."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG)
+    sock = socket.create_server((host, port), family=socket.AF_INET, backlog=LISTEN_BACKLOG)
     sock.set_inheritable(True)
     return sock
 
@@ -77,11 +92,18 @@ class Supervisor:
         return [sys.executable, "-m", "daphne", "--fd", str(self.sock.fileno()), *self.daphne_args, self.application]
 
     def spawn(self, slot: int) -> None:
-        process = subprocess.Popen(self.command(), pass_fds=[self.sock.fileno()])  # noqa: S603 - our interpreter
+        process = subprocess.Popen(self.command(), pass_fds=[self.sock.fileno()],  # noqa: S603 - our interpreter
+                                   preexec_fn=_die_with_parent)  # noqa: PLW1509 - one prctl call, no threads yet
         self.children[slot] = (process, time.monotonic())
         logger.info("web process %d started (pid %d)", slot, process.pid)
 
     def run(self) -> int:
+        try:
+            return self._supervise()
+        finally:
+            self.stop()  # whatever ended the loop (a failed respawn too), no child outlives it
+
+    def _supervise(self) -> int:
         for slot in range(self.count):
             self.spawn(slot)
         while not self.stopping:
@@ -95,16 +117,15 @@ class Supervisor:
                              " right after starting" if quick else "")
                 if self.quick_deaths >= QUICK_DEATHS_MAX:
                     logger.error("web processes keep dying on start (%d in a row): stopping", self.quick_deaths)
-                    self.stop()
                     return 1
                 time.sleep(RESTART_DELAY_S)
                 if not self.stopping:
                     self.spawn(slot)
-        self.stop()
         return 0
 
     def stop(self) -> None:
         self.stopping = True
+        self.sock.close()  # no new connection waits in the backlog for a child that is going away
         for process, _started in self.children.values():
             if process.poll() is None:
                 process.terminate()
@@ -132,6 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     processes = args.processes if args.processes is not None else processes_default()
     if processes < 1:
         parser.error("--processes must be at least 1")
+    if ":" in args.bind:
+        parser.error("--bind takes an IPv4 address (daphne adopts the shared socket as IPv4; proxy IPv6)")
+    bad = [a for a in daphne_args if a.split("=", 1)[0] in ENDPOINT_OPTIONS]
+    if bad:
+        parser.error(f"daphne options after '--' may not name an endpoint ({', '.join(bad)}): use --bind/--port")
     logging.basicConfig(level=logging.INFO, format="[serve] %(message)s")
     try:
         sock = listen(args.bind, args.port)
@@ -146,10 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     logger.info("listening on %s:%d with %d daphne process(es)", args.bind, args.port, processes)
-    try:
-        return supervisor.run()
-    finally:
-        sock.close()
+    return supervisor.run()
 
 
 if __name__ == "__main__":

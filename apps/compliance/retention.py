@@ -161,6 +161,8 @@ def _purge_audit(cutoff: datetime) -> int:
             cursor.execute(f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE at < %s "  # noqa: S608
                            f"ORDER BY id LIMIT %s)", [cutoff, RETENTION_BATCH_SIZE])
             batch = cursor.rowcount
+            # Inside a caller's transaction this block is a savepoint and SET LOCAL would last to its commit.
+            cursor.execute("SET LOCAL gbplatform.audit_purge = 'off'")
         deleted += batch
         if batch < RETENTION_BATCH_SIZE:
             return deleted
@@ -177,7 +179,7 @@ def retention_purge(*, now: datetime | None = None) -> dict[str, int]:
     if expired:
         counts["exports"] = expired
     keep_days = getattr(settings, "AUDIT_LOG_KEEP_DAYS", 0)
-    if keep_days:
+    if keep_days > 0:  # unset, 0 or negative: kept forever
         purged = _purge_audit(now - timedelta(days=max(keep_days, AUDIT_LOG_KEEP_MIN_DAYS)))
         if purged:
             counts["audit"] = purged

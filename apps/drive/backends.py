@@ -536,9 +536,14 @@ class S3Drive:
         self.ensure_bucket()
         # S3Storage.open raises FileNotFoundError for a missing object (it HEADs before reading).
         with self.storage.open(key, "rb") as file:
-            if max_bytes is not None and file.size > max_bytes:  # the HEAD's Content-Length
+            if max_bytes is None:
+                return file.read()
+            if file.size > max_bytes:  # the HEAD's Content-Length
                 raise DriveObjectTooLarge(key, file.size, max_bytes)
-            return file.read()
+            data = file.read(max_bytes + 1)  # the object may have been replaced since the HEAD
+            if len(data) > max_bytes:
+                raise DriveObjectTooLarge(key, len(data), max_bytes)
+            return data
 
     def write(self, key: str, data: bytes) -> str:
         drive_key_validate(key)

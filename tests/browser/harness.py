@@ -30,7 +30,8 @@ CHROMIUM_ARGS = ["--disable-gpu", "--disable-background-networking", "--disable-
                  "--disable-sync", "--no-first-run"]
 # Daphne imports Django and the whole project: a few seconds on a busy 2-core machine.
 SERVER_START_TIMEOUT_S = 60
-SERVER_STOP_TIMEOUT_S = 10
+# Longer than gbplatform.serve's own wait for its children (CHILD_STOP_TIMEOUT_S).
+SERVER_STOP_TIMEOUT_S = 20
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 

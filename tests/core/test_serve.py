@@ -57,8 +57,9 @@ def served():
     process = _start(port, "--processes", "2", "tests.support.pid_asgi:application")
     yield port, process
     if process.poll() is None:
+        children = psutil.Process(process.pid).children(recursive=True)  # before the parent goes
         process.kill()
-        for child in psutil.Process(process.pid).children(recursive=True):
+        for child in children:
             child.kill()
         process.wait()
 
@@ -126,3 +127,24 @@ def test_daphne_options_go_after_a_double_dash_and_unknown_ones_are_refused():
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(serve.CHILD_STOP_TIMEOUT_S + 5) == 0
+
+
+def test_children_go_with_a_supervisor_killed_outright(served):
+    port, process = served
+    _wait(lambda: len(_children(process)) == 2 and all(_listening(c, port) for c in _children(process)),
+          "two daphne processes listening")
+    children = _children(process)
+    process.kill()  # no chance to stop them itself
+    process.wait()
+    _, alive = psutil.wait_procs(children, timeout=serve.CHILD_STOP_TIMEOUT_S + 5)
+    assert alive == []
+
+
+@pytest.mark.parametrize(("args", "reason"), [
+    (["-b", "::1"], "--bind takes an IPv4 address"),
+    (["tests.support.pid_asgi:application", "--", "-p", "9"], "may not name an endpoint (-p)"),
+])
+def test_binds_the_children_cannot_serve_are_refused(args, reason):
+    process = _start(free_port(), *args)
+    output, _ = process.communicate(timeout=30)
+    assert process.returncode == 2 and reason in output

@@ -3,6 +3,8 @@
 The function behind the append-only triggers (0001) now lets a DELETE through when the transaction set
 `gbplatform.audit_purge` to `on` (SET LOCAL, only apps.compliance.retention does it, for events older than
 AUDIT_LOG_KEEP_DAYS). UPDATE and TRUNCATE stay refused whatever is set. Same shared function and lock as 0001.
+The trigger guards against the application deleting by accident, not against someone with SQL access (who
+can set the same variable). Reversing this migration restores the shared function for every tenant.
 """
 
 from django.db import migrations
