@@ -86,9 +86,9 @@ def postgres_start(pgdata: Path) -> EmbeddedPostgres:
     info = server.get_postmaster_info()
     socket_dir = str(info.socket_dir)
     port = int(info.port)
-    _postgres_prepare(socket_dir, port)
+    raised = _postgres_prepare(socket_dir, port)
     server_handle = EmbeddedPostgres(pgdata=pgdata, socket_dir=socket_dir, port=port)
-    if _max_connections_raise(socket_dir, port):
+    if raised:
         if not already_running:  # the setting needs a restart; a server someone else started is left alone
             server_handle.stop()
             return postgres_start(pgdata)
@@ -99,30 +99,25 @@ def postgres_start(pgdata: Path) -> EmbeddedPostgres:
     return server_handle
 
 
-def _postgres_prepare(socket_dir: str, port: int) -> None:
+def _postgres_prepare(socket_dir: str, port: int) -> bool:
+    """Our database and the vector extension; True when max_connections was below EMBEDDED_MAX_CONNECTIONS
+    and is now set (it takes a restart)."""
     import psycopg
 
     with psycopg.connect(host=socket_dir, port=port, user="postgres", dbname="postgres", autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE_NAME]).fetchone()
         if not exists:
             conn.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
+        raised = int(conn.execute("SHOW max_connections").fetchone()[0]) < EMBEDDED_MAX_CONNECTIONS
+        if raised:
+            conn.execute(f"ALTER SYSTEM SET max_connections = {int(EMBEDDED_MAX_CONNECTIONS)}")
     # The template database is what the test runner copies: the vector extension installed there is
     # inherited by every test database without needing superuser rights later.
     with psycopg.connect(host=socket_dir, port=port, user="postgres", dbname="template1", autocommit=True) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
     with psycopg.connect(host=socket_dir, port=port, user="postgres", dbname=DATABASE_NAME, autocommit=True) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-
-
-def _max_connections_raise(socket_dir: str, port: int) -> bool:
-    """True when max_connections was below EMBEDDED_MAX_CONNECTIONS and is now set (effective on restart)."""
-    import psycopg
-
-    with psycopg.connect(host=socket_dir, port=port, user="postgres", dbname="postgres", autocommit=True) as conn:
-        if int(conn.execute("SHOW max_connections").fetchone()[0]) >= EMBEDDED_MAX_CONNECTIONS:
-            return False
-        conn.execute(f"ALTER SYSTEM SET max_connections = {int(EMBEDDED_MAX_CONNECTIONS)}")
-        return True
+    return raised
 
 
 def redis_server_binary() -> str:

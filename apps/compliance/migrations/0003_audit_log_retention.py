@@ -7,6 +7,8 @@ The trigger guards against the application deleting by accident, not against som
 can set the same variable). Reversing this migration restores the shared function for every tenant.
 """
 
+import importlib
+
 from django.db import migrations
 
 PURGE_ALLOWED = """
@@ -23,16 +25,8 @@ END
 $$;
 """
 
-APPEND_ONLY = """
-SELECT pg_advisory_xact_lock(7305512004611);
-CREATE OR REPLACE FUNCTION public.audit_event_immutable() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    RAISE EXCEPTION 'audit events are append-only: % on %.% refused', TG_OP, TG_TABLE_SCHEMA, TG_TABLE_NAME
-        USING ERRCODE = 'insufficient_privilege';
-END
-$$;
-"""
+# The reverse is 0001's append-only function itself.
+APPEND_ONLY = importlib.import_module("apps.compliance.migrations.0001_initial").CREATE_FUNCTION
 
 
 class Migration(migrations.Migration):
