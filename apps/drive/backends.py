@@ -101,6 +101,19 @@ class DriveObjectTooLarge(ValueError):
         self.key, self.size, self.max_bytes = key, size, max_bytes
 
 
+def _read_bounded(file, key: str, size: int, max_bytes: int | None) -> bytes:
+    """`file`'s content, refused from its known `size` past `max_bytes`; at most max_bytes + 1 bytes are read,
+    since the object may have grown or been replaced after its size was taken."""
+    if max_bytes is None:
+        return file.read()
+    if size > max_bytes:
+        raise DriveObjectTooLarge(key, size, max_bytes)
+    data = file.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise DriveObjectTooLarge(key, len(data), max_bytes)
+    return data
+
+
 class DriveKeyError(ValueError):
     """A key that could name something outside the drive's root, or that no backend can store as given."""
 
@@ -288,14 +301,7 @@ class LocalDrive:
             os.close(fd)
             raise FileNotFoundError(f"drive key {key!r} is a folder, not an object")
         with os.fdopen(fd, "rb") as file:
-            if max_bytes is None:
-                return file.read()
-            if st.st_size > max_bytes:
-                raise DriveObjectTooLarge(key, st.st_size, max_bytes)
-            data = file.read(max_bytes + 1)  # the file may have grown since fstat
-            if len(data) > max_bytes:
-                raise DriveObjectTooLarge(key, len(data), max_bytes)
-            return data
+            return _read_bounded(file, key, st.st_size, max_bytes)
 
     def write(self, key: str, data: bytes) -> str:
         path = self._path(key)
@@ -536,14 +542,7 @@ class S3Drive:
         self.ensure_bucket()
         # S3Storage.open raises FileNotFoundError for a missing object (it HEADs before reading).
         with self.storage.open(key, "rb") as file:
-            if max_bytes is None:
-                return file.read()
-            if file.size > max_bytes:  # the HEAD's Content-Length
-                raise DriveObjectTooLarge(key, file.size, max_bytes)
-            data = file.read(max_bytes + 1)  # the object may have been replaced since the HEAD
-            if len(data) > max_bytes:
-                raise DriveObjectTooLarge(key, len(data), max_bytes)
-            return data
+            return _read_bounded(file, key, file.size if max_bytes is not None else 0, max_bytes)  # HEAD's size
 
     def write(self, key: str, data: bytes) -> str:
         drive_key_validate(key)
