@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import pytest
@@ -132,3 +133,44 @@ async def test_a_bot_with_its_limits_off_still_counts_each_message_in_the_platfo
     settings.RATE_LIMIT_PLATFORM_IP_PER_MINUTE = 0
     await probe.submit("four", MessageType.USER)
     assert probe.queued == ["one", "two", "four"]
+
+
+async def _socket_closed(layer, group: str, channel: str) -> None:
+    """What a closing consumer does to the layer: leave its group, stop receiving (which unsubscribes)."""
+    receiving = asyncio.ensure_future(layer.receive(channel))
+    await asyncio.sleep(0)
+    await layer.group_discard(group, channel)
+    receiving.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await receiving
+
+
+@pytest.mark.asyncio
+async def test_a_socket_opening_in_a_quiet_process_gets_its_events_at_once():
+    """channels-redis's pub/sub reader sleeps 0.1 s between looks while the process has no subscription: the
+    first socket after the last one closed got its events that much late (a cached answer in 90 ms instead of
+    10). The consumer keeps one subscription standing (as connect() does), so nothing waits for that poll."""
+    from channels.layers import get_channel_layer
+
+    from apps.sessions.consumers import _layer_keep_listening
+
+    layer = get_channel_layer()
+    group = "chat.test.quiet-process"
+    await _layer_keep_listening(layer)
+    delays = []
+    # After the last socket closes, the reader of a process with nothing subscribed sleeps in 0.1 s steps:
+    # waits within one step put the next socket's first event at several points of it.
+    for quiet_s in (0.105, 0.12, 0.14):
+        channel = await layer.new_channel()
+        await layer.group_add(group, channel)
+        await _socket_closed(layer, group, channel)
+        await asyncio.sleep(quiet_s)
+        channel = await layer.new_channel()
+        await layer.group_add(group, channel)
+        started = time.perf_counter()
+        await layer.group_send(group, {"type": "chat.events", "events": []})
+        await asyncio.wait_for(layer.receive(channel), 2.0)
+        delays.append(time.perf_counter() - started)
+        await _socket_closed(layer, group, channel)
+    # Redis answers on loopback in well under a millisecond; the poll would hold each event 40-100 ms.
+    assert min(delays) < 0.03, [round(d * 1000, 1) for d in delays]
