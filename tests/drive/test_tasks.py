@@ -39,12 +39,23 @@ def drive_worker(django_db_blocker):
         yield worker
 
 
+def _mark_scans_queued(tenants) -> None:
+    for tenant in tenants:
+        with schema_context(tenant.schema_name):
+            cache.set(SCAN_QUEUED_KEY, "1", timeout=60)
+
+
 def test_dispatch_queues_a_scan_once_and_the_worker_processes_the_drive(drive_tenant, drive_worker):
+    from apps.tenants.selectors import tenant_list_ready
+
     schema = drive_tenant.schema_name
+    # Only this tenant's scan is queued: the worker outlives this test, and a scan of another tenant still
+    # queued would clear that tenant's mark (a scan clears it as it starts) under the next test.
+    _mark_scans_queued(t for t in tenant_list_ready() if t.schema_name != schema)
     with schema_context(schema):
         cache.delete(SCAN_QUEUED_KEY)
         tenant_drive().write("shop.gbai/shop.gbdialog/start.bas", b'TALK "hi"\n')
-    drive_dispatch_scans.apply()
+    assert drive_dispatch_scans.apply().get() == 1
     deadline = time.monotonic() + WAIT_S
     with schema_context(schema):
         while time.monotonic() < deadline:
@@ -59,9 +70,7 @@ def test_a_tenant_with_a_scan_queued_gets_no_second_one(drive_tenant, canary_ten
     from apps.tenants.selectors import tenant_list_ready
 
     # Every ready tenant of the run (other test modules create their own) has a scan queued.
-    for tenant in tenant_list_ready():
-        with schema_context(tenant.schema_name):
-            cache.set(SCAN_QUEUED_KEY, "1", timeout=60)
+    _mark_scans_queued(tenant_list_ready())
     assert drive_dispatch_scans.apply().get() == 0
     with schema_context(drive_tenant.schema_name):
         cache.delete(SCAN_QUEUED_KEY)
