@@ -45,11 +45,18 @@ def _preload() -> None:
         logging.getLogger(__name__).warning("preloading the offline embedding model failed", exc_info=True)
 
 
+def _startup_checks() -> None:
+    from apps.sessions.checks import connection_budget_log
+
+    connection_budget_log()
+
+
 def preload_start() -> None:
     import threading
 
     from django.conf import settings
 
+    threading.Thread(target=_startup_checks, name="web-startup-checks", daemon=True).start()
     if getattr(settings, "WEB_PRELOAD", False):
         threading.Thread(target=_preload, name="web-preload", daemon=True).start()
 

@@ -92,7 +92,9 @@ class Supervisor:
         return [sys.executable, "-m", "daphne", "--fd", str(self.sock.fileno()), *self.daphne_args, self.application]
 
     def spawn(self, slot: int) -> None:
-        process = subprocess.Popen(self.command(), pass_fds=[self.sock.fileno()],  # noqa: S603 - our interpreter
+        # The children know how many they are (apps.sessions.checks sizes the database connections by it).
+        env = {**os.environ, "WEB_PROCESSES": str(self.count)}
+        process = subprocess.Popen(self.command(), pass_fds=[self.sock.fileno()], env=env,  # noqa: S603
                                    preexec_fn=_die_with_parent)  # noqa: PLW1509 - one prctl call, no threads yet
         self.children[slot] = (process, time.monotonic())
         logger.info("web process %d started (pid %d)", slot, process.pid)

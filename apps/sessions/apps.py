@@ -10,6 +10,7 @@ class SessionsConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import post_save
 
+        from apps.sessions import checks  # noqa: F401 - registers the connection budget check
         from apps.tenants.models import Tenant
         from apps.tenants.selectors import tenant_settings_forget
 

@@ -54,7 +54,7 @@ CLOSE_TOO_MANY = 4429
 
 # Quick database work of connections (open a session, check a rate, replay) has its own small pool, so
 # turns held by slow LLMs or tools never keep a socket from connecting or being answered.
-CHAT_QUICK_THREADS = 8
+CHAT_QUICK_THREADS = int(getattr(settings, "CHAT_QUICK_THREADS", 8))
 # WebSocket connections one IP may open per minute (each creates a session and runs start.bas).
 CONNECTS_PER_MINUTE = int(getattr(settings, "CHAT_CONNECTS_PER_MINUTE", 60))
 # A pooled connection idle this long is checked before use (PostgreSQL restarted, a proxy dropped it).

@@ -370,6 +370,9 @@ CELERY_BEAT_SCHEDULE["compliance-retention"] = {
 CHAT_MESSAGE_MAX_CHARS = env_int("CHAT_MESSAGE_MAX_CHARS", 8000)
 # Turns one web process runs at once (each holds a thread and a database connection while it streams).
 CHAT_TURN_THREADS = env_int("CHAT_TURN_THREADS", 32)
+# Threads (and database connections) of a web process for the chat's quick work: opening sessions, rate
+# checks, replays. Not an operator setting: apps.sessions.checks counts it in the connection budget.
+CHAT_QUICK_THREADS = 8
 # One IP may send this many times a session's message rate (people behind one NAT share an address).
 CHAT_RATE_IP_FACTOR = env_int("CHAT_RATE_IP_FACTOR", 10)
 # WebSocket connections one client IP may open per minute (each creates a session and runs start.bas).

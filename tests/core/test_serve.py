@@ -70,6 +70,8 @@ def test_two_processes_share_the_socket_and_a_dead_one_is_replaced(served):
           "two daphne processes listening")
     pids = {c.pid for c in _children(process)}
     assert _get(port) in pids
+    # Each child knows how many they are (the database connection budget is counted from it).
+    assert [c.environ().get("WEB_PROCESSES") for c in _children(process)] == ["2", "2"]
     victim = _children(process)[0]
     victim.kill()
     # The other process answers at once, and the supervisor starts a replacement on the same socket.
