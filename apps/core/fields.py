@@ -71,6 +71,9 @@ class UndecryptableValue(str):
 class EncryptedFieldMixin:
     """What both encrypted fields share: text column, tenant-bound envelope, no lookups but isnull."""
 
+    # What precedes the envelope in the column (see encrypted_fields): nothing, every value is sealed.
+    encryption_prefix = ""
+
     def __init__(self, *args, **kwargs):
         for option in ("unique", "db_index", "primary_key"):
             if kwargs.get(option):
@@ -216,8 +219,13 @@ def _is_shared_only(model: type[models.Model]) -> bool:
     return name in _app_names("SHARED_APPS") and name not in _app_names("TENANT_APPS")
 
 
-def encrypted_fields(*, public: bool) -> list[tuple[type[models.Model], EncryptedFieldMixin]]:
-    """(model, field) for every encrypted column with a table in a tenant schema (or the public one)."""
+def encrypted_fields(*, public: bool) -> list[tuple[type[models.Model], models.Field]]:
+    """(model, field) for every encrypted column with a table in a tenant schema (or the public one).
+
+    An encrypted column is one whose field has `encryption_prefix` (a str) and `encryption_context(connection)`:
+    the fields above, where every value is an envelope, and fields that seal only some values and mark them
+    with a prefix before the envelope (apps.sessions.fields: message content when the tenant enables it).
+    The walk below reads and rewrites only the values that start with the prefix."""
     wanted = _app_names("SHARED_APPS" if public else "TENANT_APPS")
     found = []
     for model in apps.get_models():
@@ -225,7 +233,7 @@ def encrypted_fields(*, public: bool) -> list[tuple[type[models.Model], Encrypte
         if meta.proxy or not meta.managed or meta.app_config.name not in wanted:
             continue
         for model_field in meta.concrete_fields:
-            if isinstance(model_field, EncryptedFieldMixin):
+            if isinstance(getattr(model_field, "encryption_prefix", None), str):
                 found.append((model, model_field))
     return sorted(found, key=lambda item: (item[0]._meta.label, item[1].name))
 
@@ -272,12 +280,21 @@ def _names(model: type[models.Model], model_field: models.Field, connection) -> 
     return quote(model._meta.db_table), quote(model_field.column), quote(model._meta.pk.column)
 
 
+def _sealed(model_field: models.Field, col: str) -> tuple[str, str, list]:
+    """(SQL of the envelope, SQL condition that the value is sealed, its params) for a column."""
+    prefix = model_field.encryption_prefix
+    if not prefix:
+        return col, f"{col} IS NOT NULL", []
+    return f"substr({col}, {len(prefix) + 1:d})", f"left({col}, {len(prefix):d}) = %s", [prefix]
+
+
 def _stale_batch(model, model_field, *, connection, header: bytes, after, limit: int) -> list[tuple]:
     """Up to `limit` (pk, value) rows after `after` whose value is not under the active key; locked."""
     table, col, pk = _names(model, model_field, connection)
-    stale = _HEADER_SQL.format(col=col, n=crypto.HEADER_B64_CHARS)
-    sql = f"SELECT {pk}, {col} FROM {table} WHERE {col} IS NOT NULL AND {stale} IS DISTINCT FROM %s"  # noqa: S608
-    params: list = [len(header), header]
+    envelope, sealed, params = _sealed(model_field, col)
+    stale = _HEADER_SQL.format(col=envelope, n=crypto.HEADER_B64_CHARS)
+    sql = f"SELECT {pk}, {col} FROM {table} WHERE {sealed} AND {stale} IS DISTINCT FROM %s"  # noqa: S608
+    params += [len(header), header]
     if after is not None:
         sql += f" AND {pk} > %s"
         params.append(after)
@@ -300,22 +317,23 @@ def field_reencrypt(
     context = model_field.encryption_context(connection)
     header = crypto.envelope_header(keyring.active_key_id)
     table, col, pk = _names(model, model_field, connection)
+    prefix = model_field.encryption_prefix
     rewritten = failed = 0
     while True:
         with transaction.atomic(using=connection.alias):
             rows = _stale_batch(model, model_field, connection=connection, header=header, after=after,
                                 limit=batch_rows)
             updates = []
-            for row_pk, token in rows:
+            for row_pk, value in rows:
                 try:
-                    new = crypto.reencrypt(token, context=context, keyring=keyring)
+                    new = crypto.reencrypt(value[len(prefix):], context=context, keyring=keyring)
                 except crypto.EncryptionError as exc:
                     failed += 1
                     logger.error("encryption: cannot re-encrypt %s pk=%s in %s: %s",
                                  field_label(model, model_field), row_pk, context, exc)
                     continue
                 if new is not None:
-                    updates.append((new, row_pk))
+                    updates.append((prefix + new, row_pk))
             if updates:
                 with connection.cursor() as cursor:
                     cursor.executemany(f"UPDATE {table} SET {col} = %s WHERE {pk} = %s", updates)  # noqa: S608
@@ -368,10 +386,11 @@ def schema_key_counts() -> dict[str, dict[str, int]]:
     counts: dict[str, dict[str, int]] = {}
     for model, model_field in encrypted_fields(public=public):
         table, col, _ = _names(model, model_field, connection)
-        key_id = _KEY_ID_SQL.format(col=col, n=crypto.HEADER_B64_CHARS)
+        envelope, sealed, params = _sealed(model_field, col)
+        key_id = _KEY_ID_SQL.format(col=envelope, n=crypto.HEADER_B64_CHARS)
         with connection.cursor() as cursor:
             cursor.execute(
-                f"SELECT {key_id} AS key_id, count(*) FROM {table} WHERE {col} IS NOT NULL GROUP BY 1"  # noqa: S608
+                f"SELECT {key_id} AS key_id, count(*) FROM {table} WHERE {sealed} GROUP BY 1", params  # noqa: S608
             )
             rows = cursor.fetchall()
         per_key: dict[str, int] = {}

@@ -34,6 +34,13 @@ def tenant_flag_forget(schema: str | None = None) -> None:
 class TenantSealedTextField(models.TextField):
     description = "Text, encrypted at rest when the tenant enables it"
 
+    # Key rotation (apps.core.fields.schema_reencrypt, `manage.py encryption_rotate`) re-seals the values that
+    # carry this mark under the active key, and `--status` / `--retire` count them.
+    encryption_prefix = SEALED_MARK
+
+    def encryption_context(self, connection) -> str:
+        return getattr(connection, "schema_name", "") or ""
+
     def get_db_prep_value(self, value, connection, prepared=False):
         value = super().get_db_prep_value(value, connection, prepared)
         schema = getattr(connection, "schema_name", "") or ""

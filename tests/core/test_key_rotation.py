@@ -24,10 +24,15 @@ from apps.bots.models import Bot, BotMemory
 from apps.core import crypto
 from apps.core.fields import schema_key_counts, schema_reencrypt
 from apps.core.tasks import reencrypt, reencrypt_dispatch
+from apps.sessions import services as chat_services
+from apps.sessions.fields import SEALED_MARK, tenant_flag_forget
+from apps.sessions.models import Message, Role
+from apps.tenants.models import Tenant
 from apps.tenants.services import tenant_create, tenant_delete
 from gbplatform.celery import app
 
 MEMORY = "bots.BotMemory.value"
+MESSAGES = "chat.Message.content"
 ROWS_A, ROWS_B = 1100, 40  # A spans three batches of REENCRYPT_BATCH_ROWS
 WAIT_S = 60
 
@@ -171,3 +176,46 @@ def test_the_command_adds_a_key_reencrypts_and_refuses_to_retire_a_key_in_use(me
         call_command("encryption_rotate", "--retire", "k1")
         assert set(crypto.keyring_current(fresh=True).keys) == {"2026-q4"}
         assert _values(schemas[1])[0] == (0, schemas[1])
+
+
+def _sealing(schema: str, on: bool) -> None:
+    Tenant.objects.filter(schema_name=schema).update(encrypt_messages=on)
+    tenant_flag_forget()
+
+
+def test_sealed_message_content_is_reencrypted_counted_and_keeps_its_key_from_retiring(rotation_tenants, keys,
+                                                                                      django_db_blocker):
+    """Message content is sealed only while the tenant enables it (apps.sessions.fields): its sealed rows are
+    counted and re-encrypted like every encrypted column, its plaintext rows are left alone, and a key that
+    still seals a message cannot be retired (retiring it would make those messages unreadable)."""
+    schema = rotation_tenants[0]
+    with django_db_blocker.unblock(), schema_context(schema):
+        _sealing(schema, True)
+        try:
+            Bot.objects.create(name="sealer")
+            session = chat_services.session_bootstrap(bot_name="sealer")
+            for i in range(3):
+                Message.objects.create(session=session, index=i, role=Role.USER, content=f"secret {i}")
+            _sealing(schema, False)
+            plain = Message.objects.create(session=session, index=3, role=Role.USER, content="said in the clear")
+            assert schema_key_counts()[MESSAGES] == {"k1": 3}  # the plaintext row uses no key
+            assert crypto.keyring_add_key() == "k2"
+            with pytest.raises(CommandError, match=r"key k1 still encrypts \d+ values"):
+                call_command("encryption_rotate", "--retire", "k1")
+            report = schema_reencrypt()
+            assert report.fields[MESSAGES] == 3 and report.failed == 0
+            assert schema_key_counts()[MESSAGES] == {"k2": 3}
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT index, content FROM chat_message WHERE session_id = %s ORDER BY index",
+                               [session.pk])
+                raw = cursor.fetchall()
+            assert all(value.startswith(SEALED_MARK) and "secret" not in value for _, value in raw[:3])
+            assert raw[3] == (3, "said in the clear")
+            assert schema_reencrypt().rewritten == 0  # nothing left under another key
+            crypto.keyring_remove_key("k1")
+            crypto.keyring_reset()
+            contents = list(Message.objects.filter(session=session).order_by("index").values_list("content", flat=True))
+            assert contents == ["secret 0", "secret 1", "secret 2", plain.content]
+        finally:
+            _sealing(schema, False)
+            Bot.objects.filter(name="sealer").delete()
