@@ -35,6 +35,7 @@ _HTML_BLOCKS = frozenset({"p", "div", "section", "article", "header", "footer", 
                           "tr", "ul", "ol", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "form", "dl", "dt", "dd"})
 _REPLY_PREFIX_RE = re.compile(r"^\s*(re|aw|sv|res)\s*:\s*", re.IGNORECASE)
 _FILENAME_UNSAFE_RE = re.compile(r"[^A-Za-z0-9._ -]+")
+_HEADER_FOLD_RE = re.compile(r"[\r\n]+[ \t]*")
 # Senders that are mail systems, not people (bounces): never answered.
 _SYSTEM_SENDERS = ("mailer-daemon@", "postmaster@")
 
@@ -185,15 +186,44 @@ def filename_safe(name: str, fallback: str) -> str:
     return (base or fallback)[:120]
 
 
+class MessageUnreadable(ValueError):
+    """A received mail whose structure the parser cannot read (it is recorded as skipped, with this reason)."""
+
+
+def message_fallback_id(raw: bytes) -> str:
+    """The id of a mail without a usable Message-ID: its content identifies it, so polling it twice is one."""
+    return f"<sha256-{hashlib.sha256(raw).hexdigest()[:40]}@no-message-id>"
+
+
+def _header(message: EmailMessage, name: str) -> str:
+    """A header's value; a malformed one (which the parser of the default policy raises on, e.g. `From: "`
+    or `Message-ID: <`) reads as its raw text instead of failing the whole mail."""
+    try:
+        return str(message.get(name, ""))
+    except Exception:  # noqa: BLE001 - the header parser raises IndexError, ValueError and others on junk
+        raw = next((value for key, value in message.raw_items() if key.lower() == name.lower()), "")
+        return _HEADER_FOLD_RE.sub(" ", str(raw)).strip()
+
+
 def message_parse(raw: bytes) -> ReceivedMail:
+    """The parts of a received mail the bot needs. Malformed headers read as their raw text; a mail the
+    parser cannot read at all raises MessageUnreadable (never another exception: the poller records it and
+    goes on, instead of stopping at it on every poll)."""
+    try:
+        return _message_parse(raw)
+    except Exception as exc:  # noqa: BLE001 - any parser failure on hostile input is this one error
+        raise MessageUnreadable(f"the message cannot be read ({type(exc).__name__})") from exc
+
+
+def _message_parse(raw: bytes) -> ReceivedMail:
     message = email.message_from_bytes(raw, policy=email.policy.default)
-    message_id = (message_id_list(str(message.get("Message-ID", ""))) or [""])[0]
+    message_id = (message_id_list(_header(message, "Message-ID")) or [""])[0]
     if not message_id:
         # No Message-ID (allowed, if rare): the content identifies it, so polling it twice is still one.
-        message_id = f"<sha256-{hashlib.sha256(raw).hexdigest()[:40]}@no-message-id>"
-    from_address = email.utils.parseaddr(str(message.get("From", "")))[1].strip().lower()
-    in_reply_to = (message_id_list(str(message.get("In-Reply-To", ""))) or [""])[0]
-    references = message_id_list(str(message.get("References", "")))
+        message_id = message_fallback_id(raw)
+    from_address = email.utils.parseaddr(_header(message, "From"))[1].strip().lower()
+    in_reply_to = (message_id_list(_header(message, "In-Reply-To")) or [""])[0]
+    references = message_id_list(_header(message, "References"))
     thread_key = references[0] if references else (in_reply_to or message_id)
     text_part = message.get_body(preferencelist=("plain",))
     html_part = message.get_body(preferencelist=("html",)) if text_part is None else None
@@ -208,12 +238,15 @@ def message_parse(raw: bytes) -> ReceivedMail:
     attachments = []
     for index, part in enumerate(message.iter_attachments(), start=1):
         payload = part.get_payload(decode=True) or b""
-        attachments.append(ReceivedAttachment(filename_safe(part.get_filename() or "", f"attachment-{index}"),
-                                              payload))
-    headers = {key.lower(): str(value) for key, value in message.items()
-               if key.lower() in {"auto-submitted", "precedence", "list-id", "x-autoreply", "return-path"}}
+        try:
+            filename = part.get_filename() or ""
+        except Exception:  # noqa: BLE001 - a malformed Content-Disposition: the attachment keeps a made-up name
+            filename = ""
+        attachments.append(ReceivedAttachment(filename_safe(filename, f"attachment-{index}"), payload))
+    wanted = {"auto-submitted", "precedence", "list-id", "x-autoreply", "return-path"}
+    headers = {key.lower(): _header(message, key) for key in message.keys() if key.lower() in wanted}
     return ReceivedMail(message_id=message_id[:255], from_address=from_address[:320],
-                        subject=header_clean(str(message.get("Subject", ""))), text=text,
+                        subject=header_clean(_header(message, "Subject")), text=text,
                         in_reply_to=in_reply_to, references=references, thread_key=thread_key[:255],
                         headers=headers, attachments=attachments)
 

@@ -80,13 +80,17 @@ class IncomingMail(models.Model):
 
 class MailboxState(models.Model):
     """Where the poller stopped in a bot's IMAP folder. UIDs are only meaningful under one UIDVALIDITY
-    of one mailbox: a change of either (or of server, user, folder) starts over from unseen mail."""
+    of one mailbox: a change of either (or of server, user, folder) starts over, from the unread mail of what
+    is there and everything that arrives after."""
 
     bot = models.OneToOneField(Bot, on_delete=models.CASCADE, related_name="mailbox_state")
     # server:port/user/folder the position belongs to.
     mailbox = models.CharField(max_length=600)
     uidvalidity = models.BigIntegerField(default=0)
     last_uid = models.BigIntegerField(default=0)
+    # The last UID that was already in the folder when the poller started on it: mail up to here is answered
+    # only while unread (the mailbox's history is not replied to); mail after it is all new.
+    baseline_uid = models.BigIntegerField(default=0)
     last_polled_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
 

@@ -392,19 +392,32 @@ def mailbox_poll(*, bot: Bot) -> PollReport:
     return report
 
 
+def _mailbox_uids(client, state: MailboxState) -> tuple[list[int], list[int]]:
+    """(unread mail up to the baseline, all mail after it) not yet handled, each in UID order."""
+    last, baseline = state.last_uid, state.baseline_uid
+    old: list[int] = []
+    if last < baseline:
+        old = sorted(u for u in client.search(["UNSEEN", "UID", f"{last + 1}:{baseline}"]) if last < u <= baseline)
+    start = max(last, baseline)
+    # `UID n:*` always names the folder's last message, even when its UID is below n: hence the filter.
+    new = sorted(u for u in client.search(["UID", f"{start + 1}:*"]) if u > start)
+    return old, new
+
+
 def _mailbox_read(bot: Bot, account: ImapAccount, report: PollReport) -> None:
     with _imap_connect(account) as client:
         selected = client.select_folder(account.folder)
         uidvalidity, uidnext = int(selected[b"UIDVALIDITY"]), int(selected.get(b"UIDNEXT") or 0)
         state, _ = MailboxState.objects.get_or_create(bot=bot, defaults={"mailbox": account.mailbox})
-        fresh = state.mailbox != account.mailbox or state.uidvalidity != uidvalidity or not state.last_uid
-        if fresh:
-            # A new mailbox (or one whose UIDs were renumbered): answer what is unread, then follow UIDs.
-            state.mailbox, state.uidvalidity, state.last_uid = account.mailbox, uidvalidity, 0
-            uids = sorted(client.search("UNSEEN"))
-        else:
-            uids = sorted(u for u in client.search(["UID", f"{state.last_uid + 1}:*"]) if u > state.last_uid)
-        batch = uids[:POLL_BATCH]
+        if state.mailbox != account.mailbox or state.uidvalidity != uidvalidity:
+            # A new mailbox (or one whose UIDs were renumbered): what is there now is its history, answered
+            # only while unread; everything after it is new. A server without UIDNEXT: its highest UID.
+            baseline = uidnext - 1 if uidnext else max(client.search("ALL") or [0])
+            state.mailbox, state.uidvalidity, state.last_uid, state.baseline_uid = (
+                account.mailbox, uidvalidity, 0, baseline)
+            state.save()
+        old, new = _mailbox_uids(client, state)
+        batch = (old + new)[:POLL_BATCH]
         sizes = client.fetch(batch, ["RFC822.SIZE"]) if batch else {}
         for uid in batch:
             report.fetched += 1
@@ -427,18 +440,25 @@ def _mailbox_read(bot: Bot, account: ImapAccount, report: PollReport) -> None:
                 report.failed += row.status == IncomingMail.Status.FAILED
             state.last_uid = uid
             state.save()
-        if fresh and len(uids) <= POLL_BATCH and uidnext:
-            state.last_uid = max(state.last_uid, uidnext - 1)  # read mail that was already there stays read
+        if len(old) <= POLL_BATCH and state.last_uid < state.baseline_uid:
+            # Every unread message of the history was handled: the rest of it stays as it is.
+            state.last_uid = state.baseline_uid
         state.save()
 
 
 def incoming_record_skipped(*, bot: Bot, raw: bytes, uid: int | None, reason: str) -> IncomingResult:
-    """Record a mail that is not processed (e.g. too large) from its header, so it shows with the reason."""
-    mail = content.message_parse(raw)
+    """Record a mail that is not processed (too large, unreadable) from what of it can be read, so it shows
+    with the reason, is marked read and is not fetched again."""
+    try:
+        mail = content.message_parse(raw)
+        message_id = mail.message_id
+        seen = {"thread_key": mail.thread_key, "from_address": mail.from_address, "subject": mail.subject}
+    except content.MessageUnreadable:
+        message_id = content.message_fallback_id(raw)
+        seen = {"thread_key": message_id, "from_address": "", "subject": ""}
     row, created = IncomingMail.objects.get_or_create(
-        bot=bot, message_id=mail.message_id,
-        defaults={"thread_key": mail.thread_key, "from_address": mail.from_address, "subject": mail.subject,
-                  "mailbox_uid": uid, "status": IncomingMail.Status.SKIPPED, "reason": reason,
+        bot=bot, message_id=message_id,
+        defaults={**seen, "mailbox_uid": uid, "status": IncomingMail.Status.SKIPPED, "reason": reason,
                   "processed_at": timezone.now()},
     )
     return IncomingResult(row, duplicate=not created)
@@ -452,7 +472,12 @@ def incoming_process(*, bot: Bot, raw: bytes, uid: int | None = None,
     in the bot's turn propagates (the poller stops and the mail is tried again on the next poll) until
     INCOMING_MAX_ATTEMPTS, then the row shows failed.
     """
-    mail = content.message_parse(raw)
+    try:
+        mail = content.message_parse(raw)
+    except content.MessageUnreadable as exc:
+        # Recorded and marked read: a mail the parser cannot read must not stop the mailbox at it forever.
+        logger.warning("mail: a message for bot %s is unreadable: %s", bot.name, exc)
+        return incoming_record_skipped(bot=bot, raw=raw, uid=uid, reason=str(exc))
     with transaction.atomic():
         row, created = IncomingMail.objects.select_for_update().get_or_create(
             bot=bot, message_id=mail.message_id,

@@ -105,6 +105,20 @@ def test_a_mail_without_message_id_gets_a_stable_one_from_its_content():
     assert message_parse(raw).message_id != message_parse(_raw({"From": "a@x.test", "Subject": "other"})).message_id
 
 
+def test_malformed_headers_read_as_their_raw_text_instead_of_failing_the_mail():
+    """The standard parser raises IndexError on these header values; the mail must still be read (one such mail
+    used to stop the bot's mailbox at it on every poll)."""
+    for headers, sender in (({"Message-ID": "<", "From": "ana@x.test"}, "ana@x.test"),
+                            ({"Message-ID": "<x@[", "From": '"'}, ""),
+                            ({"From": "=?utf-8?q?a=40b.c?= <", "Subject": "still here"}, "")):
+        raw = b"".join(f"{k}: {v}\r\n".encode() for k, v in headers.items()) + b"\r\nthe body\r\n"
+        mail = message_parse(raw)
+        assert mail.text == "the body"
+        assert mail.message_id.endswith("@no-message-id>")  # none of them has a usable id
+        assert mail.subject == headers.get("Subject", "")
+        assert mail.from_address == sender  # no address in the broken ones: such a mail is not answered
+
+
 def test_long_bodies_are_cut_for_the_bot():
     mail = message_parse(_raw({"From": "a@x.test", "Message-ID": "<l@x>"}, body="x" * (BODY_TEXT_MAX_CHARS + 50)))
     assert len(mail.text) < BODY_TEXT_MAX_CHARS + 50 and mail.text.endswith("[message truncated]")

@@ -180,6 +180,51 @@ def test_automated_mail_is_recorded_and_not_answered(mail_tenant, committed_db, 
         assert not OutgoingMail.objects.filter(bot=bot).exists()
 
 
+def append_raw(dovecot: DovecotServer, bot: Bot, raw: bytes, *, seen: bool = False) -> None:
+    client = imap(dovecot, bot)
+    client.append("INBOX", raw, flags=[b"\\Seen"] if seen else [])
+    client.logout()
+
+
+def test_a_mail_with_malformed_headers_is_read_and_does_not_block_the_mailbox(
+        mail_tenant, committed_db, mail_worker, smtp, dovecot, chat_turns):
+    """Python's mail parser raises on `Message-ID: <` and `From: "`: such a mail stopped every poll of the mailbox
+    at it (never recorded, never flagged), so nothing after it was ever answered."""
+    with schema_context(mail_tenant.schema_name):
+        bot = mailbox_bot(smtp, dovecot)
+        append_raw(dovecot, bot, b'Message-ID: <\r\nFrom: "\r\nSubject: broken\r\n\r\nhello\r\n')
+        deliver(dovecot, bot, subject="after the broken one")
+        report = mailbox_poll(bot=bot)
+        assert (report.error, report.fetched, report.answered) == ("", 2, 1)
+        broken = IncomingMail.objects.get(bot=bot, subject="broken")
+        assert broken.message_id.endswith("@no-message-id>") and broken.status != "received"
+        assert smtp.wait_for(1)[0].message["Subject"] == "Re: after the broken one"
+        assert mailbox_poll(bot=bot).fetched == 0  # both flagged and behind the poller's position
+
+
+def test_a_mailboxs_history_is_never_answered_only_its_unread_and_new_mail(
+        mail_tenant, committed_db, mail_worker, smtp, dovecot, chat_turns, monkeypatch):
+    """The first poll of a mailbox answers what is unread there, in batches, and then everything that arrives;
+    mail that was already read when the bot started on the mailbox is its history and is never answered (with
+    more unread mail than one batch, the poller used to go on through every message, read or not)."""
+    monkeypatch.setattr(services, "POLL_BATCH", 2)
+    with schema_context(mail_tenant.schema_name):
+        bot = mailbox_bot(smtp, dovecot)
+        for n in range(3):
+            append_raw(dovecot, bot, f"From: old@x.test\r\nMessage-ID: <old{n}.{bot.name}@x.test>\r\n"
+                                     f"Subject: old read {n}\r\n\r\nlong ago\r\n".encode(), seen=True)
+            deliver(dovecot, bot, subject=f"unread {n}")
+        assert mailbox_poll(bot=bot).answered == 2
+        assert mailbox_poll(bot=bot).answered == 1
+        assert mailbox_poll(bot=bot).fetched == 0
+        # Mail arriving after the start is new even if someone read it in their mail client first.
+        append_raw(dovecot, bot, f"From: ana@example.test\r\nMessage-ID: <new.{bot.name}@x.test>\r\n"
+                                 "Subject: new but read\r\n\r\nhi\r\n".encode(), seen=True)
+        assert mailbox_poll(bot=bot).answered == 1
+        answered = sorted(IncomingMail.objects.filter(bot=bot).values_list("subject", flat=True))
+        assert answered == ["new but read", "unread 0", "unread 1", "unread 2"]
+
+
 def test_a_tenants_poll_never_uses_another_tenants_mailbox(
         mail_tenant, other_mail_tenant, committed_db, mail_worker, smtp, dovecot, chat_turns):
     with schema_context(other_mail_tenant.schema_name):
