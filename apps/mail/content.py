@@ -244,7 +244,7 @@ def _message_parse(raw: bytes) -> ReceivedMail:
             filename = ""
         attachments.append(ReceivedAttachment(filename_safe(filename, f"attachment-{index}"), payload))
     wanted = {"auto-submitted", "precedence", "list-id", "x-autoreply", "return-path"}
-    headers = {key.lower(): _header(message, key) for key in message.keys() if key.lower() in wanted}
+    headers = {key.lower(): _header(message, key) for key in message if key.lower() in wanted}
     return ReceivedMail(message_id=message_id[:255], from_address=from_address[:320],
                         subject=header_clean(_header(message, "Subject")), text=text,
                         in_reply_to=in_reply_to, references=references, thread_key=thread_key[:255],
