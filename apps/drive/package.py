@@ -469,6 +469,9 @@ def kb_name_of(path: str) -> str | None:
     return None
 
 
+PROMPT_FILE_NAMES = ("prompt.md", "prompt.txt")
+
+
 def package_classify(path: str) -> str:
     """`bas`, `kb`, `config`, `prompt`, `data` or `other` for a package path or object key (case-insensitive)."""
     lowered = path.lower()
@@ -476,10 +479,15 @@ def package_classify(path: str) -> str:
         return "bas"
     if ".gbkb/" in lowered and os.path.splitext(lowered)[1] in KB_EXTENSIONS and kb_name_of(path) is not None:
         return "kb"
-    if ".gbot/" in lowered and lowered.endswith("config.csv"):
-        return "config"
-    if ".gbot/" in lowered and lowered.endswith(("prompt.md", "prompt.txt")):
-        return "prompt"
+    # The bot's settings and prompt are files with exactly these names directly in its `.gbot/` folder (as in
+    # every upstream package). Upstream takes any name ending so: a backup `old-config.csv` then replaced the
+    # live settings, and removing it cleared them.
+    folder, _, name = lowered.rpartition("/")
+    if folder.rpartition("/")[2].endswith(".gbot"):
+        if name == "config.csv":
+            return "config"
+        if name in PROMPT_FILE_NAMES:
+            return "prompt"
     if ".gbdata/" in lowered and lowered.endswith(".csv"):
         return "data"
     return "other"

@@ -90,6 +90,7 @@ def _scan(bot_name: str | None) -> ScanReport:
     drive = tenant_drive()
     stored = DriveObject.objects.all() if bot_name is None else DriveObject.objects.filter(bot_name=bot_name)
     known = {obj.key: obj for obj in stored}
+    _again(known, _reclassify(known))
     hints = {k: (o.size, o.mtime_ns, o.etag) for k, o in known.items() if o.mtime_ns is not None}
 
     seen: set[str] = set()
@@ -142,7 +143,22 @@ def _scan(bot_name: str | None) -> ScanReport:
     gone = [obj for key, obj in known.items() if key not in seen and key.startswith(listed_prefix)]
     for obj in gone:
         _remove(obj, report)
+    # Removing a bot's settings or prompt file cleared them: another file of that kind still there (the same
+    # name in another case) applies again.
+    cleared = {(obj.bot_name, obj.kind) for obj in gone if obj.kind in ("config", "prompt")}
+    remaining = [o for o in [*known.values(), *created] if (o.bot_name, o.kind) in cleared and o.key in seen]
+    for obj in sorted(remaining, key=lambda o: o.key):
+        bot = Bot.objects.filter(name=obj.bot_name).first()
+        if bot is not None:
+            _process(drive, bot, obj, report)
     return report
+
+
+def _again(known: dict[str, DriveObject], undone: set[tuple[str, str]]) -> None:
+    """Mark the bots' remaining settings and prompt files of the undone kinds to be processed in this scan."""
+    for obj in known.values():
+        if (obj.bot_name, obj.kind) in undone:
+            obj.processed_etag = ""
 
 
 def _bots_ensure(names: set[str]) -> dict[str, Bot]:
@@ -194,19 +210,46 @@ def _failed(obj: DriveObject, message: str, report: ScanReport) -> None:
         logger.warning("drive object parked after repeated failures", extra={"key": obj.key})
 
 
-def _remove(obj: DriveObject, report: ScanReport) -> None:
+def _unapply(obj: DriveObject) -> None:
+    """Undo what processing the file did to its bot (it is gone, or no longer of its recorded kind)."""
     bot = Bot.objects.filter(name=obj.bot_name).first()
+    if bot is not None:
+        if obj.kind == "bas":
+            bot_services.script_remove(bot=bot, path=obj.key)
+        elif obj.kind == "config":
+            bot_services.config_clear(bot=bot)
+        elif obj.kind == "prompt":
+            bot_services.prompt_sync(bot=bot, data=None)
+        elif obj.kind == "data":
+            bot_services.data_csv_sync(bot=bot, path=obj.key, data=None)
+    if obj.kind == "kb":
+        kb_services.document_remove(path=obj.key)
+
+
+def _remove(obj: DriveObject, report: ScanReport) -> None:
     with transaction.atomic():
-        if bot is not None:
-            if obj.kind == "bas":
-                bot_services.script_remove(bot=bot, path=obj.key)
-            elif obj.kind == "config":
-                bot_services.config_clear(bot=bot)
-            elif obj.kind == "prompt":
-                bot_services.prompt_sync(bot=bot, data=None)
-            elif obj.kind == "data":
-                bot_services.data_csv_sync(bot=bot, path=obj.key, data=None)
-        if obj.kind == "kb":
-            kb_services.document_remove(path=obj.key)
+        _unapply(obj)
         obj.delete()
     report.removed.append(obj.key)
+
+
+def _reclassify(known: dict[str, DriveObject]) -> set[tuple[str, str]]:
+    """Objects recorded under a kind the current rules no longer give them (an upgrade changed the rules):
+    what they did is undone and they are processed again under their new kind. Returns the (bot, kind) pairs
+    undone, whose remaining files of that kind must be applied again (a stray `old-config.csv` was recorded as
+    the bot's settings; undoing it cleared them)."""
+    undone: set[tuple[str, str]] = set()
+    for obj in known.values():
+        split = _split(obj.key)
+        kind = drive_object_kind(split[1]) if split is not None else obj.kind
+        if kind == obj.kind:
+            continue
+        recorded = obj.kind
+        with transaction.atomic():
+            _unapply(obj)
+            obj.kind, obj.processed_etag = kind, ""
+            obj.save(update_fields=["kind", "processed_etag", "updated_at"])
+        logger.info("drive object reclassified", extra={"key": obj.key, "kind": kind})
+        if recorded in ("config", "prompt"):
+            undone.add((obj.bot_name, recorded))
+    return undone

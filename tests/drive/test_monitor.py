@@ -160,6 +160,41 @@ def test_broken_config_keeps_the_previous_configuration(canary_tenants, storage)
         assert BotConfig.objects.get(key="bot-name").value == "Shop"
 
 
+def test_a_backup_of_the_settings_is_not_the_settings_and_removing_it_keeps_them(canary_tenants, storage):
+    """Upstream takes any .gbot/ file ending in config.csv as the bot's settings: `old-config.csv` (sorted after
+    `config.csv`) silently replaced them, and deleting the backup cleared them for good."""
+    with schema_context(canary_tenants.a.schema_name):
+        _deploy(_shop_files())
+        drive = tenant_drive()
+        drive.write("shop.gbai/shop.gbot/old-config.csv", b"name,value\nbot-name,Old\n")
+        drive.write("shop.gbai/shop.gbot/system-prompt.md", b"an old prompt")
+        drive_scan()
+        assert BotConfig.objects.get(key="bot-name").value == "Shop"
+        assert Bot.objects.get(name="shop").system_prompt == ""
+        drive.delete("shop.gbai/shop.gbot/old-config.csv")
+        drive.delete("shop.gbai/shop.gbot/system-prompt.md")
+        drive_scan()
+        assert BotConfig.objects.get(key="bot-name").value == "Shop"
+
+
+def test_files_recorded_under_an_older_rule_are_reclassified_and_the_settings_applied_again(canary_tenants,
+                                                                                           storage):
+    """A drive recorded before the rule changed: the backup was the bot's settings. The next scan undoes it and
+    applies the real config.csv again, in the same scan."""
+    with schema_context(canary_tenants.a.schema_name):
+        _deploy(_shop_files())
+        tenant_drive().write("shop.gbai/shop.gbot/old-config.csv", b"name,value\nbot-name,Old\n")
+        drive_scan()
+        stray = DriveObject.objects.get(key="shop.gbai/shop.gbot/old-config.csv")
+        # As the old rule recorded it: kind config, processed, and its values applied.
+        DriveObject.objects.filter(pk=stray.pk).update(kind="config")
+        BotConfig.objects.filter(key="bot-name").update(value="Old")
+        report = drive_scan()
+        assert DriveObject.objects.get(pk=stray.pk).kind == "other"
+        assert BotConfig.objects.get(key="bot-name").value == "Shop"
+        assert "shop.gbai/shop.gbot/config.csv" in report.processed
+
+
 def test_two_tenants_with_a_bot_of_the_same_name_never_meet(canary_tenants, storage):
     a, b = canary_tenants.a, canary_tenants.b
     files_a = _shop_files()
