@@ -263,13 +263,20 @@ def bot_deploy(*, package: Package) -> DeployReport:
     root = package_root(package.bot_name)
     new_keys = {root + f.path for f in package.files}
     old_keys = {entry.key for entry in drive.list(root)}
-    for item in package.files:
-        drive.write(root + item.path, item.data)
     # The bot's file area (`<bot>.gbdrive/`) holds what scripts wrote at run time: a deploy replaces the
     # package, not the bot's data.
     runtime_area = f"{root}{package.bot_name}.gbdrive/"
     stale = {key for key in old_keys - new_keys if not key.startswith(runtime_area)}
-    for key in stale:
+    # Old files in the way of new ones go first (a file `policies` where a folder `policies/` was, or the
+    # other way round: a filesystem drive cannot hold both); the rest of the old package goes after.
+    new_folders = {key[: i + 1] for key in new_keys for i, ch in enumerate(key) if ch == "/"}
+    in_the_way = {key for key in stale if key + "/" in new_folders
+                  or any(key[:i] in new_keys for i, ch in enumerate(key) if ch == "/")}
+    for key in sorted(in_the_way):
+        drive.delete(key)
+    for item in package.files:
+        drive.write(root + item.path, item.data)
+    for key in stale - in_the_way:
         drive.delete(key)
     bot = bot_ensure(name=package.bot_name)
     report = drive_scan(bot_name=package.bot_name, wait_s=DEPLOY_SCAN_WAIT_S)

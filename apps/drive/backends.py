@@ -308,6 +308,11 @@ class LocalDrive:
         path.parent.mkdir(parents=True, exist_ok=True)
         # The folders may have been created through a link planted meanwhile: check again before writing.
         path = self._path(key)
+        if path.is_dir():
+            # A folder is not an object: one left empty by deletes (files go, their folders stay) gives way to
+            # the file. A folder that still holds files fails the replace below (IsADirectoryError).
+            with contextlib.suppress(OSError):
+                path.rmdir()
         fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=LOCAL_TEMP_PREFIX)
         try:
             with os.fdopen(fd, "wb") as file:

@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from apps.drive.backends import DriveKeyError, drive_key_validate
+
 # --- limits ------------------------------------------------------------------------------------------
 
 # Spec §1.3 package limits (`user-file-count`, `package-max-size`, document size): one bot package holds at
@@ -184,6 +186,26 @@ def _check_duplicates(paths: list[str]) -> None:
         seen[key] = path
 
 
+def _check_storable(bot_name: str, paths: list[str]) -> None:
+    """Every file can be stored in the drive under the bot's package folder, and no path is both a file and a
+    folder: a deploy found out half way, with part of the new package written over the old one."""
+    root = f"{bot_name}.gbai/"
+    folders: dict[str, str] = {}
+    for path in paths:
+        try:
+            drive_key_validate(root + path)
+        except DriveKeyError as exc:
+            raise PackageError(f"entry '{_show(path[:200])}' cannot be stored in the drive: {exc}") from None
+        parts = path.split("/")
+        for end in range(1, len(parts)):
+            folder = "/".join(parts[:end])
+            folders.setdefault(_collision_key(folder), folder)
+    for path in paths:
+        folder = folders.get(_collision_key(path))
+        if folder is not None:
+            raise PackageError(f"'{_show(path)}' is both a file and a folder ('{_show(folder)}/...')")
+
+
 def _split_layout(entries: list[list[str]], bot_name: str | None) -> tuple[str, int]:
     """Decide the bot name and how many leading segments to strip (1 for `<name>.gbai/...`, else 0)."""
     package_dirs = {parts[0] for parts in entries if len(parts) > 1 and parts[0].lower().endswith(PACKAGE_SUFFIX)}
@@ -305,6 +327,7 @@ def package_read_zip(fileobj: BinaryIO, *, bot_name: str | None = None,
         name, strip = _split_layout([parts for parts, _ in selected], bot_name)
         paths = ["/".join(parts[strip:]) for parts, _ in selected]
         _check_duplicates(paths)
+        _check_storable(name, paths)
 
         files: list[PackageFile] = []
         for path, (_, info) in zip(paths, selected, strict=True):
@@ -367,6 +390,7 @@ def package_read_dir(path: Path, *, limits: PackageLimits = DEFAULT_LIMITS) -> P
             _check_sizes("/".join(parts), size, total, limits)
         paths = ["/".join(parts) for parts, _ in listed]
         _check_duplicates(paths)
+        _check_storable(name, paths)
         files = [PackageFile(path=p, data=_read_disk_file(root_fd, parts, size, limits))
                  for p, (parts, size) in zip(paths, listed, strict=True)]
     finally:

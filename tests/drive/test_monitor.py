@@ -177,6 +177,22 @@ def test_a_backup_of_the_settings_is_not_the_settings_and_removing_it_keeps_them
         assert BotConfig.objects.get(key="bot-name").value == "Shop"
 
 
+def test_a_redeploy_may_turn_a_folder_into_a_file_and_a_file_into_a_folder(canary_tenants, storage):
+    """A local drive cannot hold `x` and `x/...` at once: the deploy wrote the new file over the old folder and
+    failed half way (IsADirectoryError)."""
+    with schema_context(canary_tenants.a.schema_name):
+        first = _deploy({**_shop_files(), "shop.gbtheme/logo/small.png": b"png", "shop.gbtheme/banner": b"v1"})
+        assert first.errors == {}
+        second = _deploy({**_shop_files(), "shop.gbtheme/logo": b"now a file", "shop.gbtheme/banner/wide.png": b"v2"})
+        assert second.errors == {}
+        drive = tenant_drive()
+        assert drive.read("shop.gbai/shop.gbtheme/logo") == b"now a file"
+        assert drive.read("shop.gbai/shop.gbtheme/banner/wide.png") == b"v2"
+        keys = {entry.key for entry in drive.list("shop.gbai/shop.gbtheme/")}
+        assert keys == {"shop.gbai/shop.gbtheme/logo", "shop.gbai/shop.gbtheme/banner/wide.png",
+                        "shop.gbai/shop.gbtheme/style.css"}
+
+
 def test_files_recorded_under_an_older_rule_are_reclassified_and_the_settings_applied_again(canary_tenants,
                                                                                            storage):
     """A drive recorded before the rule changed: the backup was the bot's settings. The next scan undoes it and

@@ -172,6 +172,20 @@ def test_case_insensitive_duplicates_are_rejected():
         "entries 'demo.gbdialog/Start.bas' and 'demo.gbdialog/start.bas' differ only in case or accents")
 
 
+def test_a_path_that_is_both_a_file_and_a_folder_is_rejected():
+    buf = make_zip([("demo.gbai/demo.gbkb/docs", b"1"), ("demo.gbai/demo.gbkb/Docs/a.txt", b"2")])
+    assert read_error(buf) == "'demo.gbkb/docs' is both a file and a folder ('demo.gbkb/Docs/...')"
+
+
+def test_names_the_drive_cannot_store_are_rejected_before_anything_is_written():
+    """A name segment over 255 bytes (86 CJK characters) or a key over the drive's limit failed the deploy half
+    way, with the files sorted before it already written over the old package."""
+    long_segment = "规" * 86 + ".md"
+    assert "cannot be stored in the drive" in read_error(make_zip([(f"demo.gbai/demo.gbkb/faq/{long_segment}", b"x")]))
+    deep = "/".join(["folder"] * 130) + "/a.md"  # under the archive's 1024 bytes, over the drive's 896
+    assert "cannot be stored in the drive" in read_error(make_zip([(f"demo.gbai/demo.gbkb/{deep}", b"x")]))
+
+
 def _patch_bytes(buf: io.BytesIO, old: bytes, new: bytes) -> io.BytesIO:
     return io.BytesIO(buf.getvalue().replace(old, new))
 
