@@ -841,19 +841,21 @@ class Compiler:
             return coalesce
         const = e.right.value if isinstance(e.right, n.Lit) else _NO_CONST
         if op == "+":
-            add = V.add
+            add, int_bound = V.add, V.INT_BOUND
             if type(const) is int:
                 def add_const(vm: object) -> object:
                     a = left(vm)
                     if type(a) is int:
-                        return a + const  # type: ignore[operator]
+                        r = a + const  # type: ignore[operator]
+                        return r if -int_bound < r < int_bound else add(a, const)
                     return add(a, const)
                 return add_const
 
             def add_ev(vm: object) -> object:
                 a, b = left(vm), right(vm)
                 if type(a) is int and type(b) is int:
-                    return a + b
+                    r = a + b
+                    return r if -int_bound < r < int_bound else add(a, b)
                 return add(a, b)
             return add_ev
         if op in ("<", "<=", ">", ">=") and (type(const) is int or type(const) is float):

@@ -24,6 +24,8 @@ __all__ = ["is_truthy", "value_to_text", "bounded_json"]
 
 # Integers beyond this many bits become floats, as in VB (Double); Python ints would grow without bound.
 MAX_INT_BITS = 63
+# Integers strictly between these keep integer arithmetic; beyond, a result becomes a float (see _bounded).
+INT_BOUND = 1 << MAX_INT_BITS
 
 
 def bounded_json(value: object, limit: int = MAX_STRING_CHARS) -> str:
@@ -114,7 +116,7 @@ def check_text(text: str) -> str:
 def add(a: object, b: object) -> object:
     ta, tb = type(a), type(b)
     if (ta is int or ta is float) and (tb is int or tb is float):
-        return a + b  # type: ignore[operator]
+        return bounded(a + b)  # type: ignore[operator]
     if ta is str or tb is str:
         return check_text(value_to_text(a) + value_to_text(b))
     if ta is list and tb is list:
@@ -127,7 +129,7 @@ def add(a: object, b: object) -> object:
         return {**a, **b}  # type: ignore[dict-item]
     if a is None and b is None:
         return None
-    return as_number(a, "'+'") + as_number(b, "'+'")
+    return bounded(as_number(a, "'+'") + as_number(b, "'+'"))
 
 
 def concat(a: object, b: object) -> str:
@@ -135,10 +137,13 @@ def concat(a: object, b: object) -> str:
 
 
 def sub(a: object, b: object) -> object:
-    return as_number(a, "'-'") - as_number(b, "'-'")
+    return bounded(as_number(a, "'-'") - as_number(b, "'-'"))
 
 
-def _bounded(n: int | float) -> int | float:
+def bounded(n: int | float) -> int | float:
+    """An arithmetic result within the language's numbers: an integer past 64 bits becomes a float (repeated
+    doubling used to grow integers without end, until saving the state failed in Python), and a float past the
+    float range is the error "number too large"."""
     if type(n) is int and n.bit_length() > MAX_INT_BITS:
         return float(n)
     if type(n) is float and not math.isfinite(n):
@@ -149,7 +154,7 @@ def _bounded(n: int | float) -> int | float:
 def mul(a: object, b: object) -> object:
     if isinstance(a, str) and type(b) is int and _numeric_text(a) is None:
         raise BasicRuntimeError(f"cannot multiply text {describe(a)}")
-    return _bounded(as_number(a, "'*'") * as_number(b, "'*'"))
+    return bounded(as_number(a, "'*'") * as_number(b, "'*'"))
 
 
 def div(a: object, b: object) -> object:
@@ -191,7 +196,7 @@ def power(a: object, b: object) -> object:
         raise BasicRuntimeError(f"'^' cannot compute {x} ^ {y}")
     if type(result) is int and result.bit_length() > 1024:
         raise BasicRuntimeError("'^' result is too large")
-    return _bounded(result)
+    return bounded(result)
 
 
 def neg(a: object) -> object:

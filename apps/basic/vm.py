@@ -141,7 +141,7 @@ class VM:
         state = self.state()
         try:
             size = len(V.bounded_json(state, limits.MAX_STATE_BYTES))
-        except LimitExceeded:
+        except (LimitExceeded, ValueError):  # ValueError: a value JSON cannot hold (defence: numbers are bounded)
             size = limits.MAX_STATE_BYTES + 1
         if size > limits.MAX_STATE_BYTES:
             return RunResult("error", error={"line": self._line(self.frames[-1]["pc"]),

@@ -233,15 +233,21 @@ def config_lookup(values: Mapping[str, str], key: str, default: str | None = Non
     return found if found is not None else default
 
 
+I64_DIGITS_MAX = 19
+
+
 def _typed(value: str) -> object:
     # Order matters and mirrors upstream: integer, then float, then boolean, else the text itself.
     text = value.strip()
     if _INT_RE.fullmatch(text):
-        number = int(text)
-        if _I64_MIN <= number <= _I64_MAX:
-            return number
-        # Too large for a 64-bit integer: upstream's float parse takes it.
-        return float(number)
+        # A 64-bit integer has at most 19 digits; int() of thousands of them is slow or refused outright.
+        if len(text.lstrip("+-")) <= I64_DIGITS_MAX:
+            number = int(text)
+            if _I64_MIN <= number <= _I64_MAX:
+                return number
+        # Too large for a 64-bit integer: upstream's float parse takes it (past the float range: the text).
+        number = float(text)
+        return number if math.isfinite(number) else text
     if _FLOAT_RE.fullmatch(text):
         number = float(text)
         if math.isfinite(number):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -14,6 +12,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from apps.bots.models import Bot
 from apps.compliance.middleware import CSP_HEADER, content_security_policy, csp_extra_sources_parse
 from apps.compliance.services import audit_record
+from apps.core.wire import WireError, json_loads
 from apps.meet import selectors
 from apps.meet.livekit import livekit_configured, livekit_csp_sources
 from apps.meet.models import Room
@@ -45,7 +44,9 @@ def _error(message: str, status: int) -> JsonResponse:
 def _payload(request: HttpRequest) -> dict:
     if request.content_type == "application/json":
         try:
-            data = json.loads(request.body or b"{}")
+            data = json_loads(request.body or b"{}")
+        except WireError as exc:
+            raise MeetError(f"the body is not valid JSON: {exc}") from None
         except (ValueError, UnicodeDecodeError):
             raise MeetError("the body is not valid JSON") from None
         if not isinstance(data, dict):

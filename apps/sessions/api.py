@@ -21,6 +21,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from apps.bots.selectors import bot_config_values
 from apps.compliance.services import request_client_ip
 from apps.core.ratelimit import ratelimited
+from apps.core.wire import WireError, json_loads
 from apps.sessions import events, services
 from apps.sessions.models import MessageType
 from apps.sessions.openapi import openapi_schema
@@ -47,7 +48,9 @@ def _body(request: HttpRequest) -> dict:
     if not request.body:
         return {}
     try:
-        data = json.loads(request.body)
+        data = json_loads(request.body)
+    except WireError as exc:
+        raise TurnError(f"malformed JSON body: {exc}") from None
     except ValueError:
         raise TurnError("malformed JSON body") from None
     if not isinstance(data, dict):

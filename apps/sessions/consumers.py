@@ -31,6 +31,7 @@ from django.db import connections
 from django_tenants.utils import schema_context
 
 from apps.core.ratelimit import platform_ip_bucket
+from apps.core.wire import WireError, json_loads
 from apps.sessions import events, rendering, services
 from apps.sessions.models import MessageType, Role
 from apps.sessions.turns import TurnError, session_chips
@@ -392,7 +393,10 @@ class ChatConsumerBase(AsyncWebsocketConsumer):
             await self.render_status(f"message too large (limit {FRAME_MAX_BYTES} bytes)")
             return
         try:
-            frame = json.loads(raw)
+            frame = json_loads(raw)
+        except WireError as exc:
+            await self.render_status(f"malformed frame: {exc}")
+            return
         except ValueError:
             await self.render_status("malformed frame: expected JSON")
             return

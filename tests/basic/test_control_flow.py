@@ -176,3 +176,14 @@ def test_function_locals_do_not_leak_and_globals_are_shared() -> None:
     src = ('total = 1\nSUB Add(n)\n  tmp = n\n  total = total + n\nEND SUB\n'
            'CALL Add(5)\nTALK total\nTALK "[" + tmp + "]"')
     assert talks(src) == ["6", "[]"]
+
+
+def test_integer_sums_past_64_bits_become_floats_and_past_the_float_range_an_error() -> None:
+    """Repeated doubling grew Python integers without end (`*` and `^` were bounded, `+` and `-` not): a HEAR
+    after it then failed in Python while saving the state, with no BASIC error."""
+    assert talks('x = 9223372036854775807\nx = x + 1\nTALK x\ny = -9223372036854775807 - 2\nTALK y') == [
+        "9.223372036854776e+18", "-9.223372036854776e+18"]
+    assert talks('x = 4611686018427387904\nTALK x + x') == ["9.223372036854776e+18"]
+    r = run('x = 1\nFOR i = 1 TO 15000\nx = x + x\nNEXT\nHEAR n')
+    assert r.result.status == "error"
+    assert r.result.error == {"line": 3, "message": "number too large"}

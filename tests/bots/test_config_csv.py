@@ -232,6 +232,14 @@ def test_params_types_are_exact():
     assert params["c"] == 1000.0
 
 
+def test_params_past_the_integer_and_float_ranges_stay_usable():
+    """A param of thousands of digits made int() raise on every script run (start, tools, jobs)."""
+    huge = "9" * 5000
+    params = config_params({"param-big": "1" + "0" * 24, "param-huge": huge, "param-negative": "-" + huge})
+    assert params["big"] == 1e24 and type(params["big"]) is float  # past 64 bits: a float, as upstream
+    assert params["huge"] == huge and params["negative"] == "-" + huge  # past the float range: the text
+
+
 def test_sample_config_parses_cleanly():
     sample = Path(__file__).resolve().parents[2] / "samples" / "demo.gbai" / "demo.gbot" / "config.csv"
     parsed = config_parse(sample.read_bytes())

@@ -71,6 +71,10 @@ def test_api_key_errors_are_specific_and_create_nothing(console_client, canary_t
     bad_days = client.post("/console/api-keys/create/", {"name": "ci", "scopes": ["chat"], "days": "-3",
                                                          "confirmed": "yes"})
     assert bad_days.status_code == 400 and "number of days" in bad_days.content.decode()
+    for days in ("²", "9" * 5000):  # str.isdigit() takes both; int() refused them with a 500
+        odd = client.post("/console/api-keys/create/", {"name": "ci", "scopes": ["chat"], "days": days,
+                                                        "confirmed": "yes"})
+        assert odd.status_code == 400 and "number of days" in odd.content.decode()
     with schema_context(canary_tenants.a.schema_name):
         assert not ApiKey.objects.exists()
 

@@ -95,6 +95,13 @@ def test_progress_fragment_polls_while_a_followed_row_is_pending(console_client,
     assert "every 1s" in html.content.decode()
 
 
+def test_progress_ignores_ids_that_are_not_plain_numbers(console_client, canary_tenants):
+    ids = _documents(canary_tenants.a, {"d.txt": "pending"})
+    odd = ",".join(["²", "9" * 30, "-1", str(ids["d.txt"])])  # isdigit() took the first two; int() or the DB refused
+    html = console_client(Role.VIEWER).get(f"/console/kb/{canary_tenants.a.canary}/progress/?ids={odd}")
+    assert html.status_code == 200 and "every 1s" in html.content.decode()
+
+
 def test_retry_requeues_a_failed_document_after_confirmation(console_client, canary_tenants):
     ids = _documents(canary_tenants.a, {"c.pdf": "failed"})
     client = console_client(Role.EDITOR)

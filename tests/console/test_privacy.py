@@ -89,6 +89,9 @@ def test_retention_is_set_after_confirmation_and_cleared_with_an_empty_value(con
     bad = client.post("/console/compliance/retention/set/", {"data_class": "messages", "days": "0",
                                                               "confirmed": "yes"})
     assert bad.status_code == 400 and "whole number from 1" in bad.content.decode()
+    odd = client.post("/console/compliance/retention/set/", {"data_class": "messages", "days": "³",
+                                                              "confirmed": "yes"})
+    assert odd.status_code == 400 and "whole number from 1" in odd.content.decode()
     client.post("/console/compliance/retention/set/", {"data_class": "messages", "days": "", "confirmed": "yes"})
     with schema_context(canary_tenants.a.schema_name):
         assert not RetentionPolicy.objects.exists()

@@ -289,6 +289,12 @@ async def test_malformed_oversized_and_empty_frames_get_an_error_and_the_socket_
         assert "65536" in (await sock.until(is_error))[-1]["message"]
         await sock.send("   ")
         assert "empty" in (await sock.until(is_error))[-1]["message"]
+        # A number past the float range reached int() as OverflowError, which dropped the socket; a lone
+        # surrogate failed only when PostgreSQL was asked to store the message.
+        await sock.send_raw('{"content": "big", "message_type": 1e400}')
+        assert "out of range" in (await sock.until(is_error))[-1]["message"]
+        await sock.send_raw('{"content": "half \\ud800 of a pair"}')
+        assert "surrogate" in (await sock.until(is_error))[-1]["message"]
         await sock.send("still there?")
         assert await sock.bot_texts(1) == ["echo: still there?"]
     rows = stored(chat_tenant.schema_name, ids["session_id"])

@@ -21,7 +21,7 @@ from apps.compliance.selectors import audit_event_csv_lines, audit_event_search
 from apps.compliance.services import audit_record
 from apps.console.pagination import console_page
 from apps.console.services import ConsoleActionError, console_user_role_set
-from apps.console.views.common import confirmation_page, console_render
+from apps.console.views.common import confirmation_page, console_render, whole_number
 
 # The longest an API key made in the console may live without renewal; a key without expiry stays possible
 # (an integration), but an expiry far beyond this is a typo.
@@ -103,10 +103,11 @@ def api_key_create_page(request: HttpRequest) -> HttpResponse:
         return confirm
     expires_at = None
     if form["days"]:
-        if not form["days"].isdigit() or not 1 <= int(form["days"]) <= API_KEY_MAX_DAYS:
+        days = whole_number(form["days"])
+        if days is None or not 1 <= days <= API_KEY_MAX_DAYS:
             return _api_keys_render(request, form=form, status=400, error=_(
                 "Expiry: give a number of days from 1 to %(max)d, or leave it empty.") % {"max": API_KEY_MAX_DAYS})
-        expires_at = timezone.now() + dt.timedelta(days=int(form["days"]))
+        expires_at = timezone.now() + dt.timedelta(days=days)
     try:
         created = api_key_create(name=form["name"], scopes=form["scopes"], created_by=request.user,
                                  expires_at=expires_at, request=request)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from django.http import Http404, HttpRequest, HttpResponse
@@ -10,6 +11,11 @@ from django.utils.translation import gettext as _
 
 from apps.accounts.roles import Role, role_allows
 from apps.bots.models import Bot
+
+# The whole numbers console forms and queries take (days, ids) are short: a longer string is not one of them
+# (and int() of thousands of digits is slow, or refused).
+WHOLE_NUMBER_MAX_DIGITS = 9
+_WHOLE_NUMBER = re.compile(rf"[0-9]{{1,{WHOLE_NUMBER_MAX_DIGITS}}}")
 
 CONFIRMED_FIELD = "confirmed"
 CONFIRMED_VALUE = "yes"
@@ -51,3 +57,10 @@ def bot_or_404(name: str) -> Bot:
     if bot is None:
         raise Http404(_("No bot named %(name)s in this tenant.") % {"name": name})
     return bot
+
+
+def whole_number(raw: str | None) -> int | None:
+    """The whole number `raw` spells in ASCII digits, or None (`str.isdigit` also takes `²` and other digits
+    that int() refuses)."""
+    raw = (raw or "").strip()
+    return int(raw) if _WHOLE_NUMBER.fullmatch(raw) else None

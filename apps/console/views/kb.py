@@ -16,7 +16,7 @@ from apps.bots.models import Bot
 from apps.console.pagination import console_page
 from apps.console.selectors import document_table, indexing_progress, kb_overview
 from apps.console.services import ConsoleActionError, console_document_retry
-from apps.console.views.common import bot_or_404, confirmation_page, console_render
+from apps.console.views.common import bot_or_404, confirmation_page, console_render, whole_number
 from apps.kb.models import Document, KnowledgeBase
 from apps.kb.search import MAX_LIMIT, MODES, kb_search
 
@@ -65,7 +65,7 @@ def kb_progress_fragment(request: HttpRequest, name: str) -> HttpResponse:
     still "waiting for the indexer". A followed row still pending keeps the polling on whatever the bar says.
     """
     bot = bot_or_404(name)
-    ids = [int(part) for part in request.GET.get("ids", "").split(",") if part.isdigit()][:PROGRESS_MAX_IDS]
+    ids = [n for n in map(whole_number, request.GET.get("ids", "").split(",")) if n is not None][:PROGRESS_MAX_IDS]
     progress = indexing_progress(bot=bot)
     rows = list(Document.objects.filter(kb__bot=bot, pk__in=ids).select_related("kb")) if ids else []
     still_pending = ",".join(str(d.pk) for d in rows if d.status == Document.Status.PENDING)

@@ -15,7 +15,7 @@ from apps.compliance.gdpr import SubjectError, subject_export_read, subject_requ
 from apps.compliance.models import DataSubjectRequest
 from apps.compliance.services import audit_record
 from apps.console.pagination import console_page
-from apps.console.views.common import confirmation_page, console_render
+from apps.console.views.common import confirmation_page, console_render, whole_number
 
 BACK = "/console/compliance/requests/"
 
@@ -96,7 +96,8 @@ def retention_set(request: HttpRequest) -> HttpResponse:
     from apps.compliance.retention import retention_policy_set
 
     data_class, raw = request.POST.get("data_class", ""), request.POST.get("days", "").strip()
-    if raw and (not raw.isdigit() or not 1 <= int(raw) <= RETENTION_MAX_DAYS):
+    days = whole_number(raw)
+    if raw and (days is None or not 1 <= days <= RETENTION_MAX_DAYS):
         return _retention_render(request, status=400, error=_(
             "Days: give a whole number from 1 to %(max)d, or leave it empty to keep the data.") % {
             "max": RETENTION_MAX_DAYS})
@@ -107,7 +108,7 @@ def retention_set(request: HttpRequest) -> HttpResponse:
     if confirm:
         return confirm
     try:
-        retention_policy_set(data_class=data_class, days=int(raw) if raw else None, actor=request.user)
+        retention_policy_set(data_class=data_class, days=days, actor=request.user)
     except ValueError as exc:
         return _retention_render(request, error=str(exc), status=400)
     messages.success(request, _("Retention of %(data)s saved.") % {"data": data_class})

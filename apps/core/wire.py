@@ -1,0 +1,51 @@
+"""JSON from clients (REST bodies, WebSocket frames): numbers that are numbers, text that is text.
+
+Python's json module takes `1e400` as infinity and `NaN` / `Infinity` as floats, and keeps `"\\ud800"` as a lone
+surrogate: the first reach int() as OverflowError or ValueError far from the parse, the last fails only when
+PostgreSQL is asked to store it (UnicodeEncodeError), after part of the work is done. Refused here, at the
+parse, as the malformed input they are.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+class WireError(ValueError):
+    """Client JSON that is well-formed but not acceptable (a non-finite number, a lone surrogate)."""
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise WireError(f"number {text[:40]} is out of range")
+    return number
+
+
+def _no_constant(name: str) -> float:
+    raise WireError(f"{name} is not a number JSON allows")
+
+
+def _checked(value: object) -> object:
+    """`value` with every string checked for lone surrogates (keys too)."""
+    if isinstance(value, str):
+        if _LONE_SURROGATE.search(value):
+            raise WireError("text holds an unpaired UTF-16 surrogate escape (\\ud800-\\udfff)")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _checked(key)
+            _checked(item)
+    elif isinstance(value, list):
+        for item in value:
+            _checked(item)
+    return value
+
+
+def json_loads(raw: str | bytes) -> object:
+    """json.loads, refusing non-finite numbers and lone surrogates with WireError (a ValueError, as every
+    other malformed input raises)."""
+    return _checked(json.loads(raw, parse_float=_finite, parse_constant=_no_constant))
