@@ -11,11 +11,9 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.core.cache import cache
-from django_tenants.utils import schema_context
 
 from apps.analytics.services import daily_questions_retention_apply, daily_stats_refresh_recent
-from apps.tenants.celery import PlatformTask
-from apps.tenants.selectors import tenant_list_ready
+from apps.tenants.celery import PlatformTask, each_ready_tenant
 from gbplatform.celery import app
 
 # Days a periodic refresh recomputes: today and yesterday.
@@ -37,11 +35,12 @@ def analytics_refresh_task() -> dict:
 
 @app.task(name="analytics.dispatch_refresh", base=PlatformTask)
 def analytics_dispatch_refresh() -> int:
-    queued = 0
     ttl = settings.ANALYTICS_REFRESH_INTERVAL_S * REFRESH_QUEUED_TTL_INTERVALS
-    for tenant in tenant_list_ready():
-        with schema_context(tenant.schema_name):
-            if cache.add(REFRESH_QUEUED_KEY, "1", timeout=ttl):
-                analytics_refresh_task.apply_async(queue="jobs")
-                queued += 1
-    return queued
+
+    def queue() -> bool:
+        if cache.add(REFRESH_QUEUED_KEY, "1", timeout=ttl):
+            analytics_refresh_task.apply_async(queue="jobs")
+            return True
+        return False
+
+    return each_ready_tenant(queue, what="analytics.dispatch_refresh")

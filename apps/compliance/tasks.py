@@ -3,12 +3,9 @@ purge per ready tenant). Thin: each task calls one service."""
 
 from __future__ import annotations
 
-from django_tenants.utils import schema_context
-
 from apps.compliance.gdpr import subject_request_execute
 from apps.compliance.retention import retention_purge
-from apps.tenants.celery import PlatformTask
-from apps.tenants.selectors import tenant_list_ready
+from apps.tenants.celery import PlatformTask, each_ready_tenant
 from gbplatform.celery import app
 
 
@@ -28,9 +25,8 @@ def retention_purge_task() -> dict:
 @app.task(name="compliance.dispatch_retention", base=PlatformTask)
 def retention_dispatch_task() -> int:
     """Daily (beat): queue one retention purge per ready tenant."""
-    queued = 0
-    for tenant in tenant_list_ready():
-        with schema_context(tenant.schema_name):
-            retention_purge_task.delay()
-            queued += 1
-    return queued
+    def queue() -> bool:
+        retention_purge_task.delay()
+        return True
+
+    return each_ready_tenant(queue, what="compliance.dispatch_retention")

@@ -2,11 +2,9 @@
 
 from django.conf import settings
 from django.core.cache import cache
-from django_tenants.utils import schema_context
 
 from apps.drive.services import drive_scan
-from apps.tenants.celery import PlatformTask
-from apps.tenants.selectors import tenant_list_ready
+from apps.tenants.celery import PlatformTask, each_ready_tenant
 from gbplatform.celery import app
 
 # Set (in the tenant's cache namespace) while a scan is queued; a dispatch skips such a tenant, so a slow
@@ -27,11 +25,12 @@ def drive_scan_task() -> dict:
 @app.task(name="drive.dispatch_scans", base=PlatformTask)
 def drive_dispatch_scans() -> int:
     """Queue one scan per ready tenant that has none queued; scans spread over the drive workers."""
-    queued = 0
     ttl = settings.DRIVE_SCAN_INTERVAL_S * SCAN_QUEUED_TTL_INTERVALS
-    for tenant in tenant_list_ready():
-        with schema_context(tenant.schema_name):
-            if cache.add(SCAN_QUEUED_KEY, "1", timeout=ttl):
-                drive_scan_task.apply_async(queue="drive")
-                queued += 1
-    return queued
+
+    def queue() -> bool:
+        if cache.add(SCAN_QUEUED_KEY, "1", timeout=ttl):
+            drive_scan_task.apply_async(queue="drive")
+            return True
+        return False
+
+    return each_ready_tenant(queue, what="drive.dispatch_scans")

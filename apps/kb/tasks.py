@@ -4,13 +4,11 @@ from datetime import timedelta
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django_tenants.utils import schema_context
 
 from apps.kb.embeddings import EmbeddingError
 from apps.kb.indexing import document_index, document_index_give_up
 from apps.kb.services import documents_requeue_stale
-from apps.tenants.celery import PlatformTask
-from apps.tenants.selectors import tenant_list_ready
+from apps.tenants.celery import PlatformTask, each_ready_tenant
 from gbplatform.celery import app
 
 # An embedding service that is down gets this many tries, spaced out, before the document shows the error.
@@ -36,8 +34,4 @@ def document_index_task(self, document_id: int, etag: str) -> str:
 def documents_requeue_stale_task() -> int:
     """Beat: in every ready tenant, queue again the documents whose indexing task was lost."""
     older_than = timedelta(seconds=settings.KB_INDEX_STALE_S)
-    total = 0
-    for tenant in tenant_list_ready():
-        with schema_context(tenant.schema_name):
-            total += documents_requeue_stale(older_than=older_than)
-    return total
+    return each_ready_tenant(lambda: documents_requeue_stale(older_than=older_than), what="kb.requeue_stale")

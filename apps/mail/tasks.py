@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.core.cache import cache
-from django_tenants.utils import schema_context
 
 from apps.bots.models import BotConfig
 from apps.mail.services import (
@@ -21,8 +20,7 @@ from apps.mail.services import (
     mail_retry_delay,
     mailboxes_poll,
 )
-from apps.tenants.celery import PlatformTask
-from apps.tenants.selectors import tenant_list_ready
+from apps.tenants.celery import PlatformTask, each_ready_tenant
 from gbplatform.celery import app
 
 # Set (in the tenant's cache namespace) while a poll is queued: a slow tenant never piles up polls.
@@ -53,14 +51,15 @@ def mail_poll_task() -> list[dict]:
 
 @app.task(name="mail.dispatch_polls", base=PlatformTask)
 def mail_dispatch_polls() -> int:
-    queued = 0
     ttl = settings.MAIL_POLL_INTERVAL_S * POLL_QUEUED_TTL_INTERVALS
-    for tenant in tenant_list_ready():
-        with schema_context(tenant.schema_name):
-            values = BotConfig.objects.filter(key__iregex=IMAP_KEY_REGEX).values_list("value", flat=True)
-            if not any(str(v).strip() for v in values):  # values are encrypted: checked here, not in SQL
-                continue
-            if cache.add(POLL_QUEUED_KEY, "1", timeout=ttl):
-                mail_poll_task.apply_async(queue="mail")
-                queued += 1
-    return queued
+
+    def queue() -> bool:
+        values = BotConfig.objects.filter(key__iregex=IMAP_KEY_REGEX).values_list("value", flat=True)
+        if not any(str(v).strip() for v in values):  # values are encrypted: checked here, not in SQL
+            return False
+        if cache.add(POLL_QUEUED_KEY, "1", timeout=ttl):
+            mail_poll_task.apply_async(queue="mail")
+            return True
+        return False
+
+    return each_ready_tenant(queue, what="mail.dispatch_polls")

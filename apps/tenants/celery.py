@@ -8,12 +8,17 @@ arrives without one.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+
 from django.conf import settings
 from django.db import connection
 from django_tenants.utils import get_public_schema_name
 from tenant_schemas_celery.task import TenantTask
 
 from apps.core.logging import request_context_clear, request_context_set
+
+logger = logging.getLogger(__name__)
 
 
 class TenantRequiredError(RuntimeError):
@@ -40,6 +45,13 @@ class TenantScopedTask(TenantTask):
         # task_prerun (tenant-schemas-celery) has already switched to the message's schema, or left public.
         if not _in_tenant_schema():
             raise TenantRequiredError(f"task {self.name} received without a tenant: refused")
+        from apps.tenants.selectors import tenant_is_ready
+
+        if not tenant_is_ready(connection.schema_name):
+            # Suspended (or being deleted): its queued and retried tasks stop too, not only new dispatches.
+            logger.warning("task %s skipped: tenant %s is not ready (suspended or deleted)", self.name,
+                           connection.schema_name)
+            return None
         # Log lines of the task carry its tenant and, as request id, the task id.
         request_context_set(request_id=self.request.id or "", tenant=connection.schema_name)
         try:
@@ -57,3 +69,21 @@ class PlatformTask(TenantTask):
         if connection.schema_name != get_public_schema_name():
             connection.set_schema_to_public()
         return super().__call__(*args, **kwargs)
+
+
+def each_ready_tenant(work: Callable[[], int | bool | None], *, what: str) -> int:
+    """A beat dispatcher's loop: `work` in each ready tenant's schema, its results summed. One tenant failing (a
+    schema left half-migrated, a tenant deleted since the list was read) is logged, and every tenant after it
+    still gets its turn."""
+    from django_tenants.utils import schema_context
+
+    from apps.tenants.selectors import tenant_list_ready
+
+    total = 0
+    for tenant in tenant_list_ready():
+        try:
+            with schema_context(tenant.schema_name):
+                total += int(work() or 0)
+        except Exception:  # noqa: BLE001 - one tenant's failure must not starve the others
+            logger.exception("%s: tenant %s failed; the other tenants go on", what, tenant.schema_name)
+    return total

@@ -68,7 +68,8 @@ _tenant_settings: dict[str, tuple[float, dict]] = {}
 
 
 def tenant_settings(schema: str) -> dict:
-    """`{"llm_daily_tokens": int | None, "encrypt_messages": bool}` of the tenant using `schema`, cached."""
+    """`{"llm_daily_tokens": int | None, "encrypt_messages": bool, "ready": bool}` of the tenant using `schema`,
+    cached."""
     import time
 
     now = time.monotonic()
@@ -77,8 +78,8 @@ def tenant_settings(schema: str) -> dict:
         return cached[1]
     # No schema switch: the tenants table is in `public`, on every tenant's search path, and this runs while
     # a query is being prepared (the sealed message field) where switching schemas would redirect that query.
-    row = (Tenant.objects.filter(schema_name=schema).values("llm_daily_tokens", "encrypt_messages").first()
-           or {"llm_daily_tokens": None, "encrypt_messages": False})
+    row = (Tenant.objects.filter(schema_name=schema).values("llm_daily_tokens", "encrypt_messages", "ready").first()
+           or {"llm_daily_tokens": None, "encrypt_messages": False, "ready": False})
     _tenant_settings[schema] = (now, row)
     return row
 
@@ -88,3 +89,12 @@ def tenant_settings_forget(schema: str | None = None) -> None:
         _tenant_settings.clear()
     else:
         _tenant_settings.pop(schema, None)
+
+
+def tenant_is_ready(schema: str) -> bool:
+    """Whether the tenant serves and runs jobs. A cached "no" is read again before it is believed: a tenant
+    just created or resumed must not wait out the cache."""
+    if tenant_settings(schema).get("ready"):
+        return True
+    tenant_settings_forget(schema)
+    return bool(tenant_settings(schema).get("ready"))

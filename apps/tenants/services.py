@@ -126,18 +126,23 @@ def tenant_create(
     return tenant, password
 
 
-def _tenant_data_outside_postgres_purge(schema_name: str) -> None:
-    """The drive files and the outside store's vectors of a tenant. Dropping the schema does not reach them,
-    and a later tenant may get the same schema name (it comes from the host name): left behind, they would
-    become that tenant's bots, scripts and search results."""
-    from apps.bots.models import Bot
+def _tenant_drive_purge(schema_name: str) -> None:
     from apps.drive.storage import tenant_drive
-    from apps.kb.vectorstores import PgVectorStore, vector_store_for_settings
 
     drive = tenant_drive(schema_name)
     packages = {entry.key.split("/", 1)[0] for entry in drive.list() if "/" in entry.key}
     for package in packages:
         drive.delete_prefix(package + "/")
+
+
+def _tenant_data_outside_postgres_purge(schema_name: str) -> None:
+    """The drive files and the outside store's vectors of a tenant. Dropping the schema does not reach them,
+    and a later tenant may get the same schema name (it comes from the host name): left behind, they would
+    become that tenant's bots, scripts and search results."""
+    from apps.bots.models import Bot
+    from apps.kb.vectorstores import PgVectorStore, vector_store_for_settings
+
+    _tenant_drive_purge(schema_name)
     store = vector_store_for_settings()
     if not isinstance(store, PgVectorStore):  # pgvector rows go with the schema
         with schema_context(schema_name):
@@ -145,16 +150,51 @@ def _tenant_data_outside_postgres_purge(schema_name: str) -> None:
                 store.delete_bot(tenant=schema_name, bot=bot)
 
 
+# Redis keys of a tenant outside the Django cache's `<schema>:` prefix: the LLM answer cache and token quota.
+TENANT_REDIS_KEY_PREFIXES = ("llm:cache", "llm:quota")
+# Keys deleted per round trip while purging a tenant's Redis keys.
+REDIS_PURGE_BATCH = 1000
+
+
+def _tenant_redis_purge(schema_name: str) -> int:
+    """Delete the tenant's keys in Redis: its cache entries (queued-job marks, stream buffers), LLM answer
+    cache and token quota. Left behind, a later tenant given the same schema name would start with the old
+    one's quota spent, its cached answers, and marks that hold back its drive scans and mail polls."""
+    if not settings.REDIS_URL:
+        return 0
+    from django_redis import get_redis_connection
+
+    client = get_redis_connection("default")
+    deleted = 0
+    for pattern in (f"{schema_name}:*", *(f"{prefix}:{schema_name}:*" for prefix in TENANT_REDIS_KEY_PREFIXES)):
+        batch: list = []
+        for key in client.scan_iter(match=pattern, count=REDIS_PURGE_BATCH):
+            batch.append(key)
+            if len(batch) >= REDIS_PURGE_BATCH:
+                deleted += client.delete(*batch)
+                batch = []
+        if batch:
+            deleted += client.delete(*batch)
+    return deleted
+
+
 def tenant_delete(*, schema_name: str) -> None:
-    """Drop a tenant and its whole schema (all of its data). Refuses the public and template schemas."""
+    """Drop a tenant and its whole schema (all of its data). Refuses the public and template schemas.
+
+    The tenant stops first (not ready: its hosts answer 503, dispatchers and its queued tasks skip it), so
+    little writes while it is purged; its drive is purged again after the drop for what a task still running
+    wrote meanwhile, and its Redis keys go last."""
     if schema_name in {get_public_schema_name(), settings.TENANT_BASE_SCHEMA}:
         raise TenantProvisioningError(f"schema {schema_name!r} cannot be deleted")
     with schema_context(get_public_schema_name()):
         tenant = Tenant.objects.filter(schema_name=schema_name).first()
         if tenant is None:
             raise TenantProvisioningError(f"no tenant with schema {schema_name!r}")
+        Tenant.objects.filter(pk=tenant.pk).update(ready=False)
         _tenant_data_outside_postgres_purge(schema_name)
         with transaction.atomic():
             tenant.delete(force_drop=True)
+        _tenant_drive_purge(schema_name)
+        _tenant_redis_purge(schema_name)
     connection.set_schema_to_public()
     logger.info("tenant deleted", extra={"tenant": schema_name})

@@ -7,7 +7,9 @@ import pytest
 from celery.contrib.testing.worker import start_worker
 from django_tenants.utils import schema_context
 
-from apps.tenants.celery import TenantRequiredError
+from apps.tenants.celery import TenantRequiredError, each_ready_tenant
+from apps.tenants.models import Tenant
+from apps.tenants.selectors import tenant_settings_forget
 from gbplatform.celery import app
 from tests.tenants.celery_probe import read_canary_bot
 
@@ -45,3 +47,34 @@ def test_worker_refuses_a_message_without_a_tenant(canary_tenants, worker, heade
         result = app.send_task("tests.read_canary_bot", headers=headers or None, queue="jobs")
     with pytest.raises(TenantRequiredError):
         result.get(timeout=RESULT_TIMEOUT_S)
+
+
+def test_a_suspended_tenants_queued_tasks_are_skipped_until_it_resumes(canary_tenants):
+    """Suspending stopped new dispatches only: tasks already queued or retrying (mail, resumed scripts) ran."""
+    a = canary_tenants.a
+    Tenant.objects.filter(schema_name=a.schema_name).update(ready=False)
+    tenant_settings_forget()
+    try:
+        with schema_context(a.schema_name):
+            assert read_canary_bot.apply().get() is None
+    finally:
+        Tenant.objects.filter(schema_name=a.schema_name).update(ready=True)
+    with schema_context(a.schema_name):  # the cached "not ready" is read again before it is believed
+        assert read_canary_bot.apply().get() == {"bot": a.canary, "schema": a.schema_name}
+
+
+def test_one_tenant_failing_in_a_dispatch_does_not_stop_the_others(canary_tenants, caplog):
+    from django.db import connection
+
+    visited: list[str] = []
+
+    def work() -> int:
+        visited.append(connection.schema_name)
+        if connection.schema_name == canary_tenants.a.schema_name:
+            raise RuntimeError("relation does not exist")
+        return 1
+
+    total = each_ready_tenant(work, what="test.dispatch")
+    assert canary_tenants.a.schema_name in visited and canary_tenants.b.schema_name in visited
+    assert total == len(visited) - 1
+    assert f"tenant {canary_tenants.a.schema_name} failed" in caplog.text

@@ -61,14 +61,33 @@ def test_failure_after_the_schema_was_cloned_rolls_everything_back(canary_tenant
 
 
 def test_delete_drops_the_schema_and_refuses_special_schemas(canary_tenants, local_storage):
+    from django.core.cache import cache
+    from django_redis import get_redis_connection
+
     from apps.drive.storage import tenant_drive
+    from apps.llm.quota import quota_key
 
     tenant_create(name="Doomed", domain="doomed.test.localhost")
     tenant_drive("doomed").write("shop.gbai/shop.gbdialog/start.bas", b'TALK "old tenant"\n')
+    redis = get_redis_connection("default")
+    with schema_context("doomed"):
+        cache.set("drive:scan-queued", "1", timeout=600)
+    redis.set(quota_key("doomed"), 99999)
+    redis.set("llm:cache:doomed:1:model:e:abc", "an old answer")
+    with schema_context(canary_tenants.b.schema_name):
+        cache.set("drive:scan-queued", "kept", timeout=600)
+    redis.set("llm:cache:doomedx:1:model:e:abc", "another tenant's")  # a schema name that only starts alike
     tenant_delete(schema_name="doomed")
     assert not schema_exists("doomed")
-    # A new tenant that gets the same schema name starts with an empty drive.
+    # A new tenant that gets the same schema name starts with an empty drive and none of the old Redis state
+    # (its token quota spent, cached answers, a queued-scan mark holding back its scans).
     assert list(tenant_drive("doomed").list()) == []
+    assert redis.keys("doomed:*") == [] and redis.get(quota_key("doomed")) is None
+    assert redis.get("llm:cache:doomed:1:model:e:abc") is None
+    assert redis.get("llm:cache:doomedx:1:model:e:abc") == b"another tenant's"
+    with schema_context(canary_tenants.b.schema_name):
+        assert cache.get("drive:scan-queued") == "kept"
+    redis.delete("llm:cache:doomedx:1:model:e:abc")
     assert Client(HTTP_HOST="doomed.test.localhost").get("/api/bots").status_code == 404
     for special in ("public", "tenant_template"):
         with pytest.raises(TenantProvisioningError):
