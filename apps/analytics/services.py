@@ -242,7 +242,8 @@ def _recompute_chunk(day_from: date, day_to: date) -> tuple[int, int]:
     with transaction.atomic():
         with connection.cursor() as cursor:
             # One recompute at a time per tenant: a second one waits, then replaces the same days again.
-            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"analytics:{connection.schema_name}"])
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                           [f"analytics:{connection.schema_name}"])
         stats = _stats_for(start, end)
         questions = _questions_for(start, end)
         DailyStat.objects.filter(day__gte=day_from, day__lte=day_to).delete()

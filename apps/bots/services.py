@@ -205,7 +205,7 @@ def bot_table_lock(bot: Bot, table: str) -> None:
     if not connection.in_atomic_block:
         raise RuntimeError("bot_table_lock outside a transaction would release at once")
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
                        [f"bot-table:{connection.schema_name}:{bot.pk}:{table}"])
 
 

@@ -123,14 +123,14 @@ def session_locked(session_id: object) -> Iterator[ChatSession | None]:
         except BaseException:
             # The server may have granted the lock before the row failed to load: release it (a no-op if not).
             with contextlib.suppress(Exception), connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(hashtext(%s))", [key])
+                cursor.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", [key])
             raise
         if session is not None and not locked:
             # Another turn holds it: wait (longer than the statement limit), then read the row it saved.
             with connection.cursor() as cursor:
                 cursor.execute("SET statement_timeout = %s", [TURN_LOCK_WAIT_MS])
                 try:
-                    cursor.execute("SELECT pg_advisory_lock(hashtext(%s))", [key])
+                    cursor.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", [key])
                     locked = True
                 finally:
                     cursor.execute("RESET statement_timeout")
@@ -140,7 +140,7 @@ def session_locked(session_id: object) -> Iterator[ChatSession | None]:
         if locked:
             try:
                 with connection.cursor() as cursor:
-                    cursor.execute("SELECT pg_advisory_unlock(hashtext(%s))", [key])
+                    cursor.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", [key])
             except Exception:
                 # A lock that cannot be released would wedge the session: dropping the connection releases it.
                 logger.exception("chat: could not release the lock of session %s; closing the connection", session_id)
@@ -172,7 +172,7 @@ def _session_read_plan() -> tuple[dict[bool, str], list[tuple[type, list[str], l
     joins = (f"FROM {table[ChatSession]} s JOIN {table[Bot]} b ON b.id = s.bot_id "
              f"JOIN {table[ChatUser]} u ON u.id = s.user_id WHERE s.id = %s")
     sql = {locking: f"SELECT {', '.join(columns)}, {lock} {joins}"  # noqa: S608 - model names; values are bound
-           for locking, lock in ((True, "pg_try_advisory_lock(hashtext(%s))"), (False, "false"))}
+           for locking, lock in ((True, "pg_try_advisory_lock(hashtextextended(%s, 0))"), (False, "false"))}
     return sql, layout
 
 

@@ -455,7 +455,7 @@ def test_the_turns_session_read_matches_the_orms_and_stays_in_its_tenant(canary_
         from django.db import connection
 
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_unlock(hashtext(%s))", ["test-lock-reader"])
+            cursor.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", ["test-lock-reader"])
             assert cursor.fetchone()[0] is True
         assert bot.pk == read.bot.pk
     with schema_context(canary_tenants.b.schema_name):
