@@ -8,6 +8,7 @@ compile error, so a typo never silently becomes "never runs".
 from __future__ import annotations
 
 import re
+from datetime import datetime
 
 
 class ScheduleError(ValueError):
@@ -39,8 +40,24 @@ def _at_time(text: str) -> tuple[int, int] | None:
     return hour, minute
 
 
+# A schedule must fire at least once within this long from any start: `0 0 30 2 *` (30 February) never does.
+# croniter searches forward this far (it gives up after about fifty years).
+_REFERENCE_START = datetime(2026, 1, 1)
+
+
 def to_cron(expression: str) -> str:
-    """Translate a schedule expression into a 5-field cron string."""
+    """Translate a schedule expression into a 5-field cron string that croniter accepts and that fires."""
+    from croniter import croniter
+
+    cron = _to_cron(expression)
+    try:
+        croniter(cron, _REFERENCE_START).get_next(datetime)
+    except (ValueError, KeyError) as exc:  # croniter's errors are ValueErrors; a bad name is a KeyError
+        raise ScheduleError(f"Could not parse schedule '{expression}': {exc}") from None
+    return cron
+
+
+def _to_cron(expression: str) -> str:
     text = " ".join(expression.strip().lower().split())
     fields = text.split(" ")
     if 4 <= len(fields) <= 6 and all(_CRON_FIELD.match(f) for f in fields) and any(

@@ -31,9 +31,14 @@ def test_natural_language_and_cron(text: str, cron: str) -> None:
     assert to_cron(text) == cron
 
 
-@pytest.mark.parametrize("text", ["sometimes", "every 0 minutes", "every 99 hours", "at 25:00", "every fortnight"])
+@pytest.mark.parametrize("text", ["sometimes", "every 0 minutes", "every 99 hours", "at 25:00", "every fortnight",
+                                  # Cron-shaped but out of range, a zero step, a day that never comes: these
+                                  # compiled and then failed saving the script (an internal error, the old
+                                  # version and its schedule kept running).
+                                  "0 25 * * *", "*/0 * * * *", "0 0 30 2 *", "every hour from 9 to 30",
+                                  "61 * * * *", "0 0 * 13 *"])
 def test_unparseable_schedules_are_errors(text: str) -> None:
-    with pytest.raises(ScheduleError):
+    with pytest.raises(ScheduleError, match="Could not parse schedule"):
         to_cron(text)
 
 
