@@ -39,6 +39,7 @@ from apps.automation.host import NO_USER_TO_HEAR, JobHost
 from apps.automation.models import JobRun
 from apps.basic.compiler import Program
 from apps.basic.errors import BasicError
+from apps.basic.schedule import cron_step
 from apps.basic.vm import VM, RunResult
 from apps.bots.models import BotSchedule, BotScript
 from apps.bots.runtime import ScriptUnavailable, program_for, script_start
@@ -99,13 +100,13 @@ def fire_plan(*, cron: str, tz: zoneinfo.ZoneInfo, due: datetime, now: datetime,
     time zone (DST-aware) and returned in UTC.
     """
     crons = crons or CronCache()
-    following = crons.at(cron, due.astimezone(tz)).get_next(datetime).astimezone(UTC)
+    following = cron_step(crons.at(cron, due.astimezone(tz)), cron).astimezone(UTC)
     if following > now:  # the usual case, on time: `due` is the latest due time, `following` the next
         if now - due <= late_cutoff:
             return FirePlan(run_at=due, skipped_from=None, skipped_count=0, next_run_at=following)
         return FirePlan(run_at=None, skipped_from=due, skipped_count=1, next_run_at=following)
     # croniter's get_prev is strictly before its start: start a microsecond after now to include now.
-    latest = crons.at(cron, (now + timedelta(microseconds=1)).astimezone(tz)).get_prev(datetime)
+    latest = cron_step(crons.at(cron, (now + timedelta(microseconds=1)).astimezone(tz)), cron, forward=False)
     latest = max(latest.astimezone(UTC), due)
     run_at = latest if now - latest <= late_cutoff else None
     skip_end = run_at  # skipped: due times in [due, run_at), or [due, latest] when nothing runs
@@ -114,11 +115,11 @@ def fire_plan(*, cron: str, tz: zoneinfo.ZoneInfo, due: datetime, now: datetime,
         skipped_count = 1
         it = crons.at(cron, due.astimezone(tz))
         while skipped_count < STALE_COUNT_LIMIT:
-            t = it.get_next(datetime).astimezone(UTC)
+            t = cron_step(it, cron).astimezone(UTC)
             if (skip_end is not None and t >= skip_end) or (skip_end is None and t > latest):
                 break
             skipped_count += 1
-    next_run_at = crons.at(cron, now.astimezone(tz)).get_next(datetime).astimezone(UTC)
+    next_run_at = cron_step(crons.at(cron, now.astimezone(tz)), cron).astimezone(UTC)
     return FirePlan(run_at=run_at, skipped_from=due if skipped_count else None, skipped_count=skipped_count,
                     next_run_at=next_run_at)
 

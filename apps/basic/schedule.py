@@ -105,3 +105,21 @@ def _to_cron(expression: str) -> str:
     if m and m.group(1) in _DAYS:
         return f"{minute} {hour} * * {_DAYS[m.group(1)]}"
     raise ScheduleError(f"Could not parse schedule '{expression}'")
+
+
+def _fixed_hour(cron: str) -> bool:
+    fields = cron.split()
+    return len(fields) >= 2 and not fields[1].startswith("*")
+
+
+def cron_step(it, cron: str, *, forward: bool = True) -> datetime:
+    """The next (or previous) time of croniter `it` over `cron`, without the second pass of a wall time that
+    repeats when clocks go back, for a cron fixed to some hours: a daily 01:30 job ran at 01:30 summer time
+    and again at 01:30 winter time, an hour later. Classic cron runs such a job once; a cron with a wildcard
+    hour follows real time and keeps both passes."""
+    step = it.get_next if forward else it.get_prev
+    moment = step(datetime)
+    if _fixed_hour(cron):
+        while moment.fold == 1 and moment.utcoffset() != moment.replace(fold=0).utcoffset():
+            moment = step(datetime)
+    return moment

@@ -19,6 +19,7 @@ from django.db import connection, transaction
 
 from apps.basic.compiler import compile_source
 from apps.basic.errors import CompileError
+from apps.basic.schedule import cron_step
 from apps.bots.config_csv import config_lookup, config_parse
 from apps.bots.models import Bot, BotConfig, BotMemory, BotSchedule, BotScript, BotTableRow
 from apps.bots.selectors import bot_config_values
@@ -106,7 +107,7 @@ def bot_timezone(bot: Bot) -> zoneinfo.ZoneInfo:
 
 def schedule_next_run(cron: str, tz: zoneinfo.ZoneInfo, after: datetime) -> datetime:
     """The first time after `after` that `cron` fires, read in the bot's timezone (DST-aware)."""
-    return croniter(cron, after.astimezone(tz)).get_next(datetime)
+    return cron_step(croniter(cron, after.astimezone(tz)), cron)
 
 
 @transaction.atomic

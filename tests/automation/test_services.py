@@ -62,6 +62,37 @@ def test_next_runs_are_read_in_the_schedule_time_zone():
     assert plan.next_run_at == at(12, 0) + timedelta(days=1)
 
 
+def _fires(cron: str, tz: zoneinfo.ZoneInfo, start: datetime, end: datetime) -> list[datetime]:
+    """Every run a tick each 10 s from `start` to `end` would fire (the tick loop in miniature)."""
+    from apps.bots.services import schedule_next_run
+
+    due, fired, now = schedule_next_run(cron, tz, start), [], start
+    while now < end:
+        if due <= now:
+            plan = fire_plan(cron=cron, tz=tz, due=due, now=now, late_cutoff=CUTOFF)
+            fired += [plan.run_at] if plan.run_at else []
+            due = plan.next_run_at
+        now += timedelta(seconds=10)
+    return fired
+
+
+@pytest.mark.parametrize(("zone", "cron", "day"), [
+    ("America/New_York", "30 1 * * *", datetime(2025, 11, 2, 3, 0, tzinfo=UTC)),  # 01:00-02:00 happens twice
+    ("Europe/Berlin", "30 2 * * *", datetime(2025, 10, 26, 0, 0, tzinfo=UTC)),  # 02:00-03:00 happens twice
+])
+def test_a_daily_job_in_the_hour_repeated_when_clocks_go_back_runs_once(zone, cron, day):
+    """croniter gives the repeated wall time twice (summer time, then winter time an hour later): the job ran
+    twice that night (its run key is the UTC time, an hour apart). Classic cron runs it once."""
+    fired = _fires(cron, zoneinfo.ZoneInfo(zone), day, day + timedelta(hours=6))
+    assert len(fired) == 1 and fired[0].astimezone(zoneinfo.ZoneInfo(zone)).fold == 0
+
+
+def test_a_job_with_a_wildcard_hour_keeps_following_real_time_through_the_repeated_hour():
+    new_york = zoneinfo.ZoneInfo("America/New_York")
+    start = datetime(2025, 11, 2, 4, 0, 5, tzinfo=UTC)  # 00:00 EDT; the next four hours are five real hours
+    assert len(_fires("0 * * * *", new_york, start, start + timedelta(hours=4, minutes=1))) == 4
+
+
 def test_one_parsed_cron_serves_schedules_in_different_time_zones():
     crons = CronCache()  # the tick parses each cron once per batch
     sao_paulo, new_york = zoneinfo.ZoneInfo("America/Sao_Paulo"), zoneinfo.ZoneInfo("America/New_York")
