@@ -92,6 +92,10 @@ class BotScript(BotRevisionedRow):
     tool_schema = models.JSONField(null=True, blank=True)
     # [{"line", "column", "message"}]: empty when the script compiled.
     errors = models.JSONField(default=list, blank=True)
+    # A newer file that did not compile while this version did: the version above keeps running, and this is
+    # what was refused, with its errors (shown in the console), until a version that compiles replaces both.
+    rejected_source = models.TextField(blank=True, default="")
+    rejected_errors = models.JSONField(default=list, blank=True)
     compiled_at = models.DateTimeField(auto_now=True)
 
     class Meta:

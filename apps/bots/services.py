@@ -70,7 +70,8 @@ def script_name_of(path: str) -> str:
 @transaction.atomic
 def script_sync(*, bot: Bot, path: str, data: bytes) -> BotScript:
     """Store and compile one `.bas` file. A script that does not compile is stored with its error (so the
-    console shows it, and nothing runs it); `script_failure` turns that into the message to report."""
+    console shows it, and nothing runs it), unless a version of it compiled before: that one keeps running and
+    the refused file is kept beside it (`rejected_*`). `script_failure` turns either into the message to report."""
     if len(data) > SCRIPT_MAX_BYTES:
         raise BotFileError(f"{path}: script is {len(data)} bytes; the limit is {SCRIPT_MAX_BYTES}")
     source = _text(data, path)
@@ -79,17 +80,26 @@ def script_sync(*, bot: Bot, path: str, data: bytes) -> BotScript:
     if other is not None:
         raise BotFileError(f"{path}: a script named '{name}' already exists at {other.path}")
     script = BotScript.objects.filter(bot=bot, path=path).first() or BotScript(bot=bot, path=path)
-    script.name, script.source = name, source
     try:
         program = compile_source(source, name)
     except CompileError as exc:
+        errors = [{"line": exc.line, "column": exc.col, "message": exc.message}]
+        if script.pk is not None and script.ok and script.source_hash:
+            # A typo in a redeploy must not take a working script down: the version that compiled keeps
+            # running (its schedules too) and the refused one is kept beside it, with its error.
+            script.rejected_source, script.rejected_errors = source, errors
+            script.save(update_fields=["rejected_source", "rejected_errors", "compiled_at"])
+            return script
+        script.name, script.source = name, source
         script.source_hash, script.metadata, script.tool_schema = "", {}, None
-        script.errors = [{"line": exc.line, "column": exc.col, "message": exc.message}]
+        script.errors, script.rejected_source, script.rejected_errors = errors, "", []
         script.save()
         schedules_sync(script=script)  # a script that does not compile runs on no schedule
         return script
     metadata = json.loads(json.dumps(program.metadata, default=str))
+    script.name, script.source = name, source
     script.source_hash, script.metadata, script.errors = program.source_hash, metadata, []
+    script.rejected_source, script.rejected_errors = "", []
     script.tool_schema = metadata.get("tool") if _is_tool(metadata) else None
     script.save()
     schedules_sync(script=script)
@@ -148,7 +158,12 @@ def _schedule_index_replace(*, removed: list[int], added: list[BotSchedule]) -> 
 
 
 def script_failure(script: BotScript) -> str | None:
-    """`path:line:col: message` of the script's first compile error, or None when it compiled."""
+    """`path:line:col: message` of the script's first compile error (of the file just stored), or None when it
+    compiled."""
+    if script.rejected_errors:
+        error = script.rejected_errors[0]
+        return (f"{script.path}:{error['line']}:{error['column']}: {error['message']} "
+                f"(not deployed: the previous version keeps running)")
     if script.ok:
         return None
     error = script.errors[0]

@@ -66,6 +66,18 @@ def test_deploy_through_the_page_writes_the_package_and_shows_compile_errors(con
     assert '"name": "book-visit"' in page and "Who visits" in page  # the tool's schema
 
 
+def test_the_bot_page_shows_a_refused_version_beside_the_one_still_running(console_client, canary_tenants):
+    from apps.bots.services import script_sync
+
+    with schema_context(canary_tenants.a.schema_name):
+        bot = Bot.objects.create(name="kept")
+        path = "kept.gbai/kept.gbdialog/start.bas"
+        script_sync(bot=bot, path=path, data=b'TALK "works"\n')
+        script_sync(bot=bot, path=path, data=b'IF x THEN\nTALK "never closed"\n')
+    page = html.unescape(console_client(Role.VIEWER).get("/console/bots/kept/").content.decode())
+    assert "compiled" in page and "The latest file does not compile; the previous version keeps running." in page
+
+
 def test_deploy_without_confirmation_or_with_a_bad_file_changes_nothing(console_client, canary_tenants,
                                                                         local_storage):
     client = console_client(Role.EDITOR)

@@ -151,6 +151,29 @@ def test_broken_script_shows_its_error_and_is_parked_after_the_threshold(canary_
         assert BotScript.objects.get(name="broken").ok
 
 
+def test_a_redeployed_script_that_does_not_compile_leaves_the_previous_version_running(canary_tenants, storage):
+    """A typo in a redeploy used to replace the working script: every session then got "start is not available".
+    As the config does, the last version that compiled stays live; the refused file is shown with its error."""
+    from apps.bots.runtime import bot_script_program
+
+    with schema_context(canary_tenants.a.schema_name):
+        _deploy(_shop_files())
+        bot = Bot.objects.get(name="shop")
+        live = bot_script_program(bot, "start").source_hash
+        report = _deploy({**_shop_files(), "shop.gbdialog/start.bas": BROKEN})
+        key = "shop.gbai/shop.gbdialog/start.bas"
+        assert "the previous version keeps running" in report.errors[key]
+        script = BotScript.objects.get(bot=bot, name="start")
+        assert script.ok and script.source == START.decode() and script.rejected_source == BROKEN.decode()
+        assert script.rejected_errors[0]["message"]
+        assert bot_script_program(Bot.objects.get(pk=bot.pk), "start").source_hash == live  # still served
+        page_fixed = b'TALK "fixed"\n'
+        tenant_drive().write(key, page_fixed)
+        assert drive_scan().processed == [key]
+        script.refresh_from_db()
+        assert (script.source, script.rejected_source, script.rejected_errors) == (page_fixed.decode(), "", [])
+
+
 def test_broken_config_keeps_the_previous_configuration(canary_tenants, storage):
     with schema_context(canary_tenants.a.schema_name):
         _deploy(_shop_files())
