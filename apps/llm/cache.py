@@ -70,6 +70,13 @@ def latest_question(messages: Sequence[dict[str, Any]]) -> str:
     return ""
 
 
+def _standalone(messages: Sequence[dict[str, Any]]) -> bool:
+    """The question opens the conversation: no earlier question, answer or tool result. Only such questions
+    take part in semantic matching, which compares the latest question alone: an answer that built on one
+    user's conversation must not reach another user who asks something similar."""
+    return sum(1 for m in messages if m.get("role") in ("user", "assistant", "tool")) == 1
+
+
 def _tool_names(tools: Sequence[dict[str, Any]] | None) -> list[str]:
     return sorted(str((t.get("function") or t).get("name")) for t in tools or [])
 
@@ -122,7 +129,7 @@ def cache_lookup(settings: LLMSettings, messages: Sequence[dict[str, Any]],
             entry = json.loads(raw)
             _hit(client, key, entry, settings.cache_ttl_s)
             return CachedAnswer(entry["response"], entry.get("model", ""), "exact", 1.0)
-        if not settings.cache_semantic:
+        if not settings.cache_semantic or not _standalone(messages):
             return None
         question = latest_question(messages)
         if not question:
@@ -169,7 +176,7 @@ def cache_store(settings: LLMSettings, messages: Sequence[dict[str, Any]], tools
         question = latest_question(messages)
         entry: dict[str, Any] = {"response": response, "model": model, "question": question,
                                  "created": time.time(), "hit_count": 0}
-        vector = _embed(question) if settings.cache_semantic and question else None
+        vector = _embed(question) if settings.cache_semantic and question and _standalone(messages) else None
         if vector is not None:
             entry["embedding"] = [round(x, 6) for x in vector]
         pipe = client.pipeline()

@@ -141,3 +141,20 @@ def test_two_tenants_whose_bots_share_a_primary_key_never_share_answers(canary_t
     assert chat(a, question).cached is True
     assert chat(b, question).cached is True
     assert len(llm_fake.chat_requests()) == 2
+
+
+def test_semantic_matching_takes_only_questions_that_open_a_conversation(cached, llm_fake):
+    """Semantic matching compares the latest question only: an answer built on one user's conversation (its
+    history) was served to another user asking something similar."""
+    semantic = dataclasses.replace(cached, cache_semantic=True, cache_threshold=0.9)
+    with_history = [SYSTEM, {"role": "user", "content": "My order 4471 is late."},
+                    {"role": "assistant", "content": "Sorry about order 4471."},
+                    {"role": "user", "content": "When will it arrive?"}]
+    chat(semantic, with_history)
+    assert chat(semantic, _ask("when will it arrive")).cached is False  # not from that user's conversation
+    chat(semantic, _ask("What are your opening hours?"))
+    follow_up = [*_ask("hi"), {"role": "assistant", "content": "hello"},
+                 {"role": "user", "content": "what are your opening hours"}]
+    assert chat(semantic, follow_up).cached is False  # a question inside a conversation is not matched either
+    assert chat(semantic, _ask("what are your opening hours")).cache_kind == "semantic"
+    assert len(llm_fake.chat_requests()) == 4
