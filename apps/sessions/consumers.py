@@ -52,6 +52,8 @@ REPLAY_MAX = 5000
 CLOSE_UNKNOWN_BOT = 4404
 CLOSE_FORBIDDEN = 4403
 CLOSE_TOO_MANY = 4429
+# The tenant was suspended (or is being deleted) while the socket was open.
+CLOSE_SUSPENDED = 4503
 
 # Quick database work of connections (open a session, check a rate, replay) has its own small pool, so
 # turns held by slow LLMs or tools never keep a socket from connecting or being answered.
@@ -431,6 +433,10 @@ class ChatConsumerBase(AsyncWebsocketConsumer):
         try:
             retry_after, self.rate_limit = await chat_run(self.schema, _rate_check, self.session_id, self.client_ip(),
                                                           self.bot_name, self.rate_limit, quick=True)
+        except TenantSuspended:
+            await self.render_status("This service is not available now.")
+            await self.close(code=CLOSE_SUSPENDED)
+            return
         except Exception:  # the message is not lost silently: the client is told to send it again
             logger.exception("chat: rate check failed for session %s", self.session_id)
             await self.render_status("The service is busy; please send your message again.")
@@ -529,11 +535,20 @@ def _connect_rate_check(ip: str) -> float | None:
     return connect_rate_check(ip, per_minute=CONNECTS_PER_MINUTE)
 
 
+class TenantSuspended(Exception):
+    """The socket's tenant no longer serves (suspended, or being deleted)."""
+
+
 def _rate_check(session_id: str, ip: str, bot_name: str, limit) -> tuple[float | None, object]:
-    """(seconds to wait or None, the limit used): `limit` None re-reads it from the bot's config."""
+    """(seconds to wait or None, the limit used): `limit` None re-reads it from the bot's config, and checks
+    that the tenant still serves (every RATE_LIMIT_REFRESH_S: new sockets of a suspended tenant are refused
+    at the door, open ones here)."""
     from apps.sessions.limits import chat_rate_limit, message_rate_check
+    from apps.tenants.selectors import tenant_is_ready
 
     if limit is None:
+        if not tenant_is_ready(connections["default"].schema_name):
+            raise TenantSuspended
         limit = chat_rate_limit(services.bot_by_name(bot_name))
     return message_rate_check(session_id=session_id, ip=ip, limit=limit), limit
 

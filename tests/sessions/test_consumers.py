@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 
 import pytest
@@ -133,6 +134,64 @@ async def test_a_bot_with_its_limits_off_still_counts_each_message_in_the_platfo
     settings.RATE_LIMIT_PLATFORM_IP_PER_MINUTE = 0
     await probe.submit("four", MessageType.USER)
     assert probe.queued == ["one", "two", "four"]
+
+
+def _committed(work) -> None:
+    """Run `work` on a connection of its own (autocommit): the chat pool's threads see it, unlike the test's
+    transaction."""
+    from django.db import connections as dbs
+
+    def run() -> None:
+        try:
+            work()
+        finally:
+            dbs.close_all()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(30)
+
+
+@pytest.mark.django_db
+def test_an_open_socket_of_a_suspended_tenant_is_closed_at_its_next_check(canary_tenants):
+    """Suspending a tenant refused new sockets only: one already open kept running turns."""
+    import uuid
+
+    from apps.sessions.consumers import CLOSE_SUSPENDED, RATE_LIMIT_REFRESH_S
+    from apps.tenants.models import Tenant
+    from apps.tenants.selectors import tenant_settings_forget
+
+    schema = canary_tenants.a.schema_name
+
+    class Probe(UpstreamChatConsumer):
+        def __init__(self) -> None:
+            super().__init__()
+            self.scope = {"client": ("192.0.2.7", 5000), "headers": []}
+            self.schema, self.session_id, self.bot_name = schema, str(uuid.uuid4()), canary_tenants.a.canary
+            self.rate_limit, self.rate_limit_read = None, time.monotonic() - RATE_LIMIT_REFRESH_S - 1  # check due
+            self.queued: list[str] = []
+            self.notices: list[str] = []
+            self.closed_with: int | None = None
+
+        async def _queue_turn(self, text, message_type, active_switchers) -> None:
+            self.queued.append(text)
+
+        async def render_status(self, text: str) -> None:
+            self.notices.append(text)
+
+        async def close(self, code=None, reason=None) -> None:
+            self.closed_with = code
+
+    _committed(lambda: Tenant.objects.filter(schema_name=schema).update(ready=False))
+    tenant_settings_forget()
+    try:
+        probe = Probe()
+        asyncio.run(probe.submit("still there?", MessageType.USER))
+    finally:
+        _committed(lambda: Tenant.objects.filter(schema_name=schema).update(ready=True))
+        tenant_settings_forget()
+    assert probe.queued == [] and probe.closed_with == CLOSE_SUSPENDED
+    assert probe.notices == ["This service is not available now."]
 
 
 async def _socket_closed(layer, group: str, channel: str) -> None:
