@@ -80,6 +80,7 @@ class SmtpAccount:
     sender: str
     sender_name: str
     platform: bool  # the platform's SMTP_* account, not one the bot configured
+    reply_to: str = ""  # the bot's own address when the platform's relay sends as MAIL_DEFAULT_FROM
 
 
 @dataclass(frozen=True)
@@ -198,8 +199,26 @@ def smtp_account(bot: Bot, values: dict[str, str] | None = None, *, with_passwor
         raise MailConfigError("no SMTP server: set email-server in config.csv (or SMTP_HOST for the platform)")
     port = int(settings.SMTP_PORT)
     security = (SSL if port in IMPLICIT_TLS_PORTS else STARTTLS) if settings.SMTP_USE_TLS else PLAIN
+    sender, reply_to = _platform_sender(sender)
     return SmtpAccount(host=settings.SMTP_HOST, port=port, security=security, user=settings.SMTP_USER,
-                       password=settings.SMTP_PASSWORD, sender=sender, sender_name=sender_name, platform=True)
+                       password=settings.SMTP_PASSWORD, sender=sender, sender_name=sender_name, platform=True,
+                       reply_to=reply_to)
+
+
+def _platform_sender(wanted: str) -> tuple[str, str]:
+    """(From, Reply-To) through the platform's relay: the bot's address only in a domain the platform sends
+    for (MAIL_PLATFORM_SENDER_DOMAINS); otherwise MAIL_DEFAULT_FROM, with the bot's address to reply to. A
+    tenant could otherwise send as anyone (another tenant, the platform's own admin) through the relay."""
+    domain = wanted.rpartition("@")[2].lower()
+    allowed = getattr(settings, "MAIL_PLATFORM_SENDER_DOMAINS", [])
+    if domain in allowed:
+        return wanted, ""
+    default = getattr(settings, "MAIL_DEFAULT_FROM", "")
+    if not default:
+        raise MailConfigError(f"the platform's SMTP server does not send as {wanted!r}: set MAIL_DEFAULT_FROM "
+                              "(the bot's address then becomes Reply-To), list its domain in "
+                              "MAIL_PLATFORM_SENDER_DOMAINS, or give the bot its own email-server")
+    return default, ("" if wanted.lower() == default.lower() else wanted)
 
 
 def imap_configured(bot: Bot, values: dict[str, str] | None = None) -> bool:

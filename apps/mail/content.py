@@ -124,9 +124,11 @@ class Attachment:
 def message_compose(*, sender: str, sender_name: str, to: list[str], subject: str, body_text: str,
                     body_html: str, message_id: str, in_reply_to: str = "", references: str = "",
                     attachments: list[Attachment] | tuple[Attachment, ...] = (),
-                    auto_submitted: str = "") -> EmailMessage:
+                    auto_submitted: str = "", reply_to: str = "") -> EmailMessage:
     message = EmailMessage(policy=email.policy.SMTP)
     message["From"] = email.utils.formataddr((header_clean(sender_name), sender)) if sender_name else sender
+    if reply_to:
+        message["Reply-To"] = reply_to
     message["To"] = ", ".join(to)
     message["Subject"] = header_clean(subject)
     message["Date"] = email.utils.formatdate(localtime=False, usegmt=True)

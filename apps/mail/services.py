@@ -278,7 +278,7 @@ def mail_deliver(*, mail_id: int) -> str:
                 subject=row.subject, body_text=row.body_text, body_html=row.body_html,
                 message_id=row.message_id, in_reply_to=row.in_reply_to, references=row.references,
                 attachments=_attachments_read(row.bot, row.attachments),
-                auto_submitted=AUTO_REPLIED if row.in_reply_to else AUTO_GENERATED,
+                auto_submitted=AUTO_REPLIED if row.in_reply_to else AUTO_GENERATED, reply_to=account.reply_to,
             )
             refused = _smtp_deliver(account, message, row.to.split(", "))
         except (MailConfigError, MailError, MailPermanentError) as exc:

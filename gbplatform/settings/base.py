@@ -275,6 +275,10 @@ SMTP_USE_TLS = env_bool("SMTP_USE_TLS", True)
 # of a temporarily failed send (doubles per retry); whether bots may name private or loopback mail hosts
 # (off: a tenant could otherwise make the workers connect to internal services).
 MAIL_DEFAULT_FROM = env_str("MAIL_DEFAULT_FROM")
+# Through the platform's SMTP server (bots with no email-server of their own), mail goes out From
+# MAIL_DEFAULT_FROM with the bot's email-from as Reply-To, unless that address is in one of these domains
+# (ones the platform may send for): a tenant must not send as any address it likes through the platform's relay.
+MAIL_PLATFORM_SENDER_DOMAINS = [d.lower() for d in env_list("MAIL_PLATFORM_SENDER_DOMAINS")]
 MAIL_POLL_INTERVAL_S = env_int("MAIL_POLL_INTERVAL_S", 60)
 MAIL_RETRY_BASE_S = env_int("MAIL_RETRY_BASE_S", 30)
 MAIL_ALLOW_PRIVATE_HOSTS = env_bool("MAIL_ALLOW_PRIVATE_HOSTS", False)

@@ -42,6 +42,22 @@ def test_platform_account_is_used_whole_and_never_lends_its_password(canary_tena
     assert chosen.host == "mx.attacker.test" and chosen.user == "" and chosen.password == ""
 
 
+def test_through_the_platform_relay_a_bot_sends_as_the_platform_unless_its_domain_is_allowed(canary_tenants,
+                                                                                           settings):
+    """A tenant set email-from to any address (another tenant's, the platform admin's) and the platform's
+    authenticated relay sent as it."""
+    settings.SMTP_HOST, settings.SMTP_PORT, settings.SMTP_USER = "relay.example.test", 587, "platform"
+    settings.MAIL_DEFAULT_FROM, settings.MAIL_PLATFORM_SENDER_DOMAINS = "bots@example.test", ["shops.example.test"]
+    with schema_context(canary_tenants.a.schema_name):
+        spoof = smtp_account(_bot("spoof", {"email-from": "billing@othertenant.test"}))
+        allowed = smtp_account(_bot("allowed", {"email-from": "lisbon@Shops.Example.test"}))
+        settings.MAIL_DEFAULT_FROM = ""
+        with pytest.raises(MailConfigError, match="MAIL_DEFAULT_FROM"):
+            smtp_account(_bot("nowhere", {"email-from": "billing@othertenant.test"}))
+    assert (spoof.sender, spoof.reply_to) == ("bots@example.test", "billing@othertenant.test")
+    assert (allowed.sender, allowed.reply_to) == ("lisbon@Shops.Example.test", "")
+
+
 def test_missing_or_wrong_settings_name_the_key(canary_tenants, settings):
     settings.MAIL_DEFAULT_FROM = ""
     with schema_context(canary_tenants.a.schema_name):

@@ -54,6 +54,11 @@ def test_a_subject_cannot_inject_headers():
     assert parsed["Subject"] == "Hello Bcc: victim@example.test"
 
 
+def test_reply_to_is_set_only_when_given():
+    assert _compose(reply_to="shop@example.test")["Reply-To"] == "shop@example.test"
+    assert _compose()["Reply-To"] is None
+
+
 def test_thread_headers_and_automation_marker_are_set():
     parsed = _compose(body_text="x", in_reply_to="<a@x>", references="<root@x> <a@x>", auto_submitted="auto-replied")
     assert parsed["In-Reply-To"] == "<a@x>"
