@@ -27,6 +27,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from functools import partial
 from urllib.parse import quote, unquote, urlsplit
 
 import jwt
@@ -227,7 +228,9 @@ def room_create(
             room = Room.objects.select_for_update().get(pk=existing.pk)
             room.status, room.closed_at, room.finished_at = Room.Status.OPEN, None, None
             room.livekit_sid = sid or room.livekit_sid
-            room.save(update_fields=["status", "closed_at", "finished_at", "livekit_sid"])
+            # A new opening: invites of the earlier one stay void (see invite_valid).
+            room.metadata = {**(room.metadata or {}), "generation": _generation(room) + 1}
+            room.save(update_fields=["status", "closed_at", "finished_at", "livekit_sid", "metadata"])
         return room
     sid = _livekit_create(name, max_participants)
     try:
@@ -268,16 +271,30 @@ def room_close(*, room: Room) -> Room:
 # --- invites and links ----------------------------------------------------------------------------------
 
 
+def _generation(room: Room) -> int:
+    """How many times the room was reopened after a close."""
+    try:
+        return int((room.metadata or {}).get("generation", 0))
+    except (TypeError, ValueError):
+        return 0
+
+
 def invite_create(*, room: Room) -> str:
-    return signing.dumps({"s": _schema(), "r": room.name, "i": room.pk}, salt=INVITE_SALT, compress=True)
+    return signing.dumps({"s": _schema(), "r": room.name, "i": room.pk, "g": _generation(room)}, salt=INVITE_SALT,
+                         compress=True)
 
 
 def invite_valid(*, room: Room, invite: str) -> bool:
+    """Signed for this tenant's room, not expired, and made during the room's current opening: a closed room
+    refuses every join, and reopening it (START MEET) does not bring its earlier invites back."""
     try:
         data = signing.loads(invite, salt=INVITE_SALT, max_age=INVITE_TTL_S)
     except signing.BadSignature:  # includes SignatureExpired
         return False
-    return isinstance(data, dict) and data == {"s": _schema(), "r": room.name, "i": room.pk}
+    if not isinstance(data, dict):
+        return False
+    made = {"s": data.get("s"), "r": data.get("r"), "i": data.get("i"), "g": data.get("g", 0)}
+    return made == {"s": _schema(), "r": room.name, "i": room.pk, "g": _generation(room)}
 
 
 def room_join_path(*, room: Room, invite: bool = False) -> str:
@@ -482,6 +499,13 @@ def webhook_receive(*, body: bytes, authorization: str, expected_schema: str | N
     return WebhookOutcome(status, event.event, event_id, schema)
 
 
+def _livekit_delete_quietly(name: str) -> None:
+    try:
+        livekit_room_delete(name=name)
+    except LiveKitError as exc:
+        logger.warning("meet: could not delete the reopened closed room %s: %s", name, exc)
+
+
 def _ts(seconds: int) -> datetime | None:
     return datetime.fromtimestamp(seconds, tz=UTC) if seconds else None
 
@@ -509,6 +533,10 @@ def _webhook_record(event: lk.WebhookEvent, event_id: str, room_name: str, schem
             room.started_at, room.finished_at = occurred or timezone.now(), None
             room.livekit_sid = event.room.sid or room.livekit_sid
             room.save(update_fields=["started_at", "finished_at", "livekit_sid"])
+            if not room.is_open:
+                # Someone joined a closed room with a token issued before the close (LiveKit creates rooms on
+                # join): it is deleted again, which disconnects them.
+                transaction.on_commit(partial(_livekit_delete_quietly, livekit_room_name(schema, room.name)))
         elif kind == "room_finished":
             room.finished_at = occurred or timezone.now()
             room.save(update_fields=["finished_at"])

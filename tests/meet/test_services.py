@@ -172,6 +172,18 @@ def test_invites_open_only_their_room_in_their_tenant(canary_tenants, livekit):
         assert not invite_valid(room=room_b, invite=invite)
 
 
+def test_invites_of_a_closed_room_stay_void_when_it_is_reopened(canary_tenants, livekit):
+    """START MEET reopens a closed room under the same row: its 14-day invites became valid again."""
+    with schema_context(canary_tenants.a.schema_name):
+        room = room_create(name="standup")
+        old = invite_create(room=room)
+        room_close(room=room)
+        reopened = room_create(name="standup", exist_ok=True)
+        assert reopened.pk == room.pk and reopened.is_open
+        assert not invite_valid(room=reopened, invite=old)
+        assert invite_valid(room=reopened, invite=invite_create(room=reopened))
+
+
 def test_expired_invites_are_refused(canary_tenants, livekit, monkeypatch):
     import apps.meet.services as services
 

@@ -195,6 +195,24 @@ def test_a_good_webhook_is_recorded_once_even_when_redelivered(canary_tenants, l
         assert WebhookEvent.objects.count() == 0
 
 
+def test_a_closed_room_that_livekit_starts_again_is_deleted_again(canary_tenants, livekit,
+                                                                 django_capture_on_commit_callbacks):
+    """A join token issued before the close stays valid for its TTL, and LiveKit creates rooms on join: the
+    room came back with its people in it."""
+    from apps.meet.services import room_close
+
+    tenant = canary_tenants.a
+    with schema_context(tenant.schema_name):
+        room_close(room=room_create(name="closed-door"))
+    lk_name = f"{tenant.schema_name}--closed-door"
+    deletes = len(livekit.calls("DeleteRoom"))
+    client = Client(HTTP_HOST=tenant.host)
+    started = livekit.webhook_body("room_started", room=lk_name)
+    with django_capture_on_commit_callbacks(execute=True):  # the delete goes out when the record commits
+        assert _webhook(client, started, livekit.webhook_authorization(started)).json()["status"] == "recorded"
+    assert [c.body["room"] for c in livekit.calls("DeleteRoom")[deletes:]] == [lk_name]
+
+
 def test_a_webhook_naming_another_tenants_room_is_refused(canary_tenants, livekit):
     a, b = canary_tenants.a, canary_tenants.b
     for tenant in (a, b):
