@@ -135,19 +135,24 @@ def _tenant_drive_purge(schema_name: str) -> None:
         drive.delete_prefix(package + "/")
 
 
-def _tenant_data_outside_postgres_purge(schema_name: str) -> None:
+def _tenant_data_outside_postgres_purge(schema_name: str, bots: list[str] | None = None) -> list[str]:
     """The drive files and the outside store's vectors of a tenant. Dropping the schema does not reach them,
     and a later tenant may get the same schema name (it comes from the host name): left behind, they would
-    become that tenant's bots, scripts and search results."""
+    become that tenant's bots, scripts and search results. Returns the bot names whose vectors went (`bots`:
+    those names, once the schema that lists them is gone)."""
     from apps.bots.models import Bot
     from apps.kb.vectorstores import PgVectorStore, vector_store_for_settings
 
     _tenant_drive_purge(schema_name)
     store = vector_store_for_settings()
-    if not isinstance(store, PgVectorStore):  # pgvector rows go with the schema
+    if isinstance(store, PgVectorStore):  # pgvector rows go with the schema
+        return []
+    if bots is None:
         with schema_context(schema_name):
-            for bot in Bot.objects.values_list("name", flat=True):
-                store.delete_bot(tenant=schema_name, bot=bot)
+            bots = list(Bot.objects.values_list("name", flat=True))
+    for bot in bots:
+        store.delete_bot(tenant=schema_name, bot=bot)
+    return bots
 
 
 # Redis keys of a tenant outside the Django cache's `<schema>:` prefix: the LLM answer cache and token quota.
@@ -182,8 +187,8 @@ def tenant_delete(*, schema_name: str) -> None:
     """Drop a tenant and its whole schema (all of its data). Refuses the public and template schemas.
 
     The tenant stops first (not ready: its hosts answer 503, dispatchers and its queued tasks skip it), so
-    little writes while it is purged; its drive is purged again after the drop for what a task still running
-    wrote meanwhile, and its Redis keys go last."""
+    little writes while it is purged; its drive and outside vectors are purged again after the drop for what a
+    task still running wrote meanwhile, and its Redis keys go last."""
     if schema_name in {get_public_schema_name(), settings.TENANT_BASE_SCHEMA}:
         raise TenantProvisioningError(f"schema {schema_name!r} cannot be deleted")
     with schema_context(get_public_schema_name()):
@@ -191,10 +196,11 @@ def tenant_delete(*, schema_name: str) -> None:
         if tenant is None:
             raise TenantProvisioningError(f"no tenant with schema {schema_name!r}")
         Tenant.objects.filter(pk=tenant.pk).update(ready=False)
-        _tenant_data_outside_postgres_purge(schema_name)
+        bots = _tenant_data_outside_postgres_purge(schema_name)
         with transaction.atomic():
             tenant.delete(force_drop=True)
-        _tenant_drive_purge(schema_name)
+        # Again, for what a task still running wrote meanwhile (an indexer committing its last vectors).
+        _tenant_data_outside_postgres_purge(schema_name, bots=bots)
         _tenant_redis_purge(schema_name)
     connection.set_schema_to_public()
     logger.info("tenant deleted", extra={"tenant": schema_name})

@@ -94,6 +94,40 @@ def test_delete_drops_the_schema_and_refuses_special_schemas(canary_tenants, loc
             tenant_delete(schema_name=special)
 
 
+def test_deleting_a_tenant_removes_its_outside_vectors_even_those_written_during_the_purge(
+        canary_tenants, local_storage, monkeypatch):
+    """An indexer holding a document row committed its last Qdrant points after the purge, while the drop waited
+    for its lock: a later tenant with the same schema name found them in its search results."""
+    from qdrant_client import QdrantClient
+
+    from apps.kb import vectorstores
+    from apps.kb.vectorstores import ChunkRecord
+
+    store = vectorstores.QdrantStore(QdrantClient(":memory:"))  # qdrant-client's local mode
+    monkeypatch.setattr(vectorstores, "vector_store_for_settings", lambda: store)
+    tenant_create(name="Indexed", domain="indexed.test.localhost")
+    with schema_context("indexed"):
+        Bot.objects.create(name="shop")
+
+    def index() -> None:
+        record = ChunkRecord(document_id=1, document_path="shop.gbai/shop.gbkb/faq/a.md", kb="faq", index=0,
+                             text="old tenant's passage", start_char=0, end_char=20, page=None, heading="",
+                             vector=[1.0, 0.0, 0.0, 0.0])
+        store.replace_document(tenant="indexed", bot="shop", bot_id=1, kb_id=1, document_id=1, records=[record],
+                               model="test-model")
+
+    index()
+    drop = Tenant.delete
+
+    def drop_after_a_late_write(self, *args, **kwargs):
+        index()  # the indexer's commit lands between the purge and the drop
+        return drop(self, *args, **kwargs)
+
+    monkeypatch.setattr(Tenant, "delete", drop_after_a_late_write)
+    tenant_delete(schema_name="indexed")
+    assert store.count(tenant="indexed", bot="shop") == 0
+
+
 def test_management_command_creates_and_reports_errors(canary_tenants, capsys):
     call_command("tenant_create", "Cmd Corp", "cmd.test.localhost", "--admin-password", "s3cret-pass")
     assert "created tenant Cmd Corp" in capsys.readouterr().out
