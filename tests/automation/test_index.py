@@ -48,10 +48,10 @@ def test_the_drivemonitor_registers_changes_and_drops_a_schedule_in_the_index(ca
     assert changed.pk != schedule.pk and changed.cron == "0 9 * * *"
     assert (row.schedule_id, row.cron, row.next_run_at) == (changed.pk, "0 9 * * *", changed.next_run_at)
 
-    with schema_context(schema):  # a compile error: the script runs on no schedule
-        drive.write(key, b'SET SCHEDULE "every day at 9am"\nIF x THEN\n')
+    with schema_context(schema):  # a compile error: the version that compiled keeps running, on its schedule
+        drive.write(key, b'SET SCHEDULE "every 5 minutes"\nIF x THEN\n')
         drive_scan(bot_name=bot.name)
-    assert _schedules(schema) == [] and _index(schema) == []
+    assert [r.cron for r in _index(schema)] == ["0 9 * * *"]
 
     with schema_context(schema):
         drive.write(key, b'SET SCHEDULE "every 5 minutes"\nTALK "x"\n')
