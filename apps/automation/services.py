@@ -260,12 +260,35 @@ def _run_claim(schedule: BotSchedule, scheduled_for: datetime) -> JobRun | None:
             )
     except IntegrityError:
         pass
-    lost = JobRun.objects.filter(schedule=schedule, scheduled_for=scheduled_for, status=JobRun.Status.RUNNING,
-                                 started_at__lt=now - JOB_LOST_AFTER)
-    if lost.update(status=JobRun.Status.ERROR, finished_at=now,
-                   error_message="the worker running this job stopped before it finished; not run again"):
+    if _lost(JobRun.objects.filter(schedule=schedule, scheduled_for=scheduled_for), now).update(
+            status=JobRun.Status.ERROR, finished_at=now, error_message=RUN_LOST_MESSAGE):
         logger.warning("automation: run lost with its worker", extra={"schedule": schedule.pk})
     return None
+
+
+RUN_LOST_MESSAGE = "the worker running this job stopped before it finished; not run again"
+
+
+def _lost(runs, now: datetime):
+    """The runs among `runs` still `running` longer than any slice can (JOB_LOST_AFTER) since they started or
+    last resumed from a WAIT: their worker died mid-slice."""
+    from django.db.models import Q
+
+    cutoff = now - JOB_LOST_AFTER
+    return runs.filter(status=JobRun.Status.RUNNING, started_at__lt=cutoff).filter(
+        Q(resume_at__isnull=True) | Q(resume_at__lt=cutoff))
+
+
+def job_runs_lost_sweep(*, now: datetime | None = None) -> int:
+    """Record as errors the current tenant's runs lost with their worker. A killed worker's task is redelivered
+    at once, before JOB_LOST_AFTER has passed, so the redelivery alone never marked it: the run showed
+    `running` for ever."""
+    now = now or timezone.now()
+    lost = _lost(JobRun.objects.all(), now).update(status=JobRun.Status.ERROR, finished_at=now,
+                                                    error_message=RUN_LOST_MESSAGE)
+    if lost:
+        logger.warning("automation: %d run(s) lost with their worker", lost)
+    return lost
 
 
 def job_run_resume(*, run_id: int) -> JobRun | None:

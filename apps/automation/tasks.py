@@ -2,8 +2,8 @@
 
 from datetime import datetime
 
-from apps.automation.services import job_run_resume, schedule_run, schedules_tick
-from apps.tenants.celery import PlatformTask
+from apps.automation.services import job_run_resume, job_runs_lost_sweep, schedule_run, schedules_tick
+from apps.tenants.celery import PlatformTask, each_ready_tenant
 from gbplatform.celery import app
 
 
@@ -33,3 +33,9 @@ def job_run_resume_task(run_id: int) -> str:
     """A job that WAITed, resumed when its WAIT is over (idempotent: only a waiting run resumes)."""
     run = job_run_resume(run_id=run_id)
     return run.status if run is not None else "none"
+
+
+@app.task(name="automation.sweep_lost_runs", base=PlatformTask)
+def job_runs_lost_sweep_task() -> int:
+    """Beat: in every ready tenant, record the runs whose worker died mid-run as errors."""
+    return each_ready_tenant(job_runs_lost_sweep, what="automation.sweep_lost_runs")

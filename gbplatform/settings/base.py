@@ -347,6 +347,10 @@ CELERY_BEAT_SCHEDULE["automation-tick"] = {
     # A tick nobody picked up within its interval is dropped: the next one does the same work.
     "options": {"queue": "jobs", "expires": float(AUTOMATION_TICK_INTERVAL_S)},
 }
+# Runs whose worker died mid-run are recorded as errors by this sweep (they would show `running` for ever).
+CELERY_BEAT_SCHEDULE["automation-sweep-lost-runs"] = {
+    "task": "automation.sweep_lost_runs", "schedule": 300.0, "options": {"queue": "jobs", "expires": 300.0},
+}
 # Analytics (apps.analytics): how often beat recomputes today's and yesterday's daily aggregates of every
 # tenant (the console's analytics lag the conversations by at most this much), and the price table behind
 # "cost per bot": {"model name or prefix": [prompt, completion]} in USD per million tokens (a bot's

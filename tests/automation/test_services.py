@@ -296,3 +296,28 @@ def test_a_redelivered_job_whose_worker_died_is_marked_lost_not_run_again(canary
         [run] = JobRun.objects.filter(schedule=schedule)
     assert run.status == JobRun.Status.ERROR and "stopped before it finished" in run.error_message
     assert run.output == ""  # the script did not run a second time
+
+
+@outside_test_transaction
+def test_the_sweep_records_runs_lost_with_their_worker_and_leaves_live_ones(canary_tenants):
+    """A killed worker's task is redelivered at once, before JOB_LOST_AFTER: the redelivery alone never marked
+    the run, which showed `running` for ever."""
+    from apps.automation.services import JOB_LOST_AFTER, job_runs_lost_sweep
+
+    schema = canary_tenants.a.schema_name
+    schedule = schedule_of(schema, deploy(schema, "at-sweep", 'SET SCHEDULE "every minute"\nTALK "x"\n'))
+    now = schedule.next_run_at
+    long_ago = now - JOB_LOST_AFTER - timedelta(minutes=1)
+    with schema_context(schema):
+        def run(minutes: int, **fields) -> JobRun:
+            return JobRun.objects.create(bot_id=schedule.bot_id, schedule=schedule, script_name="at-sweep",
+                                         cron=schedule.cron, scheduled_for=now - timedelta(minutes=minutes),
+                                         status=JobRun.Status.RUNNING, **fields)
+
+        lost = run(1, started_at=long_ago)
+        resumed = run(2, started_at=long_ago, resume_at=now - timedelta(seconds=30))  # a slice after a WAIT
+        fresh = run(3, started_at=now - timedelta(seconds=30))
+        assert job_runs_lost_sweep(now=now) == 1
+        statuses = {r.pk: (r.status, r.error_message) for r in JobRun.objects.filter(schedule=schedule)}
+    assert statuses[lost.pk][0] == JobRun.Status.ERROR and "stopped before it finished" in statuses[lost.pk][1]
+    assert statuses[resumed.pk][0] == statuses[fresh.pk][0] == JobRun.Status.RUNNING
