@@ -40,7 +40,8 @@ class OutgoingMail(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["bot", "status"], name="mail_out_bot_status")]
+        indexes = [models.Index(fields=["bot", "status"], name="mail_out_bot_status"),
+                   models.Index(fields=["bot", "created_at"], name="mail_out_bot_created")]
 
     def __str__(self) -> str:
         return f"{self.message_id} -> {self.to} ({self.status})"

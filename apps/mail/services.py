@@ -33,6 +33,7 @@ import smtplib
 import ssl
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -83,6 +84,8 @@ MAIL_RETRY_MAX_S = 1800  # must stay below the broker's visibility timeout
 INCOMING_MAX_BYTES = 25 * 1024 * 1024
 INCOMING_ATTACHMENT_MAX_BYTES = 10 * 1024 * 1024
 INCOMING_ATTACHMENTS_MAX = 20
+# The window MAIL_SEND_PER_BOT_PER_HOUR counts in.
+SEND_RATE_WINDOW = timedelta(hours=1)
 # Messages one poll processes; the rest wait for the next poll, so one flooded mailbox cannot hold a
 # worker (and every other mailbox of the tenant) for long.
 POLL_BATCH = 25
@@ -180,6 +183,7 @@ def mail_send(*, bot: Bot, to: str | Sequence[str], subject: str, body_text: str
     """
     recipients = recipients_parse(to)
     smtp_account(bot, with_password=False)  # a bot that cannot send at all is told now, not in the worker
+    _send_rate_check(bot)
     paths = [str(p).strip().strip("/") for p in attachments if str(p).strip()]
     _attachments_read(bot, paths)  # fail now, in the script, rather than later in the worker
     body_html = body_html or ""
@@ -198,6 +202,18 @@ def mail_send(*, bot: Bot, to: str | Sequence[str], subject: str, body_text: str
         transaction.on_commit(lambda: _enqueue_send(row.pk))
     logger.info("mail: queued %s from bot %s to %s", row.message_id, bot.name, row.to)
     return row
+
+
+def _send_rate_check(bot: Bot) -> None:
+    """MailError when the bot queued MAIL_SEND_PER_BOT_PER_HOUR mails in the last hour."""
+    limit = int(getattr(settings, "MAIL_SEND_PER_BOT_PER_HOUR", 0) or 0)
+    if limit <= 0:
+        return
+    since = timezone.now() - SEND_RATE_WINDOW
+    sent = OutgoingMail.objects.filter(bot=bot, created_at__gte=since).count()
+    if sent >= limit:
+        raise MailError(f"bot {bot.name} queued {sent} mails in the last hour; the limit is {limit} "
+                        "(MAIL_SEND_PER_BOT_PER_HOUR)")
 
 
 def _enqueue_send(mail_id: int) -> None:

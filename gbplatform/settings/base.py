@@ -280,6 +280,9 @@ MAIL_DEFAULT_FROM = env_str("MAIL_DEFAULT_FROM")
 # (ones the platform may send for): a tenant must not send as any address it likes through the platform's relay.
 MAIL_PLATFORM_SENDER_DOMAINS = [d.lower() for d in env_list("MAIL_PLATFORM_SENDER_DOMAINS")]
 MAIL_POLL_INTERVAL_S = env_int("MAIL_POLL_INTERVAL_S", 60)
+# Mails one bot may queue per hour (0: no limit): a script looping on SEND MAIL, or a flood of mail the bot
+# answers, stops there with an error instead of sending thousands (and the sending domain's reputation).
+MAIL_SEND_PER_BOT_PER_HOUR = env_int("MAIL_SEND_PER_BOT_PER_HOUR", 500)
 MAIL_RETRY_BASE_S = env_int("MAIL_RETRY_BASE_S", 30)
 MAIL_ALLOW_PRIVATE_HOSTS = env_bool("MAIL_ALLOW_PRIVATE_HOSTS", False)
 CELERY_BEAT_SCHEDULE["mail-poll"] = {

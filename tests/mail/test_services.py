@@ -218,3 +218,15 @@ def test_a_body_is_html_only_when_it_starts_with_an_html_tag(mail_tenant, commit
     assert quoted.get_content().strip() == "<ana@example.test> wrote: hi"
     assert rich.get_content_type() == "multipart/alternative"
     assert rich.get_body(preferencelist=("plain",)).get_content().strip() == "Hi Ana"
+
+
+def test_a_bot_past_its_hourly_mail_limit_gets_an_error_and_nothing_is_queued(
+        mail_tenant, committed_db, mail_worker, smtp, settings):
+    """A script looping on SEND MAIL (or a flood of mail the bot answers) had no volume limit."""
+    settings.MAIL_SEND_PER_BOT_PER_HOUR = 2
+    with schema_context(mail_tenant.schema_name):
+        bot = mail_bot(smtp)
+        result = run(bot, 'FOR i = 1 TO 5\nSEND MAIL "ana@example.test", "n " + i, "hello"\nNEXT\n')
+        assert result.status == "error" and "the limit is 2 (MAIL_SEND_PER_BOT_PER_HOUR)" in result.error["message"]
+        assert OutgoingMail.objects.filter(bot=bot).count() == 2
+        assert sorted(m.message["Subject"] for m in smtp.wait_for(2)) == ["n 1", "n 2"]
