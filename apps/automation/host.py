@@ -67,4 +67,16 @@ class JobHost(BotHost):
     def clear_switchers(self) -> None:
         return None
 
+    def call_script(self, name: str, args: list) -> object:
+        """CALL "other.bas" in a job: the bot's other script runs to its end in this run (no HEAR there either)."""
+        from apps.basic.host import HostError
+        from apps.bots.runtime import ScriptUnavailable, bot_script_program, script_call, script_params
+
+        name = str(name).strip().lower().removesuffix(".bas")
+        try:
+            program = bot_script_program(self.bot, name)
+        except ScriptUnavailable as exc:
+            raise HostError(str(exc)) from None
+        return script_call(host=self, program=program, name=name, args=list(args), params=script_params(self.bot))
+
     # LLM, SEND MAIL and TALK TO (an e-mail address) are BotHost's: a job delivers like any other run.

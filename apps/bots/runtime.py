@@ -80,6 +80,35 @@ def script_params(bot: Bot) -> dict[str, object]:
     return config_params(bot_config_values(bot))
 
 
+# CALL nested this deep (a script calling itself, directly or through others) is an error, not a Python
+# recursion error or a turn that never ends.
+CALL_DEPTH_MAX = 8
+
+
+def script_call(*, host: Host, program, name: str, args: list, params: dict) -> object:
+    """CALL "other": run `program` (another script of the bot) on `host` to its end and return its RETURN.
+    Its PARAMs take `args` in order over `params` (the bot's param-* values). A script that errors, or waits
+    for input (HEAR, WAIT: a CALL cannot suspend), is a HostError in the caller."""
+    from apps.basic.host import HostError
+
+    depth = getattr(host, "call_depth", 0)
+    if depth >= CALL_DEPTH_MAX:
+        raise HostError(f"CALL nested deeper than {CALL_DEPTH_MAX} scripts")
+    names = [p.get("name") for p in (program.metadata.get("params") or []) if isinstance(p, dict)]
+    call_args = {str(p).lower(): v for p, v in zip(names, args, strict=False) if p}
+    previous = getattr(host, "script_name", "")
+    host.call_depth, host.script_name = depth + 1, name
+    try:
+        result = VM(program, host).start({**params, **call_args})
+    finally:
+        host.call_depth, host.script_name = depth, previous
+    if result.status == "error":
+        raise HostError(f"{name}: {(result.error or {}).get('message')}")
+    if result.status == "waiting":
+        raise HostError(f"{name} waits for input; a script run with CALL cannot (use it as a tool instead)")
+    return result.value
+
+
 def script_start(*, bot: Bot, name: str, host: Host, args: dict | None = None) -> RunResult:
     """Run a bot's script from its first line; tool arguments override `param-*` values of the same name."""
     return VM(bot_script_program(bot, name), host).start({**script_params(bot), **(args or {})})

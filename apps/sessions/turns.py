@@ -52,7 +52,6 @@ KB_CONTEXT_HITS = 5
 OFFLINE_PASSAGES = 3
 OFFLINE_PASSAGE_CHARS = 600
 # Nested CALLs from a chat script: recursion is a bug, not a feature.
-CALL_DEPTH_MAX = 8
 # Text a tool's TALKs contribute to its result for the LLM when it RETURNs nothing.
 TOOL_RESULT_MAX_CHARS = 8000
 # How long a turn waits for the previous turn of the same session before giving up (a turn streaming a
@@ -215,7 +214,6 @@ class Turn:
         # Every message of a session is added by a turn, which saves the count at its end (under the lock).
         self.next_index = session.message_count or 0
         self.tokens = 0
-        self.call_depth = 0
         # The formats the message switched on (None: as they were); kept to be applied again once start.bas
         # ran, since the switchers it offers only exist from then on.
         self.requested_switchers: list | None = None
@@ -406,31 +404,11 @@ class Turn:
 
     def call_script(self, host: SessionHost, name: str, args: list) -> object:
         """CALL "other": run another script of the bot in this session; its RETURN is the value."""
-        if self.call_depth >= CALL_DEPTH_MAX:
-            from apps.basic.host import HostError
+        from apps.bots.runtime import script_call
 
-            raise HostError(f"CALL nested deeper than {CALL_DEPTH_MAX} scripts")
         name = name.strip().lower().removesuffix(".bas")
-        program = self._program(name)
-        params = [p.get("name") for p in (program.metadata.get("params") or []) if isinstance(p, dict)]
-        call_args = {str(p).lower(): v for p, v in zip(params, args, strict=False) if p}
-        previous = host.script_name
-        self.call_depth += 1
-        try:
-            host.script_name = name
-            result = VM(program, host).start({**config_params(self.host.config_values()), **call_args})
-        finally:
-            self.call_depth -= 1
-            host.script_name = previous
-        if result.status == "error":
-            from apps.basic.host import HostError
-
-            raise HostError(f"{name}: {(result.error or {}).get('message')}")
-        if result.status == "waiting":
-            from apps.basic.host import HostError
-
-            raise HostError(f"{name} waits for input; a script run with CALL cannot (use it as a tool instead)")
-        return result.value
+        return script_call(host=host, program=self._program(name), name=name, args=args,
+                           params=config_params(self.host.config_values()))
 
     # -- the LLM turn ----------------------------------------------------------------------------
     def answer(self, text: str, *, replay: bool = False) -> None:

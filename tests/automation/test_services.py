@@ -321,3 +321,22 @@ def test_the_sweep_records_runs_lost_with_their_worker_and_leaves_live_ones(cana
         statuses = {r.pk: (r.status, r.error_message) for r in JobRun.objects.filter(schedule=schedule)}
     assert statuses[lost.pk][0] == JobRun.Status.ERROR and "stopped before it finished" in statuses[lost.pk][1]
     assert statuses[resumed.pk][0] == statuses[fresh.pk][0] == JobRun.Status.RUNNING
+
+
+@outside_test_transaction
+def test_a_job_can_call_another_script_of_its_bot(canary_tenants):
+    """CALL "other" in a scheduled job was "Undefined procedure/script": only chat sessions had it."""
+    schema = canary_tenants.a.schema_name
+    deploy(schema, "at-double", 'PARAM n AS INTEGER LIKE "1" DESCRIPTION "n"\nDESCRIPTION "double"\nRETURN n * 2\n')
+    deploy(schema, "at-loop",
+           'PARAM n AS INTEGER LIKE "1" DESCRIPTION "n"\nDESCRIPTION "loop"\nx = CALL "at-loop", n\n')
+    deploy(schema, "at-asks", 'HEAR answer\n')
+    source = ('SET SCHEDULE "every minute"\nx = CALL "at-double", 21\nTALK "got " + x\n'
+              'ON ERROR RESUME NEXT\nCALL "at-loop", 1\nTALK ERR.DESCRIPTION\nCALL "at-asks"\nTALK ERR.DESCRIPTION\n')
+    schedule = schedule_of(schema, deploy(schema, "at-caller", source))
+    with schema_context(schema):
+        run = schedule_run(schedule_id=schedule.pk, scheduled_for=schedule.next_run_at)
+    assert run.status == JobRun.Status.OK, run.error_message
+    lines = run.output.splitlines()
+    assert lines[0] == "got 42"
+    assert "nested deeper than" in lines[1] and "waits for input" in lines[2]
