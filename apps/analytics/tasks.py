@@ -24,7 +24,7 @@ REFRESH_QUEUED_KEY = "analytics:refresh-queued"
 REFRESH_QUEUED_TTL_INTERVALS = 5
 
 
-@app.task(name="analytics.refresh")
+@app.task(name="analytics.refresh", when_not_ready="skip")
 def analytics_refresh_task() -> dict:
     cache.delete(REFRESH_QUEUED_KEY)
     report = daily_stats_refresh_recent(days=REFRESH_DAYS)

@@ -293,7 +293,9 @@ def job_runs_lost_sweep(*, now: datetime | None = None) -> int:
 
 def job_run_resume(*, run_id: int) -> JobRun | None:
     """Continue a run suspended at a WAIT; None when it is not waiting (a redelivered or late task)."""
-    if not JobRun.objects.filter(pk=run_id, status=JobRun.Status.WAITING).update(status=JobRun.Status.RUNNING):
+    # resume_at becomes when this slice started: the lost-run sweep counts a slice's time from it.
+    if not JobRun.objects.filter(pk=run_id, status=JobRun.Status.WAITING).update(status=JobRun.Status.RUNNING,
+                                                                                 resume_at=timezone.now()):
         return None
     run = JobRun.objects.select_related("bot").get(pk=run_id)
     script = BotScript.objects.filter(bot=run.bot, name=run.script_name).first()

@@ -19,7 +19,7 @@ def schedules_tick_task() -> dict:
             "broken": report.broken}
 
 
-@app.task(name="automation.run_schedule")
+@app.task(name="automation.run_schedule", when_not_ready="skip")
 def schedule_run_task(schedule_id: int, scheduled_for: str | None = None, next_run_at: str | None = None,
                       skipped_from: str | None = None, skipped_count: int = 0) -> str:
     """One due time of a schedule, in its tenant (idempotent: a due time runs once)."""

@@ -16,7 +16,7 @@ def subject_request_run_task(request_id: str) -> dict:
     return {"status": row.status, "report": row.report}
 
 
-@app.task(name="compliance.retention_purge")
+@app.task(name="compliance.retention_purge", when_not_ready="skip")
 def retention_purge_task() -> dict:
     """Delete the tenant's data past its retention policies."""
     return retention_purge()

@@ -28,7 +28,7 @@ def beat_heartbeat() -> str:
 REENCRYPT_RUN_BUDGET_S = 240
 
 
-@app.task(name="core.reencrypt")
+@app.task(name="core.reencrypt", when_not_ready="run")
 def reencrypt(resume_at: list | None = None) -> dict:
     """Re-encrypt this tenant's encrypted columns under the active key; idempotent, resumable."""
     from apps.core.fields import schema_reencrypt

@@ -204,7 +204,10 @@ def _failed(obj: DriveObject, message: str, report: ScanReport) -> None:
     obj.fail_count += 1
     obj.last_error = message[:MAX_ERROR_CHARS]
     obj.last_failed_at = timezone.now()
-    obj.save(update_fields=["fail_count", "last_error", "last_failed_at", "updated_at"])
+    # Nothing of this content is applied: a file put back as it was before it failed is processed again (a
+    # script reverted to its running version clears its refused one).
+    obj.processed_etag = ""
+    obj.save(update_fields=["fail_count", "last_error", "last_failed_at", "processed_etag", "updated_at"])
     report.failed[obj.key] = obj.last_error
     if obj.fail_count >= settings.DRIVE_MAX_FAILURES:
         logger.warning("drive object parked after repeated failures", extra={"key": obj.key})
@@ -226,9 +229,18 @@ def _unapply(obj: DriveObject) -> None:
         kb_services.document_remove(path=obj.key)
 
 
+def _siblings_unprocessed(obj: DriveObject, kind: str) -> None:
+    """In the transaction that undoes `obj` as the bot's settings or prompt: the bot's other file of that kind
+    must be applied again, and is marked so in the same commit (a crash between the two must not leave the
+    bot without settings while its file looks processed)."""
+    if kind in ("config", "prompt"):
+        DriveObject.objects.filter(bot_name=obj.bot_name, kind=kind).exclude(pk=obj.pk).update(processed_etag="")
+
+
 def _remove(obj: DriveObject, report: ScanReport) -> None:
     with transaction.atomic():
         _unapply(obj)
+        _siblings_unprocessed(obj, obj.kind)
         obj.delete()
     report.removed.append(obj.key)
 
@@ -247,6 +259,7 @@ def _reclassify(known: dict[str, DriveObject]) -> set[tuple[str, str]]:
         recorded = obj.kind
         with transaction.atomic():
             _unapply(obj)
+            _siblings_unprocessed(obj, recorded)
             obj.kind, obj.processed_etag = kind, ""
             obj.save(update_fields=["kind", "processed_etag", "updated_at"])
         logger.info("drive object reclassified", extra={"key": obj.key, "kind": kind})

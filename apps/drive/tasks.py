@@ -13,7 +13,7 @@ SCAN_QUEUED_KEY = "drive:scan-queued"
 SCAN_QUEUED_TTL_INTERVALS = 30
 
 
-@app.task(name="drive.scan")
+@app.task(name="drive.scan", when_not_ready="skip")
 def drive_scan_task() -> dict:
     """Scan the tenant's drive (runs in the tenant's schema; idempotent: an unchanged drive does nothing)."""
     cache.delete(SCAN_QUEUED_KEY)

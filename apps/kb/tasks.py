@@ -16,7 +16,7 @@ EMBEDDING_RETRIES = 5
 RETRY_BACKOFF_MAX_S = 300
 
 
-@app.task(bind=True, name="kb.document_index", max_retries=EMBEDDING_RETRIES)
+@app.task(bind=True, name="kb.document_index", max_retries=EMBEDDING_RETRIES, when_not_ready="skip")
 def document_index_task(self, document_id: int, etag: str) -> str:
     try:
         return document_index(document_id=document_id, etag=etag).status

@@ -71,10 +71,14 @@ def latest_question(messages: Sequence[dict[str, Any]]) -> str:
 
 
 def _standalone(messages: Sequence[dict[str, Any]]) -> bool:
-    """The question opens the conversation: no earlier question, answer or tool result. Only such questions
-    take part in semantic matching, which compares the latest question alone: an answer that built on one
-    user's conversation must not reach another user who asks something similar."""
-    return sum(1 for m in messages if m.get("role") in ("user", "assistant", "tool")) == 1
+    """The question opens the conversation: no earlier question, answer or tool result (the bot's own greeting
+    before it, start.bas output, does not count). Only such questions take part in semantic matching, which
+    compares the latest question alone: an answer that built on one user's conversation must not reach
+    another user who asks something similar."""
+    roles = [m.get("role") for m in messages if m.get("role") in ("user", "assistant", "tool")]
+    while roles and roles[0] == "assistant":
+        roles.pop(0)
+    return roles == ["user"]
 
 
 def _tool_names(tools: Sequence[dict[str, Any]] | None) -> list[str]:

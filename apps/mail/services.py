@@ -435,7 +435,16 @@ def _mailbox_read(bot: Bot, account: ImapAccount, report: PollReport) -> None:
         old, new = _mailbox_uids(client, state)
         batch = (old + new)[:POLL_BATCH]
         sizes = client.fetch(batch, ["RFC822.SIZE"]) if batch else {}
+        stopped = False
         for uid in batch:
+            try:
+                # Checked before the bot's turn runs: past its hourly mail limit the reply would fail after
+                # the turn, and the mail be tried again (turn and all) on each poll.
+                _send_rate_check(bot)
+            except MailError as exc:
+                report.error = f"{exc}: the rest of the mailbox waits for a later poll"
+                stopped = True
+                break
             report.fetched += 1
             size = int(sizes.get(uid, {}).get(b"RFC822.SIZE", 0))
             if size > INCOMING_MAX_BYTES:
@@ -456,7 +465,7 @@ def _mailbox_read(bot: Bot, account: ImapAccount, report: PollReport) -> None:
                 report.failed += row.status == IncomingMail.Status.FAILED
             state.last_uid = uid
             state.save()
-        if len(old) <= POLL_BATCH and state.last_uid < state.baseline_uid:
+        if not stopped and len(old) <= POLL_BATCH and state.last_uid < state.baseline_uid:
             # Every unread message of the history was handled: the rest of it stays as it is.
             state.last_uid = state.baseline_uid
         state.save()

@@ -43,7 +43,7 @@ def mail_send_task(self, mail_id: int) -> str:
         raise self.retry(exc=exc, countdown=mail_retry_delay(self.request.retries)) from exc
 
 
-@app.task(name="mail.poll")
+@app.task(name="mail.poll", when_not_ready="skip")
 def mail_poll_task() -> list[dict]:
     cache.delete(POLL_QUEUED_KEY)
     return [vars(report) for report in mailboxes_poll()]

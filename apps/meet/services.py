@@ -499,7 +499,14 @@ def webhook_receive(*, body: bytes, authorization: str, expected_schema: str | N
     return WebhookOutcome(status, event.event, event_id, schema)
 
 
-def _livekit_delete_quietly(name: str) -> None:
+def _closed_room_delete_again(schema: str, room_id: int) -> None:
+    """Delete the room in LiveKit if it is still closed now (START MEET may have reopened it meanwhile: its
+    CreateRoom ran before the reopening committed, and this webhook may be that room starting)."""
+    with schema_context(schema):
+        room = Room.objects.filter(pk=room_id).first()
+        if room is None or room.is_open:
+            return
+        name = livekit_room_name(schema, room.name)
     try:
         livekit_room_delete(name=name)
     except LiveKitError as exc:
@@ -536,7 +543,7 @@ def _webhook_record(event: lk.WebhookEvent, event_id: str, room_name: str, schem
             if not room.is_open:
                 # Someone joined a closed room with a token issued before the close (LiveKit creates rooms on
                 # join): it is deleted again, which disconnects them.
-                transaction.on_commit(partial(_livekit_delete_quietly, livekit_room_name(schema, room.name)))
+                transaction.on_commit(partial(_closed_room_delete_again, schema, room.pk))
         elif kind == "room_finished":
             room.finished_at = occurred or timezone.now()
             room.save(update_fields=["finished_at"])

@@ -19,7 +19,7 @@ def resume_wait(session_id: str, token: str) -> None:
     turn_execute(session_id, text="", wait_token=token, sink=events.GroupSink(connection.schema_name, session_id))
 
 
-@shared_task(name="chat.compact_history", ignore_result=True)
+@shared_task(name="chat.compact_history", ignore_result=True, when_not_ready="skip")
 def compact_history(session_id: str) -> None:
     """Idempotent: it re-checks that a summary is due and that no other one was written meanwhile."""
     from apps.sessions.memory import compact

@@ -30,8 +30,20 @@ def _in_tenant_schema() -> bool:
     return schema not in {get_public_schema_name(), settings.TENANT_BASE_SCHEMA}
 
 
+# What a tenant task does while its tenant is not ready (suspended, or being deleted): the suspend action
+# promises that the tenant's jobs stop, not only new dispatches. Set per task (`@app.task(when_not_ready=...)`).
+NOT_READY_POSTPONE = "postpone"  # queued again later: what it carries (a mail, a privacy request, a resume)
+#                                  must not be lost; the default
+NOT_READY_SKIP = "skip"  # dropped: beat queues such work again once the tenant serves (scans, polls, refreshes,
+#                          scheduled runs, indexing picked up by the stale sweep)
+NOT_READY_RUN = "run"  # runs anyway (key rotation must reach every schema, a compromised key cannot wait)
+# A postponed task is looked at again this much later (while the tenant stays suspended, again and again).
+NOT_READY_POSTPONE_S = 300
+
+
 class TenantScopedTask(TenantTask):
     abstract = True
+    when_not_ready = NOT_READY_POSTPONE
     # Messages are acked after the task ran (settings); a task refused for lack of a tenant must not be
     # redelivered forever, so refusals are plain failures, not retries.
 
@@ -41,17 +53,26 @@ class TenantScopedTask(TenantTask):
             raise TenantRequiredError(f"task {self.name} must be enqueued inside a tenant (schema_context)")
         return super().apply_async(args=args, kwargs=kwargs, **options)
 
+    def _not_ready(self, args: tuple, kwargs: dict) -> None:
+        schema = connection.schema_name
+        if self.when_not_ready == NOT_READY_SKIP:
+            logger.warning("task %s skipped: tenant %s is not ready (suspended or deleted)", self.name, schema)
+            return None
+        queue = (getattr(self.request, "delivery_info", None) or {}).get("routing_key")
+        options = {"queue": queue} if queue else {}  # the queue it came from; else its routing
+        self.apply_async(args=args, kwargs=kwargs, countdown=NOT_READY_POSTPONE_S, **options)
+        logger.warning("task %s postponed %d s: tenant %s is not ready (suspended or deleted)", self.name,
+                       NOT_READY_POSTPONE_S, schema)
+        return None
+
     def __call__(self, *args, **kwargs):
         # task_prerun (tenant-schemas-celery) has already switched to the message's schema, or left public.
         if not _in_tenant_schema():
             raise TenantRequiredError(f"task {self.name} received without a tenant: refused")
         from apps.tenants.selectors import tenant_is_ready
 
-        if not tenant_is_ready(connection.schema_name):
-            # Suspended (or being deleted): its queued and retried tasks stop too, not only new dispatches.
-            logger.warning("task %s skipped: tenant %s is not ready (suspended or deleted)", self.name,
-                           connection.schema_name)
-            return None
+        if self.when_not_ready != NOT_READY_RUN and not tenant_is_ready(connection.schema_name):
+            return self._not_ready(args, kwargs)
         # Log lines of the task carry its tenant and, as request id, the task id.
         request_context_set(request_id=self.request.id or "", tenant=connection.schema_name)
         try:

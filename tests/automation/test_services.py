@@ -340,3 +340,28 @@ def test_a_job_can_call_another_script_of_its_bot(canary_tenants):
     lines = run.output.splitlines()
     assert lines[0] == "got 42"
     assert "nested deeper than" in lines[1] and "waits for input" in lines[2]
+
+
+
+@outside_test_transaction
+def test_a_slice_resumed_late_counts_its_time_from_when_it_resumed(canary_tenants, monkeypatch):
+    """resume_at kept the planned time: a resume that started late (a queue backlog) was swept as lost while
+    its slice ran."""
+    from apps.automation import services as automation
+
+    schema = canary_tenants.a.schema_name
+    schedule = schedule_of(schema, deploy(schema, "at-late", 'SET SCHEDULE "every minute"\nWAIT 1\nTALK "x"\n'))
+    planned = schedule.next_run_at - automation.JOB_LOST_AFTER - timedelta(minutes=5)
+    swept: list[int] = []
+
+    def a_slice(run, *, script, state):
+        swept.append(automation.job_runs_lost_sweep())  # the beat sweep runs while this slice works
+        return run
+
+    monkeypatch.setattr(automation, "_run_slice", a_slice)
+    with schema_context(schema):
+        waiting = JobRun.objects.create(bot_id=schedule.bot_id, schedule=schedule, script_name="at-late",
+                                        cron=schedule.cron, scheduled_for=planned, started_at=planned,
+                                        status=JobRun.Status.WAITING, resume_at=planned)
+        automation.job_run_resume(run_id=waiting.pk)
+        assert swept == [0] and JobRun.objects.get(pk=waiting.pk).status == JobRun.Status.RUNNING

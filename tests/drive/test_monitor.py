@@ -167,6 +167,10 @@ def test_a_redeployed_script_that_does_not_compile_leaves_the_previous_version_r
         assert script.ok and script.source == START.decode() and script.rejected_source == BROKEN.decode()
         assert script.rejected_errors[0]["message"]
         assert bot_script_program(Bot.objects.get(pk=bot.pk), "start").source_hash == live  # still served
+        tenant_drive().write(key, START)  # put back as it was: processed again, the refused version gone
+        assert drive_scan().processed == [key]
+        script.refresh_from_db()
+        assert (script.source, script.rejected_source, script.rejected_errors) == (START.decode(), "", [])
         page_fixed = b'TALK "fixed"\n'
         tenant_drive().write(key, page_fixed)
         assert drive_scan().processed == [key]
@@ -214,6 +218,35 @@ def test_a_redeploy_may_turn_a_folder_into_a_file_and_a_file_into_a_folder(canar
         keys = {entry.key for entry in drive.list("shop.gbai/shop.gbtheme/")}
         assert keys == {"shop.gbai/shop.gbtheme/logo", "shop.gbai/shop.gbtheme/banner/wide.png",
                         "shop.gbai/shop.gbtheme/style.css"}
+
+
+def test_settings_cleared_with_a_removed_backup_are_applied_again_even_after_a_failed_attempt(
+        canary_tenants, storage, monkeypatch):
+    """Removing one settings file clears the bot's settings and re-applies the other in the same scan; if that
+    re-apply failed, the other file still looked processed and the bot stayed without settings."""
+    from apps.drive import services as drive_services
+
+    with schema_context(canary_tenants.a.schema_name):
+        _deploy(_shop_files())
+        drive = tenant_drive()
+        drive.write("shop.gbai/shop.gbot/Config.csv", b"name,value\nbot-name,Twin\n")  # a case twin: a config too
+        drive_scan()
+        real = "shop.gbai/shop.gbot/config.csv"
+        process = drive_services._process
+
+        def fail_the_real_one(drive_, bot, obj, report):
+            if obj.key == real:
+                raise RuntimeError("drive unreachable")
+            return process(drive_, bot, obj, report)
+
+        monkeypatch.setattr(drive_services, "_process", fail_the_real_one)
+        drive.delete("shop.gbai/shop.gbot/Config.csv")
+        with pytest.raises(RuntimeError):
+            drive_scan()
+        monkeypatch.setattr(drive_services, "_process", process)
+        assert DriveObject.objects.get(key=real).processed_etag == ""  # marked with the clear, in one commit
+        drive_scan()
+        assert BotConfig.objects.get(key="bot-name").value == "Shop"
 
 
 def test_files_recorded_under_an_older_rule_are_reclassified_and_the_settings_applied_again(canary_tenants,

@@ -157,4 +157,8 @@ def test_semantic_matching_takes_only_questions_that_open_a_conversation(cached,
                  {"role": "user", "content": "what are your opening hours"}]
     assert chat(semantic, follow_up).cached is False  # a question inside a conversation is not matched either
     assert chat(semantic, _ask("what are your opening hours")).cache_kind == "semantic"
+    # The bot's own greeting before the first question (start.bas output) does not make it a follow-up.
+    greeted = [SYSTEM, {"role": "assistant", "content": "Welcome to the Lisbon store!"},
+               {"role": "user", "content": "what are your opening hours"}]
+    assert chat(semantic, greeted).cache_kind == "semantic"
     assert len(llm_fake.chat_requests()) == 4

@@ -225,6 +225,22 @@ def test_a_mailboxs_history_is_never_answered_only_its_unread_and_new_mail(
         assert answered == ["new but read", "unread 0", "unread 1", "unread 2"]
 
 
+def test_past_the_hourly_mail_limit_the_poller_waits_instead_of_running_turns_it_cannot_answer(
+        mail_tenant, committed_db, mail_worker, smtp, dovecot, chat_turns, settings):
+    """The reply failed only after the bot's turn ran, and the mail was tried again (turn and all) each poll."""
+    settings.MAIL_SEND_PER_BOT_PER_HOUR = 1
+    with schema_context(mail_tenant.schema_name):
+        bot = mailbox_bot(smtp, dovecot)
+        deliver(dovecot, bot, subject="first")
+        deliver(dovecot, bot, subject="second")
+        report = mailbox_poll(bot=bot)
+        assert (report.fetched, report.answered) == (1, 1)
+        assert "MAIL_SEND_PER_BOT_PER_HOUR" in report.error and "waits for a later poll" in report.error
+        assert list(IncomingMail.objects.filter(bot=bot).values_list("subject", flat=True)) == ["first"]
+        settings.MAIL_SEND_PER_BOT_PER_HOUR = 0
+        assert mailbox_poll(bot=bot).answered == 1  # nothing was lost: the second mail is answered later
+
+
 def test_a_tenants_poll_never_uses_another_tenants_mailbox(
         mail_tenant, other_mail_tenant, committed_db, mail_worker, smtp, dovecot, chat_turns):
     with schema_context(other_mail_tenant.schema_name):

@@ -213,6 +213,27 @@ def test_a_closed_room_that_livekit_starts_again_is_deleted_again(canary_tenants
     assert [c.body["room"] for c in livekit.calls("DeleteRoom")[deletes:]] == [lk_name]
 
 
+def test_a_room_reopened_before_the_webhook_commits_is_not_deleted(canary_tenants, livekit,
+                                                                 django_capture_on_commit_callbacks):
+    """START MEET's CreateRoom runs before its reopening commits: the room_started webhook of that very room
+    saw it closed, and deleted the room just reopened."""
+    from apps.meet.services import room_close
+
+    tenant = canary_tenants.a
+    with schema_context(tenant.schema_name):
+        room_close(room=room_create(name="back-again"))
+    client = Client(HTTP_HOST=tenant.host)
+    started = livekit.webhook_body("room_started", room=f"{tenant.schema_name}--back-again")
+    with django_capture_on_commit_callbacks() as pending:
+        assert _webhook(client, started, livekit.webhook_authorization(started)).status_code == 200
+    with schema_context(tenant.schema_name):
+        room_create(name="back-again", exist_ok=True)
+    deletes = len(livekit.calls("DeleteRoom"))
+    for callback in pending:
+        callback()
+    assert len(livekit.calls("DeleteRoom")) == deletes
+
+
 def test_a_webhook_naming_another_tenants_room_is_refused(canary_tenants, livekit):
     a, b = canary_tenants.a, canary_tenants.b
     for tenant in (a, b):

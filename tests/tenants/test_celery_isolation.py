@@ -63,6 +63,34 @@ def test_a_suspended_tenants_queued_tasks_are_skipped_until_it_resumes(canary_te
         assert read_canary_bot.apply().get() == {"bot": a.canary, "schema": a.schema_name}
 
 
+def test_a_suspended_tenants_task_that_carries_work_is_postponed_not_lost(canary_tenants, settings):
+    """A mail to send, a privacy request or a resume must not vanish because the tenant was suspended: such
+    tasks are queued again later (here on a queue nobody consumes, to read it)."""
+    import json
+
+    import redis
+
+    from tests.tenants.celery_probe import POSTPONED_QUEUE, postponed_probe
+
+    a = canary_tenants.a
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    broker.delete(POSTPONED_QUEUE)
+    Tenant.objects.filter(schema_name=a.schema_name).update(ready=False)
+    tenant_settings_forget()
+    try:
+        with schema_context(a.schema_name):
+            assert postponed_probe.apply(args=["keep me"]).get() is None
+    finally:
+        Tenant.objects.filter(schema_name=a.schema_name).update(ready=True)
+        tenant_settings_forget()
+    [raw] = broker.lrange(POSTPONED_QUEUE, 0, -1)
+    broker.delete(POSTPONED_QUEUE)
+    message = json.loads(raw)
+    assert message["headers"]["task"] == "tests.postponed_probe"
+    assert message["headers"]["_schema_name"] == a.schema_name and "keep me" in json.dumps(message)
+    assert message["headers"]["eta"] is not None  # later, not at once
+
+
 def test_one_tenant_failing_in_a_dispatch_does_not_stop_the_others(canary_tenants, caplog):
     from django.db import connection
 
