@@ -235,12 +235,16 @@ def data_csv_sync(*, bot: Bot, path: str, data: bytes | None) -> int:
         return 0
     reader = csv.DictReader(io.StringIO(_text(data, path)))
     rows = []
-    for number, row in enumerate(reader, start=2):
-        if len(rows) >= DATA_CSV_MAX_ROWS:
-            raise BotFileError(f"{path}: more than {DATA_CSV_MAX_ROWS} rows")
-        if None in row:
-            raise BotFileError(f"{path} line {number}: more values than header columns")
-        rows.append(BotTableRow(bot=bot, table=table, data={k.strip(): v for k, v in row.items() if k}))
+    number = 1  # the header
+    try:
+        for number, row in enumerate(reader, start=2):
+            if len(rows) >= DATA_CSV_MAX_ROWS:
+                raise BotFileError(f"{path}: more than {DATA_CSV_MAX_ROWS} rows")
+            if None in row:
+                raise BotFileError(f"{path} line {number}: more values than header columns")
+            rows.append(BotTableRow(bot=bot, table=table, data={k.strip(): v for k, v in row.items() if k}))
+    except csv.Error as exc:  # a field past the csv module's limit, a stray quote: the file's error, not ours
+        raise BotFileError(f"{path} line {number + 1}: {exc}") from None
     BotTableRow.objects.bulk_create(rows)
     return len(rows)
 

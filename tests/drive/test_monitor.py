@@ -267,6 +267,20 @@ def test_files_recorded_under_an_older_rule_are_reclassified_and_the_settings_ap
         assert "shop.gbai/shop.gbot/config.csv" in report.processed
 
 
+def test_a_malformed_data_table_is_reported_with_its_line_and_keeps_the_previous_rows(canary_tenants, storage):
+    """A CSV the csv module refuses (here a field past its 128 KiB limit) was reported as "internal error"."""
+    from apps.bots.models import BotTableRow
+
+    with schema_context(canary_tenants.a.schema_name):
+        _deploy({**_shop_files(), "shop.gbdata/products.csv": b"name,price\nrose,3\n"})
+        key = "shop.gbai/shop.gbdata/products.csv"
+        tenant_drive().write(key, b'name,price\nrose,3\ntulip,"' + b"x" * 200_000 + b'"\n')
+        report = drive_scan()
+        assert "products.csv line 3: field larger than field limit" in report.failed[key]
+        assert list(BotTableRow.objects.filter(table="products.csv").values_list("data", flat=True)) == [
+            {"name": "rose", "price": "3"}]
+
+
 def test_two_tenants_with_a_bot_of_the_same_name_never_meet(canary_tenants, storage):
     a, b = canary_tenants.a, canary_tenants.b
     files_a = _shop_files()
