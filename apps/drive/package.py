@@ -313,7 +313,7 @@ def package_read_zip(fileobj: BinaryIO, *, bot_name: str | None = None,
             raise PackageError(f"archive has {len(infos)} entries; the limit is {raw_entry_limit}")
         selected: list[tuple[list[str], zipfile.ZipInfo]] = []
         for info in infos:
-            parts = _relative_parts(info.orig_filename)
+            parts = _relative_parts(_entry_name(info))
             if info.is_dir() or _is_ignored(parts):
                 continue
             _check_zip_entry(info, limits)
@@ -334,6 +334,24 @@ def package_read_zip(fileobj: BinaryIO, *, bot_name: str | None = None,
             files.append(PackageFile(path=path, data=_read_zip_entry(archive, info)))
     files.sort(key=lambda f: f.path)
     return Package(bot_name=name, files=files)
+
+
+# The zip flag that says an entry's name is UTF-8; without it zipfile reads the name as IBM437 (the format's
+# old default).
+_ZIP_UTF8_FLAG = 0x800
+
+
+def _entry_name(info: zipfile.ZipInfo) -> str:
+    """The entry's name. Many tools write UTF-8 names without setting the flag (Windows' and older Linux
+    zippers): read as IBM437, `açaí.md` became `a├ºa├¡.md`. A name without the flag whose bytes are valid UTF-8
+    is taken as UTF-8 (IBM437 text with accents is almost never valid UTF-8)."""
+    name = info.orig_filename
+    if info.flag_bits & _ZIP_UTF8_FLAG or name.isascii():
+        return name
+    try:
+        return name.encode("cp437").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return name
 
 
 def _read_zip_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:

@@ -190,6 +190,18 @@ def _patch_bytes(buf: io.BytesIO, old: bytes, new: bytes) -> io.BytesIO:
     return io.BytesIO(buf.getvalue().replace(old, new))
 
 
+def test_utf8_names_without_the_utf8_flag_are_read_as_utf8():
+    """Tools that write UTF-8 names without the flag (Windows', older Linux zippers): zipfile reads them as
+    IBM437 and `açaí.md` became `a├ºa├¡.md` in the drive."""
+    buf = make_zip([("demo.gbai/demo.gbkb/faq/XXXXXX.md", b"# Bowls")], method=zipfile.ZIP_STORED)
+    unflagged = _patch_bytes(buf, b"XXXXXX", "açaí".encode())  # same length: every offset stays right
+    assert as_dict(package_read_zip(unflagged)) == {"demo.gbkb/faq/açaí.md": b"# Bowls"}
+    # Real IBM437 names (not valid UTF-8) keep their IBM437 reading.
+    ibm = _patch_bytes(make_zip([("demo.gbai/demo.gbkb/faq/XX.md", b"x")], method=zipfile.ZIP_STORED), b"XX",
+                       "é!".encode("cp437"))
+    assert as_dict(package_read_zip(ibm)) == {"demo.gbkb/faq/é!.md": b"x"}
+
+
 def test_nul_in_a_name_is_rejected_not_truncated():
     # zipfile truncates names at NUL when writing, so the NUL is put into both headers afterwards; reading
     # would otherwise see the harmless-looking prefix `demo.gbai/a`.
