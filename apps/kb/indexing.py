@@ -18,7 +18,7 @@ from django.db.models import F
 from apps.bots.selectors import bot_config_values
 from apps.core.locks import tenant_lock_try
 from apps.drive.storage import tenant_drive
-from apps.kb.chunking import chunk_document, chunk_settings_from_config
+from apps.kb.chunking import DEFAULT_MAX_CHUNKS, chunk_document, chunk_settings_from_config, document_text
 from apps.kb.embeddings import EmbeddingError, embedding_provider_for
 from apps.kb.extract import ExtractionError, extract
 from apps.kb.models import Chunk, Document
@@ -100,6 +100,7 @@ def _index(document_id: int, etag: str | None) -> IndexOutcome:
         return _fail(document, str(exc))
     if not chunks:
         return _fail(document, "no text to index")
+    notice = _truncation_notice(chunks, len(document_text(extracted)))
 
     Document.objects.filter(pk=document.pk).update(chunks_total=len(chunks), chunks_done=0, error="")
     try:
@@ -129,10 +130,20 @@ def _index(document_id: int, etag: str | None) -> IndexOutcome:
                                document_id=document.pk, records=records, model=provider.model)
         if not isinstance(store, PgVectorStore):
             _replace_text_rows(document, records)
-        current.status, current.indexed_etag, current.error = Document.Status.INDEXED, document.etag, ""
+        current.status, current.indexed_etag, current.error = Document.Status.INDEXED, document.etag, notice
         current.chunks_done = current.chunks_total = len(records)
         current.save(update_fields=["status", "indexed_etag", "error", "chunks_done", "chunks_total", "updated_at"])
     return IndexOutcome("indexed", chunks=len(records))
+
+
+def _truncation_notice(chunks: list, text_chars: int) -> str:
+    """What an indexed document's row says when the chunk limit left part of its text out ("" otherwise):
+    upstream drops the rest silently, and the admin believed the whole file searchable."""
+    if len(chunks) < DEFAULT_MAX_CHUNKS or not text_chars or chunks[-1].end_char >= text_chars:
+        return ""
+    covered = int(100 * chunks[-1].end_char / text_chars)
+    return (f"only the first {len(chunks)} chunks are searchable (about {covered}% of the text): a document keeps "
+            f"at most {DEFAULT_MAX_CHUNKS}; split the file to make the rest searchable")
 
 
 def _replace_text_rows(document: Document, records: list[ChunkRecord]) -> None:

@@ -37,6 +37,23 @@ def test_indexing_stores_chunks_with_vectors_and_progress(bot):
     assert all(c.dimensions == 384 and len(c.embedding) == 384 for c in chunks)
 
 
+def test_a_document_past_the_chunk_limit_says_how_much_is_searchable():
+    """Upstream (and we) keep at most 1000 chunks per document and dropped the rest silently. (The notice
+    is what document_index stores on the indexed row; embedding 1000 chunks here would take a minute.)"""
+    from apps.kb.chunking import DEFAULT_MAX_CHUNKS, chunk_document, document_text
+    from apps.kb.extract import extract
+    from apps.kb.indexing import _truncation_notice
+
+    paragraph = b"Tents come in many sizes and each one packs down small for carrying in a rucksack. " * 9
+    huge = extract("huge.txt", (paragraph + b"\n\n") * 1300)
+    chunks = chunk_document(huge)
+    assert len(chunks) == DEFAULT_MAX_CHUNKS
+    notice = _truncation_notice(chunks, len(document_text(huge)))
+    assert notice.startswith("only the first 1000 chunks are searchable (about ") and "split the file" in notice
+    small = extract("small.txt", TEXT)
+    assert _truncation_notice(chunk_document(small), len(document_text(small))) == ""
+
+
 def test_indexing_the_same_content_twice_changes_nothing(bot):
     document = _document(bot, "tents.txt", TEXT)
     document_index(document_id=document.pk)
