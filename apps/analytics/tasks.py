@@ -13,7 +13,7 @@ from django.conf import settings
 from django.core.cache import cache
 
 from apps.analytics.services import daily_questions_retention_apply, daily_stats_refresh_recent
-from apps.tenants.celery import PlatformTask, each_ready_tenant
+from apps.tenants.celery import PlatformTask, each_ready_tenant, queue_unless_queued
 from gbplatform.celery import app
 
 # Days a periodic refresh recomputes: today and yesterday.
@@ -36,11 +36,6 @@ def analytics_refresh_task() -> dict:
 @app.task(name="analytics.dispatch_refresh", base=PlatformTask)
 def analytics_dispatch_refresh() -> int:
     ttl = settings.ANALYTICS_REFRESH_INTERVAL_S * REFRESH_QUEUED_TTL_INTERVALS
-
-    def queue() -> bool:
-        if cache.add(REFRESH_QUEUED_KEY, "1", timeout=ttl):
-            analytics_refresh_task.apply_async(queue="jobs")
-            return True
-        return False
-
-    return each_ready_tenant(queue, what="analytics.dispatch_refresh")
+    return each_ready_tenant(
+        lambda: queue_unless_queued(analytics_refresh_task, mark=REFRESH_QUEUED_KEY, ttl=ttl, queue="jobs"),
+        what="analytics.dispatch_refresh")

@@ -4,7 +4,7 @@ from django.conf import settings
 from django.core.cache import cache
 
 from apps.drive.services import drive_scan
-from apps.tenants.celery import PlatformTask, each_ready_tenant
+from apps.tenants.celery import PlatformTask, each_ready_tenant, queue_unless_queued
 from gbplatform.celery import app
 
 # Set (in the tenant's cache namespace) while a scan is queued; a dispatch skips such a tenant, so a slow
@@ -26,11 +26,6 @@ def drive_scan_task() -> dict:
 def drive_dispatch_scans() -> int:
     """Queue one scan per ready tenant that has none queued; scans spread over the drive workers."""
     ttl = settings.DRIVE_SCAN_INTERVAL_S * SCAN_QUEUED_TTL_INTERVALS
-
-    def queue() -> bool:
-        if cache.add(SCAN_QUEUED_KEY, "1", timeout=ttl):
-            drive_scan_task.apply_async(queue="drive")
-            return True
-        return False
-
-    return each_ready_tenant(queue, what="drive.dispatch_scans")
+    return each_ready_tenant(
+        lambda: queue_unless_queued(drive_scan_task, mark=SCAN_QUEUED_KEY, ttl=ttl, queue="drive"),
+        what="drive.dispatch_scans")

@@ -20,7 +20,7 @@ from apps.mail.services import (
     mail_retry_delay,
     mailboxes_poll,
 )
-from apps.tenants.celery import PlatformTask, each_ready_tenant
+from apps.tenants.celery import PlatformTask, each_ready_tenant, queue_unless_queued
 from gbplatform.celery import app
 
 # Set (in the tenant's cache namespace) while a poll is queued: a slow tenant never piles up polls.
@@ -57,9 +57,6 @@ def mail_dispatch_polls() -> int:
         values = BotConfig.objects.filter(key__iregex=IMAP_KEY_REGEX).values_list("value", flat=True)
         if not any(str(v).strip() for v in values):  # values are encrypted: checked here, not in SQL
             return False
-        if cache.add(POLL_QUEUED_KEY, "1", timeout=ttl):
-            mail_poll_task.apply_async(queue="mail")
-            return True
-        return False
+        return queue_unless_queued(mail_poll_task, mark=POLL_QUEUED_KEY, ttl=ttl, queue="mail")
 
     return each_ready_tenant(queue, what="mail.dispatch_polls")

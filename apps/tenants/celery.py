@@ -108,3 +108,14 @@ def each_ready_tenant(work: Callable[[], int | bool | None], *, what: str) -> in
         except Exception:  # noqa: BLE001 - one tenant's failure must not starve the others
             logger.exception("%s: tenant %s failed; the other tenants go on", what, tenant.schema_name)
     return total
+
+
+def queue_unless_queued(task, *, mark: str, ttl: float, queue: str) -> bool:
+    """Queue `task` in the current tenant unless its `mark` (a cache key the task deletes as it starts) says one
+    is already queued; the mark expires after `ttl` by itself if a worker died. True when queued."""
+    from django.core.cache import cache
+
+    if cache.add(mark, "1", timeout=ttl):
+        task.apply_async(queue=queue)
+        return True
+    return False
