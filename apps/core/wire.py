@@ -31,21 +31,26 @@ def _no_constant(name: str) -> float:
 
 
 def _checked(value: object) -> object:
-    """`value` with every string checked for lone surrogates (keys too)."""
-    if isinstance(value, str):
-        if _LONE_SURROGATE.search(value):
-            raise WireError("text holds an unpaired UTF-16 surrogate escape (\\ud800-\\udfff)")
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            _checked(key)
-            _checked(item)
-    elif isinstance(value, list):
-        for item in value:
-            _checked(item)
+    """`value` with every string checked for lone surrogates (keys too); iterative, for any depth."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _LONE_SURROGATE.search(item):
+                raise WireError("text holds an unpaired UTF-16 surrogate escape (\\ud800-\\udfff)")
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
     return value
 
 
 def json_loads(raw: str | bytes) -> object:
     """json.loads, refusing non-finite numbers and lone surrogates with WireError (a ValueError, as every
     other malformed input raises)."""
-    return _checked(json.loads(raw, parse_float=_finite, parse_constant=_no_constant))
+    try:
+        parsed = json.loads(raw, parse_float=_finite, parse_constant=_no_constant)
+    except RecursionError:  # `[[[[...` thousands deep: the parser gives up; not a crash of the caller
+        raise WireError("JSON nested too deeply") from None
+    return _checked(parsed)

@@ -30,3 +30,11 @@ def test_ordinary_json_passes_unchanged_pairs_included():
 def test_malformed_json_is_still_a_value_error():
     with pytest.raises(ValueError):
         json_loads("{not json")
+
+
+def test_json_nested_past_the_parsers_depth_is_a_clear_error():
+    """Thousands of `[` fit in one 64 KiB chat frame: the parser's RecursionError dropped the socket."""
+    with pytest.raises(WireError, match="nested too deeply"):
+        json_loads("[" * 32000 + "]" * 32000)
+    with pytest.raises(WireError, match="surrogate"):
+        json_loads("[" * 500 + '"a\\ud800"' + "]" * 500)  # checked without recursing
