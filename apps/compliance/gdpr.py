@@ -66,9 +66,9 @@ EXPORTS_FOLDER = "_compliance/exports"
 # Attached files larger than this in total are listed in the manifest but left out of the archive: the
 # archive is built in memory by a worker (a mailbox's attachments are capped at 25 MB per mail upstream).
 EXPORT_FILES_MAX_BYTES = 200 * 1024 * 1024
-# Bot memory values are encrypted and cannot be searched in SQL; at most this many are decrypted per bot
-# to look for the subject (scripts keep a handful of keys per bot; a bot with more is reported as partial).
-BOT_MEMORY_SCAN_MAX = 5000
+# Bot memory values are encrypted and cannot be searched in SQL: every entry is decrypted to look for the
+# subject (an erasure that skipped some would be incomplete), this many rows read from the database at a time.
+BOT_MEMORY_SCAN_BATCH = 2000
 # E.164: at most 15 digits; fewer than 6 is a short code or an extension, not a person's number.
 PHONE_DIGITS_MIN, PHONE_DIGITS_MAX = 6, 15
 PHONE_RE = re.compile(r"^\+?[\d\s().-]+$")
@@ -129,7 +129,6 @@ class SubjectData:
     sessions: Any = None
     messages: Any = None
     bot_memory: list = field(default_factory=list)
-    bot_memory_partial: bool = False
     mail_in: Any = None
     mail_out: list = field(default_factory=list)
     table_rows: Any = None
@@ -168,20 +167,16 @@ def _mentions(identifiers: set[str]) -> Q:
     return query
 
 
-def _bot_memory_for(identifiers: set[str]) -> tuple[list, bool]:
-    from apps.bots.models import Bot, BotMemory
+def _bot_memory_for(identifiers: set[str]) -> list:
+    from apps.bots.models import BotMemory
 
-    found, partial = [], False
+    found = []
     lowered = {i.lower() for i in identifiers}
-    for bot in Bot.objects.order_by("pk"):
-        rows = list(BotMemory.objects.filter(bot=bot).order_by("pk")[: BOT_MEMORY_SCAN_MAX + 1])
-        if len(rows) > BOT_MEMORY_SCAN_MAX:
-            partial, rows = True, rows[:BOT_MEMORY_SCAN_MAX]
-        for row in rows:
-            text = (row.key + "\n" + json.dumps(row.value, ensure_ascii=False, default=str)).lower()
-            if any(identifier in text for identifier in lowered):
-                found.append(row)
-    return found, partial
+    for row in BotMemory.objects.order_by("pk").iterator(chunk_size=BOT_MEMORY_SCAN_BATCH):
+        text = (row.key + "\n" + json.dumps(row.value, ensure_ascii=False, default=str)).lower()
+        if any(identifier in text for identifier in lowered):
+            found.append(row)
+    return found
 
 
 def subject_data(subject: Subject) -> SubjectData:
@@ -190,6 +185,9 @@ def subject_data(subject: Subject) -> SubjectData:
     from apps.mail.models import IncomingMail, OutgoingMail
     from apps.sessions.models import ChatSession, Message
 
+    if not subject.value.strip():
+        # Every lookup below would match everything (`icontains ""`): a blank subject is never searched for.
+        raise SubjectError("the subject is empty: give a chat user id, an e-mail address or a phone number")
     data = SubjectData(subject=subject)
     data.users = _users_for(subject)
     if subject.kind != SubjectKind.CHAT_USER:
@@ -221,7 +219,7 @@ def subject_data(subject: Subject) -> SubjectData:
                        .filter(_mentions(data.identifiers)).order_by("pk"))
     consent_query = Q(subject__in=data.identifiers | {str(pk) for pk in user_ids})
     data.consents = ConsentRecord.objects.filter(consent_query).order_by("at", "pk")
-    data.bot_memory, data.bot_memory_partial = _bot_memory_for(data.identifiers)
+    data.bot_memory = _bot_memory_for(data.identifiers)
     from apps.analytics.models import DailyQuestion
 
     # Top questions are kept verbatim per day: one that quotes the subject's address or number goes too.
@@ -323,8 +321,7 @@ def subject_export(*, subject: str | Subject, request_id: str = "") -> tuple[byt
             "the audit log (records actions, not the subject's data; see the controller's records)",
             "knowledge-base documents (built from the bots' packages, not from the subject)",
             "meeting participation events and recordings (named by LiveKit identities, not contacts)",
-        ] + ([f"bot memory beyond the first {BOT_MEMORY_SCAN_MAX} entries of a bot was not searched"]
-             if data.bot_memory_partial else []),
+        ],
         "files_skipped": skipped,
     }
     buffer = io.BytesIO()
@@ -383,7 +380,7 @@ def subject_erase(*, subject: str | Subject) -> dict[str, int]:
     drive = tenant_drive()
     counts = dict.fromkeys(("chat_users", "user_memory_keys", "sessions", "messages", "bot_memory",
                             "mail_incoming", "mail_outgoing", "bot_table_rows", "consents", "files",
-                            "documents", "chunks", "exports", "analytics_questions"), 0)
+                            "documents", "chunks", "exports", "analytics_questions", "llm_cached_answers"), 0)
 
     # Files first (outside the transaction: a drive cannot roll back). A failure later leaves rows that a
     # re-run finds again; their files are already gone, which is the direction to fail in.
@@ -423,8 +420,16 @@ def subject_erase(*, subject: str | Subject) -> dict[str, int]:
 
         # Sessions and their messages go with the user (cascade); counted above.
         counts["chat_users"] = ChatUser.objects.filter(pk__in=user_ids).delete()[1].get(ChatUser._meta.label, 0)
-        # Requests about the person keep their digest (proof of what was done), not the identifier.
-        DataSubjectRequest.objects.filter(subject_digest__in=_digests(subject, data)).update(subject="")
+        # Finished requests about the person keep their digest (proof of what was done), not the identifier.
+        # Those still to run keep it until they finish (subject_request_execute blanks it then).
+        DataSubjectRequest.objects.filter(subject_digest__in=_digests(subject, data),
+                                          status=DataSubjectRequest.Status.DONE).update(subject="")
+    # Cached LLM answers keep questions verbatim and cannot be told apart by person: the tenant's all go.
+    from django.db import connection
+
+    from apps.llm.cache import cache_clear_tenant
+
+    counts["llm_cached_answers"] = cache_clear_tenant(connection.schema_name)
     return counts
 
 
@@ -459,6 +464,17 @@ def subject_request_execute(*, request_id: str) -> DataSubjectRequest:
         row.save(update_fields=["status", "started_at", "error"])
     subject = Subject(row.subject_kind, row.subject)
     action = "dsr.export" if row.kind == DataSubjectRequest.Kind.EXPORT else "dsr.erase"
+    if not row.subject:
+        # Blanked by an erasure of the same person before this request ran (before that erasure kept the
+        # identifier of pending requests): there is nothing left to look for, and no way to look.
+        DataSubjectRequest.objects.filter(pk=row.pk).update(
+            status=DataSubjectRequest.Status.FAILED,
+            error="the subject's identifier was removed by an earlier erasure of the same person; "
+                  "nothing of theirs is left to export or erase")
+        audit_record(action=action, actor=row.requested_by, object_type="data_subject_request",
+                     object_id=str(row.pk), summary={"status": "failed"})
+        row.refresh_from_db()
+        return row
     try:
         if row.kind == DataSubjectRequest.Kind.EXPORT:
             archive, counts = subject_export(subject=subject, request_id=str(row.pk))
@@ -474,7 +490,10 @@ def subject_request_execute(*, request_id: str) -> DataSubjectRequest:
         raise
     with transaction.atomic():
         updates = {"status": DataSubjectRequest.Status.DONE, "report": report, "completed_at": timezone.now()}
-        if row.kind == DataSubjectRequest.Kind.ERASURE:
+        if row.kind == DataSubjectRequest.Kind.ERASURE or DataSubjectRequest.objects.filter(
+                subject_digest=row.subject_digest, kind=DataSubjectRequest.Kind.ERASURE,
+                status=DataSubjectRequest.Status.DONE).exists():
+            # An export finished after the person's erasure keeps only the digest too.
             updates["subject"] = ""
         DataSubjectRequest.objects.filter(pk=row.pk).update(**updates)
         audit_record(action=action, actor=row.requested_by, object_type="data_subject_request",

@@ -196,12 +196,22 @@ def cache_store(settings: LLMSettings, messages: Sequence[dict[str, Any]], tools
         logger.warning("llm: could not store an answer in the cache: %s", exc)
 
 
-def cache_clear(settings: LLMSettings) -> int:
-    """Drop every cached answer of this tenant's bot (all models); returns how many keys went."""
+def _delete_matching(pattern: str) -> int:
     client = redis_client()
     if client is None:
         return 0
     removed = 0
-    for key in client.scan_iter(match=f"{KEY_PREFIX}:{settings.tenant}:{settings.bot_id}:*", count=500):
+    for key in client.scan_iter(match=pattern, count=500):
         removed += client.delete(key)
     return removed
+
+
+def cache_clear(settings: LLMSettings) -> int:
+    """Drop every cached answer of this tenant's bot (all models); returns how many keys went."""
+    return _delete_matching(f"{KEY_PREFIX}:{settings.tenant}:{settings.bot_id}:*")
+
+
+def cache_clear_tenant(tenant: str) -> int:
+    """Drop every cached answer of every bot of the tenant (schema name); returns how many keys went. A data
+    subject's erasure calls it: entries keep questions verbatim and cannot be told apart by person."""
+    return _delete_matching(f"{KEY_PREFIX}:{tenant}:*")

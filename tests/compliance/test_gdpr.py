@@ -254,7 +254,7 @@ def test_erasure_leaves_nothing_of_the_subject_and_everything_of_others(world, d
     assert row.report["counts"] == {"chat_users": 1, "user_memory_keys": 1, "sessions": 2, "messages": 4,
                                     "bot_memory": 2, "mail_incoming": 1, "mail_outgoing": 1, "bot_table_rows": 1,
                                     "consents": 1, "files": 1, "documents": 1, "chunks": 1, "exports": 1,
-                                    "analytics_questions": 1}
+                                    "analytics_questions": 1, "llm_cached_answers": 0}
     # No message, memory, mail, row, vector or file of Ana remains in tenant A, nor her address.
     assert db_rows_containing(a.schema_name, ANA) == []
     assert [r for r in db_rows_containing(a.schema_name, ADDRESS) if not r.startswith("compliance.")] == []
@@ -348,3 +348,84 @@ def test_a_sealed_archive_copied_to_another_request_or_tenant_does_not_open(worl
             subject_export_read(request_id=str(second.pk))
     with schema_context(b.schema_name), pytest.raises(ExportArchiveUnreadable):
         subject_export_read(request_id=str(other.pk))
+
+
+# --- requests about the same person ----------------------------------------------------------------
+
+
+def _queue(schema: str, kind: str, subject: str, django_capture_on_commit_callbacks) -> DataSubjectRequest:
+    with schema_context(schema), django_capture_on_commit_callbacks(execute=False):
+        return subject_request_create(kind=kind, subject=subject, requested_by="dpo")
+
+
+def test_a_second_request_for_an_erased_person_finds_nothing_and_touches_no_one_else(
+        world, django_capture_on_commit_callbacks):
+    """Two requests about Ana queued before either runs: the erasure that runs first must not leave the other
+    with a blank subject (a blank matched every user, row, memory entry and question of the tenant)."""
+    a, b, _, _ = world
+    first = _queue(a.schema_name, "erasure", ADDRESS, django_capture_on_commit_callbacks)
+    second = _queue(a.schema_name, "erasure", ADDRESS, django_capture_on_commit_callbacks)
+    export = _queue(a.schema_name, "export", ADDRESS, django_capture_on_commit_callbacks)
+    vera_rows = db_rows_containing(a.schema_name, VERA)
+    with schema_context(a.schema_name):
+        assert subject_request_execute(request_id=str(first.pk)).status == DataSubjectRequest.Status.DONE
+        assert DataSubjectRequest.objects.get(pk=second.pk).subject == ADDRESS  # still to run: kept
+        again = subject_request_execute(request_id=str(second.pk))
+        late_export = subject_request_execute(request_id=str(export.pk))
+    assert again.status == DataSubjectRequest.Status.DONE and set(again.report["counts"].values()) == {0}
+    assert again.subject == ""
+    assert late_export.status == DataSubjectRequest.Status.DONE and late_export.subject == ""
+    assert set(late_export.report["counts"].values()) == {0}
+    assert db_rows_containing(a.schema_name, VERA) == vera_rows
+    with schema_context(a.schema_name):
+        from apps.compliance.gdpr import subject_export_read
+
+        archive = zipfile.ZipFile(io.BytesIO(subject_export_read(request_id=str(late_export.pk))))
+        assert VERA not in b"".join(archive.read(name) for name in archive.namelist()).decode()
+
+
+def test_a_request_whose_subject_was_blanked_fails_and_changes_nothing(world, django_capture_on_commit_callbacks):
+    a, *_ = world
+    row = _queue(a.schema_name, "erasure", ADDRESS, django_capture_on_commit_callbacks)
+    before = db_rows_containing(a.schema_name, VERA) + db_rows_containing(a.schema_name, ANA)
+    with schema_context(a.schema_name):
+        DataSubjectRequest.objects.filter(pk=row.pk).update(subject="")  # as an older erasure left it
+        done = subject_request_execute(request_id=str(row.pk))
+        assert done.status == DataSubjectRequest.Status.FAILED and "earlier erasure" in done.error
+        from apps.compliance.gdpr import Subject
+
+        with pytest.raises(SubjectError, match="empty"):
+            subject_erase(subject=Subject("email", ""))
+    assert db_rows_containing(a.schema_name, VERA) + db_rows_containing(a.schema_name, ANA) == before
+
+
+def test_erasure_drops_the_tenants_cached_llm_answers_only(world, django_capture_on_commit_callbacks):
+    from apps.llm.store import redis_client
+
+    a, b, _, _ = world
+    client = redis_client()
+    ours, theirs = f"llm:cache:{a.schema_name}:1:m:e:{ANA}", f"llm:cache:{b.schema_name}:1:m:e:{BRUNO}"
+    client.set(ours, json.dumps({"question": f"is {ADDRESS} registered?", "response": "yes"}))
+    client.set(theirs, json.dumps({"question": f"is {ADDRESS} registered?", "response": "yes"}))
+    try:
+        row = _run(a.schema_name, "erasure", ADDRESS, django_capture_on_commit_callbacks)
+        assert row.report["counts"]["llm_cached_answers"] == 1
+        assert client.get(ours) is None and client.get(theirs) is not None
+    finally:
+        client.delete(ours, theirs)
+
+
+def test_erasure_searches_every_bot_memory_entry(world, django_capture_on_commit_callbacks):
+    """Bot memory is encrypted and searched by decrypting it: an entry after thousands of others is found."""
+    from apps.bots.models import Bot, BotMemory
+
+    a, *_ = world
+    with schema_context(a.schema_name):
+        bot = Bot.objects.get(pk=1)
+        BotMemory.objects.bulk_create(BotMemory(bot=bot, key=f"filler-{n}", value={"n": n}) for n in range(5001))
+        BotMemory.objects.create(bot=bot, key="late", value={"contact": ADDRESS})
+    row = _run(a.schema_name, "erasure", ADDRESS, django_capture_on_commit_callbacks)
+    assert row.report["counts"]["bot_memory"] == 3
+    with schema_context(a.schema_name):
+        assert not BotMemory.objects.filter(key="late").exists()
+        assert BotMemory.objects.filter(key__startswith="filler-").count() == 5001
