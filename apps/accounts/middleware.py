@@ -32,15 +32,21 @@ class OidcSessionRefreshMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        refusal = self._check(request)
-        return refusal if refusal is not None else self.get_response(request)
+        return self.get_response(request)
+
+    def process_view(self, request: HttpRequest, view_func: Callable, view_args: tuple,
+                     view_kwargs: dict) -> HttpResponse | None:
+        # An API key request to a view that takes keys (apps.accounts.permissions.api_access marks them):
+        # the key is the credential and the session plays no part. Any other view authenticates by the
+        # session whatever headers come with it, so the session is re-checked.
+        if "HTTP_AUTHORIZATION" in request.META and getattr(view_func, "required_scope", None):
+            return None
+        return self._check(request)
 
     @staticmethod
     def _check(request: HttpRequest) -> HttpResponse | None:
         session = getattr(request, "session", None)
         if session is None or SESSION_EXPIRATION not in session or request.path.startswith(EXEMPT_PREFIXES):
-            return None
-        if "HTTP_AUTHORIZATION" in request.META:  # an API key request: the session plays no part
             return None
         if not request.user.is_authenticated or session.get(SESSION_EXPIRATION, 0) > time.time():
             return None

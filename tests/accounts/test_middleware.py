@@ -47,6 +47,20 @@ def test_a_post_after_expiry_gets_401_and_is_not_executed(oidc_tenant, browser):
     assert response.json()["refresh_url"].startswith("/accounts/oidc/authenticate/?prompt=none")
 
 
+def test_an_authorization_header_does_not_skip_the_recheck_of_a_session_view(oidc_tenant, browser):
+    """Console pages authenticate by the session: any Authorization header beside the cookie must not let a user
+    whose check expired (perhaps stripped of roles at the provider) keep using it."""
+    client = oidc_tenant.client()
+    assert sign_in(client, browser, "alice-admin").status_code == 302
+    _expire(client, oidc_tenant)
+    response = client.get("/console/", HTTP_AUTHORIZATION="x")
+    assert response.status_code == 302 and response["Location"].startswith("/accounts/oidc/authenticate/?prompt=none")
+    assert client.post("/console/", HTTP_AUTHORIZATION="Bearer x").status_code == 401
+    # An API view taking keys answers by the key alone (here: a bad one), not by the session.
+    response = client.post("/api/bots/deploy", {}, HTTP_AUTHORIZATION="Bearer not-a-key")
+    assert response.status_code == 401 and "refresh_url" not in response.json()
+
+
 def test_an_htmx_request_after_expiry_gets_hx_redirect_not_the_providers_page(oidc_tenant, browser):
     client = oidc_tenant.client()
     assert sign_in(client, browser, "alice-admin").status_code == 302
