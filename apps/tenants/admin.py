@@ -85,6 +85,7 @@ class TenantAdmin(admin.ModelAdmin):
     def suspend(self, request, queryset):
         for tenant in queryset.filter(ready=True):
             Tenant.objects.filter(pk=tenant.pk).update(ready=False)
+            tenant_settings_forget(tenant.schema_name)
             _audit(tenant, "tenant.suspended", request)
         messages.success(request, "Suspended.")
 
@@ -92,6 +93,7 @@ class TenantAdmin(admin.ModelAdmin):
     def resume(self, request, queryset):
         for tenant in queryset.filter(ready=False).exclude(schema_name__in=["public", settings.TENANT_BASE_SCHEMA]):
             Tenant.objects.filter(pk=tenant.pk).update(ready=True)
+            tenant_settings_forget(tenant.schema_name)
             _audit(tenant, "tenant.resumed", request)
         messages.success(request, "Resumed.")
 

@@ -23,6 +23,15 @@ def staff_client(settings, canary_tenants):
     return client
 
 
+def test_staff_password_guessing_gets_429_and_the_form_still_loads(settings, canary_tenants):
+    settings.RATE_LIMIT_API_AUTH, settings.RATE_LIMIT_BURST = 3, 0
+    client = Client(HTTP_HOST=settings.PLATFORM_PUBLIC_DOMAIN)
+    statuses = [client.post("/admin/login/", {"username": "support-staff", "password": f"guess-{n}"}).status_code
+                for n in range(4)]
+    assert statuses == [200, 200, 200, 429]
+    assert client.get("/admin/login/").status_code == 200
+
+
 def test_the_tenant_list_shows_usage_counted_in_each_schema(staff_client, canary_tenants):
     page = staff_client.get(f"/admin/tenants/tenant/?q={canary_tenants.a.schema_name}").content.decode()
     assert canary_tenants.a.schema_name in page and "LLM tokens today" in page and "Sessions (7 days)" in page
@@ -32,8 +41,12 @@ def test_suspending_a_tenant_closes_its_hosts_and_resuming_reopens_them(staff_cl
     tenant = Tenant.objects.get(schema_name=canary_tenants.a.schema_name)
     visitor = Client(HTTP_HOST=canary_tenants.a.host)
     assert visitor.get("/").status_code == 200
+    from apps.tenants.selectors import tenant_is_ready
+
+    assert tenant_is_ready(tenant.schema_name)  # now cached in this process
     staff_client.post("/admin/tenants/tenant/", {"action": "suspend", "_selected_action": [tenant.pk]})
     assert visitor.get("/").status_code == 503
+    assert not tenant_is_ready(tenant.schema_name)  # the process that suspended it forgets at once
     assert Client(HTTP_HOST=canary_tenants.b.host).get("/").status_code == 200  # the other tenant serves on
     staff_client.post("/admin/tenants/tenant/", {"action": "resume", "_selected_action": [tenant.pk]})
     assert visitor.get("/").status_code == 200
