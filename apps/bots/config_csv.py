@@ -192,6 +192,37 @@ def config_is_secret_reference(value: str | None) -> bool:
     return value is not None and value.strip().lower().startswith(VAULT_REFERENCE_PREFIX)
 
 
+# Words that make a key a secret's (`llm-key`, `email-pass`, `whatsapp-token`, `stripe-secret`): the console
+# hides such values from who may not edit the bot (a vault: reference is shown, it holds no secret).
+SECRET_KEY_WORDS = frozenset({"key", "apikey", "pass", "password", "passwd", "pwd", "secret", "token"})
+SECRET_MASK = "******"  # noqa: S105 (what is shown in place of a secret, not one)
+# The line breaks config_parse splits on (bytes.splitlines: \n, \r\n and \r only).
+_LINE_BREAK_RE = re.compile(r"(\r\n|\r|\n)")
+
+
+def config_key_is_secret(key: str) -> bool:
+    """True for keys whose value is a credential (a word of the key is in SECRET_KEY_WORDS)."""
+    return any(word in SECRET_KEY_WORDS for word in re.split(r"[-_.\s]+", key.strip().lower()))
+
+
+def config_value_masked(key: str, value: str) -> str:
+    """The value as shown to who may not see credentials: SECRET_MASK for a secret key's literal value."""
+    if config_key_is_secret(key) and not config_value_is_unset(value) and not config_is_secret_reference(value):
+        return SECRET_MASK
+    return value
+
+
+def config_text_masked(text: str) -> str:
+    """config.csv text with every secret key's literal value replaced by SECRET_MASK, line by line as
+    config_parse reads it (lines it would refuse are masked too: a refused line may still hold a secret)."""
+    parts = _LINE_BREAK_RE.split(text)
+    for index in range(0, len(parts), 2):  # lines at even indexes, their breaks between
+        key, comma, value = parts[index].partition(",")
+        if comma and config_value_masked(key, value.strip()) == SECRET_MASK:
+            parts[index] = f"{key},{SECRET_MASK}"
+    return "".join(parts)
+
+
 def config_value_is_local_path(value: str) -> bool:
     """True for values that point at a file on the author's machine (§2.2), which lookups ignore."""
     text = value.strip()

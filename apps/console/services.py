@@ -77,7 +77,9 @@ class ConfigSaveResult:
 def console_config_save(*, bot: Bot, text: str, request: HttpRequest) -> ConfigSaveResult:
     """Validate config.csv and, only when it has no issue, write it to the drive and sync the bot now.
 
-    A file with any issue changes nothing (the caller shows the line-level issues with the text kept).
+    A file with any issue changes nothing (the caller shows the line-level issues with the text kept). A file
+    written that then fails to apply (ConsoleActionError) stays in the drive, as any drive change would, and the
+    DriveMonitor retries it; the audit log records the save either way.
     """
     from apps.drive.services import DEPLOY_SCAN_WAIT_S, drive_scan
 
@@ -89,10 +91,10 @@ def console_config_save(*, bot: Bot, text: str, request: HttpRequest) -> ConfigS
     tenant_drive().write(key, data)
     report = drive_scan(bot_name=bot.name, wait_s=DEPLOY_SCAN_WAIT_S)
     failure = report.failed.get(key)
+    audit_record(action="bot.config_save", object_type="bot", object_id=bot.name, request=request,
+                 summary={"keys": len(parsed.as_dict()), "bytes": len(data), "applied": not failure})
     if failure:
         raise ConsoleActionError(failure)
-    audit_record(action="bot.config_save", object_type="bot", object_id=bot.name, request=request,
-                 summary={"keys": len(parsed.as_dict()), "bytes": len(data)})
     return ConfigSaveResult(saved=True, issues=[], keys=len(parsed.as_dict()))
 
 

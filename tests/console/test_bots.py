@@ -173,3 +173,50 @@ def test_another_tenants_bot_is_not_found(console_client, canary_tenants):
         assert client.get(path).status_code == 404, path
     assert client.post(f"/console/bots/{other}/memory/set/", {"key": "k", "value": "1", "confirmed": "yes"}
                        ).status_code == 404
+
+
+def test_viewers_see_the_config_without_its_credentials(console_client, canary_tenants, local_storage):
+    bot = canary_tenants.a.canary
+    secret, mail_secret = "sk-live-4f9d2c", "hunter2-mail"
+    text = (f"name,value\nllm-model,gpt-4o-mini\nllm-key,{secret}\nemail-pass,{mail_secret}\n"
+            "embedding-key,vault:gbo/kb/key\n# llm-key is above\n")
+    saved = console_client(Role.EDITOR).post(f"/console/bots/{bot}/config/save/", {"text": text, "confirmed": "yes"})
+    assert saved.status_code == 302
+    key = f"{bot}.gbai/{bot}.gbot/config.csv"
+    viewer = console_client(Role.VIEWER)
+    page = viewer.get(f"/console/bots/{bot}/config/").content.decode()
+    assert secret not in page and mail_secret not in page
+    assert "llm-key,******" in page and "gpt-4o-mini" in page and "vault:gbo/kb/key" in page
+    download = viewer.get(f"/console/drive/download/?key={key}")
+    assert download.status_code == 200 and secret.encode() not in download.content
+    assert download.content.decode().splitlines()[2:] == ["llm-key,******", "email-pass,******",
+                                                           "embedding-key,vault:gbo/kb/key", "# llm-key is above"]
+    editor = console_client(Role.EDITOR)
+    assert secret in editor.get(f"/console/bots/{bot}/config/").content.decode()
+    assert editor.get(f"/console/drive/download/?key={key}").content == text.encode()
+
+
+@pytest.mark.parametrize(("key", "secret"), [("llm-key", True), ("email-pass", True), ("whatsapp_token", True),
+                                             ("Stripe-Secret", True), ("llm-model", False), ("keywords", False),
+                                             ("rate-limit-by", False), ("circuit-breaker-threshold", False)])
+def test_secret_keys_are_recognised_by_their_words(key, secret):
+    from apps.bots.config_csv import config_key_is_secret
+
+    assert config_key_is_secret(key) is secret
+
+
+def test_a_config_save_that_fails_to_apply_is_audited_and_says_so(console_client, canary_tenants, local_storage,
+                                                                   monkeypatch):
+    from apps.bots import services as bot_services
+
+    def refuse(**kwargs):
+        raise bot_services.BotFileError("config.csv: the database refused it")
+
+    monkeypatch.setattr(bot_services, "config_sync", refuse)
+    bot = canary_tenants.a.canary
+    answer = console_client(Role.EDITOR).post(f"/console/bots/{bot}/config/save/",
+                                              {"text": "name,value\nllm-model,x\n", "confirmed": "yes"})
+    assert "the database refused it" in answer.content.decode()
+    with schema_context(canary_tenants.a.schema_name):
+        [event] = AuditEvent.objects.filter(action="bot.config_save", object_id=bot)
+        assert '"applied": false' in event.summary

@@ -11,8 +11,8 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
 from apps.accounts.permissions import console_role_required
-from apps.accounts.roles import Role
-from apps.bots.config_csv import config_parse
+from apps.accounts.roles import Role, role_allows
+from apps.bots.config_csv import config_parse, config_text_masked, config_value_masked
 from apps.bots.models import BotMemory
 from apps.console.pagination import console_page
 from apps.console.selectors import bot_table
@@ -83,7 +83,13 @@ def bot_detail_page(request: HttpRequest, name: str) -> HttpResponse:
 def bot_config_page(request: HttpRequest, name: str) -> HttpResponse:
     """config.csv as in the drive, and the settings applied from it (editors get the save form)."""
     bot = bot_or_404(name)
-    return console_render(request, "console/bots/config.html", _config_context(bot, config_text_read(bot=bot)))
+    context = _config_context(bot, config_text_read(bot=bot))
+    if not role_allows(getattr(request, "console_role", None), Role.EDITOR):
+        # Viewers see the settings, not the credentials written in them (llm-key, email-pass, ...).
+        context["text"] = config_text_masked(context["text"])
+        context["rows"] = [{"line": row.line, "key": row.key, "value": config_value_masked(row.key, row.value)}
+                           for row in context["rows"]]
+    return console_render(request, "console/bots/config.html", context)
 
 
 def _config_context(bot, text: str) -> dict:

@@ -9,11 +9,13 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET
 
 from apps.accounts.permissions import console_role_required
-from apps.accounts.roles import Role
+from apps.accounts.roles import Role, role_allows
+from apps.bots.config_csv import config_text_masked
 from apps.compliance.services import audit_record
 from apps.console.pagination import console_page
 from apps.console.views.common import console_render
 from apps.drive.backends import DriveKeyError, drive_key_validate
+from apps.drive.package import package_classify
 from apps.drive.storage import tenant_drive
 
 # Objects read from a listing before it is cut: the drive lists recursively, so a folder holding a huge
@@ -112,6 +114,9 @@ def drive_download(request: HttpRequest) -> HttpResponse:
         data = drive.read(key)
     except FileNotFoundError:
         raise Http404(_("No such file in the drive.")) from None
+    if package_classify(key) == "config" and not role_allows(getattr(request, "console_role", None), Role.EDITOR):
+        # A bot's settings hold its credentials (llm-key, email-pass): viewers get them masked, as on its page.
+        data = config_text_masked(data.decode("utf-8", "replace")).encode("utf-8")
     audit_record(action="drive.download", object_type="drive", object_id=key[:200], summary={"bytes": len(data)},
                  request=request)
     response = HttpResponse(data, content_type="application/octet-stream")
