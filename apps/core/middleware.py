@@ -7,7 +7,7 @@ import re
 import time
 import uuid
 
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
 
 from apps.core.logging import request_context_clear, request_context_set
 
@@ -28,6 +28,40 @@ class LivenessMiddleware:
         if request.path == LIVENESS_PATH and request.method in {"GET", "HEAD"}:
             return JsonResponse({"status": "ok"})
         return self.get_response(request)
+
+
+# Form posts are read for NUL characters only up to this size (larger ones are uploads, read by their views).
+NUL_CHECK_FORM_MAX_BYTES = 64 * 1024
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+
+
+class NulCharacterMiddleware:
+    """A NUL character in the path, the query string or a posted form answers 400 before any view.
+
+    PostgreSQL cannot store NUL in text and psycopg refuses such a parameter: every lookup, search filter or
+    name typed with `%00` was otherwise an internal error (500). Django forms refuse NUL already; this covers
+    the path, query filters and plain form fields read without a form. JSON bodies are the wire parser's."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if self._has_nul(request):
+            return HttpResponse("NUL characters (%00) are not accepted in addresses, filters or form fields.",
+                                status=400, content_type="text/plain; charset=utf-8")
+        return self.get_response(request)
+
+    @staticmethod
+    def _has_nul(request) -> bool:
+        if "\x00" in request.path or "\x00" in request.path_info:
+            return True
+        if any("\x00" in key or any("\x00" in value for value in values) for key, values in request.GET.lists()):
+            return True
+        if (request.method == "POST" and request.content_type == FORM_CONTENT_TYPE
+                and int(request.META.get("CONTENT_LENGTH") or 0) <= NUL_CHECK_FORM_MAX_BYTES):
+            return any("\x00" in key or any("\x00" in value for value in values)
+                       for key, values in request.POST.lists())
+        return False
 
 
 class RequestContextMiddleware:

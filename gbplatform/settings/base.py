@@ -90,6 +90,7 @@ TENANT_LIMIT_SET_CALLS = True
 MIDDLEWARE = [
     "apps.core.middleware.LivenessMiddleware",
     "apps.core.middleware.RequestContextMiddleware",
+    "apps.core.middleware.NulCharacterMiddleware",
     "apps.tenants.middleware.TenantHostMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "apps.compliance.middleware.SecurityHeadersMiddleware",

@@ -81,3 +81,26 @@ def test_pages_carry_no_inline_script_or_style(console_client, canary_tenants, l
         html = client.get(path.replace(BOT, canary_tenants.a.canary)).content.decode()
         assert "<script>" not in html and " style=" not in html and "<style" not in html, path
         assert " onclick=" not in html and "hx-on" not in html, path
+
+
+# Filters a user can type on any page: dates at the edge of the calendar, NUL characters, huge numbers.
+HOSTILE_QUERIES = ["q=%00", "since=9999-12-31&until=9999-12-31", "actor=%00&text=%00", "page=%00",
+                   "day_from=0001-01-01&day_to=9999-12-31", "page=99999999999999999999999", "key=%00", "prefix=%00"]
+
+
+@pytest.mark.parametrize("query", HOSTILE_QUERIES)
+def test_hostile_filters_get_an_answer_never_an_internal_error(console_client, canary_tenants, local_storage, query):
+    client = console_client(Role.ADMIN)
+    for path, _needed, _text in PAGES:
+        response = client.get(path.replace(BOT, canary_tenants.a.canary) + "?" + query)
+        assert response.status_code in (200, 400), (path, query, response.status_code)
+    assert client.get("/console/compliance/export.csv?" + query).status_code in (200, 400)
+
+
+def test_nul_in_a_path_or_a_form_is_refused_with_400(console_client, canary_tenants):
+    client = console_client(Role.ADMIN)
+    answer = client.get("/console/bots/%00/")
+    assert answer.status_code == 400 and "NUL" in answer.content.decode()
+    assert client.post("/console/api-keys/create/", {"name": "a\x00b", "confirmed": "yes"}).status_code == 400
+    until = client.get("/console/compliance/?until=9999-12-31")
+    assert until.status_code == 400 and "past the last date" in until.content.decode()

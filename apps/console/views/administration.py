@@ -42,6 +42,10 @@ def _audit_filters(request: HttpRequest) -> tuple[dict, dict, list[str]]:
                 problems.append(_("%(field)s: %(value)s is not a date (YYYY-MM-DD)") % {"field": name,
                                                                                         "value": values[name]})
                 continue
+            if day == dt.date.max:  # `until` takes the whole day: the day after must exist
+                problems.append(_("%(field)s: %(value)s is past the last date that can be searched") % {
+                    "field": name, "value": values[name]})
+                continue
             moment = dt.datetime.combine(day, dt.time.min, tzinfo=dt.UTC)
             kwargs[name] = moment if name == "since" else moment + dt.timedelta(days=1)  # until: the whole day
     return values, kwargs, problems
