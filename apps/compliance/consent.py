@@ -17,7 +17,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from apps.compliance.gdpr import subject_parse
+from apps.compliance.gdpr import subject_parse, subject_spellings
 from apps.compliance.models import CONSENT_SOURCE_MAX_LENGTH, PURPOSE_MAX_LENGTH, ConsentRecord
 from apps.compliance.services import audit_record, audit_text_clean
 
@@ -46,10 +46,11 @@ def consent_record(*, subject: str, purpose: str, granted: bool, source: str = "
 
 def consent_current(*, subject: str, purpose: str) -> bool | None:
     """Whether `subject` consents to `purpose` now: the latest decision, or None when never asked."""
-    latest = ConsentRecord.objects.filter(subject=subject_parse(subject).value, purpose=purpose).first()
+    spellings = subject_spellings(subject_parse(subject))
+    latest = ConsentRecord.objects.filter(subject__in=spellings, purpose=purpose).first()
     return None if latest is None else latest.granted
 
 
 def consent_history(*, subject: str) -> QuerySet[ConsentRecord]:
     """Every decision of `subject`, newest first."""
-    return ConsentRecord.objects.filter(subject=subject_parse(subject).value)
+    return ConsentRecord.objects.filter(subject__in=subject_spellings(subject_parse(subject)))

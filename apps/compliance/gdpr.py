@@ -32,6 +32,7 @@ Failure modes prevented:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import io
@@ -107,6 +108,15 @@ def subject_parse(value: str) -> Subject:
     if PHONE_RE.match(text) and PHONE_DIGITS_MIN <= len(digits) <= PHONE_DIGITS_MAX:
         return Subject(SubjectKind.PHONE, ("+" if text.startswith("+") else "") + digits)
     raise SubjectError(f"{text!r} is neither a chat user id (UUID), an e-mail address nor a phone number")
+
+
+def subject_spellings(subject: Subject) -> set[str]:
+    """The stored values that name this subject: a phone number with and without its "+" (one typed
+    `+55 11 98765-4321` and one typed `5511987654321` are the same person's)."""
+    if subject.kind == SubjectKind.PHONE:
+        digits = subject.value.lstrip("+")
+        return {digits, "+" + digits}
+    return {subject.value}
 
 
 def subject_digest(subject: Subject) -> str:
@@ -217,7 +227,11 @@ def subject_data(subject: Subject) -> SubjectData:
                      if data.addresses & {part.strip().lower() for part in mail.to.split(",")}]
     data.table_rows = (BotTableRow.objects.annotate(row_text=Cast("data", TextField()))
                        .filter(_mentions(data.identifiers)).order_by("pk"))
-    consent_query = Q(subject__in=data.identifiers | {str(pk) for pk in user_ids})
+    spellings = set(subject_spellings(subject))
+    for identifier in data.identifiers:  # a chat user's external id may be a number typed any way
+        with contextlib.suppress(SubjectError):
+            spellings |= subject_spellings(subject_parse(identifier))
+    consent_query = Q(subject__in=data.identifiers | spellings | {str(pk) for pk in user_ids})
     data.consents = ConsentRecord.objects.filter(consent_query).order_by("at", "pk")
     data.bot_memory = _bot_memory_for(data.identifiers)
     from apps.analytics.models import DailyQuestion

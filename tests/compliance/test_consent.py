@@ -36,6 +36,11 @@ def test_phone_subjects_are_one_person_however_written(canary_tenants):
     with schema_context(canary_tenants.a.schema_name):
         consent_record(subject="+55 (11) 98765-4321", purpose="whatsapp", granted=True)
         assert consent_current(subject="+5511987654321", purpose="whatsapp") is True
+        # With or without the "+": the same number.
+        consent_record(subject="5511987654321", purpose="sms", granted=False)
+        assert consent_current(subject="+55 11 98765-4321", purpose="sms") is False
+        assert consent_current(subject="5511987654321", purpose="whatsapp") is True
+        assert consent_history(subject="+5511987654321").count() == 2
 
 
 @pytest.mark.parametrize(

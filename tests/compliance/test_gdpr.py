@@ -225,8 +225,12 @@ def test_export_by_phone_matches_the_external_id_digits(canary_tenants, django_c
         user = ChatUser.objects.create(username="wa", external_id="+55 11 98765-4321", is_anonymous=False)
         session = ChatSession.objects.create(user=user, bot=Bot.objects.get(pk=1), channel="whatsapp")
         Message.objects.create(session=session, index=0, role=Role.USER, content="oi")
+        from apps.compliance.consent import consent_record
+
+        consent_record(subject="+55 11 98765-4321", purpose="whatsapp", granted=True)  # stored with its "+"
     row = _run(canary_tenants.a.schema_name, "export", "5511987654321", django_capture_on_commit_callbacks)
     assert row.report["counts"]["chat_users"] == 1 and row.report["counts"]["messages"] == 1
+    assert row.report["counts"]["consents"] == 1
 
 
 # --- erasure ---------------------------------------------------------------------------------------
