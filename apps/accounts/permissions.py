@@ -168,6 +168,14 @@ def _with_api_key(request: HttpRequest, header: str, scope: str, view: Callable,
     try:
         key = api_key_authenticate(header[len(BEARER_PREFIX):])
     except ApiKeyRejected as exc:
+        # Rejected keys count against the sign-in limit of the caller's address, as wrong passwords do: past
+        # it the answer is 429 and no audit row is written (junk headers cannot flood the audit log, whose
+        # rows are kept at least 90 days).
+        from apps.core.ratelimit import request_rate_check
+
+        refused = request_rate_check(request, "auth", by="ip")
+        if refused is not None:
+            return refused
         access_audit("apikey.denied", request=request, actor="anonymous", object_type="path",
                      object_id=request.path[:200], summary={"reason": exc.reason})
         return _json_error(exc.reason, 401, bearer_error="invalid_token")

@@ -42,7 +42,7 @@ RETENTION_BATCH_SIZE = 1000
 AUDIT_LOG_KEEP_MIN_DAYS = 90
 
 
-def retention_policy_set(*, data_class: str, days: int | None, actor=None) -> RetentionPolicy | None:
+def retention_policy_set(*, data_class: str, days: int | None, actor=None, request=None) -> RetentionPolicy | None:
     """Set (or, with days=None, remove) the tenant's retention for one data class."""
     if data_class not in RetentionPolicy.DataClass.values:
         raise ValueError(f"unknown data class {data_class!r}; expected one of {RetentionPolicy.DataClass.values}")
@@ -57,7 +57,7 @@ def retention_policy_set(*, data_class: str, days: int | None, actor=None) -> Re
         else:
             policy, _ = RetentionPolicy.objects.update_or_create(data_class=data_class, defaults={"days": days})
         audit_record(action="retention.policy_set", actor=actor, object_type="retention_policy",
-                     object_id=data_class, summary={"before": before, "after": days})
+                     object_id=data_class, summary={"before": before, "after": days}, request=request)
     return policy
 
 

@@ -78,6 +78,14 @@ def test_a_key_of_tenant_a_fails_on_tenant_b(canary_tenants):
         assert "unknown API key" in denied.summary
 
 
+def test_junk_keys_are_limited_like_wrong_passwords_and_stop_adding_audit_rows(canary_tenants, settings):
+    settings.RATE_LIMIT_API_AUTH, settings.RATE_LIMIT_BURST = 3, 0
+    statuses = [_bots(canary_tenants.a.host, f"gbk_junk{n}").status_code for n in range(6)]
+    assert statuses == [401, 401, 401, 429, 429, 429]
+    with schema_context(canary_tenants.a.schema_name):
+        assert AuditEvent.objects.filter(action="apikey.denied").count() == 3
+
+
 def test_a_key_without_the_endpoints_scope_is_refused(canary_tenants):
     secret = _key(canary_tenants.a, ["kb:search"])
     response = _bots(canary_tenants.a.host, secret)

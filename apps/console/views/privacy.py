@@ -108,7 +108,7 @@ def retention_set(request: HttpRequest) -> HttpResponse:
     if confirm:
         return confirm
     try:
-        retention_policy_set(data_class=data_class, days=days, actor=request.user)
+        retention_policy_set(data_class=data_class, days=days, actor=request.user, request=request)
     except ValueError as exc:
         return _retention_render(request, error=str(exc), status=400)
     messages.success(request, _("Retention of %(data)s saved.") % {"data": data_class})
