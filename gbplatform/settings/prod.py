@@ -26,7 +26,7 @@ if _missing:
 # Production never creates a key file itself (a lost generated key would lose the data it sealed).
 if not VAULT_ADDR and not ENCRYPTION_KEY_FILE.exists():
     raise ImproperlyConfigured("set VAULT_ADDR (keys at gbo/encryption) or provide ENCRYPTION_KEY_FILE")
-if ALLOWED_HOSTS == ["*"]:
+if "*" in ALLOWED_HOSTS:  # anywhere in the list, it admits any Host header
     raise ImproperlyConfigured("set ALLOWED_HOSTS to the tenants' parent domains, e.g. .bots.example.com")
 
 # HTTPS everywhere; the proxy in front terminates TLS and must set X-Forwarded-Proto.

@@ -55,8 +55,9 @@ def test_production_settings_name_a_missing_variable(missing):
     assert missing in result.stderr
 
 
-def test_production_refuses_wildcard_allowed_hosts():
-    result = _manage("check", "--settings=gbplatform.settings.prod", env={**PROD_ENV, "ALLOWED_HOSTS": "*"})
+@pytest.mark.parametrize("hosts", ["*", ".bots.example.com,*", " * , .bots.example.com"])
+def test_production_refuses_wildcard_allowed_hosts(hosts):
+    result = _manage("check", "--settings=gbplatform.settings.prod", env={**PROD_ENV, "ALLOWED_HOSTS": hosts})
     assert result.returncode != 0 and "ALLOWED_HOSTS" in result.stderr
 
 
