@@ -13,6 +13,7 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
+from apps.core.asgi_limits import RequestBodyLimit  # noqa: E402
 from apps.tenants.channels import TenantWebSocketMiddleware  # noqa: E402
 from gbplatform.routing import websocket_urlpatterns  # noqa: E402
 
@@ -21,7 +22,7 @@ def build_application(ws_patterns: list) -> ProtocolTypeRouter:
     """The protocol router; tests build one with their own WebSocket routes through the same middleware."""
     return ProtocolTypeRouter(
         {
-            "http": django_asgi_app,
+            "http": RequestBodyLimit(django_asgi_app),
             "websocket": TenantWebSocketMiddleware(URLRouter(ws_patterns)),
         }
     )
