@@ -15,6 +15,7 @@ import asyncio
 import collections
 import json
 import logging
+import select
 import threading
 import time
 import weakref
@@ -107,12 +108,25 @@ async def _layer_keep_listening(layer) -> None:
         raise
 
 
+def _connection_dropped(conn) -> bool:
+    """Whether the server has closed this idle connection (PostgreSQL restarted, pg_terminate_backend, a proxy
+    timed it out): with no query in flight its socket is readable only then (end of file, or the server's
+    last message). One poll of the socket, no round trip; a rare false alarm only costs a reconnect."""
+    try:
+        poller = select.poll()
+        poller.register(conn.connection.fileno(), select.POLLIN)
+        return bool(poller.poll(0))
+    except Exception:  # noqa: BLE001 - a connection whose socket cannot even be polled is not worth keeping
+        return True
+
+
 def _prepare_connection() -> None:
     conn = connections["default"]
     now = time.monotonic()
     if conn.connection is not None:
         idle = now - getattr(conn, "chat_last_used", now)
-        if (conn.errors_occurred or idle > CONNECTION_IDLE_CHECK_S) and not conn.is_usable():
+        if _connection_dropped(conn) or (
+                (conn.errors_occurred or idle > CONNECTION_IDLE_CHECK_S) and not conn.is_usable()):
             conn.close()
         conn.errors_occurred = False
     conn.chat_last_used = now

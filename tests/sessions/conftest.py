@@ -159,6 +159,9 @@ def artifacts_dir() -> Path:
     return path
 
 
+LIVE_SERVER_APPLICATION_NAME = "chat-live-server"
+
+
 def live_env(drive: Path) -> dict[str, str]:
     """The server process's environment: the test run's database and Redis, a local drive, no platform LLM."""
     from django.db import connection
@@ -166,7 +169,9 @@ def live_env(drive: Path) -> dict[str, str]:
     return {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "gbplatform.settings.test",
-        "DATABASE_URL": database_url_for(os.environ["DATABASE_URL"], connection.settings_dict["NAME"]),
+        # Named, so a test can find the server's own database connections (LIVE_SERVER_APPLICATION_NAME).
+        "DATABASE_URL": database_url_for(os.environ["DATABASE_URL"], connection.settings_dict["NAME"])
+        + f"?application_name={LIVE_SERVER_APPLICATION_NAME}",
         "MEDIA_ROOT": str(drive),
         "S3_ACCESS_KEY": "",
         "QDRANT_URL": "",
