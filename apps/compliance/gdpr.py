@@ -70,6 +70,9 @@ EXPORT_FILES_MAX_BYTES = 200 * 1024 * 1024
 # Bot memory values are encrypted and cannot be searched in SQL: every entry is decrypted to look for the
 # subject (an erasure that skipped some would be incomplete), this many rows read from the database at a time.
 BOT_MEMORY_SCAN_BATCH = 2000
+# A request whose runs end with their worker this many times in a row (an export too big for the worker's
+# memory is killed, and the job is delivered again at once) fails instead of being run for ever.
+DSR_INTERRUPTIONS_MAX = 3
 # E.164: at most 15 digits; fewer than 6 is a short code or an extension, not a person's number.
 PHONE_DIGITS_MIN, PHONE_DIGITS_MAX = 6, 15
 PHONE_RE = re.compile(r"^\+?[\d\s().-]+$")
@@ -474,8 +477,19 @@ def subject_request_execute(*, request_id: str) -> DataSubjectRequest:
         row = DataSubjectRequest.objects.select_for_update().get(pk=request_id)
         if row.status == DataSubjectRequest.Status.DONE:
             return row
+        # Still `running`: the last run ended with its worker (a killed worker's job is delivered again).
+        row.interrupted = row.interrupted + 1 if row.status == DataSubjectRequest.Status.RUNNING else 0
+        if row.interrupted >= DSR_INTERRUPTIONS_MAX:
+            row.status = DataSubjectRequest.Status.FAILED
+            row.error = (f"stopped after {row.interrupted} runs ended with their worker (out of memory, or "
+                         "killed?); look at the workers' logs, then ask again")
+            row.save(update_fields=["status", "error", "interrupted"])
+            audit_record(action="dsr.export" if row.kind == DataSubjectRequest.Kind.EXPORT else "dsr.erase",
+                         actor=row.requested_by, object_type="data_subject_request", object_id=str(row.pk),
+                         summary={"status": "failed"})
+            return row
         row.status, row.started_at, row.error = DataSubjectRequest.Status.RUNNING, timezone.now(), ""
-        row.save(update_fields=["status", "started_at", "error"])
+        row.save(update_fields=["status", "started_at", "error", "interrupted"])
     subject = Subject(row.subject_kind, row.subject)
     action = "dsr.export" if row.kind == DataSubjectRequest.Kind.EXPORT else "dsr.erase"
     if not row.subject:

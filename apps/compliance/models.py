@@ -121,6 +121,8 @@ class DataSubjectRequest(models.Model):
     requested_at = models.DateTimeField(default=timezone.now, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
+    # Runs that ended with their worker (found still `running` by the next delivery of the job).
+    interrupted = models.PositiveSmallIntegerField(default=0)
 
     class Meta:
         ordering = ["-requested_at"]

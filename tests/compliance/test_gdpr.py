@@ -433,3 +433,22 @@ def test_erasure_searches_every_bot_memory_entry(world, django_capture_on_commit
     with schema_context(a.schema_name):
         assert not BotMemory.objects.filter(key="late").exists()
         assert BotMemory.objects.filter(key__startswith="filler-").count() == 5001
+
+
+def test_a_request_whose_runs_keep_ending_with_their_worker_fails_instead_of_running_for_ever(
+        world, django_capture_on_commit_callbacks):
+    a, *_ = world
+    row = _queue(a.schema_name, "erasure", ADDRESS, django_capture_on_commit_callbacks)
+    ana_rows = db_rows_containing(a.schema_name, ANA)
+    with schema_context(a.schema_name):
+        # Two runs killed mid-way (the row stays `running`); the redelivered job runs again and finishes...
+        DataSubjectRequest.objects.filter(pk=row.pk).update(status=DataSubjectRequest.Status.RUNNING, interrupted=1)
+        again = subject_request_execute(request_id=str(row.pk))
+        assert again.status == DataSubjectRequest.Status.DONE and again.interrupted == 2
+        # ... but at the third interruption in a row it stops and says why.
+        other = _queue(a.schema_name, "export", "vera@example.com", django_capture_on_commit_callbacks)
+        DataSubjectRequest.objects.filter(pk=other.pk).update(status=DataSubjectRequest.Status.RUNNING, interrupted=2)
+        stopped = subject_request_execute(request_id=str(other.pk))
+        assert stopped.status == DataSubjectRequest.Status.FAILED and "ended with their worker" in stopped.error
+        assert not stopped.report
+    assert ana_rows and db_rows_containing(a.schema_name, ANA) == []
