@@ -16,9 +16,11 @@ import time
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
+from django.conf import settings
+from django.contrib.auth import logout
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect
-from django.urls import reverse
+from django.urls import NoReverseMatch, reverse
 from django.utils.http import urlencode
 
 from apps.accounts.views import SESSION_EXPIRATION
@@ -64,3 +66,53 @@ class OidcSessionRefreshMiddleware:
         if is_htmx:
             response["HX-Redirect"] = refresh
         return response
+
+
+# The session's last request (epoch seconds); written at most every LAST_SEEN_RESOLUTION_S, so a busy console
+# does not save its session on every request.
+LAST_SEEN_KEY = "_last_seen"
+LAST_SEEN_RESOLUTION_S = 60
+
+
+def _login_url() -> str:
+    """The sign-in page of this host: the console's on a tenant host, the admin's on the platform's own."""
+    try:
+        return reverse("login")
+    except NoReverseMatch:
+        return reverse("admin:login")
+
+
+class SessionIdleTimeoutMiddleware:
+    """Signs out a session with no request for SESSION_IDLE_TIMEOUT_S (ASVS 7.3.1; SESSION_COOKIE_AGE is the
+    absolute limit). A page GET goes to the sign-in page and comes back; anything else gets 401 JSON (HTMX also
+    `HX-Redirect`) and is not executed. API key requests to views that take keys are left alone."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_view(self, request: HttpRequest, view_func: Callable, view_args: tuple,
+                     view_kwargs: dict) -> HttpResponse | None:
+        if "HTTP_AUTHORIZATION" in request.META and getattr(view_func, "required_scope", None):
+            return None
+        user = getattr(request, "user", None)
+        if user is None or not user.is_authenticated or request.path.startswith(("/static/", "/api/health")):
+            return None
+        now = int(time.time())
+        last = request.session.get(LAST_SEEN_KEY)
+        if last is not None and now - int(last) > settings.SESSION_IDLE_TIMEOUT_S:
+            logout(request)
+            login = _login_url() + "?" + urlencode({"next": request.get_full_path()})
+            is_htmx = "HTTP_HX_REQUEST" in request.META
+            if request.method == "GET" and not is_htmx and not request.path.startswith("/api/"):
+                return redirect(login)
+            response = JsonResponse({"error": "you were signed out after a while without activity; sign in again",
+                                     "login_url": login}, status=401)
+            if is_htmx:
+                response["HX-Redirect"] = login
+            return response
+        if last is None or now - int(last) >= LAST_SEEN_RESOLUTION_S:
+            request.session[LAST_SEEN_KEY] = now
+        return None

@@ -104,6 +104,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     # Re-checks OIDC console sessions with the tenant's provider (apps.accounts.middleware).
     "apps.accounts.middleware.OidcSessionRefreshMiddleware",
+    # Ends signed-in sessions idle past SESSION_IDLE_TIMEOUT_S (apps.accounts.middleware).
+    "apps.accounts.middleware.SessionIdleTimeoutMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -435,6 +437,8 @@ CSRF_COOKIE_DOMAIN = None
 SESSION_COOKIE_HTTPONLY = True
 # Eight hours: a working day, then sign in again (ASVS 7.3.2 absolute timeout).
 SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE_S", 8 * 3600)
+# Thirty minutes without a request, then sign in again (ASVS 7.3.1 idle timeout; apps.accounts.middleware).
+SESSION_IDLE_TIMEOUT_S = env_int("SESSION_IDLE_TIMEOUT_S", 30 * 60)
 SESSION_COOKIE_SAMESITE = "Lax"
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024  # request bodies other than file uploads
 

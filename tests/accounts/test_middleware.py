@@ -89,3 +89,44 @@ def test_an_ended_provider_session_ends_the_console_session_at_the_recheck(oidc_
     back = _follow_silent_recheck(client, browser, client.get("/console/"))
     assert back.status_code == 302 and back["Location"].startswith("/accounts/login/")
     assert client.get("/console/").status_code == 302
+
+
+def test_a_session_idle_past_the_timeout_is_signed_out(canary_tenants, settings):
+    import time
+
+    from apps.accounts.middleware import LAST_SEEN_KEY
+    from apps.accounts.roles import Role
+    from tests.console.conftest import signed_in, user_with_role
+
+    client = signed_in(canary_tenants.a, user_with_role(canary_tenants.a, "idle-admin", Role.ADMIN))
+    assert client.get("/console/").status_code == 200
+    with schema_context(canary_tenants.a.schema_name):
+        session = client.session
+        assert session[LAST_SEEN_KEY] > time.time() - 60  # the request was seen
+        session[LAST_SEEN_KEY] = int(time.time()) - settings.SESSION_IDLE_TIMEOUT_S - 5
+        session.save()
+    answer = client.get("/console/bots/")
+    assert answer.status_code == 302 and answer["Location"] == "/accounts/login/?next=%2Fconsole%2Fbots%2F"
+    assert client.get("/console/").status_code == 302  # signed out: the session is gone, not just refused
+
+
+def test_an_idle_session_cannot_post_and_an_active_one_stays(canary_tenants, settings):
+    import time
+
+    from apps.accounts.middleware import LAST_SEEN_KEY
+    from apps.accounts.roles import Role
+    from tests.console.conftest import signed_in, user_with_role
+
+    client = signed_in(canary_tenants.a, user_with_role(canary_tenants.a, "busy-admin", Role.ADMIN))
+    for _ in range(3):
+        assert client.get("/console/").status_code == 200
+    with schema_context(canary_tenants.a.schema_name):
+        session = client.session
+        session[LAST_SEEN_KEY] = int(time.time()) - settings.SESSION_IDLE_TIMEOUT_S - 5
+        session.save()
+    refused = client.post("/console/api-keys/create/", {"name": "k", "confirmed": "yes"}, HTTP_HX_REQUEST="true")
+    assert refused.status_code == 401 and refused["HX-Redirect"].startswith("/accounts/login/")
+    with schema_context(canary_tenants.a.schema_name):
+        from apps.accounts.models import ApiKey
+
+        assert not ApiKey.objects.exists()
