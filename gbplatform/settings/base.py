@@ -102,10 +102,11 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Ends signed-in sessions idle past SESSION_IDLE_TIMEOUT_S (apps.accounts.middleware), before the OIDC
+    # re-check: an idle session ends instead of being renewed silently by the provider.
+    "apps.accounts.middleware.SessionIdleTimeoutMiddleware",
     # Re-checks OIDC console sessions with the tenant's provider (apps.accounts.middleware).
     "apps.accounts.middleware.OidcSessionRefreshMiddleware",
-    # Ends signed-in sessions idle past SESSION_IDLE_TIMEOUT_S (apps.accounts.middleware).
-    "apps.accounts.middleware.SessionIdleTimeoutMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
