@@ -14,7 +14,12 @@ Failure modes this module prevents:
 - a web process starved by the model: onnxruntime's intra-op threads are bounded;
 - a hung or failing embedding service stalling the indexer: the remote client has a bounded timeout and
   retry count, and every failure, including vectors of the wrong size, becomes one `EmbeddingError` with a
-  message that names the endpoint and what to fix (never the key).
+  message that names the endpoint and what to fix (never the key);
+- a bot author aiming the workers' HTTP client at the platform's own network (SSRF: cloud metadata,
+  internal services, with the response's error text stored on the document for the author to read):
+  `embedding-url` must be a public host, checked with the HTTP keywords' guard (apps.basic.ssrf) as
+  `llm-url` is, unless the operator sets LLM_ALLOW_PRIVATE_HOSTS (local model servers); redirects are not
+  followed, so a public endpoint cannot bounce the request inside.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+from django.conf import settings as django_settings
 
 # --- The offline default: all-MiniLM-L6-v2 ---------------------------------------------------------------
 MINILM_MODEL = "all-MiniLM-L6-v2"
@@ -260,12 +266,15 @@ class OpenAIEmbeddings:
         self.model = model
         self.dimensions = dimensions
         self.batch_size = max(1, min(batch_size, REMOTE_BATCH_SIZE_MAX))
-        # Local servers take no key, but the client refuses to start without one.
+        # Local servers take no key, but the client refuses to start without one. Redirects are not followed
+        # (the SDK would): a public endpoint redirecting to an internal address would get around the SSRF
+        # check of `embedding-url` (see `embedding_provider_for`).
         self._client = openai.OpenAI(
             base_url=self.base_url,
             api_key=api_key or "no-key",
             timeout=min(timeout_s, REMOTE_TIMEOUT_MAX_S),
             max_retries=max_retries,
+            http_client=openai.DefaultHttpxClient(follow_redirects=False),
         )
 
     def __repr__(self) -> str:
@@ -354,17 +363,32 @@ def _positive_float(config: Mapping[str, str], key: str) -> float | None:
     return value
 
 
+def _check_public_url(key: str, url: str) -> None:
+    """Refuse a bot-configured endpoint on a private, loopback or link-local host (SSRF), as apps.llm.config
+    does for `llm-url`; the operator allows private model servers with LLM_ALLOW_PRIVATE_HOSTS."""
+    from apps.basic.ssrf import SSRFError, check_url
+
+    if getattr(django_settings, "LLM_ALLOW_PRIVATE_HOSTS", False):
+        return
+    try:
+        check_url(url)
+    except SSRFError as exc:
+        raise EmbeddingError(f"{key}: {exc} (embedding endpoints of bots must be public hosts; the operator can "
+                             "allow private ones with LLM_ALLOW_PRIVATE_HOSTS)") from None
+
+
 def embedding_provider_for(config: Mapping[str, str]) -> EmbeddingProvider:
     """The embedding provider of a bot, from its config.csv keys (spec §2.4.3, §5.3).
 
     `embedding-url` empty -> `LocalMiniLM`. Otherwise an OpenAI-compatible endpoint with `embedding-model`
     (upstream's default when empty), `embedding-key`, `embedding-dimensions` (guessed from the model name
     when empty), and the optional `embedding-batch-size` and `embedding-timeout`.
-    Raises `EmbeddingError` on a malformed value.
+    Raises `EmbeddingError` on a malformed value, or an `embedding-url` that is not a public host.
     """
     url = (config.get("embedding-url") or "").strip()
     if not url:
         return LocalMiniLM()
+    _check_public_url("embedding-url", url)
     model = (config.get("embedding-model") or "").strip() or REMOTE_DEFAULT_MODEL
     dimensions = _positive_int(config, "embedding-dimensions") or guess_dimensions(model)
     return OpenAIEmbeddings(

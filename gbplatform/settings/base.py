@@ -268,7 +268,8 @@ LLM_PROVIDER = env_str("LLM_PROVIDER")
 LLM_TIMEOUT_S = env_int("LLM_TIMEOUT_S", 180)
 # Tokens (prompt + completion) each tenant may use per UTC day, all bots together; 0 = unlimited.
 LLM_TENANT_DAILY_TOKENS = env_int("LLM_TENANT_DAILY_TOKENS", 0)
-# Bots' own llm-url / llm-fallback-url must be public hosts (SSRF guard) unless this is on (local models).
+# Bots' own llm-url / llm-fallback-url / embedding-url must be public hosts (SSRF guard) unless this is on
+# (local model servers).
 LLM_ALLOW_PRIVATE_HOSTS = env_bool("LLM_ALLOW_PRIVATE_HOSTS", False)
 SMTP_HOST = env_str("SMTP_HOST")
 SMTP_PORT = env_int("SMTP_PORT", 587)

@@ -8,7 +8,8 @@ from tests.support.openai_fake import FakeEmbeddingsServer
 
 
 @pytest.fixture
-def embeddings_server():
+def embeddings_server(settings):
+    settings.LLM_ALLOW_PRIVATE_HOSTS = True  # bots may point embedding-url at the fake (127.0.0.1)
     server = FakeEmbeddingsServer().start()
     yield server
     server.stop()

@@ -21,7 +21,7 @@ from apps.kb.embeddings import (
     embedding_provider_for,
     guess_dimensions,
 )
-from tests.support.openai_fake import fake_vector
+from tests.support.openai_fake import FakeEmbeddingsServer, fake_vector
 
 
 def _cos(a: list[float], b: list[float]) -> float:
@@ -229,7 +229,8 @@ def test_bot_with_embedding_url_gets_that_endpoint_with_its_settings(embeddings_
     assert embeddings_server.authorizations == ["Bearer sk-1", "Bearer sk-1"]
 
 
-def test_bot_embedding_dimensions_default_to_upstreams_guess_from_the_model_name():
+def test_bot_embedding_dimensions_default_to_upstreams_guess_from_the_model_name(settings):
+    settings.LLM_ALLOW_PRIVATE_HOSTS = True
     provider = embedding_provider_for({"embedding-url": "http://127.0.0.1:9/v1"})
     assert (provider.model, provider.dimensions) == (REMOTE_DEFAULT_MODEL, 2048)
     assert guess_dimensions("text-embedding-3-small") == 384
@@ -239,6 +240,42 @@ def test_bot_embedding_dimensions_default_to_upstreams_guess_from_the_model_name
 
 
 @pytest.mark.parametrize("value", ["abc", "0", "-5"])
-def test_malformed_embedding_dimensions_is_an_error_naming_the_key(value):
+def test_malformed_embedding_dimensions_is_an_error_naming_the_key(settings, value):
+    settings.LLM_ALLOW_PRIVATE_HOSTS = True
     with pytest.raises(EmbeddingError, match="embedding-dimensions"):
         embedding_provider_for({"embedding-url": "http://127.0.0.1:9/v1", "embedding-dimensions": value})
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1:6379", "http://169.254.169.254/latest", "http://10.0.0.5:8000/v1", "http://localhost:11434",
+    "http://[::1]:8080", "file:///etc/passwd",
+])
+def test_a_bots_embedding_url_must_be_a_public_host(settings, url):
+    settings.LLM_ALLOW_PRIVATE_HOSTS = False
+    with pytest.raises(EmbeddingError, match=r"^embedding-url: .*LLM_ALLOW_PRIVATE_HOSTS"):
+        embedding_provider_for({"embedding-url": url, "embedding-dimensions": "8"})
+
+
+def test_a_private_embedding_url_is_never_called_unless_the_operator_allows_private_hosts(settings, embeddings_server):
+    settings.LLM_ALLOW_PRIVATE_HOSTS = False  # the fake on 127.0.0.1 stands for an internal service
+    with pytest.raises(EmbeddingError, match="embedding-url"):
+        embedding_provider_for({"embedding-url": embeddings_server.base_url, "embedding-dimensions": "8"}).embed(["a"])
+    assert embeddings_server.requests == []
+    public = embedding_provider_for({"embedding-url": "https://93.184.216.34/v1", "embedding-dimensions": "8"})
+    assert isinstance(public, OpenAIEmbeddings)
+    settings.LLM_ALLOW_PRIVATE_HOSTS = True
+    local = embedding_provider_for({"embedding-url": embeddings_server.base_url, "embedding-dimensions": "8"})
+    assert len(local.embed(["a"])) == 1 and len(embeddings_server.requests) == 1
+
+
+def test_an_embedding_endpoint_redirect_is_not_followed(embeddings_server):
+    # A public endpoint that redirects inside would get around the check of embedding-url.
+    inside = FakeEmbeddingsServer().start()
+    try:
+        embeddings_server.redirect_to = inside.base_url + "/embeddings"
+        provider = OpenAIEmbeddings(embeddings_server.base_url, "", "m", 8, max_retries=0)
+        with pytest.raises(EmbeddingError, match="HTTP 307"):
+            provider.embed(["a"])
+        assert inside.requests == []
+    finally:
+        inside.stop()

@@ -107,11 +107,12 @@ def test_a_file_over_the_size_limit_fails_before_it_is_read(bot, monkeypatch):
     assert "not indexed" in document.error and not Chunk.objects.exists()
 
 
-def test_embedding_outage_retries_then_shows_the_document_failed(bot):
+def test_embedding_outage_retries_then_shows_the_document_failed(bot, settings):
     from apps.bots.models import BotConfig
     from apps.kb.tasks import EMBEDDING_RETRIES, document_index_task
     from gbplatform.localservices import free_port
 
+    settings.LLM_ALLOW_PRIVATE_HOSTS = True  # a model server on loopback, down
     BotConfig.objects.create(bot=bot, key="embedding-url", value=f"http://127.0.0.1:{free_port()}/v1", line=1)
     BotConfig.objects.create(bot=bot, key="embedding-model", value="m", line=2)
     BotConfig.objects.create(bot=bot, key="embedding-dimensions", value="384", line=3)

@@ -3,7 +3,7 @@
 It speaks the real JSON (`{"input", "model", "encoding_format"}` -> `{"object": "list", "data": [...]}`),
 so the real `openai` client is exercised end to end over a socket. Vectors are deterministic: a text's
 vector is drawn from a generator seeded by the text's SHA-256, so tests can compute the expected value.
-Switches let a test make it fail (HTTP status, slowness) and inspect what it received.
+Switches let a test make it fail (HTTP status, slowness, a redirect) and inspect what it received.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ class FakeEmbeddingsServer:
     api_key: str | None = None  # when set, other keys get 401
     fail_status: int | None = None  # when set, every request gets this status
     delay_s: float = 0.0
+    redirect_to: str | None = None  # when set, every request gets a 307 to this URL
     requests: list[dict[str, Any]] = field(default_factory=list)
     authorizations: list[str] = field(default_factory=list)
     _server: ThreadingHTTPServer | None = None
@@ -65,6 +66,12 @@ class FakeEmbeddingsServer:
                 fake.authorizations.append(self.headers.get("Authorization", ""))
                 if fake.delay_s:
                     time.sleep(fake.delay_s)
+                if fake.redirect_to is not None:
+                    self.send_response(307)
+                    self.send_header("Location", fake.redirect_to)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return None
                 if self.path.rstrip("/") != "/v1/embeddings":
                     return self._reply(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
                 if fake.api_key is not None and self.headers.get("Authorization") != f"Bearer {fake.api_key}":
