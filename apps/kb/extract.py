@@ -269,7 +269,9 @@ _MD_ATX_HEADING = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*))?$")
 _MD_SETEXT_UNDERLINE = re.compile(r"^ {0,3}(=+|-+)[ \t]*$")
 _MD_FENCE = re.compile(r"^ {0,3}(```|~~~)")
 _MD_LINK_DEFINITION = re.compile(r"^ {0,3}\[[^\]]+\]:\s+\S+")
-_MD_TABLE_SEPARATOR = re.compile(r"^\s*\|?\s*:?-{2,}:?\s*(\|\s*:?-{2,}:?\s*)*\|?\s*$")
+# A table ruler (`| --- | :-: |`), matched against the stripped line: no two whitespace runs may meet with only
+# optional text between them, which backtracked quadratically on a line of spaces ending in a letter.
+_MD_TABLE_SEPARATOR = re.compile(r"\|?\s*:?-{2,}:?(?:\s*\|\s*:?-{2,}:?)*(?:\s*\|)?")
 # Inline patterns bound every span ({0,N}): unbounded ones rescan the rest of the line from every unmatched
 # `*`, `[` or `<`, which is quadratic on a hostile multi-megabyte line.
 _MD_SPAN = 300
@@ -291,6 +293,10 @@ def _strip_markdown_inline(line: str) -> str:
     line = _MD_HTML_TAG.sub(" ", line)
     line = _MD_EMPHASIS.sub(r"\2", line)
     return line.strip()
+
+
+def _is_table_separator(line: str) -> bool:
+    return _MD_TABLE_SEPARATOR.fullmatch(line.strip()) is not None
 
 
 def _without_closing_hashes(text: str) -> str:
@@ -334,13 +340,13 @@ def _extract_markdown(stem: str, data: bytes) -> ExtractedDocument:
             builder.heading(text)
             continue
         next_line = lines[number + 1] if number + 1 < len(lines) else ""
-        if raw.strip() and _MD_SETEXT_UNDERLINE.match(next_line) and not _MD_TABLE_SEPARATOR.match(raw):
+        if raw.strip() and _MD_SETEXT_UNDERLINE.match(next_line) and not _is_table_separator(raw):
             text = _strip_markdown_inline(raw)
             if next_line.strip().startswith("=") and not title:
                 title = text
             builder.heading(text)
             continue
-        if _MD_SETEXT_UNDERLINE.match(raw) or _MD_LINK_DEFINITION.match(raw) or _MD_TABLE_SEPARATOR.match(raw):
+        if _MD_SETEXT_UNDERLINE.match(raw) or _MD_LINK_DEFINITION.match(raw) or _is_table_separator(raw):
             continue  # underlines, horizontal rules, link targets and table rulers carry no words
         text = _MD_LINE_PREFIX.sub("", raw, count=1)
         if "|" in text:

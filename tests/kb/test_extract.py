@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 import zipfile
 
 import docx
@@ -467,6 +468,22 @@ def test_markdown_heading_closing_hashes_and_hostile_lines():
     # unmatched markup on a long line must not make the inline patterns rescan the line quadratically
     long_line = b"*a [b <c _d " * 50_000
     assert extract("long.md", long_line).sections[0].text.startswith("*a [b <c _d")
+
+
+# Generous: the linear scan takes milliseconds; the old table-ruler pattern needed minutes for these lines.
+HOSTILE_LINE_SECONDS = 5.0
+
+
+@pytest.mark.parametrize("prefix", [b"", b"--", b"| -- |"])
+def test_a_line_of_200k_spaces_ending_in_a_letter_is_text_not_a_table_ruler_and_quick(prefix):
+    started = time.monotonic()
+    doc = extract("spaces.md", b"before\n" + prefix + b" " * 200_000 + b"x\nafter\n")
+    assert time.monotonic() - started < HOSTILE_LINE_SECONDS
+    lines = doc.sections[0].text.split("\n")
+    assert lines[0] == "before" and lines[-1] == "after" and lines[1].endswith("x")
+    # A real ruler still carries no words, with or without outer pipes and padding.
+    ruled = extract("t.md", b"| a | b |\n  | :-- |  --: |  \n-- | --\n| 1 | 2 |\n")
+    assert ruled.sections[0].text == "a b\n1 2"
 
 
 def test_remaining_refusal_reasons_are_specific():
