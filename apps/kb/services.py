@@ -2,7 +2,8 @@
 
 A registered document is `pending` until the indexer (apps.kb.indexing, queue `index`) has extracted,
 chunked and embedded it; the task is queued only after the registering transaction commits. Removing a
-document removes its chunks with it (and its vectors from an outside store).
+document removes its chunks with it (and its vectors from an outside store, under the row's lock so that an
+indexer cannot write them back).
 """
 
 from __future__ import annotations
@@ -64,10 +65,20 @@ def _enqueue_now(document_id: int, etag: str) -> None:
 
 @transaction.atomic
 def document_remove(*, path: str) -> bool:
-    """The file is gone from the drive: forget the document, its chunks and its vectors."""
+    """The file is gone from the drive (or erased for a data subject): forget the document, its chunks and
+    its vectors.
+
+    The document's row is locked first. The indexer writes an outside store's points only while it holds that
+    lock (apps.kb.indexing), so an indexer already writing finishes before the points are deleted here, and one
+    that comes later finds no row and writes nothing. Without the lock, an indexer committing while this ran
+    wrote its points after their delete and its chunk rows under the document's delete, so the removal failed
+    (a foreign-key violation) and a drive sync or a data-subject erasure had to be retried. The points are
+    deleted inside the transaction, not after it commits: if the store is down the removal fails as a whole
+    and is retried, instead of forgetting the row and leaving its points behind for good.
+    """
     from apps.kb.vectorstores import PgVectorStore, vector_store_for_settings
 
-    document = Document.objects.select_related("kb__bot").filter(path=path).first()
+    document = Document.objects.select_for_update(of=("self",)).select_related("kb__bot").filter(path=path).first()
     if document is None:
         return False
     store = vector_store_for_settings()
