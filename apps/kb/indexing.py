@@ -1,7 +1,8 @@
 """Indexing one KB document: read it from the drive, extract, chunk, embed, store, all or nothing.
 
 Idempotent per (document, ETag): a redelivered or duplicated task finds `indexed_etag == etag` and does
-nothing, and a task for an ETag that is no longer current steps aside for the newer one. The chunks of a
+nothing, and a task for an ETag that is no longer current steps aside for the newer one (a run refused by
+the document's lock is covered by the holder, which queues newer content when it lets go). The chunks of a
 document are replaced in one transaction, so a search never sees half of a re-index, and a worker killed
 mid-way leaves the previous chunks in place (its PostgreSQL advisory lock dies with its connection, and
 the redelivered task starts over). Progress (chunks embedded / total) is saved as it goes, for the console.
@@ -44,14 +45,40 @@ class IndexOutcome:
     status: str  # indexed | unchanged | superseded | locked | missing | failed
     chunks: int = 0
     error: str = ""
+    etag: str = ""  # the content the run worked on (the task's ETag, or the current one without it)
 
 
 def document_index(*, document_id: int, etag: str | None = None) -> IndexOutcome:
-    """Index the document if its current content is not indexed yet (the Celery task calls this)."""
+    """Index the document if its current content is not indexed yet (the Celery task calls this).
+
+    A run that finds the document's lock taken steps aside at once ("locked"). It may carry newer content than
+    the run holding the lock, which then ends "superseded"; so the holder, once it has let go of the lock,
+    queues the document's current content if that is still waiting. Otherwise the newer content waited for
+    the stale sweep (KB_INDEX_STALE_S and more) with the old chunks still served.
+    """
     with tenant_lock_try(f"kb-index:{document_id}") as acquired:
         if not acquired:
-            return IndexOutcome("locked")  # another worker is on it; its outcome will be recorded
-        return _index(document_id, etag)
+            return IndexOutcome("locked")  # the holder hands newer content on when it is done (below)
+        outcome = _index(document_id, etag)
+    if outcome.status != "missing":
+        _hand_over_newer_content(document_id, outcome.etag)
+    return outcome
+
+
+def _hand_over_newer_content(document_id: int, handled_etag: str) -> None:
+    """After a run let go of the lock: queue the current content if it is pending and not what the run did.
+    Read after the release, so a run refused while this one held the lock is always seen (its registration
+    committed before its task was queued); a duplicate task is harmless (idempotent per ETag)."""
+    from apps.kb.services import document_index_enqueue
+
+    current = (Document.objects.filter(pk=document_id, status=Document.Status.PENDING).exclude(etag=handled_etag)
+               .values_list("etag", flat=True).first())
+    if current is None:
+        return
+    try:
+        document_index_enqueue(document_id=document_id, etag=current)
+    except Exception:  # noqa: BLE001 - the broker is down: the stale sweep queues it later; this run's outcome stands
+        logger.warning("kb: could not queue newer content of document %s", document_id, exc_info=True)
 
 
 def document_index_give_up(*, document_id: int, etag: str, message: str) -> None:
@@ -66,7 +93,7 @@ def _fail(document: Document, message: str) -> IndexOutcome:
     Document.objects.filter(pk=document.pk, etag=document.etag).update(
         status=Document.Status.FAILED, error=message[:MAX_ERROR_CHARS]
     )
-    return IndexOutcome("failed", error=message)
+    return IndexOutcome("failed", error=message, etag=document.etag)
 
 
 def _index(document_id: int, etag: str | None) -> IndexOutcome:
@@ -74,9 +101,9 @@ def _index(document_id: int, etag: str | None) -> IndexOutcome:
     if document is None:
         return IndexOutcome("missing")
     if etag is not None and document.etag != etag:
-        return IndexOutcome("superseded")
+        return IndexOutcome("superseded", etag=etag)
     if document.indexed_etag == document.etag and document.status == Document.Status.INDEXED:
-        return IndexOutcome("unchanged")
+        return IndexOutcome("unchanged", etag=document.etag)
     if document.index_attempts >= MAX_INDEX_ATTEMPTS:
         return _fail(document, f"indexing was started {document.index_attempts} times without finishing "
                                "(the file may crash the indexer); replace the file to try again")
@@ -125,7 +152,7 @@ def _index(document_id: int, etag: str | None) -> IndexOutcome:
     with transaction.atomic():
         current = Document.objects.select_for_update().filter(pk=document.pk).first()
         if current is None or current.etag != document.etag:
-            return IndexOutcome("superseded")  # changed or removed while we embedded
+            return IndexOutcome("superseded", etag=document.etag)  # changed or removed while we embedded
         store.replace_document(tenant=connection.schema_name, bot=bot.name, bot_id=bot.pk, kb_id=document.kb_id,
                                document_id=document.pk, records=records, model=provider.model)
         if not isinstance(store, PgVectorStore):
@@ -133,7 +160,7 @@ def _index(document_id: int, etag: str | None) -> IndexOutcome:
         current.status, current.indexed_etag, current.error = Document.Status.INDEXED, document.etag, notice
         current.chunks_done = current.chunks_total = len(records)
         current.save(update_fields=["status", "indexed_etag", "error", "chunks_done", "chunks_total", "updated_at"])
-    return IndexOutcome("indexed", chunks=len(records))
+    return IndexOutcome("indexed", chunks=len(records), etag=document.etag)
 
 
 def _truncation_notice(chunks: list, text_chars: int) -> str:

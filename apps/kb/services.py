@@ -18,7 +18,7 @@ from apps.kb.models import Document, KnowledgeBase
 
 
 def _enqueue_index(document_id: int, etag: str) -> None:
-    transaction.on_commit(lambda: _enqueue_now(document_id, etag))
+    transaction.on_commit(lambda: document_index_enqueue(document_id=document_id, etag=etag))
 
 
 @transaction.atomic
@@ -52,12 +52,13 @@ def documents_requeue_stale(*, older_than: timedelta) -> int:
     stale = Document.objects.filter(status=Document.Status.PENDING, updated_at__lt=timezone.now() - older_than)
     count = 0
     for document_id, etag in stale.values_list("pk", "etag"):
-        _enqueue_now(document_id, etag)
+        document_index_enqueue(document_id=document_id, etag=etag)
         count += 1
     return count
 
 
-def _enqueue_now(document_id: int, etag: str) -> None:
+def document_index_enqueue(*, document_id: int, etag: str) -> None:
+    """Queue the indexing of the document's content `etag` now (callers in a transaction use on_commit)."""
     from apps.kb.tasks import document_index_task
 
     document_index_task.apply_async(args=[document_id, etag], queue="index")

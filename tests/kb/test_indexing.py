@@ -12,6 +12,8 @@ from apps.kb.services import document_register, document_remove
 pytestmark = pytest.mark.django_db
 
 TEXT = ("Harbor tents are waterproof. " * 60).encode()
+# Upper bound for one step of a test that waits on a worker thread (each normally takes a second or two).
+WAIT_S = 60
 
 
 @pytest.fixture
@@ -138,3 +140,79 @@ def test_a_document_that_keeps_crashing_the_indexer_fails_instead_of_looping(bot
     document = _document(bot, "tents.txt", TEXT + b" More.")
     assert document.index_attempts == 0
     assert document_index(document_id=document.pk).status == "indexed"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_newer_content_refused_by_the_lock_is_indexed_when_the_holder_lets_go(canary_tenants, local_storage,
+                                                                              monkeypatch):
+    """Content B arrives while a run indexes content A: B's task finds the lock taken and steps aside, A's run
+    ends superseded, and B must still be indexed (not wait for the stale sweep with A's chunks served)."""
+    import threading
+    import time
+
+    from celery.contrib.testing.worker import start_worker
+    from django.db import connections
+
+    from apps.kb import indexing, tasks
+    from apps.kb.models import KnowledgeBase
+    from gbplatform.celery import app
+
+    schema = canary_tenants.a.schema_name
+    path = "handover.gbai/handover.gbkb/faq/tents.txt"
+    with schema_context(schema):
+        bot = Bot.objects.create(name="handover")
+        kb = KnowledgeBase.objects.create(bot=bot, name="faq")
+        etag_a = tenant_drive().write(path, TEXT)
+        document = Document.objects.create(kb=kb, path=path, etag=etag_a, size=len(TEXT))  # nothing queued yet
+
+    a_holds_the_lock, b_refused = threading.Event(), threading.Event()
+    outcomes: list[tuple[str, str]] = []
+    real_extract, real_index = indexing.extract, tasks.document_index
+
+    def extract_holding_the_lock(name, data):  # run A pauses here, inside the lock, until B was refused
+        if threading.current_thread().name == "run-a" and not a_holds_the_lock.is_set():
+            a_holds_the_lock.set()
+            assert b_refused.wait(WAIT_S), "B's task never ran"
+        return real_extract(name, data)
+
+    def recorded_index(*, document_id, etag=None):
+        outcome = real_index(document_id=document_id, etag=etag)
+        outcomes.append((etag, outcome.status))
+        if outcome.status == "locked":
+            b_refused.set()
+        return outcome
+
+    monkeypatch.setattr(indexing, "extract", extract_holding_the_lock)
+    monkeypatch.setattr(tasks, "document_index", recorded_index)
+
+    def run_a() -> None:
+        try:
+            with schema_context(schema):
+                outcomes.append((etag_a, document_index(document_id=document.pk, etag=etag_a).status))
+        finally:
+            connections.close_all()
+
+    try:
+        with start_worker(app, pool="solo", perform_ping_check=False, queues=["index"], shutdown_timeout=10):
+            runner = threading.Thread(target=run_a, name="run-a")
+            runner.start()
+            assert a_holds_the_lock.wait(WAIT_S)
+            with schema_context(schema):
+                data_b = b"Boots need wax twice a year. " * 5
+                etag_b = tenant_drive().write(path, data_b)
+                document_register(bot=bot, kb_name="faq", path=path, etag=etag_b, size=len(data_b))  # B's task
+            runner.join(WAIT_S)
+            deadline = time.monotonic() + WAIT_S
+            with schema_context(schema):
+                while time.monotonic() < deadline:
+                    document.refresh_from_db()
+                    if document.status != Document.Status.PENDING:
+                        break
+                    time.sleep(0.2)
+                assert (etag_b, "locked") in outcomes and (etag_a, "superseded") in outcomes
+                assert (document.status, document.indexed_etag) == (Document.Status.INDEXED, etag_b)
+                texts = list(Chunk.objects.filter(document=document).values_list("text", flat=True))
+                assert texts and all("Boots" in t for t in texts)
+    finally:
+        with schema_context(schema):
+            Bot.objects.filter(name="handover").delete()
