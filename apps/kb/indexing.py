@@ -23,7 +23,7 @@ from apps.kb.chunking import DEFAULT_MAX_CHUNKS, chunk_document, chunk_settings_
 from apps.kb.embeddings import EmbeddingError, embedding_provider_for
 from apps.kb.extract import ExtractionError, extract
 from apps.kb.models import Chunk, Document
-from apps.kb.vectorstores import ChunkRecord, PgVectorStore, vector_store_for_settings
+from apps.kb.vectorstores import ChunkRecord, PgVectorStore, VectorStoreError, vector_store_for_settings
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +81,21 @@ def _hand_over_newer_content(document_id: int, handled_etag: str) -> None:
         logger.warning("kb: could not queue newer content of document %s", document_id, exc_info=True)
 
 
+def index_failure_message(exc: BaseException) -> str:
+    """What a document shows when a run raised: the real reason, for the console (and its retry button)."""
+    if isinstance(exc, EmbeddingError):
+        return f"embedding failed: {exc}"[:MAX_ERROR_CHARS]
+    return f"indexing failed ({type(exc).__name__}): {str(exc)[:300] or 'no details'}"[:MAX_ERROR_CHARS]
+
+
+def document_index_retrying(*, document_id: int, etag: str, message: str) -> None:
+    """A run raised and the task will try again: keep the document pending but show why, so it is not a
+    silent wait (and a later 'started N times' failure can say what went wrong)."""
+    Document.objects.filter(pk=document_id, etag=etag).exclude(status=Document.Status.INDEXED).update(
+        error=message[:MAX_ERROR_CHARS]
+    )
+
+
 def document_index_give_up(*, document_id: int, etag: str, message: str) -> None:
     """The task will not try again (retries exhausted, time limit): show the document as failed, with why,
     instead of leaving it pending for the stale sweep to queue again and again."""
@@ -105,8 +120,9 @@ def _index(document_id: int, etag: str | None) -> IndexOutcome:
     if document.indexed_etag == document.etag and document.status == Document.Status.INDEXED:
         return IndexOutcome("unchanged", etag=document.etag)
     if document.index_attempts >= MAX_INDEX_ATTEMPTS:
+        last = f"; the last run said: {document.error}" if document.error else ""
         return _fail(document, f"indexing was started {document.index_attempts} times without finishing "
-                               "(the file may crash the indexer); replace the file to try again")
+                               f"(the file may crash the indexer); replace the file to try again{last}")
     # Counted before the work, committed at once: a run that kills the worker still counts.
     Document.objects.filter(pk=document.pk).update(index_attempts=F("index_attempts") + 1)
     bot = document.kb.bot
@@ -130,17 +146,13 @@ def _index(document_id: int, etag: str | None) -> IndexOutcome:
     notice = _truncation_notice(chunks, len(document_text(extracted)))
 
     Document.objects.filter(pk=document.pk).update(chunks_total=len(chunks), chunks_done=0, error="")
-    try:
-        provider = embedding_provider_for(config)
-        vectors: list[list[float]] = []
-        for start in range(0, len(chunks), EMBED_BATCH_SIZE):
-            batch = chunks[start : start + EMBED_BATCH_SIZE]
-            vectors.extend(provider.embed([chunk.text for chunk in batch]))
-            Document.objects.filter(pk=document.pk).update(chunks_done=len(vectors))
-    except EmbeddingError as exc:
-        # Transient by nature (an outside service): raise so the task retries with back-off.
-        Document.objects.filter(pk=document.pk).update(error=f"embedding failed: {exc}"[:MAX_ERROR_CHARS])
-        raise
+    # An EmbeddingError (like any outside service's failure) is raised: the task records it and retries.
+    provider = embedding_provider_for(config)
+    vectors: list[list[float]] = []
+    for start in range(0, len(chunks), EMBED_BATCH_SIZE):
+        batch = chunks[start : start + EMBED_BATCH_SIZE]
+        vectors.extend(provider.embed([chunk.text for chunk in batch]))
+        Document.objects.filter(pk=document.pk).update(chunks_done=len(vectors))
 
     records = [
         ChunkRecord(document_id=document.pk, document_path=document.path, kb=document.kb.name, index=c.index,
@@ -149,17 +161,23 @@ def _index(document_id: int, etag: str | None) -> IndexOutcome:
         for c, vector in zip(chunks, vectors, strict=True)
     ]
     store = vector_store_for_settings()
-    with transaction.atomic():
-        current = Document.objects.select_for_update().filter(pk=document.pk).first()
-        if current is None or current.etag != document.etag:
-            return IndexOutcome("superseded", etag=document.etag)  # changed or removed while we embedded
-        store.replace_document(tenant=connection.schema_name, bot=bot.name, bot_id=bot.pk, kb_id=document.kb_id,
-                               document_id=document.pk, records=records, model=provider.model)
-        if not isinstance(store, PgVectorStore):
-            _replace_text_rows(document, records)
-        current.status, current.indexed_etag, current.error = Document.Status.INDEXED, document.etag, notice
-        current.chunks_done = current.chunks_total = len(records)
-        current.save(update_fields=["status", "indexed_etag", "error", "chunks_done", "chunks_total", "updated_at"])
+    try:
+        with transaction.atomic():
+            current = Document.objects.select_for_update().filter(pk=document.pk).first()
+            if current is None or current.etag != document.etag:
+                return IndexOutcome("superseded", etag=document.etag)  # changed or removed while we embedded
+            store.replace_document(tenant=connection.schema_name, bot=bot.name, bot_id=bot.pk,
+                                   kb_id=document.kb_id, document_id=document.pk, records=records,
+                                   model=provider.model)
+            if not isinstance(store, PgVectorStore):
+                _replace_text_rows(document, records)
+            current.status, current.indexed_etag, current.error = Document.Status.INDEXED, document.etag, notice
+            current.chunks_done = current.chunks_total = len(records)
+            current.save(update_fields=["status", "indexed_etag", "error", "chunks_done", "chunks_total",
+                                        "updated_at"])
+    except VectorStoreError as exc:
+        # The store refused these vectors (e.g. a model's size it cannot hold): the same run would fail again.
+        return _fail(document, f"the vector store refused the chunks: {exc}")
     return IndexOutcome("indexed", chunks=len(records), etag=document.etag)
 
 

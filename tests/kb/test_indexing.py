@@ -111,7 +111,7 @@ def test_a_file_over_the_size_limit_fails_before_it_is_read(bot, monkeypatch):
 
 def test_embedding_outage_retries_then_shows_the_document_failed(bot, settings):
     from apps.bots.models import BotConfig
-    from apps.kb.tasks import EMBEDDING_RETRIES, document_index_task
+    from apps.kb.tasks import INDEX_RETRIES, document_index_task
     from gbplatform.localservices import free_port
 
     settings.LLM_ALLOW_PRIVATE_HOSTS = True  # a model server on loopback, down
@@ -120,11 +120,52 @@ def test_embedding_outage_retries_then_shows_the_document_failed(bot, settings):
     BotConfig.objects.create(bot=bot, key="embedding-dimensions", value="384", line=3)
     document = _document(bot, "tents.txt", TEXT)
     # Run eagerly, Celery performs the retries inline: the result is the state after the last one.
-    retried = document_index_task.apply(args=[document.pk, document.etag], retries=EMBEDDING_RETRIES - 1)
+    retried = document_index_task.apply(args=[document.pk, document.etag], retries=INDEX_RETRIES - 1)
     assert retried.state == "FAILURE"
     document.refresh_from_db()
     assert document.status == "failed" and "embedding failed" in document.error
     assert not Chunk.objects.filter(document=document).exists()
+
+
+def test_a_vector_store_outage_retries_then_shows_the_document_failed_with_the_real_reason(bot, settings):
+    from apps.kb.tasks import INDEX_RETRIES, document_index_task
+    from gbplatform.localservices import free_port
+
+    settings.QDRANT_URL = f"http://127.0.0.1:{free_port()}"  # Qdrant configured, and down
+    document = _document(bot, "tents.txt", TEXT)
+    retried = document_index_task.apply(args=[document.pk, document.etag], retries=INDEX_RETRIES - 1)
+    assert retried.state == "FAILURE"
+    document.refresh_from_db()
+    # Not left pending for the stale sweep (which, after 10 runs, blamed the file for crashing the indexer).
+    assert document.status == "failed" and document.error.startswith("indexing failed (")
+    assert "crash" not in document.error and not Chunk.objects.filter(document=document).exists()
+
+
+def test_vectors_the_store_refuses_fail_the_document_at_once_with_the_reason(bot, settings, embeddings_server):
+    from apps.bots.models import BotConfig
+    from apps.kb.vectorstores import MAX_DIMENSIONS
+
+    embeddings_server.dimensions = MAX_DIMENSIONS + 1
+    for line, (key, value) in enumerate({"embedding-url": embeddings_server.base_url, "embedding-model": "huge",
+                                         "embedding-dimensions": str(MAX_DIMENSIONS + 1)}.items(), 1):
+        BotConfig.objects.create(bot=bot, key=key, value=value, line=line)
+    document = _document(bot, "tents.txt", TEXT)
+    outcome = document_index(document_id=document.pk)
+    assert outcome.status == "failed"
+    document.refresh_from_db()
+    assert document.status == "failed"
+    assert document.error == f"the vector store refused the chunks: vector size {MAX_DIMENSIONS + 1} is out of range"
+
+
+def test_the_attempts_limit_names_the_last_runs_reason(bot):
+    from apps.kb.indexing import MAX_INDEX_ATTEMPTS
+
+    document = _document(bot, "tents.txt", TEXT)
+    Document.objects.filter(pk=document.pk).update(index_attempts=MAX_INDEX_ATTEMPTS,
+                                                   error="indexing failed (OperationalError): server closed")
+    assert document_index(document_id=document.pk).status == "failed"
+    document.refresh_from_db()
+    assert document.error.endswith("the last run said: indexing failed (OperationalError): server closed")
 
 
 def test_a_document_that_keeps_crashing_the_indexer_fails_instead_of_looping(bot):
