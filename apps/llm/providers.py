@@ -17,6 +17,8 @@ Failure modes this module prevents:
 * A truncated stream passing as a complete short answer: a stream without a finish reason (dropped
   connection, proxy cut) is a failure.
 * Keys in logs: failures are described by provider, model and status, never by request headers.
+* A server sending a malformed stream (a `data:` line that is not JSON) escaping the breaker and the
+  fallback chain: parse errors from the stream are provider failures like a 5xx.
 """
 
 from __future__ import annotations
@@ -137,6 +139,10 @@ _TIMEOUT_ERRORS = (openai.APITimeoutError, anthropic.APITimeoutError, httpx.Time
 _CONNECTION_ERRORS = (openai.APIConnectionError, anthropic.APIConnectionError, httpx.TransportError,
                       httpx2.TransportError, _StreamCutOff)
 _STATUS_ERRORS = (openai.APIStatusError, anthropic.APIStatusError)
+# What the SDKs raise while reading a stream the server got wrong: json.JSONDecodeError (a ValueError) for a
+# `data:` line that is not JSON, UnicodeDecodeError (also one) for bytes that are not UTF-8. Not TypeError or
+# KeyError: those are more likely our own bugs, which must surface, not open breakers.
+_MALFORMED_RESPONSE_ERRORS = (ValueError,)
 
 
 def _retry_after(exc: Any) -> float | None:
@@ -163,6 +169,11 @@ def _failure(provider: ProviderConfig, exc: BaseException, streamed: str) -> Pro
         return ProviderFailure(provider, f"connection failed ({type(exc).__name__})", True, streamed, retryable=True)
     if isinstance(exc, openai.OpenAIError | anthropic.AnthropicError):
         return ProviderFailure(provider, f"{type(exc).__name__}: {str(exc)[:200]}", True, streamed, retryable=True)
+    if isinstance(exc, _MALFORMED_RESPONSE_ERRORS):
+        # The server's fault (a `data:` line that is not JSON): like a 5xx, it counts
+        # for the breaker and the chain moves on, instead of the exception escaping the fallback chain.
+        return ProviderFailure(provider, f"malformed response ({type(exc).__name__}: {str(exc)[:200]})", True,
+                               streamed, retryable=True)
     raise exc
 
 

@@ -96,3 +96,16 @@ def test_the_fake_speaks_both_apis_without_streaming(llm_fake):
     assert message.content[0].text == "hello anthropic"
     assert [m.id for m in client.models.list().data] == ["fake-model"]
     assert len(client.embeddings.create(model="e", input=["a", "b"], encoding_format="float").data) == 2
+
+
+def test_a_malformed_stream_line_is_a_provider_failure_that_is_retried(llm_fake):
+    llm_fake.script(Reply(raw_line="{not json"), Reply(text="fine now"))
+    settings = make_settings(openai_provider(llm_fake))
+    result = provider_round(settings.providers[0], settings, [{"role": "user", "content": "x"}], None, None,
+                            deadline=float("inf"))
+    assert result.text == "fine now" and llm_fake.served == 2
+    llm_fake.script(Reply(raw_line="{not json"))
+    with pytest.raises(ProviderFailure) as caught:
+        provider_round(settings.providers[0], make_settings(settings.providers[0], max_retries=0),
+                       [{"role": "user", "content": "x"}], None, None, deadline=float("inf"))
+    assert caught.value.reason.startswith("malformed response (JSONDecodeError") and caught.value.counts_for_breaker

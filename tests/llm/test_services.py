@@ -296,3 +296,15 @@ def test_token_estimate_and_context_budget():
     assert token_estimate([{"role": "user", "content": "x" * 398}]) == 100 + 4  # content + per-message overhead
     assert context_budget_tokens("gpt-4o-mini") == 115_200
     assert context_budget_tokens("llama3:8b") == int(32_768 * 0.9)
+
+
+def test_a_provider_sending_a_malformed_stream_falls_back_to_the_next(llm_fake, llm_fake_b):
+    from apps.llm import breaker
+
+    llm_fake.script(Reply(raw_line="{not json"))
+    llm_fake_b.script(Reply(text="from the fallback"))
+    primary, fallback = openai_provider(llm_fake), openai_provider(llm_fake_b, label="fallback")
+    settings = make_settings(primary, fallback, max_retries=0)
+    result = chat(settings, _question("hi"))
+    assert (result.text, result.provider) == ("from the fallback", "fallback")
+    assert breaker.breaker_state(primary, settings).failures == 1  # counted like any outage

@@ -40,7 +40,8 @@ the reply is that error in the API's error shape, `error_message` its text, `hea
 timeout fires); `chunk_delay_s` (sleep between streamed chunks); `chunk_chars` (characters per text or
 arguments piece); `drop_after_chunks` (close the connection after that many content chunks, without
 finishing the stream); `usage` (`(prompt_tokens, completion_tokens)`; default: characters / 4);
-`model` (default: the requested model); `reasoning` (an OpenAI `reasoning_content` delta sent first).
+`model` (default: the requested model); `reasoning` (an OpenAI `reasoning_content` delta sent first);
+`raw_line` (OpenAI stream: sent as `data: <raw_line>` after the text, e.g. a malformed JSON chunk).
 
 Every request is recorded in `requests` (method, path, headers, JSON body); `chat_requests()` keeps the
 chat and messages calls only. `api_key`, when set, makes other keys get 401. `served` counts the replies
@@ -106,6 +107,7 @@ class Reply:
     usage: tuple[int, int] | None = None
     model: str | None = None
     reasoning: str = ""
+    raw_line: str | None = None
 
 
 @dataclass
@@ -338,6 +340,8 @@ class FakeLLMServer:
             stream.send(chunk({"reasoning_content": reply.reasoning}))
         for piece in _pieces(reply.text, reply.chunk_chars):
             stream.send(chunk({"content": piece}))
+        if reply.raw_line is not None:
+            stream.raw(reply.raw_line)
         for index, (cid, call) in enumerate(calls):
             stream.send(chunk({"tool_calls": [{"index": index, "id": cid, "type": "function",
                                                "function": {"name": call.name, "arguments": ""}}]}))
