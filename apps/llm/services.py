@@ -11,7 +11,9 @@ when no provider can answer, so the chat core can give its offline answer.
 Failure modes this module prevents:
 
 * A model looping on tool calls: at most `MAX_TOOL_ROUNDS` rounds of tool execution per answer; past it the
-  loop stops with `TOOL_ROUND_LIMIT_MESSAGE` (streamed like any text) and `ChatResult.stopped_reason`.
+  loop stops with `TOOL_ROUND_LIMIT_MESSAGE` (streamed like any text) and `ChatResult.stopped_reason`. At
+  most `MAX_TOOL_CALLS_PER_ROUND` calls of one answer run, and none once the answer's deadline has passed
+  (the others get an error result, so every call id is answered).
 * Model-made tool arguments crashing the turn: arguments that are not a JSON object, a tool name that was
   not offered, a missing required argument, or a tool that raises become an error *result* fed back to the
   model (which can correct itself), never an exception here; results are capped at `TOOL_RESULT_MAX_CHARS`.
@@ -54,6 +56,10 @@ MAX_TOOL_ROUNDS = 5
 TOOL_ROUND_LIMIT_MESSAGE = (
     "\n\n(I stopped here: the assistant asked for tools {rounds} times in a row without giving an answer.)"
 )
+# Tool calls run per round: each runs a BASIC script (with side effects) while the session waits. A model
+# asking for more in one answer gets an error result for the rest, telling it the limit (parallel calls
+# rarely need more than a few: a lookup per item of a short list).
+MAX_TOOL_CALLS_PER_ROUND = 8
 # A tool's RETURN value goes back into the prompt; a huge one would blow the context window and the bill.
 TOOL_RESULT_MAX_CHARS = 16_000
 # Spec §3.5.2 / §7.7: the `LLM` keyword gives up after 45 s ("LLM generation timed out after 45 seconds").
@@ -314,8 +320,15 @@ def chat(settings: LLMSettings, messages: Sequence[dict[str, Any]], *, tools: Se
             "tool_calls": [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
                            for c in round_result.tool_calls],
         })
-        for call in round_result.tool_calls:
-            record = _run_one_tool(call.id, call.name, call.arguments, offered, run_tool)
+        for number, call in enumerate(round_result.tool_calls):
+            if number >= MAX_TOOL_CALLS_PER_ROUND:
+                record = ToolCallRecord(call.id, call.name, None, f"error: not run: at most {MAX_TOOL_CALLS_PER_ROUND} "
+                                        "tool calls are run per answer; ask again for the rest", error=True)
+            elif time.monotonic() >= deadline:
+                record = ToolCallRecord(call.id, call.name, None, "error: not run: the answer's time is up",
+                                        error=True)
+            else:
+                record = _run_one_tool(call.id, call.name, call.arguments, offered, run_tool)
             result.tool_calls.append(record)
             conversation.append({"role": "tool", "tool_call_id": call.id, "content": record.result})
     result.text = "".join(parts)

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from apps.llm.services import (
+    MAX_TOOL_CALLS_PER_ROUND,
     MAX_TOOL_ROUNDS,
     LLMStreamInterrupted,
     LLMTimeout,
@@ -97,6 +98,38 @@ def test_tool_rounds_are_capped_with_a_clear_message(llm_fake):
     assert result.rounds == MAX_TOOL_ROUNDS + 1 == len(llm_fake.chat_requests())
     assert result.stopped_reason == "tool_round_limit"
     assert "stopped" in result.text and str(MAX_TOOL_ROUNDS + 1) in result.text
+
+
+def test_tool_calls_in_one_answer_are_capped_and_the_rest_told_to_the_model(llm_fake):
+    many = [ToolCall("get_weather", {"city": f"city {n}"}, id=f"call_{n}") for n in range(30)]
+    llm_fake.script(Reply(tool_calls=many), Reply(text="Here is the weather."))
+    ran: list[str] = []
+    result = chat(make_settings(openai_provider(llm_fake)), _question("weather everywhere"), tools=[WEATHER_TOOL],
+                  run_tool=lambda name, args: ran.append(args["city"]) or "sun")
+    assert ran == [f"city {n}" for n in range(MAX_TOOL_CALLS_PER_ROUND)]
+    assert result.text == "Here is the weather." and len(result.tool_calls) == 30
+    answers = [m for m in llm_fake.chat_requests()[1].body["messages"] if m["role"] == "tool"]
+    assert len(answers) == 30  # every call id gets an answer (the API requires it)
+    assert all("at most" in m["content"] for m in answers[MAX_TOOL_CALLS_PER_ROUND:])
+
+
+def test_tools_are_not_run_once_the_answers_time_is_up(llm_fake):
+    import time
+
+    llm_fake.script(Reply(tool_calls=[ToolCall("get_weather", {"city": c}, id=f"c{i}")
+                                      for i, c in enumerate(["Porto", "Faro", "Braga"])]),
+                    Reply(text="Partly done."))
+    ran: list[str] = []
+
+    def slow(name, args):
+        ran.append(args["city"])
+        time.sleep(1.5)
+        return "sun"
+
+    with pytest.raises(LLMTimeout):
+        chat(make_settings(openai_provider(llm_fake)), _question("weather"), tools=[WEATHER_TOOL], run_tool=slow,
+             deadline_s=1.0)
+    assert ran == ["Porto"]  # the first ran past the deadline; the others (side effects) were not started
 
 
 def test_bad_tool_json_is_fed_back_to_the_model_not_raised(llm_fake):
