@@ -29,7 +29,9 @@ import threading
 import time
 from dataclasses import dataclass
 
-from apps.llm.config import LLMSettings, ProviderConfig
+from django.conf import settings as django_settings
+
+from apps.llm.config import DEFAULT_BREAKER_THRESHOLD, DEFAULT_BREAKER_TIMEOUT_S, LLMSettings, ProviderConfig
 from apps.llm.store import redis_client
 
 logger = logging.getLogger(__name__)
@@ -76,12 +78,22 @@ def _read(provider: ProviderConfig) -> tuple[int, float | None]:
     return failures, float(opened) if opened else None
 
 
+def breaker_limits(provider: ProviderConfig, settings: LLMSettings) -> tuple[int, float]:
+    """(threshold, timeout_s) of the provider's breaker: the bot's `circuit-breaker-*` for its own credential;
+    the platform's (LLM_BREAKER_THRESHOLD, LLM_BREAKER_TIMEOUT_S) for one every tenant shares, where one
+    bot's threshold of 1 would otherwise open it for all."""
+    if provider.shared:
+        return (int(getattr(django_settings, "LLM_BREAKER_THRESHOLD", DEFAULT_BREAKER_THRESHOLD)),
+                float(getattr(django_settings, "LLM_BREAKER_TIMEOUT_S", DEFAULT_BREAKER_TIMEOUT_S)))
+    return settings.breaker_threshold, settings.breaker_timeout_s
+
+
 def breaker_state(provider: ProviderConfig, settings: LLMSettings) -> BreakerState:
     """The breaker's state now (for health pages and tests); does not claim a probe."""
     failures, opened_at = _read(provider)
     if opened_at is None:
         return BreakerState(CLOSED, failures, None)
-    if time.time() - opened_at < settings.breaker_timeout_s:
+    if time.time() - opened_at < breaker_limits(provider, settings)[1]:
         return BreakerState(OPEN, failures, opened_at)
     return BreakerState(HALF_OPEN, failures, opened_at)
 
@@ -94,7 +106,7 @@ def breaker_allow(provider: ProviderConfig, settings: LLMSettings) -> bool:
             return True
         if state.state == OPEN:
             return False
-        probe_ttl = max(1, int(settings.breaker_timeout_s + 0.999))
+        probe_ttl = max(1, int(breaker_limits(provider, settings)[1] + 0.999))
         client = redis_client()
         if client is None:
             with _local_lock:
@@ -133,13 +145,14 @@ def breaker_record_failure(provider: ProviderConfig, settings: LLMSettings) -> N
     """A call failed with an outage-type error: count it; open at the threshold; a failed probe re-opens."""
     try:
         now = time.time()
+        threshold = breaker_limits(provider, settings)[0]
         client = redis_client()
         if client is None:
             with _local_lock:
                 data = _local.setdefault(_key(provider), {})
                 data["failures"] = data.get("failures", 0) + 1
                 half_open = data.get("opened_at") is not None
-                if data["failures"] >= settings.breaker_threshold or half_open:
+                if data["failures"] >= threshold or half_open:
                     data["opened_at"] = now
                 _local_probes.pop(_probe_key(provider), None)
             return
@@ -149,7 +162,7 @@ def breaker_record_failure(provider: ProviderConfig, settings: LLMSettings) -> N
         pipe.hget(key, "opened_at")
         pipe.expire(key, STATE_TTL_S)
         failures, opened_at, _ = pipe.execute()
-        if opened_at is not None or failures >= settings.breaker_threshold:
+        if opened_at is not None or failures >= threshold:
             # Opening, or a half-open probe that failed: (re)start the open period.
             client.hset(key, "opened_at", repr(now))
             client.delete(_probe_key(provider))

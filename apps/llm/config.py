@@ -29,6 +29,7 @@ are dropped.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import math
@@ -110,6 +111,9 @@ class ProviderConfig:
     model: str
     source: str  # "bot", "fallback", "model-fallback-order", "platform"
     api_key: str = field(default="", repr=False)
+    # Used with the platform's credential (or none): every tenant calling it shares its breaker, so the
+    # breaker takes the platform's threshold and timeout, never one bot's (apps.llm.breaker).
+    shared: bool = False
 
     @property
     def breaker_id(self) -> str:
@@ -413,7 +417,8 @@ def _chain(values: Mapping[str, str], resolve: _KeyResolver, problems: list[str]
     unique: list[ProviderConfig] = []
     for provider in chain:
         if not any(provider.same_target(seen) for seen in unique):
-            unique.append(provider)
+            shared = not provider.api_key or (platform is not None and provider.api_key == platform.api_key)
+            unique.append(dataclasses.replace(provider, shared=shared))
     return unique
 
 

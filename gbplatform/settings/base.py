@@ -266,6 +266,10 @@ LLM_MODEL = env_str("LLM_MODEL")
 LLM_PROVIDER = env_str("LLM_PROVIDER")
 # Read timeout between bytes of a provider's answer (spec §7.2: 180 s; slow local models stream slowly).
 LLM_TIMEOUT_S = env_int("LLM_TIMEOUT_S", 180)
+# The circuit breaker of providers every tenant shares (the platform's endpoint and key): consecutive
+# failures before it opens, and how long it stays open. A bot's circuit-breaker-* apply to its own key only.
+LLM_BREAKER_THRESHOLD = env_int("LLM_BREAKER_THRESHOLD", 5)
+LLM_BREAKER_TIMEOUT_S = env_int("LLM_BREAKER_TIMEOUT_S", 30)
 # Tokens (prompt + completion) each tenant may use per UTC day, all bots together; 0 = unlimited.
 LLM_TENANT_DAILY_TOKENS = env_int("LLM_TENANT_DAILY_TOKENS", 0)
 # Bots' own llm-url / llm-fallback-url / embedding-url must be public hosts (SSRF guard) unless this is on

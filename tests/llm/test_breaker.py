@@ -136,3 +136,33 @@ def test_another_process_sees_the_open_breaker(chain):
     out = subprocess.run([sys.executable, "-c", script], env=env, cwd=root, capture_output=True, text=True,
                          timeout=60, check=True)
     assert out.stdout.strip().splitlines()[-1] == "open False"
+
+
+def test_a_shared_providers_breaker_takes_the_platforms_threshold_not_one_bots(llm_fake, settings):
+    """Every tenant on the platform's endpoint and key shares one breaker: a bot's circuit-breaker-threshold
+    of 1 must not open it for all of them on one failure."""
+    settings.LLM_BREAKER_THRESHOLD = 3
+    shared = dataclasses.replace(openai_provider(llm_fake), shared=True)
+    impatient = make_settings(shared, breaker_threshold=1)
+    for _ in range(2):
+        breaker_record_failure(shared, impatient)
+        assert breaker_state(shared, impatient).state == CLOSED
+    breaker_record_failure(shared, impatient)
+    assert breaker_state(shared, impatient).state == OPEN
+    own = openai_provider(llm_fake)  # the bot's own key: its own threshold
+    breaker_record_failure(own, impatient)
+    assert breaker_state(own, impatient).state == OPEN
+
+
+def test_the_chain_marks_providers_on_the_platforms_credential_as_shared(settings):
+    from types import SimpleNamespace
+
+    from apps.llm.config import llm_settings_for
+
+    settings.LLM_URL, settings.LLM_MODEL, settings.LLM_API_KEY = "https://llm.example.com/v1", "m", "sk-platform"
+    bot = SimpleNamespace(name="b", pk=1)
+    on_platform = llm_settings_for(bot, {"llm-model": "other-model"}, tenant="t")
+    assert [p.shared for p in on_platform.providers] == [True, True]
+    own = llm_settings_for(bot, {"llm-url": "https://api.example.org/v1", "llm-model": "x", "llm-key": "sk-own"},
+                           tenant="t")
+    assert [(p.source, p.shared) for p in own.providers] == [("bot", False), ("platform", True)]
