@@ -49,16 +49,29 @@ def _citations(hits: list) -> list[dict]:
             for n, h in enumerate(hits, 1)]
 
 
-def _kb_block(hits: list) -> str:
-    parts = ["Knowledge base passages (cite them by number):"]
-    used = len(parts[0])
+KB_BLOCK_HEADER = "Knowledge base passages (cite them by number):"
+ANSWER_INTERRUPTED_NOTE = "\n\n(The answer was interrupted. Please ask again.)"
+
+
+def _passage(n: int, hit) -> str:
+    return f"[{n}] (source: {hit.document_path})\n{hit.text.strip()}"
+
+
+def hits_in_prompt(hits: list) -> list:
+    """The leading passages that fit the prompt's KB_CONTEXT_MAX_CHARS: the ones the model reads, so the only
+    ones an answer may cite."""
+    fitting, used = [], len(KB_BLOCK_HEADER)
     for n, hit in enumerate(hits, 1):
-        block = f"[{n}] (source: {hit.document_path})\n{hit.text.strip()}"
-        if used + len(block) > KB_CONTEXT_MAX_CHARS:
+        size = len(_passage(n, hit))
+        if used + size > KB_CONTEXT_MAX_CHARS:
             break
-        parts.append(block)
-        used += len(block)
-    return "\n\n".join(parts)
+        fitting.append(hit)
+        used += size
+    return fitting
+
+
+def _kb_block(hits: list) -> str:
+    return "\n\n".join([KB_BLOCK_HEADER, *(_passage(n, hit) for n, hit in enumerate(hits_in_prompt(hits), 1))])
 
 
 def system_prompt(turn: Turn, hits: list) -> str:
@@ -104,13 +117,15 @@ def llm_answer(turn: Turn, text: str, *, replay: bool = False) -> None:
     session = turn.session
     config = bot_config(turn)
     hits = kb_passages(turn, text)
-    citations = _citations(hits)
     # Whether the session had knowledge bases at all: analytics tells "no KB hit" from "no KB".
     kb_used = bool(turn.state.get("kbs"))
     if not bot_llm_configured(session.bot, config):
         turn.bot_message(offline_text(hits, OFFLINE_NO_MODEL),
-                         meta={"offline": True, "citations": citations, "kb": kb_used})
+                         meta={"offline": True, "citations": _citations(hits[:OFFLINE_PASSAGES]), "kb": kb_used})
         return
+    # Only what the prompt holds is cited (a passage cut for length was never read by the model).
+    hits = hits_in_prompt(hits)
+    citations = _citations(hits)
     settings = llm_settings_for(session.bot, config)
     messages = [{"role": "system", "content": system_prompt(turn, hits)}]
     # History before this question (a switcher replay added no row: the question is the last row itself).
@@ -171,21 +186,28 @@ def llm_answer(turn: Turn, text: str, *, replay: bool = False) -> None:
         buffer_clear()
         return
     except LLMQuotaExceeded:
+        # Between two rounds of a tool loop the day's tokens may run out: what streamed stays, closed.
         buffer_clear()
-        turn.bot_message(QUOTA_REACHED, meta={"quota": True})
+        partial = "".join(streamed)
+        turn.bot_message(f"{partial}\n\n{QUOTA_REACHED}" if partial else QUOTA_REACHED, meta={**meta, "quota": True},
+                         stream=stream_id if streamed else None)
         return
     except LLMStreamInterrupted as exc:
         buffer_clear()
         partial = exc.partial_text or "".join(streamed)
-        note = "\n\n(The answer was interrupted. Please ask again.)"
-        turn.bot_message(partial + note, meta={**meta, "interrupted": True}, stream=stream_id if streamed else None,
-                         latency_ms=int((time.monotonic() - started) * 1000))
+        turn.bot_message(partial + ANSWER_INTERRUPTED_NOTE, meta={**meta, "interrupted": True},
+                         stream=stream_id if streamed else None, latency_ms=int((time.monotonic() - started) * 1000))
         return
     except LLMUnavailable as exc:
         buffer_clear()
         logger.warning("chat: no LLM answered for bot %s: %s", session.bot.name, getattr(exc, "detail", exc))
-        turn.bot_message(offline_text(hits, OFFLINE_DOWN), meta={**meta, "offline": True},
-                         stream=stream_id if streamed else None)
+        if streamed:
+            # Part of the answer was shown (the deadline passed mid-stream, a later tool round failed): keep it.
+            turn.bot_message("".join(streamed) + ANSWER_INTERRUPTED_NOTE, meta={**meta, "interrupted": True},
+                             stream=stream_id, latency_ms=int((time.monotonic() - started) * 1000))
+            return
+        turn.bot_message(offline_text(hits, OFFLINE_DOWN),
+                         meta={**meta, "offline": True, "citations": _citations(hits[:OFFLINE_PASSAGES])})
         return
     buffer_clear()
     tokens = result.prompt_tokens + result.completion_tokens

@@ -477,3 +477,66 @@ def test_formats_switched_on_with_the_first_message_count_when_start_offers_them
         assert [e for e in sink.events if e["kind"] == "suggestions"][-1]["active_switchers"] == ["tables"]
     system = llm_platform.chat_requests()[0].body["messages"][0]["content"]
     assert BUILT_IN_PROMPTS["tables"] in system
+
+
+def _hits(count: int, chars: int) -> list:
+    from types import SimpleNamespace
+
+    return [SimpleNamespace(document_path=f"kb/doc-{n}.md", kb="faq", page=None, score=1.0 - n / 100,
+                            text=f"passage {n} " + "x" * chars) for n in range(1, count + 1)]
+
+
+def test_only_the_passages_the_prompt_holds_are_cited(canary_tenants, llm_platform, monkeypatch):
+    from apps.sessions import answer
+    from apps.sessions.turns import KB_CONTEXT_MAX_CHARS
+
+    hits = _hits(6, 4000)  # three fit the prompt's KB_CONTEXT_MAX_CHARS (16,000)
+    monkeypatch.setattr(answer, "kb_passages", lambda turn, text: hits)
+    llm_platform.script(Reply(text="See [1] and [3]."))
+    with schema_context(canary_tenants.a.schema_name):
+        _bot("cites", {}, {"llm-cache": "false"})
+        session = services.session_bootstrap(bot_name="cites")
+        produced = services.turn_run(session, text="tell me")
+    system = llm_platform.chat_requests()[0].body["messages"][0]["content"]
+    assert "[3] (source: kb/doc-3.md)" in system and "doc-4" not in system
+    assert len(system) <= KB_CONTEXT_MAX_CHARS + 2000
+    assert [c["source"] for c in produced[-1].meta["citations"]] == ["kb/doc-1.md", "kb/doc-2.md", "kb/doc-3.md"]
+
+
+def test_tokens_running_out_between_tool_rounds_keep_the_streamed_part(canary_tenants, llm_platform, settings):
+    settings.LLM_TENANT_DAILY_TOKENS = 50
+    llm_platform.script(
+        Reply(text="Let me book that. ", tool_calls=[ToolCall("book", {"name": "Cid"})], usage=(40, 20)),
+        Reply(text="never asked for"),
+    )
+    from apps.llm.quota import quota_key
+    from apps.llm.store import redis_client
+
+    try:
+        with schema_context(canary_tenants.a.schema_name):
+            _bot("spender", {"start": 'ADD TOOL "book"', "book": BOOK}, {"llm-cache": "false"})
+            session = services.session_bootstrap(bot_name="spender")
+            services.session_start(session)
+            sink = events.ListSink()
+            produced = services.turn_run(session, text="Book for Cid", sink=sink)
+    finally:
+        redis_client().delete(quota_key(canary_tenants.a.schema_name))  # the day's count, shared by the run
+    final = produced[-1]
+    assert final.content.startswith("Let me book that.") and final.meta["quota"] is True
+    stream = [e for e in sink.events if e["kind"] == "stream_start"][0]["stream"]
+    closing = [e for e in sink.events if e["kind"] == "message"][-1]["message"]
+    assert closing["stream"] == stream  # the streamed bubble is closed with the text kept
+    assert len(llm_platform.chat_requests()) == 1
+
+
+def test_a_model_failing_after_part_of_the_answer_streamed_keeps_that_part(canary_tenants, llm_platform):
+    llm_platform.script(Reply(text="Booking now. ", tool_calls=[ToolCall("book", {"name": "Rui"})]))
+    llm_platform.default = lambda request: Reply(status=503, error_message="upstream is down")
+    with schema_context(canary_tenants.a.schema_name):
+        _bot("flaky", {"start": 'ADD TOOL "book"', "book": BOOK}, {"llm-cache": "false"})
+        session = services.session_bootstrap(bot_name="flaky")
+        services.session_start(session)
+        produced = services.turn_run(session, text="Book for Rui")
+    final = produced[-1]
+    assert final.content.startswith("Booking now.") and "interrupted" in final.content
+    assert final.meta["interrupted"] is True and not final.meta.get("offline")
