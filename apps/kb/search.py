@@ -119,9 +119,9 @@ def lexical_search(*, bot: Bot, kbs: list[str], query: str, limit: int) -> list[
 def dense_search(
     *, bot: Bot, kbs: list[str], query: str, limit: int, config: dict, min_score: float
 ) -> list[SearchHit]:
-    vector = embedding_provider_for(config).embed([query])[0]
-    hits = vector_store_for_settings().search(tenant=connection.schema_name, bot=bot.name, kbs=kbs, vector=vector,
-                                             limit=limit)
+    vector = embedding_provider_for(config, for_query=True).embed([query])[0]
+    hits = vector_store_for_settings(for_search=True).search(tenant=connection.schema_name, bot=bot.name, kbs=kbs,
+                                                             vector=vector, limit=limit)
     return [
         SearchHit(document_path=h.document_path, kb=h.kb, index=h.index, text=h.text, page=h.page, heading=h.heading,
                   dense_score=float(h.score), dense_rank=rank)

@@ -60,6 +60,9 @@ SEARCH_LIMIT_MAX = 100
 # upstream uses for its collections (spec §5.4).
 QDRANT_UPSERT_BATCH = 256
 QDRANT_TIMEOUT_S = 30
+# Searches run inside a chat turn, which waits: a Qdrant that does not answer by then is treated as down and
+# the search answers from PostgreSQL's text search (apps.kb.search), instead of holding the turn 30 s.
+QDRANT_SEARCH_TIMEOUT_S = 5
 QDRANT_HNSW_M = 16
 QDRANT_HNSW_EF_CONSTRUCT = 200
 QDRANT_COLLECTION_PREFIX = "gb_kb_"
@@ -521,20 +524,22 @@ def _hit_from_point(point: Any) -> VectorHit:
 # --- Choosing the backend -----------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=4)
-def _qdrant_store(url: str, api_key: str) -> QdrantStore:
-    """One client per server and process: its HTTP connection pool and the store's known-collections set
-    are reused by every call instead of rebuilt per search."""
+@functools.lru_cache(maxsize=8)
+def _qdrant_store(url: str, api_key: str, timeout_s: int = QDRANT_TIMEOUT_S) -> QdrantStore:
+    """One client per server, timeout and process: its HTTP connection pool and the store's known-collections
+    set are reused by every call instead of rebuilt per search."""
     from qdrant_client import QdrantClient
 
     # No version probe at construction: it is a blocking request, and a mismatch is logged by the server.
-    client = QdrantClient(url=url, api_key=api_key or None, timeout=QDRANT_TIMEOUT_S, check_compatibility=False)
+    client = QdrantClient(url=url, api_key=api_key or None, timeout=timeout_s, check_compatibility=False)
     return QdrantStore(client)
 
 
-def vector_store_for_settings() -> VectorStore:
-    """Qdrant when `QDRANT_URL` is set, else pgvector in the tenant schema (the embedded default)."""
+def vector_store_for_settings(*, for_search: bool = False) -> VectorStore:
+    """Qdrant when `QDRANT_URL` is set, else pgvector in the tenant schema (the embedded default).
+    `for_search`: a client with the search timeout (QDRANT_SEARCH_TIMEOUT_S), for reads a turn waits on."""
     url = getattr(settings, "QDRANT_URL", "")
     if url:
-        return _qdrant_store(url, getattr(settings, "QDRANT_API_KEY", "") or "")
+        timeout_s = QDRANT_SEARCH_TIMEOUT_S if for_search else QDRANT_TIMEOUT_S
+        return _qdrant_store(url, getattr(settings, "QDRANT_API_KEY", "") or "", timeout_s)
     return PgVectorStore()

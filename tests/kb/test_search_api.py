@@ -85,8 +85,8 @@ def test_the_pipeline_works_with_qdrant_as_the_vector_store(canary_tenants, loca
 
     store = QdrantStore(QdrantClient(":memory:"))
     for module in (indexing, search):
-        monkeypatch.setattr(module, "vector_store_for_settings", lambda: store)
-    monkeypatch.setattr("apps.kb.vectorstores.vector_store_for_settings", lambda: store)
+        monkeypatch.setattr(module, "vector_store_for_settings", lambda **kwargs: store)
+    monkeypatch.setattr("apps.kb.vectorstores.vector_store_for_settings", lambda **kwargs: store)
     with schema_context(canary_tenants.a.schema_name):
         bot = Bot.objects.create(name="shop")
         _index(bot, "boots.md", "# Boots\nWax leather boots twice a year to keep them waterproof.")
@@ -142,3 +142,49 @@ def test_unusable_search_settings_fall_back_or_clamp_instead_of_failing(two_tena
             BotConfig.objects.create(bot=bot, key=key, value=value, line=line)
         result = kb_search(bot=bot, kbs=["faq"], query="when does the shop open")
         assert all(h.score == h.score for h in result.hits)  # no NaN scores
+
+
+@pytest.fixture
+def silent_server():
+    """A TCP server that accepts connections and never answers (a hung Qdrant or embedding service)."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    listener.close()
+
+
+# A hung dependency costs a turn at most its search timeout (5 s); before, 30 s (Qdrant) or 3 x 60 s
+# (embeddings with retries). The bound is loose: it tells a bounded wait from a hang, not a speed.
+HANG_BOUND_S = 20
+
+
+def test_a_hung_qdrant_costs_a_search_seconds_then_it_answers_lexically(two_tenants, settings, silent_server):
+    import time
+
+    settings.QDRANT_URL = silent_server
+    with schema_context(two_tenants.a.schema_name):
+        started = time.monotonic()
+        result = kb_search(bot=Bot.objects.get(name="shop"), kbs=["faq"], query="when does the shop open")
+        elapsed = time.monotonic() - started
+    assert result.degraded and result.hits and two_tenants.a.canary in result.hits[0].text
+    assert elapsed < HANG_BOUND_S, elapsed
+
+
+def test_a_hung_embedding_service_costs_a_search_seconds_then_it_answers_lexically(two_tenants, settings,
+                                                                                    silent_server):
+    import time
+
+    from apps.bots.models import BotConfig
+
+    settings.LLM_ALLOW_PRIVATE_HOSTS = True
+    with schema_context(two_tenants.a.schema_name):
+        bot = Bot.objects.get(name="shop")
+        BotConfig.objects.create(bot=bot, key="embedding-url", value=silent_server + "/v1", line=1)
+        started = time.monotonic()
+        result = kb_search(bot=bot, kbs=["faq"], query="when does the shop open")
+        elapsed = time.monotonic() - started
+    assert result.degraded and result.hits and two_tenants.a.canary in result.hits[0].text
+    assert elapsed < HANG_BOUND_S, elapsed

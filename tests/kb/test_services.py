@@ -46,7 +46,7 @@ def test_a_document_removed_while_its_indexer_writes_leaves_no_vectors(canary_te
                                                                       monkeypatch):
     store = QdrantStore(QdrantClient(":memory:"))
     settings.QDRANT_URL = "http://qdrant.test:6333"
-    monkeypatch.setattr(vectorstores, "_qdrant_store", lambda url, api_key: store)
+    monkeypatch.setattr(vectorstores, "_qdrant_store", lambda url, api_key, timeout_s=0: store)
     schema = canary_tenants.a.schema_name
     with schema_context(schema):
         bot = Bot.objects.create(name="race-kb")
