@@ -181,6 +181,22 @@ def script_remove(*, bot: Bot, path: str) -> None:
     BotScript.objects.filter(bot=bot, path=path).delete()  # its schedules go with it (cascade)
 
 
+# The settings that decide the vectors of a bot's documents: a change indexes them again (apps.kb).
+EMBEDDING_IDENTITY_KEYS = ("embedding-url", "embedding-model", "embedding-dimensions")
+
+
+def _embedding_identity(bot: Bot) -> dict[str, str]:
+    rows = BotConfig.objects.filter(bot=bot, key__in=EMBEDDING_IDENTITY_KEYS).values_list("key", "value")
+    return {key: value.strip() for key, value in rows if value.strip()}
+
+
+def _reindex_if_embedding_changed(bot: Bot, before: dict[str, str]) -> None:
+    if _embedding_identity(bot) != before:
+        from apps.kb.services import documents_reindex
+
+        documents_reindex(bot=bot)
+
+
 @transaction.atomic
 def config_sync(*, bot: Bot, data: bytes) -> int:
     """Replace the bot's configuration with `config.csv`. A file with any error changes nothing."""
@@ -189,6 +205,7 @@ def config_sync(*, bot: Bot, data: bytes) -> int:
         details = "; ".join(f"line {i.line}: {i.message}" if not i.message.startswith("line") else i.message
                             for i in parsed.issues[:10])
         raise BotFileError(f"config.csv: {details}")
+    embedding_before = _embedding_identity(bot)
     BotConfig.objects.filter(bot=bot).delete()
     last_by_key = {row.key: row for row in parsed.rows}
     BotConfig.objects.bulk_create(
@@ -196,12 +213,15 @@ def config_sync(*, bot: Bot, data: bytes) -> int:
     )
     for script in BotScript.objects.filter(bot=bot, schedules__isnull=False).distinct():
         schedules_sync(script=script)  # the bot's timezone may have changed
+    _reindex_if_embedding_changed(bot, embedding_before)
     return len(last_by_key)
 
 
 @transaction.atomic
 def config_clear(*, bot: Bot) -> None:
+    embedding_before = _embedding_identity(bot)
     BotConfig.objects.filter(bot=bot).delete()
+    _reindex_if_embedding_changed(bot, embedding_before)
     for script in BotScript.objects.filter(bot=bot, schedules__isnull=False).distinct():
         schedules_sync(script=script)  # back to UTC: the timezone came from the removed config
 

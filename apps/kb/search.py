@@ -119,9 +119,12 @@ def lexical_search(*, bot: Bot, kbs: list[str], query: str, limit: int) -> list[
 def dense_search(
     *, bot: Bot, kbs: list[str], query: str, limit: int, config: dict, min_score: float
 ) -> list[SearchHit]:
-    vector = embedding_provider_for(config, for_query=True).embed([query])[0]
+    provider = embedding_provider_for(config, for_query=True)
+    vector = provider.embed([query])[0]
+    # Only vectors of the same model compare: after a change of model, documents not yet indexed again are
+    # found by the lexical side only.
     hits = vector_store_for_settings(for_search=True).search(tenant=connection.schema_name, bot=bot.name, kbs=kbs,
-                                                             vector=vector, limit=limit)
+                                                             vector=vector, limit=limit, model=provider.model)
     return [
         SearchHit(document_path=h.document_path, kb=h.kb, index=h.index, text=h.text, page=h.page, heading=h.heading,
                   dense_score=float(h.score), dense_rank=rank)

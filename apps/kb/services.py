@@ -57,6 +57,18 @@ def documents_requeue_stale(*, older_than: timedelta) -> int:
     return count
 
 
+def documents_reindex(*, bot) -> int:
+    """Index every document of `bot` again, queued after commit: its embedding model changed, and vectors of
+    two models cannot be compared (search reads only the current model's; the old ones serve no query)."""
+    documents = list(Document.objects.filter(kb__bot=bot).values_list("pk", "etag"))
+    Document.objects.filter(pk__in=[pk for pk, _ in documents]).update(
+        status=Document.Status.PENDING, indexed_etag="", index_attempts=0, error="")
+    for document_id, etag in documents:
+        transaction.on_commit(lambda document_id=document_id, etag=etag: document_index_enqueue(
+            document_id=document_id, etag=etag))
+    return len(documents)
+
+
 def document_index_enqueue(*, document_id: int, etag: str) -> None:
     """Queue the indexing of the document's content `etag` now (callers in a transaction use on_commit)."""
     from apps.kb.tasks import document_index_task

@@ -188,3 +188,33 @@ def test_a_hung_embedding_service_costs_a_search_seconds_then_it_answers_lexical
         elapsed = time.monotonic() - started
     assert result.degraded and result.hits and two_tenants.a.canary in result.hits[0].text
     assert elapsed < HANG_BOUND_S, elapsed
+
+
+def test_a_new_embedding_model_reindexes_the_bots_documents_and_never_mixes_vectors(
+        two_tenants, embeddings_server, django_capture_on_commit_callbacks):
+    from apps.bots.services import config_sync
+    from apps.kb.models import Chunk, Document
+
+    embeddings_server.dimensions = 384  # MiniLM's size: only the model tells the two sets of vectors apart
+    with schema_context(two_tenants.a.schema_name):
+        bot = Bot.objects.get(name="shop")
+        assert kb_search(bot=bot, kbs=["faq"], query="when does the shop open", mode="dense").hits
+        # The fake's vectors are random per text: any score counts (rag-min-score -1).
+        config = (f"name,value\nembedding-url,{embeddings_server.base_url}\nembedding-model,fake-embed\n"
+                  f"embedding-dimensions,{embeddings_server.dimensions}\nrag-min-score,-1\n")
+        with django_capture_on_commit_callbacks(execute=False) as queued:
+            config_sync(bot=bot, data=config.encode())
+        document = Document.objects.get(kb__bot=bot)
+        assert document.status == Document.Status.PENDING
+        assert sum("documents_reindex" in getattr(c, "__qualname__", "") for c in queued) == 1
+        # Until it is indexed again, the old model's vectors answer no query of the new model.
+        assert kb_search(bot=bot, kbs=["faq"], query="when does the shop open", mode="dense").hits == []
+        assert document_index(document_id=document.pk).status == "indexed"
+        assert set(Chunk.objects.filter(document=document).values_list("embedding_model", flat=True)) == {"fake-embed"}
+        hits = kb_search(bot=bot, kbs=["faq"], query="when does the shop open", mode="dense").hits
+        assert hits and two_tenants.a.canary in hits[0].text
+        # The same settings written again (another key changed) index nothing again.
+        with django_capture_on_commit_callbacks(execute=False) as queued:
+            config_sync(bot=bot, data=(config + "llm-model,x\n").encode())
+        assert not any("documents_reindex" in getattr(c, "__qualname__", "") for c in queued)
+        assert Document.objects.get(pk=document.pk).status == Document.Status.INDEXED
