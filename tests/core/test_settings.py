@@ -39,6 +39,43 @@ def test_production_settings_pass_check_deploy_without_warnings():
     assert "no issues" in result.stdout
 
 
+# What `check --deploy` does not look at (the reliability test plan, section 1.1), read from the production
+# settings as deployed.
+POLICY_PROBE = """
+import json
+from django.conf import settings as s
+from django.core.cache import caches
+print(json.dumps({
+    "conn_max_age": [db.get("CONN_MAX_AGE") for db in s.DATABASES.values()],
+    "data_upload_max": s.DATA_UPLOAD_MAX_MEMORY_SIZE, "files_max": s.DATA_UPLOAD_MAX_NUMBER_FILES,
+    "session_age": s.SESSION_COOKIE_AGE, "session_idle": s.SESSION_IDLE_TIMEOUT_S,
+    "session_domain": s.SESSION_COOKIE_DOMAIN, "csrf_domain": s.CSRF_COOKIE_DOMAIN,
+    "oidc_timeout": s.OIDC_TIMEOUT, "allowed_hosts": s.ALLOWED_HOSTS,
+    "cache_key_functions": [c.get("KEY_FUNCTION") for c in s.CACHES.values()],
+    "body_limit_middleware": "RequestBodyLimit" in open(s.BASE_DIR / "gbplatform" / "asgi.py").read(),
+    "csp": "apps.compliance.middleware.SecurityHeadersMiddleware" in s.MIDDLEWARE,
+}))
+"""
+
+
+def test_production_policies_that_check_deploy_does_not_test():
+    import json
+
+    result = _manage("shell", "--settings=gbplatform.settings.prod", "-c", POLICY_PROBE, env=PROD_ENV)
+    assert result.returncode == 0, result.stderr
+    policy = json.loads(result.stdout.strip().splitlines()[-1])
+    assert policy["conn_max_age"] and set(policy["conn_max_age"]) == {0}  # ASGI: no persistent connections
+    assert policy["data_upload_max"] is not None and policy["data_upload_max"] <= 10 * 1024 * 1024
+    assert policy["files_max"] is not None and policy["files_max"] <= 100
+    assert 0 < policy["session_age"] <= 12 * 3600  # absolute timeout (ASVS 7.3.2), not Django's two weeks
+    assert 0 < policy["session_idle"] <= 3600  # idle timeout (ASVS 7.3.1)
+    assert policy["session_domain"] is None and policy["csrf_domain"] is None  # host-only across tenants
+    assert policy["oidc_timeout"] is not None and 0 < policy["oidc_timeout"] <= 30
+    assert "*" not in policy["allowed_hosts"]
+    assert set(policy["cache_key_functions"]) == {"django_tenants.cache.make_key"}  # tenant in every cache key
+    assert policy["body_limit_middleware"] and policy["csp"]
+
+
 def test_production_settings_refuse_to_run_without_encryption_keys():
     env = {k: v for k, v in PROD_ENV.items() if k != "VAULT_ADDR"}
     env["ENCRYPTION_KEY_FILE"] = "missing-dir/encryption.json"
