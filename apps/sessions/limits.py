@@ -15,7 +15,14 @@ from django.conf import settings
 
 from apps.bots.models import Bot
 from apps.bots.selectors import bot_config_values
-from apps.core.ratelimit import Bucket, RateLimit, RateLimitUnavailable, rate_check_buckets, rate_limits_for
+from apps.core.ratelimit import (
+    Bucket,
+    RateLimit,
+    RateLimitUnavailable,
+    address_bucket,
+    rate_check_buckets,
+    rate_limits_for,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +42,9 @@ def message_rate_check(*, session_id: str, ip: str, limit: RateLimit) -> float |
         buckets.append(Bucket("chat.session", str(session_id), limit=limit.limit, window_s=limit.window_s,
                               burst=limit.burst))
         if ip:
-            buckets.append(Bucket("chat.ip", ip, limit=limit.limit * CHAT_RATE_IP_FACTOR, window_s=limit.window_s,
+            # IPv6 per /64, as every address limit counts (a client holds a whole /64 to rotate through).
+            buckets.append(Bucket("chat.ip", address_bucket(ip), limit=limit.limit * CHAT_RATE_IP_FACTOR,
+                                  window_s=limit.window_s,
                                   burst=limit.burst * CHAT_RATE_IP_FACTOR))
     try:
         refusal = rate_check_buckets(buckets, client_ip=ip)
@@ -59,7 +68,8 @@ def connect_rate_check(ip: str, *, per_minute: int) -> float | None:
     if not ip:
         return None
     try:
-        refusal = rate_check_buckets([Bucket("chat.connect", ip, limit=per_minute, window_s=60)], client_ip=ip)
+        refusal = rate_check_buckets([Bucket("chat.connect", address_bucket(ip), limit=per_minute, window_s=60)],
+                                     client_ip=ip)
     except RateLimitUnavailable:
         return None
     return None if refusal is None else refusal.wait_s

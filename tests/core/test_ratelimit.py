@@ -427,3 +427,20 @@ def test_ipv4_clients_of_a_dual_stack_listener_are_counted_one_by_one():
     assert address_bucket("::ffff:203.0.113.7") == "203.0.113.7"
     assert address_bucket("::ffff:203.0.113.8") != address_bucket("::ffff:203.0.113.7")
     assert address_bucket("2001:db8:1:2::1") == "2001:db8:1:2::/64"
+
+
+@pytest.mark.django_db
+def test_chat_limits_count_an_ipv6_client_per_64_in_the_tenants_own_buckets(canary_tenants, settings):
+    """A client rotating addresses inside its /64 gets no fresh connect or message budget (the platform-wide
+    bucket is off here: the tenant's own buckets alone must hold)."""
+    from apps.core.ratelimit import RateLimit
+    from apps.sessions.limits import CHAT_RATE_IP_FACTOR, connect_rate_check, message_rate_check
+
+    settings.RATE_LIMIT_PLATFORM_IP_PER_MINUTE = 0
+    prefix = f"2001:db8:{uuid.uuid4().int % 65536:x}:1::"
+    chat = RateLimit(endpoint="chat", enabled=True, limit=1, window_s=3600, burst=0, by="ip")
+    with schema_context(canary_tenants.a.schema_name):
+        assert [connect_rate_check(f"{prefix}{n}", per_minute=2) is None for n in range(1, 4)] == [True, True, False]
+        allowed = [message_rate_check(session_id=str(uuid.uuid4()), ip=f"{prefix}{n:x}", limit=chat) is None
+                   for n in range(1, CHAT_RATE_IP_FACTOR + 2)]  # a fresh session each time, as a new socket is
+        assert allowed == [True] * CHAT_RATE_IP_FACTOR + [False]
