@@ -94,10 +94,20 @@ def bot_has_start_script(bot) -> bool:
     return BotScript.objects.filter(bot=bot, name="start").exists()
 
 
+def _public_meta(meta: dict) -> dict:
+    public = {k: meta[k] for k in PUBLIC_META_KEYS if k in meta}
+    if isinstance(public.get("tool_calls"), list):
+        # Which tools answered, not what they returned or how they failed (exception texts, records the model
+        # read): those stay in the console's transcript.
+        public["tool_calls"] = [{"name": str(call.get("name") or "")} for call in public["tool_calls"]
+                                if isinstance(call, dict)]
+    return public
+
+
 def message_event(message: Message, stream: str | None = None) -> dict:
     meta = message.meta if isinstance(message.meta, dict) else {}
     event = {"index": message.index, "role": message.role, "message_type": message.message_type,
-             "content": message.content, "meta": {k: meta[k] for k in PUBLIC_META_KEYS if k in meta},
+             "content": message.content, "meta": _public_meta(meta),
              "created_at": message.created_at.isoformat() if message.created_at else ""}
     if stream:
         event["stream"] = stream

@@ -144,6 +144,10 @@ def test_llm_turn_calls_a_tool_script_and_streams_the_answer(canary_tenants, llm
         answer = produced[-1]
         assert answer.meta["tool_calls"][0]["name"] == "book"
         assert answer.meta["tool_calls"][0]["result"] == "booking-ok-Cid"
+        # Clients see which tool answered, not what it returned (nor a failure's text).
+        from apps.sessions.turns import message_event
+
+        assert message_event(answer)["meta"]["tool_calls"] == [{"name": "book"}]
         assert answer.tokens > 0 and answer.model
         assert BotTableRow.objects.get(bot=bot, table="visits").data["c0"] == "Cid"
         deltas = [e for e in sink.events if e["kind"] == "delta"]
