@@ -46,9 +46,12 @@ CHAT_TURN_THREADS = int(getattr(settings, "CHAT_TURN_THREADS", 32))
 FRAME_MAX_BYTES = 64 * 1024
 # Turns queued for one connection before it is told to slow down (a client flooding frames).
 CONNECTION_QUEUE_MAX = 20
-# Messages a reconnecting client gets back at most: a client further behind reloads the page (the page
-# renders the latest history itself).
-REPLAY_MAX = 5000
+# Messages a reconnecting client gets back at most, the newest ones: a client further behind reloads the page
+# (the page renders the latest history itself). Each replay renders them all, so it stays small.
+REPLAY_MAX = 1000
+# A page's `resume` frames are taken at most this often per connection (a reconnect sends one; a client
+# repeating it would have the process render its history again and again).
+RESUME_MIN_INTERVAL_S = 5.0
 # Close codes (4000-4999 are the application's): the upstream client does not retry on 4xxx.
 CLOSE_UNKNOWN_BOT = 4404
 CLOSE_FORBIDDEN = 4403
@@ -306,7 +309,7 @@ def _open_session(bot_name: str, user_id: str | None, session_id: str | None, pa
 
 def _replay(session_id: str, after: int) -> dict:
     session = services.session_get(session_id, page_token_ok=True)  # the connection was authorised
-    return {"messages": services.history(session, after=after, limit=REPLAY_MAX, cap=REPLAY_MAX),
+    return {"messages": services.history(session, after=after, limit=REPLAY_MAX, cap=REPLAY_MAX, newest=True),
             "stream": services.stream_in_progress(session), **session_chips(session.state or {})}
 
 
@@ -661,6 +664,10 @@ class HtmxChatConsumer(ChatConsumerBase):
 
     async def handle_frame(self, frame: dict) -> None:
         if frame.get("type") == "resume":
+            now = time.monotonic()
+            if now - getattr(self, "last_resume", -RESUME_MIN_INTERVAL_S) < RESUME_MIN_INTERVAL_S:
+                return  # already replayed just now: repeats are ignored
+            self.last_resume = now
             try:
                 after = int(frame.get("last_index", -1))
             except (TypeError, ValueError):

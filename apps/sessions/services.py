@@ -176,12 +176,15 @@ def channel_turn(*, bot: Bot, channel: str, user_key: str, text: str, thread_key
 
 
 def history(session: ChatSession, *, after: int = -1, limit: int = HISTORY_PAGE_MAX,
-            cap: int = HISTORY_PAGE_MAX) -> list[dict]:
-    """Shown messages (user and bot) after index `after`, oldest first (at most `cap`)."""
+            cap: int = HISTORY_PAGE_MAX, newest: bool = False) -> list[dict]:
+    """Shown messages (user and bot) after index `after`, oldest first (at most `cap`): the first ones after
+    `after` (a page of history), or with `newest` the latest ones (a reconnect catching up: what it missed
+    last matters most, and the live events go on from there)."""
     limit = max(1, min(int(limit), cap))
-    rows = (Message.objects.filter(session=session, index__gt=after, role__in=[Role.USER, Role.ASSISTANT])
-            .order_by("index")[:limit])
-    return [message_event(m) for m in rows]
+    rows = Message.objects.filter(session=session, index__gt=after, role__in=[Role.USER, Role.ASSISTANT])
+    if newest:
+        return [message_event(m) for m in reversed(rows.order_by("-index")[:limit])]
+    return [message_event(m) for m in rows.order_by("index")[:limit]]
 
 
 def stream_in_progress(session: ChatSession) -> dict | None:

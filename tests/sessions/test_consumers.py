@@ -233,3 +233,46 @@ async def test_a_socket_opening_in_a_quiet_process_gets_its_events_at_once():
         await _socket_closed(layer, group, channel)
     # Redis answers on loopback in well under a millisecond; the poll would hold each event 40-100 ms.
     assert min(delays) < 0.03, [round(d * 1000, 1) for d in delays]
+
+
+async def test_a_pages_repeated_resume_frames_replay_once(monkeypatch):
+    """A reconnect sends one `resume`; a client repeating it must not have the process render the history
+    again and again."""
+    consumer = HtmxChatConsumer()
+    consumer.stream_sent = {}
+    replays: list[int] = []
+
+    async def replay(after: int) -> None:
+        replays.append(after)
+
+    monkeypatch.setattr(consumer, "replay", replay)
+    for _ in range(50):
+        await consumer.handle_frame({"type": "resume", "last_index": 3})
+    assert replays == [3]
+    from apps.sessions import consumers
+
+    consumer.last_resume -= consumers.RESUME_MIN_INTERVAL_S  # later on, a real reconnect is taken again
+    await consumer.handle_frame({"type": "resume", "last_index": 7})
+    assert replays == [3, 7]
+
+
+@pytest.mark.django_db
+def test_a_reconnect_far_behind_gets_the_newest_messages_not_the_oldest(canary_tenants, monkeypatch):
+    from django_tenants.utils import schema_context
+
+    from apps.bots.models import Bot
+    from apps.sessions import services
+    from apps.sessions.models import ChatSession, ChatUser, Message, Role
+
+    with schema_context(canary_tenants.a.schema_name):
+        session = ChatSession.objects.create(user=ChatUser.objects.create(username="far"),
+                                             bot=Bot.objects.get(pk=1))
+        Message.objects.bulk_create(Message(session=session, index=i, role=Role.USER if i % 2 else Role.ASSISTANT,
+                                            content=f"m{i}") for i in range(30))
+        assert [m["index"] for m in services.history(session, after=-1, limit=10, cap=10, newest=True)] == list(
+            range(20, 30))
+        assert [m["index"] for m in services.history(session, after=-1, limit=10, cap=10)] == list(range(10))
+        from apps.sessions import consumers
+
+        monkeypatch.setattr(consumers, "REPLAY_MAX", 10)
+        assert [m["index"] for m in consumers._replay(str(session.id), -1)["messages"]] == list(range(20, 30))
