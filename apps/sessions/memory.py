@@ -26,8 +26,11 @@ logger = logging.getLogger(__name__)
 THRESHOLD_KEY = "episodic-memory-threshold"
 # Exchanges a threshold may name: beyond this the summary would cover more than one model call can read.
 THRESHOLD_MAX = 100
-# Text of the exchanges sent for one summary (the oldest are dropped beyond it: they are in the previous one).
+# Text of the exchanges sent for one summary: a summary covers the oldest rows that fit (at least one, cut if
+# it alone is longer), and the rest wait for the next one; none is marked summarised without being read.
 TRANSCRIPT_MAX_CHARS = 48_000
+# Rows read for one summary (a session whose summaries kept failing may have thousands waiting).
+SUMMARY_ROWS_MAX = 400
 # A summary longer than this is cut: it must leave the history budget to the recent exchanges.
 SUMMARY_MAX_CHARS = 4_000
 SUMMARY_INSTRUCTIONS = (
@@ -91,11 +94,25 @@ def compaction_queue(session: ChatSession, config: dict[str, str]) -> None:
     transaction.on_commit(lambda: compact_history.delay(session_id))
 
 
+def _line(message: Message) -> str:
+    return f"{'User' if message.role == Role.USER else 'Assistant'}: {message.content}"
+
+
+def _fitting(rows: list[Message]) -> list[Message]:
+    """The oldest rows whose lines fit TRANSCRIPT_MAX_CHARS (the first one always)."""
+    fitting, used = [], 0
+    for row in rows:
+        used += len(_line(row)) + 1
+        if fitting and used > TRANSCRIPT_MAX_CHARS:
+            break
+        fitting.append(row)
+    return fitting
+
+
 def _transcript(previous: Message | None, rows: list[Message]) -> str:
-    lines = [f"{'User' if m.role == Role.USER else 'Assistant'}: {m.content}" for m in rows]
-    text = "\n".join(lines)
-    if len(text) > TRANSCRIPT_MAX_CHARS:
-        text = "…" + text[-TRANSCRIPT_MAX_CHARS:]
+    text = "\n".join(_line(m) for m in rows)
+    if len(text) > TRANSCRIPT_MAX_CHARS:  # one row longer than the whole budget
+        text = text[:TRANSCRIPT_MAX_CHARS] + "…"
     if previous is not None:
         text = f"Earlier summary:\n{previous.content}\n\nConversation since:\n{text}"
     return text
@@ -116,11 +133,11 @@ def compact(session_id: str) -> Message | None:
     upto = summary_upto(previous)
     if not compaction_due(session, config, upto) or not bot_llm_configured(session.bot, config):
         return None
-    rows = list(_exchanges_after(session, upto).order_by("index"))
-    keep = history_limit(config) * 2
-    to_summarise = rows[:-keep] if keep else rows
-    if not to_summarise:
+    exchanges = _exchanges_after(session, upto)
+    due = exchanges.count() - history_limit(config) * 2  # the newest exchanges stay verbatim
+    if due <= 0:
         return None
+    to_summarise = _fitting(list(exchanges.order_by("index")[:min(due, SUMMARY_ROWS_MAX)]))
     messages = [{"role": "system", "content": SUMMARY_INSTRUCTIONS},
                 {"role": "user", "content": _transcript(previous, to_summarise)}]
     try:

@@ -65,3 +65,26 @@ def test_without_a_threshold_nothing_is_summarised(canary_tenants, llm_platform,
                 services.turn_run(session, text=f"question {i}")
         assert callbacks == [] and memory.compact(str(session.pk)) is None
         assert not Message.objects.filter(session=session, role=Role.EPISODIC).exists()
+
+
+def test_a_summary_covers_only_the_rows_its_transcript_holds(canary_tenants, llm_platform, monkeypatch):
+    """Exchanges longer than the transcript's budget: the rows left out wait for the next summary instead of
+    being marked summarised unread."""
+    monkeypatch.setattr(memory, "TRANSCRIPT_MAX_CHARS", 120)
+    llm_platform.default = lambda request: Reply(text="summary or answer " + "z" * 40)
+    with schema_context(canary_tenants.a.schema_name):
+        _bot("memo2", {}, {"llm-cache": "false", "episodic-memory-threshold": "2", "history-limit": "1"})
+        session = services.session_bootstrap(bot_name="memo2")
+        summaries = []
+        for i in range(1, 9):
+            services.turn_run(session, text=f"question {i} " + "y" * 40)
+            row = memory.compact(str(session.pk))
+            if row is not None:
+                summaries.append(row)
+        read = "\n".join(r.body["messages"][-1]["content"] for r in llm_platform.chat_requests()
+                         if r.body["messages"][0]["content"] == memory.SUMMARY_INSTRUCTIONS)
+        assert len(summaries) >= 2 and all(row.meta["summarised"] < 4 for row in summaries)
+        summarised = Message.objects.filter(session=session, role__in=[Role.USER, Role.ASSISTANT],
+                                            index__lte=summaries[-1].meta["upto_index"])
+        for message in summarised:  # every row a summary claims was in one summary's transcript
+            assert message.content[:60] in read, message.content
