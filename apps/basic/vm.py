@@ -179,6 +179,12 @@ class VM:
         saved_pc = self.frame.get("pc", 0)
         self.push_frame(name, params, args, saved_pc, want=False)
         outcome, value = self._loop(0, depth)
+        # Each _loop counts its own instructions locally and only looks at the limits when that local
+        # count runs out, so a caller whose loop runs a few instructions per call would never look while
+        # the calls it makes run millions. The nested loop has added its work to self.steps by now:
+        # check the one shared budget and the clock at every return (at most CLOCK_CHECK_INTERVAL
+        # instructions per enclosing loop are not yet counted).
+        self._check_limits()
         if outcome == "suspend":
             raise BasicRuntimeError(
                 f"{name.upper()} waits for input (HEAR/WAIT) but was called inside an expression; "
@@ -257,11 +263,14 @@ class VM:
 
     def _tick(self) -> int:
         self.steps += limits.CLOCK_CHECK_INTERVAL
+        self._check_limits()
+        return limits.CLOCK_CHECK_INTERVAL
+
+    def _check_limits(self) -> None:
         if self.steps > self.max_instructions:
             raise LimitExceeded(f"instruction budget of {self.max_instructions} exceeded (endless loop?)")
         if time.monotonic() > self.deadline:
             raise LimitExceeded(f"run took longer than {self.max_seconds:g} seconds")
-        return limits.CLOCK_CHECK_INTERVAL
 
     # -- errors --------------------------------------------------------------------------------
     def _handle_error(self, exc: Exception, pc: int, stop_depth: int) -> int:
