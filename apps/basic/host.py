@@ -203,18 +203,42 @@ class Host:
         raise self._missing(name)
 
 
-_FILTER = re.compile(r"^\s*([A-Za-z0-9_]+)\s*(=|==|!=|<>|>=|<=|>|<)\s*(.*?)\s*$")
+# Longest FIND/FILTER/UPDATE/DELETE filter text: a filter is a few `column=value` conditions; the
+# bound keeps even a linear parse of a value built from user input (SPACE(20000)) cheap.
+MAX_FILTER_CHARS = 10_000
+
+# One condition's head; the value is the rest of the condition. The value is not matched by the regex
+# (`(.*?)\s*$` was quadratic on long runs of spaces: 31 s for a 40 000-character filter).
+_CONDITION = re.compile(r"\s*([A-Za-z0-9_]+)\s*(==|!=|<>|>=|<=|=|>|<)")
+# Conditions are joined by AND (any case) or commas. The look-behind starts a match only at the first
+# space of a run, so a long run of spaces is scanned once, not once per space.
+_JOIN = re.compile(r"(?<!\s)\s+AND\s+|,", re.IGNORECASE)
+
+FilterCondition = tuple[str, str, str]  # (column lower-case, operator, value text)
 
 
-def row_matches_filter(row: dict, filter_text: str) -> bool:
-    """The FIND filter language upstream accepts: `field=value`, joined by AND (case-insensitive)."""
+def parse_filter(filter_text: str) -> tuple[FilterCondition, ...]:
+    """Parse the FIND filter language upstream accepts: `field=value`, joined by AND (case-insensitive).
+    Parse once per keyword, then match each row with `row_matches_filter(row, conditions)`."""
     if not filter_text or not filter_text.strip():
-        return True
-    for part in re.split(r"\s+AND\s+|,", filter_text, flags=re.IGNORECASE):
-        m = _FILTER.match(part)
-        if not m:
-            raise HostError(f"FIND filter must look like COLUMN=VALUE, not '{part.strip()}'")
-        field, op, want = m.group(1).lower(), m.group(2), m.group(3).strip().strip("'\"")
+        return ()
+    if len(filter_text) > MAX_FILTER_CHARS:
+        raise HostError(f"FIND filter longer than {MAX_FILTER_CHARS} characters")
+    conditions = []
+    for part in _JOIN.split(filter_text):
+        m = _CONDITION.match(part)
+        value = part[m.end():].strip() if m else ""
+        if not m or "\n" in value:
+            shown = part.strip()
+            raise HostError(f"FIND filter must look like COLUMN=VALUE, not '{shown[:80]}'")
+        conditions.append((m.group(1).lower(), m.group(2), value.strip("'\"")))
+    return tuple(conditions)
+
+
+def row_matches_filter(row: dict, filter_text: str | tuple[FilterCondition, ...]) -> bool:
+    """Does `row` pass the filter (text, or the conditions `parse_filter` returned)?"""
+    conditions = parse_filter(filter_text) if isinstance(filter_text, str) else filter_text
+    for field, op, want in conditions:
         value = next((v for k, v in row.items() if k.lower() == field), None)
         text = "" if value is None else str(value)
         if op in ("=", "=="):
@@ -380,7 +404,8 @@ class InMemoryHost(Host):
         return self.tables.setdefault(name, [])
 
     def find(self, table: str, filter_text: str) -> list:
-        rows = [r for r in self._table(table) if row_matches_filter(r, filter_text)]
+        conditions = parse_filter(filter_text)
+        rows = [r for r in self._table(table) if row_matches_filter(r, conditions)]
         return copy.deepcopy(rows[: self.FIND_LIMIT])
 
     def save(self, table: str, values: list) -> object:
@@ -402,15 +427,17 @@ class InMemoryHost(Host):
 
     def update(self, table: str, filter_text: str, data: dict) -> int:
         count = 0
+        conditions = parse_filter(filter_text)
         for row in self._table(table):
-            if row_matches_filter(row, filter_text):
+            if row_matches_filter(row, conditions):
                 row.update(data)
                 count += 1
         return count
 
     def delete(self, table: str, filter_text: str) -> int:
         rows = self._table(table)
-        keep = [r for r in rows if not row_matches_filter(r, filter_text)]
+        conditions = parse_filter(filter_text)
+        keep = [r for r in rows if not row_matches_filter(r, conditions)]
         removed = len(rows) - len(keep)
         rows[:] = keep
         return removed

@@ -606,10 +606,11 @@ class VM:
         """FILTER data, "field op value [AND ...]": in-memory filtering of an array of maps."""
         if len(args) < 2:
             raise BasicRuntimeError("FILTER needs an array and a condition")
-        from apps.basic.host import row_matches_filter
+        from apps.basic.host import parse_filter, row_matches_filter
 
         data = args[0] if isinstance(args[0], list) else []
-        return [row for row in data if isinstance(row, dict) and row_matches_filter(row, V.value_to_text(args[1]))]
+        conditions = parse_filter(V.value_to_text(args[1]))
+        return [row for row in data if isinstance(row, dict) and row_matches_filter(row, conditions)]
 
     def _http(self, method: str, url: str, data: object) -> object:
         ssrf.check_url(url)

@@ -14,7 +14,7 @@ from django.db import transaction
 from django.db.models.fields.json import KT
 from django.utils import timezone
 
-from apps.basic.host import Host, HostError, row_matches_filter, save_row
+from apps.basic.host import Host, HostError, parse_filter, row_matches_filter, save_row
 from apps.bots import services as bot_services
 from apps.bots.config_csv import config_lookup
 from apps.bots.models import Bot, BotTableRow
@@ -90,10 +90,8 @@ class BotHost(Host):
         return bot_services.bot_memory_get(bot=self.bot, key=str(key))
 
     # -- tables ----------------------------------------------------------------------------------
-    def _rows(self, table: str, filter_text: str | None = None):
+    def _rows(self, table: str):
         """The table's rows in insertion order, read in chunks (a FIND that matches early reads little)."""
-        if filter_text is not None:
-            row_matches_filter({}, filter_text)  # a malformed filter is an error even on an empty table
         rows = BotTableRow.objects.filter(bot=self.bot, table=_table_name(table)).order_by("id")
         return rows[:TABLE_SCAN_LIMIT].iterator(chunk_size=TABLE_SCAN_CHUNK)
 
@@ -109,8 +107,9 @@ class BotHost(Host):
     @transaction.atomic
     def find(self, table: str, filter_text: str) -> list:
         found = []
-        for row in self._rows(table, filter_text):
-            if row_matches_filter(row.data, filter_text):
+        conditions = parse_filter(filter_text)  # once, before the scan: a malformed filter fails on an empty table too
+        for row in self._rows(table):
+            if row_matches_filter(row.data, conditions):
                 found.append(row.data)
                 if len(found) >= FIND_LIMIT:
                     break
@@ -153,15 +152,17 @@ class BotHost(Host):
         _json_only(data)
         bot_table_lock(self.bot, _table_name(table))
         count = 0
-        for row in self._rows(table, filter_text):
-            if row_matches_filter(row.data, filter_text) and _row_update(row, {**row.data, **data}):
+        conditions = parse_filter(filter_text)
+        for row in self._rows(table):
+            if row_matches_filter(row.data, conditions) and _row_update(row, {**row.data, **data}):
                 count += 1
         return count
 
     @transaction.atomic
     def delete(self, table: str, filter_text: str) -> int:
         bot_table_lock(self.bot, _table_name(table))
-        doomed = [row.pk for row in self._rows(table, filter_text) if row_matches_filter(row.data, filter_text)]
+        conditions = parse_filter(filter_text)
+        doomed = [row.pk for row in self._rows(table) if row_matches_filter(row.data, conditions)]
         BotTableRow.objects.filter(pk__in=doomed).delete()
         return len(doomed)
 
