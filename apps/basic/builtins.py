@@ -81,6 +81,8 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Context, Decimal
 from typing import Any, Protocol
 
+from apps.basic.errors import LimitExceeded
+
 logger = logging.getLogger("apps.basic.script")
 
 # A bot reply or a stored field rarely exceeds a few kilobytes; one million characters is
@@ -105,6 +107,13 @@ MAX_EXACT_INT_TEXT_BITS = 10_000
 # Number text longer than this is not a number anyone typed; reading it as a float (and
 # rejecting infinity) avoids Python's integer-conversion limit and slow big-int parsing.
 MAX_NUMBER_TEXT_CHARS = 400
+# Container elements one equality test (`=`, IN, CONTAINS, INDEX_OF) may visit. Sub-arrays shared by
+# both sides are compared once, so only genuinely huge values get here (two separately built
+# `a = [a, a]` towers were compared element by element, 2^levels steps); about half a second.
+MAX_COMPARE_STEPS = 2_000_000
+# Characters of JSON text one SORT/UNIQUE may write to order or deduplicate arrays and maps by value
+# (each distinct container is written once); about a quarter of a second of encoding.
+MAX_KEY_TEXT_CHARS = 20_000_000
 # Log lines written by LOG_* are cut here so one script cannot flood the server log.
 MAX_LOG_MESSAGE_CHARS = 2_000
 # Years outside Python's datetime range cannot be represented.
@@ -115,6 +124,12 @@ Value = Any  # None | bool | int | float | str | list | dict
 
 class BuiltinError(Exception):
     """A script called a builtin with arguments it cannot handle; message names the function."""
+
+
+class BuiltinLimitError(BuiltinError, LimitExceeded):
+    """A builtin would do more work than its named bound allows. It is a LimitExceeded, so the VM ends
+    the run instead of letting ON ERROR retry an expensive call thousands of times before the clock
+    is next looked at."""
 
 
 class _UnnamedError(BuiltinError):
@@ -388,18 +403,70 @@ def _list(c: _Call, value: Value, what: str = "array") -> list:
     raise c.error(f"{what} must be an array, got {_describe(value)}")
 
 
-def _same(a: Value, b: Value) -> bool:
+def _same(a: Value, b: Value, budget: list[int] | None = None) -> bool:
     """BASIC equality used by CONTAINS/INDEX_OF: exact, or equal as text for scalars."""
-    if a == b and type(a) is not bool and type(b) is not bool:
-        return True
     if isinstance(a, bool) or isinstance(b, bool):
         return a is b
-    if isinstance(a, list | dict) or isinstance(b, list | dict) or a is None or b is None:
-        return a == b
+    if isinstance(a, list | dict) or isinstance(b, list | dict):
+        return deep_equal(a, b, budget)
+    if a == b:
+        return True
+    if a is None or b is None:
+        return False
     return value_to_text(a) == value_to_text(b)
 
 
-def _sort_key(value: Value) -> tuple:
+def deep_equal(a: Value, b: Value, budget: list[int] | None = None) -> bool:
+    """Python's `==` on JSON values with bounded work: a pair of containers is compared once (shared
+    sub-arrays cost one visit; a container inside itself ends the walk) and at most MAX_COMPARE_STEPS
+    elements are visited. Pass one `budget` (`[steps]`) to bound a series of comparisons (IN a list)."""
+    if type(a) not in (list, dict) or type(b) not in (list, dict):
+        return a == b
+    return _deep_equal(a, b, budget if budget is not None else [MAX_COMPARE_STEPS], set())
+
+
+def _deep_equal(a: Value, b: Value, budget: list[int], assumed: set[tuple[int, int]]) -> bool:
+    if a is b:
+        return True
+    ta, tb = type(a), type(b)
+    if ta is not tb or (ta is not list and ta is not dict):
+        return a == b
+    if len(a) != len(b):
+        return False
+    pair = (id(a), id(b))
+    if pair in assumed:  # compared already, or being compared further up (equal unless shown otherwise)
+        return True
+    budget[0] -= len(a)
+    if budget[0] < 0:
+        raise BuiltinLimitError(f"values too large to compare (more than {MAX_COMPARE_STEPS} elements)")
+    assumed.add(pair)
+    if ta is list:
+        return all(_deep_equal(x, y, budget, assumed) for x, y in zip(a, b, strict=True))
+    return all(k in b and _deep_equal(v, b[k], budget, assumed) for k, v in a.items())
+
+
+class _KeyText:
+    """JSON text of arrays and maps for SORT/UNIQUE, each distinct container written once, at most
+    MAX_KEY_TEXT_CHARS in all."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.left = MAX_KEY_TEXT_CHARS
+        self.cache: dict[int, str] = {}
+
+    def __call__(self, value: list | dict) -> str:
+        text = self.cache.get(id(value))
+        if text is None:
+            text = _bounded_json(value, sort_keys=True)
+            self.left -= len(text)
+            if self.left < 0:
+                raise BuiltinLimitError(f"{self.name}: arrays or maps too large to compare (more than "
+                                        f"{MAX_KEY_TEXT_CHARS} characters as text)")
+            self.cache[id(value)] = text
+        return text
+
+
+def _sort_key(value: Value, key_text: _KeyText) -> tuple:
     """Total order across mixed JSON values: null < bool < number < text < array < object."""
     if value is None:
         return (0, 0)
@@ -409,11 +476,7 @@ def _sort_key(value: Value) -> tuple:
         return (2, 0) if value != value else (2, value)  # NaN sorts as 0 instead of breaking order
     if isinstance(value, str):
         return (3, value)
-    return (4 if isinstance(value, list) else 5, _bounded_json(value, sort_keys=True))
-
-
-def _hash_key(value: Value) -> str:
-    return _bounded_json(value, sort_keys=True)
+    return (4 if isinstance(value, list) else 5, key_text(value))
 
 
 # ---------------------------------------------------------------------------------------
@@ -1318,8 +1381,9 @@ def _first(c: _Call, arr: Value) -> Value:
     return items[0] if items else None
 
 
-def _sorted(items: list, descending: bool) -> list:
-    return sorted(items, key=_sort_key, reverse=descending)
+def _sorted(items: list, descending: bool, name: str = "SORT") -> list:
+    key_text = _KeyText(name)
+    return sorted(items, key=lambda v: _sort_key(v, key_text), reverse=descending)
 
 
 @_register("SORT", 1, 2)
@@ -1328,26 +1392,32 @@ def _sort(c: _Call, arr: Value, order: Value = "ASC") -> list:
     direction = _text(order).strip().upper()
     if direction not in ("ASC", "DESC"):
         raise c.error(f'order must be "ASC" or "DESC", got {_describe(order)}')
-    return _sorted(_list(c, arr), direction == "DESC")
+    return _sorted(_list(c, arr), direction == "DESC", c.name)
 
 
 @_register("SORT_ASC", 1, 1)
 def _sort_asc(c: _Call, arr: Value) -> list:
-    return _sorted(_list(c, arr), False)
+    return _sorted(_list(c, arr), False, c.name)
 
 
 @_register("SORT_DESC", 1, 1)
 def _sort_desc(c: _Call, arr: Value) -> list:
-    return _sorted(_list(c, arr), True)
+    return _sorted(_list(c, arr), True, c.name)
 
 
 @_register("UNIQUE DISTINCT", 1, 1)
 def _unique(c: _Call, arr: Value) -> list:
-    """Distinct values, first occurrence order kept."""
-    seen: set[str] = set()
+    """Distinct values, first occurrence order kept (1 and 1.0 and "1" are distinct)."""
+    seen: set[tuple] = set()
     result = []
+    key_text = _KeyText(c.name)
     for item in _list(c, arr):
-        key = f"{type(item).__name__}:{_hash_key(item)}"
+        if isinstance(item, list | dict):
+            key: tuple = ("json", key_text(item))
+        elif isinstance(item, float):
+            key = ("float", repr(item))  # NaN equals NaN, -0.0 is not 0.0 (as their JSON text)
+        else:
+            key = (type(item).__name__, item)  # text by value: hashing a string is linear and cached
         if key not in seen:
             seen.add(key)
             result.append(item)
@@ -1444,8 +1514,9 @@ def _index_of(c: _Call, container: Value, value: Value) -> int:
     """0-based index of the value (or substring), -1 when absent."""
     if isinstance(container, str):
         return container.find(_text(value))
+    budget = [MAX_COMPARE_STEPS]
     for index, item in enumerate(_list(c, container)):
-        if _same(item, value):
+        if _same(item, value, budget):
             return index
     return -1
 
@@ -1456,7 +1527,8 @@ def _contains(c: _Call, container: Value, value: Value) -> bool:
     if container is None:
         return False
     if isinstance(container, list):
-        return any(_same(item, value) for item in container)
+        budget = [MAX_COMPARE_STEPS]
+        return any(_same(item, value, budget) for item in container)
     if isinstance(container, dict):
         return _text(value) in container
     return _text(value) in _text(container)

@@ -15,7 +15,7 @@ import json
 import math
 import re
 
-from apps.basic.builtins import is_truthy
+from apps.basic.builtins import MAX_COMPARE_STEPS, deep_equal, is_truthy
 from apps.basic.builtins import value_to_text as _scalar_text
 from apps.basic.errors import BasicRuntimeError, LimitExceeded
 from apps.basic.limits import MAX_ARRAY_ITEMS, MAX_STRING_CHARS
@@ -186,15 +186,23 @@ def mod(a: object, b: object) -> object:
     return math.fmod(x, y) if (type(x) is float or type(y) is float) else int(math.fmod(x, y))
 
 
+# Bits of an integer power past which the result cannot be held even as a float (2^1024 > largest double).
+MAX_POWER_BITS = 1024
+
+
 def power(a: object, b: object) -> object:
     x, y = as_number(a, "'^'"), as_number(b, "'^'")
+    # Size the result before computing it: 3 ^ 30000000 is a 48-million-bit integer that took
+    # seconds to build, only to be refused afterwards.
+    if type(x) is int and type(y) is int and y > 0 and abs(x) > 1 and y * math.log2(abs(x)) > MAX_POWER_BITS + 1:
+        raise BasicRuntimeError("'^' result is too large")
     try:
         result = x ** y
     except (OverflowError, ZeroDivisionError) as exc:
         raise BasicRuntimeError(f"'^' cannot compute {x} ^ {y}") from exc
     if isinstance(result, complex):
         raise BasicRuntimeError(f"'^' cannot compute {x} ^ {y}")
-    if type(result) is int and result.bit_length() > 1024:
+    if type(result) is int and result.bit_length() > MAX_POWER_BITS:
         raise BasicRuntimeError("'^' result is too large")
     return bounded(result)
 
@@ -203,7 +211,8 @@ def neg(a: object) -> object:
     return -as_number(a, "'-'")
 
 
-def equals(a: object, b: object) -> bool:
+def equals(a: object, b: object, budget: list[int] | None = None) -> bool:
+    """`=`; arrays and maps compare by value with bounded work (`deep_equal`), sharing `budget` if given."""
     if a is None or b is None:
         return (a is None or a == "") and (b is None or b == "")
     ta, tb = type(a), type(b)
@@ -221,7 +230,7 @@ def equals(a: object, b: object) -> bool:
     if ta is str and (tb is int or tb is float):
         n = _numeric_text(a)
         return n is not None and n == b
-    return a == b
+    return deep_equal(a, b, budget)
 
 
 def _ordered(a: object, b: object, op: str) -> tuple[object, object]:
@@ -267,7 +276,8 @@ def contains(container: object, item: object) -> bool:
     if isinstance(container, str):
         return value_to_text(item) in container
     if isinstance(container, list):
-        return any(equals(x, item) for x in container)
+        budget = [MAX_COMPARE_STEPS]  # one bound for the whole membership test
+        return any(equals(x, item, budget) for x in container)
     if isinstance(container, dict):
         key = value_to_text(item)
         return key in container or any(k.lower() == key.lower() for k in container)

@@ -27,6 +27,7 @@ from apps.basic.builtins import (
     MAX_BUILTIN_RESULT_CHARS,
     Builtin,
     BuiltinError,
+    BuiltinLimitError,
     FixedContext,
     SystemContext,
     is_truthy,
@@ -664,6 +665,30 @@ def _doubling(times: int) -> list:
 def test_text_of_huge_shared_arrays_is_refused_quickly(name: str) -> None:
     with pytest.raises(BuiltinError, match=rf"^{name}: .*1000000 characters"):
         call(name, _doubling(60))
+
+
+def test_unique_and_sort_of_big_repeated_values_do_bounded_work() -> None:
+    t0 = time.monotonic()
+    big = " " * 999_000
+    assert call("UNIQUE", [big] * 2000) == [big]  # text keys: hashed once, not written as JSON 2000 times
+    assert call("UNIQUE", [[big]] * 2000) == [[big]]  # one shared array: its JSON is written once
+    assert len(call("SORT", [[big]] * 2000)) == 2000
+    distinct = [[big, i] for i in range(30)]
+    for name in ("UNIQUE", "SORT"):
+        with pytest.raises(BuiltinLimitError, match=rf"^{name}: arrays or maps too large to compare"):
+            call(name, distinct)
+    assert time.monotonic() - t0 < 5.0
+    mixed = [1, 1.0, "1", True, None, None, float("nan"), float("nan"), -0.0, 0.0, [1], [1]]
+    assert json.dumps(call("UNIQUE", mixed)) == '[1, 1.0, "1", true, null, NaN, -0.0, 0.0, [1]]'
+
+
+def test_index_of_and_contains_bound_the_work_of_comparing_arrays() -> None:
+    row = list(range(90_000))
+    rows = [[*row[:-1], -1]] * 30
+    for name in ("INDEX_OF", "CONTAINS"):
+        with pytest.raises(BuiltinLimitError, match="too large to compare"):
+            call(name, rows, row)
+    assert call("INDEX_OF", [[1], [2]], [2]) == 1
 
 
 @pytest.mark.parametrize("name", ["TOJSON", "JOIN", "TOYAML"])

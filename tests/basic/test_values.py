@@ -53,3 +53,49 @@ def test_like_refuses_patterns_whose_worst_case_is_too_costly() -> None:
     with pytest.raises(LimitExceeded):
         V.like("a" * 10_000_000, "%" + "a_" * 400 + "b%")
     assert V.like("a" * 1000 + "b", "%" + "a_" * 10 + "b") is True
+
+
+def test_power_refuses_a_huge_integer_result_before_computing_it() -> None:
+    t0 = time.monotonic()
+    r = run('ON ERROR RESUME NEXT\nFOR i = 1 TO 40\nx = 3 ^ 30000000\nNEXT\nTALK "done " & x')
+    assert r.host.messages == ["done "]
+    with pytest.raises(V.BasicRuntimeError, match="too large"):
+        V.power(3, 30_000_000)
+    assert time.monotonic() - t0 < QUICK_SECONDS
+    assert V.power(2, 10) == 1024 and V.power(2, 64) == float(2**64) and V.power(-1, 10**18) == 1
+    assert V.power(2, -2) == 0.25 and V.power(1, 10**18) == 1
+
+
+def _tower(levels: int, leaf: object = 1) -> list:
+    a: list = [leaf]
+    for _ in range(levels):
+        a = [a, a]
+    return a
+
+
+def test_equality_of_separately_built_shared_towers_is_not_exponential() -> None:
+    t0 = time.monotonic()
+    assert V.equals(_tower(60), _tower(60))
+    assert not V.equals(_tower(60), _tower(60, 2))
+    assert V.contains([_tower(40, 2)] * 1000 + [_tower(40)], _tower(40))
+    r = run('a = [1]\nb = [1]\nFOR i = 1 TO 60\na = [a, a]\nb = [b, b]\nNEXT\nIF a = b THEN\nTALK "equal"\nEND IF')
+    assert r.host.messages == ["equal"]
+    assert time.monotonic() - t0 < QUICK_SECONDS
+
+
+def test_equality_keeps_python_meaning_for_nested_values() -> None:
+    assert V.equals([1, {"a": [True]}], [1.0, {"a": [1]}])
+    assert not V.equals([1], ["1"]) and not V.equals({"a": 1}, {"b": 1}) and not V.equals([1], [1, 2])
+    cyclic: list = [1]
+    cyclic.append(cyclic)
+    assert V.equals(cyclic, cyclic)
+
+
+def test_equality_past_the_comparison_bound_ends_the_run_untrappably() -> None:
+    big = list(range(1_500_000))
+    with pytest.raises(LimitExceeded, match="too large to compare"):
+        V.contains([[*big[:-1], -1], list(big)], big)  # one bound for the whole IN, not one per element
+    r = run('ON ERROR RESUME NEXT\na = RANGE(1, 90000)\nb = RANGE(1, 90000)\nc = FILL(a, 30)\nb[89999] = 0\n'
+            'IF b IN c THEN\nTALK "found"\nEND IF\nTALK "after"')
+    assert r.result.status == "error" and "too large to compare" in r.result.error["message"]
+    assert r.host.messages == []
