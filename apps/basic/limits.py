@@ -23,6 +23,9 @@ MAX_STRING_CHARS = 10_000_000
 # Most elements a script may put in one array (upstream: 1 000 000).
 MAX_ARRAY_ITEMS = 1_000_000
 
+# Most keys a script may put in one map: a map is a record or a lookup table, bounded like an array.
+MAX_MAP_KEYS = 1_000_000
+
 # Total characters of TALK output in one run; a runaway loop must not flood the chat.
 MAX_OUTPUT_CHARS = 1_000_000
 

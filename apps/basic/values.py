@@ -18,7 +18,7 @@ import re
 from apps.basic.builtins import MAX_COMPARE_STEPS, deep_equal, is_truthy
 from apps.basic.builtins import value_to_text as _scalar_text
 from apps.basic.errors import BasicRuntimeError, LimitExceeded
-from apps.basic.limits import MAX_ARRAY_ITEMS, MAX_STRING_CHARS
+from apps.basic.limits import MAX_ARRAY_ITEMS, MAX_MAP_KEYS, MAX_STRING_CHARS
 
 __all__ = ["is_truthy", "value_to_text", "bounded_json"]
 
@@ -124,12 +124,26 @@ def add(a: object, b: object) -> object:
             raise LimitExceeded(f"array longer than {MAX_ARRAY_ITEMS} items")
         return a + b  # type: ignore[operator]
     if ta is list:
+        _room_in_array(a)  # type: ignore[arg-type]
         return [*a, b]  # type: ignore[misc]
     if ta is dict and tb is dict:
-        return {**a, **b}  # type: ignore[dict-item]
+        merged = {**a, **b}  # type: ignore[dict-item]
+        if len(merged) > MAX_MAP_KEYS:
+            raise LimitExceeded(f"map with more than {MAX_MAP_KEYS} keys")
+        return merged
     if a is None and b is None:
         return None
     return bounded(as_number(a, "'+'") + as_number(b, "'+'"))
+
+
+def _room_in_array(items: list) -> None:
+    if len(items) >= MAX_ARRAY_ITEMS:
+        raise LimitExceeded(f"array longer than {MAX_ARRAY_ITEMS} items")
+
+
+def _room_in_map(mapping: dict) -> None:
+    if len(mapping) >= MAX_MAP_KEYS:
+        raise LimitExceeded(f"map with more than {MAX_MAP_KEYS} keys")
 
 
 def concat(a: object, b: object) -> str:
@@ -382,6 +396,7 @@ def set_member(obj: object, name: str, value: object) -> None:
             if key.lower() == name:
                 obj[key] = value
                 return
+        _room_in_map(obj)
     obj[name] = value
 
 
@@ -406,8 +421,7 @@ def set_index(obj: object, index: object, value: object) -> None:
     if type(obj) is list:
         i = int(as_number(index, "an index"))
         if i == len(obj):  # `arr[UBOUND(arr) + 1] = x` appends, as templates expect
-            if len(obj) >= MAX_ARRAY_ITEMS:
-                raise LimitExceeded(f"array longer than {MAX_ARRAY_ITEMS} items")
+            _room_in_array(obj)
             obj.append(value)
             return
         if not -len(obj) <= i < len(obj):
@@ -415,6 +429,9 @@ def set_index(obj: object, index: object, value: object) -> None:
         obj[i] = value
         return
     if type(obj) is dict:
-        obj[value_to_text(index)] = value
+        key = value_to_text(index)
+        if key not in obj:
+            _room_in_map(obj)
+        obj[key] = value
         return
     raise BasicRuntimeError(f"cannot set an element of {describe(obj)}")

@@ -99,3 +99,22 @@ def test_equality_past_the_comparison_bound_ends_the_run_untrappably() -> None:
             'IF b IN c THEN\nTALK "found"\nEND IF\nTALK "after"')
     assert r.result.status == "error" and "too large to compare" in r.result.error["message"]
     assert r.host.messages == []
+
+
+def test_appending_a_scalar_with_plus_respects_the_array_limit() -> None:
+    r = run('a = FILL(0, 100000)\nb = a + a + a + a + a + a + a + a + a + a\nTALK COUNT(b)\nc = b + 1\nTALK "grew"')
+    assert r.host.messages == ["1000000"]
+    assert r.result.status == "error" and "array longer than 1000000 items" in r.result.error["message"]
+    assert r.result.error["line"] == 4
+
+
+def test_maps_are_bounded_however_they_grow(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(V, "MAX_MAP_KEYS", 3)
+    m = {"Name": 1, "b": 2, "c": 3}
+    V.set_member(m, "name", 10)  # an existing key (any case) is not growth
+    V.set_index(m, "b", 20)
+    assert m == {"Name": 10, "b": 20, "c": 3}
+    for grow in (lambda: V.set_member(m, "d", 4), lambda: V.set_index(m, "d", 4), lambda: V.add(m, {"d": 4})):
+        with pytest.raises(LimitExceeded, match="map with more than 3 keys"):
+            grow()
+    assert V.add(m, {"b": 0}) == {"Name": 10, "b": 0, "c": 3}
