@@ -23,6 +23,11 @@ MAX_STRING_CHARS = 10_000_000
 # Most elements a script may put in one array (upstream: 1 000 000).
 MAX_ARRAY_ITEMS = 1_000_000
 
+# Deepest nesting of arrays/maps in a value that leaves the VM (TALK, a saved state, a RETURN value).
+# Python's encoders recurse once per level (`a = [a]` 5000 times crashed state saving with a
+# RecursionError); real data, API responses included, nests a dozen levels.
+MAX_VALUE_DEPTH = 64
+
 # Most keys a script may put in one map: a map is a record or a lookup table, bounded like an array.
 MAX_MAP_KEYS = 1_000_000
 

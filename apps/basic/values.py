@@ -18,7 +18,7 @@ import re
 from apps.basic.builtins import MAX_COMPARE_STEPS, deep_equal, is_truthy
 from apps.basic.builtins import value_to_text as _scalar_text
 from apps.basic.errors import BasicRuntimeError, LimitExceeded
-from apps.basic.limits import MAX_ARRAY_ITEMS, MAX_MAP_KEYS, MAX_STRING_CHARS
+from apps.basic.limits import MAX_ARRAY_ITEMS, MAX_MAP_KEYS, MAX_STRING_CHARS, MAX_VALUE_DEPTH
 
 __all__ = ["is_truthy", "value_to_text", "bounded_json"]
 
@@ -28,36 +28,64 @@ MAX_INT_BITS = 63
 INT_BOUND = 1 << MAX_INT_BITS
 
 
-def bounded_json(value: object, limit: int = MAX_STRING_CHARS) -> str:
+class ValueTooDeep(LimitExceeded):
+    """A value nests arrays/maps deeper than MAX_VALUE_DEPTH."""
+
+    def __init__(self) -> None:
+        super().__init__(f"value nested deeper than {MAX_VALUE_DEPTH} levels")
+
+
+def bounded_json(value: object, limit: int = MAX_STRING_CHARS, wrapping: int = 0) -> str:
     """json.dumps that stops as soon as the text passes `limit` characters.
 
     Arrays can share elements (`a = [a, a]` twenty times), so a small value in memory can be huge as
     text; encoding lazily and stopping early keeps TALK, interpolation and state saving bounded.
+    Nesting past MAX_VALUE_DEPTH is refused (ValueTooDeep) before the encoder recurses; `wrapping` is the
+    number of the caller's own container levels above the script's values (a saved state's frames).
     """
-    if _text_size(value, limit, {}) > limit:
+    if _text_size(value, limit, {}, -wrapping)[0] > limit:
         raise LimitExceeded(f"value larger than {limit} characters as text")
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
-def _text_size(value: object, limit: int, seen: dict[int, int]) -> int:
-    """Approximate JSON length, memoised per container so shared sub-arrays cost one visit."""
+# A size no real value reaches: _text_size reports a container inside itself as bigger than its limit.
+_UNLIMITED = 1 << 62
+
+
+def check_depth(value: object) -> None:
+    """Refuse a value that cannot leave the VM as JSON: nested deeper than MAX_VALUE_DEPTH (ValueTooDeep) or
+    containing itself (LimitExceeded). Its size is not limited here."""
+    if _text_size(value, _UNLIMITED, {}, 0)[0] > _UNLIMITED:
+        raise LimitExceeded("value contains itself")
+
+
+def _text_size(value: object, limit: int, seen: dict[int, tuple[int, int]], depth: int) -> tuple[int, int]:
+    """Approximate JSON length and nesting height, memoised per container so shared sub-arrays cost one
+    visit (their height is kept too: a shared array reached deeper still counts its full depth)."""
     t = type(value)
     if t is str:
-        return len(value) + 2  # type: ignore[arg-type]
+        return len(value) + 2, 0  # type: ignore[arg-type]
     if t is list or t is dict:
         key = id(value)
         if key in seen:
-            return seen[key]
-        seen[key] = limit + 1  # a container inside itself can never be encoded
-        total = 2
+            size, height = seen[key]
+            if depth + height > MAX_VALUE_DEPTH:
+                raise ValueTooDeep()
+            return size, height
+        if depth >= MAX_VALUE_DEPTH:
+            raise ValueTooDeep()
+        seen[key] = (limit + 1, 0)  # a container inside itself can never be encoded
+        total, height = 2, 0
         items = value.items() if t is dict else ((None, v) for v in value)  # type: ignore[union-attr]
         for k, v in items:
-            total += (len(k) + 4 if k is not None else 1) + _text_size(v, limit, seen)
+            size, inner = _text_size(v, limit, seen, depth + 1)
+            total += (len(k) + 4 if k is not None else 1) + size
+            height = max(height, inner)
             if total > limit:
                 break
-        seen[key] = total
-        return total
-    return 8
+        seen[key] = (total, height + 1)
+        return total, height + 1
+    return 8, 0
 
 
 def value_to_text(value: object) -> str:

@@ -26,6 +26,9 @@ from apps.basic.host import Host, HostError
 from apps.basic.keywords import KEYWORDS
 
 STATE_VERSION = 1
+# Container levels of a saved state above a variable's value (state, frames, frame, vars): the script's
+# values may nest MAX_VALUE_DEPTH levels below them.
+_STATE_WRAPPING = 4
 _PSEUDO = ("user", "session", "bot")
 
 
@@ -139,13 +142,17 @@ class VM:
 
     def _suspended(self) -> RunResult:
         state = self.state()
+        problem = None
         try:
-            size = len(V.bounded_json(state, limits.MAX_STATE_BYTES))
-        except (LimitExceeded, ValueError):  # ValueError: a value JSON cannot hold (defence: numbers are bounded)
+            size = len(V.bounded_json(state, limits.MAX_STATE_BYTES, wrapping=_STATE_WRAPPING))
+        except V.ValueTooDeep as exc:
+            problem = f"cannot save the suspended state: {exc.message}"
+        except (LimitExceeded, ValueError, RecursionError):  # ValueError: a value JSON cannot hold (defence)
             size = limits.MAX_STATE_BYTES + 1
-        if size > limits.MAX_STATE_BYTES:
-            return RunResult("error", error={"line": self._line(self.frames[-1]["pc"]),
-                                             "message": f"suspended state too large ({size} bytes)"},
+        if problem is None and size > limits.MAX_STATE_BYTES:
+            problem = f"suspended state too large ({size} bytes)"
+        if problem is not None:
+            return RunResult("error", error={"line": self._line(self.frames[-1]["pc"]), "message": problem},
                              instructions=self.steps)
         kind = self.waiting["type"] if self.waiting else None
         return RunResult("waiting", state=state, waiting_for=kind,
@@ -202,6 +209,12 @@ class VM:
             return self._error_result(exc, None)
         if outcome == "suspend":
             return self._suspended()
+        try:
+            V.check_depth(value)  # the caller turns the RETURN value into JSON or text
+        except LimitExceeded as exc:
+            return RunResult("error", error={"line": self._line(self.frame.get("pc", 0)),
+                                             "message": f"RETURN value refused: {exc.message}"},
+                             instructions=self.steps)
         return RunResult("done", value=value, instructions=self.steps)
 
     def _error_result(self, exc: BasicRuntimeError, pc: int | None) -> RunResult:
