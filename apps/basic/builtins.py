@@ -673,6 +673,12 @@ def _chr(c: _Call, code: Value) -> str:
     number = _int(c, code, "code")
     if not 0 <= number <= 0x10FFFF:
         raise c.error(f"code must be between 0 and 1114111, got {number}")
+    # PostgreSQL cannot store NUL in text or jsonb, nor a lone surrogate (not a character in UTF-8):
+    # a value holding one would make saving the chat message or the suspended dialog fail later.
+    if number == 0:
+        raise c.error("CHR(0) (NUL) is not allowed: text with NUL cannot be stored")
+    if 0xD800 <= number <= 0xDFFF:
+        raise c.error(f"code {number} is a UTF-16 surrogate, not a character")
     return chr(number)
 
 
@@ -1682,10 +1688,20 @@ def _json_parse(c: _Call, text: Value) -> Value:
     if not isinstance(text, str):
         return text  # already a value: parsing is the identity, convenient after GET
     try:
-        # NaN/Infinity are not JSON values; read them as null rather than as floats.
-        return json.loads(text, parse_constant=lambda name: None)
+        return parse_json_text(text)
     except ValueError as exc:
         raise c.error(f"text is not valid JSON ({exc})") from None
+
+
+def _finite_or_null(text: str) -> float | None:
+    number = float(text)
+    return number if math.isfinite(number) else None
+
+
+def parse_json_text(text: str) -> Value:
+    """json.loads for script values (JSON_PARSE and the JSON PARSE keyword): NaN, Infinity and numbers past
+    the float range (1e999) are not JSON values a database accepts, so they read as null."""
+    return json.loads(text, parse_constant=lambda name: None, parse_float=_finite_or_null)
 
 
 _YAML_PLAIN_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_ .\-/@()]*")

@@ -15,6 +15,7 @@ a single-quoted string instead when it follows an operator or a keyword and clos
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -25,6 +26,10 @@ ID, NUM, STR, OP, NL, EOF, RAW = "ID", "NUM", "STR", "OP", "NL", "EOF", "RAW"
 # `{` ending an `IF cond {` / `} ELSE {` line and the `}` that closes it (Rhai/JavaScript braces, which
 # upstream passes through to Rhai unchanged); value "{" or "}".
 BLOCK = "BLOCK"
+
+# A numeric literal past the float range cannot be a value (1e999 read as Infinity, which no JSON state
+# or database accepts, and integers past 4300 digits made Python's int() raise): a compile error.
+MAX_LITERAL_INT_BITS = 1024
 
 
 @dataclass(slots=True)
@@ -161,7 +166,13 @@ class Lexer:
                 m = _NUMBER.match(src, self.pos)
                 assert m is not None
                 text = m.group(0)
-                value: object = float(text) if ("." in text or "e" in text.lower()) else int(text)
+                try:
+                    value: object = float(text) if ("." in text or "e" in text.lower()) else int(text)
+                except ValueError:  # Python refuses int() of more than 4300 digits
+                    value = math.inf
+                if value == math.inf or (type(value) is int and value.bit_length() > MAX_LITERAL_INT_BITS):
+                    raise CompileError(f"number too large: {text[:20]}{'...' if len(text) > 20 else ''}",
+                                       self.line, col)
                 self.tokens.append(Token(NUM, value, self.line, col))
                 self.pos = m.end()
                 continue

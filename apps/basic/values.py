@@ -35,17 +35,18 @@ class ValueTooDeep(LimitExceeded):
         super().__init__(f"value nested deeper than {MAX_VALUE_DEPTH} levels")
 
 
-def bounded_json(value: object, limit: int = MAX_STRING_CHARS, wrapping: int = 0) -> str:
+def bounded_json(value: object, limit: int = MAX_STRING_CHARS, wrapping: int = 0, strict: bool = False) -> str:
     """json.dumps that stops as soon as the text passes `limit` characters.
 
     Arrays can share elements (`a = [a, a]` twenty times), so a small value in memory can be huge as
     text; encoding lazily and stopping early keeps TALK, interpolation and state saving bounded.
     Nesting past MAX_VALUE_DEPTH is refused (ValueTooDeep) before the encoder recurses; `wrapping` is the
     number of the caller's own container levels above the script's values (a saved state's frames).
+    `strict`: NaN and infinite numbers are a ValueError (for JSON that a database must accept).
     """
     if _text_size(value, limit, {}, -wrapping)[0] > limit:
         raise LimitExceeded(f"value larger than {limit} characters as text")
-    return json.dumps(value, ensure_ascii=False, default=str)
+    return json.dumps(value, ensure_ascii=False, default=str, allow_nan=not strict)
 
 
 # A size no real value reaches: _text_size reports a container inside itself as bigger than its limit.
@@ -428,9 +429,16 @@ def set_member(obj: object, name: str, value: object) -> None:
     obj[name] = value
 
 
+def _as_index(index: object) -> int:
+    number = as_number(index, "an index")
+    if type(number) is float and not math.isfinite(number):
+        raise BasicRuntimeError(f"index must be a finite number, not {describe(number)}")
+    return int(number)
+
+
 def get_index(obj: object, index: object) -> object:
     if type(obj) is list:
-        i = index if type(index) is int else int(as_number(index, "an index"))
+        i = index if type(index) is int else _as_index(index)
         if -len(obj) <= i < len(obj):
             return obj[i]
         return None
@@ -438,7 +446,7 @@ def get_index(obj: object, index: object) -> object:
         return get_member(obj, value_to_text(index)) if not isinstance(index, str) or index not in obj \
             else obj[index]
     if isinstance(obj, str):
-        i = int(as_number(index, "an index"))
+        i = _as_index(index)
         return obj[i] if -len(obj) <= i < len(obj) else ""
     if obj is None:
         return None
@@ -447,7 +455,7 @@ def get_index(obj: object, index: object) -> object:
 
 def set_index(obj: object, index: object, value: object) -> None:
     if type(obj) is list:
-        i = int(as_number(index, "an index"))
+        i = _as_index(index)
         if i == len(obj):  # `arr[UBOUND(arr) + 1] = x` appends, as templates expect
             _room_in_array(obj)
             obj.append(value)

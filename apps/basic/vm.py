@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from apps.basic import limits, ssrf
 from apps.basic import values as V
-from apps.basic.builtins import BUILTINS, BuiltinContext, BuiltinError, SystemContext
+from apps.basic.builtins import BUILTINS, BuiltinContext, BuiltinError, SystemContext, parse_json_text
 from apps.basic.compiler import HALT, RELOAD, RETURN, SUSPEND, Program, tool_name
 from apps.basic.errors import BasicRuntimeError, LimitExceeded, StateError
 from apps.basic.hear_types import HEAR_KINDS, SECRET_HEAR_KINDS, hear_validate
@@ -114,8 +114,8 @@ class VM:
             value = ""  # spec 3.5.1: after 3 failures continue with an empty value
         try:
             spec["store"](self, value)
-        except BasicRuntimeError as exc:
-            return self._error_result(exc, pc)
+        except Exception as exc:  # noqa: BLE001 - `HEAR a[i]` stores through any index: a BASIC error, not a crash
+            return self._error_result(_basic_error(exc), pc)
         self.pc = pc + 1
         return self._slice()
 
@@ -128,6 +128,10 @@ class VM:
     def _load(self, state: dict) -> None:
         if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
             raise StateError("unknown state format")
+        try:
+            state = _unpack_nul(state)
+        except (ValueError, TypeError, AttributeError):
+            raise StateError("saved state has a damaged packed field") from None
         if state.get("program") != self.program.source_hash:
             raise StateError("the script changed since this run was suspended")
         frames = state.get("frames")
@@ -144,10 +148,14 @@ class VM:
         state = self.state()
         problem = None
         try:
-            size = len(V.bounded_json(state, limits.MAX_STATE_BYTES, wrapping=_STATE_WRAPPING))
+            text = V.bounded_json(state, limits.MAX_STATE_BYTES, wrapping=_STATE_WRAPPING, strict=True)
+            size = len(text)
+            state = _pack_nul(state, text)
         except V.ValueTooDeep as exc:
             problem = f"cannot save the suspended state: {exc.message}"
-        except (LimitExceeded, ValueError, RecursionError):  # ValueError: a value JSON cannot hold (defence)
+        except ValueError:  # from an HTTP response parsed as JSON, say; arithmetic and JSON PARSE refuse them
+            problem = "cannot save the suspended state: a variable holds a number that is NaN or infinite"
+        except (LimitExceeded, RecursionError):
             size = limits.MAX_STATE_BYTES + 1
         if problem is None and size > limits.MAX_STATE_BYTES:
             problem = f"suspended state too large ({size} bytes)"
@@ -287,16 +295,7 @@ class VM:
 
     # -- errors --------------------------------------------------------------------------------
     def _handle_error(self, exc: Exception, pc: int, stop_depth: int) -> int:
-        if isinstance(exc, BasicRuntimeError):
-            err = exc
-        elif isinstance(exc, BuiltinError):
-            err = BasicRuntimeError(str(exc))
-        elif isinstance(exc, RecursionError):
-            err = BasicRuntimeError("expression nested too deeply")
-        elif isinstance(exc, ssrf.SSRFError):
-            err = BasicRuntimeError(f"request refused: {exc}")
-        else:
-            err = BasicRuntimeError(f"internal error: {type(exc).__name__}: {exc}")
+        err = _basic_error(exc)
         if not err.line:
             err.line = self._line(pc)
         self.last_error = err
@@ -763,9 +762,61 @@ class VM:
         if name == "NEW ARRAY":
             return list(args)
         try:
-            return json.loads(V.value_to_text(args[0])) if args else None
+            return parse_json_text(V.value_to_text(args[0])) if args else None
         except ValueError as exc:
             raise BasicRuntimeError(f"JSON PARSE: invalid JSON ({exc})") from None
+
+
+# Suffix of a state field saved as JSON text because its value holds NUL: PostgreSQL's jsonb refuses the
+# escape \u0000 (and text columns refuse NUL), while JSON text *inside* a string keeps it as six plain
+# characters. Only the fields where script values live are packed (frame variables, headers, the HEAR's
+# options and default); positions stay readable for the callers that look at them.
+_PACKED = "#json"
+
+
+def _pack_nul(state: dict, text: str) -> dict:
+    """`state` with every field that holds NUL packed; `text` is its JSON (NUL shows as \\u0000 in it)."""
+    if "\\u0000" not in text:
+        return state
+
+    def pack(holder: dict, key: str) -> dict:
+        dumped = json.dumps(holder.get(key), ensure_ascii=False)
+        if "\\u0000" not in dumped:
+            return holder
+        packed = {k: v for k, v in holder.items() if k != key}
+        packed[key + _PACKED] = dumped
+        return packed
+
+    state = pack({**state, "frames": [pack(f, "vars") for f in state["frames"]]}, "headers")
+    if state.get("waiting"):
+        state["waiting"] = pack(pack(state["waiting"], "options"), "default")
+    return state
+
+
+def _unpack_nul(state: dict) -> dict:
+    def unpack(holder: object) -> object:
+        if not isinstance(holder, dict) or not any(k.endswith(_PACKED) for k in holder):
+            return holder
+        return {k.removesuffix(_PACKED): json.loads(v) if k.endswith(_PACKED) else v for k, v in holder.items()}
+
+    state = unpack(state)  # type: ignore[assignment]
+    if isinstance(state.get("frames"), list):
+        state["frames"] = [unpack(f) for f in state["frames"]]
+    state["waiting"] = unpack(state.get("waiting"))
+    return state
+
+
+def _basic_error(exc: Exception) -> BasicRuntimeError:
+    """The BASIC error a failure inside the script's code stands for."""
+    if isinstance(exc, BasicRuntimeError):
+        return exc
+    if isinstance(exc, BuiltinError):
+        return BasicRuntimeError(str(exc))
+    if isinstance(exc, RecursionError):
+        return BasicRuntimeError("expression nested too deeply")
+    if isinstance(exc, ssrf.SSRFError):
+        return BasicRuntimeError(f"request refused: {exc}")
+    return BasicRuntimeError(f"internal error: {type(exc).__name__}: {exc}")
 
 
 def _parse_assignments(text: str) -> dict:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
 from apps.basic.compiler import compile_source
-from apps.basic.errors import StateError
+from apps.basic.errors import CompileError, StateError
 from apps.basic.host import InMemoryHost
 from apps.basic.vm import VM
 from tests.basic.conftest import Runner, run
@@ -151,3 +152,63 @@ def test_every_suspended_state_is_pure_json() -> None:
         result = r.answer("in" + str(suspensions))
     assert result.status == "done" and suspensions == 4
     assert r.host.messages == ["in32"]
+
+
+# --- what PostgreSQL's jsonb refuses never reaches a saved state -------------------------------------
+
+
+def _jsonb_safe(state: dict) -> str:
+    """The state's JSON as the database gets it: no NaN/Infinity, no \\u0000 escape (an escaped backslash
+    followed by the text u0000 is fine)."""
+    text = json.dumps(state, ensure_ascii=False, allow_nan=False)
+    assert not re.search(r"(?<!\\)(\\\\)*\\u0000", text)
+    return text
+
+
+@pytest.mark.parametrize("literal", ["1e999", "9" * 5000, "9" * 400])
+def test_a_number_literal_past_the_float_range_is_a_compile_error(literal: str) -> None:
+    with pytest.raises(CompileError, match="number too large") as err:
+        compile_source(f'TALK "x"\nx = {literal}')
+    assert err.value.line == 2
+    assert run("RETURN 1e308").result.value == 1e308
+
+
+def test_json_parse_keyword_reads_nan_and_infinity_as_null_like_the_builtin() -> None:
+    r = Runner('x = JSON PARSE "[NaN, Infinity, -Infinity, 1e999, 1.5]"\ny = JSON_PARSE("[NaN, 1e999]")\nHEAR z\n'
+               'RETURN [x, y]')
+    first = r.start()
+    _jsonb_safe(first.state)
+    assert r.answer("ok").value == [[None, None, None, None, 1.5], [None, None]]
+
+
+def test_chr_refuses_nul_and_lone_surrogates() -> None:
+    for code, message in ((0, "CHR(0) (NUL) is not allowed"), (55296, "surrogate")):
+        r = run(f"x = CHR({code})\nHEAR y")
+        assert r.result.status == "error" and message in r.result.error["message"]
+    assert run("RETURN CHR(65) & CHR(1)").result.value == "A\x01"
+
+
+def test_nul_from_other_sources_is_packed_in_the_state_and_restored_on_resume() -> None:
+    src = ('x = JSON PARSE "[\\"a\\\\u0000b\\"]"\nm = #{k: x}\nSET HEADER "h", x[0]\nclean = "c"\n'
+           'HEAR y\nRETURN [LEN(x[0]), m.k[0], y, clean]')
+    r = Runner(src)
+    first = r.start()
+    assert "vars#json" in _jsonb_safe(first.state)
+    assert first.state["waiting"]["type"] == "hear" and first.state["frames"][0]["unit"] == "main"
+    assert r.answer("1").value == [3, "a\x00b", "1", "c"]
+
+
+def test_nan_from_a_host_response_is_a_clear_error_at_suspension() -> None:
+    host = InMemoryHost(http_responses={"https://93.184.216.34/api": {"v": float("nan")}})
+    r = run('x = GET "https://93.184.216.34/api"\nHEAR y', host=host)
+    assert r.result.status == "error" and r.result.error["line"] == 2
+    assert "NaN or infinite" in r.result.error["message"]
+
+
+def test_hear_into_an_element_with_a_non_finite_index_is_a_basic_error() -> None:
+    host = InMemoryHost(http_responses={"https://93.184.216.34/api": {"i": float("inf")}})
+    r = Runner('a = [0]\nHEAR a[GET("https://93.184.216.34/api").i]', host=host)
+    assert r.start().status == "waiting"
+    r.host.http_responses["https://93.184.216.34/api"] = {"i": float("inf")}
+    result = r.answer("x")
+    assert result.status == "error" and "finite" in result.error["message"] and result.error["line"] == 2
