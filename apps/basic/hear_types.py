@@ -40,14 +40,15 @@ Choices made where the spec leaves room (list them in apps/basic/README.md)
   the channel to deliver an attachment as its ``http(s)://`` URL; the value is that URL.
   When the URL path has a file extension it must fit the kind (an IMAGE cannot be
   ``.pdf``). QR decoding, transcription and video description happen after
-  validation. LOGIN expects the OAuth callback to deliver the user as a JSON object with an
-  ``id`` or ``email``; the value is that object.
+  validation.
+* LOGIN accepts no answer: nothing performs the OAuth flow of the spec, and text the user types is
+  not an identity. It re-asks with :data:`LOGIN_UNAVAILABLE`; after the usual tries the script
+  continues with an empty value (the signed-in user, when there is one, is ``USER``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 import uuid
 from collections.abc import Callable
@@ -553,14 +554,17 @@ def _attachment(kind: str) -> Callable[[str, BuiltinContext], HearResult]:
     return validate
 
 
+# Said to a user whose script waits on HEAR AS LOGIN: nothing in this platform performs the OAuth flow
+# the spec describes, and an identity typed into the chat proves nothing.
+LOGIN_UNAVAILABLE = ("Sign-in is not available in this chat: it needs a sign-in flow, and an identity "
+                     "cannot be typed as a message")
+
+
 def _login(answer: str, ctx: BuiltinContext) -> HearResult:
-    try:
-        user = json.loads(answer)
-    except (ValueError, RecursionError):  # RecursionError: deeply nested arrays in the text
-        return _fail(_ERRORS["LOGIN"])
-    if isinstance(user, dict) and (user.get("id") or user.get("email")):
-        return _ok(user)
-    return _fail(_ERRORS["LOGIN"])
+    """Never accepts the answer. Spec §3.5.1: LOGIN "waits for OAuth completion → user object"; the answer
+    here is text the user typed, so accepting `{"id": "admin"}` made anyone any user. A verified
+    sign-in must hand the identity to the script through the host (USER), never through the answer."""
+    return _fail(LOGIN_UNAVAILABLE)
 
 
 # ---------------------------------------------------------------------------------------

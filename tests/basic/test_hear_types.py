@@ -16,11 +16,13 @@ from hypothesis import strategies as st
 from apps.basic.builtins import FixedContext
 from apps.basic.hear_types import (
     HEAR_KINDS,
+    LOGIN_UNAVAILABLE,
     SECRET_HEAR_KINDS,
     HearResult,
     hear_kind_canonical,
     hear_validate,
 )
+from tests.basic.conftest import run
 
 # Friday 15 March 2024, 23:30 in São Paulo is already the 16th in UTC: relative dates must
 # follow the context zone.
@@ -131,8 +133,6 @@ ACCEPTED: list[tuple[str, str, object]] = [
     ("DOCUMENT", "https://x.example.com/contract.pdf", "https://x.example.com/contract.pdf"),
     ("DOC", "https://x.example.com/report.docx", "https://x.example.com/report.docx"),
     ("PDF", "https://x.example.com/files/9", "https://x.example.com/files/9"),
-    ("LOGIN", '{"id": "u1", "email": "a@b.co"}', {"id": "u1", "email": "a@b.co"}),
-    ("AUTH", '{"email": "a@b.co"}', {"email": "a@b.co"}),
 ]
 
 
@@ -193,9 +193,12 @@ REJECTED: list[tuple[str, str, str]] = [
     ("VIDEO", "", "Please send a video"),
     ("FILE", "file.txt", "Please upload a file"),
     ("DOCUMENT", "https://x.example.com/a.exe", "Please send a document (PDF, Word, etc.)"),
-    ("LOGIN", "done", "Please complete the authentication process"),
-    ("LOGIN", '{"name": "no id"}', "Please complete the authentication process"),
-    ("LOGIN", "[" * 900, "Please complete the authentication process"),
+    ("LOGIN", "done", LOGIN_UNAVAILABLE),
+    ("LOGIN", '{"name": "no id"}', LOGIN_UNAVAILABLE),
+    ("LOGIN", "[" * 900, LOGIN_UNAVAILABLE),
+    # A typed identity proves nothing: accepting it made anyone any user.
+    ("LOGIN", '{"id": "u1", "email": "a@b.co"}', LOGIN_UNAVAILABLE),
+    ("AUTH", '{"email": "admin@example.com"}', LOGIN_UNAVAILABLE),
 ]
 
 
@@ -205,7 +208,7 @@ def test_hear_rejects_with_a_specific_message(kind, text, message) -> None:
 
 
 def test_every_kind_and_alias_has_accepted_and_rejected_cases() -> None:
-    accepted = {case[0] for case in ACCEPTED} | {"MENU"}
+    accepted = {case[0] for case in ACCEPTED} | {"MENU", "LOGIN", "AUTH"}  # LOGIN accepts no typed answer
     assert sorted(HEAR_KINDS - accepted) == []
     rejected = {hear_kind_canonical(case[0]) for case in REJECTED} | {"STRING", "MENU"}
     assert sorted({hear_kind_canonical(kind) for kind in HEAR_KINDS} - rejected) == []
@@ -324,3 +327,9 @@ def test_accepted_values_are_stable_when_validated_again(text) -> None:
         first = check(kind, text)
         if first.ok:
             assert check(kind, str(first.value)).value == first.value
+
+
+def test_hear_as_login_never_takes_a_typed_identity_in_a_dialog() -> None:
+    r = run('HEAR u AS LOGIN\nIF u THEN\nTALK "welcome " & u.id\nELSE\nTALK "not signed in"\nEND IF',
+            '{"id": "admin", "email": "admin@example.com"}', '{"id": "admin"}', '{"id": "admin"}')
+    assert r.host.messages == [LOGIN_UNAVAILABLE, LOGIN_UNAVAILABLE, "not signed in"]
