@@ -18,6 +18,9 @@ Choices made where the spec leaves room (list them in apps/basic/README.md)
   CPF/CNPJ/ZIPCODE/COLOR/CREDITCARD the formatted text of the spec table.
 * STRING (aliases TEXT, ANY; TEXT is what most templates write) accepts anything, trimmed,
   including the empty text. Every other kind rejects an empty answer.
+* MONEY reads a single ``.`` or ``,`` followed by exactly three digits as a thousands separator
+  (``$1,234`` -> 1234.0, ``R$ 1.234`` -> 1234.0); otherwise the last separator is the decimal one
+  (``1,234.56``, ``1.234,56``, ``12,50``, ``1.5``).
 * INTEGER treats ``.``/``,`` as thousands separators only in groups of three
   (``1.234`` -> 1234); ``1.5`` is rejected instead of becoming 15 as upstream would.
 * FLOAT accepts both ``1.234,56`` and ``1,234.56`` like MONEY, and negatives; NaN/infinity
@@ -374,8 +377,16 @@ def _float(answer: str, ctx: BuiltinContext) -> HearResult:
 _CURRENCY_RE = re.compile(r"R\$|US\$|[$€£¥]|\b(?:BRL|USD|EUR|GBP|JPY)\b", re.IGNORECASE)
 
 
+# An amount with one separator followed by exactly three digits, after one to three digits that are a
+# whole first group: "$1,234", "R$ 1.234", "€1.500". Prices with three decimals do not exist, so the
+# separator groups thousands (reading them as 1.23 / 1.5 under-charged by a factor of 1000).
+_ONE_THOUSANDS_GROUP_RE = re.compile(r"([+-]?[1-9][0-9]{0,2})[.,]([0-9]{3})")
+
+
 def _money(answer: str, ctx: BuiltinContext) -> HearResult:
-    number = _decimal_text(_CURRENCY_RE.sub("", answer))
+    text = _CURRENCY_RE.sub("", answer).replace(" ", "").replace("\u00a0", "")
+    grouped = _ONE_THOUSANDS_GROUP_RE.fullmatch(text)
+    number = _decimal_text(grouped.group(1) + grouped.group(2) if grouped else text)
     if number is None or number < 0 or number == float("inf"):
         return _fail(_ERRORS["MONEY"])
     # Half-up on the decimal text (2.675 -> 2.68); float round() would give 2.67.

@@ -84,8 +84,19 @@ ACCEPTED: list[tuple[str, str, object]] = [
     ("CURRENCY", "€ 10", 10.0),
     ("AMOUNT", "99,9", 99.9),
     ("MONEY", "0", 0.0),
-    ("MONEY", "12.345", 12.35),
-    ("MONEY", "2.675", 2.68),
+    # One separator followed by exactly three digits groups thousands (was read as 1.23, 1.23, 1.5).
+    ("MONEY", "$1,234", 1234.0),
+    ("MONEY", "R$ 1.234", 1234.0),
+    ("MONEY", "€1.500", 1500.0),
+    ("MONEY", "12.345", 12345.0),
+    ("MONEY", "1,234.56", 1234.56),
+    ("MONEY", "1.234,56", 1234.56),
+    ("MONEY", "1.234.567,8", 1234567.8),
+    ("MONEY", "12,50", 12.5),
+    ("MONEY", "1.5", 1.5),
+    ("MONEY", "1234,567", 1234.57),  # four digits before: not a thousands group
+    ("MONEY", "0.125", 0.13),  # half-up on the decimal text; float round() gives 0.12
+    ("MONEY", "2.67", 2.67),
     ("MONEY", "1" * 40, float("1" * 40)),
     ("MOBILE", "+55 (11) 98765-4321", "5511987654321"),
     ("PHONE", "(11) 98765-4321", "11987654321"),
