@@ -616,9 +616,13 @@ class Compiler:
         self.emit(s.line, factory)
 
     def s_Resume(self, s: n.Resume) -> None:
+        kind = s.target if s.target in (None, "NEXT") else "LABEL"
+        lab = self.label(s.target, s.line) if kind == "LABEL" else None  # type: ignore[arg-type]
+        line = s.line
+
         def factory(nxt: int) -> Op:
             def op(vm: object) -> int:
-                return vm.resume_after_error(nxt)  # type: ignore[attr-defined]
+                return vm.resume_after_error(kind, lab.pc if lab is not None else None, line)  # type: ignore[attr-defined]
             return op
         self.emit(s.line, factory)
 
@@ -792,8 +796,10 @@ class Compiler:
         return ev
 
     def e_Member(self, e: n.Member) -> Ev:
-        obj = self.expr(e.obj)
         name = e.name
+        if isinstance(e.obj, n.Var) and e.obj.name == "err":  # ERR is a number; ERR.description etc. read the error
+            return lambda vm: vm.err_member(name)  # type: ignore[attr-defined]
+        obj = self.expr(e.obj)
         get = V.get_member
 
         def ev(vm: object) -> object:

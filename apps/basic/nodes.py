@@ -205,7 +205,7 @@ class OnError(Stmt):
 
 @dataclass(slots=True)
 class Resume(Stmt):
-    pass
+    target: str | None = None  # "NEXT", a label, or None: retry the statement that failed (VB)
 
 
 @dataclass(slots=True)

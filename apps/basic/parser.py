@@ -783,9 +783,15 @@ class Parser:
 
     def stmt_RESUME(self, t: Token) -> n.Stmt:
         self.advance()
-        self.accept_word("NEXT")
+        target: str | None = None
+        if self.accept_word("NEXT"):
+            target = "NEXT"
+        elif self.tok.kind == NUM and self.tok.value == 0:  # VB `RESUME 0` = `RESUME`
+            self.advance()
+        elif self.tok.kind == ID:
+            target = self.ident("a label")
         self.end_statement()
-        return n.Resume(t.line, t.col)
+        return n.Resume(t.line, t.col, target)
 
     def stmt_ON(self, t: Token) -> n.Stmt | object:
         if self.word(1) == "ERROR":

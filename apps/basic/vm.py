@@ -26,6 +26,9 @@ from apps.basic.host import Host, HostError
 from apps.basic.keywords import KEYWORDS
 
 STATE_VERSION = 1
+# ERR / ERR_NUMBER after a run-time error (VB's generic "application-defined error" is 1 too; the
+# engine's errors carry a message, not a VB code).
+ERROR_NUMBER = 1
 # Container levels of a saved state above a variable's value (state, frames, frame, vars): the script's
 # values may nest MAX_VALUE_DEPTH levels below them.
 _STATE_WRAPPING = 4
@@ -299,9 +302,11 @@ class VM:
         if not err.line:
             err.line = self._line(pc)
         self.last_error = err
-        self.globals["err"] = {"number": 1, "description": err.message, "line": err.line}
-        self.globals["err_number"] = 1
+        # ERR is the error number (0 when there is none: `IF ERR <> 0`), as in VB; ERR.description,
+        # ERR.message and ERR.line read the rest (err_member).
+        self.globals["err"] = self.globals["err_number"] = ERROR_NUMBER
         self.globals["err_description"] = err.message
+        self.globals["err_line"] = err.line
         first = True
         while len(self.frames) > stop_depth:
             f = self.frames[-1]
@@ -316,8 +321,12 @@ class VM:
             if mode == "NEXT":
                 return pc + 1 if first else f["pc"]
             if isinstance(mode, int):
-                f["onerr"] = None  # the handler itself must not loop on its own error
+                # While the handler runs, an error in it goes to the caller (it must not loop on its own
+                # error); RESUME arms the handler again (VB).
+                f["onerr"] = None
+                f["inhandler"] = mode
                 f["errpc"] = pc + 1 if first else f["pc"]
+                f["errretry"] = pc if first else f["pc"] - 1  # the failing op, or the CALL op
                 return mode
             if len(self.frames) == 1:
                 break
@@ -328,6 +337,7 @@ class VM:
         raise err
 
     def set_error_mode(self, mode: str, target: int | None) -> None:
+        self.frame.pop("inhandler", None)  # an ON ERROR inside a handler replaces the handler RESUME would re-arm
         if mode == "CLEAR":
             self.clear_error()
         elif mode == "NEXT":
@@ -337,13 +347,41 @@ class VM:
         else:
             self.frame["onerr"] = target
 
-    def resume_after_error(self, nxt: int) -> int:
-        return self.frame.pop("errpc", nxt)
+    def resume_after_error(self, kind: str | None, target: int | None, line: int) -> int:
+        """RESUME (retry the failing statement), RESUME NEXT (the one after it) or RESUME label, from an
+        ON ERROR GOTO handler: re-arms the handler and clears ERR (VB)."""
+        f = self.frame
+        if "errpc" not in f:
+            raise BasicRuntimeError("RESUME without an error (RESUME belongs in an ON ERROR GOTO handler)", line)
+        nxt, retry = f.pop("errpc"), f.pop("errretry", None)
+        handler = f.pop("inhandler", None)
+        if handler is not None:
+            f["onerr"] = handler
+        self.clear_error()
+        if kind == "NEXT":
+            return nxt
+        if kind == "LABEL":
+            return target  # type: ignore[return-value]
+        return retry if retry is not None else nxt
 
     def clear_error(self) -> None:
-        for key in ("err", "err_number", "err_description"):
+        for key in ("err", "err_number", "err_description", "err_line"):
             self.globals.pop(key, None)
         return None
+
+    def err_member(self, name: str) -> object:
+        """`ERR.number`, `ERR.description` / `ERR.message`, `ERR.line`; a script's own map named err keeps
+        its fields."""
+        own = self.vars.get("err", self.globals.get("err"))
+        if type(own) is dict:
+            return V.get_member(own, name)
+        if name == "number":
+            return self.globals.get("err_number", 0)
+        if name in ("description", "message"):
+            return self.globals.get("err_description", "")
+        if name == "line":
+            return self.globals.get("err_line", 0)
+        raise BasicRuntimeError(f"ERR has no field '{name}' (number, description, message, line)")
 
     def is_error(self, value: object = None) -> bool:
         return "err" in self.globals
@@ -354,8 +392,10 @@ class VM:
             return self.globals[name]
         if name in _PSEUDO:
             return self.host.context().get(name)
-        if name == "error_message":
+        if name == "error_message" or name == "err_description":
             return self.globals.get("err_description", "")
+        if name in ("err", "err_number", "err_line"):
+            return 0  # no error
         b = BUILTINS.get(name.upper())
         if b is not None and b.min_args == 0:
             return b.fn(self.ctx)  # NOW, TODAY, PI... used without parentheses

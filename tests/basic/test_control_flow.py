@@ -187,3 +187,64 @@ def test_integer_sums_past_64_bits_become_floats_and_past_the_float_range_an_err
     r = run('x = 1\nFOR i = 1 TO 15000\nx = x + x\nNEXT\nHEAR n')
     assert r.result.status == "error"
     assert r.result.error == {"line": 3, "message": "number too large"}
+
+
+def test_on_error_goto_handler_is_rearmed_by_resume_next() -> None:
+    src = '''ON ERROR GOTO handler
+x = 1 / 0
+TALK "after first"
+y = 1 / 0
+TALK "after second"
+END
+handler:
+TALK "handled " & ERR.line
+RESUME NEXT'''
+    assert talks(src) == ["handled 2", "after first", "handled 4", "after second"]
+
+
+def test_plain_resume_retries_the_failing_statement_and_resume_label_jumps() -> None:
+    src = '''d = 0
+ON ERROR GOTO fix
+x = 10 / d
+TALK "x=" & x
+ON ERROR GOTO elsewhere
+y = 1 / 0
+TALK "not here"
+done:
+TALK "done"
+END
+fix:
+d = 2
+RESUME
+elsewhere:
+RESUME done'''
+    assert talks(src) == ["x=5", "done"]
+
+
+def test_an_error_inside_the_handler_is_not_trapped_by_the_same_handler() -> None:
+    r = run('ON ERROR GOTO handler\nx = 1 / 0\nEND\nhandler:\ny = UNKNOWNFN()\nRESUME NEXT')
+    assert r.result.status == "error" and r.result.error["line"] == 5
+
+
+def test_resume_without_an_error_is_a_clear_error() -> None:
+    r = run('TALK "a"\nRESUME NEXT')
+    assert r.result.status == "error" and "RESUME without an error" in r.result.error["message"]
+    assert r.result.error["line"] == 2
+
+
+def test_err_is_zero_without_an_error_and_the_number_after_one() -> None:
+    src = '''ON ERROR RESUME NEXT
+x = 1 + 1
+IF ERR <> 0 THEN
+TALK "failed"
+END IF
+TALK "err=" & ERR & " number=" & ERR_NUMBER & " desc=[" & ERR.description & "]"
+x = 1 / 0
+TALK "err=" & ERR & " number=" & ERR.number & " message=" & ERR.message & " line=" & ERR.line
+CLEAR ERROR
+TALK "cleared=" & ERR'''
+    assert talks(src) == ["err=0 number=0 desc=[]", "err=1 number=1 message=division by zero line=7", "cleared=0"]
+
+
+def test_a_scripts_own_map_named_err_keeps_its_fields() -> None:
+    assert talks('err = #{code: 7}\nTALK err.code') == ["7"]
