@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from apps.basic import nodes as n
 from apps.basic import values as V
 from apps.basic.builtins import BUILTINS
-from apps.basic.errors import BasicRuntimeError, CompileError
+from apps.basic.errors import BasicRuntimeError, CompileError, LimitExceeded
 from apps.basic.keywords import KEYWORDS, PURE_KEYWORDS
 from apps.basic.parser import parse
 from apps.basic.schedule import ScheduleError, to_cron
@@ -122,7 +122,13 @@ class Compiler:
         self.code: list[tuple] = []  # (kind, line, payload) before linking
         self.labels: dict[str, _Label] = {}
         self.loops: list[tuple[str, _Label]] = []
+        # FOR / FOR EACH / SELECT blocks open around the statement being compiled: their header keeps the
+        # loop's state in a hidden slot, so a jump into their body from outside is refused (see below).
+        self.slot_blocks: list[int] = []
+        self.label_blocks: dict[str, tuple[int, ...]] = {}
+        self.jumps_in: list[tuple[str, tuple[int, ...], int, int, str]] = []
         self.block(body)
+        self.check_jumps_into_blocks()
         end_line = body[-1].line if body else 1
         if name == "main" or name.startswith("on:"):
             self.emit_halt(end_line)
@@ -132,6 +138,22 @@ class Compiler:
             if lab.pc < 0:
                 raise CompileError(f"label '{lname}' is not defined", self.label_lines.get(lname, 1), 1)
         self.link(unit)
+
+    def check_jumps_into_blocks(self) -> None:
+        """GOTO (or RESUME) to a label inside a FOR, FOR EACH or SELECT block the jump is not in: the body
+        would run without its header (the loop's limit, items or the SELECT value) and fail at NEXT."""
+        for name, at, line, col, word in self.jumps_in:
+            inside = self.label_blocks.get(name, ())
+            if at[:len(inside)] != inside:
+                raise CompileError(f"{word} {name} jumps into a FOR/FOR EACH/SELECT block (label on line "
+                                   f"{self.label_lines.get(name, line)}); jump to a label outside it", line, col)
+
+    def open_slot_block(self) -> None:
+        self.slot_counter += 1
+        self.slot_blocks.append(self.slot_counter)
+
+    def note_jump(self, name: str, line: int, col: int, word: str) -> None:
+        self.jumps_in.append((name, tuple(self.slot_blocks), line, col, word))
 
     # -- emission -----------------------------------------------------------------------------
     def here(self) -> int:
@@ -404,14 +426,16 @@ class Compiler:
                     raise BasicRuntimeError(f"FOR EACH needs an array, not {V.describe(seq)}", line)
                 vm.vars[slot] = [list(seq), 0]  # type: ignore[attr-defined]
                 return nxt
-            return op
+            return _skips_block_on_error(op, end)
         self.emit(s.line, init)
         top = self.here()
 
         def step(nxt: int) -> Op:
             def op(vm: object) -> int:
                 d = vm.vars  # type: ignore[attr-defined]
-                state = d[slot]
+                state = d.get(slot)
+                if state is None:
+                    raise _headless("NEXT", line)
                 i = state[1]
                 if i >= len(state[0]):
                     return cleanup.pc
@@ -421,7 +445,9 @@ class Compiler:
             return op
         self.emit(s.line, step)
         self.loops.append(("FOR", cleanup))
+        self.open_slot_block()
         self.block(s.body)
+        self.slot_blocks.pop()
         self.loops.pop()
         self.emit(s.line, lambda nxt: _const_jump(top))
         self.mark(cleanup)
@@ -439,7 +465,8 @@ class Compiler:
         start, stop = self.expr(s.start), self.expr(s.stop)
         step_ev = self.expr(s.step) if s.step is not None else None
         var = s.var
-        body_lab, cleanup = _Label(), _Label()
+        body_lab, cleanup, after = _Label(), _Label(), _Label()
+        line = s.line
 
         def init(nxt: int) -> Op:
             def op(vm: object) -> int:
@@ -454,11 +481,13 @@ class Compiler:
                 if (st > 0 and first > last) or (st < 0 and first < last):
                     return cleanup.pc
                 return nxt
-            return op
+            return _skips_block_on_error(op, after)
         self.emit(s.line, init)
         self.mark(body_lab)
         self.loops.append(("FOR", cleanup))
+        self.open_slot_block()
         self.block(s.body)
+        self.slot_blocks.pop()
         self.loops.pop()
 
         def nxt_op(nxt: int) -> Op:
@@ -466,7 +495,10 @@ class Compiler:
 
             def op(vm: object) -> int:
                 d = vm.vars  # type: ignore[attr-defined]
-                lim, st = d[slot]
+                bounds = d.get(slot)
+                if bounds is None:
+                    raise _headless("NEXT", line)
+                lim, st = bounds
                 i = d[var]
                 if type(i) is not int and type(i) is not float:
                     i = V.as_number(i, "FOR")
@@ -485,6 +517,7 @@ class Compiler:
                 return nxt
             return op
         self.emit(s.line, clean)
+        self.mark(after)
 
     def s_Loop(self, s: n.Loop) -> None:
         end = _Label()
@@ -524,14 +557,16 @@ class Compiler:
         slot = self.new_slot()
         subject = self.expr(s.subject)
 
+        end = _Label()
+
         def init(nxt: int) -> Op:
             def op(vm: object) -> int:
                 vm.vars[slot] = subject(vm)  # type: ignore[attr-defined]
                 return nxt
-            return op
+            return _skips_block_on_error(op, end)
         self.emit(s.line, init)
-        end = _Label()
         self.loops.append(("SELECT", end))
+        self.open_slot_block()
         for case in s.cases:
             nxt_case = _Label()
             tests = [self.case_test(slot, t) for t in case.tests]
@@ -545,6 +580,7 @@ class Compiler:
             self.mark(nxt_case)
         if s.orelse:
             self.block(s.orelse)
+        self.slot_blocks.pop()
         self.loops.pop()
         self.mark(end)
 
@@ -556,15 +592,21 @@ class Compiler:
         self.emit(s.line, clean)
 
     def case_test(self, slot: str, test: tuple) -> Callable[[object], bool]:
+        def subject(vm: object) -> object:
+            try:
+                return vm.vars[slot]  # type: ignore[attr-defined]
+            except KeyError:
+                raise _headless("CASE", 0) from None
+
         if test[0] == "eq":
             ev = self.expr(test[1])
-            return lambda vm: V.equals(vm.vars[slot], ev(vm))
+            return lambda vm: V.equals(subject(vm), ev(vm))
         if test[0] == "range":
             lo, hi = self.expr(test[1]), self.expr(test[2])
-            return _lenient(lambda vm: V.less_eq(lo(vm), vm.vars[slot]) and V.less_eq(vm.vars[slot], hi(vm)))
+            return _lenient(lambda vm: V.less_eq(lo(vm), subject(vm)) and V.less_eq(subject(vm), hi(vm)))
         op, ev = test[1], self.expr(test[2])
         fn = _COMPARE[op]
-        return _lenient(lambda vm: fn(vm.vars[slot], ev(vm)))
+        return _lenient(lambda vm: fn(subject(vm), ev(vm)))
 
     def s_Exit(self, s: n.Exit) -> None:
         if s.what in ("SUB", "FUNCTION", "SCRIPT"):
@@ -596,12 +638,14 @@ class Compiler:
         self.emit(s.line, lambda nxt: _halt)
 
     def s_Goto(self, s: n.Goto) -> None:
+        self.note_jump(s.label, s.line, s.col, "GOTO")
         self.jump(self.label(s.label, s.line), s.line)
 
     def s_Label(self, s: n.Label) -> None:
         lab = self.label(s.name, s.line)
         if lab.pc >= 0:
             raise CompileError(f"label '{s.name}' is defined twice", s.line, s.col)
+        self.label_blocks[s.name] = tuple(self.slot_blocks)
         self.mark(lab)
 
     def s_OnError(self, s: n.OnError) -> None:
@@ -618,6 +662,8 @@ class Compiler:
     def s_Resume(self, s: n.Resume) -> None:
         kind = s.target if s.target in (None, "NEXT") else "LABEL"
         lab = self.label(s.target, s.line) if kind == "LABEL" else None  # type: ignore[arg-type]
+        if kind == "LABEL":
+            self.note_jump(s.target, s.line, s.col, "RESUME")  # type: ignore[arg-type]
         line = s.line
 
         def factory(nxt: int) -> Op:
@@ -627,16 +673,25 @@ class Compiler:
         self.emit(s.line, factory)
 
     def s_Try(self, s: n.Try) -> None:
-        handler, end = _Label(), _Label()
+        handler, end, body_end = _Label(), _Label(), _Label()
         var = s.var
+        start = self.here()
 
         def push(nxt: int) -> Op:
             def op(vm: object) -> int:
-                vm.frame.setdefault("try", []).append([handler.pc, var])  # type: ignore[attr-defined]
+                # [catch pc, variable, body from, body to]: EXIT FOR or GOTO can leave the body without
+                # reaching the pop below, so the VM only uses an entry while the failing pc is in its body.
+                stack = vm.frame.setdefault("try", [])  # type: ignore[attr-defined]
+                for k, entry in enumerate(stack):
+                    if entry[0] == handler.pc:  # this TRY entered again (a loop): the old entry is stale
+                        del stack[k:]
+                        break
+                stack.append([handler.pc, var, start, body_end.pc])
                 return nxt
             return op
         self.emit(s.line, push)
         self.block(s.body)
+        self.mark(body_end)
 
         def pop(nxt: int) -> Op:
             def op(vm: object) -> int:
@@ -1021,11 +1076,36 @@ _BINARY: dict[str, Callable[[object, object], object]] = {
 _VM_FUNCTIONS = {"CLEAR_ERROR": "clear_error", "ISERROR": "is_error"}
 
 
+class _HeadlessBlock(BasicRuntimeError):
+    """NEXT or CASE reached without its FOR/SELECT header having run (not a non-match for _lenient)."""
+
+
+def _headless(word: str, line: int) -> BasicRuntimeError:
+    return _HeadlessBlock(f"{word} reached without its FOR/SELECT line having run (a jump into the block?)", line)
+
+
+def _skips_block_on_error(op: Op, after: _Label) -> Op:
+    """A FOR / FOR EACH / SELECT header that fails: ON ERROR RESUME NEXT (or RESUME NEXT) continues after
+    the whole block, not inside a body whose header never ran (FOR EACH x IN 5 looped forever, SELECT
+    CASE 1/0 ran the first CASE)."""
+    def guarded(vm: object) -> int:
+        try:
+            return op(vm)
+        except LimitExceeded:
+            raise
+        except Exception as exc:
+            exc.resume_at = after.pc  # type: ignore[attr-defined]
+            raise
+    return guarded
+
+
 def _lenient(test: Callable[[object], bool]) -> Callable[[object], bool]:
     """A CASE test on values of another type (text vs a number range) is a non-match, not an error."""
     def run(vm: object) -> bool:
         try:
             return bool(test(vm))
+        except _HeadlessBlock:
+            raise
         except BasicRuntimeError:
             return False
     return run

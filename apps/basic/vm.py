@@ -307,26 +307,32 @@ class VM:
         self.globals["err"] = self.globals["err_number"] = ERROR_NUMBER
         self.globals["err_description"] = err.message
         self.globals["err_line"] = err.line
+        # Where RESUME NEXT continues: after the failing op, or after a whole FOR/SELECT whose header failed.
+        resume_at = getattr(exc, "resume_at", None)
         first = True
         while len(self.frames) > stop_depth:
             f = self.frames[-1]
             self._enter(f)
+            at = pc if first else f["pc"] - 1  # the failing op, or the CALL op in a caller
             tries = f.get("try")
-            if tries:
-                catch_pc, var = tries.pop()
-                if var:
-                    f["vars"][var] = err.message
-                return catch_pc
+            while tries:
+                entry = tries.pop()
+                if len(entry) > 2 and not entry[2] <= at < entry[3]:
+                    continue  # a TRY left by EXIT FOR / GOTO: its CATCH no longer applies
+                if entry[1]:
+                    f["vars"][entry[1]] = err.message
+                return entry[0]
+            after = (resume_at if resume_at is not None else pc + 1) if first else f["pc"]
             mode = f.get("onerr")
             if mode == "NEXT":
-                return pc + 1 if first else f["pc"]
+                return after
             if isinstance(mode, int):
                 # While the handler runs, an error in it goes to the caller (it must not loop on its own
                 # error); RESUME arms the handler again (VB).
                 f["onerr"] = None
                 f["inhandler"] = mode
-                f["errpc"] = pc + 1 if first else f["pc"]
-                f["errretry"] = pc if first else f["pc"] - 1  # the failing op, or the CALL op
+                f["errpc"] = after
+                f["errretry"] = at
                 return mode
             if len(self.frames) == 1:
                 break

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
+from apps.basic.compiler import compile_source
+from apps.basic.errors import CompileError
 from tests.basic.conftest import run
 
 
@@ -248,3 +252,77 @@ TALK "cleared=" & ERR'''
 
 def test_a_scripts_own_map_named_err_keeps_its_fields() -> None:
     assert talks('err = #{code: 7}\nTALK err.code') == ["7"]
+
+
+def test_leaving_a_try_with_exit_for_or_goto_ends_its_catch() -> None:
+    exit_for = '''FOR i = 1 TO 3
+  TRY
+    EXIT FOR
+  CATCH e
+    TALK "stale catch " & e
+  END TRY
+NEXT
+x = 1 / 0'''
+    r = run(exit_for)
+    assert r.host.messages == [] and r.result.error == {"line": 8, "message": "division by zero"}
+    goto = 'TRY\nGOTO out\nCATCH e\nTALK "stale"\nEND TRY\nout:\nTALK "out"\ny = 1 / 0'
+    r = run(goto)
+    assert r.host.messages == ["out"] and r.result.error == {"line": 8, "message": "division by zero"}
+
+
+def test_a_try_entered_again_in_a_loop_keeps_one_entry_and_still_catches() -> None:
+    src = '''FOR i = 1 TO 1000
+  TRY
+    IF i < 1000 THEN
+      GOTO again
+    END IF
+    x = 1 / 0
+  CATCH e
+    TALK "caught " & e
+  END TRY
+again:
+NEXT
+HEAR x'''
+    r = run(src)
+    assert r.host.messages == ["caught division by zero"]
+    assert len(r.result.state["frames"][0].get("try") or []) <= 1  # not 999 stale entries in the saved state
+
+
+def test_an_outer_try_still_catches_after_an_inner_one_was_left_by_goto() -> None:
+    src = 'TRY\n  TRY\n    GOTO after\n  CATCH a\n  END TRY\nafter:\n  x = 1 / 0\nCATCH b\n  TALK "outer " & b\nEND TRY'
+    assert talks(src) == ["outer division by zero"]
+
+
+def test_goto_into_a_for_or_select_body_is_a_compile_error() -> None:
+    for src, line in (('GOTO inside\nFOR i = 1 TO 3\ninside:\nTALK i\nNEXT', 1),
+                      ('FOR EACH x IN [1]\nNEXT\nGOTO inside\nFOR EACH x IN [1]\ninside:\nNEXT', 3),
+                      ('SELECT CASE 1\nCASE 1\ninside:\nTALK "x"\nEND SELECT\nGOTO inside', 6)):
+        with pytest.raises(CompileError, match="jumps into a FOR/FOR EACH/SELECT block") as err:
+            compile_source(src)
+        assert err.value.line == line
+    # Jumping out of a block, within one, and into DO/WHILE bodies stays allowed.
+    assert talks('FOR i = 1 TO 3\nIF i = 2 THEN\nGOTO done\nEND IF\nNEXT\ndone:\nTALK i') == ["2"]
+    assert talks('FOR i = 1 TO 2\nGOTO skip\nTALK "no"\nskip:\nTALK i\nNEXT') == ["1", "2"]
+    assert talks('x = 0\nGOTO inside\nDO WHILE x < 2\ninside:\nx = x + 1\nLOOP\nTALK x') == ["2"]
+
+
+def test_a_failing_loop_or_select_header_under_resume_next_skips_the_whole_block() -> None:
+    src = '''ON ERROR RESUME NEXT
+FOR EACH x IN 5
+  TALK "item " & x
+NEXT
+TALK "after for each " & ERR
+FOR i = 1 TO "many"
+  TALK "i " & i
+NEXT
+TALK "after for"
+SELECT CASE 1 / 0
+CASE 1
+  TALK "first case"
+CASE ELSE
+  TALK "else"
+END SELECT
+TALK "after select"'''
+    r = run(src)
+    assert r.host.messages == ["after for each 1", "after for", "after select"]
+    assert r.result.status == "done"
