@@ -52,6 +52,10 @@ KB_CONTEXT_HITS = 5
 OFFLINE_PASSAGES = 3
 OFFLINE_PASSAGE_CHARS = 600
 # Nested CALLs from a chat script: recursion is a bug, not a feature.
+# WAIT resumes in a row, with no user message in between, after which a chat dialog is ended: a polling loop
+# (DO / TALK "ping" / WAIT 1 / LOOP) resumed itself forever with nobody there. Same bound as a job's
+# suspensions (apps.automation.services.JOB_MAX_SLICES).
+CHAT_MAX_WAIT_RESUMES = 100
 # Text a tool's TALKs contribute to its result for the LLM when it RETURNs nothing.
 TOOL_RESULT_MAX_CHARS = 8000
 # How long a turn waits for the previous turn of the same session before giving up (a turn streaming a
@@ -321,6 +325,9 @@ class Turn:
             self.add(Role.USER, SECRET_MASK, MessageType.USER, meta={"secret": True})
         elif not replay:
             self.add(Role.USER, text, MessageType.USER)
+        dialog = self.state.get("dialog")
+        if isinstance(dialog, dict) and dialog.get("kind") == "wait":
+            dialog["wait_resumes"] = 0  # the user is here: the WAIT loop is not running unattended
         if self.dialog_waiting() and self.resume_dialog(text):
             return
         self.answer(text, replay=replay)
@@ -375,6 +382,7 @@ class Turn:
         if not isinstance(dialog, dict) or dialog.get("kind") != "wait" or dialog.get("token") != token:
             return False  # answered, restarted or replaced since: nothing to do
         name = dialog.get("script", "")
+        resumes = int(dialog.get("wait_resumes") or 0) + 1
         try:
             program = self._program(name)
             self.host.script_name = name
@@ -383,13 +391,23 @@ class Turn:
             logger.info("chat: dropping the waiting dialog of %s: %s", name, exc)
             self.state["dialog"] = None
             return False
-        self._after_run(name, result)
+        self._after_run(name, result, wait_resumes=resumes)
         return True
 
-    def _after_run(self, name: str, result: RunResult) -> None:
+    def _after_run(self, name: str, result: RunResult, wait_resumes: int = 0) -> None:
+        """`wait_resumes`: WAIT resumes in a row that led to this run (0 when a user message or a start did)."""
+        if result.status == "waiting" and result.waiting_for == "wait" and wait_resumes >= CHAT_MAX_WAIT_RESUMES:
+            reason = f"ended after {CHAT_MAX_WAIT_RESUMES} WAITs in a row without a user message"
+            logger.warning("chat: script %s of bot %s in session %s %s", name, self.session.bot.name,
+                           self.session.pk, reason)
+            self.state["dialog"] = None
+            self.add(Role.SYSTEM, f"{name}: {reason}", MessageType.SYSTEM,
+                     meta={"script": name, "error": {"line": None, "message": reason}})
+            return
         if result.status == "waiting":
             dialog = {"script": name, "vm": result.state, "kind": result.waiting_for}
             if result.waiting_for == "wait":
+                dialog["wait_resumes"] = wait_resumes
                 dialog["token"] = uuid.uuid4().hex
                 self._schedule_wait(dialog["token"], result.wait_seconds)
             self.state["dialog"] = dialog

@@ -14,6 +14,7 @@ from apps.bots import runtime
 from apps.bots.models import Bot, BotConfig, BotTableRow
 from apps.bots.services import script_sync
 from apps.sessions import events, services
+from apps.sessions import turns as turns_module
 from apps.sessions.models import ChatSession, Message, MessageType, Role
 from apps.sessions.turns import OFFLINE_NO_MODEL, SCRIPT_FAILED, SECRET_MASK, TurnError, turn_execute
 from tests.support import llm_fake
@@ -544,3 +545,24 @@ def test_a_model_failing_after_part_of_the_answer_streamed_keeps_that_part(canar
     final = produced[-1]
     assert final.content.startswith("Booking now.") and "interrupted" in final.content
     assert final.meta["interrupted"] is True and not final.meta.get("offline")
+
+
+def test_a_wait_loop_with_nobody_there_ends_after_the_resume_cap(canary_tenants, monkeypatch):
+    monkeypatch.setattr(turns_module, "CHAT_MAX_WAIT_RESUMES", 3)
+    with schema_context(canary_tenants.a.schema_name):
+        _bot("pinger", {"start": 'DO\nTALK "ping"\nWAIT 1\nLOOP'})
+        session = services.session_bootstrap(bot_name="pinger")
+        assert _texts(services.session_start(session)) == ["ping"]
+
+        def resume() -> list[str]:
+            session.refresh_from_db()
+            return _texts(turn_execute(session.pk, text="", wait_token=session.state["dialog"]["token"]))
+
+        assert resume() == ["ping"] and resume() == ["ping"]
+        turn_execute(session.pk, text="still here")  # a user message: the count starts again
+        assert resume() == ["ping"] and resume() == ["ping"]
+        assert resume() == ["ping"]  # the third WAIT in a row without the user: the dialog ends
+        session.refresh_from_db()
+        assert session.state["dialog"] is None
+        system = Message.objects.filter(session=session, role=Role.SYSTEM).last()
+        assert "ended after 3 WAITs in a row without a user message" in system.content
