@@ -13,6 +13,7 @@ crons, USE KB / ADD TOOL / USE TOOL literal names, websites, webhooks, TABLE def
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +25,9 @@ from apps.basic.errors import BasicRuntimeError, CompileError, LimitExceeded
 from apps.basic.keywords import KEYWORDS, PURE_KEYWORDS
 from apps.basic.parser import parse
 from apps.basic.schedule import ScheduleError, to_cron
+
+# Variables read from the host (Host.context()) when the script has not set them.
+PSEUDO_VARIABLES = ("user", "session", "bot")
 
 Op = Callable[..., int]
 Ev = Callable[..., object]
@@ -260,6 +264,8 @@ class Compiler:
 
     def container(self, e: n.Expr) -> Ev:
         """Like expr(), but a null variable/field becomes an empty map so `a.b.c = 1` works."""
+        if isinstance(e, n.Var) and e.name in PSEUDO_VARIABLES:
+            return self.pseudo_container(e.name)
         if isinstance(e, n.Var):
             read = self.expr(e)
             store = self.assigner(e)
@@ -284,6 +290,23 @@ class Compiler:
                 return value
             return get_member
         return self.expr(e)
+
+    def pseudo_container(self, name: str) -> Ev:
+        """`user.score = 5`: USER/SESSION/BOT come from the host on every read, so a field written on them was
+        lost. The first write makes the script's own copy (a global, saved with the state); the host's user
+        is not changed."""
+        def get_pseudo(vm: object) -> object:
+            for d in (vm.vars, vm.globals):  # type: ignore[attr-defined]
+                if name in d:
+                    if d[name] is None:
+                        d[name] = {}
+                    return d[name]
+            value = copy.deepcopy(vm.read_missing(name))  # type: ignore[attr-defined]
+            if value is None:
+                value = {}
+            vm.globals[name] = value  # type: ignore[attr-defined]
+            return value
+        return get_pseudo
 
     def s_ExprStmt(self, s: n.ExprStmt) -> None:
         e = s.expr

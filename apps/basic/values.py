@@ -15,7 +15,7 @@ import json
 import math
 import re
 
-from apps.basic.builtins import MAX_COMPARE_STEPS, deep_equal, is_truthy
+from apps.basic.builtins import MAX_COMPARE_STEPS, MAX_NUMBER_TEXT_CHARS, deep_equal, is_truthy
 from apps.basic.builtins import value_to_text as _scalar_text
 from apps.basic.errors import BasicRuntimeError, LimitExceeded
 from apps.basic.limits import MAX_ARRAY_ITEMS, MAX_MAP_KEYS, MAX_STRING_CHARS, MAX_VALUE_DEPTH
@@ -120,6 +120,8 @@ def as_number(value: object, what: str = "value") -> int | float:
         return int(value)
     if isinstance(value, str) and _NUMERIC.fullmatch(value):
         text = value.strip()
+        if len(text) > MAX_NUMBER_TEXT_CHARS:  # as builtins: int() refuses 4300+ digits, and big-int parsing is slow
+            raise BasicRuntimeError(f"number text too long in {what} ({len(text)} characters)")
         if not any(c in text for c in ".eE"):
             return int(text)
         number = float(text)
@@ -132,6 +134,8 @@ def as_number(value: object, what: str = "value") -> int | float:
 def _numeric_text(value: object) -> int | float | None:
     if isinstance(value, str) and _NUMERIC.fullmatch(value):
         text = value.strip()
+        if len(text) > MAX_NUMBER_TEXT_CHARS:
+            return None  # compared as text, like the builtins
         return float(text) if any(c in text for c in ".eE") else int(text)
     return None
 
@@ -226,7 +230,10 @@ def mod(a: object, b: object) -> object:
     x, y = as_number(a, "MOD"), as_number(b, "MOD")
     if y == 0:
         raise BasicRuntimeError("division by zero in MOD")
-    return math.fmod(x, y) if (type(x) is float or type(y) is float) else int(math.fmod(x, y))
+    if type(x) is float or type(y) is float:
+        return math.fmod(x, y)
+    remainder = abs(x) % abs(y)  # exact: math.fmod went through floats (9007199254740993 MOD 2 gave 0)
+    return -remainder if x < 0 else remainder  # the sign of the dividend (VB)
 
 
 # Bits of an integer power past which the result cannot be held even as a float (2^1024 > largest double).

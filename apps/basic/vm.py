@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from apps.basic import limits, ssrf
 from apps.basic import values as V
 from apps.basic.builtins import BUILTINS, BuiltinContext, BuiltinError, SystemContext, parse_json_text
-from apps.basic.compiler import HALT, RELOAD, RETURN, SUSPEND, Program, tool_name
+from apps.basic.compiler import HALT, PSEUDO_VARIABLES, RELOAD, RETURN, SUSPEND, Program, tool_name
 from apps.basic.errors import BasicRuntimeError, LimitExceeded, StateError
 from apps.basic.hear_types import HEAR_KINDS, SECRET_HEAR_KINDS, hear_validate
 from apps.basic.host import Host, HostError
@@ -32,7 +32,6 @@ ERROR_NUMBER = 1
 # Container levels of a saved state above a variable's value (state, frames, frame, vars): the script's
 # values may nest MAX_VALUE_DEPTH levels below them.
 _STATE_WRAPPING = 4
-_PSEUDO = ("user", "session", "bot")
 
 
 @dataclass
@@ -396,7 +395,7 @@ class VM:
     def read_missing(self, name: str) -> object:
         if self.vars is not self.globals and name in self.globals:
             return self.globals[name]
-        if name in _PSEUDO:
+        if name in PSEUDO_VARIABLES:
             return self.host.context().get(name)
         if name == "error_message" or name == "err_description":
             return self.globals.get("err_description", "")

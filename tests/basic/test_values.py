@@ -118,3 +118,25 @@ def test_maps_are_bounded_however_they_grow(monkeypatch: pytest.MonkeyPatch) -> 
         with pytest.raises(LimitExceeded, match="map with more than 3 keys"):
             grow()
     assert V.add(m, {"b": 0}) == {"Name": 10, "b": 0, "c": 3}
+
+
+def test_long_numeric_text_is_a_basic_error_in_arithmetic_and_text_in_comparisons() -> None:
+    r = run('x = REPEAT("9", 5000) - 1')
+    assert r.result.status == "error" and "number text too long" in r.result.error["message"]
+    assert "internal" not in r.result.error["message"]
+    assert V.equals("9" * 5000, "9" * 5000) and not V.equals("9" * 5000, 1)
+    assert V.as_number("9" * 400) == int("9" * 400)
+
+
+def test_mod_on_integers_is_exact_with_the_sign_of_the_dividend() -> None:
+    assert run("RETURN 9007199254740993 MOD 2").result.value == 1
+    assert [V.mod(7, 3), V.mod(-7, 3), V.mod(7, -3), V.mod(-7, -3)] == [1, -1, 1, -1]
+    assert V.mod(5.5, 2) == 1.5
+
+
+def test_fields_written_on_user_are_kept_for_the_run_without_changing_the_host() -> None:
+    r = run('user.score = 5\nTALK user.score & " " & user.email\nHEAR x\nTALK user.score')
+    assert r.host.messages == ["5 user@example.com"]
+    r.answer("go")
+    assert r.host.messages == ["5 user@example.com", "5"]
+    assert "score" not in r.host.context()["user"]
