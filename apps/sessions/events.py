@@ -117,7 +117,9 @@ def stream_buffer_append(session_id: str, stream_id: str, chunk: str) -> None:
                   STREAM_BUFFER_TTL_S)
         return
     id_key, text_key = _raw_keys(session_id)
-    client.pipeline().append(text_key, chunk.encode("utf-8")).expire(text_key, STREAM_BUFFER_TTL_S).execute()
+    # Both keys live on while the answer streams: an answer longer than the TTL keeps its resume buffer.
+    (client.pipeline().append(text_key, chunk.encode("utf-8")).expire(text_key, STREAM_BUFFER_TTL_S)
+     .expire(id_key, STREAM_BUFFER_TTL_S).execute())
 
 
 def stream_buffer_clear(session_id: str) -> None:

@@ -527,24 +527,30 @@ def turn_execute(session_id: object, *, text: str, message_type: int = MessageTy
     ended = False
     try:
         with session_locked(session_id) as session:
-            if session is None:  # erased (a data-subject request) while the client was connected
-                raise TurnError("no such session")
-            turn = Turn(session, sink)
-            if active_switchers is not None:  # the message says which formats are on (None: as they were)
-                turn.requested_switchers = active_switchers
-                turn.state["active_switchers"] = active_switchers_clean(active_switchers, turn.state)
             try:
-                if wait_token is not None:
-                    turn.resume_wait(wait_token)
-                elif start_only:
-                    turn.start()
-                else:
-                    turn.process(text, message_type)
-            except BasicError as exc:  # a host error escaping a script run: the session stays usable
-                logger.warning("chat: turn of session %s failed: %s", session_id, exc)
-                turn.bot_message(SCRIPT_FAILED, meta={"failed": True, "error": str(exc)[:500]})
-            finally:
-                turn.save()
+                if session is None:  # erased (a data-subject request) while the client was connected
+                    raise TurnError("no such session")
+                turn = Turn(session, sink)
+                if active_switchers is not None:  # the message says which formats are on (None: as they were)
+                    turn.requested_switchers = active_switchers
+                    turn.state["active_switchers"] = active_switchers_clean(active_switchers, turn.state)
+                try:
+                    if wait_token is not None:
+                        turn.resume_wait(wait_token)
+                    elif start_only:
+                        turn.start()
+                    else:
+                        turn.process(text, message_type)
+                except BasicError as exc:  # a host error escaping a script run: the session stays usable
+                    logger.warning("chat: turn of session %s failed: %s", session_id, exc)
+                    turn.bot_message(SCRIPT_FAILED, meta={"failed": True, "error": str(exc)[:500]})
+                finally:
+                    turn.save()
+            except Exception:
+                # Inside the lock: a failed turn leaves no bubble streaming forever, and never clears the buffer
+                # of the next turn (which may already stream, in another process, once the lock is released).
+                events.stream_buffer_clear(str(session_id))
+                raise
             sink.emit({"kind": "suggestions", **session_chips(turn.state)})
             # Inside the lock, with the chips: the next turn's indicator (maybe from another process) comes after.
             sink.emit({"kind": "thinking", "on": False})
@@ -553,9 +559,6 @@ def turn_execute(session_id: object, *, text: str, message_type: int = MessageTy
             if flush is not None:
                 flush()  # published before the lock is released: the next turn's events come after these
             return turn.produced
-    except Exception:
-        events.stream_buffer_clear(str(session_id))  # a failed turn leaves no bubble streaming forever
-        raise
     finally:
         if not ended:
             sink.emit({"kind": "thinking", "on": False})

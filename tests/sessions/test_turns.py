@@ -566,3 +566,30 @@ def test_a_wait_loop_with_nobody_there_ends_after_the_resume_cap(canary_tenants,
         assert session.state["dialog"] is None
         system = Message.objects.filter(session=session, role=Role.SYSTEM).last()
         assert "ended after 3 WAITs in a row without a user message" in system.content
+
+
+def test_an_answer_streaming_past_the_buffers_ttl_keeps_its_resume_buffer():
+    """Each piece renews both keys of the resume buffer: the stream id must not expire before the text."""
+    import uuid
+
+    from apps.llm.store import redis_client
+    from apps.sessions.events import (
+        STREAM_BUFFER_TTL_S,
+        _raw_keys,
+        stream_buffer_append,
+        stream_buffer_clear,
+        stream_buffer_get,
+        stream_buffer_start,
+    )
+
+    session_id = str(uuid.uuid4())
+    stream_buffer_start(session_id, "s1")
+    id_key, _ = _raw_keys(session_id)
+    client = redis_client()
+    try:
+        client.expire(id_key, 1)  # as it would be near the end of the TTL
+        stream_buffer_append(session_id, "s1", "a long answer ")
+        assert client.ttl(id_key) > STREAM_BUFFER_TTL_S - 5
+        assert stream_buffer_get(session_id) == {"stream": "s1", "text": "a long answer "}
+    finally:
+        stream_buffer_clear(session_id)
