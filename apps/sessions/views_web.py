@@ -98,6 +98,31 @@ def _embed_csp(request: HttpRequest, frame_ancestors: list[str]) -> str:
     return "; ".join(directives)
 
 
+class _TooManyNewChats(Exception):
+    def __init__(self, wait_s: float) -> None:
+        super().__init__(wait_s)
+        self.wait_s = wait_s
+
+
+def _new_chat_rate_check(request: HttpRequest) -> None:
+    """A page load without the chat cookie starts a conversation (a user and a session rows): counted like a
+    chat socket's connect, per address (crawlers and scripted loads would otherwise fill the tables)."""
+    from apps.compliance.services import request_client_ip
+    from apps.sessions.limits import connect_rate_check
+
+    wait = connect_rate_check(request_client_ip(request) or "",
+                              per_minute=int(getattr(settings, "CHAT_CONNECTS_PER_MINUTE", 60)))
+    if wait:
+        raise _TooManyNewChats(wait)
+
+
+def _too_many(exc: _TooManyNewChats) -> HttpResponse:
+    response = HttpResponse("Too many new conversations from your address; try again in a minute.", status=429,
+                            content_type="text/plain; charset=utf-8")
+    response["Retry-After"] = str(int(exc.wait_s) + 1)
+    return response
+
+
 def _chat_context(request: HttpRequest, bot_name: str) -> tuple[dict, str, dict[str, str]]:
     from apps.bots.config_csv import config_lookup
     from apps.bots.selectors import bot_config_values
@@ -114,6 +139,8 @@ def _chat_context(request: HttpRequest, bot_name: str) -> tuple[dict, str, dict[
         chat_cookie_name(bot.name), default=None, salt=_cookie_salt(tenant_schema, bot.name),
         max_age=CHAT_COOKIE_MAX_AGE_S,
     )
+    if cookie_session is None:
+        _new_chat_rate_check(request)
     session = session_bootstrap(bot_name=bot.name, session_id=cookie_session, channel="web", page_bound=True,
                                  page_token_ok=True)
     session_id = str(session.id)
@@ -154,7 +181,10 @@ def _with_session_cookie(request: HttpRequest, response: HttpResponse, bot_name:
 @never_cache
 def chat_page(request: HttpRequest, bot: str) -> HttpResponse:
     """`/<bot>/`: the full-page web chat."""
-    context, session_id, _config = _chat_context(request, bot)
+    try:
+        context, session_id, _config = _chat_context(request, bot)
+    except _TooManyNewChats as exc:
+        return _too_many(exc)
     response = render(request, "chat/page.html", {**context, "embed": False})
     return _with_session_cookie(request, response, context["bot"].name, session_id)
 
@@ -171,7 +201,10 @@ def chat_embed(request: HttpRequest, bot: str) -> HttpResponse:
     from apps.bots.config_csv import config_lookup
     from apps.compliance.middleware import CSP_HEADER
 
-    context, session_id, config = _chat_context(request, bot)
+    try:
+        context, session_id, config = _chat_context(request, bot)
+    except _TooManyNewChats as exc:
+        return _too_many(exc)
     response = render(request, "chat/page.html", {**context, "embed": True})
     response[CSP_HEADER] = _embed_csp(request, embed_frame_ancestors(config_lookup(config, EMBED_ORIGINS_KEY)))
     return _with_session_cookie(request, response, context["bot"].name, session_id)
