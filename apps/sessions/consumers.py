@@ -299,8 +299,10 @@ class _suppress_all:
 def _open_session(bot_name: str, user_id: str | None, session_id: str | None, page_token_ok: bool) -> dict:
     from apps.sessions.limits import chat_rate_limit
 
+    # A session the page's socket (re)creates, e.g. after retention purged it, stays bound to the page: its
+    # id alone (in a proxy log next to the token) must not open it over REST or the upstream socket.
     session = services.session_bootstrap(bot_name=bot_name, user_id=user_id, session_id=session_id,
-                                         page_token_ok=page_token_ok)
+                                         page_token_ok=page_token_ok, page_bound=page_token_ok)
     # A session of a bot without start.bas is created started (services.session_bootstrap): no start turn.
     return {"session_id": str(session.id), "user_id": str(session.user_id), "bot_id": str(session.bot_id),
             "bot_name": session.bot.name, "started": bool((session.state or {}).get("started")),

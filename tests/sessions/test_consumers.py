@@ -276,3 +276,21 @@ def test_a_reconnect_far_behind_gets_the_newest_messages_not_the_oldest(canary_t
 
         monkeypatch.setattr(consumers, "REPLAY_MAX", 10)
         assert [m["index"] for m in consumers._replay(str(session.id), -1)["messages"]] == list(range(20, 30))
+
+
+@pytest.mark.django_db
+def test_a_session_the_pages_socket_recreates_stays_bound_to_the_page(canary_tenants):
+    import uuid
+
+    from django_tenants.utils import schema_context
+
+    from apps.sessions import consumers, services
+    from apps.sessions.services import UnknownSession
+
+    purged = str(uuid.uuid4())  # the page's session id, its row purged by retention meanwhile
+    with schema_context(canary_tenants.a.schema_name):
+        opened = consumers._open_session(canary_tenants.a.canary, None, purged, True)
+        assert opened["session_id"] == purged
+        with pytest.raises(UnknownSession):
+            services.session_get(purged)  # the id alone (REST, the upstream socket) does not reach it
+        assert services.session_get(purged, page_token_ok=True)
