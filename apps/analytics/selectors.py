@@ -136,6 +136,18 @@ def _sessions_filtered(filters: ConversationFilters) -> tuple[QuerySet[ChatSessi
         if end is not None and filters.date_to:
             where.append("created_at < %s")
             params.append(end)
+        # The scan window is the newest messages of the sessions the other filters keep (a bot's, a
+        # channel's), not of the whole tenant: a quiet bot's matches are not pushed out by a busy one's.
+        scope, scope_params = [], []
+        if filters.bot is not None:
+            scope.append("bot_id = %s")
+            scope_params.append(filters.bot.pk)
+        if filters.channel:
+            scope.append("channel = %s")
+            scope_params.append(filters.channel)
+        if scope:
+            where.append(f"session_id IN (SELECT id FROM {sess} WHERE {' AND '.join(scope)})")  # noqa: S608
+            params.extend(scope_params)
         sessions = sessions.filter(id__in=RawSQL(  # noqa: S611
             f"SELECT t.session_id FROM (SELECT session_id, content FROM {msg} WHERE {' AND '.join(where)} "  # noqa: S608
             f"ORDER BY created_at DESC LIMIT %s) t WHERE t.content ILIKE %s",

@@ -254,6 +254,15 @@ def test_text_search_is_bounded_to_the_newest_messages(client_as, dataset, monke
     assert _session_ids(page) == [] and "newest 3 messages" in page.content.decode()
 
 
+def test_text_search_scans_the_newest_messages_of_the_filtered_bot_and_channel(client_as, dataset, monkeypatch):
+    from apps.analytics import selectors
+
+    monkeypatch.setattr(selectors, "SEARCH_SCAN_MESSAGES", 3)
+    page = client_as(Role.VIEWER).get("/console/conversations/", {"q": "price of fax", "bot": dataset.bot.name,
+                                                                   "channel": "web"})
+    assert _session_ids(page) == [str(dataset.web.pk)]  # the helpdesk's newer messages do not push it out
+
+
 def test_analytics_channel_filter(client_as, canary_tenants, dataset):
     with schema_context(canary_tenants.a.schema_name):
         daily_stats_recompute(day_from=DAY1, day_to=DAY2)
