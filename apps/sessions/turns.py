@@ -80,6 +80,20 @@ SECRET_MASK = "••••••"  # noqa: S105 - a mask, not a password
 LEGACY_TOOL_PREFIX = "__TOOL__:"
 
 
+NUL_REPLACEMENT = "\ufffd"
+
+
+def _without_nul(value: object) -> object:
+    """`value` (message meta: JSON-like) with every NUL character in its strings replaced."""
+    if isinstance(value, str):
+        return value.replace("\x00", NUL_REPLACEMENT) if "\x00" in value else value
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    return value
+
+
 class TurnError(Exception):
     """The input cannot be taken (too large, unknown session...); the message says why."""
 
@@ -242,6 +256,13 @@ class Turn:
     # -- messages --------------------------------------------------------------------------------
     def add(self, role: int, content: str, message_type: int, *, stream: str | None = None,
             **fields: object) -> Message:
+        # PostgreSQL stores no NUL in text or jsonb (a script's TALK of a parsed "\u0000", a tool's error text):
+        # shown as the replacement character instead of failing the turn.
+        if "\x00" in content:
+            content = content.replace("\x00", NUL_REPLACEMENT)
+        if fields.get("meta"):
+            fields["meta"] = _without_nul(fields["meta"])
+
         # In autocommit a failed INSERT leaves nothing behind; inside a transaction a savepoint keeps it usable.
         def create() -> Message:
             message = Message(session=self.session, index=self.next_index, role=role, message_type=message_type,

@@ -593,3 +593,12 @@ def test_an_answer_streaming_past_the_buffers_ttl_keeps_its_resume_buffer():
         assert stream_buffer_get(session_id) == {"stream": "s1", "text": "a long answer "}
     finally:
         stream_buffer_clear(session_id)
+
+
+def test_a_nul_character_a_script_talks_is_stored_as_the_replacement_character(canary_tenants):
+    with schema_context(canary_tenants.a.schema_name):
+        _bot("nul", {"start": 'x = JSON PARSE "\\"a\\\\u0000b\\""\nTALK "got " + x\nHEAR y\nTALK y'})
+        session = services.session_bootstrap(bot_name="nul")
+        produced = services.session_start(session)
+        assert _texts(produced) == ["got a\ufffdb"]
+        assert Message.objects.get(session=session, index=produced[0].index).content == "got a\ufffdb"
