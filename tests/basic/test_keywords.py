@@ -64,6 +64,8 @@ def test_http_goes_through_the_ssrf_guard_before_the_host() -> None:
     "http://localhost/", "http://127.0.0.1/", "http://10.0.0.5/", "http://192.168.1.1/", "http://172.16.0.1/",
     "http://169.254.169.254/latest/meta-data", "http://[::1]/", "http://0x7f000001/", "http://2130706433/",
     "http://metadata.google.internal/", "file:///etc/passwd", "gopher://x/", "http://[::ffff:127.0.0.1]/",
+    # IPv4 inside IPv6 through a gateway: 6to4 (169.254.169.254), NAT64 (127.0.0.1), Teredo (client 10.0.0.1).
+    "http://[2002:a9fe:a9fe::]/", "http://[64:ff9b::7f00:1]/", "http://[2001:0:4136:e378:8000:63bf:f5ff:fffe]/",
 ])
 def test_ssrf_guard_refuses_internal_addresses(url: str) -> None:
     with pytest.raises(ssrf.SSRFError):
@@ -72,6 +74,7 @@ def test_ssrf_guard_refuses_internal_addresses(url: str) -> None:
 
 def test_ssrf_guard_accepts_public_literal_address() -> None:
     assert ssrf.check_url("https://93.184.216.34/x", resolve=False) == "93.184.216.34"
+    assert ssrf.check_url("https://[2002:5db8:d822::]/x", resolve=False) == "2002:5db8:d822::"  # 6to4 of a public
 
 
 def test_mail_file_schedule_task_and_script_call() -> None:
