@@ -29,7 +29,11 @@ from apps.accounts.views import SESSION_EXPIRATION
 EXEMPT_PREFIXES = ("/accounts/", "/static/", "/api/health")
 
 
-class OidcSessionRefreshMiddleware:
+class _SessionCheck:
+    """A check of the signed-in session before the view runs (`check`), for every view that authenticates by the
+    session: an API key request to a view that takes keys (apps.accounts.permissions.api_access marks them) is
+    left alone, since the key is its credential; any other view is checked whatever headers come with it."""
+
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
@@ -38,34 +42,41 @@ class OidcSessionRefreshMiddleware:
 
     def process_view(self, request: HttpRequest, view_func: Callable, view_args: tuple,
                      view_kwargs: dict) -> HttpResponse | None:
-        # An API key request to a view that takes keys (apps.accounts.permissions.api_access marks them):
-        # the key is the credential and the session plays no part. Any other view authenticates by the
-        # session whatever headers come with it, so the session is re-checked.
         if "HTTP_AUTHORIZATION" in request.META and getattr(view_func, "required_scope", None):
             return None
-        return self._check(request)
+        return self.check(request)
 
-    @staticmethod
-    def _check(request: HttpRequest) -> HttpResponse | None:
+    def check(self, request: HttpRequest) -> HttpResponse | None:
+        raise NotImplementedError
+
+
+def _send_to(request: HttpRequest, url: str, *, error: str, url_field: str) -> HttpResponse:
+    """A page GET is redirected to `url`; anything else (POST, API, HTMX) gets 401 JSON naming it, and HTMX
+    also `HX-Redirect`: the request is not executed."""
+    is_htmx = "HTTP_HX_REQUEST" in request.META
+    if request.method == "GET" and not is_htmx and not request.path.startswith("/api/"):
+        return redirect(url)
+    response = JsonResponse({"error": error, url_field: url}, status=401)
+    if is_htmx:
+        response["HX-Redirect"] = url
+    return response
+
+
+class OidcSessionRefreshMiddleware(_SessionCheck):
+    def check(self, request: HttpRequest) -> HttpResponse | None:
         session = getattr(request, "session", None)
         if session is None or SESSION_EXPIRATION not in session or request.path.startswith(EXEMPT_PREFIXES):
             return None
         if not request.user.is_authenticated or session.get(SESSION_EXPIRATION, 0) > time.time():
             return None
-        is_htmx = "HTTP_HX_REQUEST" in request.META
         # After an HTMX call, come back to the page it was made from, not to the fragment's URL (the
         # authenticate view accepts only paths on this host as `next`).
         current = urlsplit(request.META.get("HTTP_HX_CURRENT_URL", ""))
-        back = (current.path + (f"?{current.query}" if current.query else "")) if is_htmx and current.path \
-            else request.get_full_path()
+        back = (current.path + (f"?{current.query}" if current.query else "")) \
+            if "HTTP_HX_REQUEST" in request.META and current.path else request.get_full_path()
         refresh = reverse("oidc_authentication_init") + "?" + urlencode({"prompt": "none", "next": back})
-        if request.method == "GET" and not is_htmx and not request.path.startswith("/api/"):
-            return redirect(refresh)
-        response = JsonResponse({"error": "your sign-in needs to be re-checked; reload the page",
-                                 "refresh_url": refresh}, status=401)
-        if is_htmx:
-            response["HX-Redirect"] = refresh
-        return response
+        return _send_to(request, refresh, error="your sign-in needs to be re-checked; reload the page",
+                        url_field="refresh_url")
 
 
 # The session's last request (epoch seconds); written at most every LAST_SEEN_RESOLUTION_S, so a busy console
@@ -82,21 +93,11 @@ def _login_url() -> str:
         return reverse("admin:login")
 
 
-class SessionIdleTimeoutMiddleware:
+class SessionIdleTimeoutMiddleware(_SessionCheck):
     """Signs out a session with no request for SESSION_IDLE_TIMEOUT_S (ASVS 7.3.1; SESSION_COOKIE_AGE is the
-    absolute limit). A page GET goes to the sign-in page and comes back; anything else gets 401 JSON (HTMX also
-    `HX-Redirect`) and is not executed. API key requests to views that take keys are left alone."""
+    absolute limit): a page GET goes to the sign-in page and comes back, anything else gets 401."""
 
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        self.get_response = get_response
-
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        return self.get_response(request)
-
-    def process_view(self, request: HttpRequest, view_func: Callable, view_args: tuple,
-                     view_kwargs: dict) -> HttpResponse | None:
-        if "HTTP_AUTHORIZATION" in request.META and getattr(view_func, "required_scope", None):
-            return None
+    def check(self, request: HttpRequest) -> HttpResponse | None:
         user = getattr(request, "user", None)
         if user is None or not user.is_authenticated or request.path.startswith(("/static/", "/api/health")):
             return None
@@ -105,14 +106,8 @@ class SessionIdleTimeoutMiddleware:
         if last is not None and now - int(last) > settings.SESSION_IDLE_TIMEOUT_S:
             logout(request)
             login = _login_url() + "?" + urlencode({"next": request.get_full_path()})
-            is_htmx = "HTTP_HX_REQUEST" in request.META
-            if request.method == "GET" and not is_htmx and not request.path.startswith("/api/"):
-                return redirect(login)
-            response = JsonResponse({"error": "you were signed out after a while without activity; sign in again",
-                                     "login_url": login}, status=401)
-            if is_htmx:
-                response["HX-Redirect"] = login
-            return response
+            return _send_to(request, login, error="you were signed out after a while without activity; sign in again",
+                            url_field="login_url")
         if last is None or now - int(last) >= LAST_SEEN_RESOLUTION_S:
             request.session[LAST_SEEN_KEY] = now
         return None
