@@ -308,6 +308,18 @@ def _id_text(value: object) -> str | None:
 
 def _json_only(data: dict) -> None:
     try:
-        json.dumps(data)
+        text = json.dumps(data)
     except (TypeError, ValueError) as exc:
         raise HostError(f"table rows hold JSON values only: {exc}") from None
+    if "\\u0000" in text and _has_nul(data):  # jsonb stores no NUL: a clear error, not a failed INSERT
+        raise HostError("table rows cannot hold the NUL character (CHR(0) or \\u0000) in a key or value")
+
+
+def _has_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False

@@ -121,6 +121,18 @@ def test_save_upserts_by_id_whether_it_reads_as_a_number_or_a_text(canary_tenant
         assert rows == [{"id": "sku-9", "n": 2}, {"id": "41", "n": 4}, {"n": 5}]
 
 
+def test_a_nul_character_in_a_row_is_a_clear_script_error_and_a_literal_backslash_is_kept(canary_tenants):
+    with schema_context(canary_tenants.a.schema_name):
+        bot = Bot.objects.create(name="nulrows")
+        result, _ = _run(bot, 'x = JSON PARSE "\\"a\\\\u0000b\\""\nSAVE "t", "k1", #{v: x}')
+        assert result.status == "error" and "NUL character" in result.error["message"]
+        assert not BotTableRow.objects.filter(bot=bot).exists()
+        # The six characters \u0000 typed as text are no NUL: kept as they are.
+        result, _ = _run(bot, 'SAVE "t", "k2", #{v: "a\\u0000b"}')
+        assert result.status == "done", result.error
+        assert BotTableRow.objects.get(bot=bot).data["v"] == "a\\u0000b"
+
+
 def test_save_finds_its_row_whatever_the_kind_of_id(canary_tenants):
     """The row is found by its id as stored: floats as PostgreSQL prints its numerics (no exponent, no
     negative zero), structured ids by JSON equality. Each pair below is one row, updated by the second SAVE."""
