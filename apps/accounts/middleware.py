@@ -44,9 +44,9 @@ class _SessionCheck:
                      view_kwargs: dict) -> HttpResponse | None:
         if "HTTP_AUTHORIZATION" in request.META and getattr(view_func, "required_scope", None):
             return None
-        return self.check(request)
+        return self.check(request, view_func)
 
-    def check(self, request: HttpRequest) -> HttpResponse | None:
+    def check(self, request: HttpRequest, view_func: Callable) -> HttpResponse | None:
         raise NotImplementedError
 
 
@@ -63,7 +63,7 @@ def _send_to(request: HttpRequest, url: str, *, error: str, url_field: str) -> H
 
 
 class OidcSessionRefreshMiddleware(_SessionCheck):
-    def check(self, request: HttpRequest) -> HttpResponse | None:
+    def check(self, request: HttpRequest, view_func: Callable) -> HttpResponse | None:
         session = getattr(request, "session", None)
         if session is None or SESSION_EXPIRATION not in session or request.path.startswith(EXEMPT_PREFIXES):
             return None
@@ -93,11 +93,18 @@ def _login_url() -> str:
         return reverse("admin:login")
 
 
+def _needs_sign_in(view_func: Callable) -> bool:
+    """Views that take a console role (apps.accounts.permissions marks them, function or class based)."""
+    view_class = getattr(view_func, "view_class", None)
+    return getattr(view_func, "required_role", None) is not None or (
+        getattr(view_class, "required_role", None) is not None)
+
+
 class SessionIdleTimeoutMiddleware(_SessionCheck):
     """Signs out a session with no request for SESSION_IDLE_TIMEOUT_S (ASVS 7.3.1; SESSION_COOKIE_AGE is the
     absolute limit): a page GET goes to the sign-in page and comes back, anything else gets 401."""
 
-    def check(self, request: HttpRequest) -> HttpResponse | None:
+    def check(self, request: HttpRequest, view_func: Callable) -> HttpResponse | None:
         user = getattr(request, "user", None)
         if user is None or not user.is_authenticated or request.path.startswith(("/static/", "/api/health")):
             return None
@@ -105,6 +112,8 @@ class SessionIdleTimeoutMiddleware(_SessionCheck):
         last = request.session.get(LAST_SEEN_KEY)
         if last is not None and now - int(last) > settings.SESSION_IDLE_TIMEOUT_S:
             logout(request)
+            if not _needs_sign_in(view_func):
+                return None  # a public page (the web chat, the sign-in page): it goes on for a visitor
             login = _login_url() + "?" + urlencode({"next": request.get_full_path()})
             return _send_to(request, login, error="you were signed out after a while without activity; sign in again",
                             url_field="login_url")

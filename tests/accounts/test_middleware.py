@@ -130,3 +130,20 @@ def test_an_idle_session_cannot_post_and_an_active_one_stays(canary_tenants, set
         from apps.accounts.models import ApiKey
 
         assert not ApiKey.objects.exists()
+
+
+def test_an_idle_session_on_a_public_page_is_signed_out_and_the_page_still_served(canary_tenants, settings):
+    import time
+
+    from apps.accounts.middleware import LAST_SEEN_KEY
+    from apps.accounts.roles import Role
+    from tests.console.conftest import signed_in, user_with_role
+
+    client = signed_in(canary_tenants.a, user_with_role(canary_tenants.a, "idle-chatter", Role.ADMIN))
+    assert client.get("/console/").status_code == 200
+    with schema_context(canary_tenants.a.schema_name):
+        session = client.session
+        session[LAST_SEEN_KEY] = int(time.time()) - settings.SESSION_IDLE_TIMEOUT_S - 5
+        session.save()
+    assert client.get(f"/{canary_tenants.a.canary}/").status_code == 200  # the web chat, for a visitor
+    assert client.get("/console/").status_code == 302  # signed out all the same
