@@ -195,7 +195,14 @@ class VM:
         depth = len(self.frames)
         saved_pc = self.frame.get("pc", 0)
         self.push_frame(name, params, args, saved_pc, want=False)
-        outcome, value = self._loop(0, depth)
+        try:
+            outcome, value = self._loop(0, depth)
+        except Exception as exc:
+            # Where RESUME NEXT would go after a failing FOR/SELECT header is a position in the function's
+            # code: the caller handles the error at its own call site, not there (it jumped into the void).
+            if hasattr(exc, "resume_at"):
+                del exc.resume_at
+            raise
         # Each _loop counts its own instructions locally and only looks at the limits when that local
         # count runs out, so a caller whose loop runs a few instructions per call would never look while
         # the calls it makes run millions. The nested loop has added its work to self.steps by now:

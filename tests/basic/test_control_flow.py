@@ -326,3 +326,12 @@ TALK "after select"'''
     r = run(src)
     assert r.host.messages == ["after for each 1", "after for", "after select"]
     assert r.result.status == "done"
+
+
+def test_a_failing_loop_header_in_a_called_function_resumes_at_the_callers_next_statement() -> None:
+    """Where RESUME NEXT goes after a failing FOR EACH header is a position in the function's code; the caller,
+    handling the error at its call site, must not jump there (it ran past its code for ever)."""
+    src = ('FUNCTION total(items)\nFOR EACH x IN items\nTALK "in"\nNEXT\nRETURN 1\nEND FUNCTION\n'
+           'ON ERROR RESUME NEXT\nTALK "a"\ny = total(5) + 1\nTALK "b"\nTALK "c"')
+    r = run(src)
+    assert r.result.status == "done" and r.host.messages == ["a", "b", "c"]
