@@ -12,6 +12,7 @@ older than OIDC_SESSION_RECHECK_S:
 
 from __future__ import annotations
 
+import datetime
 import time
 from collections.abc import Callable
 from urllib.parse import urlsplit
@@ -83,6 +84,9 @@ class OidcSessionRefreshMiddleware(_SessionCheck):
 # does not save its session on every request.
 LAST_SEEN_KEY = "_last_seen"
 LAST_SEEN_RESOLUTION_S = 60
+# When the session was first seen signed in (epoch seconds): SESSION_COOKIE_AGE counts from here. Django would
+# move a session's expiry on every save (and the last request is saved once a minute): the expiry is pinned.
+SIGNED_IN_KEY = "_signed_in_at"
 
 
 def _login_url() -> str:
@@ -110,7 +114,13 @@ class SessionIdleTimeoutMiddleware(_SessionCheck):
             return None
         now = int(time.time())
         last = request.session.get(LAST_SEEN_KEY)
-        if last is not None and now - int(last) > settings.SESSION_IDLE_TIMEOUT_S:
+        signed_in_at = request.session.get(SIGNED_IN_KEY)
+        if signed_in_at is None:
+            request.session[SIGNED_IN_KEY] = signed_in_at = now
+            request.session.set_expiry(datetime.datetime.fromtimestamp(now + settings.SESSION_COOKIE_AGE,
+                                                                       tz=datetime.UTC))
+        expired = now - int(signed_in_at) > settings.SESSION_COOKIE_AGE  # the absolute limit (ASVS 7.3.2)
+        if expired or (last is not None and now - int(last) > settings.SESSION_IDLE_TIMEOUT_S):
             logout(request)
             if not _needs_sign_in(view_func):
                 return None  # a public page (the web chat, the sign-in page): it goes on for a visitor

@@ -147,3 +147,26 @@ def test_an_idle_session_on_a_public_page_is_signed_out_and_the_page_still_serve
         session.save()
     assert client.get(f"/{canary_tenants.a.canary}/").status_code == 200  # the web chat, for a visitor
     assert client.get("/console/").status_code == 302  # signed out all the same
+
+
+def test_the_absolute_session_limit_does_not_slide_with_activity(canary_tenants, settings):
+    """Saving the last request once a minute must not move the session's expiry: SESSION_COOKIE_AGE counts
+    from the sign-in, however busy the user is."""
+    import time
+
+    from apps.accounts.middleware import LAST_SEEN_KEY, SIGNED_IN_KEY
+    from apps.accounts.roles import Role
+    from tests.console.conftest import signed_in, user_with_role
+
+    client = signed_in(canary_tenants.a, user_with_role(canary_tenants.a, "busy-all-day", Role.ADMIN))
+    assert client.get("/console/").status_code == 200
+    with schema_context(canary_tenants.a.schema_name):
+        session = client.session
+        started = session[SIGNED_IN_KEY]
+        assert abs(session.get_expiry_date().timestamp() - (started + settings.SESSION_COOKIE_AGE)) < 2
+        # Active a minute ago, but signed in longer ago than the absolute limit.
+        session[SIGNED_IN_KEY] = int(time.time()) - settings.SESSION_COOKIE_AGE - 5
+        session[LAST_SEEN_KEY] = int(time.time()) - 61
+        session.save()
+    answer = client.get("/console/")
+    assert answer.status_code == 302 and answer["Location"].startswith("/accounts/login/")
