@@ -437,10 +437,10 @@ def subject_erase(*, subject: str | Subject) -> dict[str, int]:
 
         # Sessions and their messages go with the user (cascade); counted above.
         counts["chat_users"] = ChatUser.objects.filter(pk__in=user_ids).delete()[1].get(ChatUser._meta.label, 0)
-        # Finished requests about the person keep their digest (proof of what was done), not the identifier.
-        # Those still to run keep it until they finish (subject_request_execute blanks it then).
-        DataSubjectRequest.objects.filter(subject_digest__in=_digests(subject, data),
-                                          status=DataSubjectRequest.Status.DONE).update(subject="")
+        # Requests about the person keep their digest (proof of what was done), not the identifier: done and
+        # failed ones at once, those still to run when they finish (subject_request_execute blanks it then).
+        DataSubjectRequest.objects.filter(subject_digest__in=_digests(subject, data)).exclude(
+            status__in=[DataSubjectRequest.Status.PENDING, DataSubjectRequest.Status.RUNNING]).update(subject="")
     # Cached LLM answers keep questions verbatim and cannot be told apart by person: the tenant's all go.
     from django.db import connection
 

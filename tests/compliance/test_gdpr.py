@@ -370,10 +370,14 @@ def test_a_second_request_for_an_erased_person_finds_nothing_and_touches_no_one_
     first = _queue(a.schema_name, "erasure", ADDRESS, django_capture_on_commit_callbacks)
     second = _queue(a.schema_name, "erasure", ADDRESS, django_capture_on_commit_callbacks)
     export = _queue(a.schema_name, "export", ADDRESS, django_capture_on_commit_callbacks)
+    failed = _queue(a.schema_name, "export", ADDRESS, django_capture_on_commit_callbacks)
+    with schema_context(a.schema_name):
+        DataSubjectRequest.objects.filter(pk=failed.pk).update(status=DataSubjectRequest.Status.FAILED)
     vera_rows = db_rows_containing(a.schema_name, VERA)
     with schema_context(a.schema_name):
         assert subject_request_execute(request_id=str(first.pk)).status == DataSubjectRequest.Status.DONE
         assert DataSubjectRequest.objects.get(pk=second.pk).subject == ADDRESS  # still to run: kept
+        assert DataSubjectRequest.objects.get(pk=failed.pk).subject == ""  # a failed one: the digest only
         again = subject_request_execute(request_id=str(second.pk))
         late_export = subject_request_execute(request_id=str(export.pk))
     assert again.status == DataSubjectRequest.Status.DONE and set(again.report["counts"].values()) == {0}
