@@ -87,6 +87,7 @@ class Compiler:
         self.procs: dict[str, n.Proc] = {}
         self.units: dict[str, Unit] = {}
         self.slot_counter = 0
+        self.block_counter = 0
         self.label_lines: dict[str, int] = {}
 
     # -- entry --------------------------------------------------------------------------------
@@ -153,8 +154,10 @@ class Compiler:
                                    f"{self.label_lines.get(name, line)}); jump to a label outside it", line, col)
 
     def open_slot_block(self) -> None:
-        self.slot_counter += 1
-        self.slot_blocks.append(self.slot_counter)
+        # Its own counter: slot names (#1, #2...) are saved in suspended dialogs' state and must stay the
+        # names the same script compiled to before (a dialog waiting inside a loop across an upgrade).
+        self.block_counter += 1
+        self.slot_blocks.append(self.block_counter)
 
     def note_jump(self, name: str, line: int, col: int, word: str) -> None:
         self.jumps_in.append((name, tuple(self.slot_blocks), line, col, word))

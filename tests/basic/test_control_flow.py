@@ -335,3 +335,15 @@ def test_a_failing_loop_header_in_a_called_function_resumes_at_the_callers_next_
            'ON ERROR RESUME NEXT\nTALK "a"\ny = total(5) + 1\nTALK "b"\nTALK "c"')
     r = run(src)
     assert r.result.status == "done" and r.host.messages == ["a", "b", "c"]
+
+
+def test_loop_slot_names_stay_as_before_so_waiting_dialogs_survive_an_upgrade() -> None:
+    """A dialog suspended inside a loop keeps the loop's slot (#n) in its saved state; the same script must
+    compile to the same names after an upgrade (the program check hashes the text only)."""
+    from apps.basic.host import InMemoryHost
+    from apps.basic.vm import VM
+
+    src = 'FOR i = 1 TO 2\nTALK i\nNEXT\nSELECT CASE 1\nCASE 1\nTALK "one"\nEND SELECT\nFOR j = 1 TO 3\nHEAR x\nNEXT\n'
+    result = VM(compile_source(src), InMemoryHost()).start()
+    assert result.status == "waiting"
+    assert "#3" in result.state["frames"][0]["vars"]  # FOR #1, SELECT #2, FOR #3: one name per slot, as before
