@@ -91,11 +91,8 @@ CACHE_TTL_MAX_S = 7 * 24 * 3600  # a week: cached answers must not outlive the c
 DEFAULT_CACHE_SEMANTIC = False
 DEFAULT_CACHE_THRESHOLD = 0.95
 CACHE_THRESHOLD_MIN = 0.5  # below this, "similar" is meaningless for MiniLM sentence vectors
-# llm-max-tokens when the bot sets none, for OpenAI-compatible APIs (spec §2.4.2, §7.2: upstream sends 16384):
-# without a cap a looping model writes until the server's own limit, on the tenant's quota and the user's
-# patience. Anthropic keeps apps.llm.providers.ANTHROPIC_DEFAULT_MAX_TOKENS (older Claude models refuse more).
-DEFAULT_MAX_TOKENS = 16_384
-# Output cap bounds: llm-max-tokens outside them is refused (typo guard) and the default is used.
+# Output cap bounds: llm-max-tokens outside them is refused (typo guard), the default being no cap sent
+# (the server's own) for OpenAI-compatible APIs; Anthropic requires one.
 MAX_TOKENS_LIMIT = 1_000_000
 TRUE_WORDS = frozenset({"true", "yes", "on", "1"})
 FALSE_WORDS = frozenset({"false", "no", "off", "0"})
@@ -143,7 +140,7 @@ class LLMSettings:
     bot_name: str
     providers: tuple[ProviderConfig, ...]
     temperature: float | None = None
-    max_tokens: int | None = None  # the bot's llm-max-tokens; None: the API's default cap (see providers)
+    max_tokens: int | None = None
     timeout_s: float = DEFAULT_TIMEOUT_S
     max_retries: int = DEFAULT_MAX_RETRIES
     retry_base_delay_s: float = DEFAULT_RETRY_BASE_DELAY_S
@@ -448,7 +445,7 @@ def llm_settings_for(bot: Any, config_values: Mapping[str, str] | None = None, *
     temperature_raw = config_lookup(config_values, "llm-temperature")
     temperature = _number(config_values, "llm-temperature", 1.0, 0.0, 2.0, problems) if temperature_raw else None
     max_tokens_raw = config_lookup(config_values, "llm-max-tokens")
-    max_tokens = (int(_number(config_values, "llm-max-tokens", DEFAULT_MAX_TOKENS, 1, MAX_TOKENS_LIMIT, problems))
+    max_tokens = (int(_number(config_values, "llm-max-tokens", 4096, 1, MAX_TOKENS_LIMIT, problems))
                   if max_tokens_raw else None)
     result = LLMSettings(
         tenant=tenant,

@@ -42,7 +42,7 @@ try:  # the SDKs' own HTTP stack (a fork of httpx); its transport errors can esc
 except ImportError:  # pragma: no cover - older SDKs use httpx itself
     httpx2 = httpx
 
-from apps.llm.config import DEFAULT_MAX_TOKENS, KIND_ANTHROPIC, LLMSettings, ProviderConfig
+from apps.llm.config import KIND_ANTHROPIC, LLMSettings, ProviderConfig
 
 logger = logging.getLogger(__name__)
 
@@ -204,9 +204,9 @@ def _openai_round(provider: ProviderConfig, settings: LLMSettings, messages: Seq
         kwargs["tools"] = list(tools)
     if settings.temperature is not None:
         kwargs["temperature"] = settings.temperature
-    # Always a cap (spec §7.2): an unbounded answer runs to the server's own limit.
-    name = "max_completion_tokens" if provider.model.startswith(MAX_COMPLETION_TOKENS_PREFIXES) else "max_tokens"
-    kwargs[name] = settings.max_tokens or DEFAULT_MAX_TOKENS
+    if settings.max_tokens:
+        name = "max_completion_tokens" if provider.model.startswith(MAX_COMPLETION_TOKENS_PREFIXES) else "max_tokens"
+        kwargs[name] = settings.max_tokens
     text: list[str] = []
     calls: dict[int, dict[str, Any]] = {}
     usage = None

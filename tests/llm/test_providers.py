@@ -109,16 +109,3 @@ def test_a_malformed_stream_line_is_a_provider_failure_that_is_retried(llm_fake)
         provider_round(settings.providers[0], make_settings(settings.providers[0], max_retries=0),
                        [{"role": "user", "content": "x"}], None, None, deadline=float("inf"))
     assert caught.value.reason.startswith("malformed response (JSONDecodeError") and caught.value.counts_for_breaker
-
-
-def test_an_answer_is_capped_at_the_spec_default_when_the_bot_sets_no_max_tokens(llm_fake):
-    from apps.llm.config import DEFAULT_MAX_TOKENS, llm_settings_for
-
-    settings = llm_settings_for(None, {"llm-url": llm_fake.base_url, "llm-model": "fake-model"}, tenant="t_cap")
-    assert settings.max_tokens is None and DEFAULT_MAX_TOKENS == 16384  # spec §7.2
-    provider_round(settings.providers[0], settings, [{"role": "user", "content": "x"}], None, None,
-                   deadline=float("inf"))
-    assert llm_fake.chat_requests()[0].body["max_tokens"] == 16384
-    typo = llm_settings_for(None, {"llm-url": llm_fake.base_url, "llm-model": "m", "llm-max-tokens": "lots"},
-                            tenant="t_cap")
-    assert typo.max_tokens == DEFAULT_MAX_TOKENS and any("llm-max-tokens" in p for p in typo.problems)
