@@ -61,14 +61,14 @@ def message_rate_check(*, session_id: str, ip: str, limit: RateLimit) -> float |
     return refusal.wait_s
 
 
-def connect_rate_check(ip: str, *, per_minute: int) -> float | None:
+def connect_rate_check(ip: str, *, per_minute: int, scope: str = "chat.connect") -> float | None:
     """None when a chat socket from `ip` may open, else the seconds to wait: `per_minute` connects per
     address in this tenant, and the address's platform-wide bucket, in one round trip. Redis down lets the
     socket open (its messages are still checked, and refused while the store is down)."""
     if not ip:
         return None
     try:
-        refusal = rate_check_buckets([Bucket("chat.connect", address_bucket(ip), limit=per_minute, window_s=60)],
+        refusal = rate_check_buckets([Bucket(scope, address_bucket(ip), limit=per_minute, window_s=60)],
                                      client_ip=ip)
     except RateLimitUnavailable:
         return None

@@ -105,13 +105,14 @@ class _TooManyNewChats(Exception):
 
 
 def _new_chat_rate_check(request: HttpRequest) -> None:
-    """A page load without the chat cookie starts a conversation (a user and a session rows): counted like a
-    chat socket's connect, per address (crawlers and scripted loads would otherwise fill the tables)."""
+    """A page load without the chat cookie starts a conversation (a user and a session rows): counted per
+    address in its own bucket, CHAT_PAGE_LOADS_PER_MINUTE (crawlers and scripted loads would otherwise fill
+    the tables)."""
     from apps.compliance.services import request_client_ip
     from apps.sessions.limits import connect_rate_check
 
-    wait = connect_rate_check(request_client_ip(request) or "",
-                              per_minute=int(getattr(settings, "CHAT_CONNECTS_PER_MINUTE", 60)))
+    wait = connect_rate_check(request_client_ip(request) or "", scope="chat.page",
+                              per_minute=int(getattr(settings, "CHAT_PAGE_LOADS_PER_MINUTE", 240)))
     if wait:
         raise _TooManyNewChats(wait)
 

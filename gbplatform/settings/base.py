@@ -397,6 +397,9 @@ CHAT_QUICK_THREADS = 8
 CHAT_RATE_IP_FACTOR = env_int("CHAT_RATE_IP_FACTOR", 10)
 # WebSocket connections one client IP may open per minute (each creates a session and runs start.bas).
 CHAT_CONNECTS_PER_MINUTE = env_int("CHAT_CONNECTS_PER_MINUTE", 60)
+# Web chat page loads without the chat cookie per address per minute (each starts a conversation). Higher than
+# the connects: a cross-site embed never sends its cookie, and an office or carrier NAT shares one address.
+CHAT_PAGE_LOADS_PER_MINUTE = env_int("CHAT_PAGE_LOADS_PER_MINUTE", 240)
 # A web process imports the LLM providers' SDKs (2 s) and loads the offline embedding model when it starts,
 # in the background, instead of on the first question that needs them (an LLM turn, a knowledge-base search,
 # a semantic cache lookup): after each deploy or restart that user would wait seconds.
