@@ -20,6 +20,7 @@ from apps.bots.config_csv import config_lookup
 from apps.bots.models import Bot, BotTableRow
 from apps.bots.selectors import bot_config_values
 from apps.bots.services import TABLE_ROWS_MAX, bot_table_lock
+from apps.core.wire import contains_nul
 from apps.drive.backends import DriveKeyError, DriveObjectTooLarge
 from apps.drive.storage import package_root, tenant_drive
 
@@ -311,15 +312,5 @@ def _json_only(data: dict) -> None:
         text = json.dumps(data)
     except (TypeError, ValueError) as exc:
         raise HostError(f"table rows hold JSON values only: {exc}") from None
-    if "\\u0000" in text and _has_nul(data):  # jsonb stores no NUL: a clear error, not a failed INSERT
+    if "\\u0000" in text and contains_nul(data):  # jsonb stores no NUL: a clear error, not a failed INSERT
         raise HostError("table rows cannot hold the NUL character (CHR(0) or \\u0000) in a key or value")
-
-
-def _has_nul(value: object) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    return False

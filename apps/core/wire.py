@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterator
 
 _LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
@@ -30,19 +31,29 @@ def _no_constant(name: str) -> float:
     raise WireError(f"{name} is not a number JSON allows")
 
 
-def _checked(value: object) -> object:
-    """`value` with every string checked for lone surrogates (keys too); iterative, for any depth."""
+def iter_strings(value: object) -> Iterator[str]:
+    """Every string in a JSON-like value, dict keys included; iterative, for any depth."""
     stack = [value]
     while stack:
         item = stack.pop()
         if isinstance(item, str):
-            if _LONE_SURROGATE.search(item):
-                raise WireError("text holds an unpaired UTF-16 surrogate escape (\\ud800-\\udfff)")
+            yield item
         elif isinstance(item, dict):
             stack.extend(item.keys())
             stack.extend(item.values())
-        elif isinstance(item, list):
+        elif isinstance(item, list | tuple):
             stack.extend(item)
+
+
+def contains_nul(value: object) -> bool:
+    """Whether a JSON-like value holds a NUL character anywhere (PostgreSQL stores none in text or jsonb)."""
+    return any("\x00" in text for text in iter_strings(value))
+
+
+def _checked(value: object) -> object:
+    """`value` with every string checked for lone surrogates (keys too)."""
+    if any(_LONE_SURROGATE.search(text) for text in iter_strings(value)):
+        raise WireError("text holds an unpaired UTF-16 surrogate escape (\\ud800-\\udfff)")
     return value
 
 

@@ -60,13 +60,13 @@ def documents_requeue_stale(*, older_than: timedelta) -> int:
 def documents_reindex(*, bot) -> int:
     """Index every document of `bot` again, queued after commit: its embedding model changed, and vectors of
     two models cannot be compared (search reads only the current model's; the old ones serve no query)."""
-    documents = list(Document.objects.filter(kb__bot=bot).values_list("pk", "etag"))
-    Document.objects.filter(pk__in=[pk for pk, _ in documents]).update(
-        status=Document.Status.PENDING, indexed_etag="", index_attempts=0, error="")
-    for document_id, etag in documents:
+    documents = Document.objects.filter(kb__bot=bot)
+    queued = list(documents.values_list("pk", "etag"))
+    documents.update(status=Document.Status.PENDING, indexed_etag="", index_attempts=0, error="")
+    for document_id, etag in queued:
         transaction.on_commit(lambda document_id=document_id, etag=etag: document_index_enqueue(
             document_id=document_id, etag=etag))
-    return len(documents)
+    return len(queued)
 
 
 def document_index_enqueue(*, document_id: int, etag: str) -> None:

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from apps.llm.config import LLMSettings
-from apps.llm.store import redis_client
+from apps.llm.store import redis_client, redis_delete_matching
 
 logger = logging.getLogger(__name__)
 
@@ -198,12 +198,7 @@ def cache_store(settings: LLMSettings, messages: Sequence[dict[str, Any]], tools
 
 def _delete_matching(pattern: str) -> int:
     client = redis_client()
-    if client is None:
-        return 0
-    removed = 0
-    for key in client.scan_iter(match=pattern, count=500):
-        removed += client.delete(key)
-    return removed
+    return 0 if client is None else redis_delete_matching(client, pattern)
 
 
 def cache_clear(settings: LLMSettings) -> int:

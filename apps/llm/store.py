@@ -19,3 +19,20 @@ def redis_client() -> Any | None:
         return get_redis_connection("default")
     except (ImportError, NotImplementedError):
         return None
+
+
+# Keys deleted per round trip by redis_delete_matching.
+DELETE_BATCH = 1000
+
+
+def redis_delete_matching(client: Any, pattern: str) -> int:
+    """Delete every key matching `pattern` (SCAN, then DELETE in batches of DELETE_BATCH); how many went."""
+    deleted, batch = 0, []
+    for key in client.scan_iter(match=pattern, count=DELETE_BATCH):
+        batch.append(key)
+        if len(batch) >= DELETE_BATCH:
+            deleted += client.delete(*batch)
+            batch = []
+    if batch:
+        deleted += client.delete(*batch)
+    return deleted

@@ -71,7 +71,8 @@ def hits_in_prompt(hits: list) -> list:
 
 
 def _kb_block(hits: list) -> str:
-    return "\n\n".join([KB_BLOCK_HEADER, *(_passage(n, hit) for n, hit in enumerate(hits_in_prompt(hits), 1))])
+    """The passages block of the prompt, for hits already cut to the prompt's size (hits_in_prompt)."""
+    return "\n\n".join([KB_BLOCK_HEADER, *(_passage(n, hit) for n, hit in enumerate(hits, 1))])
 
 
 def system_prompt(turn: Turn, hits: list) -> str:

@@ -33,6 +33,7 @@ from apps.bots.config_csv import config_params
 from apps.bots.models import Bot, BotScript
 from apps.bots.runtime import ScriptUnavailable, bot_script_program
 from apps.core.memo import in_open_transaction
+from apps.core.wire import contains_nul
 from apps.sessions import events
 from apps.sessions.host import SessionHost
 from apps.sessions.models import ChatSession, ChatUser, Message, MessageType, Role
@@ -260,7 +261,7 @@ class Turn:
         # shown as the replacement character instead of failing the turn.
         if "\x00" in content:
             content = content.replace("\x00", NUL_REPLACEMENT)
-        if fields.get("meta"):
+        if fields.get("meta") and contains_nul(fields["meta"]):
             fields["meta"] = _without_nul(fields["meta"])
 
         # In autocommit a failed INSERT leaves nothing behind; inside a transaction a savepoint keeps it usable.

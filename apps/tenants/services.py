@@ -157,8 +157,6 @@ def _tenant_data_outside_postgres_purge(schema_name: str, bots: list[str] | None
 
 # Redis keys of a tenant outside the Django cache's `<schema>:` prefix: the LLM answer cache and token quota.
 TENANT_REDIS_KEY_PREFIXES = ("llm:cache", "llm:quota")
-# Keys deleted per round trip while purging a tenant's Redis keys.
-REDIS_PURGE_BATCH = 1000
 
 
 def _tenant_redis_purge(schema_name: str) -> int:
@@ -169,18 +167,11 @@ def _tenant_redis_purge(schema_name: str) -> int:
         return 0
     from django_redis import get_redis_connection
 
+    from apps.llm.store import redis_delete_matching
+
     client = get_redis_connection("default")
-    deleted = 0
-    for pattern in (f"{schema_name}:*", *(f"{prefix}:{schema_name}:*" for prefix in TENANT_REDIS_KEY_PREFIXES)):
-        batch: list = []
-        for key in client.scan_iter(match=pattern, count=REDIS_PURGE_BATCH):
-            batch.append(key)
-            if len(batch) >= REDIS_PURGE_BATCH:
-                deleted += client.delete(*batch)
-                batch = []
-        if batch:
-            deleted += client.delete(*batch)
-    return deleted
+    patterns = (f"{schema_name}:*", *(f"{prefix}:{schema_name}:*" for prefix in TENANT_REDIS_KEY_PREFIXES))
+    return sum(redis_delete_matching(client, pattern) for pattern in patterns)
 
 
 def tenant_delete(*, schema_name: str) -> None:
