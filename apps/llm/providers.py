@@ -60,6 +60,11 @@ RETRYABLE_STATUSES = frozenset({408, 409, 429})
 CLIENT_CACHE_MAX = 64
 # Models that take `max_completion_tokens` instead of `max_tokens` (OpenAI's reasoning models).
 MAX_COMPLETION_TOKENS_PREFIXES = ("gpt-5", "o1", "o3", "o4")
+# What one round may stream (answer text plus tool-call arguments) when the bot sets no `llm-max-tokens` and
+# so no output cap is sent (sending one by default broke models with smaller limits): a model stuck repeating
+# itself is cut here instead of streaming until the answer's deadline. About 25,000 tokens, more than the
+# output limit of most models and far more than any chat answer.
+ROUND_MAX_CHARS = 100_000
 
 
 @dataclass
@@ -80,6 +85,7 @@ class RoundResult:
     model: str
     finish_reason: str
     usage_reported: bool = True  # False: tokens are estimated (chars / 4), the server sent no usage
+    cut_at_size: bool = False  # we stopped reading at ROUND_MAX_CHARS (tool calls of the round dropped)
 
 
 @dataclass
@@ -212,19 +218,30 @@ def _openai_round(provider: ProviderConfig, settings: LLMSettings, messages: Seq
     usage = None
     finish = ""
     model = provider.model
+    # No cap sent: we stop reading past ROUND_MAX_CHARS ourselves.
+    size_left = ROUND_MAX_CHARS if not settings.max_tokens else None
+    cut_at_size = False
     stream = _client(provider).chat.completions.create(**kwargs)
     with stream:
         for chunk in stream:
             if time.monotonic() > deadline:
                 raise _DeadlinePassed
+            if size_left is not None and size_left < 0:
+                cut_at_size, finish = True, "length"
+                break  # leaving the block closes the response: the server stops generating
             model = getattr(chunk, "model", None) or model
             if getattr(chunk, "usage", None) is not None:
                 usage = chunk.usage
             for choice in chunk.choices or []:
                 delta = choice.delta
                 if delta is not None and delta.content:
-                    text.append(delta.content)
-                    emit(delta.content)
+                    piece = delta.content
+                    if size_left is not None:
+                        piece = piece[:max(0, size_left)]
+                        size_left -= len(delta.content)
+                    if piece:
+                        text.append(piece)
+                        emit(piece)
                 for call in (delta.tool_calls if delta is not None else None) or []:
                     slot = calls.setdefault(call.index or 0, {"id": "", "name": "", "arguments": []})
                     if call.id:
@@ -234,8 +251,15 @@ def _openai_round(provider: ProviderConfig, settings: LLMSettings, messages: Seq
                             slot["name"] += call.function.name
                         if call.function.arguments:
                             slot["arguments"].append(call.function.arguments)
+                            if size_left is not None:
+                                size_left -= len(call.function.arguments)
                 if choice.finish_reason:
                     finish = choice.finish_reason
+    if cut_at_size:
+        logger.warning("llm: %s streamed more than %d characters in one round; cut there",
+                       provider.describe(), ROUND_MAX_CHARS)
+        calls = {}  # arguments cut short are not a call
+        usage = None  # the stream's usage chunk never came: estimated below
     if not finish:
         raise _StreamCutOff("the stream ended without a finish reason")
     tool_calls = [
@@ -249,7 +273,7 @@ def _openai_round(provider: ProviderConfig, settings: LLMSettings, messages: Seq
         return RoundResult(answer, tool_calls, int(usage.prompt_tokens or 0), int(usage.completion_tokens or 0),
                            model, finish)
     return RoundResult(answer, tool_calls, _estimate_tokens(messages), _estimate_tokens(answer, tool_calls),
-                       model, finish, usage_reported=False)
+                       model, finish, usage_reported=False, cut_at_size=cut_at_size)
 
 
 def _estimate_tokens(content: Any, tool_calls: Sequence[ToolCallRequest] = ()) -> int:

@@ -56,6 +56,7 @@ MAX_TOOL_ROUNDS = 5
 TOOL_ROUND_LIMIT_MESSAGE = (
     "\n\n(I stopped here: the assistant asked for tools {rounds} times in a row without giving an answer.)"
 )
+ANSWER_SIZE_LIMIT_MESSAGE = "\n\n(The answer was cut here: it was longer than this assistant may write at once.)"
 # Tool calls run per round: each runs a BASIC script (with side effects) while the session waits. A model
 # asking for more in one answer gets an error result for the rest, telling it the limit (parallel calls
 # rarely need more than a few: a lookup per item of a short list).
@@ -95,7 +96,8 @@ class ChatResult:
     cached: bool = False
     tool_calls: list[ToolCallRecord] = field(default_factory=list)
     rounds: int = 0  # model calls made
-    stopped_reason: str | None = None  # "tool_round_limit" when the loop was cut
+    # "tool_round_limit" when the loop was cut, "answer_size_limit" when the text was (ROUND_MAX_CHARS)
+    stopped_reason: str | None = None
     cache_kind: str | None = None  # "exact" / "semantic" on a cache hit
 
     @property
@@ -305,6 +307,10 @@ def chat(settings: LLMSettings, messages: Sequence[dict[str, Any]], *, tools: Se
         result.completion_tokens += round_result.completion_tokens
         result.model, result.provider = round_result.model, provider.label
         quota.quota_add(settings.tenant, round_result.prompt_tokens + round_result.completion_tokens)
+        if round_result.cut_at_size:
+            result.stopped_reason = "answer_size_limit"
+            emit(ANSWER_SIZE_LIMIT_MESSAGE)
+            break
         if not round_result.tool_calls:
             break
         if tool_rounds >= MAX_TOOL_ROUNDS:

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from apps.llm.services import (
+    ANSWER_SIZE_LIMIT_MESSAGE,
     MAX_TOOL_CALLS_PER_ROUND,
     MAX_TOOL_ROUNDS,
     LLMStreamInterrupted,
@@ -244,6 +245,46 @@ def test_a_stream_dropped_mid_answer_is_not_retried_and_keeps_the_partial_text(l
         chat(make_settings(openai_provider(llm_fake)), _question("x"), on_delta=deltas.append)
     assert caught.value.partial_text == "".join(deltas) == "The beginn"  # two chunks of 5
     assert len(llm_fake.chat_requests()) == 1
+
+
+def test_a_runaway_answer_is_cut_at_the_round_size_when_no_output_cap_is_sent(llm_fake, monkeypatch,
+                                                                              clean_llm_keys):
+    from apps.llm import providers
+
+    monkeypatch.setattr(providers, "ROUND_MAX_CHARS", 60)
+    settings = make_settings(openai_provider(llm_fake), cache_enabled=True, cache_semantic=False)
+    clean_llm_keys.append(settings.tenant)
+    llm_fake.script(Reply(text="again and " * 500, chunk_chars=7))
+    deltas: list[str] = []
+    result = chat(settings, _question("loop"), on_delta=deltas.append)
+    assert result.stopped_reason == "answer_size_limit"
+    assert result.text == "".join(deltas) == ("again and " * 6) + ANSWER_SIZE_LIMIT_MESSAGE
+    assert "max_tokens" not in llm_fake.chat_requests()[0].body
+    # A cut answer is not a real one: it is not cached (the same question goes to the model again).
+    llm_fake.script(Reply(text="short"))
+    assert chat(settings, _question("loop")).text == "short"
+
+
+def test_tool_call_arguments_past_the_round_size_run_no_tool(llm_fake, monkeypatch):
+    from apps.llm import providers
+
+    monkeypatch.setattr(providers, "ROUND_MAX_CHARS", 60)
+    llm_fake.script(Reply(tool_calls=[ToolCall("get_weather", {"city": "x" * 500})], chunk_chars=9))
+    ran: list[str] = []
+    result = chat(make_settings(openai_provider(llm_fake)), _question("weather"), tools=[WEATHER_TOOL],
+                  run_tool=lambda name, args: ran.append(name) or "sunny")
+    assert ran == [] and result.tool_calls == [] and result.rounds == 1
+    assert result.stopped_reason == "answer_size_limit" and result.text == ANSWER_SIZE_LIMIT_MESSAGE
+
+
+def test_a_bot_with_an_output_cap_is_not_cut_by_the_round_size(llm_fake, monkeypatch):
+    from apps.llm import providers
+
+    monkeypatch.setattr(providers, "ROUND_MAX_CHARS", 60)
+    llm_fake.script(Reply(text="word " * 40, chunk_chars=7))
+    result = chat(make_settings(openai_provider(llm_fake), max_tokens=500), _question("long"))
+    assert result.text == "word " * 40 and result.stopped_reason is None
+    assert llm_fake.chat_requests()[0].body["max_tokens"] == 500
 
 
 def test_no_provider_configured_is_unavailable():
