@@ -55,6 +55,8 @@ RESUME_MIN_INTERVAL_S = 5.0
 # Close codes (4000-4999 are the application's): the upstream client does not retry on 4xxx.
 CLOSE_UNKNOWN_BOT = 4404
 CLOSE_FORBIDDEN = 4403
+# The web chat page's socket token is older than CHAT_WS_TOKEN_MAX_AGE_S: the page reloads for a new one.
+CLOSE_TOKEN_EXPIRED = 4401
 CLOSE_TOO_MANY = 4429
 # The tenant was suspended (or is being deleted) while the socket was open.
 CLOSE_SUSPENDED = 4503
@@ -343,8 +345,9 @@ class ChatConsumerBase(AsyncWebsocketConsumer):
         self.pending = 0
         route = self.scope.get("url_route", {}).get("kwargs", {})
         self.bot_name = (route.get("bot") or self.query.get("bot_name") or "default").lower()
-        if not await self.authorize():
-            await self._refuse(CLOSE_FORBIDDEN)
+        refusal = await self.authorize()
+        if refusal is not None:
+            await self._refuse(refusal)
             return
         if await chat_run(self.schema, _connect_rate_check, self.client_ip(), quick=True):
             await self._refuse(CLOSE_TOO_MANY)
@@ -371,8 +374,9 @@ class ChatConsumerBase(AsyncWebsocketConsumer):
         await self.accept()
         await self.close(code=code)
 
-    async def authorize(self) -> bool:
-        return True
+    async def authorize(self) -> int | None:
+        """None to go on, or the close code that refuses the connection."""
+        return None
 
     async def on_open(self) -> None:
         pass
@@ -658,11 +662,14 @@ class HtmxChatConsumer(ChatConsumerBase):
 
     page_token_ok = True  # authorize() checked the page's token: its page-bound session may be opened
 
-    async def authorize(self) -> bool:
-        from apps.sessions.views_web import chat_ws_token_check
+    async def authorize(self) -> int | None:
+        from apps.sessions.views_web import TOKEN_EXPIRED, TOKEN_OK, chat_ws_token_state
 
-        return chat_ws_token_check(tenant_schema=self.schema, bot_name=self.bot_name,
-                                   session_id=self.query.get("session_id", ""), token=self.query.get("token", ""))
+        state = chat_ws_token_state(tenant_schema=self.schema, bot_name=self.bot_name,
+                                    session_id=self.query.get("session_id", ""), token=self.query.get("token", ""))
+        if state == TOKEN_OK:
+            return None
+        return CLOSE_TOKEN_EXPIRED if state == TOKEN_EXPIRED else CLOSE_FORBIDDEN
 
     async def handle_frame(self, frame: dict) -> None:
         if frame.get("type") == "resume":

@@ -8,7 +8,8 @@ protocol is written down in apps.sessions.rendering). Failure modes this module 
   ignored (a new session starts).
 - Anyone who guesses or learns a session id attaching to it over the socket: the WebSocket URL carries a
   token, an HMAC of (tenant, bot, session id) made with the server's secret, which the consumer checks
-  (`chat_ws_token_check`) before joining the session.
+  (`chat_ws_token_check`) before joining the session. It carries the time it was made and expires after
+  CHAT_WS_TOKEN_MAX_AGE_S (it rides in a URL, which proxies may log).
 - Clickjacking of the full page: only the embed view may be framed, and only by the origins listed in
   the bot's config.csv key `web-embed-origins` (default: our own origin only). It sends its own
   Content-Security-Policy with that `frame-ancestors` (SecurityHeadersMiddleware keeps a view's own CSP)
@@ -24,7 +25,6 @@ from django.conf import settings
 from django.core import signing
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
-from django.utils.crypto import constant_time_compare
 from django.views.decorators.cache import never_cache
 from django.views.decorators.clickjacking import xframe_options_exempt
 from django.views.decorators.http import require_safe
@@ -39,6 +39,11 @@ CHAT_COOKIE_MAX_AGE_S = 7 * 24 * 3600
 # The page renders this many most recent messages; older ones stay in the database (a long-lived
 # session must not produce a page of megabytes). Resume works from the newest index shown.
 HISTORY_RENDER_MAX = 200
+# The page's socket token (see the module docstring) opens the conversation for this long after the page was
+# served: the token rides in the socket's URL, which proxies may log, so a leaked one must not open the
+# conversation for ever. A page left open longer reloads itself for a fresh one (static/chat/chat.js).
+CHAT_WS_TOKEN_MAX_AGE_S = 24 * 3600
+TOKEN_OK, TOKEN_EXPIRED, TOKEN_BAD = "ok", "expired", "bad"
 # config.csv key listing the origins allowed to frame `/<bot>/embed` (space or comma separated).
 EMBED_ORIGINS_KEY = "web-embed-origins"
 # One origin for frame-ancestors: scheme, host (optionally `*.` wildcard subdomain), optional port. Nothing
@@ -56,19 +61,33 @@ def _cookie_salt(tenant_schema: str, bot_name: str) -> str:
     return f"chat.web.cookie:{tenant_schema}:{bot_name}"
 
 
+def _ws_signer(tenant_schema: str, bot_name: str) -> signing.TimestampSigner:
+    return signing.TimestampSigner(salt=f"chat.web.ws:{tenant_schema}:{bot_name}")
+
+
 def chat_ws_token(*, tenant_schema: str, bot_name: str, session_id: str) -> str:
-    """The token the page puts in its WebSocket URL for this session."""
-    signer = signing.Signer(salt=f"chat.web.ws:{tenant_schema}:{bot_name}")
-    return signer.sign(str(session_id)).rsplit(signer.sep, 1)[1]
+    """The token the page puts in its WebSocket URL for this session: when it was made and its signature."""
+    return _ws_signer(tenant_schema, bot_name).sign(str(session_id)).removeprefix(f"{session_id}:")
+
+
+def chat_ws_token_state(*, tenant_schema: str, bot_name: str, session_id: str, token: str) -> str:
+    """For the `/ws/<bot>/ui` consumer: TOKEN_OK when `token` (query `token`) was made for `session_id` (query
+    `session_id`) of this tenant and bot within CHAT_WS_TOKEN_MAX_AGE_S, TOKEN_EXPIRED when it was but is
+    older, TOKEN_BAD otherwise. Refuse the connection unless it is TOKEN_OK."""
+    if not session_id or not token or ":" in session_id:
+        return TOKEN_BAD
+    try:
+        _ws_signer(tenant_schema, bot_name).unsign(f"{session_id}:{token}", max_age=CHAT_WS_TOKEN_MAX_AGE_S)
+    except signing.SignatureExpired:
+        return TOKEN_EXPIRED
+    except signing.BadSignature:
+        return TOKEN_BAD
+    return TOKEN_OK
 
 
 def chat_ws_token_check(*, tenant_schema: str, bot_name: str, session_id: str, token: str) -> bool:
-    """For the `/ws/<bot>/ui` consumer: does `token` (query `token`) belong to `session_id` (query
-    `session_id`) of this tenant and bot? Refuse the connection when not."""
-    if not session_id or not token:
-        return False
-    expected = chat_ws_token(tenant_schema=tenant_schema, bot_name=bot_name, session_id=session_id)
-    return constant_time_compare(expected, token)
+    return chat_ws_token_state(tenant_schema=tenant_schema, bot_name=bot_name, session_id=session_id,
+                               token=token) == TOKEN_OK
 
 
 def embed_frame_ancestors(value: str | None) -> list[str]:

@@ -5,7 +5,8 @@
  * - A message fragment for an index already on the page replaces it in place; one that completes a
  *   stream takes the streaming bubble's place; messages stay in index order. No duplicates, no gaps.
  * - Reconnects also after closes htmx-ext-ws leaves alone (1000/1001/1005: server restart, dropped
- *   proxy), never after a refusal (4xxx, 1008).
+ *   proxy), never after a refusal (4xxx, 1008); after 4401 (the page's socket token expired: the page was
+ *   open for a day) the page reloads itself for a new one, once it has been open long enough.
  * - Enter sends, Shift+Enter inserts a new line; empty messages are not sent.
  * No inline code anywhere: the Content-Security-Policy forbids it.
  */
@@ -19,6 +20,11 @@
   var RECONNECT_MAX_MS = 10000;
   // "Near the bottom": within this many pixels the view follows new messages.
   var FOLLOW_SLACK_PX = 80;
+  // The socket token expired (apps.sessions.consumers.CLOSE_TOKEN_EXPIRED): reload for a new one, but never
+  // from a page younger than this (a page whose fresh token is refused would otherwise reload in a loop).
+  var CLOSE_TOKEN_EXPIRED = 4401;
+  var RELOAD_MIN_AGE_MS = 60000;
+  var loadedAt = Date.now();
 
   var reconnectAttempts = 0;
   var reconnectTimer = null;
@@ -137,6 +143,10 @@
     if (unloading) { return; }
     var code = evt.detail.event.code;
     if (EXTENSION_RETRIES.indexOf(code) >= 0) { reconnectAttempts += 1; setConnection('offline'); return; }
+    if (code === CLOSE_TOKEN_EXPIRED && Date.now() - loadedAt > RELOAD_MIN_AGE_MS) {
+      window.location.reload();
+      return;
+    }
     if (code === 1008 || (code >= 4000 && code <= 4999)) { setConnection('closed'); return; }
     reconnectAttempts += 1;
     setConnection('offline');

@@ -193,6 +193,32 @@ def test_i5_a_chat_token_minted_by_b_opens_no_htmx_chat_socket_on_a(world):
     assert "<close 4403>" not in asyncio.run(attempt(token(world.a.schema)))
 
 
+def test_i5_an_expired_htmx_chat_token_opens_nothing_and_tells_the_page_to_reload(world, monkeypatch):
+    """A token leaked from a socket URL (a proxy's log) opens the conversation for a day, not for ever; the
+    close code (4401) tells a page left open that long to reload for a fresh one."""
+    import time
+
+    from django.core import signing
+
+    from apps.sessions.views_web import CHAT_WS_TOKEN_MAX_AGE_S, chat_ws_token
+
+    with monkeypatch.context() as patched:
+        patched.setattr(signing.TimestampSigner, "timestamp",
+                        lambda self: signing.b62_encode(int(time.time()) - CHAT_WS_TOKEN_MAX_AGE_S - 60))
+        expired = chat_ws_token(tenant_schema=world.a.schema, bot_name=world.a.bot_name,
+                                session_id=str(COLLIDING_SESSION))
+
+    async def attempt() -> list[str]:
+        communicator = probes._ws(world.a.host, f"/ws/{world.a.bot_name}/ui?session_id={COLLIDING_SESSION}"
+                                                f"&token={expired}")
+        connected, code = await communicator.connect()
+        frames = await probes._frames(communicator, wait=0.3) if connected else [f"<close {code}>"]
+        await probes._close(communicator)
+        return frames
+
+    assert asyncio.run(attempt()) == ["<close 4401>"]
+
+
 def test_i6_interleaved_chat_sockets_of_both_tenants_each_replay_their_own_schema(world):
     assert asyncio.run(probes.ws_interleaved_mismatches(world)) == 0
 
