@@ -63,3 +63,27 @@ def test_platform_areas_are_neither_listed_nor_served_and_downloads_are_audited(
     assert client.get("/console/drive/download/?key=shop.gbai/notes.txt").status_code == 200
     with schema_context(canary_tenants.a.schema_name):
         assert AuditEvent.objects.filter(action="drive.download", object_id="shop.gbai/notes.txt").exists()
+
+
+def test_a_file_larger_than_the_download_limit_is_refused_without_a_drive_row(console_client, canary_tenants,
+                                                                               local_storage, monkeypatch):
+    """Files outside bot packages have no DriveObject row (and a package file may have grown since the last
+    scan): the read itself stops at the limit instead of loading the whole object into the web process."""
+    from apps.console.views import drive as views
+    from apps.drive import backends
+
+    monkeypatch.setattr(views, "DRIVE_DOWNLOAD_MAX_BYTES", 1000)
+    _write(canary_tenants.a, {"backups/dump.tar": b"x" * 5000, "backups/small.txt": b"y" * 1000})
+    read: list[int | None] = []
+    original = backends._read_bounded
+
+    def recorded(file, key, size, max_bytes):
+        read.append(max_bytes)
+        return original(file, key, size, max_bytes)
+
+    monkeypatch.setattr(backends, "_read_bounded", recorded)
+    client = console_client(Role.VIEWER)
+    refused = client.get("/console/drive/download/?key=backups/dump.tar")
+    assert refused.status_code == 413 and "5000 bytes" in refused.content.decode()
+    assert read == [1000]
+    assert client.get("/console/drive/download/?key=backups/small.txt").content == b"y" * 1000

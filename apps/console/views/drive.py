@@ -14,7 +14,7 @@ from apps.bots.config_csv import config_text_masked
 from apps.compliance.services import audit_record
 from apps.console.pagination import console_page
 from apps.console.views.common import console_render
-from apps.drive.backends import DriveKeyError, drive_key_validate
+from apps.drive.backends import DriveKeyError, DriveObjectTooLarge, drive_key_validate
 from apps.drive.package import package_classify
 from apps.drive.storage import tenant_drive
 
@@ -91,6 +91,11 @@ def drive_browser_page(request: HttpRequest) -> HttpResponse:
     })
 
 
+def _too_large(size: int) -> HttpResponse:
+    return HttpResponse(_("This file is %(size)d bytes; the console hands out files up to %(max)d bytes.") % {
+        "size": size, "max": DRIVE_DOWNLOAD_MAX_BYTES}, status=413, content_type="text/plain; charset=utf-8")
+
+
 @require_GET
 @console_role_required(Role.VIEWER)
 def drive_download(request: HttpRequest) -> HttpResponse:
@@ -105,15 +110,17 @@ def drive_download(request: HttpRequest) -> HttpResponse:
     from apps.drive.models import DriveObject
 
     # The size the DriveMonitor last saw (every object inside a bot package has a row): refuse before reading.
+    # Files outside packages have no row, and a file may have grown since: the read itself is bounded too.
     size = DriveObject.objects.filter(key=key).values_list("size", flat=True).first() or 0
     if size > DRIVE_DOWNLOAD_MAX_BYTES:
-        return HttpResponse(_("This file is %(size)d bytes; the console hands out files up to %(max)d bytes.") % {
-            "size": size, "max": DRIVE_DOWNLOAD_MAX_BYTES}, status=413, content_type="text/plain; charset=utf-8")
+        return _too_large(size)
     drive = tenant_drive()
     try:
-        data = drive.read(key)
+        data = drive.read(key, max_bytes=DRIVE_DOWNLOAD_MAX_BYTES)
     except FileNotFoundError:
         raise Http404(_("No such file in the drive.")) from None
+    except DriveObjectTooLarge as exc:
+        return _too_large(exc.size)
     if package_classify(key) == "config" and not role_allows(getattr(request, "console_role", None), Role.EDITOR):
         # A bot's settings hold its credentials (llm-key, email-pass): viewers get them masked, as on its page.
         data = config_text_masked(data.decode("utf-8", "replace")).encode("utf-8")
