@@ -78,7 +78,9 @@ SUGGESTIONS_MAX = 10
 STREAM_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # Reasoning models wrap their chain of thought in <think>; spec 6.5 says the client never shows it. An
 # unterminated block (answer cut off while still thinking) is reasoning to the end.
-THINK_RE = re.compile(r"<think\b[^>]*>.*?(?:</think\s*>|\Z)", re.IGNORECASE | re.DOTALL)
+# The opening tag's attributes stop at the next "<" too: with `[^>]*` every "<think" lacking a ">" scanned to
+# the end of the text, quadratic in a TALK of "<think " repeated (seconds per 100 KB, on the event loop).
+THINK_RE = re.compile(r"<think\b[^<>]*>.*?(?:</think\s*>|\Z)", re.IGNORECASE | re.DOTALL)
 # Message.role values (apps.sessions.models) shown in the chat; system, tool and episodic rows are not.
 ROLE_USER, ROLE_ASSISTANT = 1, 2
 MESSAGE_TYPE_USER, MESSAGE_TYPE_TOOL_EXEC = 1, 6

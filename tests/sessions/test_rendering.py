@@ -20,6 +20,7 @@ from apps.sessions.rendering import (
     status_fragment,
     stream_delta_fragment,
     stream_start_fragment,
+    strip_think,
     suggestions_fragment,
     typing_fragment,
 )
@@ -142,6 +143,17 @@ def test_entities_are_text_not_markup():
     html = render_markdown("&lt;script&gt;alert(1)&lt;/script&gt; &amp;amp;")
     assert "<script" not in html
     assert "".join(_parse(html).text) == "<script>alert(1)</script> &amp;"
+
+
+def test_think_stripping_of_many_unclosed_think_tags_is_linear():
+    """A TALK of "<think " repeated (a fetched page, pasted answers) rendered on the consumer's event loop: each
+    "<think" without ">" scanned to the end of the text (about 6 s for these 210 KB, minutes for a megabyte)."""
+    import time
+
+    payload = "<think " * 30_000
+    started = time.perf_counter()
+    assert strip_think(payload) == payload
+    assert time.perf_counter() - started < 0.5  # linear: about a millisecond
 
 
 def test_think_blocks_are_removed_even_unterminated():
