@@ -17,6 +17,22 @@ ANALYTICS_DEFAULT_DAYS = 30
 SEARCH_MIN_CHARS = 2
 
 
+# Dates the filters take: a day is widened to the next midnight and the default range reaches 29 days back, so
+# dates at the ends of Python's calendar (9999-12-31, 0001-01-05) overflowed into a 500. Nothing in a chat
+# history is older than this or later than that.
+DATE_EARLIEST = date(1900, 1, 1)
+DATE_LATEST = date(9998, 12, 31)
+
+
+class _DateField(forms.DateField):
+    def clean(self, value):
+        day = super().clean(value)
+        if day is not None and not DATE_EARLIEST <= day <= DATE_LATEST:
+            raise forms.ValidationError(_("Choose a date between %(first)s and %(last)s."),
+                                        params={"first": DATE_EARLIEST.isoformat(), "last": DATE_LATEST.isoformat()})
+        return day
+
+
 class _BotField(forms.CharField):
     def clean(self, value):
         name = super().clean(value)
@@ -31,8 +47,8 @@ class _BotField(forms.CharField):
 class ConversationFilterForm(forms.Form):
     bot = _BotField(required=False, max_length=63)
     channel = forms.CharField(required=False, max_length=20)
-    date_from = forms.DateField(required=False, label=_("From"))
-    date_to = forms.DateField(required=False, label=_("To"))
+    date_from = _DateField(required=False, label=_("From"))
+    date_to = _DateField(required=False, label=_("To"))
     tools = forms.BooleanField(required=False, label=_("With tool calls"))
     unanswered = forms.BooleanField(required=False, label=_("Unanswered"))
     q = forms.CharField(required=False, max_length=SEARCH_MAX_CHARS, strip=True, label=_("Text"))
@@ -60,8 +76,8 @@ class ConversationFilterForm(forms.Form):
 
 
 class AnalyticsRangeForm(forms.Form):
-    date_from = forms.DateField(required=False, label=_("From"))
-    date_to = forms.DateField(required=False, label=_("To"))
+    date_from = _DateField(required=False, label=_("From"))
+    date_to = _DateField(required=False, label=_("To"))
     bot = _BotField(required=False, max_length=63)
     channel = forms.CharField(required=False, max_length=20)
 

@@ -27,7 +27,7 @@ from apps.analytics.selectors import (
 )
 from apps.bots.models import Bot
 from apps.compliance.services import audit_record
-from apps.console.views.common import console_render
+from apps.console.views.common import console_render, whole_number
 
 # A message number has at most this many digits (PositiveIntegerField).
 TRANSCRIPT_INDEX_DIGITS = 10
@@ -71,11 +71,12 @@ def _transcript_or_404(session_id: uuid.UUID, **kwargs):
 @console_role_required(Role.VIEWER)
 def transcript_page(request: HttpRequest, session_id: uuid.UUID) -> HttpResponse:
     raw = request.GET.get("from", "0")
-    if not raw.isdigit() or len(raw) > TRANSCRIPT_INDEX_DIGITS:
+    from_index = whole_number(raw) if len(raw) <= TRANSCRIPT_INDEX_DIGITS else None
+    if from_index is None:
         return HttpResponse(_("'from' must be a message number (0 or more)."), status=400,
                             content_type="text/plain; charset=utf-8")
     return console_render(request, "console/conversations/transcript.html",
-                          {"transcript": _transcript_or_404(session_id, from_index=int(raw))})
+                          {"transcript": _transcript_or_404(session_id, from_index=from_index)})
 
 
 @require_GET

@@ -204,6 +204,9 @@ def test_analytics_page_and_data_show_the_aggregates(client_as, canary_tenants, 
     ({"date_from": "2026-11-11", "date_to": "2026-11-01"}, "end date is before"),
     ({"date_from": "2024-01-01", "date_to": "2026-01-01"}, "at most 366 days"),
     ({"bot": "ghost"}, "No bot named ghost"),
+    # The ends of the calendar: a day is widened to the next midnight, the default range reaches 29 days back.
+    ({"date_to": "9999-12-31"}, "Choose a date between"),
+    ({"date_to": "0001-01-05"}, "Choose a date between"),
 ])
 def test_analytics_bad_range_is_explained(client_as, dataset, query, message):
     client = client_as(Role.VIEWER)
@@ -232,6 +235,16 @@ def test_transcript_pages_continue_from_a_message_number(client_as, canary_tenan
     page = client.get(f"/console/conversations/{dataset.web.pk}/", {"from": "2"}).content.decode()
     assert 'id="m-2"' in page and 'id="m-1"' not in page and 'rel="first"' in page
     assert client.get(f"/console/conversations/{dataset.web.pk}/", {"from": "-1"}).status_code == 400
+    assert client.get(f"/console/conversations/{dataset.web.pk}/", {"from": "\u00b2"}).status_code == 400  # isdigit
+
+
+@pytest.mark.parametrize("day", ["9999-12-31", "0001-01-01"])
+def test_conversation_list_and_export_refuse_dates_at_the_ends_of_the_calendar(client_as, dataset, day):
+    client = client_as(Role.EDITOR)
+    for url in ("/console/conversations/", "/console/conversations/export.csv"):
+        response = client.get(url, {"date_from": day if day < "5" else "", "date_to": day})
+        assert response.status_code == 400, (url, response.status_code)
+        assert "Choose a date between" in response.content.decode()
 
 
 def test_pages_speak_portuguese(client_as, canary_tenants, dataset):
