@@ -64,6 +64,12 @@ FALLBACK_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
 }
 
+# Responses under these paths carry private data (transcripts, exports, bot memory, a bot's credentials for
+# editors, API answers): browsers and shared proxies must not keep them, or the Back button of a shared machine
+# shows them after sign-out. Applied when the view set no Cache-Control of its own.
+PRIVATE_PATH_PREFIXES = ("/console/", "/admin/", "/api/", "/accounts/")
+PRIVATE_CACHE_CONTROL = "no-store, private"
+
 
 def csp_extra_sources_parse(entries: Sequence[str]) -> dict[str, tuple[str, ...]]:
     """settings.SECURITY_CSP_EXTRA_SOURCES ("directive source" strings) by directive, checked."""
@@ -120,6 +126,8 @@ class SecurityHeadersMiddleware:
         response.headers.setdefault("Permissions-Policy", self.permissions_policy)
         for name, value in FALLBACK_HEADERS.items():
             response.headers.setdefault(name, value)
+        if request.path.startswith(PRIVATE_PATH_PREFIXES):
+            response.headers.setdefault("Cache-Control", PRIVATE_CACHE_CONTROL)
         return response
 
 

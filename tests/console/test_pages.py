@@ -83,6 +83,21 @@ def test_pages_carry_no_inline_script_or_style(console_client, canary_tenants, l
         assert " onclick=" not in html and "hx-on" not in html, path
 
 
+def test_pages_and_downloads_are_not_kept_by_browsers_or_proxies(console_client, canary_tenants, local_storage):
+    """Transcripts, bot memory and (for editors) credentials: the Back button of a shared machine must not show
+    them after sign-out. Views that say nothing get `no-store`; the chat API's answers too."""
+    from django.test import Client
+
+    client = console_client(Role.ADMIN)
+    paths = [path.replace(BOT, canary_tenants.a.canary) for path, _needed, _text in PAGES]
+    for path in [*paths, "/console/conversations/", "/console/analytics/", "/console/analytics/data.json",
+                 "/console/conversations/export.csv"]:
+        response = client.get(path)
+        assert response.status_code == 200, path
+        assert "no-store" in response.get("Cache-Control", ""), path
+    assert "no-store" in Client(HTTP_HOST=canary_tenants.a.host).get("/api/bots").get("Cache-Control", "")
+
+
 # Filters a user can type on any page: dates at the edge of the calendar, NUL characters, huge numbers.
 HOSTILE_QUERIES = ["q=%00", "since=9999-12-31&until=9999-12-31", "actor=%00&text=%00", "page=%00",
                    "day_from=0001-01-01&day_to=9999-12-31", "page=99999999999999999999999", "key=%00", "prefix=%00"]
