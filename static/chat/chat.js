@@ -6,7 +6,8 @@
  *   stream takes the streaming bubble's place; messages stay in index order. No duplicates, no gaps.
  * - Reconnects also after closes htmx-ext-ws leaves alone (1000/1001/1005: server restart, dropped
  *   proxy), never after a refusal (4xxx, 1008); after 4401 (the page's socket token expired: the page was
- *   open for a day) the page reloads itself for a new one, once it has been open long enough.
+ *   open for a day) the page reloads itself for a new one, once it has been open long enough. After a
+ *   refusal the composer is disabled: nothing typed then could ever be sent.
  * - Enter sends, Shift+Enter inserts a new line; empty messages are not sent.
  * No inline code anywhere: the Content-Security-Policy forbids it.
  */
@@ -51,6 +52,17 @@
     label.textContent = root.getAttribute('data-text-' + state) || state;
     var typing = document.getElementById('typing');
     if (state !== 'online' && typing) { typing.hidden = true; }
+    // Refused for good (4xxx, 1008): nothing typed now would ever be sent, so nothing can be typed.
+    var closed = state === 'closed';
+    ['messageInput', 'sendBtn'].forEach(function (id) {
+      var element = document.getElementById(id);
+      if (element) { element.disabled = closed; }
+    });
+  }
+
+  function connectionClosed() {
+    var label = document.getElementById('connection');
+    return !!label && label.getAttribute('data-state') === 'closed';
   }
 
   function nearBottom(box) {
@@ -160,6 +172,8 @@
   window.addEventListener('pagehide', function () { unloading = true; });
 
   document.addEventListener('htmx:wsConfigSend', function (evt) {
+    // No reconnect follows a refusal: htmx-ext-ws would queue the message for ever (and the input was cleared).
+    if (connectionClosed()) { evt.preventDefault(); return; }
     // The answer formats switched on go with every message, typed or a chip (the server keeps only offered ones).
     var boxes = document.querySelectorAll('#switchers input[type="checkbox"]:checked');
     evt.detail.parameters.active_switchers = Array.prototype.map.call(boxes, function (box) { return box.value; });

@@ -355,6 +355,35 @@ async def test_socket_gives_a_session_only_to_the_page_that_was_handed_it(
     await watched_page.assert_clean()
 
 
+async def test_a_refused_socket_disables_the_composer_instead_of_swallowing_messages(
+        watched_page, chat_server, browser_tenant, bots):
+    """After a refusal (4xxx) nothing reconnects: a message typed then was cleared from the input and queued by
+    htmx-ext-ws for ever. The composer is disabled instead, and the text kept."""
+    page = watched_page.page
+    sockets = []
+
+    def relay(ws) -> None:  # the page's socket goes to the server as usual; the test closes it as a refusal would
+        ws.connect_to_server()
+        sockets.append(ws)
+
+    await page.route_web_socket(re.compile(r".*/ws/.*"), relay)
+    await open_chat(watched_page, chat_server, browser_tenant.host, bots["plain"])
+    assert not await page.is_disabled("#messageInput")
+    await sockets[-1].close(code=4429, reason="too many connections")
+    await page.wait_for_selector("#connection[data-state='closed']", timeout=UI_TIMEOUT_MS)
+    assert await page.is_disabled("#messageInput") and await page.is_disabled("#sendBtn")
+    kept = await page.evaluate("""() => {
+      const input = document.getElementById('messageInput');
+      input.value = 'typed after the refusal';
+      document.getElementById('chatForm').requestSubmit();
+      return input.value;
+    }""")
+    assert kept == "typed after the refusal"
+    await page.wait_for_timeout(500)
+    assert await page.get_attribute("#connection", "data-state") == "closed"  # and no reconnect
+    await watched_page.assert_clean()
+
+
 async def test_answer_finished_while_offline_is_replayed_once_on_reconnect(
         watched_page, chat_server, browser_tenant, bots, fake_llm):
     from tests.support.llm_fake import Reply
