@@ -70,13 +70,24 @@ def _denied_page(request: HttpRequest, required: Role, actual: Role | None) -> H
     return render(request, "accounts/forbidden.html", {"required": required, "actual": actual}, status=403)
 
 
+def _htmx_refusal(status: int) -> HttpResponse:
+    """An HTMX call (a fragment, a poll every second) is refused by having its page reloaded: the page then
+    shows the sign-in or the 403 page once (recording the denial once). htmx swaps no error response and keeps
+    polling, so a 403 page answered to each poll wrote an audit row every second, and a login redirect
+    (followed by the browser) swapped the sign-in form into the fragment."""
+    response = HttpResponse(status=status)
+    response["HX-Refresh"] = "true"
+    return response
+
+
 def _role_check(request: HttpRequest, required: Role) -> HttpResponse | None:
     """None when the session's user holds `required`; else the login redirect or the 403 page."""
+    is_htmx = "HTTP_HX_REQUEST" in request.META
     if not request.user.is_authenticated:
-        return redirect_to_login(request.get_full_path())
+        return _htmx_refusal(401) if is_htmx else redirect_to_login(request.get_full_path())
     actual = user_console_role(request.user)
     if not role_allows(actual, required):
-        return _denied_page(request, required, actual)
+        return _htmx_refusal(403) if is_htmx else _denied_page(request, required, actual)
     request.console_role = actual
     return None
 

@@ -70,6 +70,25 @@ def test_forbidden_page_and_json_say_what_is_needed_and_are_audited(canary_tenan
     assert denied == [("vi", "/test/admin-page"), ("vi", "/test/editor")]
 
 
+def test_htmx_calls_refused_reload_their_page_instead_of_recording_a_denial_per_poll(canary_tenants):
+    """The KB progress fragment polls every second: a user whose role was taken away got the 403 page on each
+    poll (htmx swaps no error and keeps polling), one audit row a second; a signed-out one got the sign-in form
+    swapped into the fragment. Both now get HX-Refresh: the page reloads and shows its refusal once."""
+    _local_user(canary_tenants.a, "vi", Role.VIEWER)
+    client = _signed_in(canary_tenants.a, "vi")
+    for _ in range(3):
+        poll = client.get("/test/admin-page", HTTP_HX_REQUEST="true")
+        assert poll.status_code == 403 and poll["HX-Refresh"] == "true" and poll.content == b""
+    with schema_context(canary_tenants.a.schema_name):
+        assert not AuditEvent.objects.filter(action="auth.role_denied").exists()
+    page = client.get("/test/admin-page")  # the reload
+    assert page.status_code == 403 and "needs the Admin role" in page.content.decode()
+    with schema_context(canary_tenants.a.schema_name):
+        assert AuditEvent.objects.filter(action="auth.role_denied").count() == 1
+    anonymous = Client(HTTP_HOST=canary_tenants.a.host).get("/console/", HTTP_HX_REQUEST="true")
+    assert anonymous.status_code == 401 and anonymous["HX-Refresh"] == "true"
+
+
 def test_anonymous_pages_redirect_to_sign_in_and_apis_answer_401_json(canary_tenants):
     client = Client(HTTP_HOST=canary_tenants.a.host)
     page = client.get("/console/")
