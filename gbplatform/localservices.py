@@ -157,11 +157,12 @@ class LocalRedis:
                 self.process.wait()
 
 
-def redis_start(data_dir: Path, *, persist: bool) -> LocalRedis:
-    """Start a private redis-server on a free loopback port; the caller owns (and stops) the process."""
+def redis_start(data_dir: Path, *, persist: bool, port: int | None = None) -> LocalRedis:
+    """Start a private redis-server on a free loopback port (or `port`: a restart where clients expect it); the
+    caller owns (and stops) the process."""
     data_dir = data_dir.resolve()  # redis-server chdirs into --dir, so relative paths would break
     data_dir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     args = [
         redis_server_binary(),
         "--port", str(port),

@@ -101,10 +101,14 @@ def _bot_config_of_request(request: HttpRequest):
 
 
 def _message_rate(request: HttpRequest, session) -> JsonResponse | None:
+    from apps.core.ratelimit import RateLimitUnavailable, rate_limit_unavailable_response
     from apps.sessions.limits import chat_rate_limit, message_rate_check
 
-    wait = message_rate_check(session_id=str(session.id), ip=request_client_ip(request) or "",
-                              limit=chat_rate_limit(session.bot))
+    try:
+        wait = message_rate_check(session_id=str(session.id), ip=request_client_ip(request) or "",
+                                  limit=chat_rate_limit(session.bot))
+    except RateLimitUnavailable:
+        return rate_limit_unavailable_response()
     if wait:
         response = _error(429, f"too many messages; retry in {int(wait) + 1} s")
         response["Retry-After"] = str(int(wait) + 1)

@@ -30,8 +30,9 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.db import connections
 from django_tenants.utils import schema_context
+from redis.exceptions import RedisError
 
-from apps.core.ratelimit import platform_ip_bucket
+from apps.core.ratelimit import RateLimitUnavailable, platform_ip_bucket
 from apps.core.wire import WireError, json_loads
 from apps.sessions import events, rendering, services
 from apps.sessions.models import MessageType, Role
@@ -52,6 +53,8 @@ REPLAY_MAX = 1000
 # A page's `resume` frames are taken at most this often per connection (a reconnect sends one; a client
 # repeating it would have the process render its history again and again).
 RESUME_MIN_INTERVAL_S = 5.0
+# Told to a client whose message could not be checked (the rate-limit store is down): it was not taken.
+SERVICE_BUSY = "The service is busy; please send your message again."
 # Close codes (4000-4999 are the application's): the upstream client does not retry on 4xxx.
 CLOSE_UNKNOWN_BOT = 4404
 CLOSE_FORBIDDEN = 4403
@@ -386,7 +389,11 @@ class ChatConsumerBase(AsyncWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         self.closed = True
         if self.group:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+            try:
+                await self.channel_layer.group_discard(self.group, self.channel_name)
+            except (RedisError, OSError) as exc:
+                # Redis is down: its subscription went with the connection; nothing to undo, nothing to report.
+                logger.info("chat: leaving the group of session %s while Redis is down: %s", self.session_id, exc)
 
     async def replay(self, after: int) -> None:
         data = await chat_run(self.schema, _replay, self.session_id, after, quick=True)
@@ -460,9 +467,12 @@ class ChatConsumerBase(AsyncWebsocketConsumer):
             await self.render_status("This service is not available now.")
             await self.close(code=CLOSE_SUSPENDED)
             return
+        except RateLimitUnavailable:  # Redis is down (logged in apps.sessions.limits): not "too many messages"
+            await self.render_status(SERVICE_BUSY)
+            return
         except Exception:  # the message is not lost silently: the client is told to send it again
             logger.exception("chat: rate check failed for session %s", self.session_id)
-            await self.render_status("The service is busy; please send your message again.")
+            await self.render_status(SERVICE_BUSY)
             return
         if retry_after:
             await self.render_status(f"Too many messages; try again in {int(retry_after) + 1} s.")

@@ -36,7 +36,8 @@ def chat_rate_limit(bot: Bot) -> RateLimit:
 
 def message_rate_check(*, session_id: str, ip: str, limit: RateLimit) -> float | None:
     """None when the message may go on, else the seconds to wait. `limit` is chat_rate_limit's (a socket
-    keeps the one it read when it connected: the check is then Redis only, one round trip)."""
+    keeps the one it read when it connected: the check is then Redis only, one round trip). Raises
+    RateLimitUnavailable when the store is down and the bot's own limits apply (RATE_LIMIT_FAIL_OPEN off)."""
     buckets = []
     if limit.enabled:
         buckets.append(Bucket("chat.session", str(session_id), limit=limit.limit, window_s=limit.window_s,
@@ -52,8 +53,9 @@ def message_rate_check(*, session_id: str, ip: str, limit: RateLimit) -> float |
         # A bot whose limits are off is not refused for the platform-wide backstop alone.
         if not buckets or getattr(settings, "RATE_LIMIT_FAIL_OPEN", False):
             return None
+        # Raised, not a wait: the sender must hear "busy, send it again", not "too many messages" (503, not 429).
         logger.warning("chat: rate-limit store down, refusing the message (RATE_LIMIT_FAIL_OPEN is off)")
-        return 5.0
+        raise
     if refusal is None:
         return None
     if refusal.platform:

@@ -412,7 +412,8 @@ def test_redis_down_refuses_for_the_tenants_own_limits_never_for_the_platform_ba
     off = RateLimit(endpoint="chat", enabled=False, limit=1, window_s=60, burst=0, by="ip")
     view = _sign_in_view()
     with schema_context(canary_tenants.a.schema_name):
-        assert message_rate_check(session_id="s", ip="203.0.113.9", limit=on) == 5.0  # refused: store down
+        with pytest.raises(RateLimitUnavailable):  # refused: store down (the caller says "busy", not "too many")
+            message_rate_check(session_id="s", ip="203.0.113.9", limit=on)
         assert message_rate_check(session_id="s", ip="203.0.113.9", limit=off) is None
         assert view(_request("198.51.100.1")).status_code == 503
         limits_off = {"rate-limit-enabled": "false"}
