@@ -123,6 +123,13 @@ def _check_path(path: str) -> str:
 
 T = TypeVar("T")
 _NETWORK_ERRORS = (requests.exceptions.ConnectionError, requests.exceptions.Timeout)
+# Answers worth asking again at once: 412 (a performance standby has not caught up with the index yet; Vault's
+# docs tell clients to retry), other statuses hvac has no class for, and 429 (a rate-limit quota). Retried
+# VAULT_TRANSIENT_ATTEMPTS times in all, VAULT_TRANSIENT_DELAY_S apart (doubling): a read on a request path
+# waits at most a few tenths of a second before it fails closed.
+_TRANSIENT_ERRORS = (hvac.exceptions.UnexpectedError, hvac.exceptions.RateLimitExceeded)
+VAULT_TRANSIENT_ATTEMPTS = 3
+VAULT_TRANSIENT_DELAY_S = 0.05
 
 
 @dataclass
@@ -290,7 +297,19 @@ class VaultSecrets:
             return True
 
     def _call(self, operation: Callable[[hvac.Client], T]) -> T:
-        """Run one Vault operation with a fresh-enough token; one re-login and retry on 403."""
+        """Run one Vault operation with a fresh-enough token; one re-login and retry on 403; transient answers
+        (412, 429) asked again a bounded number of times."""
+        for attempt in range(VAULT_TRANSIENT_ATTEMPTS):
+            try:
+                return self._call_once(operation)
+            except _TRANSIENT_ERRORS as exc:
+                if attempt + 1 >= VAULT_TRANSIENT_ATTEMPTS:
+                    raise
+                logger.info("vault: transient answer (%s); asking again", type(exc).__name__)
+                time.sleep(VAULT_TRANSIENT_DELAY_S * 2**attempt)
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    def _call_once(self, operation: Callable[[hvac.Client], T]) -> T:
         self._ensure_token()
         token = self._token
         try:

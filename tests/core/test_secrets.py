@@ -350,6 +350,27 @@ def test_cache_rides_out_an_outage_shorter_than_its_ttl_then_fails_closed(vault)
         client.get("gbo/llm", "api_key")
 
 
+def test_a_standby_behind_412_is_asked_again_a_bounded_number_of_times(vault):
+    """Test plan F7's 412: a performance standby that has not caught up answers 412 and clients retry; a Vault
+    that keeps answering it fails closed after VAULT_TRANSIENT_ATTEMPTS, without a loop."""
+    from apps.core.secrets import VAULT_TRANSIENT_ATTEMPTS
+
+    vault.put_secret("gbo/llm", {"api_key": GLOBAL_SECRET})
+    client = VaultSecrets(addr=vault.url, token=vault.create_token(0), cache_ttl_s=0)
+    assert client.get("gbo/llm", "api_key") == GLOBAL_SECRET  # the token is looked up once, here
+    before = len(vault.requests)
+    vault.fail_next = [412, 429]
+    assert client.get("gbo/llm", "api_key") == GLOBAL_SECRET
+    assert len(vault.requests) - before == 3 and vault.fail_next == []
+    before = len(vault.requests)
+    vault.fail_next = [412] * (VAULT_TRANSIENT_ATTEMPTS + 2)
+    with pytest.raises(SecretUnavailable):
+        client.get("gbo/llm", "api_key")
+    assert len(vault.requests) - before == VAULT_TRANSIENT_ATTEMPTS  # then it fails closed: no loop
+    vault.fail_next = []
+    assert client.get("gbo/llm", "api_key") == GLOBAL_SECRET
+
+
 def test_cache_remembers_missing_paths_too(vault):
     client = VaultSecrets(addr=vault.url, token=vault.create_token(0), cache_ttl_s=30)
     for _ in range(3):
