@@ -23,6 +23,7 @@ from apps.basic import values as V
 from apps.basic.builtins import BUILTINS
 from apps.basic.errors import BasicRuntimeError, CompileError, LimitExceeded
 from apps.basic.keywords import KEYWORDS, PURE_KEYWORDS
+from apps.basic.limits import MAX_SCHEDULES
 from apps.basic.parser import parse
 from apps.basic.schedule import ScheduleError, to_cron
 
@@ -89,6 +90,7 @@ class Compiler:
         self.slot_counter = 0
         self.block_counter = 0
         self.label_lines: dict[str, int] = {}
+        self.schedule_repeats: set[int] = set()  # lines of schedules already warned about as repeated
 
     # -- entry --------------------------------------------------------------------------------
     def compile(self) -> Program:
@@ -820,6 +822,16 @@ class Compiler:
                 cron = to_cron(first.value)
             except ScheduleError as exc:
                 raise CompileError(str(exc), s.line, s.col) from None
+            same = next((item for item in self.meta["schedules"] if item["cron"] == cron), None)
+            if same is not None:  # the same cron twice would run the script twice each time: it runs once
+                if same["line"] not in self.schedule_repeats:
+                    self.schedule_repeats.add(same["line"])
+                    self.meta["warnings"].append({"line": s.line, "message": (
+                        f"SET SCHEDULE repeats the schedule of line {same['line']} ({cron}); the script runs once")})
+                return
+            if len(self.meta["schedules"]) >= MAX_SCHEDULES:
+                raise CompileError(f"too many schedules: a script may have at most {MAX_SCHEDULES} different "
+                                   f"SET SCHEDULE times (MAX_SCHEDULES)", s.line, s.col)
             self.meta["schedules"].append({"expression": first.value, "cron": cron, "line": s.line})
             return  # compile-time only (spec 3.8): the line is not part of the run
         self.s_ExprStmt(n.ExprStmt(s.line, s.col, n.KwCall(s.line, s.col, "SET SCHEDULE", s.args, {})))

@@ -46,6 +46,11 @@ MAX_CALL_DEPTH = 100
 # Longest WAIT in seconds (upstream caps WAIT at 300 s).
 MAX_WAIT_SECONDS = 300.0
 
+# Distinct SET SCHEDULE crons one script may register (spec 3.8: at most 100 scheduled tasks per bot). Each one
+# puts a job on the platform's shared queue every time it fires: a script of thousands of "every minute" lines
+# would flood every tenant's jobs. Identical crons count once (they run the script once).
+MAX_SCHEDULES = 100
+
 # Invalid answers to a typed HEAR before the script continues with an empty value (spec 3.5.1).
 MAX_HEAR_TRIES = 3
 

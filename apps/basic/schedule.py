@@ -7,6 +7,7 @@ compile error, so a typo never silently becomes "never runs".
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import datetime
 
@@ -47,14 +48,28 @@ _REFERENCE_START = datetime(2026, 1, 1)
 
 def to_cron(expression: str) -> str:
     """Translate a schedule expression into a 5-field cron string that croniter accepts and that fires."""
+    cron = _to_cron(expression)
+    problem = _cron_problem(cron)
+    if problem is not None:
+        raise ScheduleError(f"Could not parse schedule '{expression}': {problem}")
+    return cron
+
+
+# Crons whose check is remembered: croniter takes a quarter of a millisecond per cron, and a script may repeat
+# one SET SCHEDULE thousands of times (the compiler counts it once); a process meets few different crons.
+_CRON_CHECKS_CACHED = 1024
+
+
+@functools.lru_cache(maxsize=_CRON_CHECKS_CACHED)
+def _cron_problem(cron: str) -> str | None:
+    """Why croniter refuses `cron` (or finds no time it fires), None when it is fine."""
     from croniter import croniter
 
-    cron = _to_cron(expression)
     try:
         croniter(cron, _REFERENCE_START).get_next(datetime)
     except (ValueError, KeyError) as exc:  # croniter's errors are ValueErrors; a bad name is a KeyError
-        raise ScheduleError(f"Could not parse schedule '{expression}': {exc}") from None
-    return cron
+        return str(exc)
+    return None
 
 
 def _to_cron(expression: str) -> str:

@@ -31,6 +31,10 @@ SCRIPT_MAX_BYTES = 1024 * 1024
 # Rows one bot table may hold (SAVE/INSERT, or a `.gbdata/*.csv` import); more belongs in a real database.
 TABLE_ROWS_MAX = 50_000
 DATA_CSV_MAX_ROWS = TABLE_ROWS_MAX
+# Schedules (SET SCHEDULE) one bot may have over all its scripts (spec 3.8: at most 100 scheduled tasks per
+# bot). Every schedule is a job on the platform's shared `jobs` queue each time it fires; the compiler bounds
+# one script (apps.basic.limits.MAX_SCHEDULES), this bounds a bot of many scripts.
+SCHEDULES_MAX_PER_BOT = 100
 # A memory value is a setting or a counter, not a document.
 MEMORY_VALUE_MAX_CHARS = 64 * 1024
 
@@ -126,9 +130,22 @@ def schedules_sync(*, script: BotScript) -> list[BotSchedule]:
     in the public schedule index (same transaction: the beat tick never sees a half-replaced schedule)."""
     from django.utils import timezone as django_tz
 
+    unique: dict[str, dict] = {}  # the same cron twice would run the script twice each time: once
+    for item in script.metadata.get("schedules") or []:
+        unique.setdefault(item["cron"], item)
+    crons = list(unique.values())
+    if crons:
+        # The bot's row lock: two of its scripts deployed at once cannot both fit under the limit by counting
+        # before the other's rows exist.
+        Bot.objects.select_for_update().filter(pk=script.bot_id).first()
+        others = BotSchedule.objects.filter(bot_id=script.bot_id).exclude(script=script).count()
+        if others + len(crons) > SCHEDULES_MAX_PER_BOT:
+            raise BotFileError(
+                f"{script.path}: too many schedules: with its {len(crons)} SET SCHEDULE times the bot would have "
+                f"{others + len(crons)}; a bot may have at most {SCHEDULES_MAX_PER_BOT} (SCHEDULES_MAX_PER_BOT). "
+                f"Not deployed: the previous version, if any, keeps running")
     removed = list(BotSchedule.objects.filter(script=script).values_list("pk", flat=True))
     BotSchedule.objects.filter(pk__in=removed).delete()
-    crons = script.metadata.get("schedules") or []
     tz, now = bot_timezone(script.bot), django_tz.now()
     created = BotSchedule.objects.bulk_create(
         BotSchedule(bot=script.bot, script=script, expression=item["expression"][:200], cron=item["cron"],

@@ -101,3 +101,41 @@ def test_a_deleted_tenant_leaves_no_index_rows(canary_tenants, local_storage):
     tenant_delete(schema_name=tenant.schema_name)
     with schema_context(get_public_schema_name()):
         assert not ScheduleIndex.objects.filter(tenant_id=tenant.pk).exists()
+
+
+def _daily_lines(start: int, count: int) -> str:
+    """`count` different daily times (minute i % 60 of hour i // 60), each a SET SCHEDULE line."""
+    return "".join(f'SET SCHEDULE "{i % 60} {i // 60} * * *"\n' for i in range(start, start + count))
+
+
+def test_a_bot_over_the_schedule_limit_is_refused_and_nothing_is_written(canary_tenants):
+    from apps.bots import services as bot_services
+
+    schema = canary_tenants.a.schema_name
+    with schema_context(schema):
+        bot = Bot.objects.create(name="at-many")
+        path = "at-many.gbai/at-many.gbdialog/{}.bas"
+        # One script past the limit: a compile error at the 101st line; the script runs on no schedule.
+        script = bot_services.script_sync(bot=bot, path=path.format("one"), data=_daily_lines(0, 101).encode())
+        assert script.errors[0]["line"] == 101
+        assert "at most 100 different SET SCHEDULE times" in script.errors[0]["message"]
+        assert not BotSchedule.objects.filter(bot=bot).exists()
+        # The same cron on 40,000 lines is one schedule.
+        script = bot_services.script_sync(bot=bot, path=path.format("one"),
+                                          data=b'SET SCHEDULE "* * * * *"\n' * 40_000 + b'TALK "x"\n')
+        assert script.ok and list(BotSchedule.objects.filter(bot=bot).values_list("cron", flat=True)) == ["* * * * *"]
+        bot_services.script_remove(bot=bot, path=path.format("one"))
+        # Two scripts of one bot: 60 fit, 41 more would make 101.
+        bot_services.script_sync(bot=bot, path=path.format("first"), data=_daily_lines(0, 60).encode())
+        with pytest.raises(bot_services.BotFileError) as info:
+            bot_services.script_sync(bot=bot, path=path.format("second"), data=_daily_lines(60, 41).encode())
+        assert str(info.value) == (
+            "at-many.gbai/at-many.gbdialog/second.bas: too many schedules: with its 41 SET SCHEDULE times the bot "
+            "would have 101; a bot may have at most 100 (SCHEDULES_MAX_PER_BOT). Not deployed: the previous "
+            "version, if any, keeps running")
+        assert BotSchedule.objects.filter(bot=bot).count() == 60
+        assert not bot.scripts.filter(name="second").exists()
+        # 40 more fit exactly.
+        assert bot_services.script_sync(bot=bot, path=path.format("second"), data=_daily_lines(60, 40).encode()).ok
+        ids = set(BotSchedule.objects.filter(bot=bot).values_list("pk", flat=True))
+    assert len(ids) == 100 and {row.schedule_id for row in _index(schema)} >= ids

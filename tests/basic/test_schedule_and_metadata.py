@@ -100,3 +100,27 @@ def test_interpolation_errors_point_at_the_string() -> None:
 
 def test_nested_interpolation_with_quotes_and_braces() -> None:
     assert run('m = #{ a: "z" }\nTALK "v=${m[\'a\'] + \'}\'}!"').host.messages == ["v=z}!"]
+
+
+def _daily(i: int) -> str:
+    """The i-th of many different daily times (minute i % 60 of hour i // 60)."""
+    return f'SET SCHEDULE "{i % 60} {i // 60} * * *"'
+
+
+def test_more_schedules_than_the_limit_are_a_compile_error_at_the_line() -> None:
+    from apps.basic.limits import MAX_SCHEDULES
+
+    assert len(compile_source("\n".join(_daily(i) for i in range(MAX_SCHEDULES))).metadata["schedules"]) == 100
+    with pytest.raises(CompileError) as info:
+        compile_source("\n".join(_daily(i) for i in range(MAX_SCHEDULES + 1)))
+    assert info.value.line == MAX_SCHEDULES + 1
+    assert "at most 100 different SET SCHEDULE times (MAX_SCHEDULES)" in info.value.message
+
+
+def test_a_repeated_schedule_registers_once() -> None:
+    # 40,000 lines of the same cron were 40,000 schedules (a job each, every minute, on the shared queue).
+    src = 'SET SCHEDULE "every minute"\n' + 'SET SCHEDULE "* * * * *"\n' * 40_000 + 'TALK "x"'
+    meta = compile_source(src).metadata
+    assert meta["schedules"] == [{"expression": "every minute", "cron": "* * * * *", "line": 1}]
+    assert meta["warnings"] == [{"line": 2, "message": "SET SCHEDULE repeats the schedule of line 1 (* * * * *); "
+                                                       "the script runs once"}]
