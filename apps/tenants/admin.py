@@ -15,6 +15,7 @@ from django_tenants.utils import schema_context
 
 from apps.tenants.models import Domain, Tenant
 from apps.tenants.selectors import tenant_settings_forget
+from apps.tenants.services import platform_schema_names, tenant_ready_set
 
 
 class DomainInline(admin.TabularInline):
@@ -83,19 +84,27 @@ class TenantAdmin(admin.ModelAdmin):
 
     @admin.action(description="Suspend the selected tenants (their hosts answer 503, jobs stop)")
     def suspend(self, request, queryset):
-        for tenant in queryset.filter(ready=True):
-            Tenant.objects.filter(pk=tenant.pk).update(ready=False)
-            tenant_settings_forget(tenant.schema_name)
-            _audit(tenant, "tenant.suspended", request)
-        messages.success(request, "Suspended.")
+        self._ready_set(request, queryset, ready=False)
 
     @admin.action(description="Resume the selected tenants")
     def resume(self, request, queryset):
-        for tenant in queryset.filter(ready=False).exclude(schema_name__in=["public", settings.TENANT_BASE_SCHEMA]):
-            Tenant.objects.filter(pk=tenant.pk).update(ready=True)
-            tenant_settings_forget(tenant.schema_name)
-            _audit(tenant, "tenant.resumed", request)
-        messages.success(request, "Resumed.")
+        self._ready_set(request, queryset, ready=True)
+
+    def _ready_set(self, request, queryset, *, ready: bool) -> None:
+        platform = platform_schema_names()
+        if queryset.filter(schema_name__in=platform).exists():
+            messages.warning(request, "The platform tenant and the template cannot be suspended or resumed; "
+                                      "they were left as they are.")
+        changed = [tenant.schema_name for tenant in queryset.exclude(schema_name__in=platform)
+                   if tenant_ready_set(tenant=tenant, ready=ready, actor=f"support:{request.user.get_username()}")]
+        messages.success(request, f"{'Resumed' if ready else 'Suspended'}: {', '.join(changed) or 'none'}.")
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is not None and obj.schema_name in platform_schema_names():
+            # Not ready, the platform host answers 503 to everything, this admin included; the template is
+            # never ready (the tick would run its jobs).
+            return (*self.readonly_fields, "ready")
+        return self.readonly_fields
 
     def save_model(self, request, obj, form, change):
         obj.oidc_organization_id = obj.oidc_organization_id.strip()

@@ -87,6 +87,35 @@ def template_schema_ensure() -> Tenant:
     return template
 
 
+def platform_schema_names() -> set[str]:
+    """The schemas that are no customer's: `public` (the platform host: support staff's admin, health, the
+    meet webhook) and the template. They are never suspended or resumed."""
+    return {get_public_schema_name(), settings.TENANT_BASE_SCHEMA}
+
+
+class TenantStateError(ValueError):
+    """A tenant cannot be suspended or resumed as asked; the message says why and nothing was changed."""
+
+
+def tenant_ready_set(*, tenant: Tenant, ready: bool, actor: str) -> bool:
+    """Suspend (`ready=False`: its hosts answer 503, its jobs stop) or resume a tenant, written to the tenant's
+    audit log in the same transaction as `tenant.suspended` / `tenant.resumed` by `actor`. False when it already
+    was so. The platform's own schemas are refused: a suspended public tenant took the admin down with it."""
+    from apps.compliance.services import audit_record
+    from apps.tenants.selectors import tenant_settings_forget
+
+    if tenant.schema_name in platform_schema_names():
+        raise TenantStateError(f"{tenant.schema_name!r} is the platform's own schema: it is never suspended or resumed")
+    with schema_context(get_public_schema_name()), transaction.atomic():
+        changed = Tenant.objects.filter(pk=tenant.pk, ready=not ready).update(ready=ready)
+        if changed:
+            with schema_context(tenant.schema_name):
+                audit_record(action="tenant.resumed" if ready else "tenant.suspended", actor=actor,
+                             object_type="tenant", object_id=tenant.schema_name)
+    tenant_settings_forget(tenant.schema_name)  # this process sees the change at once, the others within its TTL
+    return bool(changed)
+
+
 def tenant_create(
     *,
     name: str,

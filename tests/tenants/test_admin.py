@@ -70,3 +70,30 @@ def test_a_tenants_own_token_quota_overrides_the_platform_default(canary_tenants
             assert llm_settings_for(Bot.objects.get(pk=canary_tenants.b.bot_pk), {}).daily_token_limit == 100_000
     finally:
         tenant_settings_forget()
+
+
+def test_suspend_with_every_tenant_selected_leaves_the_platform_serving(staff_client, canary_tenants, settings):
+    # The public tenant was suspended with the others (ready=False committed), then the audit failed (no audit
+    # log in public): a 500, and the platform host answered 503 to /admin/ and /api/health until fixed in SQL.
+    tenant = Tenant.objects.get(schema_name=canary_tenants.a.schema_name)
+    platform = {s: Tenant.objects.get(schema_name=s).ready for s in ("public", settings.TENANT_BASE_SCHEMA)}
+    response = staff_client.post("/admin/tenants/tenant/", {
+        "action": "suspend", "_selected_action": list(Tenant.objects.values_list("pk", flat=True))}, follow=True)
+    assert response.status_code == 200
+    assert "The platform tenant and the template cannot be suspended" in response.content.decode()
+    assert {s: Tenant.objects.get(schema_name=s).ready for s in platform} == platform == {
+        "public": True, settings.TENANT_BASE_SCHEMA: False}
+    assert not Tenant.objects.get(pk=tenant.pk).ready  # the others were suspended
+    tenant_settings_forget()
+    assert Client(HTTP_HOST=settings.PLATFORM_PUBLIC_DOMAIN).get("/admin/login/").status_code == 200
+    staff_client.post("/admin/tenants/tenant/", {"action": "resume", "_selected_action": [tenant.pk]})
+    assert Tenant.objects.get(pk=tenant.pk).ready
+
+
+def test_the_platform_tenants_ready_flag_cannot_be_edited(staff_client, settings):
+    for schema in ("public", settings.TENANT_BASE_SCHEMA):
+        tenant = Tenant.objects.get(schema_name=schema)
+        page = staff_client.get(f"/admin/tenants/tenant/{tenant.pk}/change/").content.decode()
+        assert 'name="ready"' not in page
+    customer = Tenant.objects.exclude(schema_name__in=["public", settings.TENANT_BASE_SCHEMA]).first()
+    assert 'name="ready"' in staff_client.get(f"/admin/tenants/tenant/{customer.pk}/change/").content.decode()
