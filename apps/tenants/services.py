@@ -24,6 +24,11 @@ logger = logging.getLogger(__name__)
 # need quoting and cannot collide with system schemas (pg_*) or ours.
 SCHEMA_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 RESERVED_SCHEMA_PREFIXES = ("pg_", "information_schema")
+# The first part of the raw keys written to the cache's Redis database beside the tenants' `<schema>:` cache
+# keys: `llm:` (apps.llm quota, answer cache, breaker), `rl:` (apps.core.ratelimit) and `platform`, the
+# tenant part of the platform-wide rate limits (`rl:platform:...`). A tenant given one of these schema names
+# (host llm.example.com) would share those keys, and deleting it would purge every tenant's.
+RESERVED_SCHEMA_NAMES = frozenset({"llm", "rl", "platform"})
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 HOSTNAME_RE = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*$")
 MAX_TENANT_NAME_LENGTH = 100
@@ -55,6 +60,11 @@ def _validate(name: str, domain: str, schema_name: str, oidc_organization_id: st
         )
     if schema_name in {get_public_schema_name(), settings.TENANT_BASE_SCHEMA}:
         raise TenantProvisioningError(f"schema name {schema_name!r} is reserved")
+    if schema_name in RESERVED_SCHEMA_NAMES:
+        raise TenantProvisioningError(
+            f"schema name {schema_name!r} is reserved (the platform's own Redis keys start with it): "
+            f"give the tenant another schema name"
+        )
     if Domain.objects.filter(domain=domain).exists():
         raise TenantProvisioningError(f"host name {domain!r} already belongs to a tenant")
     if Tenant.objects.filter(schema_name=schema_name).exists() or schema_exists(schema_name):
@@ -184,14 +194,33 @@ def _tenant_data_outside_postgres_purge(schema_name: str, bots: list[str] | None
     return bots
 
 
-# Redis keys of a tenant outside the Django cache's `<schema>:` prefix: the LLM answer cache and token quota.
-TENANT_REDIS_KEY_PREFIXES = ("llm:cache", "llm:quota")
+# Raw Redis keys of a tenant beside its Django cache entries: the LLM answer cache and token quota
+# (`llm:cache:<schema>:...`, `llm:quota:<schema>:...`) and its rate-limit buckets (`rl:<schema>:...`).
+TENANT_REDIS_KEY_PREFIXES = ("llm:cache", "llm:quota", "rl")
+
+
+def tenant_redis_patterns(schema_name: str) -> list[str]:
+    """The Redis key patterns (SCAN MATCH) of exactly this tenant's keys. Its cache entries are
+    `<schema>:<KEY_PREFIX>:<version>:<key>` (django_tenants.cache.make_key): matched with the cache's key
+    prefix, so a schema named like a raw prefix never matches another tenant's raw keys. Schema names hold no
+    glob characters (SCHEMA_NAME_RE)."""
+    from django.core.cache import cache
+
+    from apps.core.ratelimit import PLATFORM_TENANT
+
+    patterns = [f"{schema_name}:{cache.key_prefix}:*"]
+    for prefix in TENANT_REDIS_KEY_PREFIXES:
+        if prefix == "rl" and schema_name == PLATFORM_TENANT:
+            continue  # rl:platform:... are the platform-wide limits (a tenant made before the name was reserved)
+        patterns.append(f"{prefix}:{schema_name}:*")
+    return patterns
 
 
 def _tenant_redis_purge(schema_name: str) -> int:
     """Delete the tenant's keys in Redis: its cache entries (queued-job marks, stream buffers), LLM answer
-    cache and token quota. Left behind, a later tenant given the same schema name would start with the old
-    one's quota spent, its cached answers, and marks that hold back its drive scans and mail polls."""
+    cache, token quota and rate-limit buckets. Left behind, a later tenant given the same schema name would
+    start with the old one's quota spent, its cached answers, its clients' rate limits, and marks that hold back
+    its drive scans and mail polls."""
     if not settings.REDIS_URL:
         return 0
     from django_redis import get_redis_connection
@@ -199,8 +228,7 @@ def _tenant_redis_purge(schema_name: str) -> int:
     from apps.llm.store import redis_delete_matching
 
     client = get_redis_connection("default")
-    patterns = (f"{schema_name}:*", *(f"{prefix}:{schema_name}:*" for prefix in TENANT_REDIS_KEY_PREFIXES))
-    return sum(redis_delete_matching(client, pattern) for pattern in patterns)
+    return sum(redis_delete_matching(client, pattern) for pattern in tenant_redis_patterns(schema_name))
 
 
 def tenant_delete(*, schema_name: str) -> None:

@@ -35,6 +35,10 @@ def test_created_tenant_is_ready_reachable_and_empty(canary_tenants):
         ({"name": "X", "domain": "bad_host!.localhost"}, "not a valid host name"),
         ({"name": "X", "domain": "localhost"}, "platform's own host name"),
         ({"name": "", "domain": "new6.test.localhost"}, "tenant name"),
+        # Schema names that are the first part of the platform's raw Redis keys (llm:quota:..., rl:...).
+        ({"name": "X", "domain": "llm.test.localhost"}, "'llm' is reserved"),
+        ({"name": "X", "domain": "new7.test.localhost", "schema_name": "rl"}, "'rl' is reserved"),
+        ({"name": "X", "domain": "platform.test.localhost"}, "'platform' is reserved"),
     ],
 )
 def test_invalid_requests_are_refused_with_a_reason_and_change_nothing(canary_tenants, kwargs, message):
@@ -133,3 +137,32 @@ def test_management_command_creates_and_reports_errors(canary_tenants, capsys):
     assert "created tenant Cmd Corp" in capsys.readouterr().out
     with pytest.raises(CommandError, match="already belongs"):
         call_command("tenant_create", "Again", "cmd.test.localhost", "--schema", "cmd2")
+
+
+@pytest.mark.parametrize("schema", ["llm", "rl"])
+def test_deleting_a_tenant_named_like_a_redis_prefix_purges_only_its_own_keys(canary_tenants, schema):
+    # Its cache keys were purged with the pattern `<schema>:*`: for a tenant `llm` that is every tenant's token
+    # quota and cached answers (llm:quota:..., llm:cache:...), for `rl` every tenant's rate limits.
+    from django.core.cache import cache
+    from django_redis import get_redis_connection
+
+    from apps.llm.quota import quota_key
+
+    Tenant(schema_name=schema, name="Made before the name was reserved", ready=True).save(verbosity=0)
+    other = canary_tenants.b.schema_name
+    redis = get_redis_connection("default")
+    kept = {quota_key(other): b"1234", f"llm:cache:{other}:1:model:e:abc": b"an answer",
+            f"rl:{other}:api:abc": b"17", "rl:platform:ip:abc": b"42", "llm:breaker:endpoint": b"open"}
+    gone = [quota_key(schema), f"llm:cache:{schema}:1:model:e:abc", f"rl:{schema}:api:abc"]
+    for key in [*kept, *gone]:
+        redis.set(key, kept.get(key, b"x"))
+    with schema_context(schema):
+        cache.set("drive:scan-queued", "1", timeout=600)
+    try:
+        tenant_delete(schema_name=schema)
+        assert {key: redis.get(key) for key in kept} == kept
+        assert [key for key in gone if redis.exists(key)] == []
+        with schema_context(schema):
+            assert cache.get("drive:scan-queued") is None
+    finally:
+        redis.delete(*kept, *gone)
