@@ -218,9 +218,20 @@ def schedule_run(*, schedule_id: int, scheduled_for: datetime | None, next_run_a
         return None
     if next_run_at is not None:  # the console shows the tenant's row; the tick moved the index row
         BotSchedule.objects.filter(pk=schedule_id, next_run_at__lt=next_run_at).update(next_run_at=next_run_at)
+    late = timezone.now() - scheduled_for if scheduled_for is not None else None
+    if late is not None and late > timedelta(seconds=settings.AUTOMATION_LATE_CUTOFF_S) and not JobRun.objects.filter(
+            schedule=schedule, scheduled_for=scheduled_for).exists():
+        # The tick queued it on time, but it waited in the queue (a backlog, or workers down for hours: the
+        # message stays queued under acks_late) past the cut-off: the 9:00 report is not sent at 14:00.
+        # (A due time that has a run already goes on to _run_claim, which finds a run lost with its worker.)
+        if skipped_from is None:
+            skipped_from, skipped_count = scheduled_for, 0
+        skipped_count, scheduled_for = min(skipped_count + 1, STALE_COUNT_LIMIT), None
+    else:
+        late = None
     record = None
     if skipped_from is not None:
-        record = _stale_record(schedule, skipped_from, skipped_count, run_at=scheduled_for)
+        record = _stale_record(schedule, skipped_from, skipped_count, run_at=scheduled_for, picked_up_late=late)
     if scheduled_for is None:
         return record
     run = _run_claim(schedule, scheduled_for)
@@ -236,10 +247,14 @@ def _index_row_drop(schedule_id: int) -> None:
     logger.info("automation: schedule gone, index row dropped", extra={"schedule": schedule_id, "rows": deleted})
 
 
-def _stale_record(schedule: BotSchedule, skipped_from: datetime, count: int, *, run_at: datetime | None) -> JobRun:
+def _stale_record(schedule: BotSchedule, skipped_from: datetime, count: int, *, run_at: datetime | None,
+                  picked_up_late: timedelta | None = None) -> JobRun:
     note = (f"skipped {'at least ' if count >= STALE_COUNT_LIMIT else ''}{count} run(s) due from "
             f"{skipped_from:%Y-%m-%d %H:%M} UTC: more than {settings.AUTOMATION_LATE_CUTOFF_S} s late")
     note += f"; the run due {run_at:%Y-%m-%d %H:%M} UTC runs instead" if run_at is not None else ""
+    if picked_up_late is not None:
+        note += (f"; queued on time, a worker picked it up {int(picked_up_late.total_seconds())} s after it was due "
+                 f"(a queue backlog or workers down)")
     record, _ = JobRun.objects.get_or_create(
         schedule=schedule, scheduled_for=skipped_from,
         defaults={"bot": schedule.bot, "script_name": schedule.script.name, "cron": schedule.cron,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import zoneinfo
 from datetime import UTC, datetime, timedelta
@@ -251,6 +252,36 @@ def test_a_stale_skip_is_recorded_with_what_it_covers(canary_tenants):
         assert "skipped 10 run(s)" in skipped.output
         schedule.refresh_from_db()
         assert schedule.next_run_at == due + timedelta(minutes=11)  # the console sees the index's next time
+
+
+@outside_test_transaction
+def test_a_job_picked_up_after_the_cut_off_is_skipped_not_run(canary_tenants):
+    # The tick queued the 9:00 report on time; the workers were down until 14:00 and the message waited in the
+    # queue (acks_late). It ran at 14:00: the cut-off was checked only when the tick claimed it.
+    from django.conf import settings
+    from django.utils import timezone
+
+    schema = canary_tenants.a.schema_name
+    schedule = schedule_of(schema, deploy(schema, "at-backlog", 'SET SCHEDULE "every minute"\nTALK "sent"\n'))
+    due = timezone.now().replace(microsecond=0) - timedelta(hours=5)
+    with schema_context(schema):
+        record = schedule_run(schedule_id=schedule.pk, scheduled_for=due)
+        assert schedule_run(schedule_id=schedule.pk, scheduled_for=due) is None  # redelivered: nothing more
+        [run] = JobRun.objects.filter(schedule=schedule)
+        assert run.pk == record.pk and run.status == JobRun.Status.SKIPPED_STALE
+        assert (run.scheduled_for, run.skipped_count, run.started_at) == (due, 1, None)
+        assert f"more than {settings.AUTOMATION_LATE_CUTOFF_S} s late" in run.output
+        assert re.search(r"queued on time, a worker picked it up 1800\d s after it was due", run.output)
+        # The tick had already skipped earlier due times: one record covers them and the late one.
+        record = schedule_run(schedule_id=schedule.pk, scheduled_for=due + timedelta(minutes=10),
+                              skipped_from=due + timedelta(minutes=1), skipped_count=9)
+        assert record.status == JobRun.Status.SKIPPED_STALE and record.skipped_count == 10
+        assert record.scheduled_for == due + timedelta(minutes=1)
+        # Within the cut-off it still runs.
+        within = timezone.now() - timedelta(seconds=settings.AUTOMATION_LATE_CUTOFF_S - 30)
+        run = schedule_run(schedule_id=schedule.pk, scheduled_for=within)
+        assert run.status == JobRun.Status.OK and run.output == "sent"
+        assert JobRun.objects.filter(schedule=schedule, status=JobRun.Status.OK).count() == 1
 
 
 @outside_test_transaction
