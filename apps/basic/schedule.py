@@ -46,9 +46,18 @@ def _at_time(text: str) -> tuple[int, int] | None:
 _REFERENCE_START = datetime(2026, 1, 1)
 
 
+# Longest cron a schedule may be: the platform stores it in columns of 100 characters (the bot's schedule, the
+# public schedule index, each run's record), and a valid longer one ("0,1,2,...,59 * * * *") failed the deploy
+# with an internal database error. Ranges and steps say the same in a few characters (0-59, */5).
+CRON_MAX_CHARS = 100
+
+
 def to_cron(expression: str) -> str:
     """Translate a schedule expression into a 5-field cron string that croniter accepts and that fires."""
     cron = _to_cron(expression)
+    if len(cron) > CRON_MAX_CHARS:
+        raise ScheduleError(f"Schedule '{expression[:40]}...' is {len(cron)} characters as a cron; the limit is "
+                            f"{CRON_MAX_CHARS} (CRON_MAX_CHARS): use ranges or steps (0-59, */5)")
     problem = _cron_problem(cron)
     if problem is not None:
         raise ScheduleError(f"Could not parse schedule '{expression}': {problem}")

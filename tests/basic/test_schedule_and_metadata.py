@@ -124,3 +124,16 @@ def test_a_repeated_schedule_registers_once() -> None:
     assert meta["schedules"] == [{"expression": "every minute", "cron": "* * * * *", "line": 1}]
     assert meta["warnings"] == [{"line": 2, "message": "SET SCHEDULE repeats the schedule of line 1 (* * * * *); "
                                                        "the script runs once"}]
+
+
+def test_a_cron_longer_than_its_storage_is_a_compile_error_at_the_line() -> None:
+    # A valid cron of 177 characters compiled, then the deploy failed with "internal error: DataError" (the
+    # schedule's columns hold 100).
+    every_minute = ",".join(str(m) for m in range(60)) + " * * * *"
+    with pytest.raises(CompileError) as info:
+        compile_source(f'TALK 1\nSET SCHEDULE "{every_minute}"')
+    assert info.value.line == 2
+    assert info.value.message == (f"Schedule '{every_minute[:40]}...' is 177 characters as a cron; the limit is "
+                                  f"100 (CRON_MAX_CHARS): use ranges or steps (0-59, */5)")
+    longest = ",".join(str(m) for m in range(33)) + ",35 10 * * *"
+    assert len(longest) == 100 and to_cron(longest) == longest
