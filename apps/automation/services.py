@@ -61,6 +61,11 @@ JOB_MAX_SLICES = 100
 # recorded as an error instead of being run a second time (a job may have sent mail already).
 JOB_LOST_AFTER = timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT)
 ERROR_MESSAGE_MAX_CHARS = 2000
+# A run still `waiting` this long after its WAIT ended lost its resume message (queued on commit, it can fail
+# on a broker hiccup, and nothing else ever resumes the run): the lost-run sweep queues it again. Twice the
+# sweep's 5-minute period, so a resume that is merely queued behind others is rarely duplicated; a duplicate
+# does nothing anyway (only a waiting run resumes).
+JOB_RESUME_GRACE = timedelta(minutes=10)
 
 
 # --- the tick (public schema) --------------------------------------------------------------------------
@@ -295,15 +300,26 @@ def _lost(runs, now: datetime):
 
 
 def job_runs_lost_sweep(*, now: datetime | None = None) -> int:
-    """Record as errors the current tenant's runs lost with their worker. A killed worker's task is redelivered
-    at once, before JOB_LOST_AFTER has passed, so the redelivery alone never marked it: the run showed
-    `running` for ever."""
+    """Record as errors the current tenant's runs lost with their worker, and queue again the resume of waiting
+    runs whose resume message was lost (JOB_RESUME_GRACE past their WAIT); how many of both. A killed worker's
+    task is redelivered at once, before JOB_LOST_AFTER has passed, so the redelivery alone never marked it: the
+    run showed `running` for ever; a waiting run whose message never reached the broker waited for ever."""
     now = now or timezone.now()
     lost = _lost(JobRun.objects.all(), now).update(status=JobRun.Status.ERROR, finished_at=now,
                                                     error_message=RUN_LOST_MESSAGE)
     if lost:
         logger.warning("automation: %d run(s) lost with their worker", lost)
-    return lost
+    with transaction.atomic():
+        stuck = list(JobRun.objects.select_for_update(skip_locked=True)
+                     .filter(status=JobRun.Status.WAITING, resume_at__lt=now - JOB_RESUME_GRACE)
+                     .values_list("pk", flat=True))
+        # Due again from now: the next sweep queues it once more only if this message is lost too.
+        JobRun.objects.filter(pk__in=stuck).update(resume_at=now)
+        for run_id in stuck:
+            transaction.on_commit(partial(_enqueue_resume, run_id, 0), robust=True)
+    if stuck:
+        logger.warning("automation: %d waiting run(s) had lost their resume; queued again", len(stuck))
+    return lost + len(stuck)
 
 
 def job_run_resume(*, run_id: int) -> JobRun | None:

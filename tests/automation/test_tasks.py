@@ -106,6 +106,40 @@ def test_a_job_that_waits_is_resumed_by_a_worker_after_the_wait(canary_tenants, 
 
 
 @outside_test_transaction
+def test_a_waiting_run_whose_resume_message_was_lost_is_resumed_by_the_sweep(canary_tenants, job_workers):
+    # The resume is queued on commit; when that failed (a broker hiccup) the run stayed `waiting` for ever: the
+    # lost-run sweep looked at `running` runs only.
+    from django.utils import timezone
+
+    from apps.automation.services import JOB_RESUME_GRACE, job_runs_lost_sweep
+    from apps.basic.host import InMemoryHost
+    from apps.basic.vm import VM
+    from apps.bots.runtime import program_for
+
+    schema = canary_tenants.b.schema_name
+    script = deploy(schema, "at-orphan", EVERY_MINUTE + 'TALK "before"\nWAIT 1\nTALK "after"\n')
+    schedule = schedule_of(schema, script)
+    with schema_context(schema):
+        suspended = VM(program_for(script), InMemoryHost()).start({})  # a run at its WAIT, as a job saves it
+        assert suspended.status == "waiting"
+        long_ago = timezone.now() - JOB_RESUME_GRACE - timedelta(minutes=1)
+        orphan = JobRun.objects.create(  # saved waiting, its resume message never queued
+            bot_id=schedule.bot_id, schedule=schedule, script_name="at-orphan", cron=schedule.cron,
+            scheduled_for=long_ago, started_at=long_ago, status=JobRun.Status.WAITING, state=suspended.state,
+            resume_at=long_ago + timedelta(seconds=1), output="before", slices=1)
+        recent = JobRun.objects.create(  # its WAIT just ended: its own message is on the way, left alone
+            bot_id=schedule.bot_id, schedule=schedule, script_name="at-orphan", cron=schedule.cron,
+            scheduled_for=timezone.now(), started_at=timezone.now(), status=JobRun.Status.WAITING,
+            state=suspended.state, resume_at=timezone.now(), output="before", slices=1)
+        assert job_runs_lost_sweep() == 1
+    assert wait_for(lambda: runs(schema, pk=orphan.pk, status=JobRun.Status.OK))
+    [run] = runs(schema, pk=orphan.pk)
+    assert run.output == "before\nafter" and run.slices == 2 and run.state is None
+    time.sleep(SETTLE_S)
+    assert runs(schema, pk=recent.pk)[0].status == JobRun.Status.WAITING
+
+
+@outside_test_transaction
 def test_the_beat_task_on_a_worker_fires_what_is_due_now(canary_tenants, job_workers):
     from django.utils import timezone
     from django_tenants.utils import get_public_schema_name
