@@ -7,19 +7,50 @@ Both are recorded in the tenant's own audit log.
 
 from datetime import timedelta
 
+from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.db import transaction
 from django.utils import timezone
-from django_tenants.utils import schema_context
+from django_tenants.utils import get_public_schema_name, schema_context
 
 from apps.tenants.models import Domain, Tenant
-from apps.tenants.selectors import tenant_settings_forget
-from apps.tenants.services import platform_schema_names, tenant_ready_set
+from apps.tenants.selectors import hostname_normalize, tenant_settings_forget
+from apps.tenants.services import HOSTNAME_RE, platform_schema_names, tenant_ready_set
+
+
+class DomainForm(forms.ModelForm):
+    """A host name as requests find it: typed `Shop.Example.COM.` or `shop.example.com:8443`, it is stored
+    `shop.example.com` (hostname_normalize, as every lookup reads a Host header); anything that is not a host
+    name is refused with the reason, not saved to match nothing."""
+
+    class Meta:
+        model = Domain
+        fields = ("domain", "tenant", "is_primary")
+
+    def clean_domain(self) -> str:
+        typed = self.cleaned_data["domain"]
+        before_port, colon, port = typed.strip().rpartition(":")
+        # Only a port is dropped: "https://shop.example.com" is not the host "https".
+        domain = hostname_normalize(typed) if not colon or (port.isdigit() and ":" not in before_port) else ""
+        if not HOSTNAME_RE.match(domain):
+            raise forms.ValidationError(
+                f"{typed!r} is not a host name: letters, digits and hyphens in labels separated by dots (e.g. "
+                f"shop.example.com), without a scheme, path, spaces or underscores")
+        return domain
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        tenant = cleaned.get("tenant") or (self.instance.tenant if self.instance.tenant_id else None)
+        if (cleaned.get("domain") == hostname_normalize(settings.PLATFORM_PUBLIC_DOMAIN) and tenant is not None
+                and tenant.schema_name != get_public_schema_name()):
+            self.add_error("domain", f"{cleaned['domain']!r} is the platform's own host name")
+        return cleaned
 
 
 class DomainInline(admin.TabularInline):
     model = Domain
+    form = DomainForm
     extra = 0
 
 
@@ -124,5 +155,6 @@ class TenantAdmin(admin.ModelAdmin):
 
 @admin.register(Domain)
 class DomainAdmin(admin.ModelAdmin):
+    form = DomainForm
     list_display = ("domain", "tenant", "is_primary")
     search_fields = ("domain", "tenant__name")

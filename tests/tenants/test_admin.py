@@ -1,5 +1,7 @@
 """Support staff's tenant admin on the public host: usage columns, suspend and resume, per-tenant quotas."""
 
+import re
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
@@ -97,3 +99,59 @@ def test_the_platform_tenants_ready_flag_cannot_be_edited(staff_client, settings
         assert 'name="ready"' not in page
     customer = Tenant.objects.exclude(schema_name__in=["public", settings.TENANT_BASE_SCHEMA]).first()
     assert 'name="ready"' in staff_client.get(f"/admin/tenants/tenant/{customer.pk}/change/").content.decode()
+
+
+def _tenant_form(staff_client, tenant: Tenant, *new_domains: str):
+    """Post the tenant's change form as the page does, its current fields unchanged, with domains added inline."""
+    existing = list(tenant.domains.order_by("pk"))
+    data = {"name": tenant.name, "oidc_organization_id": tenant.oidc_organization_id,
+            "llm_daily_tokens": tenant.llm_daily_tokens or "", "domains-TOTAL_FORMS": len(existing) + len(new_domains),
+            "domains-INITIAL_FORMS": len(existing), "domains-MIN_NUM_FORMS": 0, "domains-MAX_NUM_FORMS": 1000}
+    if tenant.ready:
+        data["ready"] = "on"
+    if tenant.encrypt_messages:
+        data["encrypt_messages"] = "on"
+    for i, domain in enumerate([d.domain for d in existing] + list(new_domains)):
+        data[f"domains-{i}-domain"], data[f"domains-{i}-tenant"] = domain, tenant.pk
+        if i < len(existing):
+            data[f"domains-{i}-id"] = existing[i].pk
+            if existing[i].is_primary:
+                data[f"domains-{i}-is_primary"] = "on"
+    return staff_client.post(f"/admin/tenants/tenant/{tenant.pk}/change/", data)
+
+
+def test_a_domain_added_in_the_admin_is_stored_as_requests_find_it(staff_client, canary_tenants):
+    # "Shop.Example.COM." or "shop.example.com:8443" saved as typed and never matched a request (or failed the
+    # lower-case constraint with a generic message).
+    from apps.tenants.models import Domain
+    from apps.tenants.selectors import tenant_for_host
+
+    tenant = Tenant.objects.get(schema_name=canary_tenants.a.schema_name)
+    response = _tenant_form(staff_client, tenant, "Shop.Example.COM.", "other-shop.example.com:8443")
+    assert response.status_code == 302, re.findall(r"errorlist[^<]*<li>[^<]*", response.content.decode())
+    assert set(Domain.objects.filter(tenant=tenant, is_primary=False).values_list("domain", flat=True)) >= {
+        "shop.example.com", "other-shop.example.com"}
+    assert tenant_for_host("shop.example.com") == tenant == tenant_for_host("other-shop.example.com")
+    response = staff_client.post("/admin/tenants/domain/add/", {"domain": "Third.Example.com.", "tenant": tenant.pk})
+    assert response.status_code == 302 and tenant_for_host("third.example.com") == tenant
+
+
+@pytest.mark.parametrize("domain", ["https://shop.example.com", "shop example.com", "shop_x.example.com",
+                                    "shop.example.com/path", "-shop.example.com", "shop..example.com"])
+def test_a_domain_that_is_no_host_name_is_refused_with_a_reason(staff_client, canary_tenants, domain):
+    from apps.tenants.models import Domain
+
+    tenant = Tenant.objects.get(schema_name=canary_tenants.a.schema_name)
+    before = set(Domain.objects.values_list("domain", flat=True))
+    for response in (_tenant_form(staff_client, tenant, domain),
+                     staff_client.post("/admin/tenants/domain/add/", {"domain": domain, "tenant": tenant.pk})):
+        assert response.status_code == 200
+        assert "is not a host name" in response.content.decode()
+    assert set(Domain.objects.values_list("domain", flat=True)) == before
+
+
+def test_the_platform_host_name_cannot_be_given_to_a_tenant(staff_client, canary_tenants, settings):
+    tenant = Tenant.objects.get(schema_name=canary_tenants.a.schema_name)
+    response = staff_client.post("/admin/tenants/domain/add/", {
+        "domain": settings.PLATFORM_PUBLIC_DOMAIN.upper() + ".", "tenant": tenant.pk})
+    assert response.status_code == 200 and "is the platform&#x27;s own host name" in response.content.decode()
