@@ -382,6 +382,34 @@ def export_archive_store(*, request_id: uuid.UUID | str, archive: bytes) -> str:
     return key
 
 
+# Base64 characters holding the longest envelope header plus its nonce and tag (2 + 64 + 12 + 16 = 94 bytes):
+# enough for apps.core.crypto to name an archive's key without decoding the whole archive.
+_ARCHIVE_HEAD_CHARS = 128
+
+
+def export_archives_by_key() -> dict[str, list[str]]:
+    """{key id: [drive keys]} of the current tenant's sealed export archives, read from each archive's header.
+
+    The archives are sealed with the key active when they were made and kept EXPORT_ARCHIVE_KEEP_DAYS: a key
+    retired meanwhile would leave them unreadable (encryption_rotate --retire asks this first). An object there
+    that is no envelope is listed under "" (it opens under no key)."""
+    from apps.core.crypto import DecryptionError, token_key_id
+    from apps.drive.storage import tenant_drive
+
+    drive = tenant_drive()
+    found: dict[str, list[str]] = {}
+    for entry in drive.list(EXPORTS_FOLDER):
+        try:
+            head = drive.read(entry.key)[:_ARCHIVE_HEAD_CHARS].decode("ascii")
+            key_id = token_key_id(head)
+        except FileNotFoundError:
+            continue  # expired or erased while listed
+        except (UnicodeDecodeError, DecryptionError):
+            key_id = ""
+        found.setdefault(key_id, []).append(entry.key)
+    return found
+
+
 # --- erasure ---------------------------------------------------------------------------------------
 
 

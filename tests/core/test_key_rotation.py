@@ -219,3 +219,40 @@ def test_sealed_message_content_is_reencrypted_counted_and_keeps_its_key_from_re
         finally:
             _sealing(schema, False)
             Bot.objects.filter(name="sealer").delete()
+
+
+def test_a_key_that_still_seals_data_export_archives_is_not_retired(rotation_tenants, keys, local_storage,
+                                                                    django_db_blocker, capsys):
+    """Export archives are sealed on the tenant's drive with the key active when they were made and kept a
+    month; --retire counted database columns only, so retiring that key made recent exports unreadable."""
+    import uuid
+
+    from apps.compliance.gdpr import export_archive_key, export_archive_store, subject_export_read
+    from apps.compliance.models import DataSubjectRequest
+    from apps.drive.storage import tenant_drive
+
+    schema = rotation_tenants[1]
+    with django_db_blocker.unblock(), schema_context(schema):
+        request = DataSubjectRequest.objects.create(id=uuid.uuid4(), kind=DataSubjectRequest.Kind.EXPORT,
+                                                    subject_kind="email", subject_digest="0" * 64,
+                                                    subject="someone@example.com", requested_by="dpo",
+                                                    status=DataSubjectRequest.Status.DONE)
+        try:
+            old = export_archive_store(request_id=request.pk, archive=b"an archive under k1")
+            assert crypto.keyring_add_key() == "k2"
+            export_archive_store(request_id=uuid.uuid4(), archive=b"an archive under k2")
+            call_command("encryption_rotate", "--status")
+            assert f"{schema} data-export archives k1: 1, k2: 1" in capsys.readouterr().out
+            with pytest.raises(CommandError) as refused:
+                call_command("encryption_rotate", "--retire", "k1")
+            assert str(refused.value) == (
+                f"key k1 still seals 1 data-export archive(s) ({schema}:{old}); retire it once they have expired "
+                "or been downloaded and deleted")
+            assert set(crypto.keyring_current(fresh=True).keys) == {"k1", "k2"}
+            assert subject_export_read(request_id=str(request.pk)) == b"an archive under k1"  # still opens
+            tenant_drive().delete(export_archive_key(request.pk))
+            call_command("encryption_rotate", "--retire", "k1")
+            assert set(crypto.keyring_current(fresh=True).keys) == {"k2"}
+        finally:
+            tenant_drive().delete_prefix("_compliance")
+            DataSubjectRequest.objects.filter(pk=request.pk).delete()

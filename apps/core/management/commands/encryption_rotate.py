@@ -5,7 +5,8 @@
     encryption_rotate --reencrypt      only queue re-encryption (after changing the keys in Vault)
     encryption_rotate --inline         re-encrypt in this process instead of queueing Celery tasks
     encryption_rotate --status         values per key id, per schema and column
-    encryption_rotate --retire k1      remove a key from the key file once no value uses it
+    encryption_rotate --retire k1      remove a key from the key file once no value (and no sealed data-export
+                                       archive on a tenant's drive) uses it
 """
 
 from __future__ import annotations
@@ -17,9 +18,31 @@ from django_tenants.utils import get_public_schema_name, schema_context
 from apps.core import crypto
 from apps.core.fields import iter_tenant_schemas, schema_key_counts, schema_reencrypt
 
+# Archives named in a refusal: a tenant may hold hundreds, and a longer list buries the message; the count
+# says how many there are.
+ARCHIVES_NAMED_MAX = 20
+
 
 def _schemas() -> list[str]:
     return [*iter_tenant_schemas(), get_public_schema_name()]
+
+
+def archive_usage() -> dict[str, dict[str, list[str]]]:
+    """{schema: {key id: [drive keys]}} of the sealed data-export archives on every tenant's drive
+    (apps.compliance.gdpr): files, not columns, so the re-encryption walk leaves them under their key."""
+    from apps.compliance.gdpr import export_archives_by_key
+    from apps.drive.storage import NoTenantDrive
+
+    usage = {}
+    for schema in iter_tenant_schemas():
+        with schema_context(schema):
+            try:
+                archives = export_archives_by_key()
+            except NoTenantDrive:
+                continue
+        if archives:
+            usage[schema] = archives
+    return usage
 
 
 def key_usage() -> dict[str, dict[str, dict[str, int]]]:
@@ -75,6 +98,9 @@ class Command(BaseCommand):
             for column, per_key in columns.items():
                 summary = ", ".join(f"{key_id}: {count}" for key_id, count in sorted(per_key.items()))
                 self.stdout.write(f"{schema} {column} {summary}")
+        for schema, archives in archive_usage().items():
+            summary = ", ".join(f"{key_id or 'unreadable'}: {len(keys)}" for key_id, keys in sorted(archives.items()))
+            self.stdout.write(f"{schema} data-export archives {summary}")
 
     def _retire(self, key_id: str) -> None:
         still = {
@@ -87,5 +113,13 @@ class Command(BaseCommand):
             where = "; ".join(f"{place}: {count}" for place, count in sorted(still.items()))
             raise CommandError(f"key {key_id} still encrypts {sum(still.values())} values ({where}); "
                                "re-encrypt first (encryption_rotate --reencrypt)")
+        archives = sorted(f"{schema}:{key}" for schema, per_key in archive_usage().items()
+                          for key in per_key.get(key_id, []))
+        if archives:
+            # Sealed export archives are files (kept EXPORT_ARCHIVE_KEEP_DAYS, then removed): the re-encryption
+            # walk does not rewrite them, and without the key the privacy officer can no longer open them.
+            shown = ", ".join(archives[:ARCHIVES_NAMED_MAX]) + (", ..." if len(archives) > ARCHIVES_NAMED_MAX else "")
+            raise CommandError(f"key {key_id} still seals {len(archives)} data-export archive(s) ({shown}); "
+                               "retire it once they have expired or been downloaded and deleted")
         crypto.keyring_remove_key(key_id)
         self.stdout.write(f"removed key {key_id}")
