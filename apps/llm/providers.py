@@ -255,6 +255,8 @@ def _openai_round(provider: ProviderConfig, settings: LLMSettings, messages: Seq
                                 size_left -= len(call.function.arguments)
                 if choice.finish_reason:
                     finish = choice.finish_reason
+    if size_left is not None and size_left < 0:
+        cut_at_size, finish = True, finish or "length"  # the last chunks went past it: their text was cut too
     if cut_at_size:
         logger.warning("llm: %s streamed more than %d characters in one round; cut there",
                        provider.describe(), ROUND_MAX_CHARS)
