@@ -71,6 +71,10 @@ PACKAGE_SUFFIX = ".gbai"
 # Desktop-OS litter: never part of a bot, skipped without complaint.
 IGNORED_TOP_FOLDERS = frozenset({"__macosx"})
 IGNORED_FILE_NAMES = frozenset({".ds_store"})
+# A deploy replaces the bot's package: one with no files would delete every file the bot has (scripts,
+# settings, tables, documents), so an archive or folder with nothing but folders and litter is refused.
+NO_FILES_MESSAGE = ("package holds no files (folder entries, __MACOSX/ and .DS_Store do not count); "
+                    "a deploy would have removed every file of the bot")
 
 # Extensions DriveMonitor indexes as KB documents (spec §5.1).
 KB_EXTENSIONS = frozenset({
@@ -318,6 +322,8 @@ def package_read_zip(fileobj: BinaryIO, *, bot_name: str | None = None,
                 continue
             _check_zip_entry(info, limits)
             selected.append((parts, info))
+        if not selected:
+            raise PackageError(NO_FILES_MESSAGE)
         if len(selected) > limits.max_entries:
             raise PackageError(f"package has {len(selected)} files; the limit is {limits.max_entries}")
         total = 0
@@ -402,6 +408,8 @@ def package_read_dir(path: Path, *, limits: PackageLimits = DEFAULT_LIMITS) -> P
     root_fd = _open_root(folder)
     try:
         listed = _list_dir(root_fd, limits)
+        if not listed:
+            raise PackageError(NO_FILES_MESSAGE)
         total = 0
         for parts, size in listed:
             total += size

@@ -8,7 +8,7 @@ from django.core.management import CommandError, call_command
 from django.test import Client
 from django_tenants.utils import schema_context
 
-from apps.bots.models import Bot, BotScript
+from apps.bots.models import Bot, BotConfig, BotScript
 from apps.drive.models import DriveObject
 from apps.drive.storage import tenant_drive
 
@@ -97,6 +97,37 @@ def test_hostile_archives_are_refused_with_a_reason_and_change_nothing(canary_te
     assert response.status_code == 400
     assert message in response.json()["error"]
     assert _state(canary_tenants.a.schema_name) == before
+
+
+def _bot_state(schema: str) -> tuple:
+    with schema_context(schema):
+        drive = tenant_drive()
+        return (
+            {e.key: drive.read(e.key) for e in drive.list()},
+            sorted(BotScript.objects.values_list("path", "source")),
+            sorted(BotConfig.objects.values_list("key", "value")),
+        )
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [[], [("__MACOSX/._start.bas", b"junk"), (".DS_Store", b"junk"), ("shop.gbdialog/", b"")]],
+    ids=["empty-zip", "only-litter"],
+)
+def test_a_package_without_files_is_refused_and_the_bot_keeps_everything(canary_tenants, entries):
+    """With the bot name given, an empty zip (or one of macOS litter and folders) was read as a package with no
+    files: the deploy then deleted every file of the bot as stale and answered 200."""
+    client = _admin_client(canary_tenants.a)
+    package = _zip([("shop.gbai/shop.gbdialog/start.bas", START),
+                    ("shop.gbai/shop.gbot/config.csv", b"name,value\nbot-name,Shop\n")])
+    assert _upload(client, package).status_code == 200
+    before = _bot_state(canary_tenants.a.schema_name)
+    assert len(before[0]) == 2 and before[1] and before[2]
+    response = client.post("/api/bots/deploy", {"package": io.BytesIO(_zip(entries)), "bot": "shop"},
+                           format="multipart")
+    assert response.status_code == 400
+    assert "package holds no files" in response.json()["error"]
+    assert _bot_state(canary_tenants.a.schema_name) == before
 
 
 def test_anonymous_and_non_admin_users_cannot_deploy(canary_tenants):

@@ -92,6 +92,24 @@ def test_given_bot_name_must_match_the_gbai_folder():
     assert read_error(buf, bot_name="other") == "archive holds demo.gbai/ but the bot is 'other'"
 
 
+@pytest.mark.parametrize(
+    "entries",
+    [[], [("__MACOSX/._start.bas", b"junk"), (".DS_Store", b"junk"), ("demo.gbdialog/", b"")],
+     [("demo.gbai/", b""), ("demo.gbai/demo.gbot/", b""), ("demo.gbai/.DS_Store", b"junk")]],
+    ids=["empty", "only-litter", "only-folders"],
+)
+def test_a_zip_without_files_is_refused_even_with_the_bot_name(entries):
+    """Read as a package with no files, the deploy removed every file the bot had as stale."""
+    assert read_error(make_zip(entries), bot_name="demo").startswith("package holds no files")
+
+
+def test_a_folder_without_files_is_refused(tmp_path):
+    root = write_tree(tmp_path / "demo.gbai", {".DS_Store": b"junk"})
+    (root / "demo.gbdialog").mkdir()
+    with pytest.raises(PackageError, match="^package holds no files"):
+        package_read_dir(root)
+
+
 def test_stored_bzip2_and_lzma_entries_are_read():
     for method in (zipfile.ZIP_STORED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA):
         package = package_read_zip(make_zip([("x.gbai/x.gbot/config.csv", b"a,1\n" * 100)], method))
