@@ -132,11 +132,12 @@ def _scan(bot_name: str | None) -> ScanReport:
         DriveObject.objects.bulk_update(
             touched.values(), ["etag", "size", "mtime_ns", "fail_count", "processed_etag"], batch_size=1000
         )
-    bots = _bots_ensure({o.bot_name for o in created} | {o.bot_name for o in pending})
 
-    for obj in sorted(pending, key=lambda o: (KIND_ORDER.get(o.kind, 9), o.key)):
-        _process(drive, bots[obj.bot_name], obj, report)
-
+    # Removals first, then the changed files: a file moved within one scan (`a.gbdata/products.csv` to
+    # `b.gbdata/products.csv`, `start.bas` to another folder, a folder renamed in another case) is both a
+    # removal and a new file of the same table or script name. Processed the other way round, the new file was
+    # imported and then the removal of the old path emptied the same table, or the new script was refused
+    # ("a script named 'start' already exists") and the removal left the bot with none.
     # A bot-scoped scan listed only `<bot>.gbai/` exactly; objects of a differently cased folder of the same
     # bot (`Demo.gbai/`) were not listed, which does not mean they are gone.
     listed_prefix = package_root(bot_name) if bot_name else ""
@@ -144,13 +145,18 @@ def _scan(bot_name: str | None) -> ScanReport:
     for obj in gone:
         _remove(obj, report)
     # Removing a bot's settings or prompt file cleared them: another file of that kind still there (the same
-    # name in another case) applies again.
+    # name in another case, or the file the old one was moved to) applies again, with the changed files.
     cleared = {(obj.bot_name, obj.kind) for obj in gone if obj.kind in ("config", "prompt")}
-    remaining = [o for o in [*known.values(), *created] if (o.bot_name, o.kind) in cleared and o.key in seen]
-    for obj in sorted(remaining, key=lambda o: o.key):
-        bot = Bot.objects.filter(name=obj.bot_name).first()
-        if bot is not None:
-            _process(drive, bot, obj, report)
+    queued = {obj.key for obj in pending}
+    for obj in [*known.values(), *created]:
+        if (obj.bot_name, obj.kind) in cleared and obj.key in seen and obj.key not in queued:
+            obj.processed_etag = ""
+            pending.append(obj)
+            queued.add(obj.key)
+
+    bots = _bots_ensure({o.bot_name for o in created} | {o.bot_name for o in pending})
+    for obj in sorted(pending, key=lambda o: (KIND_ORDER.get(o.kind, 9), o.key)):
+        _process(drive, bots[obj.bot_name], obj, report)
     return report
 
 

@@ -372,3 +372,49 @@ def test_a_bot_scoped_scan_keeps_a_differently_cased_package_folder(canary_tenan
         assert BotScript.objects.filter(name="start").exists()
         drive_scan(bot_name="shop")  # lists `shop.gbai/` only
         assert BotScript.objects.filter(name="start").exists()
+
+
+@pytest.mark.parametrize("target", ["shop.gbai/data.gbdata/products.csv", "shop.gbai/Shop.gbdata/products.csv"],
+                         ids=["other-folder", "folder-case"])
+def test_a_data_file_moved_within_one_scan_keeps_its_table(canary_tenants, storage, target):
+    """Changed files were processed before removals: the moved file was imported, then the removal of its old
+    path (the same table: tables are named by the file name) emptied the table."""
+    from apps.bots.models import BotTableRow
+
+    with schema_context(canary_tenants.a.schema_name):
+        rows = b"name,price\nrose,3\ntulip,4\n"
+        _deploy({**_shop_files(), "shop.gbdata/products.csv": rows})
+        drive = tenant_drive()
+        drive.delete("shop.gbai/shop.gbdata/products.csv")
+        drive.write(target, rows)
+        report = drive_scan()
+        assert report.failed == {} and report.removed == ["shop.gbai/shop.gbdata/products.csv"]
+        assert sorted(r["name"] for r in BotTableRow.objects.filter(table="products.csv").values_list(
+            "data", flat=True)) == ["rose", "tulip"]
+
+
+def test_a_script_moved_to_another_folder_within_one_scan_stays_deployed(canary_tenants, storage):
+    """The moved start.bas was refused ("a script named 'start' already exists") and the removal of the old
+    path then left the bot without a start script."""
+    with schema_context(canary_tenants.a.schema_name):
+        _deploy(_shop_files())
+        drive = tenant_drive()
+        drive.delete("shop.gbai/shop.gbdialog/start.bas")
+        drive.write("shop.gbai/shop.gbdialog/main/start.bas", START)
+        report = drive_scan()
+        assert report.failed == {}
+        script = BotScript.objects.get(name="start")
+        assert script.path == "shop.gbai/shop.gbdialog/main/start.bas" and script.ok
+        assert drive_scan().processed == []  # and nothing is left to retry
+
+
+def test_a_settings_file_moved_in_case_within_one_scan_keeps_the_settings(canary_tenants, storage):
+    with schema_context(canary_tenants.a.schema_name):
+        _deploy(_shop_files())
+        drive = tenant_drive()
+        drive.delete("shop.gbai/shop.gbot/config.csv")
+        drive.write("shop.gbai/Shop.gbot/config.csv", CONFIG)
+        report = drive_scan()
+        assert report.failed == {}
+        assert BotConfig.objects.get(key="bot-name").value == "Shop"
+        assert drive_scan().processed == []
