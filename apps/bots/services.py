@@ -7,8 +7,10 @@ request, a tenant task, or `schema_context`).
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
+import logging
 import zoneinfo
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,8 +25,11 @@ from apps.basic.schedule import cron_step
 from apps.bots.config_csv import config_lookup, config_parse
 from apps.bots.models import Bot, BotConfig, BotMemory, BotSchedule, BotScript, BotTableRow
 from apps.bots.selectors import bot_config_values
+from apps.drive.backends import DriveObjectTooLarge
 from apps.drive.package import Package, PackageLimits
 from apps.drive.storage import package_root, tenant_drive
+
+logger = logging.getLogger(__name__)
 
 # Upstream's script-max-size: a dialog script bigger than this is a mistake or an attack on the compiler.
 SCRIPT_MAX_BYTES = 1024 * 1024
@@ -307,37 +312,114 @@ class DeployReport:
     errors: dict[str, str] = field(default_factory=dict)
 
 
+class BotDeployError(Exception):
+    """The deploy did not happen; the message says why and what is left. `status` is the HTTP answer: 400 the
+    package cannot go into this drive, 409 another deploy or scan kept the drive busy, 503 the drive failed."""
+
+    def __init__(self, message: str, *, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _runtime_collision(new_keys: set[str], kept: set[str]) -> str | None:
+    """A package path that cannot be stored beside the files the deploy keeps (the bot's runtime area): a file
+    where a kept folder is, or a folder where a kept file is."""
+    kept_folders = {key[: i + 1] for key in kept for i, ch in enumerate(key) if ch == "/"}
+    for key in sorted(new_keys):
+        if key + "/" in kept_folders:
+            return key
+        if any(key[:i] in kept for i, ch in enumerate(key) if ch == "/"):
+            return key
+    return None
+
+
 def bot_deploy(*, package: Package) -> DeployReport:
     """Put a validated package into the tenant's drive (replacing the previous one) and process it now.
 
     The package was fully validated when it was read (apps.drive.package), so nothing is written for a
-    rejected archive. The same scan the DriveMonitor runs then compiles scripts, syncs config and
-    registers KB documents; its failures are returned for the caller to show.
+    rejected archive. The whole replacement (listing, writes, deletes, then the scan) holds the tenant's drive
+    lock, so no scan sees half a package and two deploys of one bot never mix. A write the drive refuses half
+    way puts the previous files back. The same scan the DriveMonitor runs then compiles scripts, syncs config
+    and registers KB documents; its failures are returned for the caller to show.
     """
-    from apps.drive.services import DEPLOY_SCAN_WAIT_S, drive_scan
+    from apps.drive.services import DEPLOY_SCAN_WAIT_S, drive_scan, drive_scan_lock
 
-    drive = tenant_drive()
-    root = package_root(package.bot_name)
-    new_keys = {root + f.path for f in package.files}
-    old_keys = {entry.key for entry in drive.list(root)}
-    # The bot's file area (`<bot>.gbdrive/`) holds what scripts wrote at run time: a deploy replaces the
-    # package, not the bot's data.
-    runtime_area = f"{root}{package.bot_name}.gbdrive/"
-    stale = {key for key in old_keys - new_keys if not key.startswith(runtime_area)}
-    # Old files in the way of new ones go first (a file `policies` where a folder `policies/` was, or the
-    # other way round: a filesystem drive cannot hold both); the rest of the old package goes after.
-    new_folders = {key[: i + 1] for key in new_keys for i, ch in enumerate(key) if ch == "/"}
-    in_the_way = {key for key in stale if key + "/" in new_folders
-                  or any(key[:i] in new_keys for i, ch in enumerate(key) if ch == "/")}
-    for key in sorted(in_the_way):
-        drive.delete(key)
-    for item in package.files:
-        drive.write(root + item.path, item.data)
-    for key in stale - in_the_way:
-        drive.delete(key)
-    bot = bot_ensure(name=package.bot_name)
-    report = drive_scan(bot_name=package.bot_name, wait_s=DEPLOY_SCAN_WAIT_S)
+    with drive_scan_lock(wait_s=DEPLOY_SCAN_WAIT_S) as acquired:
+        if not acquired:
+            raise BotDeployError(f"another deploy or scan of this drive kept running for {DEPLOY_SCAN_WAIT_S:g} s; "
+                                 f"nothing was written, try again", status=409)
+        drive = tenant_drive()
+        root = package_root(package.bot_name)
+        new_keys = {root + f.path for f in package.files}
+        old = {entry.key: entry for entry in drive.list(root)}
+        old_keys = set(old)
+        # The bot's file area (`<bot>.gbdrive/`) holds what scripts wrote at run time: a deploy replaces the
+        # package, not the bot's data.
+        runtime_area = f"{root}{package.bot_name}.gbdrive/"
+        stale = {key for key in old_keys - new_keys if not key.startswith(runtime_area)}
+        collision = _runtime_collision(new_keys, old_keys - new_keys - stale)
+        if collision is not None:
+            raise BotDeployError(
+                f"package refused: '{collision[len(root):]}' cannot be stored beside the bot's own files in "
+                f"{runtime_area[len(root):]} (what its scripts wrote, which a deploy keeps); rename it",
+                status=400)
+        # Old files in the way of new ones go first (a file `policies` where a folder `policies/` was, or the
+        # other way round: a filesystem drive cannot hold both); the rest of the old package goes after.
+        new_folders = {key[: i + 1] for key in new_keys for i, ch in enumerate(key) if ch == "/"}
+        in_the_way = {key for key in stale if key + "/" in new_folders
+                      or any(key[:i] in new_keys for i, ch in enumerate(key) if ch == "/")}
+        _package_replace(drive, package, root, old, in_the_way)
+        for key in stale - in_the_way:
+            drive.delete(key)
+        bot = bot_ensure(name=package.bot_name)
+        report = drive_scan(bot_name=package.bot_name)  # the lock is ours: taken again, never skipped
     errors = dict(report.failed)
-    if report.skipped:
-        errors[root] = "files written; another scan kept running, so they will be processed by the next scan"
     return DeployReport(bot=bot, files_written=len(new_keys), files_removed=len(stale), scan=report, errors=errors)
+
+
+def _package_replace(drive, package: Package, root: str, old: dict, in_the_way: set[str]) -> None:
+    """Delete the old files in the way and write the new ones; if the drive fails meanwhile, put back what was
+    there (old content read first, at most a package file's size each) and raise BotDeployError."""
+    new_md5 = {root + f.path: hashlib.md5(f.data, usedforsecurity=False).hexdigest() for f in package.files}
+    saved: dict[str, bytes] = {}
+    unsaved: list[str] = []
+    for key in sorted(in_the_way | (new_md5.keys() & old.keys())):
+        if new_md5.get(key) == old[key].etag:
+            continue  # the same bytes: nothing to put back
+        try:
+            saved[key] = drive.read(key, max_bytes=settings.PACKAGE_MAX_FILE_BYTES)
+        except (DriveObjectTooLarge, FileNotFoundError):
+            unsaved.append(key)
+    done: list[str] = []
+    current = ""
+    try:
+        for key in sorted(in_the_way):
+            current = key
+            drive.delete(key)
+            done.append(key)
+        for item in package.files:
+            current = root + item.path
+            drive.write(current, item.data)
+            done.append(current)
+    except Exception as exc:  # noqa: BLE001 - any drive failure (disk, S3, a folder in the way) is answered
+        logger.exception("deploy write failed", extra={"key": current})
+        missing = sorted(_package_restore(drive, done, old, saved) | (set(unsaved) & set(done)))
+        restored = ("the previous files were put back" if not missing else
+                    f"the previous files were put back except {', '.join(k[len(root):] for k in missing[:20])}")
+        raise BotDeployError(
+            f"the drive refused '{current[len(root):]}' ({type(exc).__name__}: {str(exc)[:300]}); nothing was "
+            f"deployed and {restored}", status=503) from exc
+
+
+def _package_restore(drive, done: list[str], old: dict, saved: dict[str, bytes]) -> set[str]:
+    """Undo `done` (deletes and writes, in that order) newest first; returns the keys that could not be."""
+    lost: set[str] = set()
+    for key in reversed(done):
+        try:
+            if key in saved:
+                drive.write(key, saved[key])
+            elif key not in old:
+                drive.delete(key)
+        except Exception:  # noqa: BLE001 - the drive is failing: report what is left, do not hide the cause
+            lost.add(key)
+    return lost

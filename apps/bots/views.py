@@ -5,7 +5,7 @@ from django.views.decorators.http import require_GET, require_POST
 from apps.accounts.permissions import api_access
 from apps.accounts.roles import Role
 from apps.bots.selectors import bot_list
-from apps.bots.services import bot_deploy, package_limits
+from apps.bots.services import BotDeployError, bot_deploy, package_limits
 from apps.compliance.services import audit_record
 from apps.drive.package import PackageError, package_read_zip
 
@@ -34,7 +34,10 @@ def bot_deploy_api(request):
         package = package_read_zip(upload, bot_name=request.POST.get("bot") or None, limits=package_limits())
     except PackageError as exc:
         return JsonResponse({"error": f"package refused: {exc}"}, status=400)
-    report = bot_deploy(package=package)
+    try:
+        report = bot_deploy(package=package)
+    except BotDeployError as exc:
+        return JsonResponse({"error": str(exc)}, status=exc.status)
     audit_record(
         action="bot.deploy",
         object_type="bot",

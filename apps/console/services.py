@@ -18,7 +18,7 @@ from django.http import HttpRequest
 from apps.accounts.roles import Role
 from apps.bots.config_csv import ConfigIssue, config_parse
 from apps.bots.models import Bot, BotMemory
-from apps.bots.services import BotFileError, DeployReport, bot_deploy, bot_memory_set, package_limits
+from apps.bots.services import BotDeployError, BotFileError, DeployReport, bot_deploy, bot_memory_set, package_limits
 from apps.compliance.services import audit_record
 from apps.drive.package import PackageError, package_read_zip
 from apps.drive.storage import package_root, tenant_drive
@@ -43,7 +43,10 @@ def console_bot_deploy(*, upload: Any, bot_name: str | None, request: HttpReques
         package = package_read_zip(upload, bot_name=bot_name or None, limits=package_limits())
     except PackageError as exc:
         raise ConsoleActionError(f"package refused: {exc}") from None
-    report = bot_deploy(package=package)
+    try:
+        report = bot_deploy(package=package)
+    except BotDeployError as exc:
+        raise ConsoleActionError(str(exc)) from None
     audit_record(action="bot.deploy", object_type="bot", object_id=report.bot.name, request=request,
                  summary={"files_written": report.files_written, "files_removed": report.files_removed,
                           "errors": len(report.errors), "via": "console"})

@@ -9,9 +9,11 @@ is re-processed in a loop. One scan at a time per tenant (a PostgreSQL advisory 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -72,17 +74,25 @@ SCAN_LOCK_POLL_S = 0.2
 SCAN_LOCK_NAME = "drive-scan"
 
 
-def drive_scan(*, bot_name: str | None = None, wait_s: float = 0.0) -> ScanReport:
-    """Scan the current tenant's drive (or one bot's package) and process what changed. With `wait_s`,
-    wait that long for another scan of the tenant to finish instead of skipping."""
+@contextlib.contextmanager
+def drive_scan_lock(*, wait_s: float = 0.0) -> Iterator[bool]:
+    """Yield True holding the tenant's drive lock (one scan or deploy at a time), waiting up to `wait_s` for
+    its holder; False when it is still held then. A session-level advisory lock: the holder may take it again
+    (a deploy holding it runs its scan inside)."""
     deadline = time.monotonic() + wait_s
     while True:
         with tenant_lock_try(SCAN_LOCK_NAME) as acquired:
-            if acquired:
-                return _scan(bot_name)
-        if time.monotonic() >= deadline:
-            return ScanReport(skipped=True)
+            if acquired or time.monotonic() >= deadline:
+                yield acquired
+                return
         time.sleep(SCAN_LOCK_POLL_S)
+
+
+def drive_scan(*, bot_name: str | None = None, wait_s: float = 0.0) -> ScanReport:
+    """Scan the current tenant's drive (or one bot's package) and process what changed. With `wait_s`,
+    wait that long for another scan of the tenant to finish instead of skipping."""
+    with drive_scan_lock(wait_s=wait_s) as acquired:
+        return _scan(bot_name) if acquired else ScanReport(skipped=True)
 
 
 def _scan(bot_name: str | None) -> ScanReport:

@@ -1,6 +1,8 @@
 """Deploying through the API and the command; hostile archives are refused and change nothing."""
 
 import io
+import threading
+import time
 import zipfile
 
 import pytest
@@ -167,3 +169,121 @@ def test_deploy_command_reads_a_folder_and_reports_refusals(canary_tenants, tmp_
         call_command("bot_deploy", str(bomb), "--tenant", canary_tenants.b.schema_name)
     with pytest.raises(CommandError, match="no ready tenant"):
         call_command("bot_deploy", str(bomb), "--tenant", "nope")
+
+
+def _v1_v2() -> tuple[bytes, bytes]:
+    v1 = _zip([("shop.gbai/shop.gbdialog/a.bas", b'TALK "a1"\n'),
+               ("shop.gbai/shop.gbot/config.csv", b"name,value\nbot-name,One\n"),
+               ("shop.gbai/shop.gbkb/faq/old.md", b"# old\n")])
+    v2 = _zip([("shop.gbai/shop.gbdialog/a.bas", b'TALK "a2"\n'),
+               ("shop.gbai/shop.gbdialog/b.bas", b'TALK "b2"\n'),
+               ("shop.gbai/shop.gbdialog/c.bas", b'TALK "c2"\n'),
+               ("shop.gbai/shop.gbot/config.csv", b"name,value\nbot-name,Two\n")])
+    return v1, v2
+
+
+def test_a_drive_write_failing_half_way_is_a_clear_error_and_the_previous_files_are_put_back(canary_tenants):
+    """drive.write raising at the 2nd file was a 500 that left a.bas new, the rest old and the stale files there,
+    a mix the next scan applied. Here the failure is real: a folder left by a crashed write (holding only a
+    temporary file, which listings skip) stands where b.bas goes."""
+    schema = canary_tenants.a.schema_name
+    client = _admin_client(canary_tenants.a)
+    v1, v2 = _v1_v2()
+    assert _upload(client, v1).status_code == 200
+    with schema_context(schema):
+        obstacle = tenant_drive().root / "shop.gbai/shop.gbdialog/b.bas"
+    obstacle.mkdir()
+    (obstacle / ".drive-tmp-crashed").write_bytes(b"")
+    before = _bot_state(schema)
+    response = _upload(client, v2)
+    assert response.status_code == 503
+    error = response.json()["error"]
+    assert "the drive refused 'shop.gbdialog/b.bas'" in error and "the previous files were put back" in error
+    assert "except" not in error
+    assert _bot_state(schema) == before
+    with schema_context(schema):
+        assert tenant_drive().read("shop.gbai/shop.gbdialog/a.bas") == b'TALK "a1"\n'
+
+
+def test_a_package_file_where_the_bots_own_files_are_is_refused_before_anything_is_written(canary_tenants):
+    """A package file `shop.gbdrive/notes` where scripts wrote `shop.gbdrive/notes/today.txt` (kept by every
+    deploy) failed the write half way (IsADirectoryError, a 500) after old files had been replaced."""
+    schema = canary_tenants.a.schema_name
+    client = _admin_client(canary_tenants.a)
+    v1, _ = _v1_v2()
+    assert _upload(client, v1).status_code == 200
+    with schema_context(schema):
+        tenant_drive().write("shop.gbai/shop.gbdrive/notes/today.txt", b"written by a script")
+    before = _bot_state(schema)
+    colliding = _zip([("shop.gbai/shop.gbdialog/a.bas", b'TALK "new"\n'), ("shop.gbai/shop.gbdrive/notes", b"x")])
+    response = _upload(client, colliding)
+    assert response.status_code == 400
+    assert "'shop.gbdrive/notes' cannot be stored beside the bot's own files" in response.json()["error"]
+    assert _bot_state(schema) == before
+
+
+def _hold_the_drive_lock(schema: str, seconds: float, held: threading.Event, seen: list) -> threading.Thread:
+    """Another worker (its own database session) holding the tenant's drive lock for `seconds`; what the drive
+    holds just before it lets go is appended to `seen`."""
+    from django.db import connections
+
+    from apps.core.locks import tenant_lock_try
+    from apps.drive.services import SCAN_LOCK_NAME
+
+    def hold() -> None:
+        try:
+            with schema_context(schema), tenant_lock_try(SCAN_LOCK_NAME) as acquired:
+                assert acquired
+                held.set()
+                time.sleep(seconds)
+                drive = tenant_drive(schema)
+                seen.append({e.key: drive.read(e.key) for e in drive.list()})
+        finally:
+            held.set()
+            connections.close_all()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    assert held.wait(timeout=30)
+    return thread
+
+
+def test_deploys_and_scans_of_a_tenant_take_turns(canary_tenants):
+    """Deploys wrote and deleted without the drive lock: a scan (or another deploy of the bot) running meanwhile
+    saw, and applied, a mix of two packages. A deploy now waits for the lock before it lists or writes."""
+    from apps.bots.services import bot_deploy, package_limits
+    from apps.drive.package import package_read_zip
+
+    schema = canary_tenants.a.schema_name
+    client = _admin_client(canary_tenants.a)
+    v1, v2 = _v1_v2()
+    assert _upload(client, v1).status_code == 200
+    before = _bot_state(schema)[0]
+    seen: list = []
+    thread = _hold_the_drive_lock(schema, 1.0, threading.Event(), seen)
+    with schema_context(schema):
+        report = bot_deploy(package=package_read_zip(io.BytesIO(v2), limits=package_limits()))
+    thread.join()
+    assert seen == [before]  # nothing of v2 was written while the other held the lock
+    assert report.errors == {}
+    assert sorted(_bot_state(schema)[0]) == [f"shop.gbai/shop.gbdialog/{n}.bas" for n in "abc"] + [
+        "shop.gbai/shop.gbot/config.csv"]
+
+
+def test_a_deploy_that_cannot_get_the_drive_in_time_writes_nothing(canary_tenants, monkeypatch):
+    from apps.drive import services as drive_services
+
+    schema = canary_tenants.a.schema_name
+    client = _admin_client(canary_tenants.a)
+    v1, v2 = _v1_v2()
+    assert _upload(client, v1).status_code == 200
+    before = _bot_state(schema)
+    monkeypatch.setattr(drive_services, "DEPLOY_SCAN_WAIT_S", 0.3)
+    thread = _hold_the_drive_lock(schema, 1.5, threading.Event(), [])
+    try:
+        response = _upload(client, v2)
+    finally:
+        thread.join()
+    assert response.status_code == 409
+    assert "another deploy or scan of this drive kept running" in response.json()["error"]
+    assert _bot_state(schema) == before

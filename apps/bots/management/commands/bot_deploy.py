@@ -3,7 +3,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from django_tenants.utils import schema_context
 
-from apps.bots.services import bot_deploy, package_limits
+from apps.bots.services import BotDeployError, bot_deploy, package_limits
 from apps.drive.package import PackageError, package_read_dir, package_read_zip
 from apps.tenants.models import Tenant
 
@@ -32,7 +32,10 @@ class Command(BaseCommand):
         except PackageError as exc:
             raise CommandError(f"package refused: {exc}") from exc
         with schema_context(tenant.schema_name):
-            report = bot_deploy(package=package)
+            try:
+                report = bot_deploy(package=package)
+            except BotDeployError as exc:
+                raise CommandError(str(exc)) from exc
         self.stdout.write(
             f"deployed bot {report.bot.name} to {tenant.schema_name}: {report.files_written} files, "
             f"{report.files_removed} removed"
