@@ -33,6 +33,9 @@ logger = logging.getLogger(__name__)
 
 # Upstream's script-max-size: a dialog script bigger than this is a mistake or an attack on the compiler.
 SCRIPT_MAX_BYTES = 1024 * 1024
+# A system prompt file (`<bot>.gbot/PROMPT.md`) is instructions, not a document: upstream's script-max-size is
+# ample, and the DriveMonitor refuses a bigger file from its size instead of reading it into a worker.
+PROMPT_MAX_BYTES = 1024 * 1024
 # Rows one bot table may hold (SAVE/INSERT, or a `.gbdata/*.csv` import); more belongs in a real database.
 TABLE_ROWS_MAX = 50_000
 DATA_CSV_MAX_ROWS = TABLE_ROWS_MAX
@@ -40,6 +43,9 @@ DATA_CSV_MAX_ROWS = TABLE_ROWS_MAX
 # bot). Every schedule is a job on the platform's shared `jobs` queue each time it fires; the compiler bounds
 # one script (apps.basic.limits.MAX_SCHEDULES), this bounds a bot of many scripts.
 SCHEDULES_MAX_PER_BOT = 100
+# A `.gbdata` CSV of DATA_CSV_MAX_ROWS rows at ~300 bytes each: bigger cannot be a table we would import, and
+# the DriveMonitor refuses it from its size instead of downloading it (a 3 GB CSV put in the bucket).
+DATA_CSV_MAX_BYTES = 16 * 1024 * 1024
 # A memory value is a setting or a counter, not a document.
 MEMORY_VALUE_MAX_CHARS = 64 * 1024
 

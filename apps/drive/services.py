@@ -21,8 +21,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.bots import services as bot_services
+from apps.bots.config_csv import CONFIG_MAX_BYTES
 from apps.bots.models import BOT_NAME_RE, Bot
 from apps.core.locks import tenant_lock_try
+from apps.drive.backends import DriveObjectTooLarge
 from apps.drive.models import DriveObject
 from apps.drive.package import kb_name_of, package_classify
 from apps.drive.storage import package_root, tenant_drive
@@ -37,6 +39,17 @@ MAX_ERROR_CHARS = 2000
 KIND_ORDER = {"config": 0, "prompt": 1, "data": 2, "bas": 3, "kb": 4, "other": 5}
 
 _BOT_NAME = re.compile(BOT_NAME_RE)
+
+# The most the DriveMonitor reads of a file of each kind it processes, and what the kind is called in the error:
+# a larger object is refused from its size (nothing downloaded) and recorded as the file's failure. Without it
+# a 3 GB `.gbdata` CSV put in the bucket was read whole into the worker, once per retry.
+KIND_MAX_BYTES = {
+    "bas": bot_services.SCRIPT_MAX_BYTES,
+    "config": CONFIG_MAX_BYTES,
+    "prompt": bot_services.PROMPT_MAX_BYTES,
+    "data": bot_services.DATA_CSV_MAX_BYTES,
+}
+KIND_LABELS = {"bas": "a script", "config": "config.csv", "prompt": "a prompt file", "data": "a .gbdata table"}
 
 
 @dataclass
@@ -190,20 +203,23 @@ def _process(drive, bot: Bot, obj: DriveObject, report: ScanReport) -> None:
     try:
         with transaction.atomic():
             if obj.kind == "bas":
-                script = bot_services.script_sync(bot=bot, path=obj.key, data=drive.read(obj.key))
+                script = bot_services.script_sync(bot=bot, path=obj.key, data=_read(drive, obj))
                 failure = bot_services.script_failure(script)  # stored with its error, reported below
             elif obj.kind == "config":
-                bot_services.config_sync(bot=bot, data=drive.read(obj.key))
+                bot_services.config_sync(bot=bot, data=_read(drive, obj))
             elif obj.kind == "prompt":
-                bot_services.prompt_sync(bot=bot, data=drive.read(obj.key))
+                bot_services.prompt_sync(bot=bot, data=_read(drive, obj))
             elif obj.kind == "data":
-                bot_services.data_csv_sync(bot=bot, path=obj.key, data=drive.read(obj.key))
+                bot_services.data_csv_sync(bot=bot, path=obj.key, data=_read(drive, obj))
             elif obj.kind == "kb":
                 kb_services.document_register(
                     bot=bot, kb_name=kb_name_of(path) or "default", path=obj.key, etag=obj.etag, size=obj.size
                 )
     except (bot_services.BotFileError, FileNotFoundError) as exc:
         _failed(obj, str(exc), report)
+    except DriveObjectTooLarge as exc:
+        _failed(obj, f"{obj.key}: {exc.size} bytes; the limit for {KIND_LABELS[obj.kind]} is {exc.max_bytes} "
+                     f"bytes (not read)", report)
     except Exception as exc:  # noqa: BLE001 - one bad file must not stop the scan of the others
         logger.exception("drive object processing failed", extra={"key": obj.key})
         _failed(obj, f"internal error: {type(exc).__name__}", report)
@@ -214,6 +230,11 @@ def _process(drive, bot: Bot, obj: DriveObject, report: ScanReport) -> None:
         obj.processed_etag, obj.fail_count, obj.last_error, obj.last_failed_at = obj.etag, 0, "", None
         obj.save(update_fields=["processed_etag", "fail_count", "last_error", "last_failed_at", "updated_at"])
         report.processed.append(obj.key)
+
+
+def _read(drive, obj: DriveObject) -> bytes:
+    """The file's content, at most its kind's KIND_MAX_BYTES (DriveObjectTooLarge from its size, unread)."""
+    return drive.read(obj.key, max_bytes=KIND_MAX_BYTES[obj.kind])
 
 
 def _failed(obj: DriveObject, message: str, report: ScanReport) -> None:

@@ -418,3 +418,41 @@ def test_a_settings_file_moved_in_case_within_one_scan_keeps_the_settings(canary
         assert report.failed == {}
         assert BotConfig.objects.get(key="bot-name").value == "Shop"
         assert drive_scan().processed == []
+
+
+@pytest.mark.parametrize(("path", "kind"), [("shop.gbdialog/start.bas", "bas"), ("shop.gbot/config.csv", "config"),
+                                            ("shop.gbot/PROMPT.md", "prompt"), ("shop.gbdata/products.csv", "data")])
+def test_a_file_past_its_kinds_limit_is_refused_from_its_size_and_changes_nothing(canary_tenants, storage, path,
+                                                                                 kind):
+    """The DriveMonitor read whole objects (limits, where any, were checked after the read; prompts and .gbdata
+    tables had none): a 3 GB CSV put in the bucket was downloaded into the worker, once per retry."""
+    from apps.bots.models import BotTableRow
+    from apps.drive import services as drive_services
+
+    with schema_context(canary_tenants.a.schema_name):
+        _deploy({**_shop_files(), "shop.gbot/PROMPT.md": b"Be kind.", "shop.gbdata/products.csv": b"name\nrose\n"})
+
+        def state():
+            return (sorted(BotScript.objects.values_list("path", "source", "rejected_source")),
+                    sorted(BotConfig.objects.values_list("key", "value")), Bot.objects.get(name="shop").system_prompt,
+                    sorted(str(d) for d in BotTableRow.objects.values_list("data", flat=True)))
+
+        before = state()
+        limit = drive_services.KIND_MAX_BYTES[kind]
+        key = f"shop.gbai/{path}"
+        reads = []
+        drive = tenant_drive()
+        tenant_drive().write(key, b"#" * (limit + 1))
+        real_read = type(drive).read
+
+        def recorded(self, key_, *, max_bytes=None):
+            reads.append(max_bytes)
+            return real_read(self, key_, max_bytes=max_bytes)
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(type(drive), "read", recorded)
+            report = drive_scan()
+        assert report.failed[key] == (f"{key}: {limit + 1} bytes; the limit for {drive_services.KIND_LABELS[kind]} "
+                                      f"is {limit} bytes (not read)")
+        assert reads == [limit]
+        assert state() == before
