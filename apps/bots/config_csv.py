@@ -44,6 +44,7 @@ CONFIG_MAX_VALUE_CHARS = 64 * 1024
 # --- vocabulary ------------------------------------------------------------------------------------------
 
 UTF8_BOM = b"\xef\xbb\xbf"
+BOM_CHAR = "\ufeff"  # the same mark in text decoded as "utf-8" (not "utf-8-sig")
 # Spreadsheet exports put a header row first; both spellings appear in templates (§2.1 [GAP]).
 HEADER_KEYS = frozenset({"name", "key"})
 # Values the upstream reader treats as "not set" (§2.1, case-insensitive).
@@ -156,10 +157,11 @@ def config_parse(data: bytes | str) -> ParsedConfig:
         text = text.strip()
         if not text or text.startswith("#"):
             continue
-        if "," not in text:
-            issues.append(ConfigIssue(number, f"line {number}: expected key,value (no comma found)"))
+        split = _key_value(text)
+        if isinstance(split, str):
+            issues.append(ConfigIssue(number, f"line {number}: {split}"))
             continue
-        key, value = (part.strip() for part in text.split(",", 1))
+        key, value = split
         if not key:
             # Separator lines (`,`) and blank spreadsheet rows (`,,,`) carry nothing.
             continue
@@ -182,6 +184,41 @@ def config_parse(data: bytes | str) -> ParsedConfig:
     return ParsedConfig(rows=rows, issues=issues)
 
 
+def _unquote(field: str) -> str:
+    """A field written as one CSV quoted field (`"sk-live-123"`, `"say ""hi"" twice"`) without its quotes, as a
+    CSV reader gives it; anything else as it is (a value such as `"Hi", she said` is upstream's verbatim text)."""
+    if len(field) >= 2 and field[0] == field[-1] == '"' and '"' not in field[1:-1].replace('""', ""):
+        return field[1:-1].replace('""', '"')
+    return field
+
+
+def _closing_quote(text: str) -> int:
+    """Index of the quote closing the quoted field that `text` starts with (`""` is a quote inside), or -1."""
+    index = 1
+    while (end := text.find('"', index)) >= 0 and text.startswith('""', end):
+        index = end + 2
+    return end
+
+
+def _key_value(text: str) -> tuple[str, str] | str:
+    """(key, value) of a stripped line, or what is wrong with it. The key and the value may each be a CSV quoted
+    field, as spreadsheets and `QUOTE_ALL` writers save them (`"llm-key","sk-live-123"`): read with their quotes
+    the setting was stored under a key nothing looks up (and one the console did not see as a secret's)."""
+    if text.startswith('"'):
+        end = _closing_quote(text)
+        if end < 0:
+            return "the key opens a quote that is not closed"
+        key, rest = text[1:end].replace('""', '"'), text[end + 1:].lstrip()
+        if not rest.startswith(","):
+            return ("expected key,value (no comma found)" if not rest
+                    else "unexpected text after the quoted key (expected a comma)")
+        return key.strip(), _unquote(rest[1:].strip())
+    if "," not in text:
+        return "expected key,value (no comma found)"
+    key, value = (part.strip() for part in text.split(",", 1))
+    return key, _unquote(value)
+
+
 def config_value_is_unset(value: str | None) -> bool:
     """True for values the reader treats as absent: None, empty, `none`, `null`, `n/a` (any case)."""
     return value is None or value.strip().lower() in UNSET_VALUES
@@ -201,8 +238,10 @@ _LINE_BREAK_RE = re.compile(r"(\r\n|\r|\n)")
 
 
 def config_key_is_secret(key: str) -> bool:
-    """True for keys whose value is a credential (a word of the key is in SECRET_KEY_WORDS)."""
-    return any(word in SECRET_KEY_WORDS for word in re.split(r"[-_.\s]+", key.strip().lower()))
+    """True for keys whose value is a credential (a word of the key is in SECRET_KEY_WORDS); quotes and a byte
+    order mark around the key do not hide it."""
+    bare = key.strip().lstrip(BOM_CHAR).strip().strip('"').strip().lower()
+    return any(word in SECRET_KEY_WORDS for word in re.split(r"[^a-z0-9]+", bare))
 
 
 def config_value_masked(key: str, value: str) -> str:
@@ -217,10 +256,27 @@ def config_text_masked(text: str) -> str:
     config_parse reads it (lines it would refuse are masked too: a refused line may still hold a secret)."""
     parts = _LINE_BREAK_RE.split(text)
     for index in range(0, len(parts), 2):  # lines at even indexes, their breaks between
-        key, comma, value = parts[index].partition(",")
-        if comma and config_value_masked(key, value.strip()) == SECRET_MASK:
-            parts[index] = f"{key},{SECRET_MASK}"
+        line = parts[index]
+        # As config_parse reads it (quoted fields unquoted; a BOM before the first key, as a download decoded
+        # with "utf-8" keeps it), else split at the first comma: a line it refuses may still hold a secret.
+        split = _key_value(line.strip().lstrip(BOM_CHAR).strip())
+        if isinstance(split, str):
+            key, comma, value = line.partition(",")
+            if not comma:
+                continue
+            split = (key, _unquote(value.strip()))
+        if config_value_masked(*split) == SECRET_MASK:
+            parts[index] = f"{_key_part(line)},{SECRET_MASK}"
     return "".join(parts)
+
+
+def _key_part(line: str) -> str:
+    """The text of `line` up to the comma that ends its key (a quoted key may hold commas)."""
+    stripped = line.lstrip().lstrip(BOM_CHAR).lstrip()
+    start = len(line) - len(stripped)
+    end = _closing_quote(stripped) if stripped.startswith('"') else -1
+    comma = line.find(",", start + end + 1 if end >= 0 else 0)
+    return line[:comma] if comma >= 0 else line
 
 
 def config_value_is_local_path(value: str) -> bool:

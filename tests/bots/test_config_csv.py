@@ -10,12 +10,15 @@ from apps.bots.config_csv import (
     CONFIG_MAX_BYTES,
     CONFIG_MAX_KEY_CHARS,
     CONFIG_MAX_VALUE_CHARS,
+    SECRET_MASK,
     ConfigIssue,
     config_is_secret_reference,
+    config_key_is_secret,
     config_key_normalize,
     config_lookup,
     config_params,
     config_parse,
+    config_text_masked,
     config_value_is_unset,
 )
 
@@ -248,3 +251,34 @@ def test_sample_config_parses_cleanly():
     assert config_lookup(values, "bot-name") == "Riverside Garden"
     assert config_lookup(values, "llm-model", "server-default") == "server-default"
     assert config_params(values) == {"maxgroup": 12}
+
+
+# --- quoted fields and masking ------------------------------------------------------------------------
+
+
+def test_parse_reads_quoted_fields_as_csv_does():
+    """LibreOffice's quote-all and pandas' QUOTE_ALL write `"llm-key","sk-live-123"`: the key was stored with its
+    quotes, so the setting silently did nothing."""
+    parsed = config_parse('"name","value"\n"llm-key","sk-live-123"\n"Error Message","Sorry, ""again"""\n'
+                          '"a,b" , "1"\nplain,"quoted" then text\n')
+    assert parsed.ok
+    assert parsed.as_dict() == {"llm-key": "sk-live-123", "Error Message": 'Sorry, "again"', "a,b": "1",
+                                "plain": '"quoted" then text'}
+
+
+def test_parse_reports_a_quoted_key_that_is_not_closed_or_not_followed_by_a_comma():
+    parsed = config_parse('"llm-key,sk\n"llm-key" sk\n')
+    assert messages(parsed) == ["line 1: the key opens a quote that is not closed",
+                                "line 2: unexpected text after the quoted key (expected a comma)"]
+
+
+@pytest.mark.parametrize("text", ['"llm-key","sk-live-123"\n', '\ufeffllm-key,sk-live-123\r\nbot-name,Demo\r\n',
+                                  '\ufeff"llm-key","sk-live-123"\n', '"email,pass","sk-live-123"\n',
+                                  '"llm-key,sk-live-123\n'],
+                         ids=["quote-all", "bom", "bom-and-quotes", "comma-in-key", "refused-line"])
+def test_masked_text_holds_no_secret(text):
+    """Quoted keys were not seen as a secret's (config_key_is_secret('"llm-key"') was False), nor was the first
+    key behind a BOM (a download decoded with "utf-8" keeps it): viewers saw the secret."""
+    masked = config_text_masked(text)
+    assert "sk-live-123" not in masked and SECRET_MASK in masked
+    assert config_key_is_secret('"llm-key"') and config_key_is_secret("\ufeffllm-key")
