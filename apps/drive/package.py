@@ -334,6 +334,7 @@ def package_read_zip(fileobj: BinaryIO, *, bot_name: str | None = None,
         paths = ["/".join(parts[strip:]) for parts, _ in selected]
         _check_duplicates(paths)
         _check_storable(name, paths)
+        _check_one_settings_file(paths)
 
         files: list[PackageFile] = []
         for path, (_, info) in zip(paths, selected, strict=True):
@@ -417,6 +418,7 @@ def package_read_dir(path: Path, *, limits: PackageLimits = DEFAULT_LIMITS) -> P
         paths = ["/".join(parts) for parts, _ in listed]
         _check_duplicates(paths)
         _check_storable(name, paths)
+        _check_one_settings_file(paths)
         files = [PackageFile(path=p, data=_read_disk_file(root_fd, parts, size, limits))
                  for p, (parts, size) in zip(paths, listed, strict=True)]
     finally:
@@ -522,6 +524,28 @@ def kb_name_of(path: str) -> str | None:
 PROMPT_FILE_NAMES = ("prompt.md", "prompt.txt")
 
 
+def _package_relative(path: str) -> str:
+    """A package path as given, or a drive key (`demo.gbai/...`) without its package folder."""
+    head, sep, rest = path.partition("/")
+    return rest if sep and head.lower().endswith(PACKAGE_SUFFIX) else path
+
+
+def package_holds_settings(path: str) -> bool:
+    """True for a file that may hold a bot's settings, live or not: any `*config.csv` inside a `*.gbot/` folder at
+    any depth (a backup or an old copy holds the same credentials, so viewers get it masked as well)."""
+    parts = path.lower().split("/")
+    return parts[-1].endswith("config.csv") and any(part.endswith(".gbot") for part in parts[:-1])
+
+
+def _check_one_settings_file(paths: list[str]) -> None:
+    """Two settings files (`demo.gbot/config.csv` and `backup.gbot/config.csv`) would be applied in turn, the
+    last in key order winning: which one is the bot's is the author's call, not ours."""
+    configs = [path for path in paths if package_classify(path) == "config"]
+    if len(configs) > 1:
+        raise PackageError(f"package holds {len(configs)} settings files ({', '.join(map(_show, configs[:5]))}); "
+                           f"keep one <bot>.gbot/config.csv")
+
+
 def package_classify(path: str) -> str:
     """`bas`, `kb`, `config`, `prompt`, `data` or `other` for a package path or object key (case-insensitive)."""
     lowered = path.lower()
@@ -529,14 +553,15 @@ def package_classify(path: str) -> str:
         return "bas"
     if ".gbkb/" in lowered and os.path.splitext(lowered)[1] in KB_EXTENSIONS and kb_name_of(path) is not None:
         return "kb"
-    # The bot's settings and prompt are files with exactly these names directly in its `.gbot/` folder (as in
-    # every upstream package). Upstream takes any name ending so: a backup `old-config.csv` then replaced the
-    # live settings, and removing it cleared them.
-    folder, _, name = lowered.rpartition("/")
-    if folder.rpartition("/")[2].endswith(".gbot"):
-        if name == "config.csv":
+    # The bot's settings and prompt are files with exactly these names directly in its `.gbot/` folder, itself
+    # directly in the package (as in every upstream package). Upstream takes any name ending so, anywhere: a
+    # backup `old-config.csv`, or a copy of an old package (`old/demo.gbot/config.csv`), then replaced the live
+    # settings, and removing it cleared them.
+    parts = _package_relative(lowered).split("/")
+    if len(parts) == 2 and parts[0].endswith(".gbot"):
+        if parts[1] == "config.csv":
             return "config"
-        if name in PROMPT_FILE_NAMES:
+        if parts[1] in PROMPT_FILE_NAMES:
             return "prompt"
     if ".gbdata/" in lowered and lowered.endswith(".csv"):
         return "data"

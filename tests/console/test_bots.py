@@ -194,6 +194,13 @@ def test_viewers_see_the_config_without_its_credentials(console_client, canary_t
     editor = console_client(Role.EDITOR)
     assert secret in editor.get(f"/console/bots/{bot}/config/").content.decode()
     assert editor.get(f"/console/drive/download/?key={key}").content == text.encode()
+    # A copy that is not the bot's settings (an old package's, a backup) holds the same credentials.
+    with schema_context(canary_tenants.a.schema_name):
+        for copy in (f"{bot}.gbai/old/{bot}.gbot/config.csv", f"{bot}.gbai/{bot}.gbot/old-config.csv"):
+            tenant_drive().write(copy, text.encode())
+            download = viewer.get(f"/console/drive/download/?key={copy}")
+            assert download.status_code == 200 and b"llm-key,******" in download.content
+            assert secret.encode() not in download.content
 
 
 @pytest.mark.parametrize(("key", "secret"), [("llm-key", True), ("email-pass", True), ("whatsapp_token", True),

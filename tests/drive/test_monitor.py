@@ -456,3 +456,17 @@ def test_a_file_past_its_kinds_limit_is_refused_from_its_size_and_changes_nothin
                                       f"is {limit} bytes (not read)")
         assert reads == [limit]
         assert state() == before
+
+
+def test_a_copy_of_an_old_package_inside_the_package_is_not_the_bots_settings(canary_tenants, storage):
+    """Any `*.gbot/config.csv` at any depth was the bot's settings: `old/shop.gbot/config.csv` replaced them."""
+    with schema_context(canary_tenants.a.schema_name):
+        _deploy(_shop_files())
+        drive = tenant_drive()
+        drive.write("shop.gbai/old/shop.gbot/config.csv", b"name,value\nbot-name,Old\n")
+        drive.write("shop.gbai/old/shop.gbot/PROMPT.md", b"an old prompt")
+        report = drive_scan()
+        assert report.failed == {}
+        assert DriveObject.objects.get(key="shop.gbai/old/shop.gbot/config.csv").kind == "other"
+        assert BotConfig.objects.get(key="bot-name").value == "Shop"
+        assert Bot.objects.get(name="shop").system_prompt == ""

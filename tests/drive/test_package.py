@@ -419,6 +419,10 @@ def test_directory_with_backslash_in_a_file_name_is_rejected(tmp_path):
     ("demo.gbot/system-prompt.md", "other"),
     ("demo.gbot/old/PROMPT.md", "other"),
     ("demo.gbdialog/config.csv", "other"),
+    # Only the .gbot/ folder directly in the package: a copy of an old package is not the bot's settings.
+    ("old/demo.gbot/config.csv", "other"),
+    ("demo.gbai/old/demo.gbot/config.csv", "other"),
+    ("backup/demo.gbot/PROMPT.md", "other"),
     ("demo.gbdata/products.csv", "data"),
     ("demo.gbdata/readme.md", "other"),
     ("demo.gbtheme/style.css", "other"),
@@ -465,3 +469,14 @@ def test_sample_package_zipped_reads_the_same(tmp_path):
 def test_missing_directory_is_a_package_error(tmp_path):
     with pytest.raises(PackageError, match=r"^package folder 'gone.gbai' could not be opened"):
         package_read_dir(tmp_path / "gone.gbai")
+
+
+def test_a_package_with_two_settings_files_is_refused():
+    """Both were applied in key order: `zz-backup.gbot/config.csv` silently replaced the bot's settings."""
+    buf = make_zip([("demo.gbai/demo.gbot/config.csv", b"bot-name,Demo\n"),
+                    ("demo.gbai/zz-backup.gbot/config.csv", b"bot-name,Old\n")])
+    assert read_error(buf) == ("package holds 2 settings files (demo.gbot/config.csv, zz-backup.gbot/config.csv); "
+                               "keep one <bot>.gbot/config.csv")
+    buf = make_zip([("demo.gbai/demo.gbot/config.csv", b"bot-name,Demo\n"),
+                    ("demo.gbai/old/demo.gbot/config.csv", b"bot-name,Old\n")])
+    assert as_dict(package_read_zip(buf))["old/demo.gbot/config.csv"] == b"bot-name,Old\n"  # a plain file

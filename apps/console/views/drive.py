@@ -15,7 +15,7 @@ from apps.compliance.services import audit_record
 from apps.console.pagination import console_page
 from apps.console.views.common import console_render
 from apps.drive.backends import DriveKeyError, DriveObjectTooLarge, drive_key_validate
-from apps.drive.package import package_classify
+from apps.drive.package import package_holds_settings
 from apps.drive.storage import tenant_drive
 
 # Objects read from a listing before it is cut: the drive lists recursively, so a folder holding a huge
@@ -121,7 +121,7 @@ def drive_download(request: HttpRequest) -> HttpResponse:
         raise Http404(_("No such file in the drive.")) from None
     except DriveObjectTooLarge as exc:
         return _too_large(exc.size)
-    if package_classify(key) == "config" and not role_allows(getattr(request, "console_role", None), Role.EDITOR):
+    if package_holds_settings(key) and not role_allows(getattr(request, "console_role", None), Role.EDITOR):
         # A bot's settings hold its credentials (llm-key, email-pass): viewers get them masked, as on its page.
         data = config_text_masked(data.decode("utf-8", "replace")).encode("utf-8")
     audit_record(action="drive.download", object_type="drive", object_id=key[:200], summary={"bytes": len(data)},
