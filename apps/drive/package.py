@@ -309,6 +309,10 @@ def package_read_zip(fileobj: BinaryIO, *, bot_name: str | None = None,
     fileobj.seek(0)
     try:
         archive = zipfile.ZipFile(fileobj)
+    except UnicodeDecodeError as exc:  # a ValueError: caught before "not a zip archive" below
+        raise PackageError(f"an entry name is not valid UTF-8 (byte {exc.object[exc.start:exc.start + 1]!r} at "
+                           f"position {exc.start}), though the archive marks its names as UTF-8; "
+                           f"re-create the archive with another tool") from exc
     except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, OSError, ValueError) as exc:
         raise PackageError("not a zip archive") from exc
     with archive:

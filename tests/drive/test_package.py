@@ -241,6 +241,14 @@ def test_encrypted_entry_is_rejected():
     assert read_error(buf) == "entry 'demo.gbai/secret.bas' is encrypted; upload an unencrypted archive"
 
 
+def test_an_entry_name_flagged_utf8_that_is_not_utf8_is_named_as_such():
+    """zipfile raised UnicodeDecodeError (a ValueError), reported as "not a zip archive"."""
+    buf = _set_flag_bits(make_zip([("demo.gbai/caf\u00e9.md", b"x")]), 0x800)
+    data = buf.getvalue().replace("caf\u00e9".encode(), b"caf\xff\xfe")
+    error = read_error(io.BytesIO(data))
+    assert error.startswith("an entry name is not valid UTF-8 (byte b'\\xff' at position 13)"), error
+
+
 def test_not_a_zip():
     assert read_error(io.BytesIO(b"this is not a zip")) == "not a zip archive"
     assert read_error(io.BytesIO(b"")) == "not a zip archive"
