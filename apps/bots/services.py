@@ -281,20 +281,44 @@ def data_csv_sync(*, bot: Bot, path: str, data: bytes | None) -> int:
     BotTableRow.objects.filter(bot=bot, table=table).delete()
     if data is None:
         return 0
-    reader = csv.DictReader(io.StringIO(_text(data, path)))
+    reader = csv.reader(io.StringIO(_text(data, path)))
     rows = []
-    number = 1  # the header
     try:
-        for number, row in enumerate(reader, start=2):
+        header = next((row for row in reader if row), None)  # blank lines before the header are skipped
+        if header is None:
+            return 0
+        names = _data_csv_columns(path, reader.line_num, header)
+        for row in reader:
+            if not row:
+                continue
+            # line_num is the line the record ends on: a quoted field may span lines, so counting records
+            # named the wrong line.
             if len(rows) >= DATA_CSV_MAX_ROWS:
                 raise BotFileError(f"{path}: more than {DATA_CSV_MAX_ROWS} rows")
-            if None in row:
-                raise BotFileError(f"{path} line {number}: more values than header columns")
-            rows.append(BotTableRow(bot=bot, table=table, data={k.strip(): v for k, v in row.items() if k}))
+            if len(row) > len(names):
+                raise BotFileError(f"{path} line {reader.line_num}: more values than header columns")
+            values = dict(zip(names, row, strict=False))
+            values.update(dict.fromkeys(names[len(row):]))  # missing values are null, as before
+            rows.append(BotTableRow(bot=bot, table=table, data=values))
     except csv.Error as exc:  # a field past the csv module's limit, a stray quote: the file's error, not ours
-        raise BotFileError(f"{path} line {number + 1}: {exc}") from None
+        raise BotFileError(f"{path} line {reader.line_num}: {exc}") from None
     BotTableRow.objects.bulk_create(rows)
     return len(rows)
+
+
+def _data_csv_columns(path: str, line: int, header: list[str]) -> list[str]:
+    """The header's column names, each one named and once: a repeated name (`Id,Name,Id`) silently dropped a
+    column's values, and a blank one dropped the column."""
+    names = [name.strip() for name in header]
+    first: dict[str, int] = {}
+    for number, name in enumerate(names, start=1):
+        if not name:
+            raise BotFileError(f"{path} line {line}: column {number} of the header has no name")
+        if name in first:
+            raise BotFileError(f"{path} line {line}: column {number} of the header repeats '{name}' "
+                               f"(column {first[name]}); each column needs its own name")
+        first[name] = number
+    return names
 
 
 def bot_memory_set(*, bot: Bot, key: str, value: object) -> None:

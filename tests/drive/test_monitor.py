@@ -470,3 +470,35 @@ def test_a_copy_of_an_old_package_inside_the_package_is_not_the_bots_settings(ca
         assert DriveObject.objects.get(key="shop.gbai/old/shop.gbot/config.csv").kind == "other"
         assert BotConfig.objects.get(key="bot-name").value == "Shop"
         assert Bot.objects.get(name="shop").system_prompt == ""
+
+
+@pytest.mark.parametrize(("content", "error"), [
+    (b"Id,Name,Id\n1,rose,2\n", "products.csv line 1: column 3 of the header repeats 'Id' (column 1)"),
+    (b"Id, ,Name\n1,x,rose\n", "products.csv line 1: column 2 of the header has no name"),
+    (b'name,notes\nrose,"grows\nin spring"\ntulip,red,extra\n', "products.csv line 4: more values than header"),
+    (b'name,notes\nrose,"two\nlines"\ntulip,"' + b"x" * 200_000 + b'"\n',
+     "products.csv line 4: field larger than field limit"),
+], ids=["repeated-header", "blank-header", "multi-line-record", "multi-line-then-csv-error"])
+def test_a_data_table_with_an_ambiguous_header_or_a_bad_record_names_the_right_line(canary_tenants, storage,
+                                                                                    content, error):
+    """DictReader kept the last of two `Id` columns and dropped blank-named ones silently; error lines counted
+    records, wrong once a quoted field spans lines."""
+    from apps.bots.models import BotTableRow
+
+    with schema_context(canary_tenants.a.schema_name):
+        _deploy({**_shop_files(), "shop.gbdata/products.csv": b"name,price\nrose,3\n"})
+        key = "shop.gbai/shop.gbdata/products.csv"
+        tenant_drive().write(key, content)
+        report = drive_scan()
+        assert error in report.failed[key], report.failed
+        assert list(BotTableRow.objects.filter(table="products.csv").values_list("data", flat=True)) == [
+            {"name": "rose", "price": "3"}]
+
+
+def test_a_data_table_reads_multi_line_fields_and_short_rows(canary_tenants, storage):
+    from apps.bots.models import BotTableRow
+
+    with schema_context(canary_tenants.a.schema_name):
+        _deploy({**_shop_files(), "shop.gbdata/products.csv": b'\nname, notes\nrose,"two\nlines"\n\ntulip\n'})
+        rows = BotTableRow.objects.filter(table="products.csv").order_by("pk").values_list("data", flat=True)
+        assert list(rows) == [{"name": "rose", "notes": "two\nlines"}, {"name": "tulip", "notes": None}]
