@@ -90,6 +90,9 @@ class DriveEntry:
     etag: str
     size: int
     mtime_ns: int | None
+    # False when (size, mtime_ns) must not be kept as a hint for this etag: the file was hashed while modified
+    # within HINT_RACY_WINDOW_NS, so it may be rewritten, same size, within the same mtime tick.
+    hintable: bool = True
 
 
 class DriveObjectTooLarge(ValueError):
@@ -274,11 +277,8 @@ class LocalDrive:
                 try:
                     st = entry.stat(follow_symlinks=False)
                     hint = hints.get(key)
-                    reuse = (
-                        hint is not None
-                        and (hint[0], hint[1]) == (st.st_size, st.st_mtime_ns)
-                        and st.st_mtime_ns < racy_after_ns
-                    )
+                    racy = st.st_mtime_ns >= racy_after_ns
+                    reuse = hint is not None and (hint[0], hint[1]) == (st.st_size, st.st_mtime_ns) and not racy
                     etag = hint[2] if reuse else _file_md5(Path(entry.path))
                 except FileNotFoundError:
                     continue  # deleted while we listed
@@ -286,7 +286,9 @@ class LocalDrive:
                     if exc.errno == errno.ELOOP:
                         continue  # replaced by a link while we listed
                     raise
-                yield DriveEntry(key=key, etag=etag, size=st.st_size, mtime_ns=st.st_mtime_ns)
+                # A hint stored now would outlive the window: a same-size rewrite in this mtime tick, after the
+                # hash, would match it in every later scan and be missed for good.
+                yield DriveEntry(key=key, etag=etag, size=st.st_size, mtime_ns=st.st_mtime_ns, hintable=not racy)
 
     def read(self, key: str, *, max_bytes: int | None = None) -> bytes:
         path = self._path(key)

@@ -127,14 +127,16 @@ def _scan(bot_name: str | None) -> ScanReport:
         report.listed += 1
         seen.add(entry.key)
         obj = known.get(entry.key)
+        # The modification time is kept only when it may serve as the next scan's hint (see DriveEntry.hintable).
+        mtime_ns = entry.mtime_ns if entry.hintable else None
         if obj is None:
             obj = DriveObject(key=entry.key, bot_name=split[0], kind=drive_object_kind(split[1]), etag=entry.etag,
-                              size=entry.size, mtime_ns=entry.mtime_ns)
+                              size=entry.size, mtime_ns=mtime_ns)
             created.append(obj)
-        elif (obj.etag, obj.size, obj.mtime_ns) != (entry.etag, entry.size, entry.mtime_ns):
+        elif (obj.etag, obj.size, obj.mtime_ns) != (entry.etag, entry.size, mtime_ns):
             if obj.etag != entry.etag:
                 obj.fail_count = 0  # new content: a parked file gets its chances again
-            obj.etag, obj.size, obj.mtime_ns = entry.etag, entry.size, entry.mtime_ns
+            obj.etag, obj.size, obj.mtime_ns = entry.etag, entry.size, mtime_ns
             touched[obj.key] = obj
         if obj.processed_etag == obj.etag:
             continue

@@ -293,6 +293,19 @@ def test_local_hint_is_not_trusted_for_a_file_modified_within_the_racy_window(lo
     assert len(hash_calls) == 1
 
 
+def test_local_file_hashed_within_the_racy_window_is_listed_as_not_hintable(local_drive):
+    """Its (size, mtime) stored as a hint matched a same-size rewrite in the same mtime tick forever after."""
+    path = local_drive.root / "demo.gbai/kb/doc.txt"
+    local_drive.write("demo.gbai/kb/doc.txt", b"fresh")
+    racy_mtime = time.time_ns() - HINT_RACY_WINDOW_NS // 2
+    os.utime(path, ns=(racy_mtime, racy_mtime))
+    [entry] = local_drive.list()
+    assert (entry.mtime_ns, entry.hintable) == (racy_mtime, False)
+    _age(path)
+    [entry] = local_drive.list()
+    assert entry.hintable
+
+
 def test_local_hints_keep_a_scan_of_many_unchanged_files_free_of_reads(local_drive, hash_calls):
     for i in range(300):
         local_drive.write(f"demo.gbai/kb/{i % 7}/doc-{i}.txt", f"document {i}".encode())

@@ -3,6 +3,7 @@ failures park, deletions un-register, tenants never meet."""
 
 import io
 import os
+import time
 import uuid
 import zipfile
 import zoneinfo
@@ -502,3 +503,26 @@ def test_a_data_table_reads_multi_line_fields_and_short_rows(canary_tenants, sto
         _deploy({**_shop_files(), "shop.gbdata/products.csv": b'\nname, notes\nrose,"two\nlines"\n\ntulip\n'})
         rows = BotTableRow.objects.filter(table="products.csv").order_by("pk").values_list("data", flat=True)
         assert list(rows) == [{"name": "rose", "notes": "two\nlines"}, {"name": "tulip", "notes": None}]
+
+
+def test_a_same_size_rewrite_in_the_mtime_tick_of_a_racily_hashed_file_is_not_missed(canary_tenants, local_storage):
+    """The scan hashed a file modified 1.5 s earlier (inside the racy window) and stored its (size, mtime) as the
+    hint; the file was then rewritten, same size, in the same mtime tick. Every later scan, once the window had
+    passed, reused the old ETag: the change was never processed."""
+    from apps.bots.models import BotTableRow
+    from apps.drive.backends import HINT_RACY_WINDOW_NS
+
+    with schema_context(canary_tenants.a.schema_name):
+        drive = tenant_drive()
+        key = "shop.gbai/shop.gbdata/products.csv"
+        path = drive.root / key
+        drive.write(key, b"name\nrose\n")
+        tick = time.time_ns() - HINT_RACY_WINDOW_NS * 3 // 4  # inside the window when the scan hashes it
+        os.utime(path, ns=(tick, tick))
+        drive_scan()
+        assert [r["name"] for r in BotTableRow.objects.values_list("data", flat=True)] == ["rose"]
+        path.write_bytes(b"name\nlily\n")  # same size, same mtime tick
+        os.utime(path, ns=(tick, tick))
+        time.sleep(max(0.0, (tick + HINT_RACY_WINDOW_NS - time.time_ns()) / 1e9) + 0.1)  # the window has passed
+        assert drive_scan().processed == [key]
+        assert [r["name"] for r in BotTableRow.objects.values_list("data", flat=True)] == ["lily"]
