@@ -4,9 +4,6 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.requirements-installed
 NODE_STAMP := node_modules/.installed
-# Browser assets copied from node_modules into static/vendor (served by whitenoise, never committed).
-VENDOR_FILES := htmx.org/dist/htmx.min.js htmx-ext-ws/dist/ws.min.js chart.js/dist/chart.umd.min.js \
-  livekit-client/dist/livekit-client.umd.js
 
 .PHONY: run test bench lint clean system-deps
 
@@ -23,10 +20,10 @@ $(STAMP): requirements.txt requirements-nodeps.txt
 	touch $(STAMP)
 
 # JS/CSS from npm at build time (package-lock.json pins them); oidc-provider is the tests' OIDC server.
+# `npm run vendor` copies the browser assets into static/vendor (served by whitenoise, never committed).
 $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
-	mkdir -p static/vendor
-	for f in $(VENDOR_FILES); do cp node_modules/$$f static/vendor/; done
+	npm run --silent vendor
 	touch $(NODE_STAMP)
 
 ## run: every process on embedded defaults (PostgreSQL, Redis, local files); Ctrl-C stops them all

@@ -69,6 +69,9 @@ def main() -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    # The terminal closing (or an SSH session dropping): the children lead their own process groups, so the
+    # hang-up reaches only this process; by default it would die here and leave them all running.
+    signal.signal(signal.SIGHUP, on_signal)
 
     postgres = redis = None
     children: list[tuple[str, subprocess.Popen]] = []

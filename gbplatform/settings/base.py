@@ -136,6 +136,10 @@ DATABASE_CONN_MAX_AGE = 0
 
 def database_from_url(url: str) -> dict:
     config = dj_database_url.parse(url, conn_max_age=DATABASE_CONN_MAX_AGE)
+    # The password apart from the URL (compose passes POSTGRES_PASSWORD as is): a generated one with '/', '@'
+    # or '#' written into the URL unencoded is read as part of the host or the path.
+    if password := env_str("DATABASE_PASSWORD"):
+        config["PASSWORD"] = password
     config["ENGINE"] = "django_tenants.postgresql_backend"
     config.setdefault("OPTIONS", {})
     # A query that runs this long is a bug or an attack; fail it instead of holding a worker.

@@ -29,9 +29,9 @@ if not VAULT_ADDR and not ENCRYPTION_KEY_FILE.exists():
 if "*" in ALLOWED_HOSTS:  # anywhere in the list, it admits any Host header
     raise ImproperlyConfigured("set ALLOWED_HOSTS to the tenants' parent domains, e.g. .bots.example.com")
 
-# HTTPS everywhere; the proxy in front terminates TLS and must set X-Forwarded-Proto.
+# HTTPS everywhere; the proxy in front terminates TLS and must set X-Forwarded-Proto, which is trusted only
+# with TRUST_X_FORWARDED_PROTO (base settings): trusted without a proxy, any client could claim HTTPS.
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 # One year, subdomains included: every tenant host is served over HTTPS.
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = True

@@ -76,6 +76,52 @@ def test_production_policies_that_check_deploy_does_not_test():
     assert policy["body_limit_middleware"] and policy["csp"]
 
 
+PROXY_PROBE = """
+from django.conf import settings
+print("proxy-header", settings.SECURE_PROXY_SSL_HEADER)
+"""
+
+
+@pytest.mark.parametrize(("trust", "expected"), [("false", "None"), ("", "None"),
+                                                  ("true", "('HTTP_X_FORWARDED_PROTO', 'https')")])
+def test_production_trusts_x_forwarded_proto_only_when_told(trust, expected):
+    """Trusted without a proxy in front, any client could claim HTTPS (CSRF origin, the SSL redirect)."""
+    result = _manage("shell", "--settings=gbplatform.settings.prod", "-c", PROXY_PROBE,
+                     env={**PROD_ENV, "TRUST_X_FORWARDED_PROTO": trust})
+    assert result.returncode == 0, result.stderr
+    assert f"proxy-header {expected}" in result.stdout
+
+
+def _dockerfile_build_env() -> dict[str, str]:
+    """The variables the Dockerfile's collectstatic step sets (the RUN line holding it)."""
+    text = (ROOT / "docker" / "Dockerfile").read_text().replace("\\\n", " ")
+    line = next(line for line in text.splitlines() if line.startswith("RUN") and "collectstatic" in line)
+    return dict(re.findall(r"\b([A-Z][A-Z0-9_]*)=(\S+)", line))
+
+
+def test_the_images_collectstatic_step_imports_the_production_settings(tmp_path):
+    """The image has no var/ (.dockerignore): without VAULT_ADDR or a key file production refuses to start,
+    and `docker build` failed at collectstatic."""
+    env = {**_dockerfile_build_env(), "GB_VAR_DIR": str(tmp_path)}
+    assert {"DJANGO_SECRET_KEY", "DATABASE_URL", "REDIS_URL", "ALLOWED_HOSTS"} <= set(env)
+    result = _manage("collectstatic", "--dry-run", "--noinput", "--settings=gbplatform.settings.prod", env=env)
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_image_builds_the_browser_assets_and_keeps_the_env_file_out():
+    dockerfile = (ROOT / "docker" / "Dockerfile").read_text()
+    assert "npm ci" in dockerfile and "npm run --silent vendor" in dockerfile
+    assert "COPY --from=assets /build/static/vendor static/vendor" in dockerfile
+    import json
+
+    vendor = json.loads((ROOT / "package.json").read_text())["scripts"]["vendor"]
+    sources = re.findall(r"node_modules/(\S+)", vendor)
+    assert len(sources) == 4 and all((ROOT / "node_modules" / path).is_file() for path in sources), sources
+    ignored = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")]
+    assert ".env" in ignored and ".env.*" in ignored and "!.env.example" in ignored
+
+
 def test_production_settings_refuse_to_run_without_encryption_keys():
     env = {k: v for k, v in PROD_ENV.items() if k != "VAULT_ADDR"}
     env["ENCRYPTION_KEY_FILE"] = "missing-dir/encryption.json"
@@ -104,10 +150,40 @@ def test_malformed_boolean_names_the_variable(monkeypatch):
         env_bool("VAULT_REQUIRED")
 
 
-def test_redis_databases_are_separated():
+def test_redis_databases_are_separated_and_counted_from_the_urls_own():
     assert redis_url_for_db("redis://h:6379/0", 1) == "redis://h:6379/1"
     assert redis_url_for_db("redis://:pw@h:6379", 2) == "redis://:pw@h:6379/2"
-    assert redis_url_for_db("rediss://h:6380/5?ssl_cert_reqs=none", 3) == "rediss://h:6380/3?ssl_cert_reqs=none"
+    # Two deployments on one Redis (/0 and /4) keep apart: the URL's database is where the platform's start.
+    assert redis_url_for_db("rediss://h:6380/5?ssl_cert_reqs=none", 3) == "rediss://h:6380/8?ssl_cert_reqs=none"
+    assert redis_url_for_db("unix:///run/redis.sock?db=4", 1) == "unix:///run/redis.sock?db=5"
+
+
+@pytest.mark.parametrize("url", ["localhost:6379", "127.0.0.1:6379", "http://h:6379/0", "redis:///0",
+                                 "redis://h:6379/13", "redis://h:6379/x", "unix://?db=1"])
+def test_a_redis_url_that_cannot_work_is_refused_naming_the_variable(url):
+    with pytest.raises(ImproperEnvironment, match="REDIS_URL"):
+        redis_url_for_db(url, 1)
+
+
+def test_an_empty_variable_means_its_default(monkeypatch):
+    """Compose passes a variable the env file does not set as an empty string."""
+    from gbplatform.settings.env import env_str
+
+    monkeypatch.setenv("VAULT_KV_MOUNT", "  ")
+    assert env_str("VAULT_KV_MOUNT", "secret") == "secret"
+    monkeypatch.setenv("VAULT_KV_MOUNT", " kv ")
+    assert env_str("VAULT_KV_MOUNT", "secret") == "kv"
+
+
+def test_the_database_password_may_be_given_apart_from_the_url(monkeypatch):
+    from gbplatform.settings.base import database_from_url
+
+    url = "postgresql://gb@postgres:5432/gbplatform"
+    assert database_from_url(url)["PASSWORD"] == ""
+    monkeypatch.setenv("DATABASE_PASSWORD", "a/b@c#d?e%f")  # unusable inside the URL
+    config = database_from_url(url)
+    assert (config["HOST"], config["USER"], config["NAME"], config["PASSWORD"]) == (
+        "postgres", "gb", "gbplatform", "a/b@c#d?e%f")
 
 
 def _documented_variables() -> set[str]:
@@ -139,6 +215,38 @@ def test_compose_has_the_production_topology_wired_to_the_same_variables():
     for name in ("DATABASE_URL", "REDIS_URL", "QDRANT_URL", "S3_ENDPOINT_URL", "VAULT_ADDR", "OIDC_ISSUER",
                  "LLM_URL", "SMTP_HOST", "LIVEKIT_URL"):
         assert name in platform_env
+
+
+# Read by settings but set by the image and compose themselves (paths inside the container, the bind address).
+COMPOSE_OWN = {"GB_VAR_DIR", "GB_BIND", "GB_PORT", "MEDIA_ROOT"}
+
+
+def test_compose_passes_every_setting_of_the_env_file_to_the_platform():
+    """`--env-file` only fills ${...} placeholders: a setting compose does not list never reached the
+    containers (TRUSTED_PROXY_IPS behind the proxy, Vault's AppRole, HSTS preload...)."""
+    used: set[str] = set()
+    for path in (ROOT / "gbplatform").rglob("*.py"):
+        used |= set(re.findall(r"env_(?:str|bool|int|list)\(\s*\"([A-Z0-9_]+)\"", path.read_text()))
+    assert len(used) > 50
+    platform_env = _compose()["x-platform"]["environment"]
+    assert used - COMPOSE_OWN - set(platform_env) == set()
+    assert "${POSTGRES_PASSWORD" not in platform_env["DATABASE_URL"]  # apart, as DATABASE_PASSWORD
+
+
+def test_compose_checks_each_role_and_lets_it_finish_its_work():
+    from django.conf import settings
+
+    from gbplatform import serve
+
+    services = _compose()["services"]
+    assert "celery" in " ".join(services["worker"]["healthcheck"]["test"])  # not the image's web check
+    assert services["beat"]["healthcheck"] == {"disable": True}
+
+    def seconds(value: str) -> int:
+        return int(value[:-1]) * {"s": 1, "m": 60}[value[-1]]
+
+    assert seconds(services["worker"]["stop_grace_period"]) > settings.CELERY_TASK_TIME_LIMIT
+    assert seconds(services["web"]["stop_grace_period"]) > serve.CHILD_STOP_TIMEOUT_S
 
 
 def _compose_command() -> list[str] | None:
