@@ -43,7 +43,7 @@ from apps.bots.models import Bot
 from apps.bots.selectors import bot_config_values
 from apps.core.locks import tenant_lock_try
 from apps.core.secrets import SecretUnavailable
-from apps.drive.backends import DriveKeyError
+from apps.drive.backends import DriveKeyError, DriveObjectTooLarge
 from apps.drive.storage import package_root, tenant_drive
 from apps.mail import content
 from apps.mail.accounts import (
@@ -151,14 +151,18 @@ def _attachments_read(bot: Bot, paths: Sequence[str]) -> list[content.Attachment
     if len(paths) > OUTGOING_ATTACHMENTS_MAX:
         raise MailError(f"{len(paths)} attachments; a mail carries at most {OUTGOING_ATTACHMENTS_MAX}")
     drive, total, found = tenant_drive(), 0, []
+    limit_mb = OUTGOING_ATTACHMENTS_MAX_BYTES // (1024 * 1024)
     for path in paths:
         try:
-            data = drive.read(_attachment_key(bot, path))
+            # Read at most what is left of the allowance: a 2 GB drive file (a meeting recording) is refused
+            # from its size, not loaded into the worker's memory to be measured.
+            data = drive.read(_attachment_key(bot, path), max_bytes=OUTGOING_ATTACHMENTS_MAX_BYTES - total)
         except (FileNotFoundError, DriveKeyError):
             raise MailError(f"attachment not found in the bot's drive: {path}") from None
+        except DriveObjectTooLarge as exc:
+            raise MailError(f"attachment {path} is {exc.size} bytes; the attachments of one mail are at most "
+                            f"{limit_mb} MB in all") from None
         total += len(data)
-        if total > OUTGOING_ATTACHMENTS_MAX_BYTES:
-            raise MailError(f"attachments exceed {OUTGOING_ATTACHMENTS_MAX_BYTES // (1024 * 1024)} MB in all")
         name = content.filename_safe(str(path), "attachment")
         found.append(content.Attachment(name, data, content.attachment_content_type(name)))
     return found

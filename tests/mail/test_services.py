@@ -6,7 +6,10 @@ These tests commit (see `committed_db` in conftest), in a tenant of their own.
 
 from __future__ import annotations
 
+import os
 import time
+import tracemalloc
+from pathlib import Path
 
 import pytest
 from django.db import transaction
@@ -18,7 +21,7 @@ from apps.bots.runtime import script_start
 from apps.bots.services import script_sync
 from apps.drive.storage import tenant_drive
 from apps.mail.models import OutgoingMail
-from apps.mail.services import MailError, bot_drive_root, mail_send, script_mail_send
+from apps.mail.services import MailError, bot_drive_root, mail_deliver, mail_send, script_mail_send
 from apps.mail.tasks import mail_send_task
 from gbplatform.localservices import free_port
 from tests.mail.conftest import bot_name_new
@@ -230,3 +233,44 @@ def test_a_bot_past_its_hourly_mail_limit_gets_an_error_and_nothing_is_queued(
         assert result.status == "error" and "the limit is 2 (MAIL_SEND_PER_BOT_PER_HOUR)" in result.error["message"]
         assert OutgoingMail.objects.filter(bot=bot).count() == 2
         assert sorted(m.message["Subject"] for m in smtp.wait_for(2)) == ["n 1", "n 2"]
+
+
+def _sparse_drive_file(bot: Bot, relative: str, size: int) -> None:
+    """A drive file of `size` bytes that costs no disk (a meeting recording, say): written, then extended."""
+    from django.conf import settings
+    from django.db import connection
+
+    tenant_drive().write(bot_drive_root(bot) + relative, b"\0")
+    path = Path(settings.MEDIA_ROOT) / "tenants" / connection.schema_name / (bot_drive_root(bot) + relative)
+    os.truncate(path, size)
+
+
+def test_an_attachment_larger_than_the_allowance_is_refused_from_its_size_without_being_read(
+        mail_tenant, committed_db, smtp):
+    """A 2 GB drive file (a meet recording) was read whole into memory, then found too large."""
+    big = 200 * 1024 * 1024
+    with schema_context(mail_tenant.schema_name):
+        bot = mail_bot(smtp)
+        _sparse_drive_file(bot, "recordings/standup.webm", big)
+        tenant_drive().write(bot_drive_root(bot) + "notes.txt", b"x" * 1000)
+        tracemalloc.start()
+        try:
+            with pytest.raises(MailError) as refused:
+                script_mail_send(bot=bot, to="ana@example.test", subject="rec", body="see",
+                                 attachments=["notes.txt", "recordings/standup.webm"])
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 20 * 1024 * 1024, f"{peak} bytes allocated to refuse it"
+        assert str(refused.value) == (f"attachment recordings/standup.webm is {big} bytes; the attachments of one "
+                                      "mail are at most 15 MB in all")
+        assert not OutgoingMail.objects.filter(bot=bot).exists()
+        # A file that grew after the mail was queued: the worker refuses it the same way, and the row says why.
+        tenant_drive().write(bot_drive_root(bot) + "grows.bin", b"small")
+        row = OutgoingMail.objects.create(bot=bot, to="ana@example.test", subject="x", message_id="<grow@shop.test>",
+                                          body_text="y", attachments=["grows.bin"])  # not queued: run below
+        _sparse_drive_file(bot, "grows.bin", big)
+        assert mail_deliver(mail_id=row.pk) == "failed"
+        row.refresh_from_db()
+        assert row.last_error.startswith(f"attachment grows.bin is {big} bytes")
+    assert smtp.messages == []
