@@ -15,6 +15,8 @@ Failure modes this module prevents:
 from __future__ import annotations
 
 import email
+import email.message
+import email.parser
 import email.policy
 import email.utils
 import hashlib
@@ -23,6 +25,8 @@ import re
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from html.parser import HTMLParser
+
+from celery.exceptions import SoftTimeLimitExceeded
 
 # The text a bot receives from one mail: a chat turn, not a document. Longer bodies are cut with a note.
 BODY_TEXT_MAX_CHARS = 20_000
@@ -38,6 +42,19 @@ _FILENAME_UNSAFE_RE = re.compile(r"[^A-Za-z0-9._ -]+")
 _HEADER_FOLD_RE = re.compile(r"[\r\n]+[ \t]*")
 # Senders that are mail systems, not people (bounces): never answered.
 _SYSTEM_SENDERS = ("mailer-daemon@", "postmaster@")
+# The structure of a received mail, checked by a cheap scan before the standard parser reads it: that parser's
+# time grows with lines x nesting depth and with the number of parts (a 25 MB mail nested 900 levels deep, or
+# split into 700,000 empty parts, holds a worker for many minutes). Real mail nests a handful of levels
+# (mixed > related > alternative, a forwarded message or two) and has tens of parts at most.
+MIME_MAX_DEPTH = 15
+MIME_MAX_PARTS = 500
+# What the scan looks at, at the start of any line (the parser also breaks lines at a lone CR): boundary
+# lines (`--...`), and Content-Type headers of containers (multipart/*, message/*) with their folded lines.
+_MIME_EVENT_RE = re.compile(
+    rb"(?:\A|(?<=[\r\n]))(?:--(?P<delimiter>[^\r\n]*)"
+    rb"|content-type:[ \t]*(?:(?:\r\n|\r|\n)[ \t]+)?(?P<container>(?:multipart|message)/[^\r\n]*"
+    rb"(?:(?:\r\n|\r|\n)[ \t][^\r\n]*)*))",
+    re.IGNORECASE)
 
 
 class _HtmlText(HTMLParser):
@@ -192,6 +209,52 @@ class MessageUnreadable(ValueError):
     """A received mail whose structure the parser cannot read (it is recorded as skipped, with this reason)."""
 
 
+class MessageTooComplex(MessageUnreadable):
+    """A received mail nested deeper than MIME_MAX_DEPTH or split into more than MIME_MAX_PARTS parts."""
+
+
+def _container_boundary(value: bytes) -> bytes | None:
+    """The boundary of a multipart Content-Type value (RFC 2231 forms too), None when it names none."""
+    holder = email.message.Message()
+    holder["Content-Type"] = _HEADER_FOLD_RE.sub(" ", value.decode("latin-1"))
+    boundary = holder.get_boundary()
+    return boundary.encode("latin-1", errors="replace") if boundary else None
+
+
+def message_structure_check(raw: bytes) -> None:
+    """MessageTooComplex when `raw` nests containers deeper than MIME_MAX_DEPTH or has more than
+    MIME_MAX_PARTS parts. A scan of boundary lines and container headers only, linear in the size: it follows
+    the parser's rules (an enclosing boundary line ends every part nested in it) closely enough that mail it
+    accepts parses in bounded time; text that merely looks like structure can only make it count more."""
+    stack: list[bytes | None] = []  # the open containers, outermost first: a boundary, None for message/*
+    open_at: dict[bytes, int] = {}  # boundary -> its innermost position in the stack
+    parts = containers = 0
+    for match in _MIME_EVENT_RE.finditer(raw):
+        container = match.group("container")
+        if container is not None:
+            containers += 1
+            if containers > MIME_MAX_PARTS:
+                raise MessageTooComplex(f"the message has more than {MIME_MAX_PARTS} MIME parts")
+            boundary = _container_boundary(container) if container[:9].lower() == b"multipart" else None
+            if boundary is not None:
+                open_at[boundary] = len(stack)
+            stack.append(boundary)
+            if len(stack) > MIME_MAX_DEPTH:
+                raise MessageTooComplex(f"the message nests MIME parts more than {MIME_MAX_DEPTH} levels deep")
+            continue
+        line = match.group("delimiter").rstrip(b" \t")
+        closing = line.endswith(b"--") and line[:-2] in open_at
+        index = open_at.get(line[:-2] if closing else line)
+        if index is None:
+            continue
+        del stack[index + (0 if closing else 1):]  # the parts this boundary line ends (and its own, closing)
+        open_at = {b: i for i, b in enumerate(stack) if b is not None}  # at most MIME_MAX_PARTS times
+        if not closing:
+            parts += 1
+            if parts > MIME_MAX_PARTS:
+                raise MessageTooComplex(f"the message has more than {MIME_MAX_PARTS} MIME parts")
+
+
 def message_fallback_id(raw: bytes) -> str:
     """The id of a mail without a usable Message-ID: its content identifies it, so polling it twice is one."""
     return f"<sha256-{hashlib.sha256(raw).hexdigest()[:40]}@no-message-id>"
@@ -202,23 +265,31 @@ def _header(message: EmailMessage, name: str) -> str:
     or `Message-ID: <`) reads as its raw text instead of failing the whole mail."""
     try:
         return str(message.get(name, ""))
+    except SoftTimeLimitExceeded:
+        raise  # the task's time is up: not a property of this header
     except Exception:  # noqa: BLE001 - the header parser raises IndexError, ValueError and others on junk
         raw = next((value for key, value in message.raw_items() if key.lower() == name.lower()), "")
         return _HEADER_FOLD_RE.sub(" ", str(raw)).strip()
 
 
-def message_parse(raw: bytes) -> ReceivedMail:
+def message_parse(raw: bytes, *, headers_only: bool = False) -> ReceivedMail:
     """The parts of a received mail the bot needs. Malformed headers read as their raw text; a mail the
     parser cannot read at all raises MessageUnreadable (never another exception: the poller records it and
-    goes on, instead of stopping at it on every poll)."""
+    goes on, instead of stopping at it on every poll), MessageTooComplex when its structure is past the
+    limits. `headers_only`: ids, sender and subject only (no body, no attachments, no structure check).
+    Celery's SoftTimeLimitExceeded passes through: the task ran out of time, the mail is not unreadable."""
+    if not headers_only:
+        message_structure_check(raw)
     try:
-        return _message_parse(raw)
+        return _message_parse(raw, headers_only=headers_only)
+    except SoftTimeLimitExceeded:
+        raise
     except Exception as exc:  # noqa: BLE001 - any parser failure on hostile input is this one error
         raise MessageUnreadable(f"the message cannot be read ({type(exc).__name__})") from exc
 
 
-def _message_parse(raw: bytes) -> ReceivedMail:
-    message = email.message_from_bytes(raw, policy=email.policy.default)
+def _message_parse(raw: bytes, *, headers_only: bool) -> ReceivedMail:
+    message = email.parser.BytesParser(policy=email.policy.default).parsebytes(raw, headersonly=headers_only)
     message_id = (message_id_list(_header(message, "Message-ID")) or [""])[0]
     if not message_id:
         # No Message-ID (allowed, if rare): the content identifies it, so polling it twice is still one.
@@ -227,6 +298,10 @@ def _message_parse(raw: bytes) -> ReceivedMail:
     in_reply_to = (message_id_list(_header(message, "In-Reply-To")) or [""])[0]
     references = message_id_list(_header(message, "References"))
     thread_key = references[0] if references else (in_reply_to or message_id)
+    if headers_only:
+        return ReceivedMail(message_id=message_id[:255], from_address=from_address[:320],
+                            subject=header_clean(_header(message, "Subject")), text="", in_reply_to=in_reply_to,
+                            references=references, thread_key=thread_key[:255], headers={})
     text_part = message.get_body(preferencelist=("plain",))
     html_part = message.get_body(preferencelist=("html",)) if text_part is None else None
     text = ""
@@ -242,6 +317,8 @@ def _message_parse(raw: bytes) -> ReceivedMail:
         payload = part.get_payload(decode=True) or b""
         try:
             filename = part.get_filename() or ""
+        except SoftTimeLimitExceeded:
+            raise
         except Exception:  # noqa: BLE001 - a malformed Content-Disposition: the attachment keeps a made-up name
             filename = ""
         attachments.append(ReceivedAttachment(filename_safe(filename, f"attachment-{index}"), payload))

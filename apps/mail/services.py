@@ -35,6 +35,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -403,6 +404,12 @@ def mailbox_poll(*, bot: Bot) -> PollReport:
             report.error = str(exc)
         except SecretUnavailable as exc:
             report.error = str(exc)
+        except SoftTimeLimitExceeded:
+            # The task's time is up: stop here (nothing of the current mail was recorded or flagged, so the
+            # next poll takes it again) instead of going on to the next mailbox until the hard limit kills it.
+            MailboxState.objects.filter(bot=bot).update(last_polled_at=timezone.now(),
+                                                        last_error="the poll ran out of time")
+            raise
         except Exception as exc:  # noqa: BLE001 - IMAP and socket errors of many kinds: record and go on
             report.error = f"{type(exc).__name__}: {exc}"[:1000]
         if report.error:
@@ -479,7 +486,7 @@ def incoming_record_skipped(*, bot: Bot, raw: bytes, uid: int | None, reason: st
     """Record a mail that is not processed (too large, unreadable) from what of it can be read, so it shows
     with the reason, is marked read and is not fetched again."""
     try:
-        mail = content.message_parse(raw)
+        mail = content.message_parse(raw, headers_only=True)
         message_id = mail.message_id
         seen = {"thread_key": mail.thread_key, "from_address": mail.from_address, "subject": mail.subject}
     except content.MessageUnreadable:

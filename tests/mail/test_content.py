@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import email
 import email.policy
+import signal
+import time
 from email.message import EmailMessage
+
+import pytest
+from celery.exceptions import SoftTimeLimitExceeded
 
 from apps.mail.content import (
     BODY_TEXT_MAX_CHARS,
+    MIME_MAX_DEPTH,
+    MIME_MAX_PARTS,
     Attachment,
+    MessageTooComplex,
     html_to_text,
     message_compose,
     message_parse,
@@ -155,3 +163,61 @@ def test_automated_mail_is_not_answered():
 
 def test_html_to_text_drops_scripts_and_keeps_line_breaks():
     assert html_to_text("<script>alert(1)</script>a<br>b<div>c</div>") == "a\nb\nc"
+
+
+def nested_raw(depth: int, *, lines: int = 3, newline: bytes = b"\r\n") -> bytes:
+    """A mail whose text part sits inside `depth` nested multiparts."""
+    out = [b"From: ana@x.test", b"Message-ID: <deep@x>", b"Subject: deep"]
+    for level in range(depth):
+        out += [b'Content-Type: multipart/mixed; boundary="b%d"' % level, b"", b"--b%d" % level]
+    out += [b"Content-Type: text/plain", b"", *[b"line"] * lines]
+    return newline.join(out) + newline
+
+
+def parts_raw(parts: int) -> bytes:
+    return (b'From: ana@x.test\r\nMessage-ID: <flat@x>\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n'
+            + b"--b\r\nContent-Type: text/plain\r\n\r\nx\r\n" * parts + b"--b--\r\n")
+
+
+def test_mail_nested_too_deep_or_split_into_too_many_parts_is_refused_before_parsing():
+    """The standard parser's time grows with lines x depth and with parts: a 25 MB mail nested hundreds of levels
+    (or cut into hundreds of thousands of parts) held the poller for minutes."""
+    assert message_parse(nested_raw(MIME_MAX_DEPTH)).text.split() == ["line"] * 3
+    assert len(message_parse(parts_raw(MIME_MAX_PARTS)).attachments) == MIME_MAX_PARTS - 1
+    for raw in (nested_raw(MIME_MAX_DEPTH + 1), nested_raw(MIME_MAX_DEPTH + 1, newline=b"\r")):
+        with pytest.raises(MessageTooComplex, match=f"more than {MIME_MAX_DEPTH} levels deep"):
+            message_parse(raw)
+    with pytest.raises(MessageTooComplex, match=f"more than {MIME_MAX_PARTS} MIME parts"):
+        message_parse(parts_raw(MIME_MAX_PARTS + 1))
+    started = time.monotonic()
+    with pytest.raises(MessageTooComplex):
+        message_parse(nested_raw(900, lines=300_000))  # about 25 s for the parser
+    assert time.monotonic() - started < 2
+    # A part closed by its parent's boundary line ends every part nested in it: siblings are not deeper.
+    siblings = [b'Content-Type: multipart/mixed; boundary="top"', b""]
+    for n in range(MIME_MAX_DEPTH + 5):
+        siblings += [b"--top", b'Content-Type: multipart/alternative; boundary="in%d"' % n, b"", b"--in%d" % n,
+                     b"Content-Type: text/plain", b"", b"text %d" % n]
+    siblings += [b"--top--", b""]
+    assert message_parse(b"From: a@x.test\r\n" + b"\r\n".join(siblings)).text == "text 0"
+    # Only the headers are read of such a mail, to record who sent it.
+    head = message_parse(nested_raw(MIME_MAX_DEPTH + 1), headers_only=True)
+    assert (head.message_id, head.from_address, head.subject) == ("<deep@x>", "ana@x.test", "deep")
+
+
+def test_the_tasks_time_limit_passes_through_the_parser():
+    """Celery's SoftTimeLimitExceeded (an Exception) was turned into "unreadable": the mail was recorded as
+    skipped and flagged read, never answered, because the poll ran out of time while reading it."""
+    raw = nested_raw(MIME_MAX_DEPTH, lines=600_000)  # a few seconds of parsing: legal, only slow
+
+    def time_up(signum, frame):
+        raise SoftTimeLimitExceeded("soft time limit exceeded")  # as billiard's handler does
+
+    previous = signal.signal(signal.SIGALRM, time_up)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        with pytest.raises(SoftTimeLimitExceeded):
+            message_parse(raw)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

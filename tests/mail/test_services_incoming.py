@@ -8,10 +8,12 @@ worker. Each test has its own bot and its own mailbox user.
 from __future__ import annotations
 
 import itertools
+import signal
 import threading
 from email.message import EmailMessage
 
 import pytest
+from celery.exceptions import SoftTimeLimitExceeded
 from django_tenants.utils import schema_context
 from imapclient import IMAPClient
 
@@ -20,9 +22,11 @@ from apps.bots.services import script_sync
 from apps.core.locks import tenant_lock_try
 from apps.drive.storage import tenant_drive
 from apps.mail import services
+from apps.mail.content import MIME_MAX_DEPTH
 from apps.mail.models import IncomingMail, MailboxState, OutgoingMail
 from apps.mail.services import bot_drive_root, mailbox_poll, mailboxes_poll
 from tests.mail.conftest import bot_name_new
+from tests.mail.test_content import nested_raw
 from tests.mail.test_services import row_wait
 from tests.support.dovecot import DovecotServer
 from tests.support.smtp_server import SmtpServer
@@ -315,3 +319,45 @@ def test_the_mailbox_password_comes_from_vault_in_the_tenants_scope_only(
         refused = mailbox_poll(bot=bot)
         assert "outside this bot's secrets" in refused.error and refused.fetched == 0
     assert vault.count(vault.kv_path("gbo/tenants/other/imap")) == 0
+
+
+def test_a_mail_nested_too_deep_is_recorded_with_the_reason_and_the_next_one_answered(
+        mail_tenant, committed_db, mail_worker, smtp, dovecot, chat_turns):
+    """The standard parser takes minutes over such a mail (lines x depth); it is refused from a cheap scan."""
+    with schema_context(mail_tenant.schema_name):
+        bot = mailbox_bot(smtp, dovecot)
+        append_raw(dovecot, bot, nested_raw(MIME_MAX_DEPTH + 1).replace(b"<deep@x>", f"<deep.{bot.name}@x>".encode()))
+        deliver(dovecot, bot, subject="after the deep one")
+        report = mailbox_poll(bot=bot)
+        assert (report.error, report.fetched, report.skipped, report.answered) == ("", 2, 1, 1)
+        deep = IncomingMail.objects.get(bot=bot, subject="deep")
+        assert deep.status == "skipped" and deep.from_address == "ana@x.test"
+        assert deep.reason == f"the message nests MIME parts more than {MIME_MAX_DEPTH} levels deep"
+        assert smtp.wait_for(1)[0].message["Subject"] == "Re: after the deep one"
+
+
+def test_a_poll_that_runs_out_of_time_stops_and_leaves_the_mail_for_the_next_one(
+        mail_tenant, smtp, dovecot, chat_turns):
+    """Celery's SoftTimeLimitExceeded is an Exception: the poller recorded the mail it was reading as skipped
+    ("unreadable"), flagged it read, and went on polling until the hard limit killed the worker. Runs on the main
+    thread (signals are delivered there), in the test's transaction."""
+    with schema_context(mail_tenant.schema_name):
+        bot = mailbox_bot(smtp, dovecot)
+        append_raw(dovecot, bot, nested_raw(MIME_MAX_DEPTH, lines=600_000))  # legal, a few seconds to parse
+
+        def time_up(signum, frame):
+            raise SoftTimeLimitExceeded("soft time limit exceeded")  # as billiard's handler does
+
+        previous = signal.signal(signal.SIGALRM, time_up)
+        try:
+            signal.setitimer(signal.ITIMER_REAL, 0.5)
+            with pytest.raises(SoftTimeLimitExceeded):
+                mailbox_poll(bot=bot)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+        assert not IncomingMail.objects.filter(bot=bot).exists()
+        assert MailboxState.objects.get(bot=bot).last_error == "the poll ran out of time"
+        client = imap(dovecot, bot)
+        assert len(client.search("UNSEEN")) == 1  # still unread: the next poll reads it
+        client.logout()
