@@ -449,11 +449,12 @@ def _mailbox_read(bot: Bot, account: ImapAccount, report: PollReport) -> None:
         stopped = False
         for uid in batch:
             try:
-                # Checked before the bot's turn runs: past its hourly mail limit the reply would fail after
-                # the turn, and the mail be tried again (turn and all) on each poll.
-                _send_rate_check(bot)
-            except MailError as exc:
-                report.error = f"{exc}: the rest of the mailbox waits for a later poll"
+                # Checked before the bot's turn runs: a bot that cannot send (no SMTP server, a sender the
+                # platform's relay refuses, past its hourly mail limit) leaves its mail unread until it can,
+                # instead of running turns whose answers fail.
+                _reply_check(bot)
+            except (MailError, MailConfigError) as exc:
+                report.error = f"cannot answer mail: {exc}: the rest of the mailbox waits for a later poll"
                 stopped = True
                 break
             report.fetched += 1
@@ -506,7 +507,9 @@ def incoming_process(*, bot: Bot, raw: bytes, uid: int | None = None,
 
     Returns the IncomingMail row, and whether it had been handled before (then nothing is done). A crash
     in the bot's turn propagates (the poller stops and the mail is tried again on the next poll) until
-    INCOMING_MAX_ATTEMPTS, then the row shows failed.
+    INCOMING_MAX_ATTEMPTS, then the row shows failed. An answer that cannot be sent (MailError,
+    MailConfigError: checked before the turn, and again when it is queued) fails the row at once: the turn
+    is never run twice for it.
     """
     try:
         mail = content.message_parse(raw)
@@ -527,6 +530,12 @@ def incoming_process(*, bot: Bot, raw: bytes, uid: int | None = None,
         row.save(update_fields=["attempts"])
     try:
         return IncomingResult(_incoming_answer(bot, row, mail, own_addresses), duplicate=False)
+    except (MailError, MailConfigError) as exc:
+        # Final: the answer cannot be sent (the bot's SMTP settings, the relay refusing its sender, its hourly
+        # limit reached by the turn's own SEND MAILs). Trying again would run the whole turn again.
+        logger.warning("mail: bot %s cannot answer %s: %s", bot.name, mail.message_id, exc)
+        return IncomingResult(_incoming_done(row, IncomingMail.Status.FAILED, f"the answer cannot be sent: {exc}"),
+                              duplicate=False)
     except Exception as exc:
         if row.attempts < INCOMING_MAX_ATTEMPTS:
             raise  # the poller stops here; the next poll tries this mail again
@@ -543,6 +552,7 @@ def _incoming_answer(bot: Bot, row: IncomingMail, mail: content.ReceivedMail,
         refusal = f"the sender {mail.from_address!r} is not an address we can answer"
     if refusal:
         return _incoming_done(row, IncomingMail.Status.SKIPPED, refusal)
+    _reply_check(bot)  # before the turn: its answer must be sendable
     row.attachments = _attachments_store(bot, row, mail.attachments)
     row.save(update_fields=["attachments"])
     from apps.sessions.services import channel_turn
@@ -564,6 +574,12 @@ def _incoming_done(row: IncomingMail, status: str, reason: str) -> IncomingMail:
     row.save(update_fields=["status", "reason", "processed_at", "reply"])
     logger.info("mail: %s from %s -> %s%s", row.message_id, row.from_address, status, f" ({reason})" if reason else "")
     return row
+
+
+def _reply_check(bot: Bot) -> None:
+    """MailConfigError or MailError when the bot cannot send an answer now (nothing reads Vault)."""
+    smtp_account(bot, with_password=False)
+    _send_rate_check(bot)
 
 
 def _bot_addresses(bot: Bot) -> set[str]:

@@ -285,23 +285,75 @@ def _in_other_thread(schema: str, function):
 
 
 def test_a_mail_that_keeps_failing_is_given_up_after_its_attempts_and_does_not_block_the_mailbox(
-        mail_tenant, committed_db, mail_worker, smtp, dovecot, chat_turns):
+        mail_tenant, committed_db, mail_worker, smtp, dovecot, chat_turns, settings, tmp_path):
     with schema_context(mail_tenant.schema_name):
         bot = mailbox_bot(smtp, dovecot)
-        BotConfig.objects.filter(bot=bot, key="email-server").delete()  # the answer cannot be sent
-        deliver(dovecot, bot, subject="first")
+        deliver(dovecot, bot, subject="first", attachments=[("scan.pdf", b"%PDF-1.4")])
         deliver(dovecot, bot, subject="second")
+        (tmp_path / "not-a-folder").write_bytes(b"")
+        settings.MEDIA_ROOT = tmp_path / "not-a-folder" / "media"  # the drive fails storing the attachment
         for _ in range(services.INCOMING_MAX_ATTEMPTS - 1):
             report = mailbox_poll(bot=bot)
             assert (report.fetched, report.answered, report.failed) == (1, 0, 0)  # stopped at the first mail
-            assert "SMTP server" in report.error
-        report = mailbox_poll(bot=bot)  # the first mail's last attempt: given up, the next mail is tried
-        assert (report.fetched, report.failed) == (2, 1) and "SMTP server" in report.error
+            assert "NotADirectoryError" in report.error
+        report = mailbox_poll(bot=bot)  # the first mail's last attempt: given up, the next mail is answered
+        assert (report.fetched, report.failed, report.answered, report.error) == (2, 1, 1, "")
         first = IncomingMail.objects.get(bot=bot, subject="first")
         assert first.status == "failed" and first.attempts == services.INCOMING_MAX_ATTEMPTS
-        assert "SMTP server" in first.reason
-        assert IncomingMail.objects.get(bot=bot, subject="second").status == "received"
-        assert MailboxState.objects.get(bot=bot).last_error == report.error
+        assert "NotADirectoryError" in first.reason
+        assert IncomingMail.objects.get(bot=bot, subject="second").status == "answered"
+        assert [m.message["Subject"] for m in smtp.wait_for(1)] == ["Re: second"]
+
+
+def test_a_bot_that_cannot_send_leaves_its_mail_unread_and_runs_no_turn(
+        mail_tenant, committed_db, mail_worker, smtp, dovecot, chat_turns):
+    """The answer used to fail only after the bot's turn had run (and committed), and the mail was tried again,
+    turn and all, on the next polls: the conversation stored three times, the script's side effects done three
+    times."""
+    from apps.sessions.models import ChatSession
+
+    with schema_context(mail_tenant.schema_name):
+        bot = mailbox_bot(smtp, dovecot)
+        server = BotConfig.objects.get(bot=bot, key="email-server")
+        server.delete()  # no SMTP server: nothing can be answered
+        deliver(dovecot, bot, subject="waiting")
+        for _ in range(services.INCOMING_MAX_ATTEMPTS + 1):
+            report = mailbox_poll(bot=bot)
+            assert (report.fetched, report.answered, report.failed) == (0, 0, 0)
+            assert report.error == ("cannot answer mail: no SMTP server: set email-server in config.csv (or "
+                                    "SMTP_HOST for the platform): the rest of the mailbox waits for a later poll")
+        assert not IncomingMail.objects.filter(bot=bot).exists()
+        assert not ChatSession.objects.filter(bot=bot).exists()
+        client = imap(dovecot, bot)
+        assert len(client.search("UNSEEN")) == 1
+        client.logout()
+        BotConfig.objects.create(bot=bot, key="email-server", value=server.value, line=server.line)
+        assert mailbox_poll(bot=bot).answered == 1  # nothing was lost
+        assert smtp.wait_for(1)[0].message["Subject"] == "Re: waiting"
+
+
+def test_an_answer_refused_after_the_turn_fails_the_mail_at_once_and_the_turn_never_runs_again(
+        mail_tenant, committed_db, mail_worker, smtp, dovecot, chat_turns, settings):
+    from apps.sessions.models import ChatSession, Message
+
+    settings.MAIL_SEND_PER_BOT_PER_HOUR = 1
+    with schema_context(mail_tenant.schema_name):
+        bot = mailbox_bot(smtp, dovecot)
+        script_sync(bot=bot, path=f"{bot.name}.gbai/{bot.name}.gbdialog/start.bas",
+                    data=b'SEND MAIL "boss@example.test", "New mail", "someone wrote"\nTALK "Thanks"\n')
+        deliver(dovecot, bot, subject="order", body="my order please")
+        report = mailbox_poll(bot=bot)  # the turn's own SEND MAIL uses up the hour's one mail
+        assert (report.fetched, report.answered, report.failed, report.error) == (1, 0, 1, "")
+        row = IncomingMail.objects.get(bot=bot)
+        assert row.status == "failed" and row.attempts == 1 and row.reply_id is None
+        assert row.reason.startswith("the answer cannot be sent: bot ")
+        assert "MAIL_SEND_PER_BOT_PER_HOUR" in row.reason
+        settings.MAIL_SEND_PER_BOT_PER_HOUR = 0
+        assert mailbox_poll(bot=bot).fetched == 0
+        assert list(OutgoingMail.objects.filter(bot=bot).values_list("subject", flat=True)) == ["New mail"]
+        session = ChatSession.objects.get(bot=bot)
+        texts = [m.content for m in Message.objects.filter(session=session)]  # sealed: compared here, not in SQL
+        assert texts.count("my order please") == 1
 
 
 def test_the_mailbox_password_comes_from_vault_in_the_tenants_scope_only(
