@@ -526,6 +526,12 @@ def incoming_process(*, bot: Bot, raw: bytes, uid: int | None = None,
         if not created and row.status != IncomingMail.Status.RECEIVED:
             logger.info("mail: %s for bot %s already %s", mail.message_id, bot.name, row.status)
             return IncomingResult(row, duplicate=True)
+        if row.attempts >= INCOMING_MAX_ATTEMPTS:
+            # Claimed that many times and never finished: each attempt killed the worker (hard time limit, out
+            # of memory) before any exception could be counted. Given up, or it would block the mailbox forever.
+            logger.error("mail: %s for bot %s never finished in %d attempts", mail.message_id, bot.name, row.attempts)
+            reason = f"processing never finished in {row.attempts} attempts (the worker was stopped each time)"
+            return IncomingResult(_incoming_done(row, IncomingMail.Status.FAILED, reason), duplicate=False)
         row.attempts += 1
         row.save(update_fields=["attempts"])
     try:

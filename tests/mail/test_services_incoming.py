@@ -413,3 +413,28 @@ def test_a_poll_that_runs_out_of_time_stops_and_leaves_the_mail_for_the_next_one
         client = imap(dovecot, bot)
         assert len(client.search("UNSEEN")) == 1  # still unread: the next poll reads it
         client.logout()
+
+
+def test_a_mail_whose_processing_never_finished_is_given_up_at_its_next_claim(
+        mail_tenant, committed_db, mail_worker, smtp, dovecot, chat_turns):
+    """A worker killed mid-turn (hard time limit, out of memory) counts no failure: the row stayed `received` and
+    was claimed again on every poll, for ever, each time killing the worker again and blocking the mailbox."""
+    from apps.sessions.models import ChatSession
+
+    with schema_context(mail_tenant.schema_name):
+        bot = mailbox_bot(smtp, dovecot)
+        killer = deliver(dovecot, bot, subject="the killer")
+        deliver(dovecot, bot, subject="next")
+        # What INCOMING_MAX_ATTEMPTS claims whose worker was killed each time leave behind (the mail unflagged).
+        IncomingMail.objects.create(bot=bot, message_id=killer, thread_key=killer, from_address="ana@example.test",
+                                    subject="the killer", attempts=services.INCOMING_MAX_ATTEMPTS)
+        report = mailbox_poll(bot=bot)
+        assert (report.fetched, report.failed, report.answered, report.error) == (2, 1, 1, "")
+        row = IncomingMail.objects.get(bot=bot, subject="the killer")
+        assert row.status == "failed" and row.attempts == services.INCOMING_MAX_ATTEMPTS
+        assert row.reason.startswith(f"processing never finished in {services.INCOMING_MAX_ATTEMPTS} attempts")
+        assert [m.message["Subject"] for m in smtp.wait_for(1)] == ["Re: next"]
+        assert ChatSession.objects.filter(bot=bot).count() == 1  # no turn ran for the given-up mail
+        client = imap(dovecot, bot)
+        assert client.search("UNSEEN") == []
+        client.logout()
