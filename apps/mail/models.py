@@ -9,6 +9,7 @@ message polled twice is answered once. MailboxState remembers where the poller s
 from __future__ import annotations
 
 from django.db import models
+from django.utils import timezone
 
 from apps.bots.models import Bot
 
@@ -36,12 +37,15 @@ class OutgoingMail(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # When the row was last handed to the broker (made, or queued again by beat's `mail.requeue_stale`).
+    queued_at = models.DateTimeField(default=timezone.now)
     sent_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["bot", "status"], name="mail_out_bot_status"),
-                   models.Index(fields=["bot", "created_at"], name="mail_out_bot_created")]
+                   models.Index(fields=["bot", "created_at"], name="mail_out_bot_created"),
+                   models.Index(fields=["status", "queued_at"], name="mail_out_status_queued")]
 
     def __str__(self) -> str:
         return f"{self.message_id} -> {self.to} ({self.status})"

@@ -85,6 +85,12 @@ MAIL_RETRY_MAX_S = 1800  # must stay below the broker's visibility timeout
 INCOMING_MAX_BYTES = 25 * 1024 * 1024
 INCOMING_ATTACHMENT_MAX_BYTES = 10 * 1024 * 1024
 INCOMING_ATTACHMENTS_MAX = 20
+# Beat's `mail.requeue_stale` queues a mail again once it has been queued this long past the longest its
+# retry schedule can take (`mail_requeue_after`): its task never reached the broker (broker down at commit,
+# Redis restarted and lost it). The margin covers a busy queue; a mail still in its retries is never queued
+# twice. At most MAIL_REQUEUE_BATCH per tenant and sweep, so the sweep after a long outage stays short.
+MAIL_REQUEUE_MARGIN = timedelta(minutes=10)
+MAIL_REQUEUE_BATCH = 500
 # The window MAIL_SEND_PER_BOT_PER_HOUR counts in.
 SEND_RATE_WINDOW = timedelta(hours=1)
 # Messages one poll processes; the rest wait for the next poll, so one flooded mailbox cannot hold a
@@ -346,6 +352,30 @@ def mail_give_up(*, mail_id: int, error: str) -> None:
 def mail_retry_delay(retries: int) -> float:
     """Seconds before retry number `retries + 1`: exponential from MAIL_RETRY_BASE_S, capped."""
     return min(float(MAIL_RETRY_MAX_S), float(settings.MAIL_RETRY_BASE_S) * 2 ** retries)
+
+
+def mail_requeue_after() -> timedelta:
+    """How long a mail may stay queued before it counts as lost: every retry's backoff, every attempt waiting
+    the SMTP timeout at each step (connect, greeting, DATA), and MAIL_REQUEUE_MARGIN."""
+    backoffs = sum(mail_retry_delay(n) for n in range(MAIL_SEND_RETRIES))
+    attempts = (MAIL_SEND_RETRIES + 1) * 3 * SMTP_TIMEOUT_S
+    return timedelta(seconds=backoffs + attempts) + MAIL_REQUEUE_MARGIN
+
+
+def mails_requeue_stale(*, older_than: timedelta | None = None) -> int:
+    """Queue again the current tenant's mails still queued `older_than` (default `mail_requeue_after()`) after
+    they were last queued: their task was lost. Safe to repeat: `mail_deliver` leaves a row that is sent or
+    failed alone, and a per-row lock keeps two tasks from sending one row at once."""
+    cutoff = timezone.now() - (mail_requeue_after() if older_than is None else older_than)
+    stale = OutgoingMail.objects.filter(status=OutgoingMail.Status.QUEUED, queued_at__lt=cutoff)
+    count = 0
+    for mail_id in stale.order_by("queued_at").values_list("pk", flat=True)[:MAIL_REQUEUE_BATCH]:
+        _enqueue_send(mail_id)  # the broker down still: this raises, and the row waits for the next sweep
+        OutgoingMail.objects.filter(pk=mail_id).update(queued_at=timezone.now())
+        count += 1
+    if count:
+        logger.warning("mail: queued %d mails again whose task was lost", count)
+    return count
 
 
 # --- email in --------------------------------------------------------------------------------------------

@@ -4,6 +4,8 @@
 * `mail.poll` (tenant): poll every configured mailbox of the tenant's bots.
 * `mail.dispatch_polls` (platform, beat every MAIL_POLL_INTERVAL_S): one `mail.poll` per ready tenant that
   has a bot with `imap-server`, and none while one is still queued.
+* `mail.requeue_stale` (platform, beat every 5 minutes): in every ready tenant, queue again the mails whose
+  `mail.send` task was lost (still queued long after their retries could have ended).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from apps.mail.services import (
     mail_give_up,
     mail_retry_delay,
     mailboxes_poll,
+    mails_requeue_stale,
 )
 from apps.tenants.celery import PlatformTask, each_ready_tenant, queue_unless_queued
 from gbplatform.celery import app
@@ -60,3 +63,9 @@ def mail_dispatch_polls() -> int:
         return queue_unless_queued(mail_poll_task, mark=POLL_QUEUED_KEY, ttl=ttl, queue="mail")
 
     return each_ready_tenant(queue, what="mail.dispatch_polls")
+
+
+@app.task(name="mail.requeue_stale", base=PlatformTask)
+def mail_requeue_stale_task() -> int:
+    """Beat: in every ready tenant, queue again the mails whose `mail.send` task never reached a worker."""
+    return each_ready_tenant(mails_requeue_stale, what="mail.requeue_stale")

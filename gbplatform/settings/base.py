@@ -234,6 +234,7 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE = {
     "platform-heartbeat": {"task": "core.beat_heartbeat", "schedule": 30.0, "options": {"queue": "jobs"}},
     "kb-requeue-stale": {"task": "kb.requeue_stale", "schedule": 300.0, "options": {"queue": "index"}},
+    "mail-requeue-stale": {"task": "mail.requeue_stale", "schedule": 300.0, "options": {"queue": "mail"}},
 }
 
 # --- Optional outside services (each switched on by its URL) -----------------------------------------

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.core.cache import cache
+from django.utils import timezone
 from django_tenants.utils import schema_context
 
 from apps.bots.models import BotConfig
-from apps.mail.models import MailboxState
-from apps.mail.tasks import POLL_QUEUED_KEY, mail_dispatch_polls
-from tests.mail.test_services import mail_bot
+from apps.mail.models import MailboxState, OutgoingMail
+from apps.mail.services import mail_requeue_after
+from apps.mail.tasks import POLL_QUEUED_KEY, mail_dispatch_polls, mail_requeue_stale_task
+from tests.mail.test_services import mail_bot, row_wait
 from tests.mail.test_services_incoming import mailbox_bot
 
 pytestmark = pytest.mark.django_db
@@ -60,3 +64,30 @@ def test_a_mailbox_that_refuses_the_login_shows_the_error(mail_tenant, committed
         report = mailbox_poll(bot=bot)
         assert "AUTHENTICATIONFAILED" in report.error or "Authentication failed" in report.error
         assert MailboxState.objects.get(bot=bot).last_error == report.error
+
+
+def test_a_queued_mail_whose_task_was_lost_is_queued_again_by_beat_and_sent_once(
+        mail_tenant, committed_db, mail_worker, smtp):
+    """A mail whose `mail.send` never reached the broker (broker down at commit, Redis restarted) stayed queued
+    for ever: nothing queued it again."""
+    assert settings.CELERY_BEAT_SCHEDULE["mail-requeue-stale"]["task"] == "mail.requeue_stale"
+    long_ago = timezone.now() - mail_requeue_after() - timedelta(minutes=1)
+    with schema_context(mail_tenant.schema_name):
+        bot = mail_bot(smtp)
+
+        def row(subject: str, **fields) -> OutgoingMail:  # as mail_send records it; its task is never queued
+            return OutgoingMail.objects.create(bot=bot, to="ana@example.test", subject=subject, body_text="hi",
+                                               message_id=f"<{subject}.{bot.name}@shop.test>", **fields)
+
+        lost = row("lost", queued_at=long_ago)
+        in_retries = row("in-retries")  # queued recently: its task may still be waiting for a retry
+        sent = row("sent", queued_at=long_ago, status=OutgoingMail.Status.SENT, sent_at=long_ago)
+        assert mail_requeue_stale_task.apply().get() >= 1
+        (captured,) = smtp.wait_for(1)
+        assert captured.message["Message-ID"] == lost.message_id
+        assert row_wait(lost.pk, "sent").attempts == 1
+        mail_requeue_stale_task.apply().get()  # the row is sent now: left alone
+        time.sleep(0.5)
+        assert [m.message["Subject"] for m in smtp.messages] == ["lost"]
+        assert OutgoingMail.objects.get(pk=in_retries.pk).status == "queued"
+        assert OutgoingMail.objects.get(pk=sent.pk).attempts == 0
