@@ -211,7 +211,9 @@ def room_create(
     """Create a room (in LiveKit too when configured).
 
     With `exist_ok`, an open room of that name is returned as it is and a closed one is opened again
-    (BASIC's START MEET); otherwise an existing name is a RoomExists error.
+    (BASIC's START MEET), but only a room of the same `bot` (None: a console room): a script's room name may
+    come from whoever talks to the bot, and must not hand out invites to, or reopen, the tenant's other rooms.
+    Otherwise an existing name is a RoomExists error.
     """
     name = (name or "").strip()
     title = (title or "").strip()
@@ -221,6 +223,7 @@ def room_create(
     if existing is not None:
         if not exist_ok:
             raise RoomExists(f"a room named {name!r} already exists ({existing.status})")
+        _room_reuse_check(existing, bot)
         if existing.is_open:
             return existing
         sid = _livekit_create(name, existing.max_participants)
@@ -244,10 +247,19 @@ def room_create(
             room.save()
     except IntegrityError:
         if exist_ok:
-            return Room.objects.get(name=name)
+            return _room_reuse_check(Room.objects.get(name=name), bot)
         raise RoomExists(f"a room named {name!r} already exists") from None
     except ValidationError as exc:
         raise MeetError("; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())) from None
+    return room
+
+
+def _room_reuse_check(room: Room, bot) -> Room:
+    """`room` when it belongs to `bot` (both None: a console room), else RoomExists."""
+    if room.bot_id != (bot.pk if bot is not None else None):
+        owner = "another bot" if room.bot_id is not None else "the console"
+        raise RoomExists(f"a room named {room.name!r} already exists and belongs to {owner}; "
+                         "a bot opens only its own rooms")
     return room
 
 
@@ -426,7 +438,8 @@ def meeting_book(
 
 
 def meeting_start(*, bot, name: object, title: object = "") -> dict:
-    """START MEET "room": the bot's room of that name (created or reopened) and its join link."""
+    """START MEET "room": the bot's room of that name (created or reopened) and its join link; RoomExists when
+    the name is taken by a console room or another bot's."""
     room = room_create(name=str(name or "").strip().lower(), title=str(title or ""), bot=bot, exist_ok=True,
                        max_participants=bot_max_participants(bot))
     return _room_summary(room)

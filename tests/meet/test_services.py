@@ -286,3 +286,26 @@ class _TalkHost(BotHost):
     def talk(self, text: str) -> None:
         self.said.append(text)
 
+
+
+def test_start_meet_never_opens_a_console_room_or_another_bots(canary_tenants, livekit):
+    """START MEET returned (or reopened) any room of the tenant by name, with a guest invite: a name taken from a
+    chat user reached the console's rooms, and reopened one an admin had closed."""
+    with schema_context(canary_tenants.a.schema_name):
+        bot = Bot.objects.get(pk=canary_tenants.a.bot_pk)
+        other = Bot.objects.create(name="other-bot")
+        room_create(name="board")  # the console's, open
+        room_close(room=room_create(name="closed-by-admin"))
+        room_create(name="other-bots", bot=other)
+        host = _TalkHost(bot)
+        for name, owner in (("board", "the console"), ("closed-by-admin", "the console"),
+                            ("other-bots", "another bot")):
+            result = VM(compile_source(f'm = START MEET "{name}"\nTALK m.url', "meet"), host).start({})
+            assert result.status == "error"
+            assert f"a room named '{name}' already exists and belongs to {owner}" in result.error["message"]
+        assert host.said == []
+        assert not Room.objects.get(name="closed-by-admin").is_open
+        with pytest.raises(RoomExists, match="belongs to the console"):
+            room_create(name="board", bot=bot, exist_ok=True)
+        assert room_create(name="board", exist_ok=True).bot is None  # the console's own call still reuses it
+    assert len(livekit.calls("CreateRoom")) == 3
