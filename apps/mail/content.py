@@ -32,6 +32,11 @@ from celery.exceptions import SoftTimeLimitExceeded
 BODY_TEXT_MAX_CHARS = 20_000
 # RFC 5322 caps a header line at 998 characters.
 SUBJECT_MAX_CHARS = 998
+# Headers of a composed mail fold only past that limit: folded at 78, an id longer than the line (Outlook's
+# run near 90 characters) was RFC 2047-encoded in In-Reply-To/References, no longer a msg-id, and the reply
+# left the thread. Bodies are still encoded at compose time under policy.SMTP (base64 and quoted-printable
+# lines of 76, as RFC 2045 requires); the generator does not re-encode them.
+HEADER_POLICY = email.policy.SMTP.clone(max_line_length=SUBJECT_MAX_CHARS)
 REPLY_PREFIX = "Re: "
 
 _HTML_SKIPPED = frozenset({"script", "style", "head", "title", "noscript", "template"})
@@ -164,6 +169,7 @@ def message_compose(*, sender: str, sender_name: str, to: list[str], subject: st
         maintype, _, subtype = item.content_type.partition("/")
         message.add_attachment(item.content, maintype=maintype or "application",
                                subtype=subtype or "octet-stream", filename=item.filename)
+    message.policy = HEADER_POLICY  # what as_bytes() and smtplib's send_message write the headers with
     return message
 
 

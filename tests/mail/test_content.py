@@ -221,3 +221,25 @@ def test_the_tasks_time_limit_passes_through_the_parser():
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def test_long_message_ids_stay_plain_msg_ids_in_the_thread_headers():
+    """Folded at 78 characters, an Outlook Message-ID (~90 characters) was RFC 2047-encoded in In-Reply-To and
+    References: no longer a msg-id, so the receiver's client could not thread the bot's reply."""
+    outlook = "<PH0PR11MB5176A1B2C3D4E5F6A7B8C9D0E1F2A3B4C5D6E@PH0PR11MB5176.namprd11.prod.outlook.com>"
+    assert len(outlook) == 88
+    references = " ".join(["<root@x.test>"] + [outlook.replace("<PH", f"<{n}PH") for n in range(15)] + [outlook])
+    message = message_compose(sender="bot@example.test", sender_name="Shop Bot", to=["ana@example.test"],
+                              subject="Re: order", body_text="x" * 200 + "\n" + "é" * 100, body_html="",
+                              message_id="<m1@example.test>", in_reply_to=outlook, references=references,
+                              attachments=[Attachment("scan.bin", bytes(range(256)) * 4)])
+    raw = message.as_bytes()  # what smtplib's send_message writes (the message's own policy)
+    head = raw.split(b"\r\n\r\n", 1)[0].decode()
+    assert "=?" not in head and f"In-Reply-To: {outlook}\r\n" in head
+    assert all(len(line) <= 998 for line in raw.split(b"\r\n"))
+    bodies = raw.split(b"\r\n\r\n", 1)[1]
+    assert all(len(line) <= 76 for line in bodies.split(b"\r\n"))  # base64 stays at RFC 2045's 76
+    parsed = message_parse(raw)
+    assert parsed.in_reply_to == outlook and parsed.references == references.split()
+    assert parsed.thread_key == "<root@x.test>" and parsed.text.startswith("x" * 200)
+    assert [a.content for a in parsed.attachments] == [bytes(range(256)) * 4]
