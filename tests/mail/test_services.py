@@ -7,6 +7,7 @@ These tests commit (see `committed_db` in conftest), in a tenant of their own.
 from __future__ import annotations
 
 import os
+import re
 import time
 import tracemalloc
 from pathlib import Path
@@ -274,3 +275,20 @@ def test_an_attachment_larger_than_the_allowance_is_refused_from_its_size_withou
         row.refresh_from_db()
         assert row.last_error.startswith(f"attachment grows.bin is {big} bytes")
     assert smtp.messages == []
+
+
+def test_recipients_with_line_breaks_or_headers_are_refused_not_split(mail_tenant, committed_db, mail_worker, smtp):
+    """"ana@x\\r\\nBcc: eve@y" (a recipient built from user input) was read as two recipients, eve included."""
+    with schema_context(mail_tenant.schema_name):
+        bot = mail_bot(smtp)
+        for to, problem in (("ana@example.test\r\nBcc: eve@example.test", "control character (U+000D"),
+                            (["ana@example.test", "bo@example.test\nCc: eve@example.test"], "(U+000A"),
+                            ("Bcc: eve@example.test", "contain ':'"),
+                            ("team: ana@example.test, eve@example.test;", "contain ':'")):
+            with pytest.raises(MailError, match=re.escape(problem)):
+                script_mail_send(bot=bot, to=to, subject="x", body="y")
+        assert not OutgoingMail.objects.filter(bot=bot).exists()
+        # A colon inside a quoted display name is a name, not a header.
+        script_mail_send(bot=bot, to='"Sales: Ana" <ana@example.test>; bo@example.test', subject="ok", body="y")
+        (captured,) = smtp.wait_for(1)
+    assert captured.rcpt_tos == ["ana@example.test", "bo@example.test"]
