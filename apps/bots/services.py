@@ -294,9 +294,13 @@ def data_csv_sync(*, bot: Bot, path: str, data: bytes | None) -> int:
             # line_num is the line the record ends on: a quoted field may span lines, so counting records
             # named the wrong line.
             if len(rows) >= DATA_CSV_MAX_ROWS:
-                raise BotFileError(f"{path}: more than {DATA_CSV_MAX_ROWS} rows")
-            if len(row) > len(names):
+                raise BotFileError(f"{path} line {reader.line_num}: more than {DATA_CSV_MAX_ROWS} rows")
+            if len(row) > len(header):
                 raise BotFileError(f"{path} line {reader.line_num}: more values than header columns")
+            unnamed = next((n for n in range(len(names), len(row)) if row[n].strip()), None)
+            if unnamed is not None:
+                raise BotFileError(f"{path} line {reader.line_num}: a value in column {unnamed + 1}, which has no "
+                                   "name in the header")
             values = dict(zip(names, row, strict=False))
             values.update(dict.fromkeys(names[len(row):]))  # missing values are null, as before
             rows.append(BotTableRow(bot=bot, table=table, data=values))
@@ -308,8 +312,11 @@ def data_csv_sync(*, bot: Bot, path: str, data: bytes | None) -> int:
 
 def _data_csv_columns(path: str, line: int, header: list[str]) -> list[str]:
     """The header's column names, each one named and once: a repeated name (`Id,Name,Id`) silently dropped a
-    column's values, and a blank one dropped the column."""
+    column's values, and a blank one dropped the column. Blank names at the end (`Id,Name,` as spreadsheets
+    export a stray empty column) are left out; the rows must leave those columns empty too."""
     names = [name.strip() for name in header]
+    while names and not names[-1]:
+        names.pop()
     first: dict[str, int] = {}
     for number, name in enumerate(names, start=1):
         if not name:

@@ -476,10 +476,12 @@ def test_a_copy_of_an_old_package_inside_the_package_is_not_the_bots_settings(ca
 @pytest.mark.parametrize(("content", "error"), [
     (b"Id,Name,Id\n1,rose,2\n", "products.csv line 1: column 3 of the header repeats 'Id' (column 1)"),
     (b"Id, ,Name\n1,x,rose\n", "products.csv line 1: column 2 of the header has no name"),
+    (b"Id,Name,\n1,rose,\n2,tulip,red\n", "products.csv line 3: a value in column 3, which has no name"),
     (b'name,notes\nrose,"grows\nin spring"\ntulip,red,extra\n', "products.csv line 4: more values than header"),
     (b'name,notes\nrose,"two\nlines"\ntulip,"' + b"x" * 200_000 + b'"\n',
      "products.csv line 4: field larger than field limit"),
-], ids=["repeated-header", "blank-header", "multi-line-record", "multi-line-then-csv-error"])
+], ids=["repeated-header", "blank-header", "value-under-a-trailing-blank-header", "multi-line-record",
+        "multi-line-then-csv-error"])
 def test_a_data_table_with_an_ambiguous_header_or_a_bad_record_names_the_right_line(canary_tenants, storage,
                                                                                     content, error):
     """DictReader kept the last of two `Id` columns and dropped blank-named ones silently; error lines counted
@@ -494,6 +496,16 @@ def test_a_data_table_with_an_ambiguous_header_or_a_bad_record_names_the_right_l
         assert error in report.failed[key], report.failed
         assert list(BotTableRow.objects.filter(table="products.csv").values_list("data", flat=True)) == [
             {"name": "rose", "price": "3"}]
+
+
+def test_a_trailing_empty_column_of_a_spreadsheet_export_is_left_out(canary_tenants, storage):
+    """Spreadsheets export a stray formatted column as `Id,Name,` with empty cells: not a column to refuse."""
+    from apps.bots.models import BotTableRow
+
+    with schema_context(canary_tenants.a.schema_name):
+        _deploy({**_shop_files(), "shop.gbdata/products.csv": b"name,price,,\nrose,3,,\ntulip,2\n"})
+        rows = BotTableRow.objects.filter(table="products.csv").order_by("pk").values_list("data", flat=True)
+        assert list(rows) == [{"name": "rose", "price": "3"}, {"name": "tulip", "price": "2"}]
 
 
 def test_a_data_table_reads_multi_line_fields_and_short_rows(canary_tenants, storage):
