@@ -9,6 +9,7 @@
  *   open for a day) the page reloads itself for a new one, once it has been open long enough. After a
  *   refusal the composer is disabled: nothing typed then could ever be sent.
  * - Enter sends, Shift+Enter inserts a new line; empty messages are not sent.
+ * - At most MESSAGES_KEPT messages stay on the page (the oldest are dropped from the page only).
  * No inline code anywhere: the Content-Security-Policy forbids it.
  */
 (function () {
@@ -21,6 +22,9 @@
   var RECONNECT_MAX_MS = 10000;
   // "Near the bottom": within this many pixels the view follows new messages.
   var FOLLOW_SLACK_PX = 80;
+  // Messages kept on the page (the server renders the latest 200; a tab left open for days keeps receiving):
+  // older ones are dropped from the page, never from the conversation. Resume needs only the newest index.
+  var MESSAGES_KEPT = 300;
   // The socket token expired (apps.sessions.consumers.CLOSE_TOKEN_EXPIRED): reload for a new one, but never
   // from a page younger than this (a page whose fresh token is refused would otherwise reload in a loop).
   var CLOSE_TOKEN_EXPIRED = 4401;
@@ -133,6 +137,8 @@
 
   document.addEventListener('htmx:wsAfterMessage', function () {
     var box = messagesBox();
+    var items = box.querySelectorAll('[data-index]');
+    for (var i = 0; i < items.length - MESSAGES_KEPT; i++) { items[i].remove(); }
     localizeTimes(box);
     if (box.getAttribute('data-follow') === 'yes') { scrollToBottom(); }
     else { document.getElementById('scrollBottom').hidden = false; }

@@ -384,6 +384,22 @@ async def test_a_refused_socket_disables_the_composer_instead_of_swallowing_mess
     await watched_page.assert_clean()
 
 
+async def test_a_long_conversation_keeps_the_page_to_its_latest_messages(
+        watched_page, chat_server, browser_tenant, deploy_bot):
+    """A tab left open for days kept every message it received: memory and the per-message index scans grew
+    without end. The page keeps the latest MESSAGES_KEPT (300) and still resumes from the newest."""
+    bot = deploy_bot("chatty", bot_files("chatty", start='FOR i = 1 TO 320\n  TALK "line " + i\nNEXT\n'
+                                                        'TALK "all said"\n'))
+    page = watched_page.page
+    await open_chat(watched_page, chat_server, browser_tenant.host, bot)
+    await wait_for_text(page, "all said")
+    shown = await message_indexes(page)
+    assert len(shown) == 300 and shown == list(range(shown[0], shown[-1] + 1))
+    first = await page.eval_on_selector("#messages [data-index]", "e => e.innerText")
+    assert "line 22" in first.split("\n")  # the oldest 21 left the page
+    await watched_page.assert_clean()
+
+
 async def test_answer_finished_while_offline_is_replayed_once_on_reconnect(
         watched_page, chat_server, browser_tenant, bots, fake_llm):
     from tests.support.llm_fake import Reply
