@@ -217,20 +217,33 @@ def test_compose_has_the_production_topology_wired_to_the_same_variables():
         assert name in platform_env
 
 
-# Read by settings but set by the image and compose themselves (paths inside the container, the bind address).
-COMPOSE_OWN = {"GB_VAR_DIR", "GB_BIND", "GB_PORT", "MEDIA_ROOT"}
+# Documented in .env.example but set by the image and compose themselves (paths inside the container, the bind
+# address, the containers' own services) or read by compose only (images, the services' passwords).
+COMPOSE_OWN = {"GB_VAR_DIR", "GB_BIND", "GB_PORT", "MEDIA_ROOT", "DJANGO_SETTINGS_MODULE", "POSTGRES_PASSWORD",
+               "ZITADEL_MASTERKEY", "ZITADEL_EXTERNALDOMAIN", "ZITADEL_DB_PASSWORD"}
 
 
 def test_compose_passes_every_setting_of_the_env_file_to_the_platform():
     """`--env-file` only fills ${...} placeholders: a setting compose does not list never reached the
-    containers (TRUSTED_PROXY_IPS behind the proxy, Vault's AppRole, HSTS preload...)."""
-    used: set[str] = set()
-    for path in (ROOT / "gbplatform").rglob("*.py"):
-        used |= set(re.findall(r"env_(?:str|bool|int|list)\(\s*\"([A-Z0-9_]+)\"", path.read_text()))
-    assert len(used) > 50
+    containers (TRUSTED_PROXY_IPS behind the proxy, Vault's AppRole, HSTS preload, WEB_PROCESSES...)."""
+    documented = {name for name in _documented_variables() if not name.endswith("_IMAGE")}
+    assert len(documented) > 80
     platform_env = _compose()["x-platform"]["environment"]
-    assert used - COMPOSE_OWN - set(platform_env) == set()
+    assert documented - COMPOSE_OWN - set(platform_env) == set()
     assert "${POSTGRES_PASSWORD" not in platform_env["DATABASE_URL"]  # apart, as DATABASE_PASSWORD
+
+
+def test_compose_with_the_example_env_file_trusts_its_tls_proxy():
+    """.env.example's own value must not switch compose's TRUST_X_FORWARDED_PROTO off: behind the TLS proxy,
+    production would then redirect every request to itself."""
+    example = dict(re.findall(r"^([A-Z][A-Z0-9_]*)=(.*)$", (ROOT / ".env.example").read_text(), flags=re.M))
+    template = _compose()["x-platform"]["environment"]["TRUST_X_FORWARDED_PROTO"]
+    name, default = re.fullmatch(r"\$\{([A-Z_]+):-(.*)\}", template).groups()
+    assert env_bool_of(example.get(name) or default) is True
+
+
+def env_bool_of(raw: str) -> bool:
+    return raw.strip().lower() in {"1", "true", "yes", "on"}
 
 
 def test_compose_checks_each_role_and_lets_it_finish_its_work():
