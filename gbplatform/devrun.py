@@ -9,6 +9,7 @@ Data lives in var/, so later runs reuse it and start in seconds.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -28,7 +29,9 @@ PORT = int(os.environ.get("GB_PORT", "8000"))
 
 
 def _log(message: str) -> None:
-    print(f"[run] {message}", flush=True)
+    # The terminal may be gone (a hang-up): writing then fails with EIO, and stopping must go on regardless.
+    with contextlib.suppress(OSError):
+        print(f"[run] {message}", flush=True)
 
 
 def _manage(env: dict, *args: str) -> None:

@@ -65,3 +65,33 @@ def test_devrun_stops_every_child_on_a_signal(tmp_path, signum):
     finally:
         if runner.poll() is None:
             runner.kill()
+
+
+def test_a_closed_terminal_stops_every_child_though_devrun_can_no_longer_write_to_it(tmp_path):
+    """The hang-up comes with the terminal gone: devrun's own messages then fail (EIO), which must not stop it
+    from stopping its children."""
+    import pty
+
+    env = {**os.environ, "DATABASE_URL": "postgresql://unused@127.0.0.1:1/unused", "REDIS_URL": "redis://127.0.0.1:1/0",
+           "GB_VAR_DIR": str(tmp_path)}
+    master, slave = pty.openpty()
+    runner = subprocess.Popen([sys.executable, "-c", RUNNER], cwd=ROOT, env=env, stdout=slave,  # noqa: S603
+                              stderr=slave, stdin=slave)
+    os.close(slave)
+    try:
+        output, children = b"", []
+        deadline = time.monotonic() + 60
+        while not children and time.monotonic() < deadline:
+            output += os.read(master, 4096)
+            for line in output.decode(errors="replace").splitlines():
+                if line.startswith("children:") and len(line.split()) == 4:
+                    children = [int(pid) for pid in line.split()[1:]]
+        assert len(children) == 3, output
+        os.close(master)  # the terminal window closes
+        runner.send_signal(signal.SIGHUP)
+        runner.wait(timeout=30)
+        time.sleep(0.2)
+        assert [pid for pid in children if _alive(pid)] == []
+    finally:
+        if runner.poll() is None:
+            runner.kill()
