@@ -82,7 +82,9 @@ def _htmx_refusal(status: int) -> HttpResponse:
 
 def _role_check(request: HttpRequest, required: Role) -> HttpResponse | None:
     """None when the session's user holds `required`; else the login redirect or the 403 page."""
-    is_htmx = "HTTP_HX_REQUEST" in request.META
+    # Only an HTMX GET (a fragment, a poll) reloads its page: a form post keeps what the user typed and shows
+    # the refusal where its errors go (data-swap-errors), as before.
+    is_htmx = "HTTP_HX_REQUEST" in request.META and request.method == "GET"
     if not request.user.is_authenticated:
         return _htmx_refusal(401) if is_htmx else redirect_to_login(request.get_full_path())
     actual = user_console_role(request.user)

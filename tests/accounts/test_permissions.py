@@ -87,6 +87,9 @@ def test_htmx_calls_refused_reload_their_page_instead_of_recording_a_denial_per_
         assert AuditEvent.objects.filter(action="auth.role_denied").count() == 1
     anonymous = Client(HTTP_HOST=canary_tenants.a.host).get("/console/", HTTP_HX_REQUEST="true")
     assert anonymous.status_code == 401 and anonymous["HX-Refresh"] == "true"
+    # A form post keeps its page (and what was typed in it): the refusal is shown where its errors go.
+    posted = client.post("/test/admin-page", HTTP_HX_REQUEST="true")
+    assert posted.status_code in (403, 405) and "HX-Refresh" not in posted
 
 
 def test_anonymous_pages_redirect_to_sign_in_and_apis_answer_401_json(canary_tenants):
