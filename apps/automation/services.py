@@ -204,6 +204,7 @@ def _enqueue_run(schema_name: str, schedule_id: int, plan: FirePlan) -> None:
         schedule_run_task.apply_async(kwargs={
             "schedule_id": schedule_id, "scheduled_for": _iso(plan.run_at), "next_run_at": _iso(plan.next_run_at),
             "skipped_from": _iso(plan.skipped_from), "skipped_count": plan.skipped_count,
+            "queued_at": _iso(timezone.now()),
         }, queue="jobs")
 
 
@@ -211,8 +212,11 @@ def _enqueue_run(schema_name: str, schedule_id: int, plan: FirePlan) -> None:
 
 
 def schedule_run(*, schedule_id: int, scheduled_for: datetime | None, next_run_at: datetime | None = None,
-                 skipped_from: datetime | None = None, skipped_count: int = 0) -> JobRun | None:
+                 skipped_from: datetime | None = None, skipped_count: int = 0,
+                 queued_at: datetime | None = None) -> JobRun | None:
     """Run one due time of a schedule in the current tenant (and record the stale skip the tick decided).
+    `queued_at`: when the tick queued it (the tick judged its lateness then; the time in the queue is judged
+    here against the same cut-off).
 
     Returns the run (or the skip record when nothing runs); None when the schedule is gone or this due
     time already has a run (a redelivered task).
@@ -223,9 +227,12 @@ def schedule_run(*, schedule_id: int, scheduled_for: datetime | None, next_run_a
         return None
     if next_run_at is not None:  # the console shows the tenant's row; the tick moved the index row
         BotSchedule.objects.filter(pk=schedule_id, next_run_at__lt=next_run_at).update(next_run_at=next_run_at)
-    late = timezone.now() - scheduled_for if scheduled_for is not None else None
-    if late is not None and late > timedelta(seconds=settings.AUTOMATION_LATE_CUTOFF_S) and not JobRun.objects.filter(
-            schedule=schedule, scheduled_for=scheduled_for).exists():
+    now = timezone.now()
+    late = now - scheduled_for if scheduled_for is not None else None
+    # Measured from when the tick queued it: one the tick claimed 298 s late is not dropped 2 s later.
+    waited = now - (queued_at or scheduled_for) if scheduled_for is not None else None
+    if waited is not None and waited > timedelta(seconds=settings.AUTOMATION_LATE_CUTOFF_S) and not (
+            JobRun.objects.filter(schedule=schedule, scheduled_for=scheduled_for).exists()):
         # The tick queued it on time, but it waited in the queue (a backlog, or workers down for hours: the
         # message stays queued under acks_late) past the cut-off: the 9:00 report is not sent at 14:00.
         # (A due time that has a run already goes on to _run_claim, which finds a run lost with its worker.)
@@ -312,21 +319,25 @@ def job_runs_lost_sweep(*, now: datetime | None = None) -> int:
     with transaction.atomic():
         stuck = list(JobRun.objects.select_for_update(skip_locked=True)
                      .filter(status=JobRun.Status.WAITING, resume_at__lt=now - JOB_RESUME_GRACE)
-                     .values_list("pk", flat=True))
+                     .values_list("pk", "slices"))
         # Due again from now: the next sweep queues it once more only if this message is lost too.
-        JobRun.objects.filter(pk__in=stuck).update(resume_at=now)
-        for run_id in stuck:
-            transaction.on_commit(partial(_enqueue_resume, run_id, 0), robust=True)
+        JobRun.objects.filter(pk__in=[run_id for run_id, _slices in stuck]).update(resume_at=now)
+        for run_id, slices in stuck:
+            transaction.on_commit(partial(_enqueue_resume, run_id, 0, slices), robust=True)
     if stuck:
         logger.warning("automation: %d waiting run(s) had lost their resume; queued again", len(stuck))
     return lost + len(stuck)
 
 
-def job_run_resume(*, run_id: int) -> JobRun | None:
-    """Continue a run suspended at a WAIT; None when it is not waiting (a redelivered or late task)."""
+def job_run_resume(*, run_id: int, slices: int | None = None) -> JobRun | None:
+    """Continue a run suspended at a WAIT; None when it is not waiting (a redelivered or late task). `slices`:
+    the run's slice count when that WAIT was saved (None: messages queued before it was sent): a resume meant for
+    an earlier WAIT (the sweep's second message after the first one did arrive) must not cut a later WAIT short."""
+    waiting = JobRun.objects.filter(pk=run_id, status=JobRun.Status.WAITING)
+    if slices is not None:
+        waiting = waiting.filter(slices=slices)
     # resume_at becomes when this slice started: the lost-run sweep counts a slice's time from it.
-    if not JobRun.objects.filter(pk=run_id, status=JobRun.Status.WAITING).update(status=JobRun.Status.RUNNING,
-                                                                                 resume_at=timezone.now()):
+    if not waiting.update(status=JobRun.Status.RUNNING, resume_at=timezone.now()):
         return None
     run = JobRun.objects.select_related("bot").get(pk=run_id)
     script = BotScript.objects.filter(bot=run.bot, name=run.script_name).first()
@@ -385,7 +396,7 @@ def _finish(run: JobRun, host: JobHost, result: RunResult | None, failure: str |
     with transaction.atomic():
         run.save()
         if run.status == JobRun.Status.WAITING:
-            transaction.on_commit(partial(_enqueue_resume, run.pk, result.wait_seconds))
+            transaction.on_commit(partial(_enqueue_resume, run.pk, result.wait_seconds, run.slices))
     if run.status == JobRun.Status.ERROR:
         logger.info("automation: job failed", extra={"run": run.pk, "line": run.error_line})
     return run
@@ -403,7 +414,8 @@ def _waiting_line(program: Program | None, state: dict | None) -> int | None:
         return None
 
 
-def _enqueue_resume(run_id: int, seconds: float) -> None:
+def _enqueue_resume(run_id: int, seconds: float, slices: int) -> None:
     from apps.automation.tasks import job_run_resume_task
 
-    job_run_resume_task.apply_async(args=[run_id], countdown=max(0.0, seconds), queue="jobs")
+    job_run_resume_task.apply_async(args=[run_id], kwargs={"slices": slices}, countdown=max(0.0, seconds),
+                                    queue="jobs")

@@ -21,17 +21,17 @@ def schedules_tick_task() -> dict:
 
 @app.task(name="automation.run_schedule", when_not_ready="skip")
 def schedule_run_task(schedule_id: int, scheduled_for: str | None = None, next_run_at: str | None = None,
-                      skipped_from: str | None = None, skipped_count: int = 0) -> str:
+                      skipped_from: str | None = None, skipped_count: int = 0, queued_at: str | None = None) -> str:
     """One due time of a schedule, in its tenant (idempotent: a due time runs once)."""
     run = schedule_run(schedule_id=schedule_id, scheduled_for=_when(scheduled_for), next_run_at=_when(next_run_at),
-                       skipped_from=_when(skipped_from), skipped_count=skipped_count)
+                       skipped_from=_when(skipped_from), skipped_count=skipped_count, queued_at=_when(queued_at))
     return run.status if run is not None else "none"
 
 
 @app.task(name="automation.resume_run")
-def job_run_resume_task(run_id: int) -> str:
-    """A job that WAITed, resumed when its WAIT is over (idempotent: only a waiting run resumes)."""
-    run = job_run_resume(run_id=run_id)
+def job_run_resume_task(run_id: int, slices: int | None = None) -> str:
+    """A job that WAITed, resumed when its WAIT is over (idempotent: only a run waiting at that WAIT resumes)."""
+    run = job_run_resume(run_id=run_id, slices=slices)
     return run.status if run is not None else "none"
 
 

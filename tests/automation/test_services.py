@@ -282,6 +282,12 @@ def test_a_job_picked_up_after_the_cut_off_is_skipped_not_run(canary_tenants):
         run = schedule_run(schedule_id=schedule.pk, scheduled_for=within)
         assert run.status == JobRun.Status.OK and run.output == "sent"
         assert JobRun.objects.filter(schedule=schedule, status=JobRun.Status.OK).count() == 1
+        # The tick claimed a due time just within the cut-off; a worker takes it a few seconds later, past the
+        # cut-off counted from the due time: its wait in the queue is what counts here, and it runs.
+        claimed_late = timezone.now() - timedelta(seconds=settings.AUTOMATION_LATE_CUTOFF_S + 5)
+        run = schedule_run(schedule_id=schedule.pk, scheduled_for=claimed_late,
+                           queued_at=timezone.now() - timedelta(seconds=6))
+        assert run.status == JobRun.Status.OK
 
 
 @outside_test_transaction
@@ -311,6 +317,24 @@ def test_a_waiting_job_whose_script_changed_ends_with_a_clear_error(canary_tenan
         assert job_run_resume(run_id=run.pk) is None  # only a waiting run resumes (a redelivered task)
     assert resumed.status == JobRun.Status.ERROR
     assert resumed.error_message.startswith("cannot resume after WAIT") and resumed.output == "before"
+
+
+@outside_test_transaction
+def test_a_resume_meant_for_an_earlier_wait_does_not_cut_the_next_one_short(canary_tenants):
+    """The sweep queues a lost resume again; when the first message arrives after all, the run goes on to its
+    next WAIT, and the sweep's copy, arriving then, resumed that WAIT at once."""
+    from apps.automation.services import job_run_resume
+
+    schema = canary_tenants.a.schema_name
+    run = _run(schema, "at-two-waits", 'TALK "one"\nWAIT 60\nTALK "two"\nWAIT 3600\nTALK "three"\n')
+    first_wait = run.slices
+    with schema_context(schema):
+        at_second = job_run_resume(run_id=run.pk, slices=first_wait)
+        assert at_second.status == JobRun.Status.WAITING and at_second.output == "one\ntwo"
+        assert job_run_resume(run_id=run.pk, slices=first_wait) is None  # the duplicate: nothing
+        assert JobRun.objects.get(pk=run.pk).status == JobRun.Status.WAITING  # still at the second WAIT
+        done = job_run_resume(run_id=run.pk, slices=at_second.slices)
+    assert done.status == JobRun.Status.OK and done.output == "one\ntwo\nthree"
 
 
 @outside_test_transaction
