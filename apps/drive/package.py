@@ -528,12 +528,6 @@ def kb_name_of(path: str) -> str | None:
 PROMPT_FILE_NAMES = ("prompt.md", "prompt.txt")
 
 
-def _package_relative(path: str) -> str:
-    """A package path as given, or a drive key (`demo.gbai/...`) without its package folder."""
-    head, sep, rest = path.partition("/")
-    return rest if sep and head.lower().endswith(PACKAGE_SUFFIX) else path
-
-
 def package_holds_settings(path: str) -> bool:
     """True for a file that may hold a bot's settings, live or not: any `*config.csv` inside a `*.gbot/` folder at
     any depth (a backup or an old copy holds the same credentials, so viewers get it masked as well)."""
@@ -551,7 +545,11 @@ def _check_one_settings_file(paths: list[str]) -> None:
 
 
 def package_classify(path: str) -> str:
-    """`bas`, `kb`, `config`, `prompt`, `data` or `other` for a package path or object key (case-insensitive)."""
+    """`bas`, `kb`, `config`, `prompt`, `data` or `other` for a path inside a package (case-insensitive).
+
+    The path is relative to the package (`demo.gbot/config.csv`), never a drive key with its `<bot>.gbai/`
+    folder: a `*.gbai/` folder inside the package (`old.gbai/demo.gbot/config.csv`, a copied old package) is a
+    plain folder, so its settings file is `other`."""
     lowered = path.lower()
     if lowered.endswith(".bas"):
         return "bas"
@@ -561,7 +559,7 @@ def package_classify(path: str) -> str:
     # directly in the package (as in every upstream package). Upstream takes any name ending so, anywhere: a
     # backup `old-config.csv`, or a copy of an old package (`old/demo.gbot/config.csv`), then replaced the live
     # settings, and removing it cleared them.
-    parts = _package_relative(lowered).split("/")
+    parts = lowered.split("/")
     if len(parts) == 2 and parts[0].endswith(".gbot"):
         if parts[1] == "config.csv":
             return "config"

@@ -538,3 +538,17 @@ def test_a_same_size_rewrite_in_the_mtime_tick_of_a_racily_hashed_file_is_not_mi
         time.sleep(max(0.0, (tick + HINT_RACY_WINDOW_NS - time.time_ns()) / 1e9) + 0.1)  # the window has passed
         assert drive_scan().processed == [key]
         assert [r["name"] for r in BotTableRow.objects.values_list("data", flat=True)] == ["lily"]
+
+
+def test_a_copied_old_gbai_package_inside_the_package_is_not_the_bots_settings(canary_tenants, storage):
+    """`shop.gbai/old.gbai/shop.gbot/config.csv` lost its nested `old.gbai/` level and replaced the settings."""
+    with schema_context(canary_tenants.a.schema_name):
+        _deploy(_shop_files())
+        drive = tenant_drive()
+        drive.write("shop.gbai/old.gbai/shop.gbot/config.csv", b"name,value\nbot-name,Old\n")
+        drive.write("shop.gbai/old.gbai/shop.gbot/PROMPT.md", b"an old prompt")
+        report = drive_scan()
+        assert report.failed == {}
+        assert DriveObject.objects.get(key="shop.gbai/old.gbai/shop.gbot/config.csv").kind == "other"
+        assert BotConfig.objects.get(key="bot-name").value == "Shop"
+        assert Bot.objects.get(name="shop").system_prompt == ""

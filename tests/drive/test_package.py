@@ -419,7 +419,10 @@ def test_directory_with_backslash_in_a_file_name_is_rejected(tmp_path):
     ("demo.gbot/CONFIG.CSV", "config"),
     ("demo.gbot/PROMPT.md", "prompt"),
     ("demo.gbot/prompt.txt", "prompt"),
-    ("demo.gbai/demo.gbot/config.csv", "config"),
+    # Paths are relative to the package: a `*.gbai/` folder inside it is a copy of an old package.
+    ("demo.gbai/demo.gbot/config.csv", "other"),
+    ("old.gbai/demo.gbot/config.csv", "other"),
+    ("old.gbai/demo.gbot/PROMPT.md", "other"),
     # Only those exact names directly in .gbot/ (a backup must not become the bot's settings or prompt).
     ("demo.gbot/old-config.csv", "other"),
     ("demo.gbot/myconfig.csv", "other"),
@@ -488,3 +491,7 @@ def test_a_package_with_two_settings_files_is_refused():
     buf = make_zip([("demo.gbai/demo.gbot/config.csv", b"bot-name,Demo\n"),
                     ("demo.gbai/old/demo.gbot/config.csv", b"bot-name,Old\n")])
     assert as_dict(package_read_zip(buf))["old/demo.gbot/config.csv"] == b"bot-name,Old\n"  # a plain file
+    # A copied old package (`old.gbai/`) inside the package is plain files too, not a second settings file.
+    buf = make_zip([("demo.gbai/demo.gbot/config.csv", b"bot-name,Demo\n"),
+                    ("demo.gbai/old.gbai/demo.gbot/config.csv", b"bot-name,Old\n")])
+    assert as_dict(package_read_zip(buf))["old.gbai/demo.gbot/config.csv"] == b"bot-name,Old\n"
