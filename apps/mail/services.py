@@ -587,6 +587,11 @@ def incoming_process(*, bot: Bot, raw: bytes, uid: int | None = None,
         logger.warning("mail: bot %s cannot answer %s: %s", bot.name, mail.message_id, exc)
         return IncomingResult(_incoming_done(row, IncomingMail.Status.FAILED, f"the answer cannot be sent: {exc}"),
                               duplicate=False)
+    except SoftTimeLimitExceeded:
+        # An Exception too, but the task's time is up, not the mail's fault: never failed for it (on its last
+        # attempt it was, and the poll went on to the next mail with no time left). The row keeps its attempts
+        # count; past INCOMING_MAX_ATTEMPTS it is given up at its next claim.
+        raise
     except Exception as exc:
         if row.attempts < INCOMING_MAX_ATTEMPTS:
             raise  # the poller stops here; the next poll tries this mail again

@@ -438,3 +438,34 @@ def test_a_mail_whose_processing_never_finished_is_given_up_at_its_next_claim(
         client = imap(dovecot, bot)
         assert client.search("UNSEEN") == []
         client.logout()
+
+
+def test_a_turn_that_runs_out_of_time_on_its_last_attempt_stops_the_poll_and_is_not_failed(
+        mail_tenant, smtp, dovecot, chat_turns, monkeypatch):
+    """On a mail's last attempt the generic handler caught SoftTimeLimitExceeded (an Exception): the mail was
+    failed and the poll went on to the next one with no time left."""
+    from apps.sessions import services as session_services
+
+    with schema_context(mail_tenant.schema_name):
+        bot = mailbox_bot(smtp, dovecot)
+        first = deliver(dovecot, bot, subject="slow")
+        deliver(dovecot, bot, subject="next")
+        IncomingMail.objects.create(bot=bot, message_id=first, thread_key=first, from_address="ana@example.test",
+                                    subject="slow", attempts=services.INCOMING_MAX_ATTEMPTS - 1)
+        turns = []
+
+        def time_up(**kwargs):
+            turns.append(kwargs["text"])
+            raise SoftTimeLimitExceeded("soft time limit exceeded")
+
+        monkeypatch.setattr(session_services, "channel_turn", time_up)
+        with pytest.raises(SoftTimeLimitExceeded):
+            mailbox_poll(bot=bot)
+        assert len(turns) == 1  # the next mail was not started
+        row = IncomingMail.objects.get(bot=bot, message_id=first)
+        assert row.status == "received" and row.attempts == services.INCOMING_MAX_ATTEMPTS
+        assert not IncomingMail.objects.filter(bot=bot, subject="next").exists()
+        assert MailboxState.objects.get(bot=bot).last_error == "the poll ran out of time"
+        client = imap(dovecot, bot)
+        assert len(client.search("UNSEEN")) == 2
+        client.logout()
