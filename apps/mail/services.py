@@ -108,7 +108,10 @@ _HTML_BODY_RE = re.compile(r"^\s*<(!doctype|html|body|p|div|table|br|h[1-6]|ul|o
                            re.IGNORECASE)
 
 
-# What a recipient list may not contain: control characters (CR/LF above all), and ':' outside a quoted name.
+# Line breaks and tabs separate recipients (a list read from a file: `to = READ "admins.txt"`, a trailing
+# newline). What a recipient list may not contain: other control characters, and ':' outside a quoted name
+# (a header "Bcc: e@y" after a line break, or an address group).
+_SEPARATOR_RE = re.compile(r"[\r\n\t]+")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _QUOTED_RE = re.compile(r'"(?:[^"\\]|\\.)*"')
 
@@ -135,15 +138,15 @@ def bot_drive_root(bot: Bot) -> str:
 
 def recipients_parse(to: str | Sequence[str]) -> list[str]:
     """Addresses from `a@x, B <b@y>; c@z` (or a list); MailError naming the first bad one."""
-    text = to if isinstance(to, str) else ",".join(str(item) for item in to)
+    items = [to] if isinstance(to, str) else [str(item) for item in to]
+    text = ",".join(_SEPARATOR_RE.sub(",", item).strip() for item in items)
     control = _CONTROL_RE.search(text)
     if control:
-        # "a@x\r\nBcc: e@y" read as two recipients: refused, not guessed at.
-        raise MailError(f"the recipients contain a control character (U+{ord(control.group()):04X}, e.g. a line "
-                        "break); give addresses separated by commas")
+        raise MailError(f"the recipients contain a control character (U+{ord(control.group()):04X}); give "
+                        "addresses separated by commas")
     if ":" in _QUOTED_RE.sub("", text):
-        # A header name or an address group ("Bcc: e@y", "team: a@x, b@y;"), which the parser takes apart into
-        # addresses the script never meant as such.
+        # A header name or an address group ("a@x\r\nBcc: e@y", "team: a@x, b@y;"), which the parser takes
+        # apart into addresses the script never meant as such: refused, not guessed at.
         raise MailError("the recipients contain ':' (a header or an address group such as 'Bcc: ...'); give "
                         "addresses separated by commas")
     found: list[str] = []

@@ -22,7 +22,7 @@ from apps.bots.runtime import script_start
 from apps.bots.services import script_sync
 from apps.drive.storage import tenant_drive
 from apps.mail.models import OutgoingMail
-from apps.mail.services import MailError, bot_drive_root, mail_deliver, mail_send, script_mail_send
+from apps.mail.services import MailError, bot_drive_root, mail_deliver, mail_send, recipients_parse, script_mail_send
 from apps.mail.tasks import mail_send_task
 from gbplatform.localservices import free_port
 from tests.mail.conftest import bot_name_new
@@ -281,8 +281,9 @@ def test_recipients_with_line_breaks_or_headers_are_refused_not_split(mail_tenan
     """"ana@x\\r\\nBcc: eve@y" (a recipient built from user input) was read as two recipients, eve included."""
     with schema_context(mail_tenant.schema_name):
         bot = mail_bot(smtp)
-        for to, problem in (("ana@example.test\r\nBcc: eve@example.test", "control character (U+000D"),
-                            (["ana@example.test", "bo@example.test\nCc: eve@example.test"], "(U+000A"),
+        for to, problem in (("ana@example.test\r\nBcc: eve@example.test", "contain ':'"),
+                            (["ana@example.test", "bo@example.test\nCc: eve@example.test"], "contain ':'"),
+                            ("ana@example.test\x00eve@example.test", "control character (U+0000)"),
                             ("Bcc: eve@example.test", "contain ':'"),
                             ("team: ana@example.test, eve@example.test;", "contain ':'")):
             with pytest.raises(MailError, match=re.escape(problem)):
@@ -292,3 +293,20 @@ def test_recipients_with_line_breaks_or_headers_are_refused_not_split(mail_tenan
         script_mail_send(bot=bot, to='"Sales: Ana" <ana@example.test>; bo@example.test', subject="ok", body="y")
         (captured,) = smtp.wait_for(1)
     assert captured.rcpt_tos == ["ana@example.test", "bo@example.test"]
+
+
+def test_line_breaks_and_tabs_separate_recipients():
+    """Every control character was refused, so a list read from a file (`to = READ "admins.txt"`, one address a
+    line, a trailing newline) could no longer be mailed; the parser used to take such lines apart."""
+    assert recipients_parse("ana@example.test\n") == ["ana@example.test"]
+    assert recipients_parse("ana@example.test\nbo@example.test") == ["ana@example.test", "bo@example.test"]
+    assert recipients_parse("ana@example.test\r\nbo@example.test\r\n") == ["ana@example.test", "bo@example.test"]
+    assert recipients_parse("ana@example.test\tbo@example.test") == ["ana@example.test", "bo@example.test"]
+    assert recipients_parse(["ana@example.test\n", "\tbo@example.test"]) == ["ana@example.test", "bo@example.test"]
+    assert recipients_parse('"Ana\nLopes" <ana@example.test>\nbo@example.test') == ["ana@example.test",
+                                                                                    "bo@example.test"]
+    for to in ("ana@example.test\r\nBcc: eve@example.test", "ana@example.test\nteam: eve@example.test;"):
+        with pytest.raises(MailError, match="contain ':'"):
+            recipients_parse(to)
+    with pytest.raises(MailError, match=re.escape("control character (U+000B)")):
+        recipients_parse("ana@example.test\x0beve@example.test")
