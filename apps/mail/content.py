@@ -32,11 +32,35 @@ from celery.exceptions import SoftTimeLimitExceeded
 BODY_TEXT_MAX_CHARS = 20_000
 # RFC 5322 caps a header line at 998 characters.
 SUBJECT_MAX_CHARS = 998
-# Headers of a composed mail fold only past that limit: folded at 78, an id longer than the line (Outlook's
-# run near 90 characters) was RFC 2047-encoded in In-Reply-To/References, no longer a msg-id, and the reply
-# left the thread. Bodies are still encoded at compose time under policy.SMTP (base64 and quoted-printable
-# lines of 76, as RFC 2045 requires); the generator does not re-encode them.
-HEADER_POLICY = email.policy.SMTP.clone(max_line_length=SUBJECT_MAX_CHARS)
+# The thread headers of a composed mail fold only past that limit, at the spaces between ids: folded at 78,
+# an id longer than the line (Outlook's run near 90 characters) was RFC 2047-encoded in In-Reply-To and
+# References, no longer a msg-id, and the reply left the thread.
+UNFOLDED_HEADERS = frozenset({"in-reply-to", "references"})
+_THREAD_HEADER_POLICY = email.policy.SMTP.clone(max_line_length=SUBJECT_MAX_CHARS)
+# Every other header is folded as under policy.SMTP, at this length: at 998 a long non-ASCII Subject or From
+# name became one encoded-word of hundreds of characters, past RFC 2047's 75 (clients show it raw); and the
+# standard folder fills a continuation line (" " + encoded-word) up to the line length, so at 78 a word
+# could be 77.
+HEADER_MAX_LINE = 76
+
+
+class _ComposePolicy(email.policy.EmailPolicy):
+    """policy.SMTP folding at HEADER_MAX_LINE, except UNFOLDED_HEADERS: only past RFC 5322's 998 characters."""
+
+    def fold(self, name, value):
+        if name.lower() in UNFOLDED_HEADERS:
+            return _THREAD_HEADER_POLICY.fold(name, value)
+        return super().fold(name, value)
+
+    def fold_binary(self, name, value):
+        if name.lower() in UNFOLDED_HEADERS:
+            return _THREAD_HEADER_POLICY.fold_binary(name, value)
+        return super().fold_binary(name, value)
+
+
+# What a composed mail is built and written with (as_bytes() and smtplib's send_message use the message's
+# own). Bodies are encoded at compose time (base64 and quoted-printable lines of 76, as RFC 2045 requires).
+HEADER_POLICY = _ComposePolicy(linesep="\r\n", max_line_length=HEADER_MAX_LINE)
 REPLY_PREFIX = "Re: "
 
 _HTML_SKIPPED = frozenset({"script", "style", "head", "title", "noscript", "template"})
@@ -147,7 +171,7 @@ def message_compose(*, sender: str, sender_name: str, to: list[str], subject: st
                     body_html: str, message_id: str, in_reply_to: str = "", references: str = "",
                     attachments: list[Attachment] | tuple[Attachment, ...] = (),
                     auto_submitted: str = "", reply_to: str = "") -> EmailMessage:
-    message = EmailMessage(policy=email.policy.SMTP)
+    message = EmailMessage(policy=HEADER_POLICY)
     message["From"] = email.utils.formataddr((header_clean(sender_name), sender)) if sender_name else sender
     if reply_to:
         message["Reply-To"] = reply_to
@@ -169,7 +193,6 @@ def message_compose(*, sender: str, sender_name: str, to: list[str], subject: st
         maintype, _, subtype = item.content_type.partition("/")
         message.add_attachment(item.content, maintype=maintype or "application",
                                subtype=subtype or "octet-stream", filename=item.filename)
-    message.policy = HEADER_POLICY  # what as_bytes() and smtplib's send_message write the headers with
     return message
 
 
