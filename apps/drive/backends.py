@@ -214,6 +214,17 @@ def _file_md5(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _empty_folders_remove(folder: str) -> None:
+    """Remove `folder` if it holds only empty folders (at any depth); whatever holds a file, a link or a temporary
+    file stays. The depth is bounded by DRIVE_KEY_MAX_BYTES."""
+    with contextlib.suppress(OSError):
+        with os.scandir(folder) as entries:
+            inner = [entry.path for entry in entries if entry.is_dir(follow_symlinks=False)]
+        for path in inner:
+            _empty_folders_remove(path)
+        os.rmdir(folder)
+
+
 class LocalDrive:
     """A drive in a folder of local files (the default when no S3 is configured).
 
@@ -311,10 +322,10 @@ class LocalDrive:
         # The folders may have been created through a link planted meanwhile: check again before writing.
         path = self._path(key)
         if path.is_dir():
-            # A folder is not an object: one left empty by deletes (files go, their folders stay) gives way to
-            # the file. A folder that still holds files fails the replace below (IsADirectoryError).
-            with contextlib.suppress(OSError):
-                path.rmdir()
+            # A folder is not an object: one left empty by deletes (files go, their folders stay), empty folders
+            # inside it included (`theme/css/` after `theme/css/main.css` went), gives way to the file. A folder
+            # that still holds anything fails the replace below (IsADirectoryError).
+            _empty_folders_remove(str(path))
         fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=LOCAL_TEMP_PREFIX)
         try:
             with os.fdopen(fd, "wb") as file:

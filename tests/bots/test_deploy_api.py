@@ -205,6 +205,31 @@ def test_a_drive_write_failing_half_way_is_a_clear_error_and_the_previous_files_
         assert tenant_drive().read("shop.gbai/shop.gbdialog/a.bas") == b'TALK "a1"\n'
 
 
+def test_an_undone_deploy_puts_back_a_file_whose_place_a_new_folder_took(canary_tenants):
+    """v1's file `shop.gbot/theme` gave way to v2's `shop.gbot/theme/css/main.css`; a later write failed, and
+    undoing deleted main.css but left the empty `theme/css/` folders, so putting `theme` back failed
+    (IsADirectoryError) and its saved content was lost."""
+    schema = canary_tenants.a.schema_name
+    client = _admin_client(canary_tenants.a)
+    v1 = _zip([("shop.gbai/shop.gbdialog/a.bas", b'TALK "a1"\n'), ("shop.gbai/shop.gbot/theme", b"old theme")])
+    v2 = _zip([("shop.gbai/shop.gbdialog/a.bas", b'TALK "a2"\n'),
+               ("shop.gbai/shop.gbot/theme/css/main.css", b"body {}"), ("shop.gbai/shop.gbot/zz.txt", b"z")])
+    assert _upload(client, v1).status_code == 200
+    with schema_context(schema):
+        obstacle = tenant_drive().root / "shop.gbai/shop.gbot/zz.txt"  # written after main.css
+    obstacle.mkdir()
+    (obstacle / ".drive-tmp-crashed").write_bytes(b"")
+    before = _bot_state(schema)
+    response = _upload(client, v2)
+    assert response.status_code == 503
+    error = response.json()["error"]
+    assert "the drive refused 'shop.gbot/zz.txt'" in error and "the previous files were put back" in error
+    assert "except" not in error
+    assert _bot_state(schema) == before
+    with schema_context(schema):
+        assert tenant_drive().read("shop.gbai/shop.gbot/theme") == b"old theme"
+
+
 def test_a_package_file_where_the_bots_own_files_are_is_refused_before_anything_is_written(canary_tenants):
     """A package file `shop.gbdrive/notes` where scripts wrote `shop.gbdrive/notes/today.txt` (kept by every
     deploy) failed the write half way (IsADirectoryError, a 500) after old files had been replaced."""

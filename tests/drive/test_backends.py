@@ -370,6 +370,22 @@ def test_local_write_is_atomic_and_leaves_no_temporary_file(local_drive, monkeyp
     assert sorted(p.name for p in (local_drive.root / "demo.gbai").iterdir()) == ["doc.txt"]
 
 
+def test_local_write_replaces_a_tree_of_empty_folders_but_not_a_folder_holding_a_file(local_drive):
+    """Deletes leave their folders: `theme/css/` stayed after `theme/css/main.css` went, and writing `theme` (a
+    deploy putting its previous file back) failed with IsADirectoryError."""
+    local_drive.write("s.gbot/theme/css/main.css", b"body {}")
+    local_drive.delete("s.gbot/theme/css/main.css")
+    local_drive.write("s.gbot/theme", b"old theme")
+    assert local_drive.read("s.gbot/theme") == b"old theme"
+    local_drive.delete("s.gbot/theme")
+    local_drive.write("s.gbot/theme/css/main.css", b"body {}")
+    local_drive.write("s.gbot/theme/js/keep.js", b"x")
+    local_drive.delete("s.gbot/theme/css/main.css")
+    with pytest.raises(IsADirectoryError):
+        local_drive.write("s.gbot/theme", b"old theme")
+    assert local_drive.read("s.gbot/theme/js/keep.js") == b"x"
+
+
 def test_local_listing_skips_temporary_files_of_writes_in_flight(local_drive):
     local_drive.write("demo.gbai/doc.txt", b"doc")
     (local_drive.root / "demo.gbai" / f"{LOCAL_TEMP_PREFIX}abc").write_bytes(b"half")
