@@ -414,19 +414,61 @@ def bot_deploy(*, package: Package) -> DeployReport:
     return DeployReport(bot=bot, files_written=len(new_keys), files_removed=len(stale), scan=report, errors=errors)
 
 
+def _backup_max_bytes() -> int:
+    """What a deploy keeps in memory of the files it replaces, to put them back if a write fails: the package
+    limit (PACKAGE_MAX_TOTAL_BYTES), which every package deployed before fits in. Only files put into the
+    package folder by other means (the console, S3) go past it; without a total, up to PACKAGE_MAX_ENTRIES x
+    PACKAGE_MAX_FILE_BYTES (10 GB) could be held."""
+    return settings.PACKAGE_MAX_TOTAL_BYTES
+
+
+def _package_backup(drive, package: Package, root: str, old: dict, in_the_way: set[str]) -> tuple[dict, list]:
+    """(saved content, keys not saved) of the old files the deploy replaces, read before anything is written.
+
+    An old file in the way of a new one is deleted by the deploy: it must be saved, or the deploy is refused
+    (BotDeployError, nothing written). An old file the package overwrites and which is larger than a package
+    file is not kept (reported if a failure leaves it lost). The whole is at most _backup_max_bytes()."""
+    new_md5 = {root + f.path: hashlib.md5(f.data, usedforsecurity=False).hexdigest() for f in package.files}
+    file_max, total_max = settings.PACKAGE_MAX_FILE_BYTES, _backup_max_bytes()
+    wanted = [key for key in sorted(in_the_way | (new_md5.keys() & old.keys()))
+              if new_md5.get(key) != old[key].etag]  # the same bytes: nothing to put back
+    unsaved = [key for key in wanted if key not in in_the_way and old[key].size > file_max]
+    for key in wanted:
+        if key in in_the_way and old[key].size > file_max:
+            raise BotDeployError(
+                f"'{key[len(root):]}' ({old[key].size} bytes) stands where the package puts a folder or file and "
+                f"is larger than a package file ({file_max} bytes), too large to keep to put it back if a write "
+                f"fails; nothing was written: move or delete it first", status=400)
+    listed = sum(old[key].size for key in wanted if key not in unsaved)
+    if listed > total_max:
+        raise BotDeployError(
+            f"the files this deploy replaces hold {listed} bytes, more than the {total_max} bytes "
+            f"(PACKAGE_MAX_TOTAL_BYTES) kept to put them back if a write fails; nothing was written: delete the "
+            f"old package's largest files first", status=400)
+    saved: dict[str, bytes] = {}
+    remaining = total_max
+    for key in wanted:
+        if key in unsaved:
+            continue
+        try:
+            saved[key] = drive.read(key, max_bytes=min(file_max, remaining))  # bounded even if it grew meanwhile
+        except FileNotFoundError:
+            unsaved.append(key)  # gone since the listing: nothing to put back
+            continue
+        except DriveObjectTooLarge as exc:
+            if key in in_the_way:
+                raise BotDeployError(f"'{key[len(root):]}' grew past what can be kept to put it back ({exc}); "
+                                     f"nothing was written, try again", status=400) from exc
+            unsaved.append(key)
+            continue
+        remaining -= len(saved[key])
+    return saved, unsaved
+
+
 def _package_replace(drive, package: Package, root: str, old: dict, in_the_way: set[str]) -> None:
     """Delete the old files in the way and write the new ones; if the drive fails meanwhile, put back what was
-    there (old content read first, at most a package file's size each) and raise BotDeployError."""
-    new_md5 = {root + f.path: hashlib.md5(f.data, usedforsecurity=False).hexdigest() for f in package.files}
-    saved: dict[str, bytes] = {}
-    unsaved: list[str] = []
-    for key in sorted(in_the_way | (new_md5.keys() & old.keys())):
-        if new_md5.get(key) == old[key].etag:
-            continue  # the same bytes: nothing to put back
-        try:
-            saved[key] = drive.read(key, max_bytes=settings.PACKAGE_MAX_FILE_BYTES)
-        except (DriveObjectTooLarge, FileNotFoundError):
-            unsaved.append(key)
+    there (old content read first, _package_backup) and raise BotDeployError."""
+    saved, unsaved = _package_backup(drive, package, root, old, in_the_way)
     done: list[str] = []
     current = ""
     try:

@@ -230,6 +230,49 @@ def test_an_undone_deploy_puts_back_a_file_whose_place_a_new_folder_took(canary_
         assert tenant_drive().read("shop.gbai/shop.gbot/theme") == b"old theme"
 
 
+def test_a_deploy_keeps_at_most_the_package_limit_of_old_files_in_memory_or_writes_nothing(canary_tenants, settings):
+    """The previous files were kept in memory to put them back with only a per-file limit: up to
+    PACKAGE_MAX_ENTRIES x PACKAGE_MAX_FILE_BYTES (10 GB) for files put into the package folder by other means."""
+    schema = canary_tenants.a.schema_name
+    client = _admin_client(canary_tenants.a)
+    assert _upload(client, _zip([("shop.gbai/shop.gbdialog/a.bas", b'TALK "a1"\n')])).status_code == 200
+    with schema_context(schema):
+        tenant_drive().write("shop.gbai/shop.gbkb/faq/a.md", b"a" * 600)  # uploaded beside the package
+        tenant_drive().write("shop.gbai/shop.gbkb/faq/b.md", b"b" * 600)
+    before = _bot_state(schema)
+    settings.PACKAGE_MAX_TOTAL_BYTES = 1000
+    v2 = _zip([("shop.gbai/shop.gbdialog/a.bas", b'TALK "a2"\n'), ("shop.gbai/shop.gbkb/faq/a.md", b"new a"),
+               ("shop.gbai/shop.gbkb/faq/b.md", b"new b")])
+    response = _upload(client, v2)
+    assert response.status_code == 400
+    assert response.json()["error"] == (
+        "the files this deploy replaces hold 1210 bytes, more than the 1000 bytes (PACKAGE_MAX_TOTAL_BYTES) kept to "
+        "put them back if a write fails; nothing was written: delete the old package's largest files first")
+    assert _bot_state(schema) == before
+    settings.PACKAGE_MAX_TOTAL_BYTES = 1210
+    assert _upload(client, v2).status_code == 200
+
+
+def test_an_old_file_in_the_way_that_cannot_be_kept_is_refused_not_deleted(canary_tenants, settings):
+    """An old file where the package puts a folder was deleted even when it was too large to keep: a later failing
+    write could not put it back (and a deploy that went through lost it without a word)."""
+    schema = canary_tenants.a.schema_name
+    client = _admin_client(canary_tenants.a)
+    assert _upload(client, _zip([("shop.gbai/shop.gbdialog/a.bas", b'TALK "a1"\n')])).status_code == 200
+    with schema_context(schema):
+        tenant_drive().write("shop.gbai/shop.gbot/theme", b"t" * 300)
+    before = _bot_state(schema)
+    settings.PACKAGE_MAX_FILE_BYTES = 200
+    v2 = _zip([("shop.gbai/shop.gbdialog/a.bas", b'TALK "a2"\n'), ("shop.gbai/shop.gbot/theme/main.css", b"x")])
+    response = _upload(client, v2)
+    assert response.status_code == 400
+    assert response.json()["error"].startswith(
+        "'shop.gbot/theme' (300 bytes) stands where the package puts a folder or file and is larger than a package "
+        "file (200 bytes)")
+    assert "nothing was written" in response.json()["error"]
+    assert _bot_state(schema) == before
+
+
 def test_a_package_file_where_the_bots_own_files_are_is_refused_before_anything_is_written(canary_tenants):
     """A package file `shop.gbdrive/notes` where scripts wrote `shop.gbdrive/notes/today.txt` (kept by every
     deploy) failed the write half way (IsADirectoryError, a 500) after old files had been replaced."""
