@@ -406,8 +406,7 @@ def bot_deploy(*, package: Package) -> DeployReport:
         in_the_way = {key for key in stale if key + "/" in new_folders
                       or any(key[:i] in new_keys for i, ch in enumerate(key) if ch == "/")}
         _package_replace(drive, package, root, old, in_the_way)
-        for key in stale - in_the_way:
-            drive.delete(key)
+        _stale_delete(drive, root, sorted(stale - in_the_way))
         bot = bot_ensure(name=package.bot_name)
         report = drive_scan(bot_name=package.bot_name)  # the lock is ours: taken again, never skipped
     errors = dict(report.failed)
@@ -461,6 +460,11 @@ def _package_backup(drive, package: Package, root: str, old: dict, in_the_way: s
                                      f"nothing was written, try again", status=400) from exc
             unsaved.append(key)
             continue
+        except Exception as exc:  # noqa: BLE001 - any drive failure (permissions, S3 errors) is answered
+            logger.exception("deploy backup read failed", extra={"key": key})
+            raise BotDeployError(f"the drive could not read the previous '{key[len(root):]}' to keep it "
+                                 f"({type(exc).__name__}: {str(exc)[:300]}); nothing was written, the previous "
+                                 f"package is unchanged", status=503) from exc
         remaining -= len(saved[key])
     return saved, unsaved
 
@@ -488,6 +492,25 @@ def _package_replace(drive, package: Package, root: str, old: dict, in_the_way: 
         raise BotDeployError(
             f"the drive refused '{current[len(root):]}' ({type(exc).__name__}: {str(exc)[:300]}); nothing was "
             f"deployed and {restored}", status=503) from exc
+
+
+def _stale_delete(drive, root: str, keys: list[str]) -> None:
+    """Delete the old package's files the new one does not have; BotDeployError (503) naming those the drive
+    refused: the new package is in place, but they stay beside it until deleted (the next scan applies them)."""
+    refused: list[str] = []
+    cause = ""
+    for key in keys:
+        try:
+            drive.delete(key)
+        except Exception as exc:  # noqa: BLE001 - any drive failure is answered, the other deletes still tried
+            logger.exception("deploy stale delete failed", extra={"key": key})
+            refused.append(key[len(root):])
+            cause = cause or f"{type(exc).__name__}: {str(exc)[:300]}"
+    if refused:
+        raise BotDeployError(
+            f"the new package is in place, but the drive refused to remove {len(refused)} file(s) of the previous "
+            f"one ({', '.join(refused[:20])}; {cause}); they stay in the drive and the next scan applies them with "
+            f"the new package: delete them, or deploy again", status=503)
 
 
 def _package_restore(drive, done: list[str], old: dict, saved: dict[str, bytes]) -> set[str]:

@@ -6,6 +6,7 @@ import time
 import zipfile
 
 import pytest
+from botocore.exceptions import ClientError
 from django.core.management import CommandError, call_command
 from django.test import Client
 from django_tenants.utils import schema_context
@@ -271,6 +272,63 @@ def test_an_old_file_in_the_way_that_cannot_be_kept_is_refused_not_deleted(canar
         "file (200 bytes)")
     assert "nothing was written" in response.json()["error"]
     assert _bot_state(schema) == before
+
+
+def _drive_failing(monkeypatch, method: str, failing_key: str, exc: Exception) -> None:
+    from apps.drive.backends import LocalDrive
+
+    original = getattr(LocalDrive, method)
+
+    def failing(self, key, *args, **kwargs):
+        if key == failing_key:
+            raise exc
+        return original(self, key, *args, **kwargs)
+
+    monkeypatch.setattr(LocalDrive, method, failing)
+
+
+@pytest.mark.parametrize("exc", [PermissionError(13, "Permission denied"),
+                                 ClientError({"Error": {"Code": "AccessDenied", "Message": "Access Denied"}},
+                                             "GetObject")], ids=["permission", "s3-client-error"])
+def test_a_previous_file_the_drive_cannot_read_is_a_clear_error_and_nothing_is_written(
+        canary_tenants, monkeypatch, exc):
+    """Reading the previous files to keep them raised anything but a missing or too large file out of the deploy:
+    a 500."""
+    schema = canary_tenants.a.schema_name
+    client = _admin_client(canary_tenants.a)
+    v1, v2 = _v1_v2()
+    assert _upload(client, v1).status_code == 200
+    before = _bot_state(schema)
+    with monkeypatch.context() as patched:
+        _drive_failing(patched, "read", "shop.gbai/shop.gbdialog/a.bas", exc)
+        response = _upload(client, v2)
+    assert response.status_code == 503
+    error = response.json()["error"]
+    assert error.startswith(f"the drive could not read the previous 'shop.gbdialog/a.bas' to keep it "
+                            f"({type(exc).__name__}: ")
+    assert error.endswith("nothing was written, the previous package is unchanged")
+    assert _bot_state(schema) == before
+
+
+def test_an_old_file_the_drive_refuses_to_remove_is_a_clear_error_saying_the_new_package_is_in_place(
+        canary_tenants, monkeypatch):
+    """The old package's files were deleted after the writes, outside their error handling: a delete the drive
+    refused was a 500 that did not say the new package was already in place."""
+    schema = canary_tenants.a.schema_name
+    client = _admin_client(canary_tenants.a)
+    v1, v2 = _v1_v2()
+    assert _upload(client, v1).status_code == 200
+    with monkeypatch.context() as patched:
+        _drive_failing(patched, "delete", "shop.gbai/shop.gbkb/faq/old.md", PermissionError(13, "Permission denied"))
+        response = _upload(client, v2)
+    assert response.status_code == 503
+    assert response.json()["error"] == (
+        "the new package is in place, but the drive refused to remove 1 file(s) of the previous one "
+        "(shop.gbkb/faq/old.md; PermissionError: [Errno 13] Permission denied); they stay in the drive and the "
+        "next scan applies them with the new package: delete them, or deploy again")
+    files = _bot_state(schema)[0]
+    assert files["shop.gbai/shop.gbdialog/a.bas"] == b'TALK "a2"\n' and "shop.gbai/shop.gbdialog/c.bas" in files
+    assert files["shop.gbai/shop.gbkb/faq/old.md"] == b"# old\n"
 
 
 def test_a_package_file_where_the_bots_own_files_are_is_refused_before_anything_is_written(canary_tenants):
