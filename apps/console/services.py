@@ -83,16 +83,24 @@ def console_config_save(*, bot: Bot, text: str, request: HttpRequest) -> ConfigS
     A file with any issue changes nothing (the caller shows the line-level issues with the text kept). A file
     written that then fails to apply (ConsoleActionError) stays in the drive, as any drive change would, and the
     DriveMonitor retries it; the audit log records the save either way.
+
+    The write and its scan hold the tenant's drive lock, as a deploy does (waiting DEPLOY_SCAN_WAIT_S for it):
+    written during a deploy, the file was overwritten by that deploy's package or by its rollback. A drive kept
+    busy past the wait saves nothing (ConsoleActionError).
     """
-    from apps.drive.services import DEPLOY_SCAN_WAIT_S, drive_scan
+    from apps.drive.services import DEPLOY_SCAN_WAIT_S, drive_scan, drive_scan_lock
 
     data = text.replace("\r\n", "\n").encode("utf-8")
     parsed = config_parse(data)
     if not parsed.ok:
         return ConfigSaveResult(saved=False, issues=parsed.issues)
-    key = config_key_of(bot)
-    tenant_drive().write(key, data)
-    report = drive_scan(bot_name=bot.name, wait_s=DEPLOY_SCAN_WAIT_S)
+    with drive_scan_lock(wait_s=DEPLOY_SCAN_WAIT_S) as acquired:
+        if not acquired:
+            raise ConsoleActionError(f"the drive is busy: another deploy or scan kept running for "
+                                     f"{DEPLOY_SCAN_WAIT_S:g} s; nothing was saved, try again")
+        key = config_key_of(bot)
+        tenant_drive().write(key, data)
+        report = drive_scan(bot_name=bot.name)  # the lock is ours: taken again, never skipped
     failure = report.failed.get(key)
     audit_record(action="bot.config_save", object_type="bot", object_id=bot.name, request=request,
                  summary={"keys": len(parsed.as_dict()), "bytes": len(data), "applied": not failure})

@@ -227,3 +227,51 @@ def test_a_config_save_that_fails_to_apply_is_audited_and_says_so(console_client
     with schema_context(canary_tenants.a.schema_name):
         [event] = AuditEvent.objects.filter(action="bot.config_save", object_id=bot)
         assert '"applied": false' in event.summary
+
+
+def test_a_config_save_while_the_drive_is_busy_writes_nothing_and_says_so(console_client, canary_tenants,
+                                                                          local_storage, monkeypatch):
+    """The console wrote config.csv without the drive lock: a deploy running meanwhile (its package, or its
+    rollback putting the previous files back) overwrote the save."""
+    import threading
+    import time
+
+    from django.db import connections
+
+    from apps.core.locks import tenant_lock_try
+    from apps.drive import services as drive_services
+
+    bot = canary_tenants.a.canary
+    schema = canary_tenants.a.schema_name
+    key = f"{bot}.gbai/{bot}.gbot/config.csv"
+    monkeypatch.setattr(drive_services, "DEPLOY_SCAN_WAIT_S", 0.3)
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        try:
+            with schema_context(schema), tenant_lock_try(drive_services.SCAN_LOCK_NAME) as acquired:
+                assert acquired
+                held.set()
+                release.wait(timeout=30)
+        finally:
+            held.set()
+            connections.close_all()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    try:
+        assert held.wait(timeout=30)
+        started = time.monotonic()
+        answer = console_client(Role.EDITOR).post(f"/console/bots/{bot}/config/save/",
+                                                  {"text": "name,value\nllm-model,x\n", "confirmed": "yes"})
+        assert time.monotonic() - started >= 0.3
+    finally:
+        release.set()
+        thread.join()
+    assert answer.status_code == 400
+    assert ("the drive is busy: another deploy or scan kept running for 0.3 s; nothing was saved, try again"
+            in html.unescape(answer.content.decode()))
+    with schema_context(schema):
+        assert not tenant_drive().exists(key)
+        assert not BotConfig.objects.filter(bot__name=bot).exists()
+        assert not AuditEvent.objects.filter(action="bot.config_save", object_id=bot).exists()
