@@ -497,11 +497,13 @@ def _mailbox_read(bot: Bot, account: ImapAccount, report: PollReport) -> None:
         stopped = False
         for uid in batch:
             try:
-                # Checked before the bot's turn runs: a bot that cannot send (no SMTP server, a sender the
-                # platform's relay refuses, past its hourly mail limit) leaves its mail unread until it can,
-                # instead of running turns whose answers fail.
-                _reply_check(bot)
-            except (MailError, MailConfigError) as exc:
+                # Checked before the bot's turn runs: a bot past its hourly mail limit (which passes within the
+                # hour) leaves its mail unread until then, instead of running turns whose answers fail. A bot
+                # that cannot send at all (no SMTP server, a sender the relay refuses) is not stopped: it may be
+                # one that never answers by mail (an intake bot); a turn that does produce an answer then fails
+                # its own mail, once (incoming_process).
+                _send_rate_check(bot)
+            except MailError as exc:
                 report.error = f"cannot answer mail: {exc}: the rest of the mailbox waits for a later poll"
                 stopped = True
                 break
@@ -556,8 +558,9 @@ def incoming_process(*, bot: Bot, raw: bytes, uid: int | None = None,
     Returns the IncomingMail row, and whether it had been handled before (then nothing is done). A crash
     in the bot's turn propagates (the poller stops and the mail is tried again on the next poll) until
     INCOMING_MAX_ATTEMPTS, then the row shows failed. An answer that cannot be sent (MailError,
-    MailConfigError: checked before the turn, and again when it is queued) fails the row at once: the turn
-    is never run twice for it.
+    MailConfigError when it is queued: no SMTP server, a refused sender, the hourly limit, which is also
+    checked before the turn) fails the row at once, the turn's messages kept: the turn is never run twice for
+    it. A turn with no answer needs no SMTP server (no_reply).
     """
     try:
         mail = content.message_parse(raw)
@@ -611,7 +614,7 @@ def _incoming_answer(bot: Bot, row: IncomingMail, mail: content.ReceivedMail,
         refusal = f"the sender {mail.from_address!r} is not an address we can answer"
     if refusal:
         return _incoming_done(row, IncomingMail.Status.SKIPPED, refusal)
-    _reply_check(bot)  # before the turn: its answer must be sendable
+    _send_rate_check(bot)  # before the turn: past the hourly limit its answer could not be sent
     row.attachments = _attachments_store(bot, row, mail.attachments)
     row.save(update_fields=["attachments"])
     from apps.sessions.services import channel_turn
@@ -633,12 +636,6 @@ def _incoming_done(row: IncomingMail, status: str, reason: str) -> IncomingMail:
     row.save(update_fields=["status", "reason", "processed_at", "reply"])
     logger.info("mail: %s from %s -> %s%s", row.message_id, row.from_address, status, f" ({reason})" if reason else "")
     return row
-
-
-def _reply_check(bot: Bot) -> None:
-    """MailConfigError or MailError when the bot cannot send an answer now (nothing reads Vault)."""
-    smtp_account(bot, with_password=False)
-    _send_rate_check(bot)
 
 
 def _bot_addresses(bot: Bot) -> set[str]:

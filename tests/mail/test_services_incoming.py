@@ -305,31 +305,45 @@ def test_a_mail_that_keeps_failing_is_given_up_after_its_attempts_and_does_not_b
         assert [m.message["Subject"] for m in smtp.wait_for(1)] == ["Re: second"]
 
 
-def test_a_bot_that_cannot_send_leaves_its_mail_unread_and_runs_no_turn(
+def test_a_bot_without_smtp_takes_in_mail_it_does_not_answer_and_fails_once_a_mail_it_answers(
         mail_tenant, committed_db, mail_worker, smtp, dovecot, chat_turns):
-    """The answer used to fail only after the bot's turn had run (and committed), and the mail was tried again,
-    turn and all, on the next polls: the conversation stored three times, the script's side effects done three
-    times."""
-    from apps.sessions.models import ChatSession
+    """A bot without an SMTP server had its whole mailbox stopped before any turn ran, so an intake bot whose
+    script never answers by mail (it files the mail, notifies nobody) read nothing at all. Only a turn that
+    produces an answer needs to send it: that mail fails, once, its turn run once (never again at a later poll)."""
+    from apps.sessions.models import ChatSession, Message
 
     with schema_context(mail_tenant.schema_name):
-        bot = mailbox_bot(smtp, dovecot)
-        server = BotConfig.objects.get(bot=bot, key="email-server")
-        server.delete()  # no SMTP server: nothing can be answered
-        deliver(dovecot, bot, subject="waiting")
-        for _ in range(services.INCOMING_MAX_ATTEMPTS + 1):
-            report = mailbox_poll(bot=bot)
-            assert (report.fetched, report.answered, report.failed) == (0, 0, 0)
-            assert report.error == ("cannot answer mail: no SMTP server: set email-server in config.csv (or "
-                                    "SMTP_HOST for the platform): the rest of the mailbox waits for a later poll")
-        assert not IncomingMail.objects.filter(bot=bot).exists()
-        assert not ChatSession.objects.filter(bot=bot).exists()
-        client = imap(dovecot, bot)
-        assert len(client.search("UNSEEN")) == 1
+        intake = mailbox_bot(smtp, dovecot)
+        BotConfig.objects.filter(bot=intake, key="email-server").delete()  # no SMTP server
+        script_sync(bot=intake, path=f"{intake.name}.gbai/{intake.name}.gbdialog/start.bas",
+                    data=b'HEAR note\nSET BOT MEMORY "last", note\n')  # waits, answers nothing
+        deliver(dovecot, intake, subject="invoice 1")
+        deliver(dovecot, intake, subject="invoice 2")
+        report = mailbox_poll(bot=intake)
+        assert (report.fetched, report.skipped, report.failed, report.error) == (2, 2, 0, "")
+        assert sorted(IncomingMail.objects.filter(bot=intake).values_list("subject", "status")) == [
+            ("invoice 1", "no_reply"), ("invoice 2", "no_reply")]
+        client = imap(dovecot, intake)
+        assert client.search("UNSEEN") == []
         client.logout()
-        BotConfig.objects.create(bot=bot, key="email-server", value=server.value, line=server.line)
-        assert mailbox_poll(bot=bot).answered == 1  # nothing was lost
-        assert smtp.wait_for(1)[0].message["Subject"] == "Re: waiting"
+
+        answering = mailbox_bot(smtp, dovecot)
+        BotConfig.objects.filter(bot=answering, key="email-server").delete()
+        script_sync(bot=answering, path=f"{answering.name}.gbai/{answering.name}.gbdialog/start.bas",
+                    data=b'TALK "Thanks"\n')
+        deliver(dovecot, answering, subject="order", body="my order please")
+        report = mailbox_poll(bot=answering)
+        assert (report.fetched, report.answered, report.failed, report.error) == (1, 0, 1, "")
+        row = IncomingMail.objects.get(bot=answering)
+        assert row.status == "failed" and row.attempts == 1 and row.reply_id is None
+        assert row.reason == ("the answer cannot be sent: no SMTP server: set email-server in config.csv (or "
+                              "SMTP_HOST for the platform)")
+        assert mailbox_poll(bot=answering).fetched == 0
+        session = ChatSession.objects.get(bot=answering)
+        texts = [m.content for m in Message.objects.filter(session=session)]  # sealed: compared here, not in SQL
+        assert texts.count("my order please") == 1 and texts.count("Thanks") == 1  # the turn ran once, kept
+        assert not OutgoingMail.objects.filter(bot__in=[intake, answering]).exists()
+        assert smtp.messages == []
 
 
 def test_an_answer_refused_after_the_turn_fails_the_mail_at_once_and_the_turn_never_runs_again(
