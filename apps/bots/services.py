@@ -54,6 +54,11 @@ class BotFileError(ValueError):
     """A file of the package cannot be used; the message says why (shown in the console)."""
 
 
+class ScheduleLimitError(BotFileError):
+    """A script refused only because the bot's other scripts hold too many schedules now: the DriveMonitor
+    tries it again once the other scripts of its scan are in (they may be giving schedules up)."""
+
+
 def package_limits() -> PackageLimits:
     """The upload limits from settings (PACKAGE_MAX_*), each refusing an archive before anything is written."""
     return PackageLimits(
@@ -151,7 +156,7 @@ def schedules_sync(*, script: BotScript) -> list[BotSchedule]:
         Bot.objects.select_for_update().filter(pk=script.bot_id).first()
         others = BotSchedule.objects.filter(bot_id=script.bot_id).exclude(script=script).count()
         if others + len(crons) > SCHEDULES_MAX_PER_BOT:
-            raise BotFileError(
+            raise ScheduleLimitError(
                 f"{script.path}: too many schedules: with its {len(crons)} SET SCHEDULE times the bot would have "
                 f"{others + len(crons)}; a bot may have at most {SCHEDULES_MAX_PER_BOT} (SCHEDULES_MAX_PER_BOT). "
                 f"Not deployed: the previous version, if any, keeps running")

@@ -180,8 +180,23 @@ def _scan(bot_name: str | None) -> ScanReport:
             queued.add(obj.key)
 
     bots = _bots_ensure({o.bot_name for o in created} | {o.bot_name for o in pending})
+    # A script refused for the bot's schedule total counted its other scripts' schedules as they were: one of
+    # them changed in this scan may be giving schedules up (a.bas 40 -> 60 while b.bas 60 -> 40 was refused or
+    # not depending on key order). Such scripts are tried again after the rest, until none more fits; the
+    # total never goes past the limit in between.
+    deferred: list[DriveObject] = []
     for obj in sorted(pending, key=lambda o: (KIND_ORDER.get(o.kind, 9), o.key)):
-        _process(drive, bots[obj.bot_name], obj, report)
+        if not _process(drive, bots[obj.bot_name], obj, report, defer_schedule_limit=True):
+            deferred.append(obj)
+    while deferred:
+        retry, deferred = deferred, []
+        for obj in retry:
+            if not _process(drive, bots[obj.bot_name], obj, report, defer_schedule_limit=True):
+                deferred.append(obj)
+        if len(deferred) == len(retry):
+            break
+    for obj in deferred:
+        _process(drive, bots[obj.bot_name], obj, report)  # refused for good: recorded as its failure
     return report
 
 
@@ -199,7 +214,9 @@ def _bots_ensure(names: set[str]) -> dict[str, Bot]:
     return bots
 
 
-def _process(drive, bot: Bot, obj: DriveObject, report: ScanReport) -> None:
+def _process(drive, bot: Bot, obj: DriveObject, report: ScanReport, *, defer_schedule_limit: bool = False) -> bool:
+    """Apply one changed file (its failure recorded); False, with nothing recorded, when `defer_schedule_limit`
+    and the script was refused for the bot's schedule total only (the caller tries it again later)."""
     path = obj.key.partition("/")[2]
     failure = None
     try:
@@ -217,6 +234,10 @@ def _process(drive, bot: Bot, obj: DriveObject, report: ScanReport) -> None:
                 kb_services.document_register(
                     bot=bot, kb_name=kb_name_of(path) or "default", path=obj.key, etag=obj.etag, size=obj.size
                 )
+    except bot_services.ScheduleLimitError as exc:
+        if defer_schedule_limit:
+            return False
+        _failed(obj, str(exc), report)
     except (bot_services.BotFileError, FileNotFoundError) as exc:
         _failed(obj, str(exc), report)
     except DriveObjectTooLarge as exc:
@@ -228,10 +249,11 @@ def _process(drive, bot: Bot, obj: DriveObject, report: ScanReport) -> None:
     else:
         if failure is not None:
             _failed(obj, failure, report)
-            return
+            return True
         obj.processed_etag, obj.fail_count, obj.last_error, obj.last_failed_at = obj.etag, 0, "", None
         obj.save(update_fields=["processed_etag", "fail_count", "last_error", "last_failed_at", "updated_at"])
         report.processed.append(obj.key)
+    return True
 
 
 def _read(drive, obj: DriveObject) -> bytes:

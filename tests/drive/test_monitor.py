@@ -552,3 +552,35 @@ def test_a_copied_old_gbai_package_inside_the_package_is_not_the_bots_settings(c
         assert DriveObject.objects.get(key="shop.gbai/old.gbai/shop.gbot/config.csv").kind == "other"
         assert BotConfig.objects.get(key="bot-name").value == "Shop"
         assert Bot.objects.get(name="shop").system_prompt == ""
+
+
+def _daily_schedules(start: int, count: int) -> bytes:
+    """`count` different daily times (minute i % 60 of hour i // 60), each a SET SCHEDULE line."""
+    return "".join(f'SET SCHEDULE "{i % 60} {i // 60} * * *"\n' for i in range(start, start + count)).encode()
+
+
+def test_schedules_moved_between_scripts_in_one_scan_deploy_whatever_the_order(canary_tenants, storage):
+    """The bot's schedule total counted the other scripts' schedules as they were before the scan: a.bas 40 -> 60
+    with b.bas 60 -> 40 was refused (a.bas is processed first and b.bas still held 60), the other way round not."""
+    from apps.bots.models import BotSchedule
+
+    def counts() -> dict[str, int]:
+        return {name: BotSchedule.objects.filter(script__bot__name="shop", script__name=name).count()
+                for name in ("a", "b")}
+
+    with schema_context(canary_tenants.a.schema_name):
+        report = _deploy({"shop.gbdialog/a.bas": _daily_schedules(0, 40),
+                          "shop.gbdialog/b.bas": _daily_schedules(40, 60)})
+        assert report.errors == {}
+        assert counts() == {"a": 40, "b": 60}
+        report = _deploy({"shop.gbdialog/a.bas": _daily_schedules(0, 60),
+                          "shop.gbdialog/b.bas": _daily_schedules(60, 40)})
+        assert report.errors == {}
+        assert counts() == {"a": 60, "b": 40}
+        # 60 + 41 is still one too many: b.bas is refused (after a retry) and keeps its 40.
+        drive = tenant_drive()
+        drive.write("shop.gbai/shop.gbdialog/b.bas", _daily_schedules(60, 41))
+        report = drive_scan()
+        assert list(report.failed) == ["shop.gbai/shop.gbdialog/b.bas"]
+        assert "the bot would have 101; a bot may have at most 100" in report.failed["shop.gbai/shop.gbdialog/b.bas"]
+        assert counts() == {"a": 60, "b": 40}
