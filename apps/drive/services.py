@@ -80,8 +80,9 @@ def _split(key: str) -> tuple[str, str] | None:
     return (name, rest) if _BOT_NAME.match(name) else None
 
 
-# A deploy waits this long for a running scan of the tenant to finish, then scans itself: the admin who
-# deployed must see the compile errors of what they deployed, not an empty "skipped".
+# A deploy (and a console config save) waits this long for the tenant's drive lock, held by a running scan or
+# another deploy; still held then, it writes nothing and is refused (409, "busy"). Holding it, it scans itself:
+# the admin who deployed must see the compile errors of what they deployed, not an empty "skipped".
 DEPLOY_SCAN_WAIT_S = 30.0
 SCAN_LOCK_POLL_S = 0.2
 SCAN_LOCK_NAME = "drive-scan"
