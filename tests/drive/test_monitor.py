@@ -235,10 +235,10 @@ def test_settings_cleared_with_a_removed_backup_are_applied_again_even_after_a_f
         real = "shop.gbai/shop.gbot/config.csv"
         process = drive_services._process
 
-        def fail_the_real_one(drive_, bot, obj, report):
+        def fail_the_real_one(drive_, bot, obj, report, **kwargs):
             if obj.key == real:
                 raise RuntimeError("drive unreachable")
-            return process(drive_, bot, obj, report)
+            return process(drive_, bot, obj, report, **kwargs)
 
         monkeypatch.setattr(drive_services, "_process", fail_the_real_one)
         drive.delete("shop.gbai/shop.gbot/Config.csv")
