@@ -43,7 +43,9 @@ class _SessionCheck:
 
     def process_view(self, request: HttpRequest, view_func: Callable, view_args: tuple,
                      view_kwargs: dict) -> HttpResponse | None:
-        if "HTTP_AUTHORIZATION" in request.META and getattr(view_func, "required_scope", None):
+        from apps.accounts.permissions import authorization_header
+
+        if authorization_header(request) and getattr(view_func, "required_scope", None):
             return None
         return self.check(request, view_func)
 

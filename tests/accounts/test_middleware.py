@@ -61,6 +61,35 @@ def test_an_authorization_header_does_not_skip_the_recheck_of_a_session_view(oid
     assert response.status_code == 401 and "refresh_url" not in response.json()
 
 
+@pytest.mark.parametrize("header", ["", "   "])
+def test_an_empty_authorization_header_does_not_skip_the_recheck_of_an_api_view(oidc_tenant, browser, header):
+    """api_access falls back to the session for an empty header; the middlewares skipped their checks for any
+    header at all, so a user whose OIDC check expired could still deploy with `Authorization:`."""
+    client = oidc_tenant.client()
+    assert sign_in(client, browser, "alice-admin").status_code == 302
+    _expire(client, oidc_tenant)
+    response = client.post("/api/bots/deploy", {}, HTTP_AUTHORIZATION=header)
+    assert response.status_code == 401 and response.json()["refresh_url"].startswith("/accounts/oidc/authenticate/")
+
+
+@pytest.mark.parametrize("header", ["", "   "])
+def test_an_empty_authorization_header_does_not_skip_the_idle_timeout_of_an_api_view(canary_tenants, settings, header):
+    import time
+
+    from apps.accounts.middleware import LAST_SEEN_KEY
+    from apps.accounts.roles import Role
+    from tests.console.conftest import signed_in, user_with_role
+
+    idle = signed_in(canary_tenants.a, user_with_role(canary_tenants.a, f"idle-api{len(header)}", Role.ADMIN))
+    assert idle.get("/console/").status_code == 200
+    with schema_context(canary_tenants.a.schema_name):
+        session = idle.session
+        session[LAST_SEEN_KEY] = int(time.time()) - settings.SESSION_IDLE_TIMEOUT_S - 5
+        session.save()
+    assert idle.post("/api/bots/deploy", {}, HTTP_AUTHORIZATION=header).status_code == 401
+    assert idle.get("/console/").status_code == 302  # signed out
+
+
 def test_an_htmx_request_after_expiry_gets_hx_redirect_not_the_providers_page(oidc_tenant, browser):
     client = oidc_tenant.client()
     assert sign_in(client, browser, "alice-admin").status_code == 302
