@@ -24,7 +24,7 @@ from django.shortcuts import redirect
 from django.urls import NoReverseMatch, reverse
 from django.utils.http import urlencode
 
-from apps.accounts.views import SESSION_EXPIRATION
+from apps.accounts.views import SESSION_EXPIRATION, SESSION_REAUTHENTICATE
 
 # Paths that must work with an expired check: the flow itself, sign-out, and static files.
 EXEMPT_PREFIXES = ("/accounts/", "/static/", "/api/health")
@@ -123,7 +123,10 @@ class SessionIdleTimeoutMiddleware(_SessionCheck):
                                                                        tz=datetime.UTC))
         expired = now - int(signed_in_at) > settings.SESSION_COOKIE_AGE  # the absolute limit (ASVS 7.3.2)
         if expired or (last is not None and now - int(last) > settings.SESSION_IDLE_TIMEOUT_S):
+            signed_in_by_oidc = SESSION_EXPIRATION in request.session
             logout(request)
+            if signed_in_by_oidc:
+                request.session[SESSION_REAUTHENTICATE] = True
             if not _needs_sign_in(view_func):
                 return None  # a public page (the web chat, the sign-in page): it goes on for a visitor
             login = _login_url() + "?" + urlencode({"next": request.get_full_path()})

@@ -62,6 +62,10 @@ MAX_PENDING_STATES = 10
 OIDC_SESSION_RECHECK_S = 15 * 60
 
 SESSION_STATES = "oidc_states"
+# Set in the session that replaced one ended by a timeout (apps.accounts.middleware): the next OIDC sign-in asks
+# the provider for the user's credentials (prompt=login). Otherwise the provider's own session, still alive,
+# signed whoever sat at the unattended browser straight back in, and the idle timeout protected nothing.
+SESSION_REAUTHENTICATE = "oidc_reauthenticate"
 SESSION_ID_TOKEN = "oidc_id_token"  # noqa: S105 (a session key name)
 SESSION_EXPIRATION = "oidc_id_token_expiration"
 SESSION_ISSUER = "oidc_issuer"
@@ -167,6 +171,8 @@ class TenantOIDCAuthenticationRequestView(OIDCAuthenticationRequestView):
         }
         if request.GET.get("prompt") == "none":  # the session re-check of OidcSessionRefreshMiddleware
             params["prompt"] = "none"
+        elif request.session.pop(SESSION_REAUTHENTICATE, False):
+            params["prompt"] = "login"
         states = request.session.get(SESSION_STATES)
         states = states if isinstance(states, dict) else {}
         oldest_first = sorted(states, key=lambda s: states[s].get("added_on", 0) if isinstance(states[s], dict) else 0)
@@ -174,7 +180,8 @@ class TenantOIDCAuthenticationRequestView(OIDCAuthenticationRequestView):
             del states[old]
         states[state] = {"nonce": nonce, "code_verifier": verifier, "added_on": time.time(),
                          "issuer": config.issuer, "client_id": config.client_id,
-                         "next": _safe_next(request, request.GET.get("next")), "silent": "prompt" in params}
+                         "next": _safe_next(request, request.GET.get("next")),
+                         "silent": params.get("prompt") == "none"}
         request.session[SESSION_STATES] = states
         separator = "&" if "?" in metadata.authorization_endpoint else "?"
         return HttpResponseRedirect(metadata.authorization_endpoint + separator + urlencode(params))

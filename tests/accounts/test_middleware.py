@@ -90,6 +90,29 @@ def test_an_empty_authorization_header_does_not_skip_the_idle_timeout_of_an_api_
     assert idle.get("/console/").status_code == 302  # signed out
 
 
+def test_after_an_idle_timeout_the_provider_is_asked_for_the_password_again(oidc_tenant, browser, settings):
+    """The provider's own session outlives ours: without prompt=login, whoever sat at the unattended browser
+    was signed straight back in by it, and the idle timeout protected nothing."""
+    import time
+    from urllib.parse import parse_qs, urlsplit
+
+    from apps.accounts.middleware import LAST_SEEN_KEY
+    from tests.accounts.conftest import sign_in_start
+
+    client = oidc_tenant.client()
+    assert sign_in(client, browser, "alice-admin").status_code == 302
+    assert client.get("/console/").status_code == 200
+    assert "prompt" not in parse_qs(urlsplit(sign_in_start(client)).query)  # an active user: no prompt
+    with schema_context(oidc_tenant.schema_name):
+        session = client.session
+        session[LAST_SEEN_KEY] = int(time.time()) - settings.SESSION_IDLE_TIMEOUT_S - 5
+        session.save()
+    assert client.get("/console/").status_code == 302  # signed out
+    query = parse_qs(urlsplit(sign_in_start(client)).query)
+    assert query["prompt"] == ["login"]
+    assert "prompt" not in parse_qs(urlsplit(sign_in_start(client)).query)  # asked once, not for ever
+
+
 def test_an_htmx_request_after_expiry_gets_hx_redirect_not_the_providers_page(oidc_tenant, browser):
     client = oidc_tenant.client()
     assert sign_in(client, browser, "alice-admin").status_code == 302
