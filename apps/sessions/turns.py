@@ -24,7 +24,7 @@ from collections.abc import Iterator
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import Max
 
 from apps.basic.errors import BasicError, StateError
@@ -147,7 +147,15 @@ def session_locked(session_id: object) -> Iterator[ChatSession | None]:
     try:
         # Usually free: the lock is tried in the query that reads the row (one round trip; no row, no lock).
         try:
-            session, locked = _session_read(session_id, lock_key=key)
+            try:
+                session, locked = _session_read(session_id, lock_key=key)
+            except (OperationalError, InterfaceError):
+                # The pooled connection was ended by the server a moment ago (a restart, pg_terminate_backend)
+                # after the socket poll before the turn found it alive: nothing was read, locked or written on
+                # it (a lock dies with its connection). Once more, on a new connection.
+                logger.info("chat: the database connection of session %s's turn was gone; reconnecting", session_id)
+                connection.close()
+                session, locked = _session_read(session_id, lock_key=key)
         except BaseException:
             # The server may have granted the lock before the row failed to load: release it (a no-op if not).
             with contextlib.suppress(Exception), connection.cursor() as cursor:

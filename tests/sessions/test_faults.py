@@ -1,4 +1,7 @@
-"""Faults of the servers the chat depends on, with a live daphne (reliability test plan 3.2).
+"""Faults of the servers the chat depends on (reliability test plan 3.2).
+
+F5, the database ends a pooled connection (a restart, pg_terminate_backend) just before a turn uses it: the
+turn's first statement (the session read with its lock) finds it dead; it reconnects and goes on.
 
 F4, Redis restarted (without persistence) in the middle of conversations: the channel layer, the rate limits
 and the resume buffers are gone for a while. Nothing the user was told may be lost: a client reconnecting
@@ -8,6 +11,8 @@ as "too many messages" and never with a 500; one that needs none is answered and
 """
 
 from __future__ import annotations
+
+import asyncio
 
 import pytest
 
@@ -88,3 +93,41 @@ async def test_a_redis_restart_mid_conversation_loses_nothing(own_redis_server, 
     # channels_redis logs its own reconnect attempts; no consumer or view may have failed.
     log = server.server.log_tail(100_000)
     assert "Exception inside application" not in log and "Internal Server Error" not in log
+
+
+async def test_a_turn_whose_connection_the_database_just_ended_reconnects_and_goes_on(chat_tenant, f4_bots):
+    from tests.sessions.conftest import in_schema, orm_call
+
+    _limited, bot = f4_bots
+
+    def turn_after_the_server_ended_the_connection() -> list[str]:
+        from django.db import connection
+
+        from apps.sessions import services
+
+        session = services.session_bootstrap(bot_name=bot)
+        services.session_start(session)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            pid = cursor.fetchone()[0]
+        orm_call(_end_backend, pid)  # from another connection, and wait until it is gone
+        return [m.content for m in services.turn_run_id(str(session.pk), text="Rita")]
+
+    assert await asyncio.to_thread(in_schema, chat_tenant.schema_name,
+                                   turn_after_the_server_ended_the_connection) == ["Your city, Rita?"]
+
+
+def _end_backend(pid: int) -> None:
+    import time
+
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [pid])
+            if cursor.fetchone()[0] == 0:
+                return
+            time.sleep(0.05)
+    raise AssertionError(f"backend {pid} did not end")
