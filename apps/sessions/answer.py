@@ -142,12 +142,24 @@ def llm_answer(turn: Turn, text: str, *, replay: bool = False) -> None:
     sid = str(session.id)
     # The resume buffer bridges a model's streaming window. A cached answer is replayed at once: a client
     # joining during it misses the first pieces and gets the whole answer in the final message instead.
+    # The buffer is best-effort: when Redis fails it is given up for this answer (a reconnecting client gets
+    # the answer from the database at its end), never the answer itself.
     buffered = True
+    buffer_failed = False
+
+    def buffer_write(write, *args) -> None:
+        nonlocal buffered, buffer_failed
+        try:
+            write(*args)
+        except events.REDIS_ERRORS as exc:
+            logger.warning("chat: resume buffer of session %s given up for this answer: %s", sid, exc)
+            buffered, buffer_failed = False, True
 
     def on_cached() -> None:
         nonlocal buffered
         buffered = False
-        events.stream_buffer_clear(sid)  # a buffer a dead process left behind must not outlive this answer
+        # A buffer a dead process left behind must not outlive this answer.
+        events.stream_buffer_clear_quietly(sid)
 
     def on_delta(chunk: str) -> None:
         nonlocal offset
@@ -155,19 +167,19 @@ def llm_answer(turn: Turn, text: str, *, replay: bool = False) -> None:
             return
         if not streamed:
             if buffered:
-                events.stream_buffer_start(sid, stream_id)
+                buffer_write(events.stream_buffer_start, sid, stream_id)
             turn.sink.emit({"kind": "stream_start", "stream": stream_id})
         streamed.append(chunk)
         # The buffer holds every piece before it is published: a client joining between the two reads the
         # piece from the buffer and drops the live copy by its offset; the other order would lose it.
         if buffered:
-            events.stream_buffer_append(sid, stream_id, chunk)
+            buffer_write(events.stream_buffer_append, sid, stream_id, chunk)
         turn.sink.emit({"kind": "delta", "stream": stream_id, "offset": offset, "text": chunk})
         offset += len(chunk)
 
     def buffer_clear() -> None:
-        if buffered:
-            events.stream_buffer_clear(sid)
+        if buffered or buffer_failed:  # a buffer given up halfway may hold a start: cleared if Redis is back
+            events.stream_buffer_clear_quietly(sid)
 
     def run_tool(name: str, arguments: dict) -> str:
         # Tool TALKs are messages of their own: the answer streamed so far is closed first, so the

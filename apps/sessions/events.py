@@ -22,12 +22,20 @@ gets it at once instead of waiting for the end.
 from __future__ import annotations
 
 import hashlib
+import logging
 from typing import Protocol
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.core.cache import cache
 from django.db import connection
+from redis.exceptions import RedisError
+
+logger = logging.getLogger(__name__)
+
+# What Redis being down or restarting raises (the channel layer's client, the resume buffer's): publishing
+# and buffering are best-effort, a turn's answer is saved whatever happens to them.
+REDIS_ERRORS = (RedisError, OSError)
 
 # A streamed answer's buffer outlives its turn by this much: a client reconnecting right after the end
 # finds the final message in the database instead; the buffer only bridges the streaming window.
@@ -54,15 +62,21 @@ class ListSink:
 
 
 class GroupSink:
-    """Publishes to the session's group from synchronous code outside the web process (Celery jobs)."""
+    """Publishes to the session's group from synchronous code outside the web process (REST views, Celery
+    jobs). Best-effort: with Redis down an event is lost (logged), never the turn; its messages are saved and
+    a client reconnecting replays them from the database."""
 
     def __init__(self, schema: str, session_id: str) -> None:
         self.group = session_group(schema, session_id)
         self.layer = get_channel_layer()
 
     def emit(self, event: dict) -> None:
-        if self.layer is not None:
+        if self.layer is None:
+            return
+        try:
             async_to_sync(self.layer.group_send)(self.group, {"type": "chat.event", "event": event})
+        except REDIS_ERRORS as exc:
+            logger.warning("chat: could not publish a %s event to %s: %s", event.get("kind"), self.group, exc)
 
 
 class TeeSink:
@@ -128,6 +142,17 @@ def stream_buffer_clear(session_id: str) -> None:
         cache.delete(_buffer_key(session_id))
         return
     client.delete(*_raw_keys(session_id))
+
+
+def stream_buffer_clear_quietly(session_id: str) -> bool:
+    """stream_buffer_clear, logging instead of raising when Redis fails (the buffer then expires with its
+    TTL); False when it failed."""
+    try:
+        stream_buffer_clear(session_id)
+    except REDIS_ERRORS as exc:
+        logger.warning("chat: could not clear the resume buffer of session %s: %s", session_id, exc)
+        return False
+    return True
 
 
 def stream_buffer_get(session_id: str) -> dict | None:

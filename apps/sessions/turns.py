@@ -579,7 +579,8 @@ def turn_execute(session_id: object, *, text: str, message_type: int = MessageTy
             except Exception:
                 # Inside the lock: a failed turn leaves no bubble streaming forever, and never clears the buffer
                 # of the next turn (which may already stream, in another process, once the lock is released).
-                events.stream_buffer_clear(str(session_id))
+                # Quietly: a Redis error clearing it must not replace the turn's own error.
+                events.stream_buffer_clear_quietly(str(session_id))
                 raise
             sink.emit({"kind": "suggestions", **session_chips(turn.state)})
             # Inside the lock, with the chips: the next turn's indicator (maybe from another process) comes after.

@@ -602,3 +602,61 @@ def test_a_nul_character_a_script_talks_is_stored_as_the_replacement_character(c
         produced = services.session_start(session)
         assert _texts(produced) == ["got a\ufffdb"]
         assert Message.objects.get(session=session, index=produced[0].index).content == "got a\ufffdb"
+
+
+def test_redis_failing_mid_answer_gives_up_the_resume_buffer_not_the_answer(canary_tenants, llm_platform,
+                                                                               monkeypatch):
+    """The resume buffer is best-effort: Redis failing on the answer's second piece stops buffering for that
+    answer; every piece still reaches the client and the whole answer is saved."""
+    import redis
+
+    from apps.sessions import answer as answer_module
+
+    llm_platform.script(Reply(text="We open at nine and close at six.", chunk_chars=6))
+    appended: list[str] = []
+    real_append = events.stream_buffer_append
+
+    def flaky_append(session_id: str, stream_id: str, chunk: str) -> None:
+        appended.append(chunk)
+        if len(appended) == 2:
+            raise redis.ConnectionError("Connection refused")
+        real_append(session_id, stream_id, chunk)
+
+    monkeypatch.setattr(answer_module.events, "stream_buffer_append", flaky_append)
+    with schema_context(canary_tenants.a.schema_name):
+        _bot("redisblip", {}, {"llm-cache": "false"})
+        session = services.session_bootstrap(bot_name="redisblip")
+        sink = events.ListSink()
+        produced = services.turn_run(session, text="When do you open?", sink=sink)
+        assert _texts(produced) == ["We open at nine and close at six."]
+        saved = Message.objects.filter(session=session, role=Role.ASSISTANT).get()
+        assert saved.content == "We open at nine and close at six."
+        assert "".join(e["text"] for e in sink.events if e["kind"] == "delta") == saved.content
+        assert len(appended) == 2  # given up after the failure: no write per piece against a failing Redis
+        assert events.stream_buffer_get(str(session.pk)) is None  # cleared at the end (Redis is back)
+
+
+def test_a_rest_message_is_answered_when_its_events_cannot_be_published(canary_tenants, monkeypatch):
+    """REST publishes a turn's events to the session's group for its sockets; Redis failing there loses the
+    events (the sockets replay from the database), not the turn: 200 with the messages, saved."""
+    import json
+
+    import redis
+    from django.test import Client
+
+    class DownLayer:
+        async def group_send(self, group: str, message: dict) -> None:
+            raise redis.ConnectionError("Connection refused")
+
+    monkeypatch.setattr(events, "get_channel_layer", lambda: DownLayer())
+    with schema_context(canary_tenants.a.schema_name):
+        _bot("publishdown", {"start": 'TALK "hi"\nHEAR n\nTALK "got " + n'})
+        session = services.session_bootstrap(bot_name="publishdown", channel="api")
+        services.session_start(session)
+    response = Client(HTTP_HOST=canary_tenants.a.host).post(
+        f"/api/sessions/{session.pk}/messages", data=json.dumps({"content": "Ana"}), content_type="application/json")
+    assert response.status_code == 200, response.content
+    assert [m["content"] for m in response.json()["messages"]] == ["got Ana"]
+    with schema_context(canary_tenants.a.schema_name):
+        assert list(Message.objects.filter(session=session).order_by("index").values_list("content", flat=True)) == [
+            "hi", "Ana", "got Ana"]
