@@ -10,7 +10,7 @@ import uuid
 
 from django.db import transaction
 
-from apps.bots.models import Bot
+from apps.bots.models import BOT_NAME_RE, Bot
 from apps.sessions import events
 from apps.sessions.models import ChatSession, ChatUser, Message, MessageType, Role
 from apps.sessions.turns import (
@@ -31,6 +31,11 @@ PAGE_BOUND = "page_bound"
 # Control characters other than tab and newlines are dropped from input (they carry no text, and one of
 # them marks sealed values in apps.sessions.fields).
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# What a bot's name can be (apps.bots.models): anything else names no bot and is not looked up (a NUL in it
+# would make the database refuse the query).
+_BOT_NAME = re.compile(BOT_NAME_RE)
+# How much of an unknown name the error repeats.
+UNKNOWN_NAME_SHOWN_CHARS = 63
 
 
 class UnknownBot(TurnError):
@@ -49,9 +54,11 @@ def _uuid(value: str | None) -> uuid.UUID | None:
 
 
 def bot_by_name(name: str) -> Bot:
-    bot = Bot.objects.filter(name=str(name or "").strip().lower()).first()
+    wanted = str(name or "").strip().lower()
+    bot = Bot.objects.filter(name=wanted).first() if _BOT_NAME.fullmatch(wanted) else None
     if bot is None:
-        raise UnknownBot(f"no bot named '{name}'")
+        shown = _CONTROL_CHARS.sub("", str(name or ""))[:UNKNOWN_NAME_SHOWN_CHARS]
+        raise UnknownBot(f"no bot named '{shown}'")
     return bot
 
 

@@ -178,6 +178,11 @@ async def test_bad_requests_get_a_specific_error_and_store_nothing(http, rest_bo
         assert response.status_code == 404 and response.json()["error"] == "no such session", path
     response = await http.post("/api/sessions", json={"bot_name": "no-such-bot"})
     assert response.status_code == 404 and "no-such-bot" in response.json()["error"]
+    for name in ("a\u0000", "\u0000", "rest\u0000"):  # the database refuses NUL in text: unknown, not a 500
+        response = await http.post("/api/sessions", json={"bot_name": name})
+        assert response.status_code == 404 and response.json()["error"].startswith("no bot named"), name
+        response = await http.get("/api/auth", params={"bot_name": name})
+        assert response.status_code in (400, 404), name  # a NUL in a query string is refused before the view
 
     sid = (await create_session(http, rest_bot))["session_id"]
     url = f"/api/sessions/{sid}/messages"

@@ -339,6 +339,15 @@ async def test_unknown_bot_is_closed_with_4404(chat_client):
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4404
 
 
+async def test_a_bot_name_no_bot_can_have_is_closed_with_4404(chat_client):
+    """A NUL in the name (the database refuses such text) or any name no bot can have: unknown, not a crash."""
+    for name in ("\x00", "a\x00", "x" * 300, "../demo"):
+        sock = await chat_client.open(name)
+        with pytest.raises(ConnectionClosed) as closed:
+            await sock.next()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4404, repr(name)
+
+
 async def test_a_foreign_origin_is_refused_and_the_own_origin_accepted(chat_client, plain):
     with pytest.raises(InvalidStatus) as refused:
         await chat_client.open(plain, origin=f"http://evil.localhost:{chat_client.port}")
