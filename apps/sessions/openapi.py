@@ -19,7 +19,9 @@ _SUGGESTION = {"type": "object", "properties": {"kind": {"enum": ["text", "conte
 _ERROR = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
 _SESSION_ID = {"name": "session_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
 _SEND = {"type": "object", "properties": {
-    "content": {"type": "string", "description": "the user's text, or the tool name with message_type 6"},
+    "content": {"type": "string", "description": (
+        "the user's text, or with message_type 6 the name of a tool the session offers (its tools and tool "
+        "suggestions); another name is answered \"Sorry, '<name>' is not available.\"")},
     "message_type": {"type": "integer", "default": 1, "enum": [1, 4, 6, 7, 8]}}, "required": ["content"]}
 
 

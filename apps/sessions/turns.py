@@ -95,6 +95,11 @@ def _without_nul(value: object) -> object:
     return value
 
 
+def tool_name(text: str) -> str:
+    """A tool's script name as a button or a chip names it ("Book.bas" -> "book")."""
+    return text.strip().lower().removesuffix(".bas")
+
+
 class TurnError(Exception):
     """The input cannot be taken (too large, unknown session...); the message says why."""
 
@@ -339,7 +344,7 @@ class Turn:
                 self.add(Role.USER, text, MessageType.USER)
                 return
         if message_type == MessageType.TOOL_EXEC:
-            name = text.strip().lower().removesuffix(".bas")
+            name = tool_name(text)
             self.add(Role.USER, name, MessageType.TOOL_EXEC, meta={"tool": name})
             if not self.tool_runnable(name):
                 self.bot_message(f"Sorry, '{name}' is not available.", meta={"tool": name})
@@ -367,10 +372,20 @@ class Turn:
         dialog = self.state.get("dialog")
         return isinstance(dialog, dict) and dialog.get("kind") == "hear"
 
+    def tools_offered(self) -> set[str]:
+        """The scripts this session offers to run: its tools (ADD TOOL / USE TOOL) and its tool chips (ADD
+        SUGGESTION TOOL)."""
+        offered = {str(t) for t in self.state.get("tools") or []}
+        for chip in self.state.get("suggestions") or []:
+            if isinstance(chip, dict) and chip.get("kind") == "tool":
+                offered.add(tool_name(str(chip.get("value") or "")))
+        return offered
+
     def tool_runnable(self, name: str) -> bool:
-        """A button may run a script of the bot except start and the scheduled ones (jobs that mail or write
-        tables on the bot's behalf are not for visitors to trigger)."""
-        if name == "start":
+        """A button (message_type 6) may run a tool the session offers (upstream runs any script of the bot
+        by name: helper scripts meant for CALL only, which trust their arguments, would be a visitor's to
+        run), never start nor a scheduled script (jobs that mail or write tables on the bot's behalf)."""
+        if name == "start" or name not in self.tools_offered():
             return False
         script = BotScript.objects.filter(bot=self.session.bot, name=name).only("metadata").first()
         return script is not None and not (script.metadata or {}).get("schedules")

@@ -111,8 +111,9 @@ def test_a_dialog_waiting_at_hear_survives_a_restart(canary_tenants):
 
 def test_tool_button_runs_the_tool_and_a_hear_inside_it_gets_the_next_message(canary_tenants):
     with schema_context(canary_tenants.a.schema_name):
-        bot = _bot("tools", {"book": BOOK})
+        bot = _bot("tools", {"start": 'ADD SUGGESTION TOOL "Book.bas" AS "Book"', "book": BOOK})
         session = services.session_bootstrap(bot_name="tools")
+        services.session_start(session)
         assert _texts(services.turn_run(session, text="book", message_type=MessageType.TOOL_EXEC)) == ["Your name?"]
         assert _texts(services.turn_run(session, text="Bea")) == ["Booked for Bea"]
         rows = BotTableRow.objects.filter(bot=bot, table="visits").values_list("data", flat=True)
@@ -333,13 +334,41 @@ def test_a_web_page_session_is_not_reachable_by_its_id_alone(canary_tenants):
 
 def test_buttons_cannot_run_start_or_scheduled_scripts_and_channels_need_an_address(canary_tenants):
     with schema_context(canary_tenants.a.schema_name):
-        bot = _bot("guarded", {"start": 'TALK "hi"', "report": 'SET SCHEDULE "0 8 * * *"\nTALK "sent"'})
+        start = 'ADD SUGGESTION TOOL "report" AS "Report"\nADD SUGGESTION TOOL "start" AS "Again"\nTALK "hi"'
+        bot = _bot("guarded", {"start": start, "report": 'SET SCHEDULE "0 8 * * *"\nTALK "sent"'})
         session = services.session_bootstrap(bot_name="guarded")
+        services.session_start(session)  # offered as chips, still not for a button to run
         for name in ("report", "start"):
             produced = services.turn_run(session, text=name, message_type=MessageType.TOOL_EXEC)
             assert "not available" in produced[-1].content
         with pytest.raises(TurnError, match="address"):
             services.channel_turn(bot=bot, channel="email", user_key="  ", text="hello")
+
+
+def test_a_button_runs_only_the_tools_the_session_offers(canary_tenants):
+    """A script the session never offered (a helper meant for CALL, a tool no dialog of this session added) is
+    not a visitor's to run by naming it; ADD SUGGESTION TOOL and ADD TOOL offer one, and only while offered."""
+    scripts = {"start": 'ADD SUGGESTION TOOL "book" AS "Book"\nTALK "hi"', "book": BOOK,
+               "quote": 'DESCRIPTION "A price"\nTALK "42 EUR"', "grant": 'TALK "granted"'}
+    with schema_context(canary_tenants.a.schema_name):
+        _bot("offered", scripts)
+        session = services.session_bootstrap(bot_name="offered")
+        services.session_start(session)
+
+        def button(name: str) -> list[str]:
+            return _texts(services.turn_run(session, text=name, message_type=MessageType.TOOL_EXEC))
+
+        for name in ("grant", "quote", "GRANT.bas"):
+            assert button(name) == [f"Sorry, '{name.lower().removesuffix('.bas')}' is not available."]
+        assert _texts(services.turn_run(session, text="__TOOL__:grant")) == ["Sorry, 'grant' is not available."]
+        assert button("book") == ["Your name?"]  # its chip
+        assert _texts(services.turn_run(session, text="Eva")) == ["Booked for Eva"]
+        # What a later dialog's CLEAR SUGGESTIONS and ADD TOOL "quote" leave in the session:
+        session.refresh_from_db()
+        ChatSession.objects.filter(pk=session.pk).update(state={**session.state, "suggestions": [], "tools": ["quote"]})
+        assert button("book") == ["Sorry, 'book' is not available."]
+        assert button("quote") == ["42 EUR"]
+        assert "granted" not in Message.objects.filter(session=session).values_list("content", flat=True)
 
 
 def test_a_message_count_behind_the_rows_is_repaired_by_the_next_turn(canary_tenants):
@@ -421,7 +450,8 @@ def test_switched_on_formats_join_the_system_prompt_and_only_offered_ones(canary
 
 def test_an_old_clients_tool_prefix_runs_the_tool_like_a_tool_button(canary_tenants):
     with schema_context(canary_tenants.a.schema_name):
-        _bot("legacy", {"start": 'TALK "hi"', "book": BOOK, "report": 'SET SCHEDULE "0 8 * * *"\nTALK "sent"'})
+        _bot("legacy", {"start": 'ADD TOOL "book"\nADD TOOL "report"\nTALK "hi"', "book": BOOK,
+                        "report": 'SET SCHEDULE "0 8 * * *"\nTALK "sent"'})
         session = services.session_bootstrap(bot_name="legacy")
         services.session_start(session)
         assert _texts(services.turn_run(session, text="__TOOL__:book")) == ["Your name?"]
