@@ -326,13 +326,9 @@ class Turn:
     def process(self, text: str, message_type: int) -> None:
         if message_type == MessageType.SYSTEM:
             return  # spec 6.3 step 2: ignored
-        replay = False
         if message_type == MessageType.SWITCHER_TOGGLE:
-            last = (Message.objects.filter(session=self.session, role=Role.USER, message_type=MessageType.USER)
-                    .order_by("-index").first())
-            if last is None:
-                return
-            text, replay, message_type = last.content, True, MessageType.USER
+            self.switcher_replay()
+            return
         if message_type == MessageType.USER and text.startswith(LEGACY_TOOL_PREFIX):
             # Old clients' tool buttons (spec 6.3 step 4): upstream answers "not implemented"; we run the tool
             # as message_type 6 would.
@@ -358,14 +354,27 @@ class Turn:
             # HEAR AS PASSWORD / CREDITCARD: the answer goes to the script only; the transcript, the clients
             # and later LLM history see a mask.
             self.add(Role.USER, SECRET_MASK, MessageType.USER, meta={"secret": True})
-        elif not replay:
+        else:
             self.add(Role.USER, text, MessageType.USER)
         dialog = self.state.get("dialog")
         if isinstance(dialog, dict) and dialog.get("kind") == "wait":
             dialog["wait_resumes"] = 0  # the user is here: the WAIT loop is not running unattended
         if self.dialog_waiting() and self.resume_dialog(text):
             return
-        self.answer(text, replay=replay)
+        self.answer(text)
+
+    def switcher_replay(self) -> None:
+        """A switcher toggle (message_type 8; turn_execute applied the formats): the model answers the last
+        question again in the new format (spec 6.3 step 3, no new row). Only the model: while a dialog waits
+        at HEAR the old text is no answer to its question (nor a secret's), and it is no tool button again;
+        the formats are simply on for what comes next."""
+        if self.dialog_waiting():
+            return
+        last = (Message.objects.filter(session=self.session, role=Role.USER, message_type=MessageType.USER)
+                .order_by("-index").first())
+        if last is None or (isinstance(last.meta, dict) and last.meta.get("secret")):
+            return  # nothing asked yet; or the last text was a secret's answer (stored masked)
+        self.answer(last.content, replay=True)
 
     # -- scripts ---------------------------------------------------------------------------------
     def dialog_waiting(self) -> bool:

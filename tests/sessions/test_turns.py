@@ -690,3 +690,25 @@ def test_a_rest_message_is_answered_when_its_events_cannot_be_published(canary_t
     with schema_context(canary_tenants.a.schema_name):
         assert list(Message.objects.filter(session=session).order_by("index").values_list("content", flat=True)) == [
             "hi", "Ana", "got Ana"]
+
+
+def test_a_format_toggle_while_a_dialog_waits_only_switches_the_format(canary_tenants, llm_platform):
+    """A switcher toggle re-asks the model the last question; while a dialog waits at HEAR the old text is not
+    its answer: no new row, no script output, no model call, the dialog still waits, the format is on."""
+    start = ('ADD SWITCHER "tables" AS "Tables"\nHEAR name\nTALK "got " + name\nHEAR pin AS PASSWORD\n'
+             'TALK "pin of " + LEN(pin)')
+    with schema_context(canary_tenants.a.schema_name):
+        _bot("toggler", {"start": start}, {"llm-cache": "false"})
+        session = services.session_bootstrap(bot_name="toggler")
+        services.session_start(session)
+        assert _texts(services.turn_run(session, text="Ana")) == ["got Ana"]
+        before = list(Message.objects.filter(session=session).order_by("index").values_list("role", "content"))
+        produced = services.turn_run_id(session.pk, text="", message_type=MessageType.SWITCHER_TOGGLE,
+                                        active_switchers=["tables"])
+        assert produced == []
+        after = list(Message.objects.filter(session=session).order_by("index").values_list("role", "content"))
+        assert after == before
+        session.refresh_from_db()
+        assert session.state["dialog"]["kind"] == "hear" and session.state["active_switchers"] == ["tables"]
+        assert _texts(services.turn_run(session, text="12345678")) == ["pin of 8"]  # the dialog goes on
+    assert llm_platform.chat_requests() == []
