@@ -3,7 +3,7 @@
 Keys (raw Redis, see apps.llm.store) carry the tenant's schema and the bot id in the key itself, so an
 entry can only ever be found by the same tenant's same bot (two tenants' bots share primary keys):
 
-* `llm:cache:<tenant>:<bot>:<model>:e:<sha256 of (model, messages, tool names)>` -> JSON
+* `llm:cache:<tenant>:<bot>:<model>:e:<sha256 of (model, messages, tool definitions)>` -> JSON
   `{response, model, question, created, hit_count, embedding?}`, with the bot's `llm-cache-ttl`;
 * `llm:cache:<tenant>:<bot>:<model>:ix:<context>` -> a list of the newest `SEMANTIC_CANDIDATES_MAX` entry
   hashes whose requests had the same system prompt(s) and tools (`<context>` hashes those): the
@@ -17,6 +17,9 @@ the session context, so a question is only matched against answers given with th
 Failure modes this module prevents:
 
 * Cross-tenant or cross-bot answers: the scope is in every key, never derived from the cache's key function.
+* Stale answers for changed tools: the whole definitions (description, parameters) are in the key.
+* A fallback's answer served in the primary's name: apps.llm.services stores only answers of the chain's
+  first provider (`<model>` in the key is the primary model).
 * Unbounded scans: a lookup reads at most SEMANTIC_CANDIDATES_MAX entries (one LRANGE, one MGET).
 * A cache outage breaking chats: every Redis or embedding error is logged and treated as a miss.
 """
@@ -81,8 +84,11 @@ def _standalone(messages: Sequence[dict[str, Any]]) -> bool:
     return roles == ["user"]
 
 
-def _tool_names(tools: Sequence[dict[str, Any]] | None) -> list[str]:
-    return sorted(str((t.get("function") or t).get("name")) for t in tools or [])
+def _tool_definitions(tools: Sequence[dict[str, Any]] | None) -> list[Any]:
+    """The tools as the model sees them (name, description, parameters), in a stable order: a tool whose
+    description or parameters changed gets answers of its own, not the ones given for the old definition."""
+    return sorted((t.get("function") or t for t in tools or []),
+                  key=lambda f: json.dumps(f, sort_keys=True, ensure_ascii=False, default=str))
 
 
 def _digest(payload: Any) -> str:
@@ -94,13 +100,14 @@ def _scope(settings: LLMSettings) -> str:
 
 
 def exact_key(settings: LLMSettings, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None) -> str:
-    digest = _digest({"model": settings.primary_model, "messages": list(messages), "tools": _tool_names(tools)})
+    digest = _digest({"model": settings.primary_model, "messages": list(messages),
+                      "tools": _tool_definitions(tools)})
     return f"{_scope(settings)}:e:{digest}"
 
 
 def index_key(settings: LLMSettings, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None) -> str:
     system = [_text(m.get("content")) for m in messages if m.get("role") in ("system", "developer")]
-    return f"{_scope(settings)}:ix:{_digest({'system': system, 'tools': _tool_names(tools)})[:32]}"
+    return f"{_scope(settings)}:ix:{_digest({'system': system, 'tools': _tool_definitions(tools)})[:32]}"
 
 
 def _embed(question: str) -> list[float] | None:

@@ -295,6 +295,7 @@ def chat(settings: LLMSettings, messages: Sequence[dict[str, Any]], *, tools: Se
             on_delta(text)
 
     tool_rounds = 0
+    answered_by: list[ProviderConfig] = []
     while True:
         quota.quota_check(settings.tenant, settings.daily_token_limit)
         try:
@@ -306,6 +307,7 @@ def chat(settings: LLMSettings, messages: Sequence[dict[str, Any]], *, tools: Se
         result.prompt_tokens += round_result.prompt_tokens
         result.completion_tokens += round_result.completion_tokens
         result.model, result.provider = round_result.model, provider.label
+        answered_by.append(provider)
         quota.quota_add(settings.tenant, round_result.prompt_tokens + round_result.completion_tokens)
         if round_result.cut_at_size:
             result.stopped_reason = "answer_size_limit"
@@ -341,8 +343,11 @@ def chat(settings: LLMSettings, messages: Sequence[dict[str, Any]], *, tools: Se
     result.latency_ms = int((time.monotonic() - started) * 1000)
     # Answers that used tools are not cached: they depend on what the tools returned at that moment (an
     # order's status, a booking made), and replaying one would skip the tool's side effects and show stale
-    # data. A capped loop is not a real answer either.
-    if use_cache and not result.tool_calls and result.stopped_reason is None:
+    # data. A capped loop is not a real answer either. Only the chain's first provider's answers are kept: the
+    # key names the primary model, and a fallback's answer stored under it would be served in the primary's
+    # name for the cache's TTL after the primary came back.
+    if (use_cache and not result.tool_calls and result.stopped_reason is None
+            and answered_by == [settings.providers[0]]):
         cache.cache_store(settings, messages, tools, result.text, result.model)
     return result
 

@@ -162,3 +162,35 @@ def test_semantic_matching_takes_only_questions_that_open_a_conversation(cached,
                {"role": "user", "content": "what are your opening hours"}]
     assert chat(semantic, greeted).cache_kind == "semantic"
     assert len(llm_fake.chat_requests()) == 4
+
+
+def test_a_fallbacks_answer_is_not_cached_under_the_primary(llm_fake, llm_fake_b, clean_llm_keys):
+    """The key names the primary model: an answer the fallback gave while the primary was down is not served
+    in its name once it is back; the same question reaches the primary again."""
+    llm_fake.script(Reply(status=503, error_message="upstream is down"))
+    llm_fake.default = lambda request: Reply(text="primary answers")
+    llm_fake_b.default = lambda request: Reply(text="fallback answers")
+    settings = make_settings(openai_provider(llm_fake), openai_provider(llm_fake_b, model="other", label="fallback",
+                                                                       source="fallback"),
+                             cache_enabled=True, cache_semantic=False, max_retries=0)
+    clean_llm_keys.append(settings.tenant)
+    assert chat(settings, _ask("What are your opening hours?")).text == "fallback answers"
+    again = chat(settings, _ask("What are your opening hours?"))
+    assert (again.text, again.cached, again.provider) == ("primary answers", False, "primary")
+    assert len(llm_fake.chat_requests()) == 2
+    third = chat(settings, _ask("What are your opening hours?"))  # the primary's own answer is kept
+    assert (third.text, third.cached) == ("primary answers", True)
+
+
+def test_a_tool_whose_definition_changed_misses(cached, llm_fake):
+    def tool(description: str, parameters: dict) -> dict:
+        return {"type": "function", "function": {"name": "book", "description": description,
+                                                 "parameters": parameters}}
+
+    people = {"type": "object", "properties": {"people": {"type": "integer"}}}
+    first = chat(cached, _ask("Can I book?"), tools=[tool("Book a visit", people)])
+    assert chat(cached, _ask("Can I book?"), tools=[tool("Book a visit", people)]).cached is True
+    for changed in (tool("Book a table", people), tool("Book a visit", {"type": "object", "properties": {}})):
+        result = chat(cached, _ask("Can I book?"), tools=[changed])
+        assert result.cached is False and result.text != first.text
+    assert len(llm_fake.chat_requests()) == 3
