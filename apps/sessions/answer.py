@@ -11,6 +11,7 @@ import uuid
 from apps.bots.models import BotScript
 from apps.sessions import events
 from apps.sessions.memory import compaction_queue, episodic_threshold
+from apps.sessions.models import Message
 from apps.sessions.switchers import switcher_prompts
 from apps.sessions.turns import (
     DEFAULT_SYSTEM_PROMPT,
@@ -23,6 +24,7 @@ from apps.sessions.turns import (
     OFFLINE_PASSAGES,
     QUOTA_REACHED,
     Turn,
+    _without_nul,
     bot_config,
     history_limit,
     history_messages,
@@ -136,8 +138,13 @@ def llm_answer(turn: Turn, text: str, *, replay: bool = False) -> None:
     messages.append({"role": "user", "content": text})
     tools = tool_definitions(turn)
 
+    # The answer as the model streams it, in parts: a part streamed before a tool call is closed (saved as a
+    # message of its own) when the tool runs, and the next round streams under a new id, so the transcript
+    # reads in the order the user saw it (answer part, the tool's TALKs, rest of the answer).
     stream_id = uuid.uuid4().hex[:16]
-    streamed: list[str] = []
+    streamed: list[str] = []  # the part streaming now
+    closed: list[Message] = []  # the parts already saved
+    closed_text = ""  # their text, as the model streamed it
     offset = 0
     sid = str(session.id)
     # The resume buffer bridges a model's streaming window. A cached answer is replayed at once: a client
@@ -181,10 +188,27 @@ def llm_answer(turn: Turn, text: str, *, replay: bool = False) -> None:
         if buffered or buffer_failed:  # a buffer given up halfway may hold a start: cleared if Redis is back
             events.stream_buffer_clear_quietly(sid)
 
+    def close_part() -> None:
+        """Save the part streamed so far as a message (it replaces its bubble); the next part streams anew."""
+        nonlocal stream_id, offset, closed_text
+        if not streamed:
+            return
+        text = "".join(streamed)
+        closed.append(turn.bot_message(text, meta={"part": True, "kb": kb_used}, stream=stream_id))
+        closed_text += text
+        buffer_clear()  # a client reconnecting now finds the part in the database, not in the buffer
+        streamed.clear()
+        stream_id, offset = uuid.uuid4().hex[:16], 0
+
     def run_tool(name: str, arguments: dict) -> str:
-        # Tool TALKs are messages of their own: the answer streamed so far is closed first, so the
-        # transcript reads in order (answer part, tool output, rest of the answer).
+        close_part()
         return turn.run_tool(name, arguments)
+
+    def rest(full_text: str | None) -> str:
+        """The text of the part still open: what streamed since the last close."""
+        if full_text is not None and full_text.startswith(closed_text):
+            return full_text[len(closed_text):]
+        return "".join(streamed)
 
     started = time.monotonic()
     meta: dict = {"citations": citations, "kb": kb_used}
@@ -207,17 +231,18 @@ def llm_answer(turn: Turn, text: str, *, replay: bool = False) -> None:
         return
     except LLMStreamInterrupted as exc:
         buffer_clear()
-        partial = exc.partial_text or "".join(streamed)
-        turn.bot_message(partial + ANSWER_INTERRUPTED_NOTE, meta={**meta, "interrupted": True},
+        partial = rest(exc.partial_text)
+        turn.bot_message((partial + ANSWER_INTERRUPTED_NOTE).lstrip(), meta={**meta, "interrupted": True},
                          stream=stream_id if streamed else None, latency_ms=int((time.monotonic() - started) * 1000))
         return
     except LLMUnavailable as exc:
         buffer_clear()
         logger.warning("chat: no LLM answered for bot %s: %s", session.bot.name, getattr(exc, "detail", exc))
-        if streamed:
+        if streamed or closed:
             # Part of the answer was shown (the deadline passed mid-stream, a later tool round failed): keep it.
-            turn.bot_message("".join(streamed) + ANSWER_INTERRUPTED_NOTE, meta={**meta, "interrupted": True},
-                             stream=stream_id, latency_ms=int((time.monotonic() - started) * 1000))
+            turn.bot_message(("".join(streamed) + ANSWER_INTERRUPTED_NOTE).lstrip(),
+                             meta={**meta, "interrupted": True}, stream=stream_id if streamed else None,
+                             latency_ms=int((time.monotonic() - started) * 1000))
             return
         turn.bot_message(offline_text(hits, OFFLINE_DOWN),
                          meta={**meta, "offline": True, "citations": _citations(hits[:OFFLINE_PASSAGES])})
@@ -230,6 +255,12 @@ def llm_answer(turn: Turn, text: str, *, replay: bool = False) -> None:
     if result.tool_calls:
         meta["tool_calls"] = [{"name": c.name, "arguments": c.arguments, "result": c.result, "error": c.error}
                               for c in result.tool_calls]
-    turn.bot_message(result.text, meta=meta, stream=stream_id if streamed else None, tokens=tokens,
-                     model=result.model[:200], latency_ms=result.latency_ms)
+    text = rest(result.text)
+    if closed and not text.strip():
+        # Nothing after the last tool: the last part is the answer's end and carries what the answer does.
+        Message.objects.filter(pk=closed[-1].pk).update(meta=_without_nul(meta), tokens=tokens,
+                                                         model=result.model[:200], latency_ms=result.latency_ms)
+    else:
+        turn.bot_message(text, meta=meta, stream=stream_id if streamed else None, tokens=tokens,
+                         model=result.model[:200], latency_ms=result.latency_ms)
     compaction_queue(session, config)  # a long conversation's older part is summarised by a worker

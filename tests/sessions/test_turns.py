@@ -16,7 +16,14 @@ from apps.bots.services import script_sync
 from apps.sessions import events, services
 from apps.sessions import turns as turns_module
 from apps.sessions.models import ChatSession, Message, MessageType, Role
-from apps.sessions.turns import OFFLINE_NO_MODEL, SCRIPT_FAILED, SECRET_MASK, TurnError, turn_execute
+from apps.sessions.turns import (
+    OFFLINE_NO_MODEL,
+    QUOTA_REACHED,
+    SCRIPT_FAILED,
+    SECRET_MASK,
+    TurnError,
+    turn_execute,
+)
 from tests.support import llm_fake
 from tests.support.llm_fake import Reply, ToolCall
 
@@ -556,11 +563,12 @@ def test_tokens_running_out_between_tool_rounds_keep_the_streamed_part(canary_te
             produced = services.turn_run(session, text="Book for Cid", sink=sink)
     finally:
         redis_client().delete(quota_key(canary_tenants.a.schema_name))  # the day's count, shared by the run
-    final = produced[-1]
-    assert final.content.startswith("Let me book that.") and final.meta["quota"] is True
+    # The part streamed before the tool was closed with its text when the tool ran; the quota notice ends it.
+    assert _texts(produced) == ["Let me book that. ", "Booked for Cid", QUOTA_REACHED]
+    assert produced[-1].meta["quota"] is True
     stream = [e for e in sink.events if e["kind"] == "stream_start"][0]["stream"]
-    closing = [e for e in sink.events if e["kind"] == "message"][-1]["message"]
-    assert closing["stream"] == stream  # the streamed bubble is closed with the text kept
+    closing = [e for e in sink.events if e["kind"] == "message"][1]["message"]
+    assert closing["content"] == "Let me book that. " and closing["stream"] == stream
     assert len(llm_platform.chat_requests()) == 1
 
 
@@ -572,9 +580,9 @@ def test_a_model_failing_after_part_of_the_answer_streamed_keeps_that_part(canar
         session = services.session_bootstrap(bot_name="flaky")
         services.session_start(session)
         produced = services.turn_run(session, text="Book for Rui")
+    assert _texts(produced)[:2] == ["Booking now. ", "Booked for Rui"]  # the part before the tool, kept
     final = produced[-1]
-    assert final.content.startswith("Booking now.") and "interrupted" in final.content
-    assert final.meta["interrupted"] is True and not final.meta.get("offline")
+    assert "interrupted" in final.content and final.meta["interrupted"] is True and not final.meta.get("offline")
 
 
 def test_a_wait_loop_with_nobody_there_ends_after_the_resume_cap(canary_tenants, monkeypatch):
@@ -712,3 +720,35 @@ def test_a_format_toggle_while_a_dialog_waits_only_switches_the_format(canary_te
         assert session.state["dialog"]["kind"] == "hear" and session.state["active_switchers"] == ["tables"]
         assert _texts(services.turn_run(session, text="12345678")) == ["pin of 8"]  # the dialog goes on
     assert llm_platform.chat_requests() == []
+
+
+def test_text_streamed_before_a_tool_is_saved_before_the_tools_talk(canary_tenants, llm_platform):
+    """The live page shows the pre-tool text, then the tool's TALK, then the rest: a reload shows the same."""
+    llm_platform.script(Reply(text="Let me check. ", tool_calls=[ToolCall("book", {"name": "Ines"})], chunk_chars=4),
+                        Reply(text="Done, see you!", chunk_chars=4))
+    with schema_context(canary_tenants.a.schema_name):
+        _bot("ordered", {"start": 'ADD TOOL "book"', "book": BOOK}, {"llm-cache": "false"})
+        session = services.session_bootstrap(bot_name="ordered")
+        services.session_start(session)
+        sink = events.ListSink()
+        produced = services.turn_run(session, text="Book for Ines", sink=sink)
+        stored = list(Message.objects.filter(session=session, role=Role.ASSISTANT).order_by("index")
+                      .values_list("content", flat=True))
+    assert stored == _texts(produced) == ["Let me check. ", "Booked for Ines", "Done, see you!"]
+    # Live: each streamed part's bubble opens and is closed by its message before what follows it.
+    live: list[str] = []
+    for event in sink.events:
+        if event["kind"] == "stream_start":
+            live.append(f"stream:{event['stream']}")
+        elif event["kind"] == "message" and event["message"]["role"] == Role.ASSISTANT:
+            message = event["message"]
+            if message.get("stream"):
+                assert live[-1] == f"stream:{message['stream']}"  # the open bubble it replaces
+                live.pop()
+            live.append(message["content"])
+    assert live == stored
+    first, second = [e["stream"] for e in sink.events if e["kind"] == "stream_start"]
+    assert first != second
+    deltas = [e for e in sink.events if e["kind"] == "delta" and e["stream"] == second]
+    assert deltas[0]["offset"] == 0 and "".join(d["text"] for d in deltas) == "Done, see you!"
+    assert produced[-1].meta["tool_calls"][0]["name"] == "book" and "part" not in produced[-1].meta
