@@ -58,6 +58,27 @@ def _body(request: HttpRequest) -> dict:
     return data
 
 
+# The message types a REST client may send (the OpenAPI enum): a user message, a suggestion's text, a tool
+# button, a system message (ignored), a format switcher toggle. The others are the bot's or upstream-internal.
+REST_MESSAGE_TYPES = (MessageType.USER, MessageType.SUGGESTION, MessageType.TOOL_EXEC, MessageType.SYSTEM,
+                      MessageType.SWITCHER_TOGGLE)
+_MESSAGE_TYPES_TEXT = ", ".join(str(int(t)) for t in REST_MESSAGE_TYPES)
+
+
+def _message_of(data: dict) -> tuple[str, int]:
+    """(text, message_type) of a message body, as sent: a list or a boolean is no text (it is not written
+    down as "['hi']" or "True"), a message type outside the documented ones is refused."""
+    content = data.get("content", data.get("text", ""))
+    if not isinstance(content, str):
+        raise TurnError("content must be text")
+    message_type = data.get("message_type", MessageType.USER)
+    if isinstance(message_type, str) and message_type.strip().isdigit():
+        message_type = int(message_type)  # "6": lenient, as the WebSocket frames are
+    if isinstance(message_type, bool) or not isinstance(message_type, int) or message_type not in REST_MESSAGE_TYPES:
+        raise TurnError(f"message_type must be one of {_MESSAGE_TYPES_TEXT}")
+    return content, message_type
+
+
 def _session_json(session) -> dict:
     return {"session_id": str(session.id), "user_id": str(session.user_id), "bot_id": str(session.bot_id),
             "bot_name": session.bot.name, "channel": session.channel, "title": session.title,
@@ -155,10 +176,9 @@ def session_messages(request: HttpRequest, session_id) -> JsonResponse:
     if limited is not None:
         return limited
     try:
-        data = _body(request)
+        text, message_type = _message_of(_body(request))
         sink = events.GroupSink(connection.schema_name, str(session.id))
-        produced = services.turn_run(session, text=data.get("content", data.get("text", "")),
-                                     message_type=data.get("message_type", MessageType.USER), sink=sink)
+        produced = services.turn_run(session, text=text, message_type=message_type, sink=sink)
     except TurnError as exc:
         return _error(400, str(exc))
     session.refresh_from_db()
@@ -206,10 +226,9 @@ async def session_stream(request: HttpRequest, session_id):
     if limited is not None:
         return limited
     try:
-        data = _body(request)
-        text = services.message_check(data.get("content", data.get("text", "")))
-        message_type = int(data.get("message_type", MessageType.USER))
-    except (TurnError, TypeError, ValueError) as exc:
+        text, message_type = _message_of(_body(request))
+        text = services.message_check(text)
+    except TurnError as exc:
         return _error(400, str(exc))
     queue: asyncio.Queue = asyncio.Queue()
     task = await turn_dispatch(schema, str(session.id), _stream_turn, str(session.id), text, message_type,

@@ -22,7 +22,10 @@ _SEND = {"type": "object", "properties": {
     "content": {"type": "string", "description": (
         "the user's text, or with message_type 6 the name of a tool the session offers (its tools and tool "
         "suggestions); another name is answered \"Sorry, '<name>' is not available.\"")},
-    "message_type": {"type": "integer", "default": 1, "enum": [1, 4, 6, 7, 8]}}, "required": ["content"]}
+    "message_type": {"type": "integer", "default": 1, "enum": [1, 4, 6, 7, 8], "description": (
+        "1 user text, 4 a suggestion's text, 6 a tool button, 7 system (ignored), 8 format switcher toggle "
+        "(the last question answered again); another value, or content that is not a string, is a 400")}},
+    "required": ["content"]}
 
 
 def _json(schema: dict, description: str) -> dict:

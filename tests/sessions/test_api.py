@@ -195,8 +195,18 @@ async def test_bad_requests_get_a_specific_error_and_store_nothing(http, rest_bo
     assert response.status_code == 400 and "the limit is 8000" in response.json()["error"]
     response = await http.post(url, json={"content": "  "})
     assert response.status_code == 400 and response.json()["error"] == "empty message"
-    response = await http.post(url, json={"content": "hi", "message_type": 42})
-    assert response.status_code == 400 and "message_type" in response.json()["error"]
+    for path in (url, f"/api/sessions/{sid}/stream"):
+        response = await http.post(path, json={"content": "hi", "message_type": 42})
+        assert response.status_code == 400 and "message_type" in response.json()["error"]
+        # Not text: never written down as "['hi']" or "True".
+        for content in (["hi"], True, 7, {"text": "hi"}, None):
+            response = await http.post(path, json={"content": content})
+            assert response.status_code == 400 and response.json()["error"] == "content must be text", content
+        # Valid upstream types outside the documented ones (2 is the bot's, 0 and 3 internal), and no numbers.
+        for message_type in (0, 2, 3, 5, True, 1.0, "one", None):
+            response = await http.post(path, json={"content": "hi", "message_type": message_type})
+            assert response.status_code == 400, message_type
+            assert response.json()["error"] == "message_type must be one of 1, 4, 6, 7, 8", message_type
     response = await http.get(url, params={"after": "x"})
     assert response.status_code == 400
     history = (await http.get(url)).json()["messages"]
