@@ -14,7 +14,9 @@ Failure modes this module prevents:
   the open time are shared in Redis.
 * A thundering herd when a provider comes back: the half-open probe is claimed with SET NX, one caller.
 * A probe that never reports (its process died) keeping a breaker half-open forever: the probe claim
-  expires after the breaker timeout, and another caller probes.
+  expires, and another caller probes. It lasts as long as one probe can (`probe_claim_ttl_s`: one attempt,
+  the probe is not retried, at the provider's timeouts), at least the breaker timeout: a claim expiring
+  while its probe still waits on a hung provider would let a new probe start every breaker timeout.
 * State that outlives its meaning: every key expires (`STATE_TTL_S`), so a breaker nobody uses resets.
 * Redis down taking the chat with it: breaker reads and writes that fail are logged and treated as closed
   (the provider's own timeouts still bound each call).
@@ -98,30 +100,63 @@ def breaker_state(provider: ProviderConfig, settings: LLMSettings) -> BreakerSta
     return BreakerState(HALF_OPEN, failures, opened_at)
 
 
+# Added to a probe's worst case (connect + read timeout of its one attempt) for what else it takes: sending
+# the request, the breaker's own Redis round trips, a slow process.
+PROBE_CLAIM_MARGIN_S = 5.0
+
+
+def probe_claim_ttl_s(provider: ProviderConfig, settings: LLMSettings) -> int:
+    """How long a half-open probe's claim lasts: the breaker timeout, or longer when one probe (a single
+    attempt, see breaker_admit) can take longer against a hung provider."""
+    from apps.llm.providers import CONNECT_TIMEOUT_S
+
+    one_attempt = min(CONNECT_TIMEOUT_S, settings.timeout_s) + settings.timeout_s + PROBE_CLAIM_MARGIN_S
+    return max(1, int(max(breaker_limits(provider, settings)[1], one_attempt) + 0.999))
+
+
 def breaker_allow(provider: ProviderConfig, settings: LLMSettings) -> bool:
     """May a call go to this provider now? Closed: yes. Open: no. Half-open: yes for one caller (the probe)."""
+    return breaker_admit(provider, settings) is not None
+
+
+def breaker_admit(provider: ProviderConfig, settings: LLMSettings) -> str | None:
+    """breaker_allow, saying how: CLOSED (a call as usual), HALF_OPEN (this caller won the probe: make one
+    attempt, no retries, so it ends within its claim), None (refused)."""
     try:
         state = breaker_state(provider, settings)
         if state.state == CLOSED:
-            return True
+            return CLOSED
         if state.state == OPEN:
-            return False
-        probe_ttl = max(1, int(breaker_limits(provider, settings)[1] + 0.999))
+            return None
+        probe_ttl = probe_claim_ttl_s(provider, settings)
         client = redis_client()
         if client is None:
             with _local_lock:
                 now = time.time()
                 if _local_probes.get(_probe_key(provider), 0) > now:
-                    return False
+                    return None
                 _local_probes[_probe_key(provider)] = now + probe_ttl
-                return True
+                return HALF_OPEN
         won = bool(client.set(_probe_key(provider), "1", nx=True, ex=probe_ttl))
         if won:
             logger.info("llm: breaker of %s half-open: probing", provider.describe())
-        return won
+        return HALF_OPEN if won else None
     except Exception as exc:  # noqa: BLE001 - a Redis failure must not stop the chat
         logger.warning("llm: breaker state unavailable (%s); treating %s as closed", exc, provider.label)
-        return True
+        return CLOSED
+
+
+def breaker_probe_release(provider: ProviderConfig) -> None:
+    """A probe that ended without a verdict (the caller's time ran out): another caller may probe."""
+    try:
+        client = redis_client()
+        if client is None:
+            with _local_lock:
+                _local_probes.pop(_probe_key(provider), None)
+            return
+        client.delete(_probe_key(provider))
+    except Exception as exc:  # noqa: BLE001
+        logger.warning("llm: could not release the breaker probe: %s", exc)
 
 
 def breaker_record_success(provider: ProviderConfig) -> None:

@@ -23,6 +23,7 @@ Failure modes this module prevents:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -149,13 +150,18 @@ def _call_chain(settings: LLMSettings, messages: Sequence[dict[str, Any]], tools
         if time.monotonic() >= deadline:
             reasons.append("time budget used up")
             break
-        if not breaker.breaker_allow(provider, settings):
+        admitted = breaker.breaker_admit(provider, settings)
+        if admitted is None:
             reasons.append(f"{provider.describe()}: circuit open")
             continue
+        # A half-open probe makes one attempt: retries against a provider still down would outlast its claim.
+        call_settings = dataclasses.replace(settings, max_retries=0) if admitted == breaker.HALF_OPEN else settings
         try:
-            result = provider_round(provider, settings, messages, tools, on_delta, deadline=deadline)
+            result = provider_round(provider, call_settings, messages, tools, on_delta, deadline=deadline)
         except ProviderFailure as failure:
             if failure.deadline_passed:
+                if admitted == breaker.HALF_OPEN:
+                    breaker.breaker_probe_release(provider)
                 # The caller's budget, not necessarily the provider's fault (a long answer from a slow local
                 # model): the breaker is left alone, so `LLM` calls in scripts cannot open it for chats.
                 logger.warning("llm: bot %s (tenant %s): out of time at %s", settings.bot_name, settings.tenant,

@@ -166,3 +166,37 @@ def test_the_chain_marks_providers_on_the_platforms_credential_as_shared(setting
     own = llm_settings_for(bot, {"llm-url": "https://api.example.org/v1", "llm-model": "x", "llm-key": "sk-own"},
                            tenant="t")
     assert [(p.source, p.shared) for p in own.providers] == [("bot", False), ("platform", True)]
+
+
+def test_a_probe_hanging_past_the_breaker_timeout_keeps_its_claim_and_is_not_retried(llm_fake):
+    """Against a hung provider one probe lasts its read timeout, longer than the breaker timeout: its claim must
+    last as long, or another caller starts a second probe every breaker timeout; and it makes one attempt."""
+    import threading
+
+    settings = make_settings(openai_provider(llm_fake), breaker_threshold=1, breaker_timeout_s=BREAKER_TIMEOUT_S,
+                             timeout_s=3.0, max_retries=2, retry_base_delay_s=0.01)
+    a = settings.providers[0]
+    breaker_record_failure(a, settings)
+    time.sleep(BREAKER_TIMEOUT_S + 0.1)
+    assert breaker_state(a, settings).state == HALF_OPEN
+    llm_fake.default = lambda request: Reply(text="too late", delay_s=4.5)  # hangs past the read timeout
+    outcome: list[object] = []
+
+    def probe() -> None:
+        try:
+            outcome.append(chat(settings, QUESTION))
+        except LLMUnavailable as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=probe)
+    thread.start()
+    deadline = time.monotonic() + 2
+    while not llm_fake.chat_requests() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(llm_fake.chat_requests()) == 1
+    time.sleep(1.5)  # past the breaker timeout (and a claim of that length), well within the probe's 3 s
+    assert breaker_allow(a, settings) is False  # the probe is still in flight: nobody else probes
+    thread.join(15)
+    assert isinstance(outcome[0], LLMUnavailable)
+    assert len(llm_fake.chat_requests()) == 1  # the probe timed out once: no retry
+    assert breaker_state(a, settings).state == OPEN
