@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 
 from asgiref.sync import sync_to_async
 from django.db import connection
@@ -77,6 +78,26 @@ def _message_of(data: dict) -> tuple[str, int]:
     if isinstance(message_type, bool) or not isinstance(message_type, int) or message_type not in REST_MESSAGE_TYPES:
         raise TurnError(f"message_type must be one of {_MESSAGE_TYPES_TEXT}")
     return content, message_type
+
+
+# A client's id of a message (Idempotency-Key header or client_message_id): a UUID or similar token. Longer
+# ids are refused rather than cut (two ids sharing a prefix must not meet).
+CLIENT_MESSAGE_ID_MAX_CHARS = 200
+_PRINTABLE_ID = re.compile(r"[\x21-\x7e]+")
+
+
+def _client_message_id(request: HttpRequest, data: dict) -> str | None:
+    """The client's id of the message: the `Idempotency-Key` header, else the body's `client_message_id`."""
+    value = request.headers.get("Idempotency-Key")
+    if value is None:
+        value = data.get("client_message_id")
+    if value is None:
+        return None
+    if (not isinstance(value, str) or len(value) > CLIENT_MESSAGE_ID_MAX_CHARS
+            or not _PRINTABLE_ID.fullmatch(value)):
+        raise TurnError(f"Idempotency-Key (client_message_id) must be 1 to {CLIENT_MESSAGE_ID_MAX_CHARS} visible "
+                        "ASCII characters")
+    return value
 
 
 def _session_json(session) -> dict:
@@ -176,9 +197,12 @@ def session_messages(request: HttpRequest, session_id) -> JsonResponse:
     if limited is not None:
         return limited
     try:
-        text, message_type = _message_of(_body(request))
+        data = _body(request)
+        text, message_type = _message_of(data)
+        client_message_id = _client_message_id(request, data)
         sink = events.GroupSink(connection.schema_name, str(session.id))
-        produced = services.turn_run(session, text=text, message_type=message_type, sink=sink)
+        produced = services.turn_run(session, text=text, message_type=message_type, sink=sink,
+                                     client_message_id=client_message_id)
     except TurnError as exc:
         return _error(400, str(exc))
     session.refresh_from_db()
@@ -226,13 +250,15 @@ async def session_stream(request: HttpRequest, session_id):
     if limited is not None:
         return limited
     try:
-        text, message_type = _message_of(_body(request))
+        data = _body(request)
+        text, message_type = _message_of(data)
         text = services.message_check(text)
+        client_message_id = _client_message_id(request, data)
     except TurnError as exc:
         return _error(400, str(exc))
     queue: asyncio.Queue = asyncio.Queue()
     task = await turn_dispatch(schema, str(session.id), _stream_turn, str(session.id), text, message_type,
-                               extra=queue)
+                               client_message_id, extra=queue)
 
     async def body():
         while True:
@@ -253,9 +279,9 @@ async def session_stream(request: HttpRequest, session_id):
     return response
 
 
-def _stream_turn(session_id: str, text: str, message_type: int, sink) -> None:
+def _stream_turn(session_id: str, text: str, message_type: int, client_message_id: str | None, sink) -> None:
     session = services.session_get(session_id, page_token_ok=True)  # checked by the view already
-    services.turn_run(session, text=text, message_type=message_type, sink=sink)
+    services.turn_run(session, text=text, message_type=message_type, sink=sink, client_message_id=client_message_id)
 
 
 @require_GET

@@ -24,8 +24,18 @@ _SEND = {"type": "object", "properties": {
         "suggestions); another name is answered \"Sorry, '<name>' is not available.\"")},
     "message_type": {"type": "integer", "default": 1, "enum": [1, 4, 6, 7, 8], "description": (
         "1 user text, 4 a suggestion's text, 6 a tool button, 7 system (ignored), 8 format switcher toggle "
-        "(the last question answered again); another value, or content that is not a string, is a 400")}},
+        "(the last question answered again); another value, or content that is not a string, is a 400")},
+    "client_message_id": {"type": "string", "maxLength": 200, "description": (
+        "the client's id of this message, as the Idempotency-Key header (which wins when both are sent)")}},
     "required": ["content"]}
+_IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key", "in": "header", "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[\\x21-\\x7e]+$"},
+    "description": ("The client's id of this message (e.g. a UUID), so a request retried after a timeout is not "
+                    "taken twice: a message of the session already sent with this id runs no new turn (no new "
+                    "user message, no model call, no tool run); the answer is that turn's messages. Checked "
+                    "under the session's lock, so a retry sent while the first request still runs waits for it. "
+                    "Not kept for a format switcher toggle (8) or a system message (7), which add no message.")}
 
 
 def _json(schema: dict, description: str) -> dict:
@@ -66,7 +76,7 @@ def openapi_schema(server_url: str) -> dict:
                               **_errors(400, 404, 429)}}},
             "/api/sessions/{session_id}/messages": {
                 "post": {"summary": "Send a message; answers with the bot's replies",
-                         "parameters": [_SESSION_ID],
+                         "parameters": [_SESSION_ID, _IDEMPOTENCY_KEY],
                          "requestBody": {"content": {"application/json": {"schema": _SEND}}},
                          "responses": {"200": _json(replies, "the bot's messages of this turn"),
                                        **_errors(400, 404, 429)}},
@@ -79,7 +89,7 @@ def openapi_schema(server_url: str) -> dict:
                 "responses": {"200": _json({"type": "object"}, "messages"), **_errors(404)}}},
             "/api/sessions/{session_id}/stream": {"post": {
                 "summary": "Send a message; the turn as server-sent events",
-                "parameters": [_SESSION_ID],
+                "parameters": [_SESSION_ID, _IDEMPOTENCY_KEY],
                 "requestBody": {"content": {"application/json": {"schema": _SEND}}},
                 "responses": {"200": {"description": "events: thinking, message, stream_start, delta, "
                                                      "suggestions, status, then done",

@@ -134,13 +134,17 @@ def turn_execute_start(session_id: str, *, sink: events.Sink | None = None) -> l
 
 
 def turn_run(session: ChatSession, *, text: str, message_type: int = MessageType.USER,
-             sink: events.Sink | None = None) -> list[Message]:
-    """One turn; returns the messages the bot produced (persisted). Raises TurnError on bad input."""
-    return turn_run_id(session.pk, text=text, message_type=message_type, sink=sink)
+             sink: events.Sink | None = None, client_message_id: str | None = None) -> list[Message]:
+    """One turn; returns the messages the bot produced (persisted). Raises TurnError on bad input.
+    `client_message_id`: the client's id of the message (REST Idempotency-Key); a message already taken with
+    it is not taken again, its turn's messages are returned."""
+    return turn_run_id(session.pk, text=text, message_type=message_type, sink=sink,
+                       client_message_id=client_message_id)
 
 
 def turn_run_id(session_id: object, *, text: str, message_type: int = MessageType.USER,
-                sink: events.Sink | None = None, active_switchers: list | None = None) -> list[Message]:
+                sink: events.Sink | None = None, active_switchers: list | None = None,
+                client_message_id: str | None = None) -> list[Message]:
     """`turn_run` for a session the caller already authorised by id (a connected socket): the turn reads the
     session once, under its lock."""
     try:
@@ -153,7 +157,7 @@ def turn_run_id(session_id: object, *, text: str, message_type: int = MessageTyp
     if message_type not in (MessageType.SYSTEM, MessageType.SWITCHER_TOGGLE) and not text.strip():
         raise TurnError("empty message")
     return turn_execute(session_id, text=text, message_type=message_type, sink=sink,
-                        active_switchers=active_switchers)
+                        active_switchers=active_switchers, client_message_id=client_message_id)
 
 
 def channel_turn(*, bot: Bot, channel: str, user_key: str, text: str, thread_key: str | None = None,

@@ -104,6 +104,8 @@ class TurnError(Exception):
     """The input cannot be taken (too large, unknown session...); the message says why."""
 
 
+# The user message's meta key holding the client's id of the message (REST Idempotency-Key).
+CLIENT_MESSAGE_ID_META = "client_message_id"
 # Message meta clients may see; the rest (error texts, provider names, script names) stays in the console.
 PUBLIC_META_KEYS = ("citations", "tool_calls", "tool", "cached", "offline", "secret", "interrupted", "quota")
 
@@ -259,6 +261,9 @@ class Turn:
         # The formats the message switched on (None: as they were); kept to be applied again once start.bas
         # ran, since the switchers it offers only exist from then on.
         self.requested_switchers: list | None = None
+        # The client's id of this message (REST `Idempotency-Key`): kept in the meta of the user row the turn
+        # adds, so a retry of the same request finds this turn instead of running another.
+        self.client_message_id: str | None = None
         state = session.state if isinstance(session.state, dict) else {}
         session.state = state
         self.host = SessionHost(session, self)
@@ -276,6 +281,9 @@ class Turn:
             content = content.replace("\x00", NUL_REPLACEMENT)
         if fields.get("meta") and contains_nul(fields["meta"]):
             fields["meta"] = _without_nul(fields["meta"])
+        if role == Role.USER and self.client_message_id is not None:
+            fields["meta"] = {**(fields.get("meta") or {}), CLIENT_MESSAGE_ID_META: self.client_message_id}
+            self.client_message_id = None  # the turn's first user row is the message
 
         # In autocommit a failed INSERT leaves nothing behind; inside a transaction a savepoint keeps it usable.
         def create() -> Message:
@@ -571,10 +579,27 @@ def _session_update(session: ChatSession) -> None:
 
 
 
+def turn_of_client_message(session: ChatSession, client_message_id: str) -> list[Message] | None:
+    """The bot's messages of the turn that took the user message with this client id (those after it, up to
+    the next user message), or None when no message of the session has that id."""
+    asked = (Message.objects.filter(session=session, role=Role.USER, meta__contains={
+        CLIENT_MESSAGE_ID_META: client_message_id}).order_by("index").values_list("index", flat=True).first())
+    if asked is None:
+        return None
+    following = Message.objects.filter(session=session, index__gt=asked)
+    next_user = following.filter(role=Role.USER).order_by("index").values_list("index", flat=True).first()
+    if next_user is not None:
+        following = following.filter(index__lt=next_user)
+    return list(following.filter(role=Role.ASSISTANT).order_by("index"))
+
+
 def turn_execute(session_id: object, *, text: str, message_type: int = MessageType.USER,
                  sink: events.Sink | None = None, start_only: bool = False,
-                 wait_token: str | None = None, active_switchers: list | None = None) -> list[Message]:
-    """Run one turn on the session (in the current tenant) under its lock; returns the messages produced."""
+                 wait_token: str | None = None, active_switchers: list | None = None,
+                 client_message_id: str | None = None) -> list[Message]:
+    """Run one turn on the session (in the current tenant) under its lock; returns the messages produced.
+    With `client_message_id`, a message of the session already sent with that id is not taken again: its
+    turn's messages are returned (and emitted) instead."""
     sink = sink or events.NullSink()
     started = time.monotonic()
     sink.emit({"kind": "thinking", "on": True})
@@ -584,7 +609,15 @@ def turn_execute(session_id: object, *, text: str, message_type: int = MessageTy
             try:
                 if session is None:  # erased (a data-subject request) while the client was connected
                     raise TurnError("no such session")
+                if client_message_id is not None:
+                    # Under the lock: a retry sent while the first request still runs waits for it, then finds it.
+                    earlier = turn_of_client_message(session, client_message_id)
+                    if earlier is not None:
+                        for message in earlier:
+                            sink.emit({"kind": "message", "message": message_event(message)})
+                        return earlier
                 turn = Turn(session, sink)
+                turn.client_message_id = client_message_id
                 if active_switchers is not None:  # the message says which formats are on (None: as they were)
                     turn.requested_switchers = active_switchers
                     turn.state["active_switchers"] = active_switchers_clean(active_switchers, turn.state)

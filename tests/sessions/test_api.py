@@ -89,6 +89,32 @@ async def test_a_session_runs_start_then_messages_answer_the_hear_then_the_model
     assert [m["index"] for m in rest["messages"]] == [4, 5]
 
 
+async def test_a_retried_message_with_the_same_idempotency_key_runs_one_turn(http, rest_bot, llm):
+    """A client retrying a POST after a timeout sends the same Idempotency-Key (or client_message_id): one user
+    message, one model call, the same messages in both answers; another key is another message."""
+    sid = (await create_session(http, rest_bot))["session_id"]
+    await post_message(http, sid, "Ana")  # the start dialog's question
+    url = f"/api/sessions/{sid}/messages"
+    key = {"Idempotency-Key": str(uuid.uuid4())}
+    first = await http.post(url, json={"content": "what is new?"}, headers=key)
+    again = await http.post(url, json={"content": "what is new?"}, headers=key)
+    assert first.status_code == again.status_code == 200
+    assert first.json()["messages"] == again.json()["messages"]
+    assert contents(first.json()["messages"]) == ["echo: what is new?"]
+    body_id = str(uuid.uuid4())
+    by_body = [await post_message(http, sid, "and later?", client_message_id=body_id) for _ in range(2)]
+    assert by_body[0]["messages"] == by_body[1]["messages"] and contents(by_body[0]["messages"]) == [
+        "echo: and later?"]
+    assert len(llm.chat_requests()) == 2
+    other = await http.post(url, json={"content": "what is new?"}, headers={"Idempotency-Key": str(uuid.uuid4())})
+    assert contents(other.json()["messages"]) == ["echo: what is new?"] and len(llm.chat_requests()) == 3
+    users = [m["content"] for m in (await http.get(url)).json()["messages"] if m["role"] == 1]
+    assert users == ["Ana", "what is new?", "and later?", "what is new?"]
+    for bad in ("", "x" * 201, "a b", "é"):
+        response = await http.post(url, json={"content": "hi", "client_message_id": bad})
+        assert response.status_code == 400 and "Idempotency-Key" in response.json()["error"], bad
+
+
 def parse_sse(raw: str) -> list[tuple[str, dict]]:
     events = []
     for block in raw.split("\n\n"):
