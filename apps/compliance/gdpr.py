@@ -3,17 +3,22 @@
 A subject is a chat user (a `ChatUser` id) or a contact known by e-mail address or phone number. What the
 tenant holds about one, found by `subject_data`:
 
-- chat users: by id; by `email` or `external_id` equal to the address (case-insensitive); by the digits of
-  `external_id` equal to the phone's digits. A chat user's own `email`/`external_id` widen the search.
+- chat users: by id; by `email` or `external_id` equal to the address (case-insensitive); by an `external_id`
+  holding the phone number in any spelling (not an address that merely contains its digits). A chat user's
+  own `email`/`external_id` widen the search.
 - their sessions and messages (every message of their sessions, the bot's answers included), their user
   memory (`ChatUser.memory`);
 - bot memory entries (`BotMemory`) whose key names an identifier, or whose value (decrypted) mentions one;
 - mail received from or sent to their addresses, and the attachments stored for received mail
   (`<bot>.gbai/<bot>.gbdrive/mail/inbox/<mail id>/`), with the knowledge-base documents (chunks, vectors)
   indexed from those files;
-- bot table rows whose JSON mentions an identifier (a text search over each row);
+- bot table rows whose JSON mentions an identifier;
 - consent records, and the archives of earlier exports of the same subject;
 - (erasure only) analytics' daily top questions quoting an address or number of the subject.
+
+"Mentions" is exact (see `Matcher`): an address or id as a whole value or a whole token of free text
+(ana@example.com never finds mariana@example.com), a phone number by its digits in any spelling, with or
+without its country code, never inside a longer number or an address.
 
 Erasure deletes all of it; it does not anonymise. A chat user row is deleted rather than kept with its
 fields blanked: the row's only purpose is to link sessions to a person, and a kept row would still link
@@ -148,6 +153,7 @@ class SubjectData:
     consents: Any = None
     earlier_exports: Any = None
     analytics_questions: Any = None
+    matcher: Matcher | None = None
 
     def attachment_prefixes(self) -> list[str]:
         from apps.mail.services import bot_drive_root
@@ -161,6 +167,141 @@ def _digits(expression: str):
                 output_field=TextField())
 
 
+# --- matching: does a value name the subject? ---------------------------------------------------------
+#
+# Identifiers are compared exactly, never as substrings (ana@example.com must not find mariana@example.com,
+# a six-digit phone must not find an order number):
+# - e-mail addresses and other identifiers (chat user ids, channel ids): a whole value equal to one (trimmed,
+#   case-insensitive), or one standing as a whole token in free text ("my email is ana@example.com");
+# - phone numbers: by their digits, in every spelling ("+55 11 98765-4321", "5511987654321" and the
+#   national "(11) 98765-4321" are one number), as a whole value or as a phone-like run in free text.
+# SQL can only narrow the candidates (`_prefilter`); the decision is made here, in Python.
+
+# A number written without its country code still names the person: two numbers match when the longer one
+# ends with the shorter, the difference is a country code (1 to 3 digits, ITU E.164) and the shorter keeps
+# at least this many digits (national numbers have 8 or more; a shorter tail is an extension or an order).
+PHONE_COUNTRY_CODE_DIGITS_MAX = 3
+PHONE_NATIONAL_DIGITS_MIN = 8
+# A phone-like run in free text: digits and the separators people type between them, at most this many
+# characters (15 digits of E.164 plus spaces, brackets and dashes); longer runs are cut into their pieces.
+PHONE_RUN_MAX_CHARS = 32
+_PHONE_RUN_RE = re.compile(rf"(?<![\w@.+])\+?\(?\d[\d \t().-]{{4,{PHONE_RUN_MAX_CHARS - 3}}}\d(?![\w@])")
+# Identifiers that are neither an address nor a number (a channel's user id) shorter than this are too
+# likely to be an ordinary word or count ("42") to be looked for outside the chat user's own row.
+IDENTIFIER_MIN_CHARS = 6
+# JSON values are walked this deep (a value nested deeper is matched as its JSON text, conservatively):
+# bounds the recursion on a script's arbitrarily nested memory value.
+MATCH_JSON_MAX_DEPTH = 32
+
+
+def _same_phone(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    short, long = sorted((a, b), key=len)
+    return (len(short) >= PHONE_NATIONAL_DIGITS_MIN and long.endswith(short)
+            and len(long) - len(short) <= PHONE_COUNTRY_CODE_DIGITS_MAX)
+
+
+@dataclass(frozen=True)
+class Matcher:
+    """Whether a value names the subject, by the rules above."""
+
+    names: frozenset[str] = frozenset()  # lower-case e-mail addresses and other identifiers
+    phones: frozenset[str] = frozenset()  # digits of phone numbers (without "+")
+    pattern: re.Pattern | None = None  # the names as whole tokens
+
+    def __bool__(self) -> bool:
+        return bool(self.names or self.phones)
+
+    def _phone(self, digits: str) -> bool:
+        return (PHONE_DIGITS_MIN <= len(digits) <= PHONE_DIGITS_MAX + PHONE_COUNTRY_CODE_DIGITS_MAX
+                and any(_same_phone(digits, phone) for phone in self.phones))
+
+    def is_identifier(self, value: Any) -> bool:
+        """`value` as a whole IS an identifier of the subject (a field holding their address or number)."""
+        if isinstance(value, bool) or value is None:
+            return False
+        if isinstance(value, int):
+            return bool(self.phones) and self._phone(str(abs(value)))
+        if not isinstance(value, str):
+            return False
+        text = value.strip()
+        if text.lower() in self.names:
+            return True
+        return bool(self.phones) and bool(PHONE_RE.match(text)) and self._phone(re.sub(r"\D", "", text))
+
+    def mentions(self, text: str) -> bool:
+        """Free text names the subject: an identifier as a whole token, or a phone-like run of their number."""
+        if not text:
+            return False
+        if self.pattern is not None and self.pattern.search(text):
+            return True
+        if self.phones:
+            for run in _PHONE_RUN_RE.finditer(text):
+                pieces = re.split(r"[ \t]+", run.group())
+                for start in range(len(pieces)):  # "ids 1234 5511987654321": each run of whole pieces
+                    for end in range(start + 1, len(pieces) + 1):
+                        if self._phone(re.sub(r"\D", "", "".join(pieces[start:end]))):
+                            return True
+        return False
+
+    def json_mentions(self, value: Any, depth: int = 0) -> bool:
+        """A JSON value names the subject somewhere: in a string, a key or a number."""
+        if depth > MATCH_JSON_MAX_DEPTH:
+            return self.mentions(json.dumps(value, ensure_ascii=False, default=str))
+        if isinstance(value, str):
+            return self.mentions(value)
+        if isinstance(value, dict):
+            return any(self.mentions(str(key)) or self.json_mentions(item, depth + 1) for key, item in value.items())
+        if isinstance(value, list | tuple):
+            return any(self.json_mentions(item, depth + 1) for item in value)
+        return self.is_identifier(value)
+
+    def prefilter(self, text_field: str) -> Q:
+        """A SQL condition every row naming the subject in `text_field` meets (a superset: decide in Python).
+        The query must annotate `<text_field>_digits` with `_digits(text_field)` when there are phones."""
+        query = Q(pk__in=[])
+        for name in self.names:
+            query |= Q(**{f"{text_field}__icontains": name})
+        for phone in self.phones:
+            # Any spelling that matches holds at least this tail of the number, its digits contiguous.
+            tail = phone[-max(PHONE_NATIONAL_DIGITS_MIN, len(phone) - PHONE_COUNTRY_CODE_DIGITS_MAX):]
+            query |= Q(**{f"{text_field}_digits__contains": tail})
+        return query
+
+
+def subject_matcher(identifiers) -> Matcher:
+    """A Matcher for these identifiers (addresses, numbers typed any way, chat user ids, channel ids)."""
+    names, phones = set(), set()
+    for identifier in identifiers:
+        text = str(identifier or "").strip()
+        if not text:
+            continue
+        try:
+            parsed = subject_parse(text)
+        except SubjectError:
+            parsed = None
+        if parsed is not None and parsed.kind == SubjectKind.PHONE:
+            phones.add(parsed.value.lstrip("+"))
+        elif parsed is not None:
+            names.add(parsed.value)
+        elif len(text) >= IDENTIFIER_MIN_CHARS:
+            names.add(text.lower())
+    pattern = None
+    if names:
+        alternatives = "|".join(re.escape(name) for name in sorted(names, key=len, reverse=True))
+        # Not inside a longer address or word: "mariana@x.com", "ana@x.com.br" and "ana@x.company" are others.
+        pattern = re.compile(rf"(?<![\w.%+-])(?:{alternatives})(?![\w-]|\.\w)", re.IGNORECASE)
+    return Matcher(frozenset(names), frozenset(phones), pattern)
+
+
+def _annotated(queryset, text_field: str, expression, matcher: Matcher):
+    queryset = queryset.annotate(**{text_field: expression})
+    if matcher.phones:
+        queryset = queryset.annotate(**{f"{text_field}_digits": _digits(text_field)})
+    return queryset.filter(matcher.prefilter(text_field))
+
+
 def _users_for(subject: Subject):
     from apps.sessions.models import ChatUser
 
@@ -168,28 +309,19 @@ def _users_for(subject: Subject):
         return list(ChatUser.objects.filter(pk=subject.value))
     if subject.kind == SubjectKind.EMAIL:
         return list(ChatUser.objects.filter(Q(email__iexact=subject.value) | Q(external_id__iexact=subject.value)))
-    digits = subject.value.lstrip("+")
-    return list(ChatUser.objects.exclude(external_id="").annotate(digits_only=_digits("external_id"))
-                .filter(digits_only=digits))
+    # A channel id holding the number ("+55 11 98765-4321", "whatsapp:5511987654321"), never an address or
+    # another id that merely contains its digits.
+    matcher = subject_matcher(subject_spellings(subject))
+    candidates = _annotated(ChatUser.objects.exclude(external_id=""), "ext_text", Cast("external_id", TextField()),
+                            matcher)
+    return [user for user in candidates.order_by("created_at") if matcher.mentions(user.external_id)]
 
 
-def _mentions(identifiers: set[str]) -> Q:
-    query = Q(pk__in=[])
-    for identifier in identifiers:
-        query |= Q(row_text__icontains=identifier)
-    return query
-
-
-def _bot_memory_for(identifiers: set[str]) -> list:
+def _bot_memory_for(matcher: Matcher) -> list:
     from apps.bots.models import BotMemory
 
-    found = []
-    lowered = {i.lower() for i in identifiers}
-    for row in BotMemory.objects.order_by("pk").iterator(chunk_size=BOT_MEMORY_SCAN_BATCH):
-        text = (row.key + "\n" + json.dumps(row.value, ensure_ascii=False, default=str)).lower()
-        if any(identifier in text for identifier in lowered):
-            found.append(row)
-    return found
+    return [row for row in BotMemory.objects.order_by("pk").iterator(chunk_size=BOT_MEMORY_SCAN_BATCH)
+            if matcher.mentions(row.key) or matcher.json_mentions(row.value)]
 
 
 def subject_data(subject: Subject) -> SubjectData:
@@ -228,22 +360,22 @@ def subject_data(subject: Subject) -> SubjectData:
     # `to` is a comma-separated list: a substring match is confirmed against the parsed addresses.
     data.mail_out = [mail for mail in OutgoingMail.objects.filter(to_query).order_by("pk")
                      if data.addresses & {part.strip().lower() for part in mail.to.split(",")}]
-    data.table_rows = (BotTableRow.objects.annotate(row_text=Cast("data", TextField()))
-                       .filter(_mentions(data.identifiers)).order_by("pk"))
     spellings = set(subject_spellings(subject))
     for identifier in data.identifiers:  # a chat user's external id may be a number typed any way
         with contextlib.suppress(SubjectError):
             spellings |= subject_spellings(subject_parse(identifier))
+    data.matcher = subject_matcher(data.identifiers | spellings)
+    rows = _annotated(BotTableRow.objects.all(), "row_text", Cast("data", TextField()), data.matcher)
+    data.table_rows = [row for row in rows.order_by("pk") if data.matcher.json_mentions(row.data)]
     consent_query = Q(subject__in=data.identifiers | spellings | {str(pk) for pk in user_ids})
     data.consents = ConsentRecord.objects.filter(consent_query).order_by("at", "pk")
-    data.bot_memory = _bot_memory_for(data.identifiers)
+    data.bot_memory = _bot_memory_for(data.matcher)
     from apps.analytics.models import DailyQuestion
 
     # Top questions are kept verbatim per day: one that quotes the subject's address or number goes too.
-    question_query = Q(pk__in=[])
-    for identifier in data.identifiers - {str(user.pk) for user in data.users}:
-        question_query |= Q(text__icontains=identifier)
-    data.analytics_questions = DailyQuestion.objects.filter(question_query)
+    questions = _annotated(DailyQuestion.objects.all(), "question_text", Cast("text", TextField()), data.matcher)
+    data.analytics_questions = DailyQuestion.objects.filter(
+        pk__in=[q.pk for q in questions.only("pk", "text") if data.matcher.mentions(q.text)])
     data.earlier_exports = DataSubjectRequest.objects.filter(
         kind=DataSubjectRequest.Kind.EXPORT, subject_digest__in=_digests(subject, data)
     )
@@ -454,10 +586,9 @@ def subject_erase(*, subject: str | Subject) -> dict[str, int]:
 
         counts["mail_outgoing"] = OutgoingMail.objects.filter(pk__in=mail_out_ids).delete()[1].get(
             OutgoingMail._meta.label, 0)
-        counts["bot_table_rows"] = len(list(data.table_rows.values_list("pk", flat=True)))
         from apps.bots.models import BotMemory, BotTableRow
 
-        BotTableRow.objects.filter(pk__in=data.table_rows.values_list("pk", flat=True)).delete()
+        counts["bot_table_rows"] = BotTableRow.objects.filter(pk__in=[row.pk for row in data.table_rows]).delete()[0]
         counts["bot_memory"] = BotMemory.objects.filter(pk__in=[row.pk for row in data.bot_memory]).delete()[0]
         counts["consents"] = data.consents.delete()[0]
         counts["analytics_questions"] = data.analytics_questions.delete()[0]

@@ -1,0 +1,97 @@
+"""Data-subject requests match identifiers exactly: ana@example.com is not mariana@example.com, a phone
+number is found however it was typed (with or without its country code, its separators), and a number is
+never found inside an order number or an e-mail address."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+from django_tenants.utils import schema_context
+
+from apps.compliance.gdpr import subject_data, subject_erase, subject_parse
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _local_storage(local_storage):
+    return local_storage
+
+
+def _rows(schema: str, *datas: dict) -> list[int]:
+    from apps.bots.models import Bot, BotTableRow
+
+    with schema_context(schema):
+        bot = Bot.objects.get(pk=1)
+        return [BotTableRow.objects.create(bot=bot, table="customers", data=data).pk for data in datas]
+
+
+def _left(schema: str, pks: list[int]) -> list[int]:
+    from apps.bots.models import BotTableRow
+
+    with schema_context(schema):
+        return sorted(BotTableRow.objects.filter(pk__in=pks).values_list("pk", flat=True))
+
+
+def test_an_address_is_not_found_inside_a_longer_one(canary_tenants):
+    a = canary_tenants.a.schema_name
+    ana, mariana, joana, other_domain = _rows(
+        a, {"email": " Ana@Example.com "}, {"email": "mariana@example.com"}, {"email": "joana@example.com"},
+        {"email": "ana@example.com.br"})
+    counts = _erase(a, "ana@example.com")
+    assert counts["bot_table_rows"] == 1
+    assert _left(a, [ana, mariana, joana, other_domain]) == [mariana, joana, other_domain]
+
+
+def test_a_phone_is_found_in_every_spelling_and_not_in_other_numbers(canary_tenants):
+    a = canary_tenants.a.schema_name
+    pks = _rows(a, {"phone": "5511987654321"}, {"phone": "(11) 98765-4321"}, {"phone": 5511987654321},
+                {"note": "call me on +55 11 98765 4321 after six"},
+                {"order": "654321"}, {"order": "1198765432100"}, {"email": "5511987654321@example.com"},
+                {"phone": "5511987654322"})
+    counts = _erase(a, "+55 11 98765-4321")
+    assert counts["bot_table_rows"] == 4
+    assert _left(a, pks) == pks[4:]
+
+
+def test_a_short_phone_subject_does_not_match_longer_numbers(canary_tenants):
+    a = canary_tenants.a.schema_name
+    pks = _rows(a, {"order": "1654321"}, {"order": "order 6543210"}, {"phone": "654321"})
+    assert _erase(a, "654321")["bot_table_rows"] == 1
+    assert _left(a, pks) == pks[:2]
+
+
+def test_a_phone_subject_does_not_match_a_chat_user_whose_address_holds_its_digits(canary_tenants):
+    from apps.sessions.models import ChatUser
+
+    with schema_context(canary_tenants.a.schema_name):
+        mail_user = ChatUser.objects.create(username="m", external_id="5511987654321@example.com", is_anonymous=False)
+        phone_user = ChatUser.objects.create(username="p", external_id="whatsapp:+55 (11) 98765-4321",
+                                             is_anonymous=False)
+        data = subject_data(subject_parse("5511987654321"))
+    assert [user.pk for user in data.users] == [phone_user.pk] and mail_user.pk not in {u.pk for u in data.users}
+
+
+def test_questions_and_bot_memory_are_matched_by_whole_address(canary_tenants):
+    from apps.analytics.models import DailyQuestion
+    from apps.bots.models import Bot, BotMemory
+
+    a = canary_tenants.a.schema_name
+    with schema_context(a):
+        bot = Bot.objects.get(pk=1)
+        today = datetime.date.today()
+        ours = DailyQuestion.objects.create(day=today, bot=bot, text="my email is ana@example.com", asked=1)
+        theirs = DailyQuestion.objects.create(day=today, bot=bot, text="my email is mariana@example.com", asked=1)
+        BotMemory.objects.create(bot=bot, key="mariana@example.com:plan", value={"plan": "gold"})
+        BotMemory.objects.create(bot=bot, key="lead", value={"who": "joana@example.com"})
+        counts = subject_erase(subject="ana@example.com")
+        assert counts["analytics_questions"] == 1 and counts["bot_memory"] == 0
+        assert list(DailyQuestion.objects.filter(pk__in=[ours.pk, theirs.pk]).values_list("pk", flat=True)) == [
+            theirs.pk]
+        assert BotMemory.objects.filter(key__in=["mariana@example.com:plan", "lead"]).count() == 2
+
+
+def _erase(schema: str, subject: str) -> dict:
+    with schema_context(schema):
+        return subject_erase(subject=subject)
