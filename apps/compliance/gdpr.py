@@ -20,7 +20,13 @@ tenant holds about one, found by `subject_data`:
 (ana@example.com never finds mariana@example.com), a phone number by its digits in any spelling, with or
 without its country code, never inside a longer number or an address.
 
-Erasure deletes all of it; it does not anonymise. A chat user row is deleted rather than kept with its
+Erasure deletes all of it; it does not anonymise, except in what is shared with others: a bot memory value
+shared by the bot (a "subscribers" list, a dict of leads keyed by address) loses only the subject's items
+or entries, and a table row belongs to the subject only when a field of it IS their identifier and that
+field is a contact field (`email`, `phone`...) or no other field holds someone else's address or number
+(`Matcher.owns`). Another person's row that names the subject ({"customer": bob, "referred_by": ana}, a
+note quoting ana's address) is kept with the fields naming the subject blanked; an export includes only
+those fields ("partial": true). A chat user row is deleted rather than kept with its
 fields blanked: the row's only purpose is to link sessions to a person, and a kept row would still link
 the person's past to anything recorded later under the same id. Outgoing mail addressed to the subject
 and to others is deleted as a whole (the other recipients lose a log row, never a delivered message).
@@ -194,6 +200,30 @@ IDENTIFIER_MIN_CHARS = 6
 MATCH_JSON_MAX_DEPTH = 32
 
 
+# Field names (lower-case, letters and digits only) that hold the record's own person: a record whose such
+# field IS the subject's identifier is the subject's, whatever else it names.
+CONTACT_FIELD_NAMES = frozenset({
+    "email", "mail", "emailaddress", "email1", "phone", "phonenumber", "telephone", "tel", "mobile", "cell",
+    "cellphone", "whatsapp", "telefone", "celular", "contact", "contato", "externalid", "userid", "user",
+})
+_EMAIL_SHAPE_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# Split results: the whole value is the subject's (GONE), nothing of it is (NOTHING).
+GONE, NOTHING = object(), object()
+
+
+def _field_name(key: Any) -> str:
+    return re.sub(r"[^a-z0-9]", "", str(key).lower())
+
+
+def _names_someone(value: Any) -> bool:
+    """A value shaped like a person's address or number (anyone's)."""
+    if not isinstance(value, str):
+        return False
+    text = value.strip()
+    return bool(_EMAIL_SHAPE_RE.match(text)) or (
+        bool(PHONE_RE.match(text)) and PHONE_NATIONAL_DIGITS_MIN <= len(re.sub(r"\D", "", text)) <= PHONE_DIGITS_MAX)
+
+
 def _same_phone(a: str, b: str) -> bool:
     if a == b:
         return True
@@ -257,6 +287,52 @@ class Matcher:
             return any(self.json_mentions(item, depth + 1) for item in value)
         return self.is_identifier(value)
 
+    def owns(self, record: dict) -> bool:
+        """A dict (a table row, a record in a memory value) is the subject's: one of its fields IS their
+        identifier, and it is a contact field (`email`, `phone`...) or no field holds another person's
+        address or number. {"customer": "bob@x", "referred_by": "ana@x"} is Bob's row that names Ana."""
+        own = [key for key, value in record.items() if self.is_identifier(value)]
+        if not own:
+            return False
+        if any(_field_name(key) in CONTACT_FIELD_NAMES for key in own):
+            return True
+        return not any(_names_someone(value) for key, value in record.items() if key not in own)
+
+    def split(self, value: Any, depth: int = 0) -> tuple[Any, Any]:
+        """(what stays, what is about the subject) of a JSON value shared with others.
+
+        The second is NOTHING when the value does not name the subject; the first is GONE when all of it
+        is theirs. Inside: a string naming them is theirs whole; a record they own (`owns`) is theirs whole;
+        a dict entry whose key names them goes; a list item that is theirs goes; a dict field that is
+        theirs is blanked (""), so another person's record keeps its shape and the rest of its fields."""
+        if depth > MATCH_JSON_MAX_DEPTH:
+            return (GONE, value) if self.json_mentions(value, depth) else (value, NOTHING)
+        if isinstance(value, str):
+            return (GONE, value) if self.mentions(value) else (value, NOTHING)
+        if isinstance(value, dict):
+            if self.owns(value):
+                return GONE, value
+            kept, taken = {}, {}
+            for key, item in value.items():
+                if self.mentions(str(key)):
+                    taken[key] = item
+                    continue
+                item_kept, item_taken = self.split(item, depth + 1)
+                if item_taken is not NOTHING:
+                    taken[key] = item_taken
+                kept[key] = "" if item_kept is GONE else item_kept
+            return (kept, taken) if taken else (value, NOTHING)
+        if isinstance(value, list | tuple):
+            kept, taken = [], []
+            for item in value:
+                item_kept, item_taken = self.split(item, depth + 1)
+                if item_taken is not NOTHING:
+                    taken.append(item_taken)
+                if item_kept is not GONE:
+                    kept.append(item_kept)
+            return (kept, taken) if taken else (value, NOTHING)
+        return (GONE, value) if self.is_identifier(value) else (value, NOTHING)
+
     def prefilter(self, text_field: str) -> Q:
         """A SQL condition every row naming the subject in `text_field` meets (a superset: decide in Python).
         The query must annotate `<text_field>_digits` with `_digits(text_field)` when there are phones."""
@@ -317,11 +393,38 @@ def _users_for(subject: Subject):
     return [user for user in candidates.order_by("created_at") if matcher.mentions(user.external_id)]
 
 
-def _bot_memory_for(matcher: Matcher) -> list:
+@dataclass
+class Found:
+    """A row naming the subject: `kept` is what stays of its value (GONE: the row is theirs, deleted),
+    `taken` what is about them (exported)."""
+
+    row: Any
+    kept: Any
+    taken: Any
+
+    @property
+    def whole(self) -> bool:
+        return self.kept is GONE
+
+
+def _split_row(matcher: Matcher, row, value: Any, *, key: str = "") -> Found | None:
+    if key and matcher.mentions(key):
+        return Found(row, GONE, value)
+    kept, taken = matcher.split(value)
+    return None if taken is NOTHING else Found(row, kept, value if kept is GONE else taken)
+
+
+def _bot_memory_for(matcher: Matcher) -> list[Found]:
+    """Entries naming the subject. A value shared by the bot (a "subscribers" list, a dict of leads) gives up
+    only the subject's items; an entry keyed by them, or a value that is theirs whole, goes whole."""
     from apps.bots.models import BotMemory
 
-    return [row for row in BotMemory.objects.order_by("pk").iterator(chunk_size=BOT_MEMORY_SCAN_BATCH)
-            if matcher.mentions(row.key) or matcher.json_mentions(row.value)]
+    found = []
+    for row in BotMemory.objects.order_by("pk").iterator(chunk_size=BOT_MEMORY_SCAN_BATCH):
+        hit = _split_row(matcher, row, row.value, key=row.key)
+        if hit is not None:
+            found.append(hit)
+    return found
 
 
 def subject_data(subject: Subject) -> SubjectData:
@@ -366,7 +469,9 @@ def subject_data(subject: Subject) -> SubjectData:
             spellings |= subject_spellings(subject_parse(identifier))
     data.matcher = subject_matcher(data.identifiers | spellings)
     rows = _annotated(BotTableRow.objects.all(), "row_text", Cast("data", TextField()), data.matcher)
-    data.table_rows = [row for row in rows.order_by("pk") if data.matcher.json_mentions(row.data)]
+    # A row is deleted only when it is the subject's (Matcher.owns); in another's row their fields are blanked.
+    data.table_rows = [hit for hit in (_split_row(data.matcher, row, row.data) for row in rows.order_by("pk"))
+                       if hit is not None]
     consent_query = Q(subject__in=data.identifiers | spellings | {str(pk) for pk in user_ids})
     data.consents = ConsentRecord.objects.filter(consent_query).order_by("at", "pk")
     data.bot_memory = _bot_memory_for(data.matcher)
@@ -423,8 +528,9 @@ def subject_export(*, subject: str | Subject, request_id: str = "") -> tuple[byt
     messages = [{"session_id": str(m.session_id), "index": m.index, "role": m.get_role_display(),
                  "content": m.content, "model": m.model, "meta": m.meta, "created_at": _iso(m.created_at)}
                 for m in data.messages.iterator()]
-    bot_memory = [{"bot_id": row.bot_id, "key": row.key, "value": row.value,
-                   "updated_at": _iso(row.updated_at)} for row in data.bot_memory]
+    # Shared entries and others' rows: only what is about the subject ("partial": true).
+    bot_memory = [{"bot_id": hit.row.bot_id, "key": hit.row.key, "value": hit.taken, "partial": not hit.whole,
+                   "updated_at": _iso(hit.row.updated_at)} for hit in data.bot_memory]
     mail_in = list(data.mail_in.select_related("bot"))
     incoming = [{"id": m.pk, "bot": m.bot.name, "message_id": m.message_id, "from": m.from_address,
                  "subject": m.subject, "attachments": m.attachments, "status": m.status,
@@ -432,8 +538,8 @@ def subject_export(*, subject: str | Subject, request_id: str = "") -> tuple[byt
     outgoing = [{"id": m.pk, "bot_id": m.bot_id, "to": m.to, "subject": m.subject, "body_text": m.body_text,
                  "body_html": m.body_html, "attachments": m.attachments, "status": m.status,
                  "created_at": _iso(m.created_at), "sent_at": _iso(m.sent_at)} for m in data.mail_out]
-    rows = [{"id": r.pk, "bot_id": r.bot_id, "table": r.table, "data": r.data, "created_at": _iso(r.created_at)}
-            for r in data.table_rows]
+    rows = [{"id": hit.row.pk, "bot_id": hit.row.bot_id, "table": hit.row.table, "data": hit.taken,
+             "partial": not hit.whole, "created_at": _iso(hit.row.created_at)} for hit in data.table_rows]
     consents = [{"purpose": c.purpose, "granted": c.granted, "at": _iso(c.at), "source": c.source}
                 for c in data.consents]
 
@@ -459,10 +565,12 @@ def subject_export(*, subject: str | Subject, request_id: str = "") -> tuple[byt
             "user_memory.json": "SET USER MEMORY values per chat user",
             "sessions.json": "conversations of those users (with dialog state)",
             "messages.json": "every message of those conversations, the bot's answers included",
-            "bot_memory.json": "bot memory entries whose key or value names the subject",
+            "bot_memory.json": "bot memory entries whose key or value names the subject (partial: only the "
+                               "subject's items of a value shared with others)",
             "mail_incoming.json": "mail received from the subject's addresses",
             "mail_outgoing.json": "mail sent to the subject's addresses",
-            "bot_table_rows.json": "bot table rows mentioning an identifier of the subject",
+            "bot_table_rows.json": "bot table rows of the subject, and (partial) the fields of others' rows "
+                                   "that name the subject",
             "consents.json": "consent decisions",
             "files/": "attachments of the received mail, under their drive keys",
         },
@@ -556,7 +664,8 @@ def subject_erase(*, subject: str | Subject) -> dict[str, int]:
     data = subject_data(subject)
     drive = tenant_drive()
     counts = dict.fromkeys(("chat_users", "user_memory_keys", "sessions", "messages", "bot_memory",
-                            "mail_incoming", "mail_outgoing", "bot_table_rows", "consents", "files",
+                            "mail_incoming", "mail_outgoing", "bot_table_rows", "bot_table_rows_redacted",
+                            "bot_memory_redacted", "consents", "files",
                             "documents", "chunks", "exports", "analytics_questions", "llm_cached_answers"), 0)
 
     # Files first (outside the transaction: a drive cannot roll back). A failure later leaves rows that a
@@ -588,8 +697,18 @@ def subject_erase(*, subject: str | Subject) -> dict[str, int]:
             OutgoingMail._meta.label, 0)
         from apps.bots.models import BotMemory, BotTableRow
 
-        counts["bot_table_rows"] = BotTableRow.objects.filter(pk__in=[row.pk for row in data.table_rows]).delete()[0]
-        counts["bot_memory"] = BotMemory.objects.filter(pk__in=[row.pk for row in data.bot_memory]).delete()[0]
+        counts["bot_table_rows"] = BotTableRow.objects.filter(
+            pk__in=[hit.row.pk for hit in data.table_rows if hit.whole]).delete()[0]
+        for hit in data.table_rows:
+            if not hit.whole:
+                counts["bot_table_rows_redacted"] += BotTableRow.objects.filter(pk=hit.row.pk).update(data=hit.kept)
+        counts["bot_memory"] = BotMemory.objects.filter(
+            pk__in=[hit.row.pk for hit in data.bot_memory if hit.whole]).delete()[0]
+        for hit in data.bot_memory:
+            if not hit.whole:
+                hit.row.value = hit.kept
+                hit.row.save(update_fields=["value", "updated_at"])
+                counts["bot_memory_redacted"] += 1
         counts["consents"] = data.consents.delete()[0]
         counts["analytics_questions"] = data.analytics_questions.delete()[0]
         from apps.sessions.models import ChatUser

@@ -257,7 +257,8 @@ def test_erasure_leaves_nothing_of_the_subject_and_everything_of_others(world, d
     assert row.status == DataSubjectRequest.Status.DONE and row.subject == ""
     assert row.report["counts"] == {"chat_users": 1, "user_memory_keys": 1, "sessions": 2, "messages": 4,
                                     "bot_memory": 2, "mail_incoming": 1, "mail_outgoing": 1, "bot_table_rows": 1,
-                                    "consents": 1, "files": 1, "documents": 1, "chunks": 1, "exports": 1,
+                                    "bot_table_rows_redacted": 0, "bot_memory_redacted": 0, "consents": 1,
+                                    "files": 1, "documents": 1, "chunks": 1, "exports": 1,
                                     "analytics_questions": 1, "llm_cached_answers": 0}
     # No message, memory, mail, row, vector or file of Ana remains in tenant A, nor her address.
     assert db_rows_containing(a.schema_name, ANA) == []

@@ -5,6 +5,7 @@ never found inside an order number or an e-mail address."""
 from __future__ import annotations
 
 import datetime
+import json
 
 import pytest
 from django_tenants.utils import schema_context
@@ -51,8 +52,8 @@ def test_a_phone_is_found_in_every_spelling_and_not_in_other_numbers(canary_tena
                 {"order": "654321"}, {"order": "1198765432100"}, {"email": "5511987654321@example.com"},
                 {"phone": "5511987654322"})
     counts = _erase(a, "+55 11 98765-4321")
-    assert counts["bot_table_rows"] == 4
-    assert _left(a, pks) == pks[4:]
+    assert (counts["bot_table_rows"], counts["bot_table_rows_redacted"]) == (3, 1)
+    assert _left(a, pks) == pks[3:]  # the note naming the number is blanked (see the shared-values tests)
 
 
 def test_a_short_phone_subject_does_not_match_longer_numbers(canary_tenants):
@@ -95,3 +96,61 @@ def test_questions_and_bot_memory_are_matched_by_whole_address(canary_tenants):
 def _erase(schema: str, subject: str) -> dict:
     with schema_context(schema):
         return subject_erase(subject=subject)
+
+
+# --- values shared with others ---------------------------------------------------------------------
+
+
+def _export(schema: str, subject: str) -> dict:
+    import io
+    import zipfile
+
+    from apps.compliance.gdpr import subject_export
+
+    with schema_context(schema):
+        archive, _ = subject_export(subject=subject)
+    with zipfile.ZipFile(io.BytesIO(archive)) as opened:
+        return {name: json.loads(opened.read(name)) for name in opened.namelist() if name.endswith(".json")}
+
+
+def test_a_shared_bot_memory_value_gives_up_only_the_subjects_items(canary_tenants):
+    from apps.bots.models import Bot, BotMemory
+
+    a = canary_tenants.a.schema_name
+    with schema_context(a):
+        bot = Bot.objects.get(pk=1)
+        BotMemory.objects.create(bot=bot, key="subscribers", value=["ana@example.com", "bruno@example.com"])
+        BotMemory.objects.create(bot=bot, key="leads", value={"ana@example.com": {"plan": "gold"},
+                                                              "bruno@example.com": {"plan": "free"}})
+        BotMemory.objects.create(bot=bot, key="lead-7", value={"who": "ana@example.com", "plan": "gold"})
+    exported = _export(a, "ana@example.com")
+    assert {entry["key"]: entry["value"] for entry in exported["bot_memory.json"]} == {
+        "subscribers": ["ana@example.com"], "leads": {"ana@example.com": {"plan": "gold"}},
+        "lead-7": {"who": "ana@example.com", "plan": "gold"}}
+    assert "bruno@example.com" not in json.dumps(exported)
+    counts = _erase(a, "ana@example.com")
+    assert (counts["bot_memory"], counts["bot_memory_redacted"]) == (1, 2)
+    with schema_context(a):
+        values = {row.key: row.value for row in BotMemory.objects.filter(key__in=["subscribers", "leads", "lead-7"])}
+    assert values == {"subscribers": ["bruno@example.com"], "leads": {"bruno@example.com": {"plan": "free"}}}
+
+
+def test_another_customers_row_naming_the_subject_is_blanked_not_deleted(canary_tenants):
+    from apps.bots.models import BotTableRow
+
+    a = canary_tenants.a.schema_name
+    ana, bruno, carla = _rows(
+        a, {"email": "ana@example.com", "referred_by": "bruno@example.com", "note": "vip"},
+        {"customer": "bruno@example.com", "referred_by": "ana@example.com", "total": 10},
+        {"email": "carla@example.com", "note": "friend of ana@example.com", "cc": ["ana@example.com", "x@y.com"]})
+    exported = _export(a, "ana@example.com")
+    rows = {row["id"]: (row["data"], row["partial"]) for row in exported["bot_table_rows.json"]}
+    assert rows == {ana: ({"email": "ana@example.com", "referred_by": "bruno@example.com", "note": "vip"}, False),
+                    bruno: ({"referred_by": "ana@example.com"}, True),
+                    carla: ({"note": "friend of ana@example.com", "cc": ["ana@example.com"]}, True)}
+    counts = _erase(a, "ana@example.com")
+    assert (counts["bot_table_rows"], counts["bot_table_rows_redacted"]) == (1, 2)
+    with schema_context(a):
+        left = {row.pk: row.data for row in BotTableRow.objects.filter(pk__in=[ana, bruno, carla])}
+    assert left == {bruno: {"customer": "bruno@example.com", "referred_by": "", "total": 10},
+                    carla: {"email": "carla@example.com", "note": "", "cc": ["x@y.com"]}}
