@@ -14,7 +14,12 @@ tenant holds about one, found by `subject_data`:
   indexed from those files;
 - bot table rows whose JSON mentions an identifier;
 - consent records, and the archives of earlier exports of the same subject;
-- (erasure only) analytics' daily top questions quoting an address or number of the subject.
+- (erasure only) analytics' daily top questions quoting an address or number of the subject;
+- others' records naming the subject: mail sent to others (subject, text and HTML body), scheduled job runs
+  (`JobRun.output`, `error_message`, the saved VM `state`) and meeting rooms (`Room.title`, `metadata`, the
+  booking's description). Their lines naming the subject become REDACTED_LINE and their JSON loses the
+  subject's parts (`Matcher.split`; a waiting run whose whole state was theirs ends in error); the records
+  stay, and an export carries only those lines and parts.
 
 "Mentions" is exact (see `Matcher`): an address or id as a whole value or a whole token of free text
 (ana@example.com never finds mariana@example.com), a phone number by its digits in any spelling, with or
@@ -60,7 +65,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import connection, transaction
 from django.db.models import F, Func, Q, TextField, Value
-from django.db.models.functions import Cast
+from django.db.models.functions import Cast, Coalesce, Concat
 from django.utils import timezone
 
 from apps.compliance.models import (
@@ -159,6 +164,10 @@ class SubjectData:
     consents: Any = None
     earlier_exports: Any = None
     analytics_questions: Any = None
+    # Others' records naming the subject: mail sent to others, scheduled job runs, meeting rooms.
+    mail_out_mentions: list = field(default_factory=list)
+    job_runs: list = field(default_factory=list)
+    meeting_rooms: list = field(default_factory=list)
     matcher: Matcher | None = None
 
     def attachment_prefixes(self) -> list[str]:
@@ -207,6 +216,10 @@ CONTACT_FIELD_NAMES = frozenset({
     "cellphone", "whatsapp", "telefone", "celular", "contact", "contato", "externalid", "userid", "user",
 })
 _EMAIL_SHAPE_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# What a line of free text naming the subject becomes in others' records (a mail's body, a job's output).
+REDACTED_LINE = "[erased]"
+# Records of others scanned for mentions (mail, job runs, rooms) are read this many at a time.
+MENTION_SCAN_BATCH = 500
 # Split results: the whole value is the subject's (GONE), nothing of it is (NOTHING).
 GONE, NOTHING = object(), object()
 
@@ -333,6 +346,18 @@ class Matcher:
             return (kept, taken) if taken else (value, NOTHING)
         return (GONE, value) if self.is_identifier(value) else (value, NOTHING)
 
+    def redact_text(self, text: str) -> tuple[str, list[str]]:
+        """(`text` with each line naming the subject replaced by REDACTED_LINE, those lines)."""
+        if not text or not self.mentions(text):
+            return text, []
+        kept, taken = [], []
+        for line in text.split("\n"):
+            named = self.mentions(line)
+            kept.append(REDACTED_LINE if named else line)
+            if named:
+                taken.append(line)
+        return ("\n".join(kept), taken) if taken else (REDACTED_LINE, [text])
+
     def prefilter(self, text_field: str) -> Q:
         """A SQL condition every row naming the subject in `text_field` meets (a superset: decide in Python).
         The query must annotate `<text_field>_digits` with `_digits(text_field)` when there are phones."""
@@ -414,6 +439,41 @@ def _split_row(matcher: Matcher, row, value: Any, *, key: str = "") -> Found | N
     return None if taken is NOTHING else Found(row, kept, value if kept is GONE else taken)
 
 
+@dataclass
+class Mention:
+    """A record of others' data that names the subject: its fields after redaction (`changes`, written by an
+    erasure) and what in them named the subject (`taken`, exported)."""
+
+    row: Any
+    changes: dict[str, Any]
+    taken: dict[str, Any]
+
+
+def _mentions_in(matcher: Matcher, queryset, *, text_fields=(), json_fields: dict | None = None) -> list[Mention]:
+    """Records of `queryset` whose text fields (line by line) or JSON fields (`Matcher.split`; a JSON field
+    that is the subject's whole becomes its `json_fields` empty value) name the subject."""
+    json_fields = json_fields or {}
+    parts = []
+    for name in (*text_fields, *json_fields):
+        parts += [Coalesce(Cast(name, TextField()), Value(""), output_field=TextField()),
+                  Value("\n", output_field=TextField())]
+    candidates = _annotated(queryset, "found_text", Concat(*parts, output_field=TextField()), matcher)
+    found = []
+    for row in candidates.order_by("pk").iterator(chunk_size=MENTION_SCAN_BATCH):
+        changes, taken = {}, {}
+        for name in text_fields:
+            kept, lines = matcher.redact_text(getattr(row, name) or "")
+            if lines:
+                changes[name], taken[name] = kept, lines
+        for name, empty in json_fields.items():
+            kept, part = matcher.split(getattr(row, name))
+            if part is not NOTHING:
+                changes[name], taken[name] = (empty if kept is GONE else kept), part
+        if taken:
+            found.append(Mention(row, changes, taken))
+    return found
+
+
 def _bot_memory_for(matcher: Matcher) -> list[Found]:
     """Entries naming the subject. A value shared by the bot (a "subscribers" list, a dict of leads) gives up
     only the subject's items; an entry keyed by them, or a value that is theirs whole, goes whole."""
@@ -481,6 +541,17 @@ def subject_data(subject: Subject) -> SubjectData:
     questions = _annotated(DailyQuestion.objects.all(), "question_text", Cast("text", TextField()), data.matcher)
     data.analytics_questions = DailyQuestion.objects.filter(
         pk__in=[q.pk for q in questions.only("pk", "text") if data.matcher.mentions(q.text)])
+    from apps.automation.models import JobRun
+    from apps.meet.models import Room
+
+    # Places that name the person in others' records: their lines are redacted, the records stay.
+    data.mail_out_mentions = _mentions_in(
+        data.matcher, OutgoingMail.objects.exclude(pk__in=[mail.pk for mail in data.mail_out]),
+        text_fields=("subject", "body_text", "body_html"))
+    data.job_runs = _mentions_in(data.matcher, JobRun.objects.all(), text_fields=("output", "error_message"),
+                                 json_fields={"state": None})
+    data.meeting_rooms = _mentions_in(data.matcher, Room.objects.all(), text_fields=("title",),
+                                      json_fields={"metadata": {}})
     data.earlier_exports = DataSubjectRequest.objects.filter(
         kind=DataSubjectRequest.Kind.EXPORT, subject_digest__in=_digests(subject, data)
     )
@@ -542,6 +613,14 @@ def subject_export(*, subject: str | Subject, request_id: str = "") -> tuple[byt
              "partial": not hit.whole, "created_at": _iso(hit.row.created_at)} for hit in data.table_rows]
     consents = [{"purpose": c.purpose, "granted": c.granted, "at": _iso(c.at), "source": c.source}
                 for c in data.consents]
+    # Others' records: only the lines / parts naming the subject, never the other people's addresses.
+    mail_mentions = [{"id": hit.row.pk, "bot_id": hit.row.bot_id, "created_at": _iso(hit.row.created_at),
+                      **hit.taken, "partial": True} for hit in data.mail_out_mentions]
+    job_runs = [{"id": hit.row.pk, "bot_id": hit.row.bot_id, "script": hit.row.script_name,
+                 "scheduled_for": _iso(hit.row.scheduled_for), **hit.taken, "partial": True}
+                for hit in data.job_runs]
+    rooms = [{"id": hit.row.pk, "created_at": _iso(hit.row.created_at), **hit.taken, "partial": True}
+             for hit in data.meeting_rooms]
 
     drive = tenant_drive()
     files, skipped, total = [], [], 0
@@ -556,7 +635,8 @@ def subject_export(*, subject: str | Subject, request_id: str = "") -> tuple[byt
     counts = {"chat_users": len(users), "user_memory_keys": sum(len(m) for m in memory.values()),
               "sessions": len(sessions), "messages": len(messages), "bot_memory": len(bot_memory),
               "mail_incoming": len(incoming), "mail_outgoing": len(outgoing), "bot_table_rows": len(rows),
-              "consents": len(consents), "files": len(files)}
+              "consents": len(consents), "files": len(files), "mail_outgoing_mentions": len(mail_mentions),
+              "job_runs": len(job_runs), "meeting_rooms": len(rooms)}
     manifest = {
         "request_id": request_id, "tenant": connection.schema_name, "generated_at": _iso(timezone.now()),
         "subject": {"kind": subject.kind, "value": subject.value}, "counts": counts,
@@ -572,6 +652,9 @@ def subject_export(*, subject: str | Subject, request_id: str = "") -> tuple[byt
             "bot_table_rows.json": "bot table rows of the subject, and (partial) the fields of others' rows "
                                    "that name the subject",
             "consents.json": "consent decisions",
+            "mail_outgoing_mentions.json": "lines of mail sent to others (subject, body) naming the subject",
+            "job_runs.json": "lines of scheduled jobs' output and the parts of their saved state naming the subject",
+            "meeting_rooms.json": "meeting rooms whose title or booking details name the subject (those parts)",
             "files/": "attachments of the received mail, under their drive keys",
         },
         "not_included": [
@@ -587,7 +670,9 @@ def subject_export(*, subject: str | Subject, request_id: str = "") -> tuple[byt
                               ("user_memory.json", memory), ("sessions.json", sessions),
                               ("messages.json", messages), ("bot_memory.json", bot_memory),
                               ("mail_incoming.json", incoming), ("mail_outgoing.json", outgoing),
-                              ("bot_table_rows.json", rows), ("consents.json", consents)):
+                              ("bot_table_rows.json", rows), ("consents.json", consents),
+                              ("mail_outgoing_mentions.json", mail_mentions), ("job_runs.json", job_runs),
+                              ("meeting_rooms.json", rooms)):
             archive.writestr(name, _json(payload))
         for key, content in files:
             archive.writestr(f"files/{key}", content)
@@ -665,7 +750,8 @@ def subject_erase(*, subject: str | Subject) -> dict[str, int]:
     drive = tenant_drive()
     counts = dict.fromkeys(("chat_users", "user_memory_keys", "sessions", "messages", "bot_memory",
                             "mail_incoming", "mail_outgoing", "bot_table_rows", "bot_table_rows_redacted",
-                            "bot_memory_redacted", "consents", "files",
+                            "bot_memory_redacted", "mail_outgoing_redacted", "job_runs_redacted",
+                            "meeting_rooms_redacted", "consents", "files",
                             "documents", "chunks", "exports", "analytics_questions", "llm_cached_answers"), 0)
 
     # Files first (outside the transaction: a drive cannot roll back). A failure later leaves rows that a
@@ -710,6 +796,20 @@ def subject_erase(*, subject: str | Subject) -> dict[str, int]:
                 hit.row.save(update_fields=["value", "updated_at"])
                 counts["bot_memory_redacted"] += 1
         counts["consents"] = data.consents.delete()[0]
+        from apps.automation.models import JobRun
+        from apps.meet.models import Room
+
+        for key, model, hits in (("mail_outgoing_redacted", OutgoingMail, data.mail_out_mentions),
+                                 ("job_runs_redacted", JobRun, data.job_runs),
+                                 ("meeting_rooms_redacted", Room, data.meeting_rooms)):
+            for hit in hits:
+                changes = dict(hit.changes)
+                if model is JobRun and "state" in changes and changes["state"] is None and (
+                        hit.row.status == JobRun.Status.WAITING):
+                    # Its whole saved state was the subject's: nothing is left to resume.
+                    changes.update(status=JobRun.Status.ERROR, resume_at=None, finished_at=timezone.now(),
+                                   error_message="its saved state was removed by a data-subject erasure")
+                counts[key] += model.objects.filter(pk=hit.row.pk).update(**changes)
         counts["analytics_questions"] = data.analytics_questions.delete()[0]
         from apps.sessions.models import ChatUser
 

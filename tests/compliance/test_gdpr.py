@@ -195,7 +195,8 @@ def test_export_archive_holds_everything_about_the_subject_and_nothing_of_others
     manifest = json.loads(files["manifest.json"])
     assert manifest["counts"] == {"chat_users": 1, "user_memory_keys": 1, "sessions": 2, "messages": 4,
                                   "bot_memory": 2, "mail_incoming": 1, "mail_outgoing": 1, "bot_table_rows": 1,
-                                  "consents": 1, "files": 1}
+                                  "consents": 1, "files": 1, "mail_outgoing_mentions": 0, "job_runs": 0,
+                                  "meeting_rooms": 0}
     assert manifest["request_id"] == str(row.pk) and manifest["subject"] == {"kind": "email", "value": ADDRESS}
     messages = json.loads(files["messages.json"])
     assert {m["content"] for m in messages} == {f"{ANA} says hi 0", f"{ANA} says hi 1", f"hello {ANA}"}
@@ -257,7 +258,8 @@ def test_erasure_leaves_nothing_of_the_subject_and_everything_of_others(world, d
     assert row.status == DataSubjectRequest.Status.DONE and row.subject == ""
     assert row.report["counts"] == {"chat_users": 1, "user_memory_keys": 1, "sessions": 2, "messages": 4,
                                     "bot_memory": 2, "mail_incoming": 1, "mail_outgoing": 1, "bot_table_rows": 1,
-                                    "bot_table_rows_redacted": 0, "bot_memory_redacted": 0, "consents": 1,
+                                    "bot_table_rows_redacted": 0, "bot_memory_redacted": 0, "mail_outgoing_redacted": 0,
+                                    "job_runs_redacted": 0, "meeting_rooms_redacted": 0, "consents": 1,
                                     "files": 1, "documents": 1, "chunks": 1, "exports": 1,
                                     "analytics_questions": 1, "llm_cached_answers": 0}
     # No message, memory, mail, row, vector or file of Ana remains in tenant A, nor her address.

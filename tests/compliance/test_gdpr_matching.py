@@ -154,3 +154,64 @@ def test_another_customers_row_naming_the_subject_is_blanked_not_deleted(canary_
         left = {row.pk: row.data for row in BotTableRow.objects.filter(pk__in=[ana, bruno, carla])}
     assert left == {bruno: {"customer": "bruno@example.com", "referred_by": "", "total": 10},
                     carla: {"email": "carla@example.com", "note": "", "cc": ["x@y.com"]}}
+
+
+# --- others' records that name the subject ---------------------------------------------------------
+
+
+def test_mail_to_others_job_runs_and_meeting_rooms_naming_the_subject_are_exported_and_redacted(canary_tenants):
+    import uuid
+
+    from django.utils import timezone
+
+    from apps.automation.models import JobRun
+    from apps.bots.models import Bot
+    from apps.mail.models import OutgoingMail
+    from apps.meet.models import Room
+
+    a = canary_tenants.a.schema_name
+    with schema_context(a):
+        bot = Bot.objects.get(pk=1)
+        mail = OutgoingMail.objects.create(
+            bot=bot, to="bruno@example.com", subject="Referral from ana@example.com", message_id=f"<{uuid.uuid4()}@x>",
+            body_text="Hello Bruno,\nana@example.com referred you.\nWelcome!", status=OutgoingMail.Status.SENT)
+        other_mail = OutgoingMail.objects.create(
+            bot=bot, to="carla@example.com", subject="hi", message_id=f"<{uuid.uuid4()}@x>",
+            body_text="mariana@example.com says hi", status=OutgoingMail.Status.SENT)
+        run = JobRun.objects.create(
+            bot=bot, script_name="newsletter.bas", cron="0 9 * * *", scheduled_for=timezone.now(),
+            status=JobRun.Status.WAITING, output="sent to ana@example.com\nsent to bruno@example.com",
+            state={"vm": {"vars": {"to": ["ana@example.com", "bruno@example.com"], "n": 2}}})
+        room = Room.objects.create(name="call-ana-1a2b", title="Call with ana@example.com", bot=bot,
+                                   metadata={"booking": {"description": "Ana, +55 11 98765-4321", "location": "HQ"}})
+    exported = _export(a, "ana@example.com")
+    assert [(m["id"], m["subject"], m["body_text"]) for m in exported["mail_outgoing_mentions.json"]] == [
+        (mail.pk, ["Referral from ana@example.com"], ["ana@example.com referred you."])]
+    assert [(r["id"], r["output"], r["state"]) for r in exported["job_runs.json"]] == [
+        (run.pk, ["sent to ana@example.com"], {"vm": {"vars": {"to": ["ana@example.com"]}}})]
+    assert [(r["id"], r["title"]) for r in exported["meeting_rooms.json"]] == [(room.pk, ["Call with ana@example.com"])]
+    assert exported["manifest.json"]["counts"]["job_runs"] == 1
+    assert "mail_outgoing_mentions.json" in exported["manifest.json"]["files"]
+    assert "bruno@example.com" not in json.dumps(exported)
+    # A phone subject finds the booking's description.
+    assert [r["metadata"] for r in _export(a, "+55 11 98765-4321")["meeting_rooms.json"]] == [
+        {"booking": {"description": "Ana, +55 11 98765-4321"}}]
+
+    counts = _erase(a, "ana@example.com")
+    assert (counts["mail_outgoing"], counts["mail_outgoing_redacted"], counts["job_runs_redacted"],
+            counts["meeting_rooms_redacted"]) == (0, 1, 1, 1)
+    with schema_context(a):
+        mail.refresh_from_db()
+        other_mail.refresh_from_db()
+        run.refresh_from_db()
+        room.refresh_from_db()
+    assert (mail.to, mail.subject, mail.body_text) == ("bruno@example.com", "[erased]",
+                                                       "Hello Bruno,\n[erased]\nWelcome!")
+    assert other_mail.body_text == "mariana@example.com says hi"
+    assert run.output == "[erased]\nsent to bruno@example.com" and run.status == JobRun.Status.WAITING
+    assert run.state == {"vm": {"vars": {"to": ["bruno@example.com"], "n": 2}}}
+    assert room.title == "[erased]" and room.metadata["booking"]["location"] == "HQ"
+    _erase(a, "+55 11 98765-4321")
+    with schema_context(a):
+        room.refresh_from_db()
+    assert room.metadata == {"booking": {"description": "", "location": "HQ"}}

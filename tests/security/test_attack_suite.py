@@ -613,7 +613,7 @@ def test_i12_export_and_erasure_of_u_in_a_read_and_touch_nothing_of_b(canary_ten
         # show. And the erasure did its job in A (so "nothing touched in B" is not an erasure that did nothing).
         assert counts == 3 * [{"chat_users": 1, "user_memory_keys": 1, "sessions": 2, "messages": 4, "bot_memory": 1,
                                "mail_incoming": 1, "mail_outgoing": 1, "bot_table_rows": 1, "consents": 1,
-                               "files": 1}]
+                               "files": 1, "mail_outgoing_mentions": 0, "job_runs": 0, "meeting_rooms": 0}]
         assert own_files == 3 * [f"invoice of {canary[a.schema_name]}".encode()]
         assert report["counts"]["chat_users"] == 1 and report["counts"]["documents"] == 1
         assert report["counts"]["exports"] == 4  # the three exports just made and the earlier one
