@@ -5,6 +5,12 @@ sessions by last activity, with their messages), `logs` (mail rows: received mai
 its stored attachments, sent mail by creation time unless still queued), `recordings` (meeting recordings
 that ended, with their drive files). A class without a policy is kept.
 
+With the sessions policy, chat users older than it with no session left go too (their address, channel id
+and user memory would otherwise outlive every conversation; report key `chat_users`). Whatever the
+policies: user memory values past their expiry are removed (`user_memory_expired`, keys), and scheduled
+job runs older than JOB_RUN_KEEP_DAYS (their output and state quote customers; `job_runs`), except runs
+still running or waiting.
+
 The audit log is the platform operator's, not the tenant's: its events are kept AUDIT_LOG_KEEP_DAYS (unset:
 forever; at least AUDIT_LOG_KEEP_MIN_DAYS), then purged like the rest (report key `audit`). The table refuses
 every DELETE except the purge's, which marks its transaction (`gbplatform.audit_purge`; migration 0003).
@@ -34,6 +40,10 @@ from apps.compliance.services import audit_record
 # Days a data-subject export archive stays downloadable: it is a copy of everything about a person, made
 # for them to fetch now, and must not linger in the drive (the request row and its counts stay).
 EXPORT_ARCHIVE_KEEP_DAYS = 30
+# Days a scheduled job's run record is kept, whatever the policies: its output (TALK lines) and saved state
+# quote the customers the job handled, and a quarter of run history is enough to investigate a failing job
+# (the console lists recent runs). Runs still running or waiting to resume are kept.
+JOB_RUN_KEEP_DAYS = 90
 # Rows deleted per transaction: small enough to keep locks short, large enough to purge a busy tenant's
 # day of messages (tens of thousands) in a few dozen round trips.
 RETENTION_BATCH_SIZE = 1000
@@ -86,6 +96,68 @@ def _purge_sessions(cutoff: datetime) -> int:
     from apps.sessions.models import ChatSession
 
     return _batched(ChatSession.objects.filter(last_activity__lt=cutoff))
+
+
+def _purge_idle_chat_users(cutoff: datetime) -> int:
+    """Chat users older than `cutoff` with no session left: their address, channel id and user memory outlived
+    every conversation (the sessions purge deleted those). The DELETE checks again that no session appeared."""
+    from django.db.models import Exists, OuterRef
+
+    from apps.sessions.models import ChatSession, ChatUser
+
+    idle = ChatUser.objects.filter(created_at__lt=cutoff).filter(
+        ~Exists(ChatSession.objects.filter(user_id=OuterRef("pk"))))
+    deleted = 0
+    while True:
+        ids = list(idle.order_by("pk").values_list("pk", flat=True)[:RETENTION_BATCH_SIZE])
+        if not ids:
+            return deleted
+        with transaction.atomic():
+            deleted += idle.filter(pk__in=ids).delete()[1].get(ChatUser._meta.label, 0)
+        if len(ids) < RETENTION_BATCH_SIZE:
+            return deleted
+
+
+def _expire_user_memory(now: datetime) -> int:
+    """Remove SET USER MEMORY / REMEMBER values past their expiry (never read again, kept for ever otherwise);
+    the number of keys removed."""
+    from django.db.models import TextField
+    from django.db.models.functions import Cast
+
+    from apps.sessions.models import ChatUser
+
+    def expired(memory) -> list[str]:
+        keys = []
+        for key, entry in (memory if isinstance(memory, dict) else {}).items():
+            stamp = entry.get("expires") if isinstance(entry, dict) else None
+            try:
+                if stamp and datetime.fromisoformat(stamp) < now:
+                    keys.append(key)
+            except (TypeError, ValueError):
+                continue
+        return keys
+
+    removed = 0
+    candidates = (ChatUser.objects.annotate(memory_text=Cast("memory", TextField()))
+                  .filter(memory_text__contains='"expires": "').only("pk", "memory"))
+    for user in candidates.order_by("pk").iterator(chunk_size=RETENTION_BATCH_SIZE):
+        if not expired(user.memory):
+            continue
+        with transaction.atomic():  # re-read under the lock SET USER MEMORY takes
+            locked = ChatUser.objects.select_for_update().filter(pk=user.pk).first()
+            keys = expired(locked.memory) if locked else []
+            if keys:
+                locked.memory = {k: v for k, v in locked.memory.items() if k not in keys}
+                locked.save(update_fields=["memory"])
+                removed += len(keys)
+    return removed
+
+
+def _purge_job_runs(cutoff: datetime) -> int:
+    from apps.automation.models import JobRun
+
+    return _batched(JobRun.objects.filter(scheduled_for__lt=cutoff).exclude(
+        status__in=[JobRun.Status.RUNNING, JobRun.Status.WAITING]))
 
 
 def _purge_logs(cutoff: datetime) -> int:
@@ -174,7 +246,16 @@ def retention_purge(*, now: datetime | None = None) -> dict[str, int]:
     now = now or timezone.now()
     counts: dict[str, int] = {}
     for policy in RetentionPolicy.objects.order_by("data_class"):
-        counts[policy.data_class] = PURGES[policy.data_class](now - timedelta(days=policy.days))
+        cutoff = now - timedelta(days=policy.days)
+        counts[policy.data_class] = PURGES[policy.data_class](cutoff)
+        if policy.data_class == RetentionPolicy.DataClass.SESSIONS:
+            users = _purge_idle_chat_users(cutoff)
+            if users:
+                counts["chat_users"] = users
+    for key, purged in (("user_memory_expired", _expire_user_memory(now)),
+                        ("job_runs", _purge_job_runs(now - timedelta(days=JOB_RUN_KEEP_DAYS)))):
+        if purged:
+            counts[key] = purged
     expired = _expire_exports(now)
     if expired:
         counts["exports"] = expired

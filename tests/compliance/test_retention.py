@@ -230,3 +230,58 @@ def test_only_the_purge_may_delete_audit_events_and_nothing_may_change_them(cana
                     cursor.execute("SET LOCAL gbplatform.audit_purge = 'on'")
                 cursor.execute(statement)
     assert _aged_left(a.schema_name) == ["test.aged.400"]
+
+
+def test_chat_users_left_without_sessions_go_with_the_sessions_policy(canary_tenants):
+    from apps.bots.models import Bot
+    from apps.sessions.models import ChatSession, ChatUser
+
+    a = canary_tenants.a
+    with schema_context(a.schema_name):
+        bot = Bot.objects.get(pk=1)
+        users = {}
+        for name, created, session_days in (("gone", 100, 100), ("active", 100, 2), ("new", 10, None),
+                                            ("never", 100, None)):
+            user = ChatUser.objects.create(username=name, email=f"{name}@example.com",
+                                           external_id=f"{name}@example.com",
+                                           memory={"plan": {"value": "gold", "expires": None}})
+            ChatUser.objects.filter(pk=user.pk).update(created_at=_ago(created))
+            if session_days is not None:
+                session = ChatSession.objects.create(user=user, bot=bot)
+                ChatSession.objects.filter(pk=session.pk).update(last_activity=_ago(session_days))
+            users[name] = user.pk
+        retention_policy_set(data_class="sessions", days=90)
+        assert retention_purge() == {"sessions": 1, "chat_users": 2}
+        assert sorted(ChatUser.objects.filter(pk__in=users.values()).values_list("username", flat=True)) == [
+            "active", "new"]
+
+
+def test_expired_user_memory_values_are_removed_whatever_the_policies(canary_tenants):
+    from apps.sessions.models import ChatUser
+
+    with schema_context(canary_tenants.a.schema_name):
+        user = ChatUser.objects.create(username="m", memory={
+            "otp": {"value": "123456", "expires": _ago(1).isoformat()},
+            "plan": {"value": "gold", "expires": None},
+            "cart": {"value": ["x"], "expires": (timezone.now() + timedelta(days=1)).isoformat()}})
+        assert retention_purge() == {"user_memory_expired": 1}
+        user.refresh_from_db()
+        assert set(user.memory) == {"plan", "cart"}
+        assert retention_purge() == {}
+
+
+def test_job_runs_past_the_keep_period_are_purged_but_waiting_ones_stay(canary_tenants):
+    from apps.automation.models import JobRun
+    from apps.bots.models import Bot
+
+    with schema_context(canary_tenants.a.schema_name):
+        bot = Bot.objects.get(pk=1)
+        runs = {status: JobRun.objects.create(bot=bot, script_name="s.bas", cron="* * * * *", status=status,
+                                              scheduled_for=_ago(age), output="sent to ana@example.com").pk
+                for status, age in ((JobRun.Status.OK, retention.JOB_RUN_KEEP_DAYS + 1),
+                                    (JobRun.Status.ERROR, retention.JOB_RUN_KEEP_DAYS + 30),
+                                    (JobRun.Status.WAITING, retention.JOB_RUN_KEEP_DAYS + 30),
+                                    (JobRun.Status.RUNNING, 1))}
+        assert retention_purge() == {"job_runs": 2}
+        assert sorted(JobRun.objects.filter(pk__in=runs.values()).values_list("status", flat=True)) == [
+            "running", "waiting"]
