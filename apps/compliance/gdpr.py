@@ -21,6 +21,12 @@ tenant holds about one, found by `subject_data`:
   subject's parts (`Matcher.split`; a waiting run whose whole state was theirs ends in error); the records
   stay, and an export carries only those lines and parts.
 
+Drive files are reported, not changed: text files of every bot's `.gbdata/` (a CSV imported as a table
+would bring an erased row back at its next import) and `.gbdrive/` (files scripts wrote) that name the
+subject are listed in the erasure's report (`drive_files`, shown by the console) and the export's manifest,
+for the operator to edit; files over DRIVE_SCAN_FILE_MAX_BYTES or beyond DRIVE_SCAN_MAX_FILES are listed as
+not searched. A key that holds an identifier is kept masked (`pii_mask`).
+
 "Mentions" is exact (see `Matcher`): an address or id as a whole value or a whole token of free text
 (ana@example.com never finds mariana@example.com), a phone number by its digits in any spelling, with or
 without its country code, never inside a longer number or an address.
@@ -94,6 +100,15 @@ PHONE_DIGITS_MIN, PHONE_DIGITS_MAX = 6, 15
 PHONE_RE = re.compile(r"^\+?[\d\s().-]+$")
 # Received attachments are kept here inside the bot's drive area (apps.mail.services.INBOX_FOLDER).
 MAIL_INBOX_FOLDER = "mail/inbox"
+# Drive files are not changed by an erasure, only reported: a `.gbdata` CSV still holding the person brings
+# their table row back at its next import, and files scripts wrote under `.gbdrive/` are the tenant's to
+# edit. Text files (these suffixes) of every bot's `.gbdata/` and `.gbdrive/` are searched: each up to the
+# size of the largest `.gbdata` CSV imported (apps.bots.services.DATA_CSV_MAX_BYTES), at most this many
+# files per request (a drive of thousands of script outputs); the rest are listed as not searched.
+DRIVE_SCAN_SUFFIXES = (".csv", ".tsv", ".txt", ".json", ".md", ".xml", ".html", ".htm", ".log", ".yaml", ".yml",
+                       ".vcf", ".ics")
+DRIVE_SCAN_FILE_MAX_BYTES = 16 * 1024 * 1024
+DRIVE_SCAN_MAX_FILES = 2000
 
 
 class SubjectError(ValueError):
@@ -474,12 +489,59 @@ def _mentions_in(matcher: Matcher, queryset, *, text_fields=(), json_fields: dic
     return found
 
 
+def _key_names(matcher: Matcher, key: str) -> bool:
+    """The file's name names the subject (also before its suffix: `ana@example.com.csv`)."""
+    return matcher.mentions(key) or matcher.mentions(key.rsplit(".", 1)[0])
+
+
+def _report_key(matcher: Matcher, key: str) -> str:
+    """A drive key to keep in a request's report: with the person's identifiers masked when the name holds one
+    (the report outlives the erasure)."""
+    from apps.compliance.pii import pii_mask
+
+    return pii_mask(key) if _key_names(matcher, key) else key
+
+
+def drive_files_naming(matcher: Matcher, *, skip_prefixes=()) -> dict[str, list[str]]:
+    """{"files": keys of text files under every bot's `.gbdata/` and `.gbdrive/` naming the subject,
+    "not_searched": keys too large or beyond DRIVE_SCAN_MAX_FILES}. Nothing is changed."""
+    from apps.bots.models import Bot
+    from apps.drive.backends import DriveObjectTooLarge
+    from apps.drive.storage import package_root, tenant_drive
+    from apps.mail.services import bot_drive_root
+
+    if not matcher:  # nothing to look for (a chat user id that is no user)
+        return {"files": [], "not_searched": []}
+    drive, found, skipped, read = tenant_drive(), [], [], 0
+    for bot in Bot.objects.order_by("pk"):
+        for prefix in (f"{package_root(bot.name)}{bot.name}.gbdata/", bot_drive_root(bot)):
+            for entry in drive.list(prefix):
+                if not entry.key.lower().endswith(DRIVE_SCAN_SUFFIXES) or entry.key.startswith(tuple(skip_prefixes)):
+                    continue
+                if entry.size > DRIVE_SCAN_FILE_MAX_BYTES or read >= DRIVE_SCAN_MAX_FILES:
+                    skipped.append(_report_key(matcher, entry.key))
+                    continue
+                read += 1
+                try:
+                    content = drive.read(entry.key, max_bytes=DRIVE_SCAN_FILE_MAX_BYTES)
+                except FileNotFoundError:
+                    continue
+                except DriveObjectTooLarge:
+                    skipped.append(_report_key(matcher, entry.key))
+                    continue
+                if _key_names(matcher, entry.key) or matcher.mentions(content.decode("utf-8", "replace")):
+                    found.append(_report_key(matcher, entry.key))
+    return {"files": found, "not_searched": skipped}
+
+
 def _bot_memory_for(matcher: Matcher) -> list[Found]:
     """Entries naming the subject. A value shared by the bot (a "subscribers" list, a dict of leads) gives up
     only the subject's items; an entry keyed by them, or a value that is theirs whole, goes whole."""
     from apps.bots.models import BotMemory
 
     found = []
+    if not matcher:
+        return found
     for row in BotMemory.objects.order_by("pk").iterator(chunk_size=BOT_MEMORY_SCAN_BATCH):
         hit = _split_row(matcher, row, row.value, key=row.key)
         if hit is not None:
@@ -632,6 +694,7 @@ def subject_export(*, subject: str | Subject, request_id: str = "") -> tuple[byt
             total += entry.size
             files.append((entry.key, drive.read(entry.key)))
 
+    drive_files = drive_files_naming(data.matcher, skip_prefixes=data.attachment_prefixes())
     counts = {"chat_users": len(users), "user_memory_keys": sum(len(m) for m in memory.values()),
               "sessions": len(sessions), "messages": len(messages), "bot_memory": len(bot_memory),
               "mail_incoming": len(incoming), "mail_outgoing": len(outgoing), "bot_table_rows": len(rows),
@@ -663,6 +726,9 @@ def subject_export(*, subject: str | Subject, request_id: str = "") -> tuple[byt
             "meeting participation events and recordings (named by LiveKit identities, not contacts)",
         ],
         "files_skipped": skipped,
+        # Not exported: the bots' own data files that name the subject (text of the tenant's packages).
+        "drive_files_naming_subject": drive_files["files"],
+        "drive_files_not_searched": drive_files["not_searched"],
     }
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
@@ -740,7 +806,13 @@ def export_archives_by_key() -> dict[str, list[str]]:
 
 def subject_erase(*, subject: str | Subject) -> dict[str, int]:
     """Delete everything about `subject` in the current tenant; counts per data class. Idempotent: a second
-    run finds nothing and returns zeros."""
+    run finds nothing and returns zeros (but `drive_files_naming_subject`, files it does not change)."""
+    return subject_erase_report(subject=subject)["counts"]
+
+
+def subject_erase_report(*, subject: str | Subject) -> dict:
+    """subject_erase, and the drive files left for the operator: {"counts": {...}, "drive_files": [keys of
+    `.gbdata`/`.gbdrive` text files still naming the subject], "drive_files_not_searched": [keys]}."""
     from apps.drive.storage import tenant_drive
     from apps.kb.models import Chunk, Document
     from apps.kb.services import document_remove
@@ -825,7 +897,11 @@ def subject_erase(*, subject: str | Subject) -> dict[str, int]:
     from apps.llm.cache import cache_clear_tenant
 
     counts["llm_cached_answers"] = cache_clear_tenant(connection.schema_name)
-    return counts
+    # Files are reported, not changed: the operator edits them (a .gbdata CSV would bring the rows back).
+    drive_files = drive_files_naming(data.matcher)
+    counts["drive_files_naming_subject"] = len(drive_files["files"])
+    return {"counts": counts, "drive_files": drive_files["files"],
+            "drive_files_not_searched": drive_files["not_searched"]}
 
 
 # --- requests: created by the console, carried out by a job -----------------------------------------
@@ -887,7 +963,7 @@ def subject_request_execute(*, request_id: str) -> DataSubjectRequest:
             key = export_archive_store(request_id=row.pk, archive=archive)
             report = {"archive": key, "size": len(archive), "counts": counts}
         else:
-            report = {"counts": subject_erase(subject=subject)}
+            report = subject_erase_report(subject=subject)
     except Exception as exc:
         DataSubjectRequest.objects.filter(pk=row.pk).update(
             status=DataSubjectRequest.Status.FAILED, error=f"{type(exc).__name__}: {exc}"[:2000])

@@ -261,7 +261,8 @@ def test_erasure_leaves_nothing_of_the_subject_and_everything_of_others(world, d
                                     "bot_table_rows_redacted": 0, "bot_memory_redacted": 0, "mail_outgoing_redacted": 0,
                                     "job_runs_redacted": 0, "meeting_rooms_redacted": 0, "consents": 1,
                                     "files": 1, "documents": 1, "chunks": 1, "exports": 1,
-                                    "analytics_questions": 1, "llm_cached_answers": 0}
+                                    "analytics_questions": 1, "llm_cached_answers": 0,
+                                    "drive_files_naming_subject": 0}
     # No message, memory, mail, row, vector or file of Ana remains in tenant A, nor her address.
     assert db_rows_containing(a.schema_name, ANA) == []
     assert [r for r in db_rows_containing(a.schema_name, ADDRESS) if not r.startswith("compliance.")] == []

@@ -215,3 +215,41 @@ def test_mail_to_others_job_runs_and_meeting_rooms_naming_the_subject_are_export
     with schema_context(a):
         room.refresh_from_db()
     assert room.metadata == {"booking": {"description": "", "location": "HQ"}}
+
+
+# --- drive files (reported, not changed) -----------------------------------------------------------
+
+
+def test_erasure_reports_the_drive_files_that_still_name_the_subject(canary_tenants, django_capture_on_commit_callbacks,
+                                                                     monkeypatch):
+    from apps.bots.models import Bot
+    from apps.compliance import gdpr
+    from apps.compliance.gdpr import subject_request_create, subject_request_execute
+    from apps.drive.storage import tenant_drive
+    from apps.mail.services import bot_drive_root
+
+    monkeypatch.setattr(gdpr, "DRIVE_SCAN_FILE_MAX_BYTES", 100)
+    a = canary_tenants.a.schema_name
+    with schema_context(a):
+        bot = Bot.objects.get(pk=1)
+        data_csv = f"{bot.name}.gbai/{bot.name}.gbdata/customers.csv"
+        script_out = f"{bot_drive_root(bot)}exports/leads.txt"
+        others = f"{bot_drive_root(bot)}exports/mariana.txt"
+        big = f"{bot.name}.gbai/{bot.name}.gbdata/big.csv"
+        named = f"{bot_drive_root(bot)}ana@example.com.json"
+        drive = tenant_drive()
+        drive.write(data_csv, b"email,plan\nana@example.com,gold\nbruno@example.com,free\n")
+        drive.write(script_out, b"lead: Ana <ana@example.com>\n")
+        drive.write(others, b"mariana@example.com\n")
+        drive.write(big, b"email\n" + b"x@example.com\n" * 20)
+        drive.write(named, b"{}")
+        with django_capture_on_commit_callbacks(execute=False):
+            row = subject_request_create(kind="erasure", subject="ana@example.com", requested_by="dpo")
+        row = subject_request_execute(request_id=str(row.pk))
+        assert drive.exists(data_csv)  # reported, not changed
+    assert sorted(row.report["drive_files"]) == sorted([data_csv, script_out, f"{bot_drive_root(bot)}[email]"])
+    assert row.report["drive_files_not_searched"] == [big]
+    assert row.report["counts"]["drive_files_naming_subject"] == 3
+    assert "ana@example.com" not in json.dumps(row.report)
+    exported = _export(a, "ana@example.com")
+    assert len(exported["manifest.json"]["drive_files_naming_subject"]) == 3

@@ -98,3 +98,17 @@ def test_retention_is_set_after_confirmation_and_cleared_with_an_empty_value(con
         assert not RetentionPolicy.objects.exists()
     assert console_client(Role.EDITOR).post("/console/compliance/retention/set/", {
         "data_class": "logs", "days": "1", "confirmed": "yes"}).status_code == 403
+
+
+def test_an_erasure_lists_the_drive_files_still_naming_the_person(console_client, canary_tenants, local_storage):
+    from apps.bots.models import Bot
+    from apps.drive.storage import tenant_drive
+
+    with schema_context(canary_tenants.a.schema_name):
+        bot = Bot.objects.get(pk=1)
+        key = f"{bot.name}.gbai/{bot.name}.gbdata/customers.csv"
+        tenant_drive().write(key, b"email\nana@example.com\n")
+        row = subject_request_create(kind="erasure", subject="ana@example.com", requested_by="dpo")
+        subject_request_execute(request_id=str(row.pk))
+    page = console_client(Role.ADMIN).get("/console/compliance/requests/").content.decode()
+    assert "still name the person" in page and key in page
