@@ -55,6 +55,7 @@ class OidcSignIn:
     subject: str
     display: str
     id_token: str
+    auth_time: float | None = None  # when the provider last asked the user for credentials (the ID token's claim)
 
 
 class TenantOIDCBackend(OIDCAuthenticationBackend):
@@ -97,7 +98,9 @@ class TenantOIDCBackend(OIDCAuthenticationBackend):
         if user is not None:
             user.backend = OIDC_BACKEND_PATH
         display = email or str(claims.get("preferred_username") or claims["sub"])
-        return OidcSignIn(user=user, role=role, subject=claims["sub"], display=display, id_token=id_token)
+        auth_time = id_claims.get("auth_time")
+        return OidcSignIn(user=user, role=role, subject=claims["sub"], display=display, id_token=id_token,
+                          auth_time=float(auth_time) if isinstance(auth_time, int | float) else None)
 
     def get_user(self, user_id: Any):
         config = oidc_config_effective()

@@ -66,6 +66,8 @@ SESSION_STATES = "oidc_states"
 # the provider for the user's credentials (prompt=login). Otherwise the provider's own session, still alive,
 # signed whoever sat at the unattended browser straight back in, and the idle timeout protected nothing.
 SESSION_REAUTHENTICATE = "oidc_reauthenticate"
+# The provider's clock against ours when its auth_time is compared with the sign-in's start.
+AUTH_TIME_SKEW_S = 60
 SESSION_ID_TOKEN = "oidc_id_token"  # noqa: S105 (a session key name)
 SESSION_EXPIRATION = "oidc_id_token_expiration"
 SESSION_ISSUER = "oidc_issuer"
@@ -171,8 +173,11 @@ class TenantOIDCAuthenticationRequestView(OIDCAuthenticationRequestView):
         }
         if request.GET.get("prompt") == "none":  # the session re-check of OidcSessionRefreshMiddleware
             params["prompt"] = "none"
-        elif request.session.pop(SESSION_REAUTHENTICATE, False):
-            params["prompt"] = "login"
+        elif request.session.get(SESSION_REAUTHENTICATE):
+            # Kept until a sign-in proves a fresh login (the callback): starting again, or removing the prompt
+            # from the URL, must not let the provider's live session sign the browser back in. max_age=0 makes
+            # the provider put auth_time in the ID token.
+            params["prompt"], params["max_age"] = "login", "0"
         states = request.session.get(SESSION_STATES)
         states = states if isinstance(states, dict) else {}
         oldest_first = sorted(states, key=lambda s: states[s].get("added_on", 0) if isinstance(states[s], dict) else 0)
@@ -181,10 +186,18 @@ class TenantOIDCAuthenticationRequestView(OIDCAuthenticationRequestView):
         states[state] = {"nonce": nonce, "code_verifier": verifier, "added_on": time.time(),
                          "issuer": config.issuer, "client_id": config.client_id,
                          "next": _safe_next(request, request.GET.get("next")),
-                         "silent": params.get("prompt") == "none"}
+                         "silent": params.get("prompt") == "none",
+                         "reauthenticate": params.get("prompt") == "login"}
         request.session[SESSION_STATES] = states
         separator = "&" if "?" in metadata.authorization_endpoint else "?"
         return HttpResponseRedirect(metadata.authorization_endpoint + separator + urlencode(params))
+
+
+def _freshly_authenticated(result, pending: dict) -> bool:
+    """Did the provider ask for credentials during this sign-in (its ID token's auth_time, which max_age=0 makes
+    it send, is no older than the sign-in's start, give or take the clocks' skew)?"""
+    return (bool(pending.get("reauthenticate")) and result.auth_time is not None
+            and result.auth_time >= pending.get("added_on", 0) - AUTH_TIME_SKEW_S)
 
 
 @method_decorator(never_cache, name="dispatch")
@@ -230,10 +243,14 @@ class TenantOIDCAuthenticationCallbackView(OIDCAuthenticationCallbackView):
                          object_id=result.subject, summary={"issuer": config.issuer, "reason": "no mapped role"})
             return render(request, "accounts/no_access.html", {"display": result.display, "config": config},
                           status=403)
+        if request.session.get(SESSION_REAUTHENTICATE) and not _freshly_authenticated(result, pending):
+            return _failure(request, "after a time without activity the provider must ask for your password "
+                                     "again, and it did not; sign in again", 401)
         if request.user.is_authenticated and request.user.pk != result.user.pk:
             auth.logout(request)
         if not request.user.is_authenticated:
             auth.login(request, result.user, backend=result.user.backend)
+        request.session.pop(SESSION_REAUTHENTICATE, None)
         self._session_mark(request, config, result.id_token)
         return HttpResponseRedirect(pending.get("next") or resolve_url(settings.LOGIN_REDIRECT_URL))
 

@@ -92,25 +92,40 @@ def test_an_empty_authorization_header_does_not_skip_the_idle_timeout_of_an_api_
 
 def test_after_an_idle_timeout_the_provider_is_asked_for_the_password_again(oidc_tenant, browser, settings):
     """The provider's own session outlives ours: without prompt=login, whoever sat at the unattended browser
-    was signed straight back in by it, and the idle timeout protected nothing."""
+    was signed straight back in by it, and the idle timeout protected nothing. Starting the sign-in again, or
+    removing the prompt from the URL, must not get around it: the callback wants a fresh auth_time."""
     import time
-    from urllib.parse import parse_qs, urlsplit
+    from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
     from apps.accounts.middleware import LAST_SEEN_KEY
     from tests.accounts.conftest import sign_in_start
 
+    def query_of(url: str) -> dict:
+        return parse_qs(urlsplit(url).query)
+
     client = oidc_tenant.client()
     assert sign_in(client, browser, "alice-admin").status_code == 302
     assert client.get("/console/").status_code == 200
-    assert "prompt" not in parse_qs(urlsplit(sign_in_start(client)).query)  # an active user: no prompt
+    assert "prompt" not in query_of(sign_in_start(client))  # an active user: no prompt
     with schema_context(oidc_tenant.schema_name):
         session = client.session
         session[LAST_SEEN_KEY] = int(time.time()) - settings.SESSION_IDLE_TIMEOUT_S - 5
         session.save()
     assert client.get("/console/").status_code == 302  # signed out
-    query = parse_qs(urlsplit(sign_in_start(client)).query)
-    assert query["prompt"] == ["login"]
-    assert "prompt" not in parse_qs(urlsplit(sign_in_start(client)).query)  # asked once, not for ever
+    first, second = sign_in_start(client), sign_in_start(client)
+    for start in (first, second):  # started twice (the Back button): asked both times
+        assert query_of(start)["prompt"] == ["login"] and query_of(start)["max_age"] == ["0"]
+    # The prompt removed from the URL: the provider's live session answers at once, and the callback refuses.
+    parts = urlsplit(second)
+    tampered = urlunsplit(parts._replace(query=urlencode(
+        {k: v[0] for k, v in query_of(second).items() if k not in ("prompt", "max_age")})))
+    refused = client.get(browser.authorize(tampered, sub=None))
+    assert refused.status_code == 401 and "password again" in refused.content.decode()
+    assert client.get("/console/").status_code == 302
+    # Signing in with the password again works, and the next sign-in is ordinary.
+    assert sign_in(client, browser, "alice-admin").status_code == 302
+    assert client.get("/console/").status_code == 200
+    assert "prompt" not in query_of(sign_in_start(client))
 
 
 def test_an_htmx_request_after_expiry_gets_hx_redirect_not_the_providers_page(oidc_tenant, browser):
