@@ -65,6 +65,15 @@ def _send_to(request: HttpRequest, url: str, *, error: str, url_field: str) -> H
     return response
 
 
+def htmx_page_path(request: HttpRequest) -> str:
+    """Where to come back after signing in: for an HTMX call, the page it was made from, not the fragment's URL
+    (the sign-in views accept only paths on this host as `next`); otherwise the request's own path."""
+    current = urlsplit(request.META.get("HTTP_HX_CURRENT_URL", ""))
+    if "HTTP_HX_REQUEST" in request.META and current.path:
+        return current.path + (f"?{current.query}" if current.query else "")
+    return request.get_full_path()
+
+
 class OidcSessionRefreshMiddleware(_SessionCheck):
     def check(self, request: HttpRequest, view_func: Callable) -> HttpResponse | None:
         session = getattr(request, "session", None)
@@ -72,11 +81,7 @@ class OidcSessionRefreshMiddleware(_SessionCheck):
             return None
         if not request.user.is_authenticated or session.get(SESSION_EXPIRATION, 0) > time.time():
             return None
-        # After an HTMX call, come back to the page it was made from, not to the fragment's URL (the
-        # authenticate view accepts only paths on this host as `next`).
-        current = urlsplit(request.META.get("HTTP_HX_CURRENT_URL", ""))
-        back = (current.path + (f"?{current.query}" if current.query else "")) \
-            if "HTTP_HX_REQUEST" in request.META and current.path else request.get_full_path()
+        back = htmx_page_path(request)
         refresh = reverse("oidc_authentication_init") + "?" + urlencode({"prompt": "none", "next": back})
         return _send_to(request, refresh, error="your sign-in needs to be re-checked; reload the page",
                         url_field="refresh_url")

@@ -86,7 +86,17 @@ def _role_check(request: HttpRequest, required: Role) -> HttpResponse | None:
     # the refusal where its errors go (data-swap-errors), as before.
     is_htmx = "HTTP_HX_REQUEST" in request.META and request.method == "GET"
     if not request.user.is_authenticated:
-        return _htmx_refusal(401) if is_htmx else redirect_to_login(request.get_full_path())
+        if is_htmx:
+            return _htmx_refusal(401)
+        if "HTTP_HX_REQUEST" in request.META:
+            # A signed-out form post: htmx would follow a redirect and swap the sign-in page into the form; the
+            # sign-in page is opened instead (HX-Redirect, as the session middlewares answer), coming back to the
+            # page the form is on.
+            from apps.accounts.middleware import _send_to, htmx_page_path
+
+            login = redirect_to_login(htmx_page_path(request))["Location"]
+            return _send_to(request, login, error="sign in again", url_field="login_url")
+        return redirect_to_login(request.get_full_path())
     actual = user_console_role(request.user)
     if not role_allows(actual, required):
         return _htmx_refusal(403) if is_htmx else _denied_page(request, required, actual)

@@ -90,6 +90,13 @@ def test_htmx_calls_refused_reload_their_page_instead_of_recording_a_denial_per_
     # A form post keeps its page (and what was typed in it): the refusal is shown where its errors go.
     posted = client.post("/test/admin-page", HTTP_HX_REQUEST="true")
     assert posted.status_code in (403, 405) and "HX-Refresh" not in posted
+    # Signed out, a form post opens the sign-in page (and comes back to the form's page) instead of having it
+    # swapped into the form.
+    signed_out = Client(HTTP_HOST=canary_tenants.a.host).post(
+        "/console/api-keys/create/", {"name": "k"}, HTTP_HX_REQUEST="true",
+        HTTP_HX_CURRENT_URL=f"http://{canary_tenants.a.host}/console/api-keys/")
+    assert signed_out.status_code == 401
+    assert signed_out["HX-Redirect"] == "/accounts/login/?next=/console/api-keys/"
 
 
 def test_anonymous_pages_redirect_to_sign_in_and_apis_answer_401_json(canary_tenants):
