@@ -64,6 +64,9 @@ def _body(request: HttpRequest) -> dict:
 REST_MESSAGE_TYPES = (MessageType.USER, MessageType.SUGGESTION, MessageType.TOOL_EXEC, MessageType.SYSTEM,
                       MessageType.SWITCHER_TOGGLE)
 _MESSAGE_TYPES_TEXT = ", ".join(str(int(t)) for t in REST_MESSAGE_TYPES)
+# A message type sent as a string ("6", as the WebSocket frames allow): ASCII digits only, a few of them
+# (str.isdigit also takes "²", which int() refuses, and int() refuses more than 4300 digits).
+_MESSAGE_TYPE_TEXT = re.compile(r"\s*([0-9]{1,3})\s*")
 
 
 def _message_of(data: dict) -> tuple[str, int]:
@@ -73,8 +76,8 @@ def _message_of(data: dict) -> tuple[str, int]:
     if not isinstance(content, str):
         raise TurnError("content must be text")
     message_type = data.get("message_type", MessageType.USER)
-    if isinstance(message_type, str) and message_type.strip().isdigit():
-        message_type = int(message_type)  # "6": lenient, as the WebSocket frames are
+    if isinstance(message_type, str) and (digits := _MESSAGE_TYPE_TEXT.fullmatch(message_type)):
+        message_type = int(digits.group(1))  # "6": lenient, as the WebSocket frames are
     if isinstance(message_type, bool) or not isinstance(message_type, int) or message_type not in REST_MESSAGE_TYPES:
         raise TurnError(f"message_type must be one of {_MESSAGE_TYPES_TEXT}")
     return content, message_type

@@ -229,7 +229,9 @@ async def test_bad_requests_get_a_specific_error_and_store_nothing(http, rest_bo
             response = await http.post(path, json={"content": content})
             assert response.status_code == 400 and response.json()["error"] == "content must be text", content
         # Valid upstream types outside the documented ones (2 is the bot's, 0 and 3 internal), and no numbers.
-        for message_type in (0, 2, 3, 5, True, 1.0, "one", None):
+        # A digit string must be ASCII digits: "²" passes str.isdigit but not int(), "٦" is no "6", and int()
+        # refuses a string of more than 4300 digits (each was a 500, or a turn).
+        for message_type in (0, 2, 3, 5, True, 1.0, "one", None, "²", "٦", "1" * 5000, "06 6"):
             response = await http.post(path, json={"content": "hi", "message_type": message_type})
             assert response.status_code == 400, message_type
             assert response.json()["error"] == "message_type must be one of 1, 4, 6, 7, 8", message_type
