@@ -147,7 +147,8 @@ def breaker_admit(provider: ProviderConfig, settings: LLMSettings) -> str | None
 
 
 def breaker_probe_release(provider: ProviderConfig) -> None:
-    """A probe that ended without a verdict (the caller's time ran out): another caller may probe."""
+    """A probe that ended without a verdict (the caller's time ran out, an exception that is no provider failure
+    escaped it): another caller may probe."""
     try:
         client = redis_client()
         if client is None:

@@ -177,6 +177,12 @@ def _call_chain(settings: LLMSettings, messages: Sequence[dict[str, Any]], tools
                 raise LLMStreamInterrupted("the answer broke off; please ask again", failure.streamed_text) from None
             reasons.append(str(failure))
             continue
+        except BaseException:
+            # No verdict on the provider (an on_delta that raised, a job's soft time limit, a bug): a probe's
+            # claim would otherwise outlive it by its whole TTL, every caller refused as "circuit open".
+            if admitted == breaker.HALF_OPEN:
+                breaker.breaker_probe_release(provider)
+            raise
         breaker.breaker_record_success(provider)
         return result, provider
     logger.warning("llm: bot %s (tenant %s): no provider answered: %s", settings.bot_name, settings.tenant,

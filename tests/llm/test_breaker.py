@@ -200,3 +200,22 @@ def test_a_probe_hanging_past_the_breaker_timeout_keeps_its_claim_and_is_not_ret
     assert isinstance(outcome[0], LLMUnavailable)
     assert len(llm_fake.chat_requests()) == 1  # the probe timed out once: no retry
     assert breaker_state(a, settings).state == OPEN
+
+
+def test_a_probe_cut_by_an_exception_that_is_no_provider_failure_releases_its_claim(chain, llm_fake):
+    """An exception escaping the probe's call (the caller's on_delta raising, a job's soft time limit) gives no
+    verdict on the provider: the claim is released, or every caller is refused until it expires."""
+    settings, a, _ = chain
+    chat(settings, QUESTION)
+    chat(settings, QUESTION)
+    assert breaker_state(a, settings).state == OPEN
+    time.sleep(BREAKER_TIMEOUT_S + 0.1)
+    llm_fake.default = lambda request: Reply(text="back again")
+
+    def on_delta(text: str) -> None:
+        raise RuntimeError("the caller's socket went away")
+
+    with pytest.raises(RuntimeError):
+        chat(settings, QUESTION, on_delta=on_delta)
+    assert breaker_state(a, settings).state == HALF_OPEN  # no verdict: still half-open
+    assert breaker_allow(a, settings) is True  # and the next caller may probe
