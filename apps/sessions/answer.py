@@ -194,9 +194,12 @@ def llm_answer(turn: Turn, text: str, *, replay: bool = False) -> None:
         if not streamed:
             return
         text = "".join(streamed)
+        # Cleared first, as at the answer's end: a client reconnecting between the two would otherwise get the
+        # part twice, from the database and from the buffer (a bubble no message closes). In between it finds
+        # neither, and gets the part from the message event.
+        buffer_clear()
         closed.append(turn.bot_message(text, meta={"part": True, "kb": kb_used}, stream=stream_id))
         closed_text += text
-        buffer_clear()  # a client reconnecting now finds the part in the database, not in the buffer
         streamed.clear()
         stream_id, offset = uuid.uuid4().hex[:16], 0
 

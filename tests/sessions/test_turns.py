@@ -752,3 +752,33 @@ def test_text_streamed_before_a_tool_is_saved_before_the_tools_talk(canary_tenan
     deltas = [e for e in sink.events if e["kind"] == "delta" and e["stream"] == second]
     assert deltas[0]["offset"] == 0 and "".join(d["text"] for d in deltas) == "Done, see you!"
     assert produced[-1].meta["tool_calls"][0]["name"] == "book" and "part" not in produced[-1].meta
+
+
+def test_a_client_reconnecting_as_a_pre_tool_part_is_saved_gets_it_once(canary_tenants, llm_platform):
+    """A part closed before a tool: a client replaying when its message is out finds it in the history only,
+    not again in the resume buffer (a streaming bubble no message would close: replays carry no stream id)."""
+    from apps.sessions.consumers import _replay
+
+    llm_platform.script(Reply(text="Let me check. ", tool_calls=[ToolCall("book", {"name": "Ines"})], chunk_chars=4),
+                        Reply(text="Done, see you!", chunk_chars=4))
+
+    class ReplayProbe(events.ListSink):
+        def __init__(self, session_id: str) -> None:
+            super().__init__()
+            self.session_id, self.replays = session_id, []
+
+        def emit(self, event: dict) -> None:
+            super().emit(event)
+            if event["kind"] == "message" and event["message"]["content"] == "Let me check. ":
+                self.replays.append(_replay(self.session_id, -1))  # a client reconnecting right now
+
+    with schema_context(canary_tenants.a.schema_name):
+        _bot("rejoin", {"start": 'ADD TOOL "book"', "book": BOOK}, {"llm-cache": "false"})
+        session = services.session_bootstrap(bot_name="rejoin")
+        services.session_start(session)
+        probe = ReplayProbe(str(session.pk))
+        produced = services.turn_run(session, text="Book for Ines", sink=probe)
+    assert _texts(produced) == ["Let me check. ", "Booked for Ines", "Done, see you!"]
+    (replay,) = probe.replays
+    assert [m["content"] for m in replay["messages"]][-1] == "Let me check. "  # the part, from the database
+    assert replay["stream"] is None  # and not again as a stream
