@@ -28,6 +28,7 @@ from apps.sessions.turns import (
     bot_config,
     history_limit,
     history_messages,
+    message_event,
 )
 
 logger = logging.getLogger(__name__)
@@ -260,9 +261,17 @@ def llm_answer(turn: Turn, text: str, *, replay: bool = False) -> None:
                               for c in result.tool_calls]
     text = rest(result.text)
     if closed and not text.strip():
-        # Nothing after the last tool: the last part is the answer's end and carries what the answer does.
-        Message.objects.filter(pk=closed[-1].pk).update(meta=_without_nul(meta), tokens=tokens,
-                                                         model=result.model[:200], latency_ms=result.latency_ms)
+        # Nothing after the last tool: the last part is the answer's end and carries what the answer does. It
+        # is changed in place (turn.produced holds it: a REST answer has the tool calls and citations) and sent
+        # again as an update, so live clients show them too; a last round that streamed only whitespace had
+        # its bubble opened: the update carries that stream and closes it.
+        last = closed[-1]
+        last.meta, last.tokens = _without_nul(meta), tokens
+        last.model, last.latency_ms = result.model[:200], result.latency_ms
+        Message.objects.filter(pk=last.pk).update(meta=last.meta, tokens=last.tokens, model=last.model,
+                                                  latency_ms=last.latency_ms)
+        turn.sink.emit({"kind": "message", "update": True,
+                        "message": message_event(last, stream_id if streamed else None)})
     else:
         turn.bot_message(text, meta=meta, stream=stream_id if streamed else None, tokens=tokens,
                          model=result.model[:200], latency_ms=result.latency_ms)

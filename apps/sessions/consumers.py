@@ -519,9 +519,14 @@ class ChatConsumerBase(AsyncWebsocketConsumer):
         if kind == "message":
             msg = event["message"]
             if msg["index"] <= self.sent_upto or msg["index"] in self.seen:
+                if event.get("update"):  # a message this connection showed, changed (see events)
+                    await self.render_message_update(msg)
                 return
             self.seen.append(msg["index"])
-            await self.render_message(msg, replayed=False)
+            if event.get("update"):
+                await self.render_message_update(msg, shown=False)
+            else:
+                await self.render_message(msg, replayed=False)
         elif kind == "delta":
             sid, offset, text = event["stream"], int(event["offset"]), event["text"]
             if sid not in self.stream_sent:
@@ -548,6 +553,7 @@ class ChatConsumerBase(AsyncWebsocketConsumer):
             await self.render_status(str(event.get("text") or ""))
 
     async def render_message(self, msg: dict, *, replayed: bool) -> None: ...
+    async def render_message_update(self, msg: dict, *, shown: bool = True) -> None: ...
     async def render_stream_start(self, stream: str) -> None: ...
     async def render_stream_resume(self, stream: str, text: str) -> None: ...
     async def render_delta(self, stream: str, text: str) -> None: ...
@@ -643,6 +649,15 @@ class UpstreamChatConsumer(ChatConsumerBase):
             return
         await self.send_json(self.frame(content, complete=True, message_index=msg["index"]))
 
+    async def render_message_update(self, msg: dict, *, shown: bool = True) -> None:
+        # Upstream frames carry no meta: only the stream the update closes (whitespace streamed after the last
+        # tool) is ended, with an empty final frame, its text not shown again; the message itself if not shown.
+        stream = msg.get("stream")
+        if stream and self.stream_sent.pop(stream, None) is not None:
+            await self.send_json(self.frame("", complete=True, stream_token=stream))
+        if not shown:
+            await self.render_message({**msg, "stream": None}, replayed=False)
+
     async def render_stream_start(self, stream: str) -> None:
         pass  # upstream starts a bubble on the first chunk
 
@@ -707,6 +722,10 @@ class HtmxChatConsumer(ChatConsumerBase):
             data["stream_id"] = msg["stream"]
             self.stream_sent.pop(msg["stream"], None)
         await self.send(text_data=rendering.message_fragment(data))
+
+    async def render_message_update(self, msg: dict, *, shown: bool = True) -> None:
+        # The page replaces the message of that index (and drops the stream bubble it names: chat.js).
+        await self.render_message(msg, replayed=False)
 
     async def render_stream_start(self, stream: str) -> None:
         await self.send(text_data=rendering.stream_start_fragment(stream))

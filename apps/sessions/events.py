@@ -6,7 +6,10 @@ client that reconnected, a socket on another web process) gets them, and a turn 
 still delivers. Events are plain dicts:
 
 * `{"kind": "message", "message": {...}}`: a persisted message (user echo, TALK, final answer); carries
-  its `index`, so a connection that replayed history drops what it already sent.
+  its `index`, so a connection that replayed history drops what it already sent. With `"update": true` it
+  is a message already sent, changed (the last part of an answer taking the answer's tool calls and
+  citations when nothing followed its last tool): clients replace the message of that index, and close the
+  bubble of its `stream` if it has one (the last round streamed only whitespace).
 * `{"kind": "thinking", "on": bool}`: a turn started / ended (typing indicator).
 * `{"kind": "stream_start", "stream": id}`, `{"kind": "delta", "stream": id, "offset": n, "text": t}`:
   an answer being streamed; `offset` is where `text` starts in the answer, so a client that resumed from the

@@ -92,7 +92,8 @@ def openapi_schema(server_url: str) -> dict:
                 "parameters": [_SESSION_ID, _IDEMPOTENCY_KEY],
                 "requestBody": {"content": {"application/json": {"schema": _SEND}}},
                 "responses": {"200": {"description": "events: thinking, message, stream_start, delta, "
-                                                     "suggestions, status, then done",
+                                                     "suggestions, status, then done; a message with "
+                                                     "update: true replaces the one of its index",
                                       "content": {"text/event-stream": {"schema": {"type": "string"}}}},
                               **_errors(400, 404, 429)}}},
         },

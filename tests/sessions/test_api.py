@@ -13,7 +13,7 @@ import uuid
 import pytest
 
 from tests.sessions.conftest import bot_config
-from tests.support.llm_fake import FakeLLMServer, Reply
+from tests.support.llm_fake import FakeLLMServer, Reply, ToolCall
 
 pytestmark = [pytest.mark.django_db, pytest.mark.asyncio(loop_scope="session")]
 
@@ -154,6 +154,44 @@ async def test_stream_sends_the_turn_as_server_sent_events_ending_with_done(http
     assert messages[1]["stream"] == deltas[0]["stream"]
     history = (await http.get(f"/api/sessions/{sid}/history")).json()["messages"]
     assert contents(history)[-2:] == ["stream it", answer]
+
+
+NOTE_TOOL = """
+PARAM name AS STRING LIKE "Ana" DESCRIPTION "Who"
+DESCRIPTION "Note a visitor"
+TALK "Noted " + name
+RETURN "noted-" + name
+"""
+
+
+async def test_an_answer_ending_at_its_last_tool_reports_its_tool_calls_and_closes_every_stream(
+        http, deploy_bot, chat_llm, llm):
+    """Nothing but whitespace after the last tool: the part streamed before it is the answer's last message.
+    The REST answer carries its tool calls (as the history does), and over server-sent events the whitespace
+    round's bubble is closed by the update of that message."""
+    bot = deploy_bot("resttool", {"resttool.gbot/config.csv": bot_config(llm_url=chat_llm.base_url),
+                                  "resttool.gbdialog/start.bas": 'ADD TOOL "note"',
+                                  "resttool.gbdialog/note.bas": NOTE_TOOL})
+    sid = (await create_session(http, bot))["session_id"]
+    for ending in ("", "\n\n"):  # the last round says nothing, or streams only whitespace
+        llm.script(Reply(text="Let me note that. ", tool_calls=[ToolCall("note", {"name": "Ines"})]),
+                   Reply(text=ending))
+        reply = await post_message(http, sid, f"note Ines{ending}")
+        assert contents(reply["messages"]) == ["Let me note that. ", "Noted Ines"]
+        history = (await http.get(f"/api/sessions/{sid}/messages")).json()["messages"]
+        assert reply["messages"][0] == history[-2]
+        assert reply["messages"][0]["meta"]["tool_calls"] == [{"name": "note"}]
+
+    llm.script(Reply(text="Let me note that. ", tool_calls=[ToolCall("note", {"name": "Rui"})]),
+               Reply(text="\n\n"))
+    response = await http.post(f"/api/sessions/{sid}/stream", json={"content": "note Rui"})
+    events = parse_sse(response.text)
+    started = [data["stream"] for kind, data in events if kind == "stream_start"]
+    closing = [data["message"].get("stream") for kind, data in events if kind == "message"]
+    assert len(started) == 2 and all(stream in closing for stream in started)  # no bubble left open
+    updates = [data["message"] for kind, data in events if kind == "message" and data.get("update")]
+    assert [(m["content"], m["meta"]["tool_calls"], m["stream"]) for m in updates] == [
+        ("Let me note that. ", [{"name": "note"}], started[1])]
 
 
 async def test_openapi_document_describes_the_chat_api(http):

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import threading
 import time
@@ -294,3 +295,42 @@ def test_a_session_the_pages_socket_recreates_stays_bound_to_the_page(canary_ten
         with pytest.raises(UnknownSession):
             services.session_get(purged)  # the id alone (REST, the upstream socket) does not reach it
         assert services.session_get(purged, page_token_ok=True)
+
+
+class _UpstreamClient(UpstreamChatConsumer):
+    """The upstream consumer's rendering, with its frames collected instead of sent."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.info = {"bot_id": "b", "user_id": "u"}
+        self.session_id = "s"
+        self.frames: list[dict] = []
+
+    async def send_json(self, data: dict) -> None:
+        self.frames.append(data)
+
+
+@pytest.mark.asyncio
+async def test_an_update_of_a_shown_message_replaces_it_and_closes_the_stream_it_names():
+    """The last part of an answer takes the answer's tool calls when only whitespace followed its tool: the
+    message is sent again as an update naming the whitespace round's stream. A connection that showed it
+    replaces it (the page) and closes that stream (both); a plain message of a shown index is still dropped."""
+    part = {"index": 5, "role": 2, "message_type": 2, "content": "Let me note that. ", "meta": {},
+            "created_at": "", "stream": "s1"}
+    batch = [{"kind": "stream_start", "stream": "s1"}, _delta("s1", 0, "Let me note that. "),
+             {"kind": "message", "message": part},
+             {"kind": "stream_start", "stream": "s2"}, _delta("s2", 0, "\n\n"),
+             {"kind": "message", "message": {**part, "stream": None}},  # a duplicate: dropped
+             {"kind": "message", "update": True,
+              "message": {**part, "stream": "s2", "meta": {"tool_calls": [{"name": "note"}]}}}]
+    page, client = _Page(), _UpstreamClient()
+    for consumer in (page, client):
+        consumer.sent_upto, consumer.seen, consumer.stream_sent = -1, collections.deque(), {}  # as connect() sets
+        for event in batch:
+            await consumer.render_event(event)
+        assert consumer.stream_sent == {}  # no stream left open
+    assert len(page.frames) == 6  # two bubbles, two deltas, the part and its update
+    assert 'id="msg-5"' in page.frames[-1] and 'data-stream="s2"' in page.frames[-1]
+    assert 'class="msg-tool">note<' in page.frames[-1]
+    assert [(f["content"], f["is_complete"], f.get("stream_token")) for f in client.frames] == [
+        ("Let me note that. ", False, "s1"), ("", True, "s1"), ("\n\n", False, "s2"), ("", True, "s2")]
