@@ -18,8 +18,10 @@ tenant holds about one, found by `subject_data`:
 - others' records naming the subject: mail sent to others (subject, text and HTML body), scheduled job runs
   (`JobRun.output`, `error_message`, the saved VM `state`) and meeting rooms (`Room.title`, `metadata`, the
   booking's description). Their lines naming the subject become REDACTED_LINE and their JSON loses the
-  subject's parts (`Matcher.split`; a waiting run whose whole state was theirs ends in error); the records
-  stay, and an export carries only those lines and parts.
+  subject's parts (`Matcher.split`); the records stay, and an export carries only those lines and parts.
+  A job run's saved VM state is the exception: it is removed whole, never edited (a frame's variables
+  blanked, or a FOR EACH list losing an item under its saved index, resumes wrongly), and a run waiting to
+  resume from it ends in error (JOB_RUN_ERASED_MESSAGE).
 
 Drive files are reported, not changed: text files of every bot's `.gbdata/` (a CSV imported as a table
 would bring an erased row back at its next import) and `.gbdrive/` (files scripts wrote) that name the
@@ -233,6 +235,9 @@ CONTACT_FIELD_NAMES = frozenset({
 _EMAIL_SHAPE_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 # What a line of free text naming the subject becomes in others' records (a mail's body, a job's output).
 REDACTED_LINE = "[erased]"
+# Why a waiting job run whose saved state named the subject was ended by their erasure (JobRun.error_message).
+JOB_RUN_ERASED_MESSAGE = ("ended by a data-subject erasure: its saved state named the person erased and cannot "
+                          "be resumed without them; run the job again if it is still needed")
 # Records of others scanned for mentions (mail, job runs, rooms) are read this many at a time.
 MENTION_SCAN_BATCH = 500
 # Split results: the whole value is the subject's (GONE), nothing of it is (NOTHING).
@@ -876,11 +881,17 @@ def subject_erase_report(*, subject: str | Subject) -> dict:
                                  ("meeting_rooms_redacted", Room, data.meeting_rooms)):
             for hit in hits:
                 changes = dict(hit.changes)
-                if model is JobRun and "state" in changes and changes["state"] is None and (
-                        hit.row.status == JobRun.Status.WAITING):
-                    # Its whole saved state was the subject's: nothing is left to resume.
-                    changes.update(status=JobRun.Status.ERROR, resume_at=None, finished_at=timezone.now(),
-                                   error_message="its saved state was removed by a data-subject erasure")
+                if model is JobRun and "state" in changes:
+                    # A VM snapshot is never edited: a frame's variables blanked to "" or a FOR EACH list
+                    # that lost an item (its saved index then skips the next person) resumes wrongly. The
+                    # state goes whole; a run still waiting on it ends in error (the status is checked in
+                    # the UPDATE: a resume may have started since the run was read).
+                    changes["state"] = None
+                    if JobRun.objects.filter(pk=hit.row.pk, status=JobRun.Status.WAITING).update(
+                            **{**changes, "status": JobRun.Status.ERROR, "resume_at": None,
+                               "finished_at": timezone.now(), "error_message": JOB_RUN_ERASED_MESSAGE}):
+                        counts[key] += 1
+                        continue
                 counts[key] += model.objects.filter(pk=hit.row.pk).update(**changes)
         counts["analytics_questions"] = data.analytics_questions.delete()[0]
         from apps.sessions.models import ChatUser

@@ -208,13 +208,49 @@ def test_mail_to_others_job_runs_and_meeting_rooms_naming_the_subject_are_export
     assert (mail.to, mail.subject, mail.body_text) == ("bruno@example.com", "[erased]",
                                                        "Hello Bruno,\n[erased]\nWelcome!")
     assert other_mail.body_text == "mariana@example.com says hi"
-    assert run.output == "[erased]\nsent to bruno@example.com" and run.status == JobRun.Status.WAITING
-    assert run.state == {"vm": {"vars": {"to": ["bruno@example.com"], "n": 2}}}
+    assert run.output == "[erased]\nsent to bruno@example.com"
+    assert (run.status, run.state) == (JobRun.Status.ERROR, None)  # see the next test
     assert room.title == "[erased]" and room.metadata["booking"]["location"] == "HQ"
     _erase(a, "+55 11 98765-4321")
     with schema_context(a):
         room.refresh_from_db()
     assert room.metadata == {"booking": {"description": "", "location": "HQ"}}
+
+
+def test_a_waiting_job_runs_state_naming_the_subject_is_not_edited_the_run_ends_in_error(canary_tenants):
+    """A newsletter waiting in a FOR EACH over [ana, bruno, carla] with its index at Bruno, and a frame whose
+    only variable is Ana's address: dropping Ana's item would resume at Carla (Bruno skipped), blanking the
+    frame's variables to "" would crash the resume. The run ends in error instead, its state removed."""
+    from django.utils import timezone
+
+    from apps.automation.models import JobRun
+    from apps.automation.services import job_run_resume
+    from apps.basic.vm import STATE_VERSION
+    from apps.bots.models import Bot
+
+    people = ["ana@example.com", "bruno@example.com", "carla@example.com"]
+    state = {"version": STATE_VERSION, "program": "x", "waiting": {"type": "wait", "pc": 4, "seconds": 60},
+             "headers": {}, "output_chars": 0, "message_count": 0,
+             "frames": [{"unit": "main", "pc": 4, "vars": {"$each1": [people, 1], "who": "ana@example.com"}},
+                        {"unit": "notify", "pc": 2, "vars": {"to": "ana@example.com"}, "ret": True}]}
+    with schema_context(canary_tenants.a.schema_name):
+        bot = Bot.objects.get(pk=1)
+        run = JobRun.objects.create(bot=bot, script_name="newsletter.bas", cron="0 9 * * *",
+                                    scheduled_for=timezone.now(), status=JobRun.Status.WAITING, state=state,
+                                    resume_at=timezone.now(), output="sent to ana@example.com")
+        other = JobRun.objects.create(bot=bot, script_name="newsletter.bas", cron="0 9 * * *",
+                                      scheduled_for=timezone.now(), status=JobRun.Status.WAITING,
+                                      state={**state, "frames": [{"unit": "main", "pc": 4, "vars": {
+                                          "$each1": [people[1:], 1]}}]}, resume_at=timezone.now())
+        assert subject_erase(subject="ana@example.com")["job_runs_redacted"] == 1
+        run.refresh_from_db()
+        other.refresh_from_db()
+        assert (run.status, run.state, run.resume_at) == (JobRun.Status.ERROR, None, None)
+        assert run.error_message.startswith("ended by a data-subject erasure: its saved state named the person")
+        assert run.finished_at is not None and run.output == "[erased]"
+        assert job_run_resume(run_id=run.pk) is None  # the queued resume finds nothing to continue
+        assert other.status == JobRun.Status.WAITING and other.state["frames"][0]["vars"]["$each1"] == [
+            people[1:], 1]
 
 
 # --- drive files (reported, not changed) -----------------------------------------------------------
