@@ -35,14 +35,16 @@ without its country code, never inside a longer number or an address.
 
 Erasure deletes all of it; it does not anonymise, except in what is shared with others: a bot memory value
 shared by the bot (a "subscribers" list, a dict of leads keyed by address) loses only the subject's items
-or entries, and a table row belongs to the subject only when a field of it IS their identifier and that
-field is a contact field (`email`, `phone`...) or no other field holds someone else's address or number
-(`Matcher.owns`). Another person's row that names the subject ({"customer": bob, "referred_by": ana}, a
-note quoting ana's address) is kept with the fields naming the subject blanked; an export includes only
-those fields ("partial": true). A chat user row is deleted rather than kept with its
-fields blanked: the row's only purpose is to link sessions to a person, and a kept row would still link
-the person's past to anything recorded later under the same id. Outgoing mail addressed to the subject
-and to others is deleted as a whole (the other recipients lose a log row, never a delivered message).
+or entries, and a table row belongs to the subject only when a field of it IS their identifier (also written
+`Ana Souza <ana@...>`, `mailto:ana@...`, `tel:+55...`) and that field is a contact field (`email`, `phone`, any
+name containing mail/phone/tel/mobile/whatsapp such as `customer_email`, but not `referrer_email`) or no other
+field holds someone else's address or number (`Matcher.owns`). Another person's row that names the
+subject ({"customer": bob, "referred_by": ana}, a note quoting ana's address) is kept with the fields
+naming the subject blanked; an export includes only those fields ("partial": true). A chat user row is
+deleted rather than kept with its fields blanked: the row's only purpose is to link sessions to a
+person, and a kept row would still link the person's past to anything recorded later under the same id.
+Outgoing mail addressed to the subject and to others is deleted as a whole (the other recipients lose a
+log row, never a delivered message).
 
 Failure modes prevented:
 - PII in the audit log or in the request row after an erasure: audit events carry the request id, the
@@ -66,6 +68,7 @@ import uuid
 import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime
+from email.utils import parseaddr
 from typing import Any
 
 from django.conf import settings
@@ -227,10 +230,18 @@ MATCH_JSON_MAX_DEPTH = 32
 
 
 # Field names (lower-case, letters and digits only) that hold the record's own person: a record whose such
-# field IS the subject's identifier is the subject's, whatever else it names.
+# field IS the subject's identifier is the subject's, whatever else it names. Also any name containing one
+# of CONTACT_FIELD_PARTS (`customer_email`, `mobilePhone`, `whatsapp_number`), unless one of its words says
+# the address is another party's (`referrer_email`, `sales_rep_email`, `cc_email`: OTHER_PARTY_WORDS).
 CONTACT_FIELD_NAMES = frozenset({
     "email", "mail", "emailaddress", "email1", "phone", "phonenumber", "telephone", "tel", "mobile", "cell",
     "cellphone", "whatsapp", "telefone", "celular", "contact", "contato", "externalid", "userid", "user",
+})
+CONTACT_FIELD_PARTS = ("mail", "phone", "tel", "mobile", "whatsapp")
+OTHER_PARTY_WORDS = frozenset({
+    "ref", "refer", "referred", "referrer", "referer", "referral", "by", "rep", "sales", "agent", "manager",
+    "seller", "vendor", "owner", "sponsor", "inviter", "invited", "sender", "from", "cc", "bcc", "parent",
+    "guardian", "emergency", "friend", "assignee", "assigned", "indicado", "indicacao", "vendedor",
 })
 _EMAIL_SHAPE_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 # What a line of free text naming the subject becomes in others' records (a mail's body, a job's output).
@@ -248,12 +259,36 @@ def _field_name(key: Any) -> str:
     return re.sub(r"[^a-z0-9]", "", str(key).lower())
 
 
+def _is_contact_field(key: Any) -> bool:
+    """The field holds the record's own person's address or number (see CONTACT_FIELD_NAMES)."""
+    name = _field_name(key)
+    if name in CONTACT_FIELD_NAMES:
+        return True
+    if not any(part in name for part in CONTACT_FIELD_PARTS):
+        return False
+    words = {word.lower() for word in re.findall(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+", str(key))}
+    return not words & OTHER_PARTY_WORDS
+
+
+def _address_of(text: str) -> str:
+    """The one e-mail address `text` is, lower-case (`Ana Souza <ana@x.com>`, `mailto:ana@x.com`, `ana@x.com
+    (Ana)`); "" when it is not a single address (free text, a list, a group)."""
+    text = text.strip()
+    if text[:7].lower() == "mailto:":
+        text = text[7:].split("?", 1)[0]
+    # parseaddr takes "note: ana@x" for a group and "ana@x, bob@x" for ana@x: neither is one address.
+    if "@" not in text or re.search(r"[,;:]", re.sub(r'"[^"]*"', "", text)):
+        return ""
+    address = parseaddr(text)[1].strip()
+    return address.lower() if "@" in address and not re.search(r"\s", address) else ""
+
+
 def _names_someone(value: Any) -> bool:
     """A value shaped like a person's address or number (anyone's)."""
     if not isinstance(value, str):
         return False
     text = value.strip()
-    return bool(_EMAIL_SHAPE_RE.match(text)) or (
+    return bool(_EMAIL_SHAPE_RE.match(text) or _EMAIL_SHAPE_RE.match(_address_of(text))) or (
         bool(PHONE_RE.match(text)) and PHONE_NATIONAL_DIGITS_MIN <= len(re.sub(r"\D", "", text)) <= PHONE_DIGITS_MAX)
 
 
@@ -281,7 +316,8 @@ class Matcher:
                 and any(_same_phone(digits, phone) for phone in self.phones))
 
     def is_identifier(self, value: Any) -> bool:
-        """`value` as a whole IS an identifier of the subject (a field holding their address or number)."""
+        """`value` as a whole IS an identifier of the subject (a field holding their address or number, also as
+        `Ana Souza <ana@x.com>` or `mailto:ana@x.com`, or `tel:` and their number)."""
         if isinstance(value, bool) or value is None:
             return False
         if isinstance(value, int):
@@ -289,8 +325,10 @@ class Matcher:
         if not isinstance(value, str):
             return False
         text = value.strip()
-        if text.lower() in self.names:
+        if text.lower() in self.names or (self.names and _address_of(text) in self.names):
             return True
+        if text[:4].lower() == "tel:":
+            text = text[4:].strip()
         return bool(self.phones) and bool(PHONE_RE.match(text)) and self._phone(re.sub(r"\D", "", text))
 
     def mentions(self, text: str) -> bool:
@@ -327,7 +365,7 @@ class Matcher:
         own = [key for key, value in record.items() if self.is_identifier(value)]
         if not own:
             return False
-        if any(_field_name(key) in CONTACT_FIELD_NAMES for key in own):
+        if any(_is_contact_field(key) for key in own):
             return True
         return not any(_names_someone(value) for key, value in record.items() if key not in own)
 

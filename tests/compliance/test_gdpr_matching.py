@@ -156,6 +156,30 @@ def test_another_customers_row_naming_the_subject_is_blanked_not_deleted(canary_
                     carla: {"email": "carla@example.com", "note": "", "cc": ["x@y.com"]}}
 
 
+def test_the_subjects_row_is_found_by_a_named_or_mailto_address_and_any_contact_field(canary_tenants):
+    """The subject's own rows go: their address written `Ana Souza <ana@...>` or `mailto:`, or in a field whose
+    name holds "email"/"phone" next to another person's address. Others' rows only lose the fields naming her."""
+    from apps.bots.models import BotTableRow
+
+    a = canary_tenants.a.schema_name
+    named, mailto, customer_email, whatsapp, bob, bob_referrer, bob_named = _rows(
+        a, {"email": "Ana Souza <ana@example.com>", "name": "Ana Souza", "city": "SP"},
+        {"link": "mailto:ANA@example.com?subject=Hi", "name": "Ana Souza"},
+        {"customer_email": "ana@example.com", "sales_rep": "rep@shop.com", "total": 10},
+        {"whatsappNumber": "tel:+55 11 98765-4321", "owner": "rep@shop.com"},
+        {"customer": "bob@x.com", "referred_by": "ana@example.com"},
+        {"customer": "bob@x.com", "referrer_email": "Ana <ana@example.com>"},
+        {"customer": "Bob <bob@x.com>", "note": "ana@example.com"})
+    _erase(a, "ana@example.com")
+    _erase(a, "+55 11 98765-4321")
+    with schema_context(a):
+        left = {row.pk: row.data for row in BotTableRow.objects.filter(
+            pk__in=[named, mailto, customer_email, whatsapp, bob, bob_referrer, bob_named])}
+    assert left == {bob: {"customer": "bob@x.com", "referred_by": ""},
+                    bob_referrer: {"customer": "bob@x.com", "referrer_email": ""},
+                    bob_named: {"customer": "Bob <bob@x.com>", "note": ""}}
+
+
 # --- others' records that name the subject ---------------------------------------------------------
 
 
