@@ -26,8 +26,9 @@ tenant holds about one, found by `subject_data`:
 Drive files are reported, not changed: text files of every bot's `.gbdata/` (a CSV imported as a table
 would bring an erased row back at its next import) and `.gbdrive/` (files scripts wrote) that name the
 subject are listed in the erasure's report (`drive_files`, shown by the console) and the export's manifest,
-for the operator to edit; files over DRIVE_SCAN_FILE_MAX_BYTES or beyond DRIVE_SCAN_MAX_FILES are listed as
-not searched. A key that holds an identifier is kept masked (`pii_mask`).
+for the operator to edit; files over DRIVE_SCAN_FILE_MAX_BYTES or beyond DRIVE_SCAN_MAX_FILES, and files or
+folders the drive will not read (permissions, S3 AccessDenied), are listed as not searched (the request
+still succeeds: the erasure itself is done). A key that holds an identifier is kept masked (`pii_mask`).
 
 "Mentions" is exact (see `Matcher`): an address or id as a whole value or a whole token of free text
 (ana@example.com never finds mariana@example.com), a phone number by its digits in any spelling, with or
@@ -63,6 +64,7 @@ import hashlib
 import hmac
 import io
 import json
+import logging
 import re
 import uuid
 import zipfile
@@ -87,6 +89,8 @@ from apps.compliance.models import (
     SubjectKind,
 )
 from apps.compliance.services import audit_record
+
+logger = logging.getLogger(__name__)
 
 # Where export archives go, relative to the tenant's drive root: outside every `<bot>.gbai/` package, so
 # the DriveMonitor ignores them and no bot script (confined to its package) can read them.
@@ -545,9 +549,22 @@ def _report_key(matcher: Matcher, key: str) -> str:
     return pii_mask(key) if _key_names(matcher, key) else key
 
 
+def _listed(drive, prefix: str, not_searched: list[str], matcher: Matcher):
+    """drive.list(prefix); a listing that fails (a folder it may not read, S3 AccessDenied) ends there with
+    `prefix` listed as not searched, never failing the request."""
+    try:
+        yield from drive.list(prefix)
+    except Exception as exc:  # noqa: BLE001 - reported as not searched; the erasure itself is done
+        logger.warning("data-subject drive scan: cannot list %s (%s)", prefix, type(exc).__name__)
+        not_searched.append(_report_key(matcher, prefix))
+
+
 def drive_files_naming(matcher: Matcher, *, skip_prefixes=()) -> dict[str, list[str]]:
     """{"files": keys of text files under every bot's `.gbdata/` and `.gbdrive/` naming the subject,
-    "not_searched": keys too large or beyond DRIVE_SCAN_MAX_FILES}. Nothing is changed."""
+    "not_searched": keys too large, beyond DRIVE_SCAN_MAX_FILES or that could not be read (a file or folder
+    the drive refuses: permissions, S3 AccessDenied, a key the drive will not open)}. Nothing is changed, and
+    nothing here raises for one file: an erasure has committed by the time this runs, and failing it for a
+    report would mark it failed (and every re-run the same) although everything was erased."""
     from apps.bots.models import Bot
     from apps.drive.backends import DriveObjectTooLarge
     from apps.drive.storage import package_root, tenant_drive
@@ -558,7 +575,7 @@ def drive_files_naming(matcher: Matcher, *, skip_prefixes=()) -> dict[str, list[
     drive, found, skipped, read = tenant_drive(), [], [], 0
     for bot in Bot.objects.order_by("pk"):
         for prefix in (f"{package_root(bot.name)}{bot.name}.gbdata/", bot_drive_root(bot)):
-            for entry in drive.list(prefix):
+            for entry in _listed(drive, prefix, skipped, matcher):
                 if not entry.key.lower().endswith(DRIVE_SCAN_SUFFIXES) or entry.key.startswith(tuple(skip_prefixes)):
                     continue
                 if entry.size > DRIVE_SCAN_FILE_MAX_BYTES or read >= DRIVE_SCAN_MAX_FILES:
@@ -570,6 +587,11 @@ def drive_files_naming(matcher: Matcher, *, skip_prefixes=()) -> dict[str, list[
                 except FileNotFoundError:
                     continue
                 except DriveObjectTooLarge:
+                    skipped.append(_report_key(matcher, entry.key))
+                    continue
+                except Exception as exc:  # noqa: BLE001 - PermissionError, S3 AccessDenied, DriveKeyError...
+                    logger.warning("data-subject drive scan: cannot read %s (%s)", _report_key(matcher, entry.key),
+                                   type(exc).__name__)
                     skipped.append(_report_key(matcher, entry.key))
                     continue
                 if _key_names(matcher, entry.key) or matcher.mentions(content.decode("utf-8", "replace")):

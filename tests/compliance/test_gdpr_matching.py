@@ -313,3 +313,39 @@ def test_erasure_reports_the_drive_files_that_still_name_the_subject(canary_tena
     assert "ana@example.com" not in json.dumps(row.report)
     exported = _export(a, "ana@example.com")
     assert len(exported["manifest.json"]["drive_files_naming_subject"]) == 3
+
+
+def test_a_drive_file_that_cannot_be_read_is_listed_as_not_searched_and_the_request_is_done(
+        canary_tenants, django_capture_on_commit_callbacks, monkeypatch):
+    from apps.bots.models import Bot
+    from apps.compliance.gdpr import subject_request_create, subject_request_execute
+    from apps.compliance.models import DataSubjectRequest
+    from apps.drive.backends import LocalDrive
+    from apps.drive.storage import tenant_drive
+    from apps.mail.services import bot_drive_root
+
+    a = canary_tenants.a.schema_name
+    with schema_context(a):
+        bot = Bot.objects.get(pk=1)
+        locked = f"{bot_drive_root(bot)}exports/locked.txt"
+        readable = f"{bot_drive_root(bot)}exports/leads.txt"
+        drive = tenant_drive()
+        drive.write(locked, b"ana@example.com\n")
+        drive.write(readable, b"ana@example.com\n")
+        _rows(a, {"email": "ana@example.com"})
+        read = LocalDrive.read
+
+        def refusing(self, key, **kwargs):
+            if key == locked:
+                raise PermissionError(13, "Permission denied")  # S3: AccessDenied
+            return read(self, key, **kwargs)
+
+        monkeypatch.setattr(LocalDrive, "read", refusing)
+        for kind in ("export", "erasure"):
+            with django_capture_on_commit_callbacks(execute=False):
+                row = subject_request_create(kind=kind, subject="ana@example.com", requested_by="dpo")
+            row = subject_request_execute(request_id=str(row.pk))
+            assert (row.kind, row.status, row.error) == (kind, DataSubjectRequest.Status.DONE, "")
+        assert row.report["drive_files"] == [readable]
+        assert row.report["drive_files_not_searched"] == [locked]
+        assert row.report["counts"]["bot_table_rows"] == 1
