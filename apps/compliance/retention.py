@@ -6,7 +6,9 @@ its stored attachments, sent mail by creation time unless still queued), `record
 that ended, with their drive files). A class without a policy is kept.
 
 With the sessions policy, chat users older than it with no session left go too (their address, channel id
-and user memory would otherwise outlive every conversation; report key `chat_users`). Whatever the
+and user memory would otherwise outlive every conversation; report key `chat_users`): locked, skipping those
+locked by a writer, and deleted by one statement that checks again that they still have no session, so a
+returning visitor given a session meanwhile keeps it. Whatever the
 policies: user memory values past their expiry are removed (`user_memory_expired`, keys), and scheduled
 job runs older than JOB_RUN_KEEP_DAYS (their output and state quote customers; `job_runs`), except runs
 still running or waiting.
@@ -98,24 +100,58 @@ def _purge_sessions(cutoff: datetime) -> int:
     return _batched(ChatSession.objects.filter(last_activity__lt=cutoff))
 
 
-def _purge_idle_chat_users(cutoff: datetime) -> int:
-    """Chat users older than `cutoff` with no session left: their address, channel id and user memory outlived
-    every conversation (the sessions purge deleted those). The DELETE checks again that no session appeared."""
+def _idle_chat_user_candidates(cutoff: datetime, *, after=None) -> list:
+    """Ids of chat users older than `cutoff` with no session, in pk order after `after`: at most a batch."""
     from django.db.models import Exists, OuterRef
 
     from apps.sessions.models import ChatSession, ChatUser
 
     idle = ChatUser.objects.filter(created_at__lt=cutoff).filter(
         ~Exists(ChatSession.objects.filter(user_id=OuterRef("pk"))))
-    deleted = 0
+    if after is not None:
+        idle = idle.filter(pk__gt=after)
+    return list(idle.order_by("pk").values_list("pk", flat=True)[:RETENTION_BATCH_SIZE])
+
+
+def _idle_chat_users_delete(ids: list) -> int:
+    """Delete those of `ids` that still have no session; how many went.
+
+    A returning visitor may get a session after the candidates were selected. Django's delete() collects the
+    users' sessions in a query of its own before deleting the users: a session created in between was deleted
+    with its messages, or (created after the collection) failed the purge's commit with an FK error. Here the
+    users are locked (skipping those a writer holds) and deleted by one statement that checks again, in SQL,
+    that they have no session; ChatSession is the only table referencing chat users."""
+    from django.db import connection
+    from django.db.models import Exists, OuterRef
+
+    from apps.sessions.models import ChatSession, ChatUser
+
+    with transaction.atomic():
+        locked = list(ChatUser.objects.select_for_update(skip_locked=True).filter(pk__in=ids).filter(
+            ~Exists(ChatSession.objects.filter(user_id=OuterRef("pk")))).values_list("pk", flat=True))
+        if not locked:
+            return 0
+        users, sessions = (connection.ops.quote_name(model._meta.db_table) for model in (ChatUser, ChatSession))
+        pk = connection.ops.quote_name(ChatUser._meta.pk.column)
+        user_fk = connection.ops.quote_name(ChatSession._meta.get_field("user").column)
+        with connection.cursor() as cursor:
+            cursor.execute(f"DELETE FROM {users} WHERE {pk} = ANY(%s) AND NOT EXISTS "  # noqa: S608 - quoted names
+                           f"(SELECT 1 FROM {sessions} WHERE {sessions}.{user_fk} = {users}.{pk})", [locked])
+            return cursor.rowcount
+
+
+def _purge_idle_chat_users(cutoff: datetime) -> int:
+    """Chat users older than `cutoff` with no session left: their address, channel id and user memory outlived
+    every conversation (the sessions purge deleted those). See _idle_chat_users_delete for the race it avoids."""
+    deleted, after = 0, None
     while True:
-        ids = list(idle.order_by("pk").values_list("pk", flat=True)[:RETENTION_BATCH_SIZE])
+        ids = _idle_chat_user_candidates(cutoff, after=after)
         if not ids:
             return deleted
-        with transaction.atomic():
-            deleted += idle.filter(pk__in=ids).delete()[1].get(ChatUser._meta.label, 0)
+        deleted += _idle_chat_users_delete(ids)
         if len(ids) < RETENTION_BATCH_SIZE:
             return deleted
+        after = ids[-1]  # users skipped (locked, or given a session) are not selected again by this run
 
 
 def _expire_user_memory(now: datetime) -> int:

@@ -256,6 +256,37 @@ def test_chat_users_left_without_sessions_go_with_the_sessions_policy(canary_ten
             "active", "new"]
 
 
+def test_a_chat_user_given_a_session_during_the_purge_keeps_it(canary_tenants):
+    """A returning anonymous visitor gets a session after the purge selected them as idle: just before the
+    purge's DELETE of chat users (after Django's delete() had collected the users' sessions, in the old code)."""
+    from django.db import connection
+
+    from apps.bots.models import Bot
+    from apps.sessions.models import ChatSession, ChatUser, Message, Role
+
+    with schema_context(canary_tenants.a.schema_name):
+        bot = Bot.objects.get(pk=1)
+        returning, idle = (ChatUser.objects.create(username=name) for name in ("returning", "idle"))
+        ChatUser.objects.filter(pk__in=[returning.pk, idle.pk]).update(created_at=_ago(100))
+        retention_policy_set(data_class="sessions", days=90)
+        table = connection.ops.quote_name(ChatUser._meta.db_table)
+        started = []
+
+        def visitor_returns(execute, sql, params, many, context):
+            if sql.split(" WHERE ")[0] == f"DELETE FROM {table}" and not started:  # noqa: S608 - a comparison
+                started.append(ChatSession.objects.create(user=returning, bot=bot))
+                Message.objects.create(session=started[0], index=0, role=Role.USER, content="hello again")
+            return execute(sql, params, many, context)
+
+        with connection.execute_wrapper(visitor_returns):
+            counts = retention_purge()
+        assert counts.get("chat_users") == 1 and started
+        assert list(ChatUser.objects.filter(pk__in=[returning.pk, idle.pk]).values_list("username", flat=True)) == [
+            "returning"]
+        assert ChatSession.objects.filter(pk=started[0].pk).exists()
+        assert Message.objects.filter(session=started[0]).count() == 1
+
+
 def test_expired_user_memory_values_are_removed_whatever_the_policies(canary_tenants):
     from apps.sessions.models import ChatUser
 
