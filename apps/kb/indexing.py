@@ -2,7 +2,9 @@
 
 Idempotent per (document, ETag): a redelivered or duplicated task finds `indexed_etag == etag` and does
 nothing, and a task for an ETag that is no longer current steps aside for the newer one (a run refused by
-the document's lock is covered by the holder, which queues newer content when it lets go). The chunks of a
+the document's lock is covered by the holder, which queues newer content when it lets go). A re-index of the
+same content (the bot's embedding model changed) moves the document's `index_generation`: a run that started
+before it stores nothing and ends "superseded", and its hand-over queues the re-index. The chunks of a
 document are replaced in one transaction, so a search never sees half of a re-index, and a worker killed
 mid-way leaves the previous chunks in place (its PostgreSQL advisory lock dies with its connection, and
 the redelivered task starts over). Progress (chunks embedded / total) is saved as it goes, for the console.
@@ -14,7 +16,7 @@ import logging
 from dataclasses import dataclass
 
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import F, Q
 
 from apps.bots.selectors import bot_config_values
 from apps.core.locks import tenant_lock_try
@@ -46,6 +48,7 @@ class IndexOutcome:
     chunks: int = 0
     error: str = ""
     etag: str = ""  # the content the run worked on (the task's ETag, or the current one without it)
+    generation: int | None = None  # the document's index_generation when the run started (None: not read)
 
 
 def document_index(*, document_id: int, etag: str | None = None) -> IndexOutcome:
@@ -61,17 +64,21 @@ def document_index(*, document_id: int, etag: str | None = None) -> IndexOutcome
             return IndexOutcome("locked")  # the holder hands newer content on when it is done (below)
         outcome = _index(document_id, etag)
     if outcome.status != "missing":
-        _hand_over_newer_content(document_id, outcome.etag)
+        _hand_over_newer_content(document_id, outcome.etag, outcome.generation)
     return outcome
 
 
-def _hand_over_newer_content(document_id: int, handled_etag: str) -> None:
-    """After a run let go of the lock: queue the current content if it is pending and not what the run did.
+def _hand_over_newer_content(document_id: int, handled_etag: str, handled_generation: int | None) -> None:
+    """After a run let go of the lock: queue the current content if it is pending and not what the run did
+    (another ETag, or the same one to index again under a newer generation: a new embedding model).
     Read after the release, so a run refused while this one held the lock is always seen (its registration
     committed before its task was queued); a duplicate task is harmless (idempotent per ETag)."""
     from apps.kb.services import document_index_enqueue
 
-    current = (Document.objects.filter(pk=document_id, status=Document.Status.PENDING).exclude(etag=handled_etag)
+    newer = ~Q(etag=handled_etag)
+    if handled_generation is not None:
+        newer |= ~Q(index_generation=handled_generation)
+    current = (Document.objects.filter(newer, pk=document_id, status=Document.Status.PENDING)
                .values_list("etag", flat=True).first())
     if current is None:
         return
@@ -105,20 +112,24 @@ def document_index_give_up(*, document_id: int, etag: str, message: str) -> None
 
 
 def _fail(document: Document, message: str) -> IndexOutcome:
-    Document.objects.filter(pk=document.pk, etag=document.etag).update(
+    # Only the content and generation this run read: a re-index queued meanwhile stays pending (and is handed
+    # over), instead of showing a failure of the old embedding settings.
+    Document.objects.filter(pk=document.pk, etag=document.etag, index_generation=document.index_generation).update(
         status=Document.Status.FAILED, error=message[:MAX_ERROR_CHARS]
     )
-    return IndexOutcome("failed", error=message, etag=document.etag)
+    return IndexOutcome("failed", error=message, etag=document.etag, generation=document.index_generation)
 
 
 def _index(document_id: int, etag: str | None) -> IndexOutcome:
     document = Document.objects.select_related("kb__bot").filter(pk=document_id).first()
     if document is None:
         return IndexOutcome("missing")
+    generation = document.index_generation
     if etag is not None and document.etag != etag:
-        return IndexOutcome("superseded", etag=etag)
+        return IndexOutcome("superseded", etag=etag, generation=generation)
+    # INDEXED is only ever written by a run of the current generation (checked under the row lock below).
     if document.indexed_etag == document.etag and document.status == Document.Status.INDEXED:
-        return IndexOutcome("unchanged", etag=document.etag)
+        return IndexOutcome("unchanged", etag=document.etag, generation=generation)
     if document.index_attempts >= MAX_INDEX_ATTEMPTS:
         last = f"; the last run said: {document.error}" if document.error else ""
         return _fail(document, f"indexing was started {document.index_attempts} times without finishing "
@@ -164,8 +175,10 @@ def _index(document_id: int, etag: str | None) -> IndexOutcome:
     try:
         with transaction.atomic():
             current = Document.objects.select_for_update().filter(pk=document.pk).first()
-            if current is None or current.etag != document.etag:
-                return IndexOutcome("superseded", etag=document.etag)  # changed or removed while we embedded
+            # Changed, removed or queued again (a new embedding model) while we embedded: these vectors are
+            # not the document's; the hand-over queues what is current.
+            if current is None or current.etag != document.etag or current.index_generation != generation:
+                return IndexOutcome("superseded", etag=document.etag, generation=generation)
             store.replace_document(tenant=connection.schema_name, bot=bot.name, bot_id=bot.pk,
                                    kb_id=document.kb_id, document_id=document.pk, records=records,
                                    model=provider.model)
@@ -178,7 +191,7 @@ def _index(document_id: int, etag: str | None) -> IndexOutcome:
     except VectorStoreError as exc:
         # The store refused these vectors (e.g. a model's size it cannot hold): the same run would fail again.
         return _fail(document, f"the vector store refused the chunks: {exc}")
-    return IndexOutcome("indexed", chunks=len(records), etag=document.etag)
+    return IndexOutcome("indexed", chunks=len(records), etag=document.etag, generation=generation)
 
 
 def _truncation_notice(chunks: list, text_chars: int) -> str:

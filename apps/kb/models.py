@@ -48,6 +48,10 @@ class Document(models.Model):
     # Indexing runs started for the current ETag: a file that kills its worker (out of memory) is redelivered
     # by the broker forever otherwise; past a limit it is shown as failed instead.
     index_attempts = models.PositiveSmallIntegerField(default=0)
+    # Bumped when the document must be indexed again with the same content (the bot's embedding model
+    # changed): a run records it when it starts and writes nothing if it moved meanwhile, so a run that began
+    # with the old model cannot store old-model vectors over the re-index and mark them current.
+    index_generation = models.PositiveIntegerField(default=0)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.db import connection, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from apps.bots.models import Bot
@@ -59,10 +60,15 @@ def documents_requeue_stale(*, older_than: timedelta) -> int:
 
 def documents_reindex(*, bot) -> int:
     """Index every document of `bot` again, queued after commit: its embedding model changed, and vectors of
-    two models cannot be compared (search reads only the current model's; the old ones serve no query)."""
+    two models cannot be compared (search reads only the current model's; the old ones serve no query).
+
+    The content is the same, so the ETag cannot tell a run of the old model from one of the new: the document's
+    `index_generation` moves on, and a run that started before (with the old model) ends "superseded" instead
+    of storing its vectors and marking them current (apps.kb.indexing)."""
     documents = Document.objects.filter(kb__bot=bot)
     queued = list(documents.values_list("pk", "etag"))
-    documents.update(status=Document.Status.PENDING, indexed_etag="", index_attempts=0, error="")
+    documents.update(status=Document.Status.PENDING, indexed_etag="", index_attempts=0, error="",
+                     index_generation=F("index_generation") + 1)
     for document_id, etag in queued:
         transaction.on_commit(lambda document_id=document_id, etag=etag: document_index_enqueue(
             document_id=document_id, etag=etag))

@@ -267,3 +267,42 @@ def test_newer_content_refused_by_the_lock_is_indexed_when_the_holder_lets_go(ca
     finally:
         with schema_context(schema):
             Bot.objects.filter(name="handover").delete()
+
+
+def test_an_embedding_model_changed_while_a_run_embeds_ends_with_every_chunk_on_the_new_model(
+        bot, embeddings_server, monkeypatch, django_capture_on_commit_callbacks):
+    """config_sync switches the bot to model B while a run embeds with model A (the same content, so the same
+    ETag). The run used to store A's vectors and mark the document indexed; the queued re-index then found it
+    'unchanged' and the bot's dense search (model B) never found the document again."""
+    from apps.bots.services import config_sync
+    from apps.kb import services
+    from apps.kb.embeddings import LocalMiniLM
+    from apps.kb.search import kb_search
+
+    embeddings_server.dimensions = 384
+    config_b = (f"name,value\nembedding-url,{embeddings_server.base_url}\nembedding-model,model-b\n"
+                f"embedding-dimensions,384\nrag-min-score,-1\n").encode()
+    queued: list[tuple[int, str]] = []
+    monkeypatch.setattr(services, "document_index_enqueue",
+                        lambda *, document_id, etag: queued.append((document_id, etag)))
+    real_embed = LocalMiniLM.embed
+
+    def embed_then_change_the_model(self, texts):
+        if not Document.objects.filter(kb__bot=bot, index_generation__gt=0).exists():
+            config_sync(bot=bot, data=config_b)  # the admin saves config.csv mid-run
+        return real_embed(self, texts)
+
+    monkeypatch.setattr(LocalMiniLM, "embed", embed_then_change_the_model)
+    document = _document(bot, "tents.txt", TEXT)
+    with django_capture_on_commit_callbacks(execute=True):
+        first = document_index(document_id=document.pk)
+    assert queued
+    while queued:  # the re-index task(s), as the worker would run them
+        document_id, etag = queued.pop(0)
+        document_index(document_id=document_id, etag=etag)
+    document.refresh_from_db()
+    assert document.status == Document.Status.INDEXED
+    assert set(Chunk.objects.filter(document=document).values_list("embedding_model", flat=True)) == {"model-b"}
+    assert first.status == "superseded"  # the run of model A stored nothing
+    hits = kb_search(bot=bot, kbs=["faq"], query="are the tents waterproof", mode="dense").hits
+    assert hits and hits[0].document_path == document.path
