@@ -155,6 +155,69 @@ def test_docx_merged_table_cells_are_read_once():
     assert all_text(extract("t.docx", build_docx(build))) == "Merged heading cell | Other"
 
 
+# Generous: both take well under a second now; python-docx's own walk took 30 s and more on these.
+PATHOLOGICAL_DOCX_SECONDS = 5.0
+
+
+def _with_body(data: bytes, body: bytes) -> bytes:
+    """The DOCX `data` with `body` put at the start of its document body (python-docx builds slowly)."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as source, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as target:
+        for info in source.infolist():
+            part = source.read(info)
+            if info.filename == "word/document.xml":
+                part = part.replace(b"<w:body>", b"<w:body>" + body, 1)
+            target.writestr(info, part)
+    return out.getvalue()
+
+
+def test_a_docx_of_30000_short_paragraphs_is_read_quickly_with_its_headings():
+    """python-docx looked each paragraph's style up among all the file's styles, twice: 37 s for 39 KB."""
+    paragraph = b'<w:p><w:r><w:t>Tents pack small.</w:t></w:r></w:p>'
+    heading = b'<w:p><w:pPr><w:pStyle w:val="Heading1"/></w:pPr><w:r><w:t>Care</w:t></w:r></w:p>'
+    data = _with_body(build_docx(lambda document: document.add_heading("Returns", level=1)),
+                      paragraph * 15_000 + heading + paragraph * 15_000)
+    started = time.monotonic()
+    doc = extract("long.docx", data)
+    assert time.monotonic() - started < PATHOLOGICAL_DOCX_SECONDS
+    assert [section.heading for section in doc.sections] == ["", "Care", "Returns"]
+    assert doc.title == "Care" and all_text(doc).count("Tents pack small.") == 30_000
+
+
+def test_a_docx_table_with_a_tall_merged_cell_is_read_quickly_and_the_cell_once():
+    """python-docx's row.cells found each vertically merged cell's text by walking up the rows: a 400-row table
+    took 41 s, and the cell's text came out once per row."""
+    def build(document):
+        table = document.add_table(rows=400, cols=5)
+        for column in range(5):
+            table.cell(0, column).merge(table.cell(399, column)).text = f"Column {column}"
+
+    data = build_docx(build)
+    started = time.monotonic()
+    text = all_text(extract("merged.docx", data))
+    assert time.monotonic() - started < PATHOLOGICAL_DOCX_SECONDS
+    assert text == "Column 0 | Column 1 | Column 2 | Column 3 | Column 4"
+
+
+def test_the_tasks_time_limit_is_not_reported_as_a_damaged_file(monkeypatch):
+    """Celery's soft time limit is raised inside whatever the worker runs: the extractors' broad excepts turned
+    it into 'not a valid DOCX/PDF', a failure blamed on the file instead of the time limit."""
+    import docx as docx_module
+    import pypdf
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    def out_of_time(*_args, **_kwargs):
+        raise SoftTimeLimitExceeded()
+
+    docx_data, pdf_data = build_docx(_handbook), build_pdf([["text"]])
+    monkeypatch.setattr(docx_module, "Document", out_of_time)
+    monkeypatch.setattr(pypdf, "PdfReader", out_of_time)
+    with pytest.raises(SoftTimeLimitExceeded):
+        extract("slow.docx", docx_data)
+    with pytest.raises(SoftTimeLimitExceeded):
+        extract("slow.pdf", pdf_data)
+
+
 def test_docx_that_is_not_a_zip_is_refused():
     with pytest.raises(ExtractionError, match=r"not a valid DOCX file \(not a zip archive\)"):
         extract("fake.docx", b"plain text pretending")
