@@ -56,6 +56,14 @@ CSV_MAX_BYTES = 50 * MB
 JSON_MAX_BYTES = 20 * MB
 XML_MAX_BYTES = 20 * MB
 
+# Pages a PDF may have: a 2,000-page PDF is a book already; pypdf takes milliseconds per page even without
+# text, and a small file can list tens of thousands of pages. Refused (split the file), not truncated.
+PDF_MAX_PAGES = 2000
+# Characters of text extracted from one file, at most: 1,000 chunks (the chunker's limit) of the largest
+# configurable size (4,000, no overlap) cover 4 M; the rest could never be indexed. A tiny PDF whose 1,000
+# pages all draw one 100 KB content stream expands to ~100 M characters (and took over a minute): extraction
+# stops here, and the document says its text was cut (`ExtractedDocument.truncated`).
+EXTRACT_MAX_TEXT_CHARS = 5_000_000
 # A CSV beyond this many rows is a database dump, not a knowledge document; it is refused, not truncated.
 CSV_MAX_ROWS = 200_000
 # Deeper JSON is machine-generated nesting, and Python's own parser would hit its recursion limit.
@@ -95,6 +103,8 @@ class ExtractedSection:
 class ExtractedDocument:
     title: str
     sections: list[ExtractedSection]
+    # The file had more text than EXTRACT_MAX_TEXT_CHARS: the sections hold its beginning only.
+    truncated: bool = False
 
 
 # --- helpers ---------------------------------------------------------------------------------------------
@@ -126,11 +136,27 @@ def _decode_text(data: bytes) -> str:
                               "save it as UTF-8") from None
 
 
-def _non_empty(title: str, sections: list[ExtractedSection], reason: str = "no text found") -> ExtractedDocument:
+def _non_empty(title: str, sections: list[ExtractedSection], reason: str = "no text found",
+               truncated: bool = False) -> ExtractedDocument:
     kept = [section for section in sections if section.text.strip()]
     if not kept:
         raise ExtractionError(reason)
-    return ExtractedDocument(title=title.strip(), sections=kept)
+    return ExtractedDocument(title=title.strip(), sections=kept, truncated=truncated)
+
+
+def _within_text_budget(document: ExtractedDocument) -> ExtractedDocument:
+    """`document` with at most EXTRACT_MAX_TEXT_CHARS characters of section text (marked truncated if cut)."""
+    if sum(len(section.text) for section in document.sections) <= EXTRACT_MAX_TEXT_CHARS:
+        return document
+    kept: list[ExtractedSection] = []
+    remaining = EXTRACT_MAX_TEXT_CHARS
+    for section in document.sections:
+        if remaining <= 0:
+            break
+        kept.append(section if len(section.text) <= remaining else
+                    ExtractedSection(text=section.text[:remaining], page=section.page, heading=section.heading))
+        remaining -= len(section.text)
+    return ExtractedDocument(title=document.title, sections=kept, truncated=True)
 
 
 class _SectionBuilder:
@@ -176,11 +202,19 @@ def _extract_pdf(stem: str, data: bytes) -> ExtractedDocument:
                 opened = 0
             if not opened:
                 raise ExtractionError("PDF is encrypted (it needs a password to open)")
+        pages = reader.pages
+        if len(pages) > PDF_MAX_PAGES:
+            raise ExtractionError(f"PDF has {len(pages)} pages; the limit is {PDF_MAX_PAGES}: split it into "
+                                  "smaller files")
         sections = []
-        for number, page in enumerate(reader.pages, start=1):
+        remaining = EXTRACT_MAX_TEXT_CHARS
+        for number, page in enumerate(pages, start=1):
             text = page.extract_text() or ""
             if text.strip():
-                sections.append(ExtractedSection(text=text, page=number, heading=""))
+                sections.append(ExtractedSection(text=text[:remaining], page=number, heading=""))
+                remaining -= len(text)
+                if remaining <= 0:  # the rest could not be indexed anyway: stop reading pages
+                    break
         title = _pdf_title(reader) or stem
     except ExtractionError:
         raise
@@ -188,7 +222,8 @@ def _extract_pdf(stem: str, data: bytes) -> ExtractedDocument:
         raise
     except Exception as error:  # pypdf raises many types on damaged files; all mean the same to a user
         raise ExtractionError(f"not a valid PDF ({type(error).__name__}: {error})"[:300]) from None
-    return _non_empty(title, sections, "no text found (a scanned PDF? text inside images is not read)")
+    return _non_empty(title, sections, "no text found (a scanned PDF? text inside images is not read)",
+                      truncated=remaining <= 0)
 
 
 def _pdf_title(reader: object) -> str:
@@ -667,7 +702,7 @@ def extract(filename: str, data: bytes) -> ExtractedDocument:
     if entry is not None:
         extractor, limit = entry
         _check_size(data, extension, limit)
-        return extractor(stem, data, extension)
+        return _within_text_budget(extractor(stem, data, extension))
     # Unknown extension: index it only if it is plainly text.
     label = f".{extension}" if extension else "without an extension"
     if len(data) > UNKNOWN_TEXT_MAX_BYTES:
@@ -677,4 +712,4 @@ def extract(filename: str, data: bytes) -> ExtractedDocument:
         text = _decode_text(data)
     except ExtractionError:
         raise ExtractionError(f"unsupported file type ({label}) with binary content") from None
-    return _non_empty(stem, [ExtractedSection(text=text, page=None, heading="")])
+    return _within_text_budget(_non_empty(stem, [ExtractedSection(text=text, page=None, heading="")]))

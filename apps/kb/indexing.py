@@ -23,7 +23,7 @@ from apps.core.locks import tenant_lock_try
 from apps.drive.storage import tenant_drive
 from apps.kb.chunking import DEFAULT_MAX_CHUNKS, chunk_document, chunk_settings_from_config, document_text
 from apps.kb.embeddings import EmbeddingError, embedding_provider_for
-from apps.kb.extract import ExtractionError, extract
+from apps.kb.extract import EXTRACT_MAX_TEXT_CHARS, ExtractionError, extract
 from apps.kb.models import Chunk, Document
 from apps.kb.vectorstores import ChunkRecord, PgVectorStore, VectorStoreError, vector_store_for_settings
 
@@ -154,7 +154,7 @@ def _index(document_id: int, etag: str | None) -> IndexOutcome:
         return _fail(document, str(exc))
     if not chunks:
         return _fail(document, "no text to index")
-    notice = _truncation_notice(chunks, len(document_text(extracted)))
+    notice = _truncation_notice(chunks, len(document_text(extracted)), text_cut=extracted.truncated)
 
     Document.objects.filter(pk=document.pk).update(chunks_total=len(chunks), chunks_done=0, error="")
     # An EmbeddingError (like any outside service's failure) is raised: the task records it and retries.
@@ -194,13 +194,18 @@ def _index(document_id: int, etag: str | None) -> IndexOutcome:
     return IndexOutcome("indexed", chunks=len(records), etag=document.etag, generation=generation)
 
 
-def _truncation_notice(chunks: list, text_chars: int) -> str:
-    """What an indexed document's row says when the chunk limit left part of its text out ("" otherwise):
-    upstream drops the rest silently, and the admin believed the whole file searchable."""
+def _truncation_notice(chunks: list, text_chars: int, *, text_cut: bool = False) -> str:
+    """What an indexed document's row says when the chunk limit (or the extraction's text budget) left part of
+    its text out ("" otherwise): upstream drops the rest silently, and the admin believed the whole file
+    searchable."""
+    if text_cut and (len(chunks) < DEFAULT_MAX_CHUNKS or chunks[-1].end_char >= text_chars):
+        return (f"only the first {EXTRACT_MAX_TEXT_CHARS:,} characters of the file's text were read; "
+                "split the file to make the rest searchable")
     if len(chunks) < DEFAULT_MAX_CHUNKS or not text_chars or chunks[-1].end_char >= text_chars:
         return ""
     covered = int(100 * chunks[-1].end_char / text_chars)
-    return (f"only the first {len(chunks)} chunks are searchable (about {covered}% of the text): a document keeps "
+    of_what = f"of the first {EXTRACT_MAX_TEXT_CHARS:,} characters read" if text_cut else "of the text"
+    return (f"only the first {len(chunks)} chunks are searchable (about {covered}% {of_what}): a document keeps "
             f"at most {DEFAULT_MAX_CHUNKS}; split the file to make the rest searchable")
 
 

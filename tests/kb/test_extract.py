@@ -105,6 +105,56 @@ def test_pdf_without_any_text_is_refused_as_probably_scanned():
         extract("scan.pdf", build_pdf([[], []]))
 
 
+def shared_stream_pdf(pages: int, lines: int) -> bytes:
+    """A small PDF whose `pages` pages all draw one content stream of `lines` text lines."""
+    body = "BT /F1 12 Tf 72 720 Td 14 TL\n" + "(Tents pack small and dry fast.) Tj T*\n" * lines + "ET"
+    stream = body.encode()
+    font_id = 4 + pages
+    kids = " ".join(f"{4 + index} 0 R" for index in range(pages))
+    objects = [b"<< /Type /Catalog /Pages 2 0 R >>", f"<< /Type /Pages /Kids [{kids}] /Count {pages} >>".encode(),
+               b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream"]
+    objects += [f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 {font_id} 0 R "
+                f">> >> /Contents 3 0 R >>".encode()] * pages
+    objects.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>")
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, body_bytes in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body_bytes + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(out)
+
+
+# Generous: reading up to the text budget takes a few seconds; reading all 77 M characters took 84 s.
+PDF_BOMB_SECONDS = 30.0
+
+
+def test_a_small_pdf_that_expands_to_millions_of_characters_is_cut_at_the_text_budget():
+    data = shared_stream_pdf(pages=1000, lines=2500)  # 250 KB; every page draws the same 77 KB of text
+    started = time.monotonic()
+    doc = extract("bomb.pdf", data)
+    assert time.monotonic() - started < PDF_BOMB_SECONDS
+    assert doc.truncated and sum(len(s.text) for s in doc.sections) == extract_module.EXTRACT_MAX_TEXT_CHARS
+    assert len(doc.sections) < 100 and doc.sections[0].page == 1
+    assert not extract("policies.pdf", build_pdf([["Returns within 60 days."]])).truncated
+
+
+def test_a_pdf_with_too_many_pages_is_refused_by_its_page_count(monkeypatch):
+    monkeypatch.setattr(extract_module, "PDF_MAX_PAGES", 2)
+    with pytest.raises(ExtractionError, match=r"^PDF has 3 pages; the limit is 2: split it into smaller files$"):
+        extract("book.pdf", build_pdf([["one"], ["two"], ["three"]]))
+
+
+def test_any_type_past_the_text_budget_is_cut_and_marked(monkeypatch):
+    monkeypatch.setattr(extract_module, "EXTRACT_MAX_TEXT_CHARS", 100)
+    doc = extract("long.md", b"# One\n" + b"a" * 80 + b"\n# Two\n" + b"b" * 80 + b"\n")
+    assert doc.truncated and sum(len(s.text) for s in doc.sections) == 100
+    assert [s.heading for s in doc.sections] == ["One", "Two"]
+
+
 def test_damaged_pdf_is_refused_as_not_a_valid_pdf():
     with pytest.raises(ExtractionError, match="not a valid PDF"):
         extract("broken.pdf", b"%PDF-1.4\nthis is not really a pdf")

@@ -54,6 +54,9 @@ def test_a_document_past_the_chunk_limit_says_how_much_is_searchable():
     assert notice.startswith("only the first 1000 chunks are searchable (about ") and "split the file" in notice
     small = extract("small.txt", TEXT)
     assert _truncation_notice(chunk_document(small), len(document_text(small))) == ""
+    # Text cut by the extraction's budget (EXTRACT_MAX_TEXT_CHARS) is said to be cut, even within the chunks.
+    cut = _truncation_notice(chunk_document(small), len(document_text(small)), text_cut=True)
+    assert cut.startswith("only the first 5,000,000 characters of the file's text were read")
 
 
 def test_indexing_the_same_content_twice_changes_nothing(bot):
