@@ -434,6 +434,9 @@ def _extract_text(stem: str, data: bytes) -> ExtractedDocument:
 # --- HTML ------------------------------------------------------------------------------------------------
 
 _HTML_SKIPPED = frozenset({"script", "style", "nav", "noscript", "template", "svg", "head"})
+# What may stand in <head>: any other start tag (or text) ends a head whose </head> was omitted (HTML5 allows
+# it, minifiers do it), as a browser ends it; otherwise the whole page was skipped as head.
+_HTML_HEAD_CONTENT = frozenset({"title", "meta", "link", "style", "script", "noscript", "template", "base"})
 _HTML_HEADINGS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
 _HTML_BLOCKS = frozenset({
     "p", "div", "br", "li", "tr", "td", "th", "section", "article", "header", "footer", "main", "aside",
@@ -448,7 +451,10 @@ class _HTMLTextParser(HTMLParser):
         self.builder = _SectionBuilder()
         self.title = ""
         self.first_heading = ""
-        self._skip_depth = 0
+        # Open skipped elements, innermost last, each with the tags opened inside it and not yet closed: an end
+        # tag of an element opened outside it closes it (`<div><nav>...</div>`, as a browser does), so an
+        # unclosed <nav> no longer swallows the rest of the page.
+        self._skipped: list[tuple[str, dict[str, int]]] = []
         self._in_title = False
         self._heading_tag = ""
         self._heading_parts: list[str] = []
@@ -460,12 +466,20 @@ class _HTMLTextParser(HTMLParser):
             self.builder.line(text)
         self._line = []
 
+    def _end_pending_head(self) -> None:
+        if self._skipped and self._skipped[-1][0] == "head":
+            self._skipped.pop()
+
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag not in _HTML_HEAD_CONTENT:
+            self._end_pending_head()
         if tag == "title":
             self._in_title = True
         elif tag in _HTML_SKIPPED:
-            self._skip_depth += 1
-        elif self._skip_depth:
+            self._skipped.append((tag, {}))
+        elif self._skipped:
+            opened = self._skipped[-1][1]
+            opened[tag] = opened.get(tag, 0) + 1
             return
         elif tag in _HTML_HEADINGS:
             self._end_line()
@@ -473,12 +487,29 @@ class _HTMLTextParser(HTMLParser):
         elif tag in _HTML_BLOCKS:
             self._end_line()
 
+    def _close_skipped(self, tag: str) -> bool:
+        """An end tag while skipping: True if it is still inside the skipped content (nothing else to do)."""
+        if tag in ("body", "html"):
+            self._skipped.clear()
+            return False
+        if tag in _HTML_SKIPPED:
+            for index in range(len(self._skipped) - 1, -1, -1):
+                if self._skipped[index][0] == tag:
+                    del self._skipped[index:]
+                    break
+            return True  # a skipped element's end tag (or a stray one) is never text structure
+        while self._skipped:
+            opened = self._skipped[-1][1]
+            if opened.get(tag):
+                opened[tag] -= 1
+                return True
+            self._skipped.pop()  # the tag was opened outside: its end closes the skipped element too
+        return False
+
     def handle_endtag(self, tag: str) -> None:
         if tag == "title":
             self._in_title = False
-        elif tag in _HTML_SKIPPED:
-            self._skip_depth = max(0, self._skip_depth - 1)
-        elif self._skip_depth:
+        elif (self._skipped or tag in _HTML_SKIPPED) and self._close_skipped(tag):
             return
         elif tag == self._heading_tag:
             text = " ".join("".join(self._heading_parts).split())
@@ -492,7 +523,10 @@ class _HTMLTextParser(HTMLParser):
     def handle_data(self, data: str) -> None:
         if self._in_title:
             self.title += data
-        elif self._skip_depth:
+            return
+        if data.strip():
+            self._end_pending_head()  # text cannot stand in <head>: the body has begun
+        if self._skipped:
             return
         elif self._heading_tag:
             self._heading_parts.append(data)

@@ -418,6 +418,28 @@ def test_html_keeps_title_and_headings_and_drops_script_style_nav():
         assert dropped not in text
 
 
+@pytest.mark.parametrize("page", [
+    b"<!doctype html><html><head><meta charset=utf-8><title>Store Hours</title><body><h1>Portland</h1>"
+    b"<p>Open 9am to 8pm.</p></body></html>",
+    b"<html><head><title>Store Hours</title><script>var x = 1;</script><h1>Portland</h1><p>Open 9am to 8pm.",
+    b"<head><title>Store Hours</title><link rel=stylesheet href=s.css>Portland: open 9am to 8pm.",
+])
+def test_html_whose_head_end_tag_is_omitted_keeps_its_body(page):
+    """</head> is optional in HTML5 (and minifiers drop it): the page was refused as 'no text found'."""
+    doc = extract("hours.html", page)
+    assert doc.title == "Store Hours" and "9am to 8pm" in all_text(doc)
+    assert "var x" not in all_text(doc)
+
+
+def test_an_unclosed_nav_ends_with_its_parent_element():
+    """An unclosed <nav> dropped the rest of the page silently; a browser closes it with its parent."""
+    page = (b"<body><div><nav><a href='/'>Home</a> <a>Menu link</a></div><p>Returns within 60 days.</p>"
+            b"<main><nav><ul><li>Shop</li></ul></main><footer>Call 555-0100.</footer><svg><g><text>logo</text>"
+            b"</g></svg><p>Repairs take a week.</p></body>")
+    text = all_text(extract("page.html", page))
+    assert text == "Returns within 60 days.\nCall 555-0100.\nRepairs take a week."
+
+
 def test_html_in_a_declared_legacy_charset_is_decoded():
     data = '<meta charset="iso-8859-1"><p>Caf\u00e9 au lait</p>'.encode("latin-1")
     assert extract("old.htm", data).sections[0].text == "Café au lait"
