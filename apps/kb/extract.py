@@ -144,6 +144,27 @@ def _non_empty(title: str, sections: list[ExtractedSection], reason: str = "no t
     return ExtractedDocument(title=title.strip(), sections=kept, truncated=truncated)
 
 
+# Characters no stored text may hold: NUL (PostgreSQL text refuses it) and lone UTF-16 surrogates (not
+# encodable as UTF-8: psycopg and the tokenizer raise). A UTF-16 file, a PDF's text or a JSON "\ud800" escape
+# can carry them past the decoders; the indexer then failed (and retried) long after extraction.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _storable(text: str) -> str:
+    """`text` without NUL, with each lone surrogate replaced by U+FFFD."""
+    if _UNSTORABLE.search(text) is None:
+        return text
+    return _UNSTORABLE.sub(lambda match: "" if match.group() == "\x00" else "\ufffd", text)
+
+
+def _finished(document: ExtractedDocument) -> ExtractedDocument:
+    """What `extract` returns, whatever the extractor: storable text, title and headings, within the budget."""
+    sections = [ExtractedSection(text=_storable(section.text), page=section.page, heading=_storable(section.heading))
+                for section in document.sections]
+    # Sections that were nothing but NUL are gone: a document left with none has no text.
+    return _within_text_budget(_non_empty(_storable(document.title), sections, truncated=document.truncated))
+
+
 def _within_text_budget(document: ExtractedDocument) -> ExtractedDocument:
     """`document` with at most EXTRACT_MAX_TEXT_CHARS characters of section text (marked truncated if cut)."""
     if sum(len(section.text) for section in document.sections) <= EXTRACT_MAX_TEXT_CHARS:
@@ -736,7 +757,7 @@ def extract(filename: str, data: bytes) -> ExtractedDocument:
     if entry is not None:
         extractor, limit = entry
         _check_size(data, extension, limit)
-        return _within_text_budget(extractor(stem, data, extension))
+        return _finished(extractor(stem, data, extension))
     # Unknown extension: index it only if it is plainly text.
     label = f".{extension}" if extension else "without an extension"
     if len(data) > UNKNOWN_TEXT_MAX_BYTES:
@@ -746,4 +767,4 @@ def extract(filename: str, data: bytes) -> ExtractedDocument:
         text = _decode_text(data)
     except ExtractionError:
         raise ExtractionError(f"unsupported file type ({label}) with binary content") from None
-    return _within_text_budget(_non_empty(stem, [ExtractedSection(text=text, page=None, heading="")]))
+    return _finished(_non_empty(stem, [ExtractedSection(text=text, page=None, heading="")]))

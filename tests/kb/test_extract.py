@@ -621,6 +621,24 @@ def test_a_line_of_200k_spaces_ending_in_a_letter_is_text_not_a_table_ruler_and_
     assert ruled.sections[0].text == "a b\n1 2"
 
 
+@pytest.mark.parametrize(("name", "data"), [
+    ("notes.md", "# Ti\x00tle\nThe body\x00 text.\n".encode("utf-16")),  # UTF-16 skipped the NUL check
+    ("notes.txt", "The body\x00 text.".encode("utf-16")),
+    ("data.json", b'{"Ti\\ud800tle": "The body \\udfff text.", "x": "\\u0000"}'),
+    ("data.jsonl", b'{"a": "The body \\ud83d text."}\n'),
+])
+def test_nul_and_lone_surrogates_never_reach_the_database(name, data):
+    """PostgreSQL refuses NUL in text and psycopg (and the tokenizer) cannot encode a lone surrogate: the
+    indexer failed with a DataError/TypeError, retried five times, long after extraction had 'succeeded'."""
+    doc = extract(name, data)
+    for text in [doc.title, *(s.text for s in doc.sections), *(s.heading for s in doc.sections)]:
+        text.encode("utf-8")  # no lone surrogate
+        assert "\x00" not in text
+    assert "body" in all_text(doc)
+    with pytest.raises(ExtractionError, match="no text found"):
+        extract("nul.txt", "\x00\x00".encode("utf-16"))
+
+
 def test_remaining_refusal_reasons_are_specific():
     with pytest.raises(ExtractionError, match=r"file is 10.5 MB; the limit for files \.xyz is 10 MB"):
         extract("huge.xyz", b"x" * int(10.5 * 1024 * 1024))

@@ -309,3 +309,18 @@ def test_an_embedding_model_changed_while_a_run_embeds_ends_with_every_chunk_on_
     assert first.status == "superseded"  # the run of model A stored nothing
     hits = kb_search(bot=bot, kbs=["faq"], query="are the tents waterproof", mode="dense").hits
     assert hits and hits[0].document_path == document.path
+
+
+@pytest.mark.parametrize(("name", "data"), [
+    ("tents.md", ("# Harbor\x00 tents\n" + "Harbor tents are waterproof.\x00 " * 60).encode("utf-16")),
+    ("tents.json", ('{"Harbor \\ud800 tents": "' + "Harbor tents are waterproof \\udfff. " * 60 + '"}').encode()),
+])
+def test_nul_and_lone_surrogates_index_at_once_without_retries(bot, name, data):
+    """They reached psycopg or the tokenizer: 'indexing failed (TypeError)' after five retries."""
+    from apps.kb.tasks import document_index_task
+
+    document = _document(bot, name, data)
+    result = document_index_task.apply(args=[document.pk, document.etag])
+    assert (result.state, result.result) == ("SUCCESS", "indexed")  # a retry would end RETRY, not SUCCESS
+    chunks = list(Chunk.objects.filter(document=document).values_list("text", "heading"))
+    assert chunks and all("\x00" not in text + heading for text, heading in chunks)
