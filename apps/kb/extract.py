@@ -658,7 +658,10 @@ def _extract_json(stem: str, data: bytes, extension: str) -> ExtractedDocument:
     text = _decode_text(data)
     out: list[str] = []
     if extension == "jsonl":
-        for number, line in enumerate(text.splitlines(), start=1):
+        # Records end at "\n" (JSON Lines): str.splitlines() also splits at U+2028, U+2029, U+0085 and other
+        # separators that JSON allows raw inside strings, and refused valid files.
+        for number, line in enumerate(text.split("\n"), start=1):
+            line = line.removesuffix("\r")
             if line.strip():
                 _json_lines(_parse_json(line, f"line {number} "), "", 0, out)
     else:

@@ -621,6 +621,16 @@ def test_a_line_of_200k_spaces_ending_in_a_letter_is_text_not_a_table_ruler_and_
     assert ruled.sections[0].text == "a b\n1 2"
 
 
+def test_jsonl_records_may_hold_unicode_line_separators_inside_strings():
+    """JSON allows U+2028, U+2029 and U+0085 raw in strings; str.splitlines() cut the records there."""
+    data = ('{"q": "Returns\u2028within 60 days"}\r\n{"q": "Para\u2029graph\u0085next"}\n'
+            '\n{"q": "Last"}').encode()
+    doc = extract("faq.jsonl", data)
+    assert doc.sections[0].text == "q: Returns\u2028within 60 days\nq: Para\u2029graph\u0085next\nq: Last"
+    with pytest.raises(ExtractionError, match="line 2 is not valid JSON"):
+        extract("bad.jsonl", b'{"q": 1}\n{"q": \n')
+
+
 @pytest.mark.parametrize(("name", "data"), [
     ("notes.md", "# Ti\x00tle\nThe body\x00 text.\n".encode("utf-16")),  # UTF-16 skipped the NUL check
     ("notes.txt", "The body\x00 text.".encode("utf-16")),
