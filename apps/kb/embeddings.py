@@ -92,6 +92,11 @@ class EmbeddingError(RuntimeError):
     """Texts could not be embedded: model files missing, endpoint unreachable or answering nonsense."""
 
 
+class EmbeddingConfigError(EmbeddingError):
+    """The bot's embedding settings are wrong (a malformed value, a refused `embedding-url`, a size the model
+    does not produce): trying again changes nothing until the bot's config.csv does."""
+
+
 @runtime_checkable
 class EmbeddingProvider(Protocol):
     """Turns texts into L2-normalised vectors of `dimensions` floats, one per text, in order."""
@@ -261,9 +266,9 @@ class OpenAIEmbeddings:
         import openai
 
         if not base_url.strip():
-            raise EmbeddingError("embedding-url is empty")
+            raise EmbeddingConfigError("embedding-url is empty")
         if dimensions <= 0:
-            raise EmbeddingError(f"embedding-dimensions must be positive, got {dimensions}")
+            raise EmbeddingConfigError(f"embedding-dimensions must be positive, got {dimensions}")
         self.base_url = _api_base_url(base_url)
         self.model = model
         self.dimensions = dimensions
@@ -315,7 +320,7 @@ class OpenAIEmbeddings:
             if not isinstance(vector, list) or not all(isinstance(x, int | float) for x in vector):
                 raise EmbeddingError(f"{where} returned an embedding that is not a list of numbers")
             if len(vector) != self.dimensions:
-                raise EmbeddingError(
+                raise EmbeddingConfigError(
                     f"{where} returned {len(vector)}-d vectors but embedding-dimensions is {self.dimensions}: "
                     "set embedding-dimensions to the model's size"
                 )
@@ -346,9 +351,9 @@ def _positive_int(config: Mapping[str, str], key: str) -> int | None:
     try:
         value = int(raw)
     except ValueError:
-        raise EmbeddingError(f"{key} must be a positive whole number, got {raw!r}") from None
+        raise EmbeddingConfigError(f"{key} must be a positive whole number, got {raw!r}") from None
     if value <= 0:
-        raise EmbeddingError(f"{key} must be a positive whole number, got {raw!r}")
+        raise EmbeddingConfigError(f"{key} must be a positive whole number, got {raw!r}")
     return value
 
 
@@ -359,9 +364,9 @@ def _positive_float(config: Mapping[str, str], key: str) -> float | None:
     try:
         value = float(raw)
     except ValueError:
-        raise EmbeddingError(f"{key} must be a number of seconds, got {raw!r}") from None
+        raise EmbeddingConfigError(f"{key} must be a number of seconds, got {raw!r}") from None
     if not math.isfinite(value) or value <= 0:
-        raise EmbeddingError(f"{key} must be a positive number of seconds, got {raw!r}")
+        raise EmbeddingConfigError(f"{key} must be a positive number of seconds, got {raw!r}")
     return value
 
 
@@ -375,7 +380,7 @@ def _check_public_url(key: str, url: str) -> None:
     try:
         check_url(url)
     except SSRFError as exc:
-        raise EmbeddingError(f"{key}: {exc} (embedding endpoints of bots must be public hosts; the operator can "
+        raise EmbeddingConfigError(f"{key}: {exc} (embedding endpoints of bots must be public hosts; the operator can "
                              "allow private ones with LLM_ALLOW_PRIVATE_HOSTS)") from None
 
 
@@ -385,7 +390,7 @@ def embedding_provider_for(config: Mapping[str, str], *, for_query: bool = False
     `embedding-url` empty -> `LocalMiniLM`. Otherwise an OpenAI-compatible endpoint with `embedding-model`
     (upstream's default when empty), `embedding-key`, `embedding-dimensions` (guessed from the model name
     when empty), and the optional `embedding-batch-size` and `embedding-timeout`.
-    Raises `EmbeddingError` on a malformed value, or an `embedding-url` that is not a public host.
+    Raises `EmbeddingConfigError` on a malformed value, or an `embedding-url` that is not a public host.
     `for_query`: a search's question, which a chat turn waits on: at most QUERY_TIMEOUT_S and no retries
     (the search then answers lexically), instead of the indexer's patient timeout and retries.
     """

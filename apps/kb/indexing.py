@@ -22,7 +22,7 @@ from apps.bots.selectors import bot_config_values
 from apps.core.locks import tenant_lock_try
 from apps.drive.storage import tenant_drive
 from apps.kb.chunking import DEFAULT_MAX_CHUNKS, chunk_document, chunk_settings_from_config, document_text
-from apps.kb.embeddings import EmbeddingError, embedding_provider_for
+from apps.kb.embeddings import EmbeddingConfigError, EmbeddingError, embedding_provider_for
 from apps.kb.extract import EXTRACT_MAX_TEXT_CHARS, ExtractionError, extract
 from apps.kb.models import Chunk, Document
 from apps.kb.vectorstores import ChunkRecord, PgVectorStore, VectorStoreError, vector_store_for_settings
@@ -138,6 +138,12 @@ def _index(document_id: int, etag: str | None) -> IndexOutcome:
     Document.objects.filter(pk=document.pk).update(index_attempts=F("index_attempts") + 1)
     bot = document.kb.bot
     config = bot_config_values(bot)
+    # The provider first: settings that cannot work fail the document now, with the reason, before the file is
+    # read (they were retried five times per document, each re-reading and re-extracting its file).
+    try:
+        provider = embedding_provider_for(config)
+    except EmbeddingConfigError as exc:
+        return _fail(document, index_failure_message(exc))
     if document.size > INDEX_READ_MAX_BYTES:
         return _fail(document, f"file is {document.size} bytes; documents over {INDEX_READ_MAX_BYTES} are not indexed")
     try:
@@ -157,12 +163,15 @@ def _index(document_id: int, etag: str | None) -> IndexOutcome:
     notice = _truncation_notice(chunks, len(document_text(extracted)), text_cut=extracted.truncated)
 
     Document.objects.filter(pk=document.pk).update(chunks_total=len(chunks), chunks_done=0, error="")
-    # An EmbeddingError (like any outside service's failure) is raised: the task records it and retries.
-    provider = embedding_provider_for(config)
+    # An EmbeddingError (like any outside service's failure) is raised: the task records it and retries. The
+    # settings' own errors (vectors of another size than embedding-dimensions) would fail every retry alike.
     vectors: list[list[float]] = []
     for start in range(0, len(chunks), EMBED_BATCH_SIZE):
         batch = chunks[start : start + EMBED_BATCH_SIZE]
-        vectors.extend(provider.embed([chunk.text for chunk in batch]))
+        try:
+            vectors.extend(provider.embed([chunk.text for chunk in batch]))
+        except EmbeddingConfigError as exc:
+            return _fail(document, index_failure_message(exc))
         Document.objects.filter(pk=document.pk).update(chunks_done=len(vectors))
 
     records = [

@@ -324,3 +324,31 @@ def test_nul_and_lone_surrogates_index_at_once_without_retries(bot, name, data):
     assert (result.state, result.result) == ("SUCCESS", "indexed")  # a retry would end RETRY, not SUCCESS
     chunks = list(Chunk.objects.filter(document=document).values_list("text", "heading"))
     assert chunks and all("\x00" not in text + heading for text, heading in chunks)
+
+
+@pytest.mark.parametrize(("settings_rows", "reason"), [
+    ({"embedding-dimensions": "384"}, "returned 8-d vectors but embedding-dimensions is 384"),
+    ({"embedding-dimensions": "many"}, "embedding-dimensions must be a positive whole number, got 'many'"),
+])
+def test_embedding_settings_that_cannot_work_fail_the_document_at_once(bot, embeddings_server, monkeypatch,
+                                                                       settings_rows, reason):
+    """They were retried five times per document (each re-reading and re-extracting its file), for every
+    document of the bot after a config.csv change, before showing the reason."""
+    from apps.bots.models import BotConfig
+    from apps.kb import indexing
+    from apps.kb.tasks import document_index_task
+
+    rows = {"embedding-url": embeddings_server.base_url, "embedding-model": "m", **settings_rows}
+    for line, (key, value) in enumerate(rows.items(), 1):
+        BotConfig.objects.create(bot=bot, key=key, value=value, line=line)
+    document = _document(bot, "tents.txt", TEXT)
+    extractions: list[str] = []
+    real_extract = indexing.extract
+    monkeypatch.setattr(indexing, "extract", lambda name, data: extractions.append(name) or real_extract(name, data))
+    result = document_index_task.apply(args=[document.pk, document.etag])
+    assert (result.state, result.result) == ("SUCCESS", "failed")  # no retry
+    document.refresh_from_db()
+    assert (document.status, document.index_attempts) == (Document.Status.FAILED, 1)
+    assert document.error.startswith("embedding failed: ") and reason in document.error
+    assert len(extractions) <= 1 and len(embeddings_server.requests) <= 1
+    assert not Chunk.objects.filter(document=document).exists()
