@@ -352,3 +352,51 @@ def test_embedding_settings_that_cannot_work_fail_the_document_at_once(bot, embe
     assert document.error.startswith("embedding failed: ") and reason in document.error
     assert len(extractions) <= 1 and len(embeddings_server.requests) <= 1
     assert not Chunk.objects.filter(document=document).exists()
+
+
+@pytest.mark.filterwarnings("ignore:Payload indexes have no effect:UserWarning")
+@pytest.mark.filterwarnings("ignore:Local mode performs exact:UserWarning")
+def test_qdrant_indexing_and_removal_touch_only_the_documents_collections(bot, settings, monkeypatch,
+                                                                       embeddings_server,
+                                                                       django_capture_on_commit_callbacks):
+    """Every index and removal deleted in every gb_kb_* collection of the shared cluster, and tenants make
+    collections at will (a model name is theirs): 50 of them cost every other tenant 50 requests per document."""
+    from qdrant_client import QdrantClient, models
+
+    from apps.bots.services import config_sync
+    from apps.kb import vectorstores
+    from apps.kb.vectorstores import QdrantStore, qdrant_collection_name
+
+    client = QdrantClient(":memory:")
+    store = QdrantStore(client)
+    settings.QDRANT_URL = "http://qdrant.test:6333"
+    monkeypatch.setattr(vectorstores, "_qdrant_store", lambda url, api_key, timeout_s=0: store)
+    for number in range(50):  # another tenant's experiments
+        client.create_collection(f"gb_kb_model_{number}_0000000{number % 10}_8",
+                                 vectors_config=models.VectorParams(size=8, distance=models.Distance.COSINE))
+    deleted_in: list[str] = []
+    real_delete = client.delete
+    monkeypatch.setattr(client, "delete", lambda name, **kwargs: deleted_in.append(name) or real_delete(name, **kwargs))
+
+    def points_in(name: str) -> int:
+        return client.count(name, exact=True).count if client.collection_exists(name) else 0
+
+    document = _document(bot, "tents.txt", TEXT)
+    assert document_index(document_id=document.pk).status == "indexed"
+    first = qdrant_collection_name("all-MiniLM-L6-v2", 384)
+    assert deleted_in == [first] and points_in(first) > 0
+
+    embeddings_server.dimensions = 384
+    with django_capture_on_commit_callbacks(execute=False):  # the re-index is run by hand below
+        config_sync(bot=bot, data=(f"name,value\nembedding-url,{embeddings_server.base_url}\n"
+                                   "embedding-model,model-b\nembedding-dimensions,384\n").encode())
+    deleted_in.clear()
+    assert document_index(document_id=document.pk).status == "indexed"
+    second = qdrant_collection_name("model-b", 384)
+    assert sorted(deleted_in) == sorted([first, second])
+    assert points_in(first) == 0 and points_in(second) > 0  # moved, nothing left behind
+
+    deleted_in.clear()
+    assert document_remove(path=document.path)
+    assert deleted_in == [second] and points_in(second) == 0
+    client.close()
