@@ -181,13 +181,6 @@ def _index(document_id: int, etag: str | None) -> IndexOutcome:
         for c, vector in zip(chunks, vectors, strict=True)
     ]
     store = vector_store_for_settings()
-    dimensions = len(vectors[0]) if vectors else 0
-    vectors_in = f"{dimensions}:{provider.model}" if vectors else ""
-    previous = document.stored_vectors
-    if previous is not None and document.vectors_in != vectors_in:
-        # Moving to another collection: until this run records it, the document's place is not known, so a run
-        # that fails after writing its points leaves them to be found by the next (which looks everywhere).
-        Document.objects.filter(pk=document.pk).update(vectors_in=None)
     try:
         with transaction.atomic():
             current = Document.objects.select_for_update().filter(pk=document.pk).first()
@@ -197,14 +190,13 @@ def _index(document_id: int, etag: str | None) -> IndexOutcome:
                 return IndexOutcome("superseded", etag=document.etag, generation=generation)
             store.replace_document(tenant=connection.schema_name, bot=bot.name, bot_id=bot.pk,
                                    kb_id=document.kb_id, document_id=document.pk, records=records,
-                                   model=provider.model, previous=previous)
+                                   model=provider.model)
             if not isinstance(store, PgVectorStore):
                 _replace_text_rows(document, records)
             current.status, current.indexed_etag, current.error = Document.Status.INDEXED, document.etag, notice
             current.chunks_done = current.chunks_total = len(records)
-            current.vectors_in = vectors_in
             current.save(update_fields=["status", "indexed_etag", "error", "chunks_done", "chunks_total",
-                                        "vectors_in", "updated_at"])
+                                        "updated_at"])
     except VectorStoreError as exc:
         # The store refused these vectors (e.g. a model's size it cannot hold): the same run would fail again.
         return _fail(document, f"the vector store refused the chunks: {exc}")

@@ -52,10 +52,6 @@ class Document(models.Model):
     # changed): a run records it when it starts and writes nothing if it moved meanwhile, so a run that began
     # with the old model cannot store old-model vectors over the re-index and mark them current.
     index_generation = models.PositiveIntegerField(default=0)
-    # Where an outside vector store (Qdrant) holds the document's vectors, `<dimensions>:<model>` ("" nowhere),
-    # so that re-indexing and removal touch that collection only. NULL: not known (indexed before this was
-    # recorded, or a run that moved it to another model did not finish): looked for in every collection.
-    vectors_in = models.CharField(max_length=220, null=True, blank=True, default="")  # noqa: DJ001 - NULL != ""
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -63,16 +59,6 @@ class Document(models.Model):
 
     def __str__(self) -> str:
         return self.path
-
-    @property
-    def stored_vectors(self) -> list[tuple[str, int]] | None:
-        """`vectors_in` as the vector stores take it: [(model, dimensions)], [] or None (not known)."""
-        if self.vectors_in is None:
-            return None
-        if not self.vectors_in:
-            return []
-        dimensions, _, model = self.vectors_in.partition(":")
-        return [(model, int(dimensions))]
 
 
 class Chunk(models.Model):

@@ -102,7 +102,6 @@ def document_remove(*, path: str) -> bool:
         return False
     store = vector_store_for_settings()
     if not isinstance(store, PgVectorStore):  # pgvector rows go with the document (cascade)
-        store.delete_document(tenant=connection.schema_name, bot=document.kb.bot.name, document_id=document.pk,
-                              previous=document.stored_vectors)
+        store.delete_document(tenant=connection.schema_name, bot=document.kb.bot.name, document_id=document.pk)
     document.delete()
     return True

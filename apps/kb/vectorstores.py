@@ -116,14 +116,11 @@ class VectorStore(Protocol):
         document_id: int,
         records: list[ChunkRecord],
         model: str,
-        previous: Sequence[tuple[str, int]] | None = None,
     ) -> None:
-        """Make `records` the document's chunks: afterwards none of its old chunks remain. `previous`: the
-        (model, dimensions) its old vectors were stored under ([]: none; None: not known, look everywhere)."""
+        """Make `records` the document's chunks: afterwards none of its old chunks remain."""
 
-    def delete_document(self, *, tenant: str, bot: str, document_id: int,
-                        previous: Sequence[tuple[str, int]] | None = None) -> None:
-        """Remove every chunk of the document (`previous` as for replace_document)."""
+    def delete_document(self, *, tenant: str, bot: str, document_id: int) -> None:
+        """Remove every chunk of the document."""
 
     def search(
         self, *, tenant: str, bot: str, kbs: list[str], vector: list[float], limit: int, model: str | None = None
@@ -210,7 +207,6 @@ class PgVectorStore:
         document_id: int,
         records: list[ChunkRecord],
         model: str,
-        previous: Sequence[tuple[str, int]] | None = None,
     ) -> None:
         from apps.kb.models import Chunk
 
@@ -239,8 +235,7 @@ class PgVectorStore:
             Chunk.objects.filter(document_id=document_id).delete()
             Chunk.objects.bulk_create(rows, batch_size=PG_INSERT_BATCH)
 
-    def delete_document(self, *, tenant: str, bot: str, document_id: int,
-                        previous: Sequence[tuple[str, int]] | None = None) -> None:
+    def delete_document(self, *, tenant: str, bot: str, document_id: int) -> None:
         from apps.kb.models import Chunk
 
         _require_schema(tenant)
@@ -349,9 +344,8 @@ class QdrantStore:
     Replacing a document is not atomic (Qdrant has no transactions). The order makes the window harmless:
     1. upsert the new points (ids from tenant/bot/document/index, so they overwrite the old chunk at the
        same index, and a retried run writes the same points again);
-    2. delete the document's points at indexes past the new last one, and in the collection of its previous
-       model if that is another (a model change moves the document); only a document whose previous place
-       is not known (`previous=None`) is looked for in every collection.
+    2. delete the document's points at indexes past the new last one, and in every other collection (a
+       model change moves the document to another collection).
     A reader between 1 and 2 may see the new chunks plus a few stale trailing ones, never a missing
     document; a failure between them leaves stale chunks that the indexer's retry deletes.
     """
@@ -411,7 +405,6 @@ class QdrantStore:
         document_id: int,
         records: list[ChunkRecord],
         model: str,
-        previous: Sequence[tuple[str, int]] | None = None,
     ) -> None:
         from qdrant_client import models
 
@@ -458,28 +451,14 @@ class QdrantStore:
                     ],
                     wait=True,
                 )
-        for name in self._document_collections(previous, also=target):
+        for name in self._kb_collections():
             index_from = kept_indexes if name == target else None
             scope = _scope_filter(tenant=tenant, bot=bot, document_id=document_id, index_from=index_from)
             self._delete_where(name, scope)
 
-    def delete_document(self, *, tenant: str, bot: str, document_id: int,
-                        previous: Sequence[tuple[str, int]] | None = None) -> None:
-        for name in self._document_collections(previous):
+    def delete_document(self, *, tenant: str, bot: str, document_id: int) -> None:
+        for name in self._kb_collections():
             self._delete_where(name, _scope_filter(tenant=tenant, bot=bot, document_id=document_id))
-
-    def _document_collections(self, previous: Sequence[tuple[str, int]] | None, also: str | None = None) -> list[str]:
-        """Where a document's points may be: the collections of its recorded models (and `also`, the target).
-        Looking in every collection of the shared cluster made each tenant's index and delete cost one request
-        per collection, and tenants create collections at will (the model name is theirs); only a document
-        whose place is not known (None: indexed before it was recorded) is looked for everywhere."""
-        if previous is None:
-            return self._kb_collections()
-        names = {qdrant_collection_name(model, dimensions) for model, dimensions in previous}
-        names = {name for name in names if self.client.collection_exists(name)}
-        if also is not None:
-            names.add(also)
-        return sorted(names)
 
     def _delete_where(self, collection: str, scope: Any) -> None:
         from qdrant_client import models
