@@ -235,13 +235,16 @@ MATCH_JSON_MAX_DEPTH = 32
 
 # Field names (lower-case, letters and digits only) that hold the record's own person: a record whose such
 # field IS the subject's identifier is the subject's, whatever else it names. Also any name containing one
-# of CONTACT_FIELD_PARTS (`customer_email`, `mobilePhone`, `whatsapp_number`), unless one of its words says
+# of CONTACT_FIELD_WORDS (`customer_email`, `mobilePhone`, `whatsapp_number`), unless one of its words says
 # the address is another party's (`referrer_email`, `sales_rep_email`, `cc_email`: OTHER_PARTY_WORDS).
 CONTACT_FIELD_NAMES = frozenset({
     "email", "mail", "emailaddress", "email1", "phone", "phonenumber", "telephone", "tel", "mobile", "cell",
     "cellphone", "whatsapp", "telefone", "celular", "contact", "contato", "externalid", "userid", "user",
 })
-CONTACT_FIELD_PARTS = ("mail", "phone", "tel", "mobile", "whatsapp")
+# Words of a field name (`customer_email`, `mobilePhone`, `whatsapp_number`) that make it a contact field; whole
+# words, so `hotel`, `intel`, `telemetry` or `mailbox_count` are not.
+CONTACT_FIELD_WORDS = frozenset({"mail", "email", "phone", "telephone", "tel", "mobile", "whatsapp", "cell",
+                                 "cellphone", "celular", "telefone", "fone"})
 OTHER_PARTY_WORDS = frozenset({
     "ref", "refer", "referred", "referrer", "referer", "referral", "by", "rep", "sales", "agent", "manager",
     "seller", "vendor", "owner", "sponsor", "inviter", "invited", "sender", "from", "cc", "bcc", "parent",
@@ -265,13 +268,10 @@ def _field_name(key: Any) -> str:
 
 def _is_contact_field(key: Any) -> bool:
     """The field holds the record's own person's address or number (see CONTACT_FIELD_NAMES)."""
-    name = _field_name(key)
-    if name in CONTACT_FIELD_NAMES:
+    if _field_name(key) in CONTACT_FIELD_NAMES:
         return True
-    if not any(part in name for part in CONTACT_FIELD_PARTS):
-        return False
     words = {word.lower() for word in re.findall(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+", str(key))}
-    return not words & OTHER_PARTY_WORDS
+    return bool(words & CONTACT_FIELD_WORDS) and not words & OTHER_PARTY_WORDS
 
 
 def _address_of(text: str) -> str:
@@ -280,8 +280,10 @@ def _address_of(text: str) -> str:
     text = text.strip()
     if text[:7].lower() == "mailto:":
         text = text[7:].split("?", 1)[0]
-    # parseaddr takes "note: ana@x" for a group and "ana@x, bob@x" for ana@x: neither is one address.
-    if "@" not in text or re.search(r"[,;:]", re.sub(r'"[^"]*"', "", text)):
+    # parseaddr takes "note: ana@x" for a group and "ana@x, bob@x" for ana@x: neither is one address; nor is a
+    # value with two addresses ("ana@x <bob@x>", one per line), which parseaddr reads as its first or its last.
+    if (text.count("@") != 1 or "\n" in text or text.count("<") > 1
+            or re.search(r"[,;:]", re.sub(r'"[^"]*"', "", text))):
         return ""
     address = parseaddr(text)[1].strip()
     return address.lower() if "@" in address and not re.search(r"\s", address) else ""
@@ -369,9 +371,14 @@ class Matcher:
         own = [key for key, value in record.items() if self.is_identifier(value)]
         if not own:
             return False
+        if any(_field_name(key) in CONTACT_FIELD_NAMES for key in own):
+            return True  # `email`, `phone`: the record's own person
+        others = [key for key, value in record.items() if key not in own and _names_someone(value)]
         if any(_is_contact_field(key) for key in own):
-            return True
-        return not any(_names_someone(value) for key, value in record.items() if key not in own)
+            # `teacher_email` is the record's person unless another contact field names someone else
+            # ({"student_email": bob, "teacher_email": ana} is no more Ana's than Bob's: only her field goes).
+            return not any(_is_contact_field(key) for key in others)
+        return not others
 
     def split(self, value: Any, depth: int = 0) -> tuple[Any, Any]:
         """(what stays, what is about the subject) of a JSON value shared with others.

@@ -180,6 +180,31 @@ def test_the_subjects_row_is_found_by_a_named_or_mailto_address_and_any_contact_
                     bob_named: {"customer": "Bob <bob@x.com>", "note": ""}}
 
 
+def test_a_row_naming_the_subject_in_a_role_field_beside_another_persons_is_not_theirs(canary_tenants):
+    """A field name holding "email" made the row the subject's, even beside another person's contact field
+    (student/teacher, attendee/organizer), and `hotel` or `intel` counted as "tel"; a value with two addresses
+    ("ana@... <bob@...>", one per line) was read as one of them. Those rows only lose what names her."""
+    from apps.bots.models import BotTableRow
+
+    a = canary_tenants.a.schema_name
+    pks = _rows(
+        a, {"student_email": "bob@x.com", "teacher_email": "ana@example.com"},
+        {"attendee_email": "bob@x.com", "organizer_email": "ana@example.com"},
+        {"customer_phone": "+55 11 91234-5678", "driver_email": "ana@example.com"},
+        {"hotel": "ana@example.com", "guest": "bob@x.com"},
+        {"company": "Acme", "emails": "ana@example.com\nbob@x.com"},
+        {"customer": "bob@x.com", "contact": "ana@example.com <bob@x.com>"})
+    _erase(a, "ana@example.com")
+    with schema_context(a):
+        left = [BotTableRow.objects.get(pk=pk).data for pk in pks]
+    assert left == [{"student_email": "bob@x.com", "teacher_email": ""},
+                    {"attendee_email": "bob@x.com", "organizer_email": ""},
+                    {"customer_phone": "+55 11 91234-5678", "driver_email": ""},
+                    {"hotel": "", "guest": "bob@x.com"},
+                    {"company": "Acme", "emails": ""},
+                    {"customer": "bob@x.com", "contact": ""}]
+
+
 # --- others' records that name the subject ---------------------------------------------------------
 
 
