@@ -233,14 +233,20 @@ def session_history(request: HttpRequest, session_id) -> JsonResponse:
 
 
 def _sse(event: dict) -> bytes:
-    return f"event: {event.get('kind', 'message')}\ndata: {json.dumps(event, ensure_ascii=False)}\n\n".encode()
+    kind = event.get("kind", "message")
+    if kind == "message" and event.get("update"):
+        # A message already sent, changed (apps.sessions.events): its own event name, so a client that appends
+        # each `message` does not show it twice; one that wants the change listens for `message_update`.
+        kind = "message_update"
+    return f"event: {kind}\ndata: {json.dumps(event, ensure_ascii=False)}\n\n".encode()
 
 
 @csrf_exempt
 @require_POST
 async def session_stream(request: HttpRequest, session_id):
     """POST /api/sessions/<id>/stream {"content"}: the turn as server-sent events (`message`, `delta`,
-    `thinking`, `suggestions`, `status`), ending with `event: done`."""
+    `thinking`, `suggestions`, `status`, `message_update` for a message sent before and changed), ending with
+    `event: done`."""
     from apps.sessions.consumers import turn_dispatch
 
     # Not connection.schema_name: this coroutine runs on the event loop, whose connection is not the one

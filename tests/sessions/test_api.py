@@ -187,11 +187,14 @@ async def test_an_answer_ending_at_its_last_tool_reports_its_tool_calls_and_clos
     response = await http.post(f"/api/sessions/{sid}/stream", json={"content": "note Rui"})
     events = parse_sse(response.text)
     started = [data["stream"] for kind, data in events if kind == "stream_start"]
-    closing = [data["message"].get("stream") for kind, data in events if kind == "message"]
+    closing = [data["message"].get("stream") for kind, data in events if kind in ("message", "message_update")]
     assert len(started) == 2 and all(stream in closing for stream in started)  # no bubble left open
-    updates = [data["message"] for kind, data in events if kind == "message" and data.get("update")]
+    updates = [data["message"] for kind, data in events if kind == "message_update"]
     assert [(m["content"], m["meta"]["tool_calls"], m["stream"]) for m in updates] == [
         ("Let me note that. ", [{"name": "note"}], started[1])]
+    # A client appending each `message` event shows every message once: the change has its own event name.
+    indexes = [data["message"]["index"] for kind, data in events if kind == "message"]
+    assert len(indexes) == len(set(indexes))
 
 
 async def test_openapi_document_describes_the_chat_api(http):
