@@ -31,6 +31,11 @@ class SSRFError(ValueError):
     """The URL points somewhere a script must not reach."""
 
 
+class SSRFResolveError(SSRFError):
+    """The URL's host could not be resolved (now): nothing is known about where it points. Still an SSRFError
+    (the request is refused), but callers that retry may treat it as temporary (a DNS outage, EAI_AGAIN)."""
+
+
 # NAT64's well-known prefix (RFC 6052): its last 32 bits are the IPv4 address a NAT64 gateway connects to.
 _NAT64_PREFIX = ipaddress.ip_network("64:ff9b::/96")
 
@@ -86,7 +91,9 @@ def check_url(url: str, resolve: bool = True) -> str:
     if resolve:
         try:
             infos = socket.getaddrinfo(host, parts.port or 443, proto=socket.IPPROTO_TCP)
-        except (socket.gaierror, UnicodeError) as exc:
+        except socket.gaierror as exc:
+            raise SSRFResolveError(f"cannot resolve host '{host}': {exc}") from None
+        except UnicodeError as exc:  # a host no resolver could take (malformed IDNA): the value is wrong
             raise SSRFError(f"cannot resolve host '{host}': {exc}") from None
         for info in infos:
             _check_ip(ipaddress.ip_address(info[4][0]), host)

@@ -373,12 +373,16 @@ def _positive_float(config: Mapping[str, str], key: str) -> float | None:
 def _check_public_url(key: str, url: str) -> None:
     """Refuse a bot-configured endpoint on a private, loopback or link-local host (SSRF), as apps.llm.config
     does for `llm-url`; the operator allows private model servers with LLM_ALLOW_PRIVATE_HOSTS."""
-    from apps.basic.ssrf import SSRFError, check_url
+    from apps.basic.ssrf import SSRFError, SSRFResolveError, check_url
 
     if getattr(django_settings, "LLM_ALLOW_PRIVATE_HOSTS", False):
         return
     try:
         check_url(url)
+    except SSRFResolveError as exc:
+        # A DNS failure (EAI_AGAIN, a resolver down) says nothing about the setting: an outage, retried like one.
+        # Only a malformed value or a host resolving to a non-public address is the bot's configuration.
+        raise EmbeddingError(f"{key}: {exc}") from None
     except SSRFError as exc:
         raise EmbeddingConfigError(f"{key}: {exc} (embedding endpoints of bots must be public hosts; the operator can "
                              "allow private ones with LLM_ALLOW_PRIVATE_HOSTS)") from None
@@ -390,7 +394,8 @@ def embedding_provider_for(config: Mapping[str, str], *, for_query: bool = False
     `embedding-url` empty -> `LocalMiniLM`. Otherwise an OpenAI-compatible endpoint with `embedding-model`
     (upstream's default when empty), `embedding-key`, `embedding-dimensions` (guessed from the model name
     when empty), and the optional `embedding-batch-size` and `embedding-timeout`.
-    Raises `EmbeddingConfigError` on a malformed value, or an `embedding-url` that is not a public host.
+    Raises `EmbeddingConfigError` on a malformed value, or an `embedding-url` that is not a public host;
+    `EmbeddingError` (temporary) when its host cannot be resolved now.
     `for_query`: a search's question, which a chat turn waits on: at most QUERY_TIMEOUT_S and no retries
     (the search then answers lexically), instead of the indexer's patient timeout and retries.
     """

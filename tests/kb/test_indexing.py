@@ -352,3 +352,41 @@ def test_embedding_settings_that_cannot_work_fail_the_document_at_once(bot, embe
     assert document.error.startswith("embedding failed: ") and reason in document.error
     assert len(extractions) <= 1 and len(embeddings_server.requests) <= 1
     assert not Chunk.objects.filter(document=document).exists()
+
+
+def test_an_unresolvable_embedding_host_is_retried_not_failed_for_good(bot, settings, monkeypatch):
+    """A temporary DNS failure (EAI_AGAIN) while checking embedding-url became a configuration error: the
+    document was failed at once, for good, though the setting was right and the next try would have worked."""
+    import socket
+
+    from celery.exceptions import Retry
+
+    from apps.bots.models import BotConfig
+    from apps.kb.embeddings import EmbeddingConfigError
+    from apps.kb.tasks import document_index_task
+
+    settings.LLM_ALLOW_PRIVATE_HOSTS = False
+    real_getaddrinfo = socket.getaddrinfo
+
+    def getaddrinfo(host, *args, **kwargs):
+        if host == "embeddings.example.com":
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    BotConfig.objects.create(bot=bot, key="embedding-url", value="https://embeddings.example.com/v1", line=1)
+    document = _document(bot, "tents.txt", TEXT)
+    retried: list[BaseException] = []
+
+    def retry(*, exc, countdown):  # the worker would run it again later (apply() would run every retry now)
+        retried.append(exc)
+        return Retry(exc=exc, when=countdown)
+
+    monkeypatch.setattr(document_index_task, "retry", retry)
+    with pytest.raises(Retry):
+        document_index_task.apply(args=[document.pk, document.etag], throw=True)
+    assert len(retried) == 1 and not isinstance(retried[0], EmbeddingConfigError)
+    document.refresh_from_db()
+    assert document.status == Document.Status.PENDING
+    assert "cannot resolve host 'embeddings.example.com'" in document.error
+    assert not Chunk.objects.filter(document=document).exists()
