@@ -56,8 +56,9 @@ CSV_MAX_BYTES = 50 * MB
 JSON_MAX_BYTES = 20 * MB
 XML_MAX_BYTES = 20 * MB
 
-# Pages a PDF may have: a 2,000-page PDF is a book already; pypdf takes milliseconds per page even without
-# text, and a small file can list tens of thousands of pages. Refused (split the file), not truncated.
+# Pages of a PDF that are read: a 2,000-page PDF is a book already; pypdf takes milliseconds per page even
+# without text, and a small file can list tens of thousands of pages. A longer PDF (a long manual) is read up
+# to here and marked truncated, as before the limit: its first pages stay searchable and the notice says so.
 PDF_MAX_PAGES = 2000
 # Characters of text extracted from one file, at most: 1,000 chunks (the chunker's limit) of the largest
 # configurable size (4,000, no overlap) cover 4 M; the rest could never be indexed. A tiny PDF whose 1,000
@@ -103,8 +104,12 @@ class ExtractedSection:
 class ExtractedDocument:
     title: str
     sections: list[ExtractedSection]
-    # The file had more text than EXTRACT_MAX_TEXT_CHARS: the sections hold its beginning only.
+    # The file had more text than EXTRACT_MAX_TEXT_CHARS (or a PDF more than PDF_MAX_PAGES pages): the sections
+    # hold its beginning only.
     truncated: bool = False
+    # What was read of a truncated file, for the indexed row's notice ("the first 2,000 of the PDF's 2,400
+    # pages"); empty: the first EXTRACT_MAX_TEXT_CHARS characters of its text.
+    read_only: str = ""
 
 
 # --- helpers ---------------------------------------------------------------------------------------------
@@ -137,11 +142,12 @@ def _decode_text(data: bytes) -> str:
 
 
 def _non_empty(title: str, sections: list[ExtractedSection], reason: str = "no text found",
-               truncated: bool = False) -> ExtractedDocument:
+               truncated: bool = False, read_only: str = "") -> ExtractedDocument:
     kept = [section for section in sections if section.text.strip()]
     if not kept:
         raise ExtractionError(reason)
-    return ExtractedDocument(title=title.strip(), sections=kept, truncated=truncated)
+    return ExtractedDocument(title=title.strip(), sections=kept, truncated=truncated,
+                             read_only=read_only if truncated else "")
 
 
 # Characters no stored text may hold: NUL (PostgreSQL text refuses it) and lone UTF-16 surrogates (not
@@ -162,7 +168,8 @@ def _finished(document: ExtractedDocument) -> ExtractedDocument:
     sections = [ExtractedSection(text=_storable(section.text), page=section.page, heading=_storable(section.heading))
                 for section in document.sections]
     # Sections that were nothing but NUL are gone: a document left with none has no text.
-    return _within_text_budget(_non_empty(_storable(document.title), sections, truncated=document.truncated))
+    return _within_text_budget(_non_empty(_storable(document.title), sections, truncated=document.truncated,
+                                          read_only=document.read_only))
 
 
 def _within_text_budget(document: ExtractedDocument) -> ExtractedDocument:
@@ -224,13 +231,12 @@ def _extract_pdf(stem: str, data: bytes) -> ExtractedDocument:
             if not opened:
                 raise ExtractionError("PDF is encrypted (it needs a password to open)")
         pages = reader.pages
-        if len(pages) > PDF_MAX_PAGES:
-            raise ExtractionError(f"PDF has {len(pages)} pages; the limit is {PDF_MAX_PAGES}: split it into "
-                                  "smaller files")
+        page_count = len(pages)
+        pages_cut = page_count > PDF_MAX_PAGES
         sections = []
         remaining = EXTRACT_MAX_TEXT_CHARS
-        for number, page in enumerate(pages, start=1):
-            text = page.extract_text() or ""
+        for number in range(1, min(page_count, PDF_MAX_PAGES) + 1):
+            text = pages[number - 1].extract_text() or ""
             if text.strip():
                 sections.append(ExtractedSection(text=text[:remaining], page=number, heading=""))
                 remaining -= len(text)
@@ -243,8 +249,11 @@ def _extract_pdf(stem: str, data: bytes) -> ExtractedDocument:
         raise
     except Exception as error:  # pypdf raises many types on damaged files; all mean the same to a user
         raise ExtractionError(f"not a valid PDF ({type(error).__name__}: {error})"[:300]) from None
+    # The text budget, when it stopped the reading, is the cut that counts (it came before the page limit).
     return _non_empty(title, sections, "no text found (a scanned PDF? text inside images is not read)",
-                      truncated=remaining <= 0)
+                      truncated=remaining <= 0 or pages_cut,
+                      read_only="" if remaining <= 0 else
+                      f"the first {PDF_MAX_PAGES:,} of the PDF's {page_count:,} pages")
 
 
 def _pdf_title(reader: object) -> str:

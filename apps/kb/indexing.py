@@ -160,7 +160,8 @@ def _index(document_id: int, etag: str | None) -> IndexOutcome:
         return _fail(document, str(exc))
     if not chunks:
         return _fail(document, "no text to index")
-    notice = _truncation_notice(chunks, len(document_text(extracted)), text_cut=extracted.truncated)
+    notice = _truncation_notice(chunks, len(document_text(extracted)), text_cut=extracted.truncated,
+                                read_only=extracted.read_only)
 
     Document.objects.filter(pk=document.pk).update(chunks_total=len(chunks), chunks_done=0, error="")
     # An EmbeddingError (like any outside service's failure) is raised: the task records it and retries. The
@@ -203,17 +204,17 @@ def _index(document_id: int, etag: str | None) -> IndexOutcome:
     return IndexOutcome("indexed", chunks=len(records), etag=document.etag, generation=generation)
 
 
-def _truncation_notice(chunks: list, text_chars: int, *, text_cut: bool = False) -> str:
-    """What an indexed document's row says when the chunk limit (or the extraction's text budget) left part of
-    its text out ("" otherwise): upstream drops the rest silently, and the admin believed the whole file
-    searchable."""
+def _truncation_notice(chunks: list, text_chars: int, *, text_cut: bool = False, read_only: str = "") -> str:
+    """What an indexed document's row says when the chunk limit (or the extraction's text budget, or a PDF's page
+    limit: `read_only` says what was read) left part of its text out ("" otherwise): upstream drops the rest
+    silently, and the admin believed the whole file searchable."""
+    read = read_only or f"the first {EXTRACT_MAX_TEXT_CHARS:,} characters of the file's text"
     if text_cut and (len(chunks) < DEFAULT_MAX_CHUNKS or chunks[-1].end_char >= text_chars):
-        return (f"only the first {EXTRACT_MAX_TEXT_CHARS:,} characters of the file's text were read; "
-                "split the file to make the rest searchable")
+        return f"only {read} were read; split the file to make the rest searchable"
     if len(chunks) < DEFAULT_MAX_CHUNKS or not text_chars or chunks[-1].end_char >= text_chars:
         return ""
     covered = int(100 * chunks[-1].end_char / text_chars)
-    of_what = f"of the first {EXTRACT_MAX_TEXT_CHARS:,} characters read" if text_cut else "of the text"
+    of_what = f"of {read}, which were read" if text_cut else "of the text"
     return (f"only the first {len(chunks)} chunks are searchable (about {covered}% {of_what}): a document keeps "
             f"at most {DEFAULT_MAX_CHUNKS}; split the file to make the rest searchable")
 

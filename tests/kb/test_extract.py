@@ -142,10 +142,21 @@ def test_a_small_pdf_that_expands_to_millions_of_characters_is_cut_at_the_text_b
     assert not extract("policies.pdf", build_pdf([["Returns within 60 days."]])).truncated
 
 
-def test_a_pdf_with_too_many_pages_is_refused_by_its_page_count(monkeypatch):
+def test_a_pdf_past_the_page_limit_keeps_its_first_pages_and_is_marked_truncated(monkeypatch):
+    """A long manual was refused outright ('PDF has N pages; the limit is 2000'); before the limit its first
+    pages were indexed with the truncation notice."""
+    from apps.kb.chunking import chunk_document, document_text
+    from apps.kb.indexing import _truncation_notice
+
     monkeypatch.setattr(extract_module, "PDF_MAX_PAGES", 2)
-    with pytest.raises(ExtractionError, match=r"^PDF has 3 pages; the limit is 2: split it into smaller files$"):
-        extract("book.pdf", build_pdf([["one"], ["two"], ["three"]]))
+    doc = extract("book.pdf", build_pdf([["one"], ["two"], ["three"]]))
+    assert [(s.page, s.text.strip()) for s in doc.sections] == [(1, "one"), (2, "two")]
+    assert doc.truncated and doc.read_only == "the first 2 of the PDF's 3 pages"
+    notice = _truncation_notice(chunk_document(doc), len(document_text(doc)), text_cut=doc.truncated,
+                                read_only=doc.read_only)
+    assert notice == "only the first 2 of the PDF's 3 pages were read; split the file to make the rest searchable"
+    within = extract("short.pdf", build_pdf([["one"], ["two"]]))
+    assert not within.truncated and within.read_only == ""
 
 
 def test_any_type_past_the_text_budget_is_cut_and_marked(monkeypatch):
