@@ -468,6 +468,9 @@ _HTML_SKIPPED = frozenset({"script", "style", "nav", "noscript", "template", "sv
 # it, minifiers do it), as a browser ends it; otherwise the whole page was skipped as head.
 _HTML_HEAD_CONTENT = frozenset({"title", "meta", "link", "style", "script", "noscript", "template", "base"})
 _HTML_HEADINGS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
+# Elements without an end tag: never open, so a (stray) end tag of one closes nothing.
+_HTML_VOID = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param",
+                        "source", "track", "wbr"})
 _HTML_BLOCKS = frozenset({
     "p", "div", "br", "li", "tr", "td", "th", "section", "article", "header", "footer", "main", "aside",
     "blockquote", "pre", "dd", "dt", "table", "ul", "ol", "hr", "figcaption", "address",
@@ -485,6 +488,10 @@ class _HTMLTextParser(HTMLParser):
         # tag of an element opened outside it closes it (`<div><nav>...</div>`, as a browser does), so an
         # unclosed <nav> no longer swallows the rest of the page.
         self._skipped: list[tuple[str, dict[str, int]]] = []
+        # Tags open outside every skipped element (void ones never are). Only the end tag of an element opened
+        # outside a skipped one closes it: a stray end tag inside (`<nav>a</br>b</nav>`, `</span>` never opened)
+        # is ignored, as a browser does, instead of ending the skip and indexing the menu.
+        self._open: dict[str, int] = {}
         self._in_title = False
         self._heading_tag = ""
         self._heading_parts: list[str] = []
@@ -511,16 +518,24 @@ class _HTMLTextParser(HTMLParser):
             opened = self._skipped[-1][1]
             opened[tag] = opened.get(tag, 0) + 1
             return
-        elif tag in _HTML_HEADINGS:
-            self._end_line()
-            self._heading_tag, self._heading_parts = tag, []
-        elif tag in _HTML_BLOCKS:
-            self._end_line()
+        else:
+            if tag not in _HTML_VOID:
+                self._open[tag] = self._open.get(tag, 0) + 1
+            if tag in _HTML_HEADINGS:
+                self._end_line()
+                self._heading_tag, self._heading_parts = tag, []
+            elif tag in _HTML_BLOCKS:
+                self._end_line()
+
+    def _opened_outside(self, tag: str, index: int) -> bool:
+        """Whether `tag` is open outside the skipped element at `index` (before it, or in an enclosing one)."""
+        return bool(self._open.get(tag)) or any(opened.get(tag) for _, opened in self._skipped[:index])
 
     def _close_skipped(self, tag: str) -> bool:
         """An end tag while skipping: True if it is still inside the skipped content (nothing else to do)."""
         if tag in ("body", "html"):
             self._skipped.clear()
+            self._open.clear()
             return False
         if tag in _HTML_SKIPPED:
             for index in range(len(self._skipped) - 1, -1, -1):
@@ -528,18 +543,27 @@ class _HTMLTextParser(HTMLParser):
                     del self._skipped[index:]
                     break
             return True  # a skipped element's end tag (or a stray one) is never text structure
-        while self._skipped:
-            opened = self._skipped[-1][1]
-            if opened.get(tag):
-                opened[tag] -= 1
-                return True
-            self._skipped.pop()  # the tag was opened outside: its end closes the skipped element too
+        opened = self._skipped[-1][1]
+        if opened.get(tag):
+            opened[tag] -= 1
+            return True
+        if not self._opened_outside(tag, len(self._skipped) - 1):
+            return True  # a stray end tag (never opened, or void): the skipped element goes on
+        while self._skipped and not self._skipped[-1][1].get(tag):
+            self._skipped.pop()  # the tag was opened outside: its end closes the skipped element(s) too
+        if self._skipped:  # opened inside an enclosing skipped element: still skipped content
+            self._skipped[-1][1][tag] -= 1
+            return True
         return False
 
     def handle_endtag(self, tag: str) -> None:
         if tag == "title":
             self._in_title = False
         elif (self._skipped or tag in _HTML_SKIPPED) and self._close_skipped(tag):
+            return
+        if self._open.get(tag):
+            self._open[tag] -= 1
+        if tag == "title":
             return
         elif tag == self._heading_tag:
             text = " ".join("".join(self._heading_parts).split())

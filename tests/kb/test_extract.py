@@ -451,6 +451,16 @@ def test_an_unclosed_nav_ends_with_its_parent_element():
     assert text == "Returns within 60 days.\nCall 555-0100.\nRepairs take a week."
 
 
+@pytest.mark.parametrize("page", [
+    b"<body><nav>Home</br>Menu link</nav><p>Returns within 60 days.</p></body>",
+    b"<body><div><nav><a>Home</a></span><li>About us menu</nav><p>Returns within 60 days.</p></div></body>",
+    b"<body><p>Returns within 60 days.</p><nav>a</br>b</nav></body>",
+])
+def test_a_stray_end_tag_inside_a_skipped_element_does_not_end_the_skip(page):
+    """An end tag of an element never opened (or void) closed the <nav>: its menu text was indexed."""
+    assert all_text(extract("page.html", page)) == "Returns within 60 days."
+
+
 def test_html_in_a_declared_legacy_charset_is_decoded():
     data = '<meta charset="iso-8859-1"><p>Caf\u00e9 au lait</p>'.encode("latin-1")
     assert extract("old.htm", data).sections[0].text == "Café au lait"
