@@ -45,10 +45,14 @@ MB = 1024 * 1024
 PDF_MAX_BYTES = 50 * MB
 # DOCX is zipped XML that python-docx loads whole; 20 MB of DOCX is mostly images already.
 DOCX_MAX_BYTES = 20 * MB
-# Zip-bomb guard: the sum of the uncompressed sizes of the archive's members. lxml holds the whole parsed
-# document.xml, and a tiny element costs far more as a node than as bytes (40 MB of empty paragraphs took
-# 1.6 GB of memory); 50 MB is still hundreds of times the text a document keeps (about 800 KB of chunks).
-DOCX_MAX_UNCOMPRESSED_BYTES = 50 * MB
+# Zip-bomb guards, checked on the sizes the archive declares, before unzipping anything:
+# - the XML parts (word/document.xml and the other *.xml/*.rels python-docx parses), summed: lxml holds each
+#   parsed part whole, and a tiny element costs far more as a node than as bytes (40 MB of empty paragraphs
+#   took 1.6 GB of memory); 50 MB is still hundreds of times the text a document keeps (about 800 KB of chunks).
+DOCX_MAX_XML_BYTES = 50 * MB
+# - all members together: python-docx keeps media and fonts as bytes (no parsing), which compress well in
+#   ordinary documents (bitmaps, embedded fonts) and cost only their size; this bounds the unzipped total.
+DOCX_MAX_UNCOMPRESSED_BYTES = 200 * MB
 # Hand-written text, markup and code: 10 MB is thousands of pages, far beyond what gets indexed.
 TEXT_MAX_BYTES = 10 * MB
 # Data exports are bulkier per useful word than prose.
@@ -277,10 +281,15 @@ def _check_docx_archive(data: bytes) -> None:
         names = set(archive.namelist())
         if "word/document.xml" not in names:
             raise ExtractionError("not a valid DOCX file (zip missing word/document.xml)")
-        uncompressed = sum(info.file_size for info in archive.infolist())
+        members = archive.infolist()
+    uncompressed = sum(info.file_size for info in members)
     if uncompressed > DOCX_MAX_UNCOMPRESSED_BYTES:
         raise ExtractionError(f"DOCX expands to {_format_mb(uncompressed)} MB when unzipped; the limit is "
                               f"{_format_mb(DOCX_MAX_UNCOMPRESSED_BYTES)} MB")
+    xml = sum(info.file_size for info in members if info.filename.lower().endswith((".xml", ".rels")))
+    if xml > DOCX_MAX_XML_BYTES:
+        raise ExtractionError(f"DOCX text and markup (its XML parts) expand to {_format_mb(xml)} MB when unzipped; "
+                              f"the limit is {_format_mb(DOCX_MAX_XML_BYTES)} MB")
 
 
 def _docx_table_lines(tbl: Any, depth: int) -> Iterator[str]:

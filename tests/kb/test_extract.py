@@ -292,6 +292,28 @@ def test_docx_zip_without_document_xml_is_refused():
         extract("empty.docx", buffer.getvalue())
 
 
+def _with_member(docx_data: bytes, name: str, data: bytes) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(docx_data)) as source, \
+            zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as target:
+        for info in source.infolist():
+            target.writestr(info, source.read(info))
+        target.writestr(name, data)
+    return buffer.getvalue()
+
+
+def test_docx_with_large_compressible_media_extracts_and_only_its_xml_is_held_to_the_xml_limit(monkeypatch):
+    """The 50 MB limit meant for lxml's memory was applied to the whole unzipped archive: an ordinary DOCX
+    with a well-compressed 60 MB image or font was refused ('expands to 60.x MB when unzipped')."""
+    data = _with_member(build_docx(_handbook), "word/media/image1.bmp", bytes(60 * 1024 * 1024))
+    assert len(data) < extract_module.DOCX_MAX_BYTES
+    assert "Returns" in all_text(extract("handbook.docx", data))
+    monkeypatch.setattr(extract_module, "DOCX_MAX_XML_BYTES", 1000)  # document.xml alone is larger
+    with pytest.raises(ExtractionError, match=r"^DOCX text and markup \(its XML parts\) expand to .* MB when "
+                                              r"unzipped; the limit is 0 MB$"):
+        extract("handbook.docx", data)
+
+
 def test_docx_that_expands_beyond_the_limit_is_refused_before_unzipping(monkeypatch):
     monkeypatch.setattr(extract_module, "DOCX_MAX_UNCOMPRESSED_BYTES", 1000)
     with pytest.raises(ExtractionError, match="DOCX expands to .* MB when unzipped; the limit is"):
