@@ -179,18 +179,20 @@ def test_i5_a_chat_token_minted_by_b_opens_no_htmx_chat_socket_on_a(world):
     def token(schema: str) -> str:
         return chat_ws_token(tenant_schema=schema, bot_name=world.a.bot_name, session_id=str(COLLIDING_SESSION))
 
-    async def attempt(token_value: str) -> tuple[bool, str]:
-        communicator = probes._ws(world.a.host, f"/ws/{world.a.bot_name}/ui?session_id={COLLIDING_SESSION}"
-                                                f"&token={token_value}")
-        connected, _code = await communicator.connect()
-        frames = await probes._frames(communicator, wait=0.3) if connected else [f"<close {_code}>"]
-        await probes._close(communicator)
-        return frames
-
     # Refused: closed with 4403 and nothing sent before (the test communicator may report the handshake as
     # open when the close follows it at once; a browser sees no message either way).
-    assert asyncio.run(attempt(token(world.b.schema))) == ["<close 4403>"]
-    assert "<close 4403>" not in asyncio.run(attempt(token(world.a.schema)))
+    assert asyncio.run(_ui_socket_frames(world, token(world.b.schema))) == ["<close 4403>"]
+    assert "<close 4403>" not in asyncio.run(_ui_socket_frames(world, token(world.a.schema)))
+
+
+async def _ui_socket_frames(world, token: str) -> list[str]:
+    """What A's HTMX chat socket sends for the colliding session with `token` ("<close N>" when refused)."""
+    communicator = probes._ws(world.a.host, f"/ws/{world.a.bot_name}/ui?session_id={COLLIDING_SESSION}"
+                                            f"&token={token}")
+    connected, code = await communicator.connect()
+    frames = await probes._frames(communicator, wait=0.3) if connected else [f"<close {code}>"]
+    await probes._close(communicator)
+    return frames
 
 
 def test_i5_an_expired_htmx_chat_token_opens_nothing_and_tells_the_page_to_reload(world, monkeypatch):
@@ -208,15 +210,7 @@ def test_i5_an_expired_htmx_chat_token_opens_nothing_and_tells_the_page_to_reloa
         expired = chat_ws_token(tenant_schema=world.a.schema, bot_name=world.a.bot_name,
                                 session_id=str(COLLIDING_SESSION))
 
-    async def attempt() -> list[str]:
-        communicator = probes._ws(world.a.host, f"/ws/{world.a.bot_name}/ui?session_id={COLLIDING_SESSION}"
-                                                f"&token={expired}")
-        connected, code = await communicator.connect()
-        frames = await probes._frames(communicator, wait=0.3) if connected else [f"<close {code}>"]
-        await probes._close(communicator)
-        return frames
-
-    assert asyncio.run(attempt()) == ["<close 4401>"]
+    assert asyncio.run(_ui_socket_frames(world, expired)) == ["<close 4401>"]
 
 
 def test_i6_interleaved_chat_sockets_of_both_tenants_each_replay_their_own_schema(world):
