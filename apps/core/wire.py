@@ -50,6 +50,27 @@ def contains_nul(value: object) -> bool:
     return any("\x00" in text for text in iter_strings(value))
 
 
+NUL_REPLACEMENT = "\ufffd"
+
+
+def nul_replaced(value: object) -> object:
+    """`value` (JSON-like) with every NUL character in its strings (keys too) replaced by U+FFFD; the value
+    itself when it holds none. The same types as iter_strings walks."""
+    if not contains_nul(value):
+        return value
+
+    def replaced(item: object) -> object:
+        if isinstance(item, str):
+            return item.replace("\x00", NUL_REPLACEMENT)
+        if isinstance(item, dict):
+            return {replaced(k): replaced(v) for k, v in item.items()}
+        if isinstance(item, list | tuple):
+            return [replaced(v) for v in item]
+        return item
+
+    return replaced(value)
+
+
 def _checked(value: object) -> object:
     """`value` with every string checked for lone surrogates (keys too)."""
     if any(_LONE_SURROGATE.search(text) for text in iter_strings(value)):

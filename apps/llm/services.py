@@ -307,7 +307,6 @@ def chat(settings: LLMSettings, messages: Sequence[dict[str, Any]], *, tools: Se
             on_delta(text)
 
     tool_rounds = 0
-    answered_by: list[ProviderConfig] = []
     while True:
         quota.quota_check(settings.tenant, settings.daily_token_limit)
         try:
@@ -319,7 +318,6 @@ def chat(settings: LLMSettings, messages: Sequence[dict[str, Any]], *, tools: Se
         result.prompt_tokens += round_result.prompt_tokens
         result.completion_tokens += round_result.completion_tokens
         result.model, result.provider = round_result.model, provider.label
-        answered_by.append(provider)
         quota.quota_add(settings.tenant, round_result.prompt_tokens + round_result.completion_tokens)
         if round_result.cut_at_size:
             result.stopped_reason = "answer_size_limit"
@@ -358,8 +356,9 @@ def chat(settings: LLMSettings, messages: Sequence[dict[str, Any]], *, tools: Se
     # data. A capped loop is not a real answer either. Only the chain's first provider's answers are kept: the
     # key names the primary model, and a fallback's answer stored under it would be served in the primary's
     # name for the cache's TTL after the primary came back.
+    # (No tool calls and no stop: one round, answered by `provider`.)
     if (use_cache and not result.tool_calls and result.stopped_reason is None
-            and answered_by == [settings.providers[0]]):
+            and provider == settings.providers[0]):
         cache.cache_store(settings, messages, tools, result.text, result.model)
     return result
 

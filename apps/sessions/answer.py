@@ -9,6 +9,7 @@ import time
 import uuid
 
 from apps.bots.models import BotScript
+from apps.core.wire import nul_replaced
 from apps.sessions import events
 from apps.sessions.memory import compaction_queue, episodic_threshold
 from apps.sessions.models import Message
@@ -24,7 +25,6 @@ from apps.sessions.turns import (
     OFFLINE_PASSAGES,
     QUOTA_REACHED,
     Turn,
-    _without_nul,
     bot_config,
     history_limit,
     history_messages,
@@ -266,7 +266,7 @@ def llm_answer(turn: Turn, text: str, *, replay: bool = False) -> None:
         # again as an update, so live clients show them too; a last round that streamed only whitespace had
         # its bubble opened: the update carries that stream and closes it.
         last = closed[-1]
-        last.meta, last.tokens = _without_nul(meta), tokens
+        last.meta, last.tokens = nul_replaced(meta), tokens
         last.model, last.latency_ms = result.model[:200], result.latency_ms
         Message.objects.filter(pk=last.pk).update(meta=last.meta, tokens=last.tokens, model=last.model,
                                                   latency_ms=last.latency_ms)

@@ -60,6 +60,12 @@ def _duration_seconds(text: str | None) -> float | None:
     return None
 
 
+def tool_name(text: str) -> str:
+    """A tool's script name as USE TOOL, a button or a chip names it ("Book.bas" -> "book"): the one spelling the
+    session keeps and a tool button is checked against."""
+    return text.strip().lower().removesuffix(".bas")
+
+
 class SessionHost(BotHost):
     def __init__(self, session: ChatSession, turn: Turn) -> None:
         user = session.user
@@ -133,9 +139,7 @@ class SessionHost(BotHost):
         self.state["kbs"] = list(self.kbs)
 
     def use_tool(self, name: str) -> object:
-        tool = str(name).strip().lower()
-        if tool.endswith(".bas"):
-            tool = tool[:-4]
+        tool = tool_name(str(name))
         exists = BotScript.objects.filter(bot=self.bot, name=tool, tool_schema__isnull=False).exists()
         if not exists:
             # Spec 3.11 #1: a missing tool is a warning, the script goes on.

@@ -13,7 +13,7 @@ never processes attributes inside a message, even if one slipped through.
 Client protocol of `/ws/<bot>/ui?session_id=<uuid>&token=<token>` (HTML over WebSocket, htmx-ext-ws)
 --------------------------------------------------------------------------------------------------------
 The page (apps.sessions.views_web) renders the history up to some index, then connects. `token` proves that
-this page was handed this session id by the server (views_web.chat_ws_token_check); refuse the handshake
+this page was handed this session id by the server (views_web.chat_ws_token_state); refuse the handshake
 when it does not match (close code 4403: the client does not retry on 4xxx codes).
 
 Client -> server, JSON text frames:

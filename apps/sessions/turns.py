@@ -33,9 +33,9 @@ from apps.bots.config_csv import config_params
 from apps.bots.models import Bot, BotScript
 from apps.bots.runtime import ScriptUnavailable, bot_script_program
 from apps.core.memo import in_open_transaction
-from apps.core.wire import contains_nul
+from apps.core.wire import nul_replaced
 from apps.sessions import events
-from apps.sessions.host import SessionHost
+from apps.sessions.host import SessionHost, tool_name
 from apps.sessions.models import ChatSession, ChatUser, Message, MessageType, Role
 from apps.sessions.switchers import active_switchers_clean
 
@@ -79,25 +79,6 @@ SECRET_MASK = "••••••"  # noqa: S105 - a mask, not a password
 
 # A user message starting with this names a tool to run (old web clients' buttons).
 LEGACY_TOOL_PREFIX = "__TOOL__:"
-
-
-NUL_REPLACEMENT = "\ufffd"
-
-
-def _without_nul(value: object) -> object:
-    """`value` (message meta: JSON-like) with every NUL character in its strings replaced."""
-    if isinstance(value, str):
-        return value.replace("\x00", NUL_REPLACEMENT) if "\x00" in value else value
-    if isinstance(value, dict):
-        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_without_nul(v) for v in value]
-    return value
-
-
-def tool_name(text: str) -> str:
-    """A tool's script name as a button or a chip names it ("Book.bas" -> "book")."""
-    return text.strip().lower().removesuffix(".bas")
 
 
 class TurnError(Exception):
@@ -277,10 +258,9 @@ class Turn:
             **fields: object) -> Message:
         # PostgreSQL stores no NUL in text or jsonb (a script's TALK of a parsed "\u0000", a tool's error text):
         # shown as the replacement character instead of failing the turn.
-        if "\x00" in content:
-            content = content.replace("\x00", NUL_REPLACEMENT)
-        if fields.get("meta") and contains_nul(fields["meta"]):
-            fields["meta"] = _without_nul(fields["meta"])
+        content = nul_replaced(content)
+        if fields.get("meta"):
+            fields["meta"] = nul_replaced(fields["meta"])
         if role == Role.USER and self.client_message_id is not None:
             fields["meta"] = {**(fields.get("meta") or {}), CLIENT_MESSAGE_ID_META: self.client_message_id}
             self.client_message_id = None  # the turn's first user row is the message

@@ -8,7 +8,7 @@ protocol is written down in apps.sessions.rendering). Failure modes this module 
   ignored (a new session starts).
 - Anyone who guesses or learns a session id attaching to it over the socket: the WebSocket URL carries a
   token, an HMAC of (tenant, bot, session id) made with the server's secret, which the consumer checks
-  (`chat_ws_token_check`) before joining the session. It carries the time it was made and expires after
+  (`chat_ws_token_state`) before joining the session. It carries the time it was made and expires after
   CHAT_WS_TOKEN_MAX_AGE_S (it rides in a URL, which proxies may log).
 - Clickjacking of the full page: only the embed view may be framed, and only by the origins listed in
   the bot's config.csv key `web-embed-origins` (default: our own origin only). It sends its own
@@ -84,10 +84,6 @@ def chat_ws_token_state(*, tenant_schema: str, bot_name: str, session_id: str, t
         return TOKEN_BAD
     return TOKEN_OK
 
-
-def chat_ws_token_check(*, tenant_schema: str, bot_name: str, session_id: str, token: str) -> bool:
-    return chat_ws_token_state(tenant_schema=tenant_schema, bot_name=bot_name, session_id=session_id,
-                               token=token) == TOKEN_OK
 
 
 def embed_frame_ancestors(value: str | None) -> list[str]:

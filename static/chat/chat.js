@@ -137,8 +137,10 @@
 
   document.addEventListener('htmx:wsAfterMessage', function () {
     var box = messagesBox();
-    var items = box.querySelectorAll('[data-index]');
-    for (var i = 0; i < items.length - MESSAGES_KEPT; i++) { items[i].remove(); }
+    if (box.childElementCount > MESSAGES_KEPT) {  // cheap first: this runs for every frame, deltas included
+      var items = box.querySelectorAll('[data-index]');
+      for (var i = 0; i < items.length - MESSAGES_KEPT; i++) { items[i].remove(); }
+    }
     localizeTimes(box);
     if (box.getAttribute('data-follow') === 'yes') { scrollToBottom(); }
     else { document.getElementById('scrollBottom').hidden = false; }
