@@ -81,6 +81,7 @@ from django.db.models import F, Func, Q, TextField, Value
 from django.db.models.functions import Cast, Coalesce, Concat
 from django.utils import timezone
 
+from apps.bots.services import DATA_CSV_MAX_BYTES
 from apps.compliance.models import (
     REQUESTED_BY_MAX_LENGTH,
     SUBJECT_MAX_LENGTH,
@@ -116,7 +117,7 @@ MAIL_INBOX_FOLDER = "mail/inbox"
 # files per request (a drive of thousands of script outputs); the rest are listed as not searched.
 DRIVE_SCAN_SUFFIXES = (".csv", ".tsv", ".txt", ".json", ".md", ".xml", ".html", ".htm", ".log", ".yaml", ".yml",
                        ".vcf", ".ics")
-DRIVE_SCAN_FILE_MAX_BYTES = 16 * 1024 * 1024
+DRIVE_SCAN_FILE_MAX_BYTES = DATA_CSV_MAX_BYTES
 DRIVE_SCAN_MAX_FILES = 2000
 
 

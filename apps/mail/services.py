@@ -386,11 +386,15 @@ def mails_requeue_stale(*, older_than: timedelta | None = None) -> int:
     failed alone, and a per-row lock keeps two tasks from sending one row at once."""
     cutoff = timezone.now() - (mail_requeue_after() if older_than is None else older_than)
     stale = OutgoingMail.objects.filter(status=OutgoingMail.Status.QUEUED, queued_at__lt=cutoff)
-    count = 0
-    for mail_id in stale.order_by("queued_at").values_list("pk", flat=True)[:MAIL_REQUEUE_BATCH]:
-        _enqueue_send(mail_id)  # the broker down still: this raises, and the row waits for the next sweep
-        OutgoingMail.objects.filter(pk=mail_id).update(queued_at=timezone.now())
-        count += 1
+    queued: list[int] = []
+    try:
+        for mail_id in stale.order_by("queued_at").values_list("pk", flat=True)[:MAIL_REQUEUE_BATCH]:
+            _enqueue_send(mail_id)  # the broker down still: this raises, and the row waits for the next sweep
+            queued.append(mail_id)
+    finally:  # one UPDATE for the rows queued (also when the broker failed part way)
+        if queued:
+            OutgoingMail.objects.filter(pk__in=queued).update(queued_at=timezone.now())
+    count = len(queued)
     if count:
         logger.warning("mail: queued %d mails again whose task was lost", count)
     return count

@@ -24,11 +24,18 @@ logger = logging.getLogger(__name__)
 # need quoting and cannot collide with system schemas (pg_*) or ours.
 SCHEMA_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 RESERVED_SCHEMA_PREFIXES = ("pg_", "information_schema")
-# The first part of the raw keys written to the cache's Redis database beside the tenants' `<schema>:` cache
-# keys: `llm:` (apps.llm quota, answer cache, breaker), `rl:` (apps.core.ratelimit) and `platform`, the
-# tenant part of the platform-wide rate limits (`rl:platform:...`). A tenant given one of these schema names
-# (host llm.example.com) would share those keys, and deleting it would purge every tenant's.
-RESERVED_SCHEMA_NAMES = frozenset({"llm", "rl", "platform"})
+
+
+def reserved_schema_names() -> frozenset[str]:
+    """The first part of the raw keys written to the cache's Redis database beside the tenants' `<schema>:`
+    cache keys (`llm:` of apps.llm's quota, answer cache and breaker, `rl:` of apps.core.ratelimit) and
+    `platform`, the tenant part of the platform-wide rate limits (`rl:platform:...`). A tenant given one of these
+    schema names (host llm.example.com) would share those keys, and deleting it would purge every tenant's."""
+    from apps.core.ratelimit import PLATFORM_TENANT
+    from apps.llm.breaker import KEY_PREFIX as BREAKER_PREFIX
+
+    return frozenset({prefix.split(":", 1)[0] for prefix in (*_tenant_redis_key_prefixes(), BREAKER_PREFIX)}
+                     | {PLATFORM_TENANT})
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 HOSTNAME_RE = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*$")
 MAX_TENANT_NAME_LENGTH = 100
@@ -60,7 +67,7 @@ def _validate(name: str, domain: str, schema_name: str, oidc_organization_id: st
         )
     if schema_name in {get_public_schema_name(), settings.TENANT_BASE_SCHEMA}:
         raise TenantProvisioningError(f"schema name {schema_name!r} is reserved")
-    if schema_name in RESERVED_SCHEMA_NAMES:
+    if schema_name in reserved_schema_names():
         raise TenantProvisioningError(
             f"schema name {schema_name!r} is reserved (the platform's own Redis keys start with it): "
             f"give the tenant another schema name"
@@ -194,9 +201,14 @@ def _tenant_data_outside_postgres_purge(schema_name: str, bots: list[str] | None
     return bots
 
 
-# Raw Redis keys of a tenant beside its Django cache entries: the LLM answer cache and token quota
-# (`llm:cache:<schema>:...`, `llm:quota:<schema>:...`) and its rate-limit buckets (`rl:<schema>:...`).
-TENANT_REDIS_KEY_PREFIXES = ("llm:cache", "llm:quota", "rl")
+def _tenant_redis_key_prefixes() -> tuple[str, ...]:
+    """Raw Redis keys of a tenant beside its Django cache entries: the LLM answer cache and token quota
+    (`llm:cache:<schema>:...`, `llm:quota:<schema>:...`) and its rate-limit buckets (`rl:<schema>:...`)."""
+    from apps.core.ratelimit import KEY_PREFIX as RATE_LIMIT_PREFIX
+    from apps.llm.cache import KEY_PREFIX as CACHE_PREFIX
+    from apps.llm.quota import KEY_PREFIX as QUOTA_PREFIX
+
+    return CACHE_PREFIX, QUOTA_PREFIX, RATE_LIMIT_PREFIX
 
 
 def tenant_redis_patterns(schema_name: str) -> list[str]:
@@ -206,11 +218,12 @@ def tenant_redis_patterns(schema_name: str) -> list[str]:
     glob characters (SCHEMA_NAME_RE)."""
     from django.core.cache import cache
 
+    from apps.core.ratelimit import KEY_PREFIX as RATE_LIMIT_PREFIX
     from apps.core.ratelimit import PLATFORM_TENANT
 
     patterns = [f"{schema_name}:{cache.key_prefix}:*"]
-    for prefix in TENANT_REDIS_KEY_PREFIXES:
-        if prefix == "rl" and schema_name == PLATFORM_TENANT:
+    for prefix in _tenant_redis_key_prefixes():
+        if prefix == RATE_LIMIT_PREFIX and schema_name == PLATFORM_TENANT:
             continue  # rl:platform:... are the platform-wide limits (a tenant made before the name was reserved)
         patterns.append(f"{prefix}:{schema_name}:*")
     return patterns
