@@ -160,18 +160,12 @@ def _expire_user_memory(now: datetime) -> int:
     from django.db.models import TextField
     from django.db.models.functions import Cast
 
+    from apps.sessions.host import user_memory_expired
     from apps.sessions.models import ChatUser
 
     def expired(memory) -> list[str]:
-        keys = []
-        for key, entry in (memory if isinstance(memory, dict) else {}).items():
-            stamp = entry.get("expires") if isinstance(entry, dict) else None
-            try:
-                if stamp and datetime.fromisoformat(stamp) < now:
-                    keys.append(key)
-            except (TypeError, ValueError):
-                continue
-        return keys
+        return [key for key, entry in (memory if isinstance(memory, dict) else {}).items()
+                if user_memory_expired(entry, now)]
 
     removed = 0
     candidates = (ChatUser.objects.annotate(memory_text=Cast("memory", TextField()))

@@ -60,6 +60,17 @@ def _duration_seconds(text: str | None) -> float | None:
     return None
 
 
+def user_memory_expired(entry: object, now: datetime) -> bool:
+    """Whether a user memory entry ({"value", "expires"}) is past its expiry at `now`: RECALL no longer returns
+    it and retention removes it (apps.compliance.retention), by this one rule. A stamp that is not a time
+    never expires."""
+    stamp = entry.get("expires") if isinstance(entry, dict) else None
+    try:
+        return bool(stamp) and datetime.fromisoformat(stamp) < now
+    except (TypeError, ValueError):
+        return False
+
+
 def tool_name(text: str) -> str:
     """A tool's script name as USE TOOL, a button or a chip names it ("Book.bas" -> "book"): the one spelling the
     session keeps and a tool button is checked against."""
@@ -181,10 +192,7 @@ class SessionHost(BotHost):
 
     def _memory_get(self, key: str) -> object:
         entry = self._memory().get(str(key).strip().lower())
-        if not isinstance(entry, dict):
-            return None
-        expires = entry.get("expires")
-        if expires and datetime.fromisoformat(expires) < datetime.now(UTC):
+        if not isinstance(entry, dict) or user_memory_expired(entry, datetime.now(UTC)):
             return None
         return entry.get("value")
 
