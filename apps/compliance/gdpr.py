@@ -69,7 +69,7 @@ import re
 import uuid
 import zipfile
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from email.utils import parseaddr
 from typing import Any
 
@@ -105,6 +105,13 @@ BOT_MEMORY_SCAN_BATCH = 2000
 # A request whose runs end with their worker this many times in a row (an export too big for the worker's
 # memory is killed, and the job is delivered again at once) fails instead of being run for ever.
 DSR_INTERRUPTIONS_MAX = 3
+# Beat's `compliance.requeue_stale` queues a request again once it has been pending this long since it was last
+# handed to the broker: its job never got there (the broker down when the request was filed, Redis restarted
+# and lost it), and a request the law gives a deadline would otherwise stay pending for ever. Far longer than
+# the jobs queue holds a job on a busy day, so a job merely waiting its turn is not doubled (a double would only
+# run the idempotent request twice). At most DSR_REQUEUE_BATCH per tenant and sweep.
+DSR_REQUEUE_AFTER = timedelta(minutes=30)
+DSR_REQUEUE_BATCH = 100
 # E.164: at most 15 digits; fewer than 6 is a short code or an extension, not a person's number.
 PHONE_DIGITS_MIN, PHONE_DIGITS_MAX = 6, 15
 PHONE_RE = re.compile(r"^\+?[\d\s().-]+$")
@@ -1000,8 +1007,30 @@ def subject_request_create(*, kind: str, subject: str, requested_by: str, reques
         )
         audit_record(action="dsr.requested", actor=requested_by, object_type="data_subject_request",
                      object_id=str(row.pk), summary={"kind": kind}, request=request)
-        transaction.on_commit(lambda: subject_request_run_task.delay(str(row.pk)))
+        # Robust: the request is recorded either way; with the broker down the sweep queues it later, and the
+        # caller (the console) shows it pending instead of failing after it was saved.
+        transaction.on_commit(lambda: subject_request_run_task.delay(str(row.pk)), robust=True)
     return row
+
+
+def subject_requests_requeue_stale(*, older_than: timedelta = DSR_REQUEUE_AFTER) -> int:
+    """Queue again the current tenant's requests still pending `older_than` after they were last queued: their
+    job was lost. Safe to repeat: `subject_request_execute` leaves a done request alone."""
+    from apps.compliance.tasks import subject_request_run_task
+
+    cutoff = timezone.now() - older_than
+    stale = DataSubjectRequest.objects.filter(status=DataSubjectRequest.Status.PENDING, queued_at__lt=cutoff)
+    queued: list[uuid.UUID] = []
+    try:
+        for request_id in stale.order_by("queued_at").values_list("pk", flat=True)[:DSR_REQUEUE_BATCH]:
+            subject_request_run_task.delay(str(request_id))  # the broker down still: raises; the next sweep
+            queued.append(request_id)
+    finally:  # one UPDATE for the rows queued (also when the broker failed part way)
+        if queued:
+            DataSubjectRequest.objects.filter(pk__in=queued).update(queued_at=timezone.now())
+    if queued:
+        logger.warning("compliance: queued %d data-subject requests again whose job was lost", len(queued))
+    return len(queued)
 
 
 def subject_request_execute(*, request_id: str) -> DataSubjectRequest:

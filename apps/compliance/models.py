@@ -119,6 +119,8 @@ class DataSubjectRequest(models.Model):
     report = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True)
     requested_at = models.DateTimeField(default=timezone.now, db_index=True)
+    # When its job was last handed to the broker (filed, or queued again by beat's `compliance.requeue_stale`).
+    queued_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
     # Runs that ended with their worker (found still `running` by the next delivery of the job).

@@ -1,9 +1,9 @@
-"""Compliance jobs: data-subject requests (tenant tasks) and the daily retention purge (beat dispatches one
-purge per ready tenant). Thin: each task calls one service."""
+"""Compliance jobs: data-subject requests (tenant tasks; beat queues again those whose job was lost) and the
+daily retention purge (beat dispatches one purge per ready tenant). Thin: each task calls one service."""
 
 from __future__ import annotations
 
-from apps.compliance.gdpr import subject_request_execute
+from apps.compliance.gdpr import subject_request_execute, subject_requests_requeue_stale
 from apps.compliance.retention import retention_purge
 from apps.tenants.celery import PlatformTask, each_ready_tenant
 from gbplatform.celery import app
@@ -14,6 +14,12 @@ def subject_request_run_task(request_id: str) -> dict:
     """Carry out one export or erasure request of the tenant (idempotent: a done request is left alone)."""
     row = subject_request_execute(request_id=request_id)
     return {"status": row.status, "report": row.report}
+
+
+@app.task(name="compliance.requeue_stale", base=PlatformTask)
+def subject_requests_requeue_stale_task() -> int:
+    """Beat: in every ready tenant, queue again the data-subject requests whose job was lost."""
+    return each_ready_tenant(subject_requests_requeue_stale, what="compliance.requeue_stale")
 
 
 @app.task(name="compliance.retention_purge", when_not_ready="skip")

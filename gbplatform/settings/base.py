@@ -235,6 +235,7 @@ CELERY_BEAT_SCHEDULE = {
     "platform-heartbeat": {"task": "core.beat_heartbeat", "schedule": 30.0, "options": {"queue": "jobs"}},
     "kb-requeue-stale": {"task": "kb.requeue_stale", "schedule": 300.0, "options": {"queue": "index"}},
     "mail-requeue-stale": {"task": "mail.requeue_stale", "schedule": 300.0, "options": {"queue": "mail"}},
+    "compliance-requeue-stale": {"task": "compliance.requeue_stale", "schedule": 300.0, "options": {"queue": "jobs"}},
 }
 
 # --- Optional outside services (each switched on by its URL) -----------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import time
+import uuid
 import zipfile
 
 import pytest
@@ -80,3 +81,80 @@ def test_a_recorded_request_is_carried_out_by_the_worker_in_its_tenant(canary_te
         assert not tenant_drive(canary_tenants.a.schema_name).exists(report["archive"])
     finally:
         _in_own_connection(_drop)
+
+
+LOST_SCHEMA = "gdpr_lost"
+
+
+def _lost_setup() -> dict[str, str]:
+    """Three requests as they stand when the sweep looks: one filed while the broker was down (its job never
+    queued), one filed a moment ago (its job may be waiting its turn), one done."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from apps.compliance import tasks
+    from apps.compliance.gdpr import DSR_REQUEUE_AFTER, subject_request_create
+    from apps.compliance.models import DataSubjectRequest
+    from apps.tenants.services import tenant_create
+
+    tenant, _ = tenant_create(name="GDPR lost", domain="gdpr-lost.test.localhost", schema_name=LOST_SCHEMA)
+    long_ago = timezone.now() - DSR_REQUEUE_AFTER - timedelta(minutes=1)
+    with schema_context(tenant.schema_name):
+        real_delay = tasks.subject_request_run_task.delay
+
+        def broker_down(*args, **kwargs):
+            raise ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+        tasks.subject_request_run_task.delay = broker_down
+        try:  # filing still succeeds: the request is recorded and shown pending
+            lost = subject_request_create(kind="export", subject="ana@example.com", requested_by="dpo")
+        finally:
+            tasks.subject_request_run_task.delay = real_delay
+        DataSubjectRequest.objects.filter(pk=lost.pk).update(queued_at=long_ago, requested_at=long_ago)
+        waiting = DataSubjectRequest.objects.create(
+            id=uuid.uuid4(), kind="export", subject_kind="email", subject="bia@example.com",
+            subject_digest="0" * 64, requested_by="dpo")
+        done = DataSubjectRequest.objects.create(
+            id=uuid.uuid4(), kind="export", subject_kind="email", subject="", subject_digest="1" * 64,
+            requested_by="dpo", status="done", queued_at=long_ago, requested_at=long_ago)
+        return {"lost": str(lost.pk), "waiting": str(waiting.pk), "done": str(done.pk)}
+
+
+def _lost_status(request_id: str) -> tuple[str, dict]:
+    from apps.compliance.models import DataSubjectRequest
+
+    with schema_context(LOST_SCHEMA):
+        row = DataSubjectRequest.objects.get(pk=request_id)
+        return row.status, row.report
+
+
+def test_a_request_whose_job_was_lost_is_queued_again_by_beat_and_carried_out(canary_tenants, worker):  # noqa: F811
+    """A request filed while the broker was down (or whose job a restarted Redis lost) stayed pending for ever,
+    and filing it failed after it was recorded; a request has a legal deadline."""
+    from django.conf import settings
+
+    from apps.compliance.tasks import subject_requests_requeue_stale_task
+    from apps.tenants.services import tenant_delete
+
+    def _sweep() -> int:
+        return subject_requests_requeue_stale_task.apply().get()
+
+    assert settings.CELERY_BEAT_SCHEDULE["compliance-requeue-stale"]["task"] == "compliance.requeue_stale"
+    try:
+        ids = _in_own_connection(_lost_setup)
+        assert _in_own_connection(_lost_status, ids["lost"])[0] == "pending"
+        assert _in_own_connection(_sweep) == 1
+        deadline = time.monotonic() + WAIT_S
+        status, report = _in_own_connection(_lost_status, ids["lost"])
+        while status in ("pending", "running") and time.monotonic() < deadline:
+            time.sleep(0.2)
+            status, report = _in_own_connection(_lost_status, ids["lost"])
+        assert status == "done", report
+        assert report["counts"]
+        # Queued recently (its job may be waiting its turn) or done: left alone, now and at the next sweep.
+        assert _in_own_connection(_sweep) == 0
+        assert _in_own_connection(_lost_status, ids["waiting"])[0] == "pending"
+        assert _in_own_connection(_lost_status, ids["done"]) == ("done", {})
+    finally:
+        _in_own_connection(lambda: tenant_delete(schema_name=LOST_SCHEMA))
