@@ -50,7 +50,7 @@ class OidcConfig(models.Model):
 
     issuer = models.URLField(max_length=ISSUER_MAX_LENGTH)
     client_id = models.CharField(max_length=CLIENT_ID_MAX_LENGTH)
-    # `vault:<path>#<key>` under gbo/tenants/<this tenant>/, or empty for a public client (PKCE only).
+    # `vault:<path>#<key>` under gbo/tenants/<this tenant>/admin/, or empty for a public client (PKCE only).
     # Encrypted storage of a literal value comes with apps.core.crypto.
     client_secret = models.CharField(max_length=SECRET_REFERENCE_MAX_LENGTH, blank=True)
     scopes = models.CharField(max_length=200, default=DEFAULT_SCOPES)
@@ -85,8 +85,10 @@ class OidcConfig(models.Model):
         return self.is_platform_default and not self.organization_id
 
     def clean(self) -> None:
+        from django.db import connection
+
         from apps.bots.config_csv import config_is_secret_reference
-        from apps.core.secrets import config_secret_reference_parse
+        from apps.core.secrets import config_secret_reference_parse, tenant_admin_path
 
         issuer_validate(self.issuer)
         if "openid" not in self.scopes.split():
@@ -98,12 +100,17 @@ class OidcConfig(models.Model):
         if self.client_secret:
             if not config_is_secret_reference(self.client_secret):
                 raise ValidationError({"client_secret": "give the client secret as a Vault reference "
-                                                        "vault:gbo/tenants/<tenant>/<path>#<key> (or leave it "
-                                                        "empty for a public client)"})
+                                                        "vault:gbo/tenants/<tenant>/admin/<path>#<key> (or leave "
+                                                        "it empty for a public client)"})
             try:
-                config_secret_reference_parse(self.client_secret)
+                path, _ = config_secret_reference_parse(self.client_secret)
             except ValueError as exc:
                 raise ValidationError({"client_secret": str(exc)}) from None
+            # Under the admins' own path, which bot configuration (written by editors) can never resolve.
+            admin = tenant_admin_path(connection.schema_name)
+            if path != admin and not path.startswith(admin + "/"):
+                raise ValidationError({"client_secret": f"keep the client secret under {admin}/ (bot configuration "
+                                                        "can name the tenant's other secrets)"})
 
 
 class ConsoleProfile(models.Model):

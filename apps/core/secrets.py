@@ -81,6 +81,10 @@ APPROLE_MOUNT = "approle"
 GLOBAL_PATH = "gbo"
 TENANT_PATH = "gbo/tenants/{tenant}"
 BOT_PATH = "gbo/orgs/{org}/bots/{bot}"
+# The tenant's admins' own secrets (the OIDC client secret), under the tenant's path but never resolved from a
+# bot's config.csv: editors write that, and an `llm-key` or `email-pass` naming an admin secret would send it,
+# as a bearer token or an SMTP login, to a URL or server the editor chose.
+TENANT_ADMIN_PATH = TENANT_PATH + "/admin"
 ENV_PREFIX = "GBO_SECRET_"
 # One path segment or key: letters, digits, `_`, `-`, `.`; not `.` or `..` (checked separately).
 _SEGMENT_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
@@ -568,22 +572,42 @@ def secret_scope_prefixes(*, tenant: str | None, org: str | None, bot: str | Non
     return secret_resolution_paths(tenant=tenant, org=org, bot=bot)[:-1]
 
 
-def config_secret_value(value: str, *, allowed_prefixes: Sequence[str] | None = None) -> str:
+def tenant_admin_path(tenant: str) -> str:
+    """Where the tenant's admins keep their own secrets (TENANT_ADMIN_PATH)."""
+    return TENANT_ADMIN_PATH.format(tenant=_check_segment(tenant, "tenant"))
+
+
+def _path_under(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(prefix.rstrip("/") + "/")
+
+
+def config_secret_value(value: str, *, allowed_prefixes: Sequence[str] | None = None,
+                        denied_prefixes: Sequence[str] = ()) -> str:
     """A config.csv value with a `vault:` reference resolved; plain values are returned unchanged.
 
     `allowed_prefixes` (e.g. `secret_scope_prefixes(...)`) restricts which paths the reference may name;
     pass it for config written by tenants, so a bot author cannot read another tenant's or the platform's
-    secrets by naming their path. Raises ValueError (malformed or out-of-scope reference),
-    SecretNotFound or SecretUnavailable.
+    secrets by naming their path. `denied_prefixes` are refused inside that scope. Raises ValueError
+    (malformed or out-of-scope reference), SecretNotFound or SecretUnavailable.
     """
     if not config_is_secret_reference(value):
         return value
     path, key = config_secret_reference_parse(value)
-    if allowed_prefixes is not None and not any(
-        path == prefix or path.startswith(prefix.rstrip("/") + "/") for prefix in allowed_prefixes
-    ):
+    if allowed_prefixes is not None and not any(_path_under(path, prefix) for prefix in allowed_prefixes):
         raise ValueError(f"vault reference to {path!r} is outside this bot's secrets ({', '.join(allowed_prefixes)})")
+    if any(_path_under(path, prefix) for prefix in denied_prefixes):
+        raise ValueError(f"vault reference to {path!r} names the tenant admins' own secrets, which bot "
+                         "configuration may not use")
     return secret_get(path, key)
+
+
+def bot_config_secret_value(value: str, *, tenant: str, bot: str, with_bot_path: bool = True) -> str:
+    """A value of a bot's config.csv with its `vault:` reference resolved inside the bot's scope: its tenant's
+    secrets (and, `with_bot_path`, its own `gbo/orgs/<tenant>/bots/<bot>`), never the tenant admins' own
+    (`tenant_admin_path`), another tenant's or the platform's. Raises as `config_secret_value`."""
+    # org = tenant: this platform's organisations are its tenants (gbo/orgs/<tenant>/bots/<bot>).
+    scope = secret_scope_prefixes(tenant=tenant, org=tenant if with_bot_path else None, bot=bot)
+    return config_secret_value(value, allowed_prefixes=scope, denied_prefixes=[tenant_admin_path(tenant)])
 
 
 def vault_health() -> tuple[str, float | None, str]:

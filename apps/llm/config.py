@@ -6,8 +6,9 @@
 Failure modes this module prevents:
 
 * A bot author reading another tenant's (or the platform's) secret: an `llm-key` written as
-  `vault:<path>#<key>` is resolved with `allowed_prefixes=secret_scope_prefixes(...)` of the current
-  tenant and bot, so a path outside `gbo/orgs/<tenant>/bots/<bot>` and `gbo/tenants/<tenant>` is refused.
+  `vault:<path>#<key>` is resolved by `bot_config_secret_value` for the current tenant and bot, so a path
+  outside `gbo/orgs/<tenant>/bots/<bot>` and `gbo/tenants/<tenant>` is refused, and so is the tenant admins'
+  own `gbo/tenants/<tenant>/admin` (an editor naming the OIDC client secret as the key of a URL they chose).
 * The platform's key leaking to an endpoint a bot author chose: a bot with its own `llm-url` gets only
   its own `llm-key`, never `LLM_API_KEY`.
 * Keys in logs: `ProviderConfig.api_key` is left out of `repr`, and problems name the config key, never
@@ -256,21 +257,14 @@ class _KeyResolver:
 
     def __call__(self, key_name: str, value: str | None) -> str | None:
         """The key, or None (problem recorded) when the reference cannot be used."""
-        from apps.core.secrets import (
-            SecretNotFound,
-            SecretUnavailable,
-            config_secret_value,
-            secret_scope_prefixes,
-        )
+        from apps.core.secrets import SecretNotFound, SecretUnavailable, bot_config_secret_value
 
         if not value:
             return ""
         if not config_is_secret_reference(value):
             return value.strip()
         try:
-            # org = tenant: this platform's organisations are its tenants (gbo/orgs/<tenant>/bots/<bot>).
-            scope = secret_scope_prefixes(tenant=self.tenant, org=self.tenant, bot=self.bot_name)
-            return config_secret_value(value, allowed_prefixes=scope)
+            return bot_config_secret_value(value, tenant=self.tenant, bot=self.bot_name)
         except ValueError as exc:
             reason = str(exc)
         except SecretNotFound as exc:

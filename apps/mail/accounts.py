@@ -6,8 +6,9 @@ Failure modes this module prevents:
   used whole or not at all. A bot that names its own `email-server` authenticates with its own user and
   password only, never with `SMTP_PASSWORD`.
 * Reading another tenant's (or the platform's) secrets: `vault:` references in a bot's config are resolved
-  only inside the bot's tenant scope (`secret_scope_prefixes`), so `email-pass,vault:gbo/tenants/other#x`
-  is refused with a clear error.
+  only inside the bot's tenant scope (`bot_config_secret_value`), so `email-pass,vault:gbo/tenants/other#x`
+  is refused with a clear error, and so is the tenant admins' own `gbo/tenants/<tenant>/admin` (an editor
+  sending the OIDC client secret as an SMTP password to a server they chose).
 * Turning the mail client into a port scanner of the internal network: a server a bot names must resolve
   to public addresses (the same guard as the HTTP keywords), unless the operator allows private hosts
   (`MAIL_ALLOW_PRIVATE_HOSTS`, for an in-house relay or a development server).
@@ -28,7 +29,7 @@ from apps.basic.ssrf import SSRFError, check_url
 from apps.bots.config_csv import config_is_secret_reference, config_lookup
 from apps.bots.models import Bot
 from apps.bots.selectors import bot_config_values
-from apps.core.secrets import SecretNotFound, config_secret_value, secret_scope_prefixes
+from apps.core.secrets import SecretNotFound, bot_config_secret_value
 
 logger = logging.getLogger(__name__)
 
@@ -152,11 +153,6 @@ def _host(values: dict[str, str], keys: tuple[str, ...], port: int) -> str | Non
     return host
 
 
-def bot_secret_scope(bot: Bot) -> list[str]:
-    """The Vault paths a bot's config.csv may reference: its tenant's (the current schema) and below."""
-    return secret_scope_prefixes(tenant=connection.schema_name, org=None, bot=bot.name)
-
-
 def _password(bot: Bot, values: dict[str, str], keys: tuple[str, ...]) -> str:
     found = _first(values, keys)
     if found is None:
@@ -166,7 +162,8 @@ def _password(bot: Bot, values: dict[str, str], keys: tuple[str, ...]) -> str:
         logger.warning("mail: bot %s keeps %s in config.csv in clear; use a vault: reference", bot.name, key)
         return value
     try:
-        return config_secret_value(value, allowed_prefixes=bot_secret_scope(bot))
+        # Its tenant's secrets (the current schema) and below, except the tenant admins' own.
+        return bot_config_secret_value(value, tenant=connection.schema_name, bot=bot.name, with_bot_path=False)
     except SecretNotFound as exc:
         raise MailConfigError(f"config.csv {key}: {exc}") from None
     except ValueError as exc:  # malformed or outside the tenant's scope

@@ -144,7 +144,7 @@ def oidc_configure(tenant, *, issuer: str, vault_server: FakeVault, client_id: s
                    secret: str = CLIENT_SECRET, role_map: dict | None = None, organization_id: str = "") -> None:
     from apps.accounts.services import oidc_config_save
 
-    path = f"gbo/tenants/{tenant.schema_name}/oidc"
+    path = f"gbo/tenants/{tenant.schema_name}/admin/oidc"
     vault_server.put_secret(path, {SECRET_KEY_NAME: secret})
     with schema_context(tenant.schema_name):
         oidc_config_save(issuer=issuer, client_id=client_id, client_secret=f"vault:{path}#{SECRET_KEY_NAME}",

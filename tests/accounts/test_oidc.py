@@ -195,7 +195,7 @@ def test_a_client_secret_reference_outside_the_tenant_is_not_resolved(db, canary
                                                                       vault_settings, browser):
     from apps.accounts.models import OidcConfig
 
-    b_path = f"gbo/tenants/{canary_tenants.b.schema_name}/oidc"
+    b_path = f"gbo/tenants/{canary_tenants.b.schema_name}/admin/oidc"
     vault_server.put_secret(b_path, {"client_secret": CLIENT_SECRET})
     with schema_context(canary_tenants.a.schema_name):
         OidcConfig.objects.create(issuer=provider.issuer, client_id=CLIENT_ID,

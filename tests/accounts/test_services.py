@@ -156,13 +156,21 @@ def test_oidc_config_refuses_plain_secrets_plain_http_and_bad_role_maps(canary_t
             oidc_config_save(issuer=ISSUER, client_id="c", role_map={"boss": "owner"})
         with pytest.raises(ValidationError, match="must include 'openid'"):
             oidc_config_save(issuer=ISSUER, client_id="c", scopes="email")
+        # Anywhere else under the tenant's path, bot configuration (written by editors) could name it.
+        with pytest.raises(ValidationError, match=f"under gbo/tenants/{canary_tenants.a.schema_name}/admin/"):
+            oidc_config_save(issuer=ISSUER, client_id="c",
+                             client_secret=f"vault:gbo/tenants/{canary_tenants.a.schema_name}/oidc#s")
+        with pytest.raises(ValidationError, match="admin/"):
+            oidc_config_save(issuer=ISSUER, client_id="c",
+                             client_secret=f"vault:gbo/tenants/{canary_tenants.a.schema_name}/administrators#s")
         assert not OidcConfig.objects.exists()
 
 
 def test_saving_a_provider_replaces_the_enabled_one(canary_tenants):
     with schema_context(canary_tenants.a.schema_name):
         oidc_config_save(issuer=ISSUER, client_id="first")
-        oidc_config_save(issuer=ISSUER, client_id="second", client_secret="vault:gbo/tenants/tenant_a/oidc#s")
+        oidc_config_save(issuer=ISSUER, client_id="second",
+                         client_secret=f"vault:gbo/tenants/{canary_tenants.a.schema_name}/admin/oidc#s")
         assert list(OidcConfig.objects.filter(enabled=True).values_list("client_id", flat=True)) == ["second"]
         assert AuditEvent.objects.filter(action="accounts.oidc_configured").count() == 2
 

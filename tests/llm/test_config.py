@@ -161,6 +161,8 @@ def vault(settings):
         fake.put_secret(f"gbo/orgs/{TENANT}/bots/helper", {"llm_key": "sk-helper-from-vault"})
         fake.put_secret("gbo/tenants/globex/llm", {"api_key": "sk-globex-secret"})
         fake.put_secret("gbo/llm", {"api_key": "sk-platform-vault-secret"})
+        fake.put_secret(f"gbo/tenants/{TENANT}/admin/oidc", {"client_secret": "sk-oidc-client-secret"})
+        fake.put_secret(f"gbo/tenants/{TENANT}/admin", {"client_secret": "sk-oidc-client-secret"})
         yield fake
     secrets_module.secrets_reset()
 
@@ -182,12 +184,14 @@ def test_a_vault_key_in_the_tenants_scope_is_resolved_and_sent(vault, no_platfor
     "vault:gbo/llm#api_key",  # the platform's own secrets
     "vault:gbo/orgs/globex/bots/helper#llm_key",  # a bot of the same name in another tenant
     "vault:gbo/tenants/acme-evil/llm#api_key",  # a prefix look-alike
+    f"vault:gbo/tenants/{TENANT}/admin/oidc#client_secret",  # the tenant admins' own (an editor's exfiltration)
+    f"vault:gbo/tenants/{TENANT}/admin#client_secret",
 ])
 def test_a_vault_key_outside_the_tenants_scope_is_refused(vault, no_platform, reference):
     values = {"llm-url": "http://127.0.0.1:9/v1", "llm-model": "m", "llm-key": reference}
     settings = llm_settings_for(BOT, values, tenant=TENANT)
     assert settings.providers == ()  # the bot's provider is dropped; nothing else configured
-    assert any("outside" in p and "llm-key" in p for p in settings.problems)
+    assert any(("outside" in p or "admins' own" in p) and "llm-key" in p for p in settings.problems)
     assert "sk-" not in " ".join(settings.problems)  # problems name the reference, never a value
     path = reference.removeprefix("vault:").split("#")[0]
     assert vault.count(vault.kv_path(path)) == 0  # never even read

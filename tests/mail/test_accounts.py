@@ -111,15 +111,20 @@ def test_vault_password_is_resolved_only_inside_the_bots_tenant(canary_tenants, 
         own = _bot("vaulted", {**base, "email-pass": f"vault:gbo/tenants/{a}/mail#password"})
         other = _bot("thief", {**base, "email-pass": f"vault:gbo/tenants/{b}/mail#password"})
         platform = _bot("platform-thief", {**base, "email-pass": "vault:gbo/llm#api_key"})
+        vault.put_secret(f"gbo/tenants/{a}/admin/oidc", {"client_secret": "oidc-secret"})
+        admins = _bot("admin-thief", {**base, "email-pass": f"vault:gbo/tenants/{a}/admin/oidc#client_secret"})
         assert smtp_account(own).password == canary_tenants.a.canary
         with pytest.raises(MailConfigError, match="outside this bot's secrets"):
             smtp_account(other)
         with pytest.raises(MailConfigError, match="outside this bot's secrets"):
             smtp_account(platform)
+        with pytest.raises(MailConfigError, match="the tenant admins' own secrets"):
+            smtp_account(admins)
         missing = _bot("vault-missing", {**base, "email-pass": f"vault:gbo/tenants/{a}/mail#nope"})
         with pytest.raises(MailConfigError, match="email-pass"):
             smtp_account(missing)
     assert vault.count(vault.kv_path(f"gbo/tenants/{b}/mail")) == 0
+    assert vault.count(vault.kv_path(f"gbo/tenants/{a}/admin/oidc")) == 0  # never even read
     # The same reference text in tenant B resolves B's own secret, never A's.
     with schema_context(b):
         mirror = _bot("vaulted", {**base, "email-pass": f"vault:gbo/tenants/{b}/mail#password"})
