@@ -86,6 +86,11 @@ def _audit(tenant: Tenant, action: str, request, summary: dict | None = None) ->
                      object_id=tenant.schema_name, summary=summary or "")
 
 
+# Fields of the change form whose changes go to the tenant's audit log as `tenant.settings_changed` (ready and
+# the OIDC organisation have their own events).
+AUDITED_SETTINGS = ("name", "llm_daily_tokens", "encrypt_messages")
+
+
 @admin.register(Tenant)
 class TenantAdmin(admin.ModelAdmin):
     list_display = ("name", "schema_name", "ready", "bots", "sessions_7d", "tokens_today", "llm_daily_tokens",
@@ -139,12 +144,21 @@ class TenantAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         obj.oidc_organization_id = obj.oidc_organization_id.strip()
+        ready_changed = change and "ready" in form.changed_data
+        if ready_changed:  # saved by tenant_ready_set, with its tenant.suspended / tenant.resumed audit row
+            ready, obj.ready = obj.ready, not obj.ready
         super().save_model(request, obj, form, change)
+        if ready_changed:
+            tenant_ready_set(tenant=obj, ready=ready, actor=f"support:{request.user.get_username()}")
+            obj.ready = ready
         tenant_settings_forget(obj.schema_name)
         if change and "oidc_organization_id" in form.changed_data:
             # Who may administer the tenant through the platform's provider: on the tenant's audit log.
             _audit(obj, "tenant.oidc_organization_set", request,
                    summary={"oidc_organization_id": obj.oidc_organization_id})
+        changed = [name for name in AUDITED_SETTINGS if change and name in form.changed_data]
+        if changed:  # the tenant's quota and encryption at rest are its admins' business too
+            _audit(obj, "tenant.settings_changed", request, summary={name: getattr(obj, name) for name in changed})
 
     def has_add_permission(self, request):
         return False

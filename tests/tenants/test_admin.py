@@ -1,5 +1,6 @@
 """Support staff's tenant admin on the public host: usage columns, suspend and resume, per-tenant quotas."""
 
+import json
 import re
 
 import pytest
@@ -101,13 +102,40 @@ def test_the_platform_tenants_ready_flag_cannot_be_edited(staff_client, settings
     assert 'name="ready"' in staff_client.get(f"/admin/tenants/tenant/{customer.pk}/change/").content.decode()
 
 
-def _tenant_form(staff_client, tenant: Tenant, *new_domains: str):
-    """Post the tenant's change form as the page does, its current fields unchanged, with domains added inline."""
+def test_suspending_and_settings_changed_in_the_change_form_are_audited(staff_client, canary_tenants):
+    """The form's `ready` box suspended a tenant with no tenant.suspended row (only the list's actions wrote one),
+    and its quota and encryption changes went unrecorded."""
+    tenant = Tenant.objects.get(schema_name=canary_tenants.a.schema_name)
+    visitor = Client(HTTP_HOST=canary_tenants.a.host)
+    try:
+        response = _tenant_form(staff_client, tenant, ready=False, llm_daily_tokens=1234)
+        assert response.status_code == 302, response.content[:2000]
+        assert visitor.get("/").status_code == 503
+        assert (Tenant.objects.get(pk=tenant.pk).ready, Tenant.objects.get(pk=tenant.pk).llm_daily_tokens) == (
+            False, 1234)
+    finally:
+        tenant.refresh_from_db()
+        assert _tenant_form(staff_client, tenant, ready=True, llm_daily_tokens="").status_code == 302
+    assert visitor.get("/").status_code == 200
+    with schema_context(tenant.schema_name):
+        events = list(AuditEvent.objects.filter(action__startswith="tenant.").order_by("id")
+                      .values_list("action", "actor", "summary"))
+    events = [(action, actor, json.loads(summary) if summary else "") for action, actor, summary in events]
+    assert events == [("tenant.suspended", "support:support-staff", ""),
+                      ("tenant.settings_changed", "support:support-staff", {"llm_daily_tokens": 1234}),
+                      ("tenant.resumed", "support:support-staff", ""),
+                      ("tenant.settings_changed", "support:support-staff", {"llm_daily_tokens": None})]
+
+
+def _tenant_form(staff_client, tenant: Tenant, *new_domains: str, **changes):
+    """Post the tenant's change form as the page does, its current fields unchanged (but for `changes`: ready,
+    llm_daily_tokens), with domains added inline."""
     existing = list(tenant.domains.order_by("pk"))
     data = {"name": tenant.name, "oidc_organization_id": tenant.oidc_organization_id,
-            "llm_daily_tokens": tenant.llm_daily_tokens or "", "domains-TOTAL_FORMS": len(existing) + len(new_domains),
+            "llm_daily_tokens": changes.get("llm_daily_tokens", tenant.llm_daily_tokens or ""),
+            "domains-TOTAL_FORMS": len(existing) + len(new_domains),
             "domains-INITIAL_FORMS": len(existing), "domains-MIN_NUM_FORMS": 0, "domains-MAX_NUM_FORMS": 1000}
-    if tenant.ready:
+    if changes.get("ready", tenant.ready):
         data["ready"] = "on"
     if tenant.encrypt_messages:
         data["encrypt_messages"] = "on"
