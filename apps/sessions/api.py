@@ -3,12 +3,15 @@ that do not speak WebSocket: create a session, post a message and get the replie
 of server-sent events, read the history. The schema is served at /api/openapi.json.
 
 A session id is the capability, as in upstream (random UUIDs, unguessable); the endpoints carry no cookies'
-authority, so they are CSRF-exempt. Every message endpoint is rate limited per session and per IP.
+authority, so they are CSRF-exempt. Every message endpoint is rate limited per session and per IP. A turn takes
+one of its tenant's turn slots of the process (apps.sessions.slots): a message arriving while the tenant's
+turns fill them waits a little, then is refused as busy (503) and not taken; a stream's turn waits its turn.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -26,6 +29,7 @@ from apps.core.wire import WireError, json_loads
 from apps.sessions import events, services
 from apps.sessions.models import MessageType
 from apps.sessions.openapi import openapi_schema
+from apps.sessions.slots import TurnSlotBusy, turn_slots
 from apps.sessions.turns import TurnError, message_event
 
 logger = logging.getLogger(__name__)
@@ -141,6 +145,28 @@ def bot_config(request: HttpRequest) -> JsonResponse:
     return JsonResponse(public_config(bot_config_values(bot)))
 
 
+# A message refused because its tenant's running turns left it no slot may be sent again after this long: a
+# few seconds let one of them end.
+BUSY_RETRY_AFTER_S = 5
+
+
+def _turns_busy() -> JsonResponse:
+    """503 for a message its tenant's turns left no slot for: not taken, to be sent again (the shape of the
+    answer while the rate-limit store is down, apps.core.ratelimit.rate_limit_unavailable_response)."""
+    from apps.sessions.consumers import SERVICE_BUSY
+
+    response = JsonResponse({"error": "busy", "message": SERVICE_BUSY, "retry_after_secs": BUSY_RETRY_AFTER_S},
+                            status=503)
+    response["Retry-After"] = str(BUSY_RETRY_AFTER_S)
+    return response
+
+
+def _turn_slot() -> contextlib.AbstractContextManager[None]:
+    """One of the tenant's turn slots for a turn run in this request's thread; while it waits for one, the
+    request holds no database connection (it is closed, and opened again for the turn)."""
+    return turn_slots.held_blocking(connection.schema_name, before_wait=connection.close)
+
+
 def _bot_config_of_request(request: HttpRequest):
     return None  # platform defaults for the IP bucket; per-bot limits apply per session in apps.sessions.limits
 
@@ -170,9 +196,14 @@ def sessions_create(request: HttpRequest) -> JsonResponse:
         data = _body(request)
         session = services.session_bootstrap(bot_name=str(data.get("bot_name") or ""),
                                              user_id=data.get("user_id"), channel="api")
-        produced = services.session_start(session, sink=events.GroupSink(connection.schema_name, str(session.id)))
+        # start.bas is a turn; a bot without one has nothing to run (its session is created started).
+        with contextlib.nullcontext() if (session.state or {}).get("started") else _turn_slot():
+            produced = services.session_start(session, sink=events.GroupSink(connection.schema_name,
+                                                                             str(session.id)))
     except services.UnknownBot as exc:
         return _error(404, str(exc))
+    except TurnSlotBusy:
+        return _turns_busy()
     except TurnError as exc:
         return _error(400, str(exc))
     session.refresh_from_db()
@@ -204,8 +235,11 @@ def session_messages(request: HttpRequest, session_id) -> JsonResponse:
         text, message_type = _message_of(data)
         client_message_id = _client_message_id(request, data)
         sink = events.GroupSink(connection.schema_name, str(session.id))
-        produced = services.turn_run(session, text=text, message_type=message_type, sink=sink,
-                                     client_message_id=client_message_id)
+        with _turn_slot():
+            produced = services.turn_run(session, text=text, message_type=message_type, sink=sink,
+                                         client_message_id=client_message_id)
+    except TurnSlotBusy:
+        return _turns_busy()
     except TurnError as exc:
         return _error(400, str(exc))
     session.refresh_from_db()

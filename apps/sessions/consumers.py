@@ -1,12 +1,13 @@
 """Chat WebSockets: the upstream JSON protocol (`/ws`, `/ws/<bot>`, spec 6.2-6.4) and the HTMX chat's HTML
 frames (`/ws/<bot>/ui`, protocol in apps.sessions.rendering).
 
-A consumer never runs a turn itself. It queues the turn (in arrival order per session) on the chat's thread
-pool; the turn publishes its events to the session's channel-layer group and every connection of the
-session renders them. So a turn finishes and its answer is saved even when its socket closed, and a client
-that reconnects with the last index it saw (`last_index` in the URL, or the HTMX page's `resume` frame) gets
-what it missed exactly once: it joins the group first, then replays from the database, and drops live
-events it already replayed.
+A consumer never runs a turn itself. It queues the turn (in arrival order per session, then in its tenant's
+line when the tenant's turns fill its share of the process: apps.sessions.slots) on the chat's thread pool;
+the turn publishes its events to the session's channel-layer group and every connection of the session
+renders them. So a turn finishes and its answer is saved even when its socket closed, and a client that
+reconnects with the last index it saw (`last_index` in the URL, or the HTMX page's `resume` frame) gets what
+it missed exactly once: it joins the group first, then replays from the database, and drops live events it
+already replayed.
 """
 
 from __future__ import annotations
@@ -32,16 +33,19 @@ from django.db import connections
 from django_tenants.utils import schema_context
 from redis.exceptions import RedisError
 
-from apps.core.ratelimit import RateLimitUnavailable, platform_ip_bucket
+from apps.core.ratelimit import RateLimitUnavailable
 from apps.core.wire import WireError, json_loads
 from apps.sessions import events, rendering, services
+from apps.sessions.limits import message_rate_checked
 from apps.sessions.models import MessageType, Role
+from apps.sessions.slots import turn_slots
 from apps.sessions.turns import TurnError, session_chips
 
 logger = logging.getLogger(__name__)
 
 # Threads running turns in one web process: a turn streaming an LLM answer holds one for seconds, so this
-# is the number of answers a process streams at once (each thread keeps its own database connection).
+# is the number of answers a process streams at once (each thread keeps its own database connection). One
+# tenant's turns hold at most apps.sessions.slots.CHAT_TURNS_PER_TENANT of them.
 CHAT_TURN_THREADS = int(getattr(settings, "CHAT_TURN_THREADS", 32))
 # A frame larger than this is refused before parsing (the message limit applies to its content after).
 FRAME_MAX_BYTES = 64 * 1024
@@ -254,8 +258,9 @@ async def _publish(group: str, queue: asyncio.Queue) -> None:
 
 async def turn_dispatch(schema: str, session_id: str, fn, *args, extra: asyncio.Queue | None = None,
                         **kwargs) -> asyncio.Future:
-    """Queue a turn of the session behind the previous one of this process, detached from any socket.
-    Its events go to the session's group (and to `extra`, for a caller streaming them itself)."""
+    """Queue a turn of the session behind the previous one of this process, detached from any socket, then
+    behind its tenant's running turns when they fill the tenant's slots (apps.sessions.slots). Its events go to
+    the session's group (and to `extra`, for a caller streaming them itself)."""
     tail_key = f"{schema}:{session_id}"
     previous = _session_tails.get(tail_key)
     loop = asyncio.get_running_loop()
@@ -264,21 +269,24 @@ async def turn_dispatch(schema: str, session_id: str, fn, *args, extra: asyncio.
         if previous is not None:
             with _suppress_all():
                 await previous
-        queue: asyncio.Queue = asyncio.Queue()
-        publisher = asyncio.create_task(_publish(events.session_group(schema, session_id), queue))
-        sink = _LoopSink(loop, queue, *([extra] if extra is not None else []))
-        try:
-            await chat_run(schema, fn, *args, sink=sink, **kwargs)
-        except TurnError as exc:
-            sink.emit({"kind": "status", "text": str(exc)})
-        except Exception:
-            logger.exception("chat: turn failed in session %s", session_id)
-            sink.emit({"kind": "status", "text": "Something went wrong; please try again."})
-        finally:
-            # Through the loop like every event: a status emitted just above (call_soon_threadsafe) must be
-            # queued before the end marker, or the publisher stops first and drops it.
-            loop.call_soon_threadsafe(queue.put_nowait, None)
-            await publisher
+        # One of the tenant's turn slots (apps.sessions.slots): a tenant at its cap waits here, in its line and
+        # on no thread, so its slow turns never hold the whole pool.
+        async with turn_slots.held(schema):
+            queue: asyncio.Queue = asyncio.Queue()
+            publisher = asyncio.create_task(_publish(events.session_group(schema, session_id), queue))
+            sink = _LoopSink(loop, queue, *([extra] if extra is not None else []))
+            try:
+                await chat_run(schema, fn, *args, sink=sink, **kwargs)
+            except TurnError as exc:
+                sink.emit({"kind": "status", "text": str(exc)})
+            except Exception:
+                logger.exception("chat: turn failed in session %s", session_id)
+                sink.emit({"kind": "status", "text": "Something went wrong; please try again."})
+            finally:
+                # Through the loop like every event: a status emitted just above (call_soon_threadsafe) must be
+                # queued before the end marker, or the publisher stops first and drops it.
+                loop.call_soon_threadsafe(queue.put_nowait, None)
+                await publisher
 
     task = asyncio.ensure_future(run())
     _session_tails[tail_key] = task
@@ -456,8 +464,8 @@ class ChatConsumerBase(AsyncWebsocketConsumer):
     async def submit(self, text: str, message_type: int, active_switchers: list | None = None) -> None:
         if time.monotonic() - self.rate_limit_read > RATE_LIMIT_REFRESH_S:
             self.rate_limit, self.rate_limit_read = None, time.monotonic()
-        if self.rate_limit is not None and not self.rate_limit.enabled and platform_ip_bucket(self.client_ip()) is None:
-            # The bot switched its limit off and no platform-wide one counts this address: nothing to check.
+        if self.rate_limit is not None and not message_rate_checked(ip=self.client_ip(), limit=self.rate_limit):
+            # The bot switched its limit off and no platform limit counts this message: nothing to check.
             await self._queue_turn(text, message_type, active_switchers)
             return
         try:

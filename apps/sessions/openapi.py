@@ -43,7 +43,9 @@ def _json(schema: dict, description: str) -> dict:
 
 
 def _errors(*codes: int) -> dict:
-    text = {400: "bad input", 404: "unknown bot or session", 429: "rate limited (Retry-After header)"}
+    text = {400: "bad input", 404: "unknown bot or session", 429: "rate limited (Retry-After header)",
+            503: "busy (the tenant's running turns fill its share of the server, or the rate-limit store is "
+                 "down): the message was not taken; send it again after Retry-After seconds"}
     return {str(c): _json({"$ref": "#/components/schemas/Error"}, text[c]) for c in codes}
 
 
@@ -73,13 +75,13 @@ def openapi_schema(server_url: str) -> dict:
                 "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {
                     "bot_name": {"type": "string"}, "user_id": {"type": "string"}}, "required": ["bot_name"]}}}},
                 "responses": {"201": _json(replies, "the session and the start script's messages"),
-                              **_errors(400, 404, 429)}}},
+                              **_errors(400, 404, 429, 503)}}},
             "/api/sessions/{session_id}/messages": {
                 "post": {"summary": "Send a message; answers with the bot's replies",
                          "parameters": [_SESSION_ID, _IDEMPOTENCY_KEY],
                          "requestBody": {"content": {"application/json": {"schema": _SEND}}},
                          "responses": {"200": _json(replies, "the bot's messages of this turn"),
-                                       **_errors(400, 404, 429)}},
+                                       **_errors(400, 404, 429, 503)}},
                 "get": {"summary": "History", "parameters": [
                     _SESSION_ID, {"name": "after", "in": "query", "schema": {"type": "integer", "default": -1}},
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "default": 200}}],

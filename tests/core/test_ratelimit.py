@@ -385,6 +385,39 @@ def test_a_bot_that_switches_its_chat_limit_off_is_still_counted_platform_wide(c
     assert waits[:2] == [None, None] and waits[2] is not None
 
 
+@pytest.mark.django_db
+def test_a_bot_cannot_switch_off_or_loosen_the_platforms_limit_on_one_sessions_messages(canary_tenants, settings):
+    """`rate-limit-enabled,false` or a huge `rate-limit-api-chat` left one session sending without end (each message
+    a turn), with only the platform-wide per-address bucket to stop it: the session is held to
+    CHAT_SESSION_MESSAGES_PER_MINUTE_MAX (and its burst) whatever its bot says; the operator may switch it off."""
+    from apps.sessions.limits import CHAT_SESSION_MESSAGES_BURST_MAX, message_rate_check
+
+    settings.CHAT_SESSION_MESSAGES_PER_MINUTE_MAX = 3
+    settings.RATE_LIMIT_PLATFORM_IP_PER_MINUTE = 0  # the address bucket is not what refuses here
+    allowed = 3 + CHAT_SESSION_MESSAGES_BURST_MAX
+    off = rate_limits_for({"rate-limit-enabled": "false"}, "chat")
+    huge = rate_limits_for({"rate-limit-api-chat": "100000", "rate-limit-burst": "0"}, "chat")
+    default = rate_limits_for({}, "chat")
+    with schema_context(canary_tenants.a.schema_name):
+        for limit in (off, huge):
+            session = str(uuid.uuid4())
+            waits = [message_rate_check(session_id=session, ip=_ip(), limit=limit) for _ in range(allowed + 1)]
+            assert waits[:allowed] == [None] * allowed and 10 < waits[-1] <= 20, limit  # one slot every 60/3 s
+            assert message_rate_check(session_id=str(uuid.uuid4()), ip=_ip(), limit=limit) is None  # its own
+        settings.CHAT_SESSION_MESSAGES_PER_MINUTE_MAX = 0
+        session = str(uuid.uuid4())
+        assert all(message_rate_check(session_id=session, ip=_ip(), limit=off) is None for _ in range(allowed + 1))
+        # A bot's own limit stricter than the platform's (its default, 30 a minute) is the only one counted.
+        settings.CHAT_SESSION_MESSAGES_PER_MINUTE_MAX = 60
+        before = _session_ceiling_keys()
+        assert message_rate_check(session_id=str(uuid.uuid4()), ip=_ip(), limit=default) is None
+        assert _session_ceiling_keys() == before
+
+
+def _session_ceiling_keys() -> set[bytes]:
+    return set(get_redis_connection("default").scan_iter(match="rl:*:chat.session.max:*", count=1000))
+
+
 def test_an_event_refused_by_one_bucket_is_counted_in_none():
     from apps.core.ratelimit import Bucket, rate_check_all
 

@@ -207,8 +207,8 @@ def _index_pending_documents() -> int:
 
 @pytest.fixture(scope="session")
 def deploy_bot(chat_tenant, chat_drive, tmp_path_factory, django_db_blocker):
-    """deploy_bot(name, {path: text}) -> name: a bot package deployed into the chat tenant (committed), its
-    knowledge bases indexed."""
+    """deploy_bot(name, {path: text}, schema=None) -> name: a bot package deployed into the chat tenant (or the
+    tenant of `schema`), committed, its knowledge bases indexed."""
     from django.test import override_settings
     from django_tenants.utils import schema_context
 
@@ -217,17 +217,17 @@ def deploy_bot(chat_tenant, chat_drive, tmp_path_factory, django_db_blocker):
 
     packages = tmp_path_factory.mktemp("chat-packages")
 
-    def deploy_in_schema(folder: Path):
+    def deploy_in_schema(folder: Path, schema: str):
         with (override_settings(MEDIA_ROOT=chat_drive, S3_ACCESS_KEY="", QDRANT_URL=""),
-              schema_context(chat_tenant.schema_name)):
+              schema_context(schema)):
             report = bot_deploy(package=package_read_dir(folder))
             _index_pending_documents()
             return report
 
-    def deploy(name: str, files: dict[str, str]) -> str:
+    def deploy(name: str, files: dict[str, str], schema: str | None = None) -> str:
         folder = write_package(packages, name, files)
         with django_db_blocker.unblock():
-            report = orm_call(deploy_in_schema, folder)
+            report = orm_call(deploy_in_schema, folder, schema or chat_tenant.schema_name)
         assert not report.errors, report.errors
         return name
 

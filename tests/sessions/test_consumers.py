@@ -131,7 +131,7 @@ async def test_a_bot_with_its_limits_off_still_counts_each_message_in_the_platfo
         await probe.submit(text, MessageType.USER)
     assert probe.queued == ["one", "two"]
     assert len(probe.notices) == 1 and probe.notices[0].startswith("Too many messages; try again in")
-    # With the platform limit off too, nothing is checked and nothing refused.
+    # With the platform-wide limit off too, only the platform's per-session one counts it (far above four).
     settings.RATE_LIMIT_PLATFORM_IP_PER_MINUTE = 0
     await probe.submit("four", MessageType.USER)
     assert probe.queued == ["one", "two", "four"]
