@@ -19,7 +19,9 @@ from apps.kb.models import Document, KnowledgeBase
 
 
 def _enqueue_index(document_id: int, etag: str) -> None:
-    transaction.on_commit(lambda: document_index_enqueue(document_id=document_id, etag=etag))
+    # Robust: with the broker down the document is registered (pending) and the stale sweep queues it later;
+    # the drive scan or upload that registered it must not fail after its commit.
+    transaction.on_commit(lambda: document_index_enqueue(document_id=document_id, etag=etag), robust=True)
 
 
 @transaction.atomic
@@ -71,7 +73,7 @@ def documents_reindex(*, bot) -> int:
                      index_generation=F("index_generation") + 1)
     for document_id, etag in queued:
         transaction.on_commit(lambda document_id=document_id, etag=etag: document_index_enqueue(
-            document_id=document_id, etag=etag))
+            document_id=document_id, etag=etag), robust=True)  # pending either way: the stale sweep
     return len(queued)
 
 

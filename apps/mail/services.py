@@ -228,7 +228,9 @@ def mail_send(*, bot: Bot, to: str | Sequence[str], subject: str, body_text: str
             references=content.header_clean(references or "", 8000),
             body_text=body_text, body_html=body_html, attachments=paths,
         )
-        transaction.on_commit(lambda: _enqueue_send(row.pk))
+        # Robust: with the broker down the mail is recorded (queued) and `mail.requeue_stale` queues it later;
+        # raising after the commit told the script SEND MAIL failed, and a retry sent the mail twice.
+        transaction.on_commit(lambda: _enqueue_send(row.pk), robust=True)
     logger.info("mail: queued %s from bot %s to %s", row.message_id, bot.name, row.to)
     return row
 

@@ -91,7 +91,8 @@ def compaction_queue(session: ChatSession, config: dict[str, str]) -> None:
     from apps.sessions.tasks import compact_history
 
     session_id = str(session.pk)
-    transaction.on_commit(lambda: compact_history.delay(session_id))
+    # Robust: the broker down must not fail the turn; the next turn finds the summary still due.
+    transaction.on_commit(lambda: compact_history.delay(session_id), robust=True)
 
 
 def _line(message: Message) -> str:

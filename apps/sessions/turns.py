@@ -470,7 +470,11 @@ class Turn:
         from apps.sessions.tasks import resume_wait
 
         session_id = str(self.session.id)
-        transaction.on_commit(lambda: resume_wait.apply_async(args=[session_id, token], countdown=seconds))
+        # Robust: with the broker down the turn has committed and its messages were delivered; raising here
+        # would answer the user "Something went wrong" for a turn that went well. The WAIT then stays
+        # suspended (logged) until the user writes again.
+        transaction.on_commit(lambda: resume_wait.apply_async(args=[session_id, token], countdown=seconds),
+                              robust=True)
 
     def call_script(self, host: SessionHost, name: str, args: list) -> object:
         """CALL "other": run another script of the bot in this session; its RETURN is the value."""

@@ -91,3 +91,22 @@ def test_a_queued_mail_whose_task_was_lost_is_queued_again_by_beat_and_sent_once
         assert [m.message["Subject"] for m in smtp.messages] == ["lost"]
         assert OutgoingMail.objects.get(pk=in_retries.pk).status == "queued"
         assert OutgoingMail.objects.get(pk=sent.pk).attempts == 0
+
+
+def test_send_mail_with_the_broker_down_succeeds_and_leaves_the_mail_queued(
+        canary_tenants, smtp, monkeypatch, django_capture_on_commit_callbacks):
+    """The broker down at commit: the on_commit that queues `mail.send` raised after the mail was recorded, so the
+    script's SEND MAIL failed and a script that retried sent the mail twice once the sweep queued both."""
+    from apps.mail import services
+    from tests.mail.test_services import run
+
+    def broker_down(mail_id: int) -> None:
+        raise ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(services, "_enqueue_send", broker_down)
+    with schema_context(canary_tenants.a.schema_name):
+        bot = mail_bot(smtp)
+        with django_capture_on_commit_callbacks(execute=True):
+            result = run(bot, 'SEND MAIL "ana@example.test", "Order", "shipped"\n')
+        assert result.status == "done", result.error
+        assert list(OutgoingMail.objects.filter(bot=bot).values_list("subject", "status")) == [("Order", "queued")]

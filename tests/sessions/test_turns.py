@@ -231,6 +231,27 @@ def test_wait_suspends_and_the_resume_task_continues(canary_tenants, django_capt
         assert turn_execute(session.pk, text="", wait_token=token) == []  # delivered twice: runs once
 
 
+def test_a_wait_whose_resume_cannot_be_queued_still_ends_the_turn_well(canary_tenants, monkeypatch,
+                                                                        django_capture_on_commit_callbacks):
+    """The broker down when a dialog reached WAIT: the resume task's on_commit raised after the turn committed,
+    and the user was told "Something went wrong" for a turn whose messages were saved and sent."""
+    from apps.sessions.tasks import resume_wait
+
+    def broker_down(*args, **kwargs):
+        raise ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(resume_wait, "apply_async", broker_down)
+    with schema_context(canary_tenants.a.schema_name):
+        _bot("waiter", {"start": 'TALK "one"\nWAIT 5\nTALK "two"'})
+        session = services.session_bootstrap(bot_name="waiter")
+        with django_capture_on_commit_callbacks(execute=True) as callbacks:
+            assert _texts(services.session_start(session)) == ["one"]
+        assert len(callbacks) == 1
+        session.refresh_from_db()
+        assert session.state["dialog"]["kind"] == "wait"  # still suspended, resumable by the task's token
+        assert _texts(turn_execute(session.pk, text="", wait_token=session.state["dialog"]["token"])) == ["two"]
+
+
 def test_call_runs_another_script_and_user_memory_persists(canary_tenants):
     with schema_context(canary_tenants.a.schema_name):
         _bot("caller", {
