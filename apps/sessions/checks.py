@@ -83,3 +83,21 @@ def check_connection_budget(app_configs=None, databases=None, **kwargs) -> list[
     except Exception:  # noqa: BLE001 - an unreachable database is reported by Django's own checks
         return []
     return [checks.Warning(problem, id="chat.W001")] if problem else []
+
+
+def turn_slots_problem() -> str | None:
+    """What is wrong with CHAT_TURNS_PER_TENANT against the pool it shares out, or None."""
+    per_tenant, threads = int(settings.CHAT_TURNS_PER_TENANT), int(settings.CHAT_TURN_THREADS)
+    if per_tenant < 1:
+        return f"CHAT_TURNS_PER_TENANT is {per_tenant}: no tenant's chat turn would ever start. Set it to 1 or more."
+    if per_tenant >= threads:
+        return (f"CHAT_TURNS_PER_TENANT ({per_tenant}) is not below CHAT_TURN_THREADS ({threads}): one tenant whose "
+                "model hangs can hold every turn thread of a web process and stop every other tenant's chat. Keep "
+                "it well below (a quarter by default).")
+    return None
+
+
+@checks.register()
+def check_turn_slots(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    problem = turn_slots_problem()
+    return [checks.Warning(problem, id="chat.W002")] if problem else []

@@ -75,3 +75,12 @@ def test_a_web_process_starting_over_the_budget_says_so_in_its_log(threads, warn
     log = done.stdout + done.stderr
     assert ("too many clients" in log) is warned, log[-2000:]
     assert "connection budget not checked" not in log, log[-2000:]
+
+
+@pytest.mark.parametrize(("per_tenant", "threads", "expected"), [
+    (8, 32, []), (32, 32, ["chat.W002"]), (40, 32, ["chat.W002"]), (0, 32, ["chat.W002"])])
+def test_a_per_tenant_turn_cap_that_shares_nothing_out_is_warned_about(settings, per_tenant, threads, expected):
+    from django.core.checks import run_checks
+
+    settings.CHAT_TURNS_PER_TENANT, settings.CHAT_TURN_THREADS = per_tenant, threads
+    assert [m.id for m in run_checks() if m.id.startswith("chat.")] == expected
