@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.server
+import threading
+
 import pytest
 
 from apps.basic import ssrf
 from apps.basic.compiler import compile_source
 from apps.basic.host import InMemoryHost
+from apps.basic.limits import MAX_HTTP_REDIRECTS, MAX_HTTP_RESPONSE_BYTES
 from apps.basic.vm import VM
 from tests.basic.conftest import run
 
@@ -189,24 +194,122 @@ def test_session_user_paths_read_the_user() -> None:
     assert r.result.value == "user@example.com|user-1|session-1"
 
 
+class _Loopback:
+    """A real HTTP server on 127.0.0.1 in a thread; `routes` maps a path to (status, headers, body) and every
+    request is recorded as (method, path, body)."""
+
+    def __init__(self, routes: dict[str, tuple[int, dict[str, str], bytes]]) -> None:
+        self.routes = routes
+        self.received: list[tuple[str, str, bytes]] = []
+        loopback = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _answer(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                loopback.received.append((self.command, self.path, self.rfile.read(length) if length else b""))
+                status, headers, body = loopback.routes.get(self.path, (404, {}, b"not here"))
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client stopped at its cap
+                    self.wfile.write(body)
+
+            do_GET = do_POST = _answer
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
+
+    def __enter__(self) -> _Loopback:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
+def _allow_only(monkeypatch: pytest.MonkeyPatch, *urls: str) -> list[str]:
+    """Let the guard pass exactly `urls` (loopback is refused otherwise); every other URL goes through the real
+    check. Returns the URLs the guard was asked about, in order."""
+    real_check, allowed, checked = ssrf.check_url, set(urls), []
+
+    def check_url(url: str, resolve: bool = True) -> str:
+        checked.append(url)
+        if url in allowed:
+            return "127.0.0.1"
+        return real_check(url, resolve)
+
+    monkeypatch.setattr(ssrf, "check_url", check_url)
+    return checked
+
+
 def test_ssrf_fetch_rechecks_every_redirect(monkeypatch: pytest.MonkeyPatch) -> None:
-    import email.message
-    import urllib.error
-    import urllib.request
+    with _Loopback({"/secret": (200, {}, b"internal data")}) as internal, \
+            _Loopback({}) as public:
+        public.routes["/start"] = (302, {"Location": internal.url("/secret")}, b"")
+        checked = _allow_only(monkeypatch, public.url("/start"))
+        with pytest.raises(ssrf.SSRFError, match="not a public address"):
+            ssrf.fetch("GET", public.url("/start"))
+    assert checked == [public.url("/start"), internal.url("/secret")]
+    assert public.received == [("GET", "/start", b"")]
+    assert internal.received == []  # the refused hop was never requested
 
-    opened: list[str] = []
 
-    class RedirectingOpener:
-        def open(self, req: urllib.request.Request, timeout: float = 0) -> object:
-            opened.append(req.full_url)
-            headers = email.message.Message()
-            headers["Location"] = "http://169.254.169.254/latest/meta-data"
-            raise urllib.error.HTTPError(req.full_url, 302, "Found", headers, None)
+def test_ssrf_fetch_follows_checked_redirects_up_to_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    hops = MAX_HTTP_REDIRECTS
+    with _Loopback({}) as server:
+        for n in range(hops):
+            server.routes[f"/hop/{n}"] = (302, {"Location": f"/hop/{n + 1}"}, b"")
+        server.routes[f"/hop/{hops}"] = (200, {"Content-Type": "application/json"}, b'{"ok": true}')
+        checked = _allow_only(monkeypatch, *(server.url(f"/hop/{n}") for n in range(hops + 1)))
+        result = ssrf.fetch("GET", server.url("/hop/0"))
+    assert result["status"] == 200 and result["data"] == {"ok": True}
+    assert [path for _, path, _ in server.received] == [f"/hop/{n}" for n in range(hops + 1)]
+    assert checked == [server.url(f"/hop/{n}") for n in range(hops + 1)]  # every hop went through the guard
 
-    monkeypatch.setattr(urllib.request, "build_opener", lambda *a: RedirectingOpener())
-    with pytest.raises(ssrf.SSRFError, match="not a public address"):
-        ssrf.fetch("GET", "http://93.184.216.34/start")
-    assert opened == ["http://93.184.216.34/start"]  # the metadata address was never requested
+
+def test_ssrf_fetch_refuses_one_redirect_more_than_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    hops = MAX_HTTP_REDIRECTS + 1
+    with _Loopback({}) as server:
+        for n in range(hops):
+            server.routes[f"/hop/{n}"] = (302, {"Location": f"/hop/{n + 1}"}, b"")
+        server.routes[f"/hop/{hops}"] = (200, {}, b"reached")
+        _allow_only(monkeypatch, *(server.url(f"/hop/{n}") for n in range(hops + 1)))
+        with pytest.raises(ssrf.SSRFError, match=f"more than {MAX_HTTP_REDIRECTS} redirects"):
+            ssrf.fetch("GET", server.url("/hop/0"))
+    assert [path for _, path, _ in server.received] == [f"/hop/{n}" for n in range(hops)]  # last never asked
+
+
+def test_ssrf_fetch_303_turns_into_a_get_without_body_and_307_keeps_both(monkeypatch: pytest.MonkeyPatch) -> None:
+    with _Loopback({}) as server:
+        server.routes["/see-other"] = (303, {"Location": "/result"}, b"")
+        server.routes["/temporary"] = (307, {"Location": "/result"}, b"")
+        server.routes["/result"] = (200, {}, b"done")
+        _allow_only(monkeypatch, *(server.url(p) for p in ("/see-other", "/temporary", "/result")))
+        assert ssrf.fetch("POST", server.url("/see-other"), {"a": 1})["data"] == "done"
+        assert server.received == [("POST", "/see-other", b'{"a": 1}'), ("GET", "/result", b"")]
+        server.received.clear()
+        assert ssrf.fetch("POST", server.url("/temporary"), {"a": 1})["data"] == "done"
+        assert server.received == [("POST", "/temporary", b'{"a": 1}'), ("POST", "/result", b'{"a": 1}')]
+
+
+def test_ssrf_fetch_caps_the_response_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    with _Loopback({}) as server:
+        server.routes["/at-cap"] = (200, {}, b"x" * MAX_HTTP_RESPONSE_BYTES)
+        server.routes["/over-cap"] = (200, {}, b"x" * (MAX_HTTP_RESPONSE_BYTES + 1))
+        _allow_only(monkeypatch, server.url("/at-cap"), server.url("/over-cap"))
+        assert len(ssrf.fetch("GET", server.url("/at-cap"))["data"]) == MAX_HTTP_RESPONSE_BYTES
+        with pytest.raises(ssrf.SSRFError, match=f"larger than {MAX_HTTP_RESPONSE_BYTES} bytes"):
+            ssrf.fetch("GET", server.url("/over-cap"))
 
 
 def test_switchers_reach_the_host_once_each_and_clear() -> None:
