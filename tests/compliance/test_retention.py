@@ -14,6 +14,7 @@ from apps.compliance import retention
 from apps.compliance.models import RetentionPolicy
 from apps.compliance.retention import retention_policy_set, retention_purge
 from apps.compliance.selectors import audit_event_search
+from tests.tenants.test_celery_isolation import worker  # noqa: F401 - the shared in-thread worker
 
 pytestmark = pytest.mark.django_db
 
@@ -142,16 +143,90 @@ def test_policy_changes_are_audited_and_none_removes_the_policy(canary_tenants):
                          '{"after": 30, "before": null}']
 
 
-def test_daily_dispatch_queues_one_purge_per_ready_tenant(canary_tenants, monkeypatch, settings):
+# Tenants of the dispatch test's own (created, then dropped): the purges it causes write append-only audit
+# events, which would otherwise stay in the shared canary tenants for the rest of the run.
+DISPATCH_SCHEMAS = {"retention_d1": 30, "retention_d2": 10}  # schema -> its messages policy (days)
+# The in-thread worker picks a job up within a second; a purge takes milliseconds.
+DISPATCH_WAIT_S = 30
+
+
+def _dispatch_tenants_drop() -> None:
+    from apps.tenants.models import Tenant
+    from apps.tenants.services import tenant_delete
+
+    for schema in DISPATCH_SCHEMAS:
+        if Tenant.objects.filter(schema_name=schema).exists():
+            tenant_delete(schema_name=schema)
+
+
+def _dispatch_tenants_setup() -> dict[str, int]:
+    """Two committed tenants, each with its own messages policy and messages 40, 20 and 1 day old."""
+    from apps.bots.models import Bot
+    from apps.tenants.services import tenant_create
+
+    _dispatch_tenants_drop()  # left by an interrupted run
+    sessions = {}
+    for schema, days in DISPATCH_SCHEMAS.items():
+        tenant_create(name=schema, domain=f"{schema.replace('_', '-')}.test.localhost", schema_name=schema,
+                      admin_username=None)
+        with schema_context(schema):
+            Bot.objects.create(pk=1, name="helpdesk")
+            retention_policy_set(data_class="messages", days=days)
+        sessions[schema] = _chat(schema, messages_days=[40, 20, 1], session_days=1)
+    return sessions
+
+
+def _messages_left(schema: str, session_id: int) -> list[str]:
+    from apps.sessions.models import Message
+
+    with schema_context(schema):
+        return sorted(Message.objects.filter(session_id=session_id).values_list("content", flat=True))
+
+
+def _purge_summaries(schema: str) -> list[str]:
+    with schema_context(schema):
+        return [event.summary for event in audit_event_search(action="retention.purge")]
+
+
+def test_daily_dispatch_queues_one_purge_per_ready_tenant(canary_tenants, worker, monkeypatch, settings):  # noqa: F811
+    """Beat's dispatch queues a purge in every ready tenant on the real broker; the real worker runs each in the
+    tenant it was queued for (recorded inside the task as it ran), with that tenant's own policy."""
+    import time
+
+    from django.db import connection
+
     from apps.compliance import tasks
+    from apps.tenants.selectors import tenant_list_ready
+    from tests.security.probes import _in_own_connection
 
     assert settings.CELERY_BEAT_SCHEDULE["compliance-retention"]["task"] == "compliance.dispatch_retention"
-    queued = []
-    monkeypatch.setattr(tasks.retention_purge_task, "delay",
-                        lambda: queued.append(__import__("django.db").db.connection.schema_name))
-    with schema_context("public"):
-        count = tasks.retention_dispatch_task.apply().get()
-    assert count == len(queued) and {canary_tenants.a.schema_name, canary_tenants.b.schema_name} <= set(queued)
+    ran_in: list[str] = []
+    real_purge = tasks.retention_purge
+
+    def purge_recording_its_schema() -> dict:
+        ran_in.append(connection.schema_name)  # the worker thread's connection, as the task runs
+        return real_purge()
+
+    monkeypatch.setattr(tasks, "retention_purge", purge_recording_its_schema)
+    try:
+        sessions = _in_own_connection(_dispatch_tenants_setup)
+        ready = _in_own_connection(lambda: sorted(t.schema_name for t in tenant_list_ready()))
+        assert set(DISPATCH_SCHEMAS) | {canary_tenants.a.schema_name, canary_tenants.b.schema_name} <= set(ready)
+        count = _in_own_connection(lambda: tasks.retention_dispatch_task.apply().get())  # as beat, in public
+        assert count == len(ready)
+        deadline = time.monotonic() + DISPATCH_WAIT_S
+        while len(ran_in) < count and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(0.5)  # a duplicate purge would show now
+        assert sorted(ran_in) == ready  # one purge per ready tenant, each in its own schema
+        # Each tenant's messages were purged by its own policy (30 and 10 days), in its schema only.
+        assert _in_own_connection(_messages_left, "retention_d1", sessions["retention_d1"]) == ["m1", "m2"]
+        assert _in_own_connection(_messages_left, "retention_d2", sessions["retention_d2"]) == ["m2"]
+        [summary_1] = _in_own_connection(_purge_summaries, "retention_d1")
+        [summary_2] = _in_own_connection(_purge_summaries, "retention_d2")
+        assert '"messages": 1' in summary_1 and '"messages": 2' in summary_2
+    finally:
+        _in_own_connection(_dispatch_tenants_drop)
 
 
 def test_export_archives_expire_after_the_keep_period_whatever_the_policies(canary_tenants):
