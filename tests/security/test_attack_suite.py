@@ -232,23 +232,49 @@ def test_i7_tasks_alpha_beta_alpha_in_one_worker_each_run_in_their_own_schema(ca
         assert result.get(timeout=RESULT_TIMEOUT_S) == {"bot": tenant.canary, "schema": tenant.schema_name}
 
 
-def test_i7_beat_cron_of_alpha_fires_zero_times_for_beta(canary_tenants, monkeypatch):
-    from tests.automation.conftest import deploy, outside_test_transaction, schedule_of
+def test_i7_beat_cron_of_alpha_fires_zero_times_for_beta(canary_tenants, worker):  # noqa: F811
+    """The tick claims A's due schedule and the real worker runs its job off the real broker, in A. B holds a
+    schedule with the same id (not due): a job that ran in B's schema would run B's script there."""
+    import time
+
+    from tests.automation.conftest import (
+        deploy,
+        outside_test_transaction,
+        runs,
+        schedule_of,
+        schedules_align_ids,
+        wait_for,
+    )
 
     @outside_test_transaction
     def body(canary_tenants):
-        from apps.automation import tasks
+        from apps.automation.models import JobRun
         from apps.automation.services import schedules_tick
+        from apps.bots.models import BotSchedule
+        from apps.tenants.models import ScheduleIndex
 
-        queued = []
-        monkeypatch.setattr(tasks.schedule_run_task, "apply_async",
-                            lambda kwargs, **options: queued.append((connection.schema_name, kwargs["schedule_id"])))
-        a, b = canary_tenants.a.schema_name, canary_tenants.b.schema_name
-        schedule = schedule_of(a, deploy(a, "at-isolation", 'SET SCHEDULE "every minute"\nTALK "x"\n'))
-        report = schedules_tick(now=schedule.next_run_at + timedelta(seconds=2))
-        assert (a, schedule.pk) in report.fired
-        assert [fired for fired in report.fired if fired[0] == b] == []
-        assert queued == [(a, schedule.pk)]
+        a, b = canary_tenants.a, canary_tenants.b
+        schedules_align_ids(a.schema_name, b.schema_name)
+        source = 'SET SCHEDULE "every minute"\nTALK "I am " + BOT.name\n'
+        in_a = schedule_of(a.schema_name, deploy(a.schema_name, "at-isolation", source))
+        in_b = schedule_of(b.schema_name, deploy(b.schema_name, "at-isolation", source))
+        assert in_a.pk == in_b.pk  # only the tenant tells them apart
+        not_due = in_a.next_run_at + timedelta(days=365)
+        with schema_context(b.schema_name):
+            BotSchedule.objects.filter(pk=in_b.pk).update(next_run_at=not_due)
+        with schema_context("public"):
+            assert ScheduleIndex.objects.filter(tenant__schema_name=b.schema_name, schedule_id=in_b.pk).update(
+                next_run_at=not_due) == 1
+        report = schedules_tick(now=in_a.next_run_at + timedelta(seconds=2))
+        assert (a.schema_name, in_a.pk) in report.fired
+        assert [fired for fired in report.fired if fired[0] == b.schema_name] == []
+        assert wait_for(lambda: runs(a.schema_name, script_name="at-isolation", status=JobRun.Status.OK),
+                        timeout=RESULT_TIMEOUT_S), (runs(a.schema_name, script_name="at-isolation"),
+                                                    runs(b.schema_name, script_name="at-isolation"))
+        time.sleep(1)  # a job also run in B (or twice) would show now
+        [run_a] = runs(a.schema_name, script_name="at-isolation")
+        assert run_a.output == f"I am {a.canary}"
+        assert runs(b.schema_name, script_name="at-isolation") == []
 
     body(canary_tenants=canary_tenants)
 
