@@ -273,42 +273,91 @@ def test_newer_content_refused_by_the_lock_is_indexed_when_the_holder_lets_go(ca
 
 
 def test_an_embedding_model_changed_while_a_run_embeds_ends_with_every_chunk_on_the_new_model(
-        bot, embeddings_server, monkeypatch, django_capture_on_commit_callbacks):
+        canary_tenants, local_storage, embeddings_server, monkeypatch):
     """config_sync switches the bot to model B while a run embeds with model A (the same content, so the same
     ETag). The run used to store A's vectors and mark the document indexed; the queued re-index then found it
-    'unchanged' and the bot's dense search (model B) never found the document again."""
+    'unchanged' and the bot's dense search (model B) never found the document again.
+
+    The tasks run on the real broker and a real worker (committed rows, a connection of their own): the
+    registration queues the first run, config_sync the re-index; each run's outcome and schema are recorded
+    inside the task as the worker ran it."""
+    import time
+
+    from celery.contrib.testing.worker import start_worker
+    from django.db import connection
+
     from apps.bots.services import config_sync
-    from apps.kb import services
+    from apps.kb import tasks
     from apps.kb.embeddings import LocalMiniLM
     from apps.kb.search import kb_search
+    from gbplatform.celery import app
+    from tests.security.probes import _in_own_connection
 
+    schema = canary_tenants.a.schema_name
     embeddings_server.dimensions = 384
     config_b = (f"name,value\nembedding-url,{embeddings_server.base_url}\nembedding-model,model-b\n"
                 f"embedding-dimensions,384\nrag-min-score,-1\n").encode()
-    queued: list[tuple[int, str]] = []
-    monkeypatch.setattr(services, "document_index_enqueue",
-                        lambda *, document_id, etag: queued.append((document_id, etag)))
-    real_embed = LocalMiniLM.embed
+    outcomes: list[tuple[str, str]] = []
+    real_index, real_embed = tasks.document_index, LocalMiniLM.embed
+
+    def recorded_index(*, document_id, etag=None):
+        outcome = real_index(document_id=document_id, etag=etag)
+        outcomes.append((connection.schema_name, outcome.status))
+        return outcome
 
     def embed_then_change_the_model(self, texts):
+        bot = Bot.objects.get(name="modelswap")  # in the schema the worker runs the task in
         if not Document.objects.filter(kb__bot=bot, index_generation__gt=0).exists():
             config_sync(bot=bot, data=config_b)  # the admin saves config.csv mid-run
         return real_embed(self, texts)
 
+    monkeypatch.setattr(tasks, "document_index", recorded_index)
     monkeypatch.setattr(LocalMiniLM, "embed", embed_then_change_the_model)
-    document = _document(bot, "tents.txt", TEXT)
-    with django_capture_on_commit_callbacks(execute=True):
-        first = document_index(document_id=document.pk)
-    assert queued
-    while queued:  # the re-index task(s), as the worker would run them
-        document_id, etag = queued.pop(0)
-        document_index(document_id=document_id, etag=etag)
-    document.refresh_from_db()
-    assert document.status == Document.Status.INDEXED
-    assert set(Chunk.objects.filter(document=document).values_list("embedding_model", flat=True)) == {"model-b"}
-    assert first.status == "superseded"  # the run of model A stored nothing
-    hits = kb_search(bot=bot, kbs=["faq"], query="are the tents waterproof", mode="dense").hits
-    assert hits and hits[0].document_path == document.path
+
+    def register() -> int:
+        with schema_context(schema):
+            bot = Bot.objects.create(name="modelswap")
+            path = "modelswap.gbai/modelswap.gbkb/faq/tents.txt"
+            etag = tenant_drive().write(path, TEXT)
+            return document_register(bot=bot, kb_name="faq", path=path, etag=etag, size=len(TEXT)).pk
+
+    def state(document_id: int) -> tuple[str, set[str]]:
+        with schema_context(schema):
+            document = Document.objects.get(pk=document_id)
+            return document.status, set(Chunk.objects.filter(document=document)
+                                        .values_list("embedding_model", flat=True))
+
+    def search() -> list[str]:
+        with schema_context(schema):
+            hits = kb_search(bot=Bot.objects.get(name="modelswap"), kbs=["faq"], query="are the tents waterproof",
+                             mode="dense").hits
+            return [hit.document_path for hit in hits]
+
+    def remove() -> None:
+        with schema_context(schema):
+            Bot.objects.filter(name="modelswap").delete()
+
+    # Tasks earlier tests queued with no worker to run them would be run first by this worker: the queue
+    # starts empty.
+    with app.connection_for_write() as broker:
+        broker.default_channel.queue_purge("index")
+    try:
+        with start_worker(app, pool="solo", perform_ping_check=False, queues=["index"], shutdown_timeout=10):
+            document_id = _in_own_connection(register)  # its first run is queued as the registration commits
+            deadline = time.monotonic() + WAIT_S
+            while time.monotonic() < deadline:
+                status, models = _in_own_connection(state, document_id)
+                if status == Document.Status.INDEXED and models == {"model-b"}:
+                    break
+                time.sleep(0.2)
+            time.sleep(0.5)  # a run still queued would show now
+        assert _in_own_connection(state, document_id) == (Document.Status.INDEXED, {"model-b"}), outcomes
+        assert outcomes[0] == (schema, "superseded"), outcomes  # the run of model A stored nothing
+        assert (schema, "indexed") in outcomes and {ran_in for ran_in, _ in outcomes} == {schema}, outcomes
+        paths = _in_own_connection(search)  # the bot's dense search (model B) finds the document
+        assert paths and paths[0] == "modelswap.gbai/modelswap.gbkb/faq/tents.txt"
+    finally:
+        _in_own_connection(remove)
 
 
 @pytest.mark.parametrize(("name", "data"), [
