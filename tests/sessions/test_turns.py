@@ -542,28 +542,54 @@ def test_formats_switched_on_with_the_first_message_count_when_start_offers_them
     assert BUILT_IN_PROMPTS["tables"] in system
 
 
-def _hits(count: int, chars: int) -> list:
-    from types import SimpleNamespace
+def _kb_documents_indexed(bot: Bot, count: int, chars: int) -> None:
+    """`count` documents in the bot's KB "faq", each one chunk of about `chars` characters, indexed for real
+    (extraction, chunking, the bot's embedding endpoint, pgvector), as tests/kb does."""
+    from apps.drive.storage import tenant_drive
+    from apps.kb.indexing import document_index
+    from apps.kb.services import document_register
 
-    return [SimpleNamespace(document_path=f"kb/doc-{n}.md", kb="faq", page=None, score=1.0 - n / 100,
-                            text=f"passage {n} " + "x" * chars) for n in range(1, count + 1)]
+    for n in range(1, count + 1):
+        text = f"Passage {n} about harbor tents. " + " ".join(f"w{n}x{i}" for i in range(chars))
+        text = text[:chars].rsplit(" ", 1)[0]
+        path = f"{bot.name}.gbai/{bot.name}.gbkb/faq/doc-{n}.txt"
+        etag = tenant_drive().write(path, text.encode())
+        document = document_register(bot=bot, kb_name="faq", path=path, etag=etag, size=len(text))
+        assert document_index(document_id=document.pk).status == "indexed"
 
 
-def test_only_the_passages_the_prompt_holds_are_cited(canary_tenants, llm_platform, monkeypatch):
-    from apps.sessions import answer
-    from apps.sessions.turns import KB_CONTEXT_MAX_CHARS
+def test_only_the_passages_the_prompt_holds_are_cited(canary_tenants, llm_platform, local_storage):
+    from apps.kb.models import Chunk
+    from apps.kb.search import kb_search
+    from apps.sessions.turns import KB_CONTEXT_HITS, KB_CONTEXT_MAX_CHARS
+    from tests.support.openai_fake import FakeEmbeddingsServer
 
-    hits = _hits(6, 4000)  # three fit the prompt's KB_CONTEXT_MAX_CHARS (16,000)
-    monkeypatch.setattr(answer, "kb_passages", lambda turn, text: hits)
     llm_platform.script(Reply(text="See [1] and [3]."))
-    with schema_context(canary_tenants.a.schema_name):
-        _bot("cites", {}, {"llm-cache": "false"})
-        session = services.session_bootstrap(bot_name="cites")
-        produced = services.turn_run(session, text="tell me")
+    embeddings = FakeEmbeddingsServer(dimensions=384).start()
+    try:
+        with schema_context(canary_tenants.a.schema_name):
+            # Passages of 4000 characters (the largest chunk size): three fit the prompt's 16,000, the 4th not.
+            # The fake's vectors are random per text: any score counts (rag-min-score -1).
+            bot = _bot("cites", {"start": 'USE KB "faq"'}, {
+                "llm-cache": "false", "embedding-url": embeddings.base_url, "embedding-model": "fake-embed",
+                "embedding-dimensions": "384", "rag-min-score": "-1", "rag-chunk-size": "4000"})
+            _kb_documents_indexed(bot, 6, 4000)
+            assert all(len(text) > 3950 for text in Chunk.objects.filter(document__kb__bot=bot)
+                       .values_list("text", flat=True))
+            hits = kb_search(bot=bot, kbs=["faq"], query="tell me about harbor tents").hits[:KB_CONTEXT_HITS]
+            assert len(hits) == KB_CONTEXT_HITS  # the turn's search finds five passages, the prompt holds three
+            session = services.session_bootstrap(bot_name="cites")
+            services.session_start(session)
+            produced = services.turn_run(session, text="tell me about harbor tents")
+    finally:
+        embeddings.stop()
+    paths = [hit.document_path for hit in hits]
     system = llm_platform.chat_requests()[0].body["messages"][0]["content"]
-    assert "[3] (source: kb/doc-3.md)" in system and "doc-4" not in system
+    assert all(f"[{n}] (source: {path})" in system for n, path in enumerate(paths[:3], 1))
+    assert not any(path in system for path in paths[3:]) and "[4]" not in system
     assert len(system) <= KB_CONTEXT_MAX_CHARS + 2000
-    assert [c["source"] for c in produced[-1].meta["citations"]] == ["kb/doc-1.md", "kb/doc-2.md", "kb/doc-3.md"]
+    assert [c["source"] for c in produced[-1].meta["citations"]] == paths[:3]
+    assert embeddings.requests  # the query and the passages were embedded by the bot's endpoint
 
 
 def test_tokens_running_out_between_tool_rounds_keep_the_streamed_part(canary_tenants, llm_platform, settings):
