@@ -43,6 +43,14 @@ DATA_CSV_MAX_ROWS = TABLE_ROWS_MAX
 # bot). Every schedule is a job on the platform's shared `jobs` queue each time it fires; the compiler bounds
 # one script (apps.basic.limits.MAX_SCHEDULES), this bounds a bot of many scripts.
 SCHEDULES_MAX_PER_BOT = 100
+# Schedules one tenant may have over all its bots. The per-bot limit alone bounded nothing: a tenant may deploy
+# any number of bots (a package upload, or a `<bot>.gbai/` folder the DriveMonitor finds), and 50 bots of 100
+# every-minute schedules put 5,000 jobs a minute on the queue all tenants share. Five full bots' worth; what a
+# tenant can run at once is bounded separately (apps.automation: AUTOMATION_TENANT_RUNS_IN_FLIGHT_MAX).
+SCHEDULES_MAX_PER_TENANT = 500
+# The advisory lock (per tenant) every registration of schedules holds until its transaction ends: two scripts
+# deployed at once (of one bot or of two) cannot both fit under a limit by counting before the other's rows exist.
+SCHEDULES_LOCK_NAME = "bots.schedules"
 # A `.gbdata` CSV of DATA_CSV_MAX_ROWS rows at ~300 bytes each: bigger cannot be a table we would import, and
 # the DriveMonitor refuses it from its size instead of downloading it (a 3 GB CSV put in the bucket).
 DATA_CSV_MAX_BYTES = 16 * 1024 * 1024
@@ -55,8 +63,9 @@ class BotFileError(ValueError):
 
 
 class ScheduleLimitError(BotFileError):
-    """A script refused only because the bot's other scripts hold too many schedules now: the DriveMonitor
-    tries it again once the other scripts of its scan are in (they may be giving schedules up)."""
+    """A script refused only because the other scripts of its bot (SCHEDULES_MAX_PER_BOT) or of its tenant
+    (SCHEDULES_MAX_PER_TENANT) hold too many schedules now: the DriveMonitor tries it again once the other scripts
+    of its scan are in (they may be giving schedules up)."""
 
 
 def package_limits() -> PackageLimits:
@@ -151,16 +160,10 @@ def schedules_sync(*, script: BotScript) -> list[BotSchedule]:
         unique.setdefault(item["cron"], item)
     crons = list(unique.values())
     if crons:
-        # The bot's row lock: two of its scripts deployed at once cannot both fit under the limit by counting
-        # before the other's rows exist.
-        Bot.objects.select_for_update().filter(pk=script.bot_id).first()
-        others = BotSchedule.objects.filter(bot_id=script.bot_id).exclude(script=script).count()
-        if others + len(crons) > SCHEDULES_MAX_PER_BOT:
-            raise ScheduleLimitError(
-                f"{script.path}: too many schedules: with its {len(crons)} SET SCHEDULE times the bot would have "
-                f"{others + len(crons)}; a bot may have at most {SCHEDULES_MAX_PER_BOT} (SCHEDULES_MAX_PER_BOT). "
-                f"Not deployed: the previous version, if any, keeps running")
+        _schedules_lock()  # before anything is counted
     removed = list(BotSchedule.objects.filter(script=script).values_list("pk", flat=True))
+    if crons:
+        _schedule_limits_check(script, len(crons), had=len(removed))
     BotSchedule.objects.filter(pk__in=removed).delete()
     tz, now = bot_timezone(script.bot), django_tz.now()
     created = BotSchedule.objects.bulk_create(
@@ -170,6 +173,34 @@ def schedules_sync(*, script: BotScript) -> list[BotSchedule]:
     )
     _schedule_index_replace(removed=removed, added=created)
     return created
+
+
+def _schedules_lock() -> None:
+    """Hold the tenant's schedule registration lock until the current transaction ends."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                       [f"{SCHEDULES_LOCK_NAME}:{connection.schema_name}"])
+
+
+def _schedule_limits_check(script: BotScript, count: int, *, had: int) -> None:
+    """Refuse (ScheduleLimitError) a script whose `count` schedules would take its bot past SCHEDULES_MAX_PER_BOT,
+    or its tenant past SCHEDULES_MAX_PER_TENANT. `had`: the script's schedules now. A tenant already past its limit
+    (schedules registered before there was one) keeps them, and the changes that do not add schedules (a script
+    edited, the bot's timezone changed): only adding is refused."""
+    refused = "Not deployed: the previous version, if any, keeps running"
+    others = BotSchedule.objects.filter(bot_id=script.bot_id).exclude(script=script).count()
+    if others + count > SCHEDULES_MAX_PER_BOT:
+        raise ScheduleLimitError(
+            f"{script.path}: too many schedules: with its {count} SET SCHEDULE times the bot would have "
+            f"{others + count}; a bot may have at most {SCHEDULES_MAX_PER_BOT} (SCHEDULES_MAX_PER_BOT). {refused}")
+    if count <= had:
+        return
+    tenant_others = BotSchedule.objects.exclude(script=script).count()
+    if tenant_others + count > SCHEDULES_MAX_PER_TENANT:
+        raise ScheduleLimitError(
+            f"{script.path}: too many schedules: with its {count} SET SCHEDULE times the tenant's bots would have "
+            f"{tenant_others + count}; a tenant may have at most {SCHEDULES_MAX_PER_TENANT} over all its bots "
+            f"(SCHEDULES_MAX_PER_TENANT). {refused}")
 
 
 def _schedule_index_replace(*, removed: list[int], added: list[BotSchedule]) -> None:

@@ -181,10 +181,10 @@ def _scan(bot_name: str | None) -> ScanReport:
             queued.add(obj.key)
 
     bots = _bots_ensure({o.bot_name for o in created} | {o.bot_name for o in pending})
-    # A script refused for the bot's schedule total counted its other scripts' schedules as they were: one of
-    # them changed in this scan may be giving schedules up (a.bas 40 -> 60 while b.bas 60 -> 40 was refused or
-    # not depending on key order). Such scripts are tried again after the rest, until none more fits; the
-    # total never goes past the limit in between.
+    # A script refused for the bot's (or the tenant's) schedule total counted the other scripts' schedules as
+    # they were: one of them changed in this scan may be giving schedules up (a.bas 40 -> 60 while b.bas 60 -> 40
+    # was refused or not depending on key order). Such scripts are tried again after the rest, until none more
+    # fits; the total never goes past the limit in between. What is still refused then is decided by key order.
     deferred: list[DriveObject] = []
     for obj in sorted(pending, key=lambda o: (KIND_ORDER.get(o.kind, 9), o.key)):
         if not _process(drive, bots[obj.bot_name], obj, report, defer_schedule_limit=True):

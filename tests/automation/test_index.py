@@ -139,3 +139,47 @@ def test_a_bot_over_the_schedule_limit_is_refused_and_nothing_is_written(canary_
         assert bot_services.script_sync(bot=bot, path=path.format("second"), data=_daily_lines(60, 40).encode()).ok
         ids = set(BotSchedule.objects.filter(bot=bot).values_list("pk", flat=True))
     assert len(ids) == 100 and {row.schedule_id for row in _index(schema)} >= ids
+
+
+def test_a_tenant_over_its_schedule_limit_across_bots_is_refused_in_scan_order(canary_tenants, local_storage):
+    """The per-bot limit bounded nothing per tenant: the DriveMonitor creates a bot for every `<bot>.gbai/`
+    folder, and six full bots registered 600 every-minute schedules on the queue all tenants share."""
+    from apps.bots import services as bot_services
+
+    limit = bot_services.SCHEDULES_MAX_PER_TENANT
+    schema = canary_tenants.b.schema_name
+    every_minute = "".join(f'SET SCHEDULE "{m} * * * *"\n' for m in range(60)) + "".join(
+        f'SET SCHEDULE "{m} 9 * * *"\n' for m in range(40))  # 100 schedules: a full bot
+    with schema_context(schema):
+        assert BotSchedule.objects.count() == 0
+        drive = tenant_drive()
+        bots = [f"at-fleet-{i}" for i in range(limit // bot_services.SCHEDULES_MAX_PER_BOT + 1)]
+        for name in bots:
+            drive.write(f"{name}.gbai/{name}.gbdialog/jobs.bas", (every_minute + 'TALK "x"\n').encode())
+        report = drive_scan()
+        refused = f"{bots[-1]}.gbai/{bots[-1]}.gbdialog/jobs.bas"
+        assert report.failed == {refused: (
+            f"{refused}: too many schedules: with its 100 SET SCHEDULE times the tenant's bots would have "
+            f"{limit + 100}; a tenant may have at most {limit} over all its bots (SCHEDULES_MAX_PER_TENANT). "
+            f"Not deployed: the previous version, if any, keeps running")}
+        # The scan's order (by key) decides which bots' schedules are kept, the same on every scan.
+        kept = BotSchedule.objects.values_list("bot__name", flat=True)
+        assert BotSchedule.objects.count() == limit and set(kept) == set(bots[:-1])
+        assert not Bot.objects.get(name=bots[-1]).scripts.exists()
+
+        # A change that adds none is not refused at the limit (an edit of a full bot's script)...
+        first = Bot.objects.get(name=bots[0])
+        edited = bot_services.script_sync(bot=first, path=f"{bots[0]}.gbai/{bots[0]}.gbdialog/jobs.bas",
+                                          data=(every_minute + 'TALK "edited"\n').encode())
+        assert edited.ok and BotSchedule.objects.count() == limit
+        # ...one that adds is, with one schedule in a bot of its own too.
+        extra = Bot.objects.create(name="at-fleet-extra")
+        with pytest.raises(bot_services.ScheduleLimitError, match="a tenant may have at most"):
+            bot_services.script_sync(bot=extra, path="at-fleet-extra.gbai/at-fleet-extra.gbdialog/one.bas",
+                                     data=b'SET SCHEDULE "0 3 * * *"\nTALK "x"\n')
+        # Room made in one bot is room for another: the refused file goes in at the next scan.
+        drive.delete(f"{bots[0]}.gbai/{bots[0]}.gbdialog/jobs.bas")
+        report = drive_scan()
+        assert report.failed == {} and refused in report.processed
+        assert BotSchedule.objects.count() == limit
+    assert len(_index(schema)) == limit
