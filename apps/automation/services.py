@@ -11,6 +11,9 @@ Failure modes this module prevents:
   and recorded as one `skipped_stale` run (with how many due times it covers); only the latest due time,
   when it is within the cut-off, runs. So after 10 minutes of downtime an every-minute schedule runs once
   (for the current minute), not ten times, and a daily 9:00 report is not sent at 14:00.
+* One tenant crowding out the others. Each tick claims at most RUNS_PER_TENANT_PER_TICK due schedules of a
+  tenant; its other due rows stay due, untouched, for the next tick, so another tenant's run due now is
+  claimed (and queued) in the same tick as the first share of a tenant with thousands.
 * Runs in the wrong tenant. The index row names its tenant; the job is a tenant task queued in that
   tenant's schema, and it reads the schedule, bot and script in that schema only.
 * Jobs queued for a rolled-back tick: tasks are queued on commit only.
@@ -32,6 +35,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from croniter import croniter
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Count, Min
 from django.utils import timezone
 from django_tenants.utils import get_public_schema_name, schema_context
 
@@ -47,11 +51,16 @@ from apps.tenants.models import ScheduleIndex
 
 logger = logging.getLogger(__name__)
 
-# Index rows one tick transaction claims; the row locks are held only while next times are computed.
-TICK_BATCH_SIZE = 500
-# Batches one tick works through; anything beyond waits for the next tick (seconds later), so one tick
-# never holds a worker for long even with a huge backlog after an outage.
-TICK_MAX_BATCHES = 20
+# Due schedules one tick claims for one tenant (its transaction holds their row locks while next times are
+# computed). The tick used to claim due rows oldest first over all tenants: a tenant with thousands of due
+# schedules filled every batch, and its runs went onto the queue all tenants share ahead of everyone else's.
+# A tenant's due rows beyond this stay due, untouched, for the next tick (AUTOMATION_TICK_INTERVAL_S later).
+# 20 a tick every 10 s claims a tenant's SCHEDULES_MAX_PER_TENANT (500) schedules all due at 9:00 in 250 s,
+# within the late cut-off (300 s).
+RUNS_PER_TENANT_PER_TICK = 20
+# Due schedules one tick claims in all; beyond, they wait for the next tick (seconds later), so one tick never
+# holds a worker for long even with a huge backlog after an outage. Tenants are served oldest due row first.
+TICK_MAX_ROWS = 10_000
 # Due times counted in a stale-skip record (croniter steps cost ~25 us each, under the tick's row locks):
 # after a long outage the record says "at least 100" rather than counting a month of minutes.
 STALE_COUNT_LIMIT = 100
@@ -136,32 +145,50 @@ class TickReport:
     stale: int = 0
     fired: list[tuple[str, int]] = field(default_factory=list)  # (schema, schedule id) of the queued runs
     broken: list[str] = field(default_factory=list)
+    held_back: dict[str, int] = field(default_factory=dict)  # schema -> due rows left for a later tick
 
 
-def schedules_tick(*, now: datetime | None = None, late_cutoff: timedelta | None = None,
-                   batch_size: int = TICK_BATCH_SIZE) -> TickReport:
-    """Claim every due schedule of every ready tenant, move it to its next time and queue its job.
+def schedules_tick(*, now: datetime | None = None, late_cutoff: timedelta | None = None) -> TickReport:
+    """Claim the due schedules of every ready tenant, at most RUNS_PER_TENANT_PER_TICK of each, move them to
+    their next time and queue their jobs.
 
-    Runs in the public schema, each batch in its own transaction; jobs are queued when it commits.
-    `now` and `late_cutoff` default to the clock and AUTOMATION_LATE_CUTOFF_S (tests pass their own).
+    Runs in the public schema, one transaction per tenant; jobs are queued when it commits. Tenants are taken
+    oldest due row first. `now` and `late_cutoff` default to the clock and AUTOMATION_LATE_CUTOFF_S (tests pass
+    their own).
     """
     now = now or timezone.now()
     cutoff = late_cutoff if late_cutoff is not None else timedelta(seconds=settings.AUTOMATION_LATE_CUTOFF_S)
     report = TickReport()
     with schema_context(get_public_schema_name()):
-        for _ in range(TICK_MAX_BATCHES):
-            if _tick_batch(now=now, cutoff=cutoff, batch_size=batch_size, report=report) < batch_size:
-                break
+        due_tenants = list(
+            ScheduleIndex.objects.filter(enabled=True, next_run_at__lte=now, tenant__ready=True)
+            .values("tenant_id", "tenant__schema_name")
+            .annotate(due=Count("id"), oldest=Min("next_run_at"))
+            .order_by("oldest", "tenant_id")
+        )
+        room = TICK_MAX_ROWS
+        for due in due_tenants:
+            schema_name = due["tenant__schema_name"]
+            claimed = 0
+            if room > 0:
+                claimed = _tick_tenant(tenant_id=due["tenant_id"], schema_name=schema_name, now=now, cutoff=cutoff,
+                                       limit=min(RUNS_PER_TENANT_PER_TICK, room), report=report)
+                room -= claimed
+            if due["due"] > claimed:
+                report.held_back[schema_name] = due["due"] - claimed
+    if report.held_back:
+        logger.info("automation: due schedules left for the next tick", extra={"held_back": report.held_back})
     return report
 
 
-def _tick_batch(*, now: datetime, cutoff: timedelta, batch_size: int, report: TickReport) -> int:
+def _tick_tenant(*, tenant_id: int, schema_name: str, now: datetime, cutoff: timedelta, limit: int,
+                 report: TickReport) -> int:
+    """Claim at most `limit` of one tenant's due rows (oldest first), in one transaction; how many."""
     with transaction.atomic(durable=True):
         rows = list(
             ScheduleIndex.objects.select_for_update(skip_locked=True, of=("self",))
-            .select_related("tenant")
-            .filter(enabled=True, next_run_at__lte=now, tenant__ready=True)
-            .order_by("next_run_at")[:batch_size]
+            .filter(tenant_id=tenant_id, tenant__ready=True, enabled=True, next_run_at__lte=now)
+            .order_by("next_run_at", "pk")[:limit]
         )
         crons, moved = CronCache(), defaultdict(list)
         for row in rows:
@@ -171,23 +198,23 @@ def _tick_batch(*, now: datetime, cutoff: timedelta, batch_size: int, report: Ti
             except (ValueError, KeyError, zoneinfo.ZoneInfoNotFoundError) as exc:
                 # The compiler validated the cron; a row that still cannot be read must not block the tick.
                 ScheduleIndex.objects.filter(pk=row.pk).update(enabled=False)
-                report.broken.append(f"{row.tenant.schema_name}:{row.schedule_id}")
+                report.broken.append(f"{schema_name}:{row.schedule_id}")
                 logger.error("automation: schedule disabled, its cron cannot be read",
-                             extra={"tenant": row.tenant.schema_name, "schedule": row.schedule_id, "error": str(exc)})
+                             extra={"tenant": schema_name, "schedule": row.schedule_id, "error": str(exc)})
                 continue
             moved[plan.next_run_at].append(row.pk)
             if plan.skipped_count:
                 report.stale += 1
                 logger.warning(
                     "automation: stale run skipped", extra={
-                        "tenant": row.tenant.schema_name, "schedule": row.schedule_id,
+                        "tenant": schema_name, "schedule": row.schedule_id,
                         "due": plan.skipped_from.isoformat(), "skipped": plan.skipped_count,
                     })
             if plan.run_at is not None:
                 report.queued_runs += 1
-                report.fired.append((row.tenant.schema_name, row.schedule_id))
-            transaction.on_commit(partial(_enqueue_run, row.tenant.schema_name, row.schedule_id, plan), robust=True)
-        for next_run_at, ids in moved.items():  # most rows of a batch share a few next times
+                report.fired.append((schema_name, row.schedule_id))
+            transaction.on_commit(partial(_enqueue_run, schema_name, row.schedule_id, plan), robust=True)
+        for next_run_at, ids in moved.items():  # most rows share a few next times
             ScheduleIndex.objects.filter(pk__in=ids).update(next_run_at=next_run_at)
         report.claimed += len(rows)
     return len(rows)

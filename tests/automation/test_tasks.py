@@ -157,3 +157,55 @@ def test_the_beat_task_on_a_worker_fires_what_is_due_now(canary_tenants, job_wor
     [run] = runs(schema, schedule_id=schedule.pk, status=JobRun.Status.OK)
     # The minute may have turned between setting `due` and the worker's tick: then that minute runs.
     assert run.scheduled_for in (due, due + timedelta(minutes=1)) and run.output == "from beat"
+
+
+def _daily_far_from_now(count: int) -> str:
+    """`count` SET SCHEDULE lines of different daily times twelve hours from now: none of them falls due by
+    itself during the test (its due time is set in the index)."""
+    from django.utils import timezone
+
+    hour = (timezone.now().hour + 12) % 24
+    return "".join(f'SET SCHEDULE "{m} {hour} * * *"\n' for m in range(count))
+
+
+@outside_test_transaction
+def test_a_tenant_with_a_backlog_of_due_schedules_does_not_crowd_out_another_tenants_run(canary_tenants,
+                                                                                        job_workers):
+    # Due rows were claimed oldest first over all tenants: a tenant with a backlog had all of it queued (up to
+    # 10,000 a tick) ahead of every other tenant's run on the queue they share.
+    from django_tenants.utils import get_public_schema_name
+
+    from apps.automation.services import RUNS_PER_TENANT_PER_TICK
+    from apps.bots.models import BotSchedule
+    from apps.tenants.models import ScheduleIndex
+
+    a, b = canary_tenants.a.schema_name, canary_tenants.b.schema_name
+    backlog = RUNS_PER_TENANT_PER_TICK + 5
+    flood = deploy(a, "at-flood", _daily_far_from_now(backlog) + 'TALK "flood"\n')
+    mine = schedule_of(b, deploy(b, "at-mine", EVERY_MINUTE + 'TALK "mine"\n'))
+    due = mine.next_run_at
+    with schema_context(a):
+        flood_ids = list(BotSchedule.objects.filter(script=flood).values_list("pk", flat=True))
+    with schema_context(get_public_schema_name()):  # A's are all due, and longer than B's
+        flood_rows = ScheduleIndex.objects.filter(tenant__schema_name=a, schedule_id__in=flood_ids)
+        assert flood_rows.update(next_run_at=due - timedelta(seconds=30)) == backlog
+
+    first = schedules_tick(now=due + timedelta(seconds=1))
+    assert (b, mine.pk) in first.fired
+    assert sum(1 for schema, _ in first.fired if schema == a) == RUNS_PER_TENANT_PER_TICK
+    assert first.held_back == {a: 5}
+    with schema_context(get_public_schema_name()):  # the rest stay due, for the next tick
+        assert flood_rows.filter(next_run_at=due - timedelta(seconds=30)).count() == 5
+    assert wait_for(lambda: runs(b, schedule_id=mine.pk, status=JobRun.Status.OK))
+    assert wait_for(lambda: len(runs(a, script_name="at-flood", status=JobRun.Status.OK)) == RUNS_PER_TENANT_PER_TICK)
+
+    second = schedules_tick(now=due + timedelta(seconds=11))  # beat's next tick
+    assert sorted(s for schema, s in second.fired if schema == a) == sorted(
+        set(flood_ids) - {s for schema, s in first.fired if schema == a})
+    assert not second.held_back
+    assert wait_for(lambda: len(runs(a, script_name="at-flood", status=JobRun.Status.OK)) == backlog)
+    time.sleep(SETTLE_S)
+    recorded = runs(a, script_name="at-flood")
+    assert [r.status for r in recorded] == [JobRun.Status.OK] * backlog  # late by a tick, none skipped
+    assert {r.output for r in recorded} == {"flood"}
+    assert [r.status for r in runs(b, script_name="at-mine")] == [JobRun.Status.OK]
