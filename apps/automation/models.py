@@ -1,5 +1,6 @@
-"""Runs of scheduled scripts (tenant schema): one row per schedule and due time, written before the script
-starts, so a redelivered task finds it and does not run the script a second time."""
+"""Runs of scheduled scripts (tenant schema): one row per schedule and due time, written by the tick as it queues
+the run (`queued`), so the tenant's runs in flight can be counted, and taken (`running`) by the worker before the
+script starts, so a redelivered task finds it and does not run the script a second time."""
 
 from django.db import models
 
@@ -8,6 +9,7 @@ from apps.bots.models import Bot, BotSchedule
 
 class JobRun(models.Model):
     class Status(models.TextChoices):
+        QUEUED = "queued"  # claimed by the tick and queued; no worker has taken it yet
         RUNNING = "running"
         WAITING = "waiting"  # suspended at a WAIT; a delayed task resumes it
         OK = "ok"
@@ -40,7 +42,16 @@ class JobRun(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["schedule", "scheduled_for"], name="job_run_once_per_due_time"),
         ]
-        indexes = [models.Index(fields=["bot", "-scheduled_for"], name="job_run_bot_newest_idx")]
+        indexes = [
+            models.Index(fields=["bot", "-scheduled_for"], name="job_run_bot_newest_idx"),
+            # The tick counts a tenant's runs in flight every few seconds; the table keeps months of history.
+            models.Index(fields=["status"], condition=models.Q(status__in=["queued", "running", "waiting"]),
+                         name="job_run_in_flight_idx"),
+        ]
+
+    # Runs that count against the tenant's AUTOMATION_TENANT_RUNS_IN_FLIGHT_MAX: on the queue, running, or
+    # suspended at a WAIT (a run that WAITs in a loop comes back to a worker a hundred times).
+    IN_FLIGHT = (Status.QUEUED, Status.RUNNING, Status.WAITING)
 
     def __str__(self) -> str:
         return f"{self.script_name} @ {self.scheduled_for:%Y-%m-%d %H:%M} {self.status}"

@@ -5,15 +5,19 @@ Failure modes this module prevents:
 * Double runs. The tick claims due rows of the public index (tenants.ScheduleIndex) with
   `SELECT ... FOR UPDATE SKIP LOCKED` and moves their `next_run_at` past `now` in the same transaction,
   before anything is queued: a second tick (or a second beat) either skips the locked rows or, once the
-  first commits, no longer sees them as due. The job then creates its JobRun row, unique per (schedule,
-  due time), before the script starts: a redelivered task finds the row and does nothing.
+  first commits, no longer sees them as due. The job then takes its JobRun row (`queued`, written by the tick;
+  unique per (schedule, due time)) to `running` before the script starts: a redelivered task finds it taken and
+  does nothing.
 * A burst after downtime. A run due longer ago than the late cut-off (AUTOMATION_LATE_CUTOFF_S) is skipped
   and recorded as one `skipped_stale` run (with how many due times it covers); only the latest due time,
   when it is within the cut-off, runs. So after 10 minutes of downtime an every-minute schedule runs once
   (for the current minute), not ten times, and a daily 9:00 report is not sent at 14:00.
 * One tenant crowding out the others. Each tick claims at most RUNS_PER_TENANT_PER_TICK due schedules of a
   tenant; its other due rows stay due, untouched, for the next tick, so another tenant's run due now is
-  claimed (and queued) in the same tick as the first share of a tenant with thousands.
+  claimed (and queued) in the same tick as the first share of a tenant with thousands. And a tenant has at most
+  AUTOMATION_TENANT_RUNS_IN_FLIGHT_MAX runs queued, running or waiting at once (counted from its JobRun rows:
+  the tick writes each run `queued` as it queues it): past that its due schedules wait, still due, so one
+  tenant's slow scripts cannot fill the queue every tenant's runs wait in (and then be dropped past the cut-off).
 * Runs in the wrong tenant. The index row names its tenant; the job is a tenant task queued in that
   tenant's schema, and it reads the schedule, bot and script in that schema only.
 * Jobs queued for a rolled-back tick: tasks are queued on commit only.
@@ -47,7 +51,7 @@ from apps.basic.schedule import cron_step
 from apps.basic.vm import VM, RunResult
 from apps.bots.models import BotSchedule, BotScript
 from apps.bots.runtime import ScriptUnavailable, program_for, script_start
-from apps.tenants.models import ScheduleIndex
+from apps.tenants.models import ScheduleIndex, Tenant
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +79,13 @@ ERROR_MESSAGE_MAX_CHARS = 2000
 # sweep's 5-minute period, so a resume that is merely queued behind others is rarely duplicated; a duplicate
 # does nothing anyway (only a waiting run resumes).
 JOB_RESUME_GRACE = timedelta(minutes=10)
+# A run still `queued` this long past the late cut-off will never run: a worker taking it now would find it past
+# the cut-off and skip it, or its message is lost (a broker restart). The lost-run sweep records it skipped, so it
+# stops counting against the tenant's runs in flight (AUTOMATION_TENANT_RUNS_IN_FLIGHT_MAX). The minute past the
+# cut-off leaves a worker taking it just within the cut-off to run it.
+JOB_QUEUED_GRACE = timedelta(minutes=1)
+RUN_NEVER_TAKEN_NOTE = ("queued, but no worker took it within the late cut-off (a queue backlog, workers down, or "
+                        "its message lost): not run")
 
 
 # --- the tick (public schema) --------------------------------------------------------------------------
@@ -183,14 +194,27 @@ def schedules_tick(*, now: datetime | None = None, late_cutoff: timedelta | None
 
 def _tick_tenant(*, tenant_id: int, schema_name: str, now: datetime, cutoff: timedelta, limit: int,
                  report: TickReport) -> int:
-    """Claim at most `limit` of one tenant's due rows (oldest first), in one transaction; how many."""
+    """Claim at most `limit` of one tenant's due rows (oldest first), fewer when the tenant has runs in flight,
+    in one transaction; how many."""
     with transaction.atomic(durable=True):
+        # One tick at a time per tenant (a second beat, or a tick still running when the next starts, skips it):
+        # two ticks counting the same runs in flight would both fill the room left. NO KEY: deploys inserting
+        # the tenant's index rows (a foreign key share lock) do not wait for it, nor it for them.
+        locked = (Tenant.objects.select_for_update(skip_locked=True, no_key=True).filter(pk=tenant_id, ready=True)
+                  .values_list("pk", flat=True).first())
+        if locked is None:
+            return 0
+        with schema_context(schema_name):
+            in_flight = JobRun.objects.filter(status__in=JobRun.IN_FLIGHT).count()
+        limit = min(limit, settings.AUTOMATION_TENANT_RUNS_IN_FLIGHT_MAX - in_flight)
+        if limit <= 0:
+            return 0
         rows = list(
             ScheduleIndex.objects.select_for_update(skip_locked=True, of=("self",))
             .filter(tenant_id=tenant_id, tenant__ready=True, enabled=True, next_run_at__lte=now)
             .order_by("next_run_at", "pk")[:limit]
         )
-        crons, moved = CronCache(), defaultdict(list)
+        crons, moved, runs = CronCache(), defaultdict(list), {}
         for row in rows:
             try:
                 plan = fire_plan(cron=row.cron, tz=zoneinfo.ZoneInfo(row.timezone), due=row.next_run_at, now=now,
@@ -213,11 +237,28 @@ def _tick_tenant(*, tenant_id: int, schema_name: str, now: datetime, cutoff: tim
             if plan.run_at is not None:
                 report.queued_runs += 1
                 report.fired.append((schema_name, row.schedule_id))
+                runs[row.schedule_id] = plan.run_at
             transaction.on_commit(partial(_enqueue_run, schema_name, row.schedule_id, plan), robust=True)
         for next_run_at, ids in moved.items():  # most rows share a few next times
             ScheduleIndex.objects.filter(pk__in=ids).update(next_run_at=next_run_at)
+        with schema_context(schema_name):
+            _runs_queued(runs)
         report.claimed += len(rows)
     return len(rows)
+
+
+def _runs_queued(runs: dict[int, datetime]) -> None:
+    """Record the runs (schedule id -> due time) the tick is queueing as `queued` rows of the current tenant, in the
+    tick's transaction: they count as in flight from now until they end. A schedule gone from the tenant (its bot
+    deleted) gets no row: its job only drops the index row."""
+    schedules = BotSchedule.objects.filter(pk__in=runs).values_list("pk", "bot_id", "script__name", "cron")
+    # A due time that has a row already (never expected: the tick moved the index past it) keeps it; a conflict
+    # must not roll back the tick's claims, which would then fail the same way at every tick.
+    JobRun.objects.bulk_create([
+        JobRun(schedule_id=pk, bot_id=bot_id, script_name=script_name, cron=cron, scheduled_for=runs[pk],
+               status=JobRun.Status.QUEUED)
+        for pk, bot_id, script_name, cron in schedules
+    ], ignore_conflicts=True)
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -251,6 +292,9 @@ def schedule_run(*, schedule_id: int, scheduled_for: datetime | None, next_run_a
     schedule = BotSchedule.objects.select_related("bot", "script").filter(pk=schedule_id).first()
     if schedule is None:
         _index_row_drop(schedule_id)
+        if scheduled_for is not None:  # the run the tick recorded for it (its schedule link cleared) never runs
+            JobRun.objects.filter(schedule__isnull=True, scheduled_for=scheduled_for,
+                                  status=JobRun.Status.QUEUED).delete()
         return None
     if next_run_at is not None:  # the console shows the tenant's row; the tick moved the index row
         BotSchedule.objects.filter(pk=schedule_id, next_run_at__lt=next_run_at).update(next_run_at=next_run_at)
@@ -258,8 +302,9 @@ def schedule_run(*, schedule_id: int, scheduled_for: datetime | None, next_run_a
     late = now - scheduled_for if scheduled_for is not None else None
     # Measured from when the tick queued it: one the tick claimed 298 s late is not dropped 2 s later.
     waited = now - (queued_at or scheduled_for) if scheduled_for is not None else None
+    this_due = JobRun.objects.filter(schedule=schedule, scheduled_for=scheduled_for)
     if waited is not None and waited > timedelta(seconds=settings.AUTOMATION_LATE_CUTOFF_S) and not (
-            JobRun.objects.filter(schedule=schedule, scheduled_for=scheduled_for).exists()):
+            this_due.exclude(status=JobRun.Status.QUEUED).exists()):
         # The tick queued it on time, but it waited in the queue (a backlog, or workers down for hours: the
         # message stays queued under acks_late) past the cut-off: the 9:00 report is not sent at 14:00.
         # (A due time that has a run already goes on to _run_claim, which finds a run lost with its worker.)
@@ -270,7 +315,10 @@ def schedule_run(*, schedule_id: int, scheduled_for: datetime | None, next_run_a
         late = None
     record = None
     if skipped_from is not None:
-        record = _stale_record(schedule, skipped_from, skipped_count, run_at=scheduled_for, picked_up_late=late)
+        with transaction.atomic():
+            if late is not None:  # the tick's `queued` row gives way to the one record of what was skipped
+                this_due.filter(status=JobRun.Status.QUEUED).delete()
+            record = _stale_record(schedule, skipped_from, skipped_count, run_at=scheduled_for, picked_up_late=late)
     if scheduled_for is None:
         return record
     run = _run_claim(schedule, scheduled_for)
@@ -304,8 +352,12 @@ def _stale_record(schedule: BotSchedule, skipped_from: datetime, count: int, *, 
 
 
 def _run_claim(schedule: BotSchedule, scheduled_for: datetime) -> JobRun | None:
-    """The run row, created (and committed) before the script starts; None if this due time has one."""
+    """The run row, `running` (and committed) before the script starts: the tick's `queued` row taken, or created
+    (a job queued without one); None if this due time has a run already (a redelivered task)."""
     now = timezone.now()
+    this_due = JobRun.objects.filter(schedule=schedule, scheduled_for=scheduled_for)
+    if this_due.filter(status=JobRun.Status.QUEUED).update(status=JobRun.Status.RUNNING, started_at=now):
+        return this_due.get()
     try:
         with transaction.atomic():
             return JobRun.objects.create(
@@ -334,15 +386,23 @@ def _lost(runs, now: datetime):
 
 
 def job_runs_lost_sweep(*, now: datetime | None = None) -> int:
-    """Record as errors the current tenant's runs lost with their worker, and queue again the resume of waiting
-    runs whose resume message was lost (JOB_RESUME_GRACE past their WAIT); how many of both. A killed worker's
-    task is redelivered at once, before JOB_LOST_AFTER has passed, so the redelivery alone never marked it: the
-    run showed `running` for ever; a waiting run whose message never reached the broker waited for ever."""
+    """Record as errors the current tenant's runs lost with their worker, record as skipped its runs no worker
+    took (JOB_QUEUED_GRACE past the cut-off), and queue again the resume of waiting runs whose resume message was
+    lost (JOB_RESUME_GRACE past their WAIT); how many of all three. A killed worker's task is redelivered at once,
+    before JOB_LOST_AFTER has passed, so the redelivery alone never marked it: the run showed `running` for ever;
+    a waiting run whose message never reached the broker waited for ever; a queued one whose message was lost
+    would count as in flight for ever."""
     now = now or timezone.now()
     lost = _lost(JobRun.objects.all(), now).update(status=JobRun.Status.ERROR, finished_at=now,
                                                     error_message=RUN_LOST_MESSAGE)
     if lost:
         logger.warning("automation: %d run(s) lost with their worker", lost)
+    never_taken = JobRun.objects.filter(
+        status=JobRun.Status.QUEUED,
+        created_at__lt=now - timedelta(seconds=settings.AUTOMATION_LATE_CUTOFF_S) - JOB_QUEUED_GRACE,
+    ).update(status=JobRun.Status.SKIPPED_STALE, skipped_count=1, finished_at=now, output=RUN_NEVER_TAKEN_NOTE)
+    if never_taken:
+        logger.warning("automation: %d queued run(s) no worker took within the cut-off; skipped", never_taken)
     with transaction.atomic():
         stuck = list(JobRun.objects.select_for_update(skip_locked=True)
                      .filter(status=JobRun.Status.WAITING, resume_at__lt=now - JOB_RESUME_GRACE)
@@ -353,7 +413,7 @@ def job_runs_lost_sweep(*, now: datetime | None = None) -> int:
             transaction.on_commit(partial(_enqueue_resume, run_id, 0, slices), robust=True)
     if stuck:
         logger.warning("automation: %d waiting run(s) had lost their resume; queued again", len(stuck))
-    return lost + len(stuck)
+    return lost + never_taken + len(stuck)
 
 
 def job_run_resume(*, run_id: int, slices: int | None = None) -> JobRun | None:

@@ -186,8 +186,7 @@ def _expire_user_memory(now: datetime) -> int:
 def _purge_job_runs(cutoff: datetime) -> int:
     from apps.automation.models import JobRun
 
-    return _batched(JobRun.objects.filter(scheduled_for__lt=cutoff).exclude(
-        status__in=[JobRun.Status.RUNNING, JobRun.Status.WAITING]))
+    return _batched(JobRun.objects.filter(scheduled_for__lt=cutoff).exclude(status__in=JobRun.IN_FLIGHT))
 
 
 def _purge_logs(cutoff: datetime) -> int:

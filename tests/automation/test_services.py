@@ -420,3 +420,39 @@ def test_a_slice_resumed_late_counts_its_time_from_when_it_resumed(canary_tenant
                                         status=JobRun.Status.WAITING, resume_at=planned)
         automation.job_run_resume(run_id=waiting.pk)
         assert swept == [0] and JobRun.objects.get(pk=waiting.pk).status == JobRun.Status.RUNNING
+
+
+@outside_test_transaction
+def test_the_tick_records_each_run_queued_and_one_no_worker_takes_ends_skipped(canary_tenants):
+    # The tenant's runs in flight are counted from these rows: a queued run that never ends would hold the
+    # tenant's room for ever (its message lost in a broker restart), one taken past the cut-off must not run.
+    from django.conf import settings
+    from django.utils import timezone
+
+    from apps.automation.services import JOB_QUEUED_GRACE, RUN_NEVER_TAKEN_NOTE, job_runs_lost_sweep
+
+    schema = canary_tenants.b.schema_name
+    schedule = schedule_of(schema, deploy(schema, "at-queued", 'SET SCHEDULE "every minute"\nTALK "ran"\n'))
+    due, cutoff = schedule.next_run_at, timedelta(seconds=settings.AUTOMATION_LATE_CUTOFF_S)
+    schedules_tick(now=due + timedelta(seconds=1))  # no worker in these tests: its message stays queued
+    schedules_tick(now=due + timedelta(minutes=1, seconds=1))
+    with schema_context(schema):
+        first, second = JobRun.objects.filter(schedule=schedule).order_by("scheduled_for")
+        assert [(r.scheduled_for, r.status, r.started_at) for r in (first, second)] == [
+            (due, JobRun.Status.QUEUED, None), (due + timedelta(minutes=1), JobRun.Status.QUEUED, None)]
+        # A worker takes the first past the cut-off: one skip record in its place, the script does not run.
+        record = schedule_run(schedule_id=schedule.pk, scheduled_for=due, queued_at=timezone.now() - cutoff * 2)
+        assert (record.scheduled_for, record.status, record.output.startswith("skipped 1 run(s)")) == (
+            due, JobRun.Status.SKIPPED_STALE, True)
+        assert JobRun.objects.filter(schedule=schedule, scheduled_for=due).count() == 1
+        # The second's message is lost: the sweep ends it once past the cut-off, and no longer before.
+        assert job_runs_lost_sweep() == 0
+        JobRun.objects.filter(pk=second.pk).update(created_at=timezone.now() - cutoff - JOB_QUEUED_GRACE)
+        assert job_runs_lost_sweep() == 1
+        second.refresh_from_db()
+        assert (second.status, second.output, second.skipped_count) == (
+            JobRun.Status.SKIPPED_STALE, RUN_NEVER_TAKEN_NOTE, 1)
+        assert not JobRun.objects.filter(schedule=schedule, status__in=JobRun.IN_FLIGHT).exists()
+        # Its message arriving after all does not run it either.
+        assert schedule_run(schedule_id=schedule.pk, scheduled_for=second.scheduled_for) is None
+        assert not JobRun.objects.filter(schedule=schedule, output="ran").exists()

@@ -209,3 +209,44 @@ def test_a_tenant_with_a_backlog_of_due_schedules_does_not_crowd_out_another_ten
     assert [r.status for r in recorded] == [JobRun.Status.OK] * backlog  # late by a tick, none skipped
     assert {r.output for r in recorded} == {"flood"}
     assert [r.status for r in runs(b, script_name="at-mine")] == [JobRun.Status.OK]
+
+
+@outside_test_transaction
+def test_a_tenant_at_its_runs_in_flight_limit_waits_for_a_later_tick_and_others_still_run(canary_tenants,
+                                                                                         job_workers, settings):
+    # A tenant's runs were limited by nothing but its schedules: scripts running (or WAITing) for minutes piled
+    # up on the queue every tenant shares, and everyone's runs behind them were dropped past the cut-off.
+    from django_tenants.utils import get_public_schema_name
+
+    from apps.bots.models import BotSchedule
+    from apps.tenants.models import ScheduleIndex
+
+    settings.AUTOMATION_TENANT_RUNS_IN_FLIGHT_MAX = 3
+    a, b = canary_tenants.a.schema_name, canary_tenants.b.schema_name
+    slow = deploy(a, "at-slow", _daily_far_from_now(5) + 'TALK "start"\nWAIT 4\nTALK "end"\n')
+    mine = schedule_of(b, deploy(b, "at-mine", EVERY_MINUTE + 'TALK "mine"\n'))
+    due = mine.next_run_at
+    with schema_context(a):
+        slow_ids = set(BotSchedule.objects.filter(script=slow).values_list("pk", flat=True))
+    with schema_context(get_public_schema_name()):
+        ScheduleIndex.objects.filter(tenant__schema_name=a, schedule_id__in=slow_ids).update(next_run_at=due)
+
+    def fired(report, schema: str) -> set[int]:
+        return {schedule for s, schedule in report.fired if s == schema}
+
+    first = schedules_tick(now=due + timedelta(seconds=1))
+    assert len(fired(first, a)) == 3 and first.held_back == {a: 2} and (b, mine.pk) in first.fired
+    with schema_context(a):  # queued as they were claimed: in flight before any worker took them
+        assert JobRun.objects.filter(script_name="at-slow", status__in=JobRun.IN_FLIGHT).count() == 3
+    assert wait_for(lambda: len(runs(a, script_name="at-slow", status=JobRun.Status.WAITING)) == 3)
+    assert wait_for(lambda: runs(b, schedule_id=mine.pk, status=JobRun.Status.OK))
+
+    second = schedules_tick(now=due + timedelta(seconds=11))  # A's three are still waiting: none more
+    assert fired(second, a) == set() and second.held_back == {a: 2}
+
+    assert wait_for(lambda: len(runs(a, script_name="at-slow", status=JobRun.Status.OK)) == 3)
+    third = schedules_tick(now=due + timedelta(seconds=21))
+    assert fired(third, a) == slow_ids - fired(first, a) and not third.held_back
+    assert wait_for(lambda: len(runs(a, script_name="at-slow", status=JobRun.Status.OK)) == 5)
+    time.sleep(SETTLE_S)
+    assert {(r.status, r.output) for r in runs(a, script_name="at-slow")} == {(JobRun.Status.OK, "start\nend")}

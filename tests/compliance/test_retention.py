@@ -387,7 +387,8 @@ def test_job_runs_past_the_keep_period_are_purged_but_waiting_ones_stay(canary_t
                 for status, age in ((JobRun.Status.OK, retention.JOB_RUN_KEEP_DAYS + 1),
                                     (JobRun.Status.ERROR, retention.JOB_RUN_KEEP_DAYS + 30),
                                     (JobRun.Status.WAITING, retention.JOB_RUN_KEEP_DAYS + 30),
+                                    (JobRun.Status.QUEUED, retention.JOB_RUN_KEEP_DAYS + 30),
                                     (JobRun.Status.RUNNING, 1))}
         assert retention_purge() == {"job_runs": 2}
         assert sorted(JobRun.objects.filter(pk__in=runs.values()).values_list("status", flat=True)) == [
-            "running", "waiting"]
+            "queued", "running", "waiting"]
