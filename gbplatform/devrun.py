@@ -99,7 +99,7 @@ def main() -> int:
                            [python, "-m", "gbplatform.serve", "-b", HOST, "-p", str(PORT),
                             "gbplatform.asgi:application"])),
             ("worker", _spawn(env, "celery worker", [python, "-m", "celery", "-A", "gbplatform", "worker",
-                                                     "-Q", "drive,index,jobs,mail", "-c", "2",
+                                                     "-Q", "dispatch,drive,index,jobs,mail", "-c", "2",
                                                      "--loglevel", "INFO"])),
             ("beat", _spawn(env, "celery beat", [python, "-m", "celery", "-A", "gbplatform", "beat",
                                                  "--loglevel", "INFO",

@@ -1,10 +1,10 @@
-"""Analytics tasks on queue `jobs`: thin wrappers over apps.analytics.services.
+"""Analytics tasks: thin wrappers over apps.analytics.services.
 
-* `analytics.refresh` (tenant): recompute today's and yesterday's aggregates (yesterday too, so messages
+* `analytics.refresh` (tenant, queue `jobs`): recompute today's and yesterday's aggregates (yesterday too, so messages
   written just before midnight and late tool results are counted once the day is over), and delete stored
   question texts older than the tenant's message retention.
-* `analytics.dispatch_refresh` (platform, beat every ANALYTICS_REFRESH_INTERVAL_S): one `analytics.refresh`
-  per ready tenant, and none while one is still queued for it.
+* `analytics.dispatch_refresh` (platform, queue `dispatch`, beat every ANALYTICS_REFRESH_INTERVAL_S): one
+  `analytics.refresh` per ready tenant, and none while one is still queued for it.
 """
 
 from __future__ import annotations

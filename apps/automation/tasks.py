@@ -1,4 +1,5 @@
-"""Automation tasks on queue `jobs`: beat's tick (platform-wide) and the tenant jobs it queues."""
+"""Automation tasks: beat's tick and lost-run sweep (platform-wide, queue `dispatch`: never behind a backlog of
+jobs) and the tenant jobs the tick queues (queue `jobs`)."""
 
 from datetime import datetime
 

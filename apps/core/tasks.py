@@ -15,7 +15,7 @@ BEAT_HEARTBEAT_TTL_S = 90
 
 @app.task(name="core.beat_heartbeat", base=PlatformTask)
 def beat_heartbeat() -> str:
-    """Proves beat schedules and a worker consumes; idempotent (it overwrites one key)."""
+    """Proves beat schedules and a worker consumes (queue `dispatch`); idempotent (it overwrites one key)."""
     stamp = timezone.now().isoformat()
     cache.set(BEAT_HEARTBEAT_KEY, stamp, timeout=BEAT_HEARTBEAT_TTL_S)
     return stamp

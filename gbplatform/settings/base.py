@@ -212,8 +212,18 @@ CELERY_BROKER_URL = redis_url_for_db(REDIS_URL, REDIS_DB_BROKER) if REDIS_URL el
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_DEFAULT_QUEUE = "jobs"
-# Each app's tasks go to its queue, so a backlog of indexing never delays a drive scan or an email.
+# Each app's tasks go to its queue, so a backlog of indexing never delays a drive scan or an email. Beat's quick,
+# time-sensitive platform tasks on `jobs` (the schedule tick, sweeps, dispatchers that queue one task per tenant,
+# the heartbeat) have a queue of their own, `dispatch`: behind a backlog of scheduled runs on `jobs`, the tick
+# (expiring after one interval) was dropped again and again and no tenant's schedules were claimed at all. A
+# worker takes from its queues in turn, so a dispatch task waits for one task to end, not for the whole backlog.
 CELERY_TASK_ROUTES = {
+    "automation.tick": {"queue": "dispatch"},
+    "automation.sweep_lost_runs": {"queue": "dispatch"},
+    "analytics.dispatch_refresh": {"queue": "dispatch"},
+    "compliance.dispatch_retention": {"queue": "dispatch"},
+    "compliance.requeue_stale": {"queue": "dispatch"},
+    "core.beat_heartbeat": {"queue": "dispatch"},
     "drive.*": {"queue": "drive"},
     "kb.*": {"queue": "index"},
     "mail.*": {"queue": "mail"},
@@ -232,10 +242,11 @@ CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + 60
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE = {
-    "platform-heartbeat": {"task": "core.beat_heartbeat", "schedule": 30.0, "options": {"queue": "jobs"}},
+    "platform-heartbeat": {"task": "core.beat_heartbeat", "schedule": 30.0, "options": {"queue": "dispatch"}},
     "kb-requeue-stale": {"task": "kb.requeue_stale", "schedule": 300.0, "options": {"queue": "index"}},
     "mail-requeue-stale": {"task": "mail.requeue_stale", "schedule": 300.0, "options": {"queue": "mail"}},
-    "compliance-requeue-stale": {"task": "compliance.requeue_stale", "schedule": 300.0, "options": {"queue": "jobs"}},
+    "compliance-requeue-stale": {"task": "compliance.requeue_stale", "schedule": 300.0,
+                                 "options": {"queue": "dispatch"}},
 }
 
 # --- Optional outside services (each switched on by its URL) -----------------------------------------
@@ -368,11 +379,11 @@ CELERY_BEAT_SCHEDULE["automation-tick"] = {
     "task": "automation.tick",
     "schedule": float(AUTOMATION_TICK_INTERVAL_S),
     # A tick nobody picked up within its interval is dropped: the next one does the same work.
-    "options": {"queue": "jobs", "expires": float(AUTOMATION_TICK_INTERVAL_S)},
+    "options": {"queue": "dispatch", "expires": float(AUTOMATION_TICK_INTERVAL_S)},
 }
 # Runs whose worker died mid-run are recorded as errors by this sweep (they would show `running` for ever).
 CELERY_BEAT_SCHEDULE["automation-sweep-lost-runs"] = {
-    "task": "automation.sweep_lost_runs", "schedule": 300.0, "options": {"queue": "jobs", "expires": 300.0},
+    "task": "automation.sweep_lost_runs", "schedule": 300.0, "options": {"queue": "dispatch", "expires": 300.0},
 }
 # Analytics (apps.analytics): how often beat recomputes today's and yesterday's daily aggregates of every
 # tenant (the console's analytics lag the conversations by at most this much), and the price table behind
@@ -384,7 +395,7 @@ CELERY_BEAT_SCHEDULE["analytics-refresh"] = {
     "task": "analytics.dispatch_refresh",
     "schedule": float(ANALYTICS_REFRESH_INTERVAL_S),
     # A dispatch nobody picked up within its interval is dropped: the next one does the same work.
-    "options": {"queue": "jobs", "expires": float(ANALYTICS_REFRESH_INTERVAL_S)},
+    "options": {"queue": "dispatch", "expires": float(ANALYTICS_REFRESH_INTERVAL_S)},
 }
 
 # --- Compliance: the daily retention purge (apps.compliance.retention) ---------------------------------
@@ -393,7 +404,7 @@ CELERY_BEAT_SCHEDULE["compliance-retention"] = {
     "task": "compliance.dispatch_retention",
     "schedule": crontab(hour=3, minute=30),
     # A purge nobody picked up within the day is dropped: the next day's does the same work.
-    "options": {"queue": "jobs", "expires": 23 * 3600.0},
+    "options": {"queue": "dispatch", "expires": 23 * 3600.0},
 }
 
 # --- Chat (apps.sessions) -----------------------------------------------------------------------------

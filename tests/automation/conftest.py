@@ -116,7 +116,7 @@ def schedule_of(schema: str, script: BotScript) -> BotSchedule:
 def _worker(env: dict, name: str, log: Path) -> subprocess.Popen:
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "gbplatform", "worker", "-Q", "jobs,mail", "-c", "1", "-n",
+            [sys.executable, "-m", "celery", "-A", "gbplatform", "worker", "-Q", "dispatch,jobs,mail", "-c", "1", "-n",
              f"{name}@%h", "--loglevel", "WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat"],
             cwd=ROOT, env=env, start_new_session=True, stdout=out, stderr=subprocess.STDOUT,
         )
@@ -124,8 +124,9 @@ def _worker(env: dict, name: str, log: Path) -> subprocess.Popen:
 
 @pytest.fixture(scope="module")
 def job_workers(canary_tenants, tmp_path_factory):
-    """Two real worker processes on queue `jobs` (and `mail`, for what scheduled scripts send), on the test
-    database and the run's Redis. Bots may name a loopback mail server (the tests' aiosmtpd)."""
+    """Two real worker processes on queues `dispatch` and `jobs` (and `mail`, for what scheduled scripts send), as
+    production's, on the test database and the run's Redis. Bots may name a loopback mail server (the tests'
+    aiosmtpd)."""
     db = settings.DATABASES["default"]
     env = {
         **os.environ,

@@ -250,3 +250,40 @@ def test_a_tenant_at_its_runs_in_flight_limit_waits_for_a_later_tick_and_others_
     assert wait_for(lambda: len(runs(a, script_name="at-slow", status=JobRun.Status.OK)) == 5)
     time.sleep(SETTLE_S)
     assert {(r.status, r.output) for r in runs(a, script_name="at-slow")} == {(JobRun.Status.OK, "start\nend")}
+
+
+@outside_test_transaction
+def test_beats_tick_is_not_held_up_behind_a_backlog_on_the_jobs_queue(canary_tenants, job_workers):
+    # The tick went to `jobs`, expiring after one interval: behind a backlog of runs it expired there, tick after
+    # tick, and no tenant's schedules were claimed at all.
+    from django.conf import settings
+    from django.utils import timezone
+    from django_tenants.utils import get_public_schema_name
+
+    from apps.automation.tasks import job_run_resume_task, schedules_tick_task
+    from apps.tenants.models import ScheduleIndex
+    from gbplatform.celery import app
+
+    b, backlog = canary_tenants.b.schema_name, 2000
+    mine = schedule_of(b, deploy(b, "at-ontime", EVERY_MINUTE + 'TALK "on time"\n'))
+    assert wait_for(lambda: len(app.control.ping(timeout=0.5)) == len(job_workers))
+    # The workers leave `jobs` alone while the backlog is queued: it is all there, however fast they are.
+    assert len(app.control.cancel_consumer("jobs", reply=True, timeout=5)) == len(job_workers)
+    try:
+        with schema_context(b), app.producer_or_acquire() as producer:
+            for _ in range(backlog):
+                job_run_resume_task.apply_async(args=[0], producer=producer)  # no such run: does nothing
+        due = timezone.now().replace(second=0, microsecond=0)  # this minute: due, within the cut-off
+        with schema_context(get_public_schema_name()):
+            index = ScheduleIndex.objects.filter(tenant__schema_name=b, schedule_id=mine.pk)
+            index.update(next_run_at=due)
+            app.control.add_consumer("jobs", reply=True, timeout=5)
+            tick = settings.CELERY_BEAT_SCHEDULE["automation-tick"]
+            schedules_tick_task.apply_async(**tick["options"])  # as beat sends it
+            assert wait_for(lambda: index.filter(next_run_at__gt=due).exists(), timeout=tick["options"]["expires"])
+        with app.connection_for_read() as conn:  # claimed while most of the backlog still waits
+            assert conn.default_channel.client.llen("jobs") > backlog // 2
+    finally:
+        app.control.add_consumer("jobs", reply=True, timeout=5)
+        with app.connection_for_write() as conn:
+            conn.default_channel.queue_purge("jobs")
