@@ -1,10 +1,11 @@
-"""Fixtures of the knowledge-base tests: the fake embeddings endpoint on loopback."""
+"""Fixtures of the knowledge-base tests: the fake embeddings endpoint and the Qdrant fake, on loopback."""
 
 from __future__ import annotations
 
 import pytest
 
 from tests.support.openai_fake import FakeEmbeddingsServer
+from tests.support.qdrant_fake import qdrant_platform, qdrant_server  # noqa: F401 - shared fixtures
 
 
 @pytest.fixture

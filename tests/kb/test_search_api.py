@@ -76,29 +76,35 @@ def test_anonymous_callers_are_refused_with_a_pointer_to_sign_in_or_a_key(two_te
     assert response.status_code == 401 and "API key" in response.json()["error"]
 
 
-def test_the_pipeline_works_with_qdrant_as_the_vector_store(canary_tenants, local_storage, monkeypatch):
-    from qdrant_client import QdrantClient
-
-    from apps.kb import indexing, search, services
+def test_the_pipeline_works_with_qdrant_as_the_vector_store(canary_tenants, local_storage, qdrant_platform):
+    """QDRANT_URL and QDRANT_API_KEY point at our Qdrant server on loopback: indexing, search, removal and the
+    tenant purge go through the platform's own client, as in production."""
+    from apps.kb import services
     from apps.kb.models import Chunk
-    from apps.kb.vectorstores import QdrantStore
+    from apps.kb.vectorstores import HNSW_EF_SEARCH, QDRANT_COLLECTION_PREFIX, QdrantStore, vector_store_for_settings
 
-    store = QdrantStore(QdrantClient(":memory:"))
-    for module in (indexing, search):
-        monkeypatch.setattr(module, "vector_store_for_settings", lambda **kwargs: store)
-    monkeypatch.setattr("apps.kb.vectorstores.vector_store_for_settings", lambda **kwargs: store)
-    with schema_context(canary_tenants.a.schema_name):
+    store = vector_store_for_settings()
+    assert isinstance(store, QdrantStore)
+    schema = canary_tenants.a.schema_name
+    with schema_context(schema):
         bot = Bot.objects.create(name="shop")
         _index(bot, "boots.md", "# Boots\nWax leather boots twice a year to keep them waterproof.")
         assert Chunk.objects.filter(bot=bot, embedding__isnull=True).exists()  # text for lexical search
         result = kb_search(bot=bot, kbs=["faq"], query="how often should boots be waxed", mode="dense")
-        assert result.hits and "Wax leather boots" in result.hits[0].text
-        assert store.count(tenant=canary_tenants.a.schema_name, bot="shop") == 1
+        assert result.hits and "Wax leather boots" in result.hits[0].text and not result.degraded
+        assert store.count(tenant=schema, bot="shop") == 1
         assert services.document_remove(path="shop.gbai/shop.gbkb/faq/boots.md")
-        assert store.count(tenant=canary_tenants.a.schema_name, bot="shop") == 0
+        assert store.count(tenant=schema, bot="shop") == 0
         _index(bot, "boots.md", "# Boots\nWax leather boots twice a year.")
-        store.delete_bot(tenant=canary_tenants.a.schema_name, bot="shop")  # what tenant deletion calls
-        assert store.count(tenant=canary_tenants.a.schema_name, bot="shop") == 0
+        store.delete_bot(tenant=schema, bot="shop")  # what tenant deletion calls
+        assert store.count(tenant=schema, bot="shop") == 0
+    (collection,) = qdrant_platform.collection_names()
+    assert collection.startswith(QDRANT_COLLECTION_PREFIX)
+    assert qdrant_platform.payload_index(collection, "tenant").is_tenant is True
+    (query,) = qdrant_platform.queries
+    assert query.collection == collection and query.hnsw_ef == HNSW_EF_SEARCH
+    assert {c.key: c.match.value for c in query.filter.must if c.key in ("tenant", "bot")} == {
+        "tenant": schema, "bot": "shop"}
 
 
 def test_use_kb_and_think_kb_in_a_script(two_tenants):

@@ -1,7 +1,7 @@
 """Removing a document while an indexer writes it: no vector of a removed document may stay searchable.
 
-Real PostgreSQL row locks between two threads (each with its own connection), and the real Qdrant store in
-qdrant-client's local mode, selected the way production selects it (QDRANT_URL).
+Real PostgreSQL row locks between two threads (each with its own connection), and the real Qdrant store talking
+to our Qdrant server on loopback, selected the way production selects it (QDRANT_URL, QDRANT_API_KEY).
 """
 
 from __future__ import annotations
@@ -12,20 +12,13 @@ import time
 import pytest
 from django.db import connection, connections
 from django_tenants.utils import schema_context
-from qdrant_client import QdrantClient
 
 from apps.bots.models import Bot
 from apps.drive.storage import tenant_drive
-from apps.kb import vectorstores
 from apps.kb.indexing import document_index
 from apps.kb.models import Document
 from apps.kb.services import document_register, document_remove
-from apps.kb.vectorstores import QdrantStore
-
-pytestmark = [
-    pytest.mark.filterwarnings("ignore:Payload indexes have no effect:UserWarning"),
-    pytest.mark.filterwarnings("ignore:Local mode performs exact:UserWarning"),
-]
+from apps.kb.vectorstores import QdrantStore, vector_store_for_settings
 
 TEXT = ("Harbor tents are waterproof. " * 60).encode()
 # Upper bound for each step of the choreography; a step normally takes well under a second (the embedding
@@ -42,11 +35,10 @@ def _waiting_on_a_lock(pid: int) -> bool:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_document_removed_while_its_indexer_writes_leaves_no_vectors(canary_tenants, local_storage, settings,
+def test_a_document_removed_while_its_indexer_writes_leaves_no_vectors(canary_tenants, local_storage, qdrant_platform,
                                                                       monkeypatch):
-    store = QdrantStore(QdrantClient(":memory:"))
-    settings.QDRANT_URL = "http://qdrant.test:6333"
-    monkeypatch.setattr(vectorstores, "_qdrant_store", lambda url, api_key, timeout_s=0: store)
+    store = vector_store_for_settings()  # the one the indexer and the removal get (one per server and process)
+    assert isinstance(store, QdrantStore)
     schema = canary_tenants.a.schema_name
     with schema_context(schema):
         bot = Bot.objects.create(name="race-kb")
@@ -102,6 +94,8 @@ def test_a_document_removed_while_its_indexer_writes_leaves_no_vectors(canary_te
         with schema_context(schema):
             assert not Document.objects.filter(path=path).exists()
         assert store.count(tenant=schema, bot="race-kb") == 0  # nothing of the removed document is searchable
+        # ... though the indexer's points did reach Qdrant.
+        assert [r.status for r in qdrant_platform.requests if r.method == "PUT" and r.path.endswith("/points")] == [200]
     finally:
         indexer.join(STEP_TIMEOUT_S)
         with schema_context(schema):

@@ -2,8 +2,10 @@
 
 Both backends run against two real tenants (A and B) that share a bot name, KB names and document ids,
 with chunk texts carrying each tenant's canary: a search in A that returned a B chunk would show B's canary.
-pgvector runs on the real PostgreSQL in each tenant's schema; Qdrant runs in qdrant-client's local mode.
-Vectors are small deterministic fakes (384-d): the embedding model is not needed here.
+pgvector runs on the real PostgreSQL in each tenant's schema; Qdrant is our Qdrant REST server on loopback
+(tests/support/qdrant_fake.py), reached through the platform's own client, built from QDRANT_URL and
+QDRANT_API_KEY as in production. Vectors are small deterministic fakes (384-d): the embedding model is not
+needed here.
 """
 
 from __future__ import annotations
@@ -12,14 +14,20 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import httpx
 import numpy as np
 import pytest
 from django.db import IntegrityError, connection
 from django_tenants.utils import schema_context
-from qdrant_client import QdrantClient
+from qdrant_client import models
+from qdrant_client.http.exceptions import UnexpectedResponse
 
 from apps.kb.vectorstores import (
+    HNSW_EF_SEARCH,
     INDEXED_DIMENSIONS,
+    QDRANT_HNSW_EF_CONSTRUCT,
+    QDRANT_HNSW_M,
+    SEARCH_LIMIT_MAX,
     ChunkRecord,
     PgVectorStore,
     QdrantStore,
@@ -30,13 +38,9 @@ from apps.kb.vectorstores import (
     qdrant_point_id,
     vector_store_for_settings,
 )
+from tests.support.qdrant_fake import FakeQdrant
 
-pytestmark = [
-    pytest.mark.django_db,
-    # qdrant-client's local mode ignores payload indexes and search parameters, and says so each time.
-    pytest.mark.filterwarnings("ignore:Payload indexes have no effect:UserWarning"),
-    pytest.mark.filterwarnings("ignore:Local mode performs exact:UserWarning"),
-]
+pytestmark = pytest.mark.django_db
 
 DIM = 384
 BOT = "vs-helpdesk"  # the same bot name in both tenants
@@ -71,6 +75,7 @@ class World:
     store: VectorStore
     a: Side
     b: Side
+    qdrant: FakeQdrant | None = None  # the Qdrant server, on the qdrant backend
 
     @contextlib.contextmanager
     def on(self, side: Side) -> Iterator[None]:
@@ -132,16 +137,13 @@ def _side(tenant) -> Side:
 
 
 @pytest.fixture(params=["pgvector", "qdrant"])
-def world(request, canary_tenants) -> Iterator[World]:
+def world(request, canary_tenants) -> World:
     if request.param == "pgvector":
-        store: VectorStore = PgVectorStore()
-        client = None
-    else:
-        client = QdrantClient(":memory:")
-        store = QdrantStore(client)
-    yield World(request.param, store, _side(canary_tenants.a), _side(canary_tenants.b))
-    if client is not None:
-        client.close()
+        return World("pgvector", PgVectorStore(), _side(canary_tenants.a), _side(canary_tenants.b))
+    qdrant = request.getfixturevalue("qdrant_platform")
+    store = vector_store_for_settings()  # the platform's own client of the server, as in production
+    assert isinstance(store, QdrantStore)
+    return World("qdrant", store, _side(canary_tenants.a), _side(canary_tenants.b), qdrant)
 
 
 # --- Conformance: every backend -----------------------------------------------------------------------------
@@ -345,9 +347,15 @@ def test_migration_indexes_every_dimension_the_store_declares():
 # --- Qdrant only -----------------------------------------------------------------------------------------------------
 
 
-def test_qdrant_collection_is_per_model_and_size_with_deterministic_point_ids(canary_tenants):
-    client = QdrantClient(":memory:")
-    world = World("qdrant", QdrantStore(client), _side(canary_tenants.a), _side(canary_tenants.b))
+def _qdrant_world(canary_tenants, qdrant: FakeQdrant) -> World:
+    store = vector_store_for_settings()
+    assert isinstance(store, QdrantStore)
+    return World("qdrant", store, _side(canary_tenants.a), _side(canary_tenants.b), qdrant)
+
+
+def test_qdrant_collection_is_per_model_and_size_with_deterministic_point_ids(canary_tenants, qdrant_platform):
+    world = _qdrant_world(canary_tenants, qdrant_platform)
+    client = world.store.client
     world.replace(world.a, "faq/a.md", [unit(1), unit(2)])
     world.replace(world.b, "faq/a.md", [unit(1)])
     name = qdrant_collection_name(MODEL, DIM)
@@ -358,6 +366,120 @@ def test_qdrant_collection_is_per_model_and_size_with_deterministic_point_ids(ca
     assert point.payload["tenant"] == world.a.tenant and point.payload["index"] == 1
     assert point_id != qdrant_point_id(tenant=world.b.tenant, bot=BOT, document_id=DOC_IDS["faq/a.md"], index=1)
     assert client.count(name, exact=True).count == 3
+
+
+def test_qdrant_collection_gets_the_tenant_index_and_the_hnsw_parameters(canary_tenants, qdrant_platform):
+    world = _qdrant_world(canary_tenants, qdrant_platform)
+    world.replace(world.a, "faq/a.md", [unit(1)])
+    name = qdrant_collection_name(MODEL, DIM)
+    # As Qdrant reports the collection to any client: `is_tenant` groups each tenant's points together.
+    info = world.store.client.get_collection(name)
+    assert info.payload_schema["tenant"].data_type == models.PayloadSchemaType.KEYWORD
+    assert info.payload_schema["tenant"].params.is_tenant is True
+    assert {field: index.data_type for field, index in info.payload_schema.items() if field != "tenant"} == {
+        "bot": models.PayloadSchemaType.KEYWORD, "kb": models.PayloadSchemaType.KEYWORD,
+        "document_id": models.PayloadSchemaType.INTEGER}
+    assert (info.config.hnsw_config.m, info.config.hnsw_config.ef_construct) == (QDRANT_HNSW_M,
+                                                                                QDRANT_HNSW_EF_CONSTRUCT)
+    assert info.config.params.vectors.size == DIM and info.config.params.vectors.distance == models.Distance.COSINE
+    assert qdrant_platform.payload_index(name, "tenant") == models.KeywordIndexParams(
+        type=models.KeywordIndexType.KEYWORD, is_tenant=True)
+    # Once per process and collection: the next document does not create the indexes again.
+    indexes_created = qdrant_platform.count("PUT", f"/collections/{name}/index")
+    world.replace(world.b, "faq/a.md", [unit(2)])
+    assert qdrant_platform.count("PUT", f"/collections/{name}/index") == indexes_created == 4
+
+
+def test_qdrant_searches_send_hnsw_ef_and_the_tenant_and_bot_filter(canary_tenants, qdrant_platform):
+    world = _qdrant_world(canary_tenants, qdrant_platform)
+    world.replace(world.a, "faq/a.md", [unit(1)])
+    world.replace(world.a, "faq/b.md", [unit(2, 768)], model="model-two")
+    assert world.search(world.a, unit(1), limit=7)
+    assert world.search(world.a, unit(2, 768), limit=SEARCH_LIMIT_MAX, model="model-two")
+    queries = qdrant_platform.queries
+    assert [(q.collection, q.limit) for q in queries] == [(qdrant_collection_name(MODEL, DIM), 7),
+                                                          (qdrant_collection_name("model-two", 768),
+                                                           SEARCH_LIMIT_MAX)]
+    for query in queries:
+        assert query.hnsw_ef == HNSW_EF_SEARCH >= query.limit and query.params.exact is False
+        conditions = {c.key: c.match for c in query.filter.must}
+        assert conditions["tenant"] == models.MatchValue(value=world.a.tenant)
+        assert conditions["bot"] == models.MatchValue(value=BOT)
+        assert conditions["kb"] == models.MatchAny(any=["faq", "policies"])
+
+
+def test_qdrant_store_carries_on_when_another_worker_creates_the_collection_first(canary_tenants,
+                                                                                 qdrant_platform):
+    world = _qdrant_world(canary_tenants, qdrant_platform)
+    name = qdrant_collection_name(MODEL, DIM)
+
+    def another_worker_creates_it_meanwhile(request) -> None:
+        if request.method == "PUT" and request.path == f"/collections/{name}" and name not in \
+                qdrant_platform.collection_names():
+            qdrant_platform.collection_create(name, DIM)
+
+    qdrant_platform.on_request = another_worker_creates_it_meanwhile
+    world.replace(world.a, "faq/a.md", [unit(1), unit(2)])
+    assert qdrant_platform.statuses("PUT", f"/collections/{name}") == [409]  # Qdrant: already exists
+    assert world.count(world.a) == 2
+    assert qdrant_platform.payload_index(name, "tenant").is_tenant  # the indexes are made all the same
+
+
+def test_qdrant_store_fails_when_the_collection_can_be_neither_created_nor_found(canary_tenants,
+                                                                                 qdrant_platform):
+    world = _qdrant_world(canary_tenants, qdrant_platform)
+    name = qdrant_collection_name(MODEL, DIM)
+
+    def creation_fails(request) -> None:
+        if request.method == "PUT" and request.path == f"/collections/{name}":
+            qdrant_platform.fail_next.append(500)
+
+    qdrant_platform.on_request = creation_fails
+    with pytest.raises(UnexpectedResponse) as failure:
+        world.replace(world.a, "faq/a.md", [unit(1)])
+    assert failure.value.status_code == 500
+    assert qdrant_platform.collection_names() == []
+
+
+@pytest.mark.parametrize(("api_key", "message"), [("", "Must provide an API key"), ("wrong", "Invalid API key")])
+def test_qdrant_refuses_a_platform_without_its_api_key(canary_tenants, qdrant_platform, settings, api_key, message):
+    settings.QDRANT_API_KEY = api_key
+    store = vector_store_for_settings()
+    with pytest.raises(UnexpectedResponse) as refused:
+        store.count(tenant=canary_tenants.a.schema_name, bot=BOT)
+    assert refused.value.status_code == 401 and message in refused.value.content.decode()
+    assert not any(r.status == 200 for r in qdrant_platform.requests)
+
+
+def test_the_qdrant_fake_answers_errors_as_qdrant_does(qdrant_server):
+    """The fake is only worth its tests if the client sees Qdrant's answers: the status codes and the
+    error envelope the real client turns into UnexpectedResponse."""
+    client = qdrant_server.client()
+    params = models.VectorParams(size=3, distance=models.Distance.COSINE)
+    assert client.collection_exists("c") is False
+    client.create_collection("c", vectors_config=params)
+    with pytest.raises(UnexpectedResponse) as exists:
+        client.create_collection("c", vectors_config=params)
+    assert exists.value.status_code == 409 and "already exists" in exists.value.structured()["status"]["error"]
+    for call in (lambda: client.count("missing"), lambda: client.query_points("missing", query=[1.0, 0, 0]),
+                 lambda: client.delete("missing", points_selector=models.PointIdsList(points=[1]))):
+        with pytest.raises(UnexpectedResponse) as missing:
+            call()
+        assert missing.value.status_code == 404
+        assert missing.value.structured()["status"]["error"] == "Not found: Collection `missing` doesn't exist!"
+    with pytest.raises(UnexpectedResponse) as wrong_size:
+        client.upsert("c", points=[models.PointStruct(id=1, vector=[1.0, 0.0], payload={})])
+    assert wrong_size.value.status_code == 400 and "dimension" in wrong_size.value.structured()["status"]["error"]
+    with pytest.raises(UnexpectedResponse) as bad_id:
+        client.upsert("c", points=[models.PointStruct(id="not-a-uuid", vector=[1.0, 0.0, 0.0])])
+    assert bad_id.value.status_code == 400
+    malformed = httpx.put(f"{qdrant_server.url}/collections/c/points", headers={"api-key": qdrant_server.api_key},
+                          json={"points": [{"id": 1, "vectr": [1, 0, 0]}]})
+    assert malformed.status_code == 400 and malformed.json()["status"]["error"].startswith("Format error")
+    client.upsert("c", points=[models.PointStruct(id=1, vector=[1.0, 0.0, 0.0], payload={"k": "v"})], wait=True)
+    assert client.count("c").count == 1
+    assert [p.id for p in client.query_points("c", query=[1.0, 0.0, 0.0]).points] == [1]
+    assert client.delete_collection("c") and client.get_collections().collections == []
     client.close()
 
 

@@ -1,5 +1,5 @@
-"""Fixtures of the attack suite: tenant drives on the real SeaweedFS S3 server (started once per run), and
-the real OpenID providers and Vault of the sign-in tests (I10)."""
+"""Fixtures of the attack suite: tenant drives on the real SeaweedFS S3 server (started once per run), the real
+OpenID providers and Vault of the sign-in tests (I10), and our Qdrant server on loopback (I12)."""
 
 import pytest
 
@@ -12,6 +12,7 @@ from tests.accounts.conftest import (  # noqa: F401 - the sign-in tests' provide
     vault_settings,
 )
 from tests.drive.conftest import s3_server  # noqa: F401 - the shared SeaweedFS server of the drive tests
+from tests.support.qdrant_fake import qdrant_platform, qdrant_server  # noqa: F401 - the Qdrant fake
 
 
 @pytest.fixture

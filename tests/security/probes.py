@@ -369,9 +369,14 @@ def drive_probe(world: World) -> list[str]:
 
 def vector_probe(world: World) -> list[str]:
     """pgvector from A's schema (colliding document ids), and Qdrant where both tenants use one bot name."""
-    from qdrant_client import QdrantClient
-
-    from apps.kb.vectorstores import ChunkRecord, PgVectorStore, QdrantStore, VectorStoreError
+    from apps.kb.vectorstores import (
+        ChunkRecord,
+        PgVectorStore,
+        QdrantStore,
+        VectorStoreError,
+        vector_store_for_settings,
+    )
+    from tests.support.qdrant_fake import qdrant_platform_running
 
     leaks = []
     with schema_context(world.a.schema):
@@ -384,9 +389,10 @@ def vector_probe(world: World) -> list[str]:
             leaks += [f"pgvector search naming B from A's schema: {h.text}" for h in hits if world.b.canary in h.text]
         except VectorStoreError:
             pass
-    client = QdrantClient(":memory:")
-    try:
-        store = QdrantStore(client)
+    # Our Qdrant server on loopback, reached through the platform's own client (QDRANT_URL, QDRANT_API_KEY).
+    with qdrant_platform_running():
+        store = vector_store_for_settings()
+        assert isinstance(store, QdrantStore)
         for side in (world.a, world.b):
             store.replace_document(
                 tenant=side.schema, bot=SHARED_BOT, bot_id=1, kb_id=1, document_id=COLLIDING_DOCUMENT, model="test",
@@ -397,8 +403,6 @@ def vector_probe(world: World) -> list[str]:
         leaks += [f"qdrant hit: {h.text}" for h in hits if world.b.canary in h.text]
         if not any(world.a.canary in h.text for h in hits):
             leaks.append("qdrant probe did not find A's own passage: the probe is broken")
-    finally:
-        client.close()
     return leaks
 
 

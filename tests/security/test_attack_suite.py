@@ -575,25 +575,21 @@ def gdpr_drive(request):
     return request.param
 
 
-@pytest.mark.filterwarnings("ignore:Payload indexes have no effect:UserWarning",
-                            "ignore:Local mode performs exact:UserWarning")
-def test_i12_export_and_erasure_of_u_in_a_read_and_touch_nothing_of_b(canary_tenants, gdpr_drive, monkeypatch,
+def test_i12_export_and_erasure_of_u_in_a_read_and_touch_nothing_of_b(canary_tenants, gdpr_drive, qdrant_platform,
                                                                       django_capture_on_commit_callbacks):
     import io
     import uuid
     import zipfile
 
-    from qdrant_client import QdrantClient
-
     from apps.drive.storage import tenant_drive
-    from apps.kb.vectorstores import QdrantStore
+    from apps.kb.vectorstores import QdrantStore, vector_store_for_settings
     from tests.security.canary_scan import db_rows_containing, db_snapshot, drive_files_containing, drive_snapshot
 
     a, b = canary_tenants.a, canary_tenants.b
     canary = {side.schema_name: f"CANARY-GDPR-{side.schema_name}-{uuid.uuid4().hex[:8]}" for side in (a, b)}
-    qdrant = QdrantClient(":memory:")  # the Qdrant stand-in: one store shared by all tenants, as in production
-    store = QdrantStore(qdrant)
-    monkeypatch.setattr("apps.kb.vectorstores.vector_store_for_settings", lambda: store)
+    # Our Qdrant server on loopback (QDRANT_URL): one collection shared by all tenants, as in production.
+    store = vector_store_for_settings()
+    assert isinstance(store, QdrantStore)
     written = {side.schema_name: _gdpr_plant(side.schema_name, canary[side.schema_name], store)
                for side in (a, b)}
     try:
@@ -615,7 +611,13 @@ def test_i12_export_and_erasure_of_u_in_a_read_and_touch_nothing_of_b(canary_ten
             counts.append(report["counts"])
             own_files.append(files.get(f"files/{written[a.schema_name][0]}"))
 
+        before_erasure = len(qdrant_platform.requests)
         pk, report = _dsr_run(admin, a.schema_name, "erasure", GDPR_ADDRESS, django_capture_on_commit_callbacks)
+        # What the erasure asked of Qdrant: deletes, each scoped to A (seen on the wire, not in our own code).
+        erasure_deletes = [r for r in qdrant_platform.requests[before_erasure:] if r.path.endswith("/points/delete")]
+        assert erasure_deletes and all(r.status == 200 for r in erasure_deletes)
+        assert all({"key": "tenant", "match": {"value": a.schema_name}} in r.body["filter"]["must"]
+                   for r in erasure_deletes)
         b_rows_after, b_files_after = db_snapshot(b.schema_name), drive_snapshot(b.schema_name)
         b_points_after = _qdrant_points(store, b.schema_name)
         touched = ([f"row {k}" for k in b_rows.keys() | b_rows_after.keys() if b_rows.get(k) != b_rows_after.get(k)]
@@ -641,7 +643,6 @@ def test_i12_export_and_erasure_of_u_in_a_read_and_touch_nothing_of_b(canary_ten
         assert drive_files_containing(a.schema_name, canary[a.schema_name]) == []
         assert _qdrant_points(store, a.schema_name) == []
     finally:
-        qdrant.close()
         if gdpr_drive == "s3":  # the bucket outlives the test's transaction
             for schema in (a.schema_name, b.schema_name):
                 drive = tenant_drive(schema)

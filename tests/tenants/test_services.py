@@ -99,16 +99,13 @@ def test_delete_drops_the_schema_and_refuses_special_schemas(canary_tenants, loc
 
 
 def test_deleting_a_tenant_removes_its_outside_vectors_even_those_written_during_the_purge(
-        canary_tenants, local_storage, monkeypatch):
+        canary_tenants, local_storage, qdrant_platform, monkeypatch):
     """An indexer holding a document row committed its last Qdrant points after the purge, while the drop waited
     for its lock: a later tenant with the same schema name found them in its search results."""
-    from qdrant_client import QdrantClient
+    from apps.kb.vectorstores import ChunkRecord, QdrantStore, vector_store_for_settings
 
-    from apps.kb import vectorstores
-    from apps.kb.vectorstores import ChunkRecord
-
-    store = vectorstores.QdrantStore(QdrantClient(":memory:"))  # qdrant-client's local mode
-    monkeypatch.setattr(vectorstores, "vector_store_for_settings", lambda: store)
+    store = vector_store_for_settings()  # the platform's client of our Qdrant server (QDRANT_URL)
+    assert isinstance(store, QdrantStore)
     tenant_create(name="Indexed", domain="indexed.test.localhost")
     with schema_context("indexed"):
         Bot.objects.create(name="shop")
@@ -130,6 +127,11 @@ def test_deleting_a_tenant_removes_its_outside_vectors_even_those_written_during
     monkeypatch.setattr(Tenant, "delete", drop_after_a_late_write)
     tenant_delete(schema_name="indexed")
     assert store.count(tenant="indexed", bot="shop") == 0
+    # Both writes reached Qdrant, and the purge deleted the bot's points there before and after the drop.
+    assert [r.status for r in qdrant_platform.requests if r.method == "PUT" and r.path.endswith("/points")] == [200] * 2
+    bot_purges = [r.status for r in qdrant_platform.requests if r.path.endswith("/points/delete")
+                  and {c["key"] for c in r.body["filter"]["must"]} == {"tenant", "bot"}]
+    assert bot_purges == [200, 200]
 
 
 def test_management_command_creates_and_reports_errors(canary_tenants, capsys):
