@@ -383,12 +383,17 @@ def vector_probe(world: World) -> list[str]:
         hits = PgVectorStore().search(tenant=world.a.schema, bot=world.a.bot_name, kbs=["faq"], vector=VECTOR,
                                       limit=50)
         leaks += [f"pgvector hit: {h.text}" for h in hits if world.b.canary in h.text]
+        # A search that finds nothing would pass above whatever the guards do: A's own passage must be found.
+        if not any(world.a.canary in h.text for h in hits):
+            leaks.append("pgvector probe did not find A's own passage: the probe is broken")
         try:
             hits = PgVectorStore().search(tenant=world.b.schema, bot=world.b.bot_name, kbs=["faq"], vector=VECTOR,
                                           limit=50)
-            leaks += [f"pgvector search naming B from A's schema: {h.text}" for h in hits if world.b.canary in h.text]
         except VectorStoreError:
-            pass
+            pass  # refused: the store checks that the connection is on the caller's tenant schema
+        else:
+            leaks.append("pgvector search naming B from A's schema was not refused: the schema guard is missing")
+            leaks += [f"pgvector search naming B from A's schema: {h.text}" for h in hits if world.b.canary in h.text]
     # Our Qdrant server on loopback, reached through the platform's own client (QDRANT_URL, QDRANT_API_KEY).
     with qdrant_platform_running():
         store = vector_store_for_settings()

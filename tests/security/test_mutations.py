@@ -113,6 +113,19 @@ def test_the_probe_finds_a_leak_once_the_guard_is_removed(canary_tenants, monkey
     assert all(world.b.canary in leak for leak in leaks)
 
 
+@pytest.mark.parametrize("store", ["PgVectorStore", "QdrantStore"])
+def test_the_vector_probe_says_it_is_broken_when_its_searches_find_nothing(canary_tenants, monkeypatch, store):
+    """A vector search that returns nothing shows no foreign canary whatever the guards do: the probe must
+    notice that it did not even find A's own passage."""
+    from apps.kb import vectorstores
+
+    monkeypatch.setattr(getattr(vectorstores, store), "search", lambda self, **kwargs: [])
+    with committed_world(canary_tenants) as world:
+        leaks = probes.vector_probe(world)
+    backend = "pgvector" if store == "PgVectorStore" else "qdrant"
+    assert f"{backend} probe did not find A's own passage: the probe is broken" in leaks
+
+
 def test_interleaved_sockets_show_mismatches_once_consumers_skip_the_schema_switch(canary_tenants, monkeypatch,
                                                                                    settings):
     """I6 detects by mismatch rather than by canary: without the switch a turn reads whatever schema its
