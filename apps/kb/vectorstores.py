@@ -407,6 +407,7 @@ class QdrantStore:
         model: str,
     ) -> None:
         from qdrant_client import models
+        from qdrant_client.http.exceptions import UnexpectedResponse
 
         dimensions = _record_dimensions(records)
         if any(r.document_id != document_id for r in records):
@@ -437,8 +438,16 @@ class QdrantStore:
                 for r in records
                 if r.vector is not None
             ]
-            for start in range(0, len(points), QDRANT_UPSERT_BATCH):
-                self.client.upsert(target, points=points[start : start + QDRANT_UPSERT_BATCH], wait=True)
+            try:
+                self._upsert(target, points)
+            except UnexpectedResponse as exc:
+                if exc.status_code != 404:
+                    raise
+                # The collection is gone since this process made it ready (dropped by hand, a Qdrant restored
+                # from an older snapshot): make it again, or every upsert here fails until the worker restarts.
+                self._ready.discard(target)
+                target = self._ensure_collection(model, dimensions)
+                self._upsert(target, points)
             kept_indexes = max(r.index for r in records if r.vector is not None) + 1
             # Chunks without a vector cannot live in Qdrant: their indexes must not keep stale points.
             stale_inside = [r.index for r in records if r.vector is None and r.index < kept_indexes]
@@ -455,6 +464,10 @@ class QdrantStore:
             index_from = kept_indexes if name == target else None
             scope = _scope_filter(tenant=tenant, bot=bot, document_id=document_id, index_from=index_from)
             self._delete_where(name, scope)
+
+    def _upsert(self, collection: str, points: list[Any]) -> None:
+        for start in range(0, len(points), QDRANT_UPSERT_BATCH):
+            self.client.upsert(collection, points=points[start : start + QDRANT_UPSERT_BATCH], wait=True)
 
     def delete_document(self, *, tenant: str, bot: str, document_id: int) -> None:
         for name in self._kb_collections():

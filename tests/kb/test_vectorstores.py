@@ -441,6 +441,19 @@ def test_qdrant_store_fails_when_the_collection_can_be_neither_created_nor_found
     assert qdrant_platform.collection_names() == []
 
 
+def test_qdrant_store_makes_again_a_collection_dropped_behind_its_back(canary_tenants, qdrant_platform):
+    """The store remembers per process which collections it made ready; one dropped since (by an operator, or a
+    Qdrant restored from an older snapshot) answered every upsert with a 404 until the worker restarted."""
+    world = _qdrant_world(canary_tenants, qdrant_platform)
+    world.replace(world.a, "faq/a.md", [unit(1)])
+    name = qdrant_collection_name(MODEL, DIM)
+    qdrant_platform.collection_drop(name)
+    world.replace(world.a, "faq/a.md", [unit(1), unit(2)])
+    assert world.count(world.a) == 2
+    assert [h.index for h in world.search(world.a, unit(2), limit=1)] == [1]
+    assert qdrant_platform.payload_index(name, "tenant").is_tenant  # with its indexes, as the first time
+
+
 @pytest.mark.parametrize(("api_key", "message"), [("", "Must provide an API key"), ("wrong", "Invalid API key")])
 def test_qdrant_refuses_a_platform_without_its_api_key(canary_tenants, qdrant_platform, settings, api_key, message):
     settings.QDRANT_API_KEY = api_key
