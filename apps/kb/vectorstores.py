@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import re
 import uuid
 from collections.abc import Iterable, Sequence
@@ -59,6 +60,12 @@ SEARCH_LIMIT_MAX = 100
 # Qdrant: upsert batch size (bounded request bodies), request timeout, and the HNSW build parameters
 # upstream uses for its collections (spec §5.4).
 QDRANT_UPSERT_BATCH = 256
+# Qdrant refuses a request body over its `max_request_size_mb` (32 MiB by default) with a 400. The client's JSON
+# spends up to 25 bytes on a float, so 256 vectors of ~5000 dimensions or more passed it (MAX_DIMENSIONS is
+# 16000): a batch also ends before its estimated size (an upper bound) passes this many bytes.
+QDRANT_UPSERT_MAX_BYTES = 16 * 1024 * 1024
+_JSON_FLOAT_MAX_BYTES = 25  # e.g. `-2.2250738585072014e-308,`
+_JSON_POINT_OVERHEAD_BYTES = 256  # the id, the field names and brackets
 QDRANT_TIMEOUT_S = 30
 # Searches run inside a chat turn, which waits: a Qdrant that does not answer by then is treated as down and
 # the search answers from PostgreSQL's text search (apps.kb.search), instead of holding the turn 30 s.
@@ -466,8 +473,18 @@ class QdrantStore:
             self._delete_where(name, scope)
 
     def _upsert(self, collection: str, points: list[Any]) -> None:
-        for start in range(0, len(points), QDRANT_UPSERT_BATCH):
-            self.client.upsert(collection, points=points[start : start + QDRANT_UPSERT_BATCH], wait=True)
+        """Upsert in batches of at most QDRANT_UPSERT_BATCH points and QDRANT_UPSERT_MAX_BYTES of JSON."""
+        batch: list[Any] = []
+        batch_bytes = 0
+        for point in points:
+            size = _point_json_bytes_max(point)
+            if batch and (len(batch) == QDRANT_UPSERT_BATCH or batch_bytes + size > QDRANT_UPSERT_MAX_BYTES):
+                self.client.upsert(collection, points=batch, wait=True)
+                batch, batch_bytes = [], 0
+            batch.append(point)
+            batch_bytes += size
+        if batch:
+            self.client.upsert(collection, points=batch, wait=True)
 
     def delete_document(self, *, tenant: str, bot: str, document_id: int) -> None:
         for name in self._kb_collections():
@@ -518,6 +535,13 @@ class QdrantStore:
         return sum(
             self.client.count(name, count_filter=scope, exact=True).count for name in self._kb_collections()
         )
+
+
+def _point_json_bytes_max(point: Any) -> int:
+    """An upper bound of the point's size in the upsert body: ASCII-escaped JSON (`json.dumps`) is never shorter
+    than the client's compact UTF-8 JSON."""
+    return (len(point.vector) * _JSON_FLOAT_MAX_BYTES + len(json.dumps(point.payload))
+            + _JSON_POINT_OVERHEAD_BYTES)
 
 
 def _hit_from_point(point: Any) -> VectorHit:

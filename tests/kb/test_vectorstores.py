@@ -25,6 +25,7 @@ from qdrant_client.http.exceptions import UnexpectedResponse
 from apps.kb.vectorstores import (
     HNSW_EF_SEARCH,
     INDEXED_DIMENSIONS,
+    MAX_DIMENSIONS,
     QDRANT_HNSW_EF_CONSTRUCT,
     QDRANT_HNSW_M,
     SEARCH_LIMIT_MAX,
@@ -452,6 +453,19 @@ def test_qdrant_store_makes_again_a_collection_dropped_behind_its_back(canary_te
     assert world.count(world.a) == 2
     assert [h.index for h in world.search(world.a, unit(2), limit=1)] == [1]
     assert qdrant_platform.payload_index(name, "tenant").is_tenant  # with its indexes, as the first time
+
+
+def test_qdrant_upserts_stay_under_qdrants_request_size_limit(canary_tenants, qdrant_platform):
+    """Qdrant refuses a request body over its max_request_size_mb (32 MiB by default) with a 400: one batch of
+    256 chunks carried ~85 MB of JSON at the largest vector size the platform accepts, so a long document with
+    a large model could not be indexed."""
+    world = _qdrant_world(canary_tenants, qdrant_platform)
+    chunks = 110  # ~37 MB of vectors in one request
+    world.replace(world.a, "faq/a.md", [unit(i, MAX_DIMENSIONS) for i in range(chunks)])
+    assert world.count(world.a) == chunks
+    upserts = [r for r in qdrant_platform.requests if r.method == "PUT" and r.path.endswith("/points")]
+    assert len(upserts) > 1 and all(r.status == 200 for r in upserts)
+    assert max(r.size for r in upserts) <= qdrant_platform.max_request_bytes
 
 
 @pytest.mark.parametrize(("api_key", "message"), [("", "Must provide an API key"), ("wrong", "Invalid API key")])
