@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import io
 import json
-import time
 from pathlib import Path
 
 from apps.basic.cli import main
+from apps.basic.limits import MAX_INSTRUCTIONS
 
 
 def call(*argv: str) -> tuple[int, str]:
@@ -56,12 +56,11 @@ def test_run_json_compile_error_and_runtime_error(tmp_path: Path) -> None:
     assert json.loads(out)["error"] == {"line": 2, "message": "division by zero"}
 
 
-def test_run_that_exceeds_its_budget_ends_quickly_with_error(tmp_path: Path) -> None:
+def test_run_that_exceeds_its_budget_ends_with_error(tmp_path: Path) -> None:
     f = write(tmp_path, "loop.bas", 'i = 0\nWHILE TRUE\ni = i + 1\nWEND\n')
-    started = time.monotonic()
     report = json.loads(call("run", f, "--json")[1])
-    assert report["status"] == "error" and "instruction budget" in report["error"]["message"]
-    assert time.monotonic() - started < 20
+    assert report["status"] == "error"
+    assert report["error"]["message"] == f"instruction budget of {MAX_INSTRUCTIONS} exceeded (endless loop?)"
 
 
 def test_tool_prints_openai_schema(tmp_path: Path) -> None:
