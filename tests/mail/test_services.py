@@ -96,8 +96,10 @@ def test_begin_mail_block_sends_subject_and_body_lines(mail_tenant, committed_db
 def test_a_rolled_back_script_sends_nothing(mail_tenant, committed_db, mail_worker, smtp):
     with schema_context(mail_tenant.schema_name):
         bot = mail_bot(smtp)
-        with pytest.raises(RuntimeError), transaction.atomic():
-            run(bot, 'SEND MAIL "ana@example.test", "never", "rolled back"\n')
+        with pytest.raises(RuntimeError, match="^the caller fails after the script$"), transaction.atomic():
+            result = run(bot, 'SEND MAIL "ana@example.test", "never", "rolled back"\n')
+            assert result.status == "done", result.error
+            assert OutgoingMail.objects.get(bot=bot, subject="never").status == "queued"  # queued in the transaction
             raise RuntimeError("the caller fails after the script")
         mail_send(bot=bot, to="bo@example.test", subject="after", body_text="marker")
         (captured,) = smtp.wait_for(1)  # the worker is FIFO: the rolled-back mail would have come first
