@@ -90,11 +90,11 @@ def other_mail_tenant(mail_tenant, django_db_blocker):
 
 @pytest.fixture
 def chat_turns():
-    """The chat core's channel_turn (apps.sessions), which answers incoming mail."""
-    try:
-        from apps.sessions.services import channel_turn  # noqa: F401
-    except ImportError:
-        pytest.skip("apps.sessions.services.channel_turn (the chat core) is not available yet")
+    """The chat core's channel_turn (apps.sessions), which answers incoming mail. Imported, never skipped: a
+    renamed or missing channel_turn fails the tests that need it."""
+    from apps.sessions.services import channel_turn
+
+    return channel_turn
 
 
 @pytest.fixture
