@@ -116,15 +116,23 @@ def test_a_burst_of_health_requests_shares_one_round_of_probes(canary_tenants, s
         probes.append(time.monotonic())
         return database()
 
+    def report_aged(seconds: float) -> None:
+        """The cached report as if it had been made `seconds` earlier (instead of waiting for it to age)."""
+        when, body, status = health._report
+        health._report = (when - seconds, body, status)
+
     monkeypatch.setitem(health.CHECKS, "database", counted)
     monkeypatch.setattr(health, "_report", None)
-    settings.HEALTH_REPORT_TTL_S = 0.5
+    settings.HEALTH_REPORT_TTL_S = 60  # far longer than the burst takes, however slow the machine
     first = _health(canary_tenants.a.host)
     for _ in range(5):
         again = _health(canary_tenants.b.host)
         assert again.status_code == 200 and json.loads(again.content) == json.loads(first.content)
     assert len(probes) == 1
-    time.sleep(0.6)
+    report_aged(30)  # half the TTL: still the last report
+    assert _health(canary_tenants.a.host).status_code == 200
+    assert len(probes) == 1
+    report_aged(31)  # past the TTL: the next request probes again
     assert _health(canary_tenants.a.host).status_code == 200
     assert len(probes) == 2
     settings.HEALTH_REPORT_TTL_S = 0  # off: every request probes
