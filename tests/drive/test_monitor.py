@@ -517,25 +517,31 @@ def test_a_data_table_reads_multi_line_fields_and_short_rows(canary_tenants, sto
         assert list(rows) == [{"name": "rose", "notes": "two\nlines"}, {"name": "tulip", "notes": None}]
 
 
-def test_a_same_size_rewrite_in_the_mtime_tick_of_a_racily_hashed_file_is_not_missed(canary_tenants, local_storage):
+def test_a_same_size_rewrite_in_the_mtime_tick_of_a_racily_hashed_file_is_not_missed(canary_tenants, local_storage,
+                                                                                     monkeypatch):
     """The scan hashed a file modified 1.5 s earlier (inside the racy window) and stored its (size, mtime) as the
     hint; the file was then rewritten, same size, in the same mtime tick. Every later scan, once the window had
-    passed, reused the old ETag: the change was never processed."""
-    from apps.bots.models import BotTableRow
-    from apps.drive.backends import HINT_RACY_WINDOW_NS
+    passed, reused the old ETag: the change was never processed.
 
+    The window is widened for the test (the scan must hash the file inside it, however slow the machine), then
+    narrowed to leave the file's tick outside it, as time passing would."""
+    from apps.bots.models import BotTableRow
+    from apps.drive import backends
+
+    window_ns = 600 * 10**9
+    monkeypatch.setattr(backends, "HINT_RACY_WINDOW_NS", window_ns)
     with schema_context(canary_tenants.a.schema_name):
         drive = tenant_drive()
         key = "shop.gbai/shop.gbdata/products.csv"
         path = drive.root / key
         drive.write(key, b"name\nrose\n")
-        tick = time.time_ns() - HINT_RACY_WINDOW_NS * 3 // 4  # inside the window when the scan hashes it
+        tick = time.time_ns() - window_ns // 4  # well inside the window when the scan hashes it
         os.utime(path, ns=(tick, tick))
         drive_scan()
         assert [r["name"] for r in BotTableRow.objects.values_list("data", flat=True)] == ["rose"]
         path.write_bytes(b"name\nlily\n")  # same size, same mtime tick
         os.utime(path, ns=(tick, tick))
-        time.sleep(max(0.0, (tick + HINT_RACY_WINDOW_NS - time.time_ns()) / 1e9) + 0.1)  # the window has passed
+        monkeypatch.setattr(backends, "HINT_RACY_WINDOW_NS", window_ns // 8)  # the window has passed the tick
         assert drive_scan().processed == [key]
         assert [r["name"] for r in BotTableRow.objects.values_list("data", flat=True)] == ["lily"]
 
