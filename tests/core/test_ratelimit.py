@@ -56,13 +56,14 @@ def test_burst_adds_back_to_back_requests_on_top_of_the_limit():
 
 
 def test_a_slot_frees_up_after_the_returned_wait():
-    scope = _scope()
-    assert _allowed(scope, "client", 10, limit=10, window_s=1) == 10
-    wait = rate_check(scope, "client", limit=10, window_s=1)
-    assert wait is not None and wait <= 0.1
+    # One slot a second: the checks below that must find no free slot have a second to run in, not 0.1 s.
+    scope, limit = _scope(), dict(limit=10, window_s=10)
+    assert _allowed(scope, "client", 10, **limit) == 10
+    wait = rate_check(scope, "client", **limit)
+    assert wait is not None and 0 < wait <= 1.0
     time.sleep(wait + 0.02)
-    assert rate_check(scope, "client", limit=10, window_s=1) is None
-    assert rate_check(scope, "client", limit=10, window_s=1) is not None
+    assert rate_check(scope, "client", **limit) is None
+    assert rate_check(scope, "client", **limit) is not None  # that slot was the only one
 
 
 def test_fifty_parallel_requests_against_a_limit_of_ten_let_exactly_ten_through():
