@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -66,6 +67,9 @@ def test_seed_scripts_compile() -> None:
         compile_source(seed)
 
 
-def test_deep_nesting_is_a_compile_error_not_a_crash() -> None:
-    _compile_or_compile_error("x = " + "(" * 5000 + "1" + ")" * 5000)
-    _compile_or_compile_error("IF 1 THEN\n" * 3000 + "END IF\n" * 3000)
+@pytest.mark.parametrize("source", ["x = " + "(" * 5000 + "1" + ")" * 5000, "IF 1 THEN\n" * 3000 + "END IF\n" * 3000],
+                         ids=["parentheses", "blocks"])
+def test_deep_nesting_is_a_compile_error_not_a_crash(source: str) -> None:
+    with pytest.raises(CompileError, match="nested too deeply") as refused:
+        compile_source(source)
+    assert (refused.value.line, refused.value.col, refused.value.message) == (1, 1, "script is nested too deeply")
