@@ -1,4 +1,4 @@
-"""`manage.py basic` is a thin wrapper around the CLI (runs only when Django settings are loaded)."""
+"""`manage.py basic` is a thin wrapper around the CLI."""
 
 from __future__ import annotations
 
@@ -7,21 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
+from django.core.management import call_command
 
 
-def _django_ready() -> bool:
-    try:
-        from django.conf import settings
-
-        return bool(settings.configured)
-    except Exception:  # noqa: BLE001 - any import/config problem means "not available here"
-        return False
-
-
-@pytest.mark.skipif(not _django_ready(), reason="Django settings are not configured (-p no:django)")
 def test_manage_py_basic_run_json_and_check_exit_status(tmp_path: Path) -> None:
-    from django.core.management import call_command
-
     script = tmp_path / "s.bas"
     script.write_text('HEAR n AS INTEGER\nTALK "n=" + n\n', encoding="utf-8")
     out = io.StringIO()
