@@ -502,6 +502,32 @@ def test_s3_drives_of_different_tenants_share_one_boto3_connection_per_thread(s3
     assert first.storage.location != second.storage.location
 
 
+def test_a_bounded_read_asks_for_what_the_object_holds_not_for_the_limit():
+    """read(n) reserves n bytes before reading: a 1 KB file read under a 15 MB limit cost a 15 MB buffer."""
+    import io
+
+    from apps.drive.backends import _read_bounded
+
+    class Recorded(io.BytesIO):
+        def __init__(self, data: bytes) -> None:
+            super().__init__(data)
+            self.asked: list[int] = []
+
+        def read(self, n=-1):
+            self.asked.append(n)
+            return super().read(n)
+
+    small = Recorded(b"x" * 1000)
+    assert _read_bounded(small, "a.txt", 1000, 15 * 1024 * 1024) == b"x" * 1000
+    assert max(small.asked) <= 1001
+    grown = Recorded(b"y" * 5000)  # written to since its size (1000) was taken: still read whole, bounded
+    assert _read_bounded(grown, "b.txt", 1000, 6000) == b"y" * 5000
+    over = Recorded(b"z" * 7000)
+    with pytest.raises(DriveObjectTooLarge):
+        _read_bounded(over, "c.txt", 1000, 6000)
+    assert sum(over.asked) <= 6001
+
+
 def test_read_with_a_limit_refuses_a_larger_object_from_its_size(drive_backend):
     drive_backend.write("demo.gbai/big.txt", b"x" * 100)
     assert drive_backend.read("demo.gbai/big.txt", max_bytes=100) == b"x" * 100
