@@ -1002,7 +1002,8 @@ class Compiler:
             if len(args) > len(proc.params):
                 raise CompileError(f"{name} takes {len(proc.params)} arguments, got {len(args)}", e.line, e.col)
             params = proc.params
-            return lambda vm: vm.call_nested(name, params, [a(vm) for a in args], line)
+            shown = e.written or name
+            return lambda vm: vm.call_nested(name, params, [a(vm) for a in args], line, shown)
         if up in BUILTINS:
             b = BUILTINS[up]
             if len(args) < b.min_args or (b.max_args is not None and len(args) > b.max_args):

@@ -53,6 +53,7 @@ class Call(Expr):
     name: str
     args: list[Expr]
     loose: bool = False  # space-separated form (`FIRST links, 10`): arity is checked at run time
+    written: str = ""  # the name as the script spells it (`name` is lower-cased), for messages
 
 
 @dataclass(slots=True)

@@ -1383,7 +1383,7 @@ class Parser:
                 self.expect_op(")")
                 if w == "FORMAT" and len(args) == 1 and self.accept_word("AS"):
                     args.append(self.parse_postfix())
-                return n.Call(t.line, t.col, name, args)
+                return n.Call(t.line, t.col, name, args, written=str(t.value))
             if w == "FORMAT" and self.starts_argument(self.tok) and not self.tok.is_op("[", "{"):
                 # `FORMAT NOW() AS "YYYYMMDD"` inside an expression
                 args = [self.parse_postfix()]

@@ -190,8 +190,9 @@ class VM:
         self.frames.append(frame)
         self._enter(frame)
 
-    def call_nested(self, name: str, params: list[str], args: list, line: int) -> object:
-        """A FUNCTION called inside an expression: run it to completion right here."""
+    def call_nested(self, name: str, params: list[str], args: list, line: int, shown: str = "") -> object:
+        """A FUNCTION called inside an expression: run it to completion right here (`shown`: its name as the
+        call spells it)."""
         depth = len(self.frames)
         saved_pc = self.frame.get("pc", 0)
         self.push_frame(name, params, args, saved_pc, want=False)
@@ -210,9 +211,18 @@ class VM:
         # instructions per enclosing loop are not yet counted).
         self._check_limits()
         if outcome == "suspend":
+            # The function stopped at its HEAR/WAIT with its frames (and any it called) still on the stack and
+            # the wait recorded. An expression cannot be resumed halfway, so that suspension is abandoned: back
+            # to the caller's frame, no pending wait, and the error is raised at the call site like any other
+            # (TRY/ON ERROR there catch it; left on the stack, the caller's stale pc re-ran the script from an
+            # earlier line).
+            del self.frames[depth:]
+            self.waiting = None
+            self._enter(self.frames[-1])
+            shown = shown or name
             raise BasicRuntimeError(
-                f"{name.upper()} waits for input (HEAR/WAIT) but was called inside an expression; "
-                f"call it as a statement: x = {name}(...)", line)
+                f"{shown} waits for input (HEAR/WAIT) but was called inside an expression; "
+                f"call it as a statement: x = {shown}(...)", line)
         return value
 
     # -- the loop ------------------------------------------------------------------------------
