@@ -114,11 +114,17 @@ class VM:
                 self.waiting = waiting
                 return self._suspended()
             value = ""  # spec 3.5.1: after 3 failures continue with an empty value
+        self.pc = pc + 1
         try:
             spec["store"](self, value)
+        except LimitExceeded as exc:
+            return self._error_result(exc, pc)
         except Exception as exc:  # noqa: BLE001 - `HEAR a[i]` stores through any index: a BASIC error, not a crash
-            return self._error_result(_basic_error(exc), pc)
-        self.pc = pc + 1
+            # An error of the HEAR line, like `a[5] = 1` failing there: TRY and ON ERROR of the script handle it.
+            try:
+                self.pc = self._handle_error(exc, pc, 0)
+            except BasicRuntimeError as err:
+                return self._error_result(err, pc)
         return self._slice()
 
     # -- state ---------------------------------------------------------------------------------
