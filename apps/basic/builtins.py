@@ -1698,10 +1698,38 @@ def _finite_or_null(text: str) -> float | None:
     return number if math.isfinite(number) else None
 
 
+# A UTF-16 surrogate code point: JSON text may write one as an escape (`"\\ud800"`), and json.loads turns a
+# lone one (not half of a pair) into a string that cannot be encoded as UTF-8.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_HINT = re.compile(r"\\u[dD][89a-fA-F]|[\ud800-\udfff]")
+
+
 def parse_json_text(text: str) -> Value:
     """json.loads for script values (JSON_PARSE and the JSON PARSE keyword): NaN, Infinity and numbers past
-    the float range (1e999) are not JSON values a database accepts, so they read as null."""
-    return json.loads(text, parse_constant=lambda name: None, parse_float=_finite_or_null)
+    the float range (1e999) are not JSON values a database accepts, so they read as null. A lone surrogate
+    (`"\\ud800"`) is refused (ValueError): it is not a character, and PostgreSQL cannot store text holding
+    one (the saved dialog, a table row), so the failure would come later and elsewhere."""
+    value = json.loads(text, parse_constant=lambda name: None, parse_float=_finite_or_null)
+    if _SURROGATE_HINT.search(text) and _holds_surrogate(value):
+        raise ValueError("it holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is not a character")
+    return value
+
+
+def _holds_surrogate(value: Value) -> bool:
+    """Does any string (value or key) in the parsed value hold a surrogate? Escaped pairs were joined by
+    json.loads, so every one left is lone."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 _YAML_PLAIN_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_ .\-/@()]*")
