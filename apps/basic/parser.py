@@ -32,6 +32,9 @@ _SPLIT_EQUALS = frozenset({"SET HEADER", "SET BOT MEMORY", "SET USER MEMORY", "R
 _TRAILING_FLAGS = frozenset({"RECURSIVE", "APPEND"})
 _END_BLOCKS = ("IF", "FOR", "WHILE", "SELECT", "SWITCH", "SUB", "FUNCTION", "WITH", "TRY", "ON", "SCHEDULE",
                "PARALLEL")
+# Control words that start their statement even when `[` follows them at once (`RETURN[1] = [1]`).
+_BRACKET_STATEMENTS = frozenset({"IF", "ELSEIF", "WHILE", "DO", "FOR", "SELECT", "SWITCH", "RETURN", "THROW",
+                                 "EXIT", "GOTO", "CALL", "TALK", "PRINT"})
 # Model-routing hints after LLM "..." (`WITH MAX_COST 0.05`), read and ignored like WITH OPTIMIZE FOR.
 _LLM_HINTS = frozenset({"MAX_COST", "MAX_LATENCY"})
 # Words that start a line continuing an inline SQL query (`x = SELECT ... FROM t` + `JOIN ...` lines).
@@ -201,6 +204,8 @@ class Parser:
         nxt = self.peek()
         if nxt.is_op("="):
             return True
+        if nxt.is_op("[") and self.statement_before_bracket():
+            return False
         if nxt.is_op("[") or (nxt.is_op(".") and self.peek(2).kind == ID):
             # scan the lvalue chain and see whether '=' follows
             j = self.i + 1
@@ -219,6 +224,20 @@ class Parser:
                     return False
                 j += 1
         return False
+
+    def statement_before_bracket(self) -> bool:
+        """`RETURN [1] = [1]`, `TALK [a] = [b]`, `IF [1] = [1] THEN`: a statement word followed by `[` starts
+        that statement; it is not an element assignment to a variable named like the word. A control word
+        always does; another statement keyword does when a space separates it from the `[` (`list[0] = 1`
+        written without one still indexes a variable named `list`)."""
+        t, nxt = self.tok, self.peek()
+        w = self.word()
+        if w in _BRACKET_STATEMENTS:
+            return True
+        if not ((w.isascii() and w.isidentifier() and hasattr(self, "stmt_" + w))
+                or (w,) in phrases_starting_with(w)):
+            return False
+        return not (nxt.line == t.line and nxt.col == t.col + len(str(t.value)))
 
     def ident(self, what: str) -> str:
         if self.tok.kind != ID:
