@@ -198,7 +198,10 @@ class Compiler:
     def block(self, body: list[n.Stmt]) -> None:
         for s in body:
             method = getattr(self, "s_" + type(s).__name__)
-            method(s)
+            try:
+                method(s)
+            except RecursionError:  # the innermost statement reports it, with its own line
+                raise CompileError("script is nested too deeply", s.line, s.col) from None
 
     def s_Nop(self, s: n.Nop) -> None:
         pass
@@ -924,6 +927,10 @@ class Compiler:
         return lambda vm: neg(x(vm))
 
     def e_Binary(self, e: n.Binary) -> Ev:
+        if isinstance(e.left, n.Binary) and isinstance(e.left.left, n.Binary):
+            links = _left_spine(e)
+            if len(links) >= _CHAIN_MIN_LINKS:
+                return self.binary_chain(links)
         op = e.op
         left, right = self.expr(e.left), self.expr(e.right)
         truthy = V.is_truthy
@@ -981,6 +988,29 @@ class Compiler:
         if fn2 is None:
             raise CompileError(f"unknown operator {op}", e.line, e.col)
         return lambda vm: fn2(left(vm), right(vm))
+
+    def binary_chain(self, links: list[n.Binary]) -> Ev:
+        """A long left-to-right chain `t0 op1 t1 op2 t2 ...` (`links` outermost first) as one loop: each link
+        is compiled by e_Binary with a left operand that reads the value so far, so every operator keeps its
+        own rules and fast paths. Every link reads its left operand before evaluating its right one, so the
+        one cell is read before anything (a recursive FUNCTION call in a right operand) can reuse it."""
+        base = self.expr(links[-1].left)
+        cell: list = [None]
+        held = _Held(links[-1].line, links[-1].col, cell)
+        steps = [self.e_Binary(n.Binary(link.line, link.col, link.op, held, link.right)) for link in reversed(links)]
+
+        def chain(vm: object) -> object:
+            value = base(vm)
+            for step in steps:
+                cell[0] = value
+                value = step(vm)
+            cell[0] = None  # not keeping the last intermediate value alive
+            return value
+        return chain
+
+    def e__Held(self, e: _Held) -> Ev:
+        cell = e.cell
+        return lambda vm: cell[0]
 
     def e_Call(self, e: n.Call) -> Ev:
         name = e.name
@@ -1079,6 +1109,27 @@ def tool_name(value: str) -> str:
     """`"bot.gbdialog/name.bas"` -> `"name"` (spec 3.5.4)."""
     name = value.strip().replace("\\", "/").rsplit("/", 1)[-1]
     return name[:-4] if name.lower().endswith(".bas") else name
+
+
+# Left-to-right operator chains (`x = 1 + 1 + ... + 1`, `a & b & ...`) of at least this many operators compile
+# to one loop (`Compiler.binary_chain`) instead of nested closures: compiling, and then running, one nested
+# closure per operator ran out of Python stack at a few hundred terms ("script is nested too deeply").
+_CHAIN_MIN_LINKS = 32
+
+
+@dataclass(slots=True)
+class _Held(n.Expr):
+    """The left operand of one link of a compiled chain: the chain's value so far, kept in `cell`."""
+
+    cell: list
+
+
+def _left_spine(e: n.Binary) -> list[n.Binary]:
+    """`e` and the binary operators down its left operands (outermost first)."""
+    links = [e]
+    while isinstance(links[-1].left, n.Binary):
+        links.append(links[-1].left)  # type: ignore[arg-type]
+    return links
 
 
 def _is_lvalue(e: n.Expr) -> bool:

@@ -138,7 +138,10 @@ class Parser:
 
     # -- program and blocks --------------------------------------------------------------------
     def parse_program(self) -> list[n.Stmt]:
-        body = self.parse_body(lambda: False, "")
+        try:
+            body = self.parse_body(lambda: False, "")
+        except RecursionError:  # reported where the parser was when it ran out of stack
+            raise self.error("script is nested too deeply") from None
         if self.tok.kind != EOF:
             raise self.error(f"unexpected {self.describe()}")
         return body
