@@ -1076,6 +1076,11 @@ class Compiler:
         self.note_keyword(e)
         args = [self.expr(a) for a in e.args]
         opts = {k: (self.where_filter(v) if k == "WHERE" else self.expr(v)) for k, v in e.opts.items()}
+        if kw == "SAVE":
+            # positional SAVE (spec 3.5.7): each value's variable name picks its column (`save_row`)
+            names = [a.name if isinstance(a, n.Var | n.Member) else None for a in e.args]
+            if any(names):
+                opts[SAVE_NAMES] = lambda vm: names
         return lambda vm: vm.keyword(kw, [a(vm) for a in args], {k: v(vm) for k, v in opts.items()})
 
     def where_filter(self, e: n.Expr) -> Ev:
@@ -1111,6 +1116,8 @@ def tool_name(value: str) -> str:
     return name[:-4] if name.lower().endswith(".bas") else name
 
 
+# The option under which a SAVE passes the variable name of each argument (None for other expressions).
+SAVE_NAMES = "#names"
 # Left-to-right operator chains (`x = 1 + 1 + ... + 1`, `a & b & ...`) of at least this many operators compile
 # to one loop (`Compiler.binary_chain`) instead of nested closures: compiling, and then running, one nested
 # closure per operator ran out of Python stack at a few hundred terms ("script is nested too deeply").

@@ -143,6 +143,11 @@ class Host:
     def save(self, table: str, values: list) -> object:
         raise self._missing("SAVE")
 
+    def table_columns(self, table: str) -> tuple[list[str], bool]:
+        """The table's known columns for a positional SAVE (`save_row`), and whether they are in the table's
+        declared order (a TABLE definition) rather than only known by name (keys of stored rows)."""
+        return [], False
+
     def insert(self, table: str, data: dict) -> object:
         raise self._missing("INSERT")
 
@@ -256,14 +261,91 @@ def row_matches_filter(row: dict, filter_text: str | tuple[FilterCondition, ...]
     return True
 
 
-def save_row(values: list) -> dict:
-    """The row a SAVE writes: `SAVE t, id, map` (upsert by id), `SAVE t, map`, or positional values
-    (`c0`, `c1`, ... when no table schema names the columns). Shared by every host's SAVE."""
+def save_is_positional(values: list) -> bool:
+    """Is this SAVE's value list the positional form (`SAVE t, v1, v2, ...`), not `SAVE t, id, map` or
+    `SAVE t, map`?"""
+    return bool(values) and not ((len(values) == 2 and isinstance(values[1], dict))
+                                 or (len(values) == 1 and isinstance(values[0], dict)))
+
+
+def save_row(values: list, names: list | None = None, columns: list[str] | None = None,
+             ordered: bool = True) -> dict:
+    """The row a SAVE writes: `SAVE t, id, map` (upsert by id), `SAVE t, map`, or positional values.
+
+    Positional values (spec 3.5.7 SAVE form 2): `names` holds, per value, the variable it was written as
+    (`email`, or `email` for `lead.email`; None for any other expression) and `columns` the table's known
+    columns (`ordered`: in the table's declared order, so positions mean something). A value whose name is a
+    column (case-insensitively) goes to that column, spelled as the table spells it. When no name matches a
+    column and the columns are ordered, the values fill the columns in order (upstream's run-time form).
+    Otherwise an unnamed value takes the column at its own position when that one is free, and a named value
+    that matches no column keeps its name as its key: it is stored, not dropped (upstream's compile-time
+    rewrite drops it with a warning). With no known columns the names are the keys. Only a value with neither
+    a name nor a column is stored as `c<position>` (`c0`, `c1`, ...). Shared by every host's SAVE."""
     if len(values) == 2 and isinstance(values[1], dict):
         return {"id": values[0], **values[1]}
     if len(values) == 1 and isinstance(values[0], dict):
         return dict(values[0])
-    return {f"c{i}": v for i, v in enumerate(values)}
+    names = list(names or [])[: len(values)]
+    names += [None] * (len(values) - len(names))
+    columns = [str(c) for c in columns or []]
+    by_lower = {c.lower(): c for c in reversed(columns)}
+    keys: list[str | None] = []
+    taken: set[str] = set()  # keys given so far, lower-cased (a row holds one of `Name` and `name`)
+    for name in names:
+        key = by_lower.get(str(name).lower()) if name else None
+        if key is not None and key.lower() in taken:
+            key = None  # a column two values name (`SAVE t, a.name, b.name`) goes to the first one
+        keys.append(key)
+        if key is not None:
+            taken.add(key.lower())
+    if ordered and columns and not taken:
+        keys = [columns[i] if i < len(columns) else None for i in range(len(values))]
+        taken = {k.lower() for k in keys if k is not None}
+    for i, key in enumerate(keys):
+        if key is not None:
+            continue
+        if names[i]:
+            candidate = str(names[i])
+        elif ordered and i < len(columns) and columns[i].lower() not in taken:
+            candidate = columns[i]
+        else:
+            candidate = f"c{i}"
+        if candidate.lower() in taken:
+            candidate = f"c{i}"
+            while candidate in taken:
+                candidate += "_"
+        keys[i] = candidate
+        taken.add(candidate.lower())
+    return dict(zip(keys, values, strict=True))
+
+
+# Lines of a TABLE definition that declare no column (SQL-style constraints).
+_NOT_COLUMNS = frozenset({"PRIMARY", "FOREIGN", "CONSTRAINT", "UNIQUE", "INDEX", "KEY", "CHECK", "END"})
+
+
+def table_columns_from_metadata(tables: list | None, table: str) -> list[str]:
+    """The columns, in declared order, of `table` in a compiled script's `metadata["tables"]` (its
+    `TABLE name ... END TABLE` blocks: `Name string(100)`, `id UUID PRIMARY KEY ...`, `FIELD name AS STRING`);
+    [] when the script does not define that table."""
+    want = str(table).strip().strip("\"'").lower()
+    for entry in tables or []:
+        if not isinstance(entry, dict) or "definition" not in entry:
+            continue
+        header = str(entry.get("definition") or "").split()
+        if not header or header[0].strip("\"'").lower() != want:
+            continue
+        columns: list[str] = []
+        for line in entry.get("columns") or []:
+            words = str(line).split()
+            if words and words[0].upper() == "FIELD":
+                words = words[1:]
+            if not words or words[0].upper() in _NOT_COLUMNS:
+                continue
+            column = words[0].strip("\"'`[],")
+            if column and column.lower() not in {c.lower() for c in columns}:
+                columns.append(column)
+        return columns
+    return []
 
 
 class InMemoryHost(Host):
@@ -276,7 +358,7 @@ class InMemoryHost(Host):
                  tables: dict[str, list[dict]] | None = None, files: dict[str, object] | None = None,
                  scripts: dict[str, object] | None = None, allow_network: bool = False,
                  http_responses: dict[str, object] | None = None, llm_reply: str = "",
-                 config: dict[str, object] | None = None) -> None:
+                 config: dict[str, object] | None = None, schemas: dict[str, list[str]] | None = None) -> None:
         self.messages: list[str] = []
         self.direct: list[tuple[str, str]] = []
         self.logs: list[str] = []
@@ -291,6 +373,7 @@ class InMemoryHost(Host):
         self.user_memory: dict[str, object] = {}
         self.session_memory: dict[str, object] = {}
         self.tables: dict[str, list[dict]] = tables if tables is not None else {}
+        self.schemas: dict[str, list[str]] = schemas or {}  # table -> its columns in order (TABLE definitions)
         self.files: dict[str, object] = files if files is not None else {}
         self.mails: list[dict] = []
         self.schedules: list[list] = []
@@ -402,6 +485,16 @@ class InMemoryHost(Host):
             if key.lower() == name:
                 return self.tables[key]
         return self.tables.setdefault(name, [])
+
+    def table_columns(self, table: str) -> tuple[list[str], bool]:
+        name = table.strip().lower()
+        for key, columns in self.schemas.items():
+            if key.lower() == name:
+                return list(columns), True
+        for key, rows in self.tables.items():
+            if key.lower() == name and rows and isinstance(rows[0], dict):
+                return list(rows[0]), False
+        return [], False
 
     def find(self, table: str, filter_text: str) -> list:
         conditions = parse_filter(filter_text)

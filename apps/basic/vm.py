@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from apps.basic import limits, ssrf
 from apps.basic import values as V
 from apps.basic.builtins import BUILTINS, BuiltinContext, BuiltinError, SystemContext, parse_json_text
-from apps.basic.compiler import HALT, PSEUDO_VARIABLES, RELOAD, RETURN, SUSPEND, Program, tool_name
+from apps.basic.compiler import HALT, PSEUDO_VARIABLES, RELOAD, RETURN, SAVE_NAMES, SUSPEND, Program, tool_name
 from apps.basic.errors import BasicRuntimeError, LimitExceeded, StateError
 from apps.basic.hear_types import HEAR_KINDS, SECRET_HEAR_KINDS, hear_validate
-from apps.basic.host import Host, HostError
+from apps.basic.host import Host, HostError, save_is_positional, save_row, table_columns_from_metadata
 from apps.basic.keywords import KEYWORDS
 
 STATE_VERSION = 1
@@ -633,8 +633,19 @@ class VM:
 
     def kw_save(self, name: str, args: list, opts: dict) -> object:
         table, rest = self._table_arg(name, args, opts, "INTO")
+        names = opts.get(SAVE_NAMES)
+        if names is not None and "INTO" not in opts:
+            names = names[1:]  # the first argument was the table
         if "WITH" in opts:
             rest.append(opts["WITH"])
+        if save_is_positional(rest):
+            # The row is built here, where the variable names are known: by the columns of this script's TABLE
+            # definition of the table, else those the host knows (spec 3.5.7 SAVE form 2).
+            columns = table_columns_from_metadata(self.program.metadata.get("tables"), table)
+            ordered = True
+            if not columns:
+                columns, ordered = self.host.table_columns(table)
+            rest = [save_row(rest, names, columns, ordered)]
         return self.host.save(table, rest)
 
     def kw_insert(self, name: str, args: list, opts: dict) -> object:

@@ -14,10 +14,10 @@ from django.db import transaction
 from django.db.models.fields.json import KT
 from django.utils import timezone
 
-from apps.basic.host import Host, HostError, parse_filter, row_matches_filter, save_row
+from apps.basic.host import Host, HostError, parse_filter, row_matches_filter, save_row, table_columns_from_metadata
 from apps.bots import services as bot_services
 from apps.bots.config_csv import config_lookup
-from apps.bots.models import Bot, BotTableRow
+from apps.bots.models import Bot, BotScript, BotTableRow
 from apps.bots.selectors import bot_config_values
 from apps.bots.services import TABLE_ROWS_MAX, bot_table_lock
 from apps.core.wire import contains_nul
@@ -45,6 +45,7 @@ class BotHost(Host):
         self._user = user or {}
         self._session = session or {}
         self._config: dict[str, str] | None = None
+        self._table_definitions: list | None = None  # TABLE blocks of the bot's scripts, read once per host
         # KBs attached with USE KB: session state, which the chat host saves with the session (spec 5.8).
         self.kbs: list[str] = list(kbs or [])
 
@@ -115,6 +116,21 @@ class BotHost(Host):
                 if len(found) >= FIND_LIMIT:
                     break
         return found
+
+    def table_columns(self, table: str) -> tuple[list[str], bool]:
+        """For a positional SAVE: the columns a TABLE block of one of the bot's scripts (tables.bas) declares,
+        in order; else the keys of the table's first stored row (a `.gbdata` CSV's header), known by name only
+        (the database does not keep a JSON object's key order)."""
+        if self._table_definitions is None:
+            scripts = BotScript.objects.filter(bot=self.bot).order_by("path").values_list("metadata", flat=True)
+            self._table_definitions = [entry for metadata in scripts if isinstance(metadata, dict)
+                                       for entry in metadata.get("tables") or []]
+        columns = table_columns_from_metadata(self._table_definitions, table)
+        if columns:
+            return columns, True
+        first = (BotTableRow.objects.filter(bot=self.bot, table=_table_name(table)).order_by("id")
+                 .values_list("data", flat=True).first())
+        return (list(first), False) if isinstance(first, dict) else ([], False)
 
     # Writers of a table take its lock (apps.bots.services.bot_table_lock) for their transaction: two SAVEs of
     # one new id, in two sessions at once, would otherwise both find no row and both insert one.

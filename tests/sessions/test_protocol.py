@@ -168,8 +168,8 @@ async def test_upstream_client_runs_start_menu_tool_button_and_llm_tool_call(
 
     rows = in_schema(chat_tenant.schema_name, visits_rows, chat_tenant.schema_name, garden)
     assert len(rows) == 1
-    # Positional SAVE values (no table schema names the columns): name, date, people.
-    assert rows[0]["c0"] == "Ana" and str(rows[0]["c2"]) == "3" and "2026-05-14" in str(rows[0]["c1"])
+    # Positional SAVE values (no table schema names the columns): stored under their variable names.
+    assert rows[0]["name"] == "Ana" and str(rows[0]["people"]) == "3" and "2026-05-14" in str(rows[0]["date"])
 
     first, second = llm.chat_requests()[-2:]
     tool_names = [t["function"]["name"] for t in first.body.get("tools") or []]

@@ -32,4 +32,4 @@ def test_the_demo_bot_greets_answers_its_menu_and_books_a_visit_from_its_button(
         reply = _say(session, "2026-12-01")
         assert reply == ["Thank you, Ana. Your visit on 2026-12-01 is booked for a group of 1."]
         row = BotTableRow.objects.get(bot=session.bot, table="visits").data
-        assert row == {"c0": "Ana", "c1": "2026-12-01", "c2": 1}
+        assert row == {"name": "Ana", "date": "2026-12-01", "people": 1}

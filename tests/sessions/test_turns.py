@@ -124,7 +124,7 @@ def test_tool_button_runs_the_tool_and_a_hear_inside_it_gets_the_next_message(ca
         assert _texts(services.turn_run(session, text="book", message_type=MessageType.TOOL_EXEC)) == ["Your name?"]
         assert _texts(services.turn_run(session, text="Bea")) == ["Booked for Bea"]
         rows = BotTableRow.objects.filter(bot=bot, table="visits").values_list("data", flat=True)
-        assert [r["c0"] for r in rows] == ["Bea"]
+        assert [r["name"] for r in rows] == ["Bea"]
         tool_row = Message.objects.get(session=session, message_type=MessageType.TOOL_EXEC)
         assert tool_row.role == Role.USER and tool_row.meta == {"tool": "book"}
 
@@ -158,7 +158,7 @@ def test_llm_turn_calls_a_tool_script_and_streams_the_answer(canary_tenants, llm
 
         assert message_event(answer)["meta"]["tool_calls"] == [{"name": "book"}]
         assert answer.tokens > 0 and answer.model
-        assert BotTableRow.objects.get(bot=bot, table="visits").data["c0"] == "Cid"
+        assert BotTableRow.objects.get(bot=bot, table="visits").data["name"] == "Cid"
         deltas = [e for e in sink.events if e["kind"] == "delta"]
         assert "".join(d["text"] for d in deltas) == answer.content
         assert [d["offset"] for d in deltas] == sorted(d["offset"] for d in deltas)
