@@ -28,6 +28,8 @@ _COMPARE_OPS = {"=": "==", "==": "==", "<>": "!=", "!=": "!=", "<": "<", ">": ">
 # Keywords whose `"key" = value` form (docs/templates) means two arguments, not a comparison.
 _SPLIT_EQUALS = frozenset({"SET HEADER", "SET BOT MEMORY", "SET USER MEMORY", "REMEMBER", "SET CONTEXT",
                            "SET SESSION"})
+# Keywords whose `WITH col AS value, ...` is a map of column values.
+_WITH_AS_KEYWORDS = frozenset({"SAVE", "INSERT"})
 # Flags that may end a keyword argument list with nothing after them.
 _TRAILING_FLAGS = frozenset({"RECURSIVE", "APPEND"})
 _END_BLOCKS = ("IF", "FOR", "WHILE", "SELECT", "SWITCH", "SUB", "FUNCTION", "WITH", "TRY", "ON", "SCHEDULE",
@@ -365,7 +367,7 @@ class Parser:
             args = self.expr_list(")")
             self.expect_op(")")
         elif full:
-            args, opts = self.keyword_args()
+            args, opts = self.keyword_args(name)
         elif self.starts_argument(self.tok):
             args = [self.parse_postfix()]
             if self.word() == "WHERE":  # `FIND "t" WHERE user_id = x` inside a larger expression
@@ -390,7 +392,7 @@ class Parser:
             j += 1
         return False
 
-    def keyword_args(self) -> tuple[list[n.Expr], dict[str, n.Expr]]:
+    def keyword_args(self, keyword: str = "") -> tuple[list[n.Expr], dict[str, n.Expr]]:
         args: list[n.Expr] = []
         opts: dict[str, n.Expr] = {}
         pending: str | None = None
@@ -410,6 +412,10 @@ class Parser:
                     opts[pending] = n.Lit(ctok.line, ctok.col, True)
                 if w == "SET":  # `UPDATE "t" SET a = 1, b = 2 WHERE id = x` (may span lines)
                     opts["SET"] = self.set_pairs(ctok)
+                    continue
+                if w == "WITH" and keyword in _WITH_AS_KEYWORDS and self.tok.kind == ID and self.peek().is_word("AS"):
+                    opts["WITH"] = self.as_pairs(ctok)  # `SAVE "t" WITH name AS info.name, brand AS info.brand`
+                    pending = None
                     continue
                 pending = w
                 if self.at_end():
@@ -442,6 +448,21 @@ class Parser:
             if not self.accept_op(","):
                 if self.tok.kind == NL and self.peek().is_word("WHERE"):
                     self.advance()
+                return n.MapLit(t.line, t.col, pairs)
+
+    def as_pairs(self, t: Token) -> n.Expr:
+        """`col AS expr, col AS expr, ...` after WITH (templates' `SAVE "products" WITH name AS info.name, ...`):
+        the map of column values."""
+        pairs: list[tuple[str, n.Expr]] = []
+        while True:
+            kt = self.tok
+            key = self.ident("a column name")
+            if not self.accept_word("AS"):
+                raise self.error(f"expected AS after column '{kt.value}' (WITH column AS value, ...)")
+            if any(k == key for k, _ in pairs):
+                raise self.error(f"column '{kt.value}' is given twice", kt)
+            pairs.append((key, self.parse_expr()))
+            if not self.accept_op(","):
                 return n.MapLit(t.line, t.col, pairs)
 
     def connector_here(self) -> bool:

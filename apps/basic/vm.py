@@ -628,7 +628,7 @@ class VM:
 
     def kw_find(self, name: str, args: list, opts: dict) -> object:
         table, rest = self._table_arg(name, args, opts, "FROM")
-        filter_value = opts.get("WHERE", rest[0] if rest else "")
+        filter_value = opts.get("WHERE", opts.get("WITH", rest[0] if rest else ""))  # `FIND "t" WITH "a=1"` too
         return self.host.find(table, V.value_to_text(filter_value) if filter_value is not True else "")
 
     def kw_save(self, name: str, args: list, opts: dict) -> object:
