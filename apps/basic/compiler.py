@@ -1023,6 +1023,9 @@ class Compiler:
             up = "TAKE" if up == "FIRST" else "TAIL"  # FIRST(list, n) / LAST(list, n)
         if up == "JSON" and "json" not in self.procs:
             up = "TOJSON"
+        if up == "JOIN" and len(args) == 3 and name not in self.procs:
+            # `JOIN orders, customers, "customer_id"`: the join of two arrays of rows (spec 3.5.7), not JOIN(arr, sep)
+            return self.e_KwCall(n.KwCall(e.line, e.col, "JOIN", e.args, {}))
         if name == "$iif":
             c, a, b = args
             truthy = V.is_truthy

@@ -16,7 +16,7 @@ import re
 import time
 from dataclasses import dataclass
 
-from apps.basic import limits, ssrf
+from apps.basic import dataops, limits, ssrf
 from apps.basic import values as V
 from apps.basic.builtins import BUILTINS, BuiltinContext, BuiltinError, SystemContext, parse_json_text
 from apps.basic.compiler import HALT, PSEUDO_VARIABLES, RELOAD, RETURN, SAVE_NAMES, SUSPEND, Program, tool_name
@@ -703,6 +703,47 @@ class VM:
         conditions = parse_filter(V.value_to_text(args[1]))
         return [row for row in data if isinstance(row, dict) and row_matches_filter(row, conditions)]
 
+    # -- in-memory data transforms (spec 3.5.7; apps.basic.dataops) -------------------------------------------
+    def kw_aggregate(self, name: str, args: list, opts: dict) -> object:
+        def operation(value: object) -> str:
+            return value.strip().upper() if isinstance(value, str) else ""
+
+        if args and operation(args[0]) not in dataops.AGGREGATE_OPERATIONS and len(args) >= 2 and \
+                operation(args[1]) in dataops.AGGREGATE_OPERATIONS:
+            # `AGGREGATE "leads", "COUNT", "email"`: over a stored table, which only a host can read
+            return self.host.keyword(name, args, opts)
+        if len(args) != 3:
+            raise BasicRuntimeError(f'{name} needs an operation, the rows and a field: {name} "SUM", rows, "amount"')
+        return dataops.aggregate(*args)
+
+    def kw_join_rows(self, name: str, args: list, opts: dict) -> object:
+        if len(args) != 3:
+            raise BasicRuntimeError(f'{name} of rows needs two arrays and a key field: {name} orders, customers, "id"')
+        return dataops.join(*args)
+
+    def kw_pivot(self, name: str, args: list, opts: dict) -> object:
+        if len(args) != 3:
+            raise BasicRuntimeError(f'{name} needs the rows, a row field and a value field: {name} rows, "month", '
+                                    '"amount"')
+        return dataops.pivot(*args)
+
+    def kw_group_by(self, name: str, args: list, opts: dict) -> object:
+        if len(args) != 2:
+            raise BasicRuntimeError(f'{name} needs the rows and a field: {name} rows, "field"')
+        return dataops.group_by(*args)
+
+    def kw_map_rows(self, name: str, args: list, opts: dict) -> object:
+        if len(args) != 2:
+            raise BasicRuntimeError(f'{name} needs the rows and the renames: {name} rows, "old->new, ..."')
+        return dataops.rename(*args)
+
+    def kw_fill(self, name: str, args: list, opts: dict) -> object:
+        if len(args) == 2 and isinstance(args[1], dict):
+            return dataops.fill(args[0], args[1])
+        if len(args) == 2:  # `FILL value, count` written without parentheses: the builtin
+            return BUILTINS["FILL"].fn(self.ctx, *args)
+        return self.host.keyword(name, args, opts)  # `FILL template` (a document template): the host's
+
     def _http(self, method: str, url: str, data: object) -> object:
         ssrf.check_url(url)
         return self.host.http(method, url, data, dict(self.headers))
@@ -909,7 +950,9 @@ def _parse_assignments(text: str) -> dict:
 
 
 _SPECIAL = {"SYSTEM PROMPT": "set_system_prompt", "SET": "set_table", "NEW OBJECT": "pure",
-            "CREATE OBJECT": "pure", "NEW ARRAY": "pure", "JSON PARSE": "pure", "GET SESSION": "get_session"}
+            "CREATE OBJECT": "pure", "NEW ARRAY": "pure", "JSON PARSE": "pure", "GET SESSION": "get_session",
+            "JOIN": "join_rows", "PIVOT": "pivot", "GROUP BY": "group_by", "GROUP_BY": "group_by",
+            "MAP": "map_rows", "FILL": "fill"}
 # Methods that exist on Host under the same name but need the generic (name, args, opts) form.
 _GENERIC_ONLY = frozenset({"keyword"})
 
