@@ -45,8 +45,10 @@ Choices made where the spec has a [GAP] or is silent
 * ``NOW()`` returns the ISO string ``"YYYY-MM-DDTHH:MM:SS"`` (the VM contract), not the
   upstream map; ``NOW_STR()`` gives the upstream ``"YYYY-MM-DD HH:MM:SS"`` text.
 * ``ROUND`` rounds half away from zero on the decimal text of the number
-  (``ROUND(2.5) = 3``, ``ROUND(1.005, 2) = 1.01``), matching what users expect and upstream
-  ``f64::round``; ``CINT`` uses the same rule. ``VAL`` reads the leading number of a text
+  (``ROUND(2.5) = 3``, ``ROUND(1.005, 2) = 1.01``), which is what users expect. Upstream
+  agrees on halves of whole numbers (``f64::round``) but rounds ``n * 10^d`` in binary, so its
+  ``ROUND(1.005, 2)`` is ``1.0`` (1.005 is stored as 1.00499...); ours differs on purpose.
+  ``CINT`` uses the same rule. ``VAL`` reads the leading number of a text
   (``VAL("12abc") = 12``), 0 when there is none, an int for integer text.
 * ``RANDOM(max)`` is an integer in ``[0, max)``, ``RANDOM(min, max)`` in ``[min, max]``
   (upstream code).
