@@ -45,12 +45,14 @@ class JobRun(models.Model):
         indexes = [
             models.Index(fields=["bot", "-scheduled_for"], name="job_run_bot_newest_idx"),
             # The tick counts a tenant's runs in flight every few seconds; the table keeps months of history.
-            models.Index(fields=["status"], condition=models.Q(status__in=["queued", "running", "waiting"]),
-                         name="job_run_in_flight_idx"),
+            # Equalities OR-ed, not `IN`: PostgreSQL prints an IN over varchar with casts that re-read differently,
+            # so a tenant schema cloned from the template got a differently written index.
+            models.Index(fields=["status"], condition=models.Q(status="queued") | models.Q(status="running")
+                         | models.Q(status="waiting"), name="job_run_in_flight_idx"),
         ]
 
-    # Runs that count against the tenant's AUTOMATION_TENANT_RUNS_IN_FLIGHT_MAX: on the queue, running, or
-    # suspended at a WAIT (a run that WAITs in a loop comes back to a worker a hundred times).
+    # Runs that may count against the tenant's AUTOMATION_TENANT_RUNS_IN_FLIGHT_MAX (which of them do:
+    # apps.automation.services.job_runs_in_flight).
     IN_FLIGHT = (Status.QUEUED, Status.RUNNING, Status.WAITING)
 
     def __str__(self) -> str:

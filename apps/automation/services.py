@@ -33,13 +33,12 @@ import zoneinfo
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from functools import partial
 
 from celery.exceptions import SoftTimeLimitExceeded
 from croniter import croniter
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, Min
+from django.db.models import Count, Min, Q
 from django.utils import timezone
 from django_tenants.utils import get_public_schema_name, schema_context
 
@@ -192,6 +191,18 @@ def schedules_tick(*, now: datetime | None = None, late_cutoff: timedelta | None
     return report
 
 
+def job_runs_in_flight(now: datetime) -> Q:
+    """The runs that count against the tenant's AUTOMATION_TENANT_RUNS_IN_FLIGHT_MAX: those taking or about to take
+    a worker. Queued within the late cut-off (an older queued row will never run: its message was lost, or a
+    worker would skip it); running; waiting with its WAIT over (its resume is on the queue). A run suspended at a
+    WAIT still running holds no worker and no message: counting it let two polling scripts (DO ... WAIT 60 ...
+    LOOP) hold back every other schedule of the tenant, and a broker blip at the tick kept the tenant's room full
+    until the sweep."""
+    cutoff = now - timedelta(seconds=settings.AUTOMATION_LATE_CUTOFF_S)
+    return (Q(status=JobRun.Status.QUEUED, created_at__gte=cutoff) | Q(status=JobRun.Status.RUNNING)
+            | Q(status=JobRun.Status.WAITING, resume_at__lte=now))
+
+
 def _tick_tenant(*, tenant_id: int, schema_name: str, now: datetime, cutoff: timedelta, limit: int,
                  report: TickReport) -> int:
     """Claim at most `limit` of one tenant's due rows (oldest first), fewer when the tenant has runs in flight,
@@ -205,7 +216,7 @@ def _tick_tenant(*, tenant_id: int, schema_name: str, now: datetime, cutoff: tim
         if locked is None:
             return 0
         with schema_context(schema_name):
-            in_flight = JobRun.objects.filter(status__in=JobRun.IN_FLIGHT).count()
+            in_flight = JobRun.objects.filter(job_runs_in_flight(now)).count()
         limit = min(limit, settings.AUTOMATION_TENANT_RUNS_IN_FLIGHT_MAX - in_flight)
         if limit <= 0:
             return 0
@@ -238,7 +249,9 @@ def _tick_tenant(*, tenant_id: int, schema_name: str, now: datetime, cutoff: tim
                 report.queued_runs += 1
                 report.fired.append((schema_name, row.schedule_id))
                 runs[row.schedule_id] = plan.run_at
-            transaction.on_commit(partial(_enqueue_run, schema_name, row.schedule_id, plan), robust=True)
+            # A lambda, not a partial: a robust hook that fails is logged by its __qualname__, which a partial lacks
+            # (the AttributeError escaped the tick and dropped the tenant's other hooks and the later tenants).
+            transaction.on_commit(lambda s=schema_name, i=row.schedule_id, p=plan: _enqueue_run(s, i, p), robust=True)
         for next_run_at, ids in moved.items():  # most rows share a few next times
             ScheduleIndex.objects.filter(pk__in=ids).update(next_run_at=next_run_at)
         with schema_context(schema_name):
@@ -410,7 +423,7 @@ def job_runs_lost_sweep(*, now: datetime | None = None) -> int:
         # Due again from now: the next sweep queues it once more only if this message is lost too.
         JobRun.objects.filter(pk__in=[run_id for run_id, _slices in stuck]).update(resume_at=now)
         for run_id, slices in stuck:
-            transaction.on_commit(partial(_enqueue_resume, run_id, 0, slices), robust=True)
+            transaction.on_commit(lambda r=run_id, n=slices: _enqueue_resume(r, 0, n), robust=True)
     if stuck:
         logger.warning("automation: %d waiting run(s) had lost their resume; queued again", len(stuck))
     return lost + never_taken + len(stuck)
@@ -483,7 +496,9 @@ def _finish(run: JobRun, host: JobHost, result: RunResult | None, failure: str |
     with transaction.atomic():
         run.save()
         if run.status == JobRun.Status.WAITING:
-            transaction.on_commit(partial(_enqueue_resume, run.pk, result.wait_seconds, run.slices))
+            # Robust: the run is saved waiting; a resume the broker did not take is queued again by the sweep.
+            transaction.on_commit(lambda r=run.pk, s=result.wait_seconds, n=run.slices: _enqueue_resume(r, s, n),
+                                  robust=True)
     if run.status == JobRun.Status.ERROR:
         logger.info("automation: job failed", extra={"run": run.pk, "line": run.error_line})
     return run

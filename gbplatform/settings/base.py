@@ -370,10 +370,11 @@ AUTOMATION_TICK_INTERVAL_S = env_int("AUTOMATION_TICK_INTERVAL_S", 10)
 # A run due longer ago than this (workers or beat were down) is skipped and recorded as stale instead of
 # fired late: a 9:00 report is not sent at 14:00, and an outage does not end in a burst of catch-up runs.
 AUTOMATION_LATE_CUTOFF_S = env_int("AUTOMATION_LATE_CUTOFF_S", 300)
-# Runs one tenant may have queued, running or waiting (WAIT) at once; its other due schedules wait, still due, for
-# a tick after some of them end. Every tenant's runs share the `jobs` queue in order of arrival: another tenant's
-# run waits behind at most this many of one tenant's, so keep it under the jobs workers' concurrency times the
-# cut-off over a long run's seconds (20: 4 worker processes, 60-second runs, 300 s).
+# Runs one tenant may have queued, running or back from a WAIT at once (apps.automation.services.
+# job_runs_in_flight); its other due schedules wait, still due, for a tick after some of them end. Every tenant's
+# runs share the `jobs` queue in order of arrival: another tenant's run waits behind at most this many of one
+# tenant's, so keep it under the jobs workers' concurrency times the cut-off over a long run's seconds (20: 4 worker
+# processes, 60-second runs, 300 s).
 AUTOMATION_TENANT_RUNS_IN_FLIGHT_MAX = max(1, env_int("AUTOMATION_TENANT_RUNS_IN_FLIGHT_MAX", 20))
 CELERY_BEAT_SCHEDULE["automation-tick"] = {
     "task": "automation.tick",

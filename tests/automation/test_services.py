@@ -456,3 +456,45 @@ def test_the_tick_records_each_run_queued_and_one_no_worker_takes_ends_skipped(c
         # Its message arriving after all does not run it either.
         assert schedule_run(schedule_id=schedule.pk, scheduled_for=second.scheduled_for) is None
         assert not JobRun.objects.filter(schedule=schedule, output="ran").exists()
+
+
+@outside_test_transaction
+def test_runs_that_hold_no_worker_leave_the_tenants_room_and_a_broker_blip_does_not_stop_the_tick(
+        canary_tenants, monkeypatch, settings):
+    """Counting every queued or waiting run: a broker blip at the tick left queued rows that could never run
+    holding the tenant's room until the sweep, and two polling scripts (DO ... WAIT 60 ... LOOP) suspended at
+    their WAITs held back every other schedule of the tenant. And the tick's robust hooks were partials, whose
+    failure Django logs by a __qualname__ they lack: the AttributeError escaped the tick."""
+    from django.utils import timezone
+    from kombu.exceptions import OperationalError
+
+    from apps.automation.tasks import schedule_run_task
+
+    def broker_down(*args, **kwargs):
+        raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    settings.AUTOMATION_TENANT_RUNS_IN_FLIGHT_MAX = 1
+    schema = canary_tenants.b.schema_name
+    first = schedule_of(schema, deploy(schema, "at-blip", 'SET SCHEDULE "every minute"\nTALK "x"\n'))
+    due = first.next_run_at
+    monkeypatch.setattr(schedule_run_task, "apply_async", broker_down)
+    report = schedules_tick(now=due + timedelta(seconds=1))  # the broker refuses the run: logged, not raised
+    assert (schema, first.pk) in report.fired
+    monkeypatch.undo()  # the broker is back (no worker in these tests: the messages stay queued)
+    with schema_context(schema):
+        lost = JobRun.objects.get(schedule=first)
+        assert lost.status == JobRun.Status.QUEUED
+        # Its message never reached the broker: once it is past the cut-off it can never run, and holds no room.
+        cutoff = timedelta(seconds=settings.AUTOMATION_LATE_CUTOFF_S)
+        JobRun.objects.filter(pk=lost.pk).update(created_at=timezone.now() - cutoff - timedelta(seconds=1))
+        # A run suspended at a WAIT still running holds no worker either.
+        JobRun.objects.create(bot=lost.bot, schedule=first, script_name="at-blip", cron=lost.cron,
+                              scheduled_for=due - timedelta(days=1), status=JobRun.Status.WAITING,
+                              resume_at=timezone.now() + timedelta(minutes=30))
+    later = schedules_tick(now=due + timedelta(minutes=1, seconds=1))
+    assert (schema, first.pk) in later.fired and not later.held_back
+    with schema_context(schema):  # a waiting run whose WAIT is over is on the queue again: it counts
+        JobRun.objects.filter(schedule=first, status=JobRun.Status.WAITING).update(resume_at=timezone.now())
+        JobRun.objects.filter(schedule=first, status=JobRun.Status.QUEUED).update(status=JobRun.Status.OK)
+    held = schedules_tick(now=due + timedelta(minutes=2, seconds=1))
+    assert (schema, first.pk) not in held.fired and held.held_back == {schema: 1}

@@ -18,6 +18,6 @@ class Migration(migrations.Migration):
         ),
         migrations.AddIndex(
             model_name='jobrun',
-            index=models.Index(condition=models.Q(('status__in', ['queued', 'running', 'waiting'])), fields=['status'], name='job_run_in_flight_idx'),
+            index=models.Index(condition=models.Q(('status', 'queued'), ('status', 'running'), ('status', 'waiting'), _connector='OR'), fields=['status'], name='job_run_in_flight_idx'),
         ),
     ]
