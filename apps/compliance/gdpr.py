@@ -1023,7 +1023,9 @@ def subject_requests_requeue_stale(*, older_than: timedelta = DSR_REQUEUE_AFTER)
     queued: list[uuid.UUID] = []
     try:
         for request_id in stale.order_by("queued_at").values_list("pk", flat=True)[:DSR_REQUEUE_BATCH]:
-            subject_request_run_task.delay(str(request_id))  # the broker down still: raises; the next sweep
+            # The broker down still: raises; the next sweep. `requeued`: should the lost job turn up after all
+            # (it was only stuck behind a backlog), the later copy finds the request taken and does nothing.
+            subject_request_run_task.delay(str(request_id), requeued=True)
             queued.append(request_id)
     finally:  # one UPDATE for the rows queued (also when the broker failed part way)
         if queued:
@@ -1033,11 +1035,15 @@ def subject_requests_requeue_stale(*, older_than: timedelta = DSR_REQUEUE_AFTER)
     return len(queued)
 
 
-def subject_request_execute(*, request_id: str) -> DataSubjectRequest:
-    """Carry out a request (the job). Done requests are left alone; a failed or interrupted one runs again."""
+def subject_request_execute(*, request_id: str, requeued: bool = False) -> DataSubjectRequest:
+    """Carry out a request (the job). Done requests are left alone; a failed or interrupted one runs again.
+    `requeued` (a copy the stale sweep queued): only a request still pending runs; one already running is the
+    original job's, not one whose worker died, and running it again would run it twice at once (and count an
+    interruption that did not happen)."""
     with transaction.atomic():
         row = DataSubjectRequest.objects.select_for_update().get(pk=request_id)
-        if row.status == DataSubjectRequest.Status.DONE:
+        Status = DataSubjectRequest.Status
+        if row.status == Status.DONE or (requeued and row.status != Status.PENDING):
             return row
         # Still `running`: the last run ended with its worker (a killed worker's job is delivered again).
         row.interrupted = row.interrupted + 1 if row.status == DataSubjectRequest.Status.RUNNING else 0

@@ -10,9 +10,10 @@ from gbplatform.celery import app
 
 
 @app.task(name="compliance.subject_request_run")
-def subject_request_run_task(request_id: str) -> dict:
-    """Carry out one export or erasure request of the tenant (idempotent: a done request is left alone)."""
-    row = subject_request_execute(request_id=request_id)
+def subject_request_run_task(request_id: str, requeued: bool = False) -> dict:
+    """Carry out one export or erasure request of the tenant (idempotent: a done request is left alone; a copy
+    queued again by the sweep leaves alone one that is no longer pending)."""
+    row = subject_request_execute(request_id=request_id, requeued=requeued)
     return {"status": row.status, "report": row.report}
 
 

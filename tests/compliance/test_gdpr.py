@@ -460,3 +460,18 @@ def test_a_request_whose_runs_keep_ending_with_their_worker_fails_instead_of_run
         assert stopped.status == DataSubjectRequest.Status.FAILED and "ended with their worker" in stopped.error
         assert not stopped.report
     assert ana_rows and db_rows_containing(a.schema_name, ANA) == []
+
+
+def test_a_copy_the_stale_sweep_queued_leaves_a_request_already_taken_alone(world, django_capture_on_commit_callbacks):
+    """The sweep re-queues a request pending for 30 minutes; if its own job was only stuck behind a backlog, both
+    arrive: the copy found it `running`, took it for a run whose worker died, counted an interruption and ran the
+    erasure again at the same time (at the third copy it marked the running request failed)."""
+    a, *_ = world
+    row = _queue(a.schema_name, "export", ADDRESS, django_capture_on_commit_callbacks)
+    with schema_context(a.schema_name):
+        DataSubjectRequest.objects.filter(pk=row.pk).update(status=DataSubjectRequest.Status.RUNNING)
+        copy = subject_request_execute(request_id=str(row.pk), requeued=True)
+        assert (copy.status, copy.interrupted, copy.report) == (DataSubjectRequest.Status.RUNNING, 0, {})
+        # Still pending (its job really was lost): the copy carries it out.
+        DataSubjectRequest.objects.filter(pk=row.pk).update(status=DataSubjectRequest.Status.PENDING)
+        assert subject_request_execute(request_id=str(row.pk), requeued=True).status == DataSubjectRequest.Status.DONE
