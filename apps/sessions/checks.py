@@ -89,7 +89,8 @@ def turn_slots_problem() -> str | None:
     """What is wrong with CHAT_TURNS_PER_TENANT against the pool it shares out, or None."""
     per_tenant, threads = int(settings.CHAT_TURNS_PER_TENANT), int(settings.CHAT_TURN_THREADS)
     if per_tenant < 1:
-        return f"CHAT_TURNS_PER_TENANT is {per_tenant}: no tenant's chat turn would ever start. Set it to 1 or more."
+        return (f"CHAT_TURNS_PER_TENANT is {per_tenant}: taken as 1 (with none, no tenant's chat turn would ever "
+                "start). Set it to 1 or more.")
     if per_tenant >= threads:
         return (f"CHAT_TURNS_PER_TENANT ({per_tenant}) is not below CHAT_TURN_THREADS ({threads}): one tenant whose "
                 "model hangs can hold every turn thread of a web process and stop every other tenant's chat. Keep "

@@ -16,9 +16,13 @@ Both kinds wait in the same line: the order is arrival, whatever the protocol. T
 their order because each waits for the one before it first (apps.sessions.consumers.turn_dispatch within a
 process, the session's advisory lock across processes).
 
+A tenant may borrow beyond its share while the process has room: as long as CHAT_TURNS_PER_TENANT of the
+process's CHAT_TURN_THREADS stay free for the others. A tenant alone on a process (a single-tenant install, the
+demo) runs up to CHAT_TURN_THREADS - CHAT_TURNS_PER_TENANT turns at once, not a quarter of the pool, and any
+other tenant still starts its share at once; with several tenants, those below their share always start.
+
 Per process, not across processes: each web process counts its own turns (no Redis round trip per turn, and
-no slot lost by a process that died holding it). One tenant runs at most WEB_PROCESSES x CHAT_TURNS_PER_TENANT
-turns at once.
+no slot lost by a process that died holding it).
 """
 
 from __future__ import annotations
@@ -33,7 +37,10 @@ from django.conf import settings
 
 # Turns of one tenant a web process runs at once: a quarter of its CHAT_TURN_THREADS (32), so a tenant whose
 # model hangs takes at most that share and the other tenants' turns keep starting.
-CHAT_TURNS_PER_TENANT = int(getattr(settings, "CHAT_TURNS_PER_TENANT", 8))
+# At least 1 (chat.W002 says when the setting is lower): none would start no turn at all.
+CHAT_TURNS_PER_TENANT = max(1, int(getattr(settings, "CHAT_TURNS_PER_TENANT", 8)))
+# The process's turns: what a tenant borrows from while CHAT_TURNS_PER_TENANT of them stay free.
+CHAT_TURN_THREADS = int(getattr(settings, "CHAT_TURN_THREADS", 32))
 # How long a REST message (which runs in its request's thread) waits for one of its tenant's slots before it is
 # refused as busy: a burst of the tenant's own turns usually passes by then, and a request cannot wait for ever
 # (its client times out; the thread is the web process's).
@@ -55,16 +62,22 @@ class _Waiter:
 
 
 class TenantTurnSlots:
-    """Each tenant's running turns (at most `per_tenant`) and its line of waiting ones. Thread-safe: socket
-    turns take slots on the event loop, REST turns in request threads. A slot freed while the tenant has
-    turns waiting goes straight to the first of them (a new arrival cannot overtake the line)."""
+    """Each tenant's running turns (`per_tenant`, more while the process has room: `capacity`) and its line of
+    waiting ones. Thread-safe: socket turns take slots on the event loop, REST turns in request threads. A slot
+    freed while the tenant has turns waiting goes straight to the first of them (a new arrival cannot overtake
+    the line); room freed by another tenant lets waiting tenants borrow.
 
-    def __init__(self, per_tenant: int) -> None:
+    `capacity`: the process's turns. A tenant at its share may take one more while fewer than `capacity -
+    per_tenant` run in all, so `per_tenant` always stay for the others. None: no borrowing."""
+
+    def __init__(self, per_tenant: int, capacity: int | None = None) -> None:
         if per_tenant < 1:
             raise ValueError(f"turns per tenant must be at least 1, not {per_tenant}")
         self.per_tenant = per_tenant
+        self.capacity = capacity
         self._lock = threading.Lock()
         self._running: dict[str, int] = {}
+        self._total = 0
         self._waiting: dict[str, collections.deque[_Waiter]] = {}
 
     def running(self, tenant: str) -> int:
@@ -75,12 +88,22 @@ class TenantTurnSlots:
         with self._lock:
             return len(self._waiting.get(tenant) or ())
 
+    def _admits(self, tenant: str) -> bool:
+        """Whether the tenant may start one more turn (under the lock): below its share, or the process has room
+        to lend while `per_tenant` stay free for the others."""
+        if self._running.get(tenant, 0) < self.per_tenant:
+            return True
+        return self.capacity is not None and self._total < self.capacity - self.per_tenant
+
+    def _grant(self, tenant: str) -> None:
+        self._running[tenant] = self._running.get(tenant, 0) + 1
+        self._total += 1
+
     def _take(self, tenant: str) -> bool:
-        """A free slot taken (under the lock), or False: the tenant is at its cap, or others are waiting."""
-        running = self._running.get(tenant, 0)
-        if running >= self.per_tenant or self._waiting.get(tenant):
+        """A free slot taken (under the lock), or False: the tenant is at its cap, or its turns are waiting."""
+        if self._waiting.get(tenant) or not self._admits(tenant):
             return False
-        self._running[tenant] = running + 1
+        self._grant(tenant)
         return True
 
     def _queue(self, tenant: str, waiter: _Waiter) -> None:
@@ -97,7 +120,9 @@ class TenantTurnSlots:
         return True
 
     def release(self, tenant: str) -> None:
-        """A turn of the tenant ended: its slot goes to the tenant's first waiting turn, else it is free."""
+        """A turn of the tenant ended: its slot goes to the tenant's first waiting turn, else it is free (and
+        other tenants' waiting turns may borrow the room it leaves)."""
+        woken: list[_Waiter] = []
         with self._lock:
             line = self._waiting.get(tenant)
             if line:
@@ -105,14 +130,24 @@ class TenantTurnSlots:
                 if not line:
                     del self._waiting[tenant]
                 waiter.granted = True  # the slot changes hands: the running count stays
+                woken.append(waiter)
             else:
-                waiter = None
                 running = self._running.get(tenant, 0) - 1
                 if running > 0:
                     self._running[tenant] = running
                 else:
                     self._running.pop(tenant, None)
-        if waiter is not None:
+                self._total -= 1
+                for other in list(self._waiting):  # lines in the order they formed
+                    other_line = self._waiting[other]
+                    while other_line and self._admits(other):
+                        waiter = other_line.popleft()
+                        waiter.granted = True
+                        self._grant(other)
+                        woken.append(waiter)
+                    if not other_line:
+                        del self._waiting[other]
+        for waiter in woken:
             waiter.wake()
 
     async def acquire(self, tenant: str) -> None:
@@ -182,4 +217,4 @@ def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable, *args: object) -> 
 
 
 # The web process's slots: every chat turn it runs takes one (apps.sessions.consumers, apps.sessions.api).
-turn_slots = TenantTurnSlots(CHAT_TURNS_PER_TENANT)
+turn_slots = TenantTurnSlots(CHAT_TURNS_PER_TENANT, capacity=CHAT_TURN_THREADS)

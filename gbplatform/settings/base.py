@@ -413,9 +413,9 @@ CELERY_BEAT_SCHEDULE["compliance-retention"] = {
 CHAT_MESSAGE_MAX_CHARS = env_int("CHAT_MESSAGE_MAX_CHARS", 8000)
 # Turns one web process runs at once (each holds a thread and a database connection while it streams).
 CHAT_TURN_THREADS = env_int("CHAT_TURN_THREADS", 32)
-# Of those, the turns of one tenant a web process runs at once; its others wait in the tenant's line (a tenant
-# whose model is slow or hangs waits on its own turns, the others' start at once). Keep it well below
-# CHAT_TURN_THREADS: a quarter by default (apps.sessions.slots).
+# Of those, the turns of one tenant a web process runs at once (more while this many stay free for the others);
+# its others wait in the tenant's line (a tenant whose model is slow or hangs waits on its own turns, the others'
+# start at once). Keep it well below CHAT_TURN_THREADS: a quarter by default (apps.sessions.slots).
 CHAT_TURNS_PER_TENANT = env_int("CHAT_TURNS_PER_TENANT", 8)
 # Seconds a REST message waits for one of its tenant's turn slots before it is refused as busy (503).
 CHAT_TURN_SLOT_WAIT_S = env_int("CHAT_TURN_SLOT_WAIT_S", 10)

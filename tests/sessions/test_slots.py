@@ -316,3 +316,42 @@ async def test_a_rest_message_finding_its_tenants_share_full_is_refused_as_busy_
         reply = await asyncio.wait_for(again, FRAME_TIMEOUT_S)
         assert reply.status_code == 200 and reply.json()["messages"][0]["content"] == "echo: a-rest"
         assert sorted([await _answer(sock) for sock in socks]) == ["echo: a1", "echo: a2"]
+
+
+@pytest.mark.asyncio
+async def test_a_tenant_alone_borrows_the_idle_room_and_another_tenant_still_starts_its_share_at_once():
+    """The cap applied to a tenant alone on the process (a single-tenant install, the demo): 8 turns at once of
+    32 threads while 24 sat idle, and REST messages refused as busy."""
+    slots = TenantTurnSlots(2, capacity=6)
+    for _ in range(4):  # its share (2), then borrowed while 2 stay free for the others
+        await slots.acquire("a")
+    started: list[str] = []
+    fifth = asyncio.create_task(_queued(slots, "a", started, "a5"))
+    b_turns = [asyncio.create_task(_queued(slots, "b", started, name)) for name in ("b1", "b2", "b3")]
+    await _settle()
+    assert slots.running("a") == 4 and slots.waiting("a") == 1
+    assert started == ["b1", "b2"] and slots.running("b") == 2 and slots.waiting("b") == 1  # B's share at once
+    slots.release("b")  # B's own line first
+    await _settle()
+    assert started == ["b1", "b2", "b3"] and not fifth.done()
+    slots.release("b")
+    slots.release("b")  # B is done; A already holds all it may borrow (2 stay free for the others)
+    await _settle()
+    assert not fifth.done() and all(t.done() for t in b_turns) and slots.running("b") == 0
+    slots.release("a")  # one of A's ends: its slot goes to A's waiting turn
+    await _settle()
+    assert started == ["b1", "b2", "b3", "a5"] and slots.running("a") == 4
+    slots.acquire_blocking("c", wait_s=0)  # a third tenant below its share starts even now
+    assert slots.running("c") == 1
+
+    # Room another tenant frees is lent to a tenant waiting beyond its share.
+    lent = TenantTurnSlots(2, capacity=6)
+    for tenant in ("a", "a", "b", "b"):
+        await lent.acquire(tenant)
+    late = asyncio.create_task(_queued(lent, "a", started, "a-late"))  # 4 run: lending would leave < 2 free
+    await _settle()
+    assert not late.done() and lent.waiting("a") == 1
+    lent.release("b")
+    await _settle()
+    assert late.done() and lent.running("a") == 3 and lent.waiting("a") == 0
+
