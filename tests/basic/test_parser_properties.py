@@ -72,4 +72,7 @@ def test_seed_scripts_compile() -> None:
 def test_deep_nesting_is_a_compile_error_not_a_crash(source: str) -> None:
     with pytest.raises(CompileError, match="nested too deeply") as refused:
         compile_source(source)
-    assert (refused.value.line, refused.value.col, refused.value.message) == (1, 1, "script is nested too deeply")
+    assert refused.value.message == "script is nested too deeply"
+    # Where the nesting passed the limit, not 1:1: inside the parentheses of line 1, at a line of the IFs.
+    where = (refused.value.line, refused.value.col)
+    assert (where[0] == 1 and 5 < where[1] < 5000) if source.startswith("x") else (1 < where[0] <= 3000), where
