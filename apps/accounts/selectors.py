@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from django.conf import settings
 from django.db import connection
 from django.db.models import QuerySet
@@ -101,3 +103,19 @@ def user_console_role(user) -> Role | None:
 def api_key_list(*, include_revoked: bool = False) -> QuerySet[ApiKey]:
     keys = ApiKey.objects.all()
     return keys if include_revoked else keys.filter(revoked_at__isnull=True)
+
+
+def admin_secret_references() -> frozenset[tuple[str, str]]:
+    """The (path, key) of the Vault secrets the current tenant's admin configuration names (its OIDC client
+    secrets): bot configuration, which editors write, must never resolve them (apps.core.secrets.
+    bot_config_secret_value). Those kept under gbo/tenants/<tenant>/admin are refused by their path anyway; this
+    covers secrets saved before that path existed."""
+    from apps.bots.config_csv import config_is_secret_reference
+    from apps.core.secrets import config_secret_reference_parse
+
+    found = set()
+    for reference in OidcConfig.objects.exclude(client_secret="").values_list("client_secret", flat=True):
+        if config_is_secret_reference(reference):
+            with contextlib.suppress(ValueError):  # malformed: it names nothing a bot could read either
+                found.add(config_secret_reference_parse(reference))
+    return frozenset(found)

@@ -46,7 +46,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -582,12 +582,14 @@ def _path_under(path: str, prefix: str) -> bool:
 
 
 def config_secret_value(value: str, *, allowed_prefixes: Sequence[str] | None = None,
-                        denied_prefixes: Sequence[str] = ()) -> str:
+                        denied_prefixes: Sequence[str] = (),
+                        denied_references: Collection[tuple[str, str]] = ()) -> str:
     """A config.csv value with a `vault:` reference resolved; plain values are returned unchanged.
 
     `allowed_prefixes` (e.g. `secret_scope_prefixes(...)`) restricts which paths the reference may name;
     pass it for config written by tenants, so a bot author cannot read another tenant's or the platform's
-    secrets by naming their path. `denied_prefixes` are refused inside that scope. Raises ValueError
+    secrets by naming their path. `denied_prefixes` (paths and below) and `denied_references` ((path, key) pairs)
+    are refused inside that scope. Raises ValueError
     (malformed or out-of-scope reference), SecretNotFound or SecretUnavailable.
     """
     if not config_is_secret_reference(value):
@@ -595,19 +597,23 @@ def config_secret_value(value: str, *, allowed_prefixes: Sequence[str] | None = 
     path, key = config_secret_reference_parse(value)
     if allowed_prefixes is not None and not any(_path_under(path, prefix) for prefix in allowed_prefixes):
         raise ValueError(f"vault reference to {path!r} is outside this bot's secrets ({', '.join(allowed_prefixes)})")
-    if any(_path_under(path, prefix) for prefix in denied_prefixes):
+    if any(_path_under(path, prefix) for prefix in denied_prefixes) or (path, key) in denied_references:
         raise ValueError(f"vault reference to {path!r} names the tenant admins' own secrets, which bot "
                          "configuration may not use")
     return secret_get(path, key)
 
 
-def bot_config_secret_value(value: str, *, tenant: str, bot: str, with_bot_path: bool = True) -> str:
+def bot_config_secret_value(value: str, *, tenant: str, bot: str, with_bot_path: bool = True,
+                            admin_references: Collection[tuple[str, str]] = ()) -> str:
     """A value of a bot's config.csv with its `vault:` reference resolved inside the bot's scope: its tenant's
     secrets (and, `with_bot_path`, its own `gbo/orgs/<tenant>/bots/<bot>`), never the tenant admins' own
-    (`tenant_admin_path`), another tenant's or the platform's. Raises as `config_secret_value`."""
+    (`tenant_admin_path`, and `admin_references`: the (path, key) of secrets the admins' configuration names
+    elsewhere, such as an OIDC client secret kept where it was before the admin path), another tenant's or the
+    platform's. Raises as `config_secret_value`."""
     # org = tenant: this platform's organisations are its tenants (gbo/orgs/<tenant>/bots/<bot>).
     scope = secret_scope_prefixes(tenant=tenant, org=tenant if with_bot_path else None, bot=bot)
-    return config_secret_value(value, allowed_prefixes=scope, denied_prefixes=[tenant_admin_path(tenant)])
+    return config_secret_value(value, allowed_prefixes=scope, denied_prefixes=[tenant_admin_path(tenant)],
+                               denied_references=admin_references)
 
 
 def vault_health() -> tuple[str, float | None, str]:

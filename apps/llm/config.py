@@ -255,6 +255,17 @@ class _KeyResolver:
     problems: list[str]
     vault_down: bool = False  # a reference could not be read (Vault down, denied), as opposed to "not there"
 
+    def _admin_references(self) -> frozenset[tuple[str, str]]:
+        """The tenant admins' own secrets (apps.accounts.selectors.admin_secret_references), read in the tenant's
+        schema, where every chat turn and job runs; settings built elsewhere (tests) rely on the admin path."""
+        from django.db import connection
+
+        if getattr(connection, "schema_name", None) != self.tenant:
+            return frozenset()
+        from apps.accounts.selectors import admin_secret_references
+
+        return admin_secret_references()
+
     def __call__(self, key_name: str, value: str | None) -> str | None:
         """The key, or None (problem recorded) when the reference cannot be used."""
         from apps.core.secrets import SecretNotFound, SecretUnavailable, bot_config_secret_value
@@ -264,7 +275,8 @@ class _KeyResolver:
         if not config_is_secret_reference(value):
             return value.strip()
         try:
-            return bot_config_secret_value(value, tenant=self.tenant, bot=self.bot_name)
+            return bot_config_secret_value(value, tenant=self.tenant, bot=self.bot_name,
+                                           admin_references=self._admin_references())
         except ValueError as exc:
             reason = str(exc)
         except SecretNotFound as exc:

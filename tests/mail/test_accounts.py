@@ -129,3 +129,26 @@ def test_vault_password_is_resolved_only_inside_the_bots_tenant(canary_tenants, 
     with schema_context(b):
         mirror = _bot("vaulted", {**base, "email-pass": f"vault:gbo/tenants/{b}/mail#password"})
         assert smtp_account(mirror).password == canary_tenants.b.canary
+
+
+def test_an_oidc_client_secret_kept_where_it_was_before_the_admin_path_is_no_bots_either(canary_tenants, vault):
+    """The admin path guards secrets saved since it exists; an OIDC client secret saved before it still sits
+    elsewhere in the tenant's path, where an editor's llm-key or email-pass could name it."""
+    from apps.accounts.models import OidcConfig
+    from apps.llm.config import llm_settings_for
+
+    a = canary_tenants.a.schema_name
+    vault.put_secret(f"gbo/tenants/{a}/oidc", {"client_secret": "oidc-secret", "note": "not the admins'"})
+    base = {"email-from": "a@example.test", "email-server": "smtp.example.test"}
+    with schema_context(a):
+        OidcConfig.objects.create(issuer="https://id.example.test", client_id="c",  # as saved before: no clean()
+                                  client_secret=f"vault:gbo/tenants/{a}/oidc#client_secret")
+        thief = _bot("oidc-thief", {**base, "email-pass": f"vault:gbo/tenants/{a}/oidc#client_secret"})
+        with pytest.raises(MailConfigError, match="the tenant admins' own secrets"):
+            smtp_account(thief)
+        other_key = _bot("oidc-neighbour", {**base, "email-pass": f"vault:gbo/tenants/{a}/oidc#note"})
+        assert smtp_account(other_key).password == "not the admins'"
+        settings = llm_settings_for(Bot.objects.get(name="oidc-thief"), {
+            "llm-url": "https://llm.example.test/v1", "llm-model": "m",
+            "llm-key": f"vault:gbo/tenants/{a}/oidc#client_secret"}, tenant=a)
+        assert settings.providers == () and any("admins' own" in p for p in settings.problems)
