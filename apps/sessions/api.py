@@ -192,6 +192,7 @@ def _message_rate(request: HttpRequest, session) -> JsonResponse | None:
 @ratelimited("chat", by="ip", config=_bot_config_of_request)
 def sessions_create(request: HttpRequest) -> JsonResponse:
     """POST /api/sessions {"bot_name", "user_id"?}: a new session; start.bas runs, its messages returned."""
+    session = None
     try:
         data = _body(request)
         session = services.session_bootstrap(bot_name=str(data.get("bot_name") or ""),
@@ -203,6 +204,8 @@ def sessions_create(request: HttpRequest) -> JsonResponse:
     except services.UnknownBot as exc:
         return _error(404, str(exc))
     except TurnSlotBusy:
+        # Refused as busy: the session made a moment ago never started, and every retry would leave another.
+        session.delete()
         return _turns_busy()
     except TurnError as exc:
         return _error(400, str(exc))

@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from apps.sessions.slots import TenantTurnSlots, TurnSlotBusy
-from tests.sessions.conftest import CHAT_HOST, ChatServer, bot_config, live_env
+from tests.sessions.conftest import CHAT_HOST, ChatServer, bot_config, in_schema, live_env
 from tests.sessions.support import FRAME_TIMEOUT_S, ChatClient, bot_text, is_bot_message, is_connected, is_error
 from tests.support.llm_fake import FakeLLMServer, RecordedRequest, Reply
 
@@ -186,6 +186,7 @@ def fair_bots(deploy_bot, held_llm, chat_llm, django_db_blocker) -> tuple[str, s
         tenant_b, _password = tenant_create(name="Fair B", domain=FAIR_B_HOST)
     hog = deploy_bot("hog", {"hog.gbot/config.csv": bot_config(llm_url=held_llm.base_url,
                                                                 extra="rate-limit-enabled,false\n")})
+    deploy_bot("hog-greeter", {"hog-greeter.gbdialog/start.bas": 'TALK "hello"\n'})  # A's, with a start.bas
     calm = deploy_bot("calm", {"calm.gbot/config.csv": bot_config(llm_url=chat_llm.base_url)},
                       schema=tenant_b.schema_name)
     return hog, calm
@@ -198,6 +199,12 @@ def fair_server(chat_tenant, chat_drive, fair_bots, tmp_path_factory):
     server = ChatServer(env=env, log_dir=tmp_path_factory.mktemp("fair-logs")).start()
     yield server
     server.stop()
+
+
+def _sessions_of(schema: str, bot_name: str) -> int:
+    from apps.sessions.models import ChatSession
+
+    return in_schema(schema, lambda: ChatSession.objects.filter(bot__name=bot_name).count())
 
 
 def _http(client: ChatClient) -> httpx.AsyncClient:
@@ -284,7 +291,7 @@ async def test_a_tenant_whose_model_hangs_fills_only_its_share_and_its_other_tur
 @pytest.mark.django_db
 @pytest.mark.asyncio(loop_scope="session")
 async def test_a_rest_message_finding_its_tenants_share_full_is_refused_as_busy_and_not_taken(
-        fair_server, fair_bots, held_model, llm):
+        fair_server, fair_bots, held_model, llm, chat_tenant):
     hog, calm = fair_bots
     a, b = ChatClient(fair_server.port, CHAT_HOST), ChatClient(fair_server.port, FAIR_B_HOST)
     async with contextlib.AsyncExitStack() as stack, _http(a) as http_a, _http(b) as http_b:
@@ -302,6 +309,11 @@ async def test_a_rest_message_finding_its_tenants_share_full_is_refused_as_busy_
         assert refused.json()["message"] == BUSY and int(refused.headers["Retry-After"]) >= 1
         history = (await http_a.get(f"/api/sessions/{rest_session}/history")).json()["messages"]
         assert history == [], "a message refused as busy is not taken"
+        # A new session whose start.bas finds no slot is refused the same way, and not left behind unstarted.
+        greeters = await asyncio.to_thread(_sessions_of, chat_tenant.schema_name, "hog-greeter")
+        busy_start = await http_a.post("/api/sessions", json={"bot_name": "hog-greeter"})
+        assert busy_start.status_code == 503 and busy_start.json()["message"] == BUSY
+        assert await asyncio.to_thread(_sessions_of, chat_tenant.schema_name, "hog-greeter") == greeters
         created = (await http_b.post("/api/sessions", json={"bot_name": calm})).json()
         reply = await http_b.post(f"/api/sessions/{created['session_id']}/messages", json={"content": "b-rest"})
         assert reply.status_code == 200 and reply.json()["messages"][0]["content"] == "echo: b-rest"
