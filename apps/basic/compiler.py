@@ -1200,11 +1200,12 @@ def _skips_block_on_error(op: Op, after: _Label) -> Op:
 
 
 def _lenient(test: Callable[[object], bool]) -> Callable[[object], bool]:
-    """A CASE test on values of another type (text vs a number range) is a non-match, not an error."""
+    """A CASE test on values of another type (text vs a number range) is a non-match, not an error. A limit
+    error (a value too large, the budget or the clock) ends the run as everywhere else."""
     def run(vm: object) -> bool:
         try:
             return bool(test(vm))
-        except _HeadlessBlock:
+        except (_HeadlessBlock, LimitExceeded):
             raise
         except BasicRuntimeError:
             return False
