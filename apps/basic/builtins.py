@@ -84,6 +84,7 @@ from decimal import ROUND_HALF_UP, Context, Decimal
 from typing import Any, Protocol
 
 from apps.basic.errors import LimitExceeded
+from apps.basic.limits import MAX_INTEGER_BITS
 
 logger = logging.getLogger("apps.basic.script")
 
@@ -640,7 +641,10 @@ def _cdbl(c: _Call, value: Value) -> int | float:
 
 @_register("CINT CLNG", 1, 1)
 def _cint(c: _Call, value: Value) -> int:
-    return int(_round_half_up(_num(c, value, "value"), 0))
+    number = int(_round_half_up(_num(c, value, "value"), 0))
+    if number.bit_length() > MAX_INTEGER_BITS:  # VB: Overflow
+        raise c.error(f"number too large for an integer ({_describe(value)})")
+    return number
 
 
 @_register("ISNUMERIC IS_NUMERIC", 1, 1)
@@ -713,6 +717,12 @@ def _round_half_up(number: int | float, digits: int) -> int | float:
     return float(rounded)
 
 
+def _whole(number: int) -> int | float:
+    """An integer result of INT/FIX/FLOOR/CEIL/ROUND: past MAX_INTEGER_BITS the float it stands for (exact:
+    floats that large are whole numbers), as the arithmetic operators do."""
+    return float(number) if number.bit_length() > MAX_INTEGER_BITS else number
+
+
 def _result(number: float) -> float:
     """Refuse infinities/NaN: they are not JSON values and only confuse scripts."""
     if not math.isfinite(number):
@@ -728,28 +738,29 @@ def _abs(c: _Call, x: Value) -> int | float:
 @_register("INT", 1, 1)
 def _int_fn(c: _Call, x: Value) -> int:
     """Largest integer <= x (VB INT)."""
-    return math.floor(_num(c, x))
+    return _whole(math.floor(_num(c, x)))
 
 
 @_register("FIX", 1, 1)
 def _fix(c: _Call, x: Value) -> int:
     """Integer part, truncated toward zero."""
-    return math.trunc(_num(c, x))
+    return _whole(math.trunc(_num(c, x)))
 
 
 @_register("ROUND", 1, 2)
 def _round(c: _Call, x: Value, digits: Value = 0) -> int | float:
-    return _round_half_up(_num(c, x), _int(c, digits, "digits"))
+    rounded = _round_half_up(_num(c, x), _int(c, digits, "digits"))
+    return _whole(rounded) if type(rounded) is int else rounded
 
 
 @_register("FLOOR", 1, 1)
 def _floor(c: _Call, x: Value) -> int:
-    return math.floor(_num(c, x))
+    return _whole(math.floor(_num(c, x)))
 
 
 @_register("CEIL CEILING", 1, 1)
 def _ceil(c: _Call, x: Value) -> int:
-    return math.ceil(_num(c, x))
+    return _whole(math.ceil(_num(c, x)))
 
 
 @_register("SGN SIGN", 1, 1)

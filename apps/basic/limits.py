@@ -17,6 +17,11 @@ MAX_WALL_SECONDS = 60.0
 # How often (in instructions) the VM looks at the clock: checking every instruction would halve speed.
 CLOCK_CHECK_INTERVAL = 4096
 
+# Bits of an integer that arithmetic and INT/FIX/FLOOR/CEIL/ROUND keep exact (VB's Long is 64-bit). Past it a
+# result is a float (VB's Double) and CINT/CLNG refuse it as "number too large": Python integers grow without
+# bound (CINT("1e300") was a 997-bit integer, and multiplying two such failed as an internal OverflowError).
+MAX_INTEGER_BITS = 63
+
 # Longest string a script may build (upstream: 10 MB strings); protects memory of the worker.
 MAX_STRING_CHARS = 10_000_000
 

@@ -18,12 +18,12 @@ import re
 from apps.basic.builtins import MAX_COMPARE_STEPS, MAX_NUMBER_TEXT_CHARS, deep_equal, is_truthy
 from apps.basic.builtins import value_to_text as _scalar_text
 from apps.basic.errors import BasicRuntimeError, LimitExceeded
-from apps.basic.limits import MAX_ARRAY_ITEMS, MAX_MAP_KEYS, MAX_STRING_CHARS, MAX_VALUE_DEPTH
+from apps.basic.limits import MAX_ARRAY_ITEMS, MAX_INTEGER_BITS, MAX_MAP_KEYS, MAX_STRING_CHARS, MAX_VALUE_DEPTH
 
 __all__ = ["is_truthy", "value_to_text", "bounded_json"]
 
 # Integers beyond this many bits become floats, as in VB (Double); Python ints would grow without bound.
-MAX_INT_BITS = 63
+MAX_INT_BITS = MAX_INTEGER_BITS
 # Integers strictly between these keep integer arithmetic; beyond, a result becomes a float (see _bounded).
 INT_BOUND = 1 << MAX_INT_BITS
 
@@ -192,7 +192,10 @@ def bounded(n: int | float) -> int | float:
     doubling used to grow integers without end, until saving the state failed in Python), and a float past the
     float range is the error "number too large"."""
     if type(n) is int and n.bit_length() > MAX_INT_BITS:
-        return float(n)
+        try:
+            return float(n)
+        except OverflowError:  # an integer past the float range (from JSON, say): 10^400 + 1
+            raise BasicRuntimeError("number too large") from None
     if type(n) is float and not math.isfinite(n):
         raise BasicRuntimeError("number too large")
     return n
