@@ -42,7 +42,8 @@ MAX_OUTPUT_CHARS = 1_000_000
 # Number of TALK messages in one run, for the same reason.
 MAX_MESSAGES = 2_000
 
-# Size of a serialised suspended state; it is stored with the chat session on every HEAR.
+# Size in bytes of a serialised suspended state (its JSON text in UTF-8, as PostgreSQL stores it); it is
+# stored with the chat session on every HEAR.
 MAX_STATE_BYTES = 5_000_000
 
 # Depth of SUB/FUNCTION calls (upstream recursion depth 100).

@@ -157,7 +157,9 @@ class VM:
         problem = None
         try:
             text = V.bounded_json(state, limits.MAX_STATE_BYTES, wrapping=_STATE_WRAPPING, strict=True)
-            size = len(text)
+            # The limit is on bytes as the state is stored (UTF-8 jsonb): an emoji is one character but four
+            # bytes. A character is at least one byte, so the character bound above refuses sooner.
+            size = len(text.encode("utf-8", "surrogatepass"))
             state = _pack_nul(state, text)
         except V.ValueTooDeep as exc:
             problem = f"cannot save the suspended state: {exc.message}"

@@ -42,3 +42,15 @@ def test_arithmetic_past_the_float_range_is_number_too_large_not_an_internal_err
         assert r.result.status == "error" and r.result.error["message"] == "number too large", (expression, r.result)
     trapped = run('ON ERROR RESUME NEXT\nx = INT(1e308) * INT(1e308)\nRETURN ERR.description')
     assert trapped.result.value == "number too large"
+
+
+def test_the_state_size_limit_counts_utf8_bytes_not_characters() -> None:
+    from apps.basic.limits import MAX_STATE_BYTES
+
+    # 1.5 million emoji: 1.5 million characters, 6 million bytes as the state is stored.
+    emoji = run('s = REPEAT(CHR(128512), 750000)\ns = s & s\nHEAR z')
+    assert emoji.result.status == "error"
+    assert emoji.result.error["message"].startswith("suspended state too large (")
+    assert int(emoji.result.error["message"].split("(")[1].split()[0]) > MAX_STATE_BYTES
+    ascii_text = run('s = REPEAT("a", 750000)\ns = s & s\nHEAR z')
+    assert ascii_text.result.status == "waiting"
