@@ -2,8 +2,11 @@
 
 Scripts are written by tenant admins and run inside our network, so a URL must never reach loopback,
 private, link-local (cloud metadata lives at 169.254.169.254), multicast, reserved or unspecified
-addresses, nor a metadata host name. Every address a host name resolves to is checked, and redirects
-are followed by hand so each hop is checked again (urllib's automatic redirects would bypass it).
+addresses, nor a metadata host name. Besides Python's address properties, `_DENIED_NETWORKS` lists the
+special-purpose ranges explicitly (their tables differ between Python patch releases). Every address a host
+name resolves to is checked, and redirects are followed by hand so each hop is checked again (urllib's
+automatic redirects would bypass it); a redirect to another origin drops the credential headers
+(Authorization, Cookie) a script set.
 
 Known limit: between the check and the connection the name is resolved again (DNS rebinding window);
 production hosts should pin the checked address (see `fetch`, which connects to the checked name
@@ -54,11 +57,39 @@ def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
     return None
 
 
+# Refused whatever Python's `is_global` says: its address tables changed between patch releases (CVE-2024-4032;
+# on 3.11.7 192.0.0.192, Oracle Cloud's metadata address, and site-local fec0::/10 counted as global) and they
+# list a few special-purpose ranges as global that no script has any business reaching.
+_DENIED_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
+    "0.0.0.0/8",  # "this network"
+    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",  # private
+    "100.64.0.0/10",  # shared address space (carrier NAT; Alibaba Cloud metadata is 100.100.100.200)
+    "127.0.0.0/8",  # loopback
+    "169.254.0.0/16",  # link-local (cloud metadata 169.254.169.254)
+    "192.0.0.0/24",  # IETF protocol assignments (Oracle Cloud metadata 192.0.0.192)
+    "192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24",  # documentation
+    "192.88.99.0/24",  # 6to4 relay anycast (deprecated)
+    "198.18.0.0/15",  # benchmarking
+    "224.0.0.0/4",  # multicast
+    "240.0.0.0/4",  # reserved, and the broadcast 255.255.255.255
+    "::/8",  # unspecified, loopback, IPv4-compatible, local-use NAT64 64:ff9b:1::/48 (mapped and the
+    #          well-known NAT64 prefix are checked as the IPv4 address they carry, before this)
+    "100::/64",  # discard-only
+    "2001::/23",  # IETF protocol assignments (Teredo is checked as its client's IPv4 address, before this)
+    "2001:db8::/32", "3fff::/20",  # documentation
+    "5f00::/16",  # segment routing (SRv6) identifiers
+    "fc00::/7",  # unique local (AWS metadata over IPv6 is fd00:ec2::254)
+    "fe80::/10",  # link-local
+    "fec0::/10",  # site-local (deprecated, still routed inside some networks)
+    "ff00::/8",  # multicast
+))
+
+
 def _check_ip(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, host: str) -> None:
     if isinstance(ip, ipaddress.IPv6Address) and (embedded := _embedded_ipv4(ip)) is not None:
         ip = embedded  # a 6to4 or NAT64 route would take the request to this IPv4 address
     if (ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_multicast or ip.is_reserved
-            or ip.is_unspecified or not ip.is_global):
+            or ip.is_unspecified or not ip.is_global or any(ip in net for net in _DENIED_NETWORKS)):
         raise SSRFError(f"address {ip} of '{host}' is not a public address")
 
 
@@ -76,10 +107,12 @@ def check_url(url: str, resolve: bool = True) -> str:
     if host in _BLOCKED_NAMES or host.endswith(".localhost") or host.endswith(".internal"):
         raise SSRFError(f"host '{host}' is not allowed")
     try:
-        _check_ip(ipaddress.ip_address(host), host)
-        return host
+        literal = ipaddress.ip_address(host)
     except ValueError:
-        pass
+        literal = None
+    if literal is not None:  # checked outside the try: SSRFError is a ValueError (a refused IPv6 literal passed)
+        _check_ip(literal, host)
+        return host
     # Forms like "2130706433" or "0x7f.1" are IPv4 to the resolver; inet_aton catches them.
     try:
         packed = socket.inet_aton(host)
@@ -100,6 +133,31 @@ def check_url(url: str, resolve: bool = True) -> str:
     return host
 
 
+# Request headers that carry credentials: not sent on to another origin after a redirect (browsers and requests
+# drop them too), or a script's `SET HEADER "Authorization"` for one API would be handed to whatever host
+# that API redirects to.
+_CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port or _DEFAULT_PORTS.get(scheme)
+    except ValueError:
+        port = None
+    return scheme, (parts.hostname or "").rstrip(".").lower(), port
+
+
+def _keeps_credentials(first: str, target: str) -> bool:
+    """May a redirect from `first` (the URL the script asked for) to `target` keep the credential headers: the
+    same origin, or the same host upgraded from http to https on the default ports (as requests allows)."""
+    old, new = _origin(first), _origin(target)
+    return old == new or (old[1] == new[1] and old[0] == "http" and old[2] == 80
+                          and new[0] == "https" and new[2] == 443)
+
+
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
         return None  # handled by fetch() so every hop is checked
@@ -117,6 +175,7 @@ def fetch(method: str, url: str, data: object = None, headers: dict | None = Non
             hdrs.setdefault("Content-Type", "application/json")
         else:
             body = str(data).encode()
+    first_url = url
     for _ in range(MAX_HTTP_REDIRECTS + 1):
         check_url(url)
         req = urllib.request.Request(url, data=body, method=method, headers=hdrs)  # noqa: S310 - guarded
@@ -125,6 +184,8 @@ def fetch(method: str, url: str, data: object = None, headers: dict | None = Non
         except urllib.error.HTTPError as exc:
             if exc.code in (301, 302, 303, 307, 308) and exc.headers.get("Location"):
                 url = urllib.parse.urljoin(url, exc.headers["Location"])
+                if not _keeps_credentials(first_url, url):
+                    hdrs = {k: v for k, v in hdrs.items() if k.lower() not in _CREDENTIAL_HEADERS}
                 if exc.code == 303:
                     method, body = "GET", None
                 continue
