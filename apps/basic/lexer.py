@@ -70,6 +70,10 @@ _TABLE_START = re.compile(r"TABLE\s+([A-Za-z_][\w.]*)(\s+ON\s+.*)?\s*$", re.IGNO
 _NUMBER = re.compile(r"(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?")
 _IDENT = re.compile(r"[^\W\d]\w*", re.UNICODE)
 _REM = re.compile(r"REM(\s|$)", re.IGNORECASE)
+# After a `{` that opens a brace block: nothing but spaces or a comment up to the end of the line.
+_BRACE_ENDS_LINE = re.compile(r"[^\S\n]*(?:\n|$|'|//)")
+# An END TABLE line (what `_raw_block` ends a TABLE at); horizontal spaces only, so blank lines are not rescanned.
+_END_TABLE = re.compile(r"^[^\S\n]*END[^\S\n]+TABLE[^\S\n]*$", re.IGNORECASE | re.MULTILINE)
 
 # Words after which a `'` opens a string rather than a comment.
 _QUOTE_AFTER_WORDS = frozenset(
@@ -96,10 +100,23 @@ class Lexer:
         self.tokens: list[Token] = []
         self.depth: list[tuple[str, int, int]] = []
         self.brace_blocks = 0  # open `IF cond {` blocks
+        # Where the current physical line ends (`_line_end`), found once per line: searching again for every `'`
+        # made a line of many quotes cost its length squared.
+        self._eol_from = self._eol = -1
+        # End of the last END TABLE line of the source (-1: none), found once: `_has_end_table` searched the rest
+        # of the source again for every `TABLE name` line without one.
+        self._last_end_table: int | None = None
 
     # -- helpers -------------------------------------------------------------------------------
     def _col(self) -> int:
         return self.pos - self.line_start + 1
+
+    def _line_end(self) -> int:
+        """Index of the newline ending the current physical line (or the source's length)."""
+        if not self._eol_from <= self.pos <= self._eol:
+            end = self.src.find("\n", self.pos)
+            self._eol_from, self._eol = self.pos, len(self.src) if end < 0 else end
+        return self._eol
 
     def _rest_of_line(self) -> str:
         end = self.src.find("\n", self.pos)
@@ -209,8 +226,7 @@ class Lexer:
                 return False
             self.brace_blocks -= 1
         else:
-            rest = self._rest_of_line()[1:].strip()
-            if rest and not rest.startswith(("'", "//")):
+            if not _BRACE_ENDS_LINE.match(self.src, self.pos + 1):  # not the rest of the line: `{` may be many
                 return False
             k = len(self.tokens) - 1
             while k >= 0 and self.tokens[k].kind != NL:
@@ -243,15 +259,16 @@ class Lexer:
         self.pos += len(op)
 
     def _quote_opens_string(self) -> bool:
-        rest = self._rest_of_line()
-        if rest.find("'", 1) < 0:
-            return False
         last = self.tokens[-1] if self.tokens else None
         if last is None or last.kind == NL:
             return False
         if last.kind == OP:
-            return last.value in _QUOTE_AFTER_OPS
-        return last.kind == ID and str(last.value).upper() in _QUOTE_AFTER_WORDS
+            opens = last.value in _QUOTE_AFTER_OPS
+        else:
+            opens = last.kind == ID and str(last.value).upper() in _QUOTE_AFTER_WORDS
+        # A closing quote on the same line; the search stops at the next quote, where the string (or, when there
+        # is none, the comment to the end of the line) ends anyway, so each character is searched once.
+        return opens and self.src.find("'", self.pos + 1, self._line_end()) >= 0
 
     def _string(self, quote: str) -> None:
         """Read a string literal; `""` doubles a quote, backslash escapes as in the templates."""
@@ -312,7 +329,10 @@ class Lexer:
         return False
 
     def _has_end_table(self) -> bool:
-        return re.search(r"^\s*END\s+TABLE\s*$", self.src[self.pos:], re.I | re.M) is not None
+        if self._last_end_table is None:
+            ends = [m.end() for m in _END_TABLE.finditer(self.src)]
+            self._last_end_table = ends[-1] if ends else -1
+        return self._last_end_table > self.pos
 
     def _raw_block(self, kind: str, header: str, end_re: re.Pattern[str]) -> None:
         line, col = self.line, self._col()

@@ -63,6 +63,12 @@ MAX_HEAR_TRIES = 3
 # Largest source file the compiler accepts; a .bas beyond this is not a dialog.
 MAX_SOURCE_CHARS = 2_000_000
 
+# In a BEGIN TALK line a `${...}` that is not an expression is read leniently (README); trying one parses the
+# text up to its closing brace, and nested ones (`${ a ${ a ${ … } } }`) can all fail. The text tried on one
+# line is capped at this multiple of the line's length (past it a `${` is read by the lenient rule alone), so
+# compiling stays linear in the source: it is redone on every resume.
+LENIENT_INTERPOLATION_TRIES_FACTOR = 4
+
 # HTTP keywords: response bytes read and seconds waited (upstream GET 30 s, POST 60 s).
 MAX_HTTP_RESPONSE_BYTES = 10_000_000
 HTTP_TIMEOUT_SECONDS = 30.0

@@ -22,6 +22,7 @@ from apps.basic.keywords import (
     phrases_starting_with,
 )
 from apps.basic.lexer import BLOCK, EOF, ID, NL, NUM, OP, RAW, STR, Lexer, RawBlock, Token
+from apps.basic.limits import LENIENT_INTERPOLATION_TRIES_FACTOR
 
 _LITERAL_WORDS = {"TRUE": True, "FALSE": False, "NULL": None, "NOTHING": None, "EMPTY": None}
 _COMPARE_OPS = {"=": "==", "==": "==", "<>": "!=", "!=": "!=", "<": "<", ">": ">", "<=": "<=", ">=": ">="}
@@ -1494,6 +1495,8 @@ def interpolate(text: str, line: int, col: int, lenient: bool = False) -> n.Expr
         return n.Lit(line, col, text)
     parts: list[object] = []
     buf: list[str] = []
+    closings: dict[int, int] | None = None  # found once per text: a scan per `${` made failing ones quadratic
+    tries_left = LENIENT_INTERPOLATION_TRIES_FACTOR * len(text)
     i = 0
     while i < len(text):
         if text.startswith("\\$", i):
@@ -1506,9 +1509,15 @@ def interpolate(text: str, line: int, col: int, lenient: bool = False) -> n.Expr
             continue
         if text.startswith("${", i):
             try:
-                end = _closing_brace(text, i + 2)
+                if closings is None:
+                    closings = _closing_braces(text)
+                end = closings.get(i + 1, -1)
                 if end < 0:
                     raise CompileError("'${' without a closing '}' in string", line, col)
+                if lenient:  # nested `${` that all fail would each parse the rest of the line
+                    tries_left -= end - i - 2
+                    if tries_left < 0:
+                        raise CompileError("too many '${' that are not expressions", line, col)
                 inner = text[i + 2:end]
                 if not inner.strip():
                     raise CompileError("empty '${}' in string", line, col)
@@ -1541,24 +1550,32 @@ def interpolate(text: str, line: int, col: int, lenient: bool = False) -> n.Expr
     return n.Interp(line, col, parts)
 
 
-def _closing_brace(text: str, start: int) -> int:
-    depth = 1
-    quote = ""
-    for j in range(start, len(text)):
-        ch = text[j]
-        if quote:
-            if ch == quote:
-                quote = ""
-            continue
-        if ch in "\"'":
-            quote = ch
-        elif ch == "{":
-            depth += 1
+_BRACE_OR_QUOTE = re.compile(r"[{}\"']")
+
+
+def _closing_braces(text: str) -> dict[int, int]:
+    """For each `{` of `text`, where the `}` closing it is (absent: never closed), in one pass.
+
+    The brace closing a `${` at i is found by scanning from i + 2 outside quotes, quotes being `"..."` or
+    `'...'`, counting `{` and `}`. Where such a scan is inside or outside quotes depends on where it started,
+    but a quote character swaps the states "outside", "in double quotes" and "in single quotes" among the
+    three possible scans (0, 1 or 2 quotes open at the start), so three tracks, each with its own stack of
+    open braces, stand for every scan: a `{` belongs to the track that is outside quotes there.
+    """
+    stacks: list[list[int]] = [[], [], []]
+    track = {"": 0, '"': 1, "'": 2}  # quote state -> the track in that state
+    closing: dict[int, int] = {}
+    for m in _BRACE_OR_QUOTE.finditer(text):
+        ch, j = m.group(), m.start()
+        if ch == "{":
+            stacks[track[""]].append(j)
         elif ch == "}":
-            depth -= 1
-            if depth == 0:
-                return j
-    return -1
+            stack = stacks[track[""]]
+            if stack:
+                closing[stack.pop()] = j
+        else:  # the track outside quotes enters this quote, the one inside it leaves
+            track[""], track[ch] = track[ch], track[""]
+    return closing
 
 
 def parse_expression(text: str, line: int, col: int) -> n.Expr:
