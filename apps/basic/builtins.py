@@ -83,8 +83,9 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Context, Decimal
 from typing import Any, Protocol
 
+from apps.basic import meter
 from apps.basic.errors import LimitExceeded
-from apps.basic.limits import MAX_INTEGER_BITS
+from apps.basic.limits import MAX_INTEGER_BITS, MIN_CHARGED_STEPS, SORT_COMPARISONS_PER_UNIT
 
 logger = logging.getLogger("apps.basic.script")
 
@@ -214,7 +215,7 @@ def _guarded(name: str, func: Callable[..., Value]) -> Callable[..., Value]:
             result = func(_Call(name, ctx), *args)
         except _UnnamedError as exc:
             raise BuiltinError(f"{name}: {exc}") from None
-        except BuiltinError:
+        except (BuiltinError, LimitExceeded):  # a limit (the run's budget or clock, charged inside) ends the run
             raise
         except RecursionError:
             raise BuiltinError(f"{name}: value is nested too deeply") from None
@@ -222,6 +223,13 @@ def _guarded(name: str, func: Callable[..., Value]) -> Callable[..., Value]:
             raise BuiltinError(f"{name}: number is too large") from None
         except Exception as exc:  # contract: only BuiltinError leaves a builtin
             raise BuiltinError(f"{name}: invalid arguments ({exc})") from exc
+        # Building the result was work in proportion to its size (refused or not); explicit charges cover the
+        # rest (scans, comparisons, encoding).
+        result_type = type(result)
+        if result_type is str:
+            meter.charge_chars(len(result))
+        elif result_type is list or result_type is dict:
+            meter.charge_items(len(result))
         _check_size(name, result)
         return result
 
@@ -292,7 +300,9 @@ def _bounded_json(value: Value, sort_keys: bool = False) -> str:
     """
     if _json_size(value, MAX_BUILTIN_RESULT_CHARS, {}, set()) > MAX_BUILTIN_RESULT_CHARS:
         raise _UnnamedError(f"value longer than {MAX_BUILTIN_RESULT_CHARS} characters as text")
-    return json.dumps(value, ensure_ascii=False, default=str, sort_keys=sort_keys)
+    text = json.dumps(value, ensure_ascii=False, default=str, sort_keys=sort_keys)
+    meter.charge_text(len(text))
+    return text
 
 
 def _json_size(value: Value, limit: int, seen: dict[int, int], active: set[int]) -> int:
@@ -425,7 +435,12 @@ def deep_equal(a: Value, b: Value, budget: list[int] | None = None) -> bool:
     elements are visited. Pass one `budget` (`[steps]`) to bound a series of comparisons (IN a list)."""
     if type(a) not in (list, dict) or type(b) not in (list, dict):
         return a == b
-    return _deep_equal(a, b, budget if budget is not None else [MAX_COMPARE_STEPS], set())
+    steps = budget if budget is not None else [MAX_COMPARE_STEPS]
+    before = steps[0]
+    equal = _deep_equal(a, b, steps, set())  # past MAX_COMPARE_STEPS a limit error ends the run anyway
+    if before - steps[0] >= MIN_CHARGED_STEPS:  # elements compared, one by one
+        meter.charge_steps(before - steps[0])
+    return equal
 
 
 def _deep_equal(a: Value, b: Value, budget: list[int], assumed: set[tuple[int, int]]) -> bool:
@@ -541,6 +556,7 @@ def _instr(c: _Call, *args: Value) -> int:
         start, text, search = 1, _text(args[0]), _text(args[1])
     if start > len(text) + 1:
         return 0
+    meter.charge_chars(len(text))
     return text.find(search, start - 1) + 1
 
 
@@ -557,7 +573,9 @@ def _lcase(c: _Call, s: Value) -> str:
 @_register("CAPITALIZE PROPER", 1, 1)
 def _capitalize(c: _Call, s: Value) -> str:
     """Upper-case the first letter of every word, keep the rest as typed."""
-    return " ".join(word[:1].upper() + word[1:] for word in _text(s).split(" "))
+    words = _text(s).split(" ")
+    meter.charge_steps(len(words))  # one by one
+    return " ".join(word[:1].upper() + word[1:] for word in words)
 
 
 @_register("TRIM", 1, 1)
@@ -608,6 +626,7 @@ def _join(c: _Call, arr: Value, separator: Value = ",") -> str:
         total += len(text) + len(sep)
         _ensure_chars(c, total)
         items.append(text)
+    meter.charge_steps(len(items))  # one by one
     return sep.join(items)
 
 
@@ -815,6 +834,7 @@ def _numbers_of(c: _Call, args: tuple[Value, ...]) -> list[int | float]:
         values = args[0] or []
     else:
         values = list(args)
+    meter.charge_steps(len(values))  # one by one
     return [_num(c, v, "item") for v in values if v is not None]
 
 
@@ -1170,7 +1190,9 @@ def _isdate(c: _Call, value: Value) -> bool:
 
 @_register("FORMAT_DATE", 2, 2)
 def _format_date(c: _Call, value: Value, pattern: Value) -> str:
-    return _format_moment(_moment(c, value).value, _text(pattern))
+    mask = _text(pattern)
+    meter.charge_steps(len(mask))  # token by token
+    return _format_moment(_moment(c, value).value, mask)
 
 
 # ---------------------------------------------------------------------------------------
@@ -1336,11 +1358,13 @@ def _format(c: _Call, value: Value, pattern: Value = None) -> str:
     placeholders = sum(mask.count(ch) for ch in "@&>!")
     moment = _parse_moment(value, c.ctx.now().tzinfo) if number is None and not placeholders else None
     if moment is not None:
+        meter.charge_steps(len(mask))  # token by token
         return _format_moment(moment.value, mask)
     text = _text(value)
     if placeholders == 0:
         return text if number is not None else mask
     _ensure_chars(c, len(mask) + placeholders * len(text))
+    meter.charge_steps(len(mask))  # character by character
     return _format_text(text, mask)
 
 
@@ -1401,6 +1425,12 @@ def _first(c: _Call, arr: Value) -> Value:
 
 
 def _sorted(items: list, descending: bool, name: str = "SORT") -> list:
+    # Refused before sorting (the result is as long as the input): sorted, then refused, a million items took
+    # a second per call, again and again under ON ERROR RESUME NEXT.
+    if len(items) > MAX_BUILTIN_ITEMS:
+        raise BuiltinError(f"{name}: result would exceed {MAX_BUILTIN_ITEMS} items")
+    # Keyed one by one, then about n*log2(n) comparisons.
+    meter.charge_steps(len(items) + len(items) * len(items).bit_length() // SORT_COMPARISONS_PER_UNIT)
     key_text = _KeyText(name)
     return sorted(items, key=lambda v: _sort_key(v, key_text), reverse=descending)
 
@@ -1430,6 +1460,7 @@ def _unique(c: _Call, arr: Value) -> list:
     seen: set[tuple] = set()
     result = []
     key_text = _KeyText(c.name)
+    meter.charge_steps(len(_list(c, arr)))  # keyed one by one
     for item in _list(c, arr):
         if isinstance(item, list | dict):
             key: tuple = ("json", key_text(item))
@@ -1447,7 +1478,9 @@ def _unique(c: _Call, arr: Value) -> list:
 def _reverse(c: _Call, value: Value) -> Value:
     if isinstance(value, str):
         return value[::-1]
-    return list(reversed(_list(c, value)))
+    items = _list(c, value)
+    _ensure_items(c, len(items))  # before the copy
+    return list(reversed(items))
 
 
 @_register("SLICE", 2, 3)
@@ -1508,6 +1541,7 @@ def _drop(c: _Call, arr: Value, n: Value) -> list:
 def _flatten(c: _Call, arr: Value) -> list:
     """One level of nesting removed (upstream)."""
     result: list = []
+    meter.charge_steps(len(_list(c, arr)))  # one by one
     for item in _list(c, arr):
         if isinstance(item, list):
             _ensure_items(c, len(result) + len(item))
@@ -1532,11 +1566,15 @@ def _concat(c: _Call, *args: Value) -> Value:
 def _index_of(c: _Call, container: Value, value: Value) -> int:
     """0-based index of the value (or substring), -1 when absent."""
     if isinstance(container, str):
+        meter.charge_chars(len(container))
         return container.find(_text(value))
     budget = [MAX_COMPARE_STEPS]
-    for index, item in enumerate(_list(c, container)):
+    items = _list(c, container)
+    for index, item in enumerate(items):
         if _same(item, value, budget):
+            meter.charge_steps(index + 1)  # compared one by one
             return index
+    meter.charge_steps(len(items))
     return -1
 
 
@@ -1547,10 +1585,17 @@ def _contains(c: _Call, container: Value, value: Value) -> bool:
         return False
     if isinstance(container, list):
         budget = [MAX_COMPARE_STEPS]
-        return any(_same(item, value, budget) for item in container)
+        for visited, item in enumerate(container, 1):
+            if _same(item, value, budget):
+                meter.charge_steps(visited)  # compared one by one
+                return True
+        meter.charge_steps(len(container))
+        return False
     if isinstance(container, dict):
         return _text(value) in container
-    return _text(value) in _text(container)
+    text = _text(container)
+    meter.charge_chars(len(text))
+    return _text(value) in text
 
 
 @_register("RANGE", 2, 3)
@@ -1569,6 +1614,8 @@ def _chunk(c: _Call, arr: Value, size: Value) -> list[list]:
     items, width = _list(c, arr), _int(c, size, "size")
     if width < 1:
         raise c.error(f"size must be 1 or more, got {width}")
+    _ensure_items(c, -(-len(items) // width))  # before the copies
+    meter.charge_items(len(items))
     return [items[i : i + width] for i in range(0, len(items), width)]
 
 
@@ -1679,7 +1726,9 @@ def _check_json(c: _Call, value: Value) -> None:
         raise c.error(f"result would exceed {MAX_BUILTIN_RESULT_CHARS} characters")
     seen: set[int] = set()
     stack = [value]
+    walked = 0
     while stack:
+        walked += 1
         item = stack.pop()
         if isinstance(item, float) and not math.isfinite(item):
             raise c.error(f"cannot encode {item!r} as JSON")
@@ -1688,18 +1737,22 @@ def _check_json(c: _Call, value: Value) -> None:
                 continue  # shared sub-arrays are checked once
             seen.add(id(item))
             stack.extend(item if isinstance(item, list) else item.values())
+    meter.charge_steps(walked)  # one by one
 
 
 @_register("TOJSON TO_JSON JSON_STRINGIFY", 1, 1)
 def _tojson(c: _Call, value: Value) -> str:
     _check_json(c, value)
-    return json.dumps(value, ensure_ascii=False, default=str)
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    meter.charge_text(len(text))
+    return text
 
 
 @_register("JSON_PARSE PARSE_JSON FROMJSON", 1, 1)
 def _json_parse(c: _Call, text: Value) -> Value:
     if not isinstance(text, str):
         return text  # already a value: parsing is the identity, convenient after GET
+    meter.charge_text(len(text))
     try:
         return parse_json_text(text)
     except ValueError as exc:

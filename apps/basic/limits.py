@@ -17,6 +17,27 @@ MAX_WALL_SECONDS = 60.0
 # How often (in instructions) the VM looks at the clock: checking every instruction would halve speed.
 CLOCK_CHECK_INTERVAL = 4096
 
+# Work units (apps/basic/meter.py). The budget counts instructions, but one instruction can do much work (a
+# SORT of 100 000 items, `=` on two large arrays, TOYAML of a deep value): 5000 SORTs ran 26 s past a 2 s limit,
+# since the clock was looked at every 4096 instructions whatever they did. Such operations add units in
+# proportion to their work, one unit being about a simple instruction's time (0.2-0.5 us), and the VM looks at
+# the budget and the clock whenever the units add up to CLOCK_CHECK_INTERVAL. Elements the engine's own Python
+# code visits one by one (compared, sized, keyed for SORT/UNIQUE, lower-cased, written as YAML) cost one unit
+# each; the rates below are for work done by Python's C code.
+MIN_CHARGED_STEPS = 16  # fewer elements visited one by one are part of the instruction's own unit
+WORK_ITEMS_PER_UNIT = 32  # elements copied or scanned (list slices and concatenation: ~7 ns each)
+WORK_CHARS_PER_UNIT = 2048  # characters copied or searched (string concatenation, find: ~0.1 ns each)
+WORK_TEXT_CHARS_PER_UNIT = 8  # characters of JSON written or parsed (~20-40 ns each)
+SORT_COMPARISONS_PER_UNIT = 4  # comparisons of sort keys (~50 ns each); a SORT of n items makes n*log2(n)
+LIKE_STEPS_PER_UNIT = 128  # character comparisons of LIKE's worst case (values.MAX_LIKE_STEPS; ~2 ns each)
+
+# Case-insensitive member access on a map of at least this many keys uses an index of its keys by their
+# lower case, built once per run (scanning every key on each miss was 27 ms per `m.missing` on a map of a
+# million keys); smaller maps are scanned. At most this many maps are indexed at once per run (each index
+# holds its map, so a script's dropped maps are not kept alive beyond these).
+LOWER_KEY_INDEX_MIN_KEYS = 64
+LOWER_KEY_INDEX_MAPS = 8
+
 # Bits of an integer that arithmetic and INT/FIX/FLOOR/CEIL/ROUND keep exact (VB's Long is 64-bit). Past it a
 # result is a float (VB's Double) and CINT/CLNG refuse it as "number too large": Python integers grow without
 # bound (CINT("1e300") was a 997-bit integer, and multiplying two such failed as an internal OverflowError).

@@ -15,10 +15,19 @@ import json
 import math
 import re
 
+from apps.basic import meter
 from apps.basic.builtins import MAX_COMPARE_STEPS, MAX_NUMBER_TEXT_CHARS, deep_equal, is_truthy
 from apps.basic.builtins import value_to_text as _scalar_text
 from apps.basic.errors import BasicRuntimeError, LimitExceeded
-from apps.basic.limits import MAX_ARRAY_ITEMS, MAX_INTEGER_BITS, MAX_MAP_KEYS, MAX_STRING_CHARS, MAX_VALUE_DEPTH
+from apps.basic.limits import (
+    LIKE_STEPS_PER_UNIT,
+    MAX_ARRAY_ITEMS,
+    MAX_INTEGER_BITS,
+    MAX_MAP_KEYS,
+    MAX_STRING_CHARS,
+    MAX_VALUE_DEPTH,
+    WORK_CHARS_PER_UNIT,
+)
 
 __all__ = ["is_truthy", "value_to_text", "bounded_json"]
 
@@ -92,7 +101,9 @@ def _text_size(value: object, limit: int, seen: dict[int, tuple[int, int]], dept
 def value_to_text(value: object) -> str:
     """BASIC text of a value (builtins' rules); arrays and maps as bounded JSON."""
     if type(value) is list or type(value) is dict:
-        return bounded_json(value)
+        text = bounded_json(value)
+        meter.charge_text(len(text))
+        return text
     return _scalar_text(value)
 
 _NUMERIC = re.compile(r"\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*")
@@ -143,6 +154,8 @@ def _numeric_text(value: object) -> int | float | None:
 def check_text(text: str) -> str:
     if len(text) > MAX_STRING_CHARS:
         raise LimitExceeded(f"string longer than {MAX_STRING_CHARS} characters")
+    if len(text) >= WORK_CHARS_PER_UNIT:  # it was just built (tested here: this is on every concatenation)
+        meter.charge_chars(len(text))
     return text
 
 
@@ -155,11 +168,14 @@ def add(a: object, b: object) -> object:
     if ta is list and tb is list:
         if len(a) + len(b) > MAX_ARRAY_ITEMS:  # type: ignore[arg-type]
             raise LimitExceeded(f"array longer than {MAX_ARRAY_ITEMS} items")
+        meter.charge_items(len(a) + len(b))  # type: ignore[arg-type]
         return a + b  # type: ignore[operator]
     if ta is list:
         _room_in_array(a)  # type: ignore[arg-type]
+        meter.charge_items(len(a))  # type: ignore[arg-type]
         return [*a, b]  # type: ignore[misc]
     if ta is dict and tb is dict:
+        meter.charge_items(len(a) + len(b))  # type: ignore[arg-type]
         merged = {**a, **b}  # type: ignore[dict-item]
         if len(merged) > MAX_MAP_KEYS:
             raise LimitExceeded(f"map with more than {MAX_MAP_KEYS} keys")
@@ -327,13 +343,21 @@ def contains(container: object, item: object) -> bool:
     if container is None:
         return False
     if isinstance(container, str):
+        if len(container) >= WORK_CHARS_PER_UNIT:
+            meter.charge_chars(len(container))
         return value_to_text(item) in container
     if isinstance(container, list):
         budget = [MAX_COMPARE_STEPS]  # one bound for the whole membership test
-        return any(equals(x, item, budget) for x in container)
+        for visited, x in enumerate(container, 1):
+            if equals(x, item, budget):
+                meter.charge_steps(visited)  # compared one by one
+                return True
+        meter.charge_steps(len(container))
+        return False
     if isinstance(container, dict):
         key = value_to_text(item)
-        return key in container or any(k.lower() == key.lower() for k in container)
+        low = key.lower()
+        return key in container or low in container or meter.key_like(container, low) is not None
     raise BasicRuntimeError(f"IN needs a text, an array or a map, not {describe(container)}")
 
 
@@ -358,6 +382,7 @@ def like(text: object, pattern: object) -> bool:
     subject, pat = _fold(value_to_text(text)), _fold(value_to_text(pattern))
     if len(pat) > MAX_LIKE_PATTERN_CHARS:
         raise LimitExceeded(f"LIKE pattern longer than {MAX_LIKE_PATTERN_CHARS} characters")
+    meter.charge_chars(len(subject))  # lower-cased and searched
     segments = pat.split("%")
     if len(segments) == 1:
         return len(subject) == len(pat) and _segment_at(subject, pat, 0)
@@ -369,6 +394,7 @@ def like(text: object, pattern: object) -> bool:
     if worst > MAX_LIKE_STEPS:
         raise LimitExceeded(f"LIKE pattern with '_' between '%' is too costly on a text of {len(subject)} "
                             "characters")
+    meter.charge(worst // LIKE_STEPS_PER_UNIT)
     for seg in middle:
         if not seg:
             continue
@@ -410,10 +436,8 @@ def get_member(obj: object, name: str) -> object:
     if type(obj) is dict:
         if name in obj:
             return obj[name]
-        for key, value in obj.items():  # identifiers are case-insensitive
-            if key.lower() == name:
-                return value
-        return None
+        key = meter.key_like(obj, name)  # identifiers are case-insensitive
+        return None if key is None else obj[key]
     if obj is None:
         return None
     if type(obj) is list:
@@ -431,10 +455,10 @@ def set_member(obj: object, name: str, value: object) -> None:
     if type(obj) is not dict:
         raise BasicRuntimeError(f"cannot set field '{name}' on {describe(obj)}")
     if name not in obj:
-        for key in obj:
-            if key.lower() == name:
-                obj[key] = value
-                return
+        key = meter.key_like(obj, name)
+        if key is not None:
+            obj[key] = value
+            return
         _room_in_map(obj)
     obj[name] = value
 

@@ -16,7 +16,7 @@ import re
 import time
 from dataclasses import dataclass
 
-from apps.basic import dataops, limits, ssrf
+from apps.basic import dataops, limits, meter, ssrf
 from apps.basic import values as V
 from apps.basic.builtins import BUILTINS, BuiltinContext, BuiltinError, SystemContext, parse_json_text
 from apps.basic.compiler import HALT, PSEUDO_VARIABLES, RELOAD, RETURN, SAVE_NAMES, SUSPEND, Program, tool_name
@@ -70,6 +70,7 @@ class VM:
         self.message_count = 0
         self.return_value: object = None
         self.steps = 0
+        self.charged = 0  # work units charged since the limits were last looked at (charge)
         self.last_error: BasicRuntimeError | None = None
 
     # -- public API ----------------------------------------------------------------------------
@@ -235,6 +236,22 @@ class VM:
 
     # -- the loop ------------------------------------------------------------------------------
     def _slice(self) -> RunResult:
+        token = meter.install(meter.Meter(self.charge))  # values and builtins charge their work to this run
+        try:
+            return self._run_slice()
+        finally:
+            meter.uninstall(token)
+
+    def charge(self, units: int) -> None:
+        """Work of an operation beyond its instruction (apps/basic/meter.py): counted in the budget, and the
+        limits are looked at once CLOCK_CHECK_INTERVAL units have been charged since they last were."""
+        self.steps += units
+        self.charged += units
+        if self.charged >= limits.CLOCK_CHECK_INTERVAL:
+            self.charged = 0
+            self._check_limits()
+
+    def _run_slice(self) -> RunResult:
         self.deadline = time.monotonic() + self.max_seconds
         try:
             outcome, value = self._loop(self.pc, 0)

@@ -54,3 +54,73 @@ def test_the_state_size_limit_counts_utf8_bytes_not_characters() -> None:
     assert int(emoji.result.error["message"].split("(")[1].split()[0]) > MAX_STATE_BYTES
     ascii_text = run('s = REPEAT("a", 750000)\ns = s & s\nHEAR z')
     assert ascii_text.result.status == "waiting"
+
+
+# One instruction that does much work, repeated 400 times: far fewer instructions than the budget, but far more
+# work. The work is charged to the budget (apps/basic/meter.py), so the run ends with the budget error.
+SETUP = ('a = RANGE(1, 20000)\nb = RANGE(1, 20000)\nbig = RANGE(1, 100000)\n'
+         's = REPEAT("a", 500000)\ns = s & s & s & s & s\nm = {}\nFOR i = 1 TO 100\n  m["Key" & i] = i\nNEXT\n')
+COSTLY = ["SORT(a)", "a = b", "JOIN(a)", "big + big", "TOJSON(a)", '"x" & a', "UNIQUE(a)", "CONTAINS(a, -1)",
+          "-1 IN a", "SUM(a)", "MAX(a)", 'INSTR(s, "z")', "s & s", 'a = b OR "z" IN s']
+
+
+def _budget_run(source: str, **limits: object) -> object:
+    from apps.basic.compiler import compile_source
+    from apps.basic.host import InMemoryHost
+    from apps.basic.vm import VM
+
+    return VM(compile_source(source), InMemoryHost(), **limits).start()  # type: ignore[arg-type]
+
+
+def test_costly_instructions_are_charged_to_the_budget_in_proportion_to_their_work() -> None:
+    for expression in COSTLY:
+        result = _budget_run(SETUP + f"FOR j = 1 TO 400\n  x = {expression}\nNEXT\nRETURN 1", max_instructions=300_000)
+        assert result.status == "error", expression
+        assert "instruction budget of 300000 exceeded" in result.error["message"], (expression, result.error)
+    cheap = _budget_run(SETUP + "FOR j = 1 TO 200\n  x = LEN(a) + UBOUND(big) + LEN(s) + m.key5\nNEXT\nRETURN x",
+                        max_instructions=300_000)
+    assert cheap.status == "done" and cheap.value == 20000 + 99999 + 2500000 + 5  # O(1) work is not charged
+
+
+def test_the_clock_is_looked_at_after_costly_instructions() -> None:
+    # 1000 SORTs of 100 000 items are ~3000 instructions: the clock used to be looked at every 4096.
+    result = _budget_run("a = REVERSE(RANGE(1, 100000))\nFOR j = 1 TO 1000\n  b = SORT(a)\nNEXT\nRETURN 1",
+                         max_instructions=10**12, max_seconds=0.3)
+    assert result.status == "error" and result.error["message"] == "run took longer than 0.3 seconds"
+
+
+def test_an_oversized_sort_is_refused_before_sorting(monkeypatch: object) -> None:
+    from apps.basic import builtins
+
+    keyed = []
+    sort_key = builtins._sort_key
+    monkeypatch.setattr(builtins, "_sort_key", lambda v, k: keyed.append(1) or sort_key(v, k))  # type: ignore[attr-defined]
+    r = run("a = RANGE(1, 100000) + [0]\nON ERROR RESUME NEXT\nFOR j = 1 TO 1000\n  b = SORT(a, \"DESC\")\n"
+            "  c = SORT_ASC(a)\n  d = REVERSE(a)\nNEXT\nRETURN ERR.description")
+    assert r.result.status == "done" and r.result.value == "REVERSE: result would exceed 100000 items"
+    assert keyed == []  # refused before any item was keyed (sorted, then refused, it took a second a call)
+    refused = run("RETURN SORT(RANGE(1, 100000) + [0])").result
+    assert refused.error["message"] == "SORT: result would exceed 100000 items"
+    assert run("RETURN LEN(SORT(REVERSE(RANGE(1, 100000))))").result.value == 100000
+
+
+class _Key(str):
+    """A map key that counts how often the engine lower-cases it."""
+
+    lowered = 0
+
+    def lower(self) -> str:
+        _Key.lowered += 1
+        return str.lower(self)
+
+
+def test_missing_members_of_a_large_map_do_not_lower_every_key_each_time() -> None:
+    table = {_Key(f"Key{i}"): i for i in range(1000)}
+    _Key.lowered = 0
+    r = run('n = 0\nFOR i = 1 TO 200\n  IF m.nothere = NULL THEN n = n + 1\n  x = m["Nothere"]\n'
+            '  IF "NOTHERE" IN m THEN n = 0\n  m.added = i\n  m.Key7 = i\nNEXT\n'
+            'RETURN [n, m.key5, m.KEY999, m.added, m.key7, "KEY3" IN m, m["Key3"], m["KEY3"], LEN(m)]',
+            args={"m": table})
+    assert r.result.status == "done"
+    assert r.result.value == [200, 5, 999, 200, 200, True, 3, None, 1001]
+    assert _Key.lowered <= 1000 + 10  # the keys were lowered once (an index), not 1000 times per miss
