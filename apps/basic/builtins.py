@@ -1815,40 +1815,67 @@ def _yaml_scalar(value: Value) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-def _yaml_lines(value: Value, indent: int) -> list[str]:
-    pad = "  " * indent
+class _YamlText:
+    """Lines of TOYAML's text, refused as soon as they pass MAX_BUILTIN_RESULT_CHARS. The JSON size checked
+    first does not bound the YAML: indentation grows with depth (800 levels of 300 empty strings are 1 MB of
+    JSON and 190 MB of YAML), so the text is measured as it is written."""
+
+    def __init__(self, c: _Call) -> None:
+        self.c = c
+        self.lines: list[str] = []
+        self.size = -1  # no newline before the first line
+
+    def add(self, line: str) -> None:
+        self.size += len(line) + 1
+        if self.size > MAX_BUILTIN_RESULT_CHARS:
+            raise self.c.error(f"result would exceed {MAX_BUILTIN_RESULT_CHARS} characters")
+        self.lines.append(line)
+
+
+def _yaml_inline(value: Value) -> str:
+    """A scalar or an empty container, on its key's or dash's line."""
     if isinstance(value, dict):
-        if not value:
-            return [pad + "{}"]
-        lines = []
-        for key, item in value.items():
-            label = _yaml_scalar(str(key))
-            if isinstance(item, dict | list) and item:
-                lines.append(f"{pad}{label}:")
-                lines.extend(_yaml_lines(item, indent + 1))
-            else:
-                lines.append(f"{pad}{label}: {_yaml_lines(item, 0)[0]}")
-        return lines
+        return "{}"
     if isinstance(value, list):
-        if not value:
-            return [pad + "[]"]
-        lines = []
-        for item in value:
-            if isinstance(item, dict | list) and item:
-                nested = _yaml_lines(item, indent + 1)
-                lines.append(f"{pad}- {nested[0].lstrip()}")
-                lines.extend(nested[1:])
-            else:
-                lines.append(f"{pad}- {_yaml_lines(item, 0)[0]}")
-        return lines
-    return [pad + _yaml_scalar(value)]
+        return "[]"
+    return _yaml_scalar(value)
+
+
+def _yaml_write(out: _YamlText, value: Value, indent: int, first: str | None = None) -> None:
+    """Write `value` at `indent`; its first line starts with `first` instead (after a list's dash)."""
+    head = first if first is not None else "  " * indent
+    if isinstance(value, dict | list) and value:
+        pad = "  " * indent
+        if isinstance(value, dict):
+            for key, item in value.items():
+                label = _yaml_scalar(str(key))
+                if isinstance(item, dict | list) and item:
+                    out.add(f"{head}{label}:")
+                    _yaml_write(out, item, indent + 1)
+                else:
+                    out.add(f"{head}{label}: {_yaml_inline(item)}")
+                head = pad
+        else:
+            for item in value:
+                if isinstance(item, dict | list) and item:
+                    _yaml_write(out, item, indent + 1, f"{head}- ")
+                else:
+                    out.add(f"{head}- {_yaml_inline(item)}")
+                head = pad
+        return
+    out.add(head + _yaml_inline(value))
 
 
 @_register("TOYAML TO_YAML", 1, 1)
 def _toyaml(c: _Call, value: Value) -> str:
     """Block-style YAML, used by templates to put records into prompts readably."""
     _check_json(c, value)
-    return "\n".join(_yaml_lines(value, 0))
+    out = _YamlText(c)
+    try:
+        _yaml_write(out, value, 0)
+    finally:
+        meter.charge_steps(len(out.lines))  # written line by line
+    return "\n".join(out.lines)
 
 
 def _logger(level: int) -> Callable[..., None]:

@@ -3,7 +3,9 @@ instruction is charged to the budget, and text is bounded while it is built (app
 
 from __future__ import annotations
 
-from tests.basic.conftest import run
+import pytest
+
+from tests.basic.conftest import FIXED_NOW, run
 
 # An 8-million-character text: doubling it once more passes MAX_STRING_CHARS (10 million).
 EIGHT_MILLION = 's = SPACE(1000000)\nFOR i = 1 TO 3\n  s = s & s\nNEXT\n'
@@ -89,12 +91,12 @@ def test_the_clock_is_looked_at_after_costly_instructions() -> None:
     assert result.status == "error" and result.error["message"] == "run took longer than 0.3 seconds"
 
 
-def test_an_oversized_sort_is_refused_before_sorting(monkeypatch: object) -> None:
+def test_an_oversized_sort_is_refused_before_sorting(monkeypatch: pytest.MonkeyPatch) -> None:
     from apps.basic import builtins
 
     keyed = []
     sort_key = builtins._sort_key
-    monkeypatch.setattr(builtins, "_sort_key", lambda v, k: keyed.append(1) or sort_key(v, k))  # type: ignore[attr-defined]
+    monkeypatch.setattr(builtins, "_sort_key", lambda v, k: keyed.append(1) or sort_key(v, k))
     r = run("a = RANGE(1, 100000) + [0]\nON ERROR RESUME NEXT\nFOR j = 1 TO 1000\n  b = SORT(a, \"DESC\")\n"
             "  c = SORT_ASC(a)\n  d = REVERSE(a)\nNEXT\nRETURN ERR.description")
     assert r.result.status == "done" and r.result.value == "REVERSE: result would exceed 100000 items"
@@ -124,3 +126,82 @@ def test_missing_members_of_a_large_map_do_not_lower_every_key_each_time() -> No
     assert r.result.status == "done"
     assert r.result.value == [200, 5, 999, 200, 200, True, 3, None, 1001]
     assert _Key.lowered <= 1000 + 10  # the keys were lowered once (an index), not 1000 times per miss
+
+
+def _yaml_lines_before(value: object, indent: int) -> list[str]:
+    """TOYAML's lines as they were written before the text was bounded (the reference for its output)."""
+    from apps.basic.builtins import _yaml_scalar
+
+    pad = "  " * indent
+    if isinstance(value, dict):
+        if not value:
+            return [pad + "{}"]
+        lines = []
+        for key, item in value.items():
+            label = _yaml_scalar(str(key))
+            if isinstance(item, dict | list) and item:
+                lines.append(f"{pad}{label}:")
+                lines.extend(_yaml_lines_before(item, indent + 1))
+            else:
+                lines.append(f"{pad}{label}: {_yaml_lines_before(item, 0)[0]}")
+        return lines
+    if isinstance(value, list):
+        if not value:
+            return [pad + "[]"]
+        lines = []
+        for item in value:
+            if isinstance(item, dict | list) and item:
+                nested = _yaml_lines_before(item, indent + 1)
+                lines.append(f"{pad}- {nested[0].lstrip()}")
+                lines.extend(nested[1:])
+            else:
+                lines.append(f"{pad}- {_yaml_lines_before(item, 0)[0]}")
+        return lines
+    return [pad + _yaml_scalar(value)]
+
+
+def test_toyaml_writes_the_same_text_as_before() -> None:
+    import random
+
+    from apps.basic.builtins import BUILTINS, FixedContext
+
+    rng = random.Random(3)
+    toyaml = BUILTINS["TOYAML"].fn
+
+    def value(depth: int) -> object:
+        kind = rng.randrange(8 if depth < 4 else 5)
+        scalars = [None, True, 1.5, 7, "a b", "", " x", "null", "k:v"]
+        if kind < 5:
+            return rng.choice(scalars)
+        if kind == 5:
+            return [value(depth + 1) for _ in range(rng.randrange(4))]
+        return {rng.choice(["a", "B c", "", "1", "-"]) + str(i): value(depth + 1) for i in range(rng.randrange(4))}
+
+    for _ in range(2000):
+        v = value(0)
+        assert toyaml(FixedContext(FIXED_NOW), v) == "\n".join(_yaml_lines_before(v, 0)), v
+
+
+DEEP_LIST = 'v = []\nFOR d = 1 TO 300\n  v = PUSH(FILL("", 300), v)\nNEXT\n'  # 360 KB of JSON, 27 MB of YAML
+
+
+def test_toyaml_is_bounded_as_it_is_written() -> None:
+    import tracemalloc
+
+    from apps.basic.builtins import BUILTINS, BuiltinError, FixedContext
+
+    value: list = []
+    for _ in range(300):  # DEEP_LIST (a RETURN value may not nest that deep)
+        value = [*([""] * 300), value]
+    tracemalloc.start()
+    try:
+        with pytest.raises(BuiltinError, match="TOYAML: result (would exceed|longer than) 1000000 characters"):
+            BUILTINS["TOYAML"].fn(FixedContext(FIXED_NOW), value)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8_000_000  # about the 1 MB of text it may write, not the whole 27 MB
+    # Under ON ERROR RESUME NEXT the refused calls are charged: the loop ends with the budget.
+    loop = _budget_run(DEEP_LIST + "ON ERROR RESUME NEXT\nFOR j = 1 TO 40\n  y = TOYAML(v)\nNEXT\nRETURN 1",
+                       max_instructions=1_000_000)
+    assert loop.status == "error" and "instruction budget" in loop.error["message"]
