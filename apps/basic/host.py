@@ -18,7 +18,8 @@ import fnmatch
 import json
 import re
 
-from apps.basic import ssrf
+from apps.basic import meter, ssrf
+from apps.basic import values as V
 from apps.basic.errors import BasicRuntimeError
 
 
@@ -241,24 +242,45 @@ def parse_filter(filter_text: str) -> tuple[FilterCondition, ...]:
 
 
 def row_matches_filter(row: dict, filter_text: str | tuple[FilterCondition, ...]) -> bool:
-    """Does `row` pass the filter (text, or the conditions `parse_filter` returned)?"""
+    """Does `row` pass the filter (text, or the conditions `parse_filter` returned)?
+
+    A column's value is compared with the condition's text by the engine's own rules, never turned into text
+    with Python's str() (`True` is not "true", 1.0 not "1", and an array nested in itself 24 times was 195 MB
+    of text): `=` and `<>` as BASIC's `=` (a number equals numeric text by value, a boolean "true"/"false",
+    null ""; an array or map equals no text); `<`, `>`, `<=`, `>=` compare numbers when both sides are
+    numbers or numeric text, otherwise the BASIC text of a scalar (an array or map matches none of them)."""
     conditions = parse_filter(filter_text) if isinstance(filter_text, str) else filter_text
     for field, op, want in conditions:
-        value = next((v for k, v in row.items() if k.lower() == field), None)
-        text = "" if value is None else str(value)
-        if op in ("=", "=="):
-            ok = text == want
-        elif op in ("!=", "<>"):
-            ok = text != want
+        if field in row:
+            value = row[field]
         else:
-            try:
-                a, b = float(text), float(want)
-            except ValueError:
-                a, b = text, want  # type: ignore[assignment]
-            ok = {">": a > b, "<": a < b, ">=": a >= b, "<=": a <= b}[op]
+            key = meter.key_like(row, field)  # column names are case-insensitive
+            value = None if key is None else row[key]
+        if op in ("=", "=="):
+            ok = V.equals(value, want)
+        elif op in ("!=", "<>"):
+            ok = not V.equals(value, want)
+        else:
+            ok = _ordered_match(value, op, want)
         if not ok:
             return False
     return True
+
+
+def _ordered_match(value: object, op: str, want: str) -> bool:
+    kind = type(value)
+    if kind is list or kind is dict:
+        return False
+    number = value if kind is int or kind is float else V._numeric_text(value)
+    bound = V._numeric_text(want)
+    a, b = (number, bound) if number is not None and bound is not None else (V.value_to_text(value), want)
+    if op == ">":
+        return a > b  # type: ignore[operator]
+    if op == "<":
+        return a < b  # type: ignore[operator]
+    if op == ">=":
+        return a >= b  # type: ignore[operator]
+    return a <= b  # type: ignore[operator]
 
 
 def save_is_positional(values: list) -> bool:

@@ -720,6 +720,7 @@ class VM:
 
         data = args[0] if isinstance(args[0], list) else []
         conditions = parse_filter(V.value_to_text(args[1]))
+        meter.charge_steps(len(data) * len(conditions))  # row by row, condition by condition
         return [row for row in data if isinstance(row, dict) and row_matches_filter(row, conditions)]
 
     # -- in-memory data transforms (spec 3.5.7; apps.basic.dataops) -------------------------------------------

@@ -205,3 +205,45 @@ def test_toyaml_is_bounded_as_it_is_written() -> None:
     loop = _budget_run(DEEP_LIST + "ON ERROR RESUME NEXT\nFOR j = 1 TO 40\n  y = TOYAML(v)\nNEXT\nRETURN 1",
                        max_instructions=1_000_000)
     assert loop.status == "error" and "instruction budget" in loop.error["message"]
+
+
+def test_filter_compares_by_the_engines_rules_not_pythons_text() -> None:
+    r = run('''rows = [{"name": "a", "active": TRUE, "score": 1.0, "n": 10, "t": "10", "tags": [1]},
+  {"name": "b", "active": FALSE, "score": 2.5, "n": 9, "t": "9", "tags": []}, {"Name": "c", "n": NULL}]
+TALK LEN(FILTER(rows, "active = true"))
+TALK LEN(FILTER(rows, "active = TRUE AND score = 1"))
+TALK LEN(FILTER(rows, "score = 1.0"))
+TALK LEN(FILTER(rows, "score <> 1"))
+TALK LEN(FILTER(rows, "n > 9"))
+TALK LEN(FILTER(rows, "t > 9"))
+TALK LEN(FILTER(rows, "t >= 9.5"))
+TALK LEN(FILTER(rows, "name = 'a'"))
+TALK LEN(FILTER(rows, "NAME = c"))
+TALK LEN(FILTER(rows, "n = ''"))
+TALK LEN(FILTER(rows, "tags = [1]"))
+TALK LEN(FILTER(rows, "tags > 0"))
+TALK LEN(FILTER(rows, "name < b"))''')
+    assert r.result.status == "done", r.result.error
+    assert r.host.messages == ["1", "1", "1", "2", "1", "1", "1", "1", "1", "1", "0", "0", "1"]
+
+
+def test_filter_never_turns_a_large_value_into_text() -> None:
+    import tracemalloc
+
+    from apps.basic.host import row_matches_filter
+
+    nested: list = [1]
+    for _ in range(22):
+        nested = [nested, nested]  # small in memory, 4 million leaves as text
+    row = {"x": nested, "y": 2}
+    tracemalloc.start()
+    try:
+        assert not row_matches_filter(row, "x = 1")
+        assert row_matches_filter(row, "x <> 1 AND y = 2")
+        assert not row_matches_filter(row, "x >= 1")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000
+    r = run('a = [1]\nFOR i = 1 TO 24\n  a = [a, a]\nNEXT\nRETURN LEN(FILTER([{"x": a}, {"x": 1}], "x = 1"))')
+    assert r.result.status == "done" and r.result.value == 1
