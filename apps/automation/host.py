@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 
+from apps.basic.limits import MAX_LOG_MESSAGE_CHARS
 from apps.bots.host import BotHost
 from apps.bots.models import Bot
 
@@ -49,7 +50,9 @@ class JobHost(BotHost):
         self._append(str(text))
 
     def log(self, text: str) -> None:
-        """PRINT: the server log, and the job's output (it is the job's log)."""
+        """PRINT: the server log, and the job's output (it is the job's log); one line is at most
+        MAX_LOG_MESSAGE_CHARS (the VM cuts PRINT there already; a caller that does not must not flood the log)."""
+        text = str(text)[:MAX_LOG_MESSAGE_CHARS]
         logger.info("job PRINT: %s", text, extra={"bot": self.bot.name})
         self._append(f"PRINT: {text}")
 

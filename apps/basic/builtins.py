@@ -85,7 +85,7 @@ from typing import Any, Protocol
 
 from apps.basic import meter
 from apps.basic.errors import LimitExceeded
-from apps.basic.limits import MAX_INTEGER_BITS, MIN_CHARGED_STEPS, SORT_COMPARISONS_PER_UNIT
+from apps.basic.limits import MAX_INTEGER_BITS, MAX_LOG_MESSAGE_CHARS, MIN_CHARGED_STEPS, SORT_COMPARISONS_PER_UNIT
 
 logger = logging.getLogger("apps.basic.script")
 
@@ -118,8 +118,6 @@ MAX_COMPARE_STEPS = 2_000_000
 # Characters of JSON text one SORT/UNIQUE may write to order or deduplicate arrays and maps by value
 # (each distinct container is written once); about a quarter of a second of encoding.
 MAX_KEY_TEXT_CHARS = 20_000_000
-# Log lines written by LOG_* are cut here so one script cannot flood the server log.
-MAX_LOG_MESSAGE_CHARS = 2_000
 # Years outside Python's datetime range cannot be represented.
 _MIN_YEAR, _MAX_YEAR = dt.MINYEAR, dt.MAXYEAR
 
@@ -1878,10 +1876,27 @@ def _toyaml(c: _Call, value: Value) -> str:
     return "\n".join(out.lines)
 
 
+def clipped_text(values: Iterable[Value], separator: str, limit: int,
+                 text: Callable[[Value], str] = value_to_text) -> str:
+    """`separator.join(text(v) for v in values)[:limit]`, converting and copying only what fits: a log line of
+    150 arguments of 8 million characters was joined whole (a second and a gigabyte) and then cut."""
+    pieces: list[str] = []
+    room = limit
+    for index, value in enumerate(values):
+        if index:
+            pieces.append(separator[:room])
+            room -= len(separator)
+        if room <= 0:
+            break
+        piece = text(value)
+        pieces.append(piece[:room])
+        room -= len(piece)
+    return "".join(pieces)
+
+
 def _logger(level: int) -> Callable[..., None]:
     def builtin(c: _Call, *args: Value) -> None:
-        message = " ".join(_text(a) for a in args)
-        logger.log(level, "script: %s", message[:MAX_LOG_MESSAGE_CHARS])
+        logger.log(level, "script: %s", clipped_text(args, " ", MAX_LOG_MESSAGE_CHARS))
 
     return builtin
 

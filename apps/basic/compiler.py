@@ -874,11 +874,10 @@ class Compiler:
 
     def e_Interp(self, e: n.Interp) -> Ev:
         parts = [(p if isinstance(p, str) else self.expr(p)) for p in e.parts]  # type: ignore[arg-type]
-        text = V.value_to_text
-        check = V.check_text
+        join = V.join_text  # refuses as soon as the pieces pass the string limit, not after joining them all
 
         def ev(vm: object) -> object:
-            return check("".join(p if type(p) is str else text(p(vm)) for p in parts))  # type: ignore[operator]
+            return join(p if type(p) is str else p(vm) for p in parts)  # type: ignore[operator]
         return ev
 
     def e_Var(self, e: n.Var) -> Ev:

@@ -60,6 +60,10 @@ MAX_MAP_KEYS = 1_000_000
 # Total characters of TALK output in one run; a runaway loop must not flood the chat.
 MAX_OUTPUT_CHARS = 1_000_000
 
+# Characters of one PRINT or LOG_* line: they go to the server log (and a job's output), which a script must
+# not flood; a longer line is cut here, before its pieces are joined.
+MAX_LOG_MESSAGE_CHARS = 2_000
+
 # Number of TALK messages in one run, for the same reason.
 MAX_MESSAGES = 2_000
 

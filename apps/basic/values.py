@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterable
 
 from apps.basic import meter
 from apps.basic.builtins import MAX_COMPARE_STEPS, MAX_NUMBER_TEXT_CHARS, deep_equal, is_truthy
@@ -149,6 +150,20 @@ def _numeric_text(value: object) -> int | float | None:
             return None  # compared as text, like the builtins
         return float(text) if any(c in text for c in ".eE") else int(text)
     return None
+
+
+def join_text(values: Iterable[object], separator: str = "") -> str:
+    """The values' text joined, refused as soon as the total passes MAX_STRING_CHARS (before joining: a string
+    interpolation or LLM prompt of many 8-million-character texts was built whole and then refused)."""
+    pieces: list[str] = []
+    total = -len(separator)
+    for value in values:
+        piece = value if type(value) is str else value_to_text(value)
+        total += len(piece) + len(separator)
+        if total > MAX_STRING_CHARS:
+            raise LimitExceeded(f"string longer than {MAX_STRING_CHARS} characters")
+        pieces.append(piece)
+    return check_text(separator.join(pieces))
 
 
 def check_text(text: str) -> str:

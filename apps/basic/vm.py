@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from apps.basic import dataops, limits, meter, ssrf
 from apps.basic import values as V
-from apps.basic.builtins import BUILTINS, BuiltinContext, BuiltinError, SystemContext, parse_json_text
+from apps.basic.builtins import BUILTINS, BuiltinContext, BuiltinError, SystemContext, clipped_text, parse_json_text
 from apps.basic.compiler import HALT, PSEUDO_VARIABLES, RELOAD, RETURN, SAVE_NAMES, SUSPEND, Program, tool_name
 from apps.basic.errors import BasicRuntimeError, LimitExceeded, StateError
 from apps.basic.hear_types import HEAR_KINDS, SECRET_HEAR_KINDS, hear_validate
@@ -517,7 +517,17 @@ class VM:
         self.host.talk(text)
 
     def kw_talk(self, name: str, args: list, opts: dict) -> object:
-        self._talk("".join(V.value_to_text(a) for a in args))
+        # The output limit is checked piece by piece: `TALK s, s, s, ...` of 8-million-character texts was joined
+        # whole (a gigabyte) before _talk refused it.
+        pieces = []
+        total = self.output_chars
+        for a in args:
+            piece = V.value_to_text(a)
+            total += len(piece)
+            if total > limits.MAX_OUTPUT_CHARS:
+                raise LimitExceeded("too much output from this script")
+            pieces.append(piece)
+        self._talk("".join(pieces))
         return None
 
     def kw_talk_to(self, name: str, args: list, opts: dict) -> object:
@@ -527,7 +537,8 @@ class VM:
         return None
 
     def kw_log(self, name: str, args: list, opts: dict) -> object:
-        self.host.log(" ".join(V.value_to_text(a) for a in args))
+        """PRINT: one server-log line, cut at MAX_LOG_MESSAGE_CHARS like LOG_* (before joining its pieces)."""
+        self.host.log(clipped_text(args, " ", limits.MAX_LOG_MESSAGE_CHARS, V.value_to_text))
         return None
 
     def kw_set_system_prompt(self, name: str, args: list, opts: dict) -> object:
@@ -535,7 +546,7 @@ class VM:
         return None
 
     def kw_llm(self, name: str, args: list, opts: dict) -> object:
-        return self.host.llm(" ".join(V.value_to_text(a) for a in args))
+        return self.host.llm(V.join_text(args, " "))
 
     def kw_set_context(self, name: str, args: list, opts: dict) -> object:
         if "AS" in opts:

@@ -247,3 +247,63 @@ def test_filter_never_turns_a_large_value_into_text() -> None:
     assert peak < 1_000_000
     r = run('a = [1]\nFOR i = 1 TO 24\n  a = [a, a]\nNEXT\nRETURN LEN(FILTER([{"x": a}, {"x": 1}], "x = 1"))')
     assert r.result.status == "done" and r.result.value == 1
+
+
+def _peak_bytes(source: str) -> tuple[object, int]:
+    import tracemalloc
+
+    from apps.basic.host import InMemoryHost
+
+    host = InMemoryHost()
+    tracemalloc.start()
+    try:
+        result = _budget_run_on(source, host)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return (result, host), peak
+
+
+def _budget_run_on(source: str, host: object) -> object:
+    from apps.basic.compiler import compile_source
+    from apps.basic.vm import VM
+
+    return VM(compile_source(source), host).start()  # type: ignore[arg-type]
+
+
+# 500 000 characters: two are within the string limit's reach only as twenty pieces (10 million).
+HALF_MILLION = 's = SPACE(500000)\n'
+
+
+def test_interpolation_refuses_as_soon_as_its_pieces_pass_the_string_limit() -> None:
+    pieces = "${s}" * 60  # 30 million characters if joined
+    (result, host), peak = _peak_bytes(HALF_MILLION + f'FUNCTION G()\n  TALK "evaluated"\n  RETURN 1\nEND FUNCTION\n'
+                                       f't = "{pieces}${{G()}}"\nRETURN LEN(t)')
+    assert result.status == "error" and result.error["message"] == "string longer than 10000000 characters"
+    assert host.messages == []  # the pieces after the limit are not even evaluated
+    assert peak < 20_000_000  # not the 30 MB of the joined text
+    ok = run(HALF_MILLION + 't = "<${s}|${LEN(s)}>"\nRETURN LEN(t)')
+    assert ok.result.value == 500000 + 9
+
+
+def test_talk_refuses_as_soon_as_its_pieces_pass_the_output_limit() -> None:
+    (result, host), peak = _peak_bytes(HALF_MILLION + "TALK " + ", ".join(["s"] * 20))
+    assert result.status == "error" and result.error["message"] == "too much output from this script"
+    assert host.messages == [] and peak < 5_000_000  # not the 10 MB of the joined text
+    ok = run(HALF_MILLION + 'TALK s, "|", LEN(s)')
+    assert ok.host.messages == [" " * 500000 + "|500000"]
+
+
+def test_print_and_log_lines_are_cut_before_their_pieces_are_joined() -> None:
+    from apps.basic.limits import MAX_LOG_MESSAGE_CHARS
+
+    (result, host), peak = _peak_bytes(HALF_MILLION + 'PRINT "a", s, s, s, s, s, s, s, s, s, s\n'
+                                       'x = LOG_INFO(s, s, s, s, s, s, s, s, s, s)\nPRINT "b", 1')
+    assert result.status == "done"
+    assert host.logs == ["a " + " " * (MAX_LOG_MESSAGE_CHARS - 2), "b 1"]  # PRINT was never cut
+    assert peak < 5_000_000
+
+
+def test_an_llm_prompt_is_a_string_within_the_string_limit() -> None:
+    r = run('s = SPACE(1000000)\nFOR i = 1 TO 3\n  s = s & s\nNEXT\nx = LLM s, s\nRETURN 1')
+    assert r.result.status == "error" and r.result.error["message"] == "string longer than 10000000 characters"
