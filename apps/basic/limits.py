@@ -18,7 +18,7 @@ MAX_WALL_SECONDS = 60.0
 CLOCK_CHECK_INTERVAL = 4096
 
 # Work units (apps/basic/meter.py). The budget counts instructions, but one instruction can do much work (a
-# SORT of 100 000 items, `=` on two large arrays, TOYAML of a deep value): 5000 SORTs ran 26 s past a 2 s limit,
+# SORT of 100 000 items, `=` on two large arrays, TOYAML of a deep value): 5000 SORTs ran 26 s under a 2 s limit,
 # since the clock was looked at every 4096 instructions whatever they did. Such operations add units in
 # proportion to their work, one unit being about a simple instruction's time (0.2-0.5 us), and the VM looks at
 # the budget and the clock whenever the units add up to CLOCK_CHECK_INTERVAL. Elements the engine's own Python
