@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import re
 
+from apps.basic import meter
 from apps.basic import values as V
 from apps.basic.builtins import (
     MAX_BUILTIN_ITEMS,
@@ -62,6 +63,10 @@ class _Work:
         self.left = MAX_DATA_STEPS
 
     def charge(self, steps: int) -> None:
+        # To the running VM's budget too (apps.basic.meter): each call counted as one instruction, so a loop of
+        # AGGREGATEs over 100 000 rows ran 14 s under a 1 s limit, and MAP 279 s under 2 s. meter.charge, not
+        # charge_steps, which drops the one-row charges most calls make.
+        meter.charge(steps)
         self.left -= steps
         if self.left < 0:
             raise BuiltinLimitError(f"{self.name}: more than {MAX_DATA_STEPS} fields to process")

@@ -307,3 +307,15 @@ def test_print_and_log_lines_are_cut_before_their_pieces_are_joined() -> None:
 def test_an_llm_prompt_is_a_string_within_the_string_limit() -> None:
     r = run('s = SPACE(1000000)\nFOR i = 1 TO 3\n  s = s & s\nNEXT\nx = LLM s, s\nRETURN 1')
     assert r.result.status == "error" and r.result.error["message"] == "string longer than 10000000 characters"
+
+
+@pytest.mark.parametrize("transform", [
+    'AGGREGATE "SUM", rows, "x"', 'MAP rows, "x->z"', 'GROUP BY rows, "y"', 'PIVOT rows, "y", "x"',
+    'JOIN rows, rows, "x"'])
+def test_the_data_transforms_charge_their_rows_to_the_budget(transform: str) -> None:
+    """Written beside the work meter, the transforms counted each call as one instruction: a loop of AGGREGATEs
+    over 100 000 rows ran 14 s under a 1 s limit, MAP 279 s under 2 s."""
+    setup = 'rows = []\nFOR i = 1 TO 2000\n  rows = PUSH(rows, #{x: i MOD 50, y: "g" & (i MOD 7)})\nNEXT\n'
+    result = _budget_run(setup + f"FOR j = 1 TO 400\n  r = {transform}\nNEXT\nRETURN 1", max_instructions=300_000)
+    assert result.status == "error", transform
+    assert "instruction budget of 300000 exceeded" in result.error["message"], (transform, result.error)
