@@ -46,6 +46,8 @@ class BotHost(Host):
         self._session = session or {}
         self._config: dict[str, str] | None = None
         self._table_definitions: list | None = None  # TABLE blocks of the bot's scripts, read once per host
+        # A table's columns known from its first stored row, once found (a loop of positional SAVEs read it each time).
+        self._row_columns: dict[str, list[str]] = {}
         # KBs attached with USE KB: session state, which the chat host saves with the session (spec 5.8).
         self.kbs: list[str] = list(kbs or [])
 
@@ -128,9 +130,14 @@ class BotHost(Host):
         columns = table_columns_from_metadata(self._table_definitions, table)
         if columns:
             return columns, True
-        first = (BotTableRow.objects.filter(bot=self.bot, table=_table_name(table)).order_by("id")
-                 .values_list("data", flat=True).first())
-        return (list(first), False) if isinstance(first, dict) else ([], False)
+        name = _table_name(table)
+        if name not in self._row_columns:
+            first = (BotTableRow.objects.filter(bot=self.bot, table=name).order_by("id")
+                     .values_list("data", flat=True).first())
+            if not isinstance(first, dict) or not first:
+                return [], False  # no row yet: looked up again by the next SAVE, which may find the first one
+            self._row_columns[name] = list(first)
+        return self._row_columns[name], False
 
     # Writers of a table take its lock (apps.bots.services.bot_table_lock) for their transaction: two SAVEs of
     # one new id, in two sessions at once, would otherwise both find no row and both insert one.

@@ -48,3 +48,24 @@ def test_a_gbdata_tables_columns_match_by_name_and_unknown_tables_use_the_names(
         assert result.status == "done", result.error
         assert _rows(bot, "contacts.csv")[1] == {"FirstName": "New", "Email": "n@x"}
         assert _rows(bot, "visits") == [{"firstname": "New", "email": "n@x"}]
+
+
+def test_a_loop_of_positional_saves_reads_the_tables_first_row_once(canary_tenants):
+    """Each positional SAVE of a table without a TABLE block read its first stored row again: a loop of SAVEs
+    doubled its queries."""
+    with schema_context(canary_tenants.a.schema_name):
+        bot = Bot.objects.create(name="looper")
+        BotTableRow.objects.create(bot=bot, table="visits", data={"who": "seed", "day": 0})
+        host = BotHost(bot)
+        run_source('who = "ann"\nday = 1\nSAVE "visits", who, day\n', host=host)  # reads the definitions, the row
+        from django.db import connection
+        from django.test.utils import CaptureQueriesContext
+
+        with CaptureQueriesContext(connection) as one:
+            run_source('who = "bo"\nday = 2\nSAVE "visits", who, day\n', host=host)
+        with CaptureQueriesContext(connection) as ten:
+            run_source('FOR day = 3 TO 12\n  who = "cy"\n  SAVE "visits", who, day\nNEXT\n', host=host)
+        assert len(ten) == 10 * len(one)
+        assert not any("ORDER BY" in q["sql"] and '"bots_bottablerow"."id" ASC' in q["sql"] and "LIMIT 1" in q["sql"]
+                       for q in one.captured_queries)
+        assert {tuple(sorted(row)) for row in _rows(bot, "visits")} == {("day", "who")}
