@@ -69,11 +69,12 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
 
+from tests.support.loopback_http import LoopbackServer
 from tests.support.openai_fake import fake_vector
 
 CHAT_PATH = "/v1/chat/completions"
@@ -166,17 +167,14 @@ class FakeLLMServer:
         self.served = 0
         self._queue: deque[Reply] = deque()
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._http = LoopbackServer(self._handle, methods=("GET", "POST"), name="llm-fake")
 
     # --- control ---------------------------------------------------------------------------------------
 
     @property
     def url(self) -> str:
         """The server root, `http://127.0.0.1:<port>` (Anthropic's base URL)."""
-        assert self._server is not None, "start() the server first"
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return self._http.url
 
     @property
     def base_url(self) -> str:
@@ -207,33 +205,11 @@ class FakeLLMServer:
             self.served = 0
 
     def start(self) -> FakeLLMServer:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:  # keep test output clean
-                pass
-
-            def do_GET(self) -> None:
-                fake._handle(self, "GET")
-
-            def do_POST(self) -> None:
-                fake._handle(self, "POST")
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        # A short poll interval: stop() (shutdown) waits up to one interval.
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="llm-fake", daemon=True)
-        self._thread.start()
+        self._http.start()
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        self._http.stop()
 
     def __enter__(self) -> FakeLLMServer:
         return self.start()

@@ -56,7 +56,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -65,6 +65,8 @@ from pydantic import TypeAdapter, ValidationError
 from pydantic_core import to_jsonable_python
 from qdrant_client import QdrantClient
 from qdrant_client.http import models
+
+from tests.support.loopback_http import LoopbackServer
 
 # Qdrant's default `service.max_request_size_mb`.
 MAX_REQUEST_BYTES = 32 * 1024 * 1024
@@ -159,16 +161,14 @@ class FakeQdrant:
         self._store = QdrantClient(":memory:")
         self._lock = threading.RLock()
         self._operation_id = 0
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._http = LoopbackServer(self._handle, methods=("GET", "POST", "PUT", "PATCH", "DELETE"),
+                                    name="fake-qdrant")
 
     # --- setup and inspection ------------------------------------------------------------------------
 
     @property
     def url(self) -> str:
-        assert self._server is not None, "start() the fake first"
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return self._http.url
 
     def client(self, **kwargs: Any) -> QdrantClient:
         """A real client of this server (with its key), for a test's own inspection over HTTP."""
@@ -205,41 +205,11 @@ class FakeQdrant:
     # --- lifecycle -----------------------------------------------------------------------------------
 
     def start(self, port: int = 0) -> FakeQdrant:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:  # keep test output clean
-                pass
-
-            def do_GET(self) -> None:
-                fake._handle(self, "GET")
-
-            def do_POST(self) -> None:
-                fake._handle(self, "POST")
-
-            def do_PUT(self) -> None:
-                fake._handle(self, "PUT")
-
-            def do_PATCH(self) -> None:
-                fake._handle(self, "PATCH")
-
-            def do_DELETE(self) -> None:
-                fake._handle(self, "DELETE")
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-qdrant", daemon=True)
-        self._thread.start()
+        self._http.start(port)
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self._http.stop()
         self._store.close()
 
     def __enter__(self) -> FakeQdrant:
