@@ -1619,6 +1619,12 @@ def _chunk(c: _Call, arr: Value, size: Value) -> list[list]:
 
 @_register("FILL", 2, 2)
 def _fill(c: _Call, value: Value, count: Value) -> list:
+    """FILL(value, count): `count` copies; FILL(rows, template) (a map), written with parentheses, is the data
+    transform (apps.basic.dataops.fill), as `FILL rows, template` is."""
+    if isinstance(count, dict):
+        from apps.basic import dataops  # it imports this module
+
+        return dataops.fill(value, count)
     total = max(_int(c, count, "count"), 0)
     _ensure_items(c, total)
     return [value] * total

@@ -59,6 +59,12 @@ RETURN [m[0], n[2], f[1]]''') == [{"customer": "a", "fullName": "Ann"}, {"cust":
                                    {"title": "Hi Bo (b) {{unknown}}", "n": 1}]
 
 
+def test_fill_with_parentheses_and_a_template_is_the_transform_too() -> None:
+    # It reached the array builtin: "FILL: count must be a number".
+    assert _value('RETURN FILL(custs, #{title: "Hi {{name}}"})') == [
+        {"title": "Hi Ann"}, {"title": "Hi Bo"}, {"title": "Hi Cy"}]
+
+
 def test_fill_with_a_count_is_still_the_array_builtin() -> None:
     assert _value('x = FILL "a", 3\ny = FILL("b", 2)\nRETURN [x, y]') == [["a", "a", "a"], ["b", "b"]]
 
