@@ -71,6 +71,7 @@ class VM:
         self.return_value: object = None
         self.steps = 0
         self.charged = 0  # work units charged since the limits were last looked at (charge)
+        self.work = 0  # work units charged in all (the budget error says when they, not a loop, used it up)
         self.last_error: BasicRuntimeError | None = None
 
     # -- public API ----------------------------------------------------------------------------
@@ -246,6 +247,7 @@ class VM:
         """Work of an operation beyond its instruction (apps/basic/meter.py): counted in the budget, and the
         limits are looked at once CLOCK_CHECK_INTERVAL units have been charged since they last were."""
         self.steps += units
+        self.work += units
         self.charged += units
         if self.charged >= limits.CLOCK_CHECK_INTERVAL:
             self.charged = 0
@@ -333,6 +335,9 @@ class VM:
 
     def _check_limits(self) -> None:
         if self.steps > self.max_instructions:
+            if self.work * 2 > self.steps:
+                raise LimitExceeded(f"instruction budget of {self.max_instructions} exceeded, mostly by work on large "
+                                    "values (sorting, searching, joining or copying big texts, arrays or maps)")
             raise LimitExceeded(f"instruction budget of {self.max_instructions} exceeded (endless loop?)")
         if time.monotonic() > self.deadline:
             raise LimitExceeded(f"run took longer than {self.max_seconds:g} seconds")

@@ -84,6 +84,14 @@ def test_costly_instructions_are_charged_to_the_budget_in_proportion_to_their_wo
     assert cheap.status == "done" and cheap.value == 20000 + 99999 + 2500000 + 5  # O(1) work is not charged
 
 
+def test_a_budget_used_up_by_work_on_large_values_says_so_rather_than_endless_loop() -> None:
+    worked = _budget_run("a = REVERSE(RANGE(1, 100000))\nFOR j = 1 TO 100\n  b = SORT(a)\nNEXT\nRETURN 1",
+                         max_instructions=300_000)
+    assert worked.status == "error" and "mostly by work on large values" in worked.error["message"]
+    looped = _budget_run("DO\n  x = 1\nLOOP", max_instructions=300_000)
+    assert looped.status == "error" and looped.error["message"].endswith("exceeded (endless loop?)")
+
+
 def test_the_clock_is_looked_at_after_costly_instructions() -> None:
     # 1000 SORTs of 100 000 items are ~3000 instructions: the clock used to be looked at every 4096.
     result = _budget_run("a = REVERSE(RANGE(1, 100000))\nFOR j = 1 TO 1000\n  b = SORT(a)\nNEXT\nRETURN 1",
