@@ -396,6 +396,9 @@ class QdrantStore:
             ("bot", models.PayloadSchemaType.KEYWORD),
             ("kb", models.PayloadSchemaType.KEYWORD),
             ("document_id", models.PayloadSchemaType.INTEGER),
+            # replace_document deletes a document's chunks past its new end by an `index` range: without an
+            # index, Qdrant in strict mode (unindexed_filtering_update off) refuses that delete.
+            ("index", models.PayloadSchemaType.INTEGER),
         ):
             self.client.create_payload_index(name, field, field_schema=schema)
         self._ready.add(name)

@@ -379,7 +379,7 @@ def test_qdrant_collection_gets_the_tenant_index_and_the_hnsw_parameters(canary_
     assert info.payload_schema["tenant"].params.is_tenant is True
     assert {field: index.data_type for field, index in info.payload_schema.items() if field != "tenant"} == {
         "bot": models.PayloadSchemaType.KEYWORD, "kb": models.PayloadSchemaType.KEYWORD,
-        "document_id": models.PayloadSchemaType.INTEGER}
+        "document_id": models.PayloadSchemaType.INTEGER, "index": models.PayloadSchemaType.INTEGER}
     assert (info.config.hnsw_config.m, info.config.hnsw_config.ef_construct) == (QDRANT_HNSW_M,
                                                                                 QDRANT_HNSW_EF_CONSTRUCT)
     assert info.config.params.vectors.size == DIM and info.config.params.vectors.distance == models.Distance.COSINE
@@ -388,7 +388,27 @@ def test_qdrant_collection_gets_the_tenant_index_and_the_hnsw_parameters(canary_
     # Once per process and collection: the next document does not create the indexes again.
     indexes_created = qdrant_platform.count("PUT", f"/collections/{name}/index")
     world.replace(world.b, "faq/a.md", [unit(2)])
-    assert qdrant_platform.count("PUT", f"/collections/{name}/index") == indexes_created == 4
+    assert qdrant_platform.count("PUT", f"/collections/{name}/index") == indexes_created == 5
+    # Every field a filter names has an index (Qdrant in strict mode refuses an unindexed filter): a document
+    # shortened deletes its chunks past the new end by an `index` range.
+    world.replace(world.a, "faq/a.md", [unit(1), unit(2), unit(3)])
+    world.replace(world.a, "faq/a.md", [unit(1)])
+    keys: set[str] = set()
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("key"), str):
+                keys.add(node["key"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    for request in qdrant_platform.requests:
+        if request.path.startswith(f"/collections/{name}/points"):
+            walk((request.body or {}).get("filter") if isinstance(request.body, dict) else None)
+    assert "index" in keys and keys <= set(world.store.client.get_collection(name).payload_schema), keys
 
 
 def test_qdrant_searches_send_hnsw_ef_and_the_tenant_and_bot_filter(canary_tenants, qdrant_platform):
