@@ -85,6 +85,8 @@ def check_vectordb() -> CheckResult:
                 url=settings.QDRANT_URL,
                 api_key=settings.QDRANT_API_KEY or None,
                 timeout=int(settings.HEALTH_CHECK_TIMEOUT_S) or 1,
+                # The version check is a second request, in a thread of its own, on every probe.
+                check_compatibility=False,
             )
             try:
                 client.get_collections()

@@ -139,3 +139,20 @@ def test_a_burst_of_health_requests_shares_one_round_of_probes(canary_tenants, s
     _health(canary_tenants.a.host)
     _health(canary_tenants.a.host)
     assert len(probes) == 4
+
+
+def test_the_vector_database_check_asks_qdrant_over_http_once_with_its_key(settings):
+    """The Qdrant branch had no test against a server: the probe made a second request (the client's version
+    check, in a thread of its own) on every probe."""
+    from apps.core import health
+    from tests.support.qdrant_fake import FakeQdrant
+
+    with FakeQdrant(api_key="health-key") as qdrant:
+        settings.QDRANT_URL, settings.QDRANT_API_KEY = qdrant.url, "health-key"
+        first, second = health.check_vectordb(), health.check_vectordb()
+        assert (first.status, first.detail, second.status) == (health.HEALTHY, "qdrant", health.HEALTHY)
+        assert [(r.method, r.path, r.status) for r in qdrant.requests] == [("GET", "/collections", 200)] * 2
+        settings.QDRANT_API_KEY = "wrong-key"
+        refused = health.check_vectordb()
+        assert refused.status == health.UNHEALTHY and "wrong-key" not in str(refused.as_dict())
+
