@@ -52,6 +52,9 @@ Failure modes prevented:
   kind and the counts only; the request keeps a keyed digest of the identifier, the identifier is blanked.
 - A half-done erasure left looking done: files go first, then documents, then every row in one
   transaction; a failure marks the request failed and a re-run (idempotent) finishes the job.
+- A write lost to the erasure: a shared value (bot memory, another customer's table row) is redacted from the row
+  as it is at the erasure, read under its lock, not from the copy the scan read (a subscriber a script added in
+  between was dropped).
 - One tenant's request touching another tenant: everything runs in the connection's tenant schema and
   drive (`tenant_drive()`), nothing takes a schema or a prefix as input.
 - An export that exhausts memory: attached files beyond EXPORT_FILES_MAX_BYTES are listed, not included.
@@ -937,16 +940,28 @@ def subject_erase_report(*, subject: str | Subject) -> dict:
 
         counts["bot_table_rows"] = BotTableRow.objects.filter(
             pk__in=[hit.row.pk for hit in data.table_rows if hit.whole]).delete()[0]
+        # Shared values are redacted from the row as it is now, read under its lock: a script may have written
+        # it since the scan (a subscriber added to a shared list), and saving the scan's copy lost that write.
         for hit in data.table_rows:
             if not hit.whole:
-                counts["bot_table_rows_redacted"] += BotTableRow.objects.filter(pk=hit.row.pk).update(data=hit.kept)
-        counts["bot_memory"] = BotMemory.objects.filter(
+                row = BotTableRow.objects.select_for_update().filter(pk=hit.row.pk).first()
+                fresh = None if row is None else _split_row(data.matcher, row, row.data)
+                if fresh is not None and fresh.whole:
+                    counts["bot_table_rows"] += row.delete()[0]
+                elif fresh is not None:
+                    counts["bot_table_rows_redacted"] += BotTableRow.objects.filter(pk=row.pk).update(data=fresh.kept)
+        counts["bot_memory"] += BotMemory.objects.filter(
             pk__in=[hit.row.pk for hit in data.bot_memory if hit.whole]).delete()[0]
         for hit in data.bot_memory:
             if not hit.whole:
-                hit.row.value = hit.kept
-                hit.row.save(update_fields=["value", "updated_at"])
-                counts["bot_memory_redacted"] += 1
+                row = BotMemory.objects.select_for_update().filter(pk=hit.row.pk).first()
+                fresh = None if row is None else _split_row(data.matcher, row, row.value, key=row.key)
+                if fresh is not None and fresh.whole:
+                    counts["bot_memory"] += row.delete()[0]
+                elif fresh is not None:
+                    row.value = fresh.kept
+                    row.save(update_fields=["value", "updated_at"])
+                    counts["bot_memory_redacted"] += 1
         counts["consents"] = data.consents.delete()[0]
         from apps.automation.models import JobRun
         from apps.meet.models import Room

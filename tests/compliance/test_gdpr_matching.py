@@ -374,3 +374,35 @@ def test_a_drive_file_that_cannot_be_read_is_listed_as_not_searched_and_the_requ
         assert row.report["drive_files"] == [readable]
         assert row.report["drive_files_not_searched"] == [locked]
         assert row.report["counts"]["bot_table_rows"] == 1
+
+
+def test_a_shared_value_written_after_the_scan_keeps_that_write(canary_tenants, monkeypatch):
+    """The erasure saved the copy of a shared value it had read during its scan: a subscriber a script added
+    meanwhile (or a field of another customer's row changed) was lost."""
+    from apps.bots.models import Bot, BotMemory, BotTableRow
+    from apps.compliance import gdpr
+
+    a = canary_tenants.a.schema_name
+    with schema_context(a):
+        bot = Bot.objects.get(pk=1)
+        BotMemory.objects.create(bot=bot, key="subscribers", value=["ana@example.com", "bruno@example.com"])
+        row = BotTableRow.objects.create(bot=bot, table="orders", data={"customer": "bruno@example.com",
+                                                                        "referred_by": "ana@example.com"})
+    real = gdpr.subject_data
+
+    def scanned_then_written(subject):
+        found = real(subject)
+        entry = BotMemory.objects.get(key="subscribers")  # a script's SET BOT MEMORY, after the scan
+        entry.value = [*entry.value, "carla@example.com"]
+        entry.save()
+        BotTableRow.objects.filter(pk=row.pk).update(data={"customer": "bruno@example.com",
+                                                           "referred_by": "ana@example.com", "status": "paid"})
+        return found
+
+    monkeypatch.setattr(gdpr, "subject_data", scanned_then_written)
+    counts = _erase(a, "ana@example.com")
+    assert (counts["bot_memory_redacted"], counts["bot_table_rows_redacted"]) == (1, 1)
+    with schema_context(a):
+        assert BotMemory.objects.get(key="subscribers").value == ["bruno@example.com", "carla@example.com"]
+        assert BotTableRow.objects.get(pk=row.pk).data == {"customer": "bruno@example.com", "referred_by": "",
+                                                           "status": "paid"}
