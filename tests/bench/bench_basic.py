@@ -24,6 +24,7 @@ from apps.basic.compiler import compile_source
 from apps.basic.errors import BasicRuntimeError
 from apps.basic.host import MAX_FILTER_CHARS, HostError, InMemoryHost, parse_filter
 from apps.basic.vm import VM
+from tests.basic.test_limits import NESTED_CALLS_IN_EXPRESSIONS as NESTED_CALLS  # the limits test's script
 
 LOOP_SCRIPT = """total = 0
 FOR i = 1 TO 300000
@@ -114,20 +115,6 @@ SIZE_REFUSALS = [("SPACE", (HUGE,)), ("REPEAT", ("ab", HUGE)), ("STRING", (HUGE,
                  ("REPLACE", ("a" * 1000, "a", "b" * 10_000)), ("FORMAT", ("x" * 10_000, "@" * 1000)),
                  ("JOIN", (["x" * 1000] * 2000, "-")), ("CONCAT", ("x" * 600_000, "y" * 600_000)),
                  ("CONCAT", ([0] * 60_000, [1] * 60_000)), ("PUSH", ([0] * MAX_BUILTIN_ITEMS, 1))]
-NESTED_CALLS = """FUNCTION g()
-  FOR i = 1 TO 1000
-  NEXT
-  RETURN 1
-END FUNCTION
-FUNCTION f()
-  FOR j = 1 TO 1000
-    x = g() + 0
-  NEXT
-  RETURN 1
-END FUNCTION
-DO
-  y = f() + 0
-LOOP"""
 
 
 def _timed(action: Callable[[], object], *expected: type[BaseException]) -> float:
