@@ -28,7 +28,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import jwt
@@ -36,6 +36,8 @@ from google.protobuf.json_format import MessageToDict, MessageToJson, Parse
 from livekit import api as lk
 from livekit.protocol import models as lk_models
 from livekit.protocol import room as lk_room
+
+from tests.support.loopback_http import LoopbackServer
 
 TWIRP_PREFIX = "/twirp/livekit.RoomService/"
 
@@ -57,66 +59,47 @@ class FakeLiveKit:
     participants: dict[str, list[lk_models.ParticipantInfo]] = field(default_factory=dict)
     requests: list[RecordedRequest] = field(default_factory=list)
     browser_requests: list[str] = field(default_factory=list)  # GET paths (with query) from browsers
-    _server: ThreadingHTTPServer | None = None
-    _thread: threading.Thread | None = None
+    _http: LoopbackServer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     # --- lifecycle -----------------------------------------------------------------------------------
 
     @property
     def url(self) -> str:
-        assert self._server is not None, "start() the fake first"
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        assert self._http is not None, "start() the fake first"
+        return self._http.url
 
     @property
     def ws_url(self) -> str:
         return "ws" + self.url[len("http"):]
 
     def start(self) -> FakeLiveKit:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:  # quiet test output
-                pass
-
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-                # A browser's LiveKit client: the signalling WebSocket (`/rtc...`) and, when that fails,
-                # `/rtc/validate`. No media server here: recorded, then refused as LiveKit refuses a client.
-                fake.browser_requests.append(self.path)
-                payload = b"fake LiveKit: no signalling server here"
-                self.send_response(401)
-                self.send_header("Content-Type", "text/plain")
-                self.send_header("Content-Length", str(len(payload)))
-                self.send_header("Access-Control-Allow-Origin", "*")
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length)
-                status, payload, content_type = fake._handle(
-                    self.path, self.headers.get("Content-Type", ""), self.headers.get("Authorization", ""), body
-                )
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-livekit", daemon=True)
-        self._thread.start()
+        self._http = LoopbackServer(self._serve, methods=("GET", "POST"), name="fake-livekit").start()
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        if self._http is not None:
+            self._http.stop()
+
+    def _serve(self, handler: BaseHTTPRequestHandler, method: str) -> None:
+        if method == "GET":
+            # A browser's LiveKit client: the signalling WebSocket (`/rtc...`) and, when that fails,
+            # `/rtc/validate`. No media server here: recorded, then refused as LiveKit refuses a client.
+            self.browser_requests.append(handler.path)
+            status, payload, content_type = 401, b"fake LiveKit: no signalling server here", "text/plain"
+        else:
+            length = int(handler.headers.get("Content-Length") or 0)
+            body = handler.rfile.read(length)
+            status, payload, content_type = self._handle(
+                handler.path, handler.headers.get("Content-Type", ""), handler.headers.get("Authorization", ""), body
+            )
+        handler.send_response(status)
+        handler.send_header("Content-Type", content_type)
+        handler.send_header("Content-Length", str(len(payload)))
+        if method == "GET":
+            handler.send_header("Access-Control-Allow-Origin", "*")
+        handler.end_headers()
+        handler.wfile.write(payload)
 
     # --- test helpers --------------------------------------------------------------------------------
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import numpy as np
+
+from tests.support.loopback_http import LoopbackServer
 
 
 def fake_vector(text: str, dimensions: int) -> list[float]:
@@ -35,79 +36,59 @@ class FakeEmbeddingsServer:
     redirect_to: str | None = None  # when set, every request gets a 307 to this URL
     requests: list[dict[str, Any]] = field(default_factory=list)
     authorizations: list[str] = field(default_factory=list)
-    _server: ThreadingHTTPServer | None = None
-    _thread: threading.Thread | None = None
+    _http: LoopbackServer | None = None
 
     @property
     def base_url(self) -> str:
-        assert self._server is not None
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/v1"
+        assert self._http is not None
+        return f"{self._http.url}/v1"
 
     def start(self) -> FakeEmbeddingsServer:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:  # keep test output clean
-                pass
-
-            def _reply(self, status: int, body: dict[str, Any]) -> None:
-                payload = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                request = json.loads(self.rfile.read(length) or b"{}")
-                fake.requests.append(request)
-                fake.authorizations.append(self.headers.get("Authorization", ""))
-                if fake.delay_s:
-                    time.sleep(fake.delay_s)
-                if fake.redirect_to is not None:
-                    self.send_response(307)
-                    self.send_header("Location", fake.redirect_to)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return None
-                if self.path.rstrip("/") != "/v1/embeddings":
-                    return self._reply(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
-                if fake.api_key is not None and self.headers.get("Authorization") != f"Bearer {fake.api_key}":
-                    return self._reply(401, {"error": {"message": "Incorrect API key", "type": "invalid_request"}})
-                if fake.fail_status is not None:
-                    return self._reply(fake.fail_status, {"error": {"message": "model overloaded", "type": "server"}})
-                texts = request.get("input")
-                texts = [texts] if isinstance(texts, str) else list(texts or [])
-                data = []
-                for i, text in enumerate(texts):
-                    vector = fake_vector(text, fake.dimensions)
-                    if request.get("encoding_format") == "base64":
-                        encoded: Any = base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode()
-                    else:
-                        encoded = vector
-                    data.append({"object": "embedding", "index": i, "embedding": encoded})
-                data.reverse()  # servers may answer out of order: clients must sort by `index`
-                tokens = sum(len(t.split()) for t in texts)
-                self._reply(
-                    200,
-                    {
-                        "object": "list",
-                        "data": data,
-                        "model": request.get("model", ""),
-                        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-                    },
-                )
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="openai-fake", daemon=True)
-        self._thread.start()
+        self._http = LoopbackServer(self._serve, methods=("POST",), name="openai-fake").start()
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        if self._http is not None:
+            self._http.stop()
+
+    def _serve(self, handler: BaseHTTPRequestHandler, method: str) -> None:
+        def reply(status: int, body: dict[str, Any]) -> None:
+            payload = json.dumps(body).encode()
+            handler.send_response(status)
+            handler.send_header("Content-Type", "application/json")
+            handler.send_header("Content-Length", str(len(payload)))
+            handler.end_headers()
+            handler.wfile.write(payload)
+
+        length = int(handler.headers.get("Content-Length") or 0)
+        request = json.loads(handler.rfile.read(length) or b"{}")
+        self.requests.append(request)
+        self.authorizations.append(handler.headers.get("Authorization", ""))
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        if self.redirect_to is not None:
+            handler.send_response(307)
+            handler.send_header("Location", self.redirect_to)
+            handler.send_header("Content-Length", "0")
+            handler.end_headers()
+            return None
+        if handler.path.rstrip("/") != "/v1/embeddings":
+            return reply(404, {"error": {"message": f"no route {handler.path}", "type": "not_found"}})
+        if self.api_key is not None and handler.headers.get("Authorization") != f"Bearer {self.api_key}":
+            return reply(401, {"error": {"message": "Incorrect API key", "type": "invalid_request"}})
+        if self.fail_status is not None:
+            return reply(self.fail_status, {"error": {"message": "model overloaded", "type": "server"}})
+        texts = request.get("input")
+        texts = [texts] if isinstance(texts, str) else list(texts or [])
+        data = []
+        for i, text in enumerate(texts):
+            vector = fake_vector(text, self.dimensions)
+            if request.get("encoding_format") == "base64":
+                encoded: Any = base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode()
+            else:
+                encoded = vector
+            data.append({"object": "embedding", "index": i, "embedding": encoded})
+        data.reverse()  # servers may answer out of order: clients must sort by `index`
+        tokens = sum(len(t.split()) for t in texts)
+        return reply(200, {"object": "list", "data": data, "model": request.get("model", ""),
+                           "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
