@@ -100,18 +100,9 @@ def bench_mail() -> None:
           f"memory peak {peak / 1024:.0f} KB  goal < 20 MB")
 
 
-async def _socket_closed(layer, group: str, channel: str) -> None:
-    """What a closing consumer does to the layer: leave its group, stop receiving (which unsubscribes)."""
-    receiving = asyncio.ensure_future(layer.receive(channel))
-    await asyncio.sleep(0)
-    await layer.group_discard(group, channel)
-    receiving.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await receiving
-
-
 async def _first_event_delays(layer, standing: bool) -> list[float]:
     from apps.sessions.consumers import _layer_keep_listening
+    from tests.sessions.support import socket_closed
 
     if standing:
         await _layer_keep_listening(layer)
@@ -119,7 +110,7 @@ async def _first_event_delays(layer, standing: bool) -> list[float]:
     for quiet_s in QUIET_S:
         channel = await layer.new_channel()
         await layer.group_add(group, channel)
-        await _socket_closed(layer, group, channel)
+        await socket_closed(layer, group, channel)
         await asyncio.sleep(quiet_s)
         channel = await layer.new_channel()
         await layer.group_add(group, channel)
@@ -127,7 +118,7 @@ async def _first_event_delays(layer, standing: bool) -> list[float]:
         await layer.group_send(group, {"type": "chat.events", "events": []})
         await asyncio.wait_for(layer.receive(channel), 5.0)
         delays.append(time.perf_counter() - started)
-        await _socket_closed(layer, group, channel)
+        await socket_closed(layer, group, channel)
     await layer.flush()
     return delays
 

@@ -200,3 +200,13 @@ class ChatClient:
             yield sock
         finally:
             await sock.close()
+
+
+async def socket_closed(layer, group: str, channel: str) -> None:
+    """What a closing consumer does to the layer: leave its group, stop receiving (which unsubscribes)."""
+    receiving = asyncio.ensure_future(layer.receive(channel))
+    await asyncio.sleep(0)
+    await layer.group_discard(group, channel)
+    receiving.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await receiving

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import threading
 import time
 
@@ -14,6 +13,7 @@ import pytest
 from apps.sessions import rendering
 from apps.sessions.consumers import HtmxChatConsumer, UpstreamChatConsumer, _deltas_joined, _publish
 from apps.sessions.models import MessageType
+from tests.sessions.support import socket_closed
 
 
 def _delta(stream: str, offset: int, text: str) -> dict:
@@ -195,16 +195,6 @@ def test_an_open_socket_of_a_suspended_tenant_is_closed_at_its_next_check(canary
     assert probe.notices == ["This service is not available now."]
 
 
-async def _socket_closed(layer, group: str, channel: str) -> None:
-    """What a closing consumer does to the layer: leave its group, stop receiving (which unsubscribes)."""
-    receiving = asyncio.ensure_future(layer.receive(channel))
-    await asyncio.sleep(0)
-    await layer.group_discard(group, channel)
-    receiving.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await receiving
-
-
 @pytest.mark.asyncio
 async def test_a_socket_opening_in_a_quiet_process_gets_its_events_at_once():
     """channels-redis's pub/sub reader sleeps 0.1 s between looks while the process has no subscription: the
@@ -235,7 +225,7 @@ async def test_a_socket_opening_in_a_quiet_process_gets_its_events_at_once():
             assert subscribers == {standing.encode(): 1, channel.encode(): 1, group_channel.encode(): 1}
             await layer.group_send(group, {"type": "chat.events", "events": []})
             assert await asyncio.wait_for(layer.receive(channel), 10.0) == {"type": "chat.events", "events": []}
-            await _socket_closed(layer, group, channel)
+            await socket_closed(layer, group, channel)
             subscribers = dict(await client.pubsub_numsub(standing, channel, group_channel))
             assert subscribers == {standing.encode(): 1, channel.encode(): 0, group_channel.encode(): 0}
     finally:
