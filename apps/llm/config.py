@@ -254,17 +254,21 @@ class _KeyResolver:
     bot_name: str
     problems: list[str]
     vault_down: bool = False  # a reference could not be read (Vault down, denied), as opposed to "not there"
+    admin_references: frozenset[tuple[str, str]] | None = None  # read on the first vault: reference
 
     def _admin_references(self) -> frozenset[tuple[str, str]]:
         """The tenant admins' own secrets (apps.accounts.selectors.admin_secret_references), read in the tenant's
-        schema, where every chat turn and job runs; settings built elsewhere (tests) rely on the admin path."""
+        schema, where every chat turn and job runs, once per resolver (a chain names up to three keys); settings
+        built elsewhere (tests) rely on the admin path."""
         from django.db import connection
 
-        if getattr(connection, "schema_name", None) != self.tenant:
-            return frozenset()
-        from apps.accounts.selectors import admin_secret_references
+        if self.admin_references is None:
+            self.admin_references = frozenset()
+            if getattr(connection, "schema_name", None) == self.tenant:
+                from apps.accounts.selectors import admin_secret_references
 
-        return admin_secret_references()
+                self.admin_references = admin_secret_references()
+        return self.admin_references
 
     def __call__(self, key_name: str, value: str | None) -> str | None:
         """The key, or None (problem recorded) when the reference cannot be used."""

@@ -38,15 +38,11 @@ from apps.core.wire import WireError, json_loads
 from apps.sessions import events, rendering, services
 from apps.sessions.limits import message_rate_checked
 from apps.sessions.models import MessageType, Role
-from apps.sessions.slots import turn_slots
+from apps.sessions.slots import CHAT_TURN_THREADS, turn_slots
 from apps.sessions.turns import TurnError, session_chips
 
 logger = logging.getLogger(__name__)
 
-# Threads running turns in one web process: a turn streaming an LLM answer holds one for seconds, so this
-# is the number of answers a process streams at once (each thread keeps its own database connection). One
-# tenant's turns hold at most apps.sessions.slots.CHAT_TURNS_PER_TENANT of them.
-CHAT_TURN_THREADS = int(getattr(settings, "CHAT_TURN_THREADS", 32))
 # A frame larger than this is refused before parsing (the message limit applies to its content after).
 FRAME_MAX_BYTES = 64 * 1024
 # Turns queued for one connection before it is told to slow down (a client flooding frames).

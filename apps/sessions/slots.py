@@ -39,7 +39,9 @@ from django.conf import settings
 # model hangs takes at most that share and the other tenants' turns keep starting.
 # At least 1 (chat.W002 says when the setting is lower): none would start no turn at all.
 CHAT_TURNS_PER_TENANT = max(1, int(getattr(settings, "CHAT_TURNS_PER_TENANT", 8)))
-# The process's turns: what a tenant borrows from while CHAT_TURNS_PER_TENANT of them stay free.
+# Threads running turns in one web process (apps.sessions.consumers' pool): a turn streaming an LLM answer holds
+# one for seconds, so this is the number of answers a process streams at once (each thread keeps its own database
+# connection); what a tenant borrows from while CHAT_TURNS_PER_TENANT of them stay free.
 CHAT_TURN_THREADS = int(getattr(settings, "CHAT_TURN_THREADS", 32))
 # How long a REST message (which runs in its request's thread) waits for one of its tenant's slots before it is
 # refused as busy: a burst of the tenant's own turns usually passes by then, and a request cannot wait for ever

@@ -480,7 +480,7 @@ class Turn:
         """CALL "other": run another script of the bot in this session; its RETURN is the value."""
         from apps.bots.runtime import script_call
 
-        name = name.strip().lower().removesuffix(".bas")
+        name = tool_name(name)
         return script_call(host=host, program=self._program(name), name=name, args=args,
                            params=config_params(self.host.config_values()))
 
