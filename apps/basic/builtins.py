@@ -1582,13 +1582,7 @@ def _contains(c: _Call, container: Value, value: Value) -> bool:
     if container is None:
         return False
     if isinstance(container, list):
-        budget = [MAX_COMPARE_STEPS]
-        for visited, item in enumerate(container, 1):
-            if _same(item, value, budget):
-                meter.charge_steps(visited)  # compared one by one
-                return True
-        meter.charge_steps(len(container))
-        return False
+        return _index_of(c, container, value) >= 0
     if isinstance(container, dict):
         return _text(value) in container
     text = _text(container)

@@ -36,12 +36,11 @@ from apps.basic import values as V
 from apps.basic.builtins import (
     MAX_BUILTIN_ITEMS,
     MAX_BUILTIN_RESULT_CHARS,
-    MAX_NUMBER_TEXT_CHARS,
     BuiltinError,
     BuiltinLimitError,
+    _parse_number_text,
     value_to_text,
 )
-from apps.basic.errors import BasicRuntimeError
 
 # Row fields one transform may visit or write (a JOIN's rows, MAP's renames...): a few hundred milliseconds.
 MAX_DATA_STEPS = 5_000_000
@@ -96,19 +95,16 @@ def _lookup(row: object, field: str, work: _Work) -> tuple[bool, object]:
         return False, None
     if field in row:
         return True, row[field]
-    work.charge(len(row))
     lowered = field.lower()
-    for k, v in row.items():
-        if str(k).lower() == lowered:
-            return True, v
-    return False, None
+    if lowered in row:
+        return True, row[lowered]
+    work.charge(len(row))
+    key = meter.key_like(row, lowered)  # the engine's case-insensitive member rule
+    return (False, None) if key is None else (True, row[key])
 
 
 def _key(value: object, work: _Work) -> str:
-    text = value_to_text(value)
-    if isinstance(value, list | dict):
-        work.charge(len(text) // 16)
-    return text
+    return value_to_text(value)  # an array's or map's JSON text is charged by value_to_text itself
 
 
 def _number(value: object) -> int | float | None:
@@ -117,11 +113,8 @@ def _number(value: object) -> int | float | None:
         return None
     if isinstance(value, int | float):
         return value
-    if isinstance(value, str) and len(value) <= MAX_NUMBER_TEXT_CHARS:
-        try:
-            return V.as_number(value)
-        except BasicRuntimeError:
-            return None
+    if isinstance(value, str):
+        return _parse_number_text(value)
     return None
 
 

@@ -774,9 +774,7 @@ class VM:
         return dataops.rename(*args)
 
     def kw_fill(self, name: str, args: list, opts: dict) -> object:
-        if len(args) == 2 and isinstance(args[1], dict):
-            return dataops.fill(args[0], args[1])
-        if len(args) == 2:  # `FILL value, count` written without parentheses: the builtin
+        if len(args) == 2:  # `FILL rows, template` or `FILL value, count`: the builtin tells them apart
             return BUILTINS["FILL"].fn(self.ctx, *args)
         return self.host.keyword(name, args, opts)  # `FILL template` (a document template): the host's
 
