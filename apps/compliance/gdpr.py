@@ -632,6 +632,30 @@ def _bot_memory_for(matcher: Matcher) -> list[Found]:
     return found
 
 
+def _shared_rows_redact(matcher: Matcher, hits: list[Found], field: str, key: str | None) -> tuple[int, int]:
+    """Redact the partly-shared rows of `hits` (table rows, bot memory): (deleted, redacted).
+
+    From each row as it is now, read under its lock (one query for all), not from the copy the scan read: a
+    script may have written it since (a subscriber added to a shared list), and saving the scan's copy lost that
+    write. A row that has come to name only the subject goes whole."""
+    partial = [hit.row.pk for hit in hits if not hit.whole]
+    if not partial:
+        return 0, 0
+    model = type(hits[0].row)
+    deleted = redacted = 0
+    for row in model.objects.select_for_update().filter(pk__in=partial).order_by("pk"):
+        fresh = _split_row(matcher, row, getattr(row, field), **({"key": getattr(row, key)} if key else {}))
+        if fresh is None:
+            continue  # no longer names the subject
+        if fresh.whole:
+            deleted += row.delete()[0]
+        else:
+            setattr(row, field, fresh.kept)
+            row.save(update_fields=[field, *(["updated_at"] if hasattr(row, "updated_at") else [])])
+            redacted += 1
+    return deleted, redacted
+
+
 def subject_data(subject: Subject) -> SubjectData:
     """Find what the current tenant holds about `subject` (see the module docstring for where it looks)."""
     from apps.bots.models import BotTableRow
@@ -940,28 +964,13 @@ def subject_erase_report(*, subject: str | Subject) -> dict:
 
         counts["bot_table_rows"] = BotTableRow.objects.filter(
             pk__in=[hit.row.pk for hit in data.table_rows if hit.whole]).delete()[0]
-        # Shared values are redacted from the row as it is now, read under its lock: a script may have written
-        # it since the scan (a subscriber added to a shared list), and saving the scan's copy lost that write.
-        for hit in data.table_rows:
-            if not hit.whole:
-                row = BotTableRow.objects.select_for_update().filter(pk=hit.row.pk).first()
-                fresh = None if row is None else _split_row(data.matcher, row, row.data)
-                if fresh is not None and fresh.whole:
-                    counts["bot_table_rows"] += row.delete()[0]
-                elif fresh is not None:
-                    counts["bot_table_rows_redacted"] += BotTableRow.objects.filter(pk=row.pk).update(data=fresh.kept)
         counts["bot_memory"] += BotMemory.objects.filter(
             pk__in=[hit.row.pk for hit in data.bot_memory if hit.whole]).delete()[0]
-        for hit in data.bot_memory:
-            if not hit.whole:
-                row = BotMemory.objects.select_for_update().filter(pk=hit.row.pk).first()
-                fresh = None if row is None else _split_row(data.matcher, row, row.value, key=row.key)
-                if fresh is not None and fresh.whole:
-                    counts["bot_memory"] += row.delete()[0]
-                elif fresh is not None:
-                    row.value = fresh.kept
-                    row.save(update_fields=["value", "updated_at"])
-                    counts["bot_memory_redacted"] += 1
+        for hits, field, key, label in ((data.table_rows, "data", None, "bot_table_rows"),
+                                        (data.bot_memory, "value", "key", "bot_memory")):
+            deleted, redacted = _shared_rows_redact(data.matcher, hits, field, key)
+            counts[label] += deleted
+            counts[f"{label}_redacted"] += redacted
         counts["consents"] = data.consents.delete()[0]
         from apps.automation.models import JobRun
         from apps.meet.models import Room
