@@ -413,13 +413,13 @@ def rate_limited_response(retry_after_s: float, *, platform: bool = False) -> Js
     return response
 
 
-def rate_limit_unavailable_response() -> JsonResponse:
-    response = JsonResponse(
-        {"error": "rate_limit_unavailable", "message": "The service is busy. Please retry shortly.",
-         "retry_after_secs": UNAVAILABLE_RETRY_AFTER_S},
-        status=503,
-    )
-    response["Retry-After"] = str(UNAVAILABLE_RETRY_AFTER_S)
+def rate_limit_unavailable_response(*, error: str = "rate_limit_unavailable",
+                                    message: str = "The service is busy. Please retry shortly.",
+                                    retry_after_s: int = UNAVAILABLE_RETRY_AFTER_S) -> JsonResponse:
+    """503 with Retry-After: the request was not taken and may be sent again (also the chat's refusal when its
+    tenant's turns leave a message no slot, apps.sessions.api)."""
+    response = JsonResponse({"error": error, "message": message, "retry_after_secs": retry_after_s}, status=503)
+    response["Retry-After"] = str(retry_after_s)
     return response
 
 

@@ -151,14 +151,12 @@ BUSY_RETRY_AFTER_S = 5
 
 
 def _turns_busy() -> JsonResponse:
-    """503 for a message its tenant's turns left no slot for: not taken, to be sent again (the shape of the
-    answer while the rate-limit store is down, apps.core.ratelimit.rate_limit_unavailable_response)."""
+    """503 for a message its tenant's turns left no slot for: not taken, to be sent again (the answer while the
+    rate-limit store is down, with its own reason)."""
+    from apps.core.ratelimit import rate_limit_unavailable_response
     from apps.sessions.consumers import SERVICE_BUSY
 
-    response = JsonResponse({"error": "busy", "message": SERVICE_BUSY, "retry_after_secs": BUSY_RETRY_AFTER_S},
-                            status=503)
-    response["Retry-After"] = str(BUSY_RETRY_AFTER_S)
-    return response
+    return rate_limit_unavailable_response(error="busy", message=SERVICE_BUSY, retry_after_s=BUSY_RETRY_AFTER_S)
 
 
 def _turn_slot() -> contextlib.AbstractContextManager[None]:
