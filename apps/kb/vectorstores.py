@@ -20,17 +20,21 @@ Failure modes this module prevents:
 - comparing vectors of different models or sizes: a search only meets vectors of the query's size (pg:
   `dimensions = d`; Qdrant: one collection per model and size), and of the same model when given;
 - a search that silently scans every row: the pg query repeats the index's exact expression
-  (`embedding::vector(d)` with `WHERE dimensions = d`) so the planner can use the partial HNSW index.
+  (`embedding::vector(d)` with `WHERE dimensions = d`) so the planner can use the partial HNSW index;
+- a Qdrant collection dropped between the store's listing (or its readiness) and its call on it failing the
+  call: Qdrant's "collection doesn't exist" is "nothing there" for deletes, counts and searches, and makes a
+  write create the collection again (`_collection_missing`; no other error is taken for it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import re
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -73,6 +77,9 @@ QDRANT_SEARCH_TIMEOUT_S = 5
 QDRANT_HNSW_M = 16
 QDRANT_HNSW_EF_CONSTRUCT = 200
 QDRANT_COLLECTION_PREFIX = "gb_kb_"
+# A write that finds its collection gone makes it again and writes again; a collection dropped once more every
+# time (an operator dropping it in a loop) is not a race any longer: the write fails after this many tries.
+QDRANT_WRITE_ATTEMPTS = 3
 # Namespace of deterministic point ids (uuid5 of "tenant/bot/document/index"): never change it, or
 # re-indexing would add points next to the old ones instead of overwriting them.
 QDRANT_POINT_NAMESPACE = uuid.UUID("6f1d3c52-8b0e-5b7e-9a43-2c5e0d7f41a9")
@@ -319,6 +326,22 @@ def qdrant_point_id(*, tenant: str, bot: str, document_id: int, index: int) -> s
     return str(uuid.uuid5(QDRANT_POINT_NAMESPACE, f"{tenant}/{bot}/{document_id}/{index}"))
 
 
+def _collection_missing(exc: BaseException, collection: str) -> bool:
+    """Whether `exc` is Qdrant's answer that `collection` does not exist: a 404 whose error is `Not found:
+    Collection `<name>` doesn't exist!` (Qdrant's StorageError::NotFound for a collection). Nothing else: a 404
+    without that body (a proxy in front of Qdrant that does not know the path, a point not found) or any other
+    failure is not "nothing there" and must reach the caller."""
+    from qdrant_client.http.exceptions import UnexpectedResponse
+
+    if not isinstance(exc, UnexpectedResponse) or exc.status_code != 404:
+        return False
+    try:
+        error = exc.structured()["status"]["error"]
+    except (ValueError, TypeError, KeyError):  # not Qdrant's JSON error envelope
+        return False
+    return isinstance(error, str) and f"Collection `{collection}` doesn't exist!" in error
+
+
 def _scope_filter(
     *,
     tenant: str,
@@ -355,6 +378,12 @@ class QdrantStore:
        model change moves the document to another collection).
     A reader between 1 and 2 may see the new chunks plus a few stale trailing ones, never a missing
     document; a failure between them leaves stale chunks that the indexer's retry deletes.
+
+    A collection can be dropped at any moment (by an operator, a Qdrant restored from an older snapshot), in
+    particular between the listing of the collections and a call on one of them. A delete, count or search that
+    meets Qdrant's "collection doesn't exist" has nothing there (nothing to delete, 0, no hits) and goes on; a
+    write makes the collection again (another process doing the same at once is fine: its creation's "already
+    exists" is). Either way the store forgets the collection was ready.
     """
 
     def __init__(self, client: QdrantClient) -> None:
@@ -367,7 +396,28 @@ class QdrantStore:
         suffix = f"_{dimensions}" if dimensions is not None else ""
         return sorted(n for n in names if n.startswith(QDRANT_COLLECTION_PREFIX) and n.endswith(suffix))
 
+    def _forget_if_missing(self, exc: BaseException, collection: str) -> bool:
+        """`exc` says `collection` does not exist: it is no longer ready (the next write makes it again)."""
+        if not _collection_missing(exc, collection):
+            return False
+        self._ready.discard(collection)
+        return True
+
+    @contextlib.contextmanager
+    def _missing_is_nothing(self, collection: str) -> Iterator[None]:
+        """The block's call on `collection` is skipped, as if it had found nothing, when Qdrant answers that the
+        collection does not exist (dropped since it was listed); any other failure goes on."""
+        from qdrant_client.http.exceptions import UnexpectedResponse
+
+        try:
+            yield
+        except UnexpectedResponse as exc:
+            if not self._forget_if_missing(exc, collection):
+                raise
+
     def _ensure_collection(self, model: str, dimensions: int) -> str:
+        """The collection of `model` and `dimensions`, created with its payload indexes if need be. Raises
+        Qdrant's 404 if it is dropped again before its indexes are made (the caller's write makes it again)."""
         from qdrant_client import models
 
         name = qdrant_collection_name(model, dimensions)
@@ -425,7 +475,7 @@ class QdrantStore:
         target = None
         kept_indexes = 0
         if dimensions is not None:
-            target = self._ensure_collection(model, dimensions)
+            target = qdrant_collection_name(model, dimensions)
             points = [
                 models.PointStruct(
                     id=qdrant_point_id(tenant=tenant, bot=bot, document_id=document_id, index=r.index),
@@ -448,28 +498,26 @@ class QdrantStore:
                 for r in records
                 if r.vector is not None
             ]
-            try:
-                self._upsert(target, points)
-            except UnexpectedResponse as exc:
-                if exc.status_code != 404:
-                    raise
-                # The collection is gone since this process made it ready (dropped by hand, a Qdrant restored
-                # from an older snapshot): make it again, or every upsert here fails until the worker restarts.
-                self._ready.discard(target)
-                target = self._ensure_collection(model, dimensions)
-                self._upsert(target, points)
+            for attempt in range(1, QDRANT_WRITE_ATTEMPTS + 1):
+                try:
+                    self._ensure_collection(model, dimensions)
+                    self._upsert(target, points)
+                    break
+                except UnexpectedResponse as exc:
+                    # The collection is gone since this process made it ready, or since it made it just now
+                    # (dropped by hand, a Qdrant restored from an older snapshot): make it again and write
+                    # everything again, or every upsert here fails until the worker restarts.
+                    if not self._forget_if_missing(exc, target) or attempt == QDRANT_WRITE_ATTEMPTS:
+                        raise
             kept_indexes = max(r.index for r in records if r.vector is not None) + 1
             # Chunks without a vector cannot live in Qdrant: their indexes must not keep stale points.
             stale_inside = [r.index for r in records if r.vector is None and r.index < kept_indexes]
             if stale_inside:
-                self.client.delete(
-                    target,
-                    points_selector=[
-                        qdrant_point_id(tenant=tenant, bot=bot, document_id=document_id, index=i)
-                        for i in stale_inside
-                    ],
-                    wait=True,
-                )
+                stale_ids = [qdrant_point_id(tenant=tenant, bot=bot, document_id=document_id, index=i)
+                             for i in stale_inside]
+                # Dropped since the upsert (with the points just written): nothing left to delete.
+                with self._missing_is_nothing(target):
+                    self.client.delete(target, points_selector=stale_ids, wait=True)
         for name in self._kb_collections():
             index_from = kept_indexes if name == target else None
             scope = _scope_filter(tenant=tenant, bot=bot, document_id=document_id, index_from=index_from)
@@ -494,9 +542,11 @@ class QdrantStore:
             self._delete_where(name, _scope_filter(tenant=tenant, bot=bot, document_id=document_id))
 
     def _delete_where(self, collection: str, scope: Any) -> None:
+        """Delete the points `scope` selects; a collection dropped since it was listed has none to delete."""
         from qdrant_client import models
 
-        self.client.delete(collection, points_selector=models.FilterSelector(filter=scope), wait=True)
+        with self._missing_is_nothing(collection):
+            self.client.delete(collection, points_selector=models.FilterSelector(filter=scope), wait=True)
 
     # Reads ----------------------------------------------------------------------------------------------------
     def search(
@@ -509,22 +559,25 @@ class QdrantStore:
         if not kbs or limit == 0:
             return []
         if model is not None:
+            # Asked directly: a collection that does not exist (never made, or dropped) has no hits, which the
+            # query's 404 says as an existence check would, without a request more (a chat turn waits) and
+            # without the collection being dropped between the check and the query.
             candidates = [qdrant_collection_name(model, dimensions)]
-            candidates = [c for c in candidates if self.client.collection_exists(c)]
         else:
             candidates = self._kb_collections(dimensions)
         scope = _scope_filter(tenant=tenant, bot=bot, kbs=kbs)
         hits: list[VectorHit] = []
         for name in candidates:
-            response = self.client.query_points(
-                name,
-                query=[float(x) for x in vector],
-                query_filter=scope,
-                limit=limit,
-                with_payload=True,
-                search_params=models.SearchParams(hnsw_ef=max(HNSW_EF_SEARCH, limit), exact=False),
-            )
-            hits.extend(_hit_from_point(point) for point in response.points)
+            with self._missing_is_nothing(name):
+                response = self.client.query_points(
+                    name,
+                    query=[float(x) for x in vector],
+                    query_filter=scope,
+                    limit=limit,
+                    with_payload=True,
+                    search_params=models.SearchParams(hnsw_ef=max(HNSW_EF_SEARCH, limit), exact=False),
+                )
+                hits.extend(_hit_from_point(point) for point in response.points)
         hits.sort(key=lambda hit: hit.score, reverse=True)
         return hits[:limit]
 
@@ -535,9 +588,11 @@ class QdrantStore:
 
     def count(self, *, tenant: str, bot: str) -> int:
         scope = _scope_filter(tenant=tenant, bot=bot)
-        return sum(
-            self.client.count(name, count_filter=scope, exact=True).count for name in self._kb_collections()
-        )
+        total = 0
+        for name in self._kb_collections():
+            with self._missing_is_nothing(name):
+                total += self.client.count(name, count_filter=scope, exact=True).count
+        return total
 
 
 def _point_json_bytes_max(point: Any) -> int:
