@@ -11,6 +11,10 @@ Paths (KV v2 under the mount `VAULT_KV_MOUNT`, default `secret`, as in the seed,
   `llm-api-key` -> `GBO_SECRET_LLM_API_KEY`; the prefix keeps a secret name from ever matching `PATH`).
 * `config_secret_value(value)` resolves a config.csv value `vault:<path>#<key>` (or the seed's spelling
   `vault:<path>/<key>`, whose last segment is the key) and returns any other value unchanged.
+* `tenant_secrets_delete(tenant)` deletes a deleted tenant's secrets: `gbo/tenants/<t>` and `gbo/orgs/<t>`
+  (its bots'), each with everything below it, every version and the metadata (`tenant_secret_prefixes`). The
+  platform otherwise only reads; for this its Vault policy needs `list` and `delete` on
+  `<mount>/metadata/gbo/tenants/*` and `<mount>/metadata/gbo/orgs/*`.
 
 Failure modes this module prevents:
 
@@ -29,6 +33,9 @@ Failure modes this module prevents:
   `SECRET_CACHE_TTL_S` per process, in memory only -- never in the shared Django cache or the database,
   where they would outlive the process and be readable by anything with cache access.
 * Secrets in logs and error messages: logs and exceptions name the path and key, never a value.
+* A deleted tenant's secrets passing to the next tenant given its schema name (a name comes from the host
+  name, so it comes back): `tenant_secrets_delete` removes the tenant's two subtrees, listed below the path
+  with its trailing `/` so `acme`'s never reaches `acme2`'s, and drops them from this process's cache.
 * Path traversal through names: tenant, org and bot segments and reference paths are checked against a
   strict pattern (`..`, empty and slash-carrying segments refused), so `bot="x/../../tenants/other"`
   cannot reach another tenant's secrets.
@@ -80,7 +87,8 @@ APPROLE_MOUNT = "approle"
 
 GLOBAL_PATH = "gbo"
 TENANT_PATH = "gbo/tenants/{tenant}"
-BOT_PATH = "gbo/orgs/{org}/bots/{bot}"
+ORG_PATH = "gbo/orgs/{org}"
+BOT_PATH = ORG_PATH + "/bots/{bot}"
 # The tenant's admins' own secrets (the OIDC client secret), under the tenant's path but never resolved from a
 # bot's config.csv: editors write that, and an `llm-key` or `email-pass` naming an admin secret would send it,
 # as a bearer token or an SMTP login, to a URL or server the editor chose.
@@ -106,6 +114,14 @@ class SecretUnavailable(RuntimeError):
 
 class SecretNotFound(SecretUnavailable):
     """Vault answered, and the path or the key is not there."""
+
+
+class SecretDeleteFailed(RuntimeError):
+    """Secrets under a path could not all be deleted. The message names the path and why, never a value."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path, self.reason = path, reason
+        super().__init__(f"secrets under {path} could not be deleted: {reason}")
 
 
 def _check_segment(segment: str, what: str) -> str:
@@ -134,6 +150,10 @@ _NETWORK_ERRORS = (requests.exceptions.ConnectionError, requests.exceptions.Time
 _TRANSIENT_ERRORS = (hvac.exceptions.UnexpectedError, hvac.exceptions.RateLimitExceeded)
 VAULT_TRANSIENT_ATTEMPTS = 3
 VAULT_TRANSIENT_DELAY_S = 0.05
+# Most secrets (folders count too) one `tree_delete` removes. A tenant keeps a handful (its own, its admins', one
+# per bot); each costs a round trip, inline in the caller. A tree far larger is not what the caller thinks it is
+# deleting (a wrong mount or path), so it is refused whole, before anything is deleted, for a person to look at.
+VAULT_TREE_MAX_SECRETS = 10_000
 
 
 @dataclass
@@ -377,6 +397,63 @@ class VaultSecrets:
         with self._cache_lock:
             self._cache.clear()
 
+    def cache_forget_under(self, path: str) -> None:
+        """Drop this process's cached reads of `path` and of every path below it."""
+        with self._cache_lock:
+            for cached in [cached for cached in self._cache if _path_under(cached, path)]:
+                del self._cache[cached]
+
+    # --- deletion --------------------------------------------------------------------------------------
+
+    def _tree_list(self, path: str) -> list[str]:
+        """Every secret below `path/` (not `path` itself). Lists `path/` and its sub-folders,
+        never `path`'s parent, so `gbo/tenants/acme` cannot reach its sibling `gbo/tenants/acme2`."""
+        folders, secrets = [path], []
+        while folders:
+            folder = folders.pop()
+
+            def operation(client: hvac.Client, folder: str = folder) -> list[str]:
+                try:
+                    response = client.secrets.kv.v2.list_secrets(path=folder + "/", mount_point=self.mount)
+                except hvac.exceptions.InvalidPath:  # an empty folder (Vault answers 404)
+                    return []
+                return list((response.get("data") or {}).get("keys") or [])
+
+            for name in self._call(operation):
+                child = name.removesuffix("/")
+                if not child or child in (".", "..") or "/" in child:
+                    raise SecretDeleteFailed(path, f"Vault listed an unexpected name {name!r} in {folder}/")
+                (folders if name.endswith("/") else secrets).append(f"{folder}/{child}")
+                if len(secrets) + len(folders) > VAULT_TREE_MAX_SECRETS:
+                    raise SecretDeleteFailed(path, f"more than {VAULT_TREE_MAX_SECRETS} secrets; nothing was "
+                                                   "deleted (VAULT_TREE_MAX_SECRETS)")
+        return secrets
+
+    def tree_delete(self, path: str) -> list[str]:
+        """Delete the secret at `path` and every secret below `path/`, each with all its versions and its metadata
+        (KV v2 `DELETE <mount>/metadata/<path>`: nothing is left to undelete), and forget them in this process's
+        cache. Only that subtree: a sibling whose name starts alike (`acme2` beside `acme`) is never touched.
+
+        Returns the paths deleted: those listed below `path`, and `path` itself (deleted whether or not it held a
+        secret: Vault answers a delete of nothing with 204). Raises SecretDeleteFailed when Vault cannot be
+        reached, refuses (its policy lacks `list` or `delete` on the metadata), or lists more than
+        VAULT_TREE_MAX_SECRETS; secrets deleted before the failure stay deleted, and calling again finishes.
+        """
+        _check_path(path)
+        try:
+            doomed = [*self._tree_list(path), path]
+            for secret in doomed:
+                self._call(lambda client, secret=secret: client.secrets.kv.v2.delete_metadata_and_all_versions(
+                    path=secret, mount_point=self.mount))
+        except (*_NETWORK_ERRORS, hvac.exceptions.VaultError) as exc:
+            logger.warning("vault: deleting the secrets under %s failed (%s)", path, type(exc).__name__)
+            raise SecretDeleteFailed(path, self._unavailable(path, "*", exc).reason) from None
+        finally:
+            # Also after a failure: what this process read there may be gone from Vault already.
+            self.cache_forget_under(path)
+        logger.info("vault: deleted %d secret(s) under %s", len(doomed), path)
+        return doomed
+
     def health(self) -> tuple[str, float, str]:
         """(status, latency_ms, detail) from a token lookup: proves reachability and a live token."""
         started = time.perf_counter()
@@ -570,6 +647,29 @@ def config_secret_reference_parse(value: str) -> tuple[str, str]:
 def secret_scope_prefixes(*, tenant: str | None, org: str | None, bot: str | None) -> list[str]:
     """The paths a tenant's own config.csv may reference: its bot's and its tenant's (and below)."""
     return secret_resolution_paths(tenant=tenant, org=org, bot=bot)[:-1]
+
+
+def tenant_secret_prefixes(tenant: str) -> list[str]:
+    """The Vault paths (each with everything below it) holding the tenant's secrets: its own, its admins'
+    (`gbo/tenants/<t>/admin`) and its bots' (`gbo/orgs/<t>/bots/<bot>`: this platform's organisations are its
+    tenants, see `bot_config_secret_value`)."""
+    _check_segment(tenant, "tenant")
+    return [TENANT_PATH.format(tenant=tenant), ORG_PATH.format(org=tenant)]
+
+
+def tenant_secrets_delete(tenant: str) -> list[str]:
+    """Delete every secret of the tenant (`tenant_secret_prefixes`), for a tenant being deleted: left behind,
+    they would be the secrets of the next tenant given the same schema name. Returns the paths deleted; [] when
+    Vault is not configured (secrets then come from the environment, which holds none per tenant).
+
+    Raises SecretDeleteFailed when Vault is configured and the deletion fails (down, sealed, denied): the caller
+    must not go on as if the tenant's secrets were gone. Idempotent: call it again to finish. Other processes
+    may serve what they read there from their cache for up to VAULT_CACHE_TTL_S more."""
+    prefixes = tenant_secret_prefixes(tenant)
+    vault = vault_secrets()
+    if vault is None:
+        return []
+    return [path for prefix in prefixes for path in vault.tree_delete(prefix)]
 
 
 def tenant_admin_path(tenant: str) -> str:

@@ -47,6 +47,11 @@ class TenantProvisioningError(ValueError):
     """A tenant cannot be created as asked; the message says why and nothing was changed."""
 
 
+class TenantDeleteIncomplete(RuntimeError):
+    """A tenant's deletion stopped before its schema was dropped: the tenant stays, suspended, with its data.
+    The message says what failed; deleting it again once that is fixed finishes the job."""
+
+
 def schema_name_from_domain(domain: str) -> str:
     label = hostname_normalize(domain).split(".", 1)[0]
     return re.sub(r"[^a-z0-9_]", "_", label)[:63]
@@ -244,12 +249,42 @@ def _tenant_redis_purge(schema_name: str) -> int:
     return sum(redis_delete_matching(client, pattern) for pattern in tenant_redis_patterns(schema_name))
 
 
+def _tenant_secrets_purge(schema_name: str) -> None:
+    """Delete the tenant's secrets in Vault (its own, its admins', its bots'; apps.core.secrets.
+    tenant_secrets_delete). Left behind, a later tenant given the same schema name would resolve them as its own:
+    the old tenant's LLM keys, SMTP password and OIDC client secret.
+
+    A failure raises TenantDeleteIncomplete before the schema is dropped, as a failed drive or vector purge
+    does: once the tenant row is gone nothing in the platform names those secrets any more, so logging the
+    leftover and dropping anyway would leave them for the next tenant of that name to find. The tenant stays
+    suspended instead, and deleting it again (once Vault answers) finishes."""
+    from apps.core.secrets import SecretDeleteFailed, tenant_secrets_delete
+
+    try:
+        deleted = tenant_secrets_delete(schema_name)
+    except SecretDeleteFailed as exc:
+        logger.error("tenant deletion stopped: its Vault secrets could not be deleted (%s)", exc,
+                     extra={"tenant": schema_name})
+        raise TenantDeleteIncomplete(
+            f"tenant {schema_name!r} was not deleted: {exc}. It stays suspended with its data; make Vault "
+            "reachable (the platform's policy needs list and delete on the KV metadata of gbo/tenants/* and "
+            "gbo/orgs/*) and delete it again"
+        ) from exc
+    if deleted:
+        logger.info("tenant secrets deleted from Vault (%d paths)", len(deleted), extra={"tenant": schema_name})
+
+
 def tenant_delete(*, schema_name: str) -> None:
     """Drop a tenant and its whole schema (all of its data). Refuses the public and template schemas.
 
     The tenant stops first (not ready: its hosts answer 503, dispatchers and its queued tasks skip it), so
-    little writes while it is purged; its drive and outside vectors are purged again after the drop for what a
-    task still running wrote meanwhile, and its Redis keys go last."""
+    little writes while it is purged. Its Vault secrets go first (the outside store most likely to refuse:
+    down, sealed, or a policy without delete), then its drive and outside vectors, and only then the schema:
+    a failure in any of them raises before the drop (TenantDeleteIncomplete for Vault), leaving the tenant
+    suspended with its data so that deleting it again finishes instead of leaving outside data nothing names.
+    The drive and outside vectors are purged again after the drop for what a task still running wrote
+    meanwhile (the platform never writes to Vault, so its secrets need no second pass), and its Redis keys go
+    last."""
     if schema_name in {get_public_schema_name(), settings.TENANT_BASE_SCHEMA}:
         raise TenantProvisioningError(f"schema {schema_name!r} cannot be deleted")
     with schema_context(get_public_schema_name()):
@@ -257,6 +292,7 @@ def tenant_delete(*, schema_name: str) -> None:
         if tenant is None:
             raise TenantProvisioningError(f"no tenant with schema {schema_name!r}")
         Tenant.objects.filter(pk=tenant.pk).update(ready=False)
+        _tenant_secrets_purge(schema_name)
         bots = _tenant_data_outside_postgres_purge(schema_name)
         with transaction.atomic():
             tenant.delete(force_drop=True)

@@ -386,6 +386,58 @@ def test_the_write_endpoint_of_the_fake_is_read_back_through_the_client(vault):
     assert client.get("gbo/email", "password") == "smtp-pass-1"
 
 
+# --- deleting a tenant's secrets ------------------------------------------------------------------------
+
+
+def test_the_fake_lists_a_folder_for_LIST_and_for_GET_with_list_true_alike(vault):
+    import requests
+
+    vault.put_secret("gbo/tenants/acme", {"k": "v"})
+    vault.put_secret("gbo/tenants/acme/llm", {"k": "v"})
+    vault.put_secret("gbo/tenants/acme/admin/oidc", {"k": "v"})
+    vault.put_secret("gbo/tenants/acme2/llm", {"k": "v"})
+    token = vault.create_token(0)
+    listed = hvac.Client(url=vault.url, token=token).secrets.kv.v2.list_secrets(path="gbo/tenants/acme/")
+    assert listed["data"]["keys"] == ["admin/", "llm"]
+    answer = requests.get(vault.url + vault.metadata_path("gbo/tenants") + "/?list=true",
+                          headers={"X-Vault-Token": token}, timeout=2)
+    assert answer.json()["data"]["keys"] == ["acme", "acme/", "acme2/"]
+    with pytest.raises(hvac.exceptions.InvalidPath):  # an empty folder is a 404, as in Vault
+        hvac.Client(url=vault.url, token=token).secrets.kv.v2.list_secrets(path="gbo/tenants/acme/llm/")
+
+
+def test_tenant_secrets_delete_removes_the_tenants_subtrees_and_forgets_them_in_the_cache(vault, vault_settings):
+    from apps.core.secrets import tenant_secrets_delete, vault_secrets
+
+    _seed_levels(vault)  # gbo/tenants/acme, gbo/orgs/sales/..., gbo
+    vault.put_secret("gbo/tenants/acme/admin", {"client_secret": "s"})
+    vault.put_secret("gbo/orgs/acme/bots/helper", {"llm_key": "k"})
+    vault.put_secret("gbo/tenants/acme2", {"llm-api-key": "other"})
+    assert vault_secrets().read("gbo/tenants/acme/admin") == {"client_secret": "s"}
+    assert sorted(tenant_secrets_delete("acme")) == ["gbo/orgs/acme", "gbo/orgs/acme/bots/helper",
+                                                     "gbo/tenants/acme", "gbo/tenants/acme/admin"]
+    assert sorted(vault.secrets_data) == ["gbo", "gbo/orgs/sales/bots/helper", "gbo/tenants/acme2"]
+    assert vault_secrets().read("gbo/tenants/acme/admin") is None
+    assert tenant_secrets_delete("acme") == ["gbo/tenants/acme", "gbo/orgs/acme"]  # again: nothing left, no error
+    with pytest.raises(ValueError):
+        tenant_secrets_delete("../gbo")
+    vault_settings.VAULT_ADDR = ""
+    assert tenant_secrets_delete("acme") == []  # no Vault: no secrets of the tenant's anywhere
+
+
+def test_a_tree_larger_than_the_limit_is_refused_before_anything_is_deleted(vault, monkeypatch):
+    from apps.core.secrets import SecretDeleteFailed
+
+    monkeypatch.setattr(secrets_module, "VAULT_TREE_MAX_SECRETS", 3)
+    for name in ("a", "b", "c", "d/e"):
+        vault.put_secret(f"gbo/tenants/big/{name}", {"k": "v"})
+    client = VaultSecrets(addr=vault.url, token=vault.create_token(0))
+    with pytest.raises(SecretDeleteFailed, match="more than 3 secrets; nothing was deleted"):
+        client.tree_delete("gbo/tenants/big")
+    assert len([path for path in vault.secrets_data if path.startswith("gbo/tenants/big/")]) == 4
+    assert [method for method, _path in vault.requests if method == "DELETE"] == []
+
+
 # --- no secret in logs ---------------------------------------------------------------------------------
 
 

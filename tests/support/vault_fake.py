@@ -5,6 +5,11 @@ status codes, so the real hvac client is exercised over a socket:
 
 * KV v2 read `GET /v1/<mount>/data/<path>` (404 when absent) and write `POST|PUT /v1/<mount>/data/<path>`
   (`{"data": {...}}`, for test setup over the API; `put_secret` does the same without HTTP);
+* KV v2 soft delete `DELETE /v1/<mount>/data/<path>` (the latest version reads as absent, but the path keeps its
+  metadata: it is still listed, and `stored` still sees it, as a real Vault keeps an undeletable version);
+* KV v2 metadata: `LIST /v1/<mount>/metadata/<folder>` (also `GET ...?list=true`): `{"data": {"keys": [...]}}`
+  with sub-folders ending in `/`, 404 for an empty folder; `DELETE /v1/<mount>/metadata/<path>` removes the
+  path with all its versions (204, also when there was nothing);
 * `GET /v1/auth/token/lookup-self` and `POST /v1/auth/token/renew-self` with real TTL semantics: a token
   stops working once its TTL has passed unless it was renewed; renewal extends to the token's TTL,
   capped by its max TTL; a non-renewable token answers 400 to renew-self; an expired or unknown token -> 403;
@@ -15,7 +20,7 @@ Switches simulate failures: `outage_status` (every request answers it, e.g. 503 
 `fail_next` (the next requests answer these statuses, one each), `hang_s` (requests stall that long
 before answering; released by `stop`), `deny_paths` (403 for a KV path even with a valid token, as a
 policy would). `stop()` closes the socket, so a client then gets "connection refused". Every request is
-recorded as `(method, path)` in `requests`; `count()` counts by path.
+recorded as `(method, path)` in `requests` (path URL-decoded, query string dropped); `count()` counts by path.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs, unquote
 
 LOOKUP_SELF = "/v1/auth/token/lookup-self"
 RENEW_SELF = "/v1/auth/token/renew-self"
@@ -66,6 +72,7 @@ class FakeVault:
     tokens: dict[str, FakeToken] = field(default_factory=dict)
     approles: dict[str, str] = field(default_factory=dict)  # role_id -> secret_id
     secrets_data: dict[str, dict[str, Any]] = field(default_factory=dict)  # path -> data
+    soft_deleted: set[str] = field(default_factory=set)  # paths whose latest version was deleted, metadata kept
     _server: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -83,6 +90,12 @@ class FakeVault:
     def put_secret(self, path: str, data: dict[str, Any]) -> None:
         with self._lock:
             self.secrets_data[path.strip("/")] = dict(data)
+            self.soft_deleted.discard(path.strip("/"))
+
+    def stored(self, path: str) -> bool:
+        """Whether Vault still holds anything of `path`: a readable version, or a soft-deleted one."""
+        with self._lock:
+            return path.strip("/") in self.secrets_data or path.strip("/") in self.soft_deleted
 
     def seed_encryption_keys(self) -> None:
         """Serve the test run's encryption keys (the key file) at the keyring path: with VAULT_ADDR set,
@@ -122,6 +135,10 @@ class FakeVault:
         """The HTTP path of a KV v2 read of `path` in this fake's mount."""
         return f"/v1/{self.mount}/data/{path.strip('/')}"
 
+    def metadata_path(self, path: str) -> str:
+        """The HTTP path of a KV v2 metadata call (list, delete) on `path` in this fake's mount."""
+        return f"/v1/{self.mount}/metadata/{path.strip('/')}"
+
     # --- lifecycle -----------------------------------------------------------------------------------
 
     def start(self, port: int = 0) -> FakeVault:
@@ -151,6 +168,12 @@ class FakeVault:
 
             def do_PUT(self) -> None:
                 fake._handle(self, "PUT")
+
+            def do_DELETE(self) -> None:
+                fake._handle(self, "DELETE")
+
+            def do_LIST(self) -> None:  # Vault's own HTTP verb (hvac sends it for list calls)
+                fake._handle(self, "LIST")
 
         self._release.clear()
         self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
@@ -191,7 +214,10 @@ class FakeVault:
         return record
 
     def _handle(self, handler: BaseHTTPRequestHandler, method: str) -> None:
-        path = handler.path.split("?", 1)[0]
+        path, _, query = handler.path.partition("?")
+        path = unquote(path)  # hvac quotes each path segment
+        if method == "GET" and parse_qs(query).get("list") == ["true"]:
+            method = "LIST"  # Vault takes `GET ...?list=true` for clients that cannot send LIST
         length = int(handler.headers.get("Content-Length") or 0)
         raw = handler.rfile.read(length) if length else b""
         with self._lock:
@@ -257,9 +283,39 @@ class FakeVault:
                     "version": 1}}}
             if method in ("POST", "PUT"):
                 self.secrets_data[secret_path] = dict(body.get("data") or {})
+                self.soft_deleted.discard(secret_path)
                 return 200, {"data": {"created_time": "2026-01-01T00:00:00Z", "deletion_time": "",
                                       "destroyed": False, "version": 1}}
+            if method == "DELETE":  # soft delete of the latest version: the metadata stays
+                if self.secrets_data.pop(secret_path, None) is not None:
+                    self.soft_deleted.add(secret_path)
+                return 204, {}
+        prefix = f"/v1/{self.mount}/metadata/"
+        if path.startswith(prefix) or path == prefix.rstrip("/"):
+            secret_path = path[len(prefix):].strip("/")
+            if secret_path in self.deny_paths:
+                return 403, {"errors": ["permission denied"]}
+            if method == "LIST":
+                keys = self._list(secret_path)
+                if not keys:
+                    return 404, {"errors": []}
+                return 200, {"data": {"keys": keys}}
+            if method == "DELETE":  # every version and the metadata: nothing left to undelete
+                self.secrets_data.pop(secret_path, None)
+                self.soft_deleted.discard(secret_path)
+                return 204, {}
         return 404, {"errors": [f"no handler for route {path!r}"]}
+
+
+    def _list(self, folder: str) -> list[str]:
+        """The names directly inside `folder`, as Vault lists them: secrets by name, sub-folders with a `/`."""
+        start = f"{folder}/" if folder else ""
+        names = set()
+        for path in (*self.secrets_data, *self.soft_deleted):
+            if path.startswith(start) and len(path) > len(start):
+                head, slash, _ = path[len(start):].partition("/")
+                names.add(head + slash)
+        return sorted(names)
 
 
 _STATUS_TEXT = {
@@ -272,10 +328,11 @@ _STATUS_TEXT = {
 
 
 def _reply(handler: BaseHTTPRequestHandler, status: int, body: dict[str, Any]) -> None:
-    payload = json.dumps(body).encode()
+    payload = b"" if status == 204 else json.dumps(body).encode()  # 204: Vault's empty answer to a delete
     try:
         handler.send_response(status)
-        handler.send_header("Content-Type", "application/json")
+        if payload:
+            handler.send_header("Content-Type", "application/json")
         handler.send_header("Content-Length", str(len(payload)))
         handler.end_headers()
         handler.wfile.write(payload)

@@ -134,6 +134,106 @@ def test_deleting_a_tenant_removes_its_outside_vectors_even_those_written_during
     assert bot_purges == [200, 200]
 
 
+# The deleted tenant's secrets: its own, its admins' (OIDC client secret) and its bots'.
+ACME_SECRETS = {
+    "gbo/tenants/acme": {"llm-api-key": "sk-acme-tenant-level"},
+    "gbo/tenants/acme/llm": {"api_key": "sk-acme-llm"},
+    "gbo/tenants/acme/smtp": {"password": "acme-smtp-password"},
+    "gbo/tenants/acme/admin": {"client_secret": "acme-oidc-client-secret"},
+    "gbo/tenants/acme/admin/oidc": {"client_secret": "acme-oidc-client-secret-2"},
+    "gbo/orgs/acme/bots/helper": {"llm_key": "sk-acme-helper-bot"},
+}
+# Everyone else's: a tenant whose schema name starts with "acme", another tenant's paths starting alike, and the
+# platform's.
+OTHER_SECRETS = {
+    "gbo/tenants/acme2": {"llm-api-key": "sk-acme2-tenant-level"},
+    "gbo/tenants/acme2/llm": {"api_key": "sk-acme2-llm"},
+    "gbo/tenants/acme2/admin": {"client_secret": "acme2-oidc-client-secret"},
+    "gbo/orgs/acme2/bots/helper": {"llm_key": "sk-acme2-helper-bot"},
+    "gbo/tenants/acme_eu/llm": {"api_key": "sk-acme-eu-llm"},
+    "gbo": {"llm-api-key": "sk-platform-global"},
+    "gbo/llm": {"api_key": "sk-platform-llm"},
+}
+
+
+def _vault_seed(vault) -> None:
+    import hvac
+
+    for path, data in {**ACME_SECRETS, **OTHER_SECRETS}.items():
+        vault.put_secret(path, data)
+    # A secret whose latest version was deleted the soft way: Vault keeps it (undeletable) until its metadata goes.
+    client = hvac.Client(url=vault.url, token=vault.create_token(0))
+    client.secrets.kv.v2.create_or_update_secret(path="gbo/tenants/acme/retired", secret={"password": "old"},
+                                                 mount_point=vault.mount)
+    client.secrets.kv.v2.delete_latest_version_of_secret(path="gbo/tenants/acme/retired", mount_point=vault.mount)
+    assert vault.stored("gbo/tenants/acme/retired")
+
+
+def test_deleting_a_tenant_deletes_all_its_vault_secrets_and_no_other_tenants(canary_tenants, local_storage,
+                                                                                vault):
+    """Left in Vault, a deleted tenant's secrets became those of the next tenant given its schema name: its LLM
+    keys, SMTP password and OIDC client secret. Deletion removes every version of each, under the tenant's own
+    paths only (`acme/`, never `acme2` beside it)."""
+    from apps.core.secrets import secret_resolve, vault_secrets
+
+    tenant_create(name="Acme", domain="acme.test.localhost")
+    tenant_create(name="Acme Two", domain="acme2.test.localhost")
+    _vault_seed(vault)
+    assert vault_secrets().read("gbo/tenants/acme/llm") == {"api_key": "sk-acme-llm"}  # now in this process's cache
+    seeded = len(vault.requests)
+
+    tenant_delete(schema_name="acme")
+
+    assert not schema_exists("acme")
+    assert [path for path in [*ACME_SECRETS, "gbo/tenants/acme/retired"] if vault.stored(path)] == []
+    assert {path: vault.secrets_data.get(path) for path in OTHER_SECRETS} == OTHER_SECRETS
+    # Metadata deletes (every version), and only of acme's paths (its bots' root is deleted whether there or not).
+    assert {path for method, path in vault.requests[seeded:] if method == "DELETE"} == {
+        vault.metadata_path(path) for path in [*ACME_SECRETS, "gbo/tenants/acme/retired", "gbo/orgs/acme"]}
+    # The process that deleted them no longer serves them from its cache; the next "acme" gets the platform's key.
+    assert vault_secrets().read("gbo/tenants/acme/llm") is None
+    tenant_create(name="Acme Again", domain="acme.test.localhost")
+    assert secret_resolve("llm-api-key", tenant="acme", org=None, bot=None) == "sk-platform-global"
+    assert secret_resolve("llm-api-key", tenant="acme2", org=None, bot=None) == "sk-acme2-tenant-level"
+
+
+@pytest.mark.parametrize("failure", ["sealed", "unreachable", "policy without delete"])
+def test_a_tenant_whose_vault_secrets_cannot_be_deleted_is_kept_suspended_and_deleting_again_finishes(
+        canary_tenants, local_storage, vault, failure):
+    """Dropping the schema anyway would leave the secrets behind with nothing naming them any more: the deletion
+    stops before the drop (as a failed drive purge does) and says how to finish."""
+    from apps.drive.storage import tenant_drive
+    from apps.tenants.services import TenantDeleteIncomplete
+
+    tenant_create(name="Acme", domain="acme.test.localhost")
+    tenant_drive("acme").write("shop.gbai/shop.gbdialog/start.bas", b'TALK "still here"\n')
+    _vault_seed(vault)
+    port = int(vault.url.rsplit(":", 1)[1])
+    if failure == "sealed":
+        vault.outage_status = 503
+    elif failure == "unreachable":
+        vault.stop()
+    else:
+        vault.deny_paths = {"gbo/tenants/acme"}  # the metadata of the tenant's folder: list refused (403)
+
+    with pytest.raises(TenantDeleteIncomplete, match=r"'acme' was not deleted: secrets under gbo/tenants/acme "
+                                                     r"could not be deleted.*delete it again"):
+        tenant_delete(schema_name="acme")
+
+    assert schema_exists("acme")
+    assert Tenant.objects.get(schema_name="acme").ready is False  # suspended: its hosts answer 503
+    assert [entry.key for entry in tenant_drive("acme").list()] == ["shop.gbai/shop.gbdialog/start.bas"]
+    assert [path for path in ACME_SECRETS if not vault.stored(path)] == []
+
+    vault.outage_status, vault.deny_paths = None, set()
+    if failure == "unreachable":
+        vault.start(port)
+    tenant_delete(schema_name="acme")
+    assert not schema_exists("acme")
+    assert [path for path in [*ACME_SECRETS, "gbo/tenants/acme/retired"] if vault.stored(path)] == []
+    assert {path: vault.secrets_data.get(path) for path in OTHER_SECRETS} == OTHER_SECRETS
+
+
 def test_management_command_creates_and_reports_errors(canary_tenants, capsys):
     call_command("tenant_create", "Cmd Corp", "cmd.test.localhost", "--admin-password", "s3cret-pass")
     assert "created tenant Cmd Corp" in capsys.readouterr().out
