@@ -25,6 +25,7 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from apps.analytics.models import LATENCY_BUCKETS_MS, QUESTION_MAX_CHARS, DailyQuestion, DailyStat
+from apps.core.locks import tenant_xact_lock
 from apps.sessions.models import ChatSession, Message, MessageType, Role
 
 logger = logging.getLogger(__name__)
@@ -240,10 +241,8 @@ def _questions_for(start: datetime, end: datetime) -> list[DailyQuestion]:
 def _recompute_chunk(day_from: date, day_to: date) -> tuple[int, int]:
     start, end = day_bounds(day_from, day_to)
     with transaction.atomic():
-        with connection.cursor() as cursor:
-            # One recompute at a time per tenant: a second one waits, then replaces the same days again.
-            cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-                           [f"analytics:{connection.schema_name}"])
+        # One recompute at a time per tenant: a second one waits, then replaces the same days again.
+        tenant_xact_lock("analytics", key_format="{name}:{schema}")  # the key text as before
         stats = _stats_for(start, end)
         questions = _questions_for(start, end)
         DailyStat.objects.filter(day__gte=day_from, day__lte=day_to).delete()

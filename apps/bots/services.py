@@ -17,7 +17,7 @@ from datetime import datetime
 
 from croniter import croniter
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 
 from apps.basic.compiler import compile_source
 from apps.basic.errors import CompileError
@@ -25,6 +25,7 @@ from apps.basic.schedule import cron_step
 from apps.bots.config_csv import config_lookup, config_parse
 from apps.bots.models import Bot, BotConfig, BotMemory, BotSchedule, BotScript, BotTableRow
 from apps.bots.selectors import bot_config_values
+from apps.core.locks import tenant_xact_lock
 from apps.drive.backends import DriveObjectTooLarge
 from apps.drive.package import Package, PackageLimits
 from apps.drive.storage import package_root, tenant_drive
@@ -176,10 +177,9 @@ def schedules_sync(*, script: BotScript) -> list[BotSchedule]:
 
 
 def _schedules_lock() -> None:
-    """Hold the tenant's schedule registration lock until the current transaction ends."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-                       [f"{SCHEDULES_LOCK_NAME}:{connection.schema_name}"])
+    """Hold the tenant's schedule registration lock until the current transaction ends (its key text as before
+    tenant_xact_lock existed)."""
+    tenant_xact_lock(SCHEDULES_LOCK_NAME, key_format="{name}:{schema}")
 
 
 def _schedule_limits_check(script: BotScript, count: int, *, had: int) -> None:
@@ -302,11 +302,7 @@ def table_name_of_data_file(path: str) -> str:
 def bot_table_lock(bot: Bot, table: str) -> None:
     """Hold the lock of one bot table until the current transaction ends: its writers (scripts' SAVE, INSERT,
     UPDATE, DELETE and the .gbdata import) go one at a time, readers are never blocked."""
-    if not connection.in_atomic_block:
-        raise RuntimeError("bot_table_lock outside a transaction would release at once")
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-                       [f"bot-table:{connection.schema_name}:{bot.pk}:{table}"])
+    tenant_xact_lock(f"{bot.pk}:{table}", key_format="bot-table:{schema}:{name}")  # the key text as before
 
 
 @transaction.atomic
