@@ -703,17 +703,51 @@ def config_secret_value(value: str, *, allowed_prefixes: Sequence[str] | None = 
     return secret_get(path, key)
 
 
+class AdminSecretReferences:
+    """The (path, key) of the Vault secrets the tenant admins' configuration names (its OIDC client secrets,
+    apps.accounts.selectors.admin_secret_references), read on first need and then kept: a caller that resolves
+    several values (the LLM key resolver: a chain names up to three keys) makes one and passes it to each
+    `bot_config_secret_value`, so the tenant's admin configuration is read once, not once per reference. Keep one
+    no longer than that (a request, a settings build): the admins may change their configuration.
+
+    Read in the tenant's schema, where every chat turn, job and mail runs; when the connection is on another
+    schema (settings built elsewhere: tests) there is nothing to read and the admin path alone refuses."""
+
+    def __init__(self, tenant: str) -> None:
+        self.tenant = tenant
+        self._found: frozenset[tuple[str, str]] | None = None
+
+    def get(self) -> frozenset[tuple[str, str]]:
+        if self._found is None:
+            from django.db import connection
+
+            found: frozenset[tuple[str, str]] = frozenset()
+            if getattr(connection, "schema_name", None) == self.tenant:
+                from apps.accounts.selectors import admin_secret_references
+
+                found = admin_secret_references()
+            self._found = found
+        return self._found
+
+
 def bot_config_secret_value(value: str, *, tenant: str, bot: str, with_bot_path: bool = True,
-                            admin_references: Collection[tuple[str, str]] = ()) -> str:
+                            admin_references: AdminSecretReferences | None = None) -> str:
     """A value of a bot's config.csv with its `vault:` reference resolved inside the bot's scope: its tenant's
     secrets (and, `with_bot_path`, its own `gbo/orgs/<tenant>/bots/<bot>`), never the tenant admins' own
-    (`tenant_admin_path`, and `admin_references`: the (path, key) of secrets the admins' configuration names
-    elsewhere, such as an OIDC client secret kept where it was before the admin path), another tenant's or the
-    platform's. Raises as `config_secret_value`."""
+    (`tenant_admin_path`, and the (path, key) of secrets the admins' configuration names elsewhere, such as an
+    OIDC client secret kept where it was before the admin path: read here, through `admin_references` when the
+    caller keeps one for several values, else for this call), another tenant's or the platform's. Raises as
+    `config_secret_value`."""
+    if not config_is_secret_reference(value):
+        return value
+    if admin_references is None:
+        admin_references = AdminSecretReferences(tenant)
+    elif admin_references.tenant != tenant:
+        raise RuntimeError(f"admin secret references of tenant {admin_references.tenant!r} used for {tenant!r}")
     # org = tenant: this platform's organisations are its tenants (gbo/orgs/<tenant>/bots/<bot>).
     scope = secret_scope_prefixes(tenant=tenant, org=tenant if with_bot_path else None, bot=bot)
     return config_secret_value(value, allowed_prefixes=scope, denied_prefixes=[tenant_admin_path(tenant)],
-                               denied_references=admin_references)
+                               denied_references=admin_references.get())
 
 
 def vault_health() -> tuple[str, float | None, str]:

@@ -37,12 +37,15 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from django.conf import settings as django_settings
 
 from apps.bots.config_csv import config_is_secret_reference, config_lookup
+
+if TYPE_CHECKING:
+    from apps.core.secrets import AdminSecretReferences
 
 logger = logging.getLogger(__name__)
 
@@ -254,21 +257,14 @@ class _KeyResolver:
     bot_name: str
     problems: list[str]
     vault_down: bool = False  # a reference could not be read (Vault down, denied), as opposed to "not there"
-    admin_references: frozenset[tuple[str, str]] | None = None  # read on the first vault: reference
+    # The tenant admins' own secret references, read on the first vault: reference, once per resolver (a chain
+    # names up to three keys).
+    admin_references: AdminSecretReferences = field(init=False)
 
-    def _admin_references(self) -> frozenset[tuple[str, str]]:
-        """The tenant admins' own secrets (apps.accounts.selectors.admin_secret_references), read in the tenant's
-        schema, where every chat turn and job runs, once per resolver (a chain names up to three keys); settings
-        built elsewhere (tests) rely on the admin path."""
-        from django.db import connection
+    def __post_init__(self) -> None:
+        from apps.core.secrets import AdminSecretReferences
 
-        if self.admin_references is None:
-            self.admin_references = frozenset()
-            if getattr(connection, "schema_name", None) == self.tenant:
-                from apps.accounts.selectors import admin_secret_references
-
-                self.admin_references = admin_secret_references()
-        return self.admin_references
+        self.admin_references = AdminSecretReferences(self.tenant)
 
     def __call__(self, key_name: str, value: str | None) -> str | None:
         """The key, or None (problem recorded) when the reference cannot be used."""
@@ -280,7 +276,7 @@ class _KeyResolver:
             return value.strip()
         try:
             return bot_config_secret_value(value, tenant=self.tenant, bot=self.bot_name,
-                                           admin_references=self._admin_references())
+                                           admin_references=self.admin_references)
         except ValueError as exc:
             reason = str(exc)
         except SecretNotFound as exc:

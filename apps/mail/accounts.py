@@ -163,10 +163,7 @@ def _password(bot: Bot, values: dict[str, str], keys: tuple[str, ...]) -> str:
         return value
     try:
         # Its tenant's secrets (the current schema) and below, except the tenant admins' own.
-        from apps.accounts.selectors import admin_secret_references
-
-        return bot_config_secret_value(value, tenant=connection.schema_name, bot=bot.name, with_bot_path=False,
-                                       admin_references=admin_secret_references())
+        return bot_config_secret_value(value, tenant=connection.schema_name, bot=bot.name, with_bot_path=False)
     except SecretNotFound as exc:
         raise MailConfigError(f"config.csv {key}: {exc}") from None
     except ValueError as exc:  # malformed or outside the tenant's scope
