@@ -1,9 +1,15 @@
-"""The request body limit, enforced while the body arrives (ASGI), before Django reads any of it.
+"""The request body limit as ASGI middleware, in front of Django: the second line, behind the server's own.
 
 Django's ASGI handler spools the whole body to a temporary file before any middleware or view runs, and
-DATA_UPLOAD_MAX_MEMORY_SIZE does not cover file uploads: without this, a 2 GB POST to any URL fills the
-disk first and is refused after. Here a declared Content-Length over the limit is answered 413 at once, and
-a body sent without one (chunked) is cut off with 413 as soon as it passes the limit.
+DATA_UPLOAD_MAX_MEMORY_SIZE does not cover file uploads: without a limit, a 2 GB POST to any URL fills the
+disk first and is refused after. Here a declared Content-Length over the limit is answered 413 before the
+application reads any of the body, and a body sent without one (chunked) is cut off with 413 as soon as the
+body messages the server delivers pass the limit.
+
+That is only as early as the server hands the body over. Daphne (Twisted web) receives and stores a whole
+body before it calls the application at all, so under daphne the limit is enforced first by
+`apps.core.daphne_body_limit` while the body arrives (413 from the headers alone, or as soon as the body
+passes the limit, with nothing beyond it stored); this middleware keeps the same limit for any other server.
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ def request_body_max_bytes() -> int:
     return int(settings.PACKAGE_MAX_TOTAL_BYTES) + BODY_OVERHEAD_BYTES
 
 
-def _too_large_body(limit: int) -> bytes:
+def too_large_body(limit: int) -> bytes:
+    """The 413 text (daphne_body_limit answers with the same one)."""
     return f"The request body is larger than this server takes ({limit} bytes).".encode()
 
 
@@ -49,7 +56,7 @@ class RequestBodyLimit:
                 await self._refuse(send, 400, b"The Content-Length header is not a number.")
                 return
             if declared_bytes > limit:
-                await self._refuse(send, 413, _too_large_body(limit))
+                await self._refuse(send, 413, too_large_body(limit))
                 return
         received, cut, started = 0, False, False
 
@@ -74,7 +81,7 @@ class RequestBodyLimit:
 
         await self.app(scope, counted_receive, watched_send)
         if cut and not started:
-            await self._refuse(send, 413, _too_large_body(limit))
+            await self._refuse(send, 413, too_large_body(limit))
 
     @staticmethod
     async def _refuse(send: Callable[[Message], Awaitable[None]], status: int, body: bytes) -> None:
