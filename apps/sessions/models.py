@@ -69,6 +69,10 @@ class ChatSession(models.Model):
     # {"started", "dialog": {"script", "vm"} | None, "kbs", "tools", "suggestions", "system_prompt",
     #  "context": {name: value}, "active_context"}: see apps.sessions.state.
     state = models.JSONField(default=dict, blank=True)
+    # When the WAIT the dialog is suspended at is over (its `chat.resume_wait` is due); null unless the dialog
+    # waits at a WAIT. Written by the turn with the state; beat's lost-wait sweep finds overdue ones by it
+    # (services.waits_requeue_lost) and moves it to when it queued the resume again.
+    wait_due_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-last_activity"]
@@ -78,6 +82,9 @@ class ChatSession(models.Model):
             models.Index(fields=["bot", "channel", "thread_key"], name="chat_session_thread_idx"),
             # The console's conversation list: newest first, stopping after a page (apps.analytics).
             models.Index(fields=["-last_activity", "-id"], name="chat_session_activity_idx"),
+            # The lost-wait sweep, every minute: only the few sessions waiting at a WAIT are in it.
+            models.Index(fields=["wait_due_at"], name="chat_session_wait_due_idx",
+                         condition=models.Q(wait_due_at__isnull=False)),
         ]
 
     def __str__(self) -> str:

@@ -5,10 +5,13 @@ Every function works in the tenant active on the connection.
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
+from datetime import datetime, timedelta
 
 from django.db import transaction
+from django.utils import timezone
 
 from apps.bots.models import BOT_NAME_RE, Bot
 from apps.sessions import events
@@ -36,6 +39,21 @@ _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _BOT_NAME = re.compile(BOT_NAME_RE)
 # How much of an unknown name the error repeats.
 UNKNOWN_NAME_SHOWN_CHARS = 63
+# A dialog still suspended at a WAIT this long after the WAIT ended lost its resume: `chat.resume_wait` is queued
+# on commit with the WAIT's countdown, and nothing else continues the dialog when that message never reached the
+# broker (down at commit), a restarted Redis dropped it, or the worker holding it until due was killed (Redis
+# gives an unacknowledged message back only after the visibility timeout, two hours). Beat's lost-wait sweep
+# (`chat.sweep_lost_waits`, every minute) then queues the resume again. Short, since someone may be watching the
+# chat; long enough that a resume merely a little late (its worker finishing another task on `jobs` first) is
+# seldom doubled. A double does nothing: it carries the WAIT's token and runs under the session's lock, so the
+# second finds the dialog moved on (`Turn.resume_wait`).
+WAIT_RESUME_GRACE = timedelta(minutes=2)
+# Resumes one sweep queues per tenant, longest overdue first; the others wait for the next sweep a minute later.
+# After Redis lost every queued resume, a tenant with thousands of visitors at a WAIT must not put thousands of
+# turns on `jobs` at once ahead of every other tenant's scheduled runs.
+WAIT_SWEEP_BATCH = 100
+
+logger = logging.getLogger(__name__)
 
 
 class UnknownBot(TurnError):
@@ -200,3 +218,33 @@ def history(session: ChatSession, *, after: int = -1, limit: int = HISTORY_PAGE_
 
 def stream_in_progress(session: ChatSession) -> dict | None:
     return events.stream_buffer_get(str(session.pk))
+
+
+def waits_requeue_lost(*, now: datetime | None = None) -> int:
+    """Queue again the resume of the current tenant's dialogs still waiting at a WAIT that ended more than
+    WAIT_RESUME_GRACE ago (at most WAIT_SWEEP_BATCH); how many. Safe to repeat, and safe if the lost resume turns
+    up after all: a resume runs a WAIT once (its token, checked under the session's lock)."""
+    from apps.sessions.tasks import resume_wait
+
+    now = now or timezone.now()
+    cutoff = now - WAIT_RESUME_GRACE
+    overdue = list(ChatSession.objects.filter(wait_due_at__lt=cutoff).order_by("wait_due_at")
+                   .values_list("pk", "state__dialog__kind", "state__dialog__token")[:WAIT_SWEEP_BATCH])
+    # Not at a WAIT after all (never expected: a turn clears the column with the dialog): nothing to resume.
+    stray = [pk for pk, kind, token in overdue if kind != "wait" or not isinstance(token, str)]
+    if stray:
+        ChatSession.objects.filter(pk__in=stray, wait_due_at__lt=cutoff).update(wait_due_at=None)
+    queued: list[uuid.UUID] = []
+    try:
+        for session_id, kind, token in overdue:
+            if kind == "wait" and isinstance(token, str):
+                resume_wait.apply_async(args=[str(session_id), token])  # the broker down still: raises; next sweep
+                queued.append(session_id)
+    finally:
+        if queued:
+            # Due again from now: the next sweep queues it once more only if this message is lost too. Only rows
+            # still overdue: a resume that already ran saved its next WAIT's own due time (or none), kept as is.
+            ChatSession.objects.filter(pk__in=queued, wait_due_at__lt=cutoff).update(wait_due_at=now)
+    if queued:
+        logger.warning("chat: queued again the lost resume of %d dialog(s) waiting at a WAIT", len(queued))
+    return len(queued)

@@ -21,11 +21,13 @@ import logging
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import Max
+from django.utils import timezone
 
 from apps.basic.errors import BasicError, StateError
 from apps.basic.vm import VM, RunResult
@@ -451,6 +453,8 @@ class Turn:
             if result.waiting_for == "wait":
                 dialog["wait_resumes"] = wait_resumes
                 dialog["token"] = uuid.uuid4().hex
+                # Saved with the state (`save`): the lost-wait sweep queues the resume again if it never comes.
+                self.session.wait_due_at = timezone.now() + timedelta(seconds=result.wait_seconds)
                 self._schedule_wait(dialog["token"], result.wait_seconds)
             self.state["dialog"] = dialog
             return
@@ -472,7 +476,7 @@ class Turn:
         session_id = str(self.session.id)
         # Robust: with the broker down the turn has committed and its messages were delivered; raising here
         # would answer the user "Something went wrong" for a turn that went well. The WAIT then stays
-        # suspended (logged) until the user writes again.
+        # suspended (logged) until beat's lost-wait sweep queues its resume (services.waits_requeue_lost).
         transaction.on_commit(lambda: resume_wait.apply_async(args=[session_id, token], countdown=seconds),
                               robust=True)
 
@@ -512,6 +516,9 @@ class Turn:
     # -- end of turn -----------------------------------------------------------------------------
     def save(self) -> None:
         session = self.session
+        dialog = self.state.get("dialog")
+        if not (isinstance(dialog, dict) and dialog.get("kind") == "wait"):
+            session.wait_due_at = None  # no WAIT (any more): nothing for the lost-wait sweep to resume
         session.message_count = self.next_index
         session.total_tokens = (session.total_tokens or 0) + self.tokens
         _session_update(session)
@@ -523,7 +530,7 @@ class Turn:
 # would lose them: neither has any.
 _MESSAGE_FIELDS = [f for f in Message._meta.concrete_fields if not f.primary_key]
 _SESSION_TURN_FIELDS = [ChatSession._meta.get_field(name)
-                        for name in ("state", "message_count", "total_tokens", "last_activity")]
+                        for name in ("state", "wait_due_at", "message_count", "total_tokens", "last_activity")]
 
 
 def _quoted(names: list[str]) -> list[str]:

@@ -220,6 +220,7 @@ CELERY_TASK_DEFAULT_QUEUE = "jobs"
 CELERY_TASK_ROUTES = {
     "automation.tick": {"queue": "dispatch"},
     "automation.sweep_lost_runs": {"queue": "dispatch"},
+    "chat.sweep_lost_waits": {"queue": "dispatch"},
     "analytics.dispatch_refresh": {"queue": "dispatch"},
     "compliance.dispatch_retention": {"queue": "dispatch"},
     "compliance.requeue_stale": {"queue": "dispatch"},
@@ -435,6 +436,12 @@ CHAT_PAGE_LOADS_PER_MINUTE = env_int("CHAT_PAGE_LOADS_PER_MINUTE", 240)
 # in the background, instead of on the first question that needs them (an LLM turn, a knowledge-base search,
 # a semantic cache lookup): after each deploy or restart that user would wait seconds.
 WEB_PRELOAD = env_bool("WEB_PRELOAD", True)
+# Dialogs at a WAIT whose resume message was lost (broker down at commit, Redis restarted) are resumed by this
+# sweep (apps.sessions.services.waits_requeue_lost); a sweep nobody picked up within its minute is dropped: the
+# next one does the same work.
+CELERY_BEAT_SCHEDULE["chat-sweep-lost-waits"] = {
+    "task": "chat.sweep_lost_waits", "schedule": 60.0, "options": {"queue": "dispatch", "expires": 60.0},
+}
 
 # Days the audit log keeps its events (each tenant's; the daily retention purge deletes older ones). Unset or
 # 0: forever. At least 90 (apps.compliance.retention.AUDIT_LOG_KEEP_MIN_DAYS) whatever is set.
