@@ -238,6 +238,13 @@ def _is_tool(metadata: dict) -> bool:
     return bool(metadata.get("params") or metadata.get("description"))
 
 
+def script_move(*, bot: Bot, path: str, new_path: str) -> None:
+    """Give the script stored from `path` (a file gone from the drive) to `new_path`, a file of the same script
+    name (the file moved or renamed): the stored version keeps running, and syncing `new_path` then replaces it
+    if it compiles, or is refused beside it if not, as a changed file at one path is."""
+    BotScript.objects.filter(bot=bot, path=path, name=script_name_of(new_path)).update(path=new_path)
+
+
 @transaction.atomic
 def script_remove(*, bot: Bot, path: str) -> None:
     schedules = list(BotSchedule.objects.filter(script__bot=bot, script__path=path).values_list("pk", flat=True))
@@ -307,12 +314,21 @@ def bot_table_lock(bot: Bot, table: str) -> None:
 
 @transaction.atomic
 def data_csv_sync(*, bot: Bot, path: str, data: bytes | None) -> int:
-    """Replace the bot table `<file>.csv` with the rows of a `.gbdata` CSV file (None: the file is gone)."""
+    """Replace the bot table `<file>.csv` with the rows of a `.gbdata` CSV file (None: the file is gone). A file
+    that cannot be read changes nothing, and its error says the table keeps its rows."""
     table = table_name_of_data_file(path)
     bot_table_lock(bot, table)
-    BotTableRow.objects.filter(bot=bot, table=table).delete()
+    kept, _ = BotTableRow.objects.filter(bot=bot, table=table).delete()
     if data is None:
         return 0
+    try:
+        return _data_csv_import(bot, path, table, data)
+    except BotFileError as exc:  # the transaction rolls back: the rows deleted above are still there
+        rows = f"{kept} row{'' if kept == 1 else 's'}"
+        raise BotFileError(f"{exc} (not imported: the table '{table}' keeps its previous {rows})") from None
+
+
+def _data_csv_import(bot: Bot, path: str, table: str, data: bytes) -> int:
     reader = csv.reader(io.StringIO(_text(data, path)))
     rows = []
     try:

@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from apps.bots import services as bot_services
 from apps.bots.config_csv import CONFIG_MAX_BYTES
-from apps.bots.models import BOT_NAME_RE, Bot
+from apps.bots.models import BOT_NAME_RE, Bot, BotScript
 from apps.core.locks import tenant_lock_try
 from apps.drive.backends import DriveObjectTooLarge
 from apps.drive.models import DriveObject
@@ -163,19 +163,26 @@ def _scan(bot_name: str | None) -> ScanReport:
     # `b.gbdata/products.csv`, `start.bas` to another folder, a folder renamed in another case) is both a
     # removal and a new file of the same table or script name. Processed the other way round, the new file was
     # imported and then the removal of the old path emptied the same table, or the new script was refused
-    # ("a script named 'start' already exists") and the removal left the bot with none.
+    # ("a script named 'start' already exists") and the removal left the bot with none. A removed script or
+    # table whose name another file still has is not undone but handed to that file (_successors), which is
+    # applied next: if it fails, the previous version keeps running, as for a bad change at one path.
     # A bot-scoped scan listed only `<bot>.gbai/` exactly; objects of a differently cased folder of the same
     # bot (`Demo.gbai/`) were not listed, which does not mean they are gone.
     listed_prefix = package_root(bot_name) if bot_name else ""
     gone = [obj for key, obj in known.items() if key not in seen and key.startswith(listed_prefix)]
+    recorded = [*known.values(), *created]
+    successors, idle = _successors(gone, recorded)
     for obj in gone:
-        _remove(obj, report)
+        _remove(obj, report, successor=successors.get(obj.key), undo=obj.key not in idle)
     # Removing a bot's settings or prompt file cleared them: another file of that kind still there (the same
-    # name in another case, or the file the old one was moved to) applies again, with the changed files.
+    # name in another case, or the file the old one was moved to) applies again, with the changed files. So
+    # does a file a removed script or table was handed to (even one parked as refused beside it).
     cleared = {(obj.bot_name, obj.kind) for obj in gone if obj.kind in ("config", "prompt")}
+    taking_over = {obj.key for obj in successors.values()}
     queued = {obj.key for obj in pending}
-    for obj in [*known.values(), *created]:
-        if (obj.bot_name, obj.kind) in cleared and obj.key in seen and obj.key not in queued:
+    for obj in recorded:
+        again = (obj.bot_name, obj.kind) in cleared or obj.key in taking_over
+        if again and obj.key in seen and obj.key not in queued:
             obj.processed_etag = ""
             pending.append(obj)
             queued.add(obj.key)
@@ -299,12 +306,69 @@ def _siblings_unprocessed(obj: DriveObject, kind: str) -> None:
         DriveObject.objects.filter(bot_name=obj.bot_name, kind=kind).exclude(pk=obj.pk).update(processed_etag="")
 
 
-def _remove(obj: DriveObject, report: ScanReport) -> None:
+def _remove(obj: DriveObject, report: ScanReport, *, successor: DriveObject | None = None, undo: bool = True) -> None:
+    """Forget a file gone from the drive and undo what it did; with a `successor` (_successors), hand that to it
+    instead. `undo` False: the file held nothing to undo (a script refused beside another of its name)."""
     with transaction.atomic():
-        _unapply(obj)
+        if successor is not None:
+            _hand_over(obj, successor)
+        elif undo:
+            _unapply(obj)
         _siblings_unprocessed(obj, obj.kind)
         obj.delete()
     report.removed.append(obj.key)
+
+
+def _name_of(obj: DriveObject) -> str | None:
+    """The script or table a script or `.gbdata` file defines (by file name: files of one bot may share it)."""
+    if obj.kind == "bas":
+        return bot_services.script_name_of(obj.key)
+    if obj.kind == "data":
+        return bot_services.table_name_of_data_file(obj.key)
+    return None
+
+
+def _successors(gone: list[DriveObject], recorded: list[DriveObject]) -> tuple[dict[str, DriveObject], set[str]]:
+    """For the scan's removed scripts and `.gbdata` files: the remaining file that takes over each one's script or
+    table (by removed key), and the removed keys that held none.
+
+    One file holds a bot's script name (the file its script row was stored from); others of that name were refused.
+    When the holder is gone, or a table's file is, and another file of that name remains (the file it was moved or
+    renamed to, or one refused beside it), the first recorded of them takes over: the script or table is kept as it
+    is, and that file is applied in this scan, replacing it if it can (a new file that fails leaves the previous
+    version running, and its error says so)."""
+    gone_keys = {obj.key for obj in gone}
+    groups: dict[tuple[str, str, str], list[DriveObject]] = {}
+    for obj in sorted(recorded, key=lambda o: o.pk):
+        name = _name_of(obj)
+        if name is not None:
+            groups.setdefault((obj.bot_name, obj.kind, name), []).append(obj)
+    scripts = set(BotScript.objects.filter(path__in=[obj.key for obj in gone if obj.kind == "bas"])
+                  .values_list("path", flat=True))
+    successors: dict[str, DriveObject] = {}
+    idle: set[str] = set()
+    for obj in gone:
+        name = _name_of(obj)
+        if name is None:
+            continue
+        group = groups[(obj.bot_name, obj.kind, name)]
+        if obj.kind == "bas" and obj.key not in scripts:
+            idle.add(obj.key)
+            continue
+        remaining = [other for other in group if other.key not in gone_keys]
+        if remaining:
+            successors[obj.key] = remaining[0]
+    return successors, idle
+
+
+def _hand_over(obj: DriveObject, successor: DriveObject) -> None:
+    """In the transaction forgetting `obj`: its script becomes `successor`'s (a table stays as it is), and
+    `successor` is marked to be applied, in the same commit."""
+    bot = Bot.objects.filter(name=obj.bot_name).first()
+    if bot is not None and obj.kind == "bas":
+        bot_services.script_move(bot=bot, path=obj.key, new_path=successor.key)
+    DriveObject.objects.filter(pk=successor.pk).update(processed_etag="")
+    successor.processed_etag = ""
 
 
 def _reclassify(known: dict[str, DriveObject]) -> set[tuple[str, str]]:

@@ -1,0 +1,138 @@
+"""Scripts and `.gbdata` tables moved or renamed in a redeploy (or between two scans): a bad new file never takes
+the working version down."""
+
+import io
+import uuid
+import zipfile
+
+import pytest
+from django_tenants.utils import schema_context
+
+from apps.bots.models import BotScript, BotTableRow
+from apps.bots.services import bot_deploy, package_limits
+from apps.drive.models import DriveObject
+from apps.drive.package import package_read_zip
+from apps.drive.services import drive_scan
+from apps.drive.storage import tenant_drive
+
+pytestmark = pytest.mark.django_db
+
+START = b'TALK "Hello"\n'
+START_NEW = b'TALK "Hello again"\n'
+BROKEN = b'IF x THEN\nTALK "never closed"\n'
+KEPT = "(not deployed: the previous version keeps running)"
+
+
+def _zip(bot: str, files: dict[str, bytes]) -> io.BytesIO:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path, data in files.items():
+            archive.writestr(f"{bot}.gbai/{path}", data)
+    buffer.seek(0)
+    return buffer
+
+
+def _deploy(files: dict[str, bytes], bot: str = "shop"):
+    return bot_deploy(package=package_read_zip(_zip(bot, files), limits=package_limits()))
+
+
+def _rows(table: str = "products.csv") -> list[dict]:
+    return list(BotTableRow.objects.filter(table=table).order_by("pk").values_list("data", flat=True))
+
+
+@pytest.fixture(params=["local", "s3"])
+def storage(request, settings, tmp_path):
+    """Each test gets an empty drive: a fresh folder, or a fresh bucket on the real S3 server."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+    if request.param == "s3":
+        server = request.getfixturevalue("s3_server")
+        settings.S3_ENDPOINT_URL = server.endpoint_url
+        settings.S3_ACCESS_KEY = server.access_key
+        settings.S3_SECRET_KEY = server.secret_key
+        settings.S3_REGION = server.region
+        settings.S3_BUCKET = f"t-{uuid.uuid4().hex[:12]}"
+    else:
+        settings.S3_ACCESS_KEY = ""
+    return request.param
+
+
+def test_a_redeploy_renaming_a_script_and_a_table_to_broken_files_keeps_the_working_versions(canary_tenants,
+                                                                                              storage):
+    """The old paths were removed first: the script row became the broken file (ok=False) and the table was
+    emptied, while the same typo at the same path kept the previous version running and said so."""
+    old_script, new_script = "shop.gbai/shop.gbdialog/start.bas", "shop.gbai/shop.gbdialog/Start.bas"
+    old_table, new_table = "shop.gbai/shop.gbdata/products.csv", "shop.gbai/shop.gbdata/Products.csv"
+    with schema_context(canary_tenants.a.schema_name):
+        report = _deploy({"shop.gbdialog/start.bas": START, "shop.gbdata/products.csv": b"id,name\n1,rose\n"})
+        assert report.errors == {}
+        report = _deploy({"shop.gbdialog/Start.bas": BROKEN, "shop.gbdata/Products.csv": b"id,id\n1,2\n"})
+        assert report.errors[new_script] == f"{new_script}:1:1: IF is never closed {KEPT}"
+        assert "column 2 of the header repeats 'id'" in report.errors[new_table]
+        assert report.errors[new_table].endswith(
+            "(not imported: the table 'products.csv' keeps its previous 1 row)")
+        script = BotScript.objects.get(name="start")
+        assert script.ok and script.source == START.decode() and script.path == new_script
+        assert script.rejected_source == BROKEN.decode()
+        assert _rows() == [{"id": "1", "name": "rose"}]
+        assert not DriveObject.objects.filter(key__in=[old_script, old_table]).exists()
+
+        # The next scan: the old paths are gone, the new ones still fail the same way, nothing is lost.
+        report = drive_scan()
+        assert set(report.failed) == {new_script, new_table} and report.removed == []
+        assert BotScript.objects.get(name="start").ok and _rows() == [{"id": "1", "name": "rose"}]
+
+        # A good save of the new paths replaces the old versions cleanly.
+        drive = tenant_drive()
+        drive.write(new_script, START_NEW)
+        drive.write(new_table, b"id,name\n2,tulip\n3,fig\n")
+        report = drive_scan()
+        assert report.failed == {}
+        script = BotScript.objects.get()
+        assert (script.path, script.source, script.rejected_source, script.ok) == (
+            new_script, START_NEW.decode(), "", True)
+        assert [row["name"] for row in _rows()] == ["tulip", "fig"]
+
+        # Deleting the new paths removes the script and empties the table.
+        drive.delete(new_script)
+        drive.delete(new_table)
+        report = drive_scan()
+        assert sorted(report.removed) == [new_table, new_script]
+        assert not BotScript.objects.exists() and _rows() == []
+
+
+def test_deleting_a_renamed_script_that_never_compiled_removes_the_previous_version(canary_tenants, storage):
+    """The new path holds the script from the rename on: deleting it must not leave the old version running."""
+    with schema_context(canary_tenants.a.schema_name):
+        _deploy({"shop.gbdialog/start.bas": START})
+        _deploy({"shop.gbdialog/main/start.bas": BROKEN})
+        assert BotScript.objects.get(name="start").ok
+        tenant_drive().delete("shop.gbai/shop.gbdialog/main/start.bas")
+        report = drive_scan()
+        assert report.removed == ["shop.gbai/shop.gbdialog/main/start.bas"]
+        assert not BotScript.objects.exists()
+
+
+def test_a_data_table_with_an_error_at_the_same_path_says_it_keeps_its_rows(canary_tenants, storage):
+    with schema_context(canary_tenants.a.schema_name):
+        key = "shop.gbai/shop.gbdata/products.csv"
+        _deploy({"shop.gbdata/products.csv": b"id,name\n1,rose\n2,tulip\n"})
+        tenant_drive().write(key, b"id,id\n1,2\n")
+        report = drive_scan()
+        assert report.failed[key].endswith("(not imported: the table 'products.csv' keeps its previous 2 rows)")
+        assert len(_rows()) == 2
+
+
+def test_a_script_refused_beside_another_of_its_name_takes_over_when_that_one_is_deleted(canary_tenants, storage,
+                                                                                        settings):
+    """The refused file was parked ("a script named 'start' already exists"); deleting the other removed the
+    script and left the bot without one until the parked file changed."""
+    settings.DRIVE_MAX_FAILURES = 1
+    with schema_context(canary_tenants.a.schema_name):
+        _deploy({"shop.gbdialog/start.bas": START, "shop.gbdialog/zz/start.bas": START_NEW})
+        moved = "shop.gbai/shop.gbdialog/zz/start.bas"
+        assert drive_scan().parked == [moved]
+        tenant_drive().delete("shop.gbai/shop.gbdialog/start.bas")
+        report = drive_scan()
+        assert report.failed == {} and report.processed == [moved]
+        script = BotScript.objects.get()
+        assert (script.path, script.source, script.ok) == (moved, START_NEW.decode(), True)
