@@ -153,6 +153,9 @@ def _scan(bot_name: str | None) -> ScanReport:
             continue
         pending.append(obj)
 
+    # In key order, whatever order the drive listed them in: of two new `.gbdata` files of one table name, the
+    # first recorded holds the table (_data_table_check).
+    created.sort(key=lambda o: o.key)
     DriveObject.objects.bulk_create(created)
     if touched:
         DriveObject.objects.bulk_update(
@@ -237,6 +240,7 @@ def _process(drive, bot: Bot, obj: DriveObject, report: ScanReport, *, defer_sch
             elif obj.kind == "prompt":
                 bot_services.prompt_sync(bot=bot, data=_read(drive, obj))
             elif obj.kind == "data":
+                _data_table_check(obj)
                 bot_services.data_csv_sync(bot=bot, path=obj.key, data=_read(drive, obj))
             elif obj.kind == "kb":
                 kb_services.document_register(
@@ -308,7 +312,8 @@ def _siblings_unprocessed(obj: DriveObject, kind: str) -> None:
 
 def _remove(obj: DriveObject, report: ScanReport, *, successor: DriveObject | None = None, undo: bool = True) -> None:
     """Forget a file gone from the drive and undo what it did; with a `successor` (_successors), hand that to it
-    instead. `undo` False: the file held nothing to undo (a script refused beside another of its name)."""
+    instead. `undo` False: the file held nothing to undo (a script or `.gbdata` file refused beside another of its
+    name)."""
     with transaction.atomic():
         if successor is not None:
             _hand_over(obj, successor)
@@ -332,11 +337,11 @@ def _successors(gone: list[DriveObject], recorded: list[DriveObject]) -> tuple[d
     """For the scan's removed scripts and `.gbdata` files: the remaining file that takes over each one's script or
     table (by removed key), and the removed keys that held none.
 
-    One file holds a bot's script name (the file its script row was stored from); others of that name were refused.
-    When the holder is gone, or a table's file is, and another file of that name remains (the file it was moved or
-    renamed to, or one refused beside it), the first recorded of them takes over: the script or table is kept as it
-    is, and that file is applied in this scan, replacing it if it can (a new file that fails leaves the previous
-    version running, and its error says so)."""
+    One file holds a bot's script name (the file its script row was stored from) or table name (its first recorded
+    `.gbdata` file, _data_table_check); others of that name were refused. When the holder is gone and another file
+    of that name remains (the file it was moved or renamed to, or one refused beside it), the first recorded of them
+    takes over: the script or table is kept as it is, and that file is applied in this scan, replacing it if it can
+    (a new file that fails leaves the previous version running, and its error says so)."""
     gone_keys = {obj.key for obj in gone}
     groups: dict[tuple[str, str, str], list[DriveObject]] = {}
     for obj in sorted(recorded, key=lambda o: o.pk):
@@ -352,7 +357,7 @@ def _successors(gone: list[DriveObject], recorded: list[DriveObject]) -> tuple[d
         if name is None:
             continue
         group = groups[(obj.bot_name, obj.kind, name)]
-        if obj.kind == "bas" and obj.key not in scripts:
+        if not (obj.key in scripts if obj.kind == "bas" else group[0].pk == obj.pk):
             idle.add(obj.key)
             continue
         remaining = [other for other in group if other.key not in gone_keys]
@@ -369,6 +374,20 @@ def _hand_over(obj: DriveObject, successor: DriveObject) -> None:
         bot_services.script_move(bot=bot, path=obj.key, new_path=successor.key)
     DriveObject.objects.filter(pk=successor.pk).update(processed_etag="")
     successor.processed_etag = ""
+
+
+def _data_table_check(obj: DriveObject) -> None:
+    """Refuse (BotFileError) a `.gbdata` file whose table another file of the bot holds: tables are named by file
+    name (`a.gbdata/products.csv` and `b.gbdata/products.csv` are both `products.csv`), and the first file
+    recorded holds it. Imported too, the second replaced the first's rows silently, and removing either emptied
+    the table while the other looked applied. The second is applied once the first is removed (_successors)."""
+    table = bot_services.table_name_of_data_file(obj.key)
+    earlier = DriveObject.objects.filter(bot_name=obj.bot_name, kind="data", pk__lt=obj.pk).order_by("pk")
+    holder = next((other for other in earlier if bot_services.table_name_of_data_file(other.key) == table), None)
+    if holder is not None:
+        raise bot_services.BotFileError(
+            f"{obj.key}: the table '{table}' belongs to {holder.key}, the bot's first file of that name (tables are "
+            f"named by file name); not imported: rename or remove one of the two files")
 
 
 def _reclassify(known: dict[str, DriveObject]) -> set[tuple[str, str]]:

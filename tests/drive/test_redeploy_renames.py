@@ -1,5 +1,6 @@
-"""Scripts and `.gbdata` tables moved or renamed in a redeploy (or between two scans): a bad new file never takes
-the working version down."""
+"""Scripts and `.gbdata` tables moved or renamed in a redeploy (or between two scans), and two `.gbdata` files of
+one table name: a bad new file never takes the working version down, and no file's rows are replaced or emptied
+silently by another file of the same name."""
 
 import io
 import uuid
@@ -120,6 +121,56 @@ def test_a_data_table_with_an_error_at_the_same_path_says_it_keeps_its_rows(cana
         report = drive_scan()
         assert report.failed[key].endswith("(not imported: the table 'products.csv' keeps its previous 2 rows)")
         assert len(_rows()) == 2
+
+
+def test_a_second_data_file_of_a_table_name_is_refused_and_applied_once_the_first_is_removed(canary_tenants,
+                                                                                             storage):
+    """`a.gbdata/products.csv` and `b.gbdata/products.csv` are one table: b replaced a's rows with no error, and
+    deleting a then emptied the table while b stayed marked processed."""
+    a, b = "shop.gbai/a.gbdata/products.csv", "shop.gbai/b.gbdata/products.csv"
+    with schema_context(canary_tenants.a.schema_name):
+        report = _deploy({"a.gbdata/products.csv": b"name\napple\n", "b.gbdata/products.csv": b"name\npear\nfig\n"})
+        assert list(report.errors) == [b]
+        assert a in report.errors[b] and b in report.errors[b]
+        assert _rows() == [{"name": "apple"}]
+
+        tenant_drive().delete(a)
+        report = drive_scan()
+        assert report.removed == [a] and report.failed == {} and b in report.processed
+        assert _rows() == [{"name": "pear"}, {"name": "fig"}]
+        assert drive_scan().processed == []
+
+        tenant_drive().delete(b)
+        drive_scan()
+        assert _rows() == []
+
+
+def test_a_data_file_added_beside_its_tables_file_is_refused_and_removing_it_keeps_the_table(canary_tenants,
+                                                                                             storage, settings):
+    """The later file replaced the table; deleting it emptied the table, though the first file was still there.
+    Rows a script saved since the import are kept too: nothing is imported again."""
+    from apps.basic.vm import run_source
+    from apps.bots.host import BotHost
+    from apps.bots.models import Bot
+
+    a, b = "shop.gbai/shop.gbdata/products.csv", "shop.gbai/shop.gbdata/old/Products.csv"
+    settings.DRIVE_MAX_FAILURES = 1
+    with schema_context(canary_tenants.a.schema_name):
+        _deploy({"shop.gbdata/products.csv": b"name\napple\n"})
+        assert run_source('SAVE "products.csv", #{name: "kiwi"}\n', BotHost(Bot.objects.get(name="shop"))).status \
+            == "done"
+        drive = tenant_drive()
+        drive.write(b, b"name\npear\n")
+        report = drive_scan()
+        assert report.failed[b] == (
+            f"{b}: the table 'products.csv' belongs to {a}, the bot's first file of that name (tables are named by "
+            "file name); not imported: rename or remove one of the two files")
+        assert drive_scan().parked == [b]
+        assert [row["name"] for row in _rows()] == ["apple", "kiwi"]
+        drive.delete(b)
+        report = drive_scan()
+        assert report.removed == [b] and report.processed == []
+        assert [row["name"] for row in _rows()] == ["apple", "kiwi"]
 
 
 def test_a_script_refused_beside_another_of_its_name_takes_over_when_that_one_is_deleted(canary_tenants, storage,
