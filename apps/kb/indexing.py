@@ -20,6 +20,7 @@ from django.db.models import F, Q
 
 from apps.bots.selectors import bot_config_values
 from apps.core.locks import tenant_lock_try
+from apps.drive.backends import DriveObjectTooLarge
 from apps.drive.storage import tenant_drive
 from apps.kb.chunking import DEFAULT_MAX_CHUNKS, chunk_document, chunk_settings_from_config, document_text
 from apps.kb.embeddings import EmbeddingConfigError, EmbeddingError, embedding_provider_for
@@ -35,7 +36,8 @@ EMBED_BATCH_SIZE = 32
 # Error text kept on a failed document (shown in the console with a retry button).
 MAX_ERROR_CHARS = 1000
 # The largest file any extractor accepts (apps.kb.extract's per-type limits go up to this): a bigger one is
-# refused from its listed size before it is read, so a huge upload never lands in a worker's memory.
+# refused from its listed size before it is read, and the read itself is bounded by it (the file may have been
+# replaced since it was listed), so a huge upload never lands in a worker's memory.
 INDEX_READ_MAX_BYTES = 50 * 1024 * 1024
 # Runs that may start for one ETag: the embedding retries of the task plus a few worker crashes. Beyond
 # this the file itself is the likely cause (it keeps killing workers), so it fails instead of looping.
@@ -120,6 +122,10 @@ def _fail(document: Document, message: str) -> IndexOutcome:
     return IndexOutcome("failed", error=message, etag=document.etag, generation=document.index_generation)
 
 
+def _too_large_message(size: int) -> str:
+    return f"file is {size} bytes; documents over {INDEX_READ_MAX_BYTES} are not indexed"
+
+
 def _index(document_id: int, etag: str | None) -> IndexOutcome:
     document = Document.objects.select_related("kb__bot").filter(pk=document_id).first()
     if document is None:
@@ -145,13 +151,16 @@ def _index(document_id: int, etag: str | None) -> IndexOutcome:
     except EmbeddingConfigError as exc:
         return _fail(document, index_failure_message(exc))
     if document.size > INDEX_READ_MAX_BYTES:
-        return _fail(document, f"file is {document.size} bytes; documents over {INDEX_READ_MAX_BYTES} are not indexed")
+        return _fail(document, _too_large_message(document.size))
+    # Bounded by what the drive holds now, not by the size registered: the file may have been replaced by a far
+    # larger one since. The drive refuses it from its size without reading it (or stops one byte past the limit
+    # if it grows during the read); a file too large now is not transient, so it fails rather than retries.
     try:
-        data = tenant_drive().read(document.path)
+        data = tenant_drive().read(document.path, max_bytes=INDEX_READ_MAX_BYTES)
     except FileNotFoundError:
         return _fail(document, "the file is no longer in the drive")
-    if len(data) > INDEX_READ_MAX_BYTES:
-        return _fail(document, f"file is {len(data)} bytes; documents over {INDEX_READ_MAX_BYTES} are not indexed")
+    except DriveObjectTooLarge as exc:
+        return _fail(document, _too_large_message(exc.size))
     try:
         extracted = extract(document.path.rsplit("/", 1)[-1], data)
         size, overlap = chunk_settings_from_config(config)
