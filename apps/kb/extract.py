@@ -26,6 +26,7 @@ import csv
 import io
 import json
 import re
+import sys
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -277,6 +278,12 @@ def _check_docx_archive(data: bytes) -> None:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except zipfile.BadZipFile:
         raise ExtractionError("not a valid DOCX file (not a zip archive)") from None
+    except NotImplementedError as error:  # zipfile's "zip file version 6.3": a member needs a newer zip reader
+        raise ExtractionError(f"not a valid DOCX file (its zip archive needs a feature that is not supported: "
+                              f"{error})"[:300]) from None
+    except UnicodeDecodeError:  # a member's name flagged as UTF-8 is not
+        raise ExtractionError("not a valid DOCX file (a name in its zip archive is marked UTF-8 but is not "
+                              "valid UTF-8)") from None
     with archive:
         names = set(archive.namelist())
         if "word/document.xml" not in names:
@@ -620,8 +627,14 @@ def _decode_html(data: bytes) -> str:
 
 def _extract_html(stem: str, data: bytes) -> ExtractedDocument:
     parser = _HTMLTextParser()
-    parser.feed(_decode_html(data))
-    sections = parser.finish()
+    text = _decode_html(data)
+    try:
+        parser.feed(text)
+        sections = parser.finish()
+    except AssertionError as error:
+        # html.parser raises AssertionError (its way of reporting malformed markup since Python 3.10) on a
+        # declaration it cannot parse: `<![` not followed by a keyword it knows (CDATA, if, ...), for one.
+        raise ExtractionError(f"HTML has a malformed markup declaration that cannot be read ({error})"[:300]) from None
     title = " ".join(parser.title.split()) or parser.first_heading or stem
     return _non_empty(title, sections)
 
@@ -694,6 +707,9 @@ def _parse_json(text: str, where: str) -> object:
                               f"{error.colno})") from None
     except RecursionError:
         raise ExtractionError(f"JSON is nested deeper than {JSON_MAX_DEPTH} levels") from None
+    except ValueError:  # not a JSONDecodeError: int() refuses a number longer than Python's digit limit
+        raise ExtractionError(f"JSON {where}has a number of more than {sys.get_int_max_str_digits()} digits; "
+                              "store it as a string") from None
 
 
 def _extract_json(stem: str, data: bytes, extension: str) -> ExtractedDocument:
@@ -712,6 +728,17 @@ def _extract_json(stem: str, data: bytes, extension: str) -> ExtractedDocument:
 
 
 # --- XML -------------------------------------------------------------------------------------------------
+
+
+# The encoding an XML declaration names (after an optional UTF-8 BOM), for messages only: expat does the reading.
+_XML_DECLARED_ENCODING = re.compile(rb"(?:\xef\xbb\xbf)?\s*<\?xml\s[^>]{0,200}?\bencoding\s*=\s*"
+                                    rb"""["']([^"'>]{0,60})["']""")
+
+
+def _xml_declared_encoding(data: bytes) -> str:
+    """` ('name')`, the encoding the XML declaration at the start of `data` names, for a message ("" if none)."""
+    match = _XML_DECLARED_ENCODING.match(data[:300])
+    return f" ({match.group(1).decode('ascii', 'replace')!r})" if match else ""
 
 
 def _extract_xml(stem: str, data: bytes) -> ExtractedDocument:
@@ -747,6 +774,18 @@ def _extract_xml(stem: str, data: bytes) -> ExtractedDocument:
     except expat.ExpatError as error:
         raise ExtractionError(f"not well-formed XML ({expat.ErrorString(error.code)} at line {error.lineno} "
                               f"column {error.offset})") from None
+    except ExtractionError:  # one of the handlers above refused it
+        raise
+    # expat reads UTF-8, UTF-16, ISO-8859-1 and US-ASCII itself and asks Python for any other declared encoding:
+    # a name without a text codec raises LookupError, a codec expat cannot use (multi-byte: Shift_JIS, UTF-32)
+    # ValueError or UnicodeError. Not transient: the same file fails the same way.
+    except LookupError:
+        raise ExtractionError(f"XML declares an encoding{_xml_declared_encoding(data)} that is not supported "
+                              "(no such text encoding); save the file as UTF-8") from None
+    except ValueError:
+        raise ExtractionError(f"XML declares an encoding{_xml_declared_encoding(data)} that is not supported "
+                              "(only UTF-8, UTF-16 and single-byte encodings are read); save the file as UTF-8"
+                              ) from None
     lines = [" ".join(line.split()) for line in "".join(parts).split("\n")]
     return _non_empty(stem, [ExtractedSection(text="\n".join(line for line in lines if line), page=None,
                                               heading="")])
