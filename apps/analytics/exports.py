@@ -3,21 +3,19 @@
 Failure modes prevented:
 - Formula injection (OWASP CSV injection): a cell starting with =, +, -, @, tab or carriage return is
   prefixed with a quote, so a user's message cannot run as a formula in a spreadsheet.
-- Reading the wrong tenant while streaming: the body is produced after the view returned, and on an ASGI
-  server other requests may switch the thread's connection to their schema between two chunks. Each chunk
-  is read inside `schema_context(<the request's schema>)`, entered and left around the read only.
-- Unbounded memory: rows are read in keyset chunks and written line by line.
+- Reading the wrong tenant while streaming: the body is produced after the view returned, outside the
+  tenant middleware's activation. Each chunk is read and formatted inside `schema_context(<the request's
+  schema>)`, entered and left around that chunk only (apps.core.streaming.tenant_chunks).
+- Unbounded memory: rows are read in keyset chunks of `EXPORT_CHUNK_ROWS`; each generator here yields one
+  chunk's text at a time, and the views serve it with apps.core.streaming.tenant_streaming_response, which
+  reads the next chunk only when the previous one has been handed to the server (under ASGI too, where a
+  plain generator would be consumed whole before the first byte).
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-from collections.abc import Callable, Iterator
-from typing import TypeVar
-
-from django_tenants.utils import schema_context
+from collections.abc import Iterator
 
 from apps.analytics.selectors import (
     ConversationFilters,
@@ -26,9 +24,9 @@ from apps.analytics.selectors import (
     conversation_list,
     transcript_message,
 )
+from apps.core.streaming import CsvLines, tenant_chunks
 from apps.sessions.models import ChatSession, Message
 
-T = TypeVar("T")
 CSV_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 # Rows read per query while streaming: big enough to be quick, small enough to start sending at once.
 EXPORT_CHUNK_ROWS = 1000
@@ -46,38 +44,17 @@ def csv_cell(value: object) -> str:
     return "'" + text if text.startswith(CSV_FORMULA_PREFIXES) else text
 
 
-class _CsvLines:
-    def __init__(self) -> None:
-        self.buffer = io.StringIO()
-        self.writer = csv.writer(self.buffer)
-
+class _CsvLines(CsvLines):
     def line(self, values: list | tuple) -> str:
-        self.writer.writerow([csv_cell(v) for v in values])
-        text = self.buffer.getvalue()
-        self.buffer.seek(0)
-        self.buffer.truncate()
-        return text
+        return super().line([csv_cell(v) for v in values])
 
 
-def _chunks(schema: str, fetch: Callable[[object], tuple[list[T], object]]) -> Iterator[T]:
-    """Rows from `fetch(state) -> (rows, next_state or None)`, each call made inside the tenant's schema."""
-    state: object = None
-    while True:
-        with schema_context(schema):
-            rows, state = fetch(state)
-        yield from rows
-        if state is None:
-            return
-
-
-def _transcript_rows(schema: str, session: ChatSession) -> Iterator[TranscriptMessage]:
-    def fetch(last: object) -> tuple[list[TranscriptMessage], object]:
-        after = -1 if last is None else last
-        rows = list(Message.objects.filter(session=session, index__gt=after).order_by("index")[:EXPORT_CHUNK_ROWS])
-        done = len(rows) < EXPORT_CHUNK_ROWS
-        return [transcript_message(r) for r in rows], (None if done else rows[-1].index)
-
-    return _chunks(schema, fetch)
+def _transcript_page(session: ChatSession, last: int | None) -> tuple[list[TranscriptMessage], int | None]:
+    """One keyset chunk of the session's messages after index `last`, and the index to continue from (None: done)."""
+    after = -1 if last is None else last
+    rows = list(Message.objects.filter(session=session, index__gt=after).order_by("index")[:EXPORT_CHUNK_ROWS])
+    done = len(rows) < EXPORT_CHUNK_ROWS
+    return [transcript_message(r) for r in rows], (None if done else rows[-1].index)
 
 
 def _session_header(session: ChatSession) -> dict:
@@ -88,34 +65,50 @@ def _session_header(session: ChatSession) -> dict:
 
 
 def transcript_json_chunks(schema: str, transcript: Transcript) -> Iterator[str]:
-    """{"session": {...}, "messages": [...]} as JSON text, one message per chunk."""
+    """{"session": {...}, "messages": [...]} as JSON text, one message per line, one chunk of messages per item."""
     yield '{"session": ' + json.dumps(_session_header(transcript.session), ensure_ascii=False) + ', "messages": ['
     first = True
-    for message in _transcript_rows(schema, transcript.session):
-        yield ("" if first else ",") + "\n" + json.dumps(message.as_export(), ensure_ascii=False, default=str)
-        first = False
+
+    def fetch(last: int | None) -> tuple[str, int | None]:
+        nonlocal first
+        messages, following = _transcript_page(transcript.session, last)
+        parts = []
+        for message in messages:
+            parts.append(("" if first else ",") + "\n" + json.dumps(message.as_export(), ensure_ascii=False,
+                                                                     default=str))
+            first = False
+        return "".join(parts), following
+
+    yield from tenant_chunks(schema, fetch)
     yield "\n]}\n"
 
 
 def transcript_csv_lines(schema: str, transcript: Transcript) -> Iterator[str]:
+    """The transcript as CSV, header first, one chunk of messages per item."""
     lines = _CsvLines()
     yield lines.line(TRANSCRIPT_CSV_COLUMNS)
-    for message in _transcript_rows(schema, transcript.session):
-        data = message.as_export()
-        yield lines.line([data[column] if data[column] != [] else "" for column in TRANSCRIPT_CSV_COLUMNS])
+
+    def fetch(last: int | None) -> tuple[str, int | None]:
+        messages, following = _transcript_page(transcript.session, last)
+        text = []
+        for message in messages:
+            data = message.as_export()
+            text.append(lines.line([data[column] if data[column] != [] else "" for column in TRANSCRIPT_CSV_COLUMNS]))
+        return "".join(text), following
+
+    yield from tenant_chunks(schema, fetch)
 
 
 def conversation_csv_lines(schema: str, filters: ConversationFilters) -> Iterator[str]:
-    """The filtered session list as CSV, newest activity first, read by keyset pages."""
+    """The filtered session list as CSV, newest activity first, read by keyset pages; one page per item."""
     lines = _CsvLines()
     yield lines.line(LIST_CSV_COLUMNS)
 
-    def fetch(cursor: object) -> tuple[list[ChatSession], object]:
-        page = conversation_list(filters=filters, cursor=str(cursor or ""), limit=EXPORT_CHUNK_ROWS)
-        return page.sessions, (page.next_cursor or None)
+    def fetch(cursor: str | None) -> tuple[str, str | None]:
+        page = conversation_list(filters=filters, cursor=cursor or "", limit=EXPORT_CHUNK_ROWS)
+        text = "".join(lines.line([str(session.pk), session.bot.name, session.channel, session.user.username,
+                                   session.title, session.created_at, session.last_activity,
+                                   session.message_count, session.total_tokens]) for session in page.sessions)
+        return text, (page.next_cursor or None)
 
-    for session in _chunks(schema, fetch):
-        yield lines.line([str(session.pk), session.bot.name, session.channel, session.user.username,
-                          session.title, session.created_at, session.last_activity, session.message_count,
-                          session.total_tokens])
-
+    yield from tenant_chunks(schema, fetch)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 
 from django.db import connection
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET
@@ -28,6 +28,7 @@ from apps.analytics.selectors import (
 from apps.bots.models import Bot
 from apps.compliance.services import audit_record
 from apps.console.views.common import console_render, whole_number
+from apps.core.streaming import tenant_streaming_response
 
 # A message number has at most this many digits (PositiveIntegerField).
 TRANSCRIPT_INDEX_DIGITS = 10
@@ -87,11 +88,11 @@ def transcript_export(request: HttpRequest, session_id: uuid.UUID, fmt: str) -> 
                  request=request, summary={"format": fmt, "bot": transcript.session.bot.name})
     schema = connection.schema_name
     if fmt == "json":
-        response = StreamingHttpResponse(transcript_json_chunks(schema, transcript),
-                                         content_type="application/json; charset=utf-8")
+        response = tenant_streaming_response(request, transcript_json_chunks(schema, transcript),
+                                             content_type="application/json; charset=utf-8")
     else:
-        response = StreamingHttpResponse(transcript_csv_lines(schema, transcript),
-                                         content_type="text/csv; charset=utf-8")
+        response = tenant_streaming_response(request, transcript_csv_lines(schema, transcript),
+                                             content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="conversation-{session_id}.{fmt}"'
     return response
 
@@ -105,8 +106,8 @@ def conversation_list_export(request: HttpRequest) -> HttpResponse:
     filters = form.filters()
     audit_record(action="conversation.list_export", object_type="chat_session", request=request,
                  summary={k: v for k, v in filters.as_summary().items() if v})
-    response = StreamingHttpResponse(conversation_csv_lines(connection.schema_name, filters),
-                                     content_type="text/csv; charset=utf-8")
+    response = tenant_streaming_response(request, conversation_csv_lines(connection.schema_name, filters),
+                                         content_type="text/csv; charset=utf-8")
     stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
     response["Content-Disposition"] = f'attachment; filename="conversations-{stamp}.csv"'
     return response
