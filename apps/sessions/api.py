@@ -2,10 +2,12 @@
 that do not speak WebSocket: create a session, post a message and get the replies as JSON or as a stream
 of server-sent events, read the history. The schema is served at /api/openapi.json.
 
-A session id is the capability, as in upstream (random UUIDs, unguessable); the endpoints carry no cookies'
-authority, so they are CSRF-exempt. Every message endpoint is rate limited per session and per IP. A turn takes
-one of its tenant's turn slots of the process (apps.sessions.slots): a message arriving while the tenant's
-turns fill them waits a little, then is refused as busy (503) and not taken; a stream's turn waits its turn.
+A session id is the capability, as in upstream (random UUIDs, unguessable), for the sessions of anonymous visitors
+on the public chat channels only (web, api: services._reachable); any other session (an e-mail conversation, a
+known person's) answers as an unknown one. The endpoints carry no cookies' authority, so they are CSRF-exempt.
+Every message endpoint is rate limited per session and per IP. A turn takes one of its tenant's turn slots of
+the process (apps.sessions.slots): a message arriving while the tenant's turns fill them waits a little, then is
+refused as busy (503) and not taken; a stream's turn waits its turn.
 """
 
 from __future__ import annotations

@@ -28,6 +28,9 @@ from apps.sessions.turns import (
 HISTORY_PAGE_MAX = 200
 # Channels a session can be opened on (spec 6.1 titles: web chat, API, e-mail, automation).
 CHANNELS = ("web", "api", "email", "job")
+# The public chat's channels (the web chat, upstream's client, the REST API): the only sessions the public chat
+# endpoints reach, and only those of anonymous visitors (see _reachable).
+PUBLIC_CHANNELS = ("web", "api")
 ANONYMOUS_TITLE = "Anonymous Chat"
 # State flag of sessions created by the web chat page (see _reachable).
 PAGE_BOUND = "page_bound"
@@ -108,7 +111,7 @@ def session_bootstrap(*, bot_name: str, user_id: str | None = None, session_id: 
         if session is not None and session.bot_id == bot.pk and _reachable(session, page_token_ok):
             return session
         if session is not None:
-            sid = None  # another bot's, or a page-bound session without its token: start a fresh one
+            sid = None  # another bot's, not a public chat's, or page-bound without its token: start a fresh one
     user = _anonymous_user(_uuid(user_id))
     state = {PAGE_BOUND: True} if page_bound else {}
     if not bot_has_start_script(bot):
@@ -118,8 +121,14 @@ def session_bootstrap(*, bot_name: str, user_id: str | None = None, session_id: 
 
 
 def _reachable(session: ChatSession, page_token_ok: bool) -> bool:
-    """A session the web chat page created is reached with the page's token only (its id alone, seen in a
-    proxy log or a URL, is not enough); other sessions are reached by their unguessable id, as upstream."""
+    """Whether the public chat (REST, the stream, /api/auth, both sockets) may open the session it was given the
+    id of. Only a public chat channel's session of an anonymous visitor: a session of another channel (an e-mail
+    conversation, a job) or of a known person is never read, driven or handed out by an id (its id shows in the
+    console's conversation list), as a known person is never claimed by one (_anonymous_user); it is refused as
+    an unknown session is. Of those, a session the web chat page created is reached with the page's token only
+    (its id alone, seen in a proxy log or a URL, is not enough); the others by their unguessable id, as upstream."""
+    if session.channel not in PUBLIC_CHANNELS or not session.user.is_anonymous:
+        return False
     return page_token_ok or not (session.state or {}).get(PAGE_BOUND)
 
 
