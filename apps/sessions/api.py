@@ -24,6 +24,7 @@ from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from apps.bots.config_csv import VAULT_REFERENCE_PREFIX, config_key_normalize
 from apps.bots.selectors import bot_config_values
 from apps.compliance.services import request_client_ip
 from apps.core.ratelimit import ratelimited
@@ -38,11 +39,16 @@ logger = logging.getLogger(__name__)
 
 # Request bodies of the message endpoints: a message plus a little JSON around it.
 BODY_MAX_BYTES = 64 * 1024
-# Config keys /api/bot/config serves (upstream serves the whole map; ours only what a chat client uses).
-PUBLIC_CONFIG_PREFIXES = ("theme-", "bot-", "welcome", "web-", "ui-", "title", "logo", "color", "language",
-                          "locale", "avatar", "chat-", "greeting")
-# Never served, even under those prefixes.
-_SECRET_MARKERS = ("key", "pass", "secret", "token", "credential")
+# Config keys /api/bot/config serves. Upstream serves the whole map; ours only what a chat client shows (spec 6.5:
+# theme colours, logo, title; 2.4.1: the bot's name, description, welcome message, language, public flag), named
+# in their canonical spelling (config_key_normalize: `Theme Color` is theme-color1, `Bot Name` bot-name) and
+# served under the spelling the bot's config.csv uses, which upstream's client reads. Not `bot-*` as a whole:
+# `bot-system-prompt` is a spelling of the system prompt.
+PUBLIC_CONFIG_KEYS = frozenset({"theme", "bot-name", "bot-description", "welcome-message", "default-language",
+                                "supported-languages", "public"})
+PUBLIC_CONFIG_PREFIXES = ("theme-",)
+# Never served, even when allowed above: a key whose name says it holds a prompt or a credential.
+_SECRET_MARKERS = ("prompt", "key", "pass", "secret", "token", "credential")
 
 
 def _error(status: int, message: str) -> JsonResponse:
@@ -129,12 +135,18 @@ def auth_bootstrap(request: HttpRequest) -> JsonResponse:
                          "bot_id": str(session.bot_id), "bot_name": session.bot.name, "status": "anonymous"})
 
 
+def _public_config_key(key: str) -> bool:
+    canonical = config_key_normalize(key)
+    if canonical not in PUBLIC_CONFIG_KEYS and not canonical.startswith(PUBLIC_CONFIG_PREFIXES):
+        return False
+    return not any(marker in name for name in (key.lower(), canonical) for marker in _SECRET_MARKERS)
+
+
 def public_config(values: dict[str, str]) -> dict[str, str]:
-    """Only what a chat client shows (theme, titles, welcome text...): an allow-list, so a new credential
-    or internal URL key is never served by accident."""
+    """Only what a chat client shows (theme, the bot's name, welcome text...): an allow-list, so a prompt, a new
+    credential or an internal URL key is never served by accident; nor is a vault reference."""
     return {k: v for k, v in values.items()
-            if k.lower().startswith(PUBLIC_CONFIG_PREFIXES)
-            and not any(m in k.lower() for m in _SECRET_MARKERS) and not str(v).strip().lower().startswith("vault:")}
+            if _public_config_key(k) and not str(v).strip().lower().startswith(VAULT_REFERENCE_PREFIX)}
 
 
 @require_GET

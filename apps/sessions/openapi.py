@@ -67,7 +67,7 @@ def openapi_schema(server_url: str) -> dict:
                                for n in ("bot_name", "user_id", "session_id")],
                 "responses": {"200": _json({"type": "object"}, "ids of the user and session"), **_errors(404)}}},
             "/api/bot/config": {"get": {
-                "summary": "The bot's public configuration (no credentials)",
+                "summary": "The bot's public configuration (theme, name, welcome text; no prompt or credentials)",
                 "parameters": [{"name": "bot_name", "in": "query", "schema": {"type": "string"}}],
                 "responses": {"200": _json({"type": "object"}, "config key -> value"), **_errors(404)}}},
             "/api/sessions": {"post": {
