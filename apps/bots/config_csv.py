@@ -144,9 +144,9 @@ def config_parse(data: bytes | str) -> ParsedConfig:
         line_start = offset
         offset += len(chunk)
         line_bytes = chunk.rstrip(b"\r\n")
-        if b"\x00" in line_bytes:
-            issues.append(ConfigIssue(number, f"line {number}: contains a NUL byte "
-                                              f"(byte {line_start + line_bytes.index(0) + 1} of the file)"))
+        nul = nul_byte_issue(line_bytes, line=number, offset=line_start)
+        if nul is not None:
+            issues.append(ConfigIssue(number, nul))
             continue
         try:
             text = line_bytes.decode("utf-8")
@@ -182,6 +182,18 @@ def config_parse(data: bytes | str) -> ParsedConfig:
             first_line_of[key] = number
         rows.append(ConfigRow(line=number, key=key, value=value))
     return ParsedConfig(rows=rows, issues=issues)
+
+
+def nul_byte_issue(data: bytes, *, line: int = 1, offset: int = 0) -> str | None:
+    """`line N: contains a NUL byte (byte B of the file)` for the first NUL byte of `data`, or None when it has
+    none. PostgreSQL stores no NUL in text: every text file of a package (config.csv, scripts, the prompt, .gbdata
+    tables) is refused with this, instead of failing at the INSERT. `data` starts on `line`, at byte `offset`
+    (0-based) of the file; lines end at LF, CRLF or CR, as config_parse splits them."""
+    at = data.find(b"\x00")
+    if at < 0:
+        return None
+    line += sum(1 for part in data[:at].splitlines(keepends=True) if part.endswith((b"\n", b"\r")))
+    return f"line {line}: contains a NUL byte (byte {offset + at + 1} of the file)"
 
 
 def _unquote(field: str) -> str:

@@ -22,7 +22,7 @@ from django.db import transaction
 from apps.basic.compiler import compile_source
 from apps.basic.errors import CompileError
 from apps.basic.schedule import cron_step
-from apps.bots.config_csv import config_lookup, config_parse
+from apps.bots.config_csv import config_lookup, config_parse, nul_byte_issue
 from apps.bots.models import Bot, BotConfig, BotMemory, BotSchedule, BotScript, BotTableRow
 from apps.bots.selectors import bot_config_values
 from apps.core.locks import tenant_xact_lock
@@ -85,6 +85,10 @@ def bot_ensure(*, name: str) -> Bot:
 
 
 def _text(data: bytes, what: str) -> str:
+    """The text of a package file; BotFileError naming `what` (its path) for bytes no text column can hold."""
+    nul = nul_byte_issue(data)
+    if nul is not None:  # valid UTF-8, but PostgreSQL stores no NUL: refused here, not as a failed INSERT
+        raise BotFileError(f"{what} {nul}")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -297,8 +301,8 @@ def config_clear(*, bot: Bot) -> None:
         schedules_sync(script=script)  # back to UTC: the timezone came from the removed config
 
 
-def prompt_sync(*, bot: Bot, data: bytes | None) -> None:
-    bot.system_prompt = _text(data, "prompt file") if data is not None else ""
+def prompt_sync(*, bot: Bot, data: bytes | None, path: str = "prompt file") -> None:
+    bot.system_prompt = _text(data, path) if data is not None else ""
     bot.save(update_fields=["system_prompt"])
 
 

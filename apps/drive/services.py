@@ -238,7 +238,7 @@ def _process(drive, bot: Bot, obj: DriveObject, report: ScanReport, *, defer_sch
             elif obj.kind == "config":
                 bot_services.config_sync(bot=bot, data=_read(drive, obj))
             elif obj.kind == "prompt":
-                bot_services.prompt_sync(bot=bot, data=_read(drive, obj))
+                bot_services.prompt_sync(bot=bot, path=obj.key, data=_read(drive, obj))
             elif obj.kind == "data":
                 _data_table_check(obj)
                 bot_services.data_csv_sync(bot=bot, path=obj.key, data=_read(drive, obj))

@@ -1,0 +1,51 @@
+"""Bad files in a drive get a clear, specific error naming the file, and lose nothing: what was applied before
+stays, and a file is blamed only for what is wrong with it."""
+
+import io
+import zipfile
+
+import pytest
+from django_tenants.utils import schema_context
+
+from apps.bots.models import Bot, BotScript, BotTableRow
+from apps.bots.services import bot_deploy, package_limits
+from apps.drive.package import package_read_zip
+from apps.drive.services import drive_scan
+from apps.drive.storage import tenant_drive
+
+pytestmark = pytest.mark.django_db
+
+START = b'TALK "Hello"\n'
+
+
+def _deploy(files: dict[str, bytes], bot: str = "shop"):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path, data in files.items():
+            archive.writestr(f"{bot}.gbai/{path}", data)
+    buffer.seek(0)
+    return bot_deploy(package=package_read_zip(buffer, limits=package_limits()))
+
+
+def _shop() -> dict[str, bytes]:
+    return {"shop.gbdialog/start.bas": START, "shop.gbot/config.csv": b"name,value\nbot-name,Shop\n",
+            "shop.gbot/PROMPT.md": b"Be kind.", "shop.gbdata/products.csv": b"name\nrose\n"}
+
+
+def _state():
+    return (sorted(BotScript.objects.values_list("path", "source", "rejected_source")),
+            Bot.objects.get(name="shop").system_prompt,
+            sorted(str(d) for d in BotTableRow.objects.values_list("data", flat=True)))
+
+
+@pytest.mark.parametrize("path", ["shop.gbdialog/start.bas", "shop.gbot/PROMPT.md", "shop.gbdata/products.csv"])
+def test_a_nul_byte_in_a_text_file_is_refused_with_its_path_line_and_byte(canary_tenants, local_storage, path):
+    """A script, prompt or .gbdata table with a NUL byte failed at the INSERT: "internal error: DataError"."""
+    with schema_context(canary_tenants.a.schema_name):
+        assert _deploy(_shop()).errors == {}
+        before = _state()
+        key = f"shop.gbai/{path}"
+        tenant_drive().write(key, b"name\r\nro\x00se\n")
+        report = drive_scan()
+        assert report.failed == {key: f"{key} line 2: contains a NUL byte (byte 9 of the file)"}
+        assert _state() == before
