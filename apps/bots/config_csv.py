@@ -19,8 +19,9 @@ Failure modes it prevents:
   somebody else's job, never this module's.
 
 Choices at the spec's [GAP]s (§2.1): both `name,value` and `key,value` header lines are skipped (upstream
-stores `name` as a key); a duplicate key is reported as an issue, and the last occurrence still wins in
-`as_dict`, like upstream's upsert-per-line.
+stores `name` as a key); a duplicate key is an issue, so the file is refused like any other with one (upstream
+upserts line by line and the last silently wins: two values for one setting are most often an edit made to
+the wrong line, and which one the author meant is theirs to say).
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ def config_parse(data: bytes | str) -> ParsedConfig:
     """Parse the bytes (or text) of a config.csv into rows plus line-level issues (§2.1).
 
     Lines with an issue are left out of `rows`; every other line still parses, so one typo does not hide
-    the rest of the file. Duplicate keys are the exception: both rows are kept (last wins) and flagged.
+    the rest of the file. Duplicate keys are the exception: both rows are kept and the second is flagged.
     """
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
     if len(raw) > CONFIG_MAX_BYTES:
@@ -177,7 +178,8 @@ def config_parse(data: bytes | str) -> ParsedConfig:
             continue
         if key in first_line_of:
             issues.append(ConfigIssue(number, f"line {number}: duplicate key '{key}' (first set on line "
-                                              f"{first_line_of[key]}); the value on line {number} wins"))
+                                              f"{first_line_of[key]}); a key may be set once: remove one of "
+                                              f"the two lines"))
         else:
             first_line_of[key] = number
         rows.append(ConfigRow(line=number, key=key, value=value))

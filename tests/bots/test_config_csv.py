@@ -105,9 +105,10 @@ def test_parse_reports_key_and_value_over_their_limits():
     assert parsed.as_dict() == {"ok": "1"}
 
 
-def test_parse_reports_duplicate_key_naming_both_lines_and_last_wins():
+def test_parse_reports_duplicate_key_naming_both_lines():
     parsed = config_parse("llm-model,a\nbot-name,x\nllm-model,b\n")
-    assert messages(parsed) == ["line 3: duplicate key 'llm-model' (first set on line 1); the value on line 3 wins"]
+    assert messages(parsed) == ["line 3: duplicate key 'llm-model' (first set on line 1); a key may be set once: "
+                                "remove one of the two lines"]
     assert parsed.as_dict()["llm-model"] == "b"
 
 
