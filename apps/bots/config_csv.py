@@ -11,6 +11,9 @@ Failure modes it prevents:
 * An oversized or binary upload exhausting memory or the database: the file size is checked before
   anything is decoded, and keys/values have their own caps; NUL bytes and invalid UTF-8 are reported with
   their position instead of being stored.
+* A spreadsheet cell with line breaks (`"system-prompt","You are helpful,⏎friendly"`) read as several settings:
+  upstream reads the file line by line (§2.1), so its lines became settings (`friendly`); a quote left open on
+  its line is an issue naming the line that closes it, and those lines are not read as settings.
 * Two spellings of one setting diverging: the legacy v3 Title Case dialect (`Theme Color`, `Bot Name`)
   and today's kebab-case (`theme-color1`, `bot-name`) resolve through one canonical form.
 * Placeholders and developer-machine paths (`none`, `../models/x.gguf`) overriding a working default:
@@ -141,7 +144,10 @@ def config_parse(data: bytes | str) -> ParsedConfig:
     first_line_of: dict[str, int] = {}
     # bytes.splitlines() breaks only on \n, \r\n and \r, so a CRLF file and a LF file parse the same and no
     # Unicode line separator inside a value splits it (str.splitlines would).
-    for number, chunk in enumerate(raw.splitlines(keepends=True), start=1):
+    chunks = raw.splitlines(keepends=True)
+    closing: list[int] | None = None  # _closing_lines of the file, worked out when a line leaves a quote open
+    spanned_to = 0  # the last line of a key or value over several lines, refused with its first line
+    for number, chunk in enumerate(chunks, start=1):
         line_start = offset
         offset += len(chunk)
         line_bytes = chunk.rstrip(b"\r\n")
@@ -155,10 +161,25 @@ def config_parse(data: bytes | str) -> ParsedConfig:
             issues.append(ConfigIssue(number, f"line {number}: invalid UTF-8 at byte {exc.start + 1} of the line "
                                               f"(byte {line_start + exc.start + 1} of the file)"))
             continue
+        if number <= spanned_to:
+            continue  # read as part of the value its quote opened: not a setting of its own
         text = text.strip()
         if not text or text.startswith("#"):
             continue
         split = _key_value(text)
+        if isinstance(split, _OpenQuote):
+            if closing is None:
+                closing = _closing_lines([chunk.decode("utf-8", "replace") for chunk in chunks])
+            if closing[number - 1] < 0:
+                split = f"{split.what} opens a quote that is not closed"
+            else:
+                # Spreadsheets save a cell with line breaks so (`"system-prompt","You are helpful,⏎friendly"`). Read
+                # line by line, as upstream reads the file, it made up settings (`friendly`) from the value's lines.
+                spanned_to = closing[number - 1] + 1
+                noun = "key" if split.key is None else "value"
+                split = (f"{split.what} opens a quote that is closed only on line {spanned_to}: config.csv holds one "
+                         f"setting per line, so a {noun} over several lines (a spreadsheet cell with line breaks) is "
+                         f"not read; put it on one line")
         if isinstance(split, str):
             issues.append(ConfigIssue(number, f"line {number}: {split}"))
             continue
@@ -214,22 +235,46 @@ def _closing_quote(text: str) -> int:
     return end
 
 
-def _key_value(text: str) -> tuple[str, str] | str:
+@dataclass(frozen=True)
+class _OpenQuote:
+    """A key or value whose quote its line does not close; `what` names it ("the key", "the value of 'x'")."""
+
+    what: str
+    key: str | None = None
+
+
+def _closing_lines(lines: list[str]) -> list[int]:
+    """For each line (0-based index), the index of the first line after it that closes a quote left open before
+    that line (a `"` not doubled: `""` is a quote inside a quoted field), or -1. One pass from the end: a file of
+    lines that each leave a quote open costs no more than any other."""
+    found, after = [-1] * len(lines), -1
+    for index in range(len(lines) - 1, -1, -1):
+        found[index] = after
+        if _closing_quote('"' + lines[index]) >= 0:  # read from its start as the inside of a quoted field
+            after = index
+    return found
+
+
+def _key_value(text: str) -> tuple[str, str] | str | _OpenQuote:
     """(key, value) of a stripped line, or what is wrong with it. The key and the value may each be a CSV quoted
     field, as spreadsheets and `QUOTE_ALL` writers save them (`"llm-key","sk-live-123"`): read with their quotes
-    the setting was stored under a key nothing looks up (and one the console did not see as a secret's)."""
+    the setting was stored under a key nothing looks up (and one the console did not see as a secret's). A key or
+    value whose quote is not closed on the line is an _OpenQuote (the caller says where, if anywhere, it closes)."""
     if text.startswith('"'):
         end = _closing_quote(text)
         if end < 0:
-            return "the key opens a quote that is not closed"
+            return _OpenQuote("the key")
         key, rest = text[1:end].replace('""', '"'), text[end + 1:].lstrip()
         if not rest.startswith(","):
             return ("expected key,value (no comma found)" if not rest
                     else "unexpected text after the quoted key (expected a comma)")
-        return key.strip(), _unquote(rest[1:].strip())
-    if "," not in text:
+        key, value = key.strip(), rest[1:].strip()
+    elif "," not in text:
         return "expected key,value (no comma found)"
-    key, value = (part.strip() for part in text.split(",", 1))
+    else:
+        key, value = (part.strip() for part in text.split(",", 1))
+    if value.startswith('"') and _closing_quote(value) < 0:
+        return _OpenQuote(f"the value of '{key}'", key)
     return key, _unquote(value)
 
 
@@ -269,12 +314,22 @@ def config_text_masked(text: str) -> str:
     """config.csv text with every secret key's literal value replaced by SECRET_MASK, line by line as
     config_parse reads it (lines it would refuse are masked too: a refused line may still hold a secret)."""
     parts = _LINE_BREAK_RE.split(text)
-    for index in range(0, len(parts), 2):  # lines at even indexes, their breaks between
-        line = parts[index]
+    lines = parts[::2]  # lines at even indexes of parts, their breaks between
+    closing: list[int] | None = None
+    masked_to = -1  # the last line of a secret's value over several lines (a key pasted as a multi-line cell)
+    for number, line in enumerate(lines):
+        index = 2 * number
+        if number <= masked_to:
+            parts[index] = SECRET_MASK
+            continue
         # As config_parse reads it (quoted fields unquoted; a BOM before the first key, as a download decoded
         # with "utf-8" keeps it), else split at the first comma: a line it refuses may still hold a secret.
         split = _key_value(line.strip().lstrip(BOM_CHAR).strip())
-        if isinstance(split, str):
+        if isinstance(split, _OpenQuote) and split.key is not None and config_key_is_secret(split.key):
+            # Its lines up to the closing quote hold the secret too (never closed: the rest of the file may).
+            closing = closing if closing is not None else _closing_lines(lines)
+            masked_to = closing[number] if closing[number] >= 0 else len(lines)
+        if isinstance(split, str | _OpenQuote):
             key, comma, value = line.partition(",")
             if not comma:
                 continue
