@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -255,6 +256,8 @@ def _process(drive, bot: Bot, obj: DriveObject, report: ScanReport, *, defer_sch
     except DriveObjectTooLarge as exc:
         _failed(obj, f"{obj.key}: {exc.size} bytes; the limit for {KIND_LABELS[obj.kind]} is {exc.max_bytes} "
                      f"bytes (not read)", report)
+    except SoftTimeLimitExceeded:  # the task's time limit, not a fault of this file: the task reports it
+        raise
     except Exception as exc:  # noqa: BLE001 - one bad file must not stop the scan of the others
         logger.exception("drive object processing failed", extra={"key": obj.key})
         _failed(obj, f"internal error: {type(exc).__name__}", report)

@@ -9,6 +9,7 @@ from django_tenants.utils import schema_context
 
 from apps.bots.models import Bot, BotScript, BotTableRow
 from apps.bots.services import bot_deploy, package_limits
+from apps.drive.models import DriveObject
 from apps.drive.package import package_read_zip
 from apps.drive.services import drive_scan
 from apps.drive.storage import tenant_drive
@@ -49,3 +50,29 @@ def test_a_nul_byte_in_a_text_file_is_refused_with_its_path_line_and_byte(canary
         report = drive_scan()
         assert report.failed == {key: f"{key} line 2: contains a NUL byte (byte 9 of the file)"}
         assert _state() == before
+
+
+def test_the_tasks_time_limit_stops_the_scan_and_blames_no_file(canary_tenants, local_storage, monkeypatch):
+    """Celery's SoftTimeLimitExceeded was caught as the file's failure ("internal error", a step towards parking
+    it) and the scan went on until the hard kill."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from apps.bots import services as bot_services
+
+    with schema_context(canary_tenants.a.schema_name):
+        assert _deploy(_shop()).errors == {}
+        drive = tenant_drive()
+        drive.write("shop.gbai/shop.gbdialog/a.bas", b'TALK "a"\n')
+        drive.write("shop.gbai/shop.gbdialog/b.bas", b'TALK "b"\n')
+        synced = []
+
+        def out_of_time(*, bot, path, data):
+            synced.append(path)
+            raise SoftTimeLimitExceeded()
+
+        monkeypatch.setattr(bot_services, "script_sync", out_of_time)
+        with pytest.raises(SoftTimeLimitExceeded):
+            drive_scan()
+        assert synced == ["shop.gbai/shop.gbdialog/a.bas"]  # the scan stopped there
+        row = DriveObject.objects.get(key="shop.gbai/shop.gbdialog/a.bas")
+        assert (row.fail_count, row.last_error) == (0, "")
