@@ -251,8 +251,10 @@ def _process(drive, bot: Bot, obj: DriveObject, report: ScanReport, *, defer_sch
         if defer_schedule_limit:
             return False
         _failed(obj, str(exc), report)
-    except (bot_services.BotFileError, FileNotFoundError) as exc:
+    except bot_services.BotFileError as exc:
         _failed(obj, str(exc), report)
+    except FileNotFoundError:
+        _vanished(obj, report)
     except DriveObjectTooLarge as exc:
         _failed(obj, f"{obj.key}: {exc.size} bytes; the limit for {KIND_LABELS[obj.kind]} is {exc.max_bytes} "
                      f"bytes (not read)", report)
@@ -274,6 +276,15 @@ def _process(drive, bot: Bot, obj: DriveObject, report: ScanReport, *, defer_sch
 def _read(drive, obj: DriveObject) -> bytes:
     """The file's content, at most its kind's KIND_MAX_BYTES (DriveObjectTooLarge from its size, unread)."""
     return drive.read(obj.key, max_bytes=KIND_MAX_BYTES[obj.kind])
+
+
+def _vanished(obj: DriveObject, report: ScanReport) -> None:
+    """The file went between the listing and its read: said so (the error's text named the file's path on the
+    server) and not counted as its failure, nothing of it applied; the next scan, not listing it, removes it."""
+    obj.last_error = f"{obj.key} was removed while the scan read it"
+    obj.processed_etag = ""
+    obj.save(update_fields=["last_error", "processed_etag", "updated_at"])
+    report.failed[obj.key] = obj.last_error
 
 
 def _failed(obj: DriveObject, message: str, report: ScanReport) -> None:

@@ -2,6 +2,7 @@
 stays, and a file is blamed only for what is wrong with it."""
 
 import io
+import uuid
 import zipfile
 
 import pytest
@@ -76,3 +77,45 @@ def test_the_tasks_time_limit_stops_the_scan_and_blames_no_file(canary_tenants, 
         assert synced == ["shop.gbai/shop.gbdialog/a.bas"]  # the scan stopped there
         row = DriveObject.objects.get(key="shop.gbai/shop.gbdialog/a.bas")
         assert (row.fail_count, row.last_error) == (0, "")
+
+
+@pytest.fixture(params=["local", "s3"])
+def storage(request, settings, tmp_path):
+    """An empty drive of local files, or a fresh bucket on the real S3 server."""
+    settings.MEDIA_ROOT, settings.QDRANT_URL = tmp_path / "media", ""
+    if request.param == "s3":
+        server = request.getfixturevalue("s3_server")
+        settings.S3_ENDPOINT_URL, settings.S3_REGION = server.endpoint_url, server.region
+        settings.S3_ACCESS_KEY, settings.S3_SECRET_KEY = server.access_key, server.secret_key
+        settings.S3_BUCKET = f"t-{uuid.uuid4().hex[:12]}"
+    else:
+        settings.S3_ACCESS_KEY = ""
+    return request.param
+
+
+def test_a_file_removed_between_listing_and_reading_is_said_so_without_a_server_path(canary_tenants, storage,
+                                                                                    settings):
+    """The error stored and shown was str(FileNotFoundError): the file's absolute path on the server, counted as
+    the file's failure."""
+    with schema_context(canary_tenants.a.schema_name):
+        assert _deploy(_shop()).errors == {}
+        key = "shop.gbai/shop.gbdialog/late.bas"
+        drive = tenant_drive()
+        drive.write(key, b'TALK "late"\n')
+        real_read = type(drive).read
+
+        def removed_first(self, key_, *, max_bytes=None):
+            if key_ == key:
+                self.delete(key_)
+            return real_read(self, key_, max_bytes=max_bytes)
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(type(drive), "read", removed_first)
+            report = drive_scan()
+        assert report.failed == {key: f"{key} was removed while the scan read it"}
+        assert str(settings.MEDIA_ROOT) not in str(list(DriveObject.objects.values_list("last_error", flat=True)))
+        row = DriveObject.objects.get(key=key)
+        assert row.fail_count == 0 and row.last_error == report.failed[key]
+        assert not BotScript.objects.filter(path=key).exists()
+        later = drive_scan()
+        assert later.removed == [key] and later.failed == {}
