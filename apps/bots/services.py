@@ -26,7 +26,7 @@ from apps.bots.config_csv import config_lookup, config_parse, nul_byte_issue
 from apps.bots.models import Bot, BotConfig, BotMemory, BotSchedule, BotScript, BotTableRow
 from apps.bots.selectors import bot_config_values
 from apps.core.locks import tenant_xact_lock
-from apps.drive.backends import DriveObjectTooLarge
+from apps.drive.backends import DriveObjectTooLarge, drive_error_text
 from apps.drive.package import Package, PackageLimits
 from apps.drive.storage import package_root, tenant_drive
 
@@ -515,7 +515,7 @@ def _package_backup(drive, package: Package, root: str, old: dict, in_the_way: s
         except Exception as exc:  # noqa: BLE001 - any drive failure (permissions, S3 errors) is answered
             logger.exception("deploy backup read failed", extra={"key": key})
             raise BotDeployError(f"the drive could not read the previous '{key[len(root):]}' to keep it "
-                                 f"({type(exc).__name__}: {str(exc)[:300]}); nothing was written, the previous "
+                                 f"({drive_error_text(exc)}); nothing was written, the previous "
                                  f"package is unchanged", status=503) from exc
         remaining -= len(saved[key])
     return saved, unsaved
@@ -542,7 +542,7 @@ def _package_replace(drive, package: Package, root: str, old: dict, in_the_way: 
         restored = ("the previous files were put back" if not missing else
                     f"the previous files were put back except {', '.join(k[len(root):] for k in missing[:20])}")
         raise BotDeployError(
-            f"the drive refused '{current[len(root):]}' ({type(exc).__name__}: {str(exc)[:300]}); nothing was "
+            f"the drive refused '{current[len(root):]}' ({drive_error_text(exc)}); nothing was "
             f"deployed and {restored}", status=503) from exc
 
 
@@ -557,7 +557,7 @@ def _stale_delete(drive, root: str, keys: list[str]) -> None:
         except Exception as exc:  # noqa: BLE001 - any drive failure is answered, the other deletes still tried
             logger.exception("deploy stale delete failed", extra={"key": key})
             refused.append(key[len(root):])
-            cause = cause or f"{type(exc).__name__}: {str(exc)[:300]}"
+            cause = cause or drive_error_text(exc)
     if refused:
         raise BotDeployError(
             f"the new package is in place, but the drive refused to remove {len(refused)} file(s) of the previous "

@@ -122,6 +122,23 @@ def _read_bounded(file, key: str, size: int, max_bytes: int | None) -> bytes:
     return data
 
 
+_URL_RE = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s\"']+")
+
+
+def drive_error_detail(exc: BaseException) -> str:
+    """What a drive failure says, fit to show a tenant: an OSError's reason without its file names (a LocalDrive's
+    absolute paths on the server: `[Errno 13] Permission denied: '/srv/media/tenants/...'`), other errors' text
+    without URLs (the S3 endpoint botocore names), at most 300 characters."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror[:300]
+    return _URL_RE.sub("<storage endpoint>", str(exc))[:300]
+
+
+def drive_error_text(exc: BaseException) -> str:
+    """`Type: reason` of a drive failure (drive_error_detail), as deploy errors show it."""
+    return f"{type(exc).__name__}: {drive_error_detail(exc)}"
+
+
 class DriveKeyError(ValueError):
     """A key that could name something outside the drive's root, or that no backend can store as given."""
 

@@ -20,7 +20,7 @@ from django.db.models import F, Q
 
 from apps.bots.selectors import bot_config_values
 from apps.core.locks import tenant_lock_try
-from apps.drive.backends import DriveObjectTooLarge
+from apps.drive.backends import DriveObjectTooLarge, drive_error_detail
 from apps.drive.storage import tenant_drive
 from apps.kb.chunking import DEFAULT_MAX_CHUNKS, chunk_document, chunk_settings_from_config, document_text
 from apps.kb.embeddings import EmbeddingConfigError, EmbeddingError, embedding_provider_for
@@ -94,7 +94,8 @@ def index_failure_message(exc: BaseException) -> str:
     """What a document shows when a run raised: the real reason, for the console (and its retry button)."""
     if isinstance(exc, EmbeddingError):
         return f"embedding failed: {exc}"[:MAX_ERROR_CHARS]
-    return f"indexing failed ({type(exc).__name__}): {str(exc)[:300] or 'no details'}"[:MAX_ERROR_CHARS]
+    # Without the server's file paths (a drive read refused) or service URLs: the tenant's console shows it.
+    return f"indexing failed ({type(exc).__name__}): {drive_error_detail(exc) or 'no details'}"[:MAX_ERROR_CHARS]
 
 
 def document_index_retrying(*, document_id: int, etag: str, message: str) -> None:

@@ -324,7 +324,7 @@ def test_an_old_file_the_drive_refuses_to_remove_is_a_clear_error_saying_the_new
     assert response.status_code == 503
     assert response.json()["error"] == (
         "the new package is in place, but the drive refused to remove 1 file(s) of the previous one "
-        "(shop.gbkb/faq/old.md; PermissionError: [Errno 13] Permission denied); they stay in the drive and the "
+        "(shop.gbkb/faq/old.md; PermissionError: Permission denied); they stay in the drive and the "
         "next scan applies them with the new package: delete them, or deploy again")
     files = _bot_state(schema)[0]
     assert files["shop.gbai/shop.gbdialog/a.bas"] == b'TALK "a2"\n' and "shop.gbai/shop.gbdialog/c.bas" in files

@@ -119,3 +119,47 @@ def test_a_file_removed_between_listing_and_reading_is_said_so_without_a_server_
         assert not BotScript.objects.filter(path=key).exists()
         later = drive_scan()
         assert later.removed == [key] and later.failed == {}
+
+
+def test_deploy_errors_name_no_path_or_address_of_the_server(canary_tenants, local_storage, monkeypatch):
+    """The drive's refusals reached the tenant as str(exc): `[Errno 21] Is a directory: '/srv/.../b.bas'`, and the
+    same for reads and deletes (and KB indexing), with the server's paths."""
+    from apps.bots.services import BotDeployError
+    from apps.drive.backends import LocalDrive
+
+    with schema_context(canary_tenants.a.schema_name):
+        assert _deploy({**_shop(), "shop.gbkb/old.md": b"# old\n"}).errors == {}
+        # A real refusal: a folder left by a crashed write (holding only a temporary file) where b.bas goes.
+        obstacle = tenant_drive().root / "shop.gbai/shop.gbdialog/b.bas"
+        obstacle.mkdir()
+        (obstacle / ".drive-tmp-crashed").write_bytes(b"")
+        with pytest.raises(BotDeployError) as refused:
+            _deploy({**_shop(), "shop.gbdialog/b.bas": START})
+        assert str(refused.value) == ("the drive refused 'shop.gbdialog/b.bas' (IsADirectoryError: Is a directory); "
+                                      "nothing was deployed and the previous files were put back")
+        obstacle.joinpath(".drive-tmp-crashed").unlink()
+        obstacle.rmdir()
+
+        def denied(self, key, *args, **kwargs):
+            raise PermissionError(13, "Permission denied", str(self._path(key)))
+
+        monkeypatch.setattr(LocalDrive, "delete", denied)
+        with pytest.raises(BotDeployError) as refused:
+            _deploy(_shop())  # without old.md, which the drive refuses to remove
+        assert "(shop.gbkb/old.md; PermissionError: Permission denied)" in str(refused.value)
+        monkeypatch.setattr(LocalDrive, "read", denied)
+        with pytest.raises(BotDeployError) as refused:
+            _deploy({**_shop(), "shop.gbdialog/start.bas": b'TALK "changed"\n'})
+        assert "(PermissionError: Permission denied); nothing was written" in str(refused.value)
+        assert str(local_storage) not in str(refused.value)
+
+
+def test_kb_indexing_errors_name_no_path_or_address_of_the_server():
+    from botocore.exceptions import EndpointConnectionError
+
+    from apps.kb.indexing import index_failure_message
+
+    assert index_failure_message(PermissionError(13, "Permission denied", "/srv/media/tenants/a/x.md")) == (
+        "indexing failed (PermissionError): Permission denied")
+    assert index_failure_message(EndpointConnectionError(endpoint_url="http://seaweed.internal:8333/b/x.md")) == (
+        "indexing failed (EndpointConnectionError): Could not connect to the endpoint URL: \"<storage endpoint>\"")
