@@ -21,7 +21,7 @@ from apps.bots.models import Bot, BotScript, BotTableRow
 from apps.bots.selectors import bot_config_values
 from apps.bots.services import TABLE_ROWS_MAX, bot_table_lock
 from apps.core.wire import contains_nul
-from apps.drive.backends import DriveKeyError, DriveObjectTooLarge
+from apps.drive.backends import DriveKeyError, DriveObjectTooLarge, drive_key_validate
 from apps.drive.storage import package_root, tenant_drive
 
 # FIND returns at most this many rows, as upstream's LIMIT 10 does.
@@ -198,7 +198,10 @@ class BotHost(Host):
         relative = str(path).strip().strip("/")
         if not relative or ".." in relative.split("/"):
             raise HostError(f"file path {path!r} must be relative to the bot's drive, without '..'")
-        return self._drive_root() + relative
+        try:  # the drive's own rules (control characters, names it keeps for itself): the script's error
+            return drive_key_validate(self._drive_root() + relative)
+        except DriveKeyError as exc:
+            raise HostError(str(exc)) from None
 
     def read_file(self, path: str) -> object:
         try:

@@ -7,7 +7,8 @@ module only guarantees that a backend never reaches outside the root it was give
 
 Failure modes it prevents:
 - Path traversal out of a tenant's root: every key goes through `drive_key_validate` (no absolute paths,
-  no `..`, no backslashes or control characters, no empty segments, bounded length) in every method of
+  no `..`, no backslashes or control characters, no empty segments, bounded length, no name starting with
+  LOCAL_TEMP_PREFIX, which LocalDrive listings skip) in every method of
   both backends, and LocalDrive refuses any path that resolves outside its root or through a symbolic
   link (a link planted in one tenant's folder must not expose another tenant's files).
 - Re-hashing unchanged files on every scan: the DriveMonitor lists each tenant every few seconds;
@@ -173,6 +174,11 @@ def drive_key_validate(key: str) -> str:
             raise DriveKeyError(f"drive key {key!r} contains a {segment!r} segment")
         if len(segment.encode("utf-8")) > DRIVE_SEGMENT_MAX_BYTES:
             raise DriveKeyError(f"drive key {key!r} has a segment longer than {DRIVE_SEGMENT_MAX_BYTES} bytes")
+        if segment.startswith(LOCAL_TEMP_PREFIX):
+            # A LocalDrive's listing skips such names (its writes in flight): stored, the file was never listed,
+            # so never processed, and on S3 it was. Refused on both, so a package behaves the same on either.
+            raise DriveKeyError(f"drive key {key!r} has a name starting with {LOCAL_TEMP_PREFIX!r}, which the drive "
+                                f"keeps for its temporary files; rename it")
     return key
 
 

@@ -163,3 +163,33 @@ def test_kb_indexing_errors_name_no_path_or_address_of_the_server():
         "indexing failed (PermissionError): Permission denied")
     assert index_failure_message(EndpointConnectionError(endpoint_url="http://seaweed.internal:8333/b/x.md")) == (
         "indexing failed (EndpointConnectionError): Could not connect to the endpoint URL: \"<storage endpoint>\"")
+
+
+@pytest.mark.parametrize("name", ["shop.gbdialog/.drive-tmp-tool.bas", "shop.gbkb/.drive-tmp-faq/hours.md"])
+def test_a_package_file_named_like_the_drives_temporary_files_is_refused_naming_it(name):
+    """Written, such a file was never listed on a local drive (its listing skips the drive's writes in flight):
+    never processed, and never shown."""
+    from apps.drive.package import PackageError
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("shop.gbai/shop.gbdialog/start.bas", START)
+        archive.writestr(f"shop.gbai/{name}", START)
+    buffer.seek(0)
+    with pytest.raises(PackageError) as refused:
+        package_read_zip(buffer, limits=package_limits())
+    assert str(refused.value).startswith(f"entry '{name}' cannot be stored in the drive: ")
+    assert "starting with '.drive-tmp-', which the drive keeps for its temporary files; rename it" in str(
+        refused.value)
+
+
+def test_a_script_cannot_write_a_file_the_drive_would_not_list(canary_tenants, local_storage):
+    from apps.basic.vm import run_source
+    from apps.bots.host import BotHost
+
+    with schema_context(canary_tenants.a.schema_name):
+        bot = Bot.objects.create(name="shop")
+        result = run_source('WRITE "hello" TO "notes/.drive-tmp-a.txt"', BotHost(bot))
+        assert result.status == "error" and "'.drive-tmp-'" in result.error["message"], result.error
+        tenant_root = local_storage / "tenants" / canary_tenants.a.schema_name
+        assert not (tenant_root / "shop.gbai/shop.gbdrive/notes/.drive-tmp-a.txt").exists()
