@@ -320,7 +320,7 @@ def config_text_masked(text: str) -> str:
     for number, line in enumerate(lines):
         index = 2 * number
         if number <= masked_to:
-            parts[index] = SECRET_MASK
+            parts[index] = SECRET_MASK if line.strip() else line  # a blank line holds nothing to hide
             continue
         # As config_parse reads it (quoted fields unquoted; a BOM before the first key, as a download decoded
         # with "utf-8" keeps it), else split at the first comma: a line it refuses may still hold a secret.
