@@ -49,7 +49,9 @@ def test_a_nul_byte_in_a_text_file_is_refused_with_its_path_line_and_byte(canary
         key = f"shop.gbai/{path}"
         tenant_drive().write(key, b"name\r\nro\x00se\n")
         report = drive_scan()
-        assert report.failed == {key: f"{key} line 2: contains a NUL byte (byte 9 of the file)"}
+        # A table's refusal also says what it keeps (the DriveMonitor's wording for every refused .gbdata CSV).
+        kept = " (not imported: the table 'products.csv' keeps its previous 1 row)" if path.endswith(".csv") else ""
+        assert report.failed == {key: f"{key} line 2: contains a NUL byte (byte 9 of the file){kept}"}
         assert _state() == before
 
 
