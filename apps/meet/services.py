@@ -24,6 +24,7 @@ import binascii
 import hashlib
 import logging
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -69,7 +70,7 @@ logger = logging.getLogger(__name__)
 # fresh tokens itself. Fifteen minutes covers opening the page and granting camera access, and a token
 # that leaks (a copied URL, a log) is useless soon after.
 JOIN_TOKEN_TTL = timedelta(minutes=15)
-# An invite link sent with a booking must still work on the day of the meeting.
+# An invite to a room opened ad hoc (console, START MEET) works for this long after it was made.
 INVITE_TTL_S = 14 * 24 * 3600
 INVITE_SALT = "apps.meet.invite"
 # Display names shown to other participants: a name, not a paragraph.
@@ -78,6 +79,15 @@ ROOM_TITLE_MAX = 200
 # BOOK duration bounds (minutes): a meeting of zero minutes or of several days is a typo.
 BOOK_DEFAULT_MINUTES = 60
 BOOK_MAX_MINUTES = 24 * 60
+# An invite link sent with a booking must still work on the day of the meeting: it works until the meeting's
+# end plus this margin (a meeting that runs over, someone rejoining), and never for less than INVITE_TTL_S.
+BOOK_INVITE_MARGIN = timedelta(days=1)
+# How far ahead BOOK takes a start: its invites live until the meeting, so an unbounded start (a typo'd year)
+# would make a link that opens the room for years.
+BOOK_MAX_AHEAD = timedelta(days=366)
+# No invite is accepted once older than this, whatever expiry it carries: one made when booking a meeting
+# BOOK_MAX_AHEAD away, lasting BOOK_MAX_MINUTES, plus the margin.
+INVITE_MAX_AGE_S = int((BOOK_MAX_AHEAD + timedelta(minutes=BOOK_MAX_MINUTES) + BOOK_INVITE_MARGIN).total_seconds())
 # Room names BOOK derives from a title: a readable slug plus random hex so two bookings never collide.
 BOOK_SLUG_MAX = 40
 BOOK_SUFFIX_BYTES = 3
@@ -291,19 +301,52 @@ def _generation(room: Room) -> int:
         return 0
 
 
+def _booking_end(room: Room) -> datetime | None:
+    """When the meeting booked in the room (BOOK) ends; None for a room without a booking or a start."""
+    booking = (room.metadata or {}).get("booking")
+    if not isinstance(booking, dict) or not booking.get("start"):
+        return None
+    try:
+        start = datetime.fromisoformat(str(booking["start"]))
+        minutes = int(booking.get("duration_min") or BOOK_DEFAULT_MINUTES)
+    except (TypeError, ValueError):
+        return None
+    if timezone.is_naive(start):
+        start = timezone.make_aware(start)
+    return start + timedelta(minutes=minutes)
+
+
 def invite_create(*, room: Room) -> str:
-    return signing.dumps({"s": _schema(), "r": room.name, "i": room.pk, "g": _generation(room)}, salt=INVITE_SALT,
-                         compress=True)
+    """A signed invite to `room`. One to a booked meeting carries its expiry ("e", Unix seconds): the meeting's
+    end plus BOOK_INVITE_MARGIN when that is later than INVITE_TTL_S from now; signed, so no client moves it."""
+    data = {"s": _schema(), "r": room.name, "i": room.pk, "g": _generation(room)}
+    end = _booking_end(room)
+    if end is not None:
+        now = time.time()
+        expires = max(now + INVITE_TTL_S, (end + BOOK_INVITE_MARGIN).timestamp())
+        data["e"] = int(min(expires, now + INVITE_MAX_AGE_S))
+    return signing.dumps(data, salt=INVITE_SALT, compress=True)
 
 
 def invite_valid(*, room: Room, invite: str) -> bool:
     """Signed for this tenant's room, not expired, and made during the room's current opening: a closed room
-    refuses every join, and reopening it (START MEET) does not bring its earlier invites back."""
+    refuses every join, and reopening it (START MEET) does not bring its earlier invites back.
+
+    Expired: past the expiry it carries (a booked meeting's), else INVITE_TTL_S after it was made; and in any
+    case once older than INVITE_MAX_AGE_S."""
     try:
-        data = signing.loads(invite, salt=INVITE_SALT, max_age=INVITE_TTL_S)
+        data = signing.loads(invite, salt=INVITE_SALT, max_age=INVITE_MAX_AGE_S)
     except signing.BadSignature:  # includes SignatureExpired
         return False
     if not isinstance(data, dict):
+        return False
+    expires = data.get("e")
+    if expires is None:
+        try:
+            signing.loads(invite, salt=INVITE_SALT, max_age=INVITE_TTL_S)
+        except signing.BadSignature:
+            return False
+    elif type(expires) is not int or time.time() > expires:
         return False
     made = {"s": data.get("s"), "r": data.get("r"), "i": data.get("i"), "g": data.get("g", 0)}
     return made == {"s": _schema(), "r": room.name, "i": room.pk, "g": _generation(room)}
@@ -426,6 +469,9 @@ def meeting_book(
     if not title_text:
         raise MeetError("a meeting needs a title")
     moment, minutes = _book_start(start), _book_minutes(duration_min)
+    if moment is not None and moment - timezone.now() > BOOK_MAX_AHEAD:
+        raise MeetError(f"start {moment.isoformat()} is too far ahead: BOOK takes meetings up to "
+                        f"{BOOK_MAX_AHEAD.days} days from now")
     slug = slugify(title_text)[:BOOK_SLUG_MAX].strip("-_") or "meeting"
     name = f"{slug}-{secrets.token_hex(BOOK_SUFFIX_BYTES)}"
     booking = {
