@@ -23,6 +23,7 @@ import base64
 import binascii
 import hashlib
 import logging
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from django_tenants.utils import get_public_schema_name, schema_context
 from google.protobuf.json_format import MessageToDict, ParseError
 from livekit import api as lk
 
+from apps.core.wire import NUL_REPLACEMENT, nul_replaced
 from apps.drive.backends import DriveKeyError, drive_key_validate
 from apps.meet.livekit import (
     LIVEKIT_EMPTY_TIMEOUT_S,
@@ -75,6 +77,9 @@ INVITE_TTL_S = 14 * 24 * 3600
 INVITE_SALT = "apps.meet.invite"
 # Display names shown to other participants: a name, not a paragraph.
 PARTICIPANT_NAME_MAX = 80
+# What a display name never shows: C0 and C1 controls (NUL among them, which PostgreSQL stores in no text) and
+# the bidirectional embeddings, overrides, isolates and marks, with which "Eve\u202eevil" reads as another name.
+_NAME_INVISIBLE_RE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 ROOM_TITLE_MAX = 200
 # BOOK duration bounds (minutes): a meeting of zero minutes or of several days is a typo.
 BOOK_DEFAULT_MINUTES = 60
@@ -372,6 +377,13 @@ def room_join_url(*, room: Room, invite: bool = True) -> str:
 # --- join tokens --------------------------------------------------------------------------------------
 
 
+def display_name_clean(value: object) -> str:
+    """A display name as other participants see it: whitespace (tabs, line breaks) collapsed to single spaces,
+    control and bidi override/isolate/mark characters removed; "" when nothing visible is left."""
+    spaced = " ".join(str(value or "").split())
+    return " ".join(_NAME_INVISIBLE_RE.sub("", spaced).split())
+
+
 def join_token_mint(*, room: Room, role: MeetRole, user=None, guest_name: str = "") -> JoinToken:
     """A LiveKit access token for one participant of `room`, with the grants of `role`."""
     if not room.is_open:
@@ -380,10 +392,13 @@ def join_token_mint(*, room: Room, role: MeetRole, user=None, guest_name: str = 
         raise MeetError("video is not configured on this server", status=503)
     if user is not None and getattr(user, "is_authenticated", False):
         identity = f"user-{user.pk}"
-        name = (user.get_full_name() or user.get_username()).strip()
+        name = display_name_clean(user.get_full_name()) or display_name_clean(user.get_username()) or identity
     else:
-        guest_name = " ".join((guest_name or "").split())
+        raw, guest_name = guest_name or "", display_name_clean(guest_name)
         if not guest_name:
+            if raw.strip():
+                raise MeetError("the display name has no visible characters (control and text-direction "
+                                "characters are removed); a guest needs a visible display name")
             raise MeetError("a guest needs a display name")
         if len(guest_name) > PARTICIPANT_NAME_MAX:
             raise MeetError(f"display name is {len(guest_name)} characters; the limit is {PARTICIPANT_NAME_MAX}")
@@ -580,6 +595,12 @@ def _ns(nanoseconds: int) -> datetime | None:
     return _ts(nanoseconds // 1_000_000_000) if nanoseconds else None
 
 
+def _text(value: str) -> str:
+    """LiveKit's text as PostgreSQL stores it: NUL (which no text column or jsonb holds) as U+FFFD. A signed
+    event names whatever a token carried; it is recorded, not lost to a database error."""
+    return value.replace("\x00", NUL_REPLACEMENT)
+
+
 def _webhook_record(event: lk.WebhookEvent, event_id: str, room_name: str, schema: str) -> str:
     occurred = _ts(event.created_at)
     with transaction.atomic():
@@ -587,8 +608,8 @@ def _webhook_record(event: lk.WebhookEvent, event_id: str, room_name: str, schem
         try:
             with transaction.atomic():  # savepoint: a concurrent redelivery loses the race on the unique id
                 record = WebhookEvent.objects.create(
-                    event_id=event_id[:128], event=event.event[:40], room=room, room_name=room_name,
-                    occurred_at=occurred, payload=MessageToDict(event),
+                    event_id=_text(event_id)[:128], event=_text(event.event)[:40], room=room, room_name=room_name,
+                    occurred_at=occurred, payload=nul_replaced(MessageToDict(event)),
                 )
         except IntegrityError:
             return "duplicate"
@@ -611,7 +632,7 @@ def _webhook_record(event: lk.WebhookEvent, event_id: str, room_name: str, schem
             ParticipantEvent.objects.create(
                 room=room, webhook_event=record,
                 kind=ParticipantEvent.Kind.JOINED if kind == "participant_joined" else ParticipantEvent.Kind.LEFT,
-                identity=p.identity[:255], name=p.name[:255], participant_sid=p.sid[:64],
+                identity=_text(p.identity)[:255], name=_text(p.name)[:255], participant_sid=_text(p.sid)[:64],
                 occurred_at=occurred or timezone.now(),
             )
         elif kind in {"egress_started", "egress_updated", "egress_ended"} and event.HasField("egress_info"):
@@ -627,15 +648,16 @@ _EGRESS_STATUS = {
 
 
 def _recording_update(room: Room, info, schema: str) -> None:
-    recording, _ = Recording.objects.select_for_update().get_or_create(egress_id=info.egress_id[:64], room=room)
+    recording, _ = Recording.objects.select_for_update().get_or_create(egress_id=_text(info.egress_id)[:64],
+                                                                       room=room)
     recording.status = _EGRESS_STATUS.get(info.status, Recording.Status.STARTING)
     recording.started_at = _ns(info.started_at) or recording.started_at
     recording.ended_at = _ns(info.ended_at) or recording.ended_at
-    recording.error = info.error or ""
+    recording.error = _text(info.error or "")
     files = list(info.file_results) or ([info.file] if info.HasField("file") else [])
     if files:
         last = files[-1]
-        location = last.location or last.filename
+        location = _text(last.location or last.filename)
         drive_key = recording_drive_key(location=location, schema=schema)
         recording.drive_key = drive_key or ""
         recording.external_location = "" if drive_key else location[:2048]
