@@ -55,6 +55,11 @@ WAIT_RESUME_GRACE = timedelta(minutes=2)
 # After Redis lost every queued resume, a tenant with thousands of visitors at a WAIT must not put thousands of
 # turns on `jobs` at once ahead of every other tenant's scheduled runs.
 WAIT_SWEEP_BATCH = 100
+# A WAIT overdue this long is not resumed but given up (its due time cleared; the dialog stays where it is, as
+# before the sweep existed): the sweep runs every minute and moves the due time of what it queues, so only a
+# platform whose beat was stopped for this long meets one, and resuming a conversation of a day ago would append
+# bot messages to it out of the blue and bring it to the top of the console's list.
+WAIT_RESUME_MAX_OVERDUE = timedelta(days=1)
 
 logger = logging.getLogger(__name__)
 
@@ -237,6 +242,10 @@ def waits_requeue_lost(*, now: datetime | None = None) -> int:
 
     now = now or timezone.now()
     cutoff = now - WAIT_RESUME_GRACE
+    given_up = ChatSession.objects.filter(wait_due_at__lt=now - WAIT_RESUME_MAX_OVERDUE).update(wait_due_at=None)
+    if given_up:
+        logger.warning("chat: gave up the resume of %d dialog(s) at a WAIT overdue by more than %s", given_up,
+                       WAIT_RESUME_MAX_OVERDUE)
     overdue = list(ChatSession.objects.filter(wait_due_at__lt=cutoff).order_by("wait_due_at")
                    .values_list("pk", "state__dialog__kind", "state__dialog__token")[:WAIT_SWEEP_BATCH])
     # Not at a WAIT after all (never expected: a turn clears the column with the dialog): nothing to resume.

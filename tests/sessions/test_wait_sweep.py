@@ -194,3 +194,73 @@ def test_a_sweep_queues_a_bounded_batch_per_tenant_longest_overdue_first(chat_te
         assert dialog["kind"] == "wait" and due is not None  # its grace not over: its own resume may still come
     finally:
         in_schema(schema, _bot_delete, bot)
+
+
+def _age(session_id: str, delta: timedelta) -> None:
+    """The session's last activity and WAIT were `delta` ago."""
+    from django.db.models import F
+
+    from apps.sessions.models import ChatSession
+
+    assert ChatSession.objects.filter(pk=session_id).update(
+        last_activity=F("last_activity") - delta, wait_due_at=F("wait_due_at") - delta) == 1
+
+
+def test_a_wait_overdue_by_more_than_the_limit_is_given_up_not_resumed(chat_tenant):
+    """A conversation of days ago (beat stopped that long) is not continued out of the blue: its due time is
+    cleared and nothing is queued; a WAIT overdue within the limit is still resumed."""
+    from apps.sessions import services
+
+    schema, bot = chat_tenant.schema_name, "waitstale"
+    in_schema(schema, _bot_create, bot)
+    try:
+        stale, lost = in_schema(schema, _session_at_wait, bot), in_schema(schema, _session_at_wait, bot)
+        for session_id in (stale, lost):
+            [message] = _resume_messages(session_id)
+            _lose(message)
+        in_schema(schema, _age, stale, services.WAIT_RESUME_MAX_OVERDUE + timedelta(minutes=5))
+        in_schema(schema, _age, lost, services.WAIT_RESUME_GRACE + timedelta(minutes=5))
+
+        assert in_schema(schema, services.waits_requeue_lost) == 1
+        assert not _resume_messages(stale) and len(_resume_messages(lost)) == 1
+        texts, dialog, due = in_schema(schema, _transcript, stale)
+        assert texts == ["one"] and dialog["kind"] == "wait" and due is None
+        assert in_schema(schema, services.waits_requeue_lost) == 0  # given up once, not again
+        for raw in _resume_messages(lost):
+            _lose(raw)
+    finally:
+        in_schema(schema, _bot_delete, bot)
+
+
+def test_the_migration_backfills_the_due_time_of_recent_waits_only(chat_tenant):
+    """Dialogs at a WAIT when the column came get a due time (the latest their WAIT can end) if their session was
+    active in the last day; a WAIT lost months ago stays as it was instead of being resumed after the deploy."""
+    import importlib
+
+    from django.apps import apps
+
+    backfill = importlib.import_module("apps.sessions.migrations.0006_chatsession_wait_due_backfill")
+    schema, bot = chat_tenant.schema_name, "waitfill"
+
+    def run() -> tuple:
+        from django.db.models import F
+
+        from apps.sessions.models import ChatSession
+
+        recent, old = _session_at_wait(bot), _session_at_wait(bot)
+        for raw in _resume_messages(recent) + _resume_messages(old):
+            _lose(raw)
+        ChatSession.objects.filter(pk=old).update(last_activity=F("last_activity") - timedelta(days=90))
+        ChatSession.objects.filter(pk__in=[recent, old]).update(wait_due_at=None)
+        backfill.recent_waiting_dialogs_due(apps, None)
+        rows = dict(ChatSession.objects.filter(pk__in=[recent, old]).values_list("pk", "wait_due_at"))
+        activity = ChatSession.objects.get(pk=recent).last_activity
+        return rows[ChatSession._meta.pk.to_python(recent)], rows[ChatSession._meta.pk.to_python(old)], activity
+
+    in_schema(schema, _bot_create, bot)
+    try:
+        recent_due, old_due, activity = in_schema(schema, run)
+        assert recent_due == activity + backfill.MAX_WAIT
+        assert old_due is None
+    finally:
+        in_schema(schema, _bot_delete, bot)
