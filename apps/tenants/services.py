@@ -266,7 +266,7 @@ def _tenant_secrets_purge(schema_name: str) -> None:
         logger.error("tenant deletion stopped: its Vault secrets could not be deleted (%s)", exc,
                      extra={"tenant": schema_name})
         raise TenantDeleteIncomplete(
-            f"tenant {schema_name!r} was not deleted: {exc}. It stays suspended with its data; make Vault "
+            f"tenant {schema_name!r} was not deleted: {exc}. It stays suspended with all of its data; make Vault "
             "reachable (the platform's policy needs list and delete on the KV metadata of gbo/tenants/* and "
             "gbo/orgs/*) and delete it again"
         ) from exc
@@ -281,7 +281,9 @@ def tenant_delete(*, schema_name: str) -> None:
     little writes while it is purged. Its Vault secrets go first (the outside store most likely to refuse:
     down, sealed, or a policy without delete), then its drive and outside vectors, and only then the schema:
     a failure in any of them raises before the drop (TenantDeleteIncomplete for Vault), leaving the tenant
-    suspended with its data so that deleting it again finishes instead of leaving outside data nothing names.
+    suspended with its database so that deleting it again finishes instead of leaving outside data nothing
+    names. What was purged before the failure stays purged (a drive purge failing after the secrets went leaves
+    a tenant without its secrets): a tenant whose deletion stopped is deleted again, not resumed.
     The drive and outside vectors are purged again after the drop for what a task still running wrote
     meanwhile (the platform never writes to Vault, so its secrets need no second pass), and its Redis keys go
     last."""
