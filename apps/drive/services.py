@@ -119,6 +119,7 @@ def _scan(bot_name: str | None) -> ScanReport:
     hints = {k: (o.size, o.mtime_ns, o.etag) for k, o in known.items() if o.mtime_ns is not None}
 
     seen: set[str] = set()
+    fresh: set[str] = set()  # new or with new content in this scan: a file renamed or moved to is one (_successors)
     created: list[DriveObject] = []
     touched: dict[str, DriveObject] = {}
     pending: list[DriveObject] = []
@@ -135,9 +136,11 @@ def _scan(bot_name: str | None) -> ScanReport:
             obj = DriveObject(key=entry.key, bot_name=split[0], kind=drive_object_kind(split[1]), etag=entry.etag,
                               size=entry.size, mtime_ns=mtime_ns)
             created.append(obj)
+            fresh.add(obj.key)
         elif (obj.etag, obj.size, obj.mtime_ns) != (entry.etag, entry.size, mtime_ns):
             if obj.etag != entry.etag:
                 obj.fail_count = 0  # new content: a parked file gets its chances again
+                fresh.add(obj.key)
             obj.etag, obj.size, obj.mtime_ns = entry.etag, entry.size, mtime_ns
             touched[obj.key] = obj
         if obj.processed_etag == obj.etag:
@@ -168,21 +171,22 @@ def _scan(bot_name: str | None) -> ScanReport:
     # removal and a new file of the same table or script name. Processed the other way round, the new file was
     # imported and then the removal of the old path emptied the same table, or the new script was refused
     # ("a script named 'start' already exists") and the removal left the bot with none. A removed script or
-    # table whose name another file still has is not undone but handed to that file (_successors), which is
-    # applied next: if it fails, the previous version keeps running, as for a bad change at one path.
+    # table whose name another file still has is not undone but handed to that file (_successors: the file it was
+    # renamed to before an older refused copy), which is applied next: if it fails, the previous version keeps
+    # running, as for a bad change at one path.
     # A bot-scoped scan listed only `<bot>.gbai/` exactly; objects of a differently cased folder of the same
     # bot (`Demo.gbai/`) were not listed, which does not mean they are gone.
     listed_prefix = package_root(bot_name) if bot_name else ""
     gone = [obj for key, obj in known.items() if key not in seen and key.startswith(listed_prefix)]
     recorded = [*known.values(), *created]
-    successors, idle = _successors(gone, recorded)
+    successors, idle = _successors(gone, recorded, fresh)
     for obj in gone:
-        _remove(obj, report, successor=successors.get(obj.key), undo=obj.key not in idle)
+        _remove(obj, report, heirs=successors.get(obj.key), undo=obj.key not in idle)
     # Removing a bot's settings or prompt file cleared them: another file of that kind still there (the same
     # name in another case, or the file the old one was moved to) applies again, with the changed files. So
     # does a file a removed script or table was handed to (even one parked as refused beside it).
     cleared = {(obj.bot_name, obj.kind) for obj in gone if obj.kind in ("config", "prompt")}
-    taking_over = {obj.key for obj in successors.values()}
+    taking_over = {heirs[0].key for heirs in successors.values()}
     queued = {obj.key for obj in pending}
     for obj in recorded:
         again = (obj.bot_name, obj.kind) in cleared or obj.key in taking_over
@@ -324,13 +328,14 @@ def _siblings_unprocessed(obj: DriveObject, kind: str) -> None:
         DriveObject.objects.filter(bot_name=obj.bot_name, kind=kind).exclude(pk=obj.pk).update(processed_etag="")
 
 
-def _remove(obj: DriveObject, report: ScanReport, *, successor: DriveObject | None = None, undo: bool = True) -> None:
-    """Forget a file gone from the drive and undo what it did; with a `successor` (_successors), hand that to it
-    instead. `undo` False: the file held nothing to undo (a script or `.gbdata` file refused beside another of its
-    name)."""
+def _remove(obj: DriveObject, report: ScanReport, *, heirs: list[DriveObject] | None = None,
+            undo: bool = True) -> None:
+    """Forget a file gone from the drive and undo what it did; with `heirs` (_successors), hand that to the first of
+    them instead. `undo` False: the file held nothing to undo (a script or `.gbdata` file refused beside another of
+    its name)."""
     with transaction.atomic():
-        if successor is not None:
-            _hand_over(obj, successor)
+        if heirs:
+            _hand_over(obj, heirs)
         elif undo:
             _unapply(obj)
         _siblings_unprocessed(obj, obj.kind)
@@ -347,15 +352,23 @@ def _name_of(obj: DriveObject) -> str | None:
     return None
 
 
-def _successors(gone: list[DriveObject], recorded: list[DriveObject]) -> tuple[dict[str, DriveObject], set[str]]:
-    """For the scan's removed scripts and `.gbdata` files: the remaining file that takes over each one's script or
-    table (by removed key), and the removed keys that held none.
+def _successors(gone: list[DriveObject], recorded: list[DriveObject],
+                fresh: set[str]) -> tuple[dict[str, list[DriveObject]], set[str]]:
+    """For the scan's removed scripts and `.gbdata` files: the remaining files of the name of each one that held its
+    script or table (by removed key), the one that takes over first; and the removed keys that held none.
 
     One file holds a bot's script name (the file its script row was stored from) or table name (its first recorded
-    `.gbdata` file, _data_table_check); others of that name were refused. When the holder is gone and another file
-    of that name remains (the file it was moved or renamed to, or one refused beside it), the first recorded of them
-    takes over: the script or table is kept as it is, and that file is applied in this scan, replacing it if it can
-    (a new file that fails leaves the previous version running, and its error says so)."""
+    `.gbdata` file, _data_table_check); others of that name were refused. When the holder is gone and other files of
+    that name remain, one takes over, by preference:
+
+    1. a file new or changed in this scan (`fresh`): the file the holder was renamed or moved to. Of several, the
+       one with the removed file's content (a move keeps it), then the first in key order;
+    2. a file that never failed;
+    3. a file refused beside the holder (even parked), the first recorded.
+
+    An older refused copy never wins over the file the user renamed to (it did, being recorded first). The script or
+    table is kept as it is, and the file taking over is applied in this scan, replacing it if it can (a new file that
+    fails leaves the previous version running, and its error says so)."""
     gone_keys = {obj.key for obj in gone}
     groups: dict[tuple[str, str, str], list[DriveObject]] = {}
     for obj in sorted(recorded, key=lambda o: o.pk):
@@ -364,7 +377,7 @@ def _successors(gone: list[DriveObject], recorded: list[DriveObject]) -> tuple[d
             groups.setdefault((obj.bot_name, obj.kind, name), []).append(obj)
     scripts = set(BotScript.objects.filter(path__in=[obj.key for obj in gone if obj.kind == "bas"])
                   .values_list("path", flat=True))
-    successors: dict[str, DriveObject] = {}
+    successors: dict[str, list[DriveObject]] = {}
     idle: set[str] = set()
     for obj in gone:
         name = _name_of(obj)
@@ -374,18 +387,34 @@ def _successors(gone: list[DriveObject], recorded: list[DriveObject]) -> tuple[d
         if not (obj.key in scripts if obj.kind == "bas" else group[0].pk == obj.pk):
             idle.add(obj.key)
             continue
-        remaining = [other for other in group if other.key not in gone_keys]
+        remaining = sorted((other for other in group if other.key not in gone_keys),
+                           key=lambda other: _preference(other, obj, fresh))
         if remaining:
-            successors[obj.key] = remaining[0]
+            successors[obj.key] = remaining
     return successors, idle
 
 
-def _hand_over(obj: DriveObject, successor: DriveObject) -> None:
-    """In the transaction forgetting `obj`: its script becomes `successor`'s (a table stays as it is), and
-    `successor` is marked to be applied, in the same commit."""
+def _preference(other: DriveObject, holder: DriveObject, fresh: set[str]) -> tuple:
+    """Sort key of the files that may take `holder`'s script or table over, the first preferred (_successors)."""
+    if other.key in fresh:
+        return (0, other.etag != holder.etag, other.key)
+    return (1 if other.fail_count == 0 and not other.last_error else 2, other.pk)
+
+
+def _hand_over(obj: DriveObject, heirs: list[DriveObject]) -> None:
+    """In the transaction forgetting `obj`: its script becomes `heirs[0]`'s (a table stays as it is), and `heirs[0]`
+    is marked to be applied, in the same commit. A table goes to the bot's first recorded file of its name
+    (_data_table_check): the others of that name recorded before `heirs[0]` are recorded again after it (their
+    state kept, refused files still refused), so it holds the table in this scan and the next ones."""
+    successor = heirs[0]
     bot = Bot.objects.filter(name=obj.bot_name).first()
     if bot is not None and obj.kind == "bas":
         bot_services.script_move(bot=bot, path=obj.key, new_path=successor.key)
+    if obj.kind == "data":
+        for other in sorted((o for o in heirs[1:] if o.pk < successor.pk), key=lambda o: o.pk):
+            DriveObject.objects.filter(pk=other.pk).delete()
+            other.pk = None
+            other.save(force_insert=True)  # the same object (the scan's copy), with a new pk
     DriveObject.objects.filter(pk=successor.pk).update(processed_etag="")
     successor.processed_etag = ""
 
@@ -394,7 +423,8 @@ def _data_table_check(obj: DriveObject) -> None:
     """Refuse (BotFileError) a `.gbdata` file whose table another file of the bot holds: tables are named by file
     name (`a.gbdata/products.csv` and `b.gbdata/products.csv` are both `products.csv`), and the first file
     recorded holds it. Imported too, the second replaced the first's rows silently, and removing either emptied
-    the table while the other looked applied. The second is applied once the first is removed (_successors)."""
+    the table while the other looked applied. The second is applied once the first is removed (_successors; a file
+    taking a table over is made the first recorded, _hand_over)."""
     table = bot_services.table_name_of_data_file(obj.key)
     earlier = DriveObject.objects.filter(bot_name=obj.bot_name, kind="data", pk__lt=obj.pk).order_by("pk")
     holder = next((other for other in earlier if bot_services.table_name_of_data_file(other.key) == table), None)
