@@ -26,7 +26,7 @@ from apps.bots.config_csv import config_lookup, config_parse, nul_byte_issue
 from apps.bots.models import Bot, BotConfig, BotMemory, BotSchedule, BotScript, BotTableRow
 from apps.bots.selectors import bot_config_values
 from apps.core.locks import tenant_xact_lock
-from apps.drive.backends import DriveObjectTooLarge, drive_error_text
+from apps.drive.backends import DriveObjectTooLarge, DriveUnavailable, drive_error_text
 from apps.drive.package import Package, PackageLimits
 from apps.drive.storage import package_root, tenant_drive
 
@@ -437,10 +437,13 @@ def bot_deploy(*, package: Package) -> DeployReport:
         if not acquired:
             raise BotDeployError(f"another deploy or scan of this drive kept running for {DEPLOY_SCAN_WAIT_S:g} s; "
                                  f"nothing was written, try again", status=409)
-        drive = tenant_drive()
         root = package_root(package.bot_name)
         new_keys = {root + f.path for f in package.files}
-        old = {entry.key: entry for entry in drive.list(root)}
+        try:
+            drive = tenant_drive()
+            old = {entry.key: entry for entry in drive.list(root)}
+        except DriveUnavailable as exc:
+            raise BotDeployError(f"{exc}; nothing was written, try again later", status=503) from exc
         old_keys = set(old)
         # The bot's file area (`<bot>.gbdrive/`) holds what scripts wrote at run time: a deploy replaces the
         # package, not the bot's data.
@@ -461,6 +464,11 @@ def bot_deploy(*, package: Package) -> DeployReport:
         _stale_delete(drive, root, sorted(stale - in_the_way))
         bot = bot_ensure(name=package.bot_name)
         report = drive_scan(bot_name=package.bot_name)  # the lock is ours: taken again, never skipped
+    if report.unavailable:
+        # Blaming no file, the scan stopped: the next scan applies what it did not (the files are in the drive).
+        raise BotDeployError(
+            f"the package was written, but the drive became unavailable while it was being applied "
+            f"({report.unavailable}); the drive scan applies the rest once the drive is back", status=503)
     errors = dict(report.failed)
     return DeployReport(bot=bot, files_written=len(new_keys), files_removed=len(stale), scan=report, errors=errors)
 

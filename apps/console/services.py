@@ -102,6 +102,9 @@ def console_config_save(*, bot: Bot, text: str, request: HttpRequest) -> ConfigS
         tenant_drive().write(key, data)
         report = drive_scan(bot_name=bot.name)  # the lock is ours: taken again, never skipped
     failure = report.failed.get(key)
+    if report.unavailable and key not in report.processed:
+        failure = (f"config.csv was saved to the drive, but the drive became unavailable before it was applied "
+                   f"({report.unavailable}); the drive scan applies it once the drive is back")
     audit_record(action="bot.config_save", object_type="bot", object_id=bot.name, request=request,
                  summary={"keys": len(parsed.as_dict()), "bytes": len(data), "applied": not failure})
     if failure:

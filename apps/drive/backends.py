@@ -18,6 +18,9 @@ Failure modes it prevents:
   number of attempts, so a dead endpoint fails a task in seconds instead of blocking a worker forever.
 - Half-written files: LocalDrive writes to a temporary file and renames it over the target, so a reader
   (or a crash) never sees a truncated object.
+- An outage blamed on files: every method raises the storage's outage-class errors (S3 unreachable, timing out,
+  5xx, throttling, refused credentials; a local mount gone) as DriveUnavailable, told apart from one object's own
+  failure in one place (drive_outage_reason), so a caller never counts an outage against the file it was reading.
 """
 
 from __future__ import annotations
@@ -39,9 +42,11 @@ from pathlib import Path
 from typing import Protocol
 
 from boto3.s3.transfer import TransferConfig
+from botocore import exceptions as botocore_exceptions
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from django.core.files.base import ContentFile
+from s3transfer.exceptions import RetriesExceededError
 from storages.backends.s3 import S3Storage
 
 logger = logging.getLogger(__name__)
@@ -136,8 +141,126 @@ def drive_error_detail(exc: BaseException) -> str:
 
 
 def drive_error_text(exc: BaseException) -> str:
-    """`Type: reason` of a drive failure (drive_error_detail), as deploy errors show it."""
+    """`Type: reason` of a drive failure (drive_error_detail), as deploy errors show it; a DriveUnavailable says
+    what failed itself ("the drive is unavailable: ...")."""
+    if isinstance(exc, DriveUnavailable):
+        return drive_error_detail(exc)
     return f"{type(exc).__name__}: {drive_error_detail(exc)}"
+
+
+class DriveUnavailable(OSError):
+    """The drive's storage as a whole cannot be used now: S3 unreachable, timing out, failing (5xx), throttling, or
+    refusing the platform's credentials; a local mount gone (ENOTCONN, ESTALE, EIO on the root itself...). Nothing
+    is wrong with any one file: the same call may succeed later, so a failure like this is never a file's fault.
+
+    Raised by the backends in place of the underlying error (kept as `__cause__`); the one place that tells an
+    outage from a file's own failure (a missing object, one key refused, a file too large: raised as before) is
+    `drive_outage_reason`. An OSError, as a LocalDrive's errors always were. `reason` is fit to show a tenant (no
+    server paths or storage URL)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"the drive is unavailable: {reason}")
+        self.reason = reason
+
+
+# S3 error codes that concern the storage or the platform's credentials, not the object asked for. A key refused on
+# its own (AccessDenied: an object's ACL, a KMS key, a policy on a prefix) is not here: it is that file's failure.
+S3_OUTAGE_CODES = frozenset({
+    "SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "RequestThrottled", "TooManyRequests",
+    "ServiceUnavailable", "InternalError", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
+    "InvalidToken", "TokenRefreshRequired", "RequestTimeTooSkewed", "AllAccessDisabled", "AccountProblem",
+})
+# botocore's failures to get any answer at all: connection refused or reset, timeouts, a response cut off, no
+# credentials. botocore's ParamValidationError and the like are bugs, not outages, and are not here.
+_S3_OUTAGE_ERRORS = (
+    botocore_exceptions.ConnectionError,  # EndpointConnectionError, ConnectTimeoutError, ProxyConnectionError...
+    botocore_exceptions.HTTPClientError,  # ReadTimeoutError, ConnectionClosedError, ResponseStreamingError
+    botocore_exceptions.IncompleteReadError,
+    botocore_exceptions.NoCredentialsError,
+    botocore_exceptions.PartialCredentialsError,
+    botocore_exceptions.CredentialRetrievalError,
+    ConnectionError,  # the socket errors s3transfer's download retries pass on
+    TimeoutError,
+)
+# errno values of a local drive whose storage is gone or failing (a network or FUSE mount down, a disk remounted
+# read-only or full): storage-wide, not the file's. EIO is only an outage when the drive's root fails too (below).
+LOCAL_OUTAGE_ERRNOS = frozenset(
+    code for code in (
+        errno.ENOTCONN, errno.ESTALE, errno.ETIMEDOUT, errno.EHOSTDOWN, errno.EHOSTUNREACH, errno.ENETDOWN,
+        errno.ENETUNREACH, errno.ENETRESET, errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.ENODEV,
+        getattr(errno, "ENOMEDIUM", None), errno.EROFS, errno.ENOSPC, errno.EDQUOT,
+    ) if code is not None
+)
+
+
+def drive_outage_reason(exc: BaseException, *, root: Path | None = None) -> str | None:
+    """Why `exc` means the drive's storage is unavailable (DriveUnavailable's reason), or None when it is not an
+    outage: a failure of the one object asked for (missing, refused, too large), or a bug.
+
+    S3: no answer (connection refused or reset, timeouts, a response cut off; s3transfer's RetriesExceededError by
+    its last error), an HTTP 5xx or 429, a throttling or credentials error code (S3_OUTAGE_CODES). Local files:
+    LOCAL_OUTAGE_ERRNOS, and EIO when `root` (the LocalDrive's root) cannot be opened either: EIO on one file of a
+    readable drive is that file's damage, and stopping every scan at it would hold up every other file for good.
+    """
+    if isinstance(exc, DriveUnavailable):
+        return exc.reason
+    if isinstance(exc, RetriesExceededError) and isinstance(exc.last_exception, BaseException):
+        return drive_outage_reason(exc.last_exception, root=root)
+    if isinstance(exc, ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code in S3_OUTAGE_CODES or (isinstance(status, int) and (status >= 500 or status == 429)):
+            answer = [f"HTTP {status}"] if status else []
+            if code and code != str(status):
+                answer.append(code)
+            return "the storage answered " + " ".join(answer)
+        return None
+    if isinstance(exc, _S3_OUTAGE_ERRORS):
+        return drive_error_text(exc)
+    if isinstance(exc, OSError) and exc.errno is not None and (
+            exc.errno in LOCAL_OUTAGE_ERRNOS
+            or (exc.errno == errno.EIO and root is not None and not _root_readable(root))):
+        return drive_error_text(exc)
+    return None
+
+
+def _root_readable(root: Path) -> bool:
+    """Whether a LocalDrive's root can still be opened and read (a root not created yet is fine: nothing in it)."""
+    try:
+        with os.scandir(root) as entries:
+            next(entries, None)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _outages_raised(*, root: Path | None = None) -> Iterator[None]:
+    """An outage-class error (drive_outage_reason) leaves the block as DriveUnavailable, anything else as it came."""
+    try:
+        yield
+    except DriveUnavailable:
+        raise
+    except Exception as exc:
+        reason = drive_outage_reason(exc, root=root)
+        if reason is None:
+            raise
+        raise DriveUnavailable(reason) from exc
+
+
+@contextlib.contextmanager
+def _whole_drive_errors(what: str) -> Iterator[None]:
+    """For a call about the whole drive, not one object (an S3 listing, the bucket check): whatever error the storage
+    answers it with is the drive's (DriveUnavailable), AccessDenied for credentials that lost a right included."""
+    try:
+        yield
+    except DriveUnavailable:
+        raise
+    except (ClientError, botocore_exceptions.BotoCoreError, RetriesExceededError, OSError) as exc:
+        reason = drive_outage_reason(exc) or f"the storage refused {what} ({drive_error_text(exc)})"
+        raise DriveUnavailable(reason) from exc
 
 
 class DriveKeyError(ValueError):
@@ -283,10 +406,17 @@ class LocalDrive:
     ) -> Iterator[DriveEntry]:
         # Validated now, not on first iteration: a bad prefix fails where list() is called.
         prefix = _prefix_validate(prefix)
-        start = self._path(prefix) if prefix else self.root
+        with _outages_raised(root=self.root):
+            start = self._path(prefix) if prefix else self.root
         return self._walk(start, prefix, etag_hints or {})
 
     def _walk(self, start: Path, prefix: str, hints: Mapping[str, tuple[int, int, str]]) -> Iterator[DriveEntry]:
+        with _outages_raised(root=self.root):
+            yield from self._walk_entries(start, prefix, hints)
+
+    def _walk_entries(
+        self, start: Path, prefix: str, hints: Mapping[str, tuple[int, int, str]]
+    ) -> Iterator[DriveEntry]:
         racy_after_ns = time.time_ns() - HINT_RACY_WINDOW_NS
         # Depth-first with an explicit stack of (folder, key prefix): os.scandir returns the entry type
         # from readdir, so folders and links are told apart without a stat; files need one for size/mtime.
@@ -330,6 +460,10 @@ class LocalDrive:
                 yield DriveEntry(key=key, etag=etag, size=st.st_size, mtime_ns=st.st_mtime_ns, hintable=not racy)
 
     def read(self, key: str, *, max_bytes: int | None = None) -> bytes:
+        with _outages_raised(root=self.root):
+            return self._read(key, max_bytes)
+
+    def _read(self, key: str, max_bytes: int | None) -> bytes:
         path = self._path(key)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -345,6 +479,10 @@ class LocalDrive:
             return _read_bounded(file, key, st.st_size, max_bytes)
 
     def write(self, key: str, data: bytes) -> str:
+        with _outages_raised(root=self.root):
+            return self._write(key, data)
+
+    def _write(self, key: str, data: bytes) -> str:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         # The folders may have been created through a link planted meanwhile: check again before writing.
@@ -369,12 +507,17 @@ class LocalDrive:
         return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
     def delete(self, key: str) -> None:
-        path = self._path(key)
-        # Missing is fine; a folder is not an object.
-        with contextlib.suppress(FileNotFoundError, IsADirectoryError):
-            path.unlink()
+        with _outages_raised(root=self.root):
+            path = self._path(key)
+            # Missing is fine; a folder is not an object.
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                path.unlink()
 
     def delete_prefix(self, prefix: str) -> int:
+        with _outages_raised(root=self.root):
+            return self._delete_prefix(prefix)
+
+    def _delete_prefix(self, prefix: str) -> int:
         prefix = _prefix_validate(prefix)
         if not prefix:
             # An empty variable must not wipe a tenant's whole drive.
@@ -407,10 +550,11 @@ class LocalDrive:
         return deleted
 
     def exists(self, key: str) -> bool:
-        try:
-            return stat.S_ISREG(os.lstat(self._path(key)).st_mode)
-        except (FileNotFoundError, NotADirectoryError):
-            return False
+        with _outages_raised(root=self.root):
+            try:
+                return stat.S_ISREG(os.lstat(self._path(key)).st_mode)
+            except (FileNotFoundError, NotADirectoryError):
+                return False
 
 
 # --- S3 --------------------------------------------------------------------------------------------------
@@ -532,6 +676,11 @@ class S3Drive:
         marker = (self.endpoint_url, self.bucket_name)
         if marker in _buckets_ready:
             return
+        with _whole_drive_errors("the bucket check"):
+            self._bucket_ensure()
+        _buckets_ready.add(marker)
+
+    def _bucket_ensure(self) -> None:
         client = self._client
         try:
             client.head_bucket(Bucket=self.bucket_name)
@@ -548,7 +697,6 @@ class S3Drive:
                 code = create_exc.response.get("Error", {}).get("Code")
                 if code not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
                     raise
-        _buckets_ready.add(marker)
 
     def list(
         self, prefix: str = "", *, etag_hints: Mapping[str, tuple[int, int, str]] | None = None
@@ -559,6 +707,11 @@ class S3Drive:
         return self._walk(prefix)
 
     def _walk(self, prefix: str) -> Iterator[DriveEntry]:
+        # A listing is one question about the whole drive: never a file's failure.
+        with _whole_drive_errors("the listing"):
+            yield from self._walk_pages(prefix)
+
+    def _walk_pages(self, prefix: str) -> Iterator[DriveEntry]:
         self.ensure_bucket()
         root = f"{self.prefix}/" if self.prefix else ""
         # The trailing '/' keeps tenant "t1" from listing tenant "t10", and folder "a" from "ab".
@@ -587,22 +740,24 @@ class S3Drive:
         drive_key_validate(key)
         self.ensure_bucket()
         # S3Storage.open raises FileNotFoundError for a missing object (it HEADs before reading).
-        with self.storage.open(key, "rb") as file:
+        with _outages_raised(), self.storage.open(key, "rb") as file:
             return _read_bounded(file, key, file.size if max_bytes is not None else 0, max_bytes)  # HEAD's size
 
     def write(self, key: str, data: bytes) -> str:
         drive_key_validate(key)
         self.ensure_bucket()
-        # file_overwrite=True: the name is kept as given, never suffixed to make it unique.
-        self.storage.save(key, ContentFile(data))
-        # upload_fileobj does not return the PUT response, so ask for the ETag of what is stored now.
-        head = self._client.head_object(Bucket=self.bucket_name, Key=self._object_key(key))
+        with _outages_raised():
+            # file_overwrite=True: the name is kept as given, never suffixed to make it unique.
+            self.storage.save(key, ContentFile(data))
+            # upload_fileobj does not return the PUT response, so ask for the ETag of what is stored now.
+            head = self._client.head_object(Bucket=self.bucket_name, Key=self._object_key(key))
         return head["ETag"].strip('"')
 
     def delete(self, key: str) -> None:
         drive_key_validate(key)
         self.ensure_bucket()
-        self.storage.delete(key)
+        with _outages_raised():
+            self.storage.delete(key)
 
     def delete_prefix(self, prefix: str) -> int:
         prefix = _prefix_validate(prefix)
@@ -610,6 +765,10 @@ class S3Drive:
             # An empty variable must not wipe a tenant's whole drive.
             raise DriveKeyError("delete_prefix needs a non-empty prefix")
         self.ensure_bucket()
+        with _outages_raised():
+            return self._delete_under(prefix)
+
+    def _delete_under(self, prefix: str) -> int:
         client = self._client
         root = f"{self.prefix}/" if self.prefix else ""
         list_prefix = f"{root}{prefix}/"
@@ -637,4 +796,5 @@ class S3Drive:
     def exists(self, key: str) -> bool:
         drive_key_validate(key)
         self.ensure_bucket()
-        return self.storage.exists(key)
+        with _outages_raised():
+            return self.storage.exists(key)

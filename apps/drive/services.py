@@ -5,6 +5,11 @@ and processes only what changed: compile a `.bas`, sync `config.csv`, register o
 import `.gbdata` CSVs. Unchanged objects cost no query and no read. A file that keeps failing is parked
 after settings.DRIVE_MAX_FAILURES attempts and retried only when its content (ETag) changes, so nothing
 is re-processed in a loop. One scan at a time per tenant (a PostgreSQL advisory lock).
+
+A drive that is unavailable (DriveUnavailable: S3 down, timing out or failing, a local mount gone) is nobody's
+file's fault: the scan stops at once, counts nothing against any file, and leaves every file it did not get to
+for the next scan (ScanReport.unavailable says why, one warning line logs it). A listing that fails changes
+nothing at all.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from apps.bots import services as bot_services
 from apps.bots.config_csv import CONFIG_MAX_BYTES
 from apps.bots.models import BOT_NAME_RE, Bot, BotScript
 from apps.core.locks import tenant_lock_try
-from apps.drive.backends import DriveObjectTooLarge
+from apps.drive.backends import DriveObjectTooLarge, DriveUnavailable, drive_error_text
 from apps.drive.models import DriveObject
 from apps.drive.package import kb_name_of, package_classify
 from apps.drive.storage import package_root, tenant_drive
@@ -61,6 +66,10 @@ class ScanReport:
     failed: dict[str, str] = field(default_factory=dict)
     parked: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+    # Set when the drive became unavailable (DriveUnavailable's reason): the scan stopped there, and `waiting`
+    # holds the changed files it did not get to (none counted as failed), all left to the next scan.
+    unavailable: str = ""
+    waiting: list[str] = field(default_factory=list)
 
 
 def drive_object_kind(path: str) -> str:
@@ -112,7 +121,10 @@ def drive_scan(*, bot_name: str | None = None, wait_s: float = 0.0) -> ScanRepor
 
 def _scan(bot_name: str | None) -> ScanReport:
     report = ScanReport()
-    drive = tenant_drive()
+    try:
+        drive = tenant_drive()
+    except DriveUnavailable as exc:
+        return _unavailable(report, exc, None)
     stored = DriveObject.objects.all() if bot_name is None else DriveObject.objects.filter(bot_name=bot_name)
     known = {obj.key: obj for obj in stored}
     _again(known, _reclassify(known))
@@ -123,7 +135,12 @@ def _scan(bot_name: str | None) -> ScanReport:
     created: list[DriveObject] = []
     touched: dict[str, DriveObject] = {}
     pending: list[DriveObject] = []
-    for entry in drive.list(package_root(bot_name) if bot_name else "", etag_hints=hints):
+    try:
+        listing = list(drive.list(package_root(bot_name) if bot_name else "", etag_hints=hints))
+    except DriveUnavailable as exc:
+        # Nothing was written yet: a listing cut short must not look like files removed, nor count as anything.
+        return _unavailable(ScanReport(), exc, None)
+    for entry in listing:
         split = _split(entry.key)
         if split is None:
             continue  # not inside a `<bot>.gbai/` package: not ours to process
@@ -196,6 +213,17 @@ def _scan(bot_name: str | None) -> ScanReport:
             queued.add(obj.key)
 
     bots = _bots_ensure({o.bot_name for o in created} | {o.bot_name for o in pending})
+    try:
+        _process_all(drive, bots, pending, report)
+    except DriveUnavailable as exc:
+        waiting = sorted(o.key for o in pending if o.processed_etag != o.etag and o.key not in report.failed)
+        return _unavailable(report, exc, waiting)
+    return report
+
+
+def _process_all(drive, bots: dict[str, Bot], pending: list[DriveObject], report: ScanReport) -> None:
+    """Apply the changed files in KIND_ORDER; DriveUnavailable from the first read that meets an outage stops
+    it there (every further read would fail alike)."""
     # A script refused for the bot's (or the tenant's) schedule total counted the other scripts' schedules as
     # they were: one of them changed in this scan may be giving schedules up (a.bas 40 -> 60 while b.bas 60 -> 40
     # was refused or not depending on key order). Such scripts are tried again after the rest, until none more
@@ -213,6 +241,15 @@ def _scan(bot_name: str | None) -> ScanReport:
             break
     for obj in deferred:
         _process(drive, bots[obj.bot_name], obj, report)  # refused for good: recorded as its failure
+
+
+def _unavailable(report: ScanReport, exc: DriveUnavailable, waiting: list[str] | None) -> ScanReport:
+    """The scan stops for a drive outage: nothing more is read, no file is blamed, what is left waits for the
+    next scan (the beat queues one every DRIVE_SCAN_INTERVAL_S). `waiting` None: nothing could be listed."""
+    report.unavailable, report.waiting = exc.reason, waiting or []
+    left = ("before its listing; every change waits for the next scan" if waiting is None
+            else f"{len(waiting)} changed file(s) left for the next scan")
+    logger.warning("drive scan stopped, the drive is unavailable: %s; %s", exc.reason, left)
     return report
 
 
@@ -257,6 +294,8 @@ def _process(drive, bot: Bot, obj: DriveObject, report: ScanReport, *, defer_sch
         _failed(obj, str(exc), report)
     except bot_services.BotFileError as exc:
         _failed(obj, str(exc), report)
+    except DriveUnavailable:  # the drive's outage, not this file's: nothing recorded, the scan stops (_scan)
+        raise
     except FileNotFoundError:
         _vanished(obj, report)
     except DriveObjectTooLarge as exc:
@@ -278,8 +317,18 @@ def _process(drive, bot: Bot, obj: DriveObject, report: ScanReport, *, defer_sch
 
 
 def _read(drive, obj: DriveObject) -> bytes:
-    """The file's content, at most its kind's KIND_MAX_BYTES (DriveObjectTooLarge from its size, unread)."""
-    return drive.read(obj.key, max_bytes=KIND_MAX_BYTES[obj.kind])
+    """The file's content, at most its kind's KIND_MAX_BYTES (DriveObjectTooLarge from its size, unread).
+
+    A read the drive refuses for this file alone (S3 AccessDenied on its key, a local file without read permission,
+    a symbolic link) is the file's failure, with the drive's reason (BotFileError): it was stored as "internal
+    error: ClientError". An outage (DriveUnavailable) goes up and stops the scan; a vanished file is _vanished."""
+    try:
+        return drive.read(obj.key, max_bytes=KIND_MAX_BYTES[obj.kind])
+    except (FileNotFoundError, DriveObjectTooLarge, DriveUnavailable, SoftTimeLimitExceeded):
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever the drive refused this one file with
+        logger.warning("drive object read refused", extra={"key": obj.key}, exc_info=True)
+        raise bot_services.BotFileError(f"{obj.key}: the drive refused to read it ({drive_error_text(exc)})") from exc
 
 
 def _vanished(obj: DriveObject, report: ScanReport) -> None:

@@ -15,11 +15,16 @@ SCAN_QUEUED_TTL_INTERVALS = 30
 
 @app.task(name="drive.scan", when_not_ready="skip")
 def drive_scan_task() -> dict:
-    """Scan the tenant's drive (runs in the tenant's schema; idempotent: an unchanged drive does nothing)."""
+    """Scan the tenant's drive (runs in the tenant's schema; idempotent: an unchanged drive does nothing).
+
+    A drive found unavailable ends the scan early with nothing blamed on any file (`unavailable` says why); it is
+    not retried here: the next dispatch, one DRIVE_SCAN_INTERVAL_S later, queues the next scan, which picks up
+    every file left."""
     cache.delete(SCAN_QUEUED_KEY)
     report = drive_scan()
     return {"skipped": report.skipped, "listed": report.listed, "processed": len(report.processed),
-            "failed": len(report.failed), "removed": len(report.removed)}
+            "failed": len(report.failed), "removed": len(report.removed), "unavailable": report.unavailable,
+            "waiting": len(report.waiting)}
 
 
 @app.task(name="drive.dispatch_scans", base=PlatformTask)

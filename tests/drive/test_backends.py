@@ -24,9 +24,11 @@ from apps.drive.backends import (
     DriveEntry,
     DriveKeyError,
     DriveObjectTooLarge,
+    DriveUnavailable,
     LocalDrive,
     S3Drive,
     drive_key_validate,
+    drive_outage_reason,
 )
 from tests.drive.conftest import s3_drive_new
 
@@ -474,12 +476,15 @@ def test_s3_unreachable_endpoint_fails_fast_instead_of_hanging(s3_server):
         secret_key=s3_server.secret_key,
     )
     started = time.monotonic()
-    with pytest.raises(EndpointConnectionError):
+    with pytest.raises(DriveUnavailable) as unavailable:
         drive.read("a.txt")
     assert time.monotonic() - started < S3_CONNECT_TIMEOUT_S * S3_MAX_ATTEMPTS + 5
+    assert isinstance(unavailable.value.__cause__, EndpointConnectionError)
+    assert "EndpointConnectionError" in unavailable.value.reason and str(port) not in unavailable.value.reason
 
 
 def test_s3_wrong_secret_is_refused(s3_server):
+    """Credentials the storage refuses are the drive's failure (every file would fail alike), not a file's."""
     from botocore.exceptions import ClientError
 
     drive = S3Drive(
@@ -489,8 +494,13 @@ def test_s3_wrong_secret_is_refused(s3_server):
         access_key=s3_server.access_key,
         secret_key="not-the-secret",
     )
-    with pytest.raises(ClientError):
+    with pytest.raises(DriveUnavailable) as unavailable:
         list(drive.list())
+    assert isinstance(unavailable.value.__cause__, ClientError)
+    # The listing's SignatureDoesNotMatch, or, when this process has not checked the bucket yet, the bucket check's
+    # bare 403 (a HEAD has no body to name the error).
+    reason = unavailable.value.reason
+    assert "SignatureDoesNotMatch" in reason or ("the storage refused the bucket check" in reason and "403" in reason)
 
 
 def test_s3_drives_of_different_tenants_share_one_boto3_connection_per_thread(s3_server):
@@ -537,3 +547,114 @@ def test_read_with_a_limit_refuses_a_larger_object_from_its_size(drive_backend):
     assert "holds 100 bytes, more than the 99 allowed" in str(refused.value)
     with pytest.raises(FileNotFoundError):
         drive_backend.read("demo.gbai/missing.txt", max_bytes=10)
+
+
+# --- outages: the drive's failures, never a file's -------------------------------------------------------
+
+
+def _client_error(code: str, status: int, operation: str = "GetObject"):
+    from botocore.exceptions import ClientError
+
+    return ClientError({"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}},
+                       operation)
+
+
+def _outage_cases():
+    import errno as errnos
+
+    from botocore import exceptions as bc
+    from s3transfer.exceptions import RetriesExceededError
+
+    url = "http://seaweed.internal:8333/bucket/key"
+    return [
+        (bc.EndpointConnectionError(endpoint_url=url), True),
+        (bc.ConnectTimeoutError(endpoint_url=url), True),
+        (bc.ReadTimeoutError(endpoint_url=url), True),
+        (bc.ConnectionClosedError(endpoint_url=url), True),
+        (bc.ResponseStreamingError(error="reset"), True),
+        (bc.NoCredentialsError(), True),
+        (RetriesExceededError(ConnectionResetError(errnos.ECONNRESET, "Connection reset by peer")), True),
+        (_client_error("SlowDown", 503), True),
+        (_client_error("503", 503, "HeadObject"), True),  # a HEAD's error has no body: its status only
+        (_client_error("InternalError", 500), True),
+        (_client_error("TooManyRequests", 429), True),
+        (_client_error("InvalidAccessKeyId", 403), True),
+        (_client_error("RequestTimeTooSkewed", 403), True),
+        (OSError(errnos.ENOTCONN, "Transport endpoint is not connected"), True),
+        (OSError(errnos.ESTALE, "Stale file handle"), True),
+        (TimeoutError(errnos.ETIMEDOUT, "Connection timed out"), True),
+        # One object's own failures: not outages.
+        (_client_error("AccessDenied", 403), False),
+        (_client_error("403", 403, "HeadObject"), False),
+        (_client_error("NoSuchKey", 404), False),
+        (FileNotFoundError(errnos.ENOENT, "No such file or directory"), False),
+        (PermissionError(errnos.EACCES, "Permission denied"), False),
+        (IsADirectoryError(errnos.EISDIR, "Is a directory"), False),
+        (OSError(errnos.EIO, "Input/output error"), False),  # without a root to check: the file's damage
+        (DriveObjectTooLarge("a.txt", 10, 5), False),
+        (DriveKeyError("bad key"), False),
+        (UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"), False),
+        (ValueError("a bug"), False),
+    ]
+
+
+@pytest.mark.parametrize("case", range(len(_outage_cases())))
+def test_outages_are_told_apart_from_a_files_own_failures(case):
+    exc, outage = _outage_cases()[case]
+    reason = drive_outage_reason(exc)
+    assert (reason is not None) == outage, (exc, reason)
+    if reason is not None:
+        assert "seaweed.internal" not in reason  # shown to the tenant: no storage address
+
+
+def test_local_eio_is_an_outage_only_when_the_drive_root_fails_too(local_drive, monkeypatch):
+    """EIO on one file of a readable drive is that file's damage (stopping every scan at it would hold every other
+    file up for good); EIO with the root unreadable too is the storage failing (a FUSE or network mount)."""
+    import errno as errnos
+
+    local_drive.write("demo.gbai/a.txt", b"a")
+    real_open = os.open
+
+    def eio_open(path, *args, **kwargs):
+        if str(path).endswith("a.txt"):
+            raise OSError(errnos.EIO, "Input/output error")
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(backends.os, "open", eio_open)
+    with pytest.raises(OSError) as damaged:
+        local_drive.read("demo.gbai/a.txt")
+    assert damaged.value.errno == errnos.EIO and not isinstance(damaged.value, DriveUnavailable)
+
+    real_scandir = os.scandir
+
+    def root_fails(path, *args, **kwargs):
+        if Path(path) == local_drive.root:
+            raise OSError(errnos.EIO, "Input/output error")
+        return real_scandir(path, *args, **kwargs)
+
+    monkeypatch.setattr(backends.os, "scandir", root_fails)
+    with pytest.raises(DriveUnavailable) as unavailable:
+        local_drive.read("demo.gbai/a.txt")
+    assert "Input/output error" in unavailable.value.reason and str(local_drive.root) not in unavailable.value.reason
+
+
+def test_local_mount_gone_fails_reads_and_listings_as_unavailable(local_drive, monkeypatch):
+    import errno as errnos
+
+    local_drive.write("demo.gbai/a.txt", b"a")
+
+    def gone(*args, **kwargs):
+        raise OSError(errnos.ENOTCONN, "Transport endpoint is not connected")
+
+    monkeypatch.setattr(backends.os, "open", gone)
+    monkeypatch.setattr(backends.os, "scandir", gone)
+    with pytest.raises(DriveUnavailable):
+        local_drive.read("demo.gbai/a.txt")
+    with pytest.raises(DriveUnavailable):
+        list(local_drive.list())
+
+
+def test_drive_unavailable_is_an_oserror_and_says_what_failed():
+    exc = DriveUnavailable("the storage answered HTTP 503 SlowDown")
+    assert isinstance(exc, OSError)
+    assert backends.drive_error_text(exc) == "the drive is unavailable: the storage answered HTTP 503 SlowDown"
