@@ -8,15 +8,26 @@ name resolves to is checked, and redirects are followed by hand so each hop is c
 automatic redirects would bypass it); a redirect to another origin drops the credential headers
 (Authorization, Cookie) a script set.
 
-Known limit: between the check and the connection the name is resolved again (DNS rebinding window);
-production hosts should pin the checked address (see `fetch`, which connects to the checked name
-immediately and refuses redirects it has not checked).
+DNS rebinding: checking a URL and then letting a client library connect resolves the name twice, and a name
+whose DNS answers a public address to the check and 127.0.0.1 (or 169.254.169.254) to the connection got
+through. So a connection is made only to an address checked in the same resolution: `resolve_checked(host,
+port)` resolves once and checks every address, `connect_checked` connects to one of those addresses (never
+to the name), and `fetch` (each hop of it) connects that way; TLS (SNI, the certificate check) and the Host
+header keep the name. The other outbound paths to hosts a tenant chooses (a bot's `llm-url`, `embedding-url`,
+mail servers) connect through `apps.core.outbound`, which uses the same two functions. `fetch` ignores the
+HTTP(S)_PROXY environment variables: a proxy would resolve the name again itself, on its side of the network.
+
+A header name or value that would change the request's framing (a line break, a ':' or a space in a name) or
+that HTTP cannot carry (a value outside Latin-1) is refused before anything is sent, naming the header
+(`RequestHeaderError`); http.client raised a bare ValueError for it.
 """
 
 from __future__ import annotations
 
+import http.client
 import ipaddress
 import json
+import re
 import socket
 import urllib.error
 import urllib.parse
@@ -37,6 +48,11 @@ class SSRFError(ValueError):
 class SSRFResolveError(SSRFError):
     """The URL's host could not be resolved (now): nothing is known about where it points. Still an SSRFError
     (the request is refused), but callers that retry may treat it as temporary (a DNS outage, EAI_AGAIN)."""
+
+
+class RequestHeaderError(SSRFError):
+    """A request header a script set cannot be sent as it is (a line break would inject headers): the request
+    is refused before anything is sent."""
 
 
 # NAT64's well-known prefix (RFC 6052): its last 32 bits are the IPv4 address a NAT64 gateway connects to.
@@ -93,8 +109,88 @@ def _check_ip(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, host: str) -> N
         raise SSRFError(f"address {ip} of '{host}' is not a public address")
 
 
+def _check_name(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The checks that need no resolver: a blocked name raises; a literal address (in any form the resolver reads
+    as one) is checked and returned. None: `host` is a name, to be resolved."""
+    if host in _BLOCKED_NAMES or host.endswith(".localhost") or host.endswith(".internal"):
+        raise SSRFError(f"host '{host}' is not allowed")
+    try:
+        literal = ipaddress.ip_address(host)
+    except ValueError:
+        literal = None
+    if literal is not None:  # checked outside the try: SSRFError is a ValueError (a refused IPv6 literal passed)
+        _check_ip(literal, host)
+        return literal
+    # Forms like "2130706433" or "0x7f.1" are IPv4 to the resolver; inet_aton catches them.
+    try:
+        packed = socket.inet_aton(host)
+    except OSError:
+        return None
+    address = ipaddress.IPv4Address(packed)
+    _check_ip(address, host)
+    return address
+
+
+def _host_name(host: str) -> str:
+    """A host as the checks compare it: lower case, without a trailing dot or an IPv6 literal's brackets."""
+    name = host.strip().rstrip(".").lower()
+    if name.startswith("[") and name.endswith("]"):
+        name = name[1:-1]
+    return name
+
+
+def resolve_checked(host: str, port: int) -> list[tuple[socket.AddressFamily, tuple]]:
+    """Resolve `host` once and check every address it has (one refused address refuses the host); returns
+    (family, socket address) pairs in the resolver's order. Connect only to these, never to the name again (a
+    second lookup may answer something else: DNS rebinding). A literal address is checked as itself, with no
+    lookup. Raises SSRFError; SSRFResolveError when the name does not resolve (now)."""
+    name = _host_name(host)
+    if not name:
+        raise SSRFError("the URL has no host")
+    literal = _check_name(name)
+    if literal is not None:
+        if literal.version == 4:
+            return [(socket.AF_INET, (str(literal), port))]
+        return [(socket.AF_INET6, (str(ipaddress.IPv6Address(int(literal))), port, 0, 0))]
+    try:
+        infos = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+    except socket.gaierror as exc:
+        raise SSRFResolveError(f"cannot resolve host '{name}': {exc}") from None
+    except UnicodeError as exc:  # a host no resolver could take (malformed IDNA): the value is wrong
+        raise SSRFError(f"cannot resolve host '{name}': {exc}") from None
+    addresses: list[tuple[socket.AddressFamily, tuple]] = []
+    for family, _type, _proto, _canonical, sockaddr in infos:
+        if family not in (socket.AF_INET, socket.AF_INET6):
+            raise SSRFError(f"host '{name}' resolves to a non-IP address")
+        _check_ip(ipaddress.ip_address(sockaddr[0]), name)
+        if (family, sockaddr) not in addresses:
+            addresses.append((family, sockaddr))
+    if not addresses:
+        raise SSRFResolveError(f"cannot resolve host '{name}': no address")
+    return addresses
+
+
+def connect_checked(host: str, port: int, timeout: object = socket._GLOBAL_DEFAULT_TIMEOUT,  # type: ignore[attr-defined]
+                    source_address: tuple[str, int] | None = None) -> socket.socket:
+    """A TCP connection to `host`:`port` made only to an address `resolve_checked` checked, trying them in turn
+    (as socket.create_connection does); the arguments are socket.create_connection's. Raises SSRFError when the
+    host is refused, OSError when no checked address accepts the connection."""
+    error: OSError | None = None
+    for _family, sockaddr in resolve_checked(host, port):
+        try:
+            # A numeric address: create_connection looks nothing up, it connects to this very address.
+            return socket.create_connection(sockaddr[:2], timeout, source_address)
+        except OSError as exc:
+            error = exc
+    assert error is not None  # resolve_checked returns at least one address
+    raise error
+
+
 def check_url(url: str, resolve: bool = True) -> str:
-    """Raise SSRFError unless `url` is an http(s) URL whose host is public; returns the host."""
+    """Raise SSRFError unless `url` is an http(s) URL whose host is public; returns the host.
+
+    A passed check says where the name pointed then: connect with `connect_checked` (or the adapters of
+    apps.core.outbound), which checks the addresses it connects to."""
     try:
         parts = urllib.parse.urlsplit(url)
     except ValueError as exc:
@@ -104,32 +200,10 @@ def check_url(url: str, resolve: bool = True) -> str:
     host = (parts.hostname or "").rstrip(".").lower()
     if not host:
         raise SSRFError("the URL has no host")
-    if host in _BLOCKED_NAMES or host.endswith(".localhost") or host.endswith(".internal"):
-        raise SSRFError(f"host '{host}' is not allowed")
-    try:
-        literal = ipaddress.ip_address(host)
-    except ValueError:
-        literal = None
-    if literal is not None:  # checked outside the try: SSRFError is a ValueError (a refused IPv6 literal passed)
-        _check_ip(literal, host)
-        return host
-    # Forms like "2130706433" or "0x7f.1" are IPv4 to the resolver; inet_aton catches them.
-    try:
-        packed = socket.inet_aton(host)
-    except OSError:
-        packed = None
-    if packed is not None:
-        _check_ip(ipaddress.IPv4Address(packed), host)
-        return host
     if resolve:
-        try:
-            infos = socket.getaddrinfo(host, parts.port or 443, proto=socket.IPPROTO_TCP)
-        except socket.gaierror as exc:
-            raise SSRFResolveError(f"cannot resolve host '{host}': {exc}") from None
-        except UnicodeError as exc:  # a host no resolver could take (malformed IDNA): the value is wrong
-            raise SSRFError(f"cannot resolve host '{host}': {exc}") from None
-        for info in infos:
-            _check_ip(ipaddress.ip_address(info[4][0]), host)
+        resolve_checked(host, parts.port or 443)
+    else:
+        _check_name(host)
     return host
 
 
@@ -163,12 +237,68 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None  # handled by fetch() so every hop is checked
 
 
+def _create_checked_connection(address: tuple[str, int], timeout: object = socket._GLOBAL_DEFAULT_TIMEOUT,  # type: ignore[attr-defined]
+                               source_address: tuple[str, int] | None = None) -> socket.socket:
+    return connect_checked(address[0], address[1], timeout, source_address)
+
+
+class _CheckedHTTPConnection(http.client.HTTPConnection):
+    """Connects to an address checked in the same resolution (`connect_checked`); the Host header keeps the name."""
+
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self._create_connection = _create_checked_connection
+
+
+class _CheckedHTTPSConnection(http.client.HTTPSConnection):
+    """The same for https: the socket goes to the checked address, TLS verifies the certificate for the name
+    (and sends it as SNI): http.client wraps the socket with `server_hostname=self.host`, the URL's host."""
+
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self._create_connection = _create_checked_connection
+
+
+class _CheckedHTTPHandler(urllib.request.HTTPHandler):
+    def http_open(self, req):  # type: ignore[no-untyped-def]
+        return self.do_open(_CheckedHTTPConnection, req)
+
+
+class _CheckedHTTPSHandler(urllib.request.HTTPSHandler):
+    def https_open(self, req):  # type: ignore[no-untyped-def]
+        return self.do_open(_CheckedHTTPSConnection, req, context=self._context)
+
+
+# What http.client accepts (it raises a bare ValueError otherwise): a name of visible characters without ':',
+# a value without line breaks (nor NUL, which servers split on), both encodable as Latin-1.
+_HEADER_NAME_RE = re.compile(r"[!-9;-~]+")
+_HEADER_VALUE_BAD_RE = re.compile(r"[\r\n\0]")
+
+
+def _check_headers(headers: dict[str, str]) -> None:
+    for name, value in headers.items():
+        if not _HEADER_NAME_RE.fullmatch(name):
+            raise RequestHeaderError(f"header name {name!r} is not valid (letters, digits and punctuation other "
+                                     "than ':', no spaces or line breaks)")
+        if _HEADER_VALUE_BAD_RE.search(value):
+            raise RequestHeaderError(f"the value of header {name!r} contains a line break or NUL character")
+        try:
+            value.encode("latin-1")
+        except UnicodeEncodeError:
+            raise RequestHeaderError(f"the value of header {name!r} has characters HTTP headers cannot carry "
+                                     "(outside Latin-1)") from None
+
+
 def fetch(method: str, url: str, data: object = None, headers: dict | None = None,
           timeout: float = HTTP_TIMEOUT_SECONDS) -> dict:
-    """Perform an HTTP request through the guard; returns {status, headers, data} (data parsed if JSON)."""
-    opener = urllib.request.build_opener(_NoRedirect)
+    """Perform an HTTP request through the guard; returns {status, headers, data} (data parsed if JSON).
+
+    Every hop connects only to an address checked in that hop's resolution, directly (no HTTP(S)_PROXY)."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect, _CheckedHTTPHandler,
+                                         _CheckedHTTPSHandler)
     body: bytes | None = None
     hdrs = {str(k): str(v) for k, v in (headers or {}).items()}
+    _check_headers(hdrs)
     if data is not None and method not in ("GET", "DELETE"):
         if isinstance(data, dict | list):
             body = json.dumps(data).encode()

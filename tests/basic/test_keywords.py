@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import http.server
+import socket
 import threading
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -238,9 +240,11 @@ class _Loopback:
 
 
 def _allow_only(monkeypatch: pytest.MonkeyPatch, *urls: str) -> list[str]:
-    """Let the guard pass exactly `urls` (loopback is refused otherwise); every other URL goes through the real
-    check. Returns the URLs the guard was asked about, in order."""
-    real_check, allowed, checked = ssrf.check_url, set(urls), []
+    """Let the guard pass exactly `urls` (loopback is refused otherwise), and the connection go to their
+    host and port; every other URL and connection goes through the real checks. Returns the URLs the guard was
+    asked about, in order."""
+    real_check, real_resolve, allowed, checked = ssrf.check_url, ssrf.resolve_checked, set(urls), []
+    reachable = {(urlsplit(url).hostname, urlsplit(url).port) for url in urls}
 
     def check_url(url: str, resolve: bool = True) -> str:
         checked.append(url)
@@ -248,7 +252,13 @@ def _allow_only(monkeypatch: pytest.MonkeyPatch, *urls: str) -> list[str]:
             return "127.0.0.1"
         return real_check(url, resolve)
 
+    def resolve_checked(host: str, port: int) -> list:
+        if (host, port) in reachable:
+            return [(socket.AF_INET, (host, port))]
+        return real_resolve(host, port)
+
     monkeypatch.setattr(ssrf, "check_url", check_url)
+    monkeypatch.setattr(ssrf, "resolve_checked", resolve_checked)
     return checked
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import socket
 import threading
 from collections.abc import Iterator
 
@@ -74,8 +75,11 @@ def two_servers(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[list, int, in
     threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in servers]
     for t in threads:
         t.start()
-    # Both servers are on loopback, which the guard refuses: accept every URL here (the ranges are tested above).
+    # Both servers are on loopback, which the guard refuses: accept every URL here, and let the connection go to
+    # the address as given (the ranges are tested above, connecting only to checked addresses in
+    # test_ssrf_rebinding.py).
     monkeypatch.setattr(ssrf, "check_url", lambda url, resolve=True: "127.0.0.1")
+    monkeypatch.setattr(ssrf, "resolve_checked", lambda host, port: [(socket.AF_INET, (host, port))])
     try:
         yield seen, servers[0].server_address[1], servers[1].server_address[1]
     finally:
