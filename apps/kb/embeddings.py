@@ -19,7 +19,9 @@ Failure modes this module prevents:
   internal services, with the response's error text stored on the document for the author to read):
   `embedding-url` must be a public host, checked with the HTTP keywords' guard (apps.basic.ssrf) as
   `llm-url` is, unless the operator sets LLM_ALLOW_PRIVATE_HOSTS (local model servers); redirects are not
-  followed, so a public endpoint cannot bounce the request inside.
+  followed, so a public endpoint cannot bounce the request inside, and the client connects only to an address
+  checked in the same resolution (apps.core.outbound), so a name answering a public address to the check and
+  127.0.0.1 to the connection (DNS rebinding) is refused too.
 """
 
 from __future__ import annotations
@@ -262,8 +264,13 @@ class OpenAIEmbeddings:
         batch_size: int = REMOTE_BATCH_SIZE,
         timeout_s: float = REMOTE_TIMEOUT_S,
         max_retries: int = REMOTE_MAX_RETRIES,
+        public_only: bool = False,
     ) -> None:
+        """`public_only`: a URL the bot chose, private hosts not allowed: connect only to addresses checked as
+        public in the same resolution (apps.core.outbound)."""
         import openai
+
+        from apps.core.outbound import checked_http_client
 
         if not base_url.strip():
             raise EmbeddingConfigError("embedding-url is empty")
@@ -281,7 +288,8 @@ class OpenAIEmbeddings:
             api_key=api_key or "no-key",
             timeout=min(timeout_s, REMOTE_TIMEOUT_MAX_S),
             max_retries=max_retries,
-            http_client=openai.DefaultHttpxClient(follow_redirects=False),
+            http_client=(checked_http_client(openai) if public_only
+                         else openai.DefaultHttpxClient(follow_redirects=False)),
         )
 
     def __repr__(self) -> str:
@@ -296,10 +304,17 @@ class OpenAIEmbeddings:
     def _embed_batch(self, batch: list[str]) -> list[list[float]]:
         import openai
 
+        from apps.basic.ssrf import SSRFError, SSRFResolveError
+
         where = f"embedding endpoint {self.base_url} (model {self.model})"
         try:
             # "float", not the client's default base64: many compatible servers do not implement base64.
             response = self._client.embeddings.create(input=batch, model=self.model, encoding_format="float")
+        except SSRFResolveError as exc:  # when connecting (public_only): a DNS failure, temporary
+            raise EmbeddingError(f"{where} is unreachable: {exc}") from exc
+        except SSRFError as exc:  # when connecting (public_only): the name now resolves to a refused address
+            raise EmbeddingConfigError(f"{where} refused: {exc} (embedding endpoints of bots must be public hosts; "
+                                       "the operator can allow private ones with LLM_ALLOW_PRIVATE_HOSTS)") from None
         except openai.APITimeoutError as exc:
             raise EmbeddingError(f"{where} did not answer within {self._client.timeout} s") from exc
         except openai.APIConnectionError as exc:
@@ -414,4 +429,5 @@ def embedding_provider_for(config: Mapping[str, str], *, for_query: bool = False
         batch_size=_positive_int(config, "embedding-batch-size") or REMOTE_BATCH_SIZE,
         timeout_s=min(timeout_s, QUERY_TIMEOUT_S) if for_query else timeout_s,
         **({"max_retries": 0} if for_query else {}),
+        public_only=not getattr(django_settings, "LLM_ALLOW_PRIVATE_HOSTS", False),
     )

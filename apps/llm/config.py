@@ -17,6 +17,9 @@ Failure modes this module prevents:
   services): URLs from config.csv (`llm-url`, `llm-server`, `llm-fallback-url`) must be public hosts,
   checked with the HTTP keywords' guard (apps.basic.ssrf), unless the operator sets
   LLM_ALLOW_PRIVATE_HOSTS (local models on a private network). The platform's own LLM_URL is trusted.
+  The check is made again when connecting: such a provider is `public_only`, and its client connects only to
+  an address checked in the same resolution (apps.core.outbound), so a name answering a public address
+  here and 127.0.0.1 to the connection (DNS rebinding) is refused.
 * Vault being down quietly moving a bot onto the platform's provider: when a `vault:` key cannot be read
   (as opposed to "not there"), the platform default is left out of that bot's chain.
 * One bad value (a typo in `circuit-breaker-threshold`, an unreadable fallback key) stopping every chat:
@@ -115,6 +118,9 @@ class ProviderConfig:
     # Used with the platform's credential (or none): every tenant calling it shares its breaker, so the
     # breaker takes the platform's threshold and timeout, never one bot's (apps.llm.breaker).
     shared: bool = False
+    # A URL the bot chose, checked as a public host (private hosts not allowed): connect only to addresses checked
+    # in the same resolution (apps.core.outbound), never to what the name resolves to later (DNS rebinding).
+    public_only: bool = False
 
     @property
     def breaker_id(self) -> str:
@@ -213,9 +219,11 @@ def anthropic_base_url(url: str) -> str:
     return base.removesuffix("/v1")
 
 
-def _provider(kind: str, label: str, url: str, model: str, api_key: str, source: str) -> ProviderConfig:
+def _provider(kind: str, label: str, url: str, model: str, api_key: str, source: str, *,
+              public_only: bool = False) -> ProviderConfig:
     base = anthropic_base_url(url) if kind == KIND_ANTHROPIC else openai_base_url(url)
-    return ProviderConfig(kind=kind, label=label, base_url=base, model=model, source=source, api_key=api_key)
+    return ProviderConfig(kind=kind, label=label, base_url=base, model=model, source=source, api_key=api_key,
+                          public_only=public_only)
 
 
 # --- values ----------------------------------------------------------------------------------------------
@@ -289,11 +297,15 @@ class _KeyResolver:
         return None
 
 
+def _private_hosts_allowed() -> bool:
+    return bool(getattr(django_settings, "LLM_ALLOW_PRIVATE_HOSTS", False))
+
+
 def _public_url(key_name: str, url: str, problems: list[str]) -> bool:
     """Whether a bot-configured URL may be used (see the module docstring); records why not."""
     from apps.basic.ssrf import SSRFError, check_url
 
-    if getattr(django_settings, "LLM_ALLOW_PRIVATE_HOSTS", False):
+    if _private_hosts_allowed():
         return True
     try:
         check_url(url)
@@ -361,7 +373,8 @@ def _chain(values: Mapping[str, str], resolve: _KeyResolver, problems: list[str]
         elif kind is not None:
             # Never LLM_API_KEY here: the bot chose this endpoint.
             primary = _provider(kind, name or urlsplit(url).hostname or "bot", url,
-                                model or (platform.model if platform else ""), key, "bot")
+                                model or (platform.model if platform else ""), key, "bot",
+                                public_only=not _private_hosts_allowed())
     elif name and key and name.lower() in PUBLIC_PROVIDER_URLS and model:
         primary = _provider(provider_kind(name, "") or KIND_OPENAI, name.lower(), PUBLIC_PROVIDER_URLS[name.lower()],
                             model, key, "bot")
@@ -380,6 +393,7 @@ def _chain(values: Mapping[str, str], resolve: _KeyResolver, problems: list[str]
         fb_url = look("llm-fallback-url")
         fb_key = resolve("llm-fallback-key", look("llm-fallback-key"))
         if (fb_name or fb_model or fb_url) and fb_key is not None:
+            fb_public_only = False
             if fb_url and not _public_url("llm-fallback-url", fb_url, problems):
                 kind, candidate_key = None, ""
                 fb_url = None
@@ -387,8 +401,10 @@ def _chain(values: Mapping[str, str], resolve: _KeyResolver, problems: list[str]
                 kind = provider_kind(fb_name, fb_url)
                 # Only its own key: never another endpoint's key sent to this URL.
                 candidate_key = fb_key
+                fb_public_only = not _private_hosts_allowed()
             elif anchor is not None and (not fb_name or provider_kind(fb_name, "") == anchor.kind):
                 kind, fb_url, candidate_key = anchor.kind, anchor.base_url, fb_key or anchor.api_key
+                fb_public_only = anchor.public_only
             elif fb_name and fb_name.lower() in PUBLIC_PROVIDER_URLS and fb_key:
                 kind, fb_url, candidate_key = provider_kind(fb_name, ""), PUBLIC_PROVIDER_URLS[fb_name.lower()], fb_key
             else:
@@ -398,7 +414,8 @@ def _chain(values: Mapping[str, str], resolve: _KeyResolver, problems: list[str]
             if kind is None or not fb_url or not fb_model:
                 problems.append("llm-fallback-*: no usable endpoint and model; fallback skipped")
             else:
-                chain.append(_provider(kind, fb_name or "fallback", fb_url, fb_model, candidate_key, "fallback"))
+                chain.append(_provider(kind, fb_name or "fallback", fb_url, fb_model, candidate_key, "fallback",
+                                       public_only=fb_public_only))
 
     # 3. model-fallback-order: other models (model-<alias>) on the same endpoint.
     order = look("model-fallback-order")
@@ -408,7 +425,8 @@ def _chain(values: Mapping[str, str], resolve: _KeyResolver, problems: list[str]
             if alias_model:
                 chain.append(ProviderConfig(kind=anchor.kind, label=f"{anchor.label} ({alias})",
                                             base_url=anchor.base_url, model=alias_model,
-                                            source="model-fallback-order", api_key=anchor.api_key))
+                                            source="model-fallback-order", api_key=anchor.api_key,
+                                            public_only=anchor.public_only))
 
     # 4. The platform default, last -- but not when the bot's own key could not be read because Vault is down
     # or refusing: like apps.core.secrets, an outage must not silently swap a bot's own provider for the

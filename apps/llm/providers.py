@@ -42,6 +42,8 @@ try:  # the SDKs' own HTTP stack (a fork of httpx); its transport errors can esc
 except ImportError:  # pragma: no cover - older SDKs use httpx itself
     httpx2 = httpx
 
+from apps.basic.ssrf import SSRFResolveError
+from apps.core.outbound import checked_http_client, ssrf_refusal
 from apps.llm.config import KIND_ANTHROPIC, LLMSettings, ProviderConfig
 
 logger = logging.getLogger(__name__)
@@ -112,13 +114,13 @@ class _StreamCutOff(Exception):
 
 # --- clients ---------------------------------------------------------------------------------------------
 
-_clients: dict[tuple[str, str, str], Any] = {}
+_clients: dict[tuple[str, str, str, bool], Any] = {}
 _clients_lock = threading.Lock()
 
 
 def _client(provider: ProviderConfig) -> Any:
     """The process's SDK client for this endpoint and key (thread-safe; httpx pools connections)."""
-    cache_key = (provider.kind, provider.base_url, provider.api_key)
+    cache_key = (provider.kind, provider.base_url, provider.api_key, provider.public_only)
     with _clients_lock:
         client = _clients.get(cache_key)
         if client is None:
@@ -126,14 +128,19 @@ def _client(provider: ProviderConfig) -> Any:
                 _clients.pop(next(iter(_clients)))
             # Local servers take no key, but both clients refuse to start without one.
             key = provider.api_key or "no-key"
+            sdk: Any = anthropic if provider.kind == KIND_ANTHROPIC else openai
             # Redirects are not followed (the SDKs would): a public endpoint that redirects to an internal
-            # address would get around the SSRF check of the configured URL (apps.llm.config).
+            # address would get around the SSRF check of the configured URL (apps.llm.config). An endpoint a bot
+            # chose connects only to addresses checked as public when connecting (no DNS rebinding past the
+            # check), and never through a proxy (apps.core.outbound).
+            http_client = (checked_http_client(sdk) if provider.public_only
+                           else sdk.DefaultHttpxClient(follow_redirects=False))
             if provider.kind == KIND_ANTHROPIC:
                 client = anthropic.Anthropic(base_url=provider.base_url, api_key=key, max_retries=0,
-                                             http_client=anthropic.DefaultHttpxClient(follow_redirects=False))
+                                             http_client=http_client)
             else:
                 client = openai.OpenAI(base_url=provider.base_url, api_key=key, max_retries=0,
-                                       http_client=openai.DefaultHttpxClient(follow_redirects=False))
+                                       http_client=http_client)
             _clients[cache_key] = client
         return client
 
@@ -163,6 +170,13 @@ def _retry_after(exc: Any) -> float | None:
 def _failure(provider: ProviderConfig, exc: BaseException, streamed: str) -> ProviderFailure:
     if isinstance(exc, _DeadlinePassed):
         return ProviderFailure(provider, "the time budget of this call ran out", True, streamed, deadline_passed=True)
+    if (refusal := ssrf_refusal(exc)) is not None:
+        # The endpoint's name now resolves to an address a bot may not reach (apps.core.outbound): refused, not an
+        # outage of the provider; the chain moves on. A name that does not resolve now is an outage, retried.
+        if isinstance(refusal, SSRFResolveError):
+            return ProviderFailure(provider, f"connection failed ({refusal})", True, streamed, retryable=True)
+        return ProviderFailure(provider, f"refused: {refusal} (LLM endpoints of bots must be public hosts)", False,
+                               streamed)
     if isinstance(exc, _TIMEOUT_ERRORS):
         return ProviderFailure(provider, "timed out", True, streamed, retryable=True)
     if isinstance(exc, _STATUS_ERRORS):

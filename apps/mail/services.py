@@ -40,9 +40,11 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from apps.basic.ssrf import SSRFError, SSRFResolveError
 from apps.bots.models import Bot
 from apps.bots.selectors import bot_config_values
 from apps.core.locks import tenant_lock_try
+from apps.core.outbound import CheckedSMTP, CheckedSMTP_SSL, checked_imap_client
 from apps.core.secrets import SecretUnavailable
 from apps.drive.backends import DriveKeyError, DriveObjectTooLarge
 from apps.drive.storage import package_root, tenant_drive
@@ -261,13 +263,33 @@ def script_mail_send(*, bot: Bot, to: str, subject: str, body: str, attachments:
     return {"success": True, "message_id": row.message_id, "status": row.status}
 
 
+def _public_only(platform: bool) -> bool:
+    """A mail server the bot chose, private hosts not allowed: connect only to an address checked as public in the
+    same resolution (apps.core.outbound), never to what its name resolves to after accounts.py checked it (DNS
+    rebinding). The platform's SMTP_HOST is trusted."""
+    return not platform and not getattr(settings, "MAIL_ALLOW_PRIVATE_HOSTS", False)
+
+
+def _host_refused(protocol: str, host: str, exc: SSRFError) -> Exception:
+    """The error for a mail server refused when connecting: its name now resolves to a non-public address (the
+    bot's configuration, permanent), or does not resolve now (temporary)."""
+    if isinstance(exc, SSRFResolveError):
+        return MailTemporaryError(f"{protocol} server {host}: {exc}")
+    return MailConfigError(f"{protocol} server {host} refused: {exc} (mail servers must be public hosts)")
+
+
 @contextlib.contextmanager
 def _smtp_connect(account: SmtpAccount) -> Iterator[smtplib.SMTP]:
     context = ssl.create_default_context()
-    if account.security == SSL:
-        client: smtplib.SMTP = smtplib.SMTP_SSL(account.host, account.port, timeout=SMTP_TIMEOUT_S, context=context)
-    else:
-        client = smtplib.SMTP(account.host, account.port, timeout=SMTP_TIMEOUT_S)
+    checked = _public_only(account.platform)
+    try:
+        if account.security == SSL:
+            client: smtplib.SMTP = (CheckedSMTP_SSL if checked else smtplib.SMTP_SSL)(
+                account.host, account.port, timeout=SMTP_TIMEOUT_S, context=context)
+        else:
+            client = (CheckedSMTP if checked else smtplib.SMTP)(account.host, account.port, timeout=SMTP_TIMEOUT_S)
+    except SSRFError as exc:
+        raise _host_refused("SMTP", account.host, exc) from None
     try:
         client.ehlo()
         if account.security == STARTTLS:
@@ -428,8 +450,11 @@ def _imap_connect(account: ImapAccount) -> Iterator[object]:
     from imapclient import IMAPClient
 
     context = ssl.create_default_context()
-    client = IMAPClient(account.host, port=account.port, ssl=account.security == SSL, ssl_context=context,
-                        timeout=IMAP_TIMEOUT_S)
+    try:
+        client = (checked_imap_client if _public_only(False) else IMAPClient)(
+            account.host, port=account.port, ssl=account.security == SSL, ssl_context=context, timeout=IMAP_TIMEOUT_S)
+    except SSRFError as exc:
+        raise _host_refused("IMAP", account.host, exc) from None
     try:
         if account.security == STARTTLS:
             client.starttls(context)
