@@ -140,7 +140,14 @@ class ConsoleProfile(models.Model):
 
 class ApiKey(models.Model):
     """A tenant's API key. Only a SHA-256 hash of the secret is kept; the prefix identifies the key in lists
-    and logs. The key works on this tenant's host only (its row lives in this tenant's schema)."""
+    and logs. The key works on this tenant's host only (its row lives in this tenant's schema).
+
+    A key acts with at most its creator's current authority: each use needs `created_by` to exist, be active
+    and still hold the console role the scope and endpoint need (apps.accounts.services.api_key_authenticate).
+    Deleting the creator revokes the key (`revoked_reason` says so) before the foreign key is set to NULL; a key
+    whose `created_by` is NULL works nowhere."""
+
+    REVOKED_CREATOR_DELETED = "creator_deleted"
 
     prefix = models.CharField(max_length=16, unique=True)
     secret_hash = models.CharField(max_length=64)
@@ -151,6 +158,8 @@ class ApiKey(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # Why the platform revoked it by itself ("" when someone revoked it, or it is live).
+    revoked_reason = models.CharField(max_length=32, blank=True, default="")
     expires_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

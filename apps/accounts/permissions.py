@@ -12,6 +12,8 @@
 `api_access` accepts the console session (role checked, CSRF checked for unsafe methods) or
 `Authorization: Bearer <API key>` (the key's scopes must include `scope`; no cookies, so no CSRF). A key
 is looked up in the schema of the host it is sent to, so a key of tenant A is unknown on tenant B's host.
+A key acts with at most its creator's current role: the creator must exist, be active and hold both `role` and
+the role the scope needs (`api_key_scope_role`), checked on every request.
 With a key, `request.user` is an `ApiKeyPrincipal` (its name in the audit log is `api-key:<prefix>`) and
 `request.api_key` the key.
 
@@ -35,7 +37,14 @@ from django.views.decorators.csrf import csrf_exempt
 from apps.accounts.models import ApiKey
 from apps.accounts.roles import Role, role_allows
 from apps.accounts.selectors import user_console_role
-from apps.accounts.services import API_KEY_SCOPES, ApiKeyRejected, access_audit, api_key_authenticate
+from apps.accounts.services import (
+    API_KEY_SCOPES,
+    ApiKeyRejected,
+    access_audit,
+    api_key_authenticate,
+    api_key_scope_role,
+    role_max,
+)
 
 BEARER_PREFIX = "Bearer "
 
@@ -163,13 +172,15 @@ def api_access(*, role: Role | str, scope: str) -> Callable:
     required = Role(role)
     if scope not in API_KEY_SCOPES:
         raise ValueError(f"unknown API scope {scope!r}; known: {', '.join(API_KEY_SCOPES)}")
+    # What a key's creator must hold for the key to pass here: the endpoint's role and the scope's.
+    key_role = role_max(required, api_key_scope_role(scope))
 
     def decorator(view: Callable) -> Callable:
         @wraps(view)
         def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             header = authorization_header(request)
             if header:
-                return _with_api_key(request, header, scope, view, args, kwargs)
+                return _with_api_key(request, header, scope, key_role, view, args, kwargs)
             if not request.user.is_authenticated:
                 return _json_error("sign in to the console, or send Authorization: Bearer <API key>", 401)
             reason = _csrf_failure(request)
@@ -191,24 +202,26 @@ def api_access(*, role: Role | str, scope: str) -> Callable:
     return decorator
 
 
-def _with_api_key(request: HttpRequest, header: str, scope: str, view: Callable, args: tuple,
+def _with_api_key(request: HttpRequest, header: str, scope: str, key_role: Role, view: Callable, args: tuple,
                   kwargs: dict) -> HttpResponse:
     if not header.startswith(BEARER_PREFIX):
         return _json_error("use Authorization: Bearer <API key>", 401, bearer_error="invalid_request")
     try:
-        key = api_key_authenticate(header[len(BEARER_PREFIX):])
+        key = api_key_authenticate(header[len(BEARER_PREFIX):], role=key_role)
     except ApiKeyRejected as exc:
         # Rejected keys count against the sign-in limit of the caller's address, as wrong passwords do: past
-        # it the answer is 429 and no audit row is written (junk headers cannot flood the audit log, whose
-        # rows are kept at least 90 days).
+        # it the answer is 429 and no audit row is written (junk headers, or a script still running with the
+        # key of a demoted admin, cannot flood the audit log, whose rows are kept at least 90 days).
         from apps.core.ratelimit import request_rate_check
 
         refused = request_rate_check(request, "auth", by="ip")
         if refused is not None:
             return refused
-        access_audit("apikey.denied", request=request, actor="anonymous", object_type="path",
-                     object_id=request.path[:200], summary={"reason": exc.reason})
-        return _json_error(exc.reason, 401, bearer_error="invalid_token")
+        # A genuine key refused for its creator's sake is named, with the creator, in the audit row.
+        actor = ApiKeyPrincipal(exc.key).get_username() if exc.key is not None else "anonymous"
+        access_audit("apikey.denied", request=request, actor=actor, object_type="path",
+                     object_id=request.path[:200], summary={"reason": exc.reason, **exc.detail})
+        return _json_error(exc.reason, exc.status, bearer_error="invalid_token" if exc.status == 401 else "")
     principal = ApiKeyPrincipal(key)
     if scope not in key.scopes:
         access_audit("apikey.denied", request=request, actor=principal.get_username(), object_type="path",

@@ -10,6 +10,12 @@ Failure modes prevented:
   attack), and comparison is constant-time.
 - A key used past revocation or expiry, or on another tenant: every use checks both, and the lookup runs
   in the schema of the host it was sent to, where another tenant's key has no row.
+- A key outliving its creator's authority (an admin demoted to viewer, deactivated, deleted, or left with no
+  role by the identity provider at the next sign-in, still deploying bots with the key made as admin): a key
+  acts with at most its creator's current console role, read in the same query as the key on every use, so
+  every way a role changes (console role set, OIDC role mapping, superuser flag, deactivation) takes effect
+  on the next request with no code of its own. Deleting the creator also revokes the key (`revoked_reason`),
+  so the key list says why it stopped.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from apps.accounts.models import SUBJECT_MAX_LENGTH, ApiKey, ConsoleProfile, OidcConfig
-from apps.accounts.roles import Role
+from apps.accounts.roles import ROLE_RANK, Role, role_allows
 from apps.compliance.services import audit_log_available, audit_record
 
 # --- OIDC configuration ------------------------------------------------------------------------------------
@@ -118,6 +124,10 @@ def oidc_user_sign_in(*, issuer: str, claims: dict[str, Any], email: str, role: 
 # --- API keys ----------------------------------------------------------------------------------------------
 
 API_KEY_SCOPES = ("chat", "kb:search", "bots:read", "bots:deploy")
+# The console role a key's creator must hold for the key to use each scope (the role a console user needs
+# for the same endpoints); a key never does more than its creator could do signed in.
+API_KEY_SCOPE_ROLES = {"chat": Role.VIEWER, "kb:search": Role.VIEWER, "bots:read": Role.VIEWER,
+                       "bots:deploy": Role.EDITOR}
 API_KEY_TAG = "gbk"
 # 6 random bytes of prefix: collisions stay negligible for any realistic number of keys per tenant, and
 # the prefix is short enough to show in lists and logs.
@@ -131,11 +141,71 @@ API_KEY_LAST_USED_RESOLUTION_S = 60
 
 
 class ApiKeyRejected(Exception):
-    """A presented key is unusable; `reason` is safe to return to the client."""
+    """A presented key is unusable; `reason` is safe to return to the client. `key` is the key when it is
+    genuine (its secret matched) but its creator's authority is gone, with `detail` for the audit log and
+    `status` 401 (the key works nowhere now) or 403 (its creator's role is too low for this endpoint)."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, key: ApiKey | None = None, status: int = 401,
+                 detail: dict[str, Any] | None = None) -> None:
         self.reason = reason
+        self.key = key
+        self.status = status
+        self.detail = detail or {}
         super().__init__(reason)
+
+
+# Why a key's creator gives it no authority at all.
+CREATOR_DELETED = "creator_deleted"
+CREATOR_INACTIVE = "creator_inactive"
+CREATOR_NO_ROLE = "creator_no_role"
+_CREATOR_PROBLEM_REASONS = {
+    CREATOR_DELETED: "this API key's creator no longer exists; create a new key",
+    CREATOR_INACTIVE: "this API key's creator is deactivated",
+    CREATOR_NO_ROLE: "this API key's creator no longer has console access",
+}
+
+
+@dataclass(frozen=True)
+class ApiKeyAuthority:
+    """What a key may do now: its creator's current console role (`role`), or why it may do nothing
+    (`problem`, one of CREATOR_*). `creator` is the creator's username ("" once deleted)."""
+
+    creator: str
+    role: Role | None
+    problem: str = ""
+
+    def allows(self, required: Role | str) -> bool:
+        return not self.problem and role_allows(self.role, required)
+
+    def scopes_refused(self, scopes: list[str]) -> list[str]:
+        """The scopes among `scopes` the creator's role no longer grants (all of them when it has none)."""
+        return [scope for scope in scopes if not self.allows(api_key_scope_role(scope))]
+
+
+def api_key_scope_role(scope: str) -> Role:
+    """The console role a key's creator must hold for the key to use `scope` (unknown scopes: admin)."""
+    return API_KEY_SCOPE_ROLES.get(scope, Role.ADMIN)
+
+
+def role_max(*roles: Role | str) -> Role:
+    return max((Role(role) for role in roles), key=lambda role: ROLE_RANK[role])
+
+
+def api_key_authority(key: ApiKey) -> ApiKeyAuthority:
+    """The key's creator's current authority. Reads `key.created_by` and its console profile: select them
+    with the key (`select_related("created_by__console_profile")`) to keep this free of queries."""
+    from apps.accounts.selectors import user_console_role
+
+    creator = key.created_by if key.created_by_id is not None else None
+    if creator is None:
+        return ApiKeyAuthority(creator="", role=None, problem=CREATOR_DELETED)
+    name = creator.get_username()
+    if not creator.is_active:
+        return ApiKeyAuthority(creator=name, role=None, problem=CREATOR_INACTIVE)
+    role = user_console_role(creator)
+    if role is None:
+        return ApiKeyAuthority(creator=name, role=None, problem=CREATOR_NO_ROLE)
+    return ApiKeyAuthority(creator=name, role=role)
 
 
 @dataclass(frozen=True)
@@ -157,21 +227,33 @@ def api_key_scopes_validate(scopes: list[str]) -> list[str]:
     return sorted(set(scopes))
 
 
-def api_key_create(*, name: str, scopes: list[str], created_by=None, expires_at: dt.datetime | None = None,
+def api_key_create(*, name: str, scopes: list[str], created_by, expires_at: dt.datetime | None = None,
                    request: HttpRequest | None = None) -> ApiKeyCreated:
-    """A new key for this tenant; the returned `secret` is the only time the full key exists."""
+    """A new key for this tenant, acting for `created_by` (a user of this tenant who holds the console role
+    every scope needs, and keeps needing it for the key to work); the returned `secret` is the only time the
+    full key exists."""
     name = name.strip()
     if not name or len(name) > API_KEY_NAME_MAX_LENGTH:
         raise ValueError(f"the key name must be 1 to {API_KEY_NAME_MAX_LENGTH} characters")
     scopes = api_key_scopes_validate(scopes)
     if expires_at is not None and expires_at <= timezone.now():
         raise ValueError("the expiry date is in the past")
+    if getattr(created_by, "pk", None) is None:
+        raise ValueError("an API key acts for the user who creates it: give a user of this tenant")
+    authority = api_key_authority(ApiKey(created_by=created_by))
+    if authority.problem == CREATOR_INACTIVE:
+        raise ValueError(f"{authority.creator} is deactivated and cannot create API keys")
+    if authority.problem:
+        raise ValueError(f"{authority.creator} has no console role and cannot create API keys")
+    refused = authority.scopes_refused(scopes)
+    if refused:
+        raise ValueError(f"{authority.creator} holds the {authority.role.value} role, which does not grant "
+                         + ", ".join(f"{scope} (needs {api_key_scope_role(scope).value})" for scope in refused))
     prefix = secrets.token_hex(API_KEY_PREFIX_BYTES)
     raw = f"{API_KEY_TAG}_{prefix}_{secrets.token_urlsafe(API_KEY_SECRET_BYTES)}"
     with transaction.atomic():
         key = ApiKey.objects.create(prefix=prefix, secret_hash=api_key_hash(raw), name=name, scopes=scopes,
-                                    created_by=created_by if getattr(created_by, "pk", None) else None,
-                                    expires_at=expires_at)
+                                    created_by=created_by, expires_at=expires_at)
         _audit("apikey.created", actor=created_by, object_type="api_key", object_id=prefix,
                summary={"name": name, "scopes": scopes,
                         "expires_at": expires_at.isoformat() if expires_at else None},
@@ -191,12 +273,16 @@ def api_key_revoke(*, prefix: str, revoked_by=None, request: HttpRequest | None 
     return key
 
 
-def api_key_authenticate(raw_key: str) -> ApiKey:
-    """The tenant's live key matching `raw_key`, or ApiKeyRejected with the reason."""
+def api_key_authenticate(raw_key: str, *, role: Role | str | None = None) -> ApiKey:
+    """The tenant's live key matching `raw_key`, or ApiKeyRejected with the reason.
+
+    The key's creator must still exist, be active and hold a console role, and `role` (what the endpoint and
+    scope need, see `api_key_scope_role`) when given: read with the key in one query."""
     match = API_KEY_RE.match(raw_key.strip())
     if match is None:
         raise ApiKeyRejected("malformed API key")
-    key = ApiKey.objects.filter(prefix=match.group(1)).first()
+    key = (ApiKey.objects.select_related("created_by", "created_by__console_profile")
+           .filter(prefix=match.group(1)).first())
     # Hash either way so an unknown prefix costs what a known one does.
     presented = api_key_hash(raw_key.strip())
     if key is None or not hmac.compare_digest(presented, key.secret_hash):
@@ -206,10 +292,36 @@ def api_key_authenticate(raw_key: str) -> ApiKey:
         raise ApiKeyRejected("this API key has been revoked")
     if key.expires_at is not None and key.expires_at <= now:
         raise ApiKeyRejected("this API key has expired")
+    authority = api_key_authority(key)
+    if authority.problem:
+        raise ApiKeyRejected(_CREATOR_PROBLEM_REASONS[authority.problem], key=key,
+                             detail={"creator": authority.creator or None, "problem": authority.problem})
+    if role is not None and not authority.allows(role):
+        required = Role(role)
+        raise ApiKeyRejected(f"this API key's creator no longer holds the {required.value} role this needs "
+                             "(a key acts with its creator's current role)", key=key, status=403,
+                             detail={"creator": authority.creator, "problem": "creator_role_too_low",
+                                     "held": authority.role.value, "required": required.value})
     if key.last_used_at is None or (now - key.last_used_at).total_seconds() >= API_KEY_LAST_USED_RESOLUTION_S:
         ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
         key.last_used_at = now
     return key
+
+
+def api_keys_revoke_for_deleted_user(user) -> int:
+    """Revoke the live keys `user` created, as it is being deleted (a pre_delete receiver, apps.py): the
+    use-time check already refuses a key without a creator, and this leaves the list saying why. Audited."""
+    if not audit_log_available():  # the public schema (platform staff users) has no API keys
+        return 0
+    now = timezone.now()
+    with transaction.atomic():
+        keys = list(ApiKey.objects.select_for_update().filter(created_by=user, revoked_at__isnull=True))
+        for key in keys:
+            key.revoked_at, key.revoked_reason = now, ApiKey.REVOKED_CREATOR_DELETED
+            key.save(update_fields=["revoked_at", "revoked_reason"])
+            _audit("apikey.revoked", object_type="api_key", object_id=key.prefix,
+                   summary={"name": key.name, "reason": "creator deleted", "creator": user.get_username()})
+    return len(keys)
 
 
 # --- audit -------------------------------------------------------------------------------------------------

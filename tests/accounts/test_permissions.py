@@ -118,7 +118,8 @@ def test_session_posts_need_the_csrf_token_and_bearer_requests_do_not(canary_ten
                            HTTP_X_CSRFTOKEN=token)
     assert accepted.status_code == 404  # past authentication: the view itself answers
     with schema_context(canary_tenants.a.schema_name):
-        secret = api_key_create(name="script", scopes=["kb:search"]).secret
+        secret = api_key_create(name="script", scopes=["kb:search"],
+                                created_by=get_user_model().objects.get(username="admin")).secret
     bearer = Client(HTTP_HOST=canary_tenants.a.host, enforce_csrf_checks=True)
     response = bearer.post("/api/kb/search", data=b'{"bot": "nope", "query": "x"}', content_type="application/json",
                            HTTP_AUTHORIZATION=f"Bearer {secret}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from django.db import connection
@@ -34,9 +35,14 @@ def _test_urls(settings):
     settings.ROOT_URLCONF = "tests.accounts.urls"
 
 
+def _admin():
+    """The tenant's admin (a superuser) in the current schema: every key acts for a user of its tenant."""
+    return get_user_model().objects.get(username="admin")
+
+
 def _key(tenant, scopes: list[str], **kwargs) -> str:
     with schema_context(tenant.schema_name):
-        return api_key_create(name="script", scopes=scopes, **kwargs).secret
+        return api_key_create(name="script", scopes=scopes, created_by=_admin(), **kwargs).secret
 
 
 def _bots(host: str, secret: str):
@@ -45,7 +51,7 @@ def _bots(host: str, secret: str):
 
 def test_a_key_is_shown_once_and_only_its_hash_is_stored(canary_tenants):
     with schema_context(canary_tenants.a.schema_name):
-        created = api_key_create(name="deploy script", scopes=["bots:read", "kb:search"])
+        created = api_key_create(name="deploy script", scopes=["bots:read", "kb:search"], created_by=_admin())
         row = ApiKey.objects.get(pk=created.key.pk)
         with connection.cursor() as cursor:
             cursor.execute("SELECT * FROM accounts_api_key WHERE id = %s", [row.pk])
@@ -102,7 +108,7 @@ def test_a_revoked_key_stops_working_and_the_revocation_is_audited(canary_tenant
                        .values_list("action", "actor"))
     response = _bots(canary_tenants.a.host, secret)
     assert response.status_code == 401 and response.json() == {"error": "this API key has been revoked"}
-    assert actions == [("apikey.created", "system"), ("apikey.revoked", "ops")]
+    assert actions == [("apikey.created", "admin"), ("apikey.revoked", "ops")]
 
 
 def test_an_expired_key_stops_working(canary_tenants):
@@ -125,25 +131,26 @@ def test_a_tampered_key_is_refused(canary_tenants, mangle):
 def test_key_creation_validates_its_input(canary_tenants):
     with schema_context(canary_tenants.a.schema_name):
         with pytest.raises(ValueError, match="unknown scope"):
-            api_key_create(name="x", scopes=["bots:read", "admin:everything"])
+            api_key_create(name="x", scopes=["bots:read", "admin:everything"], created_by=_admin())
         with pytest.raises(ValueError, match="at least one scope"):
-            api_key_create(name="x", scopes=[])
+            api_key_create(name="x", scopes=[], created_by=_admin())
         with pytest.raises(ValueError, match="1 to 100 characters"):
-            api_key_create(name=" ", scopes=["chat"])
+            api_key_create(name=" ", scopes=["chat"], created_by=_admin())
         with pytest.raises(ValueError, match="in the past"):
-            api_key_create(name="x", scopes=["chat"], expires_at=timezone.now() - dt.timedelta(days=1))
+            api_key_create(name="x", scopes=["chat"], expires_at=timezone.now() - dt.timedelta(days=1),
+                           created_by=_admin())
         assert not ApiKey.objects.exists()
 
 
 def test_the_command_prints_a_working_key(canary_tenants, capsys):
-    call_command("api_key_create", "--tenant", canary_tenants.a.schema_name, "--name", "ci",
+    call_command("api_key_create", "--tenant", canary_tenants.a.schema_name, "--user", "admin", "--name", "ci",
                  "--scope", "bots:read", "--expires-in-days", "30")
     out, err = capsys.readouterr()
     secret = out.strip()
     assert "not shown again" in err and secret not in err
     assert _bots(canary_tenants.a.host, secret).status_code == 200
     with pytest.raises(CommandError, match="no ready tenant"):
-        call_command("api_key_create", "--tenant", "nope", "--name", "ci", "--scope", "bots:read")
+        call_command("api_key_create", "--tenant", "nope", "--user", "admin", "--name", "ci", "--scope", "bots:read")
 
 
 def test_oidc_config_refuses_plain_secrets_plain_http_and_bad_role_maps(canary_tenants):

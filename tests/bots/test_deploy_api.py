@@ -7,6 +7,7 @@ import zipfile
 
 import pytest
 from botocore.exceptions import ClientError
+from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 from django.test import Client
 from django_tenants.utils import schema_context
@@ -144,8 +145,9 @@ def test_an_api_key_deploys_only_with_the_deploy_scope_and_only_in_its_tenant(ca
     from apps.accounts.services import api_key_create
 
     with schema_context(canary_tenants.a.schema_name):
-        reader = api_key_create(name="reader", scopes=["bots:read"]).secret
-        deployer = api_key_create(name="ci", scopes=["bots:deploy"]).secret
+        admin = get_user_model().objects.get(username="admin")
+        reader = api_key_create(name="reader", scopes=["bots:read"], created_by=admin).secret
+        deployer = api_key_create(name="ci", scopes=["bots:deploy"], created_by=admin).secret
     package = _zip([("keyed.gbai/keyed.gbdialog/start.bas", START)])
     client_a = Client(HTTP_HOST=canary_tenants.a.host)
     assert _upload(client_a, package, HTTP_AUTHORIZATION=f"Bearer {reader}").status_code == 403

@@ -83,7 +83,8 @@ def test_another_tenants_key_cannot_be_revoked_here(console_client, canary_tenan
     from apps.accounts.services import api_key_create
 
     with schema_context(canary_tenants.b.schema_name):
-        key = api_key_create(name="b-key", scopes=["chat"]).key
+        key = api_key_create(name="b-key", scopes=["chat"],
+                             created_by=get_user_model().objects.get(username="admin")).key
     assert console_client(Role.ADMIN).post(f"/console/api-keys/{key.prefix}/revoke/",
                                            {"confirmed": "yes"}).status_code == 404
     with schema_context(canary_tenants.b.schema_name):

@@ -17,7 +17,15 @@ from apps.accounts.models import ApiKey
 from apps.accounts.permissions import console_role_required
 from apps.accounts.roles import Role
 from apps.accounts.selectors import api_key_list, user_console_role
-from apps.accounts.services import API_KEY_SCOPES, api_key_create, api_key_revoke
+from apps.accounts.services import (
+    API_KEY_SCOPES,
+    CREATOR_DELETED,
+    CREATOR_INACTIVE,
+    api_key_authority,
+    api_key_create,
+    api_key_revoke,
+    api_key_scope_role,
+)
 from apps.compliance.selectors import audit_event_csv_chunks, audit_event_search
 from apps.compliance.services import audit_record
 from apps.console.pagination import console_page
@@ -90,12 +98,35 @@ def api_key_list_page(request: HttpRequest) -> HttpResponse:
 def _api_keys_render(request: HttpRequest, *, created=None, form: dict | None = None, error: str = "",
                      status: int = 200) -> HttpResponse:
     show_revoked = request.GET.get("revoked") == "1"
-    keys = api_key_list(include_revoked=show_revoked).select_related("created_by")
+    keys = api_key_list(include_revoked=show_revoked).select_related("created_by", "created_by__console_profile")
+    page = console_page(request, keys)
+    for key in page.object_list:
+        key.creator_note = "" if key.revoked_at else _api_key_creator_note(key)
     return console_render(request, "console/api_keys/list.html", {
-        "page_obj": console_page(request, keys), "show_revoked": show_revoked, "scopes": API_KEY_SCOPES,
+        "page_obj": page, "show_revoked": show_revoked, "scopes": API_KEY_SCOPES,
         "created": created, "form": form or {"name": "", "scopes": [], "days": ""}, "error": error,
         "now": timezone.now(),
     }, status=status)
+
+
+def _api_key_creator_note(key: ApiKey) -> str:
+    """Why a live key does not work (or not for all its scopes) because of its creator; "" when it does."""
+    authority = api_key_authority(key)
+    if authority.problem == CREATOR_DELETED:
+        return _("Inactive: its creator no longer exists.")
+    if authority.problem == CREATOR_INACTIVE:
+        return _("Inactive: its creator %(user)s is deactivated.") % {"user": authority.creator}
+    if authority.problem:
+        return _("Inactive: its creator %(user)s has no console role.") % {"user": authority.creator}
+    refused = authority.scopes_refused(key.scopes)
+    if not refused:
+        return ""
+    needs = ", ".join(f"{scope} ({api_key_scope_role(scope).value})" for scope in refused)
+    if len(refused) == len(key.scopes):
+        return _("Inactive: its creator %(user)s is %(role)s now; it needs %(needs)s.") % {
+            "user": authority.creator, "role": authority.role.value, "needs": needs}
+    return _("Partly inactive: its creator %(user)s is %(role)s now; refused: %(needs)s.") % {
+        "user": authority.creator, "role": authority.role.value, "needs": needs}
 
 
 @require_POST
