@@ -32,8 +32,12 @@ Failure modes this module prevents:
 * A forged client address: the IP is REMOTE_ADDR, or X-Forwarded-For only behind a proxy listed in
   TRUSTED_PROXY_IPS (apps.compliance.services.request_client_ip).
 * Dodging the limit by inventing identities: `by=user|session|api-key` count per identity only when the
-  server verified it (signed-in user, an existing session, `request.api_key_id` set by API-key
-  authentication); otherwise the request counts against its IP.
+  server verified it (signed-in user, an existing session, `request.api_key` set by `api_access` once it
+  checked the key); otherwise the request counts against its IP. A request authenticated by an API key counts
+  per key under `by=user` too (its principal has no user id: all keys shared one bucket).
+* Counting an API-key request before its key is known (`@ratelimited` above `@api_access`, so `api-key`
+  counted every key against the caller's IP): `@ratelimited` refuses, when the module loads, to wrap a view
+  `api_access` already wrapped; put it below `@api_access`.
 * A tenant's config.csv switching off or inflating the platform's protection: values are clamped to
   RATE_LIMIT_MAX_REQUESTS / RATE_LIMIT_MAX_WINDOW_S, and `rate-limit-enabled,false` does not switch off
   the `auth` limit (password guessing).
@@ -54,6 +58,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from redis.exceptions import RedisError
@@ -380,19 +385,21 @@ def request_rate_key(request: HttpRequest, by: str) -> str:
     """The identity a request is counted under: verified user, session or API key, else its IP."""
     if by not in BY_CHOICES:
         raise ValueError(f"unknown rate-limit-by {by!r}; one of {', '.join(BY_CHOICES)}")
+    # Set by apps.accounts.permissions.api_access once it verified the key (a decorator outside it sees none).
+    api_key = getattr(request, "api_key", None)
     if by == BY_USER:
         user = getattr(request, "user", None)
-        if user is not None and user.is_authenticated:
+        if user is not None and user.is_authenticated and user.pk is not None:
             return f"user:{user.pk}"
+        if api_key is not None:  # an API key's principal has no user id: the key is who is counted
+            return f"api-key:{api_key.prefix}"
     elif by == BY_SESSION:
         session = getattr(request, "session", None)
         session_key = getattr(session, "session_key", None)
         if session_key and session.exists(session_key):
             return f"session:{session_key}"
-    elif by == BY_API_KEY:
-        api_key_id = getattr(request, "api_key_id", None)  # set by API-key authentication once verified
-        if api_key_id:
-            return f"api-key:{api_key_id}"
+    elif by == BY_API_KEY and api_key is not None:
+        return f"api-key:{api_key.prefix}"
     return f"ip:{client_ip_bucket(request)}"
 
 
@@ -467,6 +474,9 @@ def ratelimited(endpoint: str, *, by: str | None = None,
     (e.g. the bot the request addresses), else the platform defaults apply; `methods` (e.g. ("POST",))
     counts only those methods (a sign-in form's GET should not use up its attempts). Works on sync and
     async views.
+
+    On an API endpoint it goes below `@api_access` (applied after it), so the key is verified and known when the
+    request is counted; wrapping a view `api_access` already wrapped raises ImproperlyConfigured.
     """
     if endpoint not in ENDPOINTS:
         raise ValueError(f"unknown rate-limit endpoint {endpoint!r}; one of {', '.join(ENDPOINTS)}")
@@ -476,6 +486,11 @@ def ratelimited(endpoint: str, *, by: str | None = None,
     counted = {m.upper() for m in methods} if methods is not None else None
 
     def decorator(view):
+        if getattr(view, "required_scope", None) is not None:  # set by api_access, copied by functools.wraps
+            raise ImproperlyConfigured(
+                f"@ratelimited({endpoint!r}) wraps {getattr(view, '__qualname__', view)!r}, which @api_access already "
+                "wrapped: the API key would not be known when the request is counted. Put @ratelimited below "
+                "@api_access.")
         if asyncio.iscoroutinefunction(view):
             from asgiref.sync import sync_to_async
 

@@ -19,8 +19,8 @@ def _bad(message: str, status: int = 400) -> JsonResponse:
     return JsonResponse({"error": message}, status=status)
 
 
-@ratelimited("api")
 @api_access(role=Role.VIEWER, scope="kb:search")
+@ratelimited("api")  # below api_access: a key is verified, and counted per key under rate-limit-by=api-key
 @require_POST
 def kb_search_api(request):
     """`POST /api/kb/search` {"bot", "query", "kbs"?, "limit"?, "mode"?}: chunks with scores and sources."""
