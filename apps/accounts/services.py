@@ -123,11 +123,20 @@ def oidc_user_sign_in(*, issuer: str, claims: dict[str, Any], email: str, role: 
 
 # --- API keys ----------------------------------------------------------------------------------------------
 
-API_KEY_SCOPES = ("chat", "kb:search", "bots:read", "bots:deploy")
+# Each scope guards the endpoints declaring it with api_access: kb:search POST /api/kb/search, bots:deploy
+# POST /api/bots/deploy (tests/accounts/test_api_key_scopes.py checks every one is used by a tenant URL).
+API_KEY_SCOPES = ("kb:search", "bots:deploy")
+# Scopes once offered that guarded nothing: the chat (web chat, its WebSocket and REST API) and the bot
+# directory GET /api/bots are public by design (General Bots' protocol: anonymous visitors, a session id as
+# the capability), so a key with them protected nothing an admin might have thought it did. Keys holding them
+# keep their other scopes; new keys cannot ask for them.
+RETIRED_API_KEY_SCOPES = {
+    "chat": "the chat API is public (anonymous visitors, the session id is the capability): no key is checked",
+    "bots:read": "the bot directory GET /api/bots is public (names only): no key is checked",
+}
 # The console role a key's creator must hold for the key to use each scope (the role a console user needs
 # for the same endpoints); a key never does more than its creator could do signed in.
-API_KEY_SCOPE_ROLES = {"chat": Role.VIEWER, "kb:search": Role.VIEWER, "bots:read": Role.VIEWER,
-                       "bots:deploy": Role.EDITOR}
+API_KEY_SCOPE_ROLES = {"kb:search": Role.VIEWER, "bots:deploy": Role.EDITOR}
 API_KEY_TAG = "gbk"
 # 6 random bytes of prefix: collisions stay negligible for any realistic number of keys per tenant, and
 # the prefix is short enough to show in lists and logs.
@@ -221,6 +230,10 @@ def api_key_hash(raw_key: str) -> str:
 def api_key_scopes_validate(scopes: list[str]) -> list[str]:
     if not scopes:
         raise ValueError(f"give at least one scope: {', '.join(API_KEY_SCOPES)}")
+    retired = [scope for scope in scopes if scope in RETIRED_API_KEY_SCOPES]
+    if retired:
+        raise ValueError("; ".join(f"scope {scope!r} is not offered: {RETIRED_API_KEY_SCOPES[scope]}"
+                                   for scope in retired) + f"; use {', '.join(API_KEY_SCOPES)}")
     unknown = [scope for scope in scopes if scope not in API_KEY_SCOPES]
     if unknown:
         raise ValueError(f"unknown scope(s) {', '.join(map(repr, unknown))}; use {', '.join(API_KEY_SCOPES)}")

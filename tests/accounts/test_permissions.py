@@ -103,7 +103,7 @@ def test_anonymous_pages_redirect_to_sign_in_and_apis_answer_401_json(canary_ten
     client = Client(HTTP_HOST=canary_tenants.a.host)
     page = client.get("/console/")
     assert page.status_code == 302 and page["Location"] == "/accounts/login/?next=/console/"
-    api = client.get("/api/bots")
+    api = client.get("/test/viewer")
     assert api.status_code == 401 and api["WWW-Authenticate"] == "Bearer"
     assert "Bearer <API key>" in api.json()["error"]
     assert canary_tenants.a.canary not in api.content.decode()
@@ -128,9 +128,9 @@ def test_session_posts_need_the_csrf_token_and_bearer_requests_do_not(canary_ten
 
 def test_a_bearer_header_never_falls_back_to_the_session(canary_tenants):
     client = _signed_in(canary_tenants.a, "admin")
-    response = client.get("/api/bots", HTTP_AUTHORIZATION="Bearer not-a-key")
+    response = client.get("/test/viewer", HTTP_AUTHORIZATION="Bearer not-a-key")
     assert response.status_code == 401 and response.json() == {"error": "malformed API key"}
-    basic = client.get("/api/bots", HTTP_AUTHORIZATION="Basic YWRtaW46YWRtaW4=")
+    basic = client.get("/test/viewer", HTTP_AUTHORIZATION="Basic YWRtaW46YWRtaW4=")
     assert basic.status_code == 401
 
 
@@ -138,7 +138,7 @@ def test_oidc_roles_gate_the_same_endpoints(oidc_tenant, browser):
     client = oidc_tenant.client()
     assert sign_in(client, browser, "vera-viewer").status_code == 302
     assert client.get("/console/").status_code == 200
-    assert client.get("/api/bots").status_code == 200
+    assert client.get("/test/viewer").status_code == 200
     assert client.get("/test/editor").status_code == 403
 
 
@@ -147,4 +147,4 @@ def test_turning_oidc_on_ends_local_password_sessions(canary_tenants, provider, 
     assert client.get("/console/").status_code == 200
     oidc_configure(canary_tenants.a, issuer=provider.issuer, vault_server=vault_server)
     assert client.get("/console/").status_code == 302
-    assert client.get("/api/bots").status_code == 401
+    assert client.get("/test/viewer").status_code == 401

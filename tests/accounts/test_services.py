@@ -46,12 +46,12 @@ def _key(tenant, scopes: list[str], **kwargs) -> str:
 
 
 def _bots(host: str, secret: str):
-    return Client(HTTP_HOST=host).get("/api/bots", HTTP_AUTHORIZATION=f"Bearer {secret}")
+    return Client(HTTP_HOST=host).get("/test/viewer", HTTP_AUTHORIZATION=f"Bearer {secret}")
 
 
 def test_a_key_is_shown_once_and_only_its_hash_is_stored(canary_tenants):
     with schema_context(canary_tenants.a.schema_name):
-        created = api_key_create(name="deploy script", scopes=["bots:read", "kb:search"], created_by=_admin())
+        created = api_key_create(name="deploy script", scopes=["kb:search", "bots:deploy"], created_by=_admin())
         row = ApiKey.objects.get(pk=created.key.pk)
         with connection.cursor() as cursor:
             cursor.execute("SELECT * FROM accounts_api_key WHERE id = %s", [row.pk])
@@ -59,11 +59,11 @@ def test_a_key_is_shown_once_and_only_its_hash_is_stored(canary_tenants):
     assert created.secret.startswith(f"gbk_{row.prefix}_") and len(created.secret) == 60
     assert created.secret.split("_", 2)[2] not in stored
     assert row.secret_hash != created.secret and len(row.secret_hash) == 64
-    assert row.scopes == ["bots:read", "kb:search"]
+    assert row.scopes == ["bots:deploy", "kb:search"]
 
 
 def test_a_key_with_the_scope_reads_its_own_tenant_only(canary_tenants):
-    secret = _key(canary_tenants.a, ["bots:read"])
+    secret = _key(canary_tenants.a, ["kb:search"])
     response = _bots(canary_tenants.a.host, secret)
     assert response.status_code == 200
     assert canary_tenants.a.canary in response.content.decode()
@@ -73,7 +73,7 @@ def test_a_key_with_the_scope_reads_its_own_tenant_only(canary_tenants):
 
 
 def test_a_key_of_tenant_a_fails_on_tenant_b(canary_tenants):
-    secret = _key(canary_tenants.a, ["bots:read"])
+    secret = _key(canary_tenants.a, ["kb:search"])
     response = _bots(canary_tenants.b.host, secret)
     body = response.content.decode()
     assert response.status_code == 401 and response.json() == {"error": "unknown API key for this tenant"}
@@ -93,14 +93,14 @@ def test_junk_keys_are_limited_like_wrong_passwords_and_stop_adding_audit_rows(c
 
 
 def test_a_key_without_the_endpoints_scope_is_refused(canary_tenants):
-    secret = _key(canary_tenants.a, ["kb:search"])
+    secret = _key(canary_tenants.a, ["bots:deploy"])
     response = _bots(canary_tenants.a.host, secret)
-    assert response.status_code == 403 and response.json() == {"error": "this API key lacks the scope 'bots:read'"}
+    assert response.status_code == 403 and response.json() == {"error": "this API key lacks the scope 'kb:search'"}
     assert canary_tenants.a.canary not in response.content.decode()
 
 
 def test_a_revoked_key_stops_working_and_the_revocation_is_audited(canary_tenants):
-    secret = _key(canary_tenants.a, ["bots:read"])
+    secret = _key(canary_tenants.a, ["kb:search"])
     assert _bots(canary_tenants.a.host, secret).status_code == 200
     with schema_context(canary_tenants.a.schema_name):
         api_key_revoke(prefix=secret.split("_")[1], revoked_by="ops")
@@ -112,7 +112,7 @@ def test_a_revoked_key_stops_working_and_the_revocation_is_audited(canary_tenant
 
 
 def test_an_expired_key_stops_working(canary_tenants):
-    secret = _key(canary_tenants.a, ["bots:read"], expires_at=timezone.now() + dt.timedelta(days=1))
+    secret = _key(canary_tenants.a, ["kb:search"], expires_at=timezone.now() + dt.timedelta(days=1))
     assert _bots(canary_tenants.a.host, secret).status_code == 200
     with schema_context(canary_tenants.a.schema_name):
         ApiKey.objects.update(expires_at=timezone.now() - dt.timedelta(seconds=1))
@@ -123,7 +123,7 @@ def test_an_expired_key_stops_working(canary_tenants):
 @pytest.mark.parametrize("mangle", [lambda s: s[:-1] + ("A" if s[-1] != "A" else "B"), lambda s: s + "x",
                                     lambda s: s.replace("gbk_", "gbx_"), lambda s: ""])
 def test_a_tampered_key_is_refused(canary_tenants, mangle):
-    secret = _key(canary_tenants.a, ["bots:read"])
+    secret = _key(canary_tenants.a, ["kb:search"])
     with schema_context(canary_tenants.a.schema_name), pytest.raises(ApiKeyRejected):
         api_key_authenticate(mangle(secret))
 
@@ -131,26 +131,26 @@ def test_a_tampered_key_is_refused(canary_tenants, mangle):
 def test_key_creation_validates_its_input(canary_tenants):
     with schema_context(canary_tenants.a.schema_name):
         with pytest.raises(ValueError, match="unknown scope"):
-            api_key_create(name="x", scopes=["bots:read", "admin:everything"], created_by=_admin())
+            api_key_create(name="x", scopes=["kb:search", "admin:everything"], created_by=_admin())
         with pytest.raises(ValueError, match="at least one scope"):
             api_key_create(name="x", scopes=[], created_by=_admin())
         with pytest.raises(ValueError, match="1 to 100 characters"):
-            api_key_create(name=" ", scopes=["chat"], created_by=_admin())
+            api_key_create(name=" ", scopes=["kb:search"], created_by=_admin())
         with pytest.raises(ValueError, match="in the past"):
-            api_key_create(name="x", scopes=["chat"], expires_at=timezone.now() - dt.timedelta(days=1),
+            api_key_create(name="x", scopes=["kb:search"], expires_at=timezone.now() - dt.timedelta(days=1),
                            created_by=_admin())
         assert not ApiKey.objects.exists()
 
 
 def test_the_command_prints_a_working_key(canary_tenants, capsys):
     call_command("api_key_create", "--tenant", canary_tenants.a.schema_name, "--user", "admin", "--name", "ci",
-                 "--scope", "bots:read", "--expires-in-days", "30")
+                 "--scope", "kb:search", "--expires-in-days", "30")
     out, err = capsys.readouterr()
     secret = out.strip()
     assert "not shown again" in err and secret not in err
     assert _bots(canary_tenants.a.host, secret).status_code == 200
     with pytest.raises(CommandError, match="no ready tenant"):
-        call_command("api_key_create", "--tenant", "nope", "--user", "admin", "--name", "ci", "--scope", "bots:read")
+        call_command("api_key_create", "--tenant", "nope", "--user", "admin", "--name", "ci", "--scope", "kb:search")
 
 
 def test_oidc_config_refuses_plain_secrets_plain_http_and_bad_role_maps(canary_tenants):

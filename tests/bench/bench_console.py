@@ -101,8 +101,8 @@ def _fill(schema: str) -> None:
         Room.objects.bulk_create(Room(name=f"room-{i:03}", bot=big, title=f"Room {i}") for i in range(ROOMS))
         users = get_user_model().objects.bulk_create(get_user_model()(username=f"user-{i:03}") for i in range(USERS))
         ConsoleProfile.objects.bulk_create(ConsoleProfile(user=u, role="viewer") for u in users)
-        ApiKey.objects.bulk_create(ApiKey(prefix=f"{i:012x}", secret_hash="0" * 64, name=f"key {i}", scopes=["chat"],
-                                          created_by=users[i % USERS]) for i in range(API_KEYS))
+        ApiKey.objects.bulk_create(ApiKey(prefix=f"{i:012x}", secret_hash="0" * 64, name=f"key {i}",
+                                          scopes=["kb:search"], created_by=users[i % USERS]) for i in range(API_KEYS))
         AuditEvent.objects.bulk_create(
             (AuditEvent(actor=f"user-{i % USERS:03}", action="bot.deploy" if i % 3 else "auth.login",
                         object_type="bot", object_id=f"bot-{i % BOTS:03}", summary='{"files_written": 12}')

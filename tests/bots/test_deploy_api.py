@@ -146,7 +146,7 @@ def test_an_api_key_deploys_only_with_the_deploy_scope_and_only_in_its_tenant(ca
 
     with schema_context(canary_tenants.a.schema_name):
         admin = get_user_model().objects.get(username="admin")
-        reader = api_key_create(name="reader", scopes=["bots:read"], created_by=admin).secret
+        reader = api_key_create(name="reader", scopes=["kb:search"], created_by=admin).secret
         deployer = api_key_create(name="ci", scopes=["bots:deploy"], created_by=admin).secret
     package = _zip([("keyed.gbai/keyed.gbdialog/start.bas", START)])
     client_a = Client(HTTP_HOST=canary_tenants.a.host)

@@ -45,14 +45,14 @@ def test_audit_export_streams_csv_and_is_itself_audited(console_client, canary_t
 
 def test_api_key_is_shown_once_works_and_is_revoked(console_client, canary_tenants):
     client = console_client(Role.ADMIN)
-    created = client.post("/console/api-keys/create/", {"name": "ci", "scopes": ["bots:read"], "days": "30",
+    created = client.post("/console/api-keys/create/", {"name": "ci", "scopes": ["kb:search"], "days": "30",
                                                         "confirmed": "yes"})
     html = created.content.decode()
     assert created.status_code == 200 and created["Cache-Control"] == "no-store"
     secret = html.split('id="api-key-once">', 1)[1].split("<", 1)[0]
     assert secret.startswith("gbk_")
     with schema_context(canary_tenants.a.schema_name):
-        assert api_key_authenticate(secret).scopes == ["bots:read"]
+        assert api_key_authenticate(secret).scopes == ["kb:search"]
     assert secret not in client.get("/console/api-keys/").content.decode()  # never shown again
     with schema_context(canary_tenants.a.schema_name):
         prefix = ApiKey.objects.get(name="ci").prefix
@@ -68,11 +68,11 @@ def test_api_key_errors_are_specific_and_create_nothing(console_client, canary_t
     client = console_client(Role.ADMIN)
     no_scope = client.post("/console/api-keys/create/", {"name": "ci", "confirmed": "yes"})
     assert no_scope.status_code == 400 and "give at least one scope" in no_scope.content.decode()
-    bad_days = client.post("/console/api-keys/create/", {"name": "ci", "scopes": ["chat"], "days": "-3",
+    bad_days = client.post("/console/api-keys/create/", {"name": "ci", "scopes": ["kb:search"], "days": "-3",
                                                          "confirmed": "yes"})
     assert bad_days.status_code == 400 and "number of days" in bad_days.content.decode()
     for days in ("²", "9" * 5000):  # str.isdigit() takes both; int() refused them with a 500
-        odd = client.post("/console/api-keys/create/", {"name": "ci", "scopes": ["chat"], "days": days,
+        odd = client.post("/console/api-keys/create/", {"name": "ci", "scopes": ["kb:search"], "days": days,
                                                         "confirmed": "yes"})
         assert odd.status_code == 400 and "number of days" in odd.content.decode()
     with schema_context(canary_tenants.a.schema_name):
@@ -83,7 +83,7 @@ def test_another_tenants_key_cannot_be_revoked_here(console_client, canary_tenan
     from apps.accounts.services import api_key_create
 
     with schema_context(canary_tenants.b.schema_name):
-        key = api_key_create(name="b-key", scopes=["chat"],
+        key = api_key_create(name="b-key", scopes=["kb:search"],
                              created_by=get_user_model().objects.get(username="admin")).key
     assert console_client(Role.ADMIN).post(f"/console/api-keys/{key.prefix}/revoke/",
                                            {"confirmed": "yes"}).status_code == 404
@@ -122,7 +122,7 @@ def test_oidc_users_and_superusers_keep_their_roles(console_client, canary_tenan
 def test_non_admins_reach_no_admin_action(console_client, canary_tenants, role):
     target = user_with_role(canary_tenants.a, "target", None)
     client = console_client(role)
-    assert client.post("/console/api-keys/create/", {"name": "x", "scopes": ["chat"],
+    assert client.post("/console/api-keys/create/", {"name": "x", "scopes": ["kb:search"],
                                                      "confirmed": "yes"}).status_code == 403
     assert client.post(f"/console/users/{target.pk}/role/", {"role": "admin", "confirmed": "yes"}).status_code == 403
     assert client.get("/console/compliance/export.csv").status_code == 403

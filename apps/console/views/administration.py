@@ -21,6 +21,7 @@ from apps.accounts.services import (
     API_KEY_SCOPES,
     CREATOR_DELETED,
     CREATOR_INACTIVE,
+    RETIRED_API_KEY_SCOPES,
     api_key_authority,
     api_key_create,
     api_key_revoke,
@@ -104,6 +105,7 @@ def _api_keys_render(request: HttpRequest, *, created=None, form: dict | None = 
         key.creator_note = "" if key.revoked_at else _api_key_creator_note(key)
     return console_render(request, "console/api_keys/list.html", {
         "page_obj": page, "show_revoked": show_revoked, "scopes": API_KEY_SCOPES,
+        "retired_scopes": RETIRED_API_KEY_SCOPES,
         "created": created, "form": form or {"name": "", "scopes": [], "days": ""}, "error": error,
         "now": timezone.now(),
     }, status=status)
@@ -118,11 +120,12 @@ def _api_key_creator_note(key: ApiKey) -> str:
         return _("Inactive: its creator %(user)s is deactivated.") % {"user": authority.creator}
     if authority.problem:
         return _("Inactive: its creator %(user)s has no console role.") % {"user": authority.creator}
-    refused = authority.scopes_refused(key.scopes)
+    scopes = [scope for scope in key.scopes if scope in API_KEY_SCOPES]  # retired ones guard nothing
+    refused = authority.scopes_refused(scopes)
     if not refused:
         return ""
     needs = ", ".join(f"{scope} ({api_key_scope_role(scope).value})" for scope in refused)
-    if len(refused) == len(key.scopes):
+    if len(refused) == len(scopes):
         return _("Inactive: its creator %(user)s is %(role)s now; it needs %(needs)s.") % {
             "user": authority.creator, "role": authority.role.value, "needs": needs}
     return _("Partly inactive: its creator %(user)s is %(role)s now; refused: %(needs)s.") % {
