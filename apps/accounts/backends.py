@@ -81,7 +81,7 @@ class TenantOIDCBackend(OIDCAuthenticationBackend):
         except Exception as exc:  # a Vault outage or a bad reference: the tenant's config, not the user
             raise oidc.OidcProviderUnavailable(f"the provider's client secret is unavailable ({type(exc).__name__})") \
                 from None
-        metadata = oidc.provider_metadata(provider.issuer)
+        metadata = oidc.provider_metadata(provider.issuer, trusted=provider.trusted)
         tokens = oidc.code_exchange(provider=provider, metadata=metadata, code=code, redirect_uri=redirect_uri,
                                     code_verifier=code_verifier)
         id_token = tokens["id_token"]

@@ -35,6 +35,22 @@ def issuer_validate(issuer: str) -> None:
         raise ValidationError({"issuer": "the issuer must use https (plain http only for a provider on loopback)"})
 
 
+def issuer_reachable_validate(issuer: str) -> None:
+    """A tenant's issuer must be an https URL whose host resolves to public addresses only (the SSRF guard's
+    rules), unless OIDC_ALLOW_PRIVATE_HOSTS: otherwise a tenant admin could make the platform request its own
+    network (cloud metadata, Vault, internal services). Checked again at every request (DNS rebinding)."""
+    from apps.accounts.oidc import private_hosts_allowed, provider_url_check
+    from apps.basic.ssrf import SSRFError
+
+    if private_hosts_allowed():
+        return
+    try:
+        provider_url_check(issuer)
+    except SSRFError as exc:
+        raise ValidationError({"issuer": f"the issuer {issuer} cannot be used: {exc} (the platform requests only "
+                                         "https providers on public addresses)"}) from None
+
+
 def _is_loopback(host: str) -> bool:
     if host in LOOPBACK_HOSTS:
         return True
@@ -91,6 +107,7 @@ class OidcConfig(models.Model):
         from apps.core.secrets import config_secret_reference_parse, tenant_admin_path
 
         issuer_validate(self.issuer)
+        issuer_reachable_validate(self.issuer)
         if "openid" not in self.scopes.split():
             raise ValidationError({"scopes": "the scopes must include 'openid'"})
         try:

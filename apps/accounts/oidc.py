@@ -20,6 +20,14 @@ Failure modes prevented (OIDC Core §3.1.3.7, test plan §1.9):
 - Another organisation's users on a shared provider (Zitadel with one organisation per tenant, where the
   issuer alone does not tell tenants apart): with an organisation set, the user must belong to it; on the
   platform's default provider an organisation is required, and a tenant bound to none admits nobody.
+- The platform's network reached through a tenant's provider (SSRF): a tenant admin chooses the issuer, and
+  the issuer's discovery document chooses the JWKS, token and userinfo URLs. Each request to them is made only
+  over https and to an address the SSRF guard checked as public in the same resolution
+  (apps.core.outbound.checked_requests_session: cloud metadata, Vault and internal services stay out of
+  reach, DNS rebinding included), directly, never through a proxy. A refused URL fails the sign-in with a
+  reason naming the endpoint. OIDC_ALLOW_PRIVATE_HOSTS lifts this (a provider inside the platform's network,
+  the tests' provider on loopback); the platform's own provider (OIDC_ISSUER, `trusted`) is not checked, as
+  LLM_URL is not. The authorization and end-session endpoints are only ever the browser's redirects.
 - Error pages leaking secrets or provider internals: errors carry a short reason for the user and the
   audit log; token values are never logged.
 """
@@ -31,13 +39,17 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 import jwt
 import requests
 from django.conf import settings
+
+from apps.basic import ssrf
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +106,8 @@ class ProviderSettings:
     organization_id: str = ""  # Zitadel: the one organisation whose users may sign in ("" = any, see below)
     # The platform's default provider, shared by every tenant: "" above then admits nobody, not anybody.
     organization_required: bool = False
+    # The platform's own provider (settings OIDC_*): its URLs are the operator's, not checked (see the docstring).
+    trusted: bool = False
 
 
 @dataclass(frozen=True)
@@ -104,6 +118,7 @@ class ProviderMetadata:
     jwks_uri: str
     userinfo_endpoint: str = ""
     end_session_endpoint: str = ""
+    trusted: bool = False  # the platform's own provider: requests to it are not SSRF-checked
 
 
 @dataclass
@@ -152,27 +167,74 @@ def _json_from(response: requests.Response, what: str) -> dict:
     return body
 
 
-def _get(url: str, what: str, **kwargs: Any) -> requests.Response:
+def private_hosts_allowed() -> bool:
+    return bool(getattr(settings, "OIDC_ALLOW_PRIVATE_HOSTS", False))
+
+
+def provider_url_check(url: str, *, resolve: bool = True) -> None:
+    """Raise ssrf.SSRFError unless `url` may be requested for a tenant's provider: https, and a host that is
+    (with `resolve`, resolves to) public addresses only. Callers skip it under OIDC_ALLOW_PRIVATE_HOSTS."""
     try:
-        response = requests.get(url, timeout=oidc_timeout(), allow_redirects=False, stream=True, **kwargs)
+        scheme = urlsplit(url).scheme.lower()
+    except ValueError as exc:
+        raise ssrf.SSRFError(f"invalid URL: {exc}") from None
+    if scheme != "https":
+        raise ssrf.SSRFError(f"only https URLs are allowed, not '{scheme or url}'")
+    ssrf.check_url(url, resolve=resolve)
+
+
+@contextmanager
+def _http(checked: bool) -> Iterator[Any]:
+    """What to send a request with: a session connecting only to checked addresses, or (unchecked) requests."""
+    if not checked:
+        yield requests
+        return
+    from apps.core.outbound import checked_requests_session
+
+    with checked_requests_session() as session:
+        yield session
+
+
+def _send(http: Any, method: str, url: str, what: str, *, checked: bool, **kwargs: Any) -> requests.Response:
+    """One request to the provider. With `checked`, `url` must pass `provider_url_check` (its name now, its
+    addresses when the connection is made: the session connects only to checked ones)."""
+    try:
+        if checked:
+            provider_url_check(url, resolve=False)
+        return http.request(method, url, timeout=oidc_timeout(), allow_redirects=False, stream=True, **kwargs)
+    except ssrf.SSRFError as exc:
+        logger.warning("oidc provider url refused", extra={"url": url, "what": what, "error": str(exc)})
+        raise OidcProviderUnavailable(f"the sign-in provider's {what} URL is not allowed: {exc}") from None
     except requests.RequestException as exc:
         logger.warning("oidc provider unreachable", extra={"url": url, "error": type(exc).__name__})
         raise OidcProviderUnavailable(f"the sign-in provider did not answer ({what})") from None
-    if response.status_code != 200:
-        response.close()
-        raise OidcProviderUnavailable(f"the sign-in provider answered {response.status_code} ({what})")
-    return response
 
 
-def provider_metadata(issuer: str, *, refresh: bool = False) -> ProviderMetadata:
-    """The issuer's discovery document (cached), checked to name this very issuer."""
+def _checked(trusted: bool) -> bool:
+    return not trusted and not private_hosts_allowed()
+
+
+def _get_json(url: str, what: str, *, trusted: bool, **kwargs: Any) -> dict:
+    checked = _checked(trusted)
+    with _http(checked) as http:
+        response = _send(http, "GET", url, what, checked=checked, **kwargs)
+        if response.status_code != 200:
+            response.close()
+            raise OidcProviderUnavailable(f"the sign-in provider answered {response.status_code} ({what})")
+        return _json_from(response, what)
+
+
+def provider_metadata(issuer: str, *, refresh: bool = False, trusted: bool = False) -> ProviderMetadata:
+    """The issuer's discovery document (cached), checked to name this very issuer. `trusted`: the platform's own
+    provider (settings), whose URLs are not SSRF-checked; a tenant's provider is never trusted."""
     now = time.monotonic()
+    key = f"{int(trusted)}|{issuer}"
     with _cache.lock:
-        cached = _cache.metadata.get(issuer)
+        cached = _cache.metadata.get(key)
     if cached and not refresh and now - cached.fetched_at < METADATA_CACHE_TTL_S:
         return cached.value
     url = issuer.rstrip("/") + "/.well-known/openid-configuration"
-    body = _json_from(_get(url, "discovery document"), "discovery document")
+    body = _get_json(url, "discovery document", trusted=trusted)
     if body.get("issuer") != issuer:
         # OIDC Discovery §4.3: a document naming another issuer is not this provider's.
         raise OidcProviderUnavailable("the provider's discovery document names a different issuer")
@@ -184,26 +246,28 @@ def provider_metadata(issuer: str, *, refresh: bool = False) -> ProviderMetadata
             jwks_uri=str(body["jwks_uri"]),
             userinfo_endpoint=str(body.get("userinfo_endpoint") or ""),
             end_session_endpoint=str(body.get("end_session_endpoint") or ""),
+            trusted=trusted,
         )
     except KeyError as exc:
         raise OidcProviderUnavailable(f"the provider's discovery document lacks {exc.args[0]}") from None
     with _cache.lock:
-        _cache.metadata[issuer] = _Cached(now, metadata)
+        _cache.metadata[key] = _Cached(now, metadata)
     return metadata
 
 
 def _jwks(metadata: ProviderMetadata, *, refresh: bool) -> list[dict]:
     now = time.monotonic()
+    key = f"{int(metadata.trusted)}|{metadata.issuer}"
     with _cache.lock:
-        cached = _cache.jwks.get(metadata.issuer)
+        cached = _cache.jwks.get(key)
     if cached and (now - cached.fetched_at < METADATA_CACHE_TTL_S) and (
         not refresh or now - cached.fetched_at < JWKS_REFETCH_MIN_INTERVAL_S
     ):
         return cached.value
-    body = _json_from(_get(metadata.jwks_uri, "key set"), "key set")
-    keys = [key for key in body.get("keys", []) if isinstance(key, dict)]
+    body = _get_json(metadata.jwks_uri, "key set", trusted=metadata.trusted)
+    keys = [jwk for jwk in body.get("keys", []) if isinstance(jwk, dict)]
     with _cache.lock:
-        _cache.jwks[metadata.issuer] = _Cached(now, keys)
+        _cache.jwks[key] = _Cached(now, keys)
     return keys
 
 
@@ -278,13 +342,11 @@ def code_exchange(*, provider: ProviderSettings, metadata: ProviderMetadata, cod
         auth = (quote(provider.client_id, safe=""), quote(provider.client_secret, safe=""))
     else:
         data["client_id"] = provider.client_id
-    try:
-        response = requests.post(metadata.token_endpoint, data=data, auth=auth, timeout=oidc_timeout(),
-                                 allow_redirects=False, stream=True)
-    except requests.RequestException as exc:
-        logger.warning("oidc token endpoint unreachable", extra={"error": type(exc).__name__})
-        raise OidcProviderUnavailable("the sign-in provider did not answer (token)") from None
-    body = _json_from(response, "token response")
+    checked = _checked(metadata.trusted)
+    with _http(checked) as http:
+        response = _send(http, "POST", metadata.token_endpoint, "token endpoint", checked=checked, data=data,
+                         auth=auth)
+        body = _json_from(response, "token response")
     if response.status_code != 200:
         error = str(body.get("error", "error"))[:60]
         raise OidcTokenRejected(f"the provider refused the sign-in code ({error})")
@@ -298,8 +360,8 @@ def userinfo_fetch(*, metadata: ProviderMetadata, access_token: str, subject: st
     provider has no userinfo endpoint. Its `sub` must be the ID token's (OIDC Core §5.3.2)."""
     if not metadata.userinfo_endpoint or not access_token:
         return {}
-    response = _get(metadata.userinfo_endpoint, "userinfo", headers={"Authorization": f"Bearer {access_token}"})
-    body = _json_from(response, "userinfo")
+    body = _get_json(metadata.userinfo_endpoint, "userinfo", trusted=metadata.trusted,
+                     headers={"Authorization": f"Bearer {access_token}"})
     if body.get("sub") != subject:
         raise OidcTokenRejected("the provider's userinfo is about another user (sub)")
     return body

@@ -69,7 +69,7 @@ def oidc_provider_settings(config: OidcConfig) -> ProviderSettings:
     return ProviderSettings(
         issuer=config.issuer, client_id=config.client_id, client_secret=secret, scopes=config.scopes,
         roles_claim=config.roles_claim, role_map=dict(config.role_map), organization_id=config.organization_id,
-        organization_required=config.is_platform_default,
+        organization_required=config.is_platform_default, trusted=config.is_platform_default,
     )
 
 

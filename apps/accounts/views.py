@@ -155,7 +155,7 @@ class TenantOIDCAuthenticationRequestView(OIDCAuthenticationRequestView):
         if config.organization_unbound:
             return _unbound_failure(request)
         try:
-            metadata = oidc.provider_metadata(config.issuer)
+            metadata = oidc.provider_metadata(config.issuer, trusted=config.is_platform_default)
         except oidc.OidcError as exc:
             return _failure(request, exc.reason, exc.status)
         state = get_random_string(STATE_LENGTH)
@@ -283,7 +283,7 @@ class ConsoleLogoutView(View):
         target = home
         if id_token and config is not None and config.issuer == issuer:
             try:
-                metadata = oidc.provider_metadata(config.issuer)
+                metadata = oidc.provider_metadata(config.issuer, trusted=config.is_platform_default)
                 target = oidc.end_session_url(metadata=metadata, client_id=config.client_id, id_token=id_token,
                                               post_logout_redirect_uri=request.build_absolute_uri(home)) or home
             except oidc.OidcError:

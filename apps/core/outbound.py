@@ -14,13 +14,18 @@ TLS (SNI and the certificate check), the Host header and the SMTP/IMAP session k
   resolve the name again on its side and could reach addresses inside its own network. Where bots' endpoints
   can only be reached through a proxy, the proxy must do the filtering; the operator then sets
   LLM_ALLOW_PRIVATE_HOSTS (nothing is checked here, and the SDKs' default client uses the proxy settings).
+* `checked_requests_session()` -- a requests.Session for the tenant's own OIDC provider (apps.accounts.oidc:
+  its issuer and the endpoints its discovery document names), whose urllib3 connections open their sockets with
+  `ssrf.connect_checked`; it reads no proxy settings from the environment (`trust_env` off) and keeps no cookies
+  between calls (a new session per call). OIDC_ALLOW_PRIVATE_HOSTS turns it off.
 * `CheckedSMTP`, `CheckedSMTP_SSL` (smtplib) and `checked_imap_client(...)` (an imapclient.IMAPClient): the
   same for mail.
 
 A refused address raises `ssrf.SSRFError` (a ValueError) from the connection attempt; the SDKs pass it on as
 it is (openai) or as the cause of their connection error (anthropic): `ssrf_refusal(exc)` finds it.
-Used only when the operator has not allowed private hosts (LLM_ALLOW_PRIVATE_HOSTS, MAIL_ALLOW_PRIVATE_HOSTS)
-and only for hosts a bot chose: the platform's own LLM_URL and SMTP_HOST are trusted and connect as before.
+Used only when the operator has not allowed private hosts (LLM_ALLOW_PRIVATE_HOSTS, MAIL_ALLOW_PRIVATE_HOSTS,
+OIDC_ALLOW_PRIVATE_HOSTS) and only for hosts a tenant chose: the platform's own LLM_URL, SMTP_HOST and
+OIDC_ISSUER are trusted and connect as before.
 Only the synchronous clients are covered: the platform calls the SDKs and mail libraries synchronously.
 """
 
@@ -28,11 +33,16 @@ from __future__ import annotations
 
 import functools
 import smtplib
+import socket
 from collections.abc import Iterable
 from typing import Any
 
 import httpcore2
 import httpx2
+import requests
+import urllib3
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+from urllib3.util.timeout import _DEFAULT_TIMEOUT
 
 from apps.basic import ssrf
 
@@ -89,6 +99,69 @@ def checked_http_client(sdk: Any) -> httpx2.Client:
     following redirects (a public endpoint redirecting to an internal one would get around the check), and not
     using any proxy (see the module docstring)."""
     return sdk.DefaultHttpxClient(follow_redirects=False, transport=checked_transport())
+
+
+class _CheckedConnectionMixin:
+    """urllib3's socket opening (`_new_conn`) through `ssrf.connect_checked`: the socket goes to a checked
+    address, while the Host header and, for https, SNI and the certificate check keep the name (urllib3 wraps
+    the socket with the connection's host). A refused host raises ssrf.SSRFError (a ValueError: urllib3 and
+    requests pass it on as it is, they retry and wrap only OSErrors)."""
+
+    def _new_conn(self) -> socket.socket:
+        timeout = self.timeout  # type: ignore[attr-defined]
+        if timeout is _DEFAULT_TIMEOUT:
+            timeout = socket.getdefaulttimeout()
+        try:
+            sock = ssrf.connect_checked(self._dns_host, self.port, timeout,  # type: ignore[attr-defined]
+                                        self.source_address)  # type: ignore[attr-defined]
+        except TimeoutError as exc:
+            raise ConnectTimeoutError(self, f"Connection to {self.host} timed out. "  # type: ignore[attr-defined]
+                                            f"(connect timeout={timeout})") from exc
+        except OSError as exc:
+            raise NewConnectionError(self, f"Failed to establish a new connection: {exc}") from exc
+        for option in self.socket_options or ():  # type: ignore[attr-defined]
+            sock.setsockopt(*option)  # urllib3's default: TCP_NODELAY
+        return sock
+
+
+class _CheckedHTTPConnection(_CheckedConnectionMixin, urllib3.connection.HTTPConnection):
+    pass
+
+
+class _CheckedHTTPSConnection(_CheckedConnectionMixin, urllib3.connection.HTTPSConnection):
+    pass
+
+
+class _CheckedHTTPConnectionPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _CheckedHTTPConnection
+
+
+class _CheckedHTTPSConnectionPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _CheckedHTTPSConnection
+
+
+class CheckedHTTPAdapter(requests.adapters.HTTPAdapter):
+    """A requests adapter whose pools connect only to checked addresses, and never through a proxy (a proxy
+    would resolve the name again on its side)."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _CheckedHTTPConnectionPool,
+                                                   "https": _CheckedHTTPSConnectionPool}
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        raise ssrf.SSRFError("checked connections do not go through a proxy")
+
+
+def checked_requests_session() -> requests.Session:
+    """A requests.Session connecting only to addresses `ssrf.resolve_checked` checked (http and https), ignoring
+    HTTP(S)_PROXY and .netrc (`trust_env` off). Use one per call (it keeps cookies) and close it."""
+    session = requests.Session()
+    session.trust_env = False
+    adapter = CheckedHTTPAdapter()
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
 
 
 class CheckedSMTP(smtplib.SMTP):

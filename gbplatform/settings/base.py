@@ -275,6 +275,10 @@ OIDC_CLIENT_ID = env_str("OIDC_CLIENT_ID")
 OIDC_CLIENT_SECRET = env_str("OIDC_CLIENT_SECRET")
 # Seconds per call to a provider (mozilla-django-oidc's default is no timeout: a hung provider hangs us).
 OIDC_TIMEOUT = env_int("OIDC_TIMEOUT_S", 5)
+# A tenant's own provider (accounts.OidcConfig: its issuer and the JWKS, token and userinfo URLs its discovery
+# document names) is requested over https at public addresses only (SSRF guard) unless this is on (a provider
+# inside the platform's network, or on loopback over http). The platform's OIDC_ISSUER is never checked.
+OIDC_ALLOW_PRIVATE_HOSTS = env_bool("OIDC_ALLOW_PRIVATE_HOSTS", False)
 # --- LLM (apps.llm): the platform default provider, last in every bot's chain -------------------------
 # LLM_API_KEY may be a `vault:<path>#<key>` reference. LLM_PROVIDER: `openai` (any OpenAI-compatible API:
 # OpenAI, Groq, Ollama, llama.cpp, vLLM) or `anthropic`; empty: detected from LLM_URL.

@@ -85,9 +85,18 @@ def provider_process(provider_key):
     started.stop()
 
 
+@pytest.fixture(autouse=True)
+def _oidc_loopback_providers(settings):
+    """The sign-in tests' providers listen on loopback over http: tenants may name them here
+    (production's default refuses them; tests/accounts/test_oidc_ssrf.py switches it back off)."""
+    settings.OIDC_ALLOW_PRIVATE_HOSTS = True
+
+
 @pytest.fixture
-def provider(provider_process):
-    """The provider, with no queued token override and its original accounts for each test."""
+def provider(provider_process, settings):
+    """The provider, with no queued token override and its original accounts for each test. It is on loopback,
+    so tenants may name it (OIDC_ALLOW_PRIVATE_HOSTS; the attack suite uses this fixture too)."""
+    settings.OIDC_ALLOW_PRIVATE_HOSTS = True
     provider_process.reset()
     yield provider_process
     provider_process.reset()
