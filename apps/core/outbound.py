@@ -32,6 +32,7 @@ Only the synchronous clients are covered: the platform calls the SDKs and mail l
 from __future__ import annotations
 
 import functools
+import os
 import smtplib
 import socket
 from collections.abc import Iterable
@@ -155,9 +156,11 @@ class CheckedHTTPAdapter(requests.adapters.HTTPAdapter):
 
 def checked_requests_session() -> requests.Session:
     """A requests.Session connecting only to addresses `ssrf.resolve_checked` checked (http and https), ignoring
-    HTTP(S)_PROXY and .netrc (`trust_env` off). Use one per call (it keeps cookies) and close it."""
+    HTTP(S)_PROXY and .netrc (`trust_env` off; the CA bundle of REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE is still
+    used, as requests does). Use one per call (it keeps cookies) and close it."""
     session = requests.Session()
     session.trust_env = False
+    session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
     adapter = CheckedHTTPAdapter()
     session.mount("http://", adapter)
     session.mount("https://", adapter)
