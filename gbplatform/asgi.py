@@ -1,8 +1,9 @@
 """ASGI entry point (daphne): HTTP through Django, WebSockets through Channels.
 
 Importing it also makes daphne refuse a request body over the limit while it arrives
-(apps.core.daphne_body_limit: daphne loads this module before it serves); RequestBodyLimit keeps the same
-limit in the ASGI chain.
+(apps.core.daphne_body_limit) and drop clients whose request head or body trickles in too slowly
+(apps.core.daphne_slow_clients): daphne loads this module before it serves. RequestBodyLimit keeps the same
+body limit in the ASGI chain.
 
 WebSocket connections pass the tenant middleware first: the Host picks the tenant (unknown host: the
 connection is refused), and consumers do ORM work only through apps.tenants.channels helpers.
@@ -17,12 +18,13 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-from apps.core import daphne_body_limit  # noqa: E402
+from apps.core import daphne_body_limit, daphne_slow_clients  # noqa: E402
 from apps.core.asgi_limits import RequestBodyLimit  # noqa: E402
 from apps.tenants.channels import TenantWebSocketMiddleware  # noqa: E402
 from gbplatform.routing import websocket_urlpatterns  # noqa: E402
 
 daphne_body_limit.install()
+daphne_slow_clients.install()
 
 
 def build_application(ws_patterns: list) -> ProtocolTypeRouter:

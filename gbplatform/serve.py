@@ -12,6 +12,14 @@ SIGTERM or SIGINT closes the socket and stops the children (daphne ends its conn
 reconnect and resume; a child still running after CHILD_STOP_TIMEOUT_S is killed), then exits. The children
 also get SIGTERM if the supervisor itself dies, so none keeps serving old code on the port.
 
+Slow clients and daphne's timeouts: a client trickling its request head or body is dropped by
+apps.core.daphne_slow_clients (HTTP_REQUEST_HEAD_TIMEOUT_S, HTTP_REQUEST_BODY_TIMEOUT_S and
+HTTP_REQUEST_BODY_MIN_BYTES_PER_S), which every daphne of ours loads with gbplatform.asgi: daphne has no
+command-line option for them, and Twisted alone keeps such a connection for ever. Our daphne commands leave
+`--http-timeout` unset on purpose: its clock starts once the request has fully arrived, so it does nothing
+about slow clients, and it would cut what may rightly take long (server-sent event streams, exports, a REST chat
+turn waiting up to 10 minutes for a slow model) with a 503.
+
 IPv4 addresses only: daphne adopts an inherited socket as IPv4, and an IPv6 one would give the application
 garbage client addresses (rate limits and the audit log key on them). Put a proxy in front for IPv6.
 

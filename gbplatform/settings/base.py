@@ -364,6 +364,12 @@ PACKAGE_MAX_ENTRIES = env_int("PACKAGE_MAX_ENTRIES", 1000)
 PACKAGE_MAX_TOTAL_BYTES = env_int("PACKAGE_MAX_TOTAL_BYTES", 100 * 1024 * 1024)
 PACKAGE_MAX_FILE_BYTES = env_int("PACKAGE_MAX_FILE_BYTES", 10 * 1024 * 1024)
 PACKAGE_MAX_RATIO = env_int("PACKAGE_MAX_RATIO", 100)
+# Slow clients (apps.core.daphne_slow_clients, defaults and reasons there): a request's line and headers must
+# arrive within HTTP_REQUEST_HEAD_TIMEOUT_S, its body at HTTP_REQUEST_BODY_MIN_BYTES_PER_S on average after
+# HTTP_REQUEST_BODY_TIMEOUT_S, else 408 and the connection closes (0 switches a deadline off).
+HTTP_REQUEST_HEAD_TIMEOUT_S = env_int("HTTP_REQUEST_HEAD_TIMEOUT_S", 20)
+HTTP_REQUEST_BODY_TIMEOUT_S = env_int("HTTP_REQUEST_BODY_TIMEOUT_S", 20)
+HTTP_REQUEST_BODY_MIN_BYTES_PER_S = env_int("HTTP_REQUEST_BODY_MIN_BYTES_PER_S", 1000)
 # A document still `pending` this long lost its indexing task (a killed worker): the sweep queues it again.
 KB_INDEX_STALE_S = env_int("KB_INDEX_STALE_S", 600)
 # Tenants' drives in S3: one bucket, one prefix per tenant (the prefix is built in apps.drive.storage only).
