@@ -10,6 +10,9 @@ from apps.meet.views import meet_webhook_public
 
 admin.site.site_header = "Bot platform: support"
 
+# Django's refusals of malformed requests (too many form parts, ...) say why, as JSON on the API.
+handler400 = "apps.core.views.bad_request"
+
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     # The staff's sign-in has the console sign-in's limit on attempts (these accounts reach every tenant).

@@ -8,6 +8,9 @@ from apps.core.views import health
 from apps.kb.views import kb_search_api
 from apps.tenants.views import tenant_home
 
+# Django's refusals of malformed requests (too many form parts, ...) say why, as JSON on the API.
+handler400 = "apps.core.views.bad_request"
+
 urlpatterns = [
     path("", tenant_home, name="tenant-home"),
     path("api/health", health, name="health"),
