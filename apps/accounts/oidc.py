@@ -15,8 +15,8 @@ Failure modes prevented (OIDC Core §3.1.3.7, test plan §1.9):
   than `ID_TOKEN_MAX_AGE_S` ago is not from the flow that just finished.
 - Taking over an account through an email address: users are keyed by (issuer, sub); an email that the
   provider has not verified refuses the sign-in, since the console shows it as the user's identity.
-- A hung provider hanging a request: every HTTP call has `OIDC_TIMEOUT` (the library's default is none)
-  and follows no redirects.
+- A hung or slow provider hanging a request: every HTTP call has `OIDC_TIMEOUT` (the library's default is
+  none) as a whole, answer included (`_call`), and follows no redirects.
 - Another organisation's users on a shared provider (Zitadel with one organisation per tenant, where the
   issuer alone does not tell tenants apart): with an organisation set, the user must belong to it; on the
   platform's default provider an organisation is required, and a tenant bound to none admits nobody.
@@ -37,10 +37,12 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import socket
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
@@ -48,8 +50,13 @@ from urllib.parse import quote, urlencode, urlsplit
 import jwt
 import requests
 from django.conf import settings
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.poolmanager import ProxyManager
 
 from apps.basic import ssrf
+from apps.core import outbound
 
 logger = logging.getLogger(__name__)
 
@@ -148,6 +155,147 @@ def oidc_timeout() -> float:
     return float(getattr(settings, "OIDC_TIMEOUT", None) or OIDC_HTTP_TIMEOUT_S)
 
 
+# --- calls to the provider, each within OIDC_TIMEOUT as a whole ------------------------------------------
+# requests' `timeout` bounds each socket operation, not a call: a provider sending its answer a byte every few
+# seconds kept the call, and the sign-in request's thread, for as long as it liked (a few KB: half an hour), and
+# a tenant may name a provider of its own. Each call runs under a deadline: when OIDC_TIMEOUT has passed, a
+# timer shuts the call's sockets down, which ends whatever read the call is blocked in, and the call fails as
+# one that did not answer. The connections of a call are its own (a session per call), so the timer never
+# touches another request's socket.
+
+# Receives each socket a provider call opens (set by `_call` for the call's thread and context).
+_socket_opened: ContextVar[Callable[[socket.socket], None] | None] = ContextVar("oidc_socket_opened", default=None)
+
+
+class _WatchedConnection:
+    def _new_conn(self) -> socket.socket:  # urllib3's: the TCP socket, before any TLS
+        sock = super()._new_conn()
+        opened = _socket_opened.get()
+        if opened is not None:
+            opened(sock)
+        return sock
+
+
+class _WatchedHTTPConnection(_WatchedConnection, HTTPConnection):
+    pass
+
+
+class _WatchedHTTPSConnection(_WatchedConnection, HTTPSConnection):
+    pass
+
+
+class _WatchedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+_WATCHED_POOLS = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+
+
+# A tenant's provider: connections only to addresses the SSRF guard checked (apps.core.outbound), watched too.
+class _WatchedCheckedHTTPConnection(_WatchedConnection, outbound.CheckedHTTPConnection):
+    pass
+
+
+class _WatchedCheckedHTTPSConnection(_WatchedConnection, outbound.CheckedHTTPSConnection):
+    pass
+
+
+class _WatchedCheckedHTTPPool(outbound.CheckedHTTPConnectionPool):
+    ConnectionCls = _WatchedCheckedHTTPConnection
+
+
+class _WatchedCheckedHTTPSPool(outbound.CheckedHTTPSConnectionPool):
+    ConnectionCls = _WatchedCheckedHTTPSConnection
+
+
+class _WatchedCheckedAdapter(outbound.CheckedHTTPAdapter):
+    """outbound's checked adapter (no proxy) whose connections are watched."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _WatchedCheckedHTTPPool, "https": _WatchedCheckedHTTPSPool}
+
+
+class _WatchedAdapter(HTTPAdapter):
+    """requests' adapter whose connections (direct, or through an HTTP proxy from the environment) are watched."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _WATCHED_POOLS
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if type(manager) is ProxyManager:  # not a SOCKS one: its pools are its own
+            manager.pool_classes_by_scheme = _WATCHED_POOLS
+        return manager
+
+
+class _Deadline:
+    """Shuts down every socket given to `opened` once `seconds` have passed (and any given after)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def start(self) -> None:
+        self._timer.start()
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+    def opened(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            if self.expired:
+                _shutdown(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                _shutdown(sock)
+
+
+def _shutdown(sock: socket.socket) -> None:
+    with suppress(OSError):  # already closed
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+@contextmanager
+def _call(what: str, *, checked: bool) -> Iterator[requests.Session]:
+    """A session for one call to the provider, request and answer, which fails as "did not answer" when it takes
+    longer than OIDC_TIMEOUT. `checked`: it connects only to addresses the SSRF guard checked, through no proxy
+    (outbound.checked_requests_session); else plain requests' behaviour (the platform's own provider, or
+    OIDC_ALLOW_PRIVATE_HOSTS)."""
+    seconds = oidc_timeout()
+    deadline = _Deadline(seconds)
+    token = _socket_opened.set(deadline.opened)
+    deadline.start()
+    try:
+        session = outbound.checked_requests_session() if checked else requests.Session()
+        adapter = _WatchedCheckedAdapter() if checked else _WatchedAdapter()
+        with session:
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            yield session
+    except OidcProviderUnavailable:
+        if deadline.expired:
+            logger.warning("oidc provider too slow", extra={"what": what, "timeout_s": seconds})
+            raise OidcProviderUnavailable(
+                f"the sign-in provider did not answer within {seconds:g} s ({what})") from None
+        raise
+    finally:
+        deadline.cancel()
+        _socket_opened.reset(token)
+
+
 def _json_from(response: requests.Response, what: str) -> dict:
     """The JSON object of a streamed response, read up to MAX_PROVIDER_RESPONSE_BYTES and no further."""
     try:
@@ -183,18 +331,6 @@ def provider_url_check(url: str, *, resolve: bool = True) -> None:
     ssrf.check_url(url, resolve=resolve)
 
 
-@contextmanager
-def _http(checked: bool) -> Iterator[Any]:
-    """What to send a request with: a session connecting only to checked addresses, or (unchecked) requests."""
-    if not checked:
-        yield requests
-        return
-    from apps.core.outbound import checked_requests_session
-
-    with checked_requests_session() as session:
-        yield session
-
-
 def _send(http: Any, method: str, url: str, what: str, *, checked: bool, **kwargs: Any) -> requests.Response:
     """One request to the provider. With `checked`, `url` must pass `provider_url_check` (its name now, its
     addresses when the connection is made: the session connects only to checked ones)."""
@@ -215,8 +351,9 @@ def _checked(trusted: bool) -> bool:
 
 
 def _get_json(url: str, what: str, *, trusted: bool, **kwargs: Any) -> dict:
+    """GET a JSON object from the provider (200 only), within OIDC_TIMEOUT."""
     checked = _checked(trusted)
-    with _http(checked) as http:
+    with _call(what, checked=checked) as http:
         response = _send(http, "GET", url, what, checked=checked, **kwargs)
         if response.status_code != 200:
             response.close()
@@ -343,7 +480,7 @@ def code_exchange(*, provider: ProviderSettings, metadata: ProviderMetadata, cod
     else:
         data["client_id"] = provider.client_id
     checked = _checked(metadata.trusted)
-    with _http(checked) as http:
+    with _call("token", checked=checked) as http:
         response = _send(http, "POST", metadata.token_endpoint, "token endpoint", checked=checked, data=data,
                          auth=auth)
         body = _json_from(response, "token response")

@@ -125,20 +125,20 @@ class _CheckedConnectionMixin:
         return sock
 
 
-class _CheckedHTTPConnection(_CheckedConnectionMixin, urllib3.connection.HTTPConnection):
+class CheckedHTTPConnection(_CheckedConnectionMixin, urllib3.connection.HTTPConnection):
     pass
 
 
-class _CheckedHTTPSConnection(_CheckedConnectionMixin, urllib3.connection.HTTPSConnection):
+class CheckedHTTPSConnection(_CheckedConnectionMixin, urllib3.connection.HTTPSConnection):
     pass
 
 
-class _CheckedHTTPConnectionPool(urllib3.HTTPConnectionPool):
-    ConnectionCls = _CheckedHTTPConnection
+class CheckedHTTPConnectionPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = CheckedHTTPConnection
 
 
-class _CheckedHTTPSConnectionPool(urllib3.HTTPSConnectionPool):
-    ConnectionCls = _CheckedHTTPSConnection
+class CheckedHTTPSConnectionPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = CheckedHTTPSConnection
 
 
 class CheckedHTTPAdapter(requests.adapters.HTTPAdapter):
@@ -147,8 +147,8 @@ class CheckedHTTPAdapter(requests.adapters.HTTPAdapter):
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"http": _CheckedHTTPConnectionPool,
-                                                   "https": _CheckedHTTPSConnectionPool}
+        self.poolmanager.pool_classes_by_scheme = {"http": CheckedHTTPConnectionPool,
+                                                   "https": CheckedHTTPSConnectionPool}
 
     def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
         raise ssrf.SSRFError("checked connections do not go through a proxy")

@@ -273,7 +273,8 @@ VAULT_CACHE_TTL_S = env_int("VAULT_CACHE_TTL_S", 30)  # per-process cache: rotat
 OIDC_ISSUER = env_str("OIDC_ISSUER")
 OIDC_CLIENT_ID = env_str("OIDC_CLIENT_ID")
 OIDC_CLIENT_SECRET = env_str("OIDC_CLIENT_SECRET")
-# Seconds per call to a provider (mozilla-django-oidc's default is no timeout: a hung provider hangs us).
+# Seconds per call to a provider, answer included (mozilla-django-oidc's default is no timeout: a hung provider
+# hangs us; a per-read timeout alone lets a provider trickling its answer hold the call for ever).
 OIDC_TIMEOUT = env_int("OIDC_TIMEOUT_S", 5)
 # A tenant's own provider (accounts.OidcConfig: its issuer and the JWKS, token and userinfo URLs its discovery
 # document names) is requested over https at public addresses only (SSRF guard) unless this is on (a provider
