@@ -4,7 +4,8 @@ and drives its side of the flow over HTTP the way a browser would.
 * `rsa_signing_key(kid)`: an RSA key generated here, handed to the provider as its JWKS, so a test can also
   mint tokens "from" the provider where a real provider cannot be made to issue a bad one (`mint`).
 * `OidcProvider.start(clients=..., accounts=...)`: the Node process; `issuer` is its URL. Controls:
-  `id_token_override(token)` (the next token response carries that ID token), `account_set(sub, claims)`.
+  `id_token_override(token)` (the next token response carries that ID token), `account_set(sub, claims)`,
+  `slow_next(path, byte_delay_s=...)` (the next answer at that path trickles in a byte at a time).
 * `ProviderBrowser`: a cookie-keeping HTTP client for the provider's pages: `authorize(url, sub=...)`
   follows the authorization request through our login interaction and returns the redirect back to the
   client; `end_session(url)` confirms RP-initiated logout and returns where the provider sends the user.
@@ -121,6 +122,12 @@ class OidcProvider:
     def reset(self) -> None:
         """Drop queued overrides and restore the accounts given at start (between tests)."""
         requests.post(f"{self.issuer}/__test/reset", timeout=HTTP_TIMEOUT_S).raise_for_status()
+
+    def slow_next(self, path: str, *, byte_delay_s: float) -> None:
+        """The next answer at `path` (e.g. "/token") comes a byte at a time, `byte_delay_s` apart."""
+        response = requests.post(f"{self.issuer}/__test/slow",
+                                 json={"path": path, "byte_delay_ms": int(byte_delay_s * 1000)}, timeout=HTTP_TIMEOUT_S)
+        response.raise_for_status()
 
     def account_set(self, sub: str, claims: dict[str, Any]) -> None:
         response = requests.post(f"{self.issuer}/__test/account", json={"sub": sub, "claims": claims},

@@ -11,14 +11,19 @@
 // Test controls (loopback only, this script only):
 //   POST /__test/id_token_override  (JSON {id_token}) the next token response carries this id_token
 //   POST /__test/account            (JSON {sub, claims}) set or replace an account's claims
-//   POST /__test/reset              forget queued overrides, restore the accounts of the config file
+//   POST /__test/slow               (JSON {path, byte_delay_ms}) the next answer at that path (e.g. /token) is
+//                                   sent a byte at a time, byte_delay_ms apart: a provider too slow to wait for
+//   POST /__test/reset              forget queued overrides and slow answers, restore the config's accounts
 import http from 'node:http';
 import { readFileSync } from 'node:fs';
+import { Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
 import Provider from 'oidc-provider';
 
 const config = JSON.parse(readFileSync(process.argv[2], 'utf8'));
 let accounts = structuredClone(config.accounts || {});
 const idTokenOverrides = [];
+const slowAnswers = new Map(); // path -> delay between bytes (ms), for the next answer at that path
 const rolesClaim = config.rolesClaim || 'urn:zitadel:iam:org:project:roles';
 
 function readBody(req) {
@@ -87,6 +92,21 @@ server.listen(config.port || 0, '127.0.0.1', () => {
       process.stderr.write(`${event}: ${error && error.message}; cause: ${error && error.cause && error.cause.message}\n`);
     });
   }
+  // Registered first, so it sees the final body (the override below included).
+  provider.use(async (ctx, next) => {
+    await next();
+    if (!slowAnswers.has(ctx.path) || ctx.body == null) return;
+    const delay = slowAnswers.get(ctx.path);
+    slowAnswers.delete(ctx.path);
+    const bytes = Buffer.isBuffer(ctx.body) ? ctx.body
+      : Buffer.from(typeof ctx.body === 'string' ? ctx.body : JSON.stringify(ctx.body));
+    ctx.body = Readable.from((async function* trickle() {
+      for (const byte of bytes) {
+        await sleep(delay);
+        yield Buffer.from([byte]);
+      }
+    })());
+  });
   provider.use(async (ctx, next) => {
     await next();
     if (ctx.path === '/token' && ctx.status === 200 && idTokenOverrides.length && ctx.body && ctx.body.id_token) {
@@ -114,8 +134,14 @@ server.listen(config.port || 0, '127.0.0.1', () => {
         idTokenOverrides.push(JSON.parse(await readBody(req)).id_token);
         return sendJson(res, 200, { queued: idTokenOverrides.length });
       }
+      if (url.pathname === '/__test/slow' && req.method === 'POST') {
+        const body = JSON.parse(await readBody(req));
+        slowAnswers.set(body.path, body.byte_delay_ms);
+        return sendJson(res, 200, { ok: true });
+      }
       if (url.pathname === '/__test/reset' && req.method === 'POST') {
         idTokenOverrides.length = 0;
+        slowAnswers.clear();
         accounts = structuredClone(config.accounts || {});
         return sendJson(res, 200, { ok: true });
       }
