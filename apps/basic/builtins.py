@@ -84,7 +84,7 @@ from decimal import ROUND_HALF_UP, Context, Decimal
 from typing import Any, Protocol
 
 from apps.basic import meter
-from apps.basic.errors import LimitExceeded
+from apps.basic.errors import LimitExceeded, out_of_memory
 from apps.basic.limits import MAX_INTEGER_BITS, MAX_LOG_MESSAGE_CHARS, MIN_CHARGED_STEPS, SORT_COMPARISONS_PER_UNIT
 
 logger = logging.getLogger("apps.basic.script")
@@ -217,8 +217,10 @@ def _guarded(name: str, func: Callable[..., Value]) -> Callable[..., Value]:
             raise
         except RecursionError:
             raise BuiltinError(f"{name}: value is nested too deeply") from None
-        except (OverflowError, MemoryError):
+        except OverflowError:
             raise BuiltinError(f"{name}: number is too large") from None
+        except MemoryError:  # the process is out of memory: the run ends (as at the memory limit), not trappable
+            raise out_of_memory(name) from None
         except Exception as exc:  # contract: only BuiltinError leaves a builtin
             raise BuiltinError(f"{name}: invalid arguments ({exc})") from exc
         # Building the result was work in proportion to its size (refused or not); explicit charges cover the
@@ -229,6 +231,7 @@ def _guarded(name: str, func: Callable[..., Value]) -> Callable[..., Value]:
         elif result_type is list or result_type is dict:
             meter.charge_items(len(result))
         _check_size(name, result)
+        meter.hold(result)  # a large result counts in the run's memory while it exists (apps/basic/memory.py)
         return result
 
     call.__name__ = f"builtin_{name.lower()}"
@@ -607,6 +610,7 @@ def _split(c: _Call, s: Value, delimiter: Value = " ") -> list[str]:
     if s is None:
         return []
     text, sep = _text(s), _text(delimiter)
+    meter.charge_chars(len(text))  # scanned and copied into the pieces (the result's charge counts pieces only)
     if sep == "":
         _ensure_items(c, len(text))
         return list(text)

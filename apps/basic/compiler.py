@@ -18,6 +18,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from apps.basic import meter
 from apps.basic import nodes as n
 from apps.basic import values as V
 from apps.basic.builtins import BUILTINS
@@ -455,6 +456,7 @@ class Compiler:
                     seq = [seq] if seq else []
                 elif not isinstance(seq, list):
                     raise BasicRuntimeError(f"FOR EACH needs an array, not {V.describe(seq)}", line)
+                meter.charge_items(len(seq))  # copied (and counted in the run's memory while the loop runs)
                 vm.vars[slot] = [list(seq), 0]  # type: ignore[attr-defined]
                 return nxt
             return _skips_block_on_error(op, end)

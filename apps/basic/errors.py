@@ -35,5 +35,16 @@ class LimitExceeded(BasicRuntimeError):
     """A sandbox limit (instructions, wall time, value or output size) was hit; never trappable."""
 
 
+class MemoryLimitExceeded(LimitExceeded):
+    """The run holds more values than its memory limit (apps/basic/memory.py), or the process ran out of memory
+    while it ran (a MemoryError): the run ends and lets go of its values."""
+
+
+def out_of_memory(where: str = "") -> MemoryLimitExceeded:
+    """The error a MemoryError inside a run becomes (the process lives on; the run that was allocating ends)."""
+    return MemoryLimitExceeded(f"memory limit: the server ran out of memory{f' in {where}' if where else ''} "
+                               "while running this script")
+
+
 class StateError(BasicError):
     """A saved VM state cannot be resumed (corrupt, from another program version, not waiting)."""

@@ -57,6 +57,40 @@ MAX_VALUE_DEPTH = 64
 # Most keys a script may put in one map: a map is a record or a lookup table, bounded like an array.
 MAX_MAP_KEYS = 1_000_000
 
+# Bytes of values one run may hold at once (apps/basic/memory.py; the VM's `max_memory` overrides it). The limits
+# above bound each value, not how many a run keeps: a loop storing 9 MB texts in a map held 2.6 GB within its
+# instruction budget (which allowed ~9 GB), in the web process that runs every tenant's chat turns, and a
+# MemoryError there is every tenant's outage. 256 MiB fits the largest single values the other limits allow with
+# room (a 10-million-character text is 10-40 MB, a 10 MB HTTP response parsed into maps and arrays some 50-100 MB)
+# and is far above what dialogs hold (kilobytes). A web process runs CHAT_TURNS_PER_TENANT (8) turns of one tenant
+# at once while other tenants have turns to run (up to CHAT_TURN_THREADS - 8 = 24 when it is alone), so a tenant's
+# scripts hold at most 2 GiB of a busy process; all 32 turn threads hoarding at once could hold 8 GiB, which is
+# why the container's memory limit stays the backstop for the whole process (a MemoryError then ends the run that
+# was allocating, as a limit error, not the process).
+MAX_HELD_BYTES = 256 * 1024 * 1024
+# How the VM keeps to it without measuring on every instruction (apps/basic/memory.py has the reasoning and the
+# error bounds). Values at least this large are tracked from the moment the engine builds them: texts of this many
+# characters (the size from which building a text is charged as work)...
+HELD_TRACKED_TEXT_CHARS = WORK_CHARS_PER_UNIT
+# ...and arrays/maps of this many items (8 KiB of slots).
+HELD_TRACKED_ITEMS = 1024
+# Bytes an instruction, and a unit of charged work, are assumed to add beyond the tracked values. An instruction
+# builds at most one untracked text of under 2048 characters in the usual statement (`m[k] = s & i` stores 2 KB
+# every two instructions, with the loop's NEXT) and small maps and arrays; charged work builds at most about
+# 2048 bytes a unit (texts are charged a unit per 2048 characters; SPLIT into short texts is ~60 bytes an item at
+# 32 items a unit). The run is measured when the last measure, plus the tracked values, plus these rates since,
+# could pass the limit.
+HELD_BYTES_PER_INSTRUCTION = 1024
+HELD_BYTES_PER_WORK_UNIT = 2048
+# Elements a measure visits per unit of work charged to the run (a visit is ~80-400 ns of Python).
+HELD_WALK_ITEMS_PER_UNIT = 2
+# Texts this long or longer are counted once however many places hold them (ids kept in a set while measuring);
+# a shorter one is counted at each place (at most ~300 bytes too many per extra place).
+HELD_SHARED_TEXT_CHARS = 256
+# Tracked values nothing else holds any more are let go when this many bytes (or a quarter of the tracked bytes,
+# whichever is more) were tracked since the last time: the most garbage the tracking keeps alive.
+HELD_PRUNE_BYTES = 8 * 1024 * 1024
+
 # Total characters of TALK output in one run; a runaway loop must not flood the chat.
 MAX_OUTPUT_CHARS = 1_000_000
 

@@ -10,6 +10,9 @@ limit error comes after at most one such operation. Rates are in `limits.py` (WO
 The VM installs its `Meter` for the duration of a run slice in a context variable (per thread and per
 asyncio task: concurrent turns of a web process each see their own). Outside a run (compile-time constant
 folding, tests calling builtins directly) charging does nothing and nothing is cached.
+
+The same way, `hold(value)` tells the running VM that the engine just built a large value (a long text, a big
+array or map), which the VM counts in the memory the run holds while the value exists (apps/basic/memory.py).
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from collections.abc import Callable
 from contextvars import ContextVar
 
 from apps.basic.limits import (
+    HELD_TRACKED_ITEMS,
+    HELD_TRACKED_TEXT_CHARS,
     LOWER_KEY_INDEX_MAPS,
     LOWER_KEY_INDEX_MIN_KEYS,
     MIN_CHARGED_STEPS,
@@ -28,12 +33,16 @@ from apps.basic.limits import (
 
 
 class Meter:
-    """The running VM's side: `charge(units)` and the per-run cache of lower-case key indexes."""
+    """The running VM's side: `charge(units)`, `hold(value)`, the run's memory gauge (a CALLed script's VM
+    starts from its caller's) and the per-run cache of lower-case key indexes."""
 
-    __slots__ = ("charge", "lower_keys")
+    __slots__ = ("charge", "hold", "gauge", "lower_keys")
 
-    def __init__(self, charge: Callable[[int], None]) -> None:
+    def __init__(self, charge: Callable[[int], None], hold: Callable[[object], None] | None = None,
+                 gauge: object = None) -> None:
         self.charge = charge
+        self.hold = hold
+        self.gauge = gauge
         # id(map) -> (map, its length and last key when indexed, {lower-case key: first key}). The map is held
         # so its id cannot be reused while cached; at most LOWER_KEY_INDEX_MAPS maps are.
         self.lower_keys: dict[int, tuple[dict, int, object, dict[str, str]]] = {}
@@ -49,6 +58,26 @@ def install(meter: Meter | None) -> object:
 
 def uninstall(token: object) -> None:
     _current.reset(token)  # type: ignore[arg-type]
+
+
+def current() -> Meter | None:
+    """The running VM's meter (None outside a run)."""
+    return _current.get()
+
+
+def hold(value: object) -> None:
+    """`value` was just built by the engine: if it is large (a text of HELD_TRACKED_TEXT_CHARS characters or more,
+    an array or map of HELD_TRACKED_ITEMS items or more), the running VM counts it in the memory the run holds for
+    as long as it exists, stored or not, and may end the run with the memory limit error."""
+    kind = type(value)
+    if kind is str:
+        if len(value) < HELD_TRACKED_TEXT_CHARS:  # type: ignore[arg-type]
+            return
+    elif (kind is not list and kind is not dict) or len(value) < HELD_TRACKED_ITEMS:  # type: ignore[arg-type]
+        return
+    meter = _current.get()
+    if meter is not None and meter.hold is not None:
+        meter.hold(value)
 
 
 def charge(units: int) -> None:

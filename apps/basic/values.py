@@ -104,6 +104,7 @@ def value_to_text(value: object) -> str:
     if type(value) is list or type(value) is dict:
         text = bounded_json(value)
         meter.charge_text(len(text))
+        meter.hold(text)
         return text
     return _scalar_text(value)
 
@@ -171,6 +172,7 @@ def check_text(text: str) -> str:
         raise LimitExceeded(f"string longer than {MAX_STRING_CHARS} characters")
     if len(text) >= WORK_CHARS_PER_UNIT:  # it was just built (tested here: this is on every concatenation)
         meter.charge_chars(len(text))
+        meter.hold(text)  # counted in the run's memory while it exists (apps/basic/memory.py)
     return text
 
 
@@ -184,16 +186,21 @@ def add(a: object, b: object) -> object:
         if len(a) + len(b) > MAX_ARRAY_ITEMS:  # type: ignore[arg-type]
             raise LimitExceeded(f"array longer than {MAX_ARRAY_ITEMS} items")
         meter.charge_items(len(a) + len(b))  # type: ignore[arg-type]
-        return a + b  # type: ignore[operator]
+        joined = a + b  # type: ignore[operator]
+        meter.hold(joined)
+        return joined
     if ta is list:
         _room_in_array(a)  # type: ignore[arg-type]
         meter.charge_items(len(a))  # type: ignore[arg-type]
-        return [*a, b]  # type: ignore[misc]
+        joined = [*a, b]  # type: ignore[misc]
+        meter.hold(joined)
+        return joined
     if ta is dict and tb is dict:
         meter.charge_items(len(a) + len(b))  # type: ignore[arg-type]
         merged = {**a, **b}  # type: ignore[dict-item]
         if len(merged) > MAX_MAP_KEYS:
             raise LimitExceeded(f"map with more than {MAX_MAP_KEYS} keys")
+        meter.hold(merged)
         return merged
     if a is None and b is None:
         return None

@@ -5,22 +5,23 @@ State = call frames (unit name, pc, variables, error-handling mode, TRY stack), 
 status "waiting" and the state; `VM.resume(state, text)` in any process (after any restart)
 recompiles the same source, checks the hash and continues exactly after the HEAR.
 
-A run slice is bounded by the instruction budget and wall time of `apps.basic.limits`; exceeding
-either ends the run with an error that ON ERROR cannot trap.
+A run slice is bounded by the instruction budget and wall time of `apps.basic.limits`, and the run by the
+memory its values hold (`apps.basic.memory`); exceeding any ends the run with an error that ON ERROR cannot trap.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import sys
 import time
 from dataclasses import dataclass
 
-from apps.basic import dataops, limits, meter, ssrf
+from apps.basic import dataops, limits, memory, meter, ssrf
 from apps.basic import values as V
 from apps.basic.builtins import BUILTINS, BuiltinContext, BuiltinError, SystemContext, clipped_text, parse_json_text
 from apps.basic.compiler import HALT, PSEUDO_VARIABLES, RELOAD, RETURN, SAVE_NAMES, SUSPEND, Program, tool_name
-from apps.basic.errors import BasicRuntimeError, LimitExceeded, StateError
+from apps.basic.errors import BasicRuntimeError, LimitExceeded, MemoryLimitExceeded, StateError, out_of_memory
 from apps.basic.hear_types import HEAR_KINDS, SECRET_HEAR_KINDS, hear_validate
 from apps.basic.host import Host, HostError, save_is_positional, save_row, table_columns_from_metadata
 from apps.basic.keywords import KEYWORDS
@@ -56,13 +57,19 @@ class VM:
 
     def __init__(self, program: Program, host: Host, *, ctx: BuiltinContext | None = None,
                  max_instructions: int = limits.MAX_INSTRUCTIONS,
-                 max_seconds: float = limits.MAX_WALL_SECONDS) -> None:
+                 max_seconds: float = limits.MAX_WALL_SECONDS,
+                 max_memory: int | None = None) -> None:
         self.program = program
         self.units = program.units
         self.host = host
         self.ctx = ctx or SystemContext()
         self.max_instructions = max_instructions
         self.max_seconds = max_seconds
+        # Bytes of values the run may hold (a CALLed script: at most its caller's); limits.MAX_HELD_BYTES when the
+        # VM is made, unless given.
+        self.max_memory = limits.MAX_HELD_BYTES if max_memory is None else max_memory
+        self.gauge: memory.Gauge | None = None  # during a slice: what the run holds (apps/basic/memory.py)
+        self.meter: meter.Meter | None = None
         self.frames: list[dict] = []
         self.waiting: dict | None = None
         self.headers: dict[str, str] = {}
@@ -121,6 +128,8 @@ class VM:
             spec["store"](self, value)
         except LimitExceeded as exc:
             return self._error_result(exc, pc)
+        except MemoryError:
+            return self._error_result(out_of_memory(), pc)
         except Exception as exc:  # noqa: BLE001 - `HEAR a[i]` stores through any index: a BASIC error, not a crash
             # An error of the HEAR line, like `a[5] = 1` failing there: TRY and ON ERROR of the script handle it.
             try:
@@ -237,11 +246,17 @@ class VM:
 
     # -- the loop ------------------------------------------------------------------------------
     def _slice(self) -> RunResult:
-        token = meter.install(meter.Meter(self.charge))  # values and builtins charge their work to this run
+        outer = meter.current()  # a script run by CALL inside another run: the memory bound is the run's
+        self.gauge = memory.Gauge(self.max_memory, self._memory_roots, outer.gauge if outer is not None else None)
+        # Values and builtins charge their work to this run, and tell it about the large values they build.
+        self.meter = meter.Meter(self.charge, self.hold, self.gauge)
+        token = meter.install(self.meter)
         try:
             return self._run_slice()
         finally:
             meter.uninstall(token)
+            self.gauge.release()
+            self.gauge = self.meter = None  # (the meter refers back to this VM)
 
     def charge(self, units: int) -> None:
         """Work of an operation beyond its instruction (apps/basic/meter.py): counted in the budget, and the
@@ -256,9 +271,19 @@ class VM:
     def _run_slice(self) -> RunResult:
         self.deadline = time.monotonic() + self.max_seconds
         try:
+            return self._finish_slice()
+        except MemoryError:  # outside the script's code (saving the state, checking the RETURN value)
+            self._let_go()
+            return self._error_result(out_of_memory(), None)
+
+    def _finish_slice(self) -> RunResult:
+        try:
             outcome, value = self._loop(self.pc, 0)
         except _Halt:
             return RunResult("done", value=None, instructions=self.steps)
+        except MemoryLimitExceeded as exc:
+            self._let_go()
+            return self._error_result(exc, None)
         except BasicRuntimeError as exc:
             return self._error_result(exc, None)
         if outcome == "suspend":
@@ -270,6 +295,18 @@ class VM:
                                              "message": f"RETURN value refused: {exc.message}"},
                              instructions=self.steps)
         return RunResult("done", value=value, instructions=self.steps)
+
+    def _let_go(self) -> None:
+        """The run ended at the memory limit: drop its values now rather than when the caller drops this VM (a
+        turn still has its transcript to write)."""
+        for frame in self.frames:
+            frame["vars"].clear()
+        self.return_value = None
+        self.waiting = None
+        if self.gauge is not None:
+            self.gauge.release()
+        if self.meter is not None:
+            self.meter.lower_keys.clear()
 
     def _error_result(self, exc: BasicRuntimeError, pc: int | None) -> RunResult:
         line = exc.line or (self._line(pc) if pc is not None else 0)
@@ -295,6 +332,12 @@ class VM:
                 raise
             except _Halt:
                 raise
+            except MemoryError:
+                # Not a script error to trap: the process could not allocate. The run ends and lets go of its
+                # values (_finish_slice); the process and the other runs in it carry on.
+                error = out_of_memory()
+                error.line = self._line(pc)
+                raise error from None
             except Exception as exc:  # noqa: BLE001 - every failure becomes a BASIC error
                 pc = self._handle_error(exc, pc, stop_depth)
                 code = self.code
@@ -341,6 +384,62 @@ class VM:
             raise LimitExceeded(f"instruction budget of {self.max_instructions} exceeded (endless loop?)")
         if time.monotonic() > self.deadline:
             raise LimitExceeded(f"run took longer than {self.max_seconds:g} seconds")
+        gauge = self.gauge
+        if gauge is not None and gauge.estimate(self.steps, self.work) > gauge.limit:
+            self._check_memory()
+
+    # -- memory (apps/basic/memory.py) ----------------------------------------------------------------
+    def hold(self, value: object) -> None:
+        """A large value the engine just built (meter.hold): counted while it exists."""
+        gauge = self.gauge
+        gauge.track(value, memory.text_bytes(value) if type(value) is str else sys.getsizeof(value))
+        if gauge.estimate(self.steps, self.work) > gauge.limit:
+            self._check_memory()
+
+    def _from_host(self, value: object) -> object:
+        """A value from the host (a keyword's result, a CALLed script's RETURN): measured whole, as no work charged
+        to this run built it (a FIND's rows, a 10 MB HTTP response)."""
+        gauge = self.gauge
+        if gauge is None or value is None or type(value) is bool:  # (no gauge: a HEAR's target before the slice)
+            return value
+        size, visited = memory.value_bytes(value, gauge.limit)
+        self._charge_walk(visited)
+        if memory.is_large(value, size):
+            gauge.track(value, size)
+        else:
+            gauge.add(size)
+        if gauge.estimate(self.steps, self.work) > gauge.limit:
+            self._check_memory()
+        return value
+
+    def _check_memory(self) -> None:
+        """The estimate passed the limit: let go of dropped values, and measure if it still does."""
+        gauge = self.gauge
+        gauge.prune()
+        if gauge.estimate(self.steps, self.work) <= gauge.limit:
+            return
+        held, visited = gauge.measure()
+        self._charge_walk(visited)
+        gauge.measured(self.steps, self.work)
+        if held > gauge.limit:
+            raise MemoryLimitExceeded(f"memory limit: this script holds more than {gauge.limit / 2**20:g} MiB of "
+                                      "values (texts, arrays and maps)")
+
+    def _charge_walk(self, visited: int) -> None:
+        units = visited // limits.HELD_WALK_ITEMS_PER_UNIT
+        self.steps += units  # looked at with the next check, like other work (not from here: _check_limits calls)
+        self.work += units
+        self.charged += units
+
+    def _memory_roots(self) -> list:
+        """Everything of the run's own that holds values (frames hold the variables, FOR EACH copies, SELECT
+        subjects and pending RETURN values; the meter's key indexes hold maps)."""
+        roots = [self.frames, self.return_value, self.waiting, self.headers]
+        if self.meter is not None:
+            for cached, _size, _last, index in self.meter.lower_keys.values():
+                roots.append(cached)
+                roots.append(index)
+        return roots
 
     # -- errors --------------------------------------------------------------------------------
     def _handle_error(self, exc: Exception, pc: int, stop_depth: int) -> int:
@@ -496,23 +595,28 @@ class VM:
 
     # -- keywords ------------------------------------------------------------------------------
     def call_script(self, name: str, args: list, line: int) -> object:
-        return self.host.call_script(name, args)
+        return self._from_host(self.host.call_script(name, args))
 
     def keyword(self, name: str, args: list, opts: dict) -> object:
         method = _SPECIAL.get(name) or KEYWORDS.get(name, "keyword")
         adapter = getattr(self, "kw_" + method, None)
         try:
             if adapter is not None:
-                return adapter(name, args, opts)
-            if method != "keyword" and hasattr(self.host, method) and method not in _GENERIC_ONLY:
-                return getattr(self.host, method)(args)
-            return self.host.keyword(name, args, opts)
+                result = adapter(name, args, opts)
+            elif method != "keyword" and hasattr(self.host, method) and method not in _GENERIC_ONLY:
+                result = getattr(self.host, method)(args)
+            else:
+                result = self.host.keyword(name, args, opts)
         except (HostError, BasicRuntimeError):
             raise
         except ssrf.SSRFError as exc:
             raise BasicRuntimeError(f"{name} refused: {exc}") from None
         except BuiltinError as exc:
             raise BasicRuntimeError(str(exc)) from None
+        if method in _ENGINE_RESULTS:
+            meter.hold(result)  # built from the script's own values as charged work, like a builtin's result
+            return result
+        return self._from_host(result)
 
     def _talk(self, text: str) -> None:
         self.output_chars += len(text)
@@ -987,6 +1091,9 @@ _SPECIAL = {"SYSTEM PROMPT": "set_system_prompt", "SET": "set_table", "NEW OBJEC
             "CREATE OBJECT": "pure", "NEW ARRAY": "pure", "JSON PARSE": "pure", "GET SESSION": "get_session",
             "JOIN": "join_rows", "PIVOT": "pivot", "GROUP BY": "group_by", "GROUP_BY": "group_by",
             "MAP": "map_rows", "FILL": "fill"}
+# Keywords the engine computes from the script's own values (apps.basic.dataops, FILTER), charging the work: their
+# results are told to the memory gauge like builtins' results, not measured whole like the host's.
+_ENGINE_RESULTS = frozenset({"filter", "join_rows", "pivot", "group_by", "map_rows"})
 # Methods that exist on Host under the same name but need the generic (name, args, opts) form.
 _GENERIC_ONLY = frozenset({"keyword"})
 
