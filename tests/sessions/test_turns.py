@@ -10,6 +10,7 @@ import pytest
 from django.db import connections
 from django_tenants.utils import schema_context
 
+from apps.basic import limits
 from apps.bots import runtime
 from apps.bots.models import Bot, BotConfig, BotTableRow
 from apps.bots.services import script_sync
@@ -215,6 +216,25 @@ def test_a_failing_script_apologises_and_keeps_the_reason_for_the_transcript(can
         assert _texts(produced) == ["a", SCRIPT_FAILED]
         system = Message.objects.get(session=session, role=Role.SYSTEM)
         assert system.meta["error"]["line"] == 2
+
+
+def test_a_script_past_the_memory_limit_ends_with_the_reason_and_the_session_answers_the_next_turn(
+        canary_tenants, settings, monkeypatch):
+    # The chat runs every tenant's scripts in the web process: a script hoarding memory ends with the memory
+    # limit error (the platform's limit is lowered here, as a host may; the default is 256 MiB), not by
+    # exhausting the process, and the session carries on.
+    monkeypatch.setattr(limits, "MAX_HELD_BYTES", 8 * 1024 * 1024, raising=False)
+    settings.LLM_URL = ""
+    hoard = 'TALK "a"\ns = SPACE(1000000)\nm = #{}\nFOR i = 1 TO 40\n  m["k" & i] = s & i\nNEXT\nTALK "all held"'
+    with schema_context(canary_tenants.a.schema_name):
+        _bot("hoarder", {"start": hoard})
+        session = services.session_bootstrap(bot_name="hoarder")
+        assert _texts(services.session_start(session)) == ["a", SCRIPT_FAILED]
+        system = Message.objects.get(session=session, role=Role.SYSTEM)
+        assert system.meta["error"] == {
+            "line": 5, "message": "memory limit: this script holds more than 8 MiB of values (texts, arrays and maps)"}
+        produced = services.turn_run(session, text="what time do you open?")
+        assert produced[0].content.startswith(OFFLINE_NO_MODEL)
 
 
 def test_wait_suspends_and_the_resume_task_continues(canary_tenants, django_capture_on_commit_callbacks):
