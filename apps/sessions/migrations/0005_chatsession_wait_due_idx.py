@@ -3,6 +3,22 @@ from django.db import migrations, models
 INDEX = "chat_session_wait_due_idx"
 
 
+def _concurrently(schema_editor) -> str:
+    # Outside a transaction (this migration is not atomic) the index is built CONCURRENTLY; inside one (a test
+    # migrating back and forth in its own transaction, which PostgreSQL refuses CONCURRENTLY in) it is not.
+    return "" if schema_editor.connection.in_atomic_block else "CONCURRENTLY "
+
+
+def index_create(apps, schema_editor):
+    table = schema_editor.quote_name(apps.get_model("chat", "ChatSession")._meta.db_table)
+    schema_editor.execute(f"CREATE INDEX {_concurrently(schema_editor)}IF NOT EXISTS {INDEX} ON {table} "
+                          "(wait_due_at) WHERE wait_due_at IS NOT NULL")
+
+
+def index_drop(apps, schema_editor):
+    schema_editor.execute(f"DROP INDEX {_concurrently(schema_editor)}IF EXISTS {INDEX}")
+
+
 class Migration(migrations.Migration):
     """The lost-wait sweep's partial index, built CONCURRENTLY (outside a transaction): chat turns go on reading
     and writing sessions while it is built. IF NOT EXISTS: a development database that applied this migration's
@@ -16,13 +32,7 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.SeparateDatabaseAndState(
-            database_operations=[
-                migrations.RunSQL(
-                    f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {INDEX} ON chat_chatsession (wait_due_at) "
-                    "WHERE wait_due_at IS NOT NULL",
-                    reverse_sql=f"DROP INDEX CONCURRENTLY IF EXISTS {INDEX}",
-                ),
-            ],
+            database_operations=[migrations.RunPython(index_create, index_drop)],
             state_operations=[
                 migrations.AddIndex(
                     model_name='chatsession',
