@@ -172,7 +172,10 @@ class _WatchedConnection:
         sock = super()._new_conn()
         opened = _socket_opened.get()
         if opened is not None:
-            opened(sock)
+            # A duplicate of the descriptor: wrapping the socket in TLS detaches this socket object from the
+            # connection (its descriptor moves to the SSLSocket), so shutting this one down later would do nothing
+            # (EBADF). A shutdown through the duplicate ends the connection itself, TLS handshake included.
+            opened(sock.dup())
         return sock
 
 
@@ -235,7 +238,8 @@ class _WatchedAdapter(HTTPAdapter):
 
 
 class _Deadline:
-    """Shuts down every socket given to `opened` once `seconds` have passed (and any given after)."""
+    """Shuts down every socket given to `opened` once `seconds` have passed (and any given after); `cancel` closes
+    them (they are duplicates of the call's sockets, see _WatchedConnection)."""
 
     def __init__(self, seconds: float) -> None:
         self.expired = False
@@ -249,6 +253,10 @@ class _Deadline:
 
     def cancel(self) -> None:
         self._timer.cancel()
+        with self._lock:
+            for sock in self._sockets:
+                sock.close()
+            self._sockets.clear()
 
     def opened(self, sock: socket.socket) -> None:
         with self._lock:
