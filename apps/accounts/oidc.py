@@ -488,7 +488,7 @@ def code_exchange(*, provider: ProviderSettings, metadata: ProviderMetadata, cod
     else:
         data["client_id"] = provider.client_id
     checked = _checked(metadata.trusted)
-    with _call("token", checked=checked) as http:
+    with _call("token endpoint", checked=checked) as http:
         response = _send(http, "POST", metadata.token_endpoint, "token endpoint", checked=checked, data=data,
                          auth=auth)
         body = _json_from(response, "token response")
