@@ -993,25 +993,29 @@ class Compiler:
     def binary_chain(self, links: list[n.Binary]) -> Ev:
         """A long left-to-right chain `t0 op1 t1 op2 t2 ...` (`links` outermost first) as one loop: each link
         is compiled by e_Binary with a left operand that reads the value so far, so every operator keeps its
-        own rules and fast paths. Every link reads its left operand before evaluating its right one, so the
-        one cell is read before anything (a recursive FUNCTION call in a right operand) can reuse it."""
+        own rules and fast paths. The value so far is kept on the VM running the chain (`vm.chain_value`), never
+        in the compiled program: a Program is shared by the threads of a process (apps/bots/runtime.py caches it),
+        and a cell of the program let one run read another's intermediate value (another user's data). One slot
+        per VM is enough: every link reads its left operand before evaluating its right one, so the slot is
+        read before anything in the same run (a nested chain, a recursive FUNCTION call in a right operand)
+        can reuse it."""
         base = self.expr(links[-1].left)
-        cell: list = [None]
-        held = _Held(links[-1].line, links[-1].col, cell)
+        held = _Held(links[-1].line, links[-1].col)
         steps = [self.e_Binary(n.Binary(link.line, link.col, link.op, held, link.right)) for link in reversed(links)]
 
         def chain(vm: object) -> object:
             value = base(vm)
-            for step in steps:
-                cell[0] = value
-                value = step(vm)
-            cell[0] = None  # not keeping the last intermediate value alive
+            try:
+                for step in steps:
+                    vm.chain_value = value  # type: ignore[attr-defined]
+                    value = step(vm)
+            finally:
+                vm.chain_value = None  # type: ignore[attr-defined]  # not keeping an intermediate value alive
             return value
         return chain
 
     def e__Held(self, e: _Held) -> Ev:
-        cell = e.cell
-        return lambda vm: cell[0]
+        return _read_chain_value
 
     def e_Call(self, e: n.Call) -> Ev:
         name = e.name
@@ -1130,9 +1134,11 @@ _CHAIN_MIN_LINKS = 32
 
 @dataclass(slots=True)
 class _Held(n.Expr):
-    """The left operand of one link of a compiled chain: the chain's value so far, kept in `cell`."""
+    """The left operand of one link of a compiled chain: the chain's value so far (`VM.chain_value`)."""
 
-    cell: list
+
+def _read_chain_value(vm: object) -> object:
+    return vm.chain_value  # type: ignore[attr-defined]
 
 
 def _left_spine(e: n.Binary) -> list[n.Binary]:

@@ -80,6 +80,7 @@ class VM:
         self.charged = 0  # work units charged since the limits were last looked at (charge)
         self.work = 0  # work units charged in all (the budget error says when they, not a loop, used it up)
         self.last_error: BasicRuntimeError | None = None
+        self.chain_value: object = None  # a long operator chain's value so far (compiler.Compiler.binary_chain)
 
     # -- public API ----------------------------------------------------------------------------
     def start(self, args: dict | None = None, entry: str = "main") -> RunResult:
