@@ -34,15 +34,17 @@ from apps.basic.limits import (
 
 class Meter:
     """The running VM's side: `charge(units)`, `hold(value)`, the run's memory gauge (a CALLed script's VM
-    starts from its caller's) and the per-run cache of lower-case key indexes."""
+    starts from its caller's), the run itself (`run`: a CALLed script's VM runs on its caller's instruction
+    budget and clock) and the per-run cache of lower-case key indexes."""
 
-    __slots__ = ("charge", "hold", "gauge", "lower_keys")
+    __slots__ = ("charge", "hold", "gauge", "run", "lower_keys")
 
     def __init__(self, charge: Callable[[int], None], hold: Callable[[object], None] | None = None,
-                 gauge: object = None) -> None:
+                 gauge: object = None, run: object = None) -> None:
         self.charge = charge
         self.hold = hold
         self.gauge = gauge
+        self.run = run
         # id(map) -> (map, its length and last key when indexed, {lower-case key: first key}). The map is held
         # so its id cannot be reused while cached; at most LOWER_KEY_INDEX_MAPS maps are.
         self.lower_keys: dict[int, tuple[dict, int, object, dict[str, str]]] = {}

@@ -250,9 +250,12 @@ class VM:
         outer = meter.current()  # a script run by CALL inside another run: the memory bound is the run's
         self.gauge = memory.Gauge(self.max_memory, self._memory_roots, outer.gauge if outer is not None else None)
         # Values and builtins charge their work to this run, and tell it about the large values they build.
-        self.meter = meter.Meter(self.charge, self.hold, self.gauge)
+        self.meter = meter.Meter(self.charge, self.hold, self.gauge, self)
         token = meter.install(self.meter)
         try:
+            caller = outer.run if outer is not None else None
+            if caller is not None:
+                return self._run_called(caller)  # type: ignore[arg-type]
             return self._run_slice()
         finally:
             meter.uninstall(token)
@@ -268,6 +271,28 @@ class VM:
         if self.charged >= limits.CLOCK_CHECK_INTERVAL:
             self.charged = 0
             self._check_limits()
+
+    def _run_called(self, caller: VM) -> RunResult:
+        """A script run by CALL inside `caller`'s run (the host's call_script made this VM): it runs on the
+        caller's instruction budget and clock, so the whole run, caller and every script it calls, is bounded
+        by one budget and one deadline (each CALL used to get a fresh budget and time limit of its own, and a
+        loop of CALLs was bounded by neither). It counts on from the caller's instructions and work units,
+        under the smaller of the two budgets and the earlier of the two deadlines; what it did is added to the
+        caller's counts when it ends (VM.call_script then looks at the caller's limits)."""
+        self.deadline = time.monotonic() + self.max_seconds
+        if caller.deadline < self.deadline:
+            self.deadline, self.max_seconds = caller.deadline, caller.max_seconds
+        self.max_instructions = min(self.max_instructions, caller.max_instructions)
+        steps, work = self.steps, self.work = caller.steps, caller.work
+        self.gauge.measured(steps, work)  # type: ignore[union-attr]  # (the memory estimate grows from here)
+        try:
+            return self._finish_slice()
+        except MemoryError:
+            self._let_go()
+            return self._error_result(out_of_memory(), None)
+        finally:
+            caller.steps += self.steps - steps
+            caller.work += self.work - work
 
     def _run_slice(self) -> RunResult:
         self.deadline = time.monotonic() + self.max_seconds
@@ -596,7 +621,13 @@ class VM:
 
     # -- keywords ------------------------------------------------------------------------------
     def call_script(self, name: str, args: list, line: int) -> object:
-        return self._from_host(self.host.call_script(name, args))
+        try:
+            return self._from_host(self.host.call_script(name, args))
+        finally:
+            # The called script ran on this run's budget and clock (_run_called) and its instructions are in
+            # self.steps now: a script that ran them out ends this run with the limit error (not a HostError
+            # that ON ERROR could trap and loop on), whatever the host made of the called script's error.
+            self._check_limits()
 
     def keyword(self, name: str, args: list, opts: dict) -> object:
         method = _SPECIAL.get(name) or KEYWORDS.get(name, "keyword")
