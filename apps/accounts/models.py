@@ -162,7 +162,8 @@ class ApiKey(models.Model):
     A key acts with at most its creator's current authority: each use needs `created_by` to exist, be active
     and still hold the console role the scope and endpoint need (apps.accounts.services.api_key_authenticate).
     Deleting the creator revokes the key (`revoked_reason` says so) before the foreign key is set to NULL; a key
-    whose `created_by` is NULL works nowhere."""
+    whose `created_by` is NULL works nowhere. One with no `revoked_reason` either is "ownerless" (made before
+    keys belonged to a user) and can be given an owner with `manage.py api_key_adopt`."""
 
     REVOKED_CREATOR_DELETED = "creator_deleted"
 

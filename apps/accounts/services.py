@@ -16,6 +16,9 @@ Failure modes prevented:
   every way a role changes (console role set, OIDC role mapping, superuser flag, deactivation) takes effect
   on the next request with no code of its own. Deleting the creator also revokes the key (`revoked_reason`),
   so the key list says why it stopped.
+- Keys made before keys had an owner (the `api_key_create` command stored no creator) stopping on upgrade with
+  a misleading "creator no longer exists": a key with no creator and no `revoked_reason` is "ownerless" and
+  its refusal says so and how to keep it (`api_key_adopt`, which gives it an owner holding its scopes' roles).
 """
 
 from __future__ import annotations
@@ -167,7 +170,11 @@ class ApiKeyRejected(Exception):
 CREATOR_DELETED = "creator_deleted"
 CREATOR_INACTIVE = "creator_inactive"
 CREATOR_NO_ROLE = "creator_no_role"
+# No creator ever recorded (made by the command before keys belonged to a user): adoptable.
+CREATOR_NONE = "creator_none"
 _CREATOR_PROBLEM_REASONS = {
+    CREATOR_NONE: "this API key has no owner (it was made before keys belonged to a user); a tenant admin can "
+                  "adopt it with `manage.py api_key_adopt` or create a new key",
     CREATOR_DELETED: "this API key's creator no longer exists; create a new key",
     CREATOR_INACTIVE: "this API key's creator is deactivated",
     CREATOR_NO_ROLE: "this API key's creator no longer has console access",
@@ -207,7 +214,8 @@ def api_key_authority(key: ApiKey) -> ApiKeyAuthority:
 
     creator = key.created_by if key.created_by_id is not None else None
     if creator is None:
-        return ApiKeyAuthority(creator="", role=None, problem=CREATOR_DELETED)
+        ownerless = not key.revoked_reason  # a deleted creator's keys are revoked with revoked_reason set
+        return ApiKeyAuthority(creator="", role=None, problem=CREATOR_NONE if ownerless else CREATOR_DELETED)
     name = creator.get_username()
     if not creator.is_active:
         return ApiKeyAuthority(creator=name, role=None, problem=CREATOR_INACTIVE)
@@ -253,15 +261,7 @@ def api_key_create(*, name: str, scopes: list[str], created_by, expires_at: dt.d
         raise ValueError("the expiry date is in the past")
     if getattr(created_by, "pk", None) is None:
         raise ValueError("an API key acts for the user who creates it: give a user of this tenant")
-    authority = api_key_authority(ApiKey(created_by=created_by))
-    if authority.problem == CREATOR_INACTIVE:
-        raise ValueError(f"{authority.creator} is deactivated and cannot create API keys")
-    if authority.problem:
-        raise ValueError(f"{authority.creator} has no console role and cannot create API keys")
-    refused = authority.scopes_refused(scopes)
-    if refused:
-        raise ValueError(f"{authority.creator} holds the {authority.role.value} role, which does not grant "
-                         + ", ".join(f"{scope} (needs {api_key_scope_role(scope).value})" for scope in refused))
+    _api_key_owner_check(created_by, scopes, doing="create API keys")
     prefix = secrets.token_hex(API_KEY_PREFIX_BYTES)
     raw = f"{API_KEY_TAG}_{prefix}_{secrets.token_urlsafe(API_KEY_SECRET_BYTES)}"
     with transaction.atomic():
@@ -272,6 +272,41 @@ def api_key_create(*, name: str, scopes: list[str], created_by, expires_at: dt.d
                         "expires_at": expires_at.isoformat() if expires_at else None},
                request=request)
     return ApiKeyCreated(key=key, secret=raw)
+
+
+def _api_key_owner_check(user, scopes: list[str], *, doing: str) -> None:
+    """ValueError unless `user` is active and holds the console role of every scope in `scopes`."""
+    authority = api_key_authority(ApiKey(created_by=user))
+    if authority.problem == CREATOR_INACTIVE:
+        raise ValueError(f"{authority.creator} is deactivated and cannot {doing}")
+    if authority.problem:
+        raise ValueError(f"{authority.creator} has no console role and cannot {doing}")
+    refused = authority.scopes_refused(scopes)
+    if refused:
+        raise ValueError(f"{authority.creator} holds the {authority.role.value} role, which does not grant "
+                         + ", ".join(f"{scope} (needs {api_key_scope_role(scope).value})" for scope in refused))
+
+
+def api_key_adopt(*, prefix: str, user) -> ApiKey:
+    """Give an ownerless key (no creator and never revoked: made by the command before keys belonged to a user)
+    `user` as its creator, who must be active and hold the role of every scope of the key, as to create it.
+    ApiKey.DoesNotExist when this tenant has no such key; ValueError when it is revoked, already has a creator,
+    or `user` may not hold it. Audited as apikey.adopted."""
+    with transaction.atomic():
+        key = ApiKey.objects.select_for_update().get(prefix=prefix)
+        if key.revoked_reason == ApiKey.REVOKED_CREATOR_DELETED:
+            raise ValueError(f"API key {prefix} was revoked when its creator was deleted; create a new key")
+        if key.revoked_at is not None:
+            raise ValueError(f"API key {prefix} is revoked; create a new key")
+        if key.created_by_id is not None:
+            raise ValueError(f"API key {prefix} already belongs to {key.created_by.get_username()}; only a key "
+                             "with no owner can be adopted")
+        _api_key_owner_check(user, key.scopes, doing="adopt API keys")
+        key.created_by = user
+        key.save(update_fields=["created_by"])
+        _audit("apikey.adopted", actor=user, object_type="api_key", object_id=prefix,
+               summary={"name": key.name, "scopes": key.scopes, "creator": user.get_username()})
+    return key
 
 
 def api_key_revoke(*, prefix: str, revoked_by=None, request: HttpRequest | None = None) -> ApiKey:

@@ -21,6 +21,7 @@ from apps.accounts.services import (
     API_KEY_SCOPES,
     CREATOR_DELETED,
     CREATOR_INACTIVE,
+    CREATOR_NONE,
     RETIRED_API_KEY_SCOPES,
     api_key_authority,
     api_key_create,
@@ -116,6 +117,9 @@ def _api_key_creator_note(key: ApiKey) -> str:
     authority = api_key_authority(key)
     if authority.problem == CREATOR_DELETED:
         return _("Inactive: its creator no longer exists.")
+    if authority.problem == CREATOR_NONE:
+        return _("Inactive: it has no owner (made before keys belonged to a user); adopt it with "
+                 "manage.py api_key_adopt or create a new key.")
     if authority.problem == CREATOR_INACTIVE:
         return _("Inactive: its creator %(user)s is deactivated.") % {"user": authority.creator}
     if authority.problem:
