@@ -303,6 +303,12 @@ def _smtp_connect(account: SmtpAccount) -> Iterator[smtplib.SMTP]:
             client.quit()
 
 
+# TLS errors of a connection cut off mid-way (see _tls_cut_off): retried like any other connection error.
+_TLS_CUT_OFF_ERRORS = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError, ssl.SSLWantReadError,
+                       ssl.SSLWantWriteError)
+_TLS_CUT_OFF_REASONS = frozenset({"UNEXPECTED_EOF_WHILE_READING"})
+
+
 def _classify(exc: Exception) -> Exception:
     """MailTemporaryError or MailPermanentError for an SMTP failure (the reply code decides)."""
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
@@ -317,9 +323,19 @@ def _classify(exc: Exception) -> Exception:
         return kind(f"SMTP {exc.smtp_code} {message}"[:1000])
     if isinstance(exc, smtplib.SMTPNotSupportedError):
         return MailPermanentError(f"the SMTP server does not support it: {exc} (check email-security)")
-    if isinstance(exc, ssl.SSLError):
+    if isinstance(exc, ssl.SSLError) and not _tls_cut_off(exc):
         return MailPermanentError(f"TLS failed: {exc.reason or exc} (check email-security and email-port)")
+    if isinstance(exc, ssl.SSLError):
+        return MailTemporaryError(f"TLS cut off: {type(exc).__name__}: {exc.reason or exc}"[:1000])
     return MailTemporaryError(f"{type(exc).__name__}: {exc}"[:1000])
+
+
+def _tls_cut_off(exc: ssl.SSLError) -> bool:
+    """A TLS connection the server (or the network) ended or left unfinished: a restart, an overloaded relay
+    dropping connections, a reset. Worth a retry, unlike a refused certificate, a protocol version or cipher the
+    two sides do not share, or TLS spoken to a port that speaks plain SMTP (WRONG_VERSION_NUMBER): those are the
+    configuration, and stay permanent. (A handshake that times out is a TimeoutError, already temporary.)"""
+    return isinstance(exc, _TLS_CUT_OFF_ERRORS) or getattr(exc, "reason", None) in _TLS_CUT_OFF_REASONS
 
 
 def _smtp_deliver(account: SmtpAccount, message: email.message.EmailMessage, recipients: list[str]) -> dict:
