@@ -36,9 +36,14 @@ class OutgoingMail(models.Model):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)
+    # What the server answered for each recipient it was given: {"a@x": "sent", "b@y": "450 4.2.0 ...",
+    # "c@z": "550 5.1.1 ..."}. A recipient refused for now (4xx) is sent to again on the next attempt, alone
+    # (same Message-ID); one accepted or refused for good (5xx) never is. Empty until the first attempt.
+    recipient_status = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     # When the row was last handed to the broker (made, or queued again by beat's `mail.requeue_stale`).
     queued_at = models.DateTimeField(default=timezone.now)
+    # When the server first took the message (for some recipients, while others may still be retried).
     sent_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

@@ -310,13 +310,8 @@ _TLS_CUT_OFF_REASONS = frozenset({"UNEXPECTED_EOF_WHILE_READING"})
 
 
 def _classify(exc: Exception) -> Exception:
-    """MailTemporaryError or MailPermanentError for an SMTP failure (the reply code decides)."""
-    if isinstance(exc, smtplib.SMTPRecipientsRefused):
-        codes = [code for code, _ in exc.recipients.values()]
-        detail = "; ".join(f"{rcpt}: {code} {msg.decode(errors='replace')}"
-                           for rcpt, (code, msg) in exc.recipients.items())
-        kind = MailTemporaryError if any(400 <= c < 500 for c in codes) else MailPermanentError
-        return kind(f"recipients refused: {detail}"[:1000])
+    """MailTemporaryError or MailPermanentError for an SMTP failure (the reply code decides). Recipients refused
+    at RCPT are not failures of the whole mail: `_smtp_deliver` returns them, each with its reply."""
     if isinstance(exc, smtplib.SMTPResponseException):
         message = exc.smtp_error.decode(errors="replace") if isinstance(exc.smtp_error, bytes) else str(exc.smtp_error)
         kind = MailTemporaryError if 400 <= exc.smtp_code < 500 else MailPermanentError
@@ -338,12 +333,46 @@ def _tls_cut_off(exc: ssl.SSLError) -> bool:
     return isinstance(exc, _TLS_CUT_OFF_ERRORS) or getattr(exc, "reason", None) in _TLS_CUT_OFF_REASONS
 
 
-def _smtp_deliver(account: SmtpAccount, message: email.message.EmailMessage, recipients: list[str]) -> dict:
+def _smtp_deliver(account: SmtpAccount, message: email.message.EmailMessage,
+                  recipients: list[str]) -> tuple[list[str], dict[str, str]]:
+    """Send `message` to `recipients`: (the recipients the server took it for, {recipient: reply} of those it
+    refused at RCPT). A recipient in neither was not tried (the server closed with 421 before it)."""
     try:
         with _smtp_connect(account) as client:
-            return client.send_message(message, from_addr=account.sender, to_addrs=recipients)
+            refused = client.send_message(message, from_addr=account.sender, to_addrs=recipients)
+    except smtplib.SMTPRecipientsRefused as exc:
+        # No recipient took it (or the server said 421 part way): no DATA was sent, nobody got the mail.
+        return [], {rcpt: _reply_text(code, reply) for rcpt, (code, reply) in exc.recipients.items()}
     except (smtplib.SMTPException, OSError) as exc:
         raise _classify(exc) from exc
+    return ([rcpt for rcpt in recipients if rcpt not in refused],
+            {rcpt: _reply_text(code, reply) for rcpt, (code, reply) in refused.items()})
+
+
+def _reply_text(code: int, reply: bytes | str) -> str:
+    text = reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
+    return f"{code} {' '.join(text.split())}"[:300]
+
+
+def _refused_for_now(reply: str) -> bool:
+    """A recipient's RCPT reply that says "try again later" (4xx: greylisting, a full mailbox, a busy server)."""
+    return reply[:1] == "4"
+
+
+def _recipients_pending(row: OutgoingMail) -> list[str]:
+    """The recipients the next attempt sends to: those never answered, and those refused for now (4xx)."""
+    done = row.recipient_status or {}
+    return [rcpt for rcpt in row.to.split(", ") if rcpt not in done or _refused_for_now(done[rcpt])]
+
+
+def _recipients_summary(row: OutgoingMail) -> str:
+    """What last_error says about the recipients that did not get the mail (empty when all did)."""
+    done = row.recipient_status or {}
+    refused = [f"{rcpt}: {reply}" for rcpt, reply in done.items() if reply != "sent" and not _refused_for_now(reply)]
+    deferred = [f"{rcpt}: {reply}" for rcpt, reply in done.items() if _refused_for_now(reply)]
+    parts = ([f"recipients refused: {'; '.join(refused)}"] if refused else []) + (
+        [f"recipients refused for now, tried again later: {'; '.join(deferred)}"] if deferred else [])
+    return " | ".join(parts)[:1000]
 
 
 def mail_deliver(*, mail_id: int) -> str:
@@ -365,7 +394,8 @@ def mail_deliver(*, mail_id: int) -> str:
                 attachments=_attachments_read(row.bot, row.attachments),
                 auto_submitted=AUTO_REPLIED if row.in_reply_to else AUTO_GENERATED, reply_to=account.reply_to,
             )
-            refused = _smtp_deliver(account, message, row.to.split(", "))
+            recipients = _recipients_pending(row)
+            accepted, refused = _smtp_deliver(account, message, recipients)
         except (MailConfigError, MailError, MailPermanentError) as exc:
             return _mail_failed(row, str(exc))
         except SecretUnavailable as exc:
@@ -379,11 +409,23 @@ def mail_deliver(*, mail_id: int) -> str:
             logger.exception("mail: unexpected error sending %s", row.message_id)
             _mail_error(row, f"{type(exc).__name__}: {exc}")
             raise MailTemporaryError(f"{type(exc).__name__}: {exc}"[:1000]) from exc
-        row.status, row.sent_at = OutgoingMail.Status.SENT, timezone.now()
-        row.last_error = "; ".join(f"{rcpt}: {code}" for rcpt, (code, _) in refused.items())[:1000]
-        row.save(update_fields=["status", "sent_at", "last_error"])
-        logger.info("mail: sent %s to %s via %s:%s (attempt %d)", row.message_id, row.to, account.host,
-                    account.port, row.attempts)
+        row.recipient_status = {**(row.recipient_status or {}), **refused, **{rcpt: "sent" for rcpt in accepted}}
+        if accepted:
+            row.sent_at = row.sent_at or timezone.now()
+            logger.info("mail: sent %s to %s via %s:%s (attempt %d)", row.message_id, ", ".join(accepted),
+                        account.host, account.port, row.attempts)
+        row.last_error = _recipients_summary(row)
+        if _recipients_pending(row):
+            # Some recipients were refused for now (or not tried): only they are sent to again, after the
+            # usual backoff, with the same Message-ID; the others never get it twice.
+            row.save(update_fields=["recipient_status", "sent_at", "last_error"])
+            logger.warning("mail: %s: %s (attempt %d)", row.message_id, row.last_error, row.attempts)
+            raise MailTemporaryError(row.last_error or "recipients not tried")
+        delivered = any(reply == "sent" for reply in row.recipient_status.values())
+        row.status = OutgoingMail.Status.SENT if delivered else OutgoingMail.Status.FAILED
+        row.save(update_fields=["status", "recipient_status", "sent_at", "last_error"])
+        if row.last_error:
+            logger.warning("mail: %s %s: %s", row.message_id, row.status, row.last_error)
         return row.status
 
 
@@ -401,10 +443,17 @@ def _mail_failed(row: OutgoingMail, error: str) -> str:
 
 
 def mail_give_up(*, mail_id: int, error: str) -> None:
-    """Retries exhausted: the row shows failed with the last reason."""
+    """Retries exhausted: the row shows failed with the last reason; sent, when some recipients took it before
+    (last_error then names those who did not get it)."""
     row = OutgoingMail.objects.filter(pk=mail_id, status=OutgoingMail.Status.QUEUED).first()
-    if row is not None:
+    if row is None:
+        return
+    if not any(reply == "sent" for reply in (row.recipient_status or {}).values()):
         _mail_failed(row, f"gave up after {row.attempts} attempts: {error}")
+        return
+    row.status, row.last_error = OutgoingMail.Status.SENT, f"gave up after {row.attempts} attempts: {error}"[:1000]
+    row.save(update_fields=["status", "last_error"])
+    logger.error("mail: %s sent, but not to every recipient: %s", row.message_id, row.last_error)
 
 
 def mail_retry_delay(retries: int) -> float:

@@ -5,6 +5,9 @@ raw bytes). Switches simulate a server's answers:
 
 * `fail_next`: a list of SMTP replies ("451 4.3.0 try again later") given to the next DATA commands,
   one each, before messages are accepted again (a temporary failure, then success);
+* `rcpt_replies`: address -> a list of replies ("450 4.2.0 greylisted", "550 5.1.1 no such user") given to
+  the next RCPT TO commands naming that address, one each, before it is accepted again; the other recipients
+  of the same transaction are accepted, as a real server does. `rcpt_commands` records every RCPT TO address;
 * `users`: when set, AUTH (PLAIN/LOGIN) is required and checked against it; `auth_attempts` records
   every (user, password) offered. aiosmtpd allows AUTH without TLS only because `auth_require_tls=False`
   is passed, which is for loopback tests only.
@@ -49,6 +52,15 @@ class CapturedMail:
 class _Handler:
     server: SmtpServer
 
+    async def handle_RCPT(self, smtp, session, envelope, address, rcpt_options) -> str:  # noqa: N802 - hook name
+        with self.server.lock:
+            self.server.rcpt_commands.append(address)
+            replies = self.server.rcpt_replies.get(address)
+            if replies:
+                return replies.pop(0)
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
     async def handle_DATA(self, smtp, session, envelope) -> str:  # noqa: N802 - aiosmtpd's hook name
         with self.server.lock:
             if self.server.fail_next:
@@ -69,6 +81,8 @@ class SmtpServer:
     users: dict[str, str] | None = None
     messages: list[CapturedMail] = field(default_factory=list)
     fail_next: list[str] = field(default_factory=list)
+    rcpt_replies: dict[str, list[str]] = field(default_factory=dict)
+    rcpt_commands: list[str] = field(default_factory=list)
     auth_attempts: list[tuple[str, str]] = field(default_factory=list)
     data_commands: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -100,6 +114,8 @@ class SmtpServer:
         with self.lock:
             self.messages.clear()
             self.fail_next.clear()
+            self.rcpt_replies.clear()
+            self.rcpt_commands.clear()
             self.auth_attempts.clear()
             self.data_commands = 0
 
