@@ -22,6 +22,7 @@ import email.utils
 import hashlib
 import mimetypes
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from html.parser import HTMLParser
@@ -342,14 +343,9 @@ def _message_parse(raw: bytes, *, headers_only: bool) -> ReceivedMail:
     if len(text) > BODY_TEXT_MAX_CHARS:
         text = text[:BODY_TEXT_MAX_CHARS] + "\n[message truncated]"
     attachments = []
-    for index, part in enumerate(message.iter_attachments(), start=1):
+    for index, (part, filename) in enumerate(_attachment_parts(message, body={id(text_part), id(html_part)}),
+                                             start=1):
         payload = part.get_payload(decode=True) or b""
-        try:
-            filename = part.get_filename() or ""
-        except SoftTimeLimitExceeded:
-            raise
-        except Exception:  # noqa: BLE001 - a malformed Content-Disposition: the attachment keeps a made-up name
-            filename = ""
         attachments.append(ReceivedAttachment(filename_safe(filename, f"attachment-{index}"), payload))
     wanted = {"auto-submitted", "precedence", "list-id", "x-autoreply", "return-path"}
     headers = {key.lower(): _header(message, key) for key in message if key.lower() in wanted}
@@ -357,6 +353,38 @@ def _message_parse(raw: bytes, *, headers_only: bool) -> ReceivedMail:
                         subject=header_clean(_header(message, "Subject")), text=text,
                         in_reply_to=in_reply_to, references=references, thread_key=thread_key[:255],
                         headers=headers, attachments=attachments)
+
+
+def _attachment_parts(message: EmailMessage, *, body: set[int]) -> list[tuple[EmailMessage, str]]:
+    """The attachments of a mail, wherever they are nested, in document order, with their file names ("" when
+    none can be read): every leaf part that is not the body and has a file name or `Content-Disposition:
+    attachment`, and what the standard `iter_attachments` finds at the top level. The top level alone lost
+    common layouts: Apple Mail's alternative > [plain, mixed > [html, pdf]], and mixed > [plain, related > [html,
+    pdf]]. A forwarded message (message/*) is one attachment, not searched inside. The nesting and the number
+    of parts are bounded by message_structure_check."""
+    top_level = {id(part) for part in message.iter_attachments()}
+    found = []
+    for part in _leaf_parts(message):
+        if id(part) in body:
+            continue
+        try:
+            filename = part.get_filename() or ""
+            attached = part.get_content_disposition() == "attachment"
+        except SoftTimeLimitExceeded:
+            raise
+        except Exception:  # noqa: BLE001 - a malformed Content-Disposition: the attachment keeps a made-up name
+            filename, attached = "", True
+        if filename or attached or id(part) in top_level:
+            found.append((part, filename))
+    return found
+
+
+def _leaf_parts(part: EmailMessage) -> Iterator[EmailMessage]:
+    if part.get_content_maintype() != "multipart":
+        yield part
+        return
+    for child in part.iter_parts():
+        yield from _leaf_parts(child)
 
 
 def _part_text(part: EmailMessage) -> str:
