@@ -22,7 +22,7 @@ import email.utils
 import hashlib
 import mimetypes
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from html.parser import HTMLParser
@@ -33,6 +33,12 @@ from celery.exceptions import SoftTimeLimitExceeded
 BODY_TEXT_MAX_CHARS = 20_000
 # RFC 5322 caps a header line at 998 characters.
 SUBJECT_MAX_CHARS = 998
+# Message-IDs are stored and matched (IncomingMail.message_id, chat thread keys) up to this length; a longer one
+# by a digest of it (message_id_key). Mail we send names the ids whole: one id fits on an In-Reply-To line of
+# 998 characters; References keeps the thread's first id and the newest ones, within REFERENCES_MAX_CHARS.
+MESSAGE_ID_KEY_MAX_CHARS = 255
+THREAD_ID_MAX_CHARS = SUBJECT_MAX_CHARS - len("In-Reply-To: ")
+REFERENCES_MAX_CHARS = 8000
 # The thread headers of a composed mail fold only past that limit, at the spaces between ids: folded at 78,
 # an id longer than the line (Outlook's run near 90 characters) was RFC 2047-encoded in In-Reply-To and
 # References, no longer a msg-id, and the reply left the thread.
@@ -70,6 +76,7 @@ _HTML_BLOCKS = frozenset({"p", "div", "section", "article", "header", "footer", 
 _REPLY_PREFIX_RE = re.compile(r"^\s*(re|aw|sv|res)\s*:\s*", re.IGNORECASE)
 _FILENAME_UNSAFE_RE = re.compile(r"[^A-Za-z0-9._ -]+")
 _HEADER_FOLD_RE = re.compile(r"[\r\n]+[ \t]*")
+_CONTROL_CHARS_RE = re.compile(r"[\x00-\x1f\x7f]")
 # Senders that are mail systems, not people (bounces): never answered.
 _SYSTEM_SENDERS = ("mailer-daemon@", "postmaster@")
 # The structure of a received mail, checked by a cheap scan before the standard parser reads it: that parser's
@@ -206,6 +213,42 @@ def message_id_list(value: str | None) -> list[str]:
     return re.findall(r"<[^<>\s]+>", value or "")
 
 
+def message_id_key(message_id: str) -> str:
+    """How a Message-ID is stored and matched (IncomingMail.message_id, thread keys): the id itself, or for one
+    longer than MESSAGE_ID_KEY_MAX_CHARS (the column) an id made from its digest, the same every time. A cut
+    (the id's first 255 characters, without its `>`) made two ids that differ after that one, and answered
+    the second as a duplicate of the first."""
+    if len(message_id) <= MESSAGE_ID_KEY_MAX_CHARS:
+        return message_id
+    digest = hashlib.sha256(message_id.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+    return f"<sha256-{digest}@long-message-id>"
+
+
+def thread_ids(value: str | Iterable[str] | None) -> list[str]:
+    """The msg-ids of a thread header's text (or of a list of ids), NUL and other control characters removed,
+    each whole; an id too long for a header line (THREAD_ID_MAX_CHARS) is left out, never cut."""
+    text = value if isinstance(value, str) else " ".join(value or ())
+    ids = message_id_list(_CONTROL_CHARS_RE.sub("", text))
+    return [one for one in ids if len(one) <= THREAD_ID_MAX_CHARS]
+
+
+def references_value(ids: list[str], limit: int = REFERENCES_MAX_CHARS) -> str:
+    """A References header for a mail that continues the thread `ids` (oldest first): the thread's first id and
+    as many of the newest as fit in `limit` characters, each whole. The first keeps the thread together (it is
+    the chat session's key here and the root in most clients); the newest are what a reader threads by. A cut
+    from the end (`[:8000]`) dropped exactly the newest, and could split an id."""
+    if not ids:
+        return ""
+    first, newest = ids[0], []
+    used = len(first)
+    for one in reversed(ids[1:]):
+        if used + 1 + len(one) > limit:
+            break
+        newest.append(one)
+        used += 1 + len(one)
+    return " ".join([first, *reversed(newest)])
+
+
 # --- received mail ---------------------------------------------------------------------------------------
 
 
@@ -217,6 +260,7 @@ class ReceivedAttachment:
 
 @dataclass
 class ReceivedMail:
+    # How the mail is stored and matched: its Message-ID, or message_id_key's digest id for one over 255 chars.
     message_id: str
     from_address: str
     subject: str
@@ -226,6 +270,9 @@ class ReceivedMail:
     thread_key: str
     headers: dict[str, str]
     attachments: list[ReceivedAttachment] = field(default_factory=list)
+    # The Message-ID as the mail gave it (or the made-up one of a mail without): what an answer's In-Reply-To
+    # and References name, so the sender's client threads it. `in_reply_to` and `references` are as given too.
+    message_id_header: str = ""
 
 
 def filename_safe(name: str, fallback: str) -> str:
@@ -294,12 +341,21 @@ def _header(message: EmailMessage, name: str) -> str:
     """A header's value; a malformed one (which the parser of the default policy raises on, e.g. `From: "`
     or `Message-ID: <`) reads as its raw text instead of failing the whole mail."""
     try:
-        return str(message.get(name, ""))
+        return _text_clean(str(message.get(name, "")))
     except SoftTimeLimitExceeded:
         raise  # the task's time is up: not a property of this header
     except Exception:  # noqa: BLE001 - the header parser raises IndexError, ValueError and others on junk
         raw = next((value for key, value in message.raw_items() if key.lower() == name.lower()), "")
-        return _HEADER_FOLD_RE.sub(" ", str(raw)).strip()
+        return _text_clean(_HEADER_FOLD_RE.sub(" ", str(raw)).strip())
+
+
+def _text_clean(value: str) -> str:
+    """Text the database can store: NUL removed (PostgreSQL refuses it in text, and a mail with one in its
+    Message-ID failed its claim on every poll, before its attempt was counted), undecodable bytes as U+FFFD."""
+    value = value.replace("\x00", "")
+    if any("\udc80" <= char <= "\udcff" for char in value):  # raw bytes the parser kept as surrogates
+        value = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return value
 
 
 def message_parse(raw: bytes, *, headers_only: bool = False) -> ReceivedMail:
@@ -327,11 +383,12 @@ def _message_parse(raw: bytes, *, headers_only: bool) -> ReceivedMail:
     from_address = email.utils.parseaddr(_header(message, "From"))[1].strip().lower()
     in_reply_to = (message_id_list(_header(message, "In-Reply-To")) or [""])[0]
     references = message_id_list(_header(message, "References"))
-    thread_key = references[0] if references else (in_reply_to or message_id)
+    thread_key = message_id_key(references[0] if references else (in_reply_to or message_id))
     if headers_only:
-        return ReceivedMail(message_id=message_id[:255], from_address=from_address[:320],
+        return ReceivedMail(message_id=message_id_key(message_id), from_address=from_address[:320],
                             subject=header_clean(_header(message, "Subject")), text="", in_reply_to=in_reply_to,
-                            references=references, thread_key=thread_key[:255], headers={})
+                            references=references, thread_key=thread_key, headers={},
+                            message_id_header=message_id)
     text_part = message.get_body(preferencelist=("plain",))
     html_part = message.get_body(preferencelist=("html",)) if text_part is None else None
     text = ""
@@ -339,7 +396,7 @@ def _message_parse(raw: bytes, *, headers_only: bool) -> ReceivedMail:
         text = _part_text(text_part)
     elif html_part is not None:
         text = html_to_text(_part_text(html_part))
-    text = text.strip()
+    text = _text_clean(text).strip()
     if len(text) > BODY_TEXT_MAX_CHARS:
         text = text[:BODY_TEXT_MAX_CHARS] + "\n[message truncated]"
     attachments = []
@@ -349,10 +406,10 @@ def _message_parse(raw: bytes, *, headers_only: bool) -> ReceivedMail:
         attachments.append(ReceivedAttachment(filename_safe(filename, f"attachment-{index}"), payload))
     wanted = {"auto-submitted", "precedence", "list-id", "x-autoreply", "return-path"}
     headers = {key.lower(): _header(message, key) for key in message if key.lower() in wanted}
-    return ReceivedMail(message_id=message_id[:255], from_address=from_address[:320],
+    return ReceivedMail(message_id=message_id_key(message_id), from_address=from_address[:320],
                         subject=header_clean(_header(message, "Subject")), text=text,
-                        in_reply_to=in_reply_to, references=references, thread_key=thread_key[:255],
-                        headers=headers, attachments=attachments)
+                        in_reply_to=in_reply_to, references=references, thread_key=thread_key,
+                        headers=headers, attachments=attachments, message_id_header=message_id)
 
 
 def _attachment_parts(message: EmailMessage, *, body: set[int]) -> list[tuple[EmailMessage, str]]:

@@ -27,7 +27,8 @@ class OutgoingMail(models.Model):
     # `<...@domain>`, generated when the row is made: the same on every delivery attempt, so a receiver
     # can recognise a duplicate after an at-least-once redelivery.
     message_id = models.CharField(max_length=255, unique=True)
-    in_reply_to = models.CharField(max_length=255, blank=True)
+    # The id answered, whole (an id longer than 255 characters too: a cut one threads nowhere).
+    in_reply_to = models.CharField(max_length=998, blank=True)
     references = models.TextField(blank=True)
     body_text = models.TextField()
     body_html = models.TextField(blank=True)

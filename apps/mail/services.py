@@ -220,14 +220,15 @@ def mail_send(*, bot: Bot, to: str | Sequence[str], subject: str, body_text: str
     body_html = body_html or ""
     if len(body_text) > BODY_MAX_CHARS or len(body_html) > BODY_MAX_CHARS:
         raise MailError(f"the body is longer than {BODY_MAX_CHARS} characters")
-    if references is not None and not isinstance(references, str):
-        references = " ".join(references)
+    # Thread headers name ids whole (never a cut id, which matches nothing): In-Reply-To one id, References the
+    # thread's first id and the newest that fit (content.references_value).
+    in_reply_to = (content.thread_ids(in_reply_to) or [""])[0]
+    references = content.references_value(content.thread_ids(references))
     with transaction.atomic():
         row = OutgoingMail.objects.create(
             bot=bot, to=", ".join(recipients), subject=content.header_clean(subject),
             message_id=email.utils.make_msgid(domain=_message_id_domain(bot)),
-            in_reply_to=content.header_clean(in_reply_to or "", 255),
-            references=content.header_clean(references or "", 8000),
+            in_reply_to=in_reply_to, references=references,
             body_text=body_text, body_html=body_html, attachments=paths,
         )
         # Robust: with the broker down the mail is recorded (queued) and `mail.requeue_stale` queues it later;
@@ -722,8 +723,8 @@ def _incoming_answer(bot: Bot, row: IncomingMail, mail: content.ReceivedMail,
         return _incoming_done(row, IncomingMail.Status.NO_REPLY, "the bot produced no answer")
     with transaction.atomic():
         row.reply = mail_send(bot=bot, to=mail.from_address, subject=content.reply_subject(mail.subject),
-                              body_text=reply, in_reply_to=mail.message_id,
-                              references=[*mail.references, mail.message_id])
+                              body_text=reply, in_reply_to=mail.message_id_header,
+                              references=[*mail.references, mail.message_id_header])
         return _incoming_done(row, IncomingMail.Status.ANSWERED, "")
 
 
