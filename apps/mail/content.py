@@ -85,6 +85,38 @@ _SYSTEM_SENDERS = ("mailer-daemon@", "postmaster@")
 # (mixed > related > alternative, a forwarded message or two) and has tens of parts at most.
 MIME_MAX_DEPTH = 15
 MIME_MAX_PARTS = 500
+# Header sizes, checked by a cheap scan before the standard parser reads a mail (message_headers_check). Its
+# header parser (policy.default) slices the rest of a value at every token, so its time grows with tokens x
+# length, and each part's Content-Type is parsed several times: one `Content-Type: multipart/mixed;
+# boundary=b;;;...` of 16 KB held a worker 13 s (64 KB: minutes), a From of 64 KB of commas 57 s, and a part
+# with a 4 KB filename of quotes 2 s, each time the mail was polled. Refused, recorded with the reason:
+# * any header of the top-level block over HEADER_MAX_BYTES (the header values read from it are bounded again:
+#   ids by a linear regex, From from its first ADDRESS_HEADER_MAX_CHARS, Subject from its first
+#   SUBJECT_READ_MAX_CHARS);
+# * a Content-Type / Content-Disposition / Content-Transfer-Encoding header, anywhere in the mail (parts and
+#   forwarded messages; text that merely looks like one counts too), over MIME_HEADER_MAX_BYTES, or with
+#   more than MIME_HEADER_MAX_SEPARATORS separators (the characters that make tokens: `;` `"` `(` `)` `\` `,`
+#   `<` `>` `@` `:` `[` `]` `?` `=` and runs of white space), or more than MIME_HEADERS_MAX_SEPARATORS in all.
+# Real mail stays far below: a part's headers have about fifteen separators, a 250-character non-ASCII file
+# name split by RFC 2231 about 150 in 3 KB. Within these limits the worst mail measured parses in 1.5 s.
+HEADER_MAX_BYTES = 64 * 1024
+MIME_HEADER_MAX_BYTES = 8 * 1024
+MIME_HEADER_MAX_SEPARATORS = 256
+MIME_HEADERS_MAX_SEPARATORS = 12_000
+ADDRESS_HEADER_MAX_CHARS = 2048
+SUBJECT_READ_MAX_CHARS = 8 * 1024
+_MIME_HEADER_RE = re.compile(
+    rb"(?:\A|(?<=[\r\n]))(?P<name>content-(?:type|disposition|transfer-encoding)):"
+    rb"(?P<value>[^\r\n]*(?:(?:\r\n|\r|\n)[ \t][^\r\n]*)*)",
+    re.IGNORECASE)
+_SEPARATOR_RE = re.compile(rb'[;"()\\,<>@:\[\]?=]|\s+')
+# One header of the top-level block with its folded lines, as the standard parser splits them (a lone CR
+# breaks lines too); the block ends at the first line that is neither a header nor a continuation.
+_TOP_HEADER_RE = re.compile(
+    rb"(?P<name>[\x21-\x39\x3b-\x7e]+):(?P<value>[^\r\n]*(?:(?:\r\n|\r|\n)[ \t][^\r\n]*)*)(?:\r\n|\r|\n|\Z)")
+# Lines the parser passes over inside the block: an mbox "From " line, and continuation lines before the first
+# header.
+_SKIPPED_LINE_RE = re.compile(rb"(?:From |[ \t])[^\r\n]*(?:\r\n|\r|\n|\Z)")
 # What the scan looks at, at the start of any line (the parser also breaks lines at a lone CR): boundary
 # lines (`--...`), and Content-Type headers of containers (multipart/*, message/*) with their folded lines.
 _MIME_EVENT_RE = re.compile(
@@ -332,21 +364,63 @@ def message_structure_check(raw: bytes) -> None:
                 raise MessageTooComplex(f"the message has more than {MIME_MAX_PARTS} MIME parts")
 
 
+def message_headers_check(raw: bytes) -> None:
+    """MessageTooComplex when a header of `raw` is past the limits above (HEADER_MAX_BYTES for the top-level
+    block; MIME_HEADER_MAX_BYTES and the separator counts for MIME headers anywhere). A scan linear in the
+    size; run before message_structure_check, whose boundary reading is itself slow on such a header."""
+    for name, value in _top_header_fields(raw):
+        if len(name) + 1 + len(value) > HEADER_MAX_BYTES:
+            raise MessageTooComplex(f"the message has a {_header_name(name)} header longer than "
+                                    f"{HEADER_MAX_BYTES // 1024} KiB")
+    total = 0
+    for match in _MIME_HEADER_RE.finditer(raw):
+        value, name = match.group("value"), _header_name(match.group("name"))
+        if len(value) > MIME_HEADER_MAX_BYTES:
+            raise MessageTooComplex(f"the message has a {name} header longer than "
+                                    f"{MIME_HEADER_MAX_BYTES // 1024} KiB")
+        separators = sum(1 for _ in _SEPARATOR_RE.finditer(value))
+        if separators > MIME_HEADER_MAX_SEPARATORS:
+            raise MessageTooComplex(f"the message has a {name} header with more than {MIME_HEADER_MAX_SEPARATORS} "
+                                    "separators (parameters, quotes, comments)")
+        total += separators
+        if total > MIME_HEADERS_MAX_SEPARATORS:
+            raise MessageTooComplex(f"the MIME headers of the message have more than {MIME_HEADERS_MAX_SEPARATORS} "
+                                    "separators in all")
+
+
+def _header_name(name: bytes) -> str:
+    return name[:76].decode("ascii", "replace").title()
+
+
+def _top_header_fields(raw: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """(name, value with its folded lines) of each header of the top-level block, in order: the standard
+    parser's split, read in time linear in the block's size, without its header parser."""
+    position = 0
+    while position < len(raw):
+        match = _TOP_HEADER_RE.match(raw, position)
+        if match is not None:
+            yield match.group("name"), match.group("value")
+        else:
+            match = _SKIPPED_LINE_RE.match(raw, position)
+            if match is None:
+                return  # an empty line (the body follows), or a line that is no header: the block ends there
+        position = match.end()
+
+
+def _top_headers(raw: bytes) -> dict[str, str]:
+    """The first value of each header of the top-level block: lower-case name -> value unfolded, as text
+    (undecodable bytes as U+FFFD, NUL removed), encoded words left as they are."""
+    found: dict[str, str] = {}
+    for name, value in _top_header_fields(raw):
+        key = name.decode("ascii", "replace").lower()
+        if key not in found:
+            found[key] = _text_clean(_HEADER_FOLD_RE.sub(" ", value.decode("utf-8", "replace")).strip())
+    return found
+
+
 def message_fallback_id(raw: bytes) -> str:
     """The id of a mail without a usable Message-ID: its content identifies it, so polling it twice is one."""
     return f"<sha256-{hashlib.sha256(raw).hexdigest()[:40]}@no-message-id>"
-
-
-def _header(message: EmailMessage, name: str) -> str:
-    """A header's value; a malformed one (which the parser of the default policy raises on, e.g. `From: "`
-    or `Message-ID: <`) reads as its raw text instead of failing the whole mail."""
-    try:
-        return _text_clean(str(message.get(name, "")))
-    except SoftTimeLimitExceeded:
-        raise  # the task's time is up: not a property of this header
-    except Exception:  # noqa: BLE001 - the header parser raises IndexError, ValueError and others on junk
-        raw = next((value for key, value in message.raw_items() if key.lower() == name.lower()), "")
-        return _text_clean(_HEADER_FOLD_RE.sub(" ", str(raw)).strip())
 
 
 def _text_clean(value: str) -> str:
@@ -365,6 +439,7 @@ def message_parse(raw: bytes, *, headers_only: bool = False) -> ReceivedMail:
     limits. `headers_only`: ids, sender and subject only (no body, no attachments, no structure check).
     Celery's SoftTimeLimitExceeded passes through: the task ran out of time, the mail is not unreadable."""
     if not headers_only:
+        message_headers_check(raw)
         message_structure_check(raw)
     try:
         return _message_parse(raw, headers_only=headers_only)
@@ -375,20 +450,26 @@ def message_parse(raw: bytes, *, headers_only: bool = False) -> ReceivedMail:
 
 
 def _message_parse(raw: bytes, *, headers_only: bool) -> ReceivedMail:
-    message = email.parser.BytesParser(policy=email.policy.default).parsebytes(raw, headersonly=headers_only)
-    message_id = (message_id_list(_header(message, "Message-ID")) or [""])[0]
+    # The top-level headers are read by _top_headers, never by the standard parser (which parses the top-level
+    # Content-Type even for a headers-only reading): so the headers-only reading, which identifies a mail before
+    # its attempt is claimed and serves mail refused for its size or its headers, takes time linear in the size,
+    # and gives the same ids as the full reading. Ids by a regex, the sender from the first
+    # ADDRESS_HEADER_MAX_CHARS, the subject from the first SUBJECT_READ_MAX_CHARS.
+    top = _top_headers(raw)
+    message_id = (message_id_list(top.get("message-id")) or [""])[0]
     if not message_id:
         # No Message-ID (allowed, if rare): the content identifies it, so polling it twice is still one.
         message_id = message_fallback_id(raw)
-    from_address = email.utils.parseaddr(_header(message, "From"))[1].strip().lower()
-    in_reply_to = (message_id_list(_header(message, "In-Reply-To")) or [""])[0]
-    references = message_id_list(_header(message, "References"))
+    from_address = _sender_address(top.get("from", ""))
+    in_reply_to = (message_id_list(top.get("in-reply-to")) or [""])[0]
+    references = message_id_list(top.get("references"))
     thread_key = message_id_key(references[0] if references else (in_reply_to or message_id))
+    subject = _subject(top.get("subject", ""))
     if headers_only:
-        return ReceivedMail(message_id=message_id_key(message_id), from_address=from_address[:320],
-                            subject=header_clean(_header(message, "Subject")), text="", in_reply_to=in_reply_to,
-                            references=references, thread_key=thread_key, headers={},
-                            message_id_header=message_id)
+        return ReceivedMail(message_id=message_id_key(message_id), from_address=from_address, subject=subject,
+                            text="", in_reply_to=in_reply_to, references=references, thread_key=thread_key,
+                            headers={}, message_id_header=message_id)
+    message = email.parser.BytesParser(policy=email.policy.default).parsebytes(raw)
     text_part = message.get_body(preferencelist=("plain",))
     html_part = message.get_body(preferencelist=("html",)) if text_part is None else None
     text = ""
@@ -404,12 +485,37 @@ def _message_parse(raw: bytes, *, headers_only: bool) -> ReceivedMail:
                                              start=1):
         payload = part.get_payload(decode=True) or b""
         attachments.append(ReceivedAttachment(filename_safe(filename, f"attachment-{index}"), payload))
-    wanted = {"auto-submitted", "precedence", "list-id", "x-autoreply", "return-path"}
-    headers = {key.lower(): _header(message, key) for key in message if key.lower() in wanted}
-    return ReceivedMail(message_id=message_id_key(message_id), from_address=from_address[:320],
-                        subject=header_clean(_header(message, "Subject")), text=text,
-                        in_reply_to=in_reply_to, references=references, thread_key=thread_key,
+    wanted = ("auto-submitted", "precedence", "list-id", "x-autoreply", "return-path")
+    headers = {key: top[key] for key in wanted if key in top}
+    return ReceivedMail(message_id=message_id_key(message_id), from_address=from_address, subject=subject,
+                        text=text, in_reply_to=in_reply_to, references=references, thread_key=thread_key,
                         headers=headers, attachments=attachments, message_id_header=message_id)
+
+
+def _sender_address(value: str) -> str:
+    """The address of a From header's value, lower-cased; "" when there is none (such a mail is not answered),
+    also for a From longer than ADDRESS_HEADER_MAX_CHARS (a person's is a line at most) or one the address
+    parser gives up on (nested comments past its recursion)."""
+    if len(value) > ADDRESS_HEADER_MAX_CHARS:
+        return ""
+    try:
+        address = email.utils.parseaddr(value)[1]
+    except SoftTimeLimitExceeded:
+        raise
+    except Exception:  # noqa: BLE001 - RecursionError on `((((...`, and whatever else junk makes it raise
+        return ""
+    return address.strip().lower()[:320]
+
+
+def _subject(value: str) -> str:
+    """The decoded Subject (RFC 2047 encoded words), on one line, from the first SUBJECT_READ_MAX_CHARS."""
+    try:
+        decoded = str(email.policy.default.header_factory("subject", value[:SUBJECT_READ_MAX_CHARS]))
+    except SoftTimeLimitExceeded:
+        raise
+    except Exception:  # noqa: BLE001 - the header parser raises on junk: the raw text then
+        decoded = value
+    return header_clean(_text_clean(decoded))
 
 
 def _attachment_parts(message: EmailMessage, *, body: set[int]) -> list[tuple[EmailMessage, str]]:

@@ -18,6 +18,10 @@ Failure modes this module prevents:
 * Answering one mail twice: IncomingMail is unique per (bot, Message-ID) and claimed before the bot runs;
   the same mail polled twice, or by two pollers, is answered once. Two pollers never read one mailbox at
   once (advisory lock per bot).
+* One mail holding a mailbox, or a tenant's other mailboxes, for ever: a mail is claimed and its attempt
+  counted before it is read (headers past the parser's safe limits are refused first, content.py), so one that
+  keeps failing or running out of time is given up after INCOMING_MAX_ATTEMPTS; the least recently polled
+  mailbox is polled first, so the one whose poll ran out of time goes last the next time.
 * Mail loops: automated mail (RFC 3834 Auto-Submitted, bulk, bounces, the bot's own address) is recorded
   and not answered, and every mail a bot sends says it is automated.
 * Bodies in logs: log lines name the Message-ID, recipients and status, never the body.
@@ -38,6 +42,7 @@ from datetime import timedelta
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from apps.basic.ssrf import SSRFError, SSRFResolveError
@@ -550,10 +555,11 @@ def mailbox_poll(*, bot: Bot) -> PollReport:
         except SecretUnavailable as exc:
             report.error = str(exc)
         except SoftTimeLimitExceeded:
-            # The task's time is up: stop here (nothing of the current mail was recorded or flagged, so the
-            # next poll takes it again) instead of going on to the next mailbox until the hard limit kills it.
-            MailboxState.objects.filter(bot=bot).update(last_polled_at=timezone.now(),
-                                                        last_error="the poll ran out of time")
+            # The task's time is up: stop here (the current mail is not flagged, so the next poll takes it again,
+            # its claim counted) instead of going on to the next mailbox until the hard limit kills it. Polled
+            # now, so the next task polls the tenant's other mailboxes first (mailboxes_poll).
+            MailboxState.objects.update_or_create(bot=bot, defaults={"last_polled_at": timezone.now(),
+                                                                      "last_error": "the poll ran out of time"})
             raise
         except Exception as exc:  # noqa: BLE001 - IMAP and socket errors of many kinds: record and go on
             report.error = f"{type(exc).__name__}: {exc}"[:1000]
@@ -657,31 +663,44 @@ def incoming_process(*, bot: Bot, raw: bytes, uid: int | None = None,
     INCOMING_MAX_ATTEMPTS, then the row shows failed. An answer that cannot be sent (MailError,
     MailConfigError when it is queued: no SMTP server, a refused sender, the hourly limit, which is also
     checked before the turn) fails the row at once, the turn's messages kept: the turn is never run twice for
-    it. A turn with no answer needs no SMTP server (no_reply).
+    it. A turn with no answer needs no SMTP server (no_reply). The row is claimed from the mail's top-level
+    headers, its attempt counted, before the whole mail is read: a mail the parser refuses or cannot read is
+    skipped with the reason, and one whose reading runs out of time counts that attempt like a turn would.
     """
     try:
-        mail = content.message_parse(raw)
+        head = content.message_parse(raw, headers_only=True)  # ids, sender, subject: time linear in the size
     except content.MessageUnreadable as exc:
-        # Recorded and marked read: a mail the parser cannot read must not stop the mailbox at it forever.
         logger.warning("mail: a message for bot %s is unreadable: %s", bot.name, exc)
         return incoming_record_skipped(bot=bot, raw=raw, uid=uid, reason=str(exc))
     with transaction.atomic():
+        # Claimed, and the attempt counted, before the whole mail is read: a mail whose reading (like its turn)
+        # keeps failing, running out of time or killing the worker is given up after INCOMING_MAX_ATTEMPTS
+        # claims, instead of stopping the mailbox at it on every poll.
         row, created = IncomingMail.objects.select_for_update().get_or_create(
-            bot=bot, message_id=mail.message_id,
-            defaults={"thread_key": mail.thread_key, "from_address": mail.from_address, "subject": mail.subject,
+            bot=bot, message_id=head.message_id,
+            defaults={"thread_key": head.thread_key, "from_address": head.from_address, "subject": head.subject,
                       "mailbox_uid": uid},
         )
         if not created and row.status != IncomingMail.Status.RECEIVED:
-            logger.info("mail: %s for bot %s already %s", mail.message_id, bot.name, row.status)
+            logger.info("mail: %s for bot %s already %s", head.message_id, bot.name, row.status)
             return IncomingResult(row, duplicate=True)
         if row.attempts >= INCOMING_MAX_ATTEMPTS:
-            # Claimed that many times and never finished: each attempt killed the worker (hard time limit, out
-            # of memory) before any exception could be counted. Given up, or it would block the mailbox forever.
-            logger.error("mail: %s for bot %s never finished in %d attempts", mail.message_id, bot.name, row.attempts)
-            reason = f"processing never finished in {row.attempts} attempts (the worker was stopped each time)"
+            # Claimed that many times and never finished: each attempt was stopped (the task's time limit, the
+            # worker killed by the hard limit or out of memory) before any failure could be recorded. Given up,
+            # or it would block the mailbox forever.
+            logger.error("mail: %s for bot %s never finished in %d attempts", head.message_id, bot.name, row.attempts)
+            reason = (f"processing never finished in {row.attempts} attempts (each was stopped: the task's time "
+                      "limit, or the worker killed)")
             return IncomingResult(_incoming_done(row, IncomingMail.Status.FAILED, reason), duplicate=False)
         row.attempts += 1
         row.save(update_fields=["attempts"])
+    try:
+        mail = content.message_parse(raw)
+    except content.MessageUnreadable as exc:
+        # Recorded and marked read: a mail the parser cannot read (or refuses to: headers or structure past the
+        # limits) must not stop the mailbox at it.
+        logger.warning("mail: message %s for bot %s is not read: %s", head.message_id, bot.name, exc)
+        return IncomingResult(_incoming_done(row, IncomingMail.Status.SKIPPED, str(exc)), duplicate=False)
     try:
         return IncomingResult(_incoming_answer(bot, row, mail, own_addresses), duplicate=False)
     except (MailError, MailConfigError) as exc:
@@ -766,9 +785,20 @@ def _attachments_store(bot: Bot, row: IncomingMail, attachments: list[content.Re
 
 
 def mailboxes_poll() -> list[PollReport]:
-    """Poll every bot of the current tenant that has an IMAP mailbox configured."""
+    """Poll every bot of the current tenant that has an IMAP mailbox configured, the least recently polled
+    first. A poll that runs out of the task's time stops the task (SoftTimeLimitExceeded passes on, its mailbox
+    marked polled), and the next task starts with the mailboxes it did not reach: one slow mailbox cannot keep
+    the tenant's other bots from ever being polled, as it did in name order. Any other failure of one bot's poll
+    is that bot's report, and the others go on."""
     reports = []
-    for bot in Bot.objects.order_by("name"):
-        if imap_configured(bot):
-            reports.append(mailbox_poll(bot=bot))
+    bots = Bot.objects.order_by(F("mailbox_state__last_polled_at").asc(nulls_first=True), "name")
+    for bot in bots:
+        try:
+            if imap_configured(bot):
+                reports.append(mailbox_poll(bot=bot))
+        except SoftTimeLimitExceeded:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the next bot's mailbox is not this one's problem
+            logger.exception("mail: polling the mailbox of bot %s failed", bot.name)
+            reports.append(PollReport(bot=bot.name, error=f"{type(exc).__name__}: {exc}"[:1000]))
     return reports
