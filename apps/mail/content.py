@@ -106,7 +106,7 @@ MIME_HEADERS_MAX_SEPARATORS = 12_000
 ADDRESS_HEADER_MAX_CHARS = 2048
 SUBJECT_READ_MAX_CHARS = 8 * 1024
 _MIME_HEADER_RE = re.compile(
-    rb"(?:\A|(?<=[\r\n]))(?P<name>content-(?:type|disposition|transfer-encoding)):"
+    rb"(?:\A|[\r\n])(?P<name>content-(?:type|disposition|transfer-encoding)):"
     rb"(?P<value>[^\r\n]*(?:(?:\r\n|\r|\n)[ \t][^\r\n]*)*)",
     re.IGNORECASE)
 _SEPARATOR_RE = re.compile(rb'[;"()\\,<>@:\[\]?=]|\s+')
