@@ -75,7 +75,10 @@ def world(canary_tenants, django_db_blocker, tmp_path_factory):
         tenant, password = tenant_create(name="Slow clients", domain=HOST)
         with schema_context(tenant.schema_name):
             Bot.objects.create(name=BOT)
-            key = api_key_create(name="ci", scopes=["bots:deploy"]).secret
+            from django.contrib.auth import get_user_model
+
+            admin = get_user_model().objects.get(username="admin")  # tenant_create's first admin
+            key = api_key_create(name="ci", scopes=["bots:deploy"], created_by=admin).secret
         database_url = database_url_for(os.environ["DATABASE_URL"], connection.settings_dict["NAME"])
     env = {
         **os.environ, "DJANGO_SETTINGS_MODULE": "gbplatform.settings.test", "DATABASE_URL": database_url,
