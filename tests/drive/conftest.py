@@ -74,3 +74,18 @@ def drive_neighbour(drive_backend: DriveBackend, request: pytest.FixtureRequest)
         return LocalDrive(drive_backend.root.with_name(drive_backend.root.name + "0"))
     assert isinstance(drive_backend, S3Drive)
     return s3_drive_new(request.getfixturevalue("s3_server"), prefix=drive_backend.prefix + "0")
+
+
+@pytest.fixture(params=["local", "s3"])
+def storage(request, settings, tmp_path):
+    """Each test gets an empty drive (and no outside vector store): a fresh folder, or a fresh bucket on the real
+    S3 server. The test's parameter says which."""
+    settings.MEDIA_ROOT, settings.QDRANT_URL = tmp_path / "media", ""
+    if request.param == "s3":
+        server = request.getfixturevalue("s3_server")
+        settings.S3_ENDPOINT_URL, settings.S3_REGION = server.endpoint_url, server.region
+        settings.S3_ACCESS_KEY, settings.S3_SECRET_KEY = server.access_key, server.secret_key
+        settings.S3_BUCKET = f"t-{uuid.uuid4().hex[:12]}"
+    else:
+        settings.S3_ACCESS_KEY = ""
+    return request.param

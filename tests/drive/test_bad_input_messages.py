@@ -2,7 +2,6 @@
 stays, and a file is blamed only for what is wrong with it."""
 
 import io
-import uuid
 import zipfile
 
 import pytest
@@ -79,20 +78,6 @@ def test_the_tasks_time_limit_stops_the_scan_and_blames_no_file(canary_tenants, 
         assert synced == ["shop.gbai/shop.gbdialog/a.bas"]  # the scan stopped there
         row = DriveObject.objects.get(key="shop.gbai/shop.gbdialog/a.bas")
         assert (row.fail_count, row.last_error) == (0, "")
-
-
-@pytest.fixture(params=["local", "s3"])
-def storage(request, settings, tmp_path):
-    """An empty drive of local files, or a fresh bucket on the real S3 server."""
-    settings.MEDIA_ROOT, settings.QDRANT_URL = tmp_path / "media", ""
-    if request.param == "s3":
-        server = request.getfixturevalue("s3_server")
-        settings.S3_ENDPOINT_URL, settings.S3_REGION = server.endpoint_url, server.region
-        settings.S3_ACCESS_KEY, settings.S3_SECRET_KEY = server.access_key, server.secret_key
-        settings.S3_BUCKET = f"t-{uuid.uuid4().hex[:12]}"
-    else:
-        settings.S3_ACCESS_KEY = ""
-    return request.param
 
 
 def test_a_file_removed_between_listing_and_reading_is_said_so_without_a_server_path(canary_tenants, storage,

@@ -4,7 +4,6 @@ failures park, deletions un-register, tenants never meet."""
 import io
 import os
 import time
-import uuid
 import zipfile
 import zoneinfo
 
@@ -52,22 +51,6 @@ def _shop_files(bot: str = "shop") -> dict[str, bytes]:
 
 def _deploy(files: dict[str, bytes], bot: str = "shop"):
     return bot_deploy(package=package_read_zip(_zip(bot, files), limits=package_limits()))
-
-
-@pytest.fixture(params=["local", "s3"])
-def storage(request, settings, tmp_path):
-    """Each test gets an empty drive: a fresh folder, or a fresh bucket on the real S3 server."""
-    settings.MEDIA_ROOT = tmp_path / "media"
-    if request.param == "s3":
-        server = request.getfixturevalue("s3_server")
-        settings.S3_ENDPOINT_URL = server.endpoint_url
-        settings.S3_ACCESS_KEY = server.access_key
-        settings.S3_SECRET_KEY = server.secret_key
-        settings.S3_REGION = server.region
-        settings.S3_BUCKET = f"t-{uuid.uuid4().hex[:12]}"
-    else:
-        settings.S3_ACCESS_KEY = ""
-    return request.param
 
 
 def test_deploy_compiles_scripts_syncs_config_and_registers_documents(canary_tenants, storage):

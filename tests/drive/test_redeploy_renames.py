@@ -3,7 +3,6 @@ one table name: a bad new file never takes the working version down, and no file
 silently by another file of the same name."""
 
 import io
-import uuid
 import zipfile
 
 import pytest
@@ -39,22 +38,6 @@ def _deploy(files: dict[str, bytes], bot: str = "shop"):
 
 def _rows(table: str = "products.csv") -> list[dict]:
     return list(BotTableRow.objects.filter(table=table).order_by("pk").values_list("data", flat=True))
-
-
-@pytest.fixture(params=["local", "s3"])
-def storage(request, settings, tmp_path):
-    """Each test gets an empty drive: a fresh folder, or a fresh bucket on the real S3 server."""
-    settings.MEDIA_ROOT = tmp_path / "media"
-    if request.param == "s3":
-        server = request.getfixturevalue("s3_server")
-        settings.S3_ENDPOINT_URL = server.endpoint_url
-        settings.S3_ACCESS_KEY = server.access_key
-        settings.S3_SECRET_KEY = server.secret_key
-        settings.S3_REGION = server.region
-        settings.S3_BUCKET = f"t-{uuid.uuid4().hex[:12]}"
-    else:
-        settings.S3_ACCESS_KEY = ""
-    return request.param
 
 
 def test_a_redeploy_renaming_a_script_and_a_table_to_broken_files_keeps_the_working_versions(canary_tenants,

@@ -4,7 +4,6 @@ recorded first, which is any older refused (even parked) copy: the rename target
 naming the stale copy, and the stale copy became the running script or the table's rows."""
 
 import io
-import uuid
 import zipfile
 
 import pytest
@@ -59,22 +58,6 @@ def _refused(key: str) -> str:
 def _script() -> tuple[str, str, bool]:
     script = BotScript.objects.get(name="start")
     return script.path, script.source, script.ok
-
-
-@pytest.fixture(params=["local", "s3"])
-def storage(request, settings, tmp_path):
-    """Each test gets an empty drive: a fresh folder, or a fresh bucket on the real S3 server."""
-    settings.MEDIA_ROOT = tmp_path / "media"
-    if request.param == "s3":
-        server = request.getfixturevalue("s3_server")
-        settings.S3_ENDPOINT_URL = server.endpoint_url
-        settings.S3_ACCESS_KEY = server.access_key
-        settings.S3_SECRET_KEY = server.secret_key
-        settings.S3_REGION = server.region
-        settings.S3_BUCKET = f"t-{uuid.uuid4().hex[:12]}"
-    else:
-        settings.S3_ACCESS_KEY = ""
-    return request.param
 
 
 def test_a_script_renamed_beside_a_parked_duplicate_stays_the_running_script(canary_tenants, storage, settings):
