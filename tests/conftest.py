@@ -64,7 +64,9 @@ def _rate_limit_counters_reset():
     from django_redis import get_redis_connection
 
     client = get_redis_connection("default")
-    keys = list(client.scan_iter(match="rl:*", count=1000))
+    # And the knowledge bases' circuit breakers, keyed by service URL: a loopback port one test's fake used
+    # (and a failure it recorded) may be another's later.
+    keys = [*client.scan_iter(match="rl:*", count=1000), *client.scan_iter(match="kb:breaker:*", count=1000)]
     if keys:
         client.delete(*keys)
 

@@ -91,7 +91,17 @@ _NORM_EPSILON = 1e-12
 
 
 class EmbeddingError(RuntimeError):
-    """Texts could not be embedded: model files missing, endpoint unreachable or answering nonsense."""
+    """Texts could not be embedded: model files missing, endpoint unreachable or answering nonsense.
+    `counts_for_breaker`: the endpoint is down (a timeout, a connection error, a 5xx), which is what the search's
+    circuit breaker counts (apps.kb.breakers); `http_status`: the endpoint's answer, when it gave one."""
+
+    counts_for_breaker: bool = False
+    http_status: int | None = None
+
+    def __init__(self, *args: object, counts_for_breaker: bool = False, http_status: int | None = None) -> None:
+        super().__init__(*args)
+        self.counts_for_breaker = counts_for_breaker
+        self.http_status = http_status
 
 
 class EmbeddingConfigError(EmbeddingError):
@@ -278,6 +288,10 @@ class OpenAIEmbeddings:
             raise EmbeddingConfigError(f"embedding-dimensions must be positive, got {dimensions}")
         self.base_url = _api_base_url(base_url)
         self.model = model
+        # The search's circuit breaker of this endpoint, model and key (apps.kb.breakers): never the key itself.
+        from apps.kb.breakers import embedding_breaker_id
+
+        self.breaker_id = embedding_breaker_id(self.base_url, model, api_key)
         self.dimensions = dimensions
         self.batch_size = max(1, min(batch_size, REMOTE_BATCH_SIZE_MAX))
         # Local servers take no key, but the client refuses to start without one. Redirects are not followed
@@ -311,18 +325,20 @@ class OpenAIEmbeddings:
             # "float", not the client's default base64: many compatible servers do not implement base64.
             response = self._client.embeddings.create(input=batch, model=self.model, encoding_format="float")
         except SSRFResolveError as exc:  # when connecting (public_only): a DNS failure, temporary
-            raise EmbeddingError(f"{where} is unreachable: {exc}") from exc
+            raise EmbeddingError(f"{where} is unreachable: {exc}", counts_for_breaker=True) from exc
         except SSRFError as exc:  # when connecting (public_only): the name now resolves to a refused address
             raise EmbeddingConfigError(f"{where} refused: {exc} (embedding endpoints of bots must be public hosts; "
                                        "the operator can allow private ones with LLM_ALLOW_PRIVATE_HOSTS)") from None
         except openai.APITimeoutError as exc:
-            raise EmbeddingError(f"{where} did not answer within {self._client.timeout} s") from exc
+            raise EmbeddingError(f"{where} did not answer within {self._client.timeout} s",
+                                 counts_for_breaker=True) from exc
         except openai.APIConnectionError as exc:
-            raise EmbeddingError(f"{where} is unreachable: {exc}") from exc
+            raise EmbeddingError(f"{where} is unreachable: {exc}", counts_for_breaker=True) from exc
         except openai.AuthenticationError as exc:
-            raise EmbeddingError(f"{where} refused the key (HTTP 401): check embedding-key") from exc
+            raise EmbeddingError(f"{where} refused the key (HTTP 401): check embedding-key", http_status=401) from exc
         except openai.APIStatusError as exc:
-            raise EmbeddingError(f"{where} answered HTTP {exc.status_code}: {_error_text(exc)}") from exc
+            raise EmbeddingError(f"{where} answered HTTP {exc.status_code}: {_error_text(exc)}",
+                                 counts_for_breaker=exc.status_code >= 500, http_status=exc.status_code) from exc
         except openai.OpenAIError as exc:
             raise EmbeddingError(f"{where} failed: {exc}") from exc
 

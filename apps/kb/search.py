@@ -2,7 +2,9 @@
 fused by weighted reciprocal rank, with a minimum dense similarity and a cap of chunks per document.
 
 When the embedding service or the vector store fails, search answers from the lexical side alone and
-says so (`degraded`), instead of failing the chat turn.
+says so (`degraded`), instead of failing the chat turn. Remote embedding endpoints and Qdrant are called through
+circuit breakers (apps.kb.breakers): after a few outage-type failures in a row a search skips the dead service
+at once (degraded) instead of waiting for its timeout on every turn, until one probe finds it back.
 """
 
 from __future__ import annotations
@@ -14,15 +16,26 @@ from dataclasses import dataclass, field
 from functools import reduce
 from operator import or_
 
+from django.conf import settings
 from django.contrib.postgres.search import SearchQuery, SearchRank, SearchVector
 from django.db import connection
 
 from apps.bots.config_csv import config_lookup
 from apps.bots.models import Bot
 from apps.bots.selectors import bot_config_values
+from apps.kb.breakers import (
+    KBServiceUnavailable,
+    embedding_answered,
+    embedding_breaker,
+    embedding_outage,
+    guarded,
+    qdrant_answered,
+    qdrant_breaker,
+    qdrant_outage,
+)
 from apps.kb.embeddings import EmbeddingError, embedding_provider_for
 from apps.kb.models import TEXT_SEARCH_CONFIG, Chunk
-from apps.kb.vectorstores import vector_store_for_settings
+from apps.kb.vectorstores import QdrantStore, vector_store_for_settings
 
 logger = logging.getLogger(__name__)
 
@@ -120,11 +133,17 @@ def dense_search(
     *, bot: Bot, kbs: list[str], query: str, limit: int, config: dict, min_score: float
 ) -> list[SearchHit]:
     provider = embedding_provider_for(config, for_query=True)
-    vector = provider.embed([query])[0]
+    # Each outside service goes through its circuit breaker: while one is open the search does not wait on it
+    # (KBServiceUnavailable at once; kb_search answers lexically, degraded).
+    with guarded(embedding_breaker(provider), embedding_outage, embedding_answered):
+        vector = provider.embed([query])[0]
     # Only vectors of the same model compare: after a change of model, documents not yet indexed again are
     # found by the lexical side only.
-    hits = vector_store_for_settings(for_search=True).search(tenant=connection.schema_name, bot=bot.name, kbs=kbs,
-                                                             vector=vector, limit=limit, model=provider.model)
+    store = vector_store_for_settings(for_search=True)
+    qdrant_url = getattr(settings, "QDRANT_URL", "") if isinstance(store, QdrantStore) else ""
+    with guarded(qdrant_breaker(qdrant_url) if qdrant_url else None, qdrant_outage, qdrant_answered):
+        hits = store.search(tenant=connection.schema_name, bot=bot.name, kbs=kbs, vector=vector, limit=limit,
+                            model=provider.model)
     return [
         SearchHit(document_path=h.document_path, kb=h.kb, index=h.index, text=h.text, page=h.page, heading=h.heading,
                   dense_score=float(h.score), dense_rank=rank)
@@ -148,7 +167,9 @@ def kb_search(
             dense = dense_search(bot=bot, kbs=kbs, query=query, limit=CANDIDATES_PER_SIDE, config=config,
                                  min_score=_float(config, "rag-min-score", DEFAULT_MIN_DENSE_SCORE, -1.0, 1.0))
         except Exception as exc:  # noqa: BLE001 - any outage of the dense side degrades to lexical
-            if not isinstance(exc, EmbeddingError):
+            if isinstance(exc, KBServiceUnavailable):
+                logger.info("vector search skipped: %s; answering lexically", exc)
+            elif not isinstance(exc, EmbeddingError):
                 logger.warning("vector search failed; answering lexically", exc_info=True)
             result.degraded = f"dense search unavailable ({type(exc).__name__}); lexical results only"
             result.mode = "lexical"

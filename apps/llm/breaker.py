@@ -7,6 +7,8 @@ others still see it open) -> closed on the probe's success, open again (a fresh 
 
 A provider is identified by `ProviderConfig.breaker_id` (endpoint, model, credential hash), so every
 tenant using the platform endpoint shares its breaker, and one tenant's own key cannot open another's.
+Other outside services use the same machinery through a `ServiceBreaker` (a key, a threshold, a timeout, a
+probe claim TTL): apps.kb.breakers builds those of Qdrant and of the embedding endpoints.
 
 Failure modes this module prevents:
 
@@ -53,12 +55,39 @@ class BreakerState:
     opened_at: float | None
 
 
+@dataclass(frozen=True)
+class ServiceBreaker:
+    """One breaker's identity and limits, for any outside service (an LLM provider, Qdrant, an embedding
+    endpoint): its Redis key, `threshold` consecutive failures to open, `timeout_s` open before a probe,
+    `probe_ttl_s` how long a probe's claim lasts, and how logs name it (`component`: the log prefix)."""
+
+    key: str
+    threshold: int
+    timeout_s: float
+    probe_ttl_s: int
+    label: str
+    description: str
+    component: str = "llm"
+
+    def describe(self) -> str:
+        return self.description
+
+
+def service_key(namespace: str, service_id: str) -> str:
+    """The Redis key of a breaker: `namespace` (e.g. "llm:breaker") and the service's id."""
+    return f"{namespace}:{service_id}"
+
+
 def _key(provider: ProviderConfig) -> str:
-    return f"{KEY_PREFIX}:{provider.breaker_id}"
+    return service_key(KEY_PREFIX, provider.breaker_id)
+
+
+def _probe_key_of(key: str) -> str:
+    return f"{key}:probe"
 
 
 def _probe_key(provider: ProviderConfig) -> str:
-    return f"{KEY_PREFIX}:{provider.breaker_id}:probe"
+    return _probe_key_of(_key(provider))
 
 
 # --- in-process fallback (no Redis) ------------------------------------------------------------------------
@@ -68,16 +97,156 @@ _local: dict[str, dict[str, float]] = {}
 _local_probes: dict[str, float] = {}
 
 
-def _read(provider: ProviderConfig) -> tuple[int, float | None]:
+def _read_key(key: str) -> tuple[int, float | None]:
     client = redis_client()
     if client is None:
         with _local_lock:
-            data = _local.get(_key(provider), {})
+            data = _local.get(key, {})
         return int(data.get("failures", 0)), data.get("opened_at")
-    raw = client.hgetall(_key(provider))
+    raw = client.hgetall(key)
     failures = int(raw.get(b"failures", 0) or 0)
     opened = raw.get(b"opened_at")
     return failures, float(opened) if opened else None
+
+
+def _read(provider: ProviderConfig) -> tuple[int, float | None]:
+    return _read_key(_key(provider))
+
+
+# --- any service, by its ServiceBreaker ----------------------------------------------------------------------
+
+
+def service_state(breaker: ServiceBreaker) -> BreakerState:
+    """The breaker's state now (for health pages and tests); does not claim a probe."""
+    failures, opened_at = _read_key(breaker.key)
+    if opened_at is None:
+        return BreakerState(CLOSED, failures, None)
+    if time.time() - opened_at < breaker.timeout_s:
+        return BreakerState(OPEN, failures, opened_at)
+    return BreakerState(HALF_OPEN, failures, opened_at)
+
+
+def _admit(state: BreakerState, key: str, probe_ttl: int, describe, label: str, component: str) -> str | None:
+    if state.state == CLOSED:
+        return CLOSED
+    if state.state == OPEN:
+        return None
+    probe_key = _probe_key_of(key)
+    client = redis_client()
+    if client is None:
+        with _local_lock:
+            now = time.time()
+            if _local_probes.get(probe_key, 0) > now:
+                return None
+            _local_probes[probe_key] = now + probe_ttl
+            return HALF_OPEN
+    won = bool(client.set(probe_key, "1", nx=True, ex=probe_ttl))
+    if won:
+        logger.info("%s: breaker of %s half-open: probing", component, describe())
+    return HALF_OPEN if won else None
+
+
+def service_admit(breaker: ServiceBreaker) -> str | None:
+    """May a call go to this service now? CLOSED (a call as usual), HALF_OPEN (this caller won the probe: make
+    one attempt, no retries, so it ends within its claim), None (refused: open, or another caller probes)."""
+    try:
+        return _admit(service_state(breaker), breaker.key, breaker.probe_ttl_s, breaker.describe, breaker.label,
+                      breaker.component)
+    except Exception as exc:  # noqa: BLE001 - a Redis failure must not stop the chat
+        logger.warning("%s: breaker state unavailable (%s); treating %s as closed", breaker.component, exc,
+                       breaker.label)
+        return CLOSED
+
+
+def _probe_release(key: str, component: str) -> None:
+    try:
+        client = redis_client()
+        if client is None:
+            with _local_lock:
+                _local_probes.pop(_probe_key_of(key), None)
+            return
+        client.delete(_probe_key_of(key))
+    except Exception as exc:  # noqa: BLE001
+        logger.warning("%s: could not release the breaker probe: %s", component, exc)
+
+
+def _record_success(key: str, describe, component: str) -> None:
+    try:
+        client = redis_client()
+        if client is None:
+            with _local_lock:
+                _local.pop(key, None)
+                _local_probes.pop(_probe_key_of(key), None)
+            return
+        if client.exists(key):
+            if client.hget(key, "opened_at"):
+                logger.info("%s: breaker of %s closed again", component, describe())
+            client.delete(key, _probe_key_of(key))
+    except Exception as exc:  # noqa: BLE001
+        logger.warning("%s: could not record a success in the breaker: %s", component, exc)
+
+
+def _record_failure(key: str, threshold_of, describe, component: str) -> None:
+    try:
+        now = time.time()
+        threshold = threshold_of()
+        client = redis_client()
+        if client is None:
+            with _local_lock:
+                data = _local.setdefault(key, {})
+                data["failures"] = data.get("failures", 0) + 1
+                half_open = data.get("opened_at") is not None
+                if data["failures"] >= threshold or half_open:
+                    data["opened_at"] = now
+                _local_probes.pop(_probe_key_of(key), None)
+            return
+        pipe = client.pipeline()
+        pipe.hincrby(key, "failures", 1)
+        pipe.hget(key, "opened_at")
+        pipe.expire(key, STATE_TTL_S)
+        failures, opened_at, _ = pipe.execute()
+        if opened_at is not None or failures >= threshold:
+            # Opening, or a half-open probe that failed: (re)start the open period.
+            client.hset(key, "opened_at", repr(now))
+            client.delete(_probe_key_of(key))
+            if opened_at is None:
+                logger.warning("%s: breaker of %s opened after %d consecutive failures", component, describe(),
+                               failures)
+    except Exception as exc:  # noqa: BLE001
+        logger.warning("%s: could not record a failure in the breaker: %s", component, exc)
+
+
+def _reset(key: str) -> None:
+    client = redis_client()
+    if client is None:
+        with _local_lock:
+            _local.pop(key, None)
+            _local_probes.pop(_probe_key_of(key), None)
+        return
+    client.delete(key, _probe_key_of(key))
+
+
+def service_probe_release(breaker: ServiceBreaker) -> None:
+    """A probe that ended without a verdict: another caller may probe."""
+    _probe_release(breaker.key, breaker.component)
+
+
+def service_record_success(breaker: ServiceBreaker) -> None:
+    """A call succeeded (or the service answered at all): close the breaker, forget the failures."""
+    _record_success(breaker.key, breaker.describe, breaker.component)
+
+
+def service_record_failure(breaker: ServiceBreaker) -> None:
+    """A call failed with an outage-type error: count it; open at the threshold; a failed probe re-opens."""
+    _record_failure(breaker.key, lambda: breaker.threshold, breaker.describe, breaker.component)
+
+
+def service_reset(breaker: ServiceBreaker) -> None:
+    """Forget the service's breaker state (operators, tests)."""
+    _reset(breaker.key)
+
+
+# --- LLM providers -------------------------------------------------------------------------------------------
 
 
 def breaker_limits(provider: ProviderConfig, settings: LLMSettings) -> tuple[int, float]:
@@ -124,23 +293,10 @@ def breaker_admit(provider: ProviderConfig, settings: LLMSettings) -> str | None
     attempt, no retries, so it ends within its claim), None (refused)."""
     try:
         state = breaker_state(provider, settings)
-        if state.state == CLOSED:
-            return CLOSED
-        if state.state == OPEN:
-            return None
-        probe_ttl = probe_claim_ttl_s(provider, settings)
-        client = redis_client()
-        if client is None:
-            with _local_lock:
-                now = time.time()
-                if _local_probes.get(_probe_key(provider), 0) > now:
-                    return None
-                _local_probes[_probe_key(provider)] = now + probe_ttl
-                return HALF_OPEN
-        won = bool(client.set(_probe_key(provider), "1", nx=True, ex=probe_ttl))
-        if won:
-            logger.info("llm: breaker of %s half-open: probing", provider.describe())
-        return HALF_OPEN if won else None
+        if state.state != HALF_OPEN:
+            return _admit(state, _key(provider), 0, provider.describe, provider.label, "llm")
+        return _admit(state, _key(provider), probe_claim_ttl_s(provider, settings), provider.describe,
+                      provider.label, "llm")
     except Exception as exc:  # noqa: BLE001 - a Redis failure must not stop the chat
         logger.warning("llm: breaker state unavailable (%s); treating %s as closed", exc, provider.label)
         return CLOSED
@@ -149,72 +305,19 @@ def breaker_admit(provider: ProviderConfig, settings: LLMSettings) -> str | None
 def breaker_probe_release(provider: ProviderConfig) -> None:
     """A probe that ended without a verdict (the caller's time ran out, an exception that is no provider failure
     escaped it): another caller may probe."""
-    try:
-        client = redis_client()
-        if client is None:
-            with _local_lock:
-                _local_probes.pop(_probe_key(provider), None)
-            return
-        client.delete(_probe_key(provider))
-    except Exception as exc:  # noqa: BLE001
-        logger.warning("llm: could not release the breaker probe: %s", exc)
+    _probe_release(_key(provider), "llm")
 
 
 def breaker_record_success(provider: ProviderConfig) -> None:
     """A call succeeded (or the server answered at all): close the breaker, forget the failures."""
-    try:
-        client = redis_client()
-        if client is None:
-            with _local_lock:
-                _local.pop(_key(provider), None)
-                _local_probes.pop(_probe_key(provider), None)
-            return
-        if client.exists(_key(provider)):
-            if client.hget(_key(provider), "opened_at"):
-                logger.info("llm: breaker of %s closed again", provider.describe())
-            client.delete(_key(provider), _probe_key(provider))
-    except Exception as exc:  # noqa: BLE001
-        logger.warning("llm: could not record a success in the breaker: %s", exc)
+    _record_success(_key(provider), provider.describe, "llm")
 
 
 def breaker_record_failure(provider: ProviderConfig, settings: LLMSettings) -> None:
     """A call failed with an outage-type error: count it; open at the threshold; a failed probe re-opens."""
-    try:
-        now = time.time()
-        threshold = breaker_limits(provider, settings)[0]
-        client = redis_client()
-        if client is None:
-            with _local_lock:
-                data = _local.setdefault(_key(provider), {})
-                data["failures"] = data.get("failures", 0) + 1
-                half_open = data.get("opened_at") is not None
-                if data["failures"] >= threshold or half_open:
-                    data["opened_at"] = now
-                _local_probes.pop(_probe_key(provider), None)
-            return
-        key = _key(provider)
-        pipe = client.pipeline()
-        pipe.hincrby(key, "failures", 1)
-        pipe.hget(key, "opened_at")
-        pipe.expire(key, STATE_TTL_S)
-        failures, opened_at, _ = pipe.execute()
-        if opened_at is not None or failures >= threshold:
-            # Opening, or a half-open probe that failed: (re)start the open period.
-            client.hset(key, "opened_at", repr(now))
-            client.delete(_probe_key(provider))
-            if opened_at is None:
-                logger.warning("llm: breaker of %s opened after %d consecutive failures",
-                               provider.describe(), failures)
-    except Exception as exc:  # noqa: BLE001
-        logger.warning("llm: could not record a failure in the breaker: %s", exc)
+    _record_failure(_key(provider), lambda: breaker_limits(provider, settings)[0], provider.describe, "llm")
 
 
 def breaker_reset(provider: ProviderConfig) -> None:
     """Forget the provider's breaker state (operators, tests)."""
-    client = redis_client()
-    if client is None:
-        with _local_lock:
-            _local.pop(_key(provider), None)
-            _local_probes.pop(_probe_key(provider), None)
-        return
-    client.delete(_key(provider), _probe_key(provider))
+    _reset(_key(provider))

@@ -35,17 +35,21 @@ from apps.sessions.turns import (
 logger = logging.getLogger(__name__)
 
 
-def kb_passages(turn: Turn, query: str) -> list:
+def kb_passages(turn: Turn, query: str) -> tuple[list, bool]:
+    """The KB passages for the question, and whether the search was degraded (its dense side skipped: the
+    embedding service or the vector store down, or its circuit breaker open; or the search failed): the
+    answer's meta says so (`kb_degraded`), the user still gets an answer."""
     kbs = list(turn.state.get("kbs") or [])
     if not kbs:
-        return []
+        return [], False
     from apps.kb.search import kb_search
 
     try:
-        return list(kb_search(bot=turn.session.bot, kbs=kbs, query=query).hits[:KB_CONTEXT_HITS])
+        result = kb_search(bot=turn.session.bot, kbs=kbs, query=query)
     except Exception:  # search degrades to nothing rather than failing the turn
         logger.exception("chat: KB search failed for bot %s", turn.session.bot.name)
-        return []
+        return [], True
+    return list(result.hits[:KB_CONTEXT_HITS]), bool(result.degraded)
 
 
 def _citations(hits: list) -> list[dict]:
@@ -137,12 +141,14 @@ def llm_answer(turn: Turn, text: str, *, replay: bool = False) -> None:
 
     session = turn.session
     config = bot_config(turn)
-    hits = kb_passages(turn, text)
+    hits, kb_degraded = kb_passages(turn, text)
     # Whether the session had knowledge bases at all: analytics tells "no KB hit" from "no KB".
     kb_used = bool(turn.state.get("kbs"))
+    degraded_meta = {"kb_degraded": True} if kb_degraded else {}
     if not bot_llm_configured(session.bot, config):
         turn.bot_message(offline_text(hits, OFFLINE_NO_MODEL),
-                         meta={"offline": True, "citations": _citations(hits[:OFFLINE_PASSAGES]), "kb": kb_used})
+                         meta={"offline": True, "citations": _citations(hits[:OFFLINE_PASSAGES]), "kb": kb_used,
+                               **degraded_meta})
         return
     # Only what the prompt holds is cited (a passage cut for length was never read by the model).
     hits = hits_in_prompt(hits)
@@ -232,7 +238,7 @@ def llm_answer(turn: Turn, text: str, *, replay: bool = False) -> None:
         return "".join(streamed)
 
     started = time.monotonic()
-    meta: dict = {"citations": citations, "kb": kb_used}
+    meta: dict = {"citations": citations, "kb": kb_used, **degraded_meta}
     try:
         result = chat(settings, messages, tools=tools or None, run_tool=run_tool, on_delta=on_delta,
                       on_cached=on_cached)

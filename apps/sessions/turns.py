@@ -90,7 +90,8 @@ class TurnError(Exception):
 # The user message's meta key holding the client's id of the message (REST Idempotency-Key).
 CLIENT_MESSAGE_ID_META = "client_message_id"
 # Message meta clients may see; the rest (error texts, provider names, script names) stays in the console.
-PUBLIC_META_KEYS = ("citations", "tool_calls", "tool", "cached", "offline", "secret", "interrupted", "quota")
+PUBLIC_META_KEYS = ("citations", "tool_calls", "tool", "cached", "offline", "secret", "interrupted", "quota",
+                    "kb_degraded")
 
 
 def session_chips(state: dict) -> dict:

@@ -28,7 +28,9 @@ here instead: `payload_indexes` (collection -> field -> the schema sent, e.g. `K
 True)`) and `queries` (every query and search: collection, filter, `SearchParams` with `hnsw_ef`, limit).
 
 Switches simulate failures, as the Vault fake's do: `outage_status` (every request answers it),
-`fail_next` (the next requests answer these statuses, one each), `on_request` (called with each recorded
+`fail_next` (the next requests answer these statuses, one each), `hang_s` (every request is recorded, then
+held this long before it is answered, as a hung Qdrant holds it; `stop()` lets held requests go), `on_request`
+(called with each recorded
 request before it is answered, e.g. to create a collection "by another worker" between two calls).
 Every request is recorded in `requests` (method, path, query, headers, JSON body, its size, the status answered);
 `count(method, path)` counts them. `collection_create` and `collection_drop` change the server's state
@@ -152,6 +154,8 @@ class FakeQdrant:
         self.max_request_bytes = max_request_bytes
         self.outage_status: int | None = None
         self.fail_next: list[int] = []
+        self.hang_s: float = 0.0
+        self._stopping = threading.Event()
         self.on_request: Callable[[RecordedRequest], None] | None = None
         self.requests: list[RecordedRequest] = []
         self.queries: list[RecordedQuery] = []
@@ -209,6 +213,7 @@ class FakeQdrant:
         return self
 
     def stop(self) -> None:
+        self._stopping.set()
         self._http.stop()
         self._store.close()
 
@@ -239,6 +244,8 @@ class FakeQdrant:
         record = self._record(method, path, query, handler, body, length)
         if self.on_request is not None:
             self.on_request(record)
+        if self.hang_s:
+            self._stopping.wait(self.hang_s)
         with self._lock:
             forced = self.fail_next.pop(0) if self.fail_next else None
         status = forced or self.outage_status
