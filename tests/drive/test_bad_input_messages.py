@@ -8,24 +8,16 @@ import pytest
 from django_tenants.utils import schema_context
 
 from apps.bots.models import Bot, BotScript, BotTableRow
-from apps.bots.services import bot_deploy, package_limits
+from apps.bots.services import package_limits
 from apps.drive.models import DriveObject
 from apps.drive.package import package_read_zip
 from apps.drive.services import drive_scan
 from apps.drive.storage import tenant_drive
+from tests.drive.support import package_deploy as _deploy
 
 pytestmark = pytest.mark.django_db
 
 START = b'TALK "Hello"\n'
-
-
-def _deploy(files: dict[str, bytes], bot: str = "shop"):
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for path, data in files.items():
-            archive.writestr(f"{bot}.gbai/{path}", data)
-    buffer.seek(0)
-    return bot_deploy(package=package_read_zip(buffer, limits=package_limits()))
 
 
 def _shop() -> dict[str, bytes]:

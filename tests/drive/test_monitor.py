@@ -1,22 +1,19 @@
 """DriveMonitor against real storage (local files and SeaweedFS S3): only what changed is processed,
 failures park, deletions un-register, tenants never meet."""
 
-import io
 import os
 import time
-import zipfile
 import zoneinfo
 
 import pytest
 from django_tenants.utils import schema_context
 
 from apps.bots.models import Bot, BotConfig, BotScript
-from apps.bots.services import bot_deploy, package_limits
 from apps.drive.models import DriveObject
-from apps.drive.package import package_read_zip
 from apps.drive.services import drive_scan
 from apps.drive.storage import tenant_drive
 from apps.kb.models import Document
+from tests.drive.support import package_deploy as _deploy
 
 pytestmark = pytest.mark.django_db
 
@@ -29,15 +26,6 @@ CONFIG = b"name,value\nbot-name,Shop\ntheme-color1,#0d2111\nparam-max-guests,4\n
 BROKEN = b'IF x THEN\nTALK "never closed"\n'
 
 
-def _zip(bot: str, files: dict[str, bytes]) -> io.BytesIO:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for path, data in files.items():
-            archive.writestr(f"{bot}.gbai/{path}", data)
-    buffer.seek(0)
-    return buffer
-
-
 def _shop_files(bot: str = "shop") -> dict[str, bytes]:
     return {
         f"{bot}.gbdialog/start.bas": START,
@@ -47,10 +35,6 @@ def _shop_files(bot: str = "shop") -> dict[str, bytes]:
         f"{bot}.gbkb/faq/visits.txt": b"Visits are free.\n",
         f"{bot}.gbtheme/style.css": b"body{}",
     }
-
-
-def _deploy(files: dict[str, bytes], bot: str = "shop"):
-    return bot_deploy(package=package_read_zip(_zip(bot, files), limits=package_limits()))
 
 
 def test_deploy_compiles_scripts_syncs_config_and_registers_documents(canary_tenants, storage):

@@ -2,18 +2,15 @@
 one table name: a bad new file never takes the working version down, and no file's rows are replaced or emptied
 silently by another file of the same name."""
 
-import io
-import zipfile
 
 import pytest
 from django_tenants.utils import schema_context
 
 from apps.bots.models import BotScript, BotTableRow
-from apps.bots.services import bot_deploy, package_limits
 from apps.drive.models import DriveObject
-from apps.drive.package import package_read_zip
 from apps.drive.services import drive_scan
 from apps.drive.storage import tenant_drive
+from tests.drive.support import package_deploy as _deploy
 
 pytestmark = pytest.mark.django_db
 
@@ -21,19 +18,6 @@ START = b'TALK "Hello"\n'
 START_NEW = b'TALK "Hello again"\n'
 BROKEN = b'IF x THEN\nTALK "never closed"\n'
 KEPT = "(not deployed: the previous version keeps running)"
-
-
-def _zip(bot: str, files: dict[str, bytes]) -> io.BytesIO:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for path, data in files.items():
-            archive.writestr(f"{bot}.gbai/{path}", data)
-    buffer.seek(0)
-    return buffer
-
-
-def _deploy(files: dict[str, bytes], bot: str = "shop"):
-    return bot_deploy(package=package_read_zip(_zip(bot, files), limits=package_limits()))
 
 
 def _rows(table: str = "products.csv") -> list[dict]:

@@ -3,18 +3,15 @@ changed in the scan), not an older copy refused beside it. The takeover went to 
 recorded first, which is any older refused (even parked) copy: the rename target, recorded in the scan, was refused
 naming the stale copy, and the stale copy became the running script or the table's rows."""
 
-import io
-import zipfile
 
 import pytest
 from django_tenants.utils import schema_context
 
 from apps.bots.models import BotScript, BotTableRow
-from apps.bots.services import bot_deploy, package_limits
 from apps.drive.models import DriveObject
-from apps.drive.package import package_read_zip
 from apps.drive.services import drive_scan
 from apps.drive.storage import tenant_drive
+from tests.drive.support import package_deploy as _deploy
 
 pytestmark = pytest.mark.django_db
 
@@ -23,19 +20,6 @@ STALE = b'TALK "stale"\n'
 START, PARKED = "shop.gbai/shop.gbdialog/start.bas", "shop.gbai/shop.gbdialog/zz/start.bas"
 MAIN = "shop.gbai/shop.gbdialog/main/start.bas"
 TABLE_A, TABLE_B, TABLE_C = (f"shop.gbai/{folder}.gbdata/products.csv" for folder in "abc")
-
-
-def _zip(bot: str, files: dict[str, bytes]) -> io.BytesIO:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for path, data in files.items():
-            archive.writestr(f"{bot}.gbai/{path}", data)
-    buffer.seek(0)
-    return buffer
-
-
-def _deploy(files: dict[str, bytes], bot: str = "shop"):
-    return bot_deploy(package=package_read_zip(_zip(bot, files), limits=package_limits()))
 
 
 def _names() -> list[str]:

@@ -18,14 +18,12 @@ import pytest
 from django_tenants.utils import schema_context
 
 from apps.bots.models import Bot, BotConfig
-from apps.drive.storage import tenant_drive
 from apps.kb import embeddings, vectorstores
 from apps.kb.breakers import embedding_breaker, qdrant_breaker
 from apps.kb.embeddings import embedding_provider_for
-from apps.kb.indexing import document_index
 from apps.kb.search import kb_search
-from apps.kb.services import document_register
 from apps.llm.breaker import CLOSED, OPEN, service_state
+from tests.kb.support import document_indexed as _index
 from tests.support.openai_fake import FakeEmbeddingsServer
 
 pytestmark = pytest.mark.django_db
@@ -35,13 +33,6 @@ QUESTION = "when does the shop open"
 QUERY_PATH_SUFFIX = "/points/query"
 # What a search says when a breaker skipped the service (the exception's name is in `degraded`).
 SKIPPED = "KBServiceUnavailable"
-
-
-def _index(bot: Bot, name: str, text: str) -> None:
-    key = f"{bot.name}.gbai/{bot.name}.gbkb/faq/{name}"
-    etag = tenant_drive().write(key, text.encode())
-    document = document_register(bot=bot, kb_name="faq", path=key, etag=etag, size=len(text))
-    assert document_index(document_id=document.pk).status == "indexed"
 
 
 @pytest.fixture

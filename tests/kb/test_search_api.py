@@ -8,19 +8,11 @@ from django.test import Client
 from django_tenants.utils import schema_context
 
 from apps.bots.models import Bot
-from apps.drive.storage import tenant_drive
 from apps.kb.indexing import document_index
 from apps.kb.search import kb_search
-from apps.kb.services import document_register
+from tests.kb.support import document_indexed as _index
 
 pytestmark = pytest.mark.django_db
-
-
-def _index(bot: Bot, name: str, text: str) -> None:
-    key = f"{bot.name}.gbai/{bot.name}.gbkb/faq/{name}"
-    etag = tenant_drive().write(key, text.encode())
-    document = document_register(bot=bot, kb_name="faq", path=key, etag=etag, size=len(text))
-    assert document_index(document_id=document.pk).status == "indexed"
 
 
 @pytest.fixture
