@@ -287,11 +287,14 @@ def _call(what: str, *, checked: bool) -> Iterator[requests.Session]:
     token = _socket_opened.set(deadline.opened)
     deadline.start()
     try:
-        session = outbound.checked_requests_session() if checked else requests.Session()
-        adapter = _WatchedCheckedAdapter() if checked else _WatchedAdapter()
-        with session:
+        if checked:
+            session = outbound.checked_requests_session(_WatchedCheckedAdapter())
+        else:
+            session = requests.Session()
+            adapter = _WatchedAdapter()
             session.mount("http://", adapter)
             session.mount("https://", adapter)
+        with session:
             yield session
     except OidcProviderUnavailable:
         if deadline.expired:

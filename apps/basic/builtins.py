@@ -230,6 +230,8 @@ def _guarded(name: str, func: Callable[..., Value]) -> Callable[..., Value]:
             meter.charge_chars(len(result))
         elif result_type is list or result_type is dict:
             meter.charge_items(len(result))
+        else:
+            return result  # a number, a date, nothing: no size to check or to hold
         _check_size(name, result)
         meter.hold(result)  # a large result counts in the run's memory while it exists (apps/basic/memory.py)
         return result

@@ -209,9 +209,8 @@ class Gauge:
         self.since_prune = 0
 
     def measure(self) -> tuple[int, int]:
-        """Walk what the run holds (and its callers'); returns (bytes, elements visited). The caller charges
-        the walk and sets `steps_at`."""
-        self.prune()
+        """Walk what the run holds (and its callers'); returns (bytes, elements visited). The caller prunes
+        first (VM._check_memory), charges the walk and sets `steps_at`."""
         self.kept.update(self.fresh)
         self.fresh.clear()
         roots: list = []

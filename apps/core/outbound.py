@@ -154,14 +154,15 @@ class CheckedHTTPAdapter(requests.adapters.HTTPAdapter):
         raise ssrf.SSRFError("checked connections do not go through a proxy")
 
 
-def checked_requests_session() -> requests.Session:
+def checked_requests_session(adapter: CheckedHTTPAdapter | None = None) -> requests.Session:
     """A requests.Session connecting only to addresses `ssrf.resolve_checked` checked (http and https), ignoring
     HTTP(S)_PROXY and .netrc (`trust_env` off; the CA bundle of REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE is still
-    used, as requests does). Use one per call (it keeps cookies) and close it."""
+    used, as requests does). `adapter`: a CheckedHTTPAdapter subclass's instance to use instead (one that also
+    watches its sockets). Use one per call (it keeps cookies) and close it."""
     session = requests.Session()
     session.trust_env = False
     session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
-    adapter = CheckedHTTPAdapter()
+    adapter = adapter or CheckedHTTPAdapter()
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session

@@ -27,6 +27,7 @@ from django.conf import settings as django_settings
 from apps.llm.breaker import (
     HALF_OPEN,
     ServiceBreaker,
+    probe_claim_ttl,
     service_admit,
     service_key,
     service_probe_release,
@@ -39,8 +40,6 @@ KEY_PREFIX = "kb:breaker"
 # (settings KB_BREAKER_THRESHOLD / KB_BREAKER_TIMEOUT_S override them).
 DEFAULT_KB_BREAKER_THRESHOLD = 3
 DEFAULT_KB_BREAKER_TIMEOUT_S = 30.0
-# Added to a probe's worst case (one attempt at the search timeout) for the rest: Redis round trips, a slow process.
-PROBE_CLAIM_MARGIN_S = 5.0
 
 
 class KBServiceUnavailable(RuntimeError):
@@ -60,9 +59,7 @@ def _where(url: str) -> str:
 
 def _breaker(kind: str, service_id: str, label: str, description: str, attempt_s: float) -> ServiceBreaker:
     threshold, timeout_s = _limits()
-    # A claim that expired while its probe still waits on a hung service would let a new probe start every
-    # breaker timeout: it lasts at least one attempt (connect + read at the search timeout) and the margin.
-    probe_ttl = max(1, int(max(timeout_s, 2 * attempt_s + PROBE_CLAIM_MARGIN_S) + 0.999))
+    probe_ttl = probe_claim_ttl(timeout_s, 2 * attempt_s)  # one attempt: connect + read at the search timeout
     return ServiceBreaker(key=service_key(f"{KEY_PREFIX}:{kind}", service_id), threshold=threshold,
                           timeout_s=timeout_s, probe_ttl_s=probe_ttl, label=label, description=description,
                           component="kb")

@@ -274,13 +274,19 @@ def breaker_state(provider: ProviderConfig, settings: LLMSettings) -> BreakerSta
 PROBE_CLAIM_MARGIN_S = 5.0
 
 
+def probe_claim_ttl(timeout_s: float, attempt_s: float) -> int:
+    """Whole seconds a half-open probe's claim lasts: the breaker timeout, or longer when one probe's attempt
+    (`attempt_s`, its worst case against a hung service) plus PROBE_CLAIM_MARGIN_S takes longer. A claim that
+    expired while its probe still waits would let a new probe start every breaker timeout."""
+    return max(1, int(max(timeout_s, attempt_s + PROBE_CLAIM_MARGIN_S) + 0.999))
+
+
 def probe_claim_ttl_s(provider: ProviderConfig, settings: LLMSettings) -> int:
-    """How long a half-open probe's claim lasts: the breaker timeout, or longer when one probe (a single
-    attempt, see breaker_admit) can take longer against a hung provider."""
+    """How long a half-open probe's claim lasts for this provider (a single attempt, see breaker_admit)."""
     from apps.llm.providers import CONNECT_TIMEOUT_S
 
-    one_attempt = min(CONNECT_TIMEOUT_S, settings.timeout_s) + settings.timeout_s + PROBE_CLAIM_MARGIN_S
-    return max(1, int(max(breaker_limits(provider, settings)[1], one_attempt) + 0.999))
+    one_attempt = min(CONNECT_TIMEOUT_S, settings.timeout_s) + settings.timeout_s
+    return probe_claim_ttl(breaker_limits(provider, settings)[1], one_attempt)
 
 
 def breaker_allow(provider: ProviderConfig, settings: LLMSettings) -> bool:

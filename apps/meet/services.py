@@ -44,7 +44,7 @@ from django_tenants.utils import get_public_schema_name, schema_context
 from google.protobuf.json_format import MessageToDict, ParseError
 from livekit import api as lk
 
-from apps.core.wire import NUL_REPLACEMENT, nul_replaced
+from apps.core.wire import nul_replaced
 from apps.drive.backends import DriveKeyError, drive_key_validate
 from apps.meet.livekit import (
     LIVEKIT_EMPTY_TIMEOUT_S,
@@ -595,12 +595,6 @@ def _ns(nanoseconds: int) -> datetime | None:
     return _ts(nanoseconds // 1_000_000_000) if nanoseconds else None
 
 
-def _text(value: str) -> str:
-    """LiveKit's text as PostgreSQL stores it: NUL (which no text column or jsonb holds) as U+FFFD. A signed
-    event names whatever a token carried; it is recorded, not lost to a database error."""
-    return value.replace("\x00", NUL_REPLACEMENT)
-
-
 def _webhook_record(event: lk.WebhookEvent, event_id: str, room_name: str, schema: str) -> str:
     occurred = _ts(event.created_at)
     with transaction.atomic():
@@ -608,7 +602,8 @@ def _webhook_record(event: lk.WebhookEvent, event_id: str, room_name: str, schem
         try:
             with transaction.atomic():  # savepoint: a concurrent redelivery loses the race on the unique id
                 record = WebhookEvent.objects.create(
-                    event_id=_text(event_id)[:128], event=_text(event.event)[:40], room=room, room_name=room_name,
+                    event_id=nul_replaced(event_id)[:128], event=nul_replaced(event.event)[:40], room=room,
+                    room_name=room_name,
                     occurred_at=occurred, payload=nul_replaced(MessageToDict(event)),
                 )
         except IntegrityError:
@@ -632,7 +627,8 @@ def _webhook_record(event: lk.WebhookEvent, event_id: str, room_name: str, schem
             ParticipantEvent.objects.create(
                 room=room, webhook_event=record,
                 kind=ParticipantEvent.Kind.JOINED if kind == "participant_joined" else ParticipantEvent.Kind.LEFT,
-                identity=_text(p.identity)[:255], name=_text(p.name)[:255], participant_sid=_text(p.sid)[:64],
+                identity=nul_replaced(p.identity)[:255], name=nul_replaced(p.name)[:255],
+                participant_sid=nul_replaced(p.sid)[:64],
                 occurred_at=occurred or timezone.now(),
             )
         elif kind in {"egress_started", "egress_updated", "egress_ended"} and event.HasField("egress_info"):
@@ -648,16 +644,16 @@ _EGRESS_STATUS = {
 
 
 def _recording_update(room: Room, info, schema: str) -> None:
-    recording, _ = Recording.objects.select_for_update().get_or_create(egress_id=_text(info.egress_id)[:64],
+    recording, _ = Recording.objects.select_for_update().get_or_create(egress_id=nul_replaced(info.egress_id)[:64],
                                                                        room=room)
     recording.status = _EGRESS_STATUS.get(info.status, Recording.Status.STARTING)
     recording.started_at = _ns(info.started_at) or recording.started_at
     recording.ended_at = _ns(info.ended_at) or recording.ended_at
-    recording.error = _text(info.error or "")
+    recording.error = nul_replaced(info.error or "")
     files = list(info.file_results) or ([info.file] if info.HasField("file") else [])
     if files:
         last = files[-1]
-        location = _text(last.location or last.filename)
+        location = nul_replaced(last.location or last.filename)
         drive_key = recording_drive_key(location=location, schema=schema)
         recording.drive_key = drive_key or ""
         recording.external_location = "" if drive_key else location[:2048]
